@@ -1,0 +1,219 @@
+"""BusConnection: the one way meshbus processes talk to NATS.
+
+Connect with a client name, credentials (creds file or nkey seed) and TLS; reconnect
+forever with jittered exponential backoff; log a disconnect and a reconnect once each
+(not a line per retry: the retries are counted instead). Request/reply goes through
+`meshbus.bus.rpc`, which maps wire errors to typed exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from . import codec
+from .errors import UnavailableError
+from .subjects import DEFAULT_ROOT, Subjects
+
+log = logging.getLogger(__name__)
+
+ENV_URL = "MESHBUS_NATS_URL"
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def default_url() -> str:
+    return os.environ.get(ENV_URL) or DEFAULT_URL
+
+
+@dataclass(frozen=True, slots=True)
+class BusSettings:
+    """How to reach the bus. Frozen: built once by a process's __main__."""
+
+    url: str = field(default_factory=default_url)
+    name: str = "meshbus"
+    root: str = DEFAULT_ROOT
+    credentials_file: str | None = None
+    nkey_seed_file: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    connect_timeout: float = 2.0
+    reconnect_base: float = 0.05
+    reconnect_max: float = 2.0
+    max_payload: int = codec.DEFAULT_MAX_BYTES
+
+    def servers(self) -> list[str]:
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+
+@dataclass
+class BusStats:
+    disconnects: int = 0
+    reconnects: int = 0
+    reconnect_attempts: int = 0
+    async_errors: int = 0
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rand: float) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rand * min(cap, base * (2 ** min(attempt, 16)))
+
+
+class BusConnection:
+    """Async context manager over a nats-py client.
+
+    ``async with BusConnection(settings) as bus:`` connects (retrying until the server
+    answers when ``wait=True``), and drains on exit so in-flight replies are sent.
+    """
+
+    def __init__(self, settings: BusSettings | None = None, *, logger: logging.Logger | None = None) -> None:
+        self.settings = settings or BusSettings()
+        self.subjects = Subjects(self.settings.root)
+        self.stats = BusStats()
+        self.nc: Client = Client()
+        self._log = logger or log
+        self._connected = asyncio.Event()
+        self._was_disconnected = False
+        self._closed = False
+
+    # -- lifecycle
+    async def connect(self, *, wait: bool = True) -> None:
+        """Connect. With wait=True keep retrying (jittered) until the first connect succeeds."""
+        attempt = 0
+        while True:
+            try:
+                await self.nc.connect(**self._options())
+                break
+            except Exception as exc:
+                if not wait:
+                    raise UnavailableError(f"cannot connect to NATS at {self.settings.url}: {exc}") from exc
+                if attempt == 0:
+                    self._log.warning("NATS at %s not reachable (%s); retrying", self.settings.url, exc)
+                self.stats.reconnect_attempts += 1
+                await asyncio.sleep(
+                    backoff_delay(
+                        attempt, self.settings.reconnect_base, self.settings.reconnect_max, random.random()
+                    )
+                )
+                attempt += 1
+                self.nc = Client()
+        self._connected.set()
+        self._log.info(
+            "connected to NATS at %s as %s",
+            self.nc.connected_url.netloc if self.nc.connected_url else "?",
+            self.settings.name,
+        )
+
+    def _options(self) -> dict[str, Any]:
+        s = self.settings
+        opts: dict[str, Any] = dict(
+            servers=s.servers(),
+            name=s.name,
+            connect_timeout=s.connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_to_server_handler=self._pick_server,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+        )
+        if s.credentials_file:
+            opts["user_credentials"] = s.credentials_file
+        if s.nkey_seed_file:
+            opts["nkeys_seed"] = s.nkey_seed_file
+        if s.tls_ca or s.tls_cert:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=s.tls_ca)
+            if s.tls_cert:
+                ctx.load_cert_chain(s.tls_cert, s.tls_key)
+            opts["tls"] = ctx
+        return opts
+
+    def _pick_server(self, servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
+        # nats-py's own wait is a fixed reconnect_time_wait; jitter spreads a fleet of
+        # proxies so a restarted server is not hit by all of them in the same instant.
+        server = min(servers, key=lambda s: s.reconnects)
+        self.stats.reconnect_attempts += 1
+        delay = backoff_delay(
+            server.reconnects, self.settings.reconnect_base, self.settings.reconnect_max, random.random()
+        )
+        return server, delay
+
+    async def _on_error(self, exc: Exception) -> None:
+        self.stats.async_errors += 1
+        if self._was_disconnected:
+            self._log.debug("NATS error while reconnecting: %s", exc)  # counted, not logged per retry
+        else:
+            self._log.warning("NATS error: %r", exc)
+
+    async def _on_disconnected(self) -> None:
+        if self._closed or self._was_disconnected:
+            return
+        self._was_disconnected = True
+        self._connected.clear()
+        self.stats.disconnects += 1
+        self._log.warning("disconnected from NATS; reconnecting in the background")
+
+    async def _on_reconnected(self) -> None:
+        self._was_disconnected = False
+        self._connected.set()
+        self.stats.reconnects += 1
+        url = self.nc.connected_url.netloc if self.nc.connected_url else "?"
+        self._log.info("reconnected to NATS at %s after %d attempts", url, self.stats.reconnect_attempts)
+
+    async def _on_closed(self) -> None:
+        self._connected.clear()
+
+    @property
+    def connected(self) -> bool:
+        return self.nc.is_connected
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def close(self, *, drain: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.nc.is_closed:
+            return
+        try:
+            if drain and self.nc.is_connected:
+                await self.nc.drain()
+            else:
+                await self.nc.close()
+        except Exception as exc:  # closing must never raise into shutdown paths
+            self._log.debug("error while closing NATS connection: %r", exc)
+
+    async def __aenter__(self) -> BusConnection:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- messaging
+    async def publish(self, subject: str, msg: Any) -> None:
+        data, headers = codec.encode(msg)
+        await self.nc.publish(subject, data, headers=headers)
+
+    async def subscribe(
+        self, subject: str, cb: Callable[[Msg], Awaitable[None]], *, queue: str = ""
+    ) -> Subscription:
+        return await self.nc.subscribe(subject, queue=queue, cb=cb)
+
+    async def flush(self, timeout: float = 2.0) -> None:
+        await self.nc.flush(timeout=timeout)  # type: ignore[arg-type]  # nats-py annotates int, accepts float

@@ -1,0 +1,120 @@
+"""What every meshbus process's __main__ shares: common flags and the run loop.
+
+`add_common_args` gives every process and meshctl command ``--nats``, ``--log-level``,
+``--log-format`` and ``--subject-root``. `run_until_signalled` runs a component's
+``serve`` coroutine until SIGTERM/SIGINT, then drains within a grace period, cancels
+what is left and logs how many tasks it had to cancel (uvicorn's shutdown shape).
+The previous signal handlers are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from .connection import ENV_URL, BusSettings, default_url
+from .subjects import DEFAULT_ROOT
+
+log = logging.getLogger(__name__)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nats",
+        default=None,
+        metavar="URL",
+        help=f"NATS URL(s), comma separated (default: ${ENV_URL} or nats://127.0.0.1:4222)",
+    )
+    parser.add_argument("--nats-creds", default=None, metavar="FILE", help="NATS credentials file")
+    parser.add_argument("--subject-root", default=os.environ.get("MESHBUS_SUBJECT_ROOT", DEFAULT_ROOT))
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("MESHBUS_LOG_LEVEL", "info"),
+        choices=["trace", "debug", "info", "warning", "error"],
+    )
+    parser.add_argument(
+        "--log-format", default=os.environ.get("MESHBUS_LOG_FORMAT", "console"), choices=["json", "console"]
+    )
+
+
+def settings_from_args(args: argparse.Namespace, name: str) -> BusSettings:
+    return BusSettings(
+        url=args.nats or default_url(),
+        name=name,
+        root=args.subject_root,
+        credentials_file=args.nats_creds,
+    )
+
+
+async def run_until_signalled(
+    serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    *,
+    grace: float = 10.0,
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+) -> None:
+    """Run ``serve(stop_event)``; the first signal sets the event, a second one forces exit.
+
+    ``serve`` must return once the event is set and it has drained. After ``grace`` seconds
+    it is cancelled, as is every other task still running.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    previous = {s: signal.getsignal(s) for s in signals}
+    forced = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting without waiting", sig.name)
+            forced.set()
+            return
+        log.info("received %s: draining", sig.name)
+        stop.set()
+
+    for s in signals:
+        loop.add_signal_handler(s, on_signal, s)
+    task = asyncio.create_task(serve(stop))
+    try:
+        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            forced_wait = asyncio.create_task(forced.wait())
+            done, _ = await asyncio.wait(
+                [task, forced_wait], timeout=grace, return_when=asyncio.FIRST_COMPLETED
+            )
+            forced_wait.cancel()
+            if task not in done:
+                log.warning("shutdown grace of %.1fs exceeded; cancelling", grace)
+                task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    finally:
+        for s in signals:
+            loop.remove_signal_handler(s)
+            prev = previous[s]
+            if callable(prev) or prev in (signal.SIG_DFL, signal.SIG_IGN):
+                signal.signal(s, prev)
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        for t in others:
+            t.cancel()
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+            log.info("cancelled %d leftover task(s) at shutdown", len(others))
+
+
+def use_uvloop() -> None:
+    """Install uvloop as the event loop policy when it is available (it is a dependency)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency, but stay runnable
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def log_level_number(name: str) -> int:
+    return 5 if name == "trace" else getattr(logging, name.upper())

@@ -1,0 +1,50 @@
+"""Typed request/reply over the bus with a deadline.
+
+`request(bus, subject, msg, ReplyType)` encodes `msg`, waits at most `timeout`, and
+returns a `ReplyType` — or raises the typed `BusError` the remote handler raised (its
+code travels in the `ErrorReply` envelope), `UnavailableError` when nobody serves the
+subject, `RequestTimeoutError` when the deadline passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import nats.errors
+
+from . import codec
+from .connection import BusConnection
+from .errors import BusError, RequestTimeoutError, UnavailableError, error_for_code
+from .schemas.common import ErrorReply
+
+T = TypeVar("T")
+
+ERROR_HEADER = "Nats-Service-Error"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+
+async def request(
+    bus: BusConnection, subject: str, msg: Any, reply_type: type[T], *, timeout: float = 2.0
+) -> T:
+    data, headers = codec.encode(msg)
+    try:
+        reply = await bus.nc.request(subject, data, timeout=timeout, headers=headers)
+    except nats.errors.NoRespondersError:
+        raise UnavailableError(f"no responders on {subject}") from None
+    except (nats.errors.TimeoutError, TimeoutError):
+        raise RequestTimeoutError(f"no reply on {subject} within {timeout:.3g}s") from None
+    except nats.errors.ConnectionClosedError:
+        raise UnavailableError(f"bus connection closed while requesting {subject}") from None
+    rheaders = reply.headers or {}
+    if ERROR_CODE_HEADER in rheaders:
+        raise _error_from_reply(reply.data, rheaders)
+    return codec.decode(reply.data, rheaders, reply_type, max_bytes=bus.settings.max_payload)
+
+
+def _error_from_reply(data: bytes, headers: dict[str, str]) -> BusError:
+    try:
+        env = codec.decode(data, headers, ErrorReply)
+        return error_for_code(env.code, env.message)
+    except BusError:
+        # A non-meshbus micro service answered with only the standard headers.
+        return error_for_code("internal", headers.get(ERROR_HEADER, "remote error"))

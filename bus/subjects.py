@@ -1,0 +1,162 @@
+"""The one place that spells NATS subjects.
+
+Every subject lives under a configurable root (default ``mesh``), then a protocol
+version token, so two meshes can share one NATS and a v2 protocol can run beside v1:
+
+    <root>.v1.<component>.<verb>[.<id>]
+
+Nothing else in meshbus builds a subject by hand (tests/test_imports.py checks it).
+A later component adds its subjects as methods here, with its tokens validated.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_ROOT = "mesh"
+PROTOCOL = "v1"
+
+# NATS allows almost anything in a token; we keep to the recommended set so ids
+# from any source (filter ids, proxy ids, KV keys) can be embedded safely.
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_ROOT_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+def validate_token(token: str, what: str = "token") -> str:
+    if not _TOKEN_RE.match(token):
+        raise ValueError(f"meshbus: invalid subject {what} {token!r}: use letters, digits, '-' and '_' only")
+    return token
+
+
+def escape_token(value: str) -> str:
+    """Escape an id with dots or other characters into one subject token.
+
+    Reversible: ``_`` becomes ``__``, ``.`` becomes ``_d``, and any other byte outside
+    the safe set becomes ``_xHH``. ``meshbus.filters.http.ratelimit`` -> ``meshbus_dfilters_dhttp_dratelimit``.
+    """
+    out: list[str] = []
+    for ch in value:
+        if ch == "_":
+            out.append("__")
+        elif ch == ".":
+            out.append("_d")
+        elif ch.isascii() and (ch.isalnum() or ch == "-"):
+            out.append(ch)
+        else:
+            out.extend(f"_x{b:02x}" for b in ch.encode())
+    if not out:
+        raise ValueError("meshbus: cannot escape an empty id into a subject token")
+    return "".join(out)
+
+
+def unescape_token(token: str) -> str:
+    out = bytearray()
+    i = 0
+    while i < len(token):
+        ch = token[i]
+        if ch == "_":
+            nxt = token[i + 1 : i + 2]
+            if nxt == "_":
+                out += b"_"
+                i += 2
+            elif nxt == "d":
+                out += b"."
+                i += 2
+            elif nxt == "x":
+                out.append(int(token[i + 2 : i + 4], 16))
+                i += 4
+            else:
+                raise ValueError(f"meshbus: bad escape in subject token {token!r}")
+        else:
+            out += ch.encode()
+            i += 1
+    return out.decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Subject builders for one mesh (one root)."""
+
+    root: str = DEFAULT_ROOT
+
+    def __post_init__(self) -> None:
+        if not _ROOT_RE.match(self.root):
+            raise ValueError(f"meshbus: invalid subject root {self.root!r}")
+
+    def _s(self, *tokens: str) -> str:
+        return ".".join((self.root, PROTOCOL, *tokens))
+
+    # -- everything under this mesh (for permissions and debugging taps)
+    def all(self) -> str:
+        return self._s(">")
+
+    # -- control plane: config (Galley role)
+    def config(self, verb: str) -> str:
+        """Request/reply endpoints of meshbus-config: apply, delete, get, list, history, rollback."""
+        return self._s("config", validate_token(verb, "verb"))
+
+    def config_changed(self) -> str:
+        """Event published after every stored change (the KV watch is the source of truth)."""
+        return self._s("config", "changed")
+
+    # -- control plane: discovery (Pilot role)
+    def xds_register(self) -> str:
+        return self._s("xds", "register")
+
+    def xds_heartbeat(self, node: str) -> str:
+        return self._s("xds", "heartbeat", validate_token(node, "node id"))
+
+    def xds_snapshot(self, node: str) -> str:
+        """A proxy's own subject: discovery pushes its snapshots here."""
+        return self._s("xds", "snapshot", validate_token(node, "node id"))
+
+    def xds_fetch(self) -> str:
+        return self._s("xds", "fetch")
+
+    def xds_ack(self, node: str) -> str:
+        return self._s("xds", "ack", validate_token(node, "node id"))
+
+    def xds_status(self) -> str:
+        return self._s("xds", "status")
+
+    # -- control plane: CA (Citadel role)
+    def ca(self, verb: str) -> str:
+        """certify, bundle, token."""
+        return self._s("ca", validate_token(verb, "verb"))
+
+    def ca_bundle_changed(self) -> str:
+        return self._s("ca", "bundle", "changed")
+
+    # -- control plane: policy
+    def policy(self, verb: str) -> str:
+        return self._s("policy", validate_token(verb, "verb"))
+
+    # -- remote filters: the filter id is dotted, so it is escaped into one token
+    def filter_call(self, filter_id: str) -> str:
+        return self._s("filter", escape_token(filter_id), "call")
+
+    # -- telemetry
+    def telemetry(self, signal: str, node: str) -> str:
+        """signal: metrics, spans or logs."""
+        return self._s("telemetry", validate_token(signal, "signal"), validate_token(node, "node id"))
+
+    def telemetry_all(self, signal: str) -> str:
+        return self._s("telemetry", validate_token(signal, "signal"), "*")
+
+    # -- generic service endpoints (service.py): <root>.v1.<component>.<endpoint>
+    def endpoint(self, component: str, name: str) -> str:
+        return self._s(validate_token(component, "component"), validate_token(name, "endpoint"))
+
+
+# NATS micro protocol discovery subjects (ADR-32); the prefix is fixed by the protocol.
+MICRO_PREFIX = "$SRV"
+
+
+def micro(verb: str, service: str | None = None, instance: str | None = None) -> str:
+    tokens = [MICRO_PREFIX, verb]
+    if service is not None:
+        tokens.append(validate_token(service, "service name"))
+        if instance is not None:
+            tokens.append(validate_token(instance, "instance id"))
+    return ".".join(tokens)

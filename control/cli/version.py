@@ -1,0 +1,18 @@
+"""meshctl version."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from meshbus.bus.service import MESHBUS_VERSION
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("version", help="print the meshctl version")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(f"meshctl {MESHBUS_VERSION}")
+    return 0

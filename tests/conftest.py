@@ -1,0 +1,50 @@
+"""Shared fixtures: a session-wide real nats-server, and a private one for tests that kill it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from meshbus.bus import BusConnection, BusSettings
+from meshbus.bus.embedded import EmbeddedNats
+from tests.support.nats_server import start_server
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[EmbeddedNats]:
+    server = start_server()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def private_nats() -> Iterator[EmbeddedNats]:
+    """A server of the test's own, which the test may kill and restart."""
+    server = start_server()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def subject_root(request: pytest.FixtureRequest) -> str:
+    # One root per test keeps tests that share the session server from hearing each other.
+    name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
+    return f"t_{name}"
+
+
+@pytest.fixture
+async def bus(nats_server: EmbeddedNats, subject_root: str) -> AsyncIterator[BusConnection]:
+    conn = BusConnection(BusSettings(url=nats_server.url, name="test", root=subject_root))
+    await conn.connect()
+    yield conn
+    await conn.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests live in unit/, integration/ and e2e/; the folder is the marker.
+    for item in items:
+        path = str(item.path)
+        for marker in ("unit", "integration", "e2e"):
+            if f"/tests/{marker}/" in path:
+                item.add_marker(getattr(pytest.mark, marker))

@@ -1,0 +1,114 @@
+"""Structure rules: every module imports alone; sans-IO cores import no asyncio/nats;
+only bus/subjects.py spells subjects; the package dependency direction holds."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ["bus", "proxy", "plugins", "control", "telemetry"]
+
+# Modules that must stay sans-IO (STYLE E1): no asyncio, no nats, no sockets.
+SANS_IO = [
+    "bus/codec.py",
+    "bus/subjects.py",
+    "bus/errors.py",
+    "proxy/http1.py",
+    "proxy/routing.py",
+    "proxy/hosts.py",
+    "proxy/cluster.py",
+    "proxy/runtime.py",
+    "telemetry/tracing.py",
+    "telemetry/metrics.py",
+]
+FORBIDDEN_IN_SANS_IO = {"asyncio", "nats", "socket", "uvloop", "selectors"}
+
+# Who may import whom (ARCHITECTURE.md "Packages and layout").
+ALLOWED = {
+    "bus": set(),
+    "telemetry": {"bus"},
+    "plugins": {"bus"},
+    "proxy": {"bus", "plugins", "telemetry"},
+    "control": {"bus", "plugins", "telemetry"},
+}
+
+
+def _modules() -> list[str]:
+    names = []
+    for pkg in PACKAGES:
+        mod = importlib.import_module(f"meshbus.{pkg}")
+        names.append(mod.__name__)
+        for info in pkgutil.walk_packages(mod.__path__, prefix=f"meshbus.{pkg}."):
+            names.append(info.name)
+    return names
+
+
+def _sources() -> list[Path]:
+    return [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+
+
+def _imported(tree: ast.AST) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_every_module_imports_alone() -> None:
+    mods = [m for m in _modules() if not m.endswith("__main__")]
+    code = "import importlib,sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    # one fresh interpreter per package keeps this fast while still catching import cycles
+    for pkg in PACKAGES:
+        group = [m for m in mods if m.startswith(f"meshbus.{pkg}")]
+        for m in group:
+            r = subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, f"{m} does not import alone:\n{r.stderr}"
+
+
+@pytest.mark.parametrize("rel", SANS_IO)
+def test_sans_io_modules_import_no_io(rel: str) -> None:
+    path = ROOT / rel
+    if not path.exists():
+        pytest.skip(f"{rel} not written yet")
+    roots = {name.split(".")[0] for name in _imported(ast.parse(path.read_text()))}
+    assert not roots & FORBIDDEN_IN_SANS_IO, f"{rel} imports {roots & FORBIDDEN_IN_SANS_IO}"
+
+
+_SUBJECT_LITERAL = re.compile(r"""["'](mesh|\$SRV|\$KV|\$JS)\.[A-Za-z>*]""")
+
+
+def test_no_subject_literals_outside_subjects_module() -> None:
+    offenders = []
+    for path in _sources():
+        if path == ROOT / "bus" / "subjects.py":
+            continue
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if _SUBJECT_LITERAL.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()}")
+    assert not offenders, "subjects must be built in bus/subjects.py:\n" + "\n".join(offenders)
+
+
+def test_dependency_direction() -> None:
+    offenders = []
+    for path in _sources():
+        pkg = path.relative_to(ROOT).parts[0]
+        for name in _imported(ast.parse(path.read_text())):
+            parts = name.split(".")
+            if parts[0] == "meshbus" and len(parts) > 1 and parts[1] != pkg:
+                if parts[1] not in ALLOWED[pkg]:
+                    offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+            if parts[0] == "tests":
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offenders, "\n".join(offenders)
