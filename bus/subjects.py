@@ -20,6 +20,7 @@ PROTOCOL = "v1"
 # NATS allows almost anything in a token; we keep to the recommended set so ids
 # from any source (filter ids, proxy ids, KV keys) can be embedded safely.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_KV_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_=-]*$")
 _ROOT_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
@@ -143,6 +144,19 @@ class Subjects:
 
     def telemetry_all(self, signal: str) -> str:
         return self._s("telemetry", validate_token(signal, "signal"), "*")
+
+    # -- JetStream KV: bucket names and keys are subjects too ($KV.<bucket>.<key>)
+    def kv_bucket(self, name: str) -> str:
+        """Bucket of this mesh, e.g. ``mesh_config``; dots of the root become ``_``."""
+        return f"{self.root.replace('.', '_')}_{validate_token(name, 'bucket')}"
+
+    @staticmethod
+    def config_key(kind: str, namespace: str, name: str) -> str:
+        """One KV key per resource: ``<Kind>.<namespace>.<name>`` (names are DNS-1123)."""
+        for what, tok in (("kind", kind), ("namespace", namespace), ("name", name)):
+            if not _KV_TOKEN_RE.match(tok):
+                raise ValueError(f"meshbus: invalid {what} {tok!r} for a config key")
+        return f"{kind}.{namespace}.{name}"
 
     # -- generic service endpoints (service.py): <root>.v1.<component>.<endpoint>
     def endpoint(self, component: str, name: str) -> str:
