@@ -1,0 +1,90 @@
+"""meshbus.bus.config: the operator config schema (Istio kinds + meshbus.io kinds), loader and validator.
+
+Layers, bottom up:
+- ``types`` and one model module per kind family (``virtual_service``, ``destination_rule``, ``gateway``,
+  ``service_entry``, ``sidecar``, ``security``, ``meshbus_kinds``): strict frozen pydantic models,
+  snake_case attributes with Istio's camelCase YAML names as aliases, durations as float seconds.
+  Istio fields meshbus does not act on are declared ``unimplemented()`` (accepted, warned about).
+- ``resources``: the envelope (apiVersion, kind, metadata, spec, source) and the KINDS table.
+- ``yaml_source`` + ``loader``: YAML text -> resources, with file:line for every field. Every problem
+  is collected (syntax, envelope, schema, semantics); after schema errors the loader drops the bad
+  fields and still runs the semantic checks on the rest, mapping paths back to the operator's indices.
+- ``validation/``: one semantic validator module per kind, looked up by ``validation.registry``.
+- ``analysis``: cross-resource checks with istioctl-analyze codes over a set of resources.
+
+Data flow: text -> parse_documents -> Document(data, field_lines) -> Resource (or FieldErrors) ->
+validate -> LoadResult(resources, validation). Pure functions, no I/O beyond reading the given files.
+
+Used by the proxy (standalone mode), control/config (before storing) and meshctl analyze, so it is
+the wire schema of config and snapshots. Keep in sync with shared/reference/ecosystem.md section 1,
+and keep ``unimplemented()`` markers in sync with what proxy/ and control/discovery honour
+(tests/unit/config/test_config_inventory.py lists them).
+"""
+
+from meshbus.bus.config.analysis import analyze
+from meshbus.bus.config.destination_rule import DestinationRuleSpec, Subset, TrafficPolicy
+from meshbus.bus.config.loader import LoadResult, load_path, load_text
+from meshbus.bus.config.meshbus_kinds import LocalRateLimitSpec, PluginSpec, TokenBucket
+from meshbus.bus.config.resources import (
+    KINDS,
+    AuthorizationPolicy,
+    DestinationRule,
+    Gateway,
+    LocalRateLimit,
+    Metadata,
+    PeerAuthentication,
+    Plugin,
+    RequestAuthentication,
+    Resource,
+    ServiceEntry,
+    Sidecar,
+    VirtualService,
+    WorkloadEntry,
+)
+from meshbus.bus.config.result import ConfigError, FieldError, Level, LoadError, Validation
+from meshbus.bus.config.service_entry import ServiceEntrySpec, WorkloadEntrySpec
+from meshbus.bus.config.source import Source
+from meshbus.bus.config.types import Duration, IntOrString, Percent, StringMatch, parse_duration
+from meshbus.bus.config.virtual_service import HTTPRoute, VirtualServiceSpec
+
+__all__ = [
+    "KINDS",
+    "AuthorizationPolicy",
+    "ConfigError",
+    "DestinationRule",
+    "DestinationRuleSpec",
+    "Duration",
+    "FieldError",
+    "Gateway",
+    "HTTPRoute",
+    "IntOrString",
+    "Level",
+    "LoadError",
+    "LoadResult",
+    "LocalRateLimit",
+    "LocalRateLimitSpec",
+    "Metadata",
+    "PeerAuthentication",
+    "Percent",
+    "Plugin",
+    "PluginSpec",
+    "RequestAuthentication",
+    "Resource",
+    "ServiceEntry",
+    "ServiceEntrySpec",
+    "Sidecar",
+    "Source",
+    "StringMatch",
+    "Subset",
+    "TokenBucket",
+    "TrafficPolicy",
+    "Validation",
+    "VirtualService",
+    "VirtualServiceSpec",
+    "WorkloadEntry",
+    "WorkloadEntrySpec",
+    "analyze",
+    "load_path",
+    "load_text",
+    "parse_duration",
+]

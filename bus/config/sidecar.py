@@ -1,0 +1,48 @@
+"""networking.istio.io Sidecar (sidecar.proto). Discovery honours egress hosts; the rest is accepted only."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from meshbus.bus.config.destination_rule import ConnectionPoolSettings
+from meshbus.bus.config.gateway import ServerTLSSettings
+from meshbus.bus.config.types import IstioModel, Port, WorkloadSelector, unimplemented
+from meshbus.bus.config.virtual_service import Destination
+
+CaptureMode = Literal["DEFAULT", "IPTABLES", "NONE"]
+
+
+class SidecarPort(IstioModel):
+    number: Port
+    protocol: str = ""
+    name: str = ""
+    target_port: Port | None = None
+
+
+class IstioIngressListener(IstioModel):
+    port: SidecarPort
+    bind: str | None = None
+    capture_mode: CaptureMode | None = unimplemented()
+    default_endpoint: str | None = None
+    tls: ServerTLSSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+
+
+class IstioEgressListener(IstioModel):
+    port: SidecarPort | None = unimplemented()
+    bind: str | None = unimplemented()
+    capture_mode: CaptureMode | None = unimplemented()
+    hosts: tuple[str, ...]
+
+
+class OutboundTrafficPolicy(IstioModel):
+    mode: Literal["REGISTRY_ONLY", "ALLOW_ANY"] = "ALLOW_ANY"
+    egress_proxy: Destination | None = unimplemented()
+
+
+class SidecarSpec(IstioModel):
+    workload_selector: WorkloadSelector | None = None
+    ingress: tuple[IstioIngressListener, ...] | None = unimplemented()
+    egress: tuple[IstioEgressListener, ...] = ()
+    inbound_connection_pool: ConnectionPoolSettings | None = unimplemented()
+    outbound_traffic_policy: OutboundTrafficPolicy | None = unimplemented()

@@ -1,0 +1,208 @@
+"""Access logs: the per-request record, a bounded in-memory queue, and the JSON/text line formats.
+
+Request-path contract: ``access_log.log(record)`` is a length check and a list append; nothing is
+formatted, no lock is taken, no I/O happens. When the queue is full the *new* record is dropped and
+``meshbus_telemetry_dropped_total{signal="access_log"}`` goes up, so a slow sink can never slow or
+block requests. A writer off the request path (``meshbus.telemetry.accesslog_writer``) calls
+``drain()`` and formats the batch with :func:`format_json_lines` or :func:`format_text_lines`.
+
+When access logging is off, the proxy is handed :data:`NULL_ACCESS_LOG` instead, whose ``log`` does
+nothing, so the request path has no ``if enabled:`` branch (STYLE.md E10).
+
+JSON keys follow Istio's default JSON access-log encoding (``start_time``, ``method``, ``path``,
+``response_code``, ``duration`` in whole ms, ...), so existing log pipelines keep working.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+import orjson
+
+from meshbus.telemetry.errors import ConfigError
+from meshbus.telemetry.metrics import CounterChild
+
+DEFAULT_CAPACITY: Final = 8192
+
+
+# Field order is API: the proxy builds records positionally on the hot path. Append new fields at the end.
+# Not frozen on purpose: a frozen dataclass __init__ costs ~10x more (object.__setattr__ per field),
+# and the proxy may create the record when a request starts and fill response fields when it ends.
+@dataclass(slots=True)
+class AccessLogRecord:
+    """One proxied request, as Envoy/Istio access logs describe it. ``None`` renders as null / ``-``.
+
+    Cost note (CPython 3.11): ``AccessLogRecord(start)`` then setting ~15 attributes is ~0.25 us, and
+    all-positional construction ~0.2 us, but passing ~17 keyword arguments is ~0.7 us.
+    """
+
+    start_time: float
+    """Wall-clock start, seconds since the epoch (``time.time()``); formatted as ISO 8601 UTC."""
+    method: str | None = None
+    path: str | None = None
+    protocol: str | None = None
+    """``HTTP/1.1``, ``HTTP/2``, ... (Envoy ``%PROTOCOL%``)."""
+    response_code: int = 0
+    """HTTP status sent downstream; 0 if none was sent."""
+    response_flags: str = "-"
+    """Envoy ``%RESPONSE_FLAGS%`` short codes (``UH``, ``UF``, ``URX``, ...), ``-`` when none."""
+    response_code_details: str | None = None
+    """Why the proxy answered as it did, e.g. a filter's local-reply ``details``."""
+    bytes_received: int = 0
+    """Request body bytes received from downstream."""
+    bytes_sent: int = 0
+    """Response body bytes sent downstream."""
+    duration_ms: float = 0.0
+    """Start of request to last byte of response sent, in ms."""
+    upstream_service_time: float | None = None
+    """Time the upstream took to answer, in ms (Envoy ``x-envoy-upstream-service-time``)."""
+    x_forwarded_for: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+    authority: str | None = None
+    upstream_host: str | None = None
+    upstream_cluster: str | None = None
+    route_name: str | None = None
+    downstream_remote_address: str | None = None
+    downstream_peer_principal: str | None = None
+    """SPIFFE ID of the downstream peer once mTLS is in place."""
+    trace_id: str | None = None
+
+
+class AccessLog(Protocol):
+    """What the proxy holds: :class:`AccessLogger` or :data:`NULL_ACCESS_LOG`."""
+
+    def log(self, record: AccessLogRecord) -> None: ...
+
+    def drain(self) -> list[AccessLogRecord]: ...
+
+
+class AccessLogger:
+    """Bounded queue of records between the request path (``log``) and one writer (``drain``).
+
+    Single-threaded: both sides run on the proxy's event loop, so no lock is needed.
+    """
+
+    __slots__ = ("_buf", "_dropped", "capacity")
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, dropped: CounterChild | None = None) -> None:
+        if capacity < 1:
+            raise ConfigError(f"access log capacity must be >= 1 (got {capacity})")
+        self.capacity = capacity
+        self._buf: list[AccessLogRecord] = []
+        self._dropped = dropped if dropped is not None else CounterChild()
+
+    def log(self, record: AccessLogRecord) -> None:
+        buf = self._buf
+        if len(buf) < self.capacity:
+            buf.append(record)
+        else:
+            self._dropped.value += 1
+
+    def drain(self) -> list[AccessLogRecord]:
+        """Take every queued record (O(1): the buffer is swapped, not copied)."""
+        buf, self._buf = self._buf, []
+        return buf
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    @property
+    def dropped(self) -> int:
+        return int(self._dropped.value)
+
+
+class NullAccessLogger:
+    """Access logging turned off: ``log`` does nothing."""
+
+    __slots__ = ()
+
+    def log(self, record: AccessLogRecord) -> None:
+        pass
+
+    def drain(self) -> list[AccessLogRecord]:
+        return []
+
+
+NULL_ACCESS_LOG: Final = NullAccessLogger()
+
+
+# --- formatting (off the request path) -----------------------------------------------------------------
+# (second, "YYYY-MM-DDTHH:MM:SS") of the last formatted time: a batch mostly shares the same few seconds,
+# and formatting a datetime costs ~1 us where this costs ~0.2 us.
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def format_start_time(epoch_s: float) -> str:
+    """ISO 8601 UTC with milliseconds, as Envoy's ``%START_TIME%``: ``2026-11-27T18:57:16.123Z``."""
+    global _second_cache
+    sec = math.floor(epoch_s)
+    us = round((epoch_s - sec) * 1e6)  # round to microseconds first, as datetime does
+    if us >= 1_000_000:
+        sec, us = sec + 1, us - 1_000_000
+    ms = us // 1000
+    cached = _second_cache
+    if cached[0] != sec:
+        cached = _second_cache = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{ms:03d}Z"
+
+
+def _ms(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def to_json_dict(r: AccessLogRecord) -> dict[str, Any]:
+    """The record under Istio's JSON access-log keys (durations in whole ms, as Envoy logs them)."""
+    return {
+        "start_time": format_start_time(r.start_time),
+        "method": r.method,
+        "path": r.path,
+        "protocol": r.protocol,
+        "response_code": r.response_code,
+        "response_flags": r.response_flags,
+        "response_code_details": r.response_code_details,
+        "bytes_received": r.bytes_received,
+        "bytes_sent": r.bytes_sent,
+        "duration": _ms(r.duration_ms),
+        "upstream_service_time": _ms(r.upstream_service_time),
+        "x_forwarded_for": r.x_forwarded_for,
+        "user_agent": r.user_agent,
+        "request_id": r.request_id,
+        "authority": r.authority,
+        "upstream_host": r.upstream_host,
+        "upstream_cluster": r.upstream_cluster,
+        "route_name": r.route_name,
+        "downstream_remote_address": r.downstream_remote_address,
+        "downstream_peer_principal": r.downstream_peer_principal,
+        "trace_id": r.trace_id,
+    }
+
+
+def format_json_lines(records: Iterable[AccessLogRecord]) -> bytes:
+    """One JSON object per record, each followed by ``\\n``."""
+    dumps = orjson.dumps
+    return b"".join(dumps(to_json_dict(r)) + b"\n" for r in records)
+
+
+def _t(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_text_line(r: AccessLogRecord) -> str:
+    """Envoy's default text format (``-`` for a missing value), without the trailing newline."""
+    return (
+        f'[{format_start_time(r.start_time)}] "{_t(r.method)} {_t(r.path)} {_t(r.protocol)}" '
+        f"{r.response_code} {r.response_flags} {r.bytes_received} {r.bytes_sent} "
+        f"{_ms(r.duration_ms)} {_t(_ms(r.upstream_service_time))} "
+        f'"{_t(r.x_forwarded_for)}" "{_t(r.user_agent)}" "{_t(r.request_id)}" '
+        f'"{_t(r.authority)}" "{_t(r.upstream_host)}"'
+    )
+
+
+def format_text_lines(records: Iterable[AccessLogRecord]) -> bytes:
+    return "".join(format_text_line(r) + "\n" for r in records).encode()

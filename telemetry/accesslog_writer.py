@@ -1,0 +1,169 @@
+"""Asyncio adapter that drains an :class:`~meshbus.telemetry.accesslog.AccessLogger` off the request path.
+
+Every ``interval`` seconds the writer takes the queued records, formats them in chunks of ``chunk``
+records (yielding to the event loop between chunks, so a large backlog never stalls requests for long),
+and hands the bytes to a :class:`Sink`. File and stream sinks do the blocking ``write`` in a worker
+thread. A failed write is logged at WARNING and its records are counted as dropped; the writer keeps
+going (STYLE.md E8: background errors go to the logger and a counter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Final, Literal, Protocol, Self
+
+from meshbus.telemetry import fields
+from meshbus.telemetry.accesslog import AccessLog, AccessLogRecord, format_json_lines, format_text_lines
+from meshbus.telemetry.errors import ConfigError
+from meshbus.telemetry.metrics import CounterChild
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_S: Final = 0.2
+DEFAULT_CHUNK: Final = 256
+
+_FORMATTERS: Final[dict[str, Callable[[Iterable[AccessLogRecord]], bytes]]] = {
+    "json": format_json_lines,
+    "text": format_text_lines,
+}
+
+
+class Sink(Protocol):
+    """Where formatted access-log lines go (file, stdout, later the bus)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class StreamSink:
+    """A binary stream (e.g. ``sys.stdout.buffer``); written and flushed in a worker thread."""
+
+    def __init__(self, stream: IO[bytes], *, close_stream: bool = False) -> None:
+        self._stream = stream
+        self._close_stream = close_stream
+
+    def _write(self, data: bytes) -> None:
+        self._stream.write(data)
+        self._stream.flush()
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write, data)
+
+    async def close(self) -> None:
+        if self._close_stream:
+            await asyncio.to_thread(self._stream.close)
+
+
+class FileSink(StreamSink):
+    """Append to a file (opened on construction, closed by ``close``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(open(path, "ab"), close_stream=True)  # closed in close()
+
+
+class LoggerSink:
+    """Each line to the ``meshbus.access`` logger (written verbatim by ``configure_logging``'s handler).
+
+    Handlers run on the event loop thread; prefer :class:`FileSink`/:class:`StreamSink` at high rates.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._logger = logger if logger is not None else logging.getLogger(fields.ACCESS_LOGGER)
+
+    async def write(self, data: bytes) -> None:
+        info = self._logger.info
+        for line in data.decode().splitlines():
+            info("%s", line)
+
+    async def close(self) -> None:
+        pass
+
+
+class AccessLogWriter:
+    """Background task: ``async with AccessLogWriter(logger, sink): ...`` flushes until exit, then once more."""
+
+    def __init__(
+        self,
+        access_log: AccessLog,
+        sink: Sink,
+        *,
+        fmt: Literal["json", "text"] = "json",
+        interval: float = DEFAULT_INTERVAL_S,
+        chunk: int = DEFAULT_CHUNK,
+        dropped: CounterChild | None = None,
+    ) -> None:
+        if fmt not in _FORMATTERS:
+            raise ConfigError(f"access log format must be one of {sorted(_FORMATTERS)} (got {fmt!r})")
+        if interval <= 0 or chunk < 1:
+            raise ConfigError(f"access log interval must be > 0 and chunk >= 1 (got {interval}, {chunk})")
+        self._access_log = access_log
+        self._sink = sink
+        self._format = _FORMATTERS[fmt]
+        self._interval = interval
+        self._chunk = chunk
+        self._dropped = dropped if dropped is not None else CounterChild()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.written = 0
+        """Records written so far."""
+
+    async def flush(self) -> int:
+        """Write everything queued now; returns how many records were written."""
+        records = self._access_log.drain()
+        if not records:
+            return 0
+        parts: list[bytes] = []
+        step = self._chunk
+        for i in range(0, len(records), step):
+            parts.append(self._format(records[i : i + step]))
+            if i + step < len(records):
+                await asyncio.sleep(0)  # let requests run between chunks of a large backlog
+        try:
+            await self._sink.write(b"".join(parts))
+        except Exception as exc:  # any sink failure: count and keep the writer alive
+            self._dropped.value += len(records)
+            log.warning(
+                "access log write failed, dropped %d records: %s",
+                len(records),
+                exc,
+                extra={fields.ERROR_CODE: type(exc).__name__},
+            )
+            return 0
+        self.written += len(records)
+        return len(records)
+
+    async def _run(self) -> None:
+        # Stopping is a signal, not a cancel: a cancel could land between drain() and write() and lose
+        # the batch in hand. The loop finishes its current flush, flushes once more, and returns.
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+            await self.flush()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="meshbus-access-log")
+
+    async def stop(self) -> None:
+        """Stop the periodic task, write what is left, close the sink."""
+        task, self._task = self._task, None
+        self._stopping.set()
+        if task is not None:
+            await task
+        await self.flush()
+        await self._sink.close()
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,405 @@
+"""In-process metrics: a registry of counter, gauge and histogram families declared once.
+
+Concurrency contract: a :class:`Registry` belongs to one thread (one event loop; each ``--workers``
+process has its own). Recording takes no lock and does no I/O: a child is a slotted object whose
+fields are bumped in place, and a histogram observation is one ``bisect`` plus two in-place adds.
+Rendering (``meshbus.telemetry.exposition``) and batching (``meshbus.telemetry.batch``) read the same
+objects from the same thread, off the request path.
+
+Histogram children keep *per-bucket* (non-cumulative) counts with the +Inf bucket last; the count is
+their sum, so an observation touches one slot, and exposition makes them cumulative.
+
+Hot path for the proxy (see :class:`IstioMetrics`): build the static part of the Istio label set once
+per route/cluster with :func:`istio_static_labels`, get a :class:`RequestSeries` for it once, then call
+``series.record(status, duration_ms, req_bytes, resp_bytes, flags)`` per request.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from itertools import pairwise
+from typing import ClassVar, Final, Generic, TypeVar
+
+from meshbus.telemetry import fields
+from meshbus.telemetry.errors import LabelError, MetricDefinitionError
+
+# Istio/Envoy default histogram buckets, in the metric's unit (ms for durations, bytes for sizes).
+ISTIO_DEFAULT_BUCKETS: Final[tuple[float, ...]] = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
+    30000, 60000, 300000, 600000, 1800000, 3600000,
+)  # fmt: skip
+
+_METRIC_NAME_RE: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_NAME_RE: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+# --- children: one per label-value tuple -----------------------------------------------------------------
+class CounterChild:
+    """One counter series. ``inc`` must not be given a negative amount (a counter only goes up)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: float = 0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise LabelError(f"counter increment must be >= 0 (got {amount!r})")
+        self.value += amount
+
+
+class GaugeChild:
+    """One gauge series."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: float = 0
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+
+class HistogramChild:
+    """One histogram series: per-bucket counts (``len(bounds) + 1`` slots, +Inf last) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts: list[int] = [0] * (len(bounds) + 1)
+        self.sum: float = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left finds the first bound >= value, i.e. the smallest bucket with value <= le.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[int]:
+        """Cumulative counts per bound, +Inf last (so the last item equals ``count``)."""
+        out: list[int] = []
+        running = 0
+        for c in self.counts:
+            running += c
+            out.append(running)
+        return out
+
+
+C = TypeVar("C", CounterChild, GaugeChild, HistogramChild)
+F = TypeVar("F", "Counter", "Gauge", "Histogram")
+
+
+# --- families --------------------------------------------------------------------------------------------
+class _Family(Generic[C]):
+    kind: ClassVar[str]
+
+    __slots__ = ("_default", "_series", "help", "label_names", "name")
+
+    def __init__(self, name: str, help: str, label_names: Sequence[str]) -> None:
+        self.name = name
+        self.help = help
+        self.label_names: tuple[str, ...] = tuple(label_names)
+        self._series: dict[tuple[str, ...], C] = {}
+        self._default: C | None = self.labels() if not self.label_names else None
+
+    def _new_child(self) -> C:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> C:
+        """The child for these label values (created on first use). Cache it where it is used often."""
+        child = self._series.get(values)
+        if child is None:
+            if len(values) != len(self.label_names):
+                raise LabelError(
+                    f"{self.name}: expected {len(self.label_names)} label values "
+                    f"{self.label_names}, got {len(values)} {values!r}"
+                )
+            for v in values:
+                if type(v) is not str:
+                    raise LabelError(f"{self.name}: label values must be str (got {v!r})")
+            child = self._new_child()
+            self._series[values] = child
+        return child
+
+    def series(self) -> Iterator[tuple[tuple[str, ...], C]]:
+        """(label values, child) in creation order."""
+        return iter(list(self._series.items()))
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def _unlabelled(self) -> C:
+        if self._default is None:
+            raise LabelError(f"{self.name}: has labels {self.label_names}; use .labels(...)")
+        return self._default
+
+
+class Counter(_Family[CounterChild]):
+    kind = "counter"
+    __slots__ = ()
+
+    def _new_child(self) -> CounterChild:
+        return CounterChild()
+
+    def inc(self, amount: float = 1) -> None:
+        self._unlabelled().inc(amount)
+
+
+class Gauge(_Family[GaugeChild]):
+    kind = "gauge"
+    __slots__ = ()
+
+    def _new_child(self) -> GaugeChild:
+        return GaugeChild()
+
+    def set(self, value: float) -> None:
+        self._unlabelled().set(value)
+
+    def inc(self, amount: float = 1) -> None:
+        self._unlabelled().inc(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        self._unlabelled().dec(amount)
+
+
+class Histogram(_Family[HistogramChild]):
+    kind = "histogram"
+    __slots__ = ("buckets",)
+
+    def __init__(self, name: str, help: str, label_names: Sequence[str], buckets: Sequence[float]) -> None:
+        self.buckets: tuple[float, ...] = tuple(float(b) for b in buckets)
+        super().__init__(name, help, label_names)
+
+    def _new_child(self) -> HistogramChild:
+        return HistogramChild(self.buckets)
+
+    def observe(self, value: float) -> None:
+        self._unlabelled().observe(value)
+
+
+Family = Counter | Gauge | Histogram
+
+
+# --- registry --------------------------------------------------------------------------------------------
+class Registry:
+    """Metric families by name, declared once each, iterated in declaration order."""
+
+    __slots__ = ("_families",)
+
+    def __init__(self) -> None:
+        self._families: dict[str, Family] = {}
+
+    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
+        self._check(name, labels)
+        return self._add(Counter(name, help, labels))
+
+    def gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
+        self._check(name, labels)
+        return self._add(Gauge(name, help, labels))
+
+    def histogram(
+        self,
+        name: str,
+        help: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = ISTIO_DEFAULT_BUCKETS,
+    ) -> Histogram:
+        self._check(name, labels)
+        if "le" in labels:
+            raise MetricDefinitionError(f"{name}: a histogram cannot have a label named 'le'")
+        if not buckets or any(math.isnan(b) or math.isinf(b) for b in buckets):
+            raise MetricDefinitionError(f"{name}: buckets must be finite and non-empty (got {buckets!r})")
+        if any(b >= c for b, c in pairwise(buckets)):
+            raise MetricDefinitionError(f"{name}: buckets must be strictly increasing (got {buckets!r})")
+        return self._add(Histogram(name, help, labels, buckets))
+
+    def get(self, name: str) -> Family | None:
+        return self._families.get(name)
+
+    def families(self) -> list[Family]:
+        return list(self._families.values())
+
+    def _check(self, name: str, labels: Sequence[str]) -> None:
+        if not _METRIC_NAME_RE.match(name):
+            raise MetricDefinitionError(f"invalid metric name {name!r}")
+        if name in self._families:
+            raise MetricDefinitionError(f"metric {name!r} is already declared")
+        if isinstance(labels, str):
+            raise MetricDefinitionError(f"{name}: labels must be a sequence of names, not a str")
+        for label in labels:
+            if not _LABEL_NAME_RE.match(label) or label.startswith("__"):
+                raise MetricDefinitionError(f"{name}: invalid label name {label!r}")
+        if len(set(labels)) != len(labels):
+            raise MetricDefinitionError(f"{name}: duplicate label names in {tuple(labels)!r}")
+
+    def _add(self, family: F) -> F:
+        self._families[family.name] = family
+        return family
+
+
+# --- Istio standard metrics --------------------------------------------------------------------------------
+def istio_static_labels(**values: str) -> tuple[str, ...]:
+    """The static part of an Istio request label set, in :data:`fields.ISTIO_STATIC_LABELS` order.
+
+    Unnamed labels are ``"unknown"``, as in Istio. Build it once per (reporter, route, cluster).
+    """
+    unknown = set(values) - set(fields.ISTIO_STATIC_LABELS)
+    if unknown:
+        raise LabelError(f"not Istio static labels: {sorted(unknown)}")
+    return tuple(values.get(name, fields.UNKNOWN) for name in fields.ISTIO_STATIC_LABELS)
+
+
+class RequestSeries:
+    """The request metrics of one static label set; ``record`` is the per-request call."""
+
+    __slots__ = ("_cells", "_metrics", "static")
+
+    def __init__(self, metrics: IstioMetrics, static: tuple[str, ...]) -> None:
+        if len(static) != len(fields.ISTIO_STATIC_LABELS):
+            raise LabelError(
+                f"static label tuple must have {len(fields.ISTIO_STATIC_LABELS)} values "
+                f"{fields.ISTIO_STATIC_LABELS}, got {len(static)}"
+            )
+        self._metrics = metrics
+        self.static = static
+        # flags -> status -> (requests, duration, request bytes, response bytes). Two dict lookups on
+        # values the caller already has, instead of building and hashing a key tuple per request.
+        self._cells: dict[str, dict[int, tuple[CounterChild, HistogramChild, HistogramChild, HistogramChild]]]
+        self._cells = {}
+
+    def record(
+        self, status: int, duration_ms: float, req_bytes: int, resp_bytes: int, flags: str = "-"
+    ) -> None:
+        """Count one finished request: status is the HTTP response code (0 if none was sent)."""
+        by_status = self._cells.get(flags)
+        cells = by_status.get(status) if by_status is not None else None
+        if cells is None:
+            cells = self._create(status, flags)
+        requests, duration, req_size, resp_size = cells
+        requests.value += 1
+        duration.counts[bisect_left(duration.bounds, duration_ms)] += 1
+        duration.sum += duration_ms
+        req_size.counts[bisect_left(req_size.bounds, req_bytes)] += 1
+        req_size.sum += req_bytes
+        resp_size.counts[bisect_left(resp_size.bounds, resp_bytes)] += 1
+        resp_size.sum += resp_bytes
+
+    def _create(
+        self, status: int, flags: str
+    ) -> tuple[CounterChild, HistogramChild, HistogramChild, HistogramChild]:
+        m = self._metrics
+        key = (*self.static, str(status), flags)
+        cells = (
+            m.requests_total.labels(*key),
+            m.request_duration.labels(*key),
+            m.request_bytes.labels(*key),
+            m.response_bytes.labels(*key),
+        )
+        self._cells.setdefault(flags, {})[status] = cells
+        return cells
+
+
+class TcpSeries:
+    """TCP connection counters of one static label set (response_flags fixed to ``flags``)."""
+
+    __slots__ = ("closed", "opened")
+
+    def __init__(self, metrics: IstioMetrics, static: tuple[str, ...], flags: str = "-") -> None:
+        self.opened = metrics.tcp_opened.labels(*static, flags)
+        self.closed = metrics.tcp_closed.labels(*static, flags)
+
+
+class IstioMetrics:
+    """Istio's standard request and TCP metrics, declared on ``registry`` with Istio's names/labels."""
+
+    __slots__ = (
+        "_series",
+        "request_bytes",
+        "request_duration",
+        "requests_total",
+        "response_bytes",
+        "tcp_closed",
+        "tcp_opened",
+    )
+
+    def __init__(self, registry: Registry, buckets: Sequence[float] = ISTIO_DEFAULT_BUCKETS) -> None:
+        labels = fields.ISTIO_REQUEST_LABELS
+        self.requests_total = registry.counter(
+            "istio_requests_total", "Counter incremented for every request handled by an Istio proxy", labels
+        )
+        self.request_duration = registry.histogram(
+            "istio_request_duration_milliseconds", "Request duration in milliseconds", labels, buckets
+        )
+        self.request_bytes = registry.histogram(
+            "istio_request_bytes", "HTTP request body sizes in bytes", labels, buckets
+        )
+        self.response_bytes = registry.histogram(
+            "istio_response_bytes", "HTTP response body sizes in bytes", labels, buckets
+        )
+        self.tcp_opened = registry.counter(
+            "istio_tcp_connections_opened_total",
+            "Counter incremented for every opened TCP connection",
+            fields.ISTIO_TCP_LABELS,
+        )
+        self.tcp_closed = registry.counter(
+            "istio_tcp_connections_closed_total",
+            "Counter incremented for every closed TCP connection",
+            fields.ISTIO_TCP_LABELS,
+        )
+        self._series: dict[tuple[str, ...], RequestSeries] = {}
+
+    def series(self, static: tuple[str, ...]) -> RequestSeries:
+        """The (cached) per-request recorder for a static label tuple; hold on to it per route/cluster."""
+        s = self._series.get(static)
+        if s is None:
+            s = self._series[static] = RequestSeries(self, static)
+        return s
+
+    def record_request(
+        self,
+        labels_key: tuple[str, ...],
+        status: int,
+        duration_ms: float,
+        req_bytes: int,
+        resp_bytes: int,
+        flags: str = "-",
+    ) -> None:
+        """Same as ``series(labels_key).record(...)``; one extra dict lookup (hashes the tuple)."""
+        s = self._series.get(labels_key)
+        if s is None:
+            s = self.series(labels_key)
+        s.record(status, duration_ms, req_bytes, resp_bytes, flags)
+
+    def tcp_series(self, static: tuple[str, ...], flags: str = "-") -> TcpSeries:
+        return TcpSeries(self, static, flags)
+
+
+class InternalMetrics:
+    """meshbus's own counters for proxy internals and telemetry health."""
+
+    __slots__ = ("local_replies", "telemetry_dropped")
+
+    def __init__(self, registry: Registry) -> None:
+        self.local_replies = registry.counter(
+            "meshbus_proxy_local_replies_total",
+            "Responses generated by the proxy itself (no upstream answer), by Envoy response flag",
+            (fields.RESPONSE_FLAGS,),
+        )
+        self.telemetry_dropped = registry.counter(
+            "meshbus_telemetry_dropped_total",
+            "Telemetry items dropped because a bounded queue was full, by signal",
+            (fields.SIGNAL,),
+        )

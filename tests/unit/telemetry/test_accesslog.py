@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshbus.telemetry.accesslog import (
+    NULL_ACCESS_LOG,
+    AccessLogger,
+    AccessLogRecord,
+    format_json_lines,
+    format_start_time,
+    format_text_line,
+)
+from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, LoggerSink, StreamSink
+from meshbus.telemetry.errors import ConfigError
+from meshbus.telemetry.metrics import InternalMetrics, Registry
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_795_000_000.123  # 2026-11-18T...Z
+
+
+def _record(i: int = 0, **kw: object) -> AccessLogRecord:
+    base: dict[str, object] = {
+        "start_time": T0,
+        "method": "GET",
+        "path": f"/reviews/{i}",
+        "protocol": "HTTP/1.1",
+        "response_code": 200,
+        "bytes_received": 0,
+        "bytes_sent": 295,
+        "duration_ms": 12.6,
+        "upstream_service_time": 11.2,
+        "user_agent": "curl/8.5",
+        "request_id": f"req-{i}",
+        "authority": "reviews:9080",
+        "upstream_host": "10.0.0.7:9080",
+        "upstream_cluster": "outbound|9080||reviews.default.svc.cluster.local",
+    }
+    base.update(kw)
+    return AccessLogRecord(**base)  # type: ignore[arg-type]
+
+
+def test_queue_is_bounded_and_drops_are_counted_in_the_metric() -> None:
+    r = Registry()
+    dropped = InternalMetrics(r).telemetry_dropped.labels("access_log")
+    logger = AccessLogger(capacity=3, dropped=dropped)
+    for i in range(5):
+        logger.log(_record(i))
+    assert logger.pending == 3
+    assert logger.dropped == 2 and dropped.value == 2
+    got = logger.drain()
+    assert [x.request_id for x in got] == ["req-0", "req-1", "req-2"]  # the newest are dropped
+    assert logger.pending == 0 and logger.drain() == []
+    logger.log(_record(9))
+    assert logger.pending == 1 and logger.dropped == 2
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="capacity"):
+        AccessLogger(capacity=0)
+
+
+def test_null_logger_keeps_nothing() -> None:
+    NULL_ACCESS_LOG.log(_record())
+    assert NULL_ACCESS_LOG.drain() == []
+
+
+def test_start_time_format_is_iso8601_utc_milliseconds() -> None:
+    assert format_start_time(0.5) == "1970-01-01T00:00:00.500Z"
+
+
+def test_json_lines_use_istio_keys_one_object_per_line() -> None:
+    data = format_json_lines([_record(1), _record(2, response_flags="UH", response_code=503, trace_id=None)])
+    assert data.endswith(b"\n") and data.count(b"\n") == 2
+    first, second = (json.loads(line) for line in data.splitlines())
+    assert first["start_time"] == format_start_time(T0)
+    assert first["method"] == "GET" and first["path"] == "/reviews/1"
+    assert first["duration"] == 13 and first["upstream_service_time"] == 11  # whole ms, as Envoy
+    assert first["response_flags"] == "-" and first["x_forwarded_for"] is None
+    assert second["response_code"] == 503 and second["response_flags"] == "UH"
+    assert set(first) >= {
+        "start_time", "method", "path", "protocol", "response_code", "response_flags", "bytes_received",
+        "bytes_sent", "duration", "upstream_service_time", "x_forwarded_for", "user_agent", "request_id",
+        "authority", "upstream_host", "upstream_cluster", "route_name", "downstream_remote_address",
+        "downstream_peer_principal", "trace_id",
+    }  # fmt: skip
+
+
+def test_text_line_is_envoys_default_format() -> None:
+    line = format_text_line(_record(3))
+    assert line == (
+        f'[{format_start_time(T0)}] "GET /reviews/3 HTTP/1.1" 200 - 0 295 13 11 '
+        '"-" "curl/8.5" "req-3" "reviews:9080" "10.0.0.7:9080"'
+    )
+
+
+class MemorySink:
+    def __init__(self, fail: bool = False) -> None:
+        self.data = b""
+        self.fail = fail
+        self.closed = False
+
+    async def write(self, data: bytes) -> None:
+        if self.fail:
+            raise OSError("disk full")
+        self.data += data
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_writer_flushes_in_chunks_and_on_stop() -> None:
+    logger = AccessLogger(capacity=100)
+    sink = MemorySink()
+    writer = AccessLogWriter(logger, sink, chunk=2, interval=60)
+    for i in range(5):
+        logger.log(_record(i))
+    assert await writer.flush() == 5
+    assert [json.loads(x)["request_id"] for x in sink.data.splitlines()] == [f"req-{i}" for i in range(5)]
+    async with writer:
+        logger.log(_record(7))
+    assert sink.closed and writer.written == 6
+    assert json.loads(sink.data.splitlines()[-1])["request_id"] == "req-7"
+
+
+async def test_writer_counts_failed_writes_as_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    logger = AccessLogger()
+    dropped = InternalMetrics(Registry()).telemetry_dropped.labels("access_log")
+    writer = AccessLogWriter(logger, MemorySink(fail=True), dropped=dropped)
+    logger.log(_record())
+    logger.log(_record())
+    with caplog.at_level(logging.WARNING):
+        assert await writer.flush() == 0
+    assert dropped.value == 2
+    assert "dropped 2 records" in caplog.text
+
+
+async def test_text_format_file_and_stream_sinks(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    logger = AccessLogger()
+    async with AccessLogWriter(logger, FileSink(path), fmt="text"):
+        logger.log(_record(1))
+    assert path.read_text().startswith("[") and path.read_text().count("\n") == 1
+    buf = io.BytesIO()
+    writer = AccessLogWriter(logger, StreamSink(buf))
+    logger.log(_record(2))
+    await writer.stop()
+    assert json.loads(buf.getvalue())["request_id"] == "req-2"
+
+
+async def test_logger_sink_emits_each_line(caplog: pytest.LogCaptureFixture) -> None:
+    logger = AccessLogger()
+    writer = AccessLogWriter(logger, LoggerSink())
+    logger.log(_record(1))
+    logger.log(_record(2))
+    with caplog.at_level(logging.INFO, logger="meshbus.access"):
+        await writer.flush()
+    lines = [r.getMessage() for r in caplog.records if r.name == "meshbus.access"]
+    assert [json.loads(x)["request_id"] for x in lines] == ["req-1", "req-2"]
+
+
+def test_writer_rejects_bad_config() -> None:
+    with pytest.raises(ConfigError, match="format"):
+        AccessLogWriter(AccessLogger(), MemorySink(), fmt="xml")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="interval"):
+        AccessLogWriter(AccessLogger(), MemorySink(), interval=0)
+
+
+async def test_writer_flushes_periodically_while_running() -> None:
+    import asyncio
+
+    written = asyncio.Event()
+
+    class SignalSink(MemorySink):
+        async def write(self, data: bytes) -> None:
+            await super().write(data)
+            written.set()
+
+    logger = AccessLogger()
+    sink = SignalSink()
+    async with AccessLogWriter(logger, sink, interval=0.01):
+        logger.log(_record(4))
+        await asyncio.wait_for(written.wait(), 5)
+        assert json.loads(sink.data)["request_id"] == "req-4"
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_cached_start_time_formatting_matches_datetime(t: float) -> None:
+    expected = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert format_start_time(t) == expected
+
+
+def test_field_order_is_stable_for_positional_construction() -> None:
+    from dataclasses import fields as dc_fields
+
+    assert [f.name for f in dc_fields(AccessLogRecord)] == [
+        "start_time", "method", "path", "protocol", "response_code", "response_flags",
+        "response_code_details", "bytes_received", "bytes_sent", "duration_ms", "upstream_service_time",
+        "x_forwarded_for", "user_agent", "request_id", "authority", "upstream_host", "upstream_cluster",
+        "route_name", "downstream_remote_address", "downstream_peer_principal", "trace_id",
+    ]  # fmt: skip

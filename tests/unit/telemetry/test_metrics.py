@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshbus.telemetry import fields
+from meshbus.telemetry.errors import LabelError, MetricDefinitionError, TelemetryError
+from meshbus.telemetry.metrics import (
+    ISTIO_DEFAULT_BUCKETS,
+    HistogramChild,
+    InternalMetrics,
+    IstioMetrics,
+    Registry,
+    istio_static_labels,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_istio_default_buckets_are_the_documented_ones() -> None:
+    assert ISTIO_DEFAULT_BUCKETS == (
+        0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
+        30000, 60000, 300000, 600000, 1800000, 3600000,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "index"),
+    [(0, 0), (0.5, 0), (0.50001, 1), (1, 1), (4.9, 2), (5, 2), (3600000, 18), (3600000.1, 19), (1e12, 19)],
+)
+def test_observation_lands_in_smallest_bucket_with_value_le_bound(value: float, index: int) -> None:
+    h = HistogramChild(tuple(float(b) for b in ISTIO_DEFAULT_BUCKETS))
+    h.observe(value)
+    assert h.counts.index(1) == index
+    assert h.count == 1
+    assert h.sum == value
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e7, allow_nan=False), max_size=50))
+def test_cumulative_counts_match_a_direct_count(values: list[float]) -> None:
+    bounds = tuple(float(b) for b in ISTIO_DEFAULT_BUCKETS)
+    h = HistogramChild(bounds)
+    for v in values:
+        h.observe(v)
+    cumulative = h.cumulative()
+    assert cumulative == [sum(1 for v in values if v <= b) for b in bounds] + [len(values)]
+    assert h.sum == pytest.approx(sum(values))
+
+
+def test_counter_gauge_basics() -> None:
+    r = Registry()
+    c = r.counter("c_total", "help", ("a",))
+    c.labels("x").inc()
+    c.labels("x").inc(2.5)
+    assert c.labels("x").value == 3.5
+    with pytest.raises(LabelError):
+        c.labels("x").inc(-1)
+    g = r.gauge("g", "help")
+    g.set(5)
+    g.inc()
+    g.dec(3)
+    assert g.labels().value == 3
+    u = r.counter("u_total", "help")
+    u.inc()
+    assert [v for _, v in ((k, ch.value) for k, ch in u.series())] == [1]
+
+
+def test_labels_are_checked_when_a_series_is_created() -> None:
+    r = Registry()
+    c = r.counter("c_total", "help", ("a", "b"))
+    with pytest.raises(LabelError, match="expected 2 label values"):
+        c.labels("x")
+    with pytest.raises(LabelError, match="must be str"):
+        c.labels("x", 200)  # type: ignore[arg-type]
+    with pytest.raises(LabelError, match=r"use \.labels"):
+        c.inc()
+    assert len(c) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "match"),
+    [
+        ("0bad", (), "invalid metric name"),
+        ("ok", ("bad-label",), "invalid label name"),
+        ("ok", ("__reserved",), "invalid label name"),
+        ("ok", ("a", "a"), "duplicate label"),
+        ("ok", "ab", "not a str"),
+    ],
+)
+def test_bad_definitions_are_rejected(name: str, labels: tuple[str, ...], match: str) -> None:
+    with pytest.raises(MetricDefinitionError, match=match) as exc:
+        Registry().counter(name, "h", labels)
+    assert str(exc.value).startswith("meshbus: ")
+    assert isinstance(exc.value, TelemetryError)
+
+
+def test_duplicate_and_histogram_specific_definitions_are_rejected() -> None:
+    r = Registry()
+    r.counter("x_total", "h")
+    with pytest.raises(MetricDefinitionError, match="already declared"):
+        r.gauge("x_total", "h")
+    with pytest.raises(MetricDefinitionError, match="'le'"):
+        r.histogram("h1", "h", ("le",))
+    with pytest.raises(MetricDefinitionError, match="strictly increasing"):
+        r.histogram("h2", "h", (), (1, 1, 2))
+    with pytest.raises(MetricDefinitionError, match="finite"):
+        r.histogram("h3", "h", (), (1, float("inf")))
+    with pytest.raises(MetricDefinitionError, match="finite"):
+        r.histogram("h4", "h", (), ())
+
+
+def test_istio_static_labels_fills_unknown_in_canonical_order() -> None:
+    labels = istio_static_labels(reporter="source", destination_service="reviews.default.svc.cluster.local")
+    assert len(labels) == len(fields.ISTIO_STATIC_LABELS)
+    named = dict(zip(fields.ISTIO_STATIC_LABELS, labels, strict=True))
+    assert named["reporter"] == "source"
+    assert named["destination_service"] == "reviews.default.svc.cluster.local"
+    assert named["source_workload"] == "unknown"
+    with pytest.raises(LabelError, match="response_code"):
+        istio_static_labels(response_code="200")
+
+
+def test_istio_metric_names_and_labels() -> None:
+    r = Registry()
+    IstioMetrics(r)
+    InternalMetrics(r)
+    names = {f.name: f for f in r.families()}
+    assert set(names) == {
+        "istio_requests_total",
+        "istio_request_duration_milliseconds",
+        "istio_request_bytes",
+        "istio_response_bytes",
+        "istio_tcp_connections_opened_total",
+        "istio_tcp_connections_closed_total",
+        "meshbus_proxy_local_replies_total",
+        "meshbus_telemetry_dropped_total",
+    }
+    assert names["istio_requests_total"].label_names[-2:] == ("response_code", "response_flags")
+    assert names["istio_request_duration_milliseconds"].kind == "histogram"
+    assert "response_code" not in names["istio_tcp_connections_opened_total"].label_names
+
+
+def test_record_request_updates_all_four_request_metrics() -> None:
+    r = Registry()
+    m = IstioMetrics(r)
+    static = istio_static_labels(reporter="destination", destination_app="reviews")
+    series = m.series(static)
+    assert m.series(static) is series
+    series.record(200, 12.0, 100, 2000)
+    series.record(200, 3.0, 0, 10)
+    m.record_request(static, 503, 0.2, 0, 19, "UH")
+    key200 = (*static, "200", "-")
+    key503 = (*static, "503", "UH")
+    assert m.requests_total.labels(*key200).value == 2
+    assert m.requests_total.labels(*key503).value == 1
+    dur = m.request_duration.labels(*key200)
+    assert dur.count == 2 and dur.sum == 15.0
+    assert dur.cumulative()[ISTIO_DEFAULT_BUCKETS.index(5)] == 1  # 3.0 <= 5 but 12.0 is not
+    assert m.request_bytes.labels(*key200).sum == 100
+    assert m.response_bytes.labels(*key503).sum == 19
+    assert len(m.requests_total) == 2
+
+
+def test_request_series_rejects_a_wrong_static_tuple() -> None:
+    m = IstioMetrics(Registry())
+    with pytest.raises(LabelError, match="static label tuple"):
+        m.series(("source",))
+
+
+def test_tcp_series() -> None:
+    m = IstioMetrics(Registry())
+    static = istio_static_labels(reporter="source")
+    tcp = m.tcp_series(static)
+    tcp.opened.inc()
+    tcp.opened.inc()
+    tcp.closed.inc()
+    assert m.tcp_opened.labels(*static, "-").value == 2
+    assert m.tcp_closed.labels(*static, "-").value == 1
