@@ -1,0 +1,1 @@
+"""The demo application `meshctl up` runs: small HTTP services behind meshbus proxies."""
