@@ -139,6 +139,9 @@ class BusService:
                     queue_group=QUEUE_GROUP,
                 )
             )
+        # Once start() returns, a request from any connection must find the endpoints:
+        # the flush round-trip guarantees the server has registered every SUB.
+        await self.bus.nc.flush()
         self._log.info(
             "%s serving %d endpoints (instance %s)", self.component, len(self._endpoints), self._micro.id
         )

@@ -121,6 +121,30 @@ class Subjects:
     def xds_status(self) -> str:
         return self._s("xds", "status")
 
+    def xds_heartbeat_all(self) -> str:
+        """Every proxy's heartbeats: each discovery replica listens (no queue group) to keep the full registry."""
+        return self._s("xds", "heartbeat", "*")
+
+    def xds_snapshot_all(self) -> str:
+        """Every proxy's snapshot subject (debugging taps and benchmarks, never a proxy)."""
+        return self._s("xds", "snapshot", "*")
+
+    def xds_ack_all(self) -> str:
+        """Every proxy's ACK/NACK: each discovery replica keeps the whole ledger."""
+        return self._s("xds", "ack", "*")
+
+    def xds_deregister(self) -> str:
+        """A draining proxy leaves the registry at once; heard by every replica."""
+        return self._s("xds", "deregister")
+
+    def xds_replica(self) -> str:
+        """Discovery replicas announce themselves here; push ownership is hashed over the live ones."""
+        return self._s("xds", "replica")
+
+    def xds_config_dump(self, node: str) -> str:
+        """A proxy answers here with the snapshot it runs (meshctl proxy-config)."""
+        return self._s("xds", "configdump", validate_token(node, "node id"))
+
     # -- control plane: CA (Citadel role)
     def ca(self, verb: str) -> str:
         """certify, bundle, token."""
@@ -158,10 +182,23 @@ class Subjects:
                 raise ValueError(f"meshbus: invalid {what} {tok!r} for a config key")
         return f"{kind}.{namespace}.{name}"
 
+    @staticmethod
+    def kv_stream(bucket: str) -> str:
+        """The JetStream stream behind a KV bucket (``KV_<bucket>``, fixed by the KV protocol)."""
+        return f"KV_{bucket}"
+
+    @staticmethod
+    def kv_key_subject(bucket: str, key: str) -> str:
+        """The stream subject a KV key is stored on: ``$KV.<bucket>.<key>``; a key may be a filter (``>``)."""
+        return f"{KV_PREFIX}.{bucket}.{key}"
+
     # -- generic service endpoints (service.py): <root>.v1.<component>.<endpoint>
     def endpoint(self, component: str, name: str) -> str:
         return self._s(validate_token(component, "component"), validate_token(name, "endpoint"))
 
+
+# JetStream KV subjects: the prefix is fixed by the KV protocol (ADR-8).
+KV_PREFIX = "$KV"
 
 # NATS micro protocol discovery subjects (ADR-32); the prefix is fixed by the protocol.
 MICRO_PREFIX = "$SRV"

@@ -136,6 +136,7 @@ NULL_ACCESS_LOG: Final = NullAccessLogger()
 # (second, "YYYY-MM-DDTHH:MM:SS") of the last formatted time: a batch mostly shares the same few seconds,
 # and formatting a datetime costs ~1 us where this costs ~0.2 us.
 _second_cache: tuple[int, str] = (-1, "")
+_MS_SUFFIX: Final = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def format_start_time(epoch_s: float) -> str:
@@ -145,11 +146,10 @@ def format_start_time(epoch_s: float) -> str:
     us = round((epoch_s - sec) * 1e6)  # round to microseconds first, as datetime does
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
-    ms = us // 1000
     cached = _second_cache
     if cached[0] != sec:
         cached = _second_cache = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{ms:03d}Z"
+    return cached[1] + _MS_SUFFIX[us // 1000]
 
 
 def _ms(value: float | None) -> int | None:
@@ -184,9 +184,48 @@ def to_json_dict(r: AccessLogRecord) -> dict[str, Any]:
 
 
 def format_json_lines(records: Iterable[AccessLogRecord]) -> bytes:
-    """One JSON object per record, each followed by ``\\n``."""
+    """One JSON object per record, each followed by ``\\n``.
+
+    Same objects as :func:`to_json_dict`, built inline: this runs in the proxy process for every
+    request, so a call and two helper calls per record are worth saving.
+    """
+    fst = format_start_time
     dumps = orjson.dumps
-    return b"".join(dumps(to_json_dict(r)) + b"\n" for r in records)
+    lines = []
+    for r in records:
+        d = r.duration_ms
+        u = r.upstream_service_time
+        # "+ b'\\n'" copies orjson's result into a right-sized object and frees it at once; keeping
+        # orjson's own (over-allocated) results in a list until the join measured three times slower.
+        lines.append(
+            dumps(
+                {
+                    "start_time": fst(r.start_time),
+                    "method": r.method,
+                    "path": r.path,
+                    "protocol": r.protocol,
+                    "response_code": r.response_code,
+                    "response_flags": r.response_flags,
+                    "response_code_details": r.response_code_details,
+                    "bytes_received": r.bytes_received,
+                    "bytes_sent": r.bytes_sent,
+                    "duration": None if d is None else round(d),
+                    "upstream_service_time": None if u is None else round(u),
+                    "x_forwarded_for": r.x_forwarded_for,
+                    "user_agent": r.user_agent,
+                    "request_id": r.request_id,
+                    "authority": r.authority,
+                    "upstream_host": r.upstream_host,
+                    "upstream_cluster": r.upstream_cluster,
+                    "route_name": r.route_name,
+                    "downstream_remote_address": r.downstream_remote_address,
+                    "downstream_peer_principal": r.downstream_peer_principal,
+                    "trace_id": r.trace_id,
+                }
+            )
+            + b"\n"
+        )
+    return b"".join(lines)
 
 
 def _t(value: object) -> str:

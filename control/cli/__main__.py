@@ -13,7 +13,7 @@ import sys
 from meshbus.bus.errors import BusError
 from meshbus.bus.process import add_common_args
 
-from . import up, version
+from . import analyze, ca_cmds, config_cmds, status_cmds, up, version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_common_args(common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (up, version):
+    for group in (up, config_cmds, analyze, ca_cmds, status_cmds, version):
         group.register(sub, common)
     return parser
 

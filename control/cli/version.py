@@ -9,7 +9,7 @@ from meshbus.bus.service import MESHBUS_VERSION
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("version", help="print the meshctl version")
+    p = sub.add_parser("version", parents=[common], help="print the meshctl version")
     p.set_defaults(func=run)
 
 

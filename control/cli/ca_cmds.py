@@ -1,0 +1,223 @@
+"""meshctl token create / ca bundle / cert inspect: the identity side of meshctl.
+
+- ``meshctl token create --namespace NS --service-account SA [--ttl 1h] [--uses N]`` prints the
+  bootstrap token (only the token on stdout, so ``T=$(meshctl token create ...)`` works;
+  ``-o json|yaml`` prints the details too).
+- ``meshctl ca bundle`` prints the trust bundle as PEM, for ``openssl verify -CAfile`` and friends.
+- ``meshctl cert inspect --file CERT.pem [--bundle BUNDLE.pem]`` shows identity, issuer, validity,
+  time to renewal (half life, as the proxy does) and, with a bundle, whether the chain verifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import io
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography import x509
+from rich.console import Console
+from rich.table import Table
+from ruamel.yaml import YAML
+
+from meshbus.bus import rpc
+from meshbus.bus.connection import BusConnection
+from meshbus.bus.process import settings_from_args
+from meshbus.bus.schemas.identity import BundleReply, BundleRequest, TokenCreateReply, TokenCreateRequest
+from meshbus.bus.spiffe import (
+    DEFAULT_TRUST_DOMAIN,
+    SvidError,
+    has_svid_eku,
+    load_pem_chain,
+    svid_id,
+    verify_svid,
+)
+from meshbus.control.ca.durations import format_duration, parse_duration
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = 5.0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for meshbus-ca")
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+
+    token = sub.add_parser("token", help="bootstrap tokens for proxies").add_subparsers(
+        dest="token_command", metavar="COMMAND", required=True
+    )
+    p = token.add_parser("create", parents=[common, conn, out], help="mint a token bound to one identity")
+    p.add_argument("-n", "--namespace", required=True)
+    p.add_argument("--service-account", "--sa", dest="service_account", required=True)
+    p.add_argument("--ttl", default="1h", help="lifetime (default 1h; max 30d)")
+    p.add_argument("--uses", type=int, default=1, help="how many certificates it may obtain (default 1)")
+    p.set_defaults(func=run_token_create)
+
+    ca = sub.add_parser("ca", help="the mesh certificate authority").add_subparsers(
+        dest="ca_command", metavar="COMMAND", required=True
+    )
+    p = ca.add_parser("bundle", parents=[common, conn, out], help="print the trust bundle (PEM)")
+    p.set_defaults(func=run_ca_bundle)
+
+    cert = sub.add_parser("cert", help="workload certificates").add_subparsers(
+        dest="cert_command", metavar="COMMAND", required=True
+    )
+    p = cert.add_parser("inspect", parents=[common, out], help="show a certificate's identity and validity")
+    p.add_argument(
+        "--file", "-f", dest="file", required=True, metavar="CERT.pem", help="PEM chain, leaf first"
+    )
+    p.add_argument("--bundle", metavar="BUNDLE.pem", help="verify the chain against these roots")
+    p.add_argument(
+        "--trust-domain", default=DEFAULT_TRUST_DOMAIN, help="expected trust domain (with --bundle)"
+    )
+    p.set_defaults(func=run_cert_inspect)
+
+
+def _with_bus(args: argparse.Namespace, call: Callable[[BusConnection], Awaitable[T]]) -> T:
+    async def go() -> T:
+        bus = BusConnection(settings_from_args(args, "meshctl"))
+        await bus.connect(wait=False)
+        try:
+            return await call(bus)
+        finally:
+            await bus.close()
+
+    return asyncio.run(go())
+
+
+def _dump(obj: Any, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(obj, indent=2) + "\n"
+    buf = io.StringIO()
+    y = YAML()
+    y.default_flow_style = False
+    y.dump(obj, buf)
+    return buf.getvalue()
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+def run_token_create(args: argparse.Namespace) -> int:
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    req = TokenCreateRequest(
+        namespace=args.namespace,
+        service_account=args.service_account,
+        ttl_seconds=round(ttl),
+        max_uses=args.uses,
+    )
+    reply = _with_bus(
+        args,
+        lambda bus: rpc.request(bus, bus.subjects.ca("token"), req, TokenCreateReply, timeout=args.timeout),
+    )
+    if args.output == "text":
+        print(reply.token)
+        print(
+            f"token {reply.token_id} for {reply.spiffe_id}: {reply.max_uses} use(s), expires {_iso(reply.expires_at)}",
+            file=sys.stderr,
+        )
+        return 0
+    doc = {
+        "token": reply.token,
+        "tokenId": reply.token_id,
+        "spiffeId": reply.spiffe_id,
+        "maxUses": reply.max_uses,
+        "expiresAt": _iso(reply.expires_at),
+    }
+    sys.stdout.write(_dump(doc, args.output))
+    return 0
+
+
+def run_ca_bundle(args: argparse.Namespace) -> int:
+    reply = _with_bus(
+        args,
+        lambda bus: rpc.request(
+            bus, bus.subjects.ca("bundle"), BundleRequest(), BundleReply, timeout=args.timeout
+        ),
+    )
+    if args.output == "text":
+        sys.stdout.write(reply.bundle_pem)
+        return 0
+    b = reply.bundle
+    doc = {
+        "trustDomain": b.trust_domain,
+        "version": b.version,
+        "roots": [
+            {
+                "subject": load_pem_chain(r.cert_pem)[0].subject.rfc4514_string(),
+                "active": r.active,
+                "trustedUntil": _iso(r.trusted_until),
+                "pem": r.cert_pem,
+            }
+            for r in b.roots
+        ],
+    }
+    sys.stdout.write(_dump(doc, args.output))
+    return 0
+
+
+def describe_certificate(
+    chain: list[x509.Certificate], now: dt.datetime, roots: list[x509.Certificate] | None, trust_domain: str
+) -> dict[str, Any]:
+    """The facts `cert inspect` shows, as a plain dict (also the json/yaml output)."""
+    leaf = chain[0]
+    nb, na = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    life = (na - nb).total_seconds()
+    renew_at = nb + dt.timedelta(seconds=life / 2)
+    try:
+        identity = str(svid_id(leaf))
+    except SvidError as exc:
+        identity = f"(not an SVID: {exc})"
+    doc: dict[str, Any] = {
+        "identity": identity,
+        "serial": f"{leaf.serial_number:x}",
+        "issuer": leaf.issuer.rfc4514_string(),
+        "notBefore": nb.isoformat(timespec="seconds"),
+        "notAfter": na.isoformat(timespec="seconds"),
+        "lifetime": format_duration(life),
+        "expiresIn": format_duration(max(0.0, (na - now).total_seconds())) if na > now else "EXPIRED",
+        "renewalIn": format_duration((renew_at - now).total_seconds()) if renew_at > now else "due",
+        "serverAndClientAuth": has_svid_eku(leaf),
+        "chainLength": len(chain),
+    }
+    if roots is not None:
+        try:
+            verify_svid(leaf, chain[1:], roots, trust_domain=trust_domain, now=now)
+            doc["chain"] = "verified against the bundle"
+        except SvidError as exc:
+            doc["chain"] = f"NOT valid ({exc.reason.value}): {exc}"
+    return doc
+
+
+def run_cert_inspect(args: argparse.Namespace) -> int:
+    try:
+        chain = load_pem_chain(Path(args.file).read_bytes())
+        roots = load_pem_chain(Path(args.bundle).read_bytes()) if args.bundle else None
+    except (OSError, ValueError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    if not chain:
+        print(f"Error: {args.file} holds no PEM certificate", file=sys.stderr)
+        return 1
+    doc = describe_certificate(chain, dt.datetime.now(dt.UTC), roots, args.trust_domain)
+    if args.output != "text":
+        sys.stdout.write(_dump(doc, args.output))
+        return 0
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in doc.items():
+        table.add_row(key, str(value))
+    Console(highlight=False, soft_wrap=True).print(table)
+    return 0 if "NOT valid" not in str(doc.get("chain", "")) else 1

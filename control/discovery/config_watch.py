@@ -1,0 +1,139 @@
+"""Watch the config KV bucket and keep an immutable `MeshModel` of it (asyncio adapter).
+
+The initial contents are applied as one batch (one model copy), then each change as it comes.
+The watch is re-established from scratch when the connection to NATS was re-made (a restarted
+server may not resume the old consumer), and the fresh initial contents replace the model: keys
+that vanished meanwhile are deleted then. Values are decoded with the config service's reference
+reader (`meshbus.bus.schemas.config.decode_value`); a value that does not decode is logged,
+counted, and skipped (the rest of the mesh keeps flowing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from meshbus.bus.connection import BusConnection
+from meshbus.bus.errors import BusError
+from meshbus.bus.kv import BucketConfig, KeyValueStore, KvEntry
+from meshbus.bus.schemas.config import decode_value
+
+from .model import ConfigEntry, MeshModel
+
+log = logging.getLogger(__name__)
+
+OnChange = Callable[[list[str], MeshModel], None]
+
+
+class ConfigWatch:
+    def __init__(
+        self,
+        bus: BusConnection,
+        on_change: OnChange,
+        *,
+        create: bool = False,
+        retry: float = 0.5,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.bus = bus
+        self.on_change = on_change
+        self.retry = retry
+        self.kv = KeyValueStore(
+            bus,
+            BucketConfig(bus.subjects.kv_bucket("config"), history=64, description="meshbus config"),
+            create=create,
+        )
+        self.model = MeshModel()
+        self.synced = False
+        self.bad_values = 0
+        self.restarts = 0
+        self._log = logger or log
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name="meshbus-discovery-config-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _supervise(self) -> None:
+        while True:
+            reconnects = self.bus.stats.reconnects
+            watch = asyncio.create_task(self._watch(), name="meshbus-discovery-kv-watch")
+            try:
+                while not watch.done() and self.bus.stats.reconnects == reconnects:
+                    await asyncio.wait([watch], timeout=self.retry)
+            finally:
+                if not watch.done():
+                    watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watch
+            if watch.done() and not watch.cancelled() and watch.exception() is not None:
+                exc = watch.exception()
+                level = logging.DEBUG if isinstance(exc, BusError) else logging.ERROR
+                self._log.log(level, "config watch ended: %r; retrying", exc)
+            self.restarts += 1
+            await asyncio.sleep(self.retry)
+
+    async def _watch(self) -> None:
+        initial: list[KvEntry] = []
+        loading = True
+        async for entry in self.kv.watch(">"):
+            if entry is None:
+                loading = False
+                self._load(initial)
+                initial = []
+                continue
+            if loading:
+                initial.append(entry)
+                continue
+            self._apply([entry])
+
+    def _load(self, entries: list[KvEntry]) -> None:
+        """Initial contents: apply them and delete whatever the model has that they lack."""
+        present = {e.key for e in entries if not e.deleted}
+        revision = max((e.revision for e in entries), default=0)
+        gone = [KvEntry(k, revision, None) for k in self.model.entries if k not in present]
+        self._apply(entries, extra_deletes=gone)
+        if not self.synced:
+            self.synced = True
+            self._log.info(
+                "config loaded: %d resources at revision %d", len(self.model.entries), self.model.revision
+            )
+
+    def _apply(self, entries: list[KvEntry], extra_deletes: list[KvEntry] | None = None) -> None:
+        puts: list[ConfigEntry] = []
+        deletes: list[tuple[str, int]] = [(e.key, e.revision) for e in extra_deletes or ()]
+        for e in entries:
+            if e.deleted or e.value is None:
+                deletes.append((e.key, e.revision))
+                continue
+            try:
+                value = decode_value(e.value).manifest()
+            except BusError as exc:
+                self.bad_values += 1
+                self._log.error("skipping config key %s at revision %d: %s", e.key, e.revision, exc)
+                continue
+            puts.append(ConfigEntry.from_value(value, e.revision))
+        old = self.model
+        new = old.apply(puts, deletes)
+        if new.generation == old.generation:
+            self.model = new  # revision may still have moved
+            return
+        changed = [p.key for p in puts if (old.get(p.key) or _NONE).digest != p.digest]
+        changed += [k for k, _ in deletes if k in old.entries]
+        self.model = new
+        self.on_change(changed, new)
+
+
+class _None:
+    digest = ""
+
+
+_NONE = _None()

@@ -1,0 +1,247 @@
+"""MeshModel: the immutable view of stored config that snapshots are generated from (sans-IO).
+
+Each stored resource becomes a `ConfigEntry` once, when it changes: its digest, the hosts it is
+about, the hosts its routes send to, and its workload selector are computed then and never again.
+`MeshModel.apply` returns a new model that shares every unchanged entry and index bucket with the
+old one (Istio ``updateContext``), so a change costs what changed, not the mesh size.
+
+Entries come in two scopes:
+- host-scoped (VirtualService, DestinationRule, ServiceEntry, LocalRateLimit with hosts): a proxy
+  gets them when it may call one of their hosts;
+- workload-scoped (Sidecar, Gateway, security policies, Plugin, LocalRateLimit without hosts): a
+  proxy gets them when they select its workload (same namespace or the root namespace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from meshbus.bus.config.hosts import host_matches, to_fqdn
+
+ROOT_NAMESPACE = "istio-system"
+HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
+WORKLOAD_SCOPED = frozenset(
+    {"Sidecar", "Gateway", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy", "Plugin"}
+)
+IGNORED = frozenset({"WorkloadEntry"})
+"""Not sent to proxies: workloads reach the mesh by registering."""
+
+
+def resource_key(value: Mapping[str, Any]) -> str:
+    meta = value.get("metadata") or {}
+    return f"{value.get('kind')}.{meta.get('namespace') or 'default'}.{meta.get('name')}"
+
+
+def value_digest(value: Mapping[str, Any]) -> str:
+    """Content hash of one resource dict, independent of key order."""
+    return hashlib.sha256(msgpack.packb(_canonical(value), use_bin_type=True)).hexdigest()[:16]
+
+
+def _canonical(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return [[k, _canonical(v[k])] for k in sorted(v)]
+    if isinstance(v, (list, tuple)):
+        return [_canonical(x) for x in v]
+    return v
+
+
+def _selector(kind: str, spec: Mapping[str, Any]) -> dict[str, str] | None:
+    """Workload labels a workload-scoped resource selects (None = every workload in scope)."""
+    if kind == "Gateway":
+        sel = spec.get("selector")
+        return dict(sel) if isinstance(sel, Mapping) else {}
+    if kind in ("PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy"):
+        sel = spec.get("selector")
+        labels = sel.get("matchLabels") if isinstance(sel, Mapping) else None
+    else:
+        sel = spec.get("workloadSelector")
+        labels = sel.get("labels") if isinstance(sel, Mapping) else None
+    return dict(labels) if isinstance(labels, Mapping) and labels else None
+
+
+def _destination_hosts(spec: Mapping[str, Any], namespace: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(every destination host, those named without a port: they need a ServiceEntry to resolve)."""
+    out: set[str] = set()
+    portless: set[str] = set()
+    for section in ("http", "tcp", "tls"):
+        for route in spec.get(section) or ():
+            if not isinstance(route, Mapping):
+                continue
+            targets = list(route.get("route") or ())
+            mirror = route.get("mirror")
+            if isinstance(mirror, Mapping):
+                targets.append({"destination": mirror})
+            for t in route.get("mirrors") or ():
+                if isinstance(t, Mapping):
+                    targets.append(t)
+            for t in targets:
+                dest = t.get("destination") if isinstance(t, Mapping) else None
+                if isinstance(dest, Mapping) and isinstance(dest.get("host"), str):
+                    host = to_fqdn(dest["host"], namespace)
+                    out.add(host)
+                    port = dest.get("port")
+                    if not (isinstance(port, Mapping) and port.get("number")):
+                        portless.add(host)
+    return frozenset(out), frozenset(portless)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigEntry:
+    key: str
+    kind: str
+    namespace: str
+    name: str
+    value: Mapping[str, Any]
+    revision: int
+    digest: str
+    hosts: frozenset[str] = frozenset()
+    """FQDNs or wildcard patterns this resource is about (host-scoped kinds)."""
+    destinations: frozenset[str] = frozenset()
+    """FQDNs a VirtualService routes or mirrors to."""
+    portless: frozenset[str] = frozenset()
+    """Destinations named without a port: only a ServiceEntry (or registered workloads) resolves them."""
+    selector: dict[str, str] | None = None
+    workload_scoped: bool = False
+    packed: bytes = b""
+    """msgpack of `value`, made once and reused in every snapshot that carries this resource."""
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any], revision: int) -> ConfigEntry:
+        kind = str(value.get("kind", ""))
+        meta = value.get("metadata") or {}
+        ns = str(meta.get("namespace") or "default")
+        spec = value.get("spec") or {}
+        hosts: frozenset[str] = frozenset()
+        dests: frozenset[str] = frozenset()
+        portless: frozenset[str] = frozenset()
+        scoped = kind in WORKLOAD_SCOPED
+        if kind in ("VirtualService", "ServiceEntry"):
+            hosts = frozenset(to_fqdn(h, ns) for h in spec.get("hosts") or () if isinstance(h, str))
+            if kind == "VirtualService":
+                dests, portless = _destination_hosts(spec, ns)
+        elif kind == "DestinationRule" and isinstance(spec.get("host"), str):
+            hosts = frozenset({to_fqdn(spec["host"], ns)})
+        elif kind == "LocalRateLimit":
+            hosts = frozenset(to_fqdn(h, ns) for h in spec.get("hosts") or () if isinstance(h, str))
+            scoped = not hosts
+        return cls(
+            key=resource_key(value),
+            kind=kind,
+            namespace=ns,
+            name=str(meta.get("name", "")),
+            value=value,
+            revision=revision,
+            digest=value_digest(value),
+            hosts=hosts,
+            destinations=dests,
+            portless=portless,
+            selector=_selector(kind, spec) if scoped else None,
+            workload_scoped=scoped,
+            packed=msgpack.packb(value, use_bin_type=True),
+        )
+
+    def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?"""
+        if self.namespace not in (namespace, ROOT_NAMESPACE):
+            return False
+        if self.kind == "Gateway" and not self.selector:
+            return False
+        sel = self.selector or {}
+        return all(labels.get(k) == v for k, v in sel.items())
+
+    def about(self, host: str) -> bool:
+        """Host-scoped: is this resource about FQDN ``host``?"""
+        return any(host_matches(h, host) or host_matches(host, h) for h in self.hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class MeshModel:
+    entries: Mapping[str, ConfigEntry] = field(default_factory=dict)
+    host_scoped: Mapping[str, ConfigEntry] = field(default_factory=dict)
+    workload_scoped: Mapping[str, Mapping[str, ConfigEntry]] = field(default_factory=dict)
+    """namespace -> key -> entry."""
+    revision: int = 0
+    """Highest KV revision seen (puts and deletes)."""
+    generation: int = 0
+    """Bumped by every apply that changed something (cache key for derived data)."""
+
+    def get(self, key: str) -> ConfigEntry | None:
+        return self.entries.get(key)
+
+    def apply(self, puts: Iterable[ConfigEntry] = (), deletes: Iterable[tuple[str, int]] = ()) -> MeshModel:
+        """A new model with ``puts`` stored and ``deletes`` (key, revision) removed."""
+        entries = dict(self.entries)
+        host_scoped = dict(self.host_scoped)
+        scoped = dict(self.workload_scoped)  # inner dicts copied only where they change
+        revision = self.revision
+        changed = False
+
+        def drop(key: str) -> None:
+            old = entries.pop(key, None)
+            if old is None:
+                return
+            host_scoped.pop(key, None)
+            if old.workload_scoped:
+                inner = dict(scoped.get(old.namespace, {}))
+                inner.pop(key, None)
+                if inner:
+                    scoped[old.namespace] = inner
+                else:
+                    scoped.pop(old.namespace, None)
+
+        for key, rev in deletes:
+            revision = max(revision, rev)
+            if key in entries:
+                drop(key)
+                changed = True
+        for e in puts:
+            revision = max(revision, e.revision)
+            old = entries.get(e.key)
+            if old is not None and old.digest == e.digest:
+                continue
+            drop(e.key)
+            changed = True
+            if e.kind in IGNORED:
+                entries[e.key] = e
+                continue
+            entries[e.key] = e
+            if e.workload_scoped:
+                inner = dict(scoped.get(e.namespace, {}))
+                inner[e.key] = e
+                scoped[e.namespace] = inner
+            elif e.hosts:
+                host_scoped[e.key] = e
+        return MeshModel(
+            entries=entries,
+            host_scoped=host_scoped,
+            workload_scoped=scoped,
+            revision=revision,
+            generation=self.generation + (1 if changed else 0),
+        )
+
+    def scoped_for(self, namespace: str, labels: Mapping[str, str]) -> list[ConfigEntry]:
+        out: list[ConfigEntry] = []
+        for ns in {namespace, ROOT_NAMESPACE}:
+            out.extend(e for e in self.workload_scoped.get(ns, {}).values() if e.selects(namespace, labels))
+        return out
+
+    def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> ConfigEntry | None:
+        """Istio precedence: a Sidecar with a matching selector, else the namespace's selector-less one,
+        else the root namespace's; ties broken by name (Istio: oldest, which we cannot know)."""
+        best: tuple[int, str] | None = None
+        chosen = None
+        for ns, rank_base in ((namespace, 0), (ROOT_NAMESPACE, 2)):
+            for e in self.workload_scoped.get(ns, {}).values():
+                if e.kind != "Sidecar" or not e.selects(namespace, labels):
+                    continue
+                if ns == ROOT_NAMESPACE and e.selector:
+                    continue  # a root-namespace Sidecar with a selector is ignored by Istio
+                rank = (rank_base + (0 if e.selector else 1), e.name)
+                if best is None or rank < best:
+                    best, chosen = rank, e
+        return chosen

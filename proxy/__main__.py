@@ -1,0 +1,197 @@
+"""``meshbus-proxy``: run the data-plane proxy standalone from Istio YAML (no control plane).
+
+    meshbus-proxy --config FILE_OR_DIR [--outbound 127.0.0.1:15001] [--inbound 0.0.0.0:15006]
+                  [--admin 127.0.0.1:15000] [--app-port P] [--namespace default] [--workers N] ...
+
+``--workers N`` forks N worker processes that share the listening ports with SO_REUSEPORT; the
+parent only forwards SIGTERM/SIGINT/SIGHUP to them and waits. Worker 0 also serves the admin port.
+This is the only module that exits the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import sys
+
+from meshbus.proxy.config import (
+    Address,
+    BootstrapConfig,
+    BootstrapError,
+    ConfigRefused,
+    default_workers,
+    dump_config,
+    parse_address,
+)
+
+log = logging.getLogger("meshbus.proxy")
+
+# glibc mallopt parameters: without these, glibc's heap trimming can double CPU per request with
+# page faults on some process starts (bench anchors). Workers inherit the setting through fork.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def _tune_malloc() -> None:
+    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(32 * 1024 * 1024))
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1024 * 1024))
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(_M_TRIM_THRESHOLD, int(os.environ["MALLOC_TRIM_THRESHOLD_"]))
+        libc.mallopt(_M_MMAP_THRESHOLD, int(os.environ["MALLOC_MMAP_THRESHOLD_"]))
+    except (OSError, AttributeError, ValueError):
+        pass  # not glibc: nothing to tune
+
+
+def _address_or_none(text: str) -> Address | None:
+    return None if text.lower() in ("", "off", "none") else parse_address(text)
+
+
+def parse_args(argv: list[str] | None = None) -> BootstrapConfig:
+    p = argparse.ArgumentParser(prog="meshbus-proxy", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="Istio YAML file or directory (watched; SIGHUP reloads)")
+    p.add_argument("--outbound", default="127.0.0.1:15001", help="outbound listener (app -> mesh); 'off'")
+    p.add_argument("--inbound", default="0.0.0.0:15006", help="inbound listener (mesh -> app); 'off'")
+    p.add_argument("--admin", default="127.0.0.1:15000", help="admin listener; 'off'")
+    p.add_argument("--app-port", type=int, default=None, help="local application port (inbound target)")
+    p.add_argument("--namespace", default="default", help="namespace of short host names")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
+    p.add_argument("--max-header-bytes", type=int, default=60 * 1024, help="request head limit (431 above)")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds to receive a request head")
+    p.add_argument("--idle-timeout", type=float, default=300.0, help="idle keep-alive connection timeout")
+    p.add_argument("--drain-timeout", type=float, default=10.0, help="SIGTERM grace for in-flight requests")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="console", choices=["json", "console"])
+    p.add_argument("--access-log", default=None, help="access log file, or - for stdout (default: off)")
+    p.add_argument("--access-log-format", default="json", choices=["json", "text"])
+    p.add_argument(
+        "--in-process-config",
+        action="store_true",
+        help="load YAML in the worker itself (default: a child process, so workers stay small)",
+    )
+    a = p.parse_args(argv)
+    workers = a.workers or default_workers()
+    return BootstrapConfig(
+        config_path=a.config,
+        outbound=_address_or_none(a.outbound),
+        inbound=_address_or_none(a.inbound),
+        admin=_address_or_none(a.admin),
+        app_port=a.app_port,
+        namespace=a.namespace,
+        workers=workers,
+        max_header_bytes=a.max_header_bytes,
+        header_timeout=a.header_timeout,
+        idle_timeout=a.idle_timeout,
+        drain_timeout=a.drain_timeout,
+        log_level=a.log_level,
+        log_format=a.log_format,
+        access_log=a.access_log,
+        access_log_format=a.access_log_format,
+        reuse_port=workers > 1,
+        isolate_loader=not a.in_process_config,
+    )
+
+
+def _configure_logging(cfg: BootstrapConfig) -> None:
+    from meshbus.telemetry.logging import configure_logging
+
+    configure_logging("proxy", level=cfg.log_level, fmt="json" if cfg.log_format == "json" else "console")
+
+
+async def _run_worker(cfg: BootstrapConfig, worker: int) -> int:
+    from meshbus.proxy.runtime import RuntimeBuildError
+    from meshbus.proxy.server import ProxyServer
+
+    server = ProxyServer(cfg, worker=worker)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # a stop asked for while still loading the config is honoured as soon as start() returns
+        loop.add_signal_handler(sig, server.request_shutdown)
+    try:
+        await server.start()
+    except (ConfigRefused, RuntimeBuildError) as exc:
+        log.error("meshbus: cannot start, config refused:\n%s", exc)
+        await server.shutdown(0)
+        return 2
+    except OSError as exc:
+        log.error("meshbus: cannot listen: %s", exc)
+        await server.shutdown(0)
+        return 1
+    await server.serve_until_stopped()
+    return 0
+
+
+def _worker_main(cfg: BootstrapConfig, worker: int) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_run_worker(cfg, worker))
+    return uvloop.run(_run_worker(cfg, worker))
+
+
+def _supervise(cfg: BootstrapConfig) -> int:
+    children: list[int] = []
+    for i in range(cfg.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _worker_main(cfg, i)
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    worst = 0
+    for pid in children:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        code = os.waitstatus_to_exitcode(status)
+        worst = max(worst, 128 - code if code < 0 else code)  # killed by signal N -> 128+N, as a shell says
+    return worst
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--dump-config"] and len(args) == 2:
+        # child interpreter of a worker: validate the YAML and hand back plain objects (config.load_isolated)
+        code, data, err = dump_config(args[1])
+        if err:
+            print(err, file=sys.stderr)
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        sys.exit(code)
+    try:
+        cfg = parse_args(argv)
+    except BootstrapError as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(2)
+    _tune_malloc()
+    _configure_logging(cfg)
+    if cfg.workers == 1:
+        sys.exit(_worker_main(cfg, 0))
+    sys.exit(_supervise(cfg))
+
+
+if __name__ == "__main__":
+    main()

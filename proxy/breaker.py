@@ -1,0 +1,121 @@
+"""Circuit breaker counters for one cluster (Envoy's per-cluster resource limits, Istio connectionPool).
+
+Istio maps ``tcp.maxConnections`` -> max_connections, ``http.http1MaxPendingRequests`` ->
+max_pending_requests, ``http.http2MaxRequests`` -> max_requests and ``http.maxRetries`` ->
+max_retries, each defaulting to 2^32-1 (Istio raises Envoy's 1024 defaults). Going over a limit is
+counted as an overflow and answered 503 UO by the adapter; nothing waits unboundedly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+UNLIMITED = 2**32 - 1
+
+
+class CircuitBreaker:
+    __slots__ = (
+        "active_requests",
+        "active_retries",
+        "connections",
+        "cx_overflow",
+        "max_connections",
+        "max_pending",
+        "max_requests",
+        "max_retries",
+        "pending",
+        "pending_overflow",
+        "retry_overflow",
+        "rq_overflow",
+    )
+
+    def __init__(
+        self,
+        max_connections: int = UNLIMITED,
+        max_pending: int = UNLIMITED,
+        max_requests: int = UNLIMITED,
+        max_retries: int = UNLIMITED,
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_pending = max_pending
+        self.max_requests = max_requests
+        self.max_retries = max_retries
+        self.active_requests = 0
+        self.pending = 0
+        self.active_retries = 0
+        self.connections = 0
+        self.rq_overflow = 0
+        self.pending_overflow = 0
+        self.retry_overflow = 0
+        self.cx_overflow = 0
+
+    def set_limits(self, other: CircuitBreaker) -> None:
+        """Take new limits from a fresh config, keeping the live counters."""
+        self.max_connections = other.max_connections
+        self.max_pending = other.max_pending
+        self.max_requests = other.max_requests
+        self.max_retries = other.max_retries
+
+    def try_start_request(self) -> bool:
+        if self.active_requests >= self.max_requests:
+            self.rq_overflow += 1
+            return False
+        self.active_requests += 1
+        return True
+
+    def end_request(self) -> None:
+        if self.active_requests > 0:
+            self.active_requests -= 1
+
+    def try_enqueue_pending(self) -> bool:
+        if self.pending >= self.max_pending:
+            self.pending_overflow += 1
+            return False
+        self.pending += 1
+        return True
+
+    def dequeue_pending(self) -> None:
+        if self.pending > 0:
+            self.pending -= 1
+
+    def try_start_retry(self) -> bool:
+        if self.active_retries >= self.max_retries:
+            self.retry_overflow += 1
+            return False
+        self.active_retries += 1
+        return True
+
+    def end_retry(self) -> None:
+        if self.active_retries > 0:
+            self.active_retries -= 1
+
+    def try_open_connection(self) -> bool:
+        if self.connections >= self.max_connections:
+            self.cx_overflow += 1
+            return False
+        self.connections += 1
+        return True
+
+    def connection_closed(self) -> None:
+        if self.connections > 0:
+            self.connections -= 1
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "limits": {
+                "maxConnections": self.max_connections,
+                "maxPendingRequests": self.max_pending,
+                "maxRequests": self.max_requests,
+                "maxRetries": self.max_retries,
+            },
+            "activeRequests": self.active_requests,
+            "pendingRequests": self.pending,
+            "activeRetries": self.active_retries,
+            "connections": self.connections,
+            "overflow": {
+                "requests": self.rq_overflow,
+                "pending": self.pending_overflow,
+                "retries": self.retry_overflow,
+                "connections": self.cx_overflow,
+            },
+        }

@@ -1,0 +1,70 @@
+"""Header set/add/remove as Istio's ``headers.request`` / ``headers.response`` define them.
+
+Envoy applies removals before additions (header_parser.cc: "remove-before-add is the default"),
+then ``set`` replaces every value of a name and ``add`` appends another line. Names are compared
+case-insensitively; the lists passed in carry names as the adapter received them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOps:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.set or self.add or self.remove)
+
+    def apply(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Return a new list with the operations applied (the input is left unchanged)."""
+        drop = self.remove | {k for k, _ in self.set}
+        out = [(k, v) for k, v in headers if k.lower() not in drop] if drop else list(headers)
+        out.extend(self.set)
+        out.extend(self.add)
+        return out
+
+    def then(self, other: HeaderOps) -> HeaderOps:
+        """Operations of ``self`` followed by ``other`` when both are applied in turn, as one."""
+        if other.empty:
+            return self
+        if self.empty:
+            return other
+        # Envoy applies the route's ops after the destination's; keep both steps' effect in order.
+        other_names = other.remove | {k for k, _ in other.set}
+        return HeaderOps(
+            set=tuple(kv for kv in self.set if kv[0] not in other_names) + other.set,
+            add=tuple(kv for kv in self.add if kv[0] not in other_names) + other.add,
+            remove=self.remove | other.remove,
+        )
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.set:
+            out["set"] = dict(self.set)
+        if self.add:
+            out["add"] = [list(kv) for kv in self.add]
+        if self.remove:
+            out["remove"] = sorted(self.remove)
+        return out
+
+
+EMPTY_HEADER_OPS = HeaderOps()
+
+
+def make_header_ops(
+    set_: Mapping[str, str] | None = None,
+    add: Mapping[str, str] | None = None,
+    remove: Iterable[str] | None = None,
+) -> HeaderOps:
+    ops = HeaderOps(
+        set=tuple((k.lower(), v) for k, v in (set_ or {}).items()),
+        add=tuple((k.lower(), v) for k, v in (add or {}).items()),
+        remove=frozenset(k.lower() for k in (remove or ())),
+    )
+    return EMPTY_HEADER_OPS if ops.empty else ops

@@ -1,0 +1,417 @@
+"""Sans-IO HTTP/1.1 sessions over httptools (llhttp): bytes in, events out; no sockets, no asyncio.
+
+Rules (the listener and the upstream pool rely on them):
+- ``RequestSession.feed(data)`` returns the events found in ``data``, in wire order, so pipelined
+  requests come out as HEAD, BODY*, END, HEAD, ... for the caller to answer in order.
+- A malformed request raises ``ProtocolError(400)``; one with both Content-Length and
+  Transfer-Encoding (request smuggling) also 400 (llhttp refuses it); a head over ``max_header_bytes``
+  raises ``ProtocolError(431)``. After an error the session is unusable: close the connection.
+- An Upgrade (or CONNECT) request ends with an ``UPGRADE`` event carrying the bytes that followed the
+  head; from then on the connection is a raw tunnel and ``feed`` must not be called again.
+- ``ResponseSession`` parses one upstream response per ``expect()`` call. 1xx interim responses are
+  swallowed (the proxy answers ``Expect: 100-continue`` itself); a response to HEAD ends at its head.
+- Header names come out lowercased ``str`` (latin-1), values as sent. HTTP/1.1 names are
+  case-insensitive and Envoy lowercases them too, so the proxy forwards them lowercased.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+# Event kinds: events are (kind, payload) tuples, cheaper than objects on the hot path.
+HEAD = 0  # payload: RequestHead / ResponseHead
+BODY = 1  # payload: bytes
+END = 2  # payload: None
+UPGRADE = 3  # payload: bytes received after the head (start of the tunnel)
+
+# Body framing of a message.
+NO_BODY = 0
+LENGTH = 1
+CHUNKED = 2
+UNTIL_EOF = 3  # responses only: no length, no chunking, body ends when the upstream closes
+
+DEFAULT_MAX_HEADER_BYTES = 60 * 1024
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+class ProtocolError(Exception):
+    """A message the proxy refuses; ``status`` is what to answer the client (400, 431)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"meshbus: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class RequestHead:
+    """One parsed request head. ``headers`` keeps order and duplicates; ``hdict`` joins duplicates with ","."""
+
+    __slots__ = (
+        "body",
+        "content_length",
+        "hdict",
+        "headers",
+        "keep_alive",
+        "method",
+        "target",
+        "upgrade",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        headers: list[tuple[str, str]],
+        hdict: dict[str, str],
+        keep_alive: bool,
+        upgrade: bool,
+        body: int,
+        content_length: int,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.hdict = hdict
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+        self.body = body
+        self.content_length = content_length
+
+
+_RESPONSE_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "upgrade"})
+
+
+class ResponseHead:
+    """``hdict`` of a response holds only content-length, transfer-encoding, connection, upgrade."""
+
+    __slots__ = ("body", "content_length", "hdict", "headers", "keep_alive", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        hdict: dict[str, str],
+        keep_alive: bool,
+        body: int,
+        content_length: int,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.hdict = hdict
+        self.keep_alive = keep_alive
+        self.body = body
+        self.content_length = content_length
+
+
+# Header names as sent -> lowercased str. Names repeat across requests (Host, Content-Length, ...), so a
+# bounded cache turns decode + lower into one dict lookup.
+_NAMES: dict[bytes, str] = {}
+
+
+def _name(raw: bytes) -> str:
+    n = raw.decode("latin-1").lower()
+    if len(_NAMES) < 1024:
+        _NAMES[raw] = n
+    return n
+
+
+_METHODS = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")
+}
+
+
+def _framing(hdict: dict[str, str]) -> tuple[int, int]:
+    te = hdict.get("transfer-encoding")
+    if te is not None:
+        return CHUNKED, -1
+    cl = hdict.get("content-length")
+    if cl is not None:
+        n = int(cl)  # llhttp already checked it is a single decimal number
+        return (LENGTH, n) if n else (NO_BODY, 0)
+    return NO_BODY, 0
+
+
+class RequestSession:
+    """Downstream side: parses requests from a client connection."""
+
+    __slots__ = (
+        "_error",
+        "_events",
+        "_hdict",
+        "_headers",
+        "_hsize",
+        "_max",
+        "_parser",
+        "_partial",
+        "_url",
+        "in_head",  # a request head has started but is not complete (what the header timeout watches)
+    )
+
+    def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
+        self._max = max_header_bytes
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: list[tuple[int, Any]] = []
+        self._headers: list[tuple[str, str]] = []
+        self._hdict: dict[str, str] = {}
+        self._url = b""
+        self._hsize = 0
+        self._partial = 0
+        self.in_head = False
+        self._error: ProtocolError | None = None
+
+    def feed(self, data: bytes) -> list[tuple[int, Any]]:
+        events = self._events = []
+        was_in_head = self.in_head
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            events.append((UPGRADE, data[exc.args[0] :]))
+            return events
+        except httptools.HttpParserError as exc:
+            if self._error is not None:
+                raise self._error from None
+            raise ProtocolError(400, f"malformed request: {exc}") from None
+        if self.in_head:
+            # A head still incomplete after this read: count what it has taken so far, so a client
+            # that sends an endless header line gets 431 without the proxy buffering it all.
+            self._partial = self._partial + len(data) if was_in_head else len(data)
+            if self._partial > self._max:
+                raise ProtocolError(431, "request header fields too large")
+        return events
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        # The per-message lists and counters were reset when the previous head completed.
+        self.in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._hsize += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._hsize += len(name) + len(value) + 4
+        if self._hsize > self._max:
+            self._error = ProtocolError(431, "request header fields too large")
+            raise self._error
+        n = _NAMES.get(name) or _name(name)
+        v = value.decode("latin-1")
+        self._headers.append((n, v))
+        d = self._hdict
+        if n in d:
+            d[n] = d[n] + "," + v
+        else:
+            d[n] = v
+
+    def on_headers_complete(self) -> None:
+        p = self._parser
+        hdict = self._hdict
+        if "transfer-encoding" in hdict or "content-length" in hdict:
+            body, length = _framing(hdict)
+        else:
+            body, length = NO_BODY, 0  # the common GET: no framing headers at all
+        self.in_head = False
+        url = self._url
+        headers = self._headers
+        self._headers = []  # ready for the next message (pipelining) without an on_message_begin reset
+        self._hdict = {}
+        self._url = b""
+        self._hsize = 0
+        self._events.append(
+            (
+                HEAD,
+                RequestHead(
+                    _METHODS.get(m := p.get_method()) or m.decode("ascii"),
+                    url.decode("latin-1"),
+                    p.get_http_version(),
+                    headers,
+                    hdict,
+                    p.should_keep_alive(),
+                    p.should_upgrade(),
+                    body,
+                    length,
+                ),
+            )
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append((BODY, body))
+
+    def on_message_complete(self) -> None:
+        self._events.append((END, None))
+
+
+class ResponseSession:
+    """Upstream side: parses the response to each request sent on one upstream connection."""
+
+    __slots__ = ("_events", "_hdict", "_headers", "_info", "_no_body", "_parser", "_reset", "_skip")
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._events: list[tuple[int, Any]] = []
+        self._headers: list[tuple[str, str]] = []
+        self._hdict: dict[str, str] = {}
+        self._no_body = False
+        self._skip = False
+        self._info = False
+        self._reset = False
+
+    def expect(self, head_request: bool) -> None:
+        """Prepare for the response to the next request; ``head_request`` = it was a HEAD."""
+        if self._reset:
+            # llhttp cannot be told a response answers HEAD; after one we start a fresh parser.
+            self._parser = httptools.HttpResponseParser(self)
+            self._reset = False
+        self._no_body = head_request
+        self._skip = False
+
+    def feed(self, data: bytes) -> list[tuple[int, Any]]:
+        events = self._events = []
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            events.append((UPGRADE, data[exc.args[0] :]))
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(502, f"upstream protocol error: {exc}") from None
+        return events
+
+    # No on_message_begin: on_headers_complete starts the next message's lists itself, which saves a
+    # Python callback per response.
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        n = _NAMES.get(name) or _name(name)
+        v = value.decode("latin-1")
+        self._headers.append((n, v))
+        if n in _RESPONSE_FRAMING:
+            # hdict of a response holds only what framing and hop-by-hop handling need
+            d = self._hdict
+            d[n] = d[n] + "," + v if n in d else v
+
+    def on_headers_complete(self) -> None:
+        p = self._parser
+        status = p.get_status_code()
+        headers = self._headers
+        hdict = self._hdict
+        self._headers = []
+        self._hdict = {}
+        if 100 <= status < 200 and status != 101:
+            self._info = True
+            return
+        if self._no_body or status == 204 or status == 304:
+            body, length = NO_BODY, 0
+        elif "transfer-encoding" in hdict:
+            body, length = CHUNKED, -1
+        elif "content-length" in hdict:
+            length = int(hdict["content-length"])
+            body = LENGTH if length else NO_BODY
+        elif status == 101:
+            body, length = NO_BODY, 0
+            self._skip = True  # llhttp completes the 101 message; the UPGRADE event is what ends it
+        else:
+            body, length = UNTIL_EOF, -1
+        keep_alive = p.should_keep_alive() and body != UNTIL_EOF
+        self._events.append((HEAD, ResponseHead(status, headers, hdict, keep_alive, body, length)))
+        if self._no_body:
+            self._events.append((END, None))
+            self._skip = True
+            self._reset = True
+
+    def on_body(self, body: bytes) -> None:
+        if not self._skip:
+            self._events.append((BODY, body))
+
+    def on_message_complete(self) -> None:
+        if self._info:
+            self._info = False
+        elif not self._skip:
+            self._events.append((END, None))
+
+
+# ---- serializers -------------------------------------------------------------------------------
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
+    return line
+
+
+_HEADER_LINE = ": ".join  # (name, value) -> "name: value": the cheapest per-header step measured
+
+
+def serialize_request_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
+    """Request line + headers + blank line. Callers have already dropped hop-by-hop headers."""
+    if not headers:
+        return f"{method} {target} HTTP/1.1\r\n\r\n".encode("latin-1")
+    # One str join + one encode; "%" beats f-strings and per-header formatting here (~40% less time).
+    return (
+        "%s %s HTTP/1.1\r\n%s\r\n\r\n" % (method, target, "\r\n".join(map(_HEADER_LINE, headers)))  # noqa: UP031
+    ).encode("latin-1")
+
+
+def serialize_response_head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    if not headers:
+        return status_line(status) + b"\r\n"
+    return status_line(status) + ("\r\n".join(map(_HEADER_LINE, headers)) + "\r\n\r\n").encode("latin-1")
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (the proxy re-frames bodies it forwards as chunked)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def connection_tokens(hdict: dict[str, str]) -> frozenset[str]:
+    """Header names listed in Connection (also hop-by-hop, RFC 9110 7.6.1) plus the fixed set."""
+    conn = hdict.get("connection")
+    if not conn:
+        return HOP_BY_HOP
+    tokens = _TOKENS_CACHE.get(conn)
+    if tokens is None:
+        tokens = HOP_BY_HOP | {t.strip().lower() for t in conn.split(",")}
+        if len(_TOKENS_CACHE) < 256:  # a handful of values in practice ("keep-alive", "close", ...)
+            _TOKENS_CACHE[conn] = tokens
+    return tokens
+
+
+_TOKENS_CACHE: dict[str, frozenset[str]] = {}
+
+
+def local_reply(
+    status: int, body: str | bytes, extra: list[tuple[str, str]] | None = None, *, close: bool = False
+) -> bytes:
+    """A complete response the proxy makes itself (no route, rate limited, timeout, ...)."""
+    b = body.encode() if isinstance(body, str) else body
+    headers = [("content-type", "text/plain"), ("content-length", str(len(b)))]
+    if extra:
+        headers.extend(extra)
+    if close:
+        headers.append(("connection", "close"))
+    return serialize_response_head(status, headers) + b

@@ -1,0 +1,146 @@
+"""Discovery + real agents on a real nats-server: snapshot, ACK -> SYNCED, NACK, debounce, incremental."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from meshbus.bus.embedded import EmbeddedNats
+from meshbus.control.discovery.client import proxy_config
+
+from .discovery_helpers import FAST, Mesh, dr, vs, wait_status, wait_until
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def mesh(nats_server: EmbeddedNats, subject_root: str) -> AsyncIterator[Mesh]:
+    m = await Mesh(nats_server.url, subject_root).start()
+    try:
+        yield m
+    finally:
+        await m.close()
+
+
+async def test_register_snapshot_ack_synced_and_proxy_config(mesh: Mesh) -> None:
+    await mesh.put(dr())
+    await mesh.put(vs(100))
+    await mesh.discovery()
+    r1, r2, pp = await asyncio.gather(
+        mesh.sim("reviews", "v1"), mesh.sim("reviews", "v2"), mesh.sim("productpage")
+    )
+    for s in (r1, r2, pp):
+        assert s.agent.ready.is_set() and s.swaps, "start() returns with a runtime applied"
+    await wait_until(
+        lambda: pp.endpoints("reviews") == ["10.1.0.1", "10.1.0.2"], what="both reviews endpoints"
+    )
+    assert pp.weights() == [100.0]
+    st = await wait_status(mesh, lambda st: len(st) == 3 and all(v.status == "SYNCED" for v in st.values()))
+    assert st[pp.node].row.acked_version == pp.version and st[pp.node].row.service == "productpage"
+    cfg = await proxy_config(mesh.ops, pp.node)
+    assert cfg.version == pp.version and cfg.runtime["version"] == str(pp.version)
+    assert {r["kind"] for r in cfg.resources} == {"ServiceEntry", "VirtualService", "DestinationRule"}
+
+
+async def test_a_burst_of_applies_is_one_push_and_traffic_shift_follows(mesh: Mesh) -> None:
+    await mesh.put(dr())
+    await mesh.put(vs(100))
+    d = await mesh.discovery(settings=dataclasses.replace(FAST, debounce_quiet=0.15, debounce_max=1.0))
+    sims = await asyncio.gather(*(mesh.sim("reviews", v) for v in ("v1", "v2")), mesh.sim("productpage"))
+    await wait_status(mesh, lambda st: len(st) == 3 and all(v.status == "SYNCED" for v in st.values()))
+    await wait_until(lambda: d.queue.in_flight == 0 and not d.debouncer.pending, what="idle")
+    before = [len(s.swaps) for s in sims]
+    cycles = d.stats.cycles
+    for w in (90, 80, 70, 60, 50):  # five applies in a row
+        await mesh.put(vs(w))
+    await wait_until(lambda: all(s.weights() == [50.0, 50.0] for s in sims), what="50/50 everywhere")
+    await asyncio.sleep(0.3)  # nothing else may follow
+    assert [len(s.swaps) - b for s, b in zip(sims, before, strict=True)] == [1, 1, 1]
+    assert d.stats.cycles - cycles == 1
+    assert d.stats.deltas >= 3, "a one-resource change goes out as a delta"
+
+
+async def test_nack_is_visible_and_the_proxy_keeps_its_last_good_runtime(mesh: Mesh) -> None:
+    await mesh.put(dr())
+    await mesh.put(vs(100))
+    d = await mesh.discovery()
+    pp, _reviews = await asyncio.gather(mesh.sim("productpage"), mesh.sim("reviews"))
+    await wait_until(lambda: pp.weights() == [100.0], what="productpage routes to reviews")
+    await wait_status(mesh, lambda st: st[pp.node].status == "SYNCED")
+    good, good_version, swaps = pp.agent.runtime, pp.version, len(pp.swaps)
+    await mesh.put(vs(50, extra={"bogusRetryKnob": True}))  # this proxy's schema refuses it
+    st = await wait_status(mesh, lambda st: st[pp.node].status == "NACK")
+    assert "bogusRetryKnob" in st[pp.node].row.nack_error
+    assert st[pp.node].row.acked_version == good_version  # VERSION column: what it still runs
+    assert pp.agent.runtime is good and len(pp.swaps) == swaps and pp.weights() == [100.0]
+    pushes = d.stats.pushes
+    await asyncio.sleep(0.3)
+    assert d.stats.pushes == pushes, "held after NACK: the refused snapshot is not resent"
+    await mesh.put(vs(50))
+    await wait_status(mesh, lambda st: st[pp.node].status == "SYNCED")
+    assert pp.weights() == [50.0, 50.0] and pp.version > good_version
+
+
+async def test_sidecar_egress_limits_what_a_change_reaches(mesh: Mesh) -> None:
+    await mesh.put(dr())
+    await mesh.put(vs(100))
+    await mesh.put(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Sidecar",
+            "metadata": {"name": "ratings-egress", "namespace": "default"},
+            "spec": {
+                "workloadSelector": {"labels": {"app": "ratings"}},
+                "egress": [{"hosts": ["./details"]}],
+            },
+        }
+    )
+    await mesh.discovery()
+    pp, ratings = await asyncio.gather(mesh.sim("productpage"), mesh.sim("ratings"))
+    await mesh.sim("reviews")
+    await wait_until(lambda: pp.endpoints("reviews") == ["10.1.0.3"], what="reviews endpoint at productpage")
+    assert "VirtualService.default.reviews" not in ratings.resources()
+    ratings_swaps = len(ratings.swaps)
+    await mesh.put(vs(50))
+    await wait_until(lambda: pp.weights() == [50.0, 50.0], what="productpage follows")
+    await asyncio.sleep(0.2)
+    assert len(ratings.swaps) == ratings_swaps, [(r.version, sorted(r.clusters)) for r in ratings.swaps]
+
+
+async def test_meshctl_proxy_status_and_proxy_config(
+    mesh: Mesh, nats_server: EmbeddedNats, subject_root: str
+) -> None:
+    await mesh.put(dr())
+    await mesh.put(vs(100))
+    await mesh.discovery()
+    pp, _reviews = await asyncio.gather(mesh.sim("productpage"), mesh.sim("reviews"))
+    await wait_until(lambda: pp.weights() == [100.0], what="productpage routes to reviews")
+    await mesh.put(vs(50, extra={"bogusRetryKnob": True}))
+    await wait_status(mesh, lambda st: st[pp.node].status == "NACK")
+
+    def meshctl(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "meshbus.control.cli", *args, "--nats", nats_server.url]
+        return subprocess.run(
+            [*cmd, "--subject-root", subject_root], capture_output=True, text=True, timeout=20
+        )
+
+    table = await asyncio.to_thread(meshctl, "proxy-status")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    [row] = [r for r in rows if r.startswith(pp.node)]
+    assert header.split() == ["NAME", "WORKLOAD", "NAMESPACE", "VERSION", "STATUS", "AGE"]
+    assert row.split()[:5] == [f"{pp.node}.default", "productpage-v1", "default", str(pp.version), "NACK"]
+    assert 'spec.http[0].bogusRetryKnob: unknown field "bogusRetryKnob"' in row
+    out = await asyncio.to_thread(meshctl, "proxy-config", f"{pp.node}.default", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["proxy"] == pp.node and doc["version"] == pp.version
+    assert any(r["kind"] == "VirtualService" for r in doc["resources"]) and doc["runtime"]["version"] == str(
+        pp.version
+    )

@@ -1,0 +1,209 @@
+"""Per-node generation: visibility (Sidecar egress), scoped policies, change routing, consistency, deltas."""
+
+from __future__ import annotations
+
+from meshbus.bus.schemas.discovery import ProxyStatus, ProxyStatusReply
+from meshbus.control.discovery.delta import SentContent, plan
+from meshbus.control.discovery.endpoints import synthesize
+from meshbus.control.discovery.generate import SnapshotGenerator, check_consistent
+from meshbus.control.discovery.model import ConfigEntry
+from meshbus.control.discovery.push_request import PushRequest
+from meshbus.control.discovery.registry import Registry
+from meshbus.control.discovery.status import merge
+
+from .helpers import dr, manifest, model_of, sidecar, vs, workload
+
+AUTHZ = manifest(
+    "AuthorizationPolicy",
+    "reviews-allow",
+    {"selector": {"matchLabels": {"app": "reviews"}}, "action": "ALLOW"},
+)
+
+
+def mesh(*values: dict) -> tuple[SnapshotGenerator, Registry]:  # type: ignore[type-arg]
+    reg = Registry()
+    gen = SnapshotGenerator(reg)
+    gen.set_model(model_of(*values))
+    for i, (node, svc, ver) in enumerate(
+        [
+            ("reviews-1", "reviews", "v1"),
+            ("reviews-2", "reviews", "v2"),
+            ("ratings-1", "ratings", "v1"),
+            ("pp-1", "productpage", "v1"),
+        ]
+    ):
+        w = workload(node, svc, ver, address=f"10.0.0.{i + 1}")
+        change = reg.upsert(w, now=0, wall=0)
+        assert change is not None
+        gen.update_services(change.services)
+        gen.track(w)
+    return gen, reg
+
+
+def keys(gen: SnapshotGenerator, reg: Registry, node: str) -> set[str]:
+    return set(gen.generate(reg.get(node).workload).keys)  # type: ignore[union-attr]
+
+
+BASE = (
+    vs("reviews", "reviews", ("v1", 50), ("v2", 50)),
+    dr("reviews", "reviews", "v1", "v2"),
+    vs("ratings", "ratings"),
+    AUTHZ,
+)
+
+
+def test_without_sidecar_every_host_is_visible_and_policies_follow_selectors() -> None:
+    gen, reg = mesh(*BASE)
+    pp = keys(gen, reg, "pp-1")
+    assert {
+        "VirtualService.default.reviews",
+        "DestinationRule.default.reviews",
+        "VirtualService.default.ratings",
+    } <= pp
+    assert {"ServiceEntry.default.mesh-registry-reviews", "ServiceEntry.default.mesh-registry-ratings"} <= pp
+    assert "AuthorizationPolicy.default.reviews-allow" not in pp  # selects reviews only
+    assert "AuthorizationPolicy.default.reviews-allow" in keys(gen, reg, "reviews-1")
+
+
+def test_synthesized_endpoints_point_at_inbound_listeners_with_labels() -> None:
+    gen, reg = mesh(*BASE)
+    se = next(e for e in gen.generate(reg.get("pp-1").workload).entries if e.name == "mesh-registry-reviews")  # type: ignore[union-attr]
+    spec = se.value["spec"]
+    assert spec["hosts"] == ["reviews.default.svc.cluster.local"] and spec["resolution"] == "STATIC"
+    assert spec["ports"] == [{"number": 9080, "name": "http", "protocol": "HTTP"}]
+    assert [(e["address"], e["ports"], e["labels"]["version"]) for e in spec["endpoints"]] == [
+        ("10.0.0.1", {"http": 15006}, "v1"),
+        ("10.0.0.2", {"http": 15006}, "v2"),
+    ]
+    # Order of registration does not change the content (stable digests).
+    ws = reg.endpoints(("default", "reviews"))
+    assert (
+        synthesize(("default", "reviews"), ws).digest == synthesize(("default", "reviews"), ws[::-1]).digest
+    )  # type: ignore[union-attr]
+
+
+def test_sidecar_egress_limits_hosts_and_keeps_route_destinations() -> None:
+    routed = vs("reviews", "reviews", ("v1", 100))
+    routed["spec"]["http"][0]["mirror"] = {"host": "ratings"}
+    gen, reg = mesh(
+        routed,
+        dr("reviews", "reviews", "v1", "v2"),
+        dr("ratings", "ratings"),
+        vs("details", "details"),
+        sidecar("pp", ["./reviews.default.svc.cluster.local"], {"app": "productpage"}),
+    )
+    pp = keys(gen, reg, "pp-1")
+    assert "VirtualService.default.reviews" in pp and "ServiceEntry.default.mesh-registry-reviews" in pp
+    assert "VirtualService.default.details" not in pp
+    # ratings is not in egress, but reviews' route mirrors to it: its DR and endpoints come along.
+    assert {"DestinationRule.default.ratings", "ServiceEntry.default.mesh-registry-ratings"} <= pp
+    assert "Sidecar.default.pp" in pp
+    assert "DestinationRule.default.ratings" in keys(gen, reg, "reviews-1")  # no Sidecar selects it
+
+
+def test_a_route_to_a_service_that_does_not_exist_yet_is_held_back() -> None:
+    gen, reg = mesh(vs("details", "details"), vs("reviews", "reviews"))
+    assert "VirtualService.default.details" not in keys(
+        gen, reg, "pp-1"
+    )  # would not build: no port, no service
+    assert gen.class_view("").withheld == (
+        ("VirtualService.default.details", "details.default.svc.cluster.local"),
+    )
+    change = reg.upsert(workload("details-1", "details"), now=0, wall=0)
+    assert change is not None
+    gen.update_services(change.services)
+    assert "VirtualService.default.details" in keys(gen, reg, "pp-1")  # it exists now: the route goes out
+    assert gen.class_view("").withheld == ()
+
+
+def test_a_change_reaches_only_the_nodes_it_concerns() -> None:
+    gen, _reg = mesh(*BASE, vs("details", "details"), sidecar("pp", ["./details"], {"app": "productpage"}))
+    old = gen.model
+    new = old.apply(
+        [
+            ConfigEntry.from_value(vs("ratings", "ratings", ("v1", 100)), 50),
+            ConfigEntry.from_value(dr("ratings", "ratings", "v1"), 51),
+        ]
+    )
+    gen.set_model(new, ["VirtualService.default.ratings", "DestinationRule.default.ratings"])
+    req = PushRequest.of(
+        "config", config={"VirtualService.default.ratings", "DestinationRule.default.ratings"}
+    )
+    assert gen.affected(req, old) == {"reviews-1", "reviews-2", "ratings-1"}  # pp only sees details
+    req = PushRequest.of("config", config={"VirtualService.default.details"})
+    assert gen.affected(req, old) == {"reviews-1", "reviews-2", "ratings-1", "pp-1"}
+    # A policy change touches only the workloads it selects.
+    assert gen.affected(
+        PushRequest.of("config", config={"AuthorizationPolicy.default.reviews-allow"}), old
+    ) == {
+        "reviews-1",
+        "reviews-2",
+    }
+    # Endpoints of ratings changed: pp does not call ratings.
+    assert "pp-1" not in gen.affected(PushRequest.of("registry", services={("default", "ratings")}), old)
+    assert gen.affected(PushRequest.of("x", full=True), old) == {
+        "reviews-1",
+        "reviews-2",
+        "ratings-1",
+        "pp-1",
+    }
+
+
+def test_sidecar_change_moves_nodes_between_classes() -> None:
+    gen, reg = mesh(*BASE)
+    assert gen.node_class["pp-1"] == ""
+    side = ConfigEntry.from_value(sidecar("pp", ["./ratings"], {"app": "productpage"}), 60)
+    moved = gen.set_model(gen.model.apply([side]), [side.key])
+    assert moved == {"pp-1"}
+    assert "VirtualService.default.reviews" not in keys(gen, reg, "pp-1")
+    # Same Sidecar, wider egress: the class stays, its members must still be pushed.
+    wider = ConfigEntry.from_value(sidecar("pp", ["./ratings", "./reviews"], {"app": "productpage"}), 61)
+    assert gen.set_model(gen.model.apply([wider]), [wider.key]) == {"pp-1"}
+    assert "VirtualService.default.reviews" in keys(gen, reg, "pp-1")
+
+
+def test_digest_follows_content_only() -> None:
+    gen, reg = mesh(*BASE)
+    w = reg.get("pp-1").workload  # type: ignore[union-attr]
+    first = gen.generate(w)
+    assert gen.generate(w).digest == first.digest
+    gen.set_model(gen.model.apply([ConfigEntry.from_value(vs("ratings", "ratings", ("v1", 100)), 99)]))
+    assert gen.generate(w).digest != first.digest
+
+
+def test_check_consistent_names_a_missing_subset() -> None:
+    entries = [
+        ConfigEntry.from_value(vs("reviews", "reviews", ("v3", 100)), 1),
+        ConfigEntry.from_value(dr("reviews", "reviews", "v1"), 2),
+    ]
+    problems = check_consistent(entries)
+    assert len(problems) == 1 and "subset 'v3'" in problems[0] and "spec.http[0].route[0]" in problems[0]
+    assert check_consistent(entries[1:]) == []
+
+
+def test_delta_only_on_an_unrefused_base_and_when_smaller() -> None:
+    gen, reg = mesh(*BASE, *(dr(f"s{i}", f"s{i}") for i in range(10)))
+    w = reg.get("pp-1").workload  # type: ignore[union-attr]
+    before = gen.generate(w)
+    base = SentContent(7, before.digest, before.keys)
+    gen.set_model(gen.model.apply([ConfigEntry.from_value(dr("s3", "s3", "v1"), 100)]))
+    after = gen.generate(w)
+    p = plan(after, base)
+    assert p.delta and p.base_version == 7 and [e.name for e in p.entries] == ["s3"]
+    assert not plan(after, base, base_refused=True).delta  # it never ran the base
+    assert not plan(after, None).delta
+    shrunk = SentContent(7, before.digest, {**before.keys, "VirtualService.default.gone": "x"})
+    assert plan(after, shrunk).removed == ["VirtualService.default.gone"]
+    everything = SentContent(7, before.digest, {})
+    assert not plan(after, everything).delta  # a delta as large as the whole is not worth it
+
+
+def test_status_merge_takes_the_sender_row_and_latest_nack() -> None:
+    common = dict(node="n1", service="reviews", namespace="default", registered_at=1.0, last_seen=5.0)
+    owner = ProxyStatus(**common, sent_version=9, acked_version=8)  # type: ignore[arg-type]
+    other = ProxyStatus(**common, acked_version=8, nack_version=9, nack_error="bad")  # type: ignore[arg-type]
+    [view] = merge([ProxyStatusReply("r1", 2, [owner]), ProxyStatusReply("r2", 2, [other])])
+    assert view.status == "NACK" and view.status_text == "NACK (v9): bad"
+    acked = ProxyStatus(**{**common, "last_seen": 6.0}, acked_version=9)  # type: ignore[arg-type]
+    [view] = merge([ProxyStatusReply("r1", 2, [owner]), ProxyStatusReply("r2", 2, [acked])])
+    assert view.status == "SYNCED"

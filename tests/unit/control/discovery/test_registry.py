@@ -1,0 +1,69 @@
+"""Registry from heartbeats with an injected clock; replica ownership."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from meshbus.bus.schemas.discovery import Heartbeat
+from meshbus.control.discovery.registry import Registry
+from meshbus.control.discovery.replicas import ReplicaSet, owner_of
+
+from .helpers import workload
+
+
+def test_heartbeat_registers_refreshes_and_expiry_removes() -> None:
+    reg = Registry(expiry=3.0)
+    w = workload("reviews-v1-a", "reviews")
+    change = reg.heartbeat(Heartbeat(w, applied_version=4, applied_digest="d4"), now=0.0, wall=100.0)
+    assert change is not None and change.kind == "added" and change.services == {("default", "reviews")}
+    assert reg.get("reviews-v1-a").applied_version == 4  # type: ignore[union-attr]
+    assert reg.heartbeat(Heartbeat(w), now=2.5, wall=102.5) is None  # same workload: refresh only
+    assert reg.expire(5.0) == []  # 2.5 s since the last beat
+    gone = reg.expire(5.6)
+    assert [c.node_id for c in gone] == ["reviews-v1-a"] and gone[0].reason == "expired"
+    assert len(reg) == 0 and reg.endpoints(("default", "reviews")) == []
+
+
+def test_changed_labels_are_an_update_of_old_and_new_service() -> None:
+    reg = Registry()
+    reg.upsert(workload("n1", "reviews"), now=0, wall=0)
+    gen = reg.generation
+    moved = workload("n1", "ratings", version="v2")
+    change = reg.upsert(moved, now=1, wall=1)
+    assert change is not None and change.kind == "updated"
+    assert change.services == {("default", "reviews"), ("default", "ratings")}
+    assert reg.generation == gen + 1
+    assert reg.services() == [("default", "ratings")]
+
+
+def test_deregister_is_immediate_and_touch_all_restarts_clocks() -> None:
+    reg = Registry(expiry=1.0)
+    for i in range(3):
+        reg.upsert(workload(f"n{i}", "svc"), now=0.0, wall=0.0)
+    assert reg.remove("n0") is not None and reg.remove("n0") is None
+    reg.touch_all(10.0)  # the replica was cut off from NATS until t=10
+    assert reg.expire(10.5) == []
+    assert {c.node_id for c in reg.expire(11.5)} == {"n1", "n2"}
+    assert [w.node_id for w in reg.endpoints(("default", "svc"))] == []
+
+
+def test_rendezvous_owner_is_stable_and_spreads_nodes() -> None:
+    replicas = ["r1", "r2", "r3"]
+    nodes = [f"node-{i}" for i in range(300)]
+    owners = {n: owner_of(n, replicas) for n in nodes}
+    assert owners == {n: owner_of(n, list(reversed(replicas))) for n in nodes}  # order-independent
+    assert min(Counter(owners.values()).values()) > 60  # roughly even
+    after = {n: owner_of(n, ["r1", "r3"]) for n in nodes}
+    moved = [n for n in nodes if owners[n] != after[n]]
+    assert all(owners[n] == "r2" for n in moved)  # only r2's nodes move when r2 leaves
+
+
+def test_replica_set_liveness() -> None:
+    rs = ReplicaSet("me", expiry=3.0)
+    assert rs.live() == ["me"] and rs.owns("anything")
+    assert rs.heard("other", 0.0) and not rs.heard("other", 1.0)
+    assert not rs.heard("me", 1.0)
+    assert rs.live() == ["me", "other"]
+    assert not rs.expire(3.5) and rs.expire(4.5)
+    rs.heard("other", 5.0)
+    assert rs.heard("other", 5.5, leaving=True) and rs.live() == ["me"]

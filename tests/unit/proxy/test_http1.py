@@ -1,0 +1,221 @@
+"""The sans-IO HTTP/1.1 sessions: bytes in, events out, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshbus.proxy.http1 import (
+    BODY,
+    CHUNKED,
+    END,
+    HEAD,
+    LAST_CHUNK,
+    LENGTH,
+    NO_BODY,
+    UNTIL_EOF,
+    UPGRADE,
+    ProtocolError,
+    RequestSession,
+    ResponseSession,
+    chunk,
+    connection_tokens,
+    local_reply,
+    serialize_request_head,
+    serialize_response_head,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def kinds(events: list) -> list[int]:
+    return [k for k, _ in events]
+
+
+def test_simple_get_gives_head_and_end() -> None:
+    s = RequestSession()
+    ev = s.feed(b"GET /a?b=c HTTP/1.1\r\nHost: Example\r\nX-Two: 1\r\nx-two: 2\r\n\r\n")
+    assert kinds(ev) == [HEAD, END]
+    head = ev[0][1]
+    assert (head.method, head.target, head.version) == ("GET", "/a?b=c", "1.1")
+    assert head.headers == [("host", "Example"), ("x-two", "1"), ("x-two", "2")]
+    assert head.hdict == {"host": "Example", "x-two": "1,2"}
+    assert head.keep_alive and not head.upgrade and head.body == NO_BODY
+
+
+def test_pipelined_requests_come_out_in_order() -> None:
+    s = RequestSession()
+    data = (
+        b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    ev = s.feed(data)
+    assert kinds(ev) == [HEAD, END, HEAD, BODY, END, HEAD, END]
+    assert [p.target for k, p in ev if k == HEAD] == ["/1", "/2", "/3"]
+    assert ev[3][1] == b"abc"
+    assert ev[2][1].body == LENGTH and ev[2][1].content_length == 3
+
+
+def test_bytes_split_anywhere_give_the_same_events() -> None:
+    data = (
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    for cut in range(1, len(data)):
+        s = RequestSession()
+        ev = s.feed(data[:cut]) + s.feed(data[cut:])
+        assert kinds(ev)[0] == HEAD and kinds(ev)[-1] == END
+        assert b"".join(p for k, p in ev if k == BODY) == b"abcde"
+        assert ev[0][1].body == CHUNKED
+
+
+def test_absolute_form_target_is_kept_for_the_proxy() -> None:
+    ev = RequestSession().feed(b"GET http://reviews:9080/x HTTP/1.1\r\nHost: reviews:9080\r\n\r\n")
+    assert ev[0][1].target == "http://reviews:9080/x"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+    ],
+)
+def test_malformed_requests_are_400(raw: bytes) -> None:
+    with pytest.raises(ProtocolError) as err:
+        RequestSession().feed(raw)
+    assert err.value.status == 400
+    assert str(err.value).startswith("meshbus: ")
+
+
+@pytest.mark.parametrize("order", ["cl-first", "te-first"])
+def test_content_length_with_transfer_encoding_is_400(order: str) -> None:
+    cl, te = b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n"
+    both = cl + te if order == "cl-first" else te + cl
+    with pytest.raises(ProtocolError) as err:
+        RequestSession().feed(b"POST / HTTP/1.1\r\nHost: a\r\n" + both + b"\r\n0\r\n\r\n")
+    assert err.value.status == 400
+
+
+def test_headers_over_the_limit_are_431() -> None:
+    s = RequestSession(max_header_bytes=2048)
+    with pytest.raises(ProtocolError) as err:
+        s.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 4000 + b"\r\n\r\n")
+    assert err.value.status == 431
+
+
+def test_an_endless_header_line_is_431_before_it_ends() -> None:
+    s = RequestSession(max_header_bytes=2048)
+    s.feed(b"GET / HTTP/1.1\r\nX-Slow: ")
+    assert s.in_head
+    with pytest.raises(ProtocolError) as err:
+        for _ in range(10):
+            s.feed(b"y" * 500)
+    assert err.value.status == 431
+
+
+def test_headers_under_the_limit_pass() -> None:
+    s = RequestSession(max_header_bytes=2048)
+    ev = s.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 1000 + b"\r\n\r\n")
+    assert kinds(ev) == [HEAD, END]
+    assert not s.in_head
+
+
+def test_upgrade_hands_over_the_following_bytes() -> None:
+    s = RequestSession()
+    ev = s.feed(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nRAW")
+    assert kinds(ev) == [HEAD, END, UPGRADE]
+    assert ev[0][1].upgrade
+    assert ev[-1][1] == b"RAW"
+
+
+def test_http10_without_keep_alive_closes() -> None:
+    ev = RequestSession().feed(b"GET / HTTP/1.0\r\n\r\n")
+    assert ev[0][1].version == "1.0" and not ev[0][1].keep_alive
+
+
+def test_response_with_length_then_chunked_on_one_connection() -> None:
+    r = ResponseSession()
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi")
+    assert kinds(ev) == [HEAD, BODY, END]
+    head = ev[0][1]
+    assert head.status == 200 and head.body == LENGTH and head.keep_alive
+    assert head.headers == [("content-length", "2"), ("x-a", "b")]
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n")
+    assert kinds(ev) == [HEAD, BODY, END] and ev[0][1].body == CHUNKED
+
+
+def test_response_to_head_ends_at_its_head_and_the_next_response_parses() -> None:
+    r = ResponseSession()
+    r.expect(True)
+    ev = r.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+    assert kinds(ev) == [HEAD, END]
+    assert ev[0][1].body == NO_BODY
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    assert kinds(ev) == [HEAD, BODY, END]
+
+
+def test_interim_100_is_swallowed_and_204_304_have_no_body() -> None:
+    r = ResponseSession()
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+    assert kinds(ev) == [HEAD, END] and ev[0][1].status == 204
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n")
+    assert kinds(ev) == [HEAD, END] and ev[0][1].body == NO_BODY
+
+
+def test_close_delimited_response_is_not_keep_alive() -> None:
+    r = ResponseSession()
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 200 OK\r\n\r\nabc")
+    assert kinds(ev) == [HEAD, BODY]
+    assert ev[0][1].body == UNTIL_EOF and not ev[0][1].keep_alive
+
+
+def test_garbage_response_is_a_protocol_error() -> None:
+    r = ResponseSession()
+    r.expect(False)
+    with pytest.raises(ProtocolError) as err:
+        r.feed(b"this is not http\r\n\r\n")
+    assert err.value.status == 502
+
+
+def test_101_switches_to_raw_bytes() -> None:
+    r = ResponseSession()
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nxyz")
+    assert kinds(ev) == [HEAD, UPGRADE] and ev[0][1].status == 101
+    assert ev[-1] == (UPGRADE, b"xyz")
+
+
+def test_serializers_round_trip_through_the_parsers() -> None:
+    data = serialize_request_head("PUT", "/p?q=1", [("host", "h"), ("content-length", "2")]) + b"ok"
+    ev = RequestSession().feed(data)
+    assert ev[0][1].method == "PUT" and ev[0][1].hdict["host"] == "h" and ev[1] == (BODY, b"ok")
+    resp = serialize_response_head(418, [("transfer-encoding", "chunked")]) + chunk(b"tea") + LAST_CHUNK
+    assert resp.startswith(b"HTTP/1.1 418 I'm a Teapot\r\n")
+    r = ResponseSession()
+    r.expect(False)
+    ev = r.feed(resp)
+    assert ev[0][1].status == 418 and ev[1] == (BODY, b"tea") and ev[2][0] == END
+
+
+def test_local_reply_is_a_complete_response() -> None:
+    data = local_reply(503, "no healthy upstream\n", [("x-meshbus-flags", "UH")], close=True)
+    r = ResponseSession()
+    r.expect(False)
+    ev = r.feed(data)
+    head = ev[0][1]
+    assert head.status == 503 and ("x-meshbus-flags", "UH") in head.headers and not head.keep_alive
+    assert ev[1] == (BODY, b"no healthy upstream\n")
+
+
+def test_connection_header_names_more_hop_by_hop_headers() -> None:
+    tokens = connection_tokens({"connection": "keep-alive, X-Secret"})
+    assert "x-secret" in tokens and "transfer-encoding" in tokens
