@@ -22,13 +22,43 @@ or for synchronous tools such as ``meshctl up``.
 Keep in sync: ../shared/ARCHITECTURE.md "Processes" and STYLE.md E6/E7/E8.
 """
 
-from . import codec, errors, schemas
-from .connection import BusConnection, BusSettings
-from .embedded import EmbeddedNats
-from .errors import BusError
-from .rpc import request
-from .service import BusService, EndpointSpec
-from .subjects import Subjects
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import codec, errors, schemas
+    from .connection import BusConnection, BusSettings
+    from .embedded import EmbeddedNats
+    from .errors import BusError
+    from .rpc import request
+    from .service import BusService, EndpointSpec
+    from .subjects import Subjects
+
+# Resolved on first use (PEP 562): a standalone proxy worker imports meshbus.bus.subjects
+# or .process without paying for nats-py, which the connection modules import.
+_LAZY = {
+    "BusConnection": ".connection",
+    "BusSettings": ".connection",
+    "EmbeddedNats": ".embedded",
+    "BusError": ".errors",
+    "request": ".rpc",
+    "BusService": ".service",
+    "EndpointSpec": ".service",
+    "Subjects": ".subjects",
+}
+_SUBMODULES = {"codec", "errors", "schemas"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
 
 __all__ = [
     "BusConnection",

@@ -15,10 +15,16 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .connection import ENV_URL, BusSettings, default_url
 from .subjects import DEFAULT_ROOT
+
+if TYPE_CHECKING:
+    from .connection import BusSettings
+
+# Kept here rather than imported from .connection: a standalone proxy worker parses
+# these flags too, and must not pay for importing nats-py (memory per worker).
+ENV_URL = "MESHBUS_NATS_URL"
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, name: str) -> BusSettings:
+    from .connection import BusSettings, default_url
+
     return BusSettings(
         url=args.nats or default_url(),
         name=name,

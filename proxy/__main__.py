@@ -1,7 +1,11 @@
-"""``meshbus-proxy``: run the data-plane proxy standalone from Istio YAML (no control plane).
+"""``meshbus-proxy``: the data-plane proxy, standalone from Istio YAML or in mesh mode.
 
     meshbus-proxy --config FILE_OR_DIR [--outbound 127.0.0.1:15001] [--inbound 0.0.0.0:15006]
                   [--admin 127.0.0.1:15000] [--app-port P] [--namespace default] [--workers N] ...
+    meshbus-proxy --nats URL --service reviews --labels version=v1 --app-port 9080 [--token T] ...
+
+Mesh mode (``--service``) takes its routes from meshbus-discovery (proxy/mesh_mode.py); it runs one
+worker (the agent owns the one snapshot stream), so ``--workers`` above 1 is refused there.
 
 ``--workers N`` forks N worker processes that share the listening ports with SO_REUSEPORT; the
 parent only forwards SIGTERM/SIGINT/SIGHUP to them and waits. Worker 0 also serves the admin port.
@@ -18,7 +22,9 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
+from meshbus.bus.process import add_common_args
 from meshbus.proxy.config import (
     Address,
     BootstrapConfig,
@@ -28,6 +34,10 @@ from meshbus.proxy.config import (
     dump_config,
     parse_address,
 )
+
+if TYPE_CHECKING:
+    from meshbus.proxy.mesh_mode import MeshMode
+    from meshbus.proxy.server import ProxyServer
 
 log = logging.getLogger("meshbus.proxy")
 
@@ -55,9 +65,12 @@ def _address_or_none(text: str) -> Address | None:
     return None if text.lower() in ("", "off", "none") else parse_address(text)
 
 
-def parse_args(argv: list[str] | None = None) -> BootstrapConfig:
+def build_parser() -> argparse.ArgumentParser:
+    from meshbus.proxy.agent import add_agent_args
+
     p = argparse.ArgumentParser(prog="meshbus-proxy", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="Istio YAML file or directory (watched; SIGHUP reloads)")
+    add_common_args(p)
+    p.add_argument("--config", default=None, help="Istio YAML file or directory (watched; SIGHUP reloads)")
     p.add_argument("--outbound", default="127.0.0.1:15001", help="outbound listener (app -> mesh); 'off'")
     p.add_argument("--inbound", default="0.0.0.0:15006", help="inbound listener (mesh -> app); 'off'")
     p.add_argument("--admin", default="127.0.0.1:15000", help="admin listener; 'off'")
@@ -68,8 +81,6 @@ def parse_args(argv: list[str] | None = None) -> BootstrapConfig:
     p.add_argument("--header-timeout", type=float, default=10.0, help="seconds to receive a request head")
     p.add_argument("--idle-timeout", type=float, default=300.0, help="idle keep-alive connection timeout")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="SIGTERM grace for in-flight requests")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="console", choices=["json", "console"])
     p.add_argument("--access-log", default=None, help="access log file, or - for stdout (default: off)")
     p.add_argument("--access-log-format", default="json", choices=["json", "text"])
     p.add_argument(
@@ -77,10 +88,25 @@ def parse_args(argv: list[str] | None = None) -> BootstrapConfig:
         action="store_true",
         help="load YAML in the worker itself (default: a child process, so workers stay small)",
     )
-    a = p.parse_args(argv)
-    workers = a.workers or default_workers()
-    return BootstrapConfig(
-        config_path=a.config,
+    add_agent_args(p)
+    g = p.add_argument_group("mesh identity (certificate from meshbus-ca)")
+    g.add_argument("--token", default=None, help="bootstrap token (default: $MESHBUS_TOKEN; none: no mTLS)")
+    g.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
+    return p
+
+
+def parse_command_line(argv: list[str] | None = None) -> tuple[BootstrapConfig, argparse.Namespace]:
+    a = build_parser().parse_args(argv)
+    mesh = bool(a.service)
+    if mesh == bool(a.config):
+        raise BootstrapError("meshbus: give --config FILE_OR_DIR (standalone) or --service NAME (mesh mode)")
+    if mesh and a.workers > 1:
+        raise BootstrapError(
+            "meshbus: mesh mode runs one worker (one agent, one snapshot stream); drop --workers or use 1"
+        )
+    workers = 1 if mesh else (a.workers or default_workers())
+    cfg = BootstrapConfig(
+        config_path=a.config or "",
         outbound=_address_or_none(a.outbound),
         inbound=_address_or_none(a.inbound),
         admin=_address_or_none(a.admin),
@@ -98,6 +124,11 @@ def parse_args(argv: list[str] | None = None) -> BootstrapConfig:
         reuse_port=workers > 1,
         isolate_loader=not a.in_process_config,
     )
+    return cfg, a
+
+
+def parse_args(argv: list[str] | None = None) -> BootstrapConfig:
+    return parse_command_line(argv)[0]
 
 
 def _configure_logging(cfg: BootstrapConfig) -> None:
@@ -106,7 +137,22 @@ def _configure_logging(cfg: BootstrapConfig) -> None:
     configure_logging("proxy", level=cfg.log_level, fmt="json" if cfg.log_format == "json" else "console")
 
 
-async def _run_worker(cfg: BootstrapConfig, worker: int) -> int:
+def _mesh_mode(server: ProxyServer, args: argparse.Namespace) -> MeshMode:
+    from meshbus.bus.process import settings_from_args
+    from meshbus.proxy.agent import agent_settings_from_args
+    from meshbus.proxy.identity import resolve_token
+    from meshbus.proxy.mesh_mode import IdentitySettings, MeshMode
+
+    settings = agent_settings_from_args(args, inbound_port=server.ports.get("inbound", 0))
+    token = resolve_token(args.token)
+    identity = IdentitySettings(token, args.trust_domain) if token else None
+    mesh = MeshMode(server, settings_from_args(args, f"meshbus-proxy {args.service}"), settings, identity)
+    mesh.start()
+    log.info("mesh mode: node %s, NATS %s", mesh.node_id, mesh.bus.settings.url)
+    return mesh
+
+
+async def _run_worker(cfg: BootstrapConfig, worker: int, args: argparse.Namespace | None = None) -> int:
     from meshbus.proxy.runtime import RuntimeBuildError
     from meshbus.proxy.server import ProxyServer
 
@@ -125,16 +171,21 @@ async def _run_worker(cfg: BootstrapConfig, worker: int) -> int:
         log.error("meshbus: cannot listen: %s", exc)
         await server.shutdown(0)
         return 1
-    await server.serve_until_stopped()
+    mesh = _mesh_mode(server, args) if args is not None and args.service else None
+    try:
+        await server.serve_until_stopped()
+    finally:
+        if mesh is not None:
+            await mesh.stop()
     return 0
 
 
-def _worker_main(cfg: BootstrapConfig, worker: int) -> int:
+def _worker_main(cfg: BootstrapConfig, worker: int, args: argparse.Namespace | None = None) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_run_worker(cfg, worker))
-    return uvloop.run(_run_worker(cfg, worker))
+        return asyncio.run(_run_worker(cfg, worker, args))
+    return uvloop.run(_run_worker(cfg, worker, args))
 
 
 def _supervise(cfg: BootstrapConfig) -> int:
@@ -182,14 +233,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.buffer.flush()
         sys.exit(code)
     try:
-        cfg = parse_args(argv)
-    except BootstrapError as exc:
+        cfg, ns = parse_command_line(argv)
+    except (BootstrapError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         sys.exit(2)
     _tune_malloc()
     _configure_logging(cfg)
     if cfg.workers == 1:
-        sys.exit(_worker_main(cfg, 0))
+        sys.exit(_worker_main(cfg, 0, ns))
     sys.exit(_supervise(cfg))
 
 

@@ -207,9 +207,9 @@ def _lb_from(lb: Any | None, res: Any, path: tuple[str | int, ...]) -> tuple[str
             return "RING_HASH", HashPolicy("query", qp), ring
         raise build_error(res, (*path, "consistentHash"), "consistentHash needs a hash key")
     simple = lb.simple or "UNSPECIFIED"
-    if simple == "PASSTHROUGH":
-        raise build_error(res, (*path, "simple"), "PASSTHROUGH is not supported by meshbus-proxy")
-    if simple in ("UNSPECIFIED", "LEAST_CONN"):
+    # PASSTHROUGH needs the original destination address, which a sidecar without
+    # traffic capture never sees; config warns and both sides fall back alike.
+    if simple in ("UNSPECIFIED", "LEAST_CONN", "PASSTHROUGH"):
         simple = "LEAST_REQUEST"
     return simple, None, 1024
 

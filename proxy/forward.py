@@ -26,12 +26,15 @@ from meshbus.proxy.http1 import (
     CHUNKED,
     HOP_BY_HOP,
     LAST_CHUNK,
+    LENGTH,
+    NO_BODY,
     UNTIL_EOF,
     RequestHead,
     ResponseHead,
     chunk,
     connection_tokens,
     local_reply,
+    passthrough_head,
     serialize_request_head,
     serialize_response_head,
 )
@@ -93,6 +96,7 @@ class Exchange:
         "status",
         "t0",
         "timer",
+        "tls_failure",
         "tries",
         "try_deadline",
         "unsent",
@@ -125,6 +129,7 @@ class Exchange:
         self.keep_alive = head.keep_alive
         self.done = False
         self.timer: Any = None
+        self.tls_failure: str | None = None  # "<reason>:<message>" when the upstream TLS handshake failed
         self.upstream_host: str | None = None  # "address:port" of the last attempt (access log)
         self.deadline = 0.0  # route timeout, loop time (0: none)
         self.try_deadline = 0.0  # per-try timeout of the current attempt
@@ -274,8 +279,7 @@ class Exchange:
             hdrs.insert(0, ("host", authority))
         self.head_bytes = serialize_request_head(head.method, path, hdrs)
         self.retries_left = route.retry.attempts
-        hp = cluster.hash_policy
-        self.hash_key = None if hp is None else hp.key(view)
+        self.hash_key = cluster.hash_key(view)
         timeout = route.timeout
         if timeout:
             self.deadline = self.ctx.loop.time() + timeout
@@ -418,6 +422,11 @@ class Exchange:
 
     def _upstream_failed(self, kind: str) -> None:
         """Connect failure, reset or protocol error before a response was forwarded."""
+        if kind[:4] == "tls:":  # TLS handshake / peer identity failed (proxy/mtls.py): UF with a reason
+            self.tls_failure = kind[4:]
+            kind = "connect-failure"
+        else:
+            self.tls_failure = None
         ep = self.ep
         if ep is not None:
             self.cluster.record_result(ep, status=None, error=kind, now=time.monotonic())
@@ -440,13 +449,11 @@ class Exchange:
         nxt = t if t and (not d or t < d) else d
         if not nxt:
             return
-        if self.dl_armed:
-            if self.dl_at <= nxt:
-                return  # an earlier wake-up is armed; it re-arms for what is left when it fires
-        else:
-            self.dl_armed = True
-            self.ctx.deadlines.add(self)
+        if self.dl_armed and self.dl_at <= nxt:
+            return  # an earlier wake-up is armed; it re-arms for what is left when it fires
         self.dl_at = nxt
+        self.dl_armed = True
+        self.ctx.deadlines.add(self)
 
     def _on_deadline(self) -> None:
         self.dl_armed = False  # the sweep has taken us out of its set
@@ -502,6 +509,22 @@ class Exchange:
             self.flags.append(F.URX)  # retries exhausted, the last upstream answer goes to the client
         self.resp = rh
         self.status = status
+        raw = rh.raw
+        if raw is not None and (rh.body == LENGTH or rh.body == NO_BODY) and status != 101:
+            # Nothing to change but hop-by-hop headers: forward the head as received (no header list).
+            route = self.route
+            ops = route.response_headers
+            dops = self.dest.response_headers
+            if (
+                route.cors is None
+                and (ops is EMPTY_HEADER_OPS or ops.empty)
+                and (dops is EMPTY_HEADER_OPS or dops.empty)
+                and not self.ctx.server.draining
+                and (out := passthrough_head(raw)) is not None
+            ):
+                self.resp_started = True
+                self.out = out if self.keep_alive else out[:-2] + b"connection: close\r\n\r\n"
+                return
         hdrs = rh.headers
         hd = rh.hdict
         if status != 101:  # a 101 keeps Connection/Upgrade: they are the point of it
@@ -560,8 +583,7 @@ class Exchange:
         cluster = self.cluster
         now = time.monotonic()
         self.conn = None
-        if cluster.outlier is not None:
-            cluster.record_result(self.ep, status=self.status, error=None, now=now)
+        cluster.record_result(self.ep, status=self.status, error=None, now=now)
         # A connection whose request body was not fully sent cannot carry another request.
         reusable = rh is not None and rh.keep_alive and self.req_done
         self.pool.release(conn, reusable, cluster, now)
@@ -643,6 +665,13 @@ class Exchange:
         self.flags.append(flag)
         if extra:
             self.flags.append(extra)
+        tls = self.tls_failure
+        if tls is not None and flag == F.UF:
+            reason, _, msg = tls.replace("\n", " ").partition(":")
+            body = f"{body[:-1]}, transport failure reason: TLS error: {reason}: {msg}\n"
+            extra_hdrs = [(F.FLAGS_HEADER, F.join(self.flags)), ("x-meshbus-tls-failure", reason)]
+            self.send_local(status, body, extra_hdrs)
+            return
         self.local(status, F.join(self.flags), body)
 
     def fail(self, flag: str, extra: str | None = None) -> None:
@@ -726,7 +755,7 @@ class Exchange:
                 _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
                 self.status,
                 fl,
-                None,
+                self.tls_failure,
                 self.bytes_in,
                 self.bytes_out,
                 duration,
@@ -739,6 +768,7 @@ class Exchange:
                 cluster.name if cluster is not None else None,
                 route.name if route is not None else None,
                 self.dc.peer_ip,
+                self.dc.peer_principal,
             )
         )
         self.dc.exchange_done(self, self.keep_alive)

@@ -34,6 +34,7 @@ from meshbus.proxy.lb import Rng
 from meshbus.proxy.retry import NO_RETRY
 from meshbus.proxy.route_builder import Entry, RouteContext, compile_http_route, default_route
 from meshbus.proxy.routing import Destination, Route, RouteTable, VirtualHost
+from meshbus.proxy.tls_policy import EMPTY_PLAN, TlsPlan, build_tls_plan
 
 __all__ = ["ProxyRuntime", "RuntimeBuildError", "build_runtime", "inbound_cluster_name"]
 
@@ -49,6 +50,7 @@ class ProxyRuntime:
     inbound: RouteTable  # mesh -> local app: everything to cluster "inbound|<app_port>||"
     clusters: Mapping[str, Cluster]
     namespace: str = "default"
+    tls: TlsPlan = EMPTY_PLAN  # TLS per cluster and inbound PeerAuthentication (proxy/tls_policy.py)
 
     def config_dump(self, now: float | None = None) -> dict[str, Any]:
         """JSON-able view of what is applied: version, virtual hosts with routes, clusters with endpoints."""
@@ -61,6 +63,7 @@ class ProxyRuntime:
                 "inbound": {"virtualHosts": self.inbound.describe()},
             },
             "clusters": [c.describe(t) for c in self.clusters.values()],
+            "tls": {name: c.describe() for name, c in self.tls.clusters.items()},
         }
 
 
@@ -116,6 +119,7 @@ def build_runtime(
         inbound=inbound,
         clusters=dict(factory.clusters),
         namespace=namespace,
+        tls=build_tls_plan(resources, services, factory.clusters),
     )
 
 

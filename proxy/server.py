@@ -19,11 +19,13 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from meshbus.proxy.config import BootstrapConfig, ConfigRefused, load_in_process, load_isolated
 from meshbus.proxy.listener import DownstreamConnection, ListenerContext
+from meshbus.proxy.mtls import MeshTls, MeshTlsStats, TlsOrigin
 from meshbus.proxy.runtime import ProxyRuntime, RuntimeBuildError, build_runtime
 from meshbus.proxy.upstream import PoolManager
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLog, AccessLogger
@@ -78,6 +80,9 @@ class ProxyServer:
         self.loop = asyncio.get_running_loop()
         self.runtime: ProxyRuntime = None  # type: ignore[assignment]  # set by load_initial()
         self.pools = PoolManager(self.loop)
+        self.tls_stats = MeshTlsStats()
+        self.pools.origin = TlsOrigin(self, self.tls_stats)  # DestinationRule TLS; mesh mTLS once enabled
+        self.mesh_tls: MeshTls | None = None
         self.registry = Registry()
         self.metrics = IstioMetrics(self.registry)
         self.internal = InternalMetrics(self.registry)
@@ -98,11 +103,18 @@ class ProxyServer:
         self._stopped = asyncio.Event()
         self._reloading = False
         self._reload_tasks: set[asyncio.Task[None]] = set()
+        # Mesh mode: a non-empty reason keeps /ready at 503 (no snapshot or certificate yet), and
+        # drain hooks run first on shutdown (the agent deregisters before connections drain).
+        self.not_ready = ""
+        self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
 
     # ---- config ---------------------------------------------------------------------------------
 
     async def load(self) -> ProxyRuntime:
         """Load and build the config on disk; raises ConfigRefused or RuntimeBuildError."""
+        if not self.config.config_path:  # mesh mode: routes arrive as snapshots (MeshAgent -> apply)
+            cfg = self.config
+            return build_runtime([], namespace=cfg.namespace, app_port=cfg.app_port, version="0")
         path = Path(self.config.config_path)
         fingerprint = _fingerprint(path)
         if self.config.isolate_loader:
@@ -151,6 +163,9 @@ class ProxyServer:
             self._reloading = False
 
     async def _reload(self) -> bool:
+        if not self.config.config_path:
+            self.last_error = "mesh mode: config comes from meshbus-discovery, not a file"
+            return False
         try:
             runtime = await self.load()
         except (ConfigRefused, RuntimeBuildError) as exc:
@@ -187,7 +202,9 @@ class ProxyServer:
             ctx = ListenerContext(self, name)
             self._contexts.append(ctx)
             srv = await self.loop.create_server(
-                lambda ctx=ctx: DownstreamConnection(ctx),
+                (lambda ctx=ctx: self._inbound_protocol(ctx))
+                if name == "inbound"
+                else (lambda ctx=ctx: DownstreamConnection(ctx)),
                 addr.host,
                 addr.port,
                 reuse_port=cfg.reuse_port or None,
@@ -203,8 +220,26 @@ class ProxyServer:
             self._servers.append(srv)
             self.ports["admin"] = srv.sockets[0].getsockname()[1]
         self._tasks.append(self.loop.create_task(self._sweep(), name="meshbus-proxy-sweep"))
-        self._tasks.append(self.loop.create_task(self._watch(), name="meshbus-proxy-watch"))
+        if cfg.config_path:
+            self._tasks.append(self.loop.create_task(self._watch(), name="meshbus-proxy-watch"))
         log.info("proxy worker %d listening: %s", self.worker, self.ports)
+
+    def enable_mesh_tls(self, cert_client: Any, *, labels: Mapping[str, str] | None = None) -> MeshTls:
+        """Mesh mode, after the first certificate: mTLS to mesh endpoints, PeerAuthentication inbound.
+
+        ``cert_client`` is a `meshbus.proxy.identity.CertClient` (``.current`` is read per new
+        connection, so renewals apply to new connections only). ``labels`` are this workload's
+        labels, for PeerAuthentication selectors.
+        """
+        self.mesh_tls = MeshTls(self, cert_client, self.pools.origin, labels=labels)
+        log.info("mesh mTLS enabled as %s", cert_client.current.spiffe_id)
+        return self.mesh_tls
+
+    def _inbound_protocol(self, ctx: ListenerContext) -> asyncio.Protocol:
+        mesh = self.mesh_tls
+        if mesh is None:
+            return DownstreamConnection(ctx)
+        return mesh.inbound_protocol(ctx, DownstreamConnection)
 
     async def _sweep(self) -> None:
         cfg = self.config
@@ -258,6 +293,11 @@ class ProxyServer:
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, let in-flight requests finish within ``grace``, then close everything."""
         self.draining = True
+        for hook in self.drain_hooks:
+            try:
+                await asyncio.wait_for(hook(), 2.0)
+            except Exception:  # a failed hook must not stop the drain
+                log.exception("drain hook failed")
         for srv in self._servers:
             srv.close()
         for c in list(self.connections):
@@ -277,6 +317,8 @@ class ProxyServer:
                 await t
         self._tasks.clear()
         self.pools.close_all()
+        if self.mesh_tls is not None:
+            self.mesh_tls.close()
         for ctx in self._contexts:
             ctx.deadlines.close()
         for srv in self._servers:
@@ -294,6 +336,8 @@ class ProxyServer:
             return "DRAINING"
         if self.runtime is None:
             return "PRE_INITIALIZING"
+        if self.not_ready:
+            return self.not_ready
         return "LIVE"
 
     def server_info(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from meshbus.proxy.http1 import BODY, END, HEAD, ProtocolError, ResponseSession
+from meshbus.proxy.mtls import upstream_lost_kind
 
 if TYPE_CHECKING:
     from meshbus.proxy.listener import ListenerContext
@@ -68,7 +69,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.key = key
         self.host = "%s:%d" % key  # noqa: UP031 - "address:port" for the access log, made once
         self.transport: asyncio.Transport | None = None
-        self.session = ResponseSession()
+        self.session = ResponseSession(raw_heads=True)  # heads pass through as bytes when unchanged
         self.exchange: Any = None
         self.requests = 0
         self.idle_since = 0.0
@@ -127,7 +128,8 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.exchange
         if ex is not None:
             self.exchange = None
-            ex.on_upstream_error(self, "reset")
+            # "reset", or why a TLS server refused us (its alert, or the close of a fresh TLS connection)
+            ex.on_upstream_error(self, upstream_lost_kind(exc, self.requests, self.transport))
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -155,11 +157,12 @@ AcquireCallback = Callable[["UpstreamConnection | None", "str | None"], None]
 
 
 class ClusterPool:
-    __slots__ = ("active", "count", "idle", "loop", "name", "waiters")
+    __slots__ = ("active", "count", "idle", "loop", "manager", "name", "waiters")
 
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
         self.name = name
         self.loop = loop
+        self.manager: PoolManager | None = None  # its ``origin`` decides TLS per new connection
         self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self.active: set[UpstreamConnection] = set()  # open or opening, counted against max_connections
         self.count = 0
@@ -194,19 +197,33 @@ class ClusterPool:
         self.active.add(conn)
         self.count += 1
         timeout = _setting(cluster.pool, "connect_timeout", 10.0)
-        self.loop.create_task(self._open(conn, endpoint.address, endpoint.port, timeout, cb))
+        origin = self.manager.origin if self.manager is not None else None
+        opener = origin.opener(cluster, endpoint) if origin is not None else None  # TLS: proxy/mtls.py
+        self.loop.create_task(self._open(conn, endpoint.address, endpoint.port, timeout, cb, opener))
 
     async def _open(
-        self, conn: UpstreamConnection, host: str, port: int, timeout: float, cb: AcquireCallback
+        self,
+        conn: UpstreamConnection,
+        host: str,
+        port: int,
+        timeout: float,
+        cb: AcquireCallback,
+        opener: Any = None,
     ) -> None:
+        err = None
         try:
             async with asyncio.timeout(timeout):
-                await self.loop.create_connection(lambda: conn, host, port)
+                if opener is None:
+                    await self.loop.create_connection(lambda: conn, host, port)
+                else:
+                    err = await opener(conn, host, port)  # "tls:<reason>:<message>" when TLS failed
         except (OSError, TimeoutError) as exc:
             log.debug("connect to %s:%s failed: %r", host, port, exc)
+            err = "connect-failure"
+        if err is not None:
             conn.closed = True
             self.discard(conn)
-            cb(None, "connect-failure")
+            cb(None, err)
             return
         if conn.closed:  # lost between connect and now
             cb(None, "connect-failure")
@@ -280,11 +297,13 @@ class PoolManager:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pools: dict[str, ClusterPool] = {}
+        self.origin: Any = None  # proxy/mtls.TlsOrigin: TLS origination per new connection, None = plaintext
 
     def get(self, cluster_name: str) -> ClusterPool:
         pool = self.pools.get(cluster_name)
         if pool is None:
             pool = self.pools[cluster_name] = ClusterPool(cluster_name, self.loop)
+            pool.manager = self
         return pool
 
     def sweep(self, now: float, clusters: Any) -> None:

@@ -100,7 +100,8 @@ def with_client(args: argparse.Namespace, call: Callable[[ConfigClient], Awaitab
 
 def _warn(warnings: list[str]) -> None:
     for w in warnings:
-        print(f"Warning: {w}", file=sys.stderr)
+        # analyzer findings already start with their level ("Warning [IST0101] ...")
+        print(w if w.startswith(("Warning", "Info", "Error")) else f"Warning: {w}", file=sys.stderr)
 
 
 def _kind(text: str) -> str | None:

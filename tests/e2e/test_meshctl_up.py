@@ -1,16 +1,22 @@
-"""`meshctl up` as a user runs it: starts NATS (and the mesh), stays up, stops everything on Ctrl-C."""
+"""`meshctl up` as a user runs it: starts NATS and the demo mesh, routes through the demo sidecar,
+stays up, stops everything on Ctrl-C / SIGTERM with no process left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from meshbus.control.cli.demo_plan import DemoPorts
+from tests.support.processes import free_port_block, http_get
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -42,11 +48,20 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 30) -
     raise AssertionError(f"{marker!r} not printed; output:\n{''.join(seen)}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_up_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.mark.parametrize(("sig", "demo"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_up_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signals, demo: bool) -> None:
     meshctl = Path(sys.executable).parent / "meshctl"
+    base = free_port_block(DemoPorts.count())
+    extra = ["--ports-from", str(base)] if demo else ["--no-demo"]
     proc = subprocess.Popen(
-        [str(meshctl), "up", "--nats-port", "0", "--data-dir", str(tmp_path)],
+        [str(meshctl), "up", "--nats-port", "0", "--data-dir", str(tmp_path), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -60,6 +75,23 @@ def test_up_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> Non
         assert pids, out
         assert all(_pid_alive(p) for p in pids)
         assert (tmp_path / "nats" / "jetstream").is_dir()
+        if demo:
+            assert len(pids) == 1 + 8, out  # nats, config, discovery, ca, 2 apps, 3 sidecars
+            ports = DemoPorts.starting_at(base)
+            # ready means routed: the demo config (90/10) is applied before "meshbus is up"
+            seen: Counter[str] = Counter()
+            for _ in range(100):
+                r = http_get(ports.client_outbound, "/", host="reviews")
+                assert r.status == 200, r
+                seen[r.headers["x-demo-version"]] += 1
+            assert seen["v1"] > seen["v2"] > 0, seen
+            # sidecar to sidecar is mTLS: the reviews sidecars log the caller's SPIFFE ID
+            access_log = tmp_path / "logs" / "reviews-v1-sidecar.access.log"
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and '"downstream_peer_principal"' not in _text(access_log):
+                time.sleep(0.05)
+            first = json.loads(_text(access_log).splitlines()[0])
+            assert first["downstream_peer_principal"] == "spiffe://cluster.local/ns/default/sa/productpage"
         proc.send_signal(sig)
         rest, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, rest

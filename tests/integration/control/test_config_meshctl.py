@@ -88,7 +88,7 @@ async def test_apply_get_history_rollback_delete(meshctl, tmp_path: Path) -> Non
         "destinationrule.networking.istio.io/reviews created",
         "virtualservice.networking.istio.io/reviews created",
     ]
-    assert "Warning: " in r.err and "Referenced host not found" in r.err  # warnings go to stderr
+    assert "Warning [IST0101]" in r.err and "Referenced host not found" in r.err  # warnings go to stderr
 
     again = await meshctl("apply", "-f", str(tmp_path / "vs.yaml"))
     assert again.out.strip() == "virtualservice.networking.istio.io/reviews unchanged"

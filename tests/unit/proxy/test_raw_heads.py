@@ -1,0 +1,134 @@
+"""Raw response heads (``ResponseSession(raw_heads=True)``) and the pass-through of unchanged heads."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshbus.proxy.http1 import (
+    BODY,
+    CHUNKED,
+    END,
+    HEAD,
+    LENGTH,
+    MAX_RESPONSE_HEAD,
+    NO_BODY,
+    UNTIL_EOF,
+    UPGRADE,
+    ProtocolError,
+    ResponseSession,
+    passthrough_head,
+)
+
+pytestmark = pytest.mark.unit
+
+NGINX = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 27 Nov 2026 19:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n"
+)
+
+RESPONSES = [
+    (False, NGINX + b"hello"),
+    (False, b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n1\r\na\r\n0\r\n\r\n"),
+    (False, b"HTTP/1.1 100 Continue\r\nX-I: 1\r\n\r\nHTTP/1.1 204 No Content\r\nX-F: 2\r\n\r\n"),
+    (False, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: x\r\n\r\n"),
+    (True, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-H: y\r\n\r\n"),
+    (False, b"HTTP/1.1 200 OK\r\nX-E: 1\r\n\r\nabc"),
+    (False, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nxyz"),
+    (False, b"HTTP/1.0 200 OK\r\nCONTENT-LENGTH:  2 \r\nSet-Cookie: a\r\nSet-Cookie: b\r\n\r\nhi"),
+]
+
+
+def summary(events: list[tuple[int, object]]) -> list[object]:
+    out: list[object] = []
+    for kind, payload in events:
+        if kind == HEAD:
+            h = payload
+            out.append((h.status, h.headers, h.hdict, h.keep_alive, h.body, h.content_length))  # type: ignore[attr-defined]
+        else:
+            out.append((kind, payload))
+    return out
+
+
+@pytest.mark.parametrize("head_request,data", RESPONSES)
+@pytest.mark.parametrize("split", [0, 1, 7, 40])
+def test_raw_session_gives_the_same_events_as_header_callbacks(
+    head_request: bool, data: bytes, split: int
+) -> None:
+    full = ResponseSession()
+    full.expect(head_request)
+    want = summary(full.feed(data))
+    raw = ResponseSession(raw_heads=True)
+    raw.expect(head_request)
+    cut = split or len(data)
+    got = summary(raw.feed(data[:cut]) + raw.feed(data[cut:]) if cut < len(data) else raw.feed(data))
+    assert got == want
+
+
+def test_raw_head_is_the_final_head_as_received() -> None:
+    r = ResponseSession(raw_heads=True)
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 100 Continue\r\n\r\n" + NGINX[:30])
+    assert ev == []
+    ev = r.feed(NGINX[30:] + b"hello")
+    assert [k for k, _ in ev] == [HEAD, BODY, END]
+    head = ev[0][1]
+    assert head.raw == NGINX and head.body == LENGTH and head.content_length == 5
+    # the next response on the connection keeps its own head
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert (
+        ev[0][1].raw == b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" and ev[0][1].body == CHUNKED
+    )
+
+
+def test_raw_session_framing_of_empty_and_close_delimited_bodies() -> None:
+    r = ResponseSession(raw_heads=True)
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+    assert ev[0][1].body == NO_BODY and [k for k, _ in ev] == [HEAD, END]
+    r.expect(False)
+    ev = r.feed(b"HTTP/1.1 200 OK\r\n\r\nabc")
+    assert ev[0][1].body == UNTIL_EOF and not ev[0][1].keep_alive
+    r2 = ResponseSession(raw_heads=True)
+    r2.expect(False)
+    ev = r2.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nxyz")
+    assert [k for k, _ in ev] == [HEAD, UPGRADE] and ev[0][1].hdict["upgrade"] == "websocket"
+
+
+def test_raw_session_refuses_an_endless_head() -> None:
+    r = ResponseSession(raw_heads=True)
+    r.expect(False)
+    r.feed(b"HTTP/1.1 200 OK\r\n")
+    line = b"x-filler: " + b"a" * 65536 + b"\r\n"
+    with pytest.raises(ProtocolError) as err:
+        for _ in range(MAX_RESPONSE_HEAD // len(line) + 2):
+            r.feed(line)
+    assert err.value.status == 502
+
+
+def test_passthrough_drops_a_plain_connection_header_and_keeps_the_rest() -> None:
+    out = passthrough_head(NGINX)
+    assert out == NGINX.replace(b"Connection: keep-alive\r\n", b"")
+    head = b"HTTP/1.1 200 OK\r\nCONNECTION: Close\r\nX-A: 1\r\n\r\n"
+    assert passthrough_head(head) == b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n"
+    plain = b"HTTP/1.1 404 Not Here\r\nContent-Length: 0\r\nX-Connection: keep\r\n\r\n"
+    assert passthrough_head(plain) is plain
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nproxy-authenticate: Basic\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTE: trailers\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTrailer: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_passthrough_declines_heads_that_need_rebuilding(head: bytes) -> None:
+    assert passthrough_head(head) is None
