@@ -20,9 +20,12 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
+# cryptography is imported where it is used: a standalone proxy worker imports this module
+# through its TLS glue but must not pay ~9 MB for it until a certificate is actually handled.
+if TYPE_CHECKING:
+    from cryptography import x509
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 MAX_ID_BYTES = 2048
@@ -150,6 +153,8 @@ class SvidError(ValueError):
 
 def svid_id(cert: x509.Certificate) -> SpiffeId:
     """The SPIFFE ID of a leaf: its one URI SAN. Raises SvidError(NOT_SVID) otherwise."""
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -168,6 +173,8 @@ def svid_id(cert: x509.Certificate) -> SpiffeId:
 
 def check_leaf_shape(cert: x509.Certificate) -> None:
     """Leaf rules of X509-SVID: not a CA, digitalSignature, no keyCertSign/cRLSign."""
+    from cryptography import x509
+
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         if bc.ca:
@@ -241,6 +248,9 @@ def verify_svid(
 
 
 def has_svid_eku(cert: x509.Certificate) -> bool:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
@@ -250,6 +260,8 @@ def has_svid_eku(cert: x509.Certificate) -> bool:
 
 def load_pem_chain(pem: bytes | str) -> list[x509.Certificate]:
     """All certificates in a PEM blob, in order (leaf first for a chain)."""
+    from cryptography import x509
+
     data = pem.encode() if isinstance(pem, str) else pem
     if b"-----BEGIN CERTIFICATE-----" not in data:
         return []

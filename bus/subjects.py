@@ -145,6 +145,10 @@ class Subjects:
         """A proxy answers here with the snapshot it runs (meshctl proxy-config)."""
         return self._s("xds", "configdump", validate_token(node, "node id"))
 
+    def xds_certs(self, node: str) -> str:
+        """A proxy answers here with the certificate it holds (meshctl cert inspect; SDS's view)."""
+        return self._s("xds", "certs", validate_token(node, "node id"))
+
     # -- control plane: CA (Citadel role)
     def ca(self, verb: str) -> str:
         """certify, bundle, token."""

@@ -66,7 +66,7 @@ def _address_or_none(text: str) -> Address | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshbus.proxy.agent import add_agent_args
+    from meshbus.proxy.agent_args import add_agent_args
 
     p = argparse.ArgumentParser(prog="meshbus-proxy", description=__doc__.split("\n\n")[0])
     add_common_args(p)
@@ -132,6 +132,9 @@ def parse_args(argv: list[str] | None = None) -> BootstrapConfig:
 
 
 def _configure_logging(cfg: BootstrapConfig) -> None:
+    # structlog imports rich (and pygments) for pretty tracebacks when it can: ~4 MB per
+    # worker that a proxy never uses (rich is there for meshctl's tables). Hide it from this process.
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
     from meshbus.telemetry.logging import configure_logging
 
     configure_logging("proxy", level=cfg.log_level, fmt="json" if cfg.log_format == "json" else "console")

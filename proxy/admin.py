@@ -4,6 +4,7 @@ GET  /ready               "LIVE" 200, else the state and 503 (draining, health c
 GET  /server_info         JSON: state, config version, uptime, listeners, options
 GET  /config_dump         JSON: the active runtime's config_dump() (includes its version)
 GET  /clusters            endpoints with health, ejection and active requests (?format=json)
+GET  /certs               JSON: the mesh certificate held (identity, issuer, validity, renewal, bundle)
 GET  /stats               counters and histograms as text; /stats/prometheus: Prometheus text 0.0.4
 POST /healthcheck/fail|ok make /ready answer 503 / 200 (take the proxy out of rotation)
 POST /reload              reload the config file now (same as SIGHUP)
@@ -21,6 +22,8 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from meshbus.bus.cert_report import certs_doc
+from meshbus.bus.schemas.identity import ProxyCertsReply
 from meshbus.proxy.http1 import (
     BODY,
     END,
@@ -66,6 +69,13 @@ def clusters_json(server: Any) -> dict[str, Any]:
             }
         )
     return {"config_version": server.runtime.version, "clusters": out}
+
+
+def certs_json(server: Any, now: float | None = None) -> dict[str, Any]:
+    """What ``meshctl cert inspect PROXY_ID -o json`` shows; a standalone proxy has no identity."""
+    report = getattr(server, "cert_report", None)
+    reply = report() if report is not None else ProxyCertsReply(node="")
+    return certs_doc(reply, time.time() if now is None else now)
 
 
 def clusters_text(server: Any) -> str:
@@ -152,6 +162,8 @@ class AdminServer:
                 return _json(srv.server_info())
             if path == "/config_dump":
                 return _json(srv.runtime.config_dump())
+            if path == "/certs":
+                return _json(certs_json(srv))
             if path == "/clusters":
                 if query.get("format") == ["json"]:
                     return _json(clusters_json(srv))

@@ -42,6 +42,7 @@ from meshbus.bus.schemas.discovery import (
     Snapshot,
 )
 from meshbus.bus.service import MESHBUS_VERSION
+from meshbus.proxy.agent_args import add_agent_args
 from meshbus.proxy.runtime import ProxyRuntime, build_runtime
 from meshbus.proxy.snapshot_apply import (
     Applied,
@@ -364,18 +365,6 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
                 raise ValueError(f"meshbus: bad label {part!r}: use key=value")
             out[k.strip()] = v.strip()
     return out
-
-
-def add_agent_args(parser: Any) -> None:
-    """Mesh-mode flags of meshbus-proxy (``--service`` turns mesh mode on)."""
-    g = parser.add_argument_group("mesh mode (config from meshbus-discovery)")
-    g.add_argument("--service", default=None, help="service this workload belongs to (turns on mesh mode)")
-    g.add_argument("--service-account", default="default")
-    g.add_argument("--labels", action="append", default=[], help="workload labels, key=value[,key=value]")
-    g.add_argument("--node-id", default="", help="proxy id (default: <service>-<version>-<random>)")
-    g.add_argument("--advertise", default="127.0.0.1", help="address peers reach the inbound listener at")
-    g.add_argument("--service-port", action="append", default=[], help="name=port (default: http=<app-port>)")
-    g.add_argument("--state-file", default=None, help="last good snapshot file (default: none)")
 
 
 def agent_settings_from_args(args: Any, *, inbound_port: int = 0) -> AgentSettings:

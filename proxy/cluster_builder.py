@@ -10,7 +10,7 @@ layer replacing whole loadBalancer / connectionPool / outlierDetection / tls blo
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,41 +56,56 @@ class Service:
         return 80 if 80 in nums else nums[0]
 
 
-def collect_services(service_entries: list[Any]) -> dict[str, Service]:
+def services_of(res: Any) -> tuple[Service, ...]:
+    """The services one ServiceEntry declares, one per host; raises RuntimeBuildError on bad endpoints."""
+    spec, ns = res.spec, res.metadata.namespace
+    if spec.resolution == "NONE":
+        raise build_error(
+            res,
+            ("spec", "resolution"),
+            "resolution NONE (passthrough to the original destination) is not supported by "
+            "meshbus-proxy; use STATIC with endpoints, or DNS",
+        )
+    ports = tuple(ServicePort(p.number, p.name, p.protocol, p.target_port) for p in spec.ports)
+    if spec.resolution == "STATIC" and not spec.endpoints:
+        log.warning("%s: resolution STATIC without endpoints; requests to it will get 503", res.ref)
+    port_names = {p.name for p in ports}
+    for j, ep in enumerate(spec.endpoints):
+        for pname in ep.ports:
+            if pname not in port_names:
+                raise build_error(
+                    res,
+                    ("spec", "endpoints", j, "ports", pname),
+                    f"no port named {pname!r} in spec.ports",
+                )
+        if not ep.address:
+            raise build_error(res, ("spec", "endpoints", j, "address"), "endpoint address is required")
+    out = []
+    for host in spec.hosts:
+        fqdn = resolve_host(host, ns)
+        svc = Service(fqdn=fqdn, namespace=ns, ports=ports, resolution=spec.resolution, resource=res)
+        for ep in spec.endpoints:
+            svc.endpoints.append((ep.address, dict(ep.ports), dict(ep.labels)))
+        if not spec.endpoints and spec.resolution in ("DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"):
+            svc.endpoints.append((fqdn, {}, {}))  # the host itself, resolved at connect time
+        out.append(svc)
+    return tuple(out)
+
+
+def collect_services(
+    service_entries: list[Any], declared: Callable[[Any], tuple[Service, ...]] = services_of
+) -> dict[str, Service]:
+    """fqdn -> Service; the first ServiceEntry declaring a host wins. ``declared`` may be a memo of
+    `services_of` (runtime.build_runtime reuses the Services of unchanged ServiceEntries)."""
     services: dict[str, Service] = {}
     for res in service_entries:
-        spec, ns = res.spec, res.metadata.namespace
-        if spec.resolution == "NONE":
-            raise build_error(
-                res,
-                ("spec", "resolution"),
-                "resolution NONE (passthrough to the original destination) is not supported by "
-                "meshbus-proxy; use STATIC with endpoints, or DNS",
-            )
-        ports = tuple(ServicePort(p.number, p.name, p.protocol, p.target_port) for p in spec.ports)
-        if spec.resolution == "STATIC" and not spec.endpoints:
-            log.warning("%s: resolution STATIC without endpoints; requests to it will get 503", res.ref)
-        for j, ep in enumerate(spec.endpoints):
-            for pname in ep.ports:
-                if pname not in {p.name for p in ports}:
-                    raise build_error(
-                        res,
-                        ("spec", "endpoints", j, "ports", pname),
-                        f"no port named {pname!r} in spec.ports",
-                    )
-            if not ep.address:
-                raise build_error(res, ("spec", "endpoints", j, "address"), "endpoint address is required")
-        for host in spec.hosts:
-            fqdn = resolve_host(host, ns)
-            if fqdn in services:
-                log.warning("%s: host %s is already declared by another ServiceEntry; ignored", res.ref, fqdn)
+        for svc in declared(res):
+            if svc.fqdn in services:
+                log.warning(
+                    "%s: host %s is already declared by another ServiceEntry; ignored", res.ref, svc.fqdn
+                )
                 continue
-            svc = Service(fqdn=fqdn, namespace=ns, ports=ports, resolution=spec.resolution, resource=res)
-            for ep in spec.endpoints:
-                svc.endpoints.append((ep.address, dict(ep.ports), dict(ep.labels)))
-            if not spec.endpoints and spec.resolution in ("DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"):
-                svc.endpoints.append((fqdn, {}, {}))  # the host itself, resolved at connect time
-            services[fqdn] = svc
+            services[svc.fqdn] = svc
     return services
 
 
@@ -104,13 +119,15 @@ class RuleSet:
     subset_index: dict[str, int] = field(default_factory=dict)
 
 
-def collect_rules(destination_rules: list[Any]) -> dict[str, RuleSet]:
-    rules: dict[str, RuleSet] = {}
+def rule_host(res: Any) -> str:
+    return resolve_host(res.spec.host, res.metadata.namespace)
+
+
+def rule_set(host: str, destination_rules: tuple[Any, ...]) -> RuleSet:
+    """The RuleSet of one host from the DestinationRules naming it, in order."""
+    first = destination_rules[0]
+    rs = RuleSet(resource=first, policy=first.spec.traffic_policy)
     for res in destination_rules:
-        host = resolve_host(res.spec.host, res.metadata.namespace)
-        rs = rules.get(host)
-        if rs is None:
-            rs = rules[host] = RuleSet(resource=res, policy=res.spec.traffic_policy)
         for i, subset in enumerate(res.spec.subsets):
             if subset.name in rs.subsets:
                 log.warning(
@@ -119,7 +136,19 @@ def collect_rules(destination_rules: list[Any]) -> dict[str, RuleSet]:
                 continue
             rs.subsets[subset.name] = subset
             rs.subset_index[subset.name] = i
-    return rules
+    return rs
+
+
+def collect_rules(
+    destination_rules: list[Any],
+    host_of: Callable[[Any], str] = rule_host,
+    make: Callable[[str, tuple[Any, ...]], RuleSet] = rule_set,
+) -> dict[str, RuleSet]:
+    """host -> RuleSet; ``host_of`` / ``make`` may be memos of `rule_host` / `rule_set`."""
+    groups: dict[str, list[Any]] = {}
+    for res in destination_rules:
+        groups.setdefault(host_of(res), []).append(res)
+    return {host: make(host, tuple(drs)) for host, drs in groups.items()}
 
 
 def rules_for(rules: Mapping[str, RuleSet], fqdn: str) -> RuleSet | None:
@@ -235,10 +264,48 @@ def cluster_name(port: int, subset: str, fqdn: str) -> str:
 class ClusterFactory:
     """Creates clusters on demand, reusing endpoint/breaker state from the previous config."""
 
-    def __init__(self, previous: Mapping[str, Cluster] | None, rng: Rng | None) -> None:
+    def __init__(
+        self,
+        previous: Mapping[str, Cluster] | None,
+        rng: Rng | None,
+        reusable: Mapping[str, tuple[tuple[Any, ...], Cluster]] | None = None,
+    ) -> None:
         self.clusters: dict[str, Cluster] = {}
         self._previous = previous or {}
         self._rng = rng
+        # name -> (what the cluster was built from, the cluster): the previous build's, and this one's.
+        self._reusable = reusable or {}
+        self.built_from: dict[str, tuple[tuple[Any, ...], Cluster]] = {}
+        self.reused = 0
+        # Changes to live objects of the running config (breaker limits, endpoint labels): made by
+        # `commit` once the whole build succeeded, so a refused config leaves the running one as it was.
+        self._on_commit: list[tuple[Any, Any]] = []
+
+    def commit(self) -> None:
+        for target, source in self._on_commit:
+            if isinstance(target, Endpoint):
+                target.labels = source
+            else:
+                target.set_limits(source)
+        self._on_commit.clear()
+
+    def reuse(self, name: str, inputs: tuple[Any, ...]) -> bool:
+        """True when ``name`` exists now, or the previous build made it from the very same ``inputs``
+        (compared by identity: the same Service/RuleSet objects), in which case that cluster is taken
+        as is: endpoints, breaker and balancer state all persist."""
+        if name in self.clusters:
+            return True
+        hit = self._reusable.get(name)
+        if (
+            hit is None
+            or len(hit[0]) != len(inputs)
+            or any(a is not b for a, b in zip(hit[0], inputs, strict=True))
+        ):
+            return False
+        self.clusters[name] = hit[1]
+        self.built_from[name] = hit
+        self.reused += 1
+        return True
 
     def make(
         self,
@@ -250,7 +317,9 @@ class ClusterFactory:
         policy: Mapping[str, Any],
         rule_resource: Any = None,
         policy_path: tuple[str | int, ...] = ("spec", "trafficPolicy"),
+        inputs: tuple[Any, ...] | None = None,
     ) -> Cluster:
+        """``inputs``: what ``endpoints`` and ``policy`` were derived from, for `reuse` by the next build."""
         found = self.clusters.get(name)
         if found is not None:
             return found
@@ -266,7 +335,7 @@ class ClusterFactory:
             if ep is None:
                 ep = Endpoint(address, eport, labels)
             else:
-                ep.labels = dict(labels)  # same host, health and in-flight count carry over
+                self._on_commit.append((ep, dict(labels)))  # same host, health and in-flight count carry over
             eps.append(ep)
         lb_policy, hash_policy, ring = _lb_from(
             policy.get("load_balancer"), rule_resource, (*policy_path, "loadBalancer")
@@ -287,9 +356,11 @@ class ClusterFactory:
             rng=self._rng,
         )
         if prev is not None:
-            prev.breaker.set_limits(cluster.breaker)
-            cluster.breaker = prev.breaker  # live counters carry over; new limits apply at once
+            self._on_commit.append((prev.breaker, cluster.breaker))
+            cluster.breaker = prev.breaker  # live counters carry over; new limits apply on commit
         self.clusters[name] = cluster
+        if inputs is not None:
+            self.built_from[name] = (inputs, cluster)
         return cluster
 
 
@@ -319,21 +390,28 @@ def _make_port_clusters(
     svc: Service, port: ServicePort, rs: RuleSet | None, factory: ClusterFactory, fqdn: str
 ) -> None:
     res = rs.resource if rs is not None else None
-    factory.make(
-        cluster_name(port.number, "", fqdn),
-        fqdn,
-        port.number,
-        "",
-        endpoints_for(svc, port, None),
-        effective_policy(rs, port.number, None),
-        res,
-    )
+    inputs = ("service", svc, rs)
+    name = cluster_name(port.number, "", fqdn)
+    if not factory.reuse(name, inputs):
+        factory.make(
+            name,
+            fqdn,
+            port.number,
+            "",
+            endpoints_for(svc, port, None),
+            effective_policy(rs, port.number, None),
+            res,
+            inputs=inputs,
+        )
     if rs is None:
         return
     for sname, subset in rs.subsets.items():
+        name = cluster_name(port.number, sname, fqdn)
+        if factory.reuse(name, inputs):
+            continue
         path = ("spec", "subsets", rs.subset_index[sname], "trafficPolicy")
         factory.make(
-            cluster_name(port.number, sname, fqdn),
+            name,
             fqdn,
             port.number,
             sname,
@@ -341,6 +419,7 @@ def _make_port_clusters(
             effective_policy(rs, port.number, subset),
             res,
             path if subset.traffic_policy is not None else ("spec", "trafficPolicy"),
+            inputs=inputs,
         )
 
 

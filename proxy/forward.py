@@ -34,7 +34,6 @@ from meshbus.proxy.http1 import (
     chunk,
     connection_tokens,
     local_reply,
-    passthrough_head,
     serialize_request_head,
     serialize_response_head,
 )
@@ -509,8 +508,7 @@ class Exchange:
             self.flags.append(F.URX)  # retries exhausted, the last upstream answer goes to the client
         self.resp = rh
         self.status = status
-        raw = rh.raw
-        if raw is not None and (rh.body == LENGTH or rh.body == NO_BODY) and status != 101:
+        if rh.passthrough is not None and (rh.body == LENGTH or rh.body == NO_BODY) and status != 101:
             # Nothing to change but hop-by-hop headers: forward the head as received (no header list).
             route = self.route
             ops = route.response_headers
@@ -520,8 +518,8 @@ class Exchange:
                 and (ops is EMPTY_HEADER_OPS or ops.empty)
                 and (dops is EMPTY_HEADER_OPS or dops.empty)
                 and not self.ctx.server.draining
-                and (out := passthrough_head(raw)) is not None
             ):
+                out = rh.passthrough
                 self.resp_started = True
                 self.out = out if self.keep_alive else out[:-2] + b"connection: close\r\n\r\n"
                 return

@@ -16,7 +16,7 @@ Rules (the listener and the upstream pool rely on them):
 - ``ResponseSession(raw_heads=True)`` (upstream connections) skips llhttp's per-header callbacks and
   keeps each response head as received (``ResponseHead.raw``); ``headers``/``hdict`` are parsed from
   it on first use. When no response header has to change, ``passthrough_head`` forwards those bytes
-  minus hop-by-hop headers: about 3 us less per response than parsing and re-serializing 5 headers.
+  minus hop-by-hop headers (bench/micro.py with nginx's 5 headers: 13.7 -> 11.0 us per request).
 """
 
 from __future__ import annotations
@@ -110,10 +110,11 @@ class ResponseHead:
     """``hdict`` of a response holds only content-length, transfer-encoding, connection, upgrade.
 
     ``raw`` is the head as received (status line through the blank line) when the session kept it;
-    ``headers`` and ``hdict`` are then parsed from it on first use (most responses never need them).
+    ``headers`` and ``hdict`` are then parsed from it on first use (most responses never need them),
+    and ``passthrough`` is ``passthrough_head(raw)``.
     """
 
-    __slots__ = ("_hdict", "_headers", "body", "content_length", "keep_alive", "raw", "status")
+    __slots__ = ("_hdict", "_headers", "body", "content_length", "keep_alive", "passthrough", "raw", "status")
 
     def __init__(
         self,
@@ -132,6 +133,7 @@ class ResponseHead:
         self.body = body
         self.content_length = content_length
         self.raw = raw
+        self.passthrough: bytes | None = None  # raw minus hop-by-hop headers, when nothing else must change
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -345,6 +347,8 @@ class ResponseSession:
         "_hdict",
         "_headers",
         "_info",
+        "_last_raw",
+        "_last_scan",
         "_no_body",
         "_parser",
         "_raw",
@@ -366,6 +370,10 @@ class ResponseSession:
         self._reset = False
         self._raw = b""  # raw_heads: bytes received since expect(), until the head is complete
         self._want_raw = False
+        # The last head scanned and what _scan_head found in it: an upstream answers one connection's
+        # requests with byte-identical heads until its Date header ticks, so most scans are a compare.
+        self._last_raw = b""
+        self._last_scan: tuple[bytes | None, bytes | None, bytes | None] = (None, None, None)
 
     def _new_parser(self) -> Any:
         return httptools.HttpResponseParser(_NoHeaderCallbacks(self) if self._raw_heads else self)
@@ -438,24 +446,24 @@ class ResponseSession:
             if 100 <= status < 200 and status != 101:
                 self._info = True
                 return
+        te: bytes | str | None
+        cl: bytes | str | None
+        if raw is not None:
+            if raw == self._last_raw:
+                te, cl, passthrough = self._last_scan
+            else:
+                te, cl, passthrough = self._last_scan = _scan_head(raw)
+                self._last_raw = raw
+        else:
+            te = hdict.get("transfer-encoding")  # type: ignore[union-attr]
+            cl = hdict.get("content-length")  # type: ignore[union-attr]
+            passthrough = None
         if self._no_body or status == 204 or status == 304:
             body, length = NO_BODY, 0
-        elif raw is not None:
-            low = raw.lower()
-            if b"\r\ntransfer-encoding:" in low:
-                body, length = CHUNKED, -1
-            elif (i := low.find(b"\r\ncontent-length:")) >= 0:
-                length = int(low[i + 17 : low.index(b"\r\n", i + 17)])  # llhttp checked: one decimal number
-                body = LENGTH if length else NO_BODY
-            elif status == 101:
-                body, length = NO_BODY, 0
-                self._skip = True  # llhttp completes the 101 message; the UPGRADE event is what ends it
-            else:
-                body, length = UNTIL_EOF, -1
-        elif "transfer-encoding" in hdict:  # type: ignore[operator]
+        elif te is not None:
             body, length = CHUNKED, -1
-        elif "content-length" in hdict:  # type: ignore[operator]
-            length = int(hdict["content-length"])  # type: ignore[index]
+        elif cl is not None:
+            length = int(cl)  # llhttp already checked it is a single decimal number
             body = LENGTH if length else NO_BODY
         elif status == 101:
             body, length = NO_BODY, 0
@@ -463,7 +471,9 @@ class ResponseSession:
         else:
             body, length = UNTIL_EOF, -1
         keep_alive = p.should_keep_alive() and body != UNTIL_EOF
-        self._events.append((HEAD, ResponseHead(status, headers, hdict, keep_alive, body, length, raw)))
+        rh = ResponseHead(status, headers, hdict, keep_alive, body, length, raw)
+        rh.passthrough = passthrough
+        self._events.append((HEAD, rh))
         if self._no_body:
             self._events.append((END, None))
             self._skip = True
@@ -480,35 +490,44 @@ class ResponseSession:
             self._events.append((END, None))
 
 
-# Hop-by-hop header lines of a raw head (names are case-insensitive; llhttp allows no space before ":").
-_HOP_LINE = re.compile(
-    rb"\r\n(?:connection|keep-alive|proxy-[!#$%&'*+.^_`|~0-9a-z-]*|te|trailer|transfer-encoding|upgrade):",
+# Framing and hop-by-hop header lines of a raw head as (line, name, value): one regex pass finds all
+# (about 4x cheaper than lowercasing the head and searching it name by name). llhttp has already
+# refused a space before ":", bare CR/LF and obs-fold, so every line matches exactly as written.
+_HEAD_FIELDS = re.compile(
+    rb"(\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-[!#$%&'*+.^_`|~0-9a-z-]*|te|trailer|upgrade)"
+    rb":[ \t]*([^\r]*))",
     re.IGNORECASE,
 )
 _PLAIN_CONNECTION = (b"keep-alive", b"close")
 
 
-def passthrough_head(raw: bytes) -> bytes | None:
-    """A kept response head (``ResponseHead.raw``) ready to forward as received, hop-by-hop headers
-    dropped; None when only rebuilding it can do that: another version than HTTP/1.1 in the status
-    line, a Connection header naming more than keep-alive/close, or any other hop-by-hop header.
+def _scan_head(raw: bytes) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """(Transfer-Encoding value, Content-Length value, pass-through head) of a raw response head."""
+    te = cl = None
+    out: bytes | None = raw if raw[:9] == b"HTTP/1.1 " else None
+    for line, name, value in _HEAD_FIELDS.findall(raw):
+        name = name.lower()
+        if name == b"content-length":
+            cl = value
+        elif name == b"transfer-encoding":
+            te = value
+            out = None  # re-framed as chunked by the proxy: rebuilt
+        elif name == b"connection" and out is raw and value.rstrip().lower() in _PLAIN_CONNECTION:
+            out = raw.replace(line, b"", 1)
+        else:
+            out = None  # Keep-Alive, TE, Trailer, Upgrade, Proxy-*, Connection naming headers, twice
+    return te, cl, out
 
-    Names and the reason phrase keep the upstream's spelling here (HTTP/1.1 names are case-insensitive).
+
+def passthrough_head(raw: bytes) -> bytes | None:
+    """A response head as received, ready to forward with hop-by-hop headers dropped; None when only
+    rebuilding it can do that: another version than HTTP/1.1 in the status line, a Connection header
+    naming more than keep-alive/close, any other hop-by-hop header, or chunked framing.
+
+    Names and the reason phrase keep the upstream's spelling (HTTP/1.1 names are case-insensitive).
+    ``ResponseSession(raw_heads=True)`` computes it for every head (``ResponseHead.passthrough``).
     """
-    if raw[:9] != b"HTTP/1.1 ":
-        return None
-    m = _HOP_LINE.search(raw)
-    if m is None:
-        return raw
-    start = m.end()
-    end = raw.index(b"\r\n", start)
-    if (
-        raw[m.start() + 2 : start].lower() != b"connection:"
-        or raw[start:end].strip().lower() not in _PLAIN_CONNECTION
-        or _HOP_LINE.search(raw, end) is not None
-    ):
-        return None
-    return raw[: m.start()] + raw[end:]
+    return _scan_head(raw)[2]
 
 
 # ---- serializers -------------------------------------------------------------------------------

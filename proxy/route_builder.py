@@ -35,7 +35,13 @@ Entry = tuple[tuple[ReqPred, ...], Route]
 
 
 class RouteContext:
-    """What compiling a VirtualService needs to know about the rest of the config."""
+    """What compiling a VirtualService needs to know about the rest of the config.
+
+    Compiling goes through `service`, `has_subset` and `ensure_cluster`, which note the hosts looked up
+    and the clusters asked for: a virtual host compiled from the same VirtualService, whose looked-up
+    hosts still resolve to the same Service and RuleSet objects, compiles to the same routes, so the
+    next build can reuse them (runtime.build_runtime) after asking for the same clusters again.
+    """
 
     def __init__(
         self,
@@ -46,8 +52,27 @@ class RouteContext:
     ) -> None:
         self.services = services
         self.rules = rules
-        self.ensure_cluster = ensure_cluster
+        self._ensure = ensure_cluster
         self.rate_limits = rate_limits
+        self.looked_up: set[str] = set()
+        self.ensured: list[tuple[str, int, str]] = []
+
+    def service(self, fqdn: str) -> Service | None:
+        self.looked_up.add(fqdn)
+        return self.services.get(fqdn)
+
+    def has_subset(self, fqdn: str, subset: str) -> bool:
+        self.looked_up.add(fqdn)
+        return subset_exists(self.rules, fqdn, subset)
+
+    def ensure_cluster(self, fqdn: str, port: int, subset: str) -> str:
+        self.looked_up.add(fqdn)
+        self.ensured.append((fqdn, port, subset))
+        return self._ensure(fqdn, port, subset)
+
+    def start_recording(self) -> None:
+        self.looked_up = set()
+        self.ensured = []
 
 
 def _headers(h: Any | None) -> tuple[HeaderOps, HeaderOps, str | None]:
@@ -71,7 +96,7 @@ def _headers(h: Any | None) -> tuple[HeaderOps, HeaderOps, str | None]:
 def _dest_port(ctx: RouteContext, res: Any, path: Path, fqdn: str, dest: Any, vh_port: int | None) -> int:
     if dest.port is not None and dest.port.number is not None:
         return int(dest.port.number)
-    svc = ctx.services.get(fqdn)
+    svc = ctx.service(fqdn)
     if svc is not None:
         nums = svc.port_numbers()
         if len(nums) == 1:
@@ -97,11 +122,11 @@ def _resolve_dest(
     fqdn = resolve_host(dest.host, ns)
     port = _dest_port(ctx, res, path, fqdn, dest, vh_port)
     subset = dest.subset or ""
-    if subset and not subset_exists(ctx.rules, fqdn, subset):
+    if subset and not ctx.has_subset(fqdn, subset):
         raise build_error(
             res, (*path, "subset"), f"subset {subset!r} of {fqdn} is not defined by any DestinationRule"
         )
-    if fqdn not in ctx.services:
+    if ctx.service(fqdn) is None:
         log.warning(
             "%s: %s: host %s is not declared by a ServiceEntry; requests get 503", res.ref, path, fqdn
         )

@@ -107,6 +107,8 @@ class ProxyServer:
         # drain hooks run first on shutdown (the agent deregisters before connections drain).
         self.not_ready = ""
         self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
+        # Mesh mode sets this (MeshMode.cert_report -> ProxyCertsReply) for the admin's /certs.
+        self.cert_report: Callable[[], Any] | None = None
 
     # ---- config ---------------------------------------------------------------------------------
 

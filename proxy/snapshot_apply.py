@@ -13,6 +13,7 @@ restart while the control plane is down still serves. The bus side is `meshbus.p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -104,6 +105,10 @@ class Applied:
     applied_at: float
     digests: Mapping[str, str] = field(default_factory=dict)
     """resource key -> content digest (when discovery sent them)."""
+    typed: tuple[Resource, ...] = ()
+    """The validated resources, in key order (what the runtime was built from)."""
+    order: Mapping[str, int] = field(default_factory=dict)
+    """resource key -> index in ``typed``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +161,10 @@ class SnapshotApplier:
             return Outcome("ignored")
         if cur is not None and snap.digest == cur.digest and not snap.delta:
             # Same content under a newer version (another replica, a fetch): adopt it, nothing to build.
-            self.applied = Applied(
-                snap.version, snap.digest, snap.nonce, snap.config_revision, cur.resources, now, cur.digests
-            )
+            self.applied = dataclasses.replace(
+                cur, version=snap.version, digest=snap.digest, nonce=snap.nonce,
+                config_revision=snap.config_revision, applied_at=now,
+            )  # fmt: skip
             return Outcome("renumbered", self._ack(snap))
         if snap.delta:
             if cur is None or snap.base_version != cur.version:
@@ -177,12 +183,26 @@ class SnapshotApplier:
             if not isinstance(items, list):
                 raise ValueError("meshbus: snapshot resources are not a list")
             given = snap.digests if len(snap.digests) == len(items) else [""] * len(items)
+            upserted = []
             for r, d in zip(items, given, strict=True):
                 key = resource_key(r)
                 resources[key] = r
                 digests[key] = d
+                upserted.append(key)
             origin = f"snapshot v{snap.version}"
-            typed = [self.cache.get(k, v, origin, digests.get(k, "")) for k, v in sorted(resources.items())]
+            if snap.delta and cur is not None and not snap.removed and all(k in cur.order for k in upserted):
+                # The common push: resources replaced, none added or removed. Only those are looked up
+                # (and validated when their digest is new); the key order is the one already applied.
+                order = cur.order
+                typed = list(cur.typed)
+                for k in upserted:
+                    typed[order[k]] = self.cache.get(k, resources[k], origin, digests[k])
+                keys_changed = False
+            else:
+                keys = sorted(resources)
+                order = {k: i for i, k in enumerate(keys)}
+                typed = [self.cache.get(k, resources[k], origin, digests.get(k, "")) for k in keys]
+                keys_changed = True
             runtime = self.build(
                 typed,
                 namespace=self.namespace,
@@ -193,10 +213,12 @@ class SnapshotApplier:
         except Exception as exc:  # pydantic ValidationError, RuntimeBuildError, anything a build raises
             self.last_error = one_line(exc)
             return Outcome("nacked", self._ack(snap, self.last_error))
-        self.cache.retain(set(resources))
+        if keys_changed:
+            self.cache.retain(set(resources))
         self.applied = Applied(
-            snap.version, snap.digest, snap.nonce, snap.config_revision, resources, now, digests
-        )
+            snap.version, snap.digest, snap.nonce, snap.config_revision, resources, now, digests,
+            tuple(typed), order,
+        )  # fmt: skip
         self.runtime = runtime
         self.last_error = ""
         return Outcome("applied", self._ack(snap), runtime)

@@ -28,10 +28,11 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+if TYPE_CHECKING:  # imported where used: plaintext-only workers never load cryptography
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from meshbus.bus.spiffe import (
     SpiffeId,
@@ -76,6 +77,8 @@ def _private_tmpdir() -> str | None:
 def _load_cert_chain(ctx: ssl.SSLContext, cert_chain_pem: bytes, key: PrivateKeyTypes) -> None:
     """`ssl` only loads keys from files: hand it the key encrypted under a one-time password,
     in a 0700 directory that is removed as soon as OpenSSL has read it."""
+    from cryptography.hazmat.primitives import serialization
+
     password = secrets.token_urlsafe(24).encode()
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -153,6 +156,8 @@ class TlsPeerError(ssl.SSLError):
 
 
 def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> x509.Certificate | None:
+    from cryptography import x509
+
     der = ssl_object.getpeercert(binary_form=True)
     return x509.load_der_x509_certificate(der) if der else None
 

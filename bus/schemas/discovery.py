@@ -12,6 +12,7 @@ Flow (subjects in `meshbus.bus.subjects`):
 - proxy -> ``xds.ack.<node>`` (publish, every replica): `SnapshotAck`; ``error`` set = NACK.
 - meshctl -> ``xds.status`` (scatter/gather, every replica answers): `ProxyStatusReply`.
 - meshctl -> ``xds.configdump.<node>`` (request to the proxy): `ProxyConfigReply`.
+- meshctl -> ``xds.certs.<node>`` (request to the proxy): `ProxyCertsReply` (in `.identity`).
 - discovery -> ``xds.replica`` (publish): `ReplicaBeat`, so replicas agree who pushes to whom.
 
 Resources travel as plain dicts in exactly the shape of the config KV values (apiVersion, kind,

@@ -2,7 +2,8 @@
 
 Subjects (`meshbus.bus.subjects.Subjects`): ``ca("certify")``, ``ca("token")``, ``ca("bundle")``
 request/reply; ``ca_bundle_changed()`` carries `TrustBundle` events. Only CSRs and
-certificates travel: a workload's private key never leaves its proxy.
+certificates travel: a workload's private key never leaves its proxy. ``xds_certs(<node>)`` is
+answered by the proxy itself (`ProxyCertsRequest` -> `ProxyCertsReply`: the certificate it holds).
 """
 
 from __future__ import annotations
@@ -115,3 +116,63 @@ class BundleReply:
     bundle: TrustBundle
     bundle_pem: str = field(default="")
     """Concatenated PEM of every trusted root (what ``meshctl ca bundle`` prints)."""
+
+
+# -- what a proxy holds (``meshctl cert inspect PROXY_ID``, like ``istioctl proxy-config secret``)
+
+CERT_ACTIVE = "ACTIVE"
+"""The proxy holds a certificate (`ProxyCertsReply.certificate` is set)."""
+CERT_NO_IDENTITY = "NO_IDENTITY"
+"""The proxy was started without a bootstrap token: no mesh identity, plaintext only."""
+CERT_WAITING = "WAITING_FOR_CERTIFICATE"
+"""An identity is requested and not obtained yet (meshbus-ca unreachable, or before the first snapshot)."""
+CERT_REFUSED = "CERTIFICATE_REFUSED"
+"""meshbus-ca refused the bootstrap token; `ProxyCertsReply.last_error` says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    """Public facts about the SVID a proxy serves with. Never the key."""
+
+    spiffe_id: str
+    serial: str
+    """Leaf serial number, hex."""
+    issuer: str
+    """Issuer DN of the leaf (RFC 4514)."""
+    not_before: float
+    """Unix seconds."""
+    not_after: float
+    """Unix seconds."""
+    renewal_at: float = 0.0
+    """Unix seconds of the scheduled renewal (half the lifetime, with jitter); 0 = none scheduled."""
+    chain_length: int = 1
+    """Certificates in the chain the proxy presents (leaf + intermediates)."""
+    bundle_version: int = 0
+    """`TrustBundle.version` the proxy verifies peers against."""
+    bundle_roots: int = 0
+    """Roots in that bundle (two during a root rotation)."""
+    renewals: int = 0
+    """Renewals since the proxy started."""
+    cert_chain_pem: str = ""
+    """The chain itself (public), for ``openssl x509`` and friends."""
+
+
+@message("meshbus.identity.v1.ProxyCertsRequest")
+@dataclass(frozen=True, slots=True)
+class ProxyCertsRequest:
+    """Ask one proxy which certificate it holds (sent to ``xds_certs(node)``). No fields."""
+
+
+@message("meshbus.identity.v1.ProxyCertsReply")
+@dataclass(frozen=True, slots=True)
+class ProxyCertsReply:
+    node: str
+    state: str = CERT_NO_IDENTITY
+    """`CERT_ACTIVE`, `CERT_NO_IDENTITY`, `CERT_WAITING` or `CERT_REFUSED` (readers show unknown values as is)."""
+    spiffe_id: str = ""
+    """The identity requested (set even while waiting or refused)."""
+    certificate: CertificateInfo | None = None
+    last_error: str = ""
+    """Last certificate request or renewal error ("" = none)."""
+    renewal_failures: int = 0
+    """Failed certificate requests/renewals since the proxy started."""

@@ -6,6 +6,10 @@
 - ``meshctl ca bundle`` prints the trust bundle as PEM, for ``openssl verify -CAfile`` and friends.
 - ``meshctl cert inspect --file CERT.pem [--bundle BUNDLE.pem]`` shows identity, issuer, validity,
   time to renewal (half life, as the proxy does) and, with a bundle, whether the chain verifies.
+- ``meshctl cert inspect PROXY_ID`` asks that mesh-mode proxy (``xds_certs(node)``, answered by the
+  proxy itself, as ``proxy-config`` is) for the certificate it serves with: identity, issuer,
+  validity, its scheduled renewal and trust bundle (``istioctl proxy-config secret``). Exit 1 when
+  the proxy is unknown, or wants an identity and holds no valid certificate (waiting, refused, expired).
 """
 
 from __future__ import annotations
@@ -24,11 +28,25 @@ from cryptography import x509
 from rich.console import Console
 from rich.table import Table
 from ruamel.yaml import YAML
+from ruamel.yaml.scalarstring import LiteralScalarString
 
 from meshbus.bus import rpc
+from meshbus.bus.cert_report import certs_doc
 from meshbus.bus.connection import BusConnection
+from meshbus.bus.errors import UnavailableError
 from meshbus.bus.process import settings_from_args
-from meshbus.bus.schemas.identity import BundleReply, BundleRequest, TokenCreateReply, TokenCreateRequest
+from meshbus.bus.schemas.identity import (
+    CERT_ACTIVE,
+    CERT_NO_IDENTITY,
+    CERT_REFUSED,
+    CERT_WAITING,
+    BundleReply,
+    BundleRequest,
+    ProxyCertsReply,
+    ProxyCertsRequest,
+    TokenCreateReply,
+    TokenCreateRequest,
+)
 from meshbus.bus.spiffe import (
     DEFAULT_TRUST_DOMAIN,
     SvidError,
@@ -69,9 +87,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         dest="cert_command", metavar="COMMAND", required=True
     )
     p = cert.add_parser("inspect", parents=[common, out], help="show a certificate's identity and validity")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the proxy")
     p.add_argument(
-        "--file", "-f", dest="file", required=True, metavar="CERT.pem", help="PEM chain, leaf first"
+        "proxy", nargs="?", metavar="PROXY_ID", help="ask this mesh-mode proxy for its certificate"
     )
+    p.add_argument("--file", "-f", dest="file", metavar="CERT.pem", help="PEM chain, leaf first")
     p.add_argument("--bundle", metavar="BUNDLE.pem", help="verify the chain against these roots")
     p.add_argument(
         "--trust-domain", default=DEFAULT_TRUST_DOMAIN, help="expected trust domain (with --bundle)"
@@ -200,7 +220,100 @@ def describe_certificate(
     return doc
 
 
+def proxy_cert_doc(reply: ProxyCertsReply, now: float) -> dict[str, Any]:
+    """`certs_doc` (what the proxy's admin /certs shows) plus the --file form's human durations."""
+    doc = certs_doc(reply, now)
+    c = reply.certificate
+    if c is None or "notAfter" not in doc:
+        return doc
+    doc["lifetime"] = format_duration(c.not_after - c.not_before)
+    doc["expiresIn"] = "EXPIRED" if doc["expired"] else format_duration(c.not_after - now)
+    if c.renewal_at:
+        doc["renewalIn"] = format_duration(c.renewal_at - now) if c.renewal_at > now else "due"
+    else:
+        doc["renewalIn"] = "not scheduled"
+    return doc
+
+
+_STATE_TEXT = {
+    CERT_NO_IDENTITY: "no mesh identity: started without a bootstrap token, so it serves plaintext only",
+    CERT_WAITING: "no certificate yet: waiting for meshbus-ca",
+    CERT_REFUSED: "no certificate: meshbus-ca refused its bootstrap token",
+}
+_TEXT_KEYS = (
+    "proxy",
+    "identity",
+    "serial",
+    "issuer",
+    "notBefore",
+    "notAfter",
+    "lifetime",
+    "expiresIn",
+    "renewalAt",
+    "renewalIn",
+    "renewals",
+    "chainLength",
+)
+
+
+def proxy_cert_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The text form of `proxy_cert_doc`: one (label, value) per fact; the PEM is left to -o json."""
+    rows = [(key, str(doc[key])) for key in _TEXT_KEYS if doc.get(key) not in (None, "")]
+    state = str(doc.get("state", ""))
+    if state != CERT_ACTIVE:
+        rows.insert(1, ("state", f"{state} ({_STATE_TEXT[state]})" if state in _STATE_TEXT else state))
+    if "trustBundle" in doc:
+        tb = doc["trustBundle"]
+        rows.append(("trustBundle", f"version {tb['version']}, {tb['roots']} root(s)"))
+    for key in ("lastError", "renewalFailures"):
+        if key in doc:
+            rows.append((key, str(doc[key])))
+    return rows
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    Console(highlight=False, soft_wrap=True).print(table)
+
+
+def run_proxy_cert_inspect(args: argparse.Namespace) -> int:
+    node = args.proxy.split(".", 1)[0]  # accept NAME.NAMESPACE as proxy-status prints it
+
+    async def ask(bus: BusConnection) -> ProxyCertsReply:
+        try:
+            subject = bus.subjects.xds_certs(node)
+        except ValueError as exc:
+            raise UnavailableError(f"no proxy {node!r}: {str(exc).removeprefix('meshbus: ')}") from None
+        try:
+            return await rpc.request(bus, subject, ProxyCertsRequest(), ProxyCertsReply, timeout=args.timeout)
+        except UnavailableError:
+            raise UnavailableError(
+                f"proxy {node!r} did not answer (unknown id, or not in mesh mode; see meshctl proxy-status)"
+            ) from None
+
+    reply = _with_bus(args, ask)
+    doc = proxy_cert_doc(reply, dt.datetime.now(dt.UTC).timestamp())
+    if args.output == "yaml" and "certChainPem" in doc:
+        doc["certChainPem"] = LiteralScalarString(doc["certChainPem"])  # a PEM block, not one long line
+    if args.output != "text":
+        sys.stdout.write(_dump(doc, args.output))
+    else:
+        _print_rows(proxy_cert_rows(doc))
+    if reply.state == CERT_NO_IDENTITY:
+        return 0
+    return 0 if reply.state == CERT_ACTIVE and not doc.get("expired") else 1
+
+
 def run_cert_inspect(args: argparse.Namespace) -> int:
+    if bool(args.proxy) == bool(args.file):
+        print("Error: give a PROXY_ID or --file CERT.pem (one of them)", file=sys.stderr)
+        return 2
+    if args.proxy:
+        return run_proxy_cert_inspect(args)
     try:
         chain = load_pem_chain(Path(args.file).read_bytes())
         roots = load_pem_chain(Path(args.bundle).read_bytes()) if args.bundle else None
@@ -214,10 +327,5 @@ def run_cert_inspect(args: argparse.Namespace) -> int:
     if args.output != "text":
         sys.stdout.write(_dump(doc, args.output))
         return 0
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in doc.items():
-        table.add_row(key, str(value))
-    Console(highlight=False, soft_wrap=True).print(table)
+    _print_rows([(key, str(value)) for key, value in doc.items()])
     return 0 if "NOT valid" not in str(doc.get("chain", "")) else 1

@@ -105,7 +105,7 @@ def test_openssl_sees_a_spiffe_svid_and_strict_refuses_plaintext(demo_mesh: Demo
 
     r = subprocess.run(
         ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", str(bundle), "-cert", str(cert),
-         "-key", str(key), "-showcerts", "-verify_return_error"],
+         "-key", str(key), "-showcerts", "-verify_return_error", "-ign_eof"],
         input="GET / HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n",
         capture_output=True, text=True, timeout=20, env=dict(os.environ, LC_ALL="C"),
     )  # fmt: skip

@@ -73,12 +73,14 @@ def test_raw_head_is_the_final_head_as_received() -> None:
     assert [k for k, _ in ev] == [HEAD, BODY, END]
     head = ev[0][1]
     assert head.raw == NGINX and head.body == LENGTH and head.content_length == 5
+    assert head.passthrough == NGINX.replace(b"Connection: keep-alive\r\n", b"")
     # the next response on the connection keeps its own head
     r.expect(False)
     ev = r.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     assert (
         ev[0][1].raw == b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" and ev[0][1].body == CHUNKED
     )
+    assert ev[0][1].passthrough is None  # re-framed as chunked by the proxy
 
 
 def test_raw_session_framing_of_empty_and_close_delimited_bodies() -> None:
@@ -132,3 +134,15 @@ def test_passthrough_drops_a_plain_connection_header_and_keeps_the_rest() -> Non
 )
 def test_passthrough_declines_heads_that_need_rebuilding(head: bytes) -> None:
     assert passthrough_head(head) is None
+
+
+def test_repeated_heads_reuse_the_scan_and_a_changed_head_is_scanned_again() -> None:
+    r = ResponseSession(raw_heads=True)
+    heads = [NGINX, NGINX, NGINX.replace(b"Connection: keep-alive", b"Connection: keep-alive, X-S"), NGINX]
+    got = []
+    for head in heads:
+        r.expect(False)
+        rh = r.feed(head + b"hello")[0][1]
+        got.append((rh.passthrough, rh.body, rh.content_length))
+    plain = (NGINX.replace(b"Connection: keep-alive\r\n", b""), LENGTH, 5)
+    assert got == [plain, plain, (None, LENGTH, 5), plain]
