@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,21 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Request headers never forwarded as received: hop-by-hop ones, and those the proxy sets itself.
 _REQ_SKIP = HOP_BY_HOP | {"host", "x-forwarded-proto", "expect"}
 _REQ_SKIP_XFF = _REQ_SKIP | {"x-forwarded-for"}
+# A request with none of these (and no duplicate names) can go upstream as received plus the proxy's
+# own lines: nothing in it is hop-by-hop, replaced or dropped (see RequestHead.raw). A Connection header
+# naming only keep-alive or close is the exception, cut out of the raw head by one regex.
+_RAW_UNSAFE = (HOP_BY_HOP - {"connection"}) | {"x-forwarded-proto", "x-forwarded-for", "expect"}
+_RAW_CONNECTION = re.compile(rb"\r\nconnection:[^\r]*", re.IGNORECASE)
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
+
+
+def _strip_connection(raw: bytes, value: str) -> bytes | None:
+    """``raw`` without its Connection line when that names only keep-alive or close; else None."""
+    if value.strip().lower() not in _PLAIN_CONNECTION:
+        return None
+    return _RAW_CONNECTION.sub(b"", raw, count=1)
+
+
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _rand = random.random
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
@@ -178,6 +194,8 @@ class Exchange:
             rid = ctx.new_request_id()
             hdict["x-request-id"] = rid
             head.headers.append(("x-request-id", rid))
+            if head.raw is not None:
+                head.raw += b"x-request-id: %b\r\n" % rid.encode()
         runtime = self.runtime = ctx.server.runtime
         view = self.view = RequestView(head.method, target, authority, hdict, self.dc.peer_ip)
         table = runtime.outbound if ctx.direction == "outbound" else runtime.inbound
@@ -236,6 +254,48 @@ class Exchange:
         head = self.head
         view = self.view
         hdict = head.hdict
+        raw = head.raw
+        if (
+            raw is not None
+            and route.plain
+            and dest.request_headers is EMPTY_HEADER_OPS
+            and not route.mirrors  # _mirror_head edits the lowercase host line of a rebuilt head
+            and not route.rewrite_authority
+            and view.path == head.target  # origin-form: the request line and Host stay as sent
+            and len(hdict) == len(head.headers)
+            and "host" in hdict
+            and hdict.keys().isdisjoint(_RAW_UNSAFE)
+            and (
+                "connection" not in hdict or (raw := _strip_connection(raw, hdict["connection"])) is not None
+            )
+        ):
+            # Pass-through: the head as received (names keep the client's spelling, as Envoy forwards
+            # them) plus the proxy's own X-Forwarded-* lines; no per-header Python work.
+            self.head_bytes = b"%bx-forwarded-proto: http\r\nx-forwarded-for: %b\r\n\r\n" % (
+                raw,
+                self.dc.peer_ip.encode("latin-1"),
+            )
+        else:
+            self.head_bytes = self._rebuild_head(route, dest)
+        self.retries_left = route.retry.attempts
+        self.hash_key = cluster.hash_key(view)
+        timeout = route.timeout
+        if timeout:
+            self.deadline = self.ctx.loop.time() + timeout
+        if route.mirrors:
+            if self.req_done:
+                self._mirror()
+        if "expect" in hdict and hdict["expect"].lower() == "100-continue" and not self.req_done:
+            # Envoy's default: the proxy itself says 100 Continue, and does not forward Expect.
+            self.dc.transport.write(CONTINUE_100)
+        self._attempt()
+
+    def _rebuild_head(self, route: Any, dest: Any) -> bytes:
+        """The upstream request head from the parsed headers: hop-by-hop ones dropped, header ops and
+        rewrites applied, X-Forwarded-* set."""
+        head = self.head
+        view = self.view
+        hdict = head.hdict
         authority = route.rewrite_authority or self.authority
         if "x-forwarded-for" in hdict:
             # replace the received one by one that also names the client we saw
@@ -276,19 +336,7 @@ class Exchange:
                 hdrs = ops.apply(hdrs)
             path = route.rewrite_path(view) or view.path
             hdrs.insert(0, ("host", authority))
-        self.head_bytes = serialize_request_head(head.method, path, hdrs)
-        self.retries_left = route.retry.attempts
-        self.hash_key = cluster.hash_key(view)
-        timeout = route.timeout
-        if timeout:
-            self.deadline = self.ctx.loop.time() + timeout
-        if route.mirrors:
-            if self.req_done:
-                self._mirror()
-        if "expect" in hdict and hdict["expect"].lower() == "100-continue" and not self.req_done:
-            # Envoy's default: the proxy itself says 100 Continue, and does not forward Expect.
-            self.dc.transport.write(CONTINUE_100)
-        self._attempt()
+        return serialize_request_head(head.method, path, hdrs)
 
     def on_request_body(self, data: bytes) -> None:
         self.bytes_in += len(data)

@@ -17,6 +17,9 @@ Rules (the listener and the upstream pool rely on them):
   keeps each response head as received (``ResponseHead.raw``); ``headers``/``hdict`` are parsed from
   it on first use. When no response header has to change, ``passthrough_head`` forwards those bytes
   minus hop-by-hop headers (bench/micro.py with nginx's 5 headers: 13.7 -> 11.0 us per request).
+- Requests: ``RequestHead.raw`` is the head as received (minus its blank line) when it starts a read and
+  its bytes are exactly the request line plus the "name: value" lines llhttp reported; forward.Exchange
+  then forwards it with its own lines appended instead of rebuilding it (micro.py: ~0.5 us per request).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class RequestHead:
         "headers",
         "keep_alive",
         "method",
+        "raw",
         "target",
         "upgrade",
         "version",
@@ -91,6 +95,7 @@ class RequestHead:
         upgrade: bool,
         body: int,
         content_length: int,
+        raw: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -101,6 +106,9 @@ class RequestHead:
         self.upgrade = upgrade
         self.body = body
         self.content_length = content_length
+        # The head as received minus its closing blank line, when it is exactly the request line and
+        # "name: value" lines llhttp reported (see RequestSession.on_headers_complete); else None.
+        self.raw = raw
 
 
 _RESPONSE_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "upgrade"})
@@ -228,11 +236,14 @@ class RequestSession:
     """Downstream side: parses requests from a client connection."""
 
     __slots__ = (
+        "_data",
         "_error",
         "_events",
+        "_fresh",
         "_hdict",
         "_headers",
         "_hsize",
+        "_in_msg",
         "_max",
         "_parser",
         "_partial",
@@ -251,10 +262,15 @@ class RequestSession:
         self._partial = 0
         self.in_head = False
         self._error: ProtocolError | None = None
+        self._data = b""
+        self._fresh = False  # the next head starts at byte 0 of ``_data``
+        self._in_msg = False
 
     def feed(self, data: bytes) -> list[tuple[int, Any]]:
         events = self._events = []
         was_in_head = self.in_head
+        self._data = data
+        self._fresh = not self._in_msg
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -264,6 +280,8 @@ class RequestSession:
             if self._error is not None:
                 raise self._error from None
             raise ProtocolError(400, f"malformed request: {exc}") from None
+        finally:
+            self._data = b""  # a long-idle keep-alive connection must not pin its last read
         if self.in_head:
             # A head still incomplete after this read: count what it has taken so far, so a client
             # that sends an endless header line gets 431 without the proxy buffering it all.
@@ -276,6 +294,7 @@ class RequestSession:
     def on_message_begin(self) -> None:
         # The per-message lists and counters were reset when the previous head completed.
         self.in_head = True
+        self._in_msg = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -305,6 +324,18 @@ class RequestSession:
         self.in_head = False
         url = self._url
         headers = self._headers
+        m = p.get_method()
+        version = p.get_http_version()
+        raw = None
+        if self._fresh:
+            # The first head of this read, starting at its first byte: keep it as received when its
+            # length is exactly that of "METHOD url HTTP/1.1" plus one "name: value" line per header
+            # llhttp reported, so no leading blank line, odd spacing or bare LF slips through.
+            self._fresh = False
+            data = self._data
+            end = data.find(b"\r\n\r\n") + 2
+            if end == len(m) + 12 + self._hsize and version == "1.1" and data.startswith(m):
+                raw = data[:end]
         self._headers = []  # ready for the next message (pipelining) without an on_message_begin reset
         self._hdict = {}
         self._url = b""
@@ -313,15 +344,16 @@ class RequestSession:
             (
                 HEAD,
                 RequestHead(
-                    _METHODS.get(m := p.get_method()) or m.decode("ascii"),
+                    _METHODS.get(m) or m.decode("ascii"),
                     url.decode("latin-1"),
-                    p.get_http_version(),
+                    version,
                     headers,
                     hdict,
                     p.should_keep_alive(),
                     p.should_upgrade(),
                     body,
                     length,
+                    raw,
                 ),
             )
         )
@@ -330,6 +362,7 @@ class RequestSession:
         self._events.append((BODY, body))
 
     def on_message_complete(self) -> None:
+        self._in_msg = False
         self._events.append((END, None))
 
 

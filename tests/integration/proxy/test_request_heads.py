@@ -1,0 +1,140 @@
+"""Request heads as the upstream receives them, both ways they can go: passed through as received plus
+the proxy's own lines (nothing else to change) and rebuilt (hop-by-hop headers, header ops, mirrors)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.integration.proxy.conftest import ProxyFactory, service_entry, yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@dataclass
+class CapturingUpstream:
+    """Records each request head as bytes and answers 200 "ok"."""
+
+    port: int = 0
+    version: str = "v1"
+    heads: list[bytes] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+                writer.write(OK)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def capture() -> AsyncIterator[CapturingUpstream]:
+    u = CapturingUpstream()
+    u.server = await asyncio.start_server(u.handle, "127.0.0.1", 0)
+    u.port = u.server.sockets[0].getsockname()[1]
+    yield u
+    u.server.close()
+    await u.server.wait_closed()
+
+
+async def exchange(port: int, *requests: bytes) -> list[bytes]:
+    """Send each request (a separate write after the previous answer) and return the answers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    out = []
+    try:
+        for req in requests:
+            writer.write(req)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            out.append(head + await asyncio.wait_for(reader.readexactly(2), 5))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return out
+
+
+def fields(head: bytes) -> list[tuple[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")[1:-2]
+    return [(n, v) for n, _, v in (line.partition(": ") for line in lines)]
+
+
+async def test_unchanged_head_passes_through_with_the_proxy_lines_appended(
+    capture: CapturingUpstream, proxy: ProxyFactory
+) -> None:
+    p = await proxy(service_entry("reviews", [capture]))  # type: ignore[list-item]
+    answers = await exchange(
+        p.port,
+        b"GET /a?b=1 HTTP/1.1\r\nHost: reviews\r\nX-Mixed-Case: Keep Me\r\nX-Request-Id: given\r\n\r\n",
+        b"GET /b HTTP/1.1\r\nHost: reviews\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n",
+    )
+    assert all(a.startswith(b"HTTP/1.1 200") and a.endswith(b"ok") for a in answers)
+    first, second = capture.heads
+    assert first == (
+        b"GET /a?b=1 HTTP/1.1\r\nHost: reviews\r\nX-Mixed-Case: Keep Me\r\nX-Request-Id: given\r\n"
+        b"x-forwarded-proto: http\r\nx-forwarded-for: 127.0.0.1\r\n\r\n"
+    )
+    # The Connection line is cut out; the proxy adds a request id when the client sent none.
+    assert second.startswith(b"GET /b HTTP/1.1\r\nHost: reviews\r\nAccept: */*\r\nx-request-id: ")
+    assert [n for n, _ in fields(second)] == [
+        "Host", "Accept", "x-request-id", "x-forwarded-proto", "x-forwarded-for"
+    ]  # fmt: skip
+    assert len(dict(fields(second))["x-request-id"]) == 36
+
+
+async def test_heads_with_something_to_change_are_rebuilt(
+    capture: CapturingUpstream, proxy: ProxyFactory
+) -> None:
+    p = await proxy(service_entry("reviews", [capture]))  # type: ignore[list-item]
+    await exchange(
+        p.port,
+        b"GET /1 HTTP/1.1\r\nHost: reviews\r\nX-Forwarded-For: 10.0.0.1\r\nX-Request-Id: a\r\n\r\n",
+        b"GET /2 HTTP/1.1\r\nHost: reviews\r\nConnection: keep-alive, X-Hop\r\nX-Hop: s\r\nX-Request-Id: b\r\n\r\n",
+        b"GET /3 HTTP/1.1\r\nHost: reviews\r\nX-Dup: 1\r\nX-Dup: 2\r\nX-Request-Id: c\r\n\r\n",
+        b"GET http://reviews/4 HTTP/1.1\r\nHost: other\r\nX-Request-Id: d\r\n\r\n",
+    )
+    h1, h2, h3, h4 = (fields(h) for h in capture.heads)
+    assert h1 == [
+        ("host", "reviews"), ("x-request-id", "a"), ("x-forwarded-proto", "http"),
+        ("x-forwarded-for", "10.0.0.1, 127.0.0.1"),
+    ]  # fmt: skip
+    assert [n for n, _ in h2] == ["host", "x-request-id", "x-forwarded-proto", "x-forwarded-for"]
+    assert ("x-dup", "1") in h3 and ("x-dup", "2") in h3 and h3[0] == ("host", "reviews")
+    assert capture.heads[3].startswith(b"GET /4 HTTP/1.1\r\nhost: reviews\r\n")
+    assert h4[0] == ("host", "reviews")
+
+
+async def test_request_header_ops_and_rewrites_rebuild_the_head(
+    capture: CapturingUpstream, proxy: ProxyFactory
+) -> None:
+    vs = yaml("""
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews}
+        spec:
+          hosts: [reviews]
+          http:
+          - match: [{uri: {prefix: /ops}}]
+            headers:
+              request: {set: {x-set: one}}
+            route: [{destination: {host: reviews}}]
+          - match: [{uri: {prefix: /auth}}]
+            rewrite: {authority: ratings}
+            route: [{destination: {host: reviews}}]
+        """)
+    p = await proxy(service_entry("reviews", [capture]) + vs)  # type: ignore[list-item]
+    await exchange(
+        p.port,
+        b"GET /ops HTTP/1.1\r\nHost: reviews\r\nX-Request-Id: a\r\n\r\n",
+        b"GET /auth HTTP/1.1\r\nHost: reviews\r\nX-Request-Id: b\r\n\r\n",
+    )
+    ops, auth = (dict(fields(h)) for h in capture.heads)
+    assert ops["x-set"] == "one" and ops["host"] == "reviews"
+    assert auth["host"] == "ratings"
