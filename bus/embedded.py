@@ -187,22 +187,22 @@ class EmbeddedNats:
             except subprocess.TimeoutExpired:
                 log.warning("nats-server did not stop within %.1fs; killing it", timeout)
                 self._kill(proc)
-        if self._drain is not None:
-            self._drain.join(timeout=2)
-            self._drain = None
-        if proc.stderr is not None:
-            proc.stderr.close()
+        self._release_log(proc)
 
     def kill(self) -> None:
         """Kill -9, as a crash would (tests of reconnect behaviour)."""
         proc, self._proc = self._proc, None
         if proc is not None:
             self._kill(proc)
-            if self._drain is not None:
-                self._drain.join(timeout=2)
-                self._drain = None
-            if proc.stderr is not None:
-                proc.stderr.close()
+            self._release_log(proc)
+
+    def _release_log(self, proc: subprocess.Popen[bytes]) -> None:
+        """After the server has exited: let the log-draining thread finish, close the pipe."""
+        if self._drain is not None:
+            self._drain.join(timeout=2)
+            self._drain = None
+        if proc.stderr is not None:
+            proc.stderr.close()
 
     def restart(self) -> str:
         self.stop()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from meshbus.bus.config.source import Source
+
 
 class BootstrapError(ValueError):
     """A command-line value the proxy cannot use."""
@@ -92,29 +94,6 @@ class ConfigRefused(Exception):
 REFUSED_EXIT = 3
 
 
-class PlainSource:
-    """Where a resource came from, as meshbus.bus.config.source.Source, without importing it."""
-
-    __slots__ = ("field_lines", "file", "line")
-
-    def __init__(self, file: str, line: int, field_lines: dict[tuple[str | int, ...], int]) -> None:
-        self.file = file
-        self.line = line
-        self.field_lines = field_lines
-
-    def line_of(self, path: Any) -> int:
-        key = tuple(path)
-        while key:
-            line = self.field_lines.get(key)
-            if line is not None:
-                return line
-            key = key[:-1]
-        return self.line
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else self.file
-
-
 def plain(obj: Any) -> Any:
     """A pydantic-free copy of a loaded resource tree (attributes kept, models become namespaces)."""
     from pydantic import BaseModel
@@ -146,10 +125,8 @@ def plain(obj: Any) -> Any:
         return int(obj)
     if isinstance(obj, float):
         return float(obj)
-    if hasattr(obj, "line_of") and hasattr(obj, "field_lines"):
-        return PlainSource(
-            str(obj.file), int(obj.line), {tuple(k): int(v) for k, v in obj.field_lines.items()}
-        )
+    if isinstance(obj, Source):  # pickles as itself: its module imports nothing heavy
+        return Source(str(obj.file), int(obj.line), {tuple(k): int(v) for k, v in obj.field_lines.items()})
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return SimpleNamespace(**{f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
     return obj

@@ -183,9 +183,7 @@ class Exchange:
                 rest = target[7:]
                 i = rest.find("/")
                 authority, target = (rest, "/") if i < 0 else (rest[:i], rest[i:])
-            elif head.method == "OPTIONS" and target == "*":
-                target = "*"
-            else:
+            elif not (head.method == "OPTIONS" and target == "*"):
                 self.keep_alive = False
                 self.local(501, "-", "meshbus: only origin-form and http:// absolute-form targets\n")
                 return
@@ -458,10 +456,7 @@ class Exchange:
 
     def _retry(self) -> None:
         self.retries_left -= 1
-        backoff = self.route.retry.backoff(self.tries, _rand())
-        self.timer_retry(backoff)
-
-    def timer_retry(self, delay: float) -> None:
+        delay = self.route.retry.backoff(self.tries, _rand())
         if delay > 0:
             self.ctx.loop.call_later(delay, self._attempt)
         else:

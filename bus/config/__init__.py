@@ -21,31 +21,89 @@ and keep ``unimplemented()`` markers in sync with what proxy/ and control/discov
 (tests/unit/config/test_config_inventory.py lists them).
 """
 
-from meshbus.bus.config.analysis import analyze
-from meshbus.bus.config.destination_rule import DestinationRuleSpec, Subset, TrafficPolicy
-from meshbus.bus.config.loader import LoadResult, load_path, load_text
-from meshbus.bus.config.meshbus_kinds import LocalRateLimitSpec, PluginSpec, TokenBucket
-from meshbus.bus.config.resources import (
-    KINDS,
-    AuthorizationPolicy,
-    DestinationRule,
-    Gateway,
-    LocalRateLimit,
-    Metadata,
-    PeerAuthentication,
-    Plugin,
-    RequestAuthentication,
-    Resource,
-    ServiceEntry,
-    Sidecar,
-    VirtualService,
-    WorkloadEntry,
-)
-from meshbus.bus.config.result import ConfigError, FieldError, Level, LoadError, Validation
-from meshbus.bus.config.service_entry import ServiceEntrySpec, WorkloadEntrySpec
-from meshbus.bus.config.source import Source
-from meshbus.bus.config.types import Duration, IntOrString, Percent, StringMatch, parse_duration
-from meshbus.bus.config.virtual_service import HTTPRoute, VirtualServiceSpec
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshbus.bus.config.analysis import analyze
+    from meshbus.bus.config.destination_rule import DestinationRuleSpec, Subset, TrafficPolicy
+    from meshbus.bus.config.loader import LoadResult, load_path, load_text
+    from meshbus.bus.config.meshbus_kinds import LocalRateLimitSpec, PluginSpec, TokenBucket
+    from meshbus.bus.config.resources import (
+        KINDS,
+        AuthorizationPolicy,
+        DestinationRule,
+        Gateway,
+        LocalRateLimit,
+        Metadata,
+        PeerAuthentication,
+        Plugin,
+        RequestAuthentication,
+        Resource,
+        ServiceEntry,
+        Sidecar,
+        VirtualService,
+        WorkloadEntry,
+    )
+    from meshbus.bus.config.result import ConfigError, FieldError, Level, LoadError, Validation
+    from meshbus.bus.config.service_entry import ServiceEntrySpec, WorkloadEntrySpec
+    from meshbus.bus.config.source import Source
+    from meshbus.bus.config.types import Duration, IntOrString, Percent, StringMatch, parse_duration
+    from meshbus.bus.config.virtual_service import HTTPRoute, VirtualServiceSpec
+
+# Resolved on first use (PEP 562): the proxy's workers unpickle `source.Source` objects and must be able
+# to import that module without loading pydantic and ruamel (~18 MB) through this package.
+_LAZY = {
+    "AuthorizationPolicy": "resources",
+    "ConfigError": "result",
+    "DestinationRule": "resources",
+    "DestinationRuleSpec": "destination_rule",
+    "Duration": "types",
+    "FieldError": "result",
+    "Gateway": "resources",
+    "HTTPRoute": "virtual_service",
+    "IntOrString": "types",
+    "KINDS": "resources",
+    "Level": "result",
+    "LoadError": "result",
+    "LoadResult": "loader",
+    "LocalRateLimit": "resources",
+    "LocalRateLimitSpec": "meshbus_kinds",
+    "Metadata": "resources",
+    "PeerAuthentication": "resources",
+    "Percent": "types",
+    "Plugin": "resources",
+    "PluginSpec": "meshbus_kinds",
+    "RequestAuthentication": "resources",
+    "Resource": "resources",
+    "ServiceEntry": "resources",
+    "ServiceEntrySpec": "service_entry",
+    "Sidecar": "resources",
+    "Source": "source",
+    "StringMatch": "types",
+    "Subset": "destination_rule",
+    "TokenBucket": "meshbus_kinds",
+    "TrafficPolicy": "destination_rule",
+    "Validation": "result",
+    "VirtualService": "resources",
+    "VirtualServiceSpec": "virtual_service",
+    "WorkloadEntry": "resources",
+    "WorkloadEntrySpec": "service_entry",
+    "analyze": "analysis",
+    "load_path": "loader",
+    "load_text": "loader",
+    "parse_duration": "types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "KINDS",
