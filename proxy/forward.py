@@ -104,6 +104,7 @@ class Exchange:
         "resp",
         "resp_started",
         "retries_left",
+        "rid_line",
         "route",
         "runtime",
         "stale_retried",
@@ -160,6 +161,7 @@ class Exchange:
         self.retries_left = 0
         self.hash_key: Any = None
         self.head_bytes = b""
+        self.rid_line = b""  # "x-request-id: ...\r\n" when the proxy made the id (pass-through heads)
         self.runtime: Any = None
         self.pool: Any = None  # the ClusterPool of the current attempt
         self.authority = ""
@@ -192,8 +194,7 @@ class Exchange:
             rid = ctx.new_request_id()
             hdict["x-request-id"] = rid
             head.headers.append(("x-request-id", rid))
-            if head.raw is not None:
-                head.raw += b"x-request-id: %b\r\n" % rid.encode()
+            self.rid_line = b"x-request-id: %b\r\n" % rid.encode()  # goes after head.raw (_dispatch)
         runtime = self.runtime = ctx.server.runtime
         view = self.view = RequestView(head.method, target, authority, hdict, self.dc.peer_ip)
         table = runtime.outbound if ctx.direction == "outbound" else runtime.inbound
@@ -269,9 +270,10 @@ class Exchange:
         ):
             # Pass-through: the head as received (names keep the client's spelling, as Envoy forwards
             # them) plus the proxy's own X-Forwarded-* lines; no per-header Python work.
-            self.head_bytes = b"%bx-forwarded-proto: http\r\nx-forwarded-for: %b\r\n\r\n" % (
+            self.head_bytes = b"%b%bx-forwarded-proto: http\r\nx-forwarded-for: %b\r\n\r\n" % (
                 raw,
-                self.dc.peer_ip.encode("latin-1"),
+                self.rid_line,
+                self.dc.peer_ip_bytes,
             )
         else:
             self.head_bytes = self._rebuild_head(route, dest)

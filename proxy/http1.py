@@ -221,11 +221,12 @@ class _NoHeaderCallbacks:
     """The callbacks of a raw-heads ResponseSession minus ``on_header``: httptools looks callbacks up
     once, when the parser is made, and calls into Python only for those that exist."""
 
-    __slots__ = ("on_body", "on_headers_complete", "on_message_complete")
+    __slots__ = ("on_body", "on_headers_complete", "on_message_begin", "on_message_complete")
 
     def __init__(self, session: ResponseSession) -> None:
         self.on_body = session.on_body
         self.on_headers_complete = session.on_headers_complete
+        self.on_message_begin = session.on_message_begin
         self.on_message_complete = session.on_message_complete
 
 
@@ -325,7 +326,7 @@ class RequestSession:
         url = self._url
         headers = self._headers
         m = p.get_method()
-        version = p.get_http_version()
+        version = None
         raw = None
         if self._fresh:
             # The first head of this read, starting at its first byte: keep it as received when its
@@ -334,8 +335,16 @@ class RequestSession:
             self._fresh = False
             data = self._data
             end = data.find(b"\r\n\r\n") + 2
-            if end == len(m) + 12 + self._hsize and version == "1.1" and data.startswith(m):
-                raw = data[:end]
+            lm = len(m)
+            if end == lm + 12 + self._hsize and data.startswith(m):
+                # The version is where that layout puts it (llhttp accepted it): reading it there is
+                # cheaper than get_http_version(), which formats a new string each time.
+                v = lm + len(url) + 2
+                if data[v : v + 8] == b"HTTP/1.1":
+                    version = "1.1"
+                    raw = data[:end]
+        if version is None:
+            version = p.get_http_version()
         self._headers = []  # ready for the next message (pipelining) without an on_message_begin reset
         self._hdict = {}
         self._url = b""
@@ -376,10 +385,12 @@ class ResponseSession:
     """
 
     __slots__ = (
+        "_at_boundary",
         "_events",
         "_hdict",
         "_headers",
         "_info",
+        "_last_frame",
         "_last_raw",
         "_last_scan",
         "_no_body",
@@ -407,6 +418,10 @@ class ResponseSession:
         # requests with byte-identical heads until its Date header ticks, so most scans are a compare.
         self._last_raw = b""
         self._last_scan: tuple[bytes | None, bytes | None, bytes | None] = (None, None, None)
+        # (status, keep_alive, body, length) llhttp gave ``_last_raw`` as the answer to a non-HEAD
+        # request, when a repeat of it can skip llhttp (see feed); None otherwise.
+        self._last_frame: tuple[int, bool, int, int] | None = None
+        self._at_boundary = True  # llhttp is between messages (so feeding it nothing loses no state)
 
     def _new_parser(self) -> Any:
         return httptools.HttpResponseParser(_NoHeaderCallbacks(self) if self._raw_heads else self)
@@ -417,12 +432,29 @@ class ResponseSession:
             # llhttp cannot be told a response answers HEAD; after one we start a fresh parser.
             self._parser = self._new_parser()
             self._reset = False
+            self._at_boundary = True
         self._no_body = head_request
         self._skip = False
         self._raw = b""
         self._want_raw = self._raw_heads
 
     def feed(self, data: bytes) -> list[tuple[int, Any]]:
+        if self._want_raw and not self._raw:
+            # A whole response in one read whose head is byte for byte the last one llhttp accepted on
+            # this connection (an upstream repeats its heads until the Date header ticks): framing is
+            # already known, so llhttp, its callbacks and the scan are skipped. Only exactly one message
+            # qualifies, and only while llhttp sits between messages, so it never loses its place.
+            frame = self._last_frame
+            if frame is not None and self._at_boundary and not self._no_body:
+                last = self._last_raw
+                n = len(last)
+                if len(data) == n + frame[3] and data.startswith(last):
+                    self._want_raw = False
+                    rh = ResponseHead(frame[0], None, None, frame[1], frame[2], frame[3], last)
+                    rh.passthrough = self._last_scan[2]
+                    if frame[3]:
+                        return [(HEAD, rh), (BODY, data[n:]), (END, None)]
+                    return [(HEAD, rh), (END, None)]
         events = self._events = []
         if self._want_raw:
             if self._raw:
@@ -439,8 +471,9 @@ class ResponseSession:
             raise ProtocolError(502, f"upstream protocol error: {exc}") from None
         return events
 
-    # No on_message_begin: on_headers_complete starts the next message's lists itself, which saves a
-    # Python callback per response.
+    def on_message_begin(self) -> None:
+        # on_headers_complete starts the next message's lists itself; this only tracks where llhttp is.
+        self._at_boundary = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         n = _NAMES.get(name) or _name(name)
@@ -504,6 +537,12 @@ class ResponseSession:
         else:
             body, length = UNTIL_EOF, -1
         keep_alive = p.should_keep_alive() and body != UNTIL_EOF
+        if raw is not None:
+            self._last_frame = (
+                (status, keep_alive, body, length)
+                if not self._no_body and (body == LENGTH or body == NO_BODY) and status != 101
+                else None
+            )
         rh = ResponseHead(status, headers, hdict, keep_alive, body, length, raw)
         rh.passthrough = passthrough
         self._events.append((HEAD, rh))
@@ -517,6 +556,7 @@ class ResponseSession:
             self._events.append((BODY, body))
 
     def on_message_complete(self) -> None:
+        self._at_boundary = True
         if self._info:
             self._info = False
         elif not self._skip:

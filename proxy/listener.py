@@ -144,6 +144,7 @@ class DownstreamConnection(asyncio.Protocol):
         "parsing",
         "paused",
         "peer_ip",
+        "peer_ip_bytes",
         "peer_principal",
         "queue",
         "session",
@@ -166,6 +167,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.tunnel: Any = None
         self.upgrade_buf: list[bytes] | None = None
         self.peer_ip = ""
+        self.peer_ip_bytes = b""  # for the X-Forwarded-For line of pass-through heads
         self.peer_principal: str | None = None  # verified SPIFFE ID of an mTLS peer (proxy/mtls.py)
         self.head_since = 0.0
         self.idle_since = 0.0
@@ -176,6 +178,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
+        self.peer_ip_bytes = self.peer_ip.encode("latin-1")
         server = self.ctx.server
         server.connections.add(self)
         # Until the first byte, the connection counts as idle-waiting-for-a-head.

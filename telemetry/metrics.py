@@ -265,7 +265,7 @@ def istio_static_labels(**values: str) -> tuple[str, ...]:
 class RequestSeries:
     """The request metrics of one static label set; ``record`` is the per-request call."""
 
-    __slots__ = ("_cells", "_metrics", "static")
+    __slots__ = ("_cells", "_metrics", "_zero_bucket", "static")
 
     def __init__(self, metrics: IstioMetrics, static: tuple[str, ...]) -> None:
         if len(static) != len(fields.ISTIO_STATIC_LABELS):
@@ -275,6 +275,7 @@ class RequestSeries:
             )
         self._metrics = metrics
         self.static = static
+        self._zero_bucket = bisect_left(metrics.request_bytes.buckets, 0)
         # flags -> status -> (requests, duration, request bytes, response bytes). Two dict lookups on
         # values the caller already has, instead of building and hashing a key tuple per request.
         self._cells: dict[str, dict[int, tuple[CounterChild, HistogramChild, HistogramChild, HistogramChild]]]
@@ -292,7 +293,8 @@ class RequestSeries:
         requests.value += 1
         duration.counts[bisect_left(duration.bounds, duration_ms)] += 1
         duration.sum += duration_ms
-        req_size.counts[bisect_left(req_size.bounds, req_bytes)] += 1
+        # Most requests have no body: their bucket is known without a search.
+        req_size.counts[bisect_left(req_size.bounds, req_bytes) if req_bytes else self._zero_bucket] += 1
         req_size.sum += req_bytes
         resp_size.counts[bisect_left(resp_size.bounds, resp_bytes)] += 1
         resp_size.sum += resp_bytes

@@ -146,3 +146,103 @@ def test_repeated_heads_reuse_the_scan_and_a_changed_head_is_scanned_again() -> 
         got.append((rh.passthrough, rh.body, rh.content_length))
     plain = (NGINX.replace(b"Connection: keep-alive\r\n", b""), LENGTH, 5)
     assert got == [plain, plain, (None, LENGTH, 5), plain]
+
+
+def _fed_llhttp(r: ResponseSession, data: bytes) -> tuple[list[object], bool]:
+    """Events of one response and whether llhttp saw its bytes (the repeat path skips llhttp)."""
+    seen = []
+    parser = r._parser
+    real = parser.feed_data
+
+    class Spy:
+        def feed_data(self, d: bytes) -> None:
+            seen.append(d)
+            real(d)
+
+        def __getattr__(self, name: str) -> object:  # get_status_code() etc. from the callbacks
+            return getattr(parser, name)
+
+    r._parser = Spy()
+    try:
+        ev = summary(r.feed(data))
+    finally:
+        r._parser = parser
+    return ev, bool(seen)
+
+
+def _events_of_a_fresh_session(head_request: bool, data: bytes) -> list[object]:
+    s = ResponseSession()
+    s.expect(head_request)
+    return summary(s.feed(data))
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        NGINX + b"hello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 2\r\n\r\nno",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+    ],
+)
+def test_a_repeated_whole_response_skips_llhttp_and_gives_the_same_events(response: bytes) -> None:
+    r = ResponseSession(raw_heads=True)
+    want = _events_of_a_fresh_session(False, response)
+    for i in range(3):
+        r.expect(False)
+        ev, via_llhttp = _fed_llhttp(r, response)
+        assert ev == want
+        assert via_llhttp == (i == 0)
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        NGINX + b"hell",  # body shorter than Content-Length: the rest comes in a later read
+        NGINX + b"hello!",  # more than one message's worth: llhttp must see the extra bytes
+        NGINX + b"helloHTTP/1.1 200 OK\r\n",
+        NGINX.replace(b"19:00:00", b"19:00:01") + b"hello",  # the Date ticked: a new head
+        NGINX[:-4] + b"\r\nX-Late: 1\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ],
+)
+def test_anything_but_an_exact_repeat_goes_through_llhttp(second: bytes) -> None:
+    r = ResponseSession(raw_heads=True)
+    r.expect(False)
+    r.feed(NGINX + b"hello")
+    r.expect(False)
+    if second.endswith(b"hello!"):
+        with pytest.raises(ProtocolError):  # llhttp sees the stray byte after the message and refuses it
+            r.feed(second)
+        return
+    ev, via_llhttp = _fed_llhttp(r, second)
+    assert via_llhttp
+    assert ev[0] == _events_of_a_fresh_session(False, second)[0]
+
+
+def test_a_head_request_or_a_parser_mid_message_never_takes_the_repeat_path() -> None:
+    r = ResponseSession(raw_heads=True)
+    r.expect(False)
+    r.feed(NGINX + b"hello")
+    r.expect(True)  # the same head, answering HEAD: no body follows
+    ev, via_llhttp = _fed_llhttp(r, NGINX)
+    assert via_llhttp and [e[0] if isinstance(e, tuple) and len(e) == 2 else "head" for e in ev][-1] == END
+    # Bytes after a complete response leave llhttp inside the next message: the next response must
+    # be parsed where llhttp is, not skipped past it.
+    r.expect(False)
+    r.feed(NGINX + b"hello")
+    r.expect(False)
+    r.feed(NGINX + b"helloHTTP/1.1 2")  # the upstream sent the start of an unasked-for response
+    r.expect(False)
+    with pytest.raises(ProtocolError):
+        _fed_llhttp(r, NGINX + b"hello")  # "HTTP/1.1 2" + "HTTP/1.1 200 ..." is garbage to llhttp
+
+
+def test_a_repeat_keeps_the_passthrough_and_lazily_parsed_headers() -> None:
+    r = ResponseSession(raw_heads=True)
+    r.expect(False)
+    first = r.feed(NGINX + b"hello")[0][1]
+    r.expect(False)
+    again = r.feed(NGINX + b"hello")[0][1]
+    assert again.raw == first.raw and again.passthrough == first.passthrough
+    assert again.headers == first.headers and again.hdict == first.hdict

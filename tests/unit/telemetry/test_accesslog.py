@@ -207,3 +207,55 @@ def test_field_order_is_stable_for_positional_construction() -> None:
         "x_forwarded_for", "user_agent", "request_id", "authority", "upstream_host", "upstream_cluster",
         "route_name", "downstream_remote_address", "downstream_peer_principal", "trace_id",
     ]  # fmt: skip
+
+
+_text = st.one_of(st.none(), st.text(max_size=40))
+
+
+@given(
+    st.lists(
+        st.builds(
+            AccessLogRecord,
+            start_time=st.floats(min_value=0, max_value=4e9),
+            method=_text,
+            path=_text,
+            protocol=_text,
+            response_code=st.integers(0, 599),
+            response_flags=st.sampled_from(["-", "UH", "UF,URX", 'odd"flag\\']),
+            response_code_details=_text,
+            bytes_received=st.integers(0, 1 << 40),
+            bytes_sent=st.integers(0, 1 << 40),
+            duration_ms=st.floats(min_value=0, max_value=1e7),
+            upstream_service_time=st.one_of(st.none(), st.floats(min_value=0, max_value=1e7)),
+            x_forwarded_for=_text,
+            user_agent=_text,
+            request_id=_text,
+            authority=_text,
+            upstream_host=_text,
+            upstream_cluster=_text,
+            route_name=_text,
+            downstream_remote_address=_text,
+            downstream_peer_principal=_text,
+            trace_id=_text,
+        ),
+        max_size=5,
+    )
+)
+def test_json_lines_are_exactly_the_istio_json_objects(records: list[AccessLogRecord]) -> None:
+    from meshbus.telemetry.accesslog import to_json_dict
+
+    data = format_json_lines(records)
+    lines = data.split(b"\n")
+    assert lines[-1] == b"" and len(lines) == len(records) + 1  # one line each, escapes keep them whole
+    assert [json.loads(line) for line in lines[:-1]] == [to_json_dict(r) for r in records]
+    assert [list(json.loads(line)) for line in lines[:-1]] == [list(to_json_dict(r)) for r in records]
+
+
+def test_json_lines_stay_right_when_unique_values_overflow_the_encoding_cache() -> None:
+    records = [_record(i, user_agent=f'agent "{i}"\n') for i in range(10_000)]
+    for _ in range(2):
+        lines = format_json_lines(records).splitlines()
+        assert len(lines) == len(records)
+        for i in (0, 4095, 4096, 9999):
+            obj = json.loads(lines[i])
+            assert obj["path"] == f"/reviews/{i}" and obj["user_agent"] == f'agent "{i}"\n'
