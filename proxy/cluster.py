@@ -146,6 +146,11 @@ class Cluster:
         od = self.outlier
         if od is None:
             return
+        if status is not None and status < 500 and ep.ejected_until <= now:
+            # the common success: what outlier.record does for it, without two calls
+            ep.consecutive_5xx = 0
+            ep.consecutive_gateway = 0
+            return
         code = outlier.result_code(status, error)
         if code is not None and outlier.record(od, self.endpoints, ep, code, now):
             self._any_ejected = True

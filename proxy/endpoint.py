@@ -19,6 +19,7 @@ class Endpoint:
         "consecutive_5xx",
         "consecutive_gateway",
         "ejected_until",
+        "key",
         "labels",
         "port",
         "times_ejected",
@@ -27,16 +28,13 @@ class Endpoint:
     def __init__(self, address: str, port: int, labels: Mapping[str, str] | None = None) -> None:
         self.address = address
         self.port = port
+        self.key = (address, port)  # identity (pools, state carry-over); address and port never change
         self.labels: Mapping[str, str] = dict(labels or {})
         self.active_requests = 0
         self.ejected_until = 0.0  # 0 = not ejected; else monotonic time the ejection ends
         self.times_ejected = 0
         self.consecutive_5xx = 0
         self.consecutive_gateway = 0
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.address, self.port)
 
     def ejected(self, now: float) -> bool:
         return self.ejected_until > now

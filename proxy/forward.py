@@ -278,7 +278,8 @@ class Exchange:
         else:
             self.head_bytes = self._rebuild_head(route, dest)
         self.retries_left = route.retry.attempts
-        self.hash_key = cluster.hash_key(view)
+        hp = cluster.hash_policy
+        self.hash_key = None if hp is None else hp.key(view)  # Cluster.hash_key, inline
         timeout = route.timeout
         if timeout:
             self.deadline = self.ctx.loop.time() + timeout

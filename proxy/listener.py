@@ -215,7 +215,9 @@ class DownstreamConnection(asyncio.Protocol):
                     if len(self.queue) >= MAX_PIPELINED:
                         self.pause("pipeline")
             elif kind == END:
-                self.parsing.on_request_end()  # type: ignore[union-attr]
+                p = self.parsing
+                if not p.req_done:  # type: ignore[union-attr]  # a body-less request was done at its head
+                    p.on_request_end()  # type: ignore[union-attr]
             else:  # UPGRADE: what follows the head belongs to the tunnel
                 self.upgrade_buf = [payload] if payload else []
                 last = self.parsing
