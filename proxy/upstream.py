@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from meshbus.proxy.http1 import BODY, END, HEAD, ProtocolError, ResponseSession
 from meshbus.proxy.mtls import upstream_lost_kind
+from meshbus.proxy.write_batch import BatchedTransport, WriteBatch
 
 if TYPE_CHECKING:
     from meshbus.proxy.listener import ListenerContext
@@ -77,7 +78,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel: Any = None  # downstream transport once upgraded (WebSocket): raw bytes both ways
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        mgr = self.pool.manager
+        self.transport = transport if mgr is None else BatchedTransport(transport, mgr.batch)  # type: ignore[assignment]
 
     def send(self, exchange: Any, data: bytes, head_request: bool) -> None:
         self.exchange = exchange
@@ -297,6 +299,7 @@ class PoolManager:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pools: dict[str, ClusterPool] = {}
+        self.batch = WriteBatch(loop)  # the worker's held writes, upstream and downstream (write_batch.py)
         self.origin: Any = None  # proxy/mtls.TlsOrigin: TLS origination per new connection, None = plaintext
 
     def get(self, cluster_name: str) -> ClusterPool:

@@ -31,11 +31,15 @@ spec:
 """
 
 
-def _statuses(mesh: DemoMesh, want: str) -> dict[str, ProxyView] | None:
+class NotYet(Exception):
+    """What proxy-status showed while the wait went on (wait_for reports the last one on timeout)."""
+
+
+def _statuses(mesh: DemoMesh, want: str) -> dict[str, ProxyView]:
     views = {v.row.node: v for v in mesh.proxy_status()}
-    return (
-        views if sorted(views) == sorted(SIDECARS) and all(v.status == want for v in views.values()) else None
-    )
+    if sorted(views) == sorted(SIDECARS) and all(v.status == want for v in views.values()):
+        return views
+    raise NotYet({n: (v.status_text[:100], v.row.sent_version, v.row.acked_version) for n, v in views.items()})
 
 
 def test_synced_then_nack_with_error_then_synced(demo_mesh: DemoMesh) -> None:
