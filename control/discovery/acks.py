@@ -100,6 +100,18 @@ class AckLedger:
         if not error and led.nack_version and led.acked_version >= led.nack_version:
             led.nack_version, led.nack_nonce, led.nack_digest, led.nack_error = 0, "", "", ""
 
+    def confirm_running(self, node: str, *, version: int, nonce: str, digest: str, now: float) -> None:
+        """The proxy asked (fetch) and runs exactly the content wanted now: it is in sync.
+
+        A NACK it sent earlier refused content that is no longer wanted (the config went back), so
+        it no longer describes the proxy; left in place it would show NACK for good, since nothing
+        new would ever be sent to clear it.
+        """
+        self.record_running(node, version=version, digest=digest)
+        self.record_sent(node, version=version, nonce=nonce, digest=digest, now=now)
+        led = self.row(node)
+        led.nack_version, led.nack_nonce, led.nack_digest, led.nack_error = 0, "", "", ""
+
     def on_reply(self, ack: SnapshotAck, *, now: float) -> Outcome:
         led = self.row(ack.node)
         if ack.applied_version > led.acked_version:

@@ -346,8 +346,7 @@ class DiscoveryServer:
             # It runs exactly this: confirm with an empty answer, no rebuild, nothing to send.
             self._nonce += 1
             nonce = f"{self.replica_id[-8:]}-{self._nonce}"
-            self.ledger.record_running(node, version=req.have_version, digest=cfg.digest)
-            self.ledger.record_sent(
+            self.ledger.confirm_running(
                 node, version=req.have_version, nonce=nonce, digest=cfg.digest, now=self.wall()
             )
             self.sent[node] = SentContent(req.have_version, cfg.digest, cfg.keys)

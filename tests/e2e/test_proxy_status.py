@@ -39,7 +39,9 @@ def _statuses(mesh: DemoMesh, want: str) -> dict[str, ProxyView]:
     views = {v.row.node: v for v in mesh.proxy_status()}
     if sorted(views) == sorted(SIDECARS) and all(v.status == want for v in views.values()):
         return views
-    raise NotYet({n: (v.status_text[:100], v.row.sent_version, v.row.acked_version) for n, v in views.items()})
+    raise NotYet(
+        {n: (v.status_text[:100], v.row.sent_version, v.row.acked_version) for n, v in views.items()}
+    )
 
 
 def test_synced_then_nack_with_error_then_synced(demo_mesh: DemoMesh) -> None:

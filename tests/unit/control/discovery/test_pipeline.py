@@ -146,3 +146,20 @@ def test_ledger_heartbeat_fills_in_for_a_replica_that_sent_nothing() -> None:
     assert led.should_send("n", "d10")
     led.forget("n")
     assert "n" not in led.nodes
+
+
+def test_ledger_a_fetch_confirming_the_wanted_content_clears_an_obsolete_nack() -> None:
+    # Seen in e2e: v3 refused, the config goes back to v2's content, and the proxy's fetch (it still
+    # runs v2) is answered "runs exactly this" before the push cycle. The push then skips (sent
+    # already), so only the fetch can end the NACK.
+    led = AckLedger()
+    led.record_sent("n", version=2, nonce="x2", digest="good", now=1.0)
+    led.on_reply(ack("n", "x2", 2, digest="good"), now=1.0)
+    led.record_sent("n", version=3, nonce="x3", digest="bad", now=2.0)
+    led.on_reply(ack("n", "x3", 3, "cannot build", applied=2, digest="bad"), now=2.0)
+    assert led.row("n").status == NACK
+    led.confirm_running("n", version=2, nonce="f1", digest="good", now=3.0)
+    row = led.row("n")
+    assert row.status == SYNCED and row.nack_error == "" and row.acked_version == 2
+    assert not led.should_send("n", "good")  # nothing to push: it runs what is wanted
+    assert led.should_send("n", "bad")  # the refused content is not held any more: it is not wanted
