@@ -55,10 +55,13 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REQ_SKIP = HOP_BY_HOP | {"host", "x-forwarded-proto", "expect"}
 _REQ_SKIP_XFF = _REQ_SKIP | {"x-forwarded-for"}
 # A request with none of these (and no duplicate names) can go upstream as received plus the proxy's
-# own lines: nothing in it is hop-by-hop, replaced or dropped (see RequestHead.raw). A Connection header
-# naming only keep-alive or close is the exception, cut out of the raw head by one regex.
-_RAW_UNSAFE = (HOP_BY_HOP - {"connection"}) | {"x-forwarded-proto", "x-forwarded-for", "expect"}
+# own lines: nothing in it is hop-by-hop, replaced or dropped (see RequestHead.raw). Exceptions cut out
+# of the raw head by a regex: a Connection header naming only keep-alive or close, and the client's
+# X-Forwarded-For / -Proto lines (replaced by the proxy's own; every request from a client sidecar
+# to a server sidecar has them, so the inbound side would otherwise rebuild every head).
+_RAW_UNSAFE = (HOP_BY_HOP - {"connection"}) | {"expect"}
 _RAW_CONNECTION = re.compile(rb"\r\nconnection:[^\r]*", re.IGNORECASE)
+_RAW_FORWARDED = re.compile(rb"\r\nx-forwarded-(?:for|proto):[^\r]*", re.IGNORECASE)
 _PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
 
 
@@ -270,10 +273,15 @@ class Exchange:
         ):
             # Pass-through: the head as received (names keep the client's spelling, as Envoy forwards
             # them) plus the proxy's own X-Forwarded-* lines; no per-header Python work.
+            xff = self.dc.peer_ip_bytes
+            if "x-forwarded-for" in hdict or "x-forwarded-proto" in hdict:
+                raw = _RAW_FORWARDED.sub(b"", raw, count=2)  # no duplicate names: one line each at most
+                if "x-forwarded-for" in hdict:
+                    xff = b"%b, %b" % (hdict["x-forwarded-for"].encode("latin-1"), xff)
             self.head_bytes = b"%b%bx-forwarded-proto: http\r\nx-forwarded-for: %b\r\n\r\n" % (
                 raw,
                 self.rid_line,
-                self.dc.peer_ip_bytes,
+                xff,
             )
         else:
             self.head_bytes = self._rebuild_head(route, dest)

@@ -89,6 +89,34 @@ async def test_unchanged_head_passes_through_with_the_proxy_lines_appended(
     assert len(dict(fields(second))["x-request-id"]) == 36
 
 
+async def test_forwarded_lines_from_a_client_sidecar_are_replaced_in_a_passed_through_head(
+    capture: CapturingUpstream, proxy: ProxyFactory
+) -> None:
+    p = await proxy(service_entry("reviews", [capture]))  # type: ignore[list-item]
+    await exchange(
+        p.port,
+        # what a server sidecar receives from a client sidecar
+        b"GET /s HTTP/1.1\r\nHost: reviews\r\nX-Request-Id: r1\r\nX-Forwarded-Proto: https\r\n"
+        b"x-forwarded-for: 10.1.2.3\r\nAccept: */*\r\n\r\n",
+        b"GET /p HTTP/1.1\r\nHost: reviews\r\nX-FORWARDED-PROTO: http\r\nX-Request-Id: r2\r\n\r\n",
+        # a header whose name only starts like one of them is the client's own, kept
+        b"GET /q HTTP/1.1\r\nHost: reviews\r\nX-Forwarded-Formula: 1\r\nX-Request-Id: r3\r\n\r\n",
+    )
+    s1, s2, s3 = capture.heads
+    assert s1 == (
+        b"GET /s HTTP/1.1\r\nHost: reviews\r\nX-Request-Id: r1\r\nAccept: */*\r\n"
+        b"x-forwarded-proto: http\r\nx-forwarded-for: 10.1.2.3, 127.0.0.1\r\n\r\n"
+    )
+    assert s2 == (
+        b"GET /p HTTP/1.1\r\nHost: reviews\r\nX-Request-Id: r2\r\n"
+        b"x-forwarded-proto: http\r\nx-forwarded-for: 127.0.0.1\r\n\r\n"
+    )
+    assert fields(s3) == [
+        ("Host", "reviews"), ("X-Forwarded-Formula", "1"), ("X-Request-Id", "r3"),
+        ("x-forwarded-proto", "http"), ("x-forwarded-for", "127.0.0.1"),
+    ]  # fmt: skip
+
+
 async def test_heads_with_something_to_change_are_rebuilt(
     capture: CapturingUpstream, proxy: ProxyFactory
 ) -> None:
@@ -101,8 +129,8 @@ async def test_heads_with_something_to_change_are_rebuilt(
         b"GET http://reviews/4 HTTP/1.1\r\nHost: other\r\nX-Request-Id: d\r\n\r\n",
     )
     h1, h2, h3, h4 = (fields(h) for h in capture.heads)
-    assert h1 == [
-        ("host", "reviews"), ("x-request-id", "a"), ("x-forwarded-proto", "http"),
+    assert h1 == [  # passed through: the client's X-Forwarded-For line replaced by the appended one
+        ("Host", "reviews"), ("X-Request-Id", "a"), ("x-forwarded-proto", "http"),
         ("x-forwarded-for", "10.0.0.1, 127.0.0.1"),
     ]  # fmt: skip
     assert [n for n, _ in h2] == ["host", "x-request-id", "x-forwarded-proto", "x-forwarded-for"]
