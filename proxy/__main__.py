@@ -105,6 +105,12 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[BootstrapConfig, 
             "meshbus: mesh mode runs one worker (one agent, one snapshot stream); drop --workers or use 1"
         )
     workers = 1 if mesh else (a.workers or default_workers())
+    from meshbus.proxy.agent_args import parse_labels
+
+    try:
+        labels = parse_labels(a.labels)
+    except ValueError as exc:
+        raise BootstrapError(str(exc)) from None
     cfg = BootstrapConfig(
         config_path=a.config or "",
         outbound=_address_or_none(a.outbound),
@@ -112,6 +118,7 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[BootstrapConfig, 
         admin=_address_or_none(a.admin),
         app_port=a.app_port,
         namespace=a.namespace,
+        labels=labels,
         workers=workers,
         max_header_bytes=a.max_header_bytes,
         header_timeout=a.header_timeout,

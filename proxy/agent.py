@@ -21,7 +21,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,7 @@ from meshbus.bus.schemas.discovery import (
     Snapshot,
 )
 from meshbus.bus.service import MESHBUS_VERSION
-from meshbus.proxy.agent_args import add_agent_args
+from meshbus.proxy.agent_args import add_agent_args, parse_labels
 from meshbus.proxy.runtime import ProxyRuntime, build_runtime
 from meshbus.proxy.snapshot_apply import (
     Applied,
@@ -143,7 +143,12 @@ class MeshAgent:
         self.node_id = self.workload.node_id
         self.swap = swap
         self.applier = SnapshotApplier(
-            self.node_id, settings.namespace, settings.app_port, build, cache or ResourceCache()
+            self.node_id,
+            settings.namespace,
+            settings.app_port,
+            build,
+            cache or ResourceCache(),
+            labels=settings.labels,
         )
         self.ready = asyncio.Event()
         self._log = logger or log
@@ -351,20 +356,6 @@ class MeshAgent:
 
 
 # -- command line (proxy/__main__.py wires these into meshbus-proxy's mesh mode) ----------------
-
-
-def parse_labels(items: Sequence[str]) -> dict[str, str]:
-    """``["version=v1", "app=reviews,tier=web"]`` -> dict; raises ValueError naming the bad item."""
-    out: dict[str, str] = {}
-    for item in items:
-        for part in item.split(","):
-            if not part.strip():
-                continue
-            k, sep, v = part.partition("=")
-            if not sep or not k.strip():
-                raise ValueError(f"meshbus: bad label {part!r}: use key=value")
-            out[k.strip()] = v.strip()
-    return out
 
 
 def agent_settings_from_args(args: Any, *, inbound_port: int = 0) -> AgentSettings:

@@ -57,6 +57,7 @@ class BuildMemo:
     namespace: str = "default"
     rng: Any = None
     rate_limits: tuple[Any, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # the workload's, sorted (sourceLabels matches depend on them)
     services: dict[int, tuple[Any, tuple[Service, ...]]] = field(default_factory=dict)
     """id(ServiceEntry) -> (it, the Services it declares)."""
     rule_hosts: dict[int, tuple[Any, str]] = field(default_factory=dict)
@@ -95,11 +96,18 @@ class Memos:
     """The previous build's memo (read) and this build's (written), with the lookups that use them."""
 
     def __init__(
-        self, prev: BuildMemo | None, namespace: str, rng: Any, rate_limits: tuple[Any, ...]
+        self,
+        prev: BuildMemo | None,
+        namespace: str,
+        rng: Any,
+        rate_limits: tuple[Any, ...],
+        labels: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        self.new = BuildMemo(namespace, rng, rate_limits)
-        if prev is not None and (prev.namespace != namespace or prev.rng is not rng):
-            prev = None  # domains and balancers depend on these: nothing is reusable
+        self.new = BuildMemo(namespace, rng, rate_limits, labels)
+        if prev is not None and (prev.namespace != namespace or prev.rng is not rng or prev.labels != labels):
+            prev = None  # domains, balancers and sourceLabels matches depend on these: nothing is reusable
+        # RouteContext's trailing arguments: the workload routes are compiled for.
+        self.source: tuple[str, dict[str, str]] = (namespace, dict(labels))
         self.prev = prev or BuildMemo()
         # Rate limits are compiled into every route: another set means no route is reusable.
         self.routes_reusable = prev is not None and same(prev.rate_limits, rate_limits)

@@ -11,7 +11,8 @@ import enum
 import os
 import pickle
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -55,6 +56,7 @@ class BootstrapConfig:
     admin: Address | None = Address("127.0.0.1", 15000)
     app_port: int | None = None
     namespace: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)  # this workload's; VirtualService sourceLabels
     workers: int = 1
     max_header_bytes: int = 60 * 1024
     header_timeout: float = 10.0  # seconds to receive a complete request head (slowloris guard)

@@ -49,11 +49,17 @@ class RouteContext:
         rules: Mapping[str, RuleSet],
         ensure_cluster: EnsureCluster,
         rate_limits: list[Any],
+        source_namespace: str = "default",
+        source_labels: Mapping[str, str] | None = None,
     ) -> None:
         self.services = services
         self.rules = rules
         self._ensure = ensure_cluster
         self.rate_limits = rate_limits
+        # The workload this proxy serves: match blocks with sourceLabels / sourceNamespace apply only
+        # when it qualifies (Istio decides this per proxy when it generates routes, so do we).
+        self.source_namespace = source_namespace
+        self.source_labels: Mapping[str, str] = source_labels or {}
         self.looked_up: set[str] = set()
         self.ensured: list[tuple[str, int, str]] = []
 
@@ -264,6 +270,10 @@ def compile_http_route(
             continue  # Istio: a match on another port does not apply to this listener port
         if m.gateways and "mesh" not in m.gateways:
             continue  # this block is for gateways only, not sidecars
+        if m.source_labels and any(ctx.source_labels.get(k) != v for k, v in m.source_labels.items()):
+            continue  # for other workloads' requests, not this one's
+        if m.source_namespace and m.source_namespace != ctx.source_namespace:
+            continue
         try:
             preds = compile_match(m)
         except MatchCompileError as exc:

@@ -83,6 +83,7 @@ def build_runtime(
     resources: Sequence[Any],
     *,
     namespace: str = "default",
+    labels: Mapping[str, str] | None = None,
     app_port: int | None = None,
     version: str | None = None,
     previous: ProxyRuntime | None = None,
@@ -90,14 +91,17 @@ def build_runtime(
 ) -> ProxyRuntime:
     """Compile resources for a proxy in ``namespace``; raises RuntimeBuildError naming file, resource, field.
 
+    ``labels`` are this workload's: VirtualService match blocks with sourceLabels apply only when they
+    fit (sourceNamespace: when it is ``namespace``).
     ``rng`` (a ``random.random``-like callable) drives RANDOM / LEAST_REQUEST picks; tests inject one.
     With ``previous``, pieces compiled from the very same resource objects are reused (build_memo.py):
     the result equals a build from scratch, at a cost that follows what changed.
     """
     prev_memo = previous.memo if previous is not None else None
+    source = tuple(sorted((labels or {}).items()))
     if previous is not None and prev_memo is not None and prev_memo.table is not None:
         # Fastest: VirtualServices replaced in place, nothing else touched (no pass over the kinds).
-        memos = Memos(prev_memo, namespace, rng, prev_memo.rate_limits)
+        memos = Memos(prev_memo, namespace, rng, prev_memo.rate_limits, source)
         memos.new.resources = tuple(resources)
         vs_change = _vs_replacements(memos, resources)
         if vs_change is not None and prev_memo.app_port == app_port:
@@ -114,7 +118,7 @@ def build_runtime(
     pas = tuple(r for r in resources if getattr(r, "kind", "") == "PeerAuthentication")
     lrls = tuple(by_kind["LocalRateLimit"])
     if previous is not None and prev_memo is not None and prev_memo.table is not None:
-        memos = Memos(prev_memo, namespace, rng, lrls)
+        memos = Memos(prev_memo, namespace, rng, lrls, source)
         memos.new.resources = tuple(resources)
         try:
             patched = _patch(previous, memos, by_kind, pas, app_port)
@@ -122,7 +126,7 @@ def build_runtime(
             patched = None
         if patched is not None:
             return dataclasses.replace(patched, version=version or config_digest(resources))
-    memos = Memos(prev_memo, namespace, rng, lrls)
+    memos = Memos(prev_memo, namespace, rng, lrls, source)
     memos.new.resources = tuple(resources)
     memos.new.app_port = app_port
     memos.new.service_entries = tuple(by_kind["ServiceEntry"])
@@ -153,7 +157,7 @@ def build_runtime(
         factory.make(name, fqdn, port, subset, eps, effective_policy(rs, port, subset_model), inputs=inputs)
         return name
 
-    ctx = RouteContext(services, rules, ensure_cluster, by_kind["LocalRateLimit"])
+    ctx = RouteContext(services, rules, ensure_cluster, by_kind["LocalRateLimit"], *memos.source)
     outbound = OutboundBuilder(ctx, memos, ensure_cluster).build(
         by_kind["VirtualService"], services, namespace
     )
@@ -212,7 +216,7 @@ def _patch(
         return None
     services, rules = prev.service_map, prev.rule_map
     exact, wildcard = OutboundBuilder(
-        RouteContext(services, rules, _no_cluster, []), memos, _no_cluster
+        RouteContext(services, rules, _no_cluster, [], *memos.source), memos, _no_cluster
     ).vs_by_host(by_kind["VirtualService"])
     if not same([p for p, _ in wildcard], [p for p, _ in prev.vs_wild]) or not same(
         [v for _, v in wildcard], [v for _, v in prev.vs_wild]
@@ -305,7 +309,9 @@ def _patch_hosts(
         return name
 
     out = OutboundBuilder(
-        RouteContext(services, rules, ensure_declared, list(memos.new.rate_limits)), memos, ensure_declared
+        RouteContext(services, rules, ensure_declared, list(memos.new.rate_limits), *memos.source),
+        memos,
+        ensure_declared,
     )
     wildcard = list(prev.vs_wild)
     new.vs_exact, new.vs_wild = exact, prev.vs_wild

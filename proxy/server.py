@@ -116,7 +116,9 @@ class ProxyServer:
         """Load and build the config on disk; raises ConfigRefused or RuntimeBuildError."""
         if not self.config.config_path:  # mesh mode: routes arrive as snapshots (MeshAgent -> apply)
             cfg = self.config
-            return build_runtime([], namespace=cfg.namespace, app_port=cfg.app_port, version="0")
+            return build_runtime(
+                [], namespace=cfg.namespace, labels=cfg.labels, app_port=cfg.app_port, version="0"
+            )
         path = Path(self.config.config_path)
         fingerprint = _fingerprint(path)
         if self.config.isolate_loader:
@@ -128,6 +130,7 @@ class ProxyServer:
         runtime = build_runtime(
             resources,
             namespace=self.config.namespace,
+            labels=self.config.labels,
             app_port=self.config.app_port,
             version=_digest(path),
             previous=self.runtime,

@@ -137,6 +137,7 @@ class SnapshotApplier:
             ("applied", "renumbered", "nacked", "duplicate", "ignored", "need_full"), 0
         )
     )
+    labels: Mapping[str, str] = field(default_factory=dict)  # the workload's (VirtualService sourceLabels)
 
     def offer(self, snap: Snapshot, *, now: float) -> Outcome:
         out = self._offer(snap, now)
@@ -206,6 +207,7 @@ class SnapshotApplier:
             runtime = self.build(
                 typed,
                 namespace=self.namespace,
+                labels=self.labels,
                 app_port=self.app_port,
                 version=str(snap.version),
                 previous=self.runtime,

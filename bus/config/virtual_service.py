@@ -50,9 +50,9 @@ class HTTPMatchRequest(IstioModel):
     ignore_uri_case: bool = False
     without_headers: dict[str, StringMatch] = Field(default_factory=dict)
     port: Port | None = None
-    source_labels: dict[str, str] | None = unimplemented()
+    source_labels: dict[str, str] | None = None  # the block applies only on workloads with these labels
     gateways: tuple[str, ...] = ()
-    source_namespace: str | None = unimplemented()
+    source_namespace: str | None = None  # ... and only on workloads in this namespace
     stat_prefix: str | None = unimplemented()
 
 

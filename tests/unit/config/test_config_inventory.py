@@ -27,8 +27,6 @@ UNIMPLEMENTED = {
     "HTTPCookie.attributes",
     "HTTPCookie.path",
     "HTTPCookie.ttl",
-    "HTTPMatchRequest.sourceLabels",
-    "HTTPMatchRequest.sourceNamespace",
     "HTTPMatchRequest.statPrefix",
     "HTTPRetry.retryIgnorePreviousHosts",
     "HTTPRetry.retryRemoteLocalities",

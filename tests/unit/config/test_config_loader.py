@@ -237,15 +237,15 @@ def test_unimplemented_fields_warn_and_are_ignored() -> None:
         http:
         - route: [{destination: {host: r}}]
           match:
-          - sourceLabels: {app: x}
+          - statPrefix: x
         tcp:
         - route: [{destination: {host: r}}]
         """,
     )
     assert result.ok
     assert warnings(result) == [
-        "t.yaml:10: VirtualService default/test: spec.http[0].match[0].sourceLabels: "
-        'field "sourceLabels" is not implemented by meshbus yet and is ignored',
+        "t.yaml:10: VirtualService default/test: spec.http[0].match[0].statPrefix: "
+        'field "statPrefix" is not implemented by meshbus yet and is ignored',
         't.yaml:11: VirtualService default/test: spec.tcp: field "tcp" is not implemented by meshbus yet and is ignored',
     ]
 

@@ -64,3 +64,12 @@ def test_demo_sidecars_parse_as_mesh_mode_on_their_ports(tmp_path: Path) -> None
     client = plan["productpage-sidecar"]
     cfg, _ = parse_command_line(list(client.argv[3:]))
     assert cfg.inbound is None and cfg.outbound is not None and cfg.outbound.port == ports.client_outbound
+
+
+def test_standalone_labels_name_the_workload_for_source_scoped_routes() -> None:
+    cfg, _ = parse_command_line(
+        ["--config", "m.yaml", "--labels", "app=reviews,version=v2", "--labels", "tier=web"]
+    )
+    assert cfg.labels == {"app": "reviews", "version": "v2", "tier": "web"}
+    with pytest.raises(BootstrapError, match="bad label 'oops'"):
+        parse_command_line(["--config", "m.yaml", "--labels", "oops"])

@@ -518,3 +518,57 @@ spec:
     t = build(text).outbound
     assert t.match(req(authority="a.api.example.com")).name == "narrow"
     assert t.match(req(authority="a.web.example.com")).name == "broad"
+
+
+SOURCE_SCOPED = """
+  - name: from-productpage-v2
+    match:
+    - sourceLabels: {app: productpage, version: v2}
+      headers: {x-a: {exact: "1"}}
+    - sourceLabels: {app: productpage, version: v2}
+      uri: {prefix: /pp}
+    route: [{destination: {host: reviews, subset: v2}}]
+  - name: from-namespace-test
+    match: [{sourceNamespace: test}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - name: all
+    route: [{destination: {host: reviews, subset: v1}}]
+"""
+
+
+@pytest.mark.parametrize(
+    "labels,namespace,want",
+    [
+        ({"app": "productpage", "version": "v2", "extra": "x"}, "default", ["from-productpage-v2", "all"]),
+        ({"app": "productpage", "version": "v1"}, "default", ["all", "all"]),
+        ({}, "default", ["all", "all"]),  # a proxy without labels (standalone, no --labels)
+        ({"app": "productpage", "version": "v2"}, "test", ["from-productpage-v2", "from-namespace-test"]),
+        ({}, "test", ["from-namespace-test", "from-namespace-test"]),
+    ],
+)
+def test_source_labels_and_namespace_scope_match_blocks_to_this_workload(
+    labels: dict[str, str], namespace: str, want: list[str]
+) -> None:
+    # Istio: a match block with sourceLabels / sourceNamespace only exists on the sidecars of the
+    # workloads it names; on every other proxy the next route matches.
+    rt = build(vs(SOURCE_SCOPED), namespace=namespace, labels=labels)
+    got = [
+        rt.outbound.match(req(authority="reviews.default", headers={"x-a": "1"})),
+        rt.outbound.match(req(authority="reviews.default", path="/other")),
+    ]
+    assert [r.name if r is not None else None for r in got] == want
+
+
+def test_a_rebuild_for_other_labels_compiles_afresh() -> None:
+    from meshbus.proxy.runtime import build_runtime
+    from tests.unit.proxy.conftest import load
+
+    resources = load(vs(SOURCE_SCOPED))  # the same objects: an incremental build could reuse routes
+    first = build_runtime(resources, labels={"app": "productpage", "version": "v2"})  # type: ignore[arg-type]
+    same = build_runtime(resources, labels={"version": "v2", "app": "productpage"}, previous=first)  # type: ignore[arg-type]
+    other = build_runtime(resources, labels={}, previous=first)  # type: ignore[arg-type]
+    probe = req(authority="reviews.default", headers={"x-a": "1"})
+    assert same.memo.stats["hosts_reused"] > 0  # label order does not matter
+    assert same.outbound.match(probe).name == "from-productpage-v2"  # type: ignore[union-attr]
+    assert other.memo.stats["hosts_reused"] == 0
+    assert other.outbound.match(probe).name == "all"  # type: ignore[union-attr]
