@@ -17,6 +17,8 @@ Rules (the listener and the upstream pool rely on them):
   keeps each response head as received (``ResponseHead.raw``); ``headers``/``hdict`` are parsed from
   it on first use. When no response header has to change, ``passthrough_head`` forwards those bytes
   minus hop-by-hop headers (bench/micro.py with nginx's 5 headers: 13.7 -> 11.0 us per request).
+  A whole response in one read whose head repeats, byte for byte, the last head llhttp accepted on
+  the connection skips llhttp altogether (its framing is known; micro.py: 10.3 -> 9.0 us).
 - Requests: ``RequestHead.raw`` is the head as received (minus its blank line) when it starts a read and
   its bytes are exactly the request line plus the "name: value" lines llhttp reported; forward.Exchange
   then forwards it with its own lines appended instead of rebuilding it (micro.py: ~0.5 us per request).
