@@ -69,7 +69,7 @@ class BuildMemo:
     clusters: dict[str, tuple[tuple[Any, ...], Cluster]] = field(default_factory=dict)
     hosts: dict[tuple[str, str, int | None], CompiledHost] = field(default_factory=dict)
     """(slot, host, port) -> compiled virtual host; slot: service / host / wildcard."""
-    tls: dict[str, tuple[Cluster, Service | None, ClusterTls]] = field(default_factory=dict)
+    tls: dict[str, tuple[Cluster, Service | None, InboundPolicy, ClusterTls]] = field(default_factory=dict)
     inbound_tls: tuple[tuple[Any, ...], InboundPolicy] | None = None
     # For patching the previous runtime in place of a build (runtime._patch): its inputs and tables.
     app_port: int | None = None
@@ -166,9 +166,10 @@ class Memos:
         self.stats["hosts_reused" if reused else "hosts_compiled"] += 1
 
     def tls_plan_clusters(
-        self, services: Mapping[str, Service], clusters: Mapping[str, Cluster]
+        self, services: Mapping[str, Service], clusters: Mapping[str, Cluster], inbound: InboundPolicy
     ) -> dict[str, ClusterTls]:
-        """tls_policy.build_tls_plan's per-cluster decisions, reusing those of unchanged clusters."""
+        """tls_policy.build_tls_plan's per-cluster decisions, reusing those of unchanged clusters
+        (auto-mTLS reads the PeerAuthentications, so another ``inbound`` decides afresh)."""
         out: dict[str, ClusterTls] = {}
         prev, new = self.prev.tls, self.new.tls
         for name, cluster in clusters.items():
@@ -176,12 +177,12 @@ class Memos:
                 continue  # inbound|<port>|| is the local app: always plaintext on loopback
             svc = services.get(cluster.service)
             hit = prev.get(name)
-            if hit is not None and hit[0] is cluster and hit[1] is svc:
+            if hit is not None and hit[0] is cluster and hit[1] is svc and hit[2] is inbound:
                 self.stats["tls_reused"] += 1
             else:
-                hit = (cluster, svc, cluster_tls(cluster, svc))
+                hit = (cluster, svc, inbound, cluster_tls(cluster, svc, inbound))
             new[name] = hit
-            out[name] = hit[2]
+            out[name] = hit[3]
         return out
 
     def inbound_policy(self, peer_authentications: tuple[Any, ...]) -> InboundPolicy:

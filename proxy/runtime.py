@@ -162,7 +162,8 @@ def build_runtime(
         by_kind["VirtualService"], services, namespace
     )
     inbound = _build_inbound(app_port, factory)
-    tls = TlsPlan(memos.tls_plan_clusters(services, factory.clusters), memos.inbound_policy(pas))
+    inbound_tls = memos.inbound_policy(pas)
+    tls = TlsPlan(memos.tls_plan_clusters(services, factory.clusters, inbound_tls), inbound_tls)
     factory.commit()  # nothing below raises: the build is good
     memos.new.clusters = factory.built_from
     memos.stats["clusters_reused"] = factory.reused
@@ -341,7 +342,10 @@ def _patch_hosts(
     memos.stats["patched"] = 1
     tls = previous.tls
     if new.inbound_tls is not prev.inbound_tls and new.inbound_tls is not None:
-        tls = TlsPlan(previous.tls.clusters, new.inbound_tls[1])
+        # Other PeerAuthentications: the inbound policy and every auto-mTLS decision follow them.
+        policy = new.inbound_tls[1]
+        new.tls = {}  # copied from the previous memo above: do not write into that one
+        tls = TlsPlan(memos.tls_plan_clusters(prev.service_map, previous.clusters, policy), policy)
     return ProxyRuntime(
         version=previous.version,
         outbound=RouteTable(vhosts, by_authority, parts.wildcards, parts.catch_all),

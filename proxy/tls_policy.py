@@ -8,7 +8,8 @@ each ``UNSET`` level inherits the one above, and with nothing set the mode is PE
 Outbound (DestinationRule ``tls`` + auto-mTLS): a DestinationRule ``tls`` block decides for every
 endpoint of its cluster; without one, endpoints that are mesh workloads (their ServiceEntry endpoint
 names a ``serviceAccount``, as discovery's synthesized registry entries do) get ISTIO_MUTUAL and the
-others plaintext. The expected server identities are the service accounts of the service's
+others plaintext, except a workload whose PeerAuthentication (as resolved above, for its labels,
+namespace and port) is DISABLE: it gets plaintext too, as with Istio's auto-mTLS. The expected server identities are the service accounts of the service's
 endpoints (``spiffe://<td>/ns/<ns>/sa/<sa>``), Istio's SAN list for a mesh service.
 
 The adapter (proxy/mtls.py) turns these decisions into SSL contexts and handshakes.
@@ -133,9 +134,16 @@ EMPTY_PLAN = TlsPlan()
 
 
 def _service_accounts(
-    svc: Any, port_number: int
+    svc: Any, port_number: int, inbound: InboundPolicy | None = None
 ) -> tuple[dict[tuple[str, int], tuple[str, str]], set[tuple[str, str]]]:
-    """Endpoint key -> (namespace, sa) for one service port, and every identity of the service."""
+    """Endpoint key -> (namespace, sa) for one service port, and every identity of the service.
+
+    With ``inbound`` (the PeerAuthentications this proxy sees), an endpoint whose workload takes
+    plaintext there (mode DISABLE for its port) is left out: Istio's auto-mTLS reads the server's
+    PeerAuthentication too, so a DISABLE workload is not sent TLS it would not understand. The port is
+    the workload's: the service port's targetPort, else its number (registry entries declare the app
+    ports and point their endpoints at the sidecars' inbound listener).
+    """
     by_key: dict[tuple[str, int], tuple[str, str]] = {}
     every: set[tuple[str, str]] = set()
     res = getattr(svc, "resource", None)
@@ -149,18 +157,26 @@ def _service_accounts(
         ident = (svc.namespace, sa)
         every.add(ident)
         if sp is not None:
+            if (
+                inbound is not None
+                and inbound.rules
+                and inbound.mode_for(sp.target_port or sp.number, svc.namespace, ep.labels or {}) == DISABLE
+            ):
+                continue
             # Same port rule as cluster_builder.endpoints_for: named port, else targetPort, else the number.
             eport = ep.ports.get(sp.name) or sp.target_port or sp.number
             by_key[(ep.address, eport)] = ident
     return by_key, every
 
 
-def cluster_tls(cluster: Any, svc: Any | None) -> ClusterTls:
-    """The TLS decision for one built cluster (``cluster.tls``: the DestinationRule's TlsSettings or None)."""
+def cluster_tls(cluster: Any, svc: Any | None, inbound: InboundPolicy | None = None) -> ClusterTls:
+    """The TLS decision for one built cluster (``cluster.tls``: the DestinationRule's TlsSettings or None).
+
+    ``inbound``: the PeerAuthentications, which auto-mTLS consults (see _service_accounts)."""
     by_key: dict[tuple[str, int], tuple[str, str]] = {}
     every: set[tuple[str, str]] = set()
     if svc is not None:
-        by_key, every = _service_accounts(svc, cluster.port)
+        by_key, every = _service_accounts(svc, cluster.port, inbound)
     mesh = frozenset(e.key for e in cluster.endpoints if e.key in by_key)
     idents = tuple(sorted(every))
     t = cluster.tls
@@ -186,10 +202,11 @@ def build_tls_plan(
     root_namespace: str = ROOT_NAMESPACE,
 ) -> TlsPlan:
     """Decisions for every cluster and the inbound PeerAuthentication set of one config version."""
+    pas = [r for r in resources if getattr(r, "kind", "") == "PeerAuthentication"]
+    inbound = inbound_policy(pas, root_namespace)
     out: dict[str, ClusterTls] = {}
     for name, cluster in clusters.items():
         if not name.startswith("outbound|"):
             continue  # inbound|<port>|| is the local app: always plaintext on loopback
-        out[name] = cluster_tls(cluster, services.get(cluster.service))
-    pas = [r for r in resources if getattr(r, "kind", "") == "PeerAuthentication"]
-    return TlsPlan(out, inbound_policy(pas, root_namespace))
+        out[name] = cluster_tls(cluster, services.get(cluster.service), inbound)
+    return TlsPlan(out, inbound)

@@ -155,6 +155,27 @@ async def test_workload_selector_and_disable(
     assert pair.stats[1].handshakes["inbound"] == 0
 
 
+async def test_auto_mtls_speaks_plaintext_to_a_workload_whose_peer_authentication_disables_it(
+    upstreams: UpstreamFactory, proxy: ProxyFactory, ca: MeshCa
+) -> None:
+    # As above, but the client sees the PeerAuthentications too (discovery sends them to every proxy)
+    # and the endpoint's labels: Istio's auto-mTLS then sends plaintext, and the request succeeds.
+    policies = peer_auth("STRICT") + peer_auth("DISABLE", name="reviews", selector="app: reviews")
+    entry = reviews_entry(0).replace(
+        "{http: 0}, serviceAccount: reviews", "{http: PORT}, serviceAccount: reviews, labels: {app: reviews}"
+    )
+    pair = await sidecars(upstreams, proxy, ca, server_config=policies)
+    client = await proxy(entry.replace("PORT", str(pair.server.inbound_port)) + policies)
+    client.server.enable_mesh_tls(
+        StaticCertClient(ca.identity(sa="productpage")), labels={"app": "productpage"}
+    )
+    r = await fetch(client.port)
+    assert r.status == 200
+    assert pair.stats[1].handshakes["inbound"] == 0 and client.server.tls_stats.handshakes["outbound"] == 0
+    plan = client.server.runtime.tls.clusters["outbound|9080||reviews.default.svc.cluster.local"]
+    assert plan.mode_for(("127.0.0.1", pair.server.inbound_port)) == "DISABLE"
+
+
 @pytest.mark.parametrize(
     ("case", "reason"),
     [("wrong_identity", "wrong_identity"), ("other_mesh", "untrusted"), ("other_trust_domain", "wrong_trust_domain"),

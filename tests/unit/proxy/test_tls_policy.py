@@ -141,3 +141,58 @@ def test_registry_service_entries_make_mesh_endpoints() -> None:
     ct = rt.tls.clusters[name]
     assert ct.mode_for(("10.1.0.7", 15006)) == ISTIO_MUTUAL
     assert ct.identities == (("default", "reviews-sa"),)
+
+
+REVIEWS = "outbound|9080||reviews.default.svc.cluster.local"
+
+
+@pytest.mark.parametrize(
+    "pas,want",
+    [
+        ("", ("ISTIO_MUTUAL", "ISTIO_MUTUAL")),
+        (pa("v2-off", "default", "DISABLE", selector="version: v2"), ("ISTIO_MUTUAL", "DISABLE")),
+        (pa("ns", "default", "DISABLE"), ("DISABLE", "DISABLE")),
+        (pa("mesh", "istio-system", "DISABLE"), ("DISABLE", "DISABLE")),
+        # portLevelMtls counts only in a policy with a selector (Istio), keyed by the workload's port
+        (
+            pa("w", "default", "STRICT", selector="version: v2", ports="9080: {mode: DISABLE}"),
+            ("ISTIO_MUTUAL", "DISABLE"),
+        ),
+        (
+            pa("ns", "default", "DISABLE")
+            + pa("w", "default", None, selector="version: v2", ports="9080: {mode: STRICT}"),
+            ("DISABLE", "ISTIO_MUTUAL"),
+        ),
+        (pa("other", "prod", "DISABLE"), ("ISTIO_MUTUAL", "ISTIO_MUTUAL")),  # another namespace's workloads
+        (pa("ns", "default", "PERMISSIVE"), ("ISTIO_MUTUAL", "ISTIO_MUTUAL")),
+    ],
+    ids=[
+        "none",
+        "workload",
+        "namespace",
+        "mesh-wide",
+        "port-level",
+        "port-level-on",
+        "other-ns",
+        "permissive",
+    ],
+)
+def test_auto_mtls_sends_plaintext_where_the_servers_peer_authentication_disables_mtls(
+    pas: str, want: tuple[str, str]
+) -> None:
+    rt = build_runtime(load_text(pas + SE, "x.yaml").resources)
+    ct = rt.tls.clusters[REVIEWS]
+    assert (ct.mode_for(("10.0.0.1", 15006)), ct.mode_for(("10.0.0.2", 9080))) == want
+    assert ct.mode_for(("10.0.0.3", 9080)) == "DISABLE"  # no sidecar: plaintext whatever the policy
+
+
+def test_a_peer_authentication_change_alone_redecides_auto_mtls_in_an_incremental_build() -> None:
+    se = load_text(SE, "se.yaml").resources
+    off = load_text(pa("ns", "default", "DISABLE"), "pa.yaml").resources
+    first = build_runtime(se)
+    second = build_runtime([*se, *off], previous=first)
+    third = build_runtime(se, previous=second)
+    assert first.tls.clusters[REVIEWS].mode_for(("10.0.0.2", 9080)) == ISTIO_MUTUAL
+    assert second.tls.clusters[REVIEWS].mode_for(("10.0.0.2", 9080)) == "DISABLE"
+    assert third.tls.clusters[REVIEWS].mode_for(("10.0.0.2", 9080)) == ISTIO_MUTUAL
+    assert second.tls.inbound.mode_for(9080, "default", {}) == "DISABLE"
