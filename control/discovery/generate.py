@@ -22,7 +22,7 @@ from meshbus.bus.config.hosts import host_matches, to_fqdn
 from meshbus.bus.schemas.discovery import Register
 
 from .endpoints import synthesize
-from .model import ROOT_NAMESPACE, ConfigEntry, MeshModel
+from .model import PEER_AUTHENTICATION, ROOT_NAMESPACE, ConfigEntry, MeshModel
 from .push_request import PushRequest
 from .registry import Registry, ServiceKey
 from .visibility import Visibility
@@ -291,6 +291,8 @@ class SnapshotGenerator:
 
     def _selected_nodes(self, e: ConfigEntry) -> set[str]:
         """Nodes a workload-scoped resource selects (only its namespace is scanned, unless root)."""
+        if e.kind == PEER_AUTHENTICATION:
+            return set(self.node_class)  # every proxy gets every PeerAuthentication (MeshModel.scoped_for)
         out = set()
         for (ns, _svc), members in self.registry.by_service.items():
             if e.namespace not in (ns, ROOT_NAMESPACE):

@@ -28,6 +28,7 @@ HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
 WORKLOAD_SCOPED = frozenset(
     {"Sidecar", "Gateway", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy", "Plugin"}
 )
+PEER_AUTHENTICATION = "PeerAuthentication"
 IGNORED = frozenset({"WorkloadEntry"})
 """Not sent to proxies: workloads reach the mesh by registering."""
 
@@ -169,6 +170,8 @@ class MeshModel:
     """Highest KV revision seen (puts and deletes)."""
     generation: int = 0
     """Bumped by every apply that changed something (cache key for derived data)."""
+    peer_authentications: tuple[ConfigEntry, ...] = ()
+    """Every PeerAuthentication, by key: each proxy gets all of them (see scoped_for)."""
 
     def get(self, key: str) -> ConfigEntry | None:
         return self.entries.get(key)
@@ -216,18 +219,36 @@ class MeshModel:
                 scoped[e.namespace] = inner
             elif e.hosts:
                 host_scoped[e.key] = e
+        pas = tuple(
+            sorted(
+                (e for inner in scoped.values() for e in inner.values() if e.kind == PEER_AUTHENTICATION),
+                key=lambda e: e.key,
+            )
+        )
         return MeshModel(
             entries=entries,
             host_scoped=host_scoped,
             workload_scoped=scoped,
             revision=revision,
             generation=self.generation + (1 if changed else 0),
+            peer_authentications=pas,
         )
 
     def scoped_for(self, namespace: str, labels: Mapping[str, str]) -> list[ConfigEntry]:
+        """The workload-scoped resources one workload's proxy gets.
+
+        PeerAuthentications go to every proxy, not only to the workloads they select: a proxy resolves
+        its own inbound policy from them, and its auto-mTLS reads the destination workloads' (a
+        DISABLE server is sent plaintext), which istiod decides centrally and meshbus in each proxy.
+        """
         out: list[ConfigEntry] = []
         for ns in {namespace, ROOT_NAMESPACE}:
-            out.extend(e for e in self.workload_scoped.get(ns, {}).values() if e.selects(namespace, labels))
+            out.extend(
+                e
+                for e in self.workload_scoped.get(ns, {}).values()
+                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels)
+            )
+        out.extend(self.peer_authentications)
         return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> ConfigEntry | None:

@@ -207,3 +207,28 @@ def test_status_merge_takes_the_sender_row_and_latest_nack() -> None:
     acked = ProxyStatus(**{**common, "last_seen": 6.0}, acked_version=9)  # type: ignore[arg-type]
     [view] = merge([ProxyStatusReply("r1", 2, [owner]), ProxyStatusReply("r2", 2, [acked])])
     assert view.status == "SYNCED"
+
+
+def test_every_proxy_gets_every_peer_authentication_for_auto_mtls() -> None:
+    # A client's auto-mTLS reads the destination's PeerAuthentication (a DISABLE server gets
+    # plaintext), so unlike other policies PeerAuthentications are not limited to what they select.
+    reviews_off = manifest(
+        "PeerAuthentication",
+        "reviews-off",
+        {"selector": {"matchLabels": {"app": "reviews"}}, "mtls": {"mode": "DISABLE"}},
+    )
+    prod = manifest("PeerAuthentication", "prod", {"mtls": {"mode": "STRICT"}}, namespace="prod")
+    gen, reg = mesh(*BASE, reviews_off, prod)
+    for node in ("pp-1", "ratings-1", "reviews-1"):
+        assert {"PeerAuthentication.default.reviews-off", "PeerAuthentication.prod.prod"} <= keys(
+            gen, reg, node
+        )
+    old = gen.model
+    gen.set_model(
+        old.apply([], [("PeerAuthentication.default.reviews-off", 99)]),
+        ["PeerAuthentication.default.reviews-off"],
+    )
+    req = PushRequest.of("config", config={"PeerAuthentication.default.reviews-off"})
+    assert gen.affected(req, old) == {"reviews-1", "reviews-2", "ratings-1", "pp-1"}
+    assert "PeerAuthentication.default.reviews-off" not in keys(gen, reg, "pp-1")
+    assert gen.model.peer_authentications[0].key == "PeerAuthentication.prod.prod"
