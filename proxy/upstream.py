@@ -299,7 +299,7 @@ class PoolManager:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pools: dict[str, ClusterPool] = {}
-        self.batch = WriteBatch(loop)  # the worker's held writes, upstream and downstream (write_batch.py)
+        self.batch = WriteBatch(loop)  # the worker's held upstream writes (write_batch.py)
         self.origin: Any = None  # proxy/mtls.TlsOrigin: TLS origination per new connection, None = plaintext
 
     def get(self, cluster_name: str) -> ClusterPool:

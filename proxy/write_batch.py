@@ -24,15 +24,6 @@ from typing import Any
 log = logging.getLogger("meshbus.proxy")
 
 
-def _send(transport: Any, data: bytes) -> None:
-    try:
-        transport.write(data)
-    except Exception as exc:  # the connection died while its bytes were held
-        # uvloop refuses writes to a transport closed under us (peer reset in the same iteration); the
-        # protocol hears connection_lost, and the rest of the batch must still go out.
-        log.debug("held write dropped: %s", exc)
-
-
 class WriteBatch:
     """The transports of one loop holding writes; flushed by one ``call_soon`` per loop iteration."""
 
@@ -40,7 +31,7 @@ class WriteBatch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self.dirty: list[BatchedTransport] = []  # shared with the transports: they append themselves
+        self.dirty: list[BatchedTransport] = []  # the transports append themselves on their first write
 
     def schedule(self) -> None:
         # Ready callbacks run after the I/O callbacks of the current iteration (uvloop and asyncio
@@ -51,35 +42,30 @@ class WriteBatch:
         dirty = self.dirty
         # A write made while flushing (none is expected) appends to the list being walked: still sent.
         for t in dirty:
-            held = t._held
-            if held is not None:
-                t._held = None
-                try:
-                    t.transport.write(held)
-                except Exception as exc:  # as in _send, inline: this loop is on every request's path
-                    log.debug("held write dropped: %s", exc)
+            t.flush()
         dirty.clear()
 
 
 class BatchedTransport:
-    """A transport whose ``write`` is held until the loop iteration ends (see the module doc)."""
+    """A transport whose ``write`` is held until the loop iteration ends (see the module doc).
 
-    __slots__ = ("_batch", "_dirty", "_held", "transport")
+    Everything but writing and closing is the wrapped transport's (``__getattr__``)."""
+
+    __slots__ = ("_batch", "_held", "transport")
 
     def __init__(self, transport: Any, batch: WriteBatch) -> None:
         self.transport = transport
         self._batch = batch
-        self._dirty = batch.dirty
         self._held: bytes | None = None
 
     def write(self, data: bytes) -> None:
         held = self._held
         if held is None:
             self._held = data
-            dirty = self._dirty
-            if not dirty:
-                self._batch.schedule()
-            dirty.append(self)
+            batch = self._batch
+            if not batch.dirty:
+                batch.schedule()
+            batch.dirty.append(self)
         else:
             self._held = held + data  # rare: a second write to one socket in one iteration
 
@@ -87,7 +73,12 @@ class BatchedTransport:
         held = self._held
         if held is not None:
             self._held = None
-            _send(self.transport, held)
+            try:
+                self.transport.write(held)
+            except Exception as exc:  # the connection died while its bytes were held
+                # uvloop refuses writes to a transport closed under us (peer reset in the same
+                # iteration); the protocol hears connection_lost, and the rest of the batch must go out.
+                log.debug("held write dropped: %s", exc)
 
     def writelines(self, data: list[bytes]) -> None:
         for d in data:
@@ -108,18 +99,6 @@ class BatchedTransport:
     def get_write_buffer_size(self) -> int:
         held = self._held
         return int(self.transport.get_write_buffer_size()) + (len(held) if held is not None else 0)
-
-    def pause_reading(self) -> None:
-        self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self.transport.resume_reading()
-
-    def is_closing(self) -> bool:
-        return bool(self.transport.is_closing())
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.transport.get_extra_info(name, default)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)

@@ -183,86 +183,48 @@ def to_json_dict(r: AccessLogRecord) -> dict[str, Any]:
     }
 
 
-# One line of Istio's JSON access-log encoding; the values are spliced in already encoded as JSON.
-_JSON_LINE: Final = (
-    b'{"start_time":"%b","method":%b,"path":%b,"protocol":%b,"response_code":%d,"response_flags":%b,'
-    b'"response_code_details":%b,"bytes_received":%d,"bytes_sent":%d,"duration":%b,'
-    b'"upstream_service_time":%b,"x_forwarded_for":%b,"user_agent":%b,"request_id":%b,"authority":%b,'
-    b'"upstream_host":%b,"upstream_cluster":%b,"route_name":%b,"downstream_remote_address":%b,'
-    b'"downstream_peer_principal":%b,"trace_id":%b}\n'
-)
-# str (or None) -> its JSON bytes. Methods, paths, hosts, clusters and user agents repeat from one
-# request to the next, so most values cost a dict lookup instead of an encoder call. Bounded: cleared
-# when full, so a stream of unique values (ids in paths) cannot grow it.
-_JSON_CACHE_MAX: Final = 4096
-_json_cache: dict[str | None, bytes] = {None: b"null"}
-_second_cache_b: tuple[int, bytes] = (-1, b"")
-_MS_SUFFIX_B: Final = tuple(s.encode() for s in _MS_SUFFIX)
-
-
-def _json_miss(value: str) -> bytes:
-    enc = orjson.dumps(value)
-    if len(_json_cache) >= _JSON_CACHE_MAX:
-        _json_cache.clear()
-        _json_cache[None] = b"null"
-    _json_cache[value] = enc
-    return enc
-
-
-def _start_time_bytes(epoch_s: float) -> bytes:
-    global _second_cache_b
-    sec = math.floor(epoch_s)
-    us = round((epoch_s - sec) * 1e6)
-    if us >= 1_000_000:
-        sec, us = sec + 1, us - 1_000_000
-    cached = _second_cache_b
-    if cached[0] != sec:
-        cached = _second_cache_b = (sec, format_start_time(float(sec))[:19].encode())
-    return cached[1] + _MS_SUFFIX_B[us // 1000]
-
-
 def format_json_lines(records: Iterable[AccessLogRecord]) -> bytes:
-    """One JSON object per record, each followed by ``\\n``: the objects of :func:`to_json_dict`.
+    """One JSON object per record, each followed by ``\\n``.
 
-    This runs in the proxy process for every request, so it is a template filled with cached
-    encodings (about half the cost of building a dict per record and encoding it). Request ids and
-    trace ids are unique per request and are encoded without touching the cache.
+    Same objects as :func:`to_json_dict`, built inline: this runs in the proxy process for every
+    request, so a call and two helper calls per record are worth saving.
     """
-    c = _json_cache
-    miss = _json_miss
+    fst = format_start_time
     dumps = orjson.dumps
-    st = _start_time_bytes
-    line = _JSON_LINE
     lines = []
     for r in records:
         d = r.duration_ms
         u = r.upstream_service_time
-        rid = r.request_id
-        tid = r.trace_id
-        v = (
-            st(r.start_time),
-            c.get(r.method) or miss(r.method),  # type: ignore[arg-type]
-            c.get(r.path) or miss(r.path),  # type: ignore[arg-type]
-            c.get(r.protocol) or miss(r.protocol),  # type: ignore[arg-type]
-            r.response_code,
-            c.get(r.response_flags) or miss(r.response_flags),
-            c.get(r.response_code_details) or miss(r.response_code_details),  # type: ignore[arg-type]
-            r.bytes_received,
-            r.bytes_sent,
-            b"null" if d is None else b"%d" % round(d),
-            b"null" if u is None else b"%d" % round(u),
-            c.get(r.x_forwarded_for) or miss(r.x_forwarded_for),  # type: ignore[arg-type]
-            c.get(r.user_agent) or miss(r.user_agent),  # type: ignore[arg-type]
-            b"null" if rid is None else dumps(rid),
-            c.get(r.authority) or miss(r.authority),  # type: ignore[arg-type]
-            c.get(r.upstream_host) or miss(r.upstream_host),  # type: ignore[arg-type]
-            c.get(r.upstream_cluster) or miss(r.upstream_cluster),  # type: ignore[arg-type]
-            c.get(r.route_name) or miss(r.route_name),  # type: ignore[arg-type]
-            c.get(r.downstream_remote_address) or miss(r.downstream_remote_address),  # type: ignore[arg-type]
-            c.get(r.downstream_peer_principal) or miss(r.downstream_peer_principal),  # type: ignore[arg-type]
-            b"null" if tid is None else dumps(tid),
+        # "+ b'\\n'" copies orjson's result into a right-sized object and frees it at once; keeping
+        # orjson's own (over-allocated) results in a list until the join measured three times slower.
+        lines.append(
+            dumps(
+                {
+                    "start_time": fst(r.start_time),
+                    "method": r.method,
+                    "path": r.path,
+                    "protocol": r.protocol,
+                    "response_code": r.response_code,
+                    "response_flags": r.response_flags,
+                    "response_code_details": r.response_code_details,
+                    "bytes_received": r.bytes_received,
+                    "bytes_sent": r.bytes_sent,
+                    "duration": None if d is None else round(d),
+                    "upstream_service_time": None if u is None else round(u),
+                    "x_forwarded_for": r.x_forwarded_for,
+                    "user_agent": r.user_agent,
+                    "request_id": r.request_id,
+                    "authority": r.authority,
+                    "upstream_host": r.upstream_host,
+                    "upstream_cluster": r.upstream_cluster,
+                    "route_name": r.route_name,
+                    "downstream_remote_address": r.downstream_remote_address,
+                    "downstream_peer_principal": r.downstream_peer_principal,
+                    "trace_id": r.trace_id,
+                }
+            )
+            + b"\n"
         )
-        lines.append(line % v)
     return b"".join(lines)
 
 
