@@ -23,11 +23,9 @@ newest SVID); connections already open keep the context they were made with.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
-from asyncio import sslproto
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from meshbus.proxy.tls import (
     verify_peer,
 )
 from meshbus.proxy.tls_policy import DISABLE, ISTIO_MUTUAL, MUTUAL, SIMPLE, STRICT
+from meshbus.proxy.tls_stream import TlsStream
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +58,9 @@ def upstream_lost_kind(exc: BaseException | None, requests: int, transport: Any)
     """Error kind for an upstream connection lost with a request in flight: "reset", or a TLS reason.
 
     With TLS 1.3 the server checks our certificate after our side of the handshake is done, so a
-    refusal shows up on the first request: as the server's alert (``peer_rejected_expired``...) when
-    it sends one, else as the close of a brand-new TLS connection before any answer (``peer_closed``;
-    uvloop's TLS drops the alert).
+    refusal shows up on the first request: as the server's alert (``peer_rejected_expired``...),
+    which meshbus sidecars send (proxy/tls_stream.py), else as the close of a brand-new TLS
+    connection before any answer (``peer_closed``).
     """
     if isinstance(exc, ssl.SSLError):
         err = describe_tls_error(exc)
@@ -183,24 +182,35 @@ class TlsOrigin:
         loop = self.server.loop
 
         async def open_tls(conn: asyncio.Protocol, host: str, port: int) -> str | None:
+            done: asyncio.Future[BaseException | None] = loop.create_future()
+
+            def handshaken(_stream: TlsStream, exc: BaseException | None) -> None:
+                if not done.done():
+                    done.set_result(exc)
+
+            stream = TlsStream(
+                loop, plan.context, server_side=False, server_hostname=plan.server_hostname or None,
+                on_handshake=handshaken, handshake_timeout=HANDSHAKE_TIMEOUT,
+            )  # fmt: skip
+            await loop.create_connection(lambda: stream, host, port)
             try:
-                transport, _ = await loop.create_connection(
-                    lambda: conn, host, port, ssl=plan.context, server_hostname=plan.server_hostname or "",
-                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-                )  # fmt: skip
-            except ssl.SSLError as exc:
+                exc = await done
+            except BaseException:  # the pool gave up on this connection (cancelled, shut down)
+                stream.abort()
+                raise
+            if exc is not None:
                 err = describe_tls_error(exc)
             else:
-                if plan.policy is None:
-                    stats.handshakes["outbound"] += 1
-                    return None
                 try:
-                    verify_peer(transport.get_extra_info("ssl_object"), plan.policy)
+                    if plan.policy is not None:
+                        verify_peer(stream.ssl_object, plan.policy)
                     stats.handshakes["outbound"] += 1
+                    stream.set_protocol(conn)
+                    conn.connection_made(stream)  # type: ignore[arg-type]
                     return None
-                except TlsPeerError as exc:
-                    err = exc
-                    transport.abort()
+                except TlsPeerError as perr:
+                    err = perr
+                    stream.abort()
             stats.failures[err.reason] += 1
             log.warning("TLS to %s (%s:%d) failed [%s]: %s", name, host, port, err.reason, err)
             return tls_error_kind(err)
@@ -231,6 +241,7 @@ class InboundGate(asyncio.Protocol):
         self.mode = STRICT
         self.timer: asyncio.TimerHandle | None = None
         self.peer = ""
+        self.policy: PeerPolicy | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -284,95 +295,43 @@ class InboundGate(asyncio.Protocol):
             dc.data_received(first)
 
     def _start_tls(self, first: bytes) -> None:
-        """TLS over bytes already read: asyncio's SSLProtocol, fed the ClientHello we consumed."""
+        """TLS over bytes already read: the ClientHello we consumed is fed to the TLS layer first."""
         mesh = self.mesh
         ident = mesh.cert_client.current
-        waiter = mesh.loop.create_future()
-        after = _AfterHandshake(mesh, self, ident.spiffe_id.trust_domain)
-        proto = _ssl_protocol_class(mesh.loop)(
-            mesh.loop, after, ident.server_context, waiter, server_side=True,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+        stream = TlsStream(
+            mesh.loop, ident.server_context, server_side=True, server_hostname=None,
+            on_handshake=self._handshaken, handshake_timeout=HANDSHAKE_TIMEOUT,
         )  # fmt: skip
-        waiter.add_done_callback(after.handshake_done)
+        self.policy = PeerPolicy(ident.spiffe_id.trust_domain)
         transport = self.transport
-        transport.set_protocol(proto)  # type: ignore[union-attr]
-        proto.connection_made(transport)
-        view = memoryview(first)
-        while view:
-            buf = proto.get_buffer(len(view))
-            n = min(len(buf), len(view))
-            buf[:n] = view[:n]
-            proto.buffer_updated(n)
-            view = view[n:]
+        transport.set_protocol(stream)  # type: ignore[union-attr,arg-type]
+        stream.connection_made(transport)
+        stream.data_received(first)
 
-
-class _AlertingSSLProtocol(sslproto.SSLProtocol):
-    """asyncio's server-side TLS, except that a failed handshake sends its alert before the close.
-
-    asyncio drops the connection at once and the alert OpenSSL wrote (``certificate expired``,
-    ``unknown ca``...) is lost; sent, it tells the client sidecar why, and its 503 can say so.
-    """
-
-    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
-        transport: Any = self._transport
-        if handshake_exc is not None and transport is not None:
-            with contextlib.suppress(Exception):  # private asyncio state: best effort, never fatal
-                alert = self._outgoing.read()  # type: ignore[attr-defined]
-                if alert:
-                    transport.write(alert)
-        super()._on_handshake_complete(handshake_exc)
-
-
-def _ssl_protocol_class(loop: asyncio.AbstractEventLoop) -> Any:
-    """uvloop's TLS protocol (Cython) under uvloop, where it is several times cheaper per record
-    than asyncio's pure-Python one; asyncio's (with the alert fix) otherwise."""
-    mod = type(loop).__module__
-    if mod.startswith("uvloop"):
-        import uvloop.loop
-
-        return getattr(uvloop.loop, "SSLProtocol")  # noqa: B009 - not in uvloop's type stubs
-    return _AlertingSSLProtocol
-
-
-class _AfterHandshake(asyncio.Protocol):
-    """Receives the TLS app transport: checks the peer SVID, then becomes the HTTP listener."""
-
-    def __init__(self, mesh: MeshTls, gate: InboundGate, trust_domain: str) -> None:
-        self.mesh = mesh
-        self.gate = gate
-        self.policy = PeerPolicy(trust_domain)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def _handshaken(self, stream: TlsStream, exc: BaseException | None) -> None:
+        """Checks the peer's SVID, then the HTTP listener takes the connection."""
+        mesh = self.mesh
+        if exc is not None:
+            if isinstance(exc, ConnectionResetError | BrokenPipeError):
+                # Usually the client verified our certificate and refused it: its side has the reason.
+                err = TlsPeerError("peer_aborted", "peer closed the connection during the handshake")
+            else:
+                err = describe_tls_error(exc)
+            mesh.stats.failures[err.reason] += 1
+            log.warning("inbound mTLS handshake from %s failed [%s]: %s", self.peer, err.reason, err)
+            return
         try:
-            sid = verify_peer(transport.get_extra_info("ssl_object"), self.policy)
-        except TlsPeerError as exc:
-            self.mesh.stats.failures[exc.reason] += 1
-            log.warning("inbound mTLS from %s refused [%s]: %s", self.gate.peer, exc.reason, exc)
-            transport.abort()  # type: ignore[attr-defined]
+            sid = verify_peer(stream.ssl_object, self.policy)  # type: ignore[arg-type]
+        except TlsPeerError as perr:
+            mesh.stats.failures[perr.reason] += 1
+            log.warning("inbound mTLS from %s refused [%s]: %s", self.peer, perr.reason, perr)
+            stream.abort()
             return
-        self.mesh.stats.handshakes["inbound"] += 1
-        dc = self.gate.make_downstream(self.gate.ctx)
-        transport.set_protocol(dc)
-        dc.connection_made(transport)
+        mesh.stats.handshakes["inbound"] += 1
+        dc = self.make_downstream(self.ctx)
+        stream.set_protocol(dc)
+        dc.connection_made(stream)
         dc.peer_principal = str(sid)
-
-    def data_received(self, data: bytes) -> None:  # only reached if the peer check failed
-        pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass
-
-    def handshake_done(self, fut: asyncio.Future[Any]) -> None:
-        exc = None if fut.cancelled() else fut.exception()
-        if exc is None:
-            return
-        if isinstance(exc, ConnectionResetError | BrokenPipeError):
-            # Usually the client verified our certificate and refused it: its side has the reason.
-            err = TlsPeerError("peer_aborted", "peer closed the connection during the handshake")
-        else:
-            err = describe_tls_error(exc)
-        self.mesh.stats.failures[err.reason] += 1
-        log.warning("inbound mTLS handshake from %s failed [%s]: %s", self.gate.peer, err.reason, err)
 
 
 class MeshTls:

@@ -43,7 +43,7 @@ class CounterChild:
     __slots__ = ("value",)
 
     def __init__(self) -> None:
-        self.value: float = 0
+        self.value: int | float = 0  # object in mypyc: counts stay ints on the wire and in /stats
 
     def inc(self, amount: float = 1) -> None:
         if amount < 0:
@@ -57,7 +57,7 @@ class GaugeChild:
     __slots__ = ("value",)
 
     def __init__(self) -> None:
-        self.value: float = 0
+        self.value: int | float = 0  # object in mypyc: counts stay ints on the wire and in /stats
 
     def set(self, value: float) -> None:
         self.value = value
@@ -127,7 +127,8 @@ class _Family(Generic[C]):
                     f"{self.name}: expected {len(self.label_names)} label values "
                     f"{self.label_names}, got {len(values)} {values!r}"
                 )
-            for v in values:
+            given: tuple[object, ...] = values  # compiled, a str-typed loop would raise TypeError first
+            for v in given:
                 if type(v) is not str:
                     raise LabelError(f"{self.name}: label values must be str (got {v!r})")
             child = self._new_child()

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from meshbus.bus import BusConnection, BusSettings
 from meshbus.bus.embedded import EmbeddedNats
 from tests.support.nats_server import start_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test mypyc extensions (setup.py) built from older sources: they shadow the .py files."""
+    stale = [
+        str(src.relative_to(ROOT))
+        for part in ("proxy", "telemetry")
+        for ext in (ROOT / part).glob("*.cpython-*.so")
+        if (src := ext.with_name(ext.name.split(".")[0] + ".py")).exists()
+        and src.stat().st_mtime > ext.stat().st_mtime
+    ]
+    if stale:
+        pytest.exit(
+            f"meshbus: {', '.join(sorted(stale))} changed after being compiled; run `make native` "
+            "(`MESHBUS_PURE_PYTHON=1 make native` removes the extensions to test the sources uncompiled)",
+            returncode=4,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,288 @@
+"""TLS over a plain transport: OpenSSL with memory BIOs, as thin as a record layer can be in Python.
+
+`TlsStream` is the protocol of a TCP transport and the transport of the protocol above it (the
+HTTP listener or an upstream connection), the same sandwich as asyncio's and uvloop's SSLProtocol.
+It exists because the mesh's sidecar-to-sidecar hop pays the record layer on every request, and
+those general-purpose layers pay for generality there: a write goes through a buffer queue and
+state machine, and every read ends by raising and catching SSLWantReadError. Here one inbound record
+is ``incoming.write``, one ``read`` and a check that nothing is left; one outbound write is
+``write`` then ``outgoing.read`` into the TCP transport (compiled by mypyc, see setup.py).
+
+What it does beyond that, because a mesh needs it:
+- a failed handshake sends OpenSSL's alert before closing, so the peer learns why (asyncio drops it);
+- a fatal alert or bad record after the handshake reaches the protocol above as the
+  ``connection_lost`` exception (an `ssl.SSLError` naming the alert);
+- close sends close_notify; a received close_notify is an EOF; TLS cannot half-close, so
+  ``can_write_eof`` is False (HTTP tunnels close instead);
+- ``pause_reading`` also holds records already decrypted, ``resume_reading`` delivers them;
+- ``get_extra_info("ssl_object" | "peercert" | "cipher")``, everything else from the TCP transport.
+
+The handshake's outcome goes to ``on_handshake(stream, exc)`` exactly once; on success the caller
+checks the peer and calls `set_protocol` with the protocol above (or `abort`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+HANDSHAKE, OPEN, CLOSED = 0, 1, 2
+READ_SIZE = 65536  # one read takes every record of a typical read: the largest is 16 KiB
+
+
+class TlsStream:
+    """One TLS connection over a TCP transport (see the module doc)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None,
+        on_handshake: Callable[[TlsStream, BaseException | None], None],
+        handshake_timeout: float,
+    ) -> None:
+        self._loop = loop
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl: ssl.SSLObject = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        self._server_side = server_side
+        self._on_handshake: Callable[[TlsStream, BaseException | None], None] | None = on_handshake
+        self._handshake_timeout = handshake_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._raw: Any = None
+        self._app: Any = None
+        self._state = HANDSHAKE
+        self._paused = False
+        self._exc: BaseException | None = None  # why we closed: handed to the protocol above
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject:
+        return self._ssl
+
+    # ---- protocol of the TCP transport -----------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self._raw = transport
+        self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)
+        if not self._server_side:
+            self._handshake()  # the ClientHello
+
+    def data_received(self, data: bytes) -> None:
+        self._incoming.write(data)
+        state = self._state
+        if state == OPEN:
+            # until the protocol above is set (a client between its handshake and the pool taking the
+            # connection) records wait in the BIO: only post-handshake messages can come then
+            if not self._paused and self._app is not None:
+                self._read()
+        elif state == HANDSHAKE:
+            self._handshake()
+
+    def eof_received(self) -> bool | None:
+        # the TCP stream ended without close_notify (a truncation TLS would call an attack; peers that
+        # crash do it too): an EOF above, then the transport closes
+        if self._state == HANDSHAKE:
+            self._handshake_failed(
+                ConnectionResetError("peer closed the connection during the TLS handshake")
+            )
+        elif self._state == OPEN and self._app is not None:
+            self._app.eof_received()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._state == HANDSHAKE:
+            self._handshake_failed(exc or ConnectionResetError("connection lost during the TLS handshake"))
+        self._state = CLOSED
+        app = self._app
+        if app is not None:
+            self._app = None
+            app.connection_lost(exc or self._exc)
+
+    def pause_writing(self) -> None:
+        if self._app is not None:
+            self._app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._app is not None:
+            self._app.resume_writing()
+
+    # ---- handshake --------------------------------------------------------------------------------
+
+    def _handshake(self) -> None:
+        try:
+            self._ssl.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except Exception as exc:  # SSLError, SSLCertVerificationError, ValueError from the context
+            self._flush()  # OpenSSL's alert: the peer hears why before the close
+            self._handshake_failed(exc)
+            return
+        self._flush()
+        self._cancel_timer()
+        self._state = OPEN
+        self._report(None)
+        # a client's first request can arrive with its Finished message
+        if self._state == OPEN and self._app is not None and self._buffered():
+            self._read()
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        self._cancel_timer()
+        self._state = CLOSED
+        self._exc = exc
+        raw = self._raw
+        if raw is not None:
+            raw.close()  # after the alert already written
+        self._report(exc)
+
+    def _report(self, exc: BaseException | None) -> None:
+        cb = self._on_handshake
+        if cb is not None:
+            self._on_handshake = None
+            cb(self, exc)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._state == HANDSHAKE:
+            self._handshake_failed(TimeoutError("TLS handshake timed out"))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # ---- records ----------------------------------------------------------------------------------
+
+    def _buffered(self) -> bool:
+        return bool(self._incoming.pending or self._ssl.pending())
+
+    def _read(self) -> None:
+        sslobj = self._ssl
+        incoming = self._incoming
+        while True:
+            try:
+                data = sslobj.read(READ_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # close_notify: the peer is done
+                if self._app is not None:
+                    self._app.eof_received()
+                self.close()
+                return
+            except ssl.SSLError as exc:  # a fatal alert from the peer, or a record that fails to decrypt
+                self._fatal(exc)
+                return
+            if not data:
+                break
+            self._app.data_received(data)
+            if self._state != OPEN or self._paused:
+                return
+            # the common case ends here, without the SSLWantReadError a further read would raise
+            if not incoming.pending and not sslobj.pending():
+                break
+        if self._outgoing.pending:  # TLS 1.3 post-handshake messages (key update) call for an answer
+            self._flush()
+
+    def _flush(self) -> None:
+        out = self._outgoing
+        if out.pending and self._raw is not None:
+            self._raw.write(out.read())
+
+    def _fatal(self, exc: BaseException) -> None:
+        self._state = CLOSED
+        self._exc = exc
+        self._flush()
+        if self._raw is not None:
+            self._raw.abort()
+
+    # ---- transport of the protocol above -----------------------------------------------------------
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._app = protocol
+
+    def get_protocol(self) -> Any:
+        return self._app
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._state != OPEN:
+            return  # as asyncio's transports do after close: the protocol hears connection_lost
+        self._ssl.write(data)
+        self._raw.write(self._outgoing.read())
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS cannot half-close a connection")
+
+    def close(self) -> None:
+        if self._state == CLOSED:
+            return
+        self._state = CLOSED
+        self._cancel_timer()
+        try:
+            self._ssl.unwrap()  # writes close_notify; the peer's answer is not waited for
+        except (ssl.SSLError, ValueError):
+            pass
+        self._flush()
+        if self._raw is not None:
+            self._raw.close()
+
+    def abort(self) -> None:
+        self._state = CLOSED
+        self._cancel_timer()
+        if self._raw is not None:
+            self._raw.abort()
+
+    def is_closing(self) -> bool:
+        return self._state == CLOSED or self._raw is None or bool(self._raw.is_closing())
+
+    def pause_reading(self) -> None:
+        self._paused = True
+        if self._raw is not None:
+            self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        if self._raw is not None:
+            self._raw.resume_reading()
+        if self._state == OPEN and self._buffered():
+            self._loop.call_soon(self._resume_read)
+
+    def _resume_read(self) -> None:
+        if self._state == OPEN and not self._paused and self._app is not None:
+            self._read()
+
+    def is_reading(self) -> bool:
+        return not self._paused and self._state != CLOSED
+
+    def get_write_buffer_size(self) -> int:
+        return int(self._raw.get_write_buffer_size()) if self._raw is not None else 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if self._raw is not None:
+            self._raw.set_write_buffer_limits(high, low)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self._ssl
+        if name == "peercert":
+            return self._ssl.getpeercert()
+        if name == "cipher":
+            return self._ssl.cipher()
+        if name == "sslcontext":
+            return self._ssl.context
+        if self._raw is None:
+            return default
+        return self._raw.get_extra_info(name, default)
