@@ -1,15 +1,22 @@
 # One image for every meshbus process; docker-compose.yml picks the command.
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    MALLOC_TRIM_THRESHOLD_=1048576 MALLOC_MMAP_THRESHOLD_=1048576
+
+# Build stage: the wheel, with the proxy's request path compiled by mypyc (setup.py), which needs gcc.
+FROM python:3.11 AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY bus bus
 COPY proxy proxy
 COPY plugins plugins
 COPY control control
 COPY telemetry telemetry
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    MALLOC_TRIM_THRESHOLD_=1048576 MALLOC_MMAP_THRESHOLD_=1048576
+WORKDIR /src
 COPY samples samples
-RUN pip install --no-cache-dir . && useradd --create-home mesh
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels && useradd --create-home mesh
 USER mesh
 WORKDIR /home/mesh
