@@ -8,9 +8,9 @@ counted as an overflow and answered 503 UO by the adapter; nothing waits unbound
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-UNLIMITED = 2**32 - 1
+UNLIMITED: Final = 2**32 - 1
 
 
 class CircuitBreaker:

@@ -7,25 +7,27 @@ proxy-core may import these constants; nothing here does I/O.
 
 from __future__ import annotations
 
-FLAGS_HEADER = "x-meshbus-flags"
-NO_FLAGS = "-"
+from typing import Final
 
-NR = "NR"  # no route matched (404)
-UH = "UH"  # no healthy upstream (503)
-UF = "UF"  # upstream connect failure (503)
-UO = "UO"  # overflow: circuit breaker / pending queue full (503)
-UT = "UT"  # upstream request timeout (504)
-URX = "URX"  # retry limit exceeded (upstream kept failing)
-UC = "UC"  # upstream connection termination (503)
-UPE = "UPE"  # upstream protocol error (502)
-RL = "RL"  # rate limited locally (429)
-FI = "FI"  # fault injection abort
-DI = "DI"  # fault injection delay
-DC = "DC"  # downstream closed before the response completed
+FLAGS_HEADER: Final = "x-meshbus-flags"
+NO_FLAGS: Final = "-"
+
+NR: Final = "NR"  # no route matched (404)
+UH: Final = "UH"  # no healthy upstream (503)
+UF: Final = "UF"  # upstream connect failure (503)
+UO: Final = "UO"  # overflow: circuit breaker / pending queue full (503)
+UT: Final = "UT"  # upstream request timeout (504)
+URX: Final = "URX"  # retry limit exceeded (upstream kept failing)
+UC: Final = "UC"  # upstream connection termination (503)
+UPE: Final = "UPE"  # upstream protocol error (502)
+RL: Final = "RL"  # rate limited locally (429)
+FI: Final = "FI"  # fault injection abort
+DI: Final = "DI"  # fault injection delay
+DC: Final = "DC"  # downstream closed before the response completed
 
 # Status and short body of each local reply, keyed by flag. The body is what curl shows a user,
 # so it says what happened in words, as Envoy does ("no healthy upstream").
-LOCAL_REPLIES: dict[str, tuple[int, str]] = {
+LOCAL_REPLIES: Final[dict[str, tuple[int, str]]] = {
     NR: (404, "no route\n"),
     UH: (503, "no healthy upstream\n"),
     UF: (

@@ -19,7 +19,7 @@ import logging
 import random
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy import flags as F
 from meshbus.proxy.headerops import EMPTY_HEADER_OPS
@@ -47,22 +47,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_REPLAY = 64 * 1024
-MAX_MIRRORS_IN_FLIGHT = 64
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+MAX_REPLAY: Final = 64 * 1024
+MAX_MIRRORS_IN_FLIGHT: Final = 64
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 # Request headers never forwarded as received: hop-by-hop ones, and those the proxy sets itself.
-_REQ_SKIP = HOP_BY_HOP | {"host", "x-forwarded-proto", "expect"}
-_REQ_SKIP_XFF = _REQ_SKIP | {"x-forwarded-for"}
+_REQ_SKIP: Final = HOP_BY_HOP | {"host", "x-forwarded-proto", "expect"}
+_REQ_SKIP_XFF: Final = _REQ_SKIP | {"x-forwarded-for"}
 # A request with none of these (and no duplicate names) can go upstream as received plus the proxy's
 # own lines: nothing in it is hop-by-hop, replaced or dropped (see RequestHead.raw). Exceptions cut out
 # of the raw head by a regex: a Connection header naming only keep-alive or close, and the client's
 # X-Forwarded-For / -Proto lines (replaced by the proxy's own; every request from a client sidecar
 # to a server sidecar has them, so the inbound side would otherwise rebuild every head).
-_RAW_UNSAFE = (HOP_BY_HOP - {"connection"}) | {"expect"}
-_RAW_CONNECTION = re.compile(rb"\r\nconnection:[^\r]*", re.IGNORECASE)
-_RAW_FORWARDED = re.compile(rb"\r\nx-forwarded-(?:for|proto):[^\r]*", re.IGNORECASE)
-_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
+_RAW_UNSAFE: Final = (HOP_BY_HOP - {"connection"}) | {"expect"}
+_RAW_CONNECTION: Final = re.compile(rb"\r\nconnection:[^\r]*", re.IGNORECASE)
+_RAW_FORWARDED: Final = re.compile(rb"\r\nx-forwarded-(?:for|proto):[^\r]*", re.IGNORECASE)
+_PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close"})
 
 
 def _strip_connection(raw: bytes, value: str) -> bytes | None:
@@ -72,9 +72,9 @@ def _strip_connection(raw: bytes, value: str) -> bytes | None:
     return _RAW_CONNECTION.sub(b"", raw, count=1)
 
 
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-_rand = random.random
-_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_rand: Final = random.random
+_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
 class Exchange:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ class HeaderOps:
         return out
 
 
-EMPTY_HEADER_OPS = HeaderOps()
+EMPTY_HEADER_OPS: Final = HeaderOps()
 
 
 def make_header_ops(

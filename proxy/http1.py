@@ -28,25 +28,25 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
 # Event kinds: events are (kind, payload) tuples, cheaper than objects on the hot path.
-HEAD = 0  # payload: RequestHead / ResponseHead
-BODY = 1  # payload: bytes
-END = 2  # payload: None
-UPGRADE = 3  # payload: bytes received after the head (start of the tunnel)
+HEAD: Final = 0  # payload: RequestHead / ResponseHead
+BODY: Final = 1  # payload: bytes
+END: Final = 2  # payload: None
+UPGRADE: Final = 3  # payload: bytes received after the head (start of the tunnel)
 
 # Body framing of a message.
-NO_BODY = 0
-LENGTH = 1
-CHUNKED = 2
-UNTIL_EOF = 3  # responses only: no length, no chunking, body ends when the upstream closes
+NO_BODY: Final = 0
+LENGTH: Final = 1
+CHUNKED: Final = 2
+UNTIL_EOF: Final = 3  # responses only: no length, no chunking, body ends when the upstream closes
 
-DEFAULT_MAX_HEADER_BYTES = 60 * 1024
+DEFAULT_MAX_HEADER_BYTES: Final = 60 * 1024
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         "connection",
         "keep-alive",
@@ -113,7 +113,7 @@ class RequestHead:
         self.raw = raw
 
 
-_RESPONSE_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "upgrade"})
+_RESPONSE_FRAMING: Final = frozenset({"content-length", "transfer-encoding", "connection", "upgrade"})
 
 
 class ResponseHead:
@@ -164,7 +164,7 @@ class ResponseHead:
 
 # Header names as sent -> lowercased str. Names repeat across requests (Host, Content-Length, ...), so a
 # bounded cache turns decode + lower into one dict lookup.
-_NAMES: dict[bytes, str] = {}
+_NAMES: Final[dict[bytes, str]] = {}
 
 
 def _name(raw: bytes) -> str:
@@ -174,7 +174,7 @@ def _name(raw: bytes) -> str:
     return n
 
 
-_METHODS = {
+_METHODS: Final = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")
 }
 
@@ -232,7 +232,7 @@ class _NoHeaderCallbacks:
         self.on_message_complete = session.on_message_complete
 
 
-MAX_RESPONSE_HEAD = 1 << 20  # a raw-heads session refuses a longer head (502) instead of buffering it
+MAX_RESPONSE_HEAD: Final = 1 << 20  # a raw-heads session refuses a longer head (502) instead of buffering it
 
 
 class RequestSession:
@@ -568,12 +568,12 @@ class ResponseSession:
 # Framing and hop-by-hop header lines of a raw head as (line, name, value): one regex pass finds all
 # (about 4x cheaper than lowercasing the head and searching it name by name). llhttp has already
 # refused a space before ":", bare CR/LF and obs-fold, so every line matches exactly as written.
-_HEAD_FIELDS = re.compile(
+_HEAD_FIELDS: Final = re.compile(
     rb"(\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-[!#$%&'*+.^_`|~0-9a-z-]*|te|trailer|upgrade)"
     rb":[ \t]*([^\r]*))",
     re.IGNORECASE,
 )
-_PLAIN_CONNECTION = (b"keep-alive", b"close")
+_PLAIN_CONNECTION: Final = (b"keep-alive", b"close")
 
 
 def _scan_head(raw: bytes) -> tuple[bytes | None, bytes | None, bytes | None]:
@@ -607,7 +607,7 @@ def passthrough_head(raw: bytes) -> bytes | None:
 
 # ---- serializers -------------------------------------------------------------------------------
 
-_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_LINES: Final[dict[int, bytes]] = {}
 
 
 def status_line(status: int) -> bytes:
@@ -621,7 +621,7 @@ def status_line(status: int) -> bytes:
     return line
 
 
-_HEADER_LINE = ": ".join  # (name, value) -> "name: value": the cheapest per-header step measured
+_HEADER_LINE: Final = ": ".join  # (name, value) -> "name: value": the cheapest per-header step measured
 
 
 def serialize_request_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
@@ -645,7 +645,7 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 def connection_tokens(hdict: dict[str, str]) -> frozenset[str]:
@@ -661,7 +661,7 @@ def connection_tokens(hdict: dict[str, str]) -> frozenset[str]:
     return tokens
 
 
-_TOKENS_CACHE: dict[str, frozenset[str]] = {}
+_TOKENS_CACHE: Final[dict[str, frozenset[str]]] = {}
 
 
 def local_reply(

@@ -24,7 +24,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from meshbus.proxy.forward import Exchange
 from meshbus.proxy.http1 import BODY, END, HEAD, ProtocolError, RequestSession, local_reply
@@ -32,7 +32,7 @@ from meshbus.telemetry.metrics import istio_static_labels
 
 log = logging.getLogger(__name__)
 
-MAX_PIPELINED = 32
+MAX_PIPELINED: Final = 32
 
 
 def _request_ids() -> Callable[[], str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ StrPred = Callable[[str], bool]
 ReqPred = Callable[["RequestView"], bool]
 
 # Header keys Istio ignores inside ``headers`` (they are matched by their own fields).
-_PSEUDO_HEADERS = frozenset({"uri", "scheme", "method", "authority"})
+_PSEUDO_HEADERS: Final = frozenset({"uri", "scheme", "method", "authority"})
 
 
 class MatchCompileError(ValueError):
@@ -120,8 +120,8 @@ def _header_pred(name: str, sm: Any, field: str) -> ReqPred:
 
 
 # Shapes of predicate the route table scans inline instead of calling (routing.VirtualHost.match).
-PATH_PREFIX = 1  # (PATH_PREFIX, prefix, None): req.path.startswith(prefix)
-HEADER_EXACT = 2  # (HEADER_EXACT, name, value): req.headers.get(name) == value
+PATH_PREFIX: Final = 1  # (PATH_PREFIX, prefix, None): req.path.startswith(prefix)
+HEADER_EXACT: Final = 2  # (HEADER_EXACT, name, value): req.headers.get(name) == value
 
 
 def _tag(pred: ReqPred, shape: tuple[int, str, str | None] | None, needs_header: str | None) -> ReqPred:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from meshbus.proxy.endpoint import Endpoint
 
-MAX_EJECTION_TIME = 300.0
-_ERROR_CODES = {"connect-failure": 503, "reset": 503, "refused-stream": 503, "timeout": 504}
+MAX_EJECTION_TIME: Final = 300.0
+_ERROR_CODES: Final = {"connect-failure": 503, "reset": 503, "refused-stream": 503, "timeout": 504}
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,24 +9,25 @@ default list, and bare numbers in it are retriable status codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 # Envoy router_filter.rst: "5xx" also covers connect-failure and refused-stream (and resets); a reset
 # counts as a 5xx for "gateway-error" too, since the router answers it with one.
-_ERROR_POLICIES = {
+_ERROR_POLICIES: Final = {
     "connect-failure": frozenset({"5xx", "gateway-error", "reset", "connect-failure"}),
     "refused-stream": frozenset({"5xx", "gateway-error", "reset", "refused-stream"}),
     "reset": frozenset({"5xx", "gateway-error", "reset"}),
     "timeout": frozenset({"5xx", "gateway-error", "reset"}),  # per-try timeout
 }
-_GRPC_CODES = {
+_GRPC_CODES: Final = {
     "cancelled": 1,
     "deadline-exceeded": 4,
     "resource-exhausted": 8,
     "internal": 13,
     "unavailable": 14,
 }
-DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-BACKOFF_BASE = 0.025
+DEFAULT_RETRY_ON: Final = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+BACKOFF_BASE: Final = 0.025
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ class RetryPolicy:
         return out
 
 
-NO_RETRY = RetryPolicy(attempts=0)
+NO_RETRY: Final = RetryPolicy(attempts=0)
 
 
 def parse_retry_on(text: str) -> tuple[frozenset[str], frozenset[int]]:
@@ -107,7 +108,7 @@ def default_retry_policy() -> RetryPolicy:
     return RetryPolicy(attempts=2, retry_on=policies, retriable_status_codes=frozenset({503}))
 
 
-DEFAULT_RETRY = default_retry_policy()
+DEFAULT_RETRY: Final = default_retry_policy()
 
 
 def retry_policy_from(spec: object | None) -> RetryPolicy:

@@ -12,7 +12,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from meshbus.proxy.cors import CorsPolicy
 from meshbus.proxy.fault import FaultPolicy
@@ -76,7 +76,7 @@ class RedirectAction:
     scheme: str | None = None
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +191,9 @@ def _combine(preds: tuple[ReqPred, ...]) -> ReqPred | None:
     return all_of
 
 
-_PREFIX_RUN = 3  # (_PREFIX_RUN, (prefix, ...), ((prefix, route), ...), None): consecutive PATH_PREFIX entries
+_PREFIX_RUN: Final = (
+    3  # (_PREFIX_RUN, (prefix, ...), ((prefix, route), ...), None): consecutive PATH_PREFIX entries
+)
 
 
 def _prefix_runs(scan: list[tuple[int, Any, Any, Any]]) -> tuple[tuple[int, Any, Any, Any], ...]:

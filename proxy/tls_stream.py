@@ -26,10 +26,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-HANDSHAKE, OPEN, CLOSED = 0, 1, 2
-READ_SIZE = 65536  # one read takes every record of a typical read: the largest is 16 KiB
+HANDSHAKE: Final = 0
+OPEN: Final = 1
+CLOSED: Final = 2
+READ_SIZE: Final = 65536  # one read takes every record of a typical read: the largest is 16 KiB
 
 
 class TlsStream:

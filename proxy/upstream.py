@@ -21,7 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from meshbus.proxy.http1 import BODY, END, HEAD, ProtocolError, ResponseSession
 from meshbus.proxy.mtls import upstream_lost_kind
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MIRROR_TIMEOUT = 5.0
+MIRROR_TIMEOUT: Final = 5.0
 
 
 class UpstreamReceiver(Protocol):
@@ -152,8 +152,8 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 # acquire() outcomes besides a connection
-PENDING = 1  # the callback will be called later with (conn, None) or (None, error kind)
-OVERFLOW = 2  # circuit breaker: answer 503 UO
+PENDING: Final = 1  # the callback will be called later with (conn, None) or (None, error kind)
+OVERFLOW: Final = 2  # circuit breaker: answer 503 UO
 
 AcquireCallback = Callable[["UpstreamConnection | None", "str | None"], None]
 
