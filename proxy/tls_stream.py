@@ -65,6 +65,7 @@ class TlsStream:
         self._state = HANDSHAKE
         self._paused = False
         self._exc: BaseException | None = None  # why we closed: handed to the protocol above
+        self._lost = False  # the TCP transport is gone
 
     @property
     def ssl_object(self) -> ssl.SSLObject:
@@ -104,10 +105,13 @@ class TlsStream:
         if self._state == HANDSHAKE:
             self._handshake_failed(exc or ConnectionResetError("connection lost during the TLS handshake"))
         self._state = CLOSED
+        self._lost = True
+        if exc is not None and self._exc is None:
+            self._exc = exc
         app = self._app
         if app is not None:
             self._app = None
-            app.connection_lost(exc or self._exc)
+            app.connection_lost(self._exc)
 
     def pause_writing(self) -> None:
         if self._app is not None:
@@ -210,6 +214,16 @@ class TlsStream:
 
     def set_protocol(self, protocol: Any) -> None:
         self._app = protocol
+        if self._lost:
+            # the connection died between the handshake and this call (a client's pool takes the
+            # stream one loop iteration after the handshake): the protocol hears it after connection_made
+            self._loop.call_soon(self._tell_lost)
+
+    def _tell_lost(self) -> None:
+        app = self._app
+        if app is not None:
+            self._app = None
+            app.connection_lost(self._exc)
 
     def get_protocol(self) -> Any:
         return self._app

@@ -126,6 +126,30 @@ async def test_requests_go_mtls_with_peer_identity_logged_and_one_handshake(
     assert {r.downstream_peer_principal for r in pair.server_log.records} == {PRODUCTPAGE}
 
 
+async def test_large_bodies_cross_the_mtls_hop_both_ways_on_one_connection(
+    upstreams: UpstreamFactory, proxy: ProxyFactory, ca: MeshCa
+) -> None:
+    """Many TLS records per message, socket reads that split records, backpressure on both sidecars."""
+    pair = await sidecars(upstreams, proxy, ca, server_config=peer_auth("STRICT"))
+    c = await Client.connect(pair.client.port)
+    try:
+        upload = bytes(range(256)) * 16384  # 4 MiB
+        r = await c.request("POST", "/up", body=upload)
+        assert r.status == 200, r.body
+        assert r.json()["body_len"] == len(upload)
+        assert pair.app.seen[-1].body == upload
+        size = 6 * 1024 * 1024 + 7
+        r = await c.request(headers=[("x-test-action", "big"), ("x-test-size", str(size))])
+        assert r.status == 200
+        assert r.body == b"x" * size
+        r = await c.request(path="/after")  # the connection is still in step
+        assert r.json()["path"] == "/after"
+    finally:
+        await c.close()
+    out, inn = pair.stats
+    assert (out.handshakes["outbound"], inn.handshakes["inbound"]) == (1, 1)
+
+
 async def test_strict_refuses_plaintext_and_permissive_serves_both_on_one_port(
     upstreams: UpstreamFactory, proxy: ProxyFactory, ca: MeshCa
 ) -> None:

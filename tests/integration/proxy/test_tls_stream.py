@@ -234,3 +234,36 @@ def test_a_silent_client_times_out_and_a_vanishing_one_is_reported(run: Any, ca:
     first, second = run(scenario)
     kinds = {type(first), type(second)}
     assert kinds == {TimeoutError, ConnectionResetError}
+
+
+def test_a_connection_lost_before_the_protocol_is_set_still_reaches_it(run: Any, ca: MeshCa) -> None:
+    """A client's pool takes the stream one loop iteration after the handshake; if the TCP connection
+    died in between, the upstream connection must still hear connection_lost (not wait forever)."""
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> BaseException | None:
+        server, client, srv = await pair(loop, ca.identity(sa="b"), ca.identity(sa="a"))
+        await server.handshake
+        handshaken: asyncio.Future[None] = loop.create_future()
+
+        def done(_s: TlsStream, exc: BaseException | None) -> None:
+            handshaken.set_result(None)
+
+        late = TlsStream(
+            loop, ca.identity(sa="a").client_context, server_side=False, server_hostname=None,
+            on_handshake=done, handshake_timeout=0.5,
+        )  # fmt: skip
+        port = srv.sockets[0].getsockname()[1]
+        await loop.create_connection(lambda: late, "127.0.0.1", port)  # type: ignore[arg-type,return-value]
+        await handshaken
+        late.connection_lost(ConnectionResetError("reset by peer"))  # as the TCP transport reports it
+        peer = Peer(loop)
+        late.set_protocol(peer)
+        peer.connection_made(late)
+        assert late.is_closing()
+        exc = await peer.lost
+        late.abort()  # the TCP connection itself is still open: this test only played its loss
+        client.peer.transport.close()
+        srv.close()
+        return exc
+
+    assert isinstance(run(scenario), ConnectionResetError)
