@@ -15,6 +15,13 @@ Thin asyncio adapters:
   http1MaxPendingRequests -> 503 UO, maxRequestsPerConnection, connect/idle timeouts).
 - ``server`` (lifecycle, config watch + atomic swap, timeouts sweep, drain), ``admin`` (Envoy-like admin
   API), ``config`` (bootstrap dataclass; YAML validated in a child interpreter), ``__main__`` (CLI, workers).
+- ``mtls`` (mesh TLS decisions: PeerAuthentication on inbound, auto-mTLS / DestinationRule TLS on
+  outbound, SVID checks) over ``tls_stream`` (the TLS record layer on OpenSSL memory BIOs).
+
+The request path (the modules setup.py lists) is compiled with mypyc at install time; the sources stay
+ordinary typed Python. What that asks of them: module constants are ``Final`` (inlined, not looked up
+in the module dict on each use), annotations are true at run time (compiled functions check them), and
+hot calls go to functions and classes of the compiled group rather than to aliases of them.
 
 Data flow: client bytes -> RequestSession events -> Exchange -> pooled UpstreamConnection ->
 ResponseSession events -> Exchange -> client. Bodies stream both ways; a request body is copied only
