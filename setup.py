@@ -46,11 +46,17 @@ PARTS = ("bus", "proxy", "plugins", "control", "telemetry")
 
 
 def native_extensions() -> list:
+    root = Path(__file__).resolve().parent
     if os.environ.get("MESHBUS_PURE_PYTHON", "") not in ("", "0"):
+        # extensions left by an earlier (editable) build would shadow the sources: remove them
+        for m in NATIVE_MODULES:
+            for ext in (root / m).parent.glob(f"{Path(m).stem}.cpython-*.so"):
+                ext.unlink()
+        for shared in (root / "proxy").glob("_native__mypyc.cpython-*.so"):
+            shared.unlink()
         return []
     from mypyc.build import mypycify
 
-    root = Path(__file__).resolve().parent
     # mypy names modules after their path: give it a meshbus/<part> view of the five folders, as
     # `make typecheck` does (pyproject's package-dir maps meshbus.<part> to <part>/).
     tree = root / "build" / "mypyc-src"
