@@ -241,7 +241,6 @@ class InboundGate(asyncio.Protocol):
         self.mode = STRICT
         self.timer: asyncio.TimerHandle | None = None
         self.peer = ""
-        self.policy: PeerPolicy | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -302,7 +301,6 @@ class InboundGate(asyncio.Protocol):
             mesh.loop, ident.server_context, server_side=True, server_hostname=None,
             on_handshake=self._handshaken, handshake_timeout=HANDSHAKE_TIMEOUT,
         )  # fmt: skip
-        self.policy = PeerPolicy(ident.spiffe_id.trust_domain)
         transport = self.transport
         transport.set_protocol(stream)  # type: ignore[union-attr,arg-type]
         stream.connection_made(transport)
@@ -321,7 +319,8 @@ class InboundGate(asyncio.Protocol):
             log.warning("inbound mTLS handshake from %s failed [%s]: %s", self.peer, err.reason, err)
             return
         try:
-            sid = verify_peer(stream.ssl_object, self.policy)  # type: ignore[arg-type]
+            td = mesh.cert_client.current.spiffe_id.trust_domain  # a renewal keeps the trust domain
+            sid = verify_peer(stream.ssl_object, PeerPolicy(td))
         except TlsPeerError as perr:
             mesh.stats.failures[perr.reason] += 1
             log.warning("inbound mTLS from %s refused [%s]: %s", self.peer, perr.reason, perr)

@@ -108,10 +108,7 @@ class TlsStream:
         self._lost = True
         if exc is not None and self._exc is None:
             self._exc = exc
-        app = self._app
-        if app is not None:
-            self._app = None
-            app.connection_lost(self._exc)
+        self._tell_lost()
 
     def pause_writing(self) -> None:
         if self._app is not None:
@@ -220,6 +217,7 @@ class TlsStream:
             self._loop.call_soon(self._tell_lost)
 
     def _tell_lost(self) -> None:
+        """connection_lost to the protocol above, once."""
         app = self._app
         if app is not None:
             self._app = None

@@ -5,45 +5,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import pytest
 
 from tests.integration.proxy.conftest import ProxyFactory, service_entry, yaml
+from tests.integration.proxy.upstreams import HeadServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-@dataclass
-class CapturingUpstream:
-    """Records each request head as bytes and answers 200 "ok"."""
-
-    port: int = 0
-    version: str = "v1"
-    heads: list[bytes] = field(default_factory=list)
-    server: asyncio.Server | None = None
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                self.heads.append(await reader.readuntil(b"\r\n\r\n"))
-                writer.write(OK)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
 @pytest.fixture
-async def capture() -> AsyncIterator[CapturingUpstream]:
-    u = CapturingUpstream()
-    u.server = await asyncio.start_server(u.handle, "127.0.0.1", 0)
-    u.port = u.server.sockets[0].getsockname()[1]
+async def capture() -> AsyncIterator[HeadServer]:
+    """Records each request head as bytes and answers 200 "ok"."""
+    u = await HeadServer(lambda _head: OK).start()
     yield u
-    u.server.close()
-    await u.server.wait_closed()
+    await u.stop()
 
 
 async def exchange(port: int, *requests: bytes) -> list[bytes]:
@@ -67,7 +45,7 @@ def fields(head: bytes) -> list[tuple[str, str]]:
 
 
 async def test_unchanged_head_passes_through_with_the_proxy_lines_appended(
-    capture: CapturingUpstream, proxy: ProxyFactory
+    capture: HeadServer, proxy: ProxyFactory
 ) -> None:
     p = await proxy(service_entry("reviews", [capture]))  # type: ignore[list-item]
     answers = await exchange(
@@ -90,7 +68,7 @@ async def test_unchanged_head_passes_through_with_the_proxy_lines_appended(
 
 
 async def test_forwarded_lines_from_a_client_sidecar_are_replaced_in_a_passed_through_head(
-    capture: CapturingUpstream, proxy: ProxyFactory
+    capture: HeadServer, proxy: ProxyFactory
 ) -> None:
     p = await proxy(service_entry("reviews", [capture]))  # type: ignore[list-item]
     await exchange(
@@ -117,9 +95,7 @@ async def test_forwarded_lines_from_a_client_sidecar_are_replaced_in_a_passed_th
     ]  # fmt: skip
 
 
-async def test_heads_with_something_to_change_are_rebuilt(
-    capture: CapturingUpstream, proxy: ProxyFactory
-) -> None:
+async def test_heads_with_something_to_change_are_rebuilt(capture: HeadServer, proxy: ProxyFactory) -> None:
     p = await proxy(service_entry("reviews", [capture]))  # type: ignore[list-item]
     await exchange(
         p.port,
@@ -140,7 +116,7 @@ async def test_heads_with_something_to_change_are_rebuilt(
 
 
 async def test_request_header_ops_and_rewrites_rebuild_the_head(
-    capture: CapturingUpstream, proxy: ProxyFactory
+    capture: HeadServer, proxy: ProxyFactory
 ) -> None:
     vs = yaml("""
         apiVersion: networking.istio.io/v1

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
 
 from tests.integration.proxy.conftest import ProxyFactory, service_entry, yaml
-from tests.integration.proxy.upstreams import Client
+from tests.integration.proxy.upstreams import Client, HeadServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -26,34 +25,12 @@ HEADS = {
 }
 
 
-@dataclass
-class RawUpstream:
-    """Answers each request with the head HEADS[path] + BODY, as bytes (no serializer in between)."""
-
-    port: int = 0
-    version: str = "v1"
-    server: asyncio.Server | None = None
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                path = head.split(b" ", 2)[1].decode()
-                writer.write(HEADS[path] + BODY)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
 @pytest.fixture
-async def raw_upstream() -> AsyncIterator[RawUpstream]:
-    u = RawUpstream()
-    u.server = await asyncio.start_server(u.handle, "127.0.0.1", 0)
-    u.port = u.server.sockets[0].getsockname()[1]
+async def raw_upstream() -> AsyncIterator[HeadServer]:
+    """Answers each request with the head HEADS[path] + BODY."""
+    u = await HeadServer(lambda head: HEADS[head.split(b" ", 2)[1].decode()] + BODY).start()
     yield u
-    u.server.close()
-    await u.server.wait_closed()
+    await u.stop()
 
 
 async def get_all(port: int, paths: list[str]) -> list[tuple[int, dict[str, str], bytes]]:
@@ -69,7 +46,7 @@ async def get_all(port: int, paths: list[str]) -> list[tuple[int, dict[str, str]
 
 
 async def test_unchanged_heads_pass_through_without_hop_by_hop_headers(
-    raw_upstream: RawUpstream, proxy: ProxyFactory
+    raw_upstream: HeadServer, proxy: ProxyFactory
 ) -> None:
     p = await proxy(service_entry("reviews", [raw_upstream]))  # type: ignore[list-item]
     (s1, h1, b1), (s2, h2, b2), (s3, h3, b3), (s4, h4, _) = await get_all(
@@ -81,7 +58,7 @@ async def test_unchanged_heads_pass_through_without_hop_by_hop_headers(
     assert h3 == {"content-length": "5"}
 
 
-async def test_response_header_ops_rebuild_the_head(raw_upstream: RawUpstream, proxy: ProxyFactory) -> None:
+async def test_response_header_ops_rebuild_the_head(raw_upstream: HeadServer, proxy: ProxyFactory) -> None:
     vs = yaml("""
         apiVersion: networking.istio.io/v1
         kind: VirtualService
@@ -100,7 +77,7 @@ async def test_response_header_ops_rebuild_the_head(raw_upstream: RawUpstream, p
 
 
 async def test_passed_through_head_says_close_when_the_client_asked_for_it(
-    raw_upstream: RawUpstream, proxy: ProxyFactory
+    raw_upstream: HeadServer, proxy: ProxyFactory
 ) -> None:
     p = await proxy(service_entry("reviews", [raw_upstream]))  # type: ignore[list-item]
     reader, writer = await asyncio.open_connection("127.0.0.1", p.port)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +198,39 @@ class _UpstreamProtocol(asyncio.Protocol):
             )
             + payload
         )
+
+
+@dataclass
+class HeadServer:
+    """A raw upstream for byte-exact tests: keeps each request head (bodyless requests) as received and
+    answers it with ``reply(head)``, bytes the test wrote itself (no serializer in between)."""
+
+    reply: Callable[[bytes], bytes]
+    heads: list[bytes] = field(default_factory=list)
+    port: int = 0
+    version: str = "v1"
+    server: asyncio.Server | None = None
+
+    async def start(self) -> HeadServer:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                writer.write(self.reply(head))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
 
 # ---- a raw HTTP/1.1 client (keeps the bytes on the wire under the test's control) ------------------
