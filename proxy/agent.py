@@ -42,6 +42,7 @@ from meshbus.bus.schemas.discovery import (
     Snapshot,
 )
 from meshbus.bus.service import MESHBUS_VERSION
+from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.agent_args import add_agent_args, parse_labels
 from meshbus.proxy.runtime import ProxyRuntime, build_runtime
 from meshbus.proxy.snapshot_apply import (
@@ -251,11 +252,7 @@ class MeshAgent:
     async def stop(self, *, deregister: bool = True) -> None:
         if deregister and self.bus.connected:
             await self.drain()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(self._tasks, logger=self._log)
         self._tasks.clear()
         for sub in self._subs:
             with contextlib.suppress(Exception):
@@ -281,6 +278,7 @@ class MeshAgent:
         if out.runtime is not None:
             self.swap(out.runtime)
             self.ready.set()
+            self._resync.clear()  # it runs a current snapshot: a fetch still being retried is moot
             self._log.info(
                 "applied snapshot v%d (%s, %d resources)",
                 snap.version,

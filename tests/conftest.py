@@ -1,4 +1,10 @@
-"""Shared fixtures: a session-wide real nats-server, and a private one for tests that kill it."""
+"""Shared fixtures: a session-wide real nats-server, and a private one for tests that kill it.
+
+Two plugins guard the whole suite: tests/support/timeouts.py makes pytest-timeout's per-test timeout
+(pyproject: 60 s unless a test says otherwise) fire inside async fixture teardown too, naming what the
+event loop waited for; tests/support/children.py fails an integration or end-to-end test that leaves a
+child process behind.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,12 @@ import pytest
 
 from meshbus.bus import BusConnection, BusSettings
 from meshbus.bus.embedded import EmbeddedNats
+from tests.support import children
+from tests.support.bounded import within
+from tests.support.children import reaps_its_processes  # noqa: F401  (autouse: runs for every test)
 from tests.support.nats_server import start_server
+
+pytest_plugins = ["tests.support.timeouts"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +45,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[EmbeddedNats]:
     server = start_server()
+    assert server.pid is not None
+    children.session_owned.add(server.pid)
     yield server
     server.cleanup()
 
@@ -58,7 +71,7 @@ async def bus(nats_server: EmbeddedNats, subject_root: str) -> AsyncIterator[Bus
     conn = BusConnection(BusSettings(url=nats_server.url, name="test", root=subject_root))
     await conn.connect()
     yield conn
-    await conn.close()
+    await within("the test's bus connection to close", conn.close())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -34,6 +34,7 @@ from meshbus.bus.schemas.identity import (
 )
 from meshbus.bus.service import BusService, EndpointSpec
 from meshbus.bus.spiffe import InvalidSpiffeIdError, SpiffeId
+from meshbus.bus.tasks import cancel_and_wait
 
 from . import bundle as bundle_rules
 from . import tokens
@@ -107,11 +108,7 @@ class CaService:
     async def stop(self) -> None:
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
-            sweeper.cancel()
-            try:
-                await sweeper
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait([sweeper])
         await self.service.stop()
         sub, self._sub = self._sub, None
         if sub is not None:

@@ -46,6 +46,7 @@ from meshbus.bus.schemas.config import (
     StoredConfig,
 )
 from meshbus.bus.service import BusService, EndpointSpec
+from meshbus.bus.tasks import cancel_and_wait
 
 from . import admission
 from .kinds import UnknownKindError, resolve_kind
@@ -88,8 +89,7 @@ class ConfigService:
 
     async def stop(self) -> None:
         if self._opener is not None:
-            self._opener.cancel()
-            await asyncio.gather(self._opener, return_exceptions=True)
+            await cancel_and_wait([self._opener])
             self._opener = None
         await self.service.stop()
 

@@ -19,6 +19,7 @@ from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import BusError
 from meshbus.bus.kv import BucketConfig, KeyValueStore, KvEntry
 from meshbus.bus.schemas.config import decode_value
+from meshbus.bus.tasks import cancel_and_wait
 
 from .model import ConfigEntry, MeshModel
 
@@ -57,9 +58,7 @@ class ConfigWatch:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task], logger=self._log)
             self._task = None
 
     async def _supervise(self) -> None:

@@ -45,6 +45,7 @@ from meshbus.bus.schemas.discovery import (
     SnapshotAck,
 )
 from meshbus.bus.service import BusService, EndpointSpec
+from meshbus.bus.tasks import cancel_and_wait
 
 from .acks import AckLedger, Outcome
 from .config_watch import ConfigWatch
@@ -171,11 +172,7 @@ class DiscoveryServer:
             await self.bus.publish(
                 self.bus.subjects.xds_replica(), ReplicaBeat(self.replica_id, leaving=True)
             )
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(self._tasks, logger=self._log)
         self._tasks.clear()
         await self.config.stop()
         for sub in self._subs:

@@ -67,9 +67,10 @@ def test_up_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signals, demo: 
         text=True,
         env=dict(os.environ, COLUMNS="200"),
     )
+    pids: list[int] = []
     try:
         out = _read_until(proc, "meshbus is up")
-        pids = [int(p) for p in re.findall(r"pid (\d+)", out)] + [
+        pids += [int(p) for p in re.findall(r"pid (\d+)", out)] + [
             int(p) for p in re.findall(r"│\s+(\d+)\s+│", out)
         ]
         assert pids, out
@@ -101,6 +102,13 @@ def test_up_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signals, demo: 
             time.sleep(0.05)
         assert not [p for p in pids if _pid_alive(p)], "orphan processes left behind"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # failed midway: meshctl stops what it started (its children have
+            proc.terminate()  # sessions of their own, so killing meshctl alone would orphan them)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+        for pid in pids:
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -7,6 +7,7 @@ observable condition against a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import os
@@ -73,6 +74,24 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0, ev
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
 
 
+async def run_command(
+    *argv: str, timeout: float = 20.0, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> tuple[int, bytes, bytes]:
+    """Run a command to its end from async code: (exit code, stdout, stderr). Killed and reaped when it
+    outlives ``timeout`` (TimeoutError) or the test is cancelled, so no test leaves it running."""
+    pipe = asyncio.subprocess.PIPE
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=pipe if stdin is not None else None, stdout=pipe, stderr=pipe, env=env
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, out, err
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
@@ -84,8 +103,9 @@ def http_get(port: int, path: str = "/", *, host: str | None = None, timeout: fl
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": host} if host else {})
-        r = conn.getresponse()
-        return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        # closed even when reading the body fails: a "connection: close" response owns the socket
+        with conn.getresponse() as r:
+            return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
     finally:
         conn.close()
 

@@ -21,6 +21,7 @@ from meshbus.control.discovery.server import DiscoveryServer, DiscoverySettings
 from meshbus.control.discovery.status import ProxyView
 from meshbus.proxy.agent import AgentSettings, MeshAgent
 from meshbus.proxy.runtime import ProxyRuntime
+from tests.support.bounded import within
 
 FAST = DiscoverySettings(
     expiry=1.0,
@@ -173,11 +174,11 @@ class Mesh:
 
     async def close(self) -> None:
         for s in self.sims:
-            await s.agent.stop(deregister=False)
+            await within(f"agent {s.node} to stop", s.agent.stop(deregister=False))
         for d in self.replicas:
-            await d.stop()
+            await within(f"discovery replica {d.replica_id} to stop", d.stop())
         for bus in self.buses:
-            await bus.close()
+            await within(f"bus connection {bus.settings.name} to close", bus.close())
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> float:

@@ -21,17 +21,15 @@ from meshbus.bus.embedded import EmbeddedNats
 from meshbus.bus.schemas.identity import CertifyRequest, CertifyResponse, TrustBundle
 from meshbus.bus.spiffe import load_pem_chain
 from tests.integration.control.ca_helpers import WEB
+from tests.support.processes import run_command
 from tests.unit.control.ca.pki import csr_pem, pem
 
 pytestmark = pytest.mark.timeout(40)
 
 
 async def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
-    return proc.returncode or 0, out.decode(), err.decode()
+    code, out, err = await run_command(*argv, env=env)
+    return code, out.decode(), err.decode()
 
 
 async def test_meshbus_ca_process_end_to_end(

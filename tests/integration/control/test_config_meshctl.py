@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ from ruamel.yaml import YAML
 from meshbus.bus import BusConnection
 from meshbus.bus.embedded import EmbeddedNats
 from meshbus.control.config.service import ConfigService
+from tests.support.processes import run_command
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -61,20 +61,10 @@ async def meshctl(nats_server: EmbeddedNats, subject_root: str, bus: BusConnecti
         await svc.wait_ready()
 
         async def run(*args: str, nats: str = nats_server.url) -> Result:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "meshbus.control.cli",
-                *args,
-                "--nats",
-                nats,
-                "--subject-root",
-                subject_root,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await proc.communicate()
-            return Result(proc.returncode or 0, out.decode(), err.decode())
+            code, out, err = await run_command(
+                sys.executable, "-m", "meshbus.control.cli", *args, "--nats", nats, "--subject-root", subject_root
+            )  # fmt: skip
+            return Result(code, out.decode(), err.decode())
 
         yield run
 

@@ -44,7 +44,8 @@ async def test_register_snapshot_ack_synced_and_proxy_config(mesh: Mesh) -> None
     st = await wait_status(mesh, lambda st: len(st) == 3 and all(v.status == "SYNCED" for v in st.values()))
     assert st[pp.node].row.acked_version == pp.version and st[pp.node].row.service == "productpage"
     cfg = await proxy_config(mesh.ops, pp.node)
-    assert cfg.version == pp.version and cfg.runtime["version"] == str(pp.version)
+    # the runtime keeps the version it was built from when the same content comes back renumbered
+    assert cfg.version == pp.version and cfg.runtime["version"] == pp.agent.runtime.version
     assert {r["kind"] for r in cfg.resources} == {"ServiceEntry", "VirtualService", "DestinationRule"}
 
 
@@ -141,6 +142,5 @@ async def test_meshctl_proxy_status_and_proxy_config(
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["proxy"] == pp.node and doc["version"] == pp.version
-    assert any(r["kind"] == "VirtualService" for r in doc["resources"]) and doc["runtime"]["version"] == str(
-        pp.version
-    )
+    assert any(r["kind"] == "VirtualService" for r in doc["resources"])
+    assert doc["runtime"]["version"] == pp.agent.runtime.version

@@ -11,6 +11,7 @@ import pytest
 
 from tests.integration.proxy.conftest import ProxyFactory, UpstreamFactory, service_entry
 from tests.integration.proxy.upstreams import Client, fetch
+from tests.support.processes import run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -214,11 +215,9 @@ async def test_curl_through_http_proxy_mode(upstreams: UpstreamFactory, proxy: P
     }
     env.pop("NO_PROXY", None)
     env.pop("no_proxy", None)
-    proc = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "-i", "http://reviews:9080/via-proxy", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 10)
-    assert proc.returncode == 0, err
+    code, out, err = await run_command(
+        "curl", "-sS", "-i", "http://reviews:9080/via-proxy", env=env, timeout=10
+    )
+    assert code == 0, err
     assert out.startswith(b"HTTP/1.1 200")
     assert u.seen[-1].path == "/via-proxy"

@@ -6,7 +6,6 @@ Certificates come from the CA issuer in-process; every socket is real.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import shutil
 import ssl
@@ -23,6 +22,7 @@ from meshbus.telemetry.accesslog import AccessLogRecord
 from tests.integration.proxy.conftest import ProxyFactory, ProxyHandle, UpstreamFactory, yaml
 from tests.integration.proxy.mesh_pki import MeshCa, StaticCertClient, web_server_cert
 from tests.integration.proxy.upstreams import Client, Upstream, fetch
+from tests.support.processes import run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -423,16 +423,13 @@ async def test_openssl_s_client_sees_a_verifiable_chain_with_one_uri_san(
 ) -> None:
     pair = await sidecars(upstreams, proxy, ca, server_config=peer_auth("STRICT"))
     chain, key, root_file = ca.write_files(ca.identity(sa="curl"), tmp_path)
-    proc = await asyncio.create_subprocess_exec(
+    code, out, _err = await run_command(
         "openssl", "s_client", "-connect", f"127.0.0.1:{pair.server.inbound_port}", "-CAfile", str(root_file),
         "-cert", str(chain), "-key", str(key), "-verify_return_error", "-showcerts", "-ign_eof",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=b"GET / HTTP/1.1\r\nhost: reviews\r\nconnection: close\r\n\r\n", timeout=15,
     )  # fmt: skip
-    out, _err = await asyncio.wait_for(
-        proc.communicate(b"GET / HTTP/1.1\r\nhost: reviews\r\nconnection: close\r\n\r\n"), 15
-    )
     text = out.decode(errors="replace")
-    assert proc.returncode == 0, text
+    assert code == 0, text
     assert "Verify return code: 0 (ok)" in text
     assert "HTTP/1.1 200" in text
     pem = text[text.index("-----BEGIN CERTIFICATE-----") :]
@@ -445,8 +442,6 @@ async def test_openssl_s_client_sees_a_verifiable_chain_with_one_uri_san(
     assert (
         pair.server_log.records[-1].downstream_peer_principal == "spiffe://cluster.local/ns/default/sa/curl"
     )
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
 
 
 def test_under_uvloop_mtls_works_and_a_refused_client_learns_why(tmp_path: Path) -> None:
