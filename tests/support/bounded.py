@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,3 +25,13 @@ async def within(what: str, step: Awaitable[T], timeout: float = 15.0) -> T:
     if deadline.expired():
         raise TimeoutError(f"waiting for {what} (more than {timeout:g}s; it ignored the cancellation)")
     return result
+
+
+async def eventually(what: str, probe: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll the async ``probe`` (every 20 ms) until it returns True; AssertionError naming ``what``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await probe():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.02)

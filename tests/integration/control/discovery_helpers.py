@@ -141,10 +141,13 @@ class Mesh:
         return await self.kv.delete(key)
 
     async def discovery(
-        self, replica_id: str | None = None, settings: DiscoverySettings | None = None
+        self,
+        replica_id: str | None = None,
+        settings: DiscoverySettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> DiscoveryServer:
         bus = await self.connect(f"discovery-{len(self.replicas)}")
-        d = DiscoveryServer(bus, settings or self.settings, replica_id=replica_id)
+        d = DiscoveryServer(bus, settings or self.settings, replica_id=replica_id, clock=clock)
         await d.start()
         self.replicas.append(d)
         return d

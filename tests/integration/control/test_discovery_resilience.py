@@ -49,15 +49,19 @@ async def test_discovery_restart_resyncs_without_disturbing_proxies(mesh: Mesh) 
 
 
 async def test_nats_restart_keeps_last_good_and_resyncs(mesh: Mesh, private_nats: EmbeddedNats) -> None:
-    await mesh.discovery()
+    skew = 0.0
+    d = await mesh.discovery(clock=lambda: time.monotonic() + skew)
     sims = await asyncio.gather(mesh.sim("productpage"), mesh.sim("reviews", "v1"), mesh.sim("reviews", "v2"))
     await wait_until(lambda: all(len(s.endpoints("reviews")) == 2 and s.weights() == [100.0] for s in sims))
-    runtimes = [s.agent.runtime for s in sims]
+    await wait_status(mesh, synced([s.node for s in sims]))
+    runtimes, generation = [s.agent.runtime for s in sims], d.registry.generation
     await asyncio.to_thread(private_nats.kill)
-    await asyncio.sleep(mesh.settings.expiry + 0.5)  # longer than the expiry: nobody may be forgotten
-    assert [s.agent.runtime for s in sims] == runtimes, "proxies keep serving their last good snapshot"
+    await wait_until(lambda: d._cut_off, what="discovery's sweep sees the outage")
+    skew = mesh.settings.expiry + 0.5  # the outage outlasts the expiry on discovery's clock
     await asyncio.to_thread(private_nats.start)
     await wait_until(lambda: all(b.connected for b in mesh.buses), timeout=10, what="clients reconnected")
+    await wait_status(mesh, synced([s.node for s in sims]), timeout=5)
+    assert [s.agent.runtime for s in sims] == runtimes, "proxies keep serving their last good snapshot"
     await mesh.put(vs(50))
     await wait_until(
         lambda: all(s.weights() == [50.0, 50.0] and len(s.endpoints("reviews")) == 2 for s in sims),
@@ -65,6 +69,8 @@ async def test_nats_restart_keeps_last_good_and_resyncs(mesh: Mesh, private_nats
         what="convergence after the restart",
     )
     await wait_status(mesh, synced([s.node for s in sims]), timeout=5)
+    # silence while cut off proves nothing: no workload left the registry (and came back)
+    assert d.registry.generation == generation
 
 
 async def test_two_replicas_share_pushes_and_survive_losing_one(mesh: Mesh) -> None:

@@ -61,7 +61,9 @@ async def test_a_burst_of_applies_is_one_push_and_traffic_shift_follows(mesh: Me
     for w in (90, 80, 70, 60, 50):  # five applies in a row
         await mesh.put(vs(w))
     await wait_until(lambda: all(s.weights() == [50.0, 50.0] for s in sims), what="50/50 everywhere")
-    await asyncio.sleep(0.3)  # nothing else may follow
+    # 50/50 is the last apply, so the watch has delivered all five: whatever else they caused is now
+    # pending in the debouncer or the push queue. Once both are empty, nothing else can follow.
+    await wait_until(lambda: d.queue.in_flight == 0 and not d.debouncer.pending, what="idle")
     assert [len(s.swaps) - b for s, b in zip(sims, before, strict=True)] == [1, 1, 1]
     assert d.stats.cycles - cycles == 1
     assert d.stats.deltas >= 3, "a one-resource change goes out as a delta"
@@ -80,8 +82,11 @@ async def test_nack_is_visible_and_the_proxy_keeps_its_last_good_runtime(mesh: M
     assert "bogusRetryKnob" in st[pp.node].row.nack_error
     assert st[pp.node].row.acked_version == good_version  # VERSION column: what it still runs
     assert pp.agent.runtime is good and len(pp.swaps) == swaps and pp.weights() == [100.0]
-    pushes = d.stats.pushes
-    await asyncio.sleep(0.3)
+    pushes, seen = d.stats.pushes, st[pp.node].row.last_seen
+    # A resend would answer the NACK itself or a later heartbeat that still reports the error. Once
+    # discovery has had a heartbeat newer than the NACK and has nothing pending, none can follow.
+    await wait_status(mesh, lambda st: st[pp.node].row.last_seen > seen)
+    await wait_until(lambda: d.queue.in_flight == 0 and not d.debouncer.pending, what="idle")
     assert d.stats.pushes == pushes, "held after NACK: the refused snapshot is not resent"
     await mesh.put(vs(50))
     await wait_status(mesh, lambda st: st[pp.node].status == "SYNCED")
@@ -110,8 +115,11 @@ async def test_sidecar_egress_limits_what_a_change_reaches(mesh: Mesh) -> None:
     ratings_swaps = len(ratings.swaps)
     await mesh.put(vs(50))
     await wait_until(lambda: pp.weights() == [50.0, 50.0], what="productpage follows")
-    await asyncio.sleep(0.2)
-    assert len(ratings.swaps) == ratings_swaps, [(r.version, sorted(r.clusters)) for r in ratings.swaps]
+    # details is in ratings' egress: its push comes after anything the VirtualService change sent ratings
+    await mesh.sim("details")
+    await wait_until(lambda: ratings.endpoints("details") != [], what="ratings sees details")
+    assert len(ratings.swaps) == ratings_swaps + 1, [(r.version, sorted(r.clusters)) for r in ratings.swaps]
+    assert "VirtualService.default.reviews" not in ratings.resources()
 
 
 async def test_meshctl_proxy_status_and_proxy_config(

@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.proxy.conftest import ProxyFactory, UpstreamFactory, service_entry, yaml
 from tests.integration.proxy.upstreams import Client, fetch
+from tests.support.bounded import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -228,12 +229,20 @@ async def test_outlier_detection_ejects_and_restores(upstreams: UpstreamFactory,
     try:
         codes = [(await c.request()).status for _ in range(8)]
         assert codes.count(503) == 2, codes  # two failures eject the bad endpoint
-        admin = await fetch(p.admin_port, "/clusters?format=json", host="admin")
-        eps = {e["port"]: e for cl in admin.json()["clusters"] for e in cl["endpoints"]}
-        assert not eps[bad.port]["healthy"] and eps[good.port]["healthy"]
+
+        async def healthy() -> dict[int, bool]:
+            admin = await fetch(p.admin_port, "/clusters?format=json", host="admin")
+            return {e["port"]: e["healthy"] for cl in admin.json()["clusters"] for e in cl["endpoints"]}
+
+        assert await healthy() == {bad.port: False, good.port: True}
         bad.fail_first = 0
         seen_before = len(bad.seen)
-        await asyncio.sleep(0.9)  # base ejection time passes; the sweep restores the endpoint
+
+        async def restored() -> bool:
+            return (await healthy())[bad.port]
+
+        # the base ejection time passes and the sweep restores the endpoint
+        await eventually("the ejected endpoint to return", restored)
         codes = [(await c.request()).status for _ in range(6)]
         assert codes == [200] * 6 and len(bad.seen) > seen_before
     finally:
