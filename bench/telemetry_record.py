@@ -4,8 +4,8 @@
 
 Reports ns per call (best of ``repeat`` runs of ``n`` calls, loop overhead subtracted) for:
 Istio request metrics (via a cached RequestSeries and via record_request with the static tuple),
-building an AccessLogRecord and appending it, the drop path of a full queue, continue_trace, and the
-sum of what one request costs. Off-path figures: JSON formatting and a Prometheus scrape.
+building an AccessLogRecord and appending it, the drop path of a full queue, and the sum of what one
+request costs. Off-path figures: JSON formatting and a Prometheus scrape.
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ from collections.abc import Callable
 from meshbus.telemetry.accesslog import AccessLogger, AccessLogRecord, format_json_lines
 from meshbus.telemetry.exposition import render_prometheus
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry, istio_static_labels
-from meshbus.telemetry.tracing import continue_trace
 
 # The writer drains the queue every 200 ms; draining every 1024 records keeps the number of live records
 # (and so the cyclic GC's work) near what a proxy at a few thousand requests/s holds.
 DRAIN_MASK = 1023
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def best_ns(fn: Callable[[int], None], n: int, repeat: int) -> float:
@@ -68,8 +66,6 @@ def main() -> None:
     access = AccessLogger(capacity=n + 1, dropped=internal.telemetry_dropped.labels("access_log"))
     full = AccessLogger(capacity=1)
     full.log(AccessLogRecord(0.0))
-    headers = {"traceparent": TRACEPARENT}.get
-    no_headers: dict[str, str] = {}
 
     def metrics_series(k: int) -> None:
         rec = series.record
@@ -151,15 +147,6 @@ def main() -> None:
         for _ in range(k):
             log(r)
 
-    def trace_continue(k: int) -> None:
-        for _ in range(k):
-            continue_trace(headers)
-
-    def trace_root(k: int) -> None:
-        get = no_headers.get
-        for _ in range(k):
-            continue_trace(get)
-
     def per_request(k: int) -> None:
         rec = series.record
         log = access.log
@@ -177,8 +164,6 @@ def main() -> None:
         "accesslog_build_fill_and_append_ns": best_ns(accesslog_fill_append, n, repeat),
         "accesslog_append_only_ns": best_ns(accesslog_append_only, n, repeat),
         "accesslog_drop_when_full_ns": best_ns(accesslog_drop, n, repeat),
-        "trace_continue_traceparent_ns": best_ns(trace_continue, n // 4, repeat),
-        "trace_new_root_ns": best_ns(trace_root, n // 4, repeat),
         "per_request_metrics_plus_accesslog_fill_ns": best_ns(per_request, n, repeat),
     }
 

@@ -24,12 +24,6 @@ class LabelError(TelemetryError, ValueError):
     code = "metric_labels"
 
 
-class BatchError(TelemetryError, ValueError):
-    """A MetricBatch cannot be merged: wrong schema, or it disagrees with a declared metric."""
-
-    code = "metric_batch"
-
-
 class ConfigError(TelemetryError, ValueError):
     """A telemetry component was configured with an invalid value."""
 

@@ -3,8 +3,8 @@
 Concurrency contract: a :class:`Registry` belongs to one thread (one event loop; each ``--workers``
 process has its own). Recording takes no lock and does no I/O: a child is a slotted object whose
 fields are bumped in place, and a histogram observation is one ``bisect`` plus two in-place adds.
-Rendering (``meshbus.telemetry.exposition``) and batching (``meshbus.telemetry.batch``) read the same
-objects from the same thread, off the request path.
+Rendering (``meshbus.telemetry.exposition``) reads the same objects from the same thread, off the
+request path.
 
 Histogram children keep *per-bucket* (non-cumulative) counts with the +Inf bucket last; the count is
 their sum, so an observation touches one slot, and exposition makes them cumulative.

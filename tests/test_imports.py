@@ -49,7 +49,6 @@ SANS_IO = [
     "control/discovery/registry.py",
     "control/discovery/generate.py",
     "control/discovery/model.py",
-    "telemetry/tracing.py",
     "telemetry/metrics.py",
 ]
 FORBIDDEN_IN_SANS_IO = {"asyncio", "nats", "socket", "uvloop", "selectors"}
