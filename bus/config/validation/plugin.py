@@ -1,4 +1,5 @@
-"""Semantic checks for meshbus.io Plugin (schema only; config is checked by plugins/loader.py)."""
+"""Semantic checks for meshbus.io Plugin: the filter id, route names and selector (``config`` is not checked:
+it belongs to the filter, and there is no plugin loader yet)."""
 
 from __future__ import annotations
 
