@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PARTS  := bus proxy plugins control telemetry
 
-.PHONY: demo test lint typecheck pytest bench clean native
+.PHONY: demo test lint typecheck pytest pytest-pure pure-tree bench clean native
 
 # The install compiles the proxy's request path with mypyc (setup.py). The extensions sit next to
 # their sources and shadow them, so NATIVE_STAMP rebuilds them whenever a proxy or telemetry source
@@ -12,12 +13,13 @@ STAMP  := $(VENV)/.installed
 NATIVE_STAMP := build/native$(if $(filter-out 0,$(MESHBUS_PURE_PYTHON)),-pure,).stamp
 NATIVE_DEPS  := setup.py $(wildcard proxy/*.py telemetry/*.py)
 
+# The venv gets meshbus uncompiled (editable) and the build tools; compiling is NATIVE_STAMP's job,
+# so `make test` can run the pure-Python suite while the compiler works.
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --upgrade pip "setuptools>=77" wheel
+	MESHBUS_PURE_PYTHON=1 $(BIN)/pip install --quiet --no-build-isolation -e ".[dev]"
 	touch $(STAMP)
-	mkdir -p build && touch $(NATIVE_STAMP)
 
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_DEPS)
 	rm -f proxy/*.so telemetry/*.so build/native*.stamp
@@ -39,13 +41,35 @@ lint: $(STAMP)
 # so it reads the same folders through a tree of symlinks named as installed.
 typecheck: $(STAMP)
 	rm -rf .mypy-src && mkdir -p .mypy-src/meshbus
-	for p in bus proxy plugins control telemetry; do ln -s ../../$$p .mypy-src/meshbus/$$p; done
+	for p in $(PARTS); do ln -s ../../$$p .mypy-src/meshbus/$$p; done
 	cd .mypy-src && MYPYPATH=. ../$(BIN)/mypy --config-file ../pyproject.toml -p meshbus
 
-pytest: $(NATIVE_STAMP)
-	$(BIN)/pytest -q
+# Users get meshbus compiled (the default install) or pure Python (MESHBUS_PURE_PYTHON=1), so
+# `make test` runs the suite against both, side by side: `pytest` against the extensions next to
+# the sources, `pytest-pure` against the sources themselves, imported through PURE_TREE (links to
+# the .py files only, first on PYTHONPATH, also for the processes the tests start), where no
+# extension can shadow them. MESHBUS_TEST_BUILD makes each run check that it imports the build it
+# names (tests/conftest.py); the pure run leaves out the tests that cannot tell the builds apart
+# (tests/support/build.py says which). ruff and mypy run beside them; each job's output is printed
+# as a whole when it ends.
+PURE_TREE := build/pure-src
 
-test: lint typecheck pytest
+pytest: $(NATIVE_STAMP)
+	MESHBUS_TEST_BUILD=$(if $(filter-out 0,$(MESHBUS_PURE_PYTHON)),pure,native) $(BIN)/pytest -q
+
+pure-tree:
+	rm -rf $(PURE_TREE) && mkdir -p $(PURE_TREE)/meshbus
+	for p in $(PARTS); do \
+	  (cd $$p && find . -name '*.py' -not -path '*/__pycache__/*') | while read -r f; do \
+	    mkdir -p "$(PURE_TREE)/meshbus/$$p/$$(dirname "$$f")" && ln -s "$(CURDIR)/$$p/$$f" "$(PURE_TREE)/meshbus/$$p/$$f"; \
+	  done; \
+	done
+
+pytest-pure: $(STAMP) pure-tree
+	MESHBUS_TEST_BUILD=pure PYTHONPATH=$(CURDIR)/$(PURE_TREE) $(BIN)/pytest -q -p no:cacheprovider
+
+test:
+	$(MAKE) --no-print-directory -j3 --output-sync=target MESHBUS_PURE_PYTHON=0 lint typecheck pytest pytest-pure
 
 bench: $(NATIVE_STAMP)
 	$(BIN)/python bench/run.py

@@ -15,7 +15,7 @@ import pytest
 
 from meshbus.bus import BusConnection, BusSettings
 from meshbus.bus.embedded import EmbeddedNats
-from tests.support import children
+from tests.support import build, children
 from tests.support.bounded import within
 from tests.support.children import reaps_its_processes  # noqa: F401  (autouse: runs for every test)
 from tests.support.nats_server import start_server
@@ -25,8 +25,28 @@ pytest_plugins = ["tests.support.timeouts"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_report_header() -> str:
+    built = "compiled (mypyc)" if build.compiled("meshbus.proxy.forward") else "pure Python"
+    return f"meshbus: {built} build"
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Refuse to test mypyc extensions (setup.py) built from older sources: they shadow the .py files."""
+    """Refuse to test another build than the one asked for, or extensions older than their sources."""
+    want = build.build_under_test()
+    if want not in ("", "native", "pure"):
+        pytest.exit(f"meshbus: {build.BUILD_ENV} must be native or pure (got {want!r})", returncode=4)
+    if want:
+        wrong = [m for m in build.native_modules() if build.compiled(m) != (want == "native")]
+        if wrong:
+            named = ", ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+            pytest.exit(
+                f"meshbus: {build.BUILD_ENV}={want}, but {named} "
+                + ("are not compiled: run `make native`" if want == "native" else "are compiled")
+                + " (`make test` runs both builds)",
+                returncode=4,
+            )
+    if want == "pure":
+        return  # the extensions next to the sources are not what this run imports
     stale = [
         str(src.relative_to(ROOT))
         for part in ("proxy", "telemetry")
@@ -74,7 +94,12 @@ async def bus(nats_server: EmbeddedNats, subject_root: str) -> AsyncIterator[Bus
     await within("the test's bus connection to close", conn.close())
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if build.build_under_test() == "pure":  # they ran in the compiled run: see build.BUILD_INDEPENDENT
+        same = [item for item in items if build.build_independent(item.path)]
+        if same:
+            config.hook.pytest_deselected(items=same)
+            items[:] = [item for item in items if not build.build_independent(item.path)]
     # Tests live in unit/, integration/ and e2e/; the folder is the marker.
     for item in items:
         path = str(item.path)
