@@ -11,8 +11,8 @@ from meshbus.bus.config.types import (
     IstioModel,
     NonNegativeInt,
     Percent,
+    PolicySelector,
     PortSelector,
-    WorkloadSelector,
     deprecated,
     unimplemented,
 )
@@ -62,8 +62,9 @@ class LocalityLoadBalancerSetting(IstioModel):
 
 class WarmupConfiguration(IstioModel):
     duration: Duration
-    minimum_percent: Percent | None = None
-    aggression: float | None = None
+    # google.protobuf.DoubleValue: a plain number in YAML (Istio's CRD bounds it to 0..100).
+    minimum_percent: float | None = Field(default=None, ge=0, le=100)
+    aggression: float | None = Field(default=None, gt=0)  # Istio: "aggression should be greater than 0"
 
 
 SimpleLB = Literal["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"]
@@ -91,6 +92,11 @@ class TCPSettings(IstioModel):
     idle_timeout: Duration | None = unimplemented()
 
 
+class HTTP2KeepAlive(IstioModel):
+    interval: Duration | None = None
+    timeout: Duration | None = None
+
+
 class HTTPSettings(IstioModel):
     http1_max_pending_requests: NonNegativeInt | None = None
     http2_max_requests: NonNegativeInt | None = None
@@ -100,6 +106,7 @@ class HTTPSettings(IstioModel):
     h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = unimplemented()
     use_client_protocol: bool | None = unimplemented()
     max_concurrent_streams: NonNegativeInt | None = unimplemented()
+    http2_keep_alive: HTTP2KeepAlive | None = unimplemented(alias="http2KeepAlive")
 
 
 class ConnectionPoolSettings(IstioModel):
@@ -181,4 +188,4 @@ class DestinationRuleSpec(IstioModel):
     traffic_policy: TrafficPolicy | None = None
     subsets: tuple[Subset, ...] = ()
     export_to: tuple[str, ...] | None = unimplemented()
-    workload_selector: WorkloadSelector | None = unimplemented()
+    workload_selector: PolicySelector | None = unimplemented()

@@ -20,8 +20,8 @@ class ServicePort(IstioModel):
 
 
 class WorkloadEntrySpec(IstioModel):
-    address: str = ""
-    ports: dict[str, Port] = Field(default_factory=dict)
+    address: str = Field(default="", max_length=256)
+    ports: dict[str, Port] = Field(default_factory=dict, max_length=128)
     labels: dict[str, str] = Field(default_factory=dict)
     network: str | None = unimplemented()
     locality: str | None = unimplemented()

@@ -12,6 +12,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -107,7 +108,14 @@ Duration = Annotated[
 IntOrString = int | str
 """Ports and similar keys where Istio (or YAML) may carry either form."""
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise PydanticCustomError("port_range", "port must be between 1-65535")
+    return value
+
+
+Port = Annotated[int, AfterValidator(_port)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
@@ -168,10 +176,21 @@ class PolicySelector(IstioModel):
     match_labels: dict[str, str] = Field(default_factory=dict)
 
 
-class PolicyTargetReference(IstioModel):
-    """Gateway API style target (``targetRef``/``targetRefs``); meshbus has no Gateway API."""
+_GROUP = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_KIND = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
 
-    group: str = ""
-    kind: str
-    name: str
+
+class PolicyTargetReference(IstioModel):
+    """Gateway API style target (``targetRef``/``targetRefs``), with the limits of Istio's CRD schema.
+
+    Istio refuses a ``namespace`` other than the policy's own (validation/common.check_target_refs).
+    """
+
+    group: str = Field(default="", max_length=253, pattern=_GROUP)
+    kind: str = Field(min_length=1, max_length=63, pattern=_KIND)
+    name: str = Field(min_length=1, max_length=253)
     namespace: str = ""
+
+
+NonEmptyString = Annotated[str, Field(min_length=1)]
+"""A list item Istio's CRD schema declares ``minLength: 1`` (``audiences: [""]`` is refused)."""

@@ -35,7 +35,7 @@ keys sorted, of this shape::
 
 ``spec`` is what validation accepted, normalised: camelCase Istio field names, fields equal to
 their default omitted, durations as Istio duration strings (``"1.5s"``). It always validates
-again: ``meshbus.bus.config.KINDS[kind].model_validate({apiVersion, kind, metadata, spec},
+again: ``meshbus.bus.config.resources.resource_type(apiVersion, kind).model_validate({apiVersion, kind, metadata, spec},
 by_alias=True, by_name=False)``, which is what `StoredConfig.to_resource()` does. Readers must
 ignore keys they do not know (fields are only ever added). `decode_value` / `encode_value`
 are the reference reader and writer.
@@ -258,8 +258,16 @@ class StoredConfig:
     rolled_back_to: int = 0
 
     @property
+    def key_kind(self) -> str:
+        """The kind's name in store keys (``KubernetesGateway`` for the Gateway API's Gateway)."""
+        from ..config.resources import resource_type
+
+        rtype = resource_type(self.api_version, self.kind)
+        return rtype.KEY_KIND if rtype is not None else self.kind
+
+    @property
     def key(self) -> tuple[str, str, str]:
-        return (self.kind, self.namespace, self.name)
+        return (self.key_kind, self.namespace, self.name)
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
@@ -287,10 +295,10 @@ class StoredConfig:
 
     def to_resource(self) -> Resource:
         """Validate the manifest again into the typed model (raises pydantic.ValidationError)."""
-        from ..config.resources import KINDS
+        from ..config.resources import resource_type
         from ..config.source import Source
 
-        rtype = KINDS.get(self.kind)
+        rtype = resource_type(self.api_version, self.kind)
         if rtype is None:
             raise BadRequestError(f"unknown kind {self.kind!r} in stored config")
         payload = {**self.manifest(), "source": Source(self.source_file or "<stored>", self.source_line)}

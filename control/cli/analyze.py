@@ -44,6 +44,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the config service"
     )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="do not list the Kubernetes documents (Service, Deployment...) that were skipped",
+    )
     p.set_defaults(func=run)
 
 
@@ -62,11 +68,16 @@ def istio_line(m: FieldError) -> str:
     return f"{m.level.value} ({where}) {text}"
 
 
+def is_skip_note(m: FieldError) -> bool:
+    """The loader's one Info line per Kubernetes document it skipped (what ``-q`` hides)."""
+    return m.level is Level.INFO and not m.code and m.message.startswith("skipped ")
+
+
 def analyze_files(paths: list[str]) -> Validation:
     loaded = admission.load_documents(collect(paths))
     result = Validation()
     result.extend(loaded.validation)
-    result.extend(admission.analyze_set(loaded.resources))
+    result.extend(admission.analyze_set(loaded.resources, loaded.kubernetes))
     return result
 
 
@@ -99,10 +110,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     what = ", ".join(args.filename) if args.filename else "the stored config (all namespaces)"
     for m in findings.messages():
+        if args.quiet and is_skip_note(m):
+            continue
         print(istio_line(m))
     if findings.errors:
         print(f"Error: Analyzers found issues when analyzing {what}.", file=sys.stderr)
         return 1
-    if not findings.messages():
+    if not [m for m in findings.messages() if not is_skip_note(m)]:
         print(f"\u2714 No validation issues found when analyzing {what}.")
     return 0

@@ -43,6 +43,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default=0,
         help="refuse unless the resource is still at this revision (one resource)",
     )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="do not list the Kubernetes documents that were skipped"
+    )
     p.set_defaults(func=run_apply)
 
     p = sub.add_parser("delete", parents=[common, conn], help="delete config: -f FILE_OR_DIR or KIND NAME")
@@ -98,8 +101,10 @@ def with_client(args: argparse.Namespace, call: Callable[[ConfigClient], Awaitab
     return asyncio.run(go())
 
 
-def _warn(warnings: list[str]) -> None:
+def _warn(warnings: list[str], *, quiet: bool = False) -> None:
     for w in warnings:
+        if quiet and w.startswith("Info"):
+            continue
         # analyzer findings already start with their level ("Warning [IST0101] ...")
         print(w if w.startswith(("Warning", "Info", "Error")) else f"Warning: {w}", file=sys.stderr)
 
@@ -128,7 +133,7 @@ def run_apply(args: argparse.Namespace) -> int:
     reply = with_client(
         args, lambda c: c.apply(documents, dry_run=args.dry_run, expected_revision=args.revision)
     )
-    _warn(reply.warnings)
+    _warn(reply.warnings, quiet=args.quiet)
     for r in reply.results:
         print(out.change_line(r, reply.dry_run))
     return 0

@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from meshbus.bus.config import analyze
+from meshbus.bus.config.kubernetes import KubernetesObject
 from meshbus.bus.config.loader import LoadResult, load_text
 from meshbus.bus.config.resources import Resource
 from meshbus.bus.config.result import FieldError, Level, Validation
@@ -39,6 +40,7 @@ def load_documents(documents: Sequence[Document]) -> LoadResult:
         part = load_text(doc.text, doc.file)
         result.resources.extend(part.resources)
         result.validation.extend(part.validation)
+        result.kubernetes.extend(part.kubernetes)
     _check_keys(result)
     first: dict[tuple[str, str, str], Resource] = {}
     for res in result.resources:
@@ -92,9 +94,12 @@ def _is_host_ref(m: FieldError) -> bool:
     return m.path == "host" or m.path.endswith(".host")
 
 
-def analyze_set(resources: Iterable[Resource]) -> Validation:
-    """Cross-resource findings for a set, under the config service's registry policy."""
-    return registry_policy(analyze(resources))
+def analyze_set(resources: Iterable[Resource], kubernetes: Iterable[KubernetesObject] = ()) -> Validation:
+    """Cross-resource findings for a set, under the config service's registry policy.
+
+    ``kubernetes``: Kubernetes documents that came with the set (Services, Pods...), for the analyzers.
+    """
+    return registry_policy(analyze(resources, kubernetes=kubernetes))
 
 
 def _identity(m: FieldError) -> tuple[str, str, str, str]:

@@ -124,7 +124,9 @@ class ConfigService:
         if not loaded.ok:
             raise BadRequestError(admission.render_errors(loaded.validation))
         if not loaded.resources:
-            raise BadRequestError("no resources found in the request")
+            skipped = len(loaded.kubernetes)
+            note = f" ({skipped} Kubernetes document{'s' if skipped != 1 else ''} skipped)" if skipped else ""
+            raise BadRequestError(f"no mesh config found in the request{note}")
         expected = dict(req.expected_revisions)
         if req.expected_revision:
             if len(loaded.resources) != 1:
@@ -136,9 +138,9 @@ class ConfigService:
         now = self.clock()
         desired = {key_of(*r.key): (r, to_stored(r, updated=now)) for r in loaded.resources}
         results, warnings = await self._change(desired, [], expected, dry_run=req.dry_run)
-        return ApplyReply(
-            results, [w.render() for w in [*loaded.validation.warnings, *warnings]], req.dry_run
-        )
+        notes = [w.render() for w in [*loaded.validation.warnings, *warnings]]
+        notes += [f"Info: {m.render()}" for m in loaded.validation.infos]
+        return ApplyReply(results, notes, req.dry_run)
 
     async def delete(self, req: DeleteRequest) -> DeleteReply:
         targets = []

@@ -20,7 +20,7 @@ from meshbus.bus.errors import BusError
 from meshbus.bus.kv import BucketConfig, KeyValueStore, KvEntry
 from meshbus.bus.schemas.config import decode_value
 
-from .model import ConfigEntry, MeshModel
+from .model import ConfigEntry, MeshModel, served
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,9 @@ class ConfigWatch:
             except BusError as exc:
                 self.bad_values += 1
                 self._log.error("skipping config key %s at revision %d: %s", e.key, e.revision, exc)
+                continue
+            if not served(value):
+                deletes.append((e.key, e.revision))
                 continue
             puts.append(ConfigEntry.from_value(value, e.revision))
         old = self.model

@@ -31,6 +31,15 @@ WORKLOAD_SCOPED = frozenset(
 PEER_AUTHENTICATION = "PeerAuthentication"
 IGNORED = frozenset({"WorkloadEntry"})
 """Not sent to proxies: workloads reach the mesh by registering."""
+_SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "meshbus.io"})
+_SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit"}
+
+
+def served(value: Mapping[str, Any]) -> bool:
+    """Whether discovery models this stored value at all: kinds meshbus accepts without enforcing them
+    (EnvoyFilter, Telemetry, the Gateway API's Gateway, ...) never reach a proxy."""
+    group = str(value.get("apiVersion", "")).rpartition("/")[0]
+    return group in _SERVED_GROUPS and value.get("kind") in _SERVED_KINDS
 
 
 def resource_key(value: Mapping[str, Any]) -> str:

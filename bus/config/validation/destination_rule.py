@@ -12,7 +12,7 @@ from meshbus.bus.config.destination_rule import (
     TrafficPolicy,
 )
 from meshbus.bus.config.resources import DestinationRule, Resource
-from meshbus.bus.config.validation.common import check_host, check_labels
+from meshbus.bus.config.validation.common import check_host, check_labels, check_policy_scope
 from meshbus.bus.config.validation.findings import Findings
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -23,6 +23,10 @@ def validate(resource: Resource, f: Findings) -> None:
         return
     spec = resource.spec
     check_host(f, ["spec", "host"], spec.host)
+    if spec.workload_selector is not None:
+        check_policy_scope(
+            f, ["spec", "workloadSelector", "matchLabels"], spec.workload_selector.match_labels, None, None
+        )
     if spec.traffic_policy is not None:
         traffic_policy(f, ["spec", "trafficPolicy"], spec.traffic_policy)
     seen: dict[str, int] = {}

@@ -7,7 +7,12 @@ from collections.abc import Sequence
 
 from meshbus.bus.config.resources import Resource, VirtualService
 from meshbus.bus.config.types import StringMatch
-from meshbus.bus.config.validation.common import check_header_name, check_host, check_regex
+from meshbus.bus.config.validation.common import (
+    check_header_name,
+    check_host,
+    check_regex,
+    is_jwt_claim_route,
+)
 from meshbus.bus.config.validation.findings import Findings
 from meshbus.bus.config.virtual_service import (
     Destination,
@@ -173,23 +178,35 @@ def _http_route(f: Findings, path: list[str | int], route: HTTPRoute) -> None:
 
 
 def _header_ops(f: Findings, path: list[str | int], route: HTTPRoute) -> None:
+    """Istio's header operation names: no ``:`` pseudo-headers (but ``:authority`` may be set on requests),
+    no Host on responses or removals, and the authority set at most once."""
     blocks = [([*path, "headers"], route.headers)]
     blocks += [([*path, "route", j, "headers"], d.headers) for j, d in enumerate(route.route)]
     for hpath, headers in blocks:
         if headers is None:
             continue
+        authority = route.rewrite.authority if route.rewrite is not None else None
         for side, ops in (("request", headers.request), ("response", headers.response)):
             if ops is None:
                 continue
             for op, names in (("set", list(ops.set)), ("add", list(ops.add)), ("remove", list(ops.remove))):
-                for name in names:
-                    key: str | int = name if op != "remove" else names.index(name)
-                    if name.lower() in ("host", ":authority") and side == "request":
-                        f.error(
-                            [*hpath, side, op, key], "use rewrite.authority to change the Host header", name
-                        )
-                    elif not name or name.startswith(":"):
-                        f.error([*hpath, side, op, key], "invalid header name", name)
+                for k, name in enumerate(names):
+                    key: str | int = name if op != "remove" else k
+                    sets_authority = side == "request" and op != "remove"
+                    if not name:
+                        f.error([*hpath, side, op, key], "header name cannot be empty")
+                    elif name.lower() in ("host", ":authority") and sets_authority:
+                        if authority is not None:
+                            f.error(
+                                [*hpath, side, op, key],
+                                "authority header cannot be set twice (rewrite.authority sets it too)",
+                                name,
+                            )
+                        authority = name
+                    elif name.lower() == "host":
+                        f.error([*hpath, side, op, key], "cannot set or remove the Host header here", name)
+                    elif name.startswith(":"):
+                        f.error([*hpath, side, op, key], 'header cannot have ":" prefix', name)
 
 
 def _match(f: Findings, path: list[str | int], m: HTTPMatchRequest) -> None:
@@ -199,6 +216,11 @@ def _match(f: Findings, path: list[str | int], m: HTTPMatchRequest) -> None:
     for field, mapping in (("headers", m.headers), ("withoutHeaders", m.without_headers)):
         for name, sm in mapping.items():
             check_header_name(f, [*path, field, name], name)
+            if is_jwt_claim_route(name):
+                f.warn(
+                    [*path, field, name],
+                    "routing on JWT claims is not enforced by meshbus yet (it looks for a request header of that name)",
+                )
             if name in _PSEUDO_HEADERS and field == "headers":
                 f.warn([*path, field, name], f'header key "{name}" is ignored by Istio; use the {name} match')
             _string_match(f, [*path, field, name], sm, allow_empty=True)

@@ -143,7 +143,7 @@ def test_duplicate_keys_are_syntax_errors() -> None:
         ),
         (
             "apiVersion: networking.istio.io/v1\nkind: VirtualServce\nmetadata: {name: a}\n",
-            "t.yaml:2: VirtualServce default/a: kind: unknown kind (supported: AuthorizationPolicy,",
+            "t.yaml:2: VirtualServce default/a: kind: unknown kind for networking.istio.io (supported: DestinationRule,",
         ),
         ("- just\n- a list\n", "t.yaml:1: a document must be a mapping"),
         (
