@@ -337,7 +337,7 @@ def _destination_rule(f: Findings, dr: DestinationRule, index: _Index) -> None:
             wanted = {**selector, **subset.labels}
             if not any(all(labels.get(k) == v for k, v in wanted.items()) for labels in pods):
                 f.analysis(
-                    Level.WARNING,
+                    Level.ERROR,
                     DR_SUBSET_NOT_SELECT_PODS,
                     ["spec", "subsets", i, "labels"],
                     f'The Subset "{subset.name}" defined in the DestinationRule does not select any pods',

@@ -107,18 +107,21 @@ def _identity(m: FieldError) -> tuple[str, str, str, str]:
 
 
 def analysis_delta(
-    before: Sequence[Resource], after: Sequence[Resource], changed: Iterable[str]
+    before: Sequence[Resource],
+    after: Sequence[Resource],
+    changed: Iterable[str],
+    kubernetes: Sequence[KubernetesObject] = (),
 ) -> Validation:
     """Findings of the ``after`` set that a change introduces.
 
     Errors: only new ones (not present for ``before``). Warnings/infos: new ones plus any about
     a resource the change touches (``changed`` holds ``Resource.ref`` strings), so an apply
-    reports the warnings of what it applied.
+    reports the warnings of what it applied. ``kubernetes``: Kubernetes documents sent with the change.
     """
-    old = {_identity(m) for m in analyze_set(before).messages()}
+    old = {_identity(m) for m in analyze_set(before, kubernetes).messages()}
     touched = set(changed)
     out = Validation()
-    for m in analyze_set(after).messages():
+    for m in analyze_set(after, kubernetes).messages():
         new = _identity(m) not in old
         if (m.level is Level.ERROR and new) or (
             m.level is not Level.ERROR and (new or m.resource in touched)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
+from meshbus.bus.config.kubernetes import KubernetesObject
 from meshbus.bus.config.resources import KINDS, Resource
 from meshbus.bus.config.result import FieldError, Validation
 from meshbus.bus.config.validation.registry import validate as validate_semantics
@@ -123,10 +124,8 @@ class ConfigService:
         loaded = admission.load_documents(req.documents)
         if not loaded.ok:
             raise BadRequestError(admission.render_errors(loaded.validation))
-        if not loaded.resources:
-            skipped = len(loaded.kubernetes)
-            note = f" ({skipped} Kubernetes document{'s' if skipped != 1 else ''} skipped)" if skipped else ""
-            raise BadRequestError(f"no mesh config found in the request{note}")
+        if not loaded.resources and not loaded.kubernetes:
+            raise BadRequestError("no resources found in the request")
         expected = dict(req.expected_revisions)
         if req.expected_revision:
             if len(loaded.resources) != 1:
@@ -137,7 +136,9 @@ class ConfigService:
             expected[key_of(r.kind, r.namespace, r.name)] = req.expected_revision
         now = self.clock()
         desired = {key_of(*r.key): (r, to_stored(r, updated=now)) for r in loaded.resources}
-        results, warnings = await self._change(desired, [], expected, dry_run=req.dry_run)
+        results, warnings = await self._change(
+            desired, [], expected, dry_run=req.dry_run, kubernetes=loaded.kubernetes
+        )
         notes = [w.render() for w in [*loaded.validation.warnings, *warnings]]
         notes += [f"Info: {m.render()}" for m in loaded.validation.infos]
         return ApplyReply(results, notes, req.dry_run)
@@ -239,6 +240,7 @@ class ConfigService:
         ignore_not_found: bool = False,
         force: bool = False,
         changed_action: str = "configured",
+        kubernetes: Sequence[KubernetesObject] = (),
     ) -> tuple[list[ResourceResult], list[FieldError]]:
         async with self._write_lock:
             return await self._change_locked(
@@ -249,6 +251,7 @@ class ConfigService:
                 ignore_not_found=ignore_not_found,
                 force=force,
                 changed_action=changed_action,
+                kubernetes=kubernetes,
             )
 
     async def _change_locked(
@@ -261,6 +264,7 @@ class ConfigService:
         ignore_not_found: bool,
         force: bool,
         changed_action: str,
+        kubernetes: Sequence[KubernetesObject],
     ) -> tuple[list[ResourceResult], list[FieldError]]:
         stated = bool(expected)
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -271,7 +275,7 @@ class ConfigService:
                 values = [v for _, v in desired.values()]
                 plan = plan_apply(values, state, expected, changed_action=changed_action)
             self._refuse_conflicts(plan)
-            findings = self._analyze(state, desired, plan)
+            findings = self._analyze(state, desired, plan, kubernetes)
             if findings.errors and not force:
                 raise BadRequestError(admission.render_errors(findings, "the change breaks references"))
             if dry_run or not plan.writes:
@@ -301,8 +305,13 @@ class ConfigService:
             raise NotFoundError("nothing was deleted:\n" + "\n".join("  " + m for m in plan.not_found))
 
     def _analyze(
-        self, state: dict[str, Current], desired: dict[str, tuple[Resource, StoredConfig]], plan: Plan
+        self,
+        state: dict[str, Current],
+        desired: dict[str, tuple[Resource, StoredConfig]],
+        plan: Plan,
+        kubernetes: Sequence[KubernetesObject],
     ) -> Validation:
+        """What the change introduces; ``kubernetes``: documents that came with an apply (its Services)."""
         before: dict[str, Resource] = {}
         for key, current in state.items():
             res = self.store.resource(key, current)
@@ -316,7 +325,7 @@ class ConfigService:
                 after[w.key] = desired[w.key][0]
         changed = {f"{k} {ns}/{n}" for k, ns, n in (split_key(w.key) for w in plan.writes)}
         changed |= {res.ref for res, _ in desired.values()}
-        return admission.analysis_delta(list(before.values()), list(after.values()), changed)
+        return admission.analysis_delta(list(before.values()), list(after.values()), changed, kubernetes)
 
     async def _announce(self, plan: Plan, revisions: Sequence[int]) -> None:
         try:

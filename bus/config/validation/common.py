@@ -187,7 +187,7 @@ def check_policy_scope(
     ``match_labels`` is None when no selector is set.
     """
     if (match_labels is not None) + (target_ref is not None) + bool(target_refs) > 1:
-        f.error(selector_path[:-1] or ["spec"], "only one of selector, targetRef and targetRefs can be set")
+        f.error(["spec"], "only one of selector, targetRef and targetRefs can be set")
     if match_labels is not None:
         for key, value in match_labels.items():
             if not key:
