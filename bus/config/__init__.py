@@ -2,10 +2,13 @@
 
 Layers, bottom up:
 - ``types`` and one model module per kind family (``virtual_service``, ``destination_rule``, ``gateway``,
-  ``service_entry``, ``sidecar``, ``security``, ``meshbus_kinds``): strict frozen pydantic models,
+  ``service_entry``, ``sidecar``, ``security``, ``meshbus_kinds``; and the kinds meshbus validates without
+  running them: ``extensions``, ``telemetry``, ``workload_group``, ``gateway_api``): strict frozen pydantic models,
   snake_case attributes with Istio's camelCase YAML names as aliases, durations as float seconds.
   Istio fields meshbus does not act on are declared ``unimplemented()`` (accepted, warned about).
-- ``resources``: the envelope (apiVersion, kind, metadata, spec, source) and the KINDS table.
+- ``resources``: the envelope (apiVersion, kind, metadata, spec, source) and the KINDS table (kinds are
+  looked up by API group and kind). ``kubernetes``: the other Kubernetes documents of a file, skipped by the
+  loader and kept for the analyzers.
 - ``yaml_source`` + ``loader``: YAML text -> resources, with file:line for every field. Every problem
   is collected (syntax, envelope, schema, semantics); after schema errors the loader drops the bad
   fields and still runs the semantic checks on the rest, mapping paths back to the operator's indices.

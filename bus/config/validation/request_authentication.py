@@ -21,9 +21,11 @@ def validate(resource: Resource, f: Findings) -> None:
         if not rule.issuer and not rule.jwks_uri:
             f.error([*path, "issuer"], "issuer or jwksUri must be set")
         elif rule.issuer in issuers:
-            # meshbus's own rule: two rules for one issuer make the one that applies undefined.
-            f.error(
-                [*path, "issuer"], f"duplicate issuer (also jwtRules[{issuers[rule.issuer]}])", rule.issuer
+            # Istio accepts it; which of the two rules checks a token is then up to the proxy.
+            f.warn(
+                [*path, "issuer"],
+                f"duplicate issuer (also jwtRules[{issuers[rule.issuer]}]): only one of the rules applies",
+                rule.issuer,
             )
         if rule.issuer:
             issuers.setdefault(rule.issuer, i)

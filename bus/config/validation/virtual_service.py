@@ -242,23 +242,24 @@ def _string_match(f: Findings, path: list[str | int], sm: StringMatch, *, allow_
 def _weights(
     f: Findings, path: list[str | int], routes: Sequence[HTTPRouteDestination | RouteDestination]
 ) -> None:
+    """Istio's validateWeight and route-destination rules: weights are relative (the proxy splits by
+    weight / total), none negative, and several destinations must not all weigh 0."""
     total = 0
     for j, dest in enumerate(routes):
         w = dest.weight
         if w is None:
             continue
-        if not 0 <= w <= 100:
-            f.error([*path, "route", j, "weight"], "weight must be between 0 and 100", w)
-        total += w
+        if w < 0:
+            f.error([*path, "route", j, "weight"], "weight must not be negative", w)
+        total += max(w, 0)
     if len(routes) > 1:
-        if any(d.weight is None for d in routes):
-            j = next(j for j, d in enumerate(routes) if d.weight is None)
-            f.error(
-                [*path, "route", j, "weight"], "weight is required when a route has more than one destination"
-            )
-        elif total != 100:
-            f.error([*path, "route", len(routes) - 1, "weight"], f"weights must add up to 100 (got {total})")
-    elif len(routes) == 1 and routes[0].weight not in (None, 100, 0) and total != 100:
+        if total == 0:
+            f.error([*path, "route"], "total destination weight = 0 (give at least one destination a weight)")
+        else:
+            for j, dest in enumerate(routes):
+                if not dest.weight:
+                    f.warn([*path, "route", j, "weight"], "a destination without weight gets no traffic")
+    elif len(routes) == 1 and routes[0].weight not in (None, 100, 0):
         # Istio gives a single destination 100% whatever its weight; say so rather than surprise.
         f.warn(
             [*path, "route", 0, "weight"],

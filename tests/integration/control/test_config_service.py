@@ -129,7 +129,7 @@ async def test_unchanged_reapply_makes_no_new_revision(config: ConfigClient) -> 
 
 
 async def test_invalid_apply_names_file_and_field_path_and_stores_nothing(config: ConfigClient) -> None:
-    docs = [Document("dr.yaml", DR), Document("bad.yaml", vs(weights=(90, 20)))]
+    docs = [Document("dr.yaml", DR), Document("bad.yaml", vs(weights=(90, -20)))]
     with pytest.raises(BadRequestError) as err:
         await config.apply(docs)
     msg = str(err.value)

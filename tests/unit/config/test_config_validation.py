@@ -19,18 +19,18 @@ CASES = [
     # --- VirtualService
     (
         "VirtualService",
-        vs("- route: [{destination: {host: r}, weight: 60}, {destination: {host: r}, weight: 30}]\n"),
-        "spec.http[0].route[1].weight: weights must add up to 100 (got 90)",
+        vs("- route: [{destination: {host: r}, weight: 0}, {destination: {host: r}, weight: 0}]\n"),
+        "spec.http[0].route: total destination weight = 0",
     ),
     (
         "VirtualService",
-        vs("- route: [{destination: {host: r}, weight: 100}, {destination: {host: r}}]\n"),
-        "spec.http[0].route[1].weight: weight is required when a route has more than one destination",
+        vs("- route: [{destination: {host: r}}, {destination: {host: r}}]\n"),
+        "spec.http[0].route: total destination weight = 0",
     ),
     (
         "VirtualService",
         vs("- route: [{destination: {host: r}, weight: 120}, {destination: {host: r}, weight: -20}]\n"),
-        "spec.http[0].route[0].weight: weight must be between 0 and 100 (got 120)",
+        "spec.http[0].route[1].weight: weight must not be negative (got -20)",
     ),
     (
         "VirtualService",
