@@ -141,7 +141,9 @@ async def test_apply_get_history_rollback_delete(meshctl, tmp_path: Path) -> Non
 
 
 async def test_invalid_apply_prints_every_error_and_exits_1(meshctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    bad = VS.replace("SUBSET", "v2").replace("weight: 50\n    - destination", "weight: -70\n    - destination")
+    bad = VS.replace("SUBSET", "v2").replace(
+        "weight: 50\n    - destination", "weight: -70\n    - destination"
+    )
     bad = bad.replace("hosts: [reviews]", "hosts: [reviews]\n  exportTo: ['.']\n  hostz: [x]")
     (tmp_path / "dr.yaml").write_text(DR)
     (tmp_path / "bad.yaml").write_text(bad)
