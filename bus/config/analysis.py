@@ -12,8 +12,17 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from meshbus.bus.config.hosts import host_matches, looks_external, to_fqdn
-from meshbus.bus.config.kubernetes import KubernetesObject, pod_labels, service_ports, service_selectors
+from meshbus.bus.config.kubernetes import (
+    KubernetesObject,
+    pod_labels,
+    secret_certificate,
+    service_ports,
+    service_selectors,
+    workload_namespace,
+)
 from meshbus.bus.config.resources import (
     DestinationRule,
     Gateway,
@@ -38,6 +47,7 @@ MULTIPLE_SIDECARS_WITHOUT_SELECTOR = "IST0111"
 DR_SUBSET_NOT_SELECT_PODS = "IST0173"
 UNKNOWN_DR_HOST = "IST0174"
 CONFLICTING_GATEWAYS = "IST0145"
+INVALID_GATEWAY_CREDENTIAL = "IST0161"
 MULTIPLE_DESTINATION_RULES = "MB0001"
 
 Path = list[str | int]
@@ -120,7 +130,9 @@ def analyze(
                     "VirtualServices into a single resource.",
                 )
     _sidecars(items, validation)
-    _conflicting_gateways([r for r in items if isinstance(r, Gateway)], validation)
+    gateways = [r for r in items if isinstance(r, Gateway)]
+    _conflicting_gateways(gateways, validation)
+    _gateway_credentials(gateways, kube, validation)
     for host, rules in index.rules.items():
         if len(rules) > 1:
             names = ", ".join(f"{dr.namespace}/{dr.name}" for dr in rules)
@@ -165,6 +177,36 @@ def _conflicting_gateways(gateways: Sequence[Gateway], validation: Validation) -
                     f"Conflict with gateways {','.join(others)} (workload selector {sel}, port {port}, "
                     f"hosts {','.join(found)}).",
                 )
+
+
+def _gateway_credentials(
+    gateways: Sequence[Gateway], kube: Sequence[KubernetesObject], validation: Validation
+) -> None:
+    """IST0161: a credentialName Secret that holds no valid certificate. Judged only where the analysed files
+    hold both the gateway's workload (its namespace is where Istio looks for the Secret) and the Secret:
+    what is not in the files may well be in the cluster."""
+    for gw in gateways:
+        namespace = workload_namespace(kube, gw.spec.selector) if gw.spec.selector else None
+        if namespace is None:
+            continue
+        for i, server in enumerate(gw.spec.servers):
+            name = server.tls.credential_name if server.tls is not None else None
+            cert = secret_certificate(kube, namespace, name) if name else None
+            if cert is not None and not _valid_certificate(cert):
+                Findings(gw, validation).analysis(
+                    Level.ERROR,
+                    INVALID_GATEWAY_CREDENTIAL,
+                    ["spec", "servers", i, "tls", "credentialName"],
+                    f"The credential referenced by the Gateway {gw.name} in namespace {namespace} is invalid, "
+                    "which can cause the traffic not to work as expected.",
+                )
+
+
+def _valid_certificate(pem: bytes) -> bool:
+    try:
+        return bool(x509.load_pem_x509_certificates(pem))
+    except ValueError:
+        return False
 
 
 def _sidecars(items: Sequence[Resource], validation: Validation) -> None:

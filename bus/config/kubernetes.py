@@ -7,6 +7,8 @@ workload templates tell whether a DestinationRule subset selects anything.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,3 +92,34 @@ def pod_labels(objects: Iterable[KubernetesObject]) -> dict[str, list[dict[str, 
         if isinstance(labels, Mapping):
             out.setdefault(obj.namespace, []).append({str(k): str(v) for k, v in labels.items()})
     return out
+
+
+def workload_namespace(objects: Iterable[KubernetesObject], selector: Mapping[str, str]) -> str | None:
+    """The namespace of the first Pod or workload template the selector matches (a gateway's workload)."""
+    for namespace, label_sets in pod_labels(objects).items():
+        if any(all(labels.get(k) == v for k, v in selector.items()) for labels in label_sets):
+            return namespace
+    return None
+
+
+def secret_certificate(objects: Iterable[KubernetesObject], namespace: str, name: str) -> bytes | None:
+    """The ``tls.crt`` (or ``cert``) of Secret namespace/name in the files, b"" if it has none; None if the
+    files hold no such Secret."""
+    for obj in objects:
+        if obj.kind != "Secret" or obj.namespace != namespace or obj.name != name:
+            continue
+        plain = obj.data.get("stringData")
+        if isinstance(plain, Mapping):
+            for key in ("tls.crt", "cert"):
+                if isinstance(plain.get(key), str):
+                    return str(plain[key]).encode()
+        data = obj.data.get("data")
+        if isinstance(data, Mapping):
+            for key in ("tls.crt", "cert"):
+                if isinstance(data.get(key), str):
+                    try:
+                        return base64.b64decode(str(data[key]), validate=True)
+                    except (binascii.Error, ValueError):
+                        return b""
+        return b""
+    return None

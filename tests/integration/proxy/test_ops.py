@@ -94,7 +94,7 @@ async def test_invalid_config_is_refused_and_the_old_one_keeps_serving(
     se = service_entry("reviews", [u])
     p = await proxy(se + route_to("v1"))
     version = p.server.runtime.version
-    bad = se + route_to("v1").replace("subset: v1}}]", "subset: v1}, weight: 250}]")
+    bad = se + route_to("v1").replace("subset: v1}}]", "subset: v1}, weight: -5}]")
     with caplog.at_level(logging.ERROR, logger="meshbus.proxy.server"):
         p.write_config(bad)
         async with asyncio.timeout(5):
@@ -165,7 +165,7 @@ async def test_isolated_loader_applies_and_refuses_like_in_process(
     p = await proxy(se + route_to("v2"), isolate_loader=True)
     assert (await fetch(p.port, "/")).json()["version"] == "v2"
     assert "pydantic" not in type(p.server.runtime.clusters).__module__
-    p.write_config(se + route_to("v2").replace("subset: v2}}]", "subset: v2}, weight: 250}]"))
+    p.write_config(se + route_to("v2").replace("subset: v2}}]", "subset: v2}, weight: -5}]"))
     assert not await p.server.reload()
     assert str(p.path) in p.server.last_error and "weight" in p.server.last_error
     p.write_config(se + route_to("v1"))
