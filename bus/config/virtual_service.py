@@ -1,7 +1,7 @@
 """networking.istio.io VirtualService (virtual_service.proto).
 
 Fields meshbus does not act on yet are declared with ``unimplemented()`` so they are accepted and
-warned about instead of being rejected as unknown. Keep in sync with proxy/routing.py.
+warned about instead of being rejected as unknown. Keep in sync with proxy/core/routing.py.
 """
 
 from __future__ import annotations

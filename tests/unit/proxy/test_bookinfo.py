@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from meshbus.bus.config import load_path
-from meshbus.proxy.runtime import ProxyRuntime, build_runtime
+from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
 from tests.unit.proxy.conftest import req
 
 pytestmark = pytest.mark.unit

@@ -4,7 +4,7 @@ import pytest
 
 from meshbus.bus.config.types import StringMatch
 from meshbus.bus.config.virtual_service import CorsPolicy as CorsSpec
-from meshbus.proxy.cors import cors_policy_from
+from meshbus.proxy.filters.cors import cors_policy_from
 from tests.unit.proxy.conftest import SERVICES, build, req
 
 pytestmark = pytest.mark.unit

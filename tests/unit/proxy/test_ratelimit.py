@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshbus.proxy.ratelimit import TokenBucket
+from meshbus.proxy.filters.ratelimit import TokenBucket
 from tests.unit.proxy.conftest import SERVICES, build, req
 
 pytestmark = pytest.mark.unit

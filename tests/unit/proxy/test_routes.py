@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from meshbus.proxy.runtime import RuntimeBuildError
+from meshbus.proxy.build.runtime import RuntimeBuildError
 from tests.unit.proxy.conftest import SERVICES, build, build_unvalidated, req
 
 pytestmark = pytest.mark.unit
@@ -336,7 +336,7 @@ def test_timeout_retries_fault_mirror_compiled() -> None:
 
 
 def test_mirror_shadow_authority() -> None:
-    from meshbus.proxy.routing import Mirror
+    from meshbus.proxy.core.routing import Mirror
 
     assert Mirror.shadow_authority("ratings:9080") == "ratings-shadow:9080"
     assert Mirror.shadow_authority("ratings") == "ratings-shadow"
@@ -560,7 +560,7 @@ def test_source_labels_and_namespace_scope_match_blocks_to_this_workload(
 
 
 def test_a_rebuild_for_other_labels_compiles_afresh() -> None:
-    from meshbus.proxy.runtime import build_runtime
+    from meshbus.proxy.build.runtime import build_runtime
     from tests.unit.proxy.conftest import load
 
     resources = load(vs(SOURCE_SCOPED))  # the same objects: an incremental build could reuse routes

@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshbus.proxy.cluster import Cluster
-from meshbus.proxy.cluster_builder import RuleSet, Service, rule_host, rule_set, services_of
-from meshbus.proxy.route_builder import Entry
-from meshbus.proxy.routing import VirtualHost
-from meshbus.proxy.tls_policy import ClusterTls, InboundPolicy, cluster_tls, inbound_policy
+from meshbus.proxy.core.cluster import Cluster
+from meshbus.proxy.build.cluster_builder import RuleSet, Service, rule_host, rule_set, services_of
+from meshbus.proxy.build.route_builder import Entry
+from meshbus.proxy.core.routing import VirtualHost
+from meshbus.proxy.tls.policy import ClusterTls, InboundPolicy, cluster_tls, inbound_policy
 
 
 def same(a: Sequence[Any], b: Sequence[Any]) -> bool:

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from meshbus.proxy.build_memo import CompiledHost, Memos, OutboundParts
-from meshbus.proxy.cluster_builder import RuleSet, Service, rules_for
-from meshbus.proxy.hosts import authority_aliases, host_matches, resolve_host
-from meshbus.proxy.route_builder import Entry, RouteContext, compile_http_route, default_route
-from meshbus.proxy.routing import RouteTable, VirtualHost
+from meshbus.proxy.build.memo import CompiledHost, Memos, OutboundParts
+from meshbus.proxy.build.cluster_builder import RuleSet, Service, rules_for
+from meshbus.proxy.core.hosts import authority_aliases, host_matches, resolve_host
+from meshbus.proxy.build.route_builder import Entry, RouteContext, compile_http_route, default_route
+from meshbus.proxy.core.routing import RouteTable, VirtualHost
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshbus.proxy.build_errors import RuntimeBuildError
-from meshbus.proxy.build_memo import BuildMemo, Memos, OutboundParts, same
-from meshbus.proxy.cluster import Cluster
-from meshbus.proxy.cluster_builder import (
+from meshbus.proxy.build.errors import RuntimeBuildError
+from meshbus.proxy.build.memo import BuildMemo, Memos, OutboundParts, same
+from meshbus.proxy.core.cluster import Cluster
+from meshbus.proxy.build.cluster_builder import (
     ClusterFactory,
     build_service_clusters,
     cluster_name,
@@ -35,12 +35,12 @@ from meshbus.proxy.cluster_builder import (
     endpoints_for,
     rules_for,
 )
-from meshbus.proxy.lb import Rng
-from meshbus.proxy.outbound_build import OutboundBuilder, vs_for, vs_hosts
-from meshbus.proxy.retry import NO_RETRY
-from meshbus.proxy.route_builder import RouteContext
-from meshbus.proxy.routing import Destination, Route, RouteTable, VirtualHost
-from meshbus.proxy.tls_policy import EMPTY_PLAN, TlsPlan
+from meshbus.proxy.core.lb import Rng
+from meshbus.proxy.build.outbound_build import OutboundBuilder, vs_for, vs_hosts
+from meshbus.proxy.core.retry import NO_RETRY
+from meshbus.proxy.build.route_builder import RouteContext
+from meshbus.proxy.core.routing import Destination, Route, RouteTable, VirtualHost
+from meshbus.proxy.tls.policy import EMPTY_PLAN, TlsPlan
 
 __all__ = ["ProxyRuntime", "RuntimeBuildError", "build_runtime", "inbound_cluster_name"]
 
@@ -56,9 +56,9 @@ class ProxyRuntime:
     inbound: RouteTable  # mesh -> local app: everything to cluster "inbound|<app_port>||"
     clusters: Mapping[str, Cluster]
     namespace: str = "default"
-    tls: TlsPlan = EMPTY_PLAN  # TLS per cluster and inbound PeerAuthentication (proxy/tls_policy.py)
+    tls: TlsPlan = EMPTY_PLAN  # TLS per cluster and inbound PeerAuthentication (proxy/tls/policy.py)
     memo: BuildMemo | None = field(default=None, compare=False, repr=False)
-    """What this build compiled from what (proxy/build_memo.py): the next build reuses unchanged pieces."""
+    """What this build compiled from what (proxy/build/memo.py): the next build reuses unchanged pieces."""
 
     def config_dump(self, now: float | None = None) -> dict[str, Any]:
         """JSON-able view of what is applied: version, virtual hosts with routes, clusters with endpoints."""

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from meshbus.bus.cert_report import certs_doc
 from meshbus.bus.schemas.identity import ProxyCertsReply
-from meshbus.proxy.http1 import (
+from meshbus.proxy.codec.http1 import (
     BODY,
     END,
     HEAD,

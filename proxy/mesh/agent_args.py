@@ -1,6 +1,6 @@
 """Mesh-mode command-line flags of meshbus-proxy.
 
-Apart from proxy/agent.py so that building the parser (every worker does) imports neither
+Apart from proxy/mesh/agent.py so that building the parser (every worker does) imports neither
 nats-py nor pydantic: a standalone worker must stay small.
 """
 

@@ -8,7 +8,7 @@
 - a snapshot that does not validate or build is NACKed with the error and never replaces the last
   good runtime.
 `save_state` / `load_state` keep the last good snapshot on disk (msgpack, atomic rename) so a
-restart while the control plane is down still serves. The bus side is `meshbus.proxy.agent`.
+restart while the control plane is down still serves. The bus side is `meshbus.proxy.mesh.agent`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from meshbus.bus.config.resources import KINDS, Resource
 from meshbus.bus.config.result import format_path
 from meshbus.bus.config.source import Source
 from meshbus.bus.schemas.discovery import Snapshot, SnapshotAck
-from meshbus.proxy.runtime import ProxyRuntime, build_runtime
+from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
 
 log = logging.getLogger(__name__)
 

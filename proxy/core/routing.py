@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from meshbus.proxy.cors import CorsPolicy
-from meshbus.proxy.fault import FaultPolicy
-from meshbus.proxy.headerops import EMPTY_HEADER_OPS, HeaderOps
-from meshbus.proxy.hosts import split_authority
-from meshbus.proxy.match import PATH_PREFIX, ReqPred, pred_needs_header, pred_shape
-from meshbus.proxy.ratelimit import TokenBucket
-from meshbus.proxy.retry import DEFAULT_RETRY, RetryPolicy
+from meshbus.proxy.core.hosts import split_authority
+from meshbus.proxy.core.match import PATH_PREFIX, ReqPred, pred_needs_header, pred_shape
+from meshbus.proxy.core.retry import DEFAULT_RETRY, RetryPolicy
+from meshbus.proxy.filters.cors import CorsPolicy
+from meshbus.proxy.filters.fault import FaultPolicy
+from meshbus.proxy.filters.headerops import EMPTY_HEADER_OPS, HeaderOps
+from meshbus.proxy.filters.ratelimit import TokenBucket
 
 
 @dataclass(slots=True)

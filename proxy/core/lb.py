@@ -17,11 +17,11 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from meshbus.proxy.endpoint import Endpoint
-from meshbus.proxy.match import parse_query
+from meshbus.proxy.core.endpoint import Endpoint
+from meshbus.proxy.core.match import parse_query
 
 if TYPE_CHECKING:
-    from meshbus.proxy.routing import RequestView
+    from meshbus.proxy.core.routing import RequestView
 
 Rng = Callable[[], float]
 

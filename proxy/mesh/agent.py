@@ -6,7 +6,7 @@ plane (or NATS) does not answer in time, it applies the last good snapshot saved
 trying in the background. `ready` is set by the first applied snapshot, so an app waiting for the
 proxy's ``/ready`` never sees it without routes. After a reconnect it fetches again (pushes may have
 been missed); on drain it deregisters at once. What to do with each snapshot is decided without
-I/O by `meshbus.proxy.snapshot_apply.SnapshotApplier`.
+I/O by `meshbus.proxy.mesh.snapshot_apply.SnapshotApplier`.
 
 The swap itself belongs to the proxy server: the agent calls ``swap(runtime)`` and the server
 replaces its one runtime reference (requests in flight finish on the old one). The owner of the
@@ -42,9 +42,9 @@ from meshbus.bus.schemas.discovery import (
     Snapshot,
 )
 from meshbus.bus.service import MESHBUS_VERSION
-from meshbus.proxy.agent_args import add_agent_args, parse_labels
-from meshbus.proxy.runtime import ProxyRuntime, build_runtime
-from meshbus.proxy.snapshot_apply import (
+from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
+from meshbus.proxy.mesh.agent_args import add_agent_args, parse_labels
+from meshbus.proxy.mesh.snapshot_apply import (
     Applied,
     BuildFn,
     ResourceCache,
@@ -71,7 +71,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SwapCallback = Callable[[ProxyRuntime], None]
-"""Installs a runtime in the proxy server (e.g. ``ProxyServer.apply_runtime``); must not raise."""
+"""Installs a runtime in the proxy server (``ProxyServer.apply``); must not raise."""
 
 
 def new_node_id(service: str, labels: Mapping[str, str]) -> str:

@@ -20,7 +20,7 @@ Rules (the listener and the upstream pool rely on them):
   A whole response in one read whose head repeats, byte for byte, the last head llhttp accepted on
   the connection skips llhttp altogether (its framing is known; micro.py: 10.3 -> 9.0 us).
 - Requests: ``RequestHead.raw`` is the head as received (minus its blank line) when it starts a read and
-  its bytes are exactly the request line plus the "name: value" lines llhttp reported; forward.Exchange
+  its bytes are exactly the request line plus the "name: value" lines llhttp reported; exchange.Exchange
   then forwards it with its own lines appended instead of rebuilding it (micro.py: ~0.5 us per request).
 """
 

@@ -15,16 +15,16 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from meshbus.proxy.build_errors import build_error
-from meshbus.proxy.cluster_builder import RuleSet, Service, subset_exists
-from meshbus.proxy.cors import cors_policy_from
-from meshbus.proxy.fault import fault_policy_from
-from meshbus.proxy.headerops import EMPTY_HEADER_OPS, HeaderOps, make_header_ops
-from meshbus.proxy.hosts import host_matches, resolve_host
-from meshbus.proxy.match import MatchCompileError, ReqPred, compile_match, compile_regex, describe_match
-from meshbus.proxy.ratelimit import TokenBucket
-from meshbus.proxy.retry import DEFAULT_RETRY, retry_policy_from
-from meshbus.proxy.routing import Destination, Mirror, RedirectAction, Route
+from meshbus.proxy.build.errors import build_error
+from meshbus.proxy.build.cluster_builder import RuleSet, Service, subset_exists
+from meshbus.proxy.filters.cors import cors_policy_from
+from meshbus.proxy.filters.fault import fault_policy_from
+from meshbus.proxy.filters.headerops import EMPTY_HEADER_OPS, HeaderOps, make_header_ops
+from meshbus.proxy.core.hosts import host_matches, resolve_host
+from meshbus.proxy.core.match import MatchCompileError, ReqPred, compile_match, compile_regex, describe_match
+from meshbus.proxy.filters.ratelimit import TokenBucket
+from meshbus.proxy.core.retry import DEFAULT_RETRY, retry_policy_from
+from meshbus.proxy.core.routing import Destination, Mirror, RedirectAction, Route
 
 log = logging.getLogger(__name__)
 

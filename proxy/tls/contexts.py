@@ -1,6 +1,6 @@
 """TLS building blocks for mesh mTLS: contexts from PEMs, SPIFFE peer checks, failure reasons.
 
-No sockets here: callers (proxy/listener.py, proxy/upstream.py) hand these contexts to
+No sockets here: callers (proxy/adapters/listener.py, proxy/adapters/upstream.py) hand these contexts to
 asyncio and call `verify_peer` on the ``ssl_object`` of a finished handshake.
 
 Verification is two layers:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
 if TYPE_CHECKING:
-    from meshbus.proxy.routing import RequestView
+    from meshbus.proxy.core.routing import RequestView
 
 StrPred = Callable[[str], bool]
 ReqPred = Callable[["RequestView"], bool]

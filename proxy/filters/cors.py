@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from meshbus.proxy.match import describe_string_match, string_pred
+from meshbus.proxy.core.match import describe_string_match, string_pred
 
 if TYPE_CHECKING:
-    from meshbus.proxy.routing import RequestView
+    from meshbus.proxy.core.routing import RequestView
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from meshbus.proxy.endpoint import Endpoint
+from meshbus.proxy.core.endpoint import Endpoint
 
 MAX_EJECTION_TIME: Final = 300.0
 _ERROR_CODES: Final = {"connect-failure": 503, "reset": 503, "refused-stream": 503, "timeout": 504}

@@ -1,7 +1,7 @@
 """Mesh TLS on the proxy's sockets: inbound termination (STRICT / PERMISSIVE / DISABLE) and origination.
 
 Inbound: once `ProxyServer.enable_mesh_tls` ran, each accepted inbound connection starts with an
-`InboundGate`. It resolves the PeerAuthentication mode for the app port (proxy/tls_policy.py) and:
+`InboundGate`. It resolves the PeerAuthentication mode for the app port (proxy/tls/policy.py) and:
 - DISABLE: hands the socket to the HTTP listener at once;
 - STRICT / PERMISSIVE: waits for the first bytes. 0x16 (a TLS handshake record, the ClientHello)
   starts TLS with the current SVID over the bytes already read; anything else is plaintext HTTP,
@@ -32,15 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshbus.proxy.tls import (
+from meshbus.proxy.tls.contexts import (
     PeerPolicy,
     TlsPeerError,
     build_origination_context,
     describe_tls_error,
     verify_peer,
 )
-from meshbus.proxy.tls_policy import DISABLE, ISTIO_MUTUAL, MUTUAL, SIMPLE, STRICT
-from meshbus.proxy.tls_stream import TlsStream
+from meshbus.proxy.tls.policy import DISABLE, ISTIO_MUTUAL, MUTUAL, SIMPLE, STRICT
+from meshbus.proxy.tls.stream import TlsStream
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ TLS_ERROR_PREFIX = "tls:"
 
 
 def tls_error_kind(err: TlsPeerError) -> str:
-    """The upstream error kind the router turns into 503 UF with the reason (see forward.py)."""
+    """The upstream error kind the router turns into 503 UF with the reason (see adapters/exchange.py)."""
     return f"{TLS_ERROR_PREFIX}{err.reason}:{err}"
 
 
@@ -59,7 +59,7 @@ def upstream_lost_kind(exc: BaseException | None, requests: int, transport: Any)
 
     With TLS 1.3 the server checks our certificate after our side of the handshake is done, so a
     refusal shows up on the first request: as the server's alert (``peer_rejected_expired``...),
-    which meshbus sidecars send (proxy/tls_stream.py), else as the close of a brand-new TLS
+    which meshbus sidecars send (proxy/tls/stream.py), else as the close of a brand-new TLS
     connection before any answer (``peer_closed``).
     """
     if isinstance(exc, ssl.SSLError):

@@ -42,8 +42,7 @@ from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import BusError, PermissionDeniedError, UnavailableError
 from meshbus.bus.schemas.identity import CertifyRequest, CertifyResponse, TrustBundle, renewal_proof_payload
 from meshbus.bus.spiffe import SpiffeId, load_pem_chain
-
-from .tls import TlsMaterial, build_client_context, build_server_context
+from meshbus.proxy.tls.contexts import TlsMaterial, build_client_context, build_server_context
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from meshbus.proxy.config import BootstrapConfig, ConfigRefused, load_in_process, load_isolated
-from meshbus.proxy.listener import DownstreamConnection, ListenerContext
-from meshbus.proxy.mtls import MeshTls, MeshTlsStats, TlsOrigin
-from meshbus.proxy.runtime import ProxyRuntime, RuntimeBuildError, build_runtime
-from meshbus.proxy.upstream import PoolManager
+from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
+from meshbus.proxy.adapters.upstream import PoolManager
+from meshbus.proxy.bootstrap import BootstrapConfig, ConfigRefused, load_in_process, load_isolated
+from meshbus.proxy.build.runtime import ProxyRuntime, RuntimeBuildError, build_runtime
+from meshbus.proxy.tls.mtls import MeshTls, MeshTlsStats, TlsOrigin
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLog, AccessLogger
 from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, StreamSink
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
@@ -78,7 +78,7 @@ class ProxyServer:
         self.config = config
         self.worker = worker
         self.loop = asyncio.get_running_loop()
-        self.runtime: ProxyRuntime = None  # type: ignore[assignment]  # set by load_initial()
+        self.runtime: ProxyRuntime = None  # type: ignore[assignment]  # set by start()
         self.pools = PoolManager(self.loop)
         self.tls_stats = MeshTlsStats()
         self.pools.origin = TlsOrigin(self, self.tls_stats)  # DestinationRule TLS; mesh mTLS once enabled
@@ -218,7 +218,7 @@ class ProxyServer:
             self._servers.append(srv)
             self.ports[name] = srv.sockets[0].getsockname()[1]
         if cfg.admin is not None and self.worker == 0:
-            from meshbus.proxy.admin import AdminServer
+            from meshbus.proxy.adapters.admin import AdminServer
 
             admin = AdminServer(self)
             srv = await admin.listen(cfg.admin.host, cfg.admin.port)
@@ -232,7 +232,7 @@ class ProxyServer:
     def enable_mesh_tls(self, cert_client: Any, *, labels: Mapping[str, str] | None = None) -> MeshTls:
         """Mesh mode, after the first certificate: mTLS to mesh endpoints, PeerAuthentication inbound.
 
-        ``cert_client`` is a `meshbus.proxy.identity.CertClient` (``.current`` is read per new
+        ``cert_client`` is a `meshbus.proxy.mesh.identity.CertClient` (``.current`` is read per new
         connection, so renewals apply to new connections only). ``labels`` are this workload's
         labels, for PeerAuthentication selectors.
         """

@@ -35,8 +35,8 @@ from meshbus.bus.schemas.identity import (
     ProxyCertsRequest,
 )
 from meshbus.bus.spiffe import SpiffeId
-from meshbus.proxy.agent import AgentSettings, MeshAgent
-from meshbus.proxy.identity import CertClient, CertClientConfig
+from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent
+from meshbus.proxy.mesh.identity import CertClient, CertClientConfig
 
 log = logging.getLogger(__name__)
 

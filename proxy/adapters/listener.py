@@ -1,6 +1,6 @@
-"""Downstream connections: an asyncio Protocol around ``http1.RequestSession`` and ``forward.Exchange``.
+"""Downstream connections: an asyncio Protocol around ``http1.RequestSession`` and ``exchange.Exchange``.
 
-Contract with forward.Exchange: the listener makes one Exchange per request head and calls
+Contract with exchange.Exchange: the listener makes one Exchange per request head and calls
 ``begin()`` when that request's turn comes, so pipelined requests are answered strictly in order
 (later ones wait, bodies buffered, and reading pauses when too many wait). The exchange writes the
 response to ``transport`` itself and calls ``exchange_done(ex, keep_alive)`` once.
@@ -26,8 +26,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from meshbus.proxy.forward import Exchange
-from meshbus.proxy.http1 import BODY, END, HEAD, ProtocolError, RequestSession, local_reply
+from meshbus.proxy.adapters.exchange import Exchange
+from meshbus.proxy.codec.http1 import BODY, END, HEAD, ProtocolError, RequestSession, local_reply
 from meshbus.telemetry.metrics import istio_static_labels
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.upgrade_buf: list[bytes] | None = None
         self.peer_ip = ""
         self.peer_ip_bytes = b""  # for the X-Forwarded-For line of pass-through heads
-        self.peer_principal: str | None = None  # verified SPIFFE ID of an mTLS peer (proxy/mtls.py)
+        self.peer_principal: str | None = None  # verified SPIFFE ID of an mTLS peer (proxy/tls/mtls.py)
         self.head_since = 0.0
         self.idle_since = 0.0
 

@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshbus.proxy.breaker import UNLIMITED
-from meshbus.proxy.build_errors import build_error
-from meshbus.proxy.cluster import Cluster, PoolSettings, TlsSettings
-from meshbus.proxy.endpoint import Endpoint
-from meshbus.proxy.hosts import host_matches, resolve_host
-from meshbus.proxy.lb import HashPolicy, Rng
-from meshbus.proxy.outlier import outlier_settings_from
+from meshbus.proxy.core.breaker import UNLIMITED
+from meshbus.proxy.build.errors import build_error
+from meshbus.proxy.core.cluster import Cluster, PoolSettings, TlsSettings
+from meshbus.proxy.core.endpoint import Endpoint
+from meshbus.proxy.core.hosts import host_matches, resolve_host
+from meshbus.proxy.core.lb import HashPolicy, Rng
+from meshbus.proxy.core.outlier import outlier_settings_from
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Circuit breaking, as Envoy does it for HTTP/1: a request that finds no idle conn
 the cluster is under ``max_connections``; otherwise it waits in the pending queue if the cluster's
 breaker admits it (``http1MaxPendingRequests``), else the caller answers 503 UO at once.
 
-The receiver of a connection's events is its current ``exchange`` (see forward.py); a connection
+The receiver of a connection's events is its current ``exchange`` (see adapters/exchange.py); a connection
 with no exchange is idle, and bytes arriving on an idle connection close it.
 """
 
@@ -23,12 +23,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from meshbus.proxy.http1 import BODY, END, HEAD, ProtocolError, ResponseSession
-from meshbus.proxy.mtls import upstream_lost_kind
-from meshbus.proxy.write_batch import BatchedTransport, WriteBatch
+from meshbus.proxy.adapters.write_batch import BatchedTransport, WriteBatch
+from meshbus.proxy.codec.http1 import BODY, END, HEAD, ProtocolError, ResponseSession
+from meshbus.proxy.tls.mtls import upstream_lost_kind
 
 if TYPE_CHECKING:
-    from meshbus.proxy.listener import ListenerContext
+    from meshbus.proxy.adapters.listener import ListenerContext
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ MIRROR_TIMEOUT: Final = 5.0
 
 
 class UpstreamReceiver(Protocol):
-    """What a connection reports to (implemented by forward.Exchange and the mirror sender)."""
+    """What a connection reports to (implemented by exchange.Exchange and the mirror sender)."""
 
     def on_upstream_head(self, head: Any) -> None: ...
     def on_upstream_body(self, data: bytes) -> None: ...
@@ -200,7 +200,7 @@ class ClusterPool:
         self.count += 1
         timeout = _setting(cluster.pool, "connect_timeout", 10.0)
         origin = self.manager.origin if self.manager is not None else None
-        opener = origin.opener(cluster, endpoint) if origin is not None else None  # TLS: proxy/mtls.py
+        opener = origin.opener(cluster, endpoint) if origin is not None else None  # TLS: proxy/tls/mtls.py
         self.loop.create_task(self._open(conn, endpoint.address, endpoint.port, timeout, cb, opener))
 
     async def _open(

@@ -21,9 +21,8 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from meshbus.proxy import flags as F
-from meshbus.proxy.headerops import EMPTY_HEADER_OPS
-from meshbus.proxy.http1 import (
+from meshbus.proxy.adapters.upstream import OVERFLOW, PENDING, MirrorSend, UpstreamConnection
+from meshbus.proxy.codec.http1 import (
     CHUNKED,
     HOP_BY_HOP,
     LAST_CHUNK,
@@ -38,12 +37,13 @@ from meshbus.proxy.http1 import (
     serialize_request_head,
     serialize_response_head,
 )
-from meshbus.proxy.routing import RequestView
-from meshbus.proxy.upstream import OVERFLOW, PENDING, MirrorSend, UpstreamConnection
+from meshbus.proxy.core import flags as F
+from meshbus.proxy.core.routing import RequestView
+from meshbus.proxy.filters.headerops import EMPTY_HEADER_OPS
 from meshbus.telemetry.accesslog import AccessLogRecord
 
 if TYPE_CHECKING:
-    from meshbus.proxy.listener import ListenerContext
+    from meshbus.proxy.adapters.listener import ListenerContext
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ class Exchange:
 
     def _upstream_failed(self, kind: str) -> None:
         """Connect failure, reset or protocol error before a response was forwarded."""
-        if kind[:4] == "tls:":  # TLS handshake / peer identity failed (proxy/mtls.py): UF with a reason
+        if kind[:4] == "tls:":  # TLS handshake / peer identity failed (proxy/tls/mtls.py): UF with a reason
             self.tls_failure = kind[4:]
             kind = "connect-failure"
         else:

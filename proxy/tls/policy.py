@@ -12,7 +12,7 @@ others plaintext, except a workload whose PeerAuthentication (as resolved above,
 namespace and port) is DISABLE: it gets plaintext too, as with Istio's auto-mTLS. The expected server identities are the service accounts of the service's
 endpoints (``spiffe://<td>/ns/<ns>/sa/<sa>``), Istio's SAN list for a mesh service.
 
-The adapter (proxy/mtls.py) turns these decisions into SSL contexts and handshakes.
+The adapter (proxy/tls/mtls.py) turns these decisions into SSL contexts and handshakes.
 """
 
 from __future__ import annotations

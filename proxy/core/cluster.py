@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from meshbus.proxy import outlier
-from meshbus.proxy.breaker import UNLIMITED, CircuitBreaker
-from meshbus.proxy.endpoint import Endpoint
-from meshbus.proxy.lb import HashPolicy, LeastRequest, RandomLB, RingHash, Rng, RoundRobin
-from meshbus.proxy.outlier import OutlierSettings
+from meshbus.proxy.core import outlier
+from meshbus.proxy.core.breaker import UNLIMITED, CircuitBreaker
+from meshbus.proxy.core.endpoint import Endpoint
+from meshbus.proxy.core.lb import HashPolicy, LeastRequest, RandomLB, RingHash, Rng, RoundRobin
+from meshbus.proxy.core.outlier import OutlierSettings
 
 if TYPE_CHECKING:
-    from meshbus.proxy.routing import RequestView
+    from meshbus.proxy.core.routing import RequestView
 
 __all__ = ["Cluster", "Endpoint", "PoolSettings", "TlsSettings"]
 
