@@ -1,11 +1,18 @@
-"""One downstream request through its route: the router filter of the proxy, as callbacks.
+"""One downstream request through its route: the filter chain, then the router, as callbacks.
 
 An ``Exchange`` is made per request head by the listener and driven by plain callbacks (no task per
-request: the anchors price a task + futures at a quarter of the Python budget). Order of decisions,
-as Envoy/Istio apply them: route match (404 NR) -> local rate limit (429 RL) -> CORS preflight ->
-fault (delay DI, abort FI) -> redirect / direct response -> destination pick by weight -> cluster LB
-pick (503 UH) -> circuit breaker (503 UO) -> pooled connection -> response, with retries (per-try
-timeout, backoff), the route timeout (504 UT) and outlier feedback via ``Cluster.record_result``.
+request: the anchors price a task + futures at a quarter of the Python budget). Order, as Envoy/Istio
+apply it: route match (404 NR) and the weighted destination pick -> the route's filter chain
+(proxy/filters/chain.py: local rate limit 429 RL, CORS preflight, fault delay DI / abort FI, user
+filters by phase, header operations) -> the router: redirect / direct response, cluster LB pick (503
+UH), circuit breaker (503 UO), pooled connection, response, with retries (per-try timeout, backoff),
+the route timeout (504 UT) and outlier feedback via ``Cluster.record_result``. Response headers pass
+the chain's response hooks in reverse order; local replies pass those of the filters before the one
+that answered. A route with an empty chain costs one tuple check per hook point, and its heads go
+upstream and back as received when nothing changes them.
+
+The exchange is also the filters' ``FilterContext``: a hook that pauses (a ``Delay``, or an awaitable
+from an ``async def`` hook) holds only its own request; a timer or a task resumes the chain.
 
 Request bodies stream to the upstream as they arrive; a copy is kept for replay only while a retry
 could still need it and only up to ``MAX_REPLAY`` bytes (past that, no retry). Response bodies stream

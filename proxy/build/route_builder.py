@@ -374,12 +374,10 @@ def _filters(
         config[CORS] = cors
     if fault is not None:
         config[FAULT] = fault
-    if (
-        not req_ops.empty
-        or not resp_ops.empty
-        or any(not d.request_headers.empty or not d.response_headers.empty for d in dests)
-    ):
-        config[HEADER_OPS] = RouteHeaderOps(req_ops, resp_ops)
+    dest_req = any(not d.request_headers.empty for d in dests)
+    dest_resp = any(not d.response_headers.empty for d in dests)
+    if not req_ops.empty or not resp_ops.empty or dest_req or dest_resp:
+        config[HEADER_OPS] = RouteHeaderOps(req_ops, resp_ops, dest_req, dest_resp)
     return {"filter_config": config, "chain": build_chain(config)}
 
 

@@ -36,6 +36,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from meshbus.proxy.codec.http1 import RequestHead
     from meshbus.proxy.core.routing import Destination, RequestView, Route
@@ -109,6 +111,9 @@ class FilterContext(Protocol):
     req_ops: HeaderOps | None
 
 
+# Compiled with the request path, and still a base that filters written in plain Python (tests, and
+# the plugin SDK to come) can subclass.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class HttpFilter:
     """Base of the built-in filters: every hook continues. ``name`` is the filter's key in
     ``Route.filter_config``; ``phase`` and ``priority`` order it (see the module doc); ``hooks`` says

@@ -89,6 +89,10 @@ class RouteHeaderOps:
 
     request: HeaderOps = EMPTY_HEADER_OPS
     response: HeaderOps = EMPTY_HEADER_OPS
+    # Whether any of the route's destinations has request / response operations of its own: a hook
+    # with nothing to do is left out of the chain, so those heads keep going through as received.
+    destination_request: bool = False
+    destination_response: bool = False
 
 
 class HeaderOpsFilter(HttpFilter):
@@ -98,7 +102,12 @@ class HeaderOpsFilter(HttpFilter):
     headers. Local replies are left as they are."""
 
     def __init__(self, ops: RouteHeaderOps) -> None:
-        super().__init__(HEADER_OPS, ROUTER, 0, HOOK_REQUEST_HEADERS | HOOK_RESPONSE_HEADERS)
+        hooks = 0
+        if ops.destination_request or not ops.request.empty:
+            hooks |= HOOK_REQUEST_HEADERS
+        if ops.destination_response or not ops.response.empty:
+            hooks |= HOOK_RESPONSE_HEADERS
+        super().__init__(HEADER_OPS, ROUTER, 0, hooks)
         self.ops = ops
 
     def on_request_headers(self, ctx: FilterContext) -> Any:
