@@ -90,7 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_agent_args(p)
     g = p.add_argument_group("mesh identity (certificate from meshbus-ca)")
-    g.add_argument("--token", default=None, help="bootstrap token (default: $MESHBUS_TOKEN; none: no mTLS)")
+    g.add_argument(
+        "--token",
+        default=None,
+        help="bootstrap token, needed once: with --state-dir a restart renews with the kept certificate"
+        " (default: $MESHBUS_TOKEN; none and no kept certificate: no mTLS)",
+    )
     g.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
     return p
 
@@ -152,10 +157,13 @@ def _mesh_mode(server: ProxyServer, args: argparse.Namespace) -> MeshMode:
     from meshbus.proxy.mesh.agent import agent_settings_from_args
     from meshbus.proxy.mesh.identity import resolve_token
     from meshbus.proxy.mesh.mode import IdentitySettings, MeshMode
+    from meshbus.proxy.mesh.state_dir import has_identity
 
     settings = agent_settings_from_args(args, inbound_port=server.ports.get("inbound", 0))
     token = resolve_token(args.token)
-    identity = IdentitySettings(token, args.trust_domain) if token else None
+    # a sidecar that kept its certificate asks for its identity again, with or without a token
+    wanted = bool(token) or has_identity(args.state_dir)
+    identity = IdentitySettings(token, args.trust_domain, args.state_dir) if wanted else None
     mesh = MeshMode(server, settings_from_args(args, f"meshbus-proxy {args.service}"), settings, identity)
     mesh.start()
     log.info("mesh mode: node %s, NATS %s", mesh.node_id, mesh.bus.settings.url)

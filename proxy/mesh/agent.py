@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import time
 import uuid
@@ -53,6 +54,7 @@ from meshbus.proxy.mesh.snapshot_apply import (
     one_line,
     save_state,
 )
+from meshbus.proxy.mesh.state_dir import SNAPSHOT_FILE
 
 __all__ = [
     "AgentSettings",
@@ -370,5 +372,6 @@ def agent_settings_from_args(args: Any, *, inbound_port: int = 0) -> AgentSettin
         ports=ports,
         inbound_port=inbound_port,
         app_port=args.app_port,
-        state_file=args.state_file,
+        state_file=args.state_file
+        or (os.path.join(args.state_dir, SNAPSHOT_FILE) if args.state_dir else None),
     )

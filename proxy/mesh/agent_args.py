@@ -19,7 +19,13 @@ def add_agent_args(parser: Any) -> None:
     g.add_argument("--node-id", default="", help="proxy id (default: <service>-<version>-<random>)")
     g.add_argument("--advertise", default="127.0.0.1", help="address peers reach the inbound listener at")
     g.add_argument("--service-port", action="append", default=[], help="name=port (default: http=<app-port>)")
-    g.add_argument("--state-file", default=None, help="last good snapshot file (default: none)")
+    g.add_argument(
+        "--state-dir",
+        default=None,
+        help="kept across restarts (0600 files): the last good snapshot, and the key and certificate, so a"
+        " restarted sidecar renews with its certificate instead of a new bootstrap token (default: none)",
+    )
+    g.add_argument("--state-file", default=None, help="last good snapshot file (default: in --state-dir)")
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:

@@ -50,6 +50,8 @@ class IdentitySettings:
 
     token: str
     trust_domain: str = "cluster.local"
+    state_dir: str | None = None
+    """Where the key and certificate are kept across restarts (`CertClientConfig.state_dir`)."""
 
 
 class MeshMode:
@@ -104,7 +106,10 @@ class MeshMode:
         settings = self.agent.settings
         spiffe_id = SpiffeId.workload(ident.trust_domain, settings.namespace, settings.service_account)
         await self.bus.wait_connected()
-        client = CertClient(self.bus, CertClientConfig(spiffe_id, token=ident.token, node=self.node_id))
+        client = CertClient(
+            self.bus,
+            CertClientConfig(spiffe_id, token=ident.token, node=self.node_id, state_dir=ident.state_dir),
+        )
         try:
             await client.start()
         except BusError as exc:  # the token was refused: retrying cannot help, stay unready and say why
