@@ -110,6 +110,14 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[BootstrapConfig, 
             "meshbus: mesh mode runs one worker (one agent, one snapshot stream); drop --workers or use 1"
         )
     workers = 1 if mesh else (a.workers or default_workers())
+    if a.app_health and not mesh:
+        raise BootstrapError(
+            "meshbus: --app-health is a mesh-mode flag (it reports to discovery): add --service"
+        )
+    if mesh:
+        from meshbus.proxy.mesh.probe import probe_from_args
+
+        probe_from_args(a)  # a bad probe is refused here, before anything listens
     from meshbus.proxy.mesh.agent_args import parse_labels
 
     try:
@@ -157,6 +165,7 @@ def _mesh_mode(server: ProxyServer, args: argparse.Namespace) -> MeshMode:
     from meshbus.proxy.mesh.agent import agent_settings_from_args
     from meshbus.proxy.mesh.identity import resolve_token
     from meshbus.proxy.mesh.mode import IdentitySettings, MeshMode
+    from meshbus.proxy.mesh.probe import probe_from_args
     from meshbus.proxy.mesh.state_dir import has_identity
 
     settings = agent_settings_from_args(args, inbound_port=server.ports.get("inbound", 0))
@@ -164,7 +173,8 @@ def _mesh_mode(server: ProxyServer, args: argparse.Namespace) -> MeshMode:
     # a sidecar that kept its certificate asks for its identity again, with or without a token
     wanted = bool(token) or has_identity(args.state_dir)
     identity = IdentitySettings(token, args.trust_domain, args.state_dir) if wanted else None
-    mesh = MeshMode(server, settings_from_args(args, f"meshbus-proxy {args.service}"), settings, identity)
+    bus = settings_from_args(args, f"meshbus-proxy {args.service}")
+    mesh = MeshMode(server, bus, settings, identity, probe_from_args(args))
     mesh.start()
     log.info("mesh mode: node %s, NATS %s", mesh.node_id, mesh.bus.settings.url)
     return mesh

@@ -77,6 +77,7 @@ def _sidecar(
     ]
     if app_port:
         argv += ["--app-port", str(app_port), "--service-port", f"http={SERVICE_PORT}"]
+        argv += ["--app-health", "http:/healthz"]  # a hung or dead app leaves the endpoint sets
     return argv
 
 
