@@ -4,6 +4,11 @@
                   [--admin 127.0.0.1:15000] [--app-port P] [--namespace default] [--workers N] ...
     meshbus-proxy --nats URL --service reviews --labels version=v1 --app-port 9080 [--token T] ...
 
+Listen addresses follow Istio's sidecar: the inbound listener is on 0.0.0.0 because peers on other
+hosts reach it (it is the address a workload registers, ``--advertise``); the outbound listener
+serves the local app only and the admin port exposes mutations (/healthcheck/fail, /reload), so
+both stay on 127.0.0.1 (Istio's admin is localhost-only too). Set any of them explicitly to change it.
+
 Mesh mode (``--service``) takes its routes from meshbus-discovery (proxy/mesh/mode.py); it runs one
 worker (the agent owns the one snapshot stream), so ``--workers`` above 1 is refused there.
 
@@ -68,12 +73,28 @@ def _address_or_none(text: str) -> Address | None:
 def build_parser() -> argparse.ArgumentParser:
     from meshbus.proxy.mesh.agent_args import add_agent_args
 
-    p = argparse.ArgumentParser(prog="meshbus-proxy", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="meshbus-proxy",
+        description=__doc__.split("\n\n")[0],
+        epilog="Listen addresses: inbound on 0.0.0.0 because peers on other hosts connect to it;"
+        " outbound (the local app's way out) and admin (it can fail health checks and reload config)"
+        " on 127.0.0.1, reachable from this host only, as in an Istio sidecar.",
+    )
     add_common_args(p)
     p.add_argument("--config", default=None, help="Istio YAML file or directory (watched; SIGHUP reloads)")
-    p.add_argument("--outbound", default="127.0.0.1:15001", help="outbound listener (app -> mesh); 'off'")
-    p.add_argument("--inbound", default="0.0.0.0:15006", help="inbound listener (mesh -> app); 'off'")
-    p.add_argument("--admin", default="127.0.0.1:15000", help="admin listener; 'off'")
+    p.add_argument(
+        "--outbound",
+        default="127.0.0.1:15001",
+        help="outbound listener (local app -> mesh; local only); 'off'",
+    )
+    p.add_argument(
+        "--inbound",
+        default="0.0.0.0:15006",
+        help="inbound listener (mesh -> app; peers on other hosts); 'off'",
+    )
+    p.add_argument(
+        "--admin", default="127.0.0.1:15000", help="admin listener (local only: it has mutations); 'off'"
+    )
     p.add_argument("--app-port", type=int, default=None, help="local application port (inbound target)")
     p.add_argument("--namespace", default="default", help="namespace of short host names")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")

@@ -17,7 +17,12 @@ def add_agent_args(parser: Any) -> None:
     g.add_argument("--service-account", default="default")
     g.add_argument("--labels", action="append", default=[], help="workload labels, key=value[,key=value]")
     g.add_argument("--node-id", default="", help="proxy id (default: <service>-<version>-<random>)")
-    g.add_argument("--advertise", default="127.0.0.1", help="address peers reach the inbound listener at")
+    g.add_argument(
+        "--advertise",
+        default="127.0.0.1",
+        help="address peers reach the inbound listener at (default: this host only; set it when peers run"
+        " on other hosts)",
+    )
     g.add_argument("--service-port", action="append", default=[], help="name=port (default: http=<app-port>)")
     g.add_argument(
         "--state-dir",
