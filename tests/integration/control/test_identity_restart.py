@@ -166,3 +166,23 @@ async def test_kept_key_readable_by_others_is_closed_and_replaced(
             assert kept is not None and kept.key.private_numbers() != issued.key.private_numbers()
         finally:
             await client.stop()
+
+
+async def test_kept_certificate_without_its_bundle_renews_before_serving(
+    nats_server: EmbeddedNats, bus: BusConnection, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    async with ca_replica(nats_server.url, bus.subjects.root, root(), probe=bus):
+        first = CertClient(bus, CertClientConfig(WEB, token=await create_token(bus), state_dir=str(state)))
+        try:
+            issued = await first.start()
+        finally:
+            await first.stop()
+        (state / BUNDLE_FILE).unlink()  # cannot verify peers with it: ask the CA first, by certificate
+        client = CertClient(bus, CertClientConfig(WEB, state_dir=str(state)))
+        try:
+            ident = await client.start()
+            assert ident.serial_hex != issued.serial_hex and ident.bundle_pem
+            assert (state / BUNDLE_FILE).read_bytes() == ident.bundle_pem
+        finally:
+            await client.stop()
