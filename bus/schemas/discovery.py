@@ -27,6 +27,17 @@ from typing import Any
 
 from ..codec import message
 
+APP_HEALTHY = "HEALTHY"
+"""The sidecar's readiness probe of its app passes: the workload is in the endpoint sets."""
+APP_UNHEALTHY = "UNHEALTHY"
+"""The probe fails (``failureThreshold`` times in a row): the workload leaves every endpoint set."""
+APP_UNKNOWN = "UNKNOWN"
+"""Probing, no verdict yet: not in the endpoint sets (a Kubernetes pod is unready until its first
+success)."""
+APP_NOT_PROBED = ""
+"""No ``--app-health`` (or a proxy from before health checks): in the endpoint sets while it beats."""
+APP_SERVING = frozenset({APP_HEALTHY, APP_NOT_PROBED})
+
 
 @message("meshbus.discovery.v1.Register")
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,12 @@ class Heartbeat:
     """Error of the last NACK since the last ACK ("" = none)."""
     seq: int = 0
     """Counts heartbeats since the proxy started."""
+    app_health: str = APP_NOT_PROBED
+    """The app's readiness as the sidecar probes it: `APP_HEALTHY`, `APP_UNHEALTHY`, `APP_UNKNOWN`, or
+    `APP_NOT_PROBED` (also what a heartbeat from an older proxy decodes to). Only `APP_SERVING`
+    states keep the workload in the endpoint sets; an unrecognised value is treated as not serving."""
+    app_health_detail: str = ""
+    """Why, in words (``GET :9080/healthz timed out after 1s (3 failure(s) in a row)``)."""
 
 
 @message("meshbus.discovery.v1.Deregister")
@@ -188,6 +205,9 @@ class ProxyStatus:
     """Unix time the workload (re)joined the registry."""
     last_seen: float = 0.0
     """Unix time of the last heartbeat."""
+    app_health: str = APP_NOT_PROBED
+    """`Heartbeat.app_health` of the last heartbeat."""
+    app_health_detail: str = ""
 
 
 @message("meshbus.discovery.v1.ProxyStatusReply")

@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.process import settings_from_args
-from meshbus.bus.schemas.discovery import ProxyConfigReply
+from meshbus.bus.schemas.discovery import APP_HEALTHY, ProxyConfigReply
 from meshbus.control.discovery.client import proxy_config, proxy_status
 from meshbus.control.discovery.status import ProxyView
 
@@ -63,6 +63,14 @@ def _workload(v: ProxyView) -> str:
     return f"{v.row.service}-{version}" if version else v.row.service
 
 
+def _app(v: ProxyView) -> str:
+    """``HEALTHY``, ``UNHEALTHY: <why>``, ``UNKNOWN: <why>``; ``-`` when the sidecar does not probe."""
+    r = v.row
+    if r.app_health in ("", APP_HEALTHY) or not r.app_health_detail:
+        return r.app_health or "-"
+    return f"{r.app_health}: {r.app_health_detail}"
+
+
 def status_rows(views: list[ProxyView], now: float) -> list[list[str]]:
     return [
         [
@@ -71,6 +79,7 @@ def status_rows(views: list[ProxyView], now: float) -> list[list[str]]:
             v.row.namespace,
             str(v.row.acked_version) if v.row.acked_version else "-",
             v.status_text,
+            _app(v),
             human_age(now - v.row.registered_at) if v.row.registered_at else "<unknown>",
         ]
         for v in views
@@ -93,6 +102,8 @@ def status_doc(v: ProxyView) -> dict[str, Any]:
         "error": r.nack_error if v.status == "NACK" else "",
         "registeredAt": r.registered_at,
         "lastSeen": r.last_seen,
+        "appHealth": r.app_health or "NOT_PROBED",
+        "appHealthDetail": r.app_health_detail,
     }
 
 
@@ -121,7 +132,8 @@ def run_status(args: argparse.Namespace) -> int:
             return 0
         print(
             table(
-                ["NAME", "WORKLOAD", "NAMESPACE", "VERSION", "STATUS", "AGE"], status_rows(views, time.time())
+                ["NAME", "WORKLOAD", "NAMESPACE", "VERSION", "STATUS", "APP", "AGE"],
+                status_rows(views, time.time()),
             )
         )
     else:

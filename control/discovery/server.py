@@ -243,6 +243,15 @@ class DiscoveryServer:
             hb.workload.node_id, version=hb.applied_version, digest=hb.applied_digest, error=hb.last_error
         )
         if change is not None:
+            if change.reason in ("app-unhealthy", "app-healthy"):
+                self._log.info(
+                    "app of workload %s is %s%s: endpoints of %s.%s updated",
+                    change.node_id,
+                    hb.app_health.lower() or "not probed",
+                    f" ({hb.app_health_detail})" if hb.app_health_detail else "",
+                    hb.workload.service,
+                    hb.workload.namespace,
+                )
             self._registry_changed(change)
 
     async def _on_deregister(self, msg: Msg) -> None:

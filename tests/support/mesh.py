@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -157,3 +158,36 @@ def poll_versions(mesh: DemoMesh, want: Callable[[collections.Counter[str]], boo
     raise AssertionError(
         f"traffic did not follow within {timeout}s; last window {collections.Counter(window)}"
     )
+
+
+class Traffic:
+    """Requests back to back in a thread, counted by what ``send`` returns; every failure is kept."""
+
+    def __init__(self, send: Callable[[], str]) -> None:
+        self.send = send
+        self.ok: collections.Counter[str] = collections.Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="e2e-traffic", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.ok[self.send()] += 1
+            except Exception as exc:
+                self.failures.append(repr(exc))
+
+    def total(self) -> int:
+        return sum(self.ok.values()) + len(self.failures)
+
+    def wait_more(self, n: int, timeout: float = 10.0) -> None:
+        target = self.total() + n
+        wait_for(f"{n} more requests", lambda: self.total() >= target, timeout)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)

@@ -103,6 +103,8 @@ class Proc:
     argv: tuple[str, ...]
     log_path: Path
     popen: subprocess.Popen[bytes]
+    env: dict[str, str] = field(default_factory=dict)
+    """What `ProcessGroup.spawn` added to the group's environment (a respawn gets it again)."""
 
     @property
     def pid(self) -> int:
@@ -151,13 +153,13 @@ class ProcessGroup:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        proc = Proc(name, tuple(argv), log_path, popen)
+        proc = Proc(name, tuple(argv), log_path, popen, dict(env or {}))
         self.procs.append(proc)
         return proc
 
     def respawn(self, proc: Proc) -> Proc:
-        """Start the same command again (after a kill), with a new log file."""
-        return self.spawn(proc.name, proc.argv)
+        """Start the same command again (after a kill), same environment, with a new log file."""
+        return self.spawn(proc.name, proc.argv, proc.env)
 
     def get(self, name: str) -> Proc:
         return [p for p in self.procs if p.name == name][-1]
