@@ -11,6 +11,13 @@ from pydantic import BaseModel
 from meshbus.bus.config import fates, load_text
 from meshbus.bus.config.fates import FIELDS, KINDS, RESOLVED, SAME_AS, Fate, ProxyReport, Verdict
 from meshbus.bus.config.resources import RESOURCE_TYPES, Metadata
+from tests.support.unenforced import (
+    AUTHORIZATION_POLICY_FATE,
+    REQUEST_AUTHENTICATION_FATE,
+    authorization_policy,
+    joined,
+    request_authentication,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -109,40 +116,25 @@ def test_conditional_and_not_enforced_fates_say_why() -> None:
 
 # -- what users see -------------------------------------------------------------------------------
 
-POLICIES = """\
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: shelf-readers, namespace: default}
-spec:
-  selector: {matchLabels: {app: shelf}}
-  action: ALLOW
-  rules:
-  - from:
-    - source: {principals: [cluster.local/ns/default/sa/reader]}
----
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: jwt, namespace: default}
-spec:
-  jwtRules: [{issuer: https://issuer.example.com, jwksUri: https://issuer.example.com/jwks}]
----
+PLUGIN = """\
 apiVersion: meshbus.io/v1
 kind: Plugin
 metadata: {name: audit}
 spec:
   filter: meshbus.filters.http.audit
 """
+POLICIES = joined(
+    authorization_policy("shelf-readers", "shelf"), request_authentication("jwt", "shelf"), PLUGIN
+)
 
 
 def test_policy_kinds_and_plugins_are_warned_in_plain_words() -> None:
     result = load_text(POLICIES, "policy.yaml")
     assert result.ok
     assert [w.render() for w in result.validation.warnings] == [
-        "policy.yaml:1: AuthorizationPolicy default/shelf-readers: NOT ENFORCED — meshbus does not apply "
-        "authorization policy yet; the workloads it selects still accept every caller",
-        "policy.yaml:11: RequestAuthentication default/jwt: NOT ENFORCED — meshbus does not verify JWTs "
-        "yet; requests without a token or with a bad one are not rejected",
-        "policy.yaml:17: Plugin default/audit: NOT ENFORCED — meshbus-proxy has no filter chain yet; the "
+        f"policy.yaml:1: AuthorizationPolicy default/shelf-readers: {AUTHORIZATION_POLICY_FATE}",
+        f"policy.yaml:12: RequestAuthentication default/jwt: {REQUEST_AUTHENTICATION_FATE}",
+        "policy.yaml:22: Plugin default/audit: NOT ENFORCED — meshbus-proxy has no filter chain yet; the "
         "filter is not loaded and requests pass without it",
     ]
 
@@ -282,7 +274,10 @@ def test_proxy_report_tells_each_resource_once_until_it_changes() -> None:
     assert report.new_lines(first) == []  # the same resources in the next version: nothing new
     same_content = load_text(POLICIES, "snapshot v2").resources
     assert report.new_lines(same_content) == []  # equal content from another snapshot: nothing new
-    changed = load_text(POLICIES.replace("reader]", "writer]"), "snapshot v3").resources
+    writers = authorization_policy("shelf-readers", "shelf", "cluster.local/ns/default/sa/writer")
+    changed = load_text(
+        POLICIES.replace(authorization_policy("shelf-readers", "shelf"), writers), "snapshot v3"
+    ).resources
     (again,) = report.new_lines(changed)
     assert again.startswith("snapshot v3:1: AuthorizationPolicy default/shelf-readers: NOT ENFORCED")
     assert report.new_lines(changed[1:]) == []
