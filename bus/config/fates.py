@@ -29,6 +29,7 @@ standalone proxy's log, and by proxy/agent.py for a mesh-mode proxy's log (`Prox
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -511,7 +512,9 @@ class Finding:
     """Shown as ``(got ...)`` when the fate depends on it and it is one scalar."""
 
 
-_UNDECIDED = not_enforced("meshbus has no fate for this field (bus/config/fates.py lacks it: a meshbus bug)")
+_UNDECIDED = not_enforced(
+    "meshbus has not decided what it does with this (a bug: bus/config/fates.py lacks it)"
+)
 
 
 def _effective(fate: Fate, standalone: bool) -> Fate:
@@ -531,23 +534,35 @@ def findings(resource: Resource, *, standalone: bool = False) -> Iterator[Findin
 
 def _walk(model: BaseModel, kind: str, path: Path, pattern: str, standalone: bool) -> Iterator[Finding]:
     fields_set = model.model_fields_set
-    for name, info in type(model).model_fields.items():  # declaration order: stable messages
-        alias = info.alias or name
-        sub, sub_pattern = (*path, alias), f"{pattern}.{alias}"
-        fate = RESOLVED.get(f"{kind} {sub_pattern}")
-        if name not in fields_set and not (fate is not None and fate.also_default):
+    for name, alias, sub_pattern, fate, descend in _plan(kind, type(model), pattern):
+        is_set = name in fields_set
+        if not is_set and (fate is None or not fate.also_default):
             continue
         value = getattr(model, name)
-        if fate is None and not holds_messages(info.annotation):
-            fate = _UNDECIDED
         if fate is not None:
             fate = _effective(fate, standalone)
             if fate.holds(value, model):
                 shown = value if fate.when is not None and isinstance(value, str | int) else None
-                yield Finding(sub, fate, shown)
+                yield Finding((*path, alias), fate, shown)
                 continue
-        if name in fields_set:
-            yield from _walk_value(value, kind, sub, sub_pattern, standalone)
+        if is_set and descend:
+            yield from _walk_value(value, kind, (*path, alias), sub_pattern, standalone)
+
+
+@functools.cache
+def _plan(
+    kind: str, model: type[BaseModel], pattern: str
+) -> tuple[tuple[str, str, str, Fate | None, bool], ...]:
+    """Per field of ``model`` at ``pattern``, in declaration order (stable messages): attribute name,
+    YAML name, its pattern, its fate (None: a message field without one), whether to walk into it."""
+    out = []
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        sub_pattern = f"{pattern}.{alias}"
+        descend = _holds_messages(info.annotation)
+        fate = RESOLVED.get(f"{kind} {sub_pattern}")
+        out.append((name, alias, sub_pattern, _UNDECIDED if fate is None and not descend else fate, descend))
+    return tuple(out)
 
 
 def _walk_value(value: Any, kind: str, path: Path, pattern: str, standalone: bool) -> Iterator[Finding]:
@@ -561,12 +576,12 @@ def _walk_value(value: Any, kind: str, path: Path, pattern: str, standalone: boo
             yield from _walk_value(item, kind, (*path, key), f"{pattern}.*", standalone)
 
 
-def holds_messages(annotation: Any) -> bool:
+def _holds_messages(annotation: Any) -> bool:
     """Whether a field's type holds config messages (a model, or a list or map of them): then its
     fields have fates of their own, and the field itself needs none."""
     if isinstance(annotation, type):
         return issubclass(annotation, BaseModel)
-    return any(holds_messages(arg) for arg in getattr(annotation, "__args__", ()) or ())
+    return any(_holds_messages(arg) for arg in getattr(annotation, "__args__", ()) or ())
 
 
 def check(
@@ -577,7 +592,7 @@ def check(
     ``only_standalone``: just the items whose fate differs on a standalone proxy.
     """
     for item in findings(resource, standalone=standalone):
-        if only_standalone and item.fate not in _STANDALONE_FATES:
+        if only_standalone and id(item.fate) not in _STANDALONE_FATES:
             continue
         if item.fate.verdict is Verdict.REFUSED:
             f.error(item.path, item.fate.message(), item.value)
@@ -585,9 +600,9 @@ def check(
             f.warn(item.path, item.fate.message(), item.value)
 
 
-_STANDALONE_FATES = [
-    fate.standalone for fate in (*KINDS.values(), *FIELDS.values()) if fate.standalone is not None
-]
+_STANDALONE_FATES = {
+    id(fate.standalone) for fate in (*KINDS.values(), *FIELDS.values()) if fate.standalone is not None
+}
 
 
 def _rendered(resource: Resource, **kw: bool) -> list[str]:
@@ -607,20 +622,33 @@ def standalone_warnings(result: LoadResult) -> list[str]:
 
 class ProxyReport:
     """What a mesh-mode proxy logs about the snapshots it applies: each resource's NOT_ENFORCED and
-    REFUSED items once, when the resource first appears or changes (never per request)."""
+    REFUSED items once, when the resource first appears or changes (never per request).
+
+    A snapshot's unchanged resources are the very objects of the last one (the proxy's resource
+    cache reuses them), so they cost an identity check each; only new objects are compared and walked.
+    """
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str, str], Resource] = {}
+        self._objects: dict[int, Resource] = {}  # id -> resource of the last snapshot (kept alive)
+        self._told: dict[tuple[str, str, str], Resource] = {}  # key -> the content last told about
 
     def new_lines(self, resources: Iterable[Resource]) -> list[str]:
-        seen: dict[tuple[str, str, str], Resource] = {}
         out: list[str] = []
+        objects: dict[int, Resource] = {}
+        old = self._objects
         for res in resources:
-            prev = self._seen.get(res.key)
-            if prev is not res and prev != res:
+            objects[id(res)] = res
+            if id(res) in old:
+                continue
+            key = res.key
+            told = self._told.get(key)
+            if told is None or told != res:
                 out.extend(_rendered(res))
-            seen[res.key] = res
-        self._seen = seen
+            self._told[key] = res
+        for ident, res in old.items():
+            if ident not in objects and self._told.get(res.key) is res:
+                del self._told[res.key]  # gone: told again if it comes back
+        self._objects = objects
         return out
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -293,3 +295,11 @@ def test_listing_shows_every_fate_that_is_not_enforced() -> None:
     assert "VirtualService spec.hosts" not in text
     everything = "\n".join(fates.listing(Verdict))
     assert "VirtualService spec.hosts: ENFORCED" in everything
+
+
+def test_the_readme_names_every_kind_that_is_not_enforced() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## What meshbus enforces", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^- `(\w+)`", section, re.M))
+    # each kind that is not enforced, everywhere or on a standalone proxy
+    assert listed == {k for k, f in KINDS.items() if f.verdict is not Verdict.ENFORCED or f.standalone}
