@@ -4,7 +4,7 @@
                   [--admin 127.0.0.1:15000] [--app-port P] [--namespace default] [--workers N] ...
     meshbus-proxy --nats URL --service reviews --labels version=v1 --app-port 9080 [--token T] ...
 
-Mesh mode (``--service``) takes its routes from meshbus-discovery (proxy/mesh_mode.py); it runs one
+Mesh mode (``--service``) takes its routes from meshbus-discovery (proxy/mesh/mode.py); it runs one
 worker (the agent owns the one snapshot stream), so ``--workers`` above 1 is refused there.
 
 ``--workers N`` forks N worker processes that share the listening ports with SO_REUSEPORT; the
@@ -25,7 +25,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from meshbus.bus.process import add_common_args
-from meshbus.proxy.config import (
+from meshbus.proxy.bootstrap import (
     Address,
     BootstrapConfig,
     BootstrapError,
@@ -36,8 +36,8 @@ from meshbus.proxy.config import (
 )
 
 if TYPE_CHECKING:
-    from meshbus.proxy.mesh_mode import MeshMode
-    from meshbus.proxy.server import ProxyServer
+    from meshbus.proxy.adapters.server import ProxyServer
+    from meshbus.proxy.mesh.mode import MeshMode
 
 log = logging.getLogger("meshbus.proxy")
 
@@ -66,7 +66,7 @@ def _address_or_none(text: str) -> Address | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshbus.proxy.agent_args import add_agent_args
+    from meshbus.proxy.mesh.agent_args import add_agent_args
 
     p = argparse.ArgumentParser(prog="meshbus-proxy", description=__doc__.split("\n\n")[0])
     add_common_args(p)
@@ -105,7 +105,7 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[BootstrapConfig, 
             "meshbus: mesh mode runs one worker (one agent, one snapshot stream); drop --workers or use 1"
         )
     workers = 1 if mesh else (a.workers or default_workers())
-    from meshbus.proxy.agent_args import parse_labels
+    from meshbus.proxy.mesh.agent_args import parse_labels
 
     try:
         labels = parse_labels(a.labels)
@@ -149,9 +149,9 @@ def _configure_logging(cfg: BootstrapConfig) -> None:
 
 def _mesh_mode(server: ProxyServer, args: argparse.Namespace) -> MeshMode:
     from meshbus.bus.process import settings_from_args
-    from meshbus.proxy.agent import agent_settings_from_args
-    from meshbus.proxy.identity import resolve_token
-    from meshbus.proxy.mesh_mode import IdentitySettings, MeshMode
+    from meshbus.proxy.mesh.agent import agent_settings_from_args
+    from meshbus.proxy.mesh.identity import resolve_token
+    from meshbus.proxy.mesh.mode import IdentitySettings, MeshMode
 
     settings = agent_settings_from_args(args, inbound_port=server.ports.get("inbound", 0))
     token = resolve_token(args.token)
@@ -163,8 +163,8 @@ def _mesh_mode(server: ProxyServer, args: argparse.Namespace) -> MeshMode:
 
 
 async def _run_worker(cfg: BootstrapConfig, worker: int, args: argparse.Namespace | None = None) -> int:
-    from meshbus.proxy.runtime import RuntimeBuildError
-    from meshbus.proxy.server import ProxyServer
+    from meshbus.proxy.adapters.server import ProxyServer
+    from meshbus.proxy.build.runtime import RuntimeBuildError
 
     server = ProxyServer(cfg, worker=worker)
     loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""networking.istio.io DestinationRule (destination_rule.proto). Keep in sync with proxy/cluster.py."""
+"""networking.istio.io DestinationRule (destination_rule.proto). Keep in sync with proxy/core/cluster.py."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ class OutlierDetection(IstioModel):
     split_external_local_origin_errors: bool | None = None
     consecutive_local_origin_failures: NonNegativeInt | None = None
     outlier_detection_http_error_codes: tuple[int, ...] | None = None
-    # proxy/outlier.py counts it as gateway errors, as Envoy did for the old field.
+    # proxy/core/outlier.py counts it as gateway errors, as Envoy did for the old field.
     consecutive_errors: int | None = deprecated("consecutiveGatewayErrors")
 
 

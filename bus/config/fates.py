@@ -15,15 +15,15 @@ on a message field covers everything below it: no further warning is given for t
 Keys are field paths as users write them, below the kind: ``spec.http[].route[].weight``, with
 ``[]`` for any list item and ``*`` for any map key. DestinationRule traffic policies are written
 once, under ``spec.trafficPolicy``: the same fates hold at ``portLevelSettings[]``, in subsets, and
-in subsets' ``portLevelSettings[]`` (proxy/cluster_builder.py layers all four the same way); a key
+in subsets' ``portLevelSettings[]`` (proxy/build/cluster_builder.py layers all four the same way); a key
 written for one of those places explicitly takes precedence.
 
 tests/unit/config/test_fates.py walks every pydantic model of this package and fails when a field
 has no fate, so a new field cannot be accepted silently. Whoever makes the proxy or discovery act on
 a field moves it to ENFORCED here, in the same change; ``meshctl analyze --fates`` prints the table.
 
-Used by validation/registry.py (every apply, analyze and rollback), by proxy/config.py for a
-standalone proxy's log, and by proxy/agent.py for a mesh-mode proxy's log (`ProxyReport`).
+Used by validation/registry.py (every apply, analyze and rollback), by proxy/bootstrap.py for a
+standalone proxy's log, and by proxy/mesh/agent.py for a mesh-mode proxy's log (`ProxyReport`).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def _any_gateway(value: Any, _parent: Any) -> bool:
 
 
 # Envoy retry policies the config accepts (validation/virtual_service.py) but the exchange never acts on
-# (proxy/retry.py, proxy/forward.py): it has no gRPC, no rate-limit headers and no HTTP/3.
+# (proxy/core/retry.py, proxy/adapters/exchange.py): it has no gRPC, no rate-limit headers and no HTTP/3.
 _RETRY_ON_IGNORED = frozenset(
     {"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable", "reset-before-request",
      "envoy-ratelimited", "retriable-headers", "http3-post-connect-failure"}
@@ -174,7 +174,7 @@ KINDS: dict[str, Fate] = {
         "meshbus does not verify JWTs yet; requests without a token or with a bad one are not rejected"
     ),
     "Plugin": not_enforced(
-        "meshbus-proxy has no filter chain yet; the filter is not loaded and requests pass without it"
+        "meshbus-proxy does not load plugins yet; the filter does not run and requests pass without it"
     ),
     "Gateway": not_enforced("meshbus has no gateway proxy yet; this Gateway is stored but has no effect"),
     "WorkloadEntry": not_enforced(
@@ -200,7 +200,7 @@ METADATA: dict[str, Fate] = {
 _TP = "DestinationRule spec.trafficPolicy"
 
 FIELDS: dict[str, Fate] = {
-    # VirtualService (proxy/route_builder.py, proxy/outbound_build.py, proxy/match.py)
+    # VirtualService (proxy/build/route_builder.py, proxy/build/outbound_build.py, proxy/core/match.py, proxy/filters/)
     "VirtualService spec.hosts": ENFORCED,
     "VirtualService spec.gateways": not_enforced(_GATEWAY, when=_any_gateway, condition="naming a gateway"),
     "VirtualService spec.http[].name": ENFORCED,
@@ -291,7 +291,7 @@ FIELDS: dict[str, Fate] = {
     ),
     "VirtualService spec.tcp": not_enforced("meshbus-proxy proxies HTTP only; TCP routes are ignored"),
     "VirtualService spec.exportTo": not_enforced(_NO_EXPORT_TO),
-    # DestinationRule (proxy/cluster_builder.py, proxy/breaker.py, proxy/outlier.py, proxy/tls_policy.py)
+    # DestinationRule (proxy/build/cluster_builder.py, proxy/core/breaker.py, proxy/core/outlier.py, proxy/tls/policy.py)
     "DestinationRule spec.host": ENFORCED,
     f"{_TP}.loadBalancer.simple": not_enforced(
         "PASSTHROUGH needs the original destination address, which meshbus-proxy does not see; "
@@ -384,7 +384,7 @@ FIELDS: dict[str, Fate] = {
     "DestinationRule spec.workloadSelector": not_enforced(
         "the rule applies on every proxy that calls its host"
     ),
-    # ServiceEntry (proxy/cluster_builder.py, proxy/tls_policy.py)
+    # ServiceEntry (proxy/build/cluster_builder.py, proxy/tls/policy.py)
     "ServiceEntry spec.hosts": ENFORCED,
     "ServiceEntry spec.addresses": not_enforced(
         "meshbus-proxy routes by host name; calls to these addresses are not routed"
@@ -445,11 +445,11 @@ FIELDS: dict[str, Fate] = {
     "Sidecar spec.outboundTrafficPolicy.egressProxy": not_enforced(
         "traffic to unknown hosts is not sent anywhere"
     ),
-    # PeerAuthentication (proxy/tls_policy.py, proxy/mtls.py; mTLS needs mesh mode)
+    # PeerAuthentication (proxy/tls/policy.py, proxy/tls/mtls.py; mTLS needs mesh mode)
     "PeerAuthentication spec.selector.matchLabels": ENFORCED,
     "PeerAuthentication spec.mtls.mode": enforced_except_standalone(_STRICT_STANDALONE),
     "PeerAuthentication spec.portLevelMtls.*.mode": enforced_except_standalone(_STRICT_STANDALONE),
-    # LocalRateLimit (proxy/route_builder.py; discovery sends one without hosts by its selector)
+    # LocalRateLimit (proxy/build/route_builder.py, proxy/filters/ratelimit.py; discovery sends one without hosts by its selector)
     "LocalRateLimit spec.workloadSelector": Fate(
         Verdict.NOT_ENFORCED,
         "a LocalRateLimit with hosts reaches every proxy that calls them, whatever its workloadSelector",

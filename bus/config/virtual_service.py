@@ -1,7 +1,7 @@
 """networking.istio.io VirtualService (virtual_service.proto).
 
 Every field Istio defines is declared, so a known field is accepted and an unknown one refused; what
-meshbus does with each is decided in fates.py. Keep in sync with proxy/routing.py.
+meshbus does with each is decided in fates.py. Keep in sync with proxy/core/routing.py.
 """
 
 from __future__ import annotations

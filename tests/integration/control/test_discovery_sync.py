@@ -155,7 +155,7 @@ async def test_meshctl_proxy_status_and_proxy_config(
 
 
 def _fate_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    out = [r.getMessage() for r in caplog.records if r.name == "meshbus.proxy.agent"]
+    out = [r.getMessage() for r in caplog.records if r.name == "meshbus.proxy.mesh.agent"]
     return [m for m in out if "NOT ENFORCED" in m]
 
 
@@ -171,7 +171,7 @@ async def test_a_proxy_logs_what_it_does_not_enforce_once_per_resource_content(
     await mesh.sim("reviews", "v1")
     await mesh.sim("reviews", "v2")
     caplog.clear()  # the reviews sidecars were told of the rule too; what follows is productpage's
-    with caplog.at_level(logging.WARNING, logger="meshbus.proxy.agent"):
+    with caplog.at_level(logging.WARNING, logger="meshbus.proxy.mesh.agent"):
         pp = await mesh.sim("productpage")
         first = pp.version
         assert sorted(_fate_lines(caplog)) == [

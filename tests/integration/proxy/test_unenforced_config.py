@@ -38,7 +38,7 @@ async def test_standalone_proxy_logs_each_unenforced_item_once_per_version(
 ) -> None:
     u = await upstreams("v1")
     text = service_entry("reviews", [u]) + POLICY
-    with caplog.at_level(logging.WARNING, logger="meshbus.proxy.server"):
+    with caplog.at_level(logging.WARNING, logger="meshbus.proxy.adapters.server"):
         p = await proxy(text, isolate_loader=isolate_loader)
     path = p.path
     assert sorted(fate_lines(caplog)) == [
@@ -53,7 +53,7 @@ async def test_standalone_proxy_logs_each_unenforced_item_once_per_version(
             assert (await fetch(p.port, "/")).status == 200
     assert fate_lines(caplog) == []  # requests log nothing
 
-    with caplog.at_level(logging.WARNING, logger="meshbus.proxy.server"):
+    with caplog.at_level(logging.WARNING, logger="meshbus.proxy.adapters.server"):
         p.write_config(text.replace("maxRetries: 2", "maxRetries: 3"))
         assert await p.server.reload()
     assert len(fate_lines(caplog)) == 3  # a new version: told again

@@ -8,8 +8,8 @@ import pytest
 
 from meshbus.control.cli.demo_plan import DemoPorts, children
 from meshbus.proxy.__main__ import parse_command_line
-from meshbus.proxy.agent import agent_settings_from_args
-from meshbus.proxy.config import BootstrapError
+from meshbus.proxy.bootstrap import BootstrapError
+from meshbus.proxy.mesh.agent import agent_settings_from_args
 
 MESH = ["--service", "reviews", "--labels", "version=v1", "--app-port", "9080"]
 
