@@ -1,7 +1,8 @@
 """meshctl analyze [-f FILE_OR_DIR]: the config service's validation, offline (no NATS needed).
 
 Without ``-f`` it analyses what meshbus-config has stored (every namespace), as istioctl analyze
-looks at the live cluster.
+looks at the live cluster. ``--fates`` prints what meshbus does not enforce (bus/config/fates.py),
+or with ``--fates=all`` every kind and field with its fate.
 
 Runs exactly what ``meshctl apply`` would run on the server (per-document validation, then
 cross-resource analysis of the whole set, under the same error/warning policy) and prints it in
@@ -18,8 +19,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from meshbus.bus.config import fates
 from meshbus.bus.config.result import FieldError, Level, Validation, format_value
 from meshbus.bus.config.source import Source
+from meshbus.bus.config.validation.registry import validate
 from meshbus.bus.schemas.config import ListReply
 from meshbus.control.config import admission
 from meshbus.control.config.client import DEFAULT_TIMEOUT, ConfigClient
@@ -43,6 +46,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the config service"
+    )
+    p.add_argument(
+        "--fates",
+        nargs="?",
+        const="not-enforced",
+        choices=["not-enforced", "all"],
+        help="list the kinds and fields meshbus does not enforce (or all of them, with their fate)",
     )
     p.set_defaults(func=run)
 
@@ -78,7 +88,9 @@ def analyze_stored(args: argparse.Namespace) -> Validation:
     result = Validation()
     for record in with_client(args, fetch).items:
         try:
-            resources.append(from_record(record).to_resource())
+            resource = from_record(record).to_resource()
+            result.extend(validate(resource))  # what apply said when it was stored, as meshbus is now
+            resources.append(resource)
         except ValidationError as exc:
             where = Source(record.source_file or "<stored>", record.source_line)
             ref = f"{record.kind} {record.namespace}/{record.name}"
@@ -92,6 +104,9 @@ def analyze_stored(args: argparse.Namespace) -> Validation:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.fates:
+        print("\n".join(fates.listing(fates.Verdict) if args.fates == "all" else fates.listing()))
+        return 0
     try:
         findings = analyze_files(args.filename) if args.filename else analyze_stored(args)
     except ManifestError as exc:

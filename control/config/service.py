@@ -167,7 +167,7 @@ class ConfigService:
             raise BadRequestError(
                 f"revision {req.to_revision} of {kind} {req.namespace}/{req.name} is a delete"
             )
-        resource = self._revalidate(old, req.to_revision)
+        resource, checked = self._revalidate(old, req.to_revision)
         value = to_stored(
             resource, updated=self.clock(), operation="rollback", rolled_back_to=req.to_revision
         )
@@ -175,7 +175,7 @@ class ConfigService:
         results, warnings = await self._change(
             {key: (resource, value)}, [], expected, dry_run=req.dry_run, changed_action="rolled back"
         )
-        return ApplyReply(results, [w.render() for w in warnings], req.dry_run)
+        return ApplyReply(results, [w.render() for w in [*checked.warnings, *warnings]], req.dry_run)
 
     async def get(self, req: GetRequest) -> ResourceRecord:
         kind = self._kind(req.kind)
@@ -343,8 +343,9 @@ class ConfigService:
             raise BadRequestError(str(exc)) from None
 
     @staticmethod
-    def _revalidate(old: StoredConfig, revision: int) -> Resource:
-        """A rollback target is validated again: the schema may have become stricter since."""
+    def _revalidate(old: StoredConfig, revision: int) -> tuple[Resource, Validation]:
+        """A rollback target is validated again: the schema may have become stricter since, and what
+        meshbus enforces may have changed (its warnings are returned)."""
         ref = f"{old.kind} {old.namespace}/{old.name}"
         try:
             resource = old.to_resource()
@@ -355,4 +356,4 @@ class ConfigService:
             raise BadRequestError(
                 admission.render_errors(problems, f"revision {revision} of {ref} is invalid now")
             )
-        return resource
+        return resource, problems

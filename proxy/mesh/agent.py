@@ -30,6 +30,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from meshbus.bus import codec
+from meshbus.bus.config.fates import ProxyReport
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import BusError
 from meshbus.bus.rpc import request
@@ -156,6 +157,7 @@ class MeshAgent:
         )
         self.ready = asyncio.Event()
         self._log = logger or log
+        self._fates = ProxyReport()  # what this proxy does not enforce: logged once per resource content
         self._subs: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._resync = asyncio.Event()
@@ -236,6 +238,7 @@ class MeshAgent:
         if out.runtime is not None:
             self.swap(out.runtime)
             self.ready.set()
+            self._log_fates()
             self._log.warning(
                 "control plane unreachable: serving last good snapshot v%d from %s",
                 snap.version,
@@ -288,6 +291,7 @@ class MeshAgent:
         if out.runtime is not None:
             self.swap(out.runtime)
             self.ready.set()
+            self._log_fates()
             self._log.info(
                 "applied snapshot v%d (%s, %d resources)",
                 snap.version,
@@ -312,6 +316,11 @@ class MeshAgent:
                 save_state(self.settings.state_file, self.applier.applied, self.node_id)
             except OSError as exc:
                 self._log.warning("could not save snapshot to %s: %s", self.settings.state_file, exc)
+
+    def _log_fates(self) -> None:
+        applied = self.applier.applied
+        for line in self._fates.new_lines(applied.typed if applied is not None else ()):
+            self._log.warning("config: %s", line)
 
     # -- heartbeats and resync
     def set_app_health(self, state: str, detail: str) -> None:

@@ -16,6 +16,7 @@ from meshbus.bus.kv import BucketConfig, KeyValueStore
 from meshbus.bus.schemas.config import ConfigChanged, Document, ResourceRef, decode_value
 from meshbus.control.config.client import ConfigClient
 from meshbus.control.config.service import ConfigService
+from tests.support.unenforced import MAX_RETRIES_FATE, capped_rule
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -205,6 +206,21 @@ async def test_history_and_rollback(config: ConfigClient) -> None:
         await config.rollback("VirtualService", "reviews", 1)
     same = await config.rollback("VirtualService", "reviews", r1)  # same content as now
     assert same.results[0].action == "unchanged"
+
+
+async def test_apply_and_rollback_carry_the_warnings_of_what_meshbus_does_not_enforce(
+    config: ConfigClient,
+) -> None:
+    capped = capped_rule("reviews")
+    fate = f"dr.yaml:9: DestinationRule default/reviews: {MAX_RETRIES_FATE}"
+    first = await config.apply_text(capped, "dr.yaml")
+    assert fate in first.warnings
+    plain = await config.apply_text(DR, "dr.yaml")
+    assert not [w for w in plain.warnings if "NOT ENFORCED" in w]
+    back = await config.rollback("DestinationRule", "reviews", first.results[0].revision)
+    assert back.results[0].action == "rolled back"
+    # the store keeps the resource's line, not its fields': the finding points at the resource
+    assert [w for w in back.warnings if "NOT ENFORCED" in w] == [fate.replace("dr.yaml:9:", "dr.yaml:1:")]
 
 
 async def test_delete_and_references(config: ConfigClient) -> None:

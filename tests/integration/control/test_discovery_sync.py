@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 
 import pytest
+from ruamel.yaml import YAML
 
 from meshbus.bus.embedded import EmbeddedNats
 from meshbus.bus.schemas.discovery import APP_HEALTHY, APP_UNHEALTHY
 from meshbus.control.discovery.client import proxy_config
+from tests.support.unenforced import (
+    AUTHORIZATION_POLICY_FATE,
+    MAX_RETRIES_FATE,
+    authorization_policy,
+    capped_rule,
+)
 
 from .discovery_helpers import FAST, Mesh, dr, vs, wait_status, wait_until
 
@@ -174,3 +182,44 @@ async def test_an_unhealthy_app_leaves_every_endpoint_set_and_proxy_status_shows
     v2.agent.set_app_health(APP_HEALTHY, "GET :9080/healthz answered 200")
     back = await wait_until(lambda: pp.endpoints("reviews") == both, what="v2 back")
     print(f"unhealthy endpoint out in {took * 1000:.0f} ms, back in {back * 1000:.0f} ms")
+
+
+def _fate_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    out = [r.getMessage() for r in caplog.records if r.name == "meshbus.proxy.mesh.agent"]
+    return [m for m in out if "NOT ENFORCED" in m]
+
+
+async def test_a_proxy_logs_what_it_does_not_enforce_once_per_resource_content(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10: not per request, not again for a later snapshot that leaves the resource as it was."""
+    load = YAML(typ="safe").load
+    await mesh.put(load(authorization_policy("productpage-readers", "productpage")))
+    await mesh.put({**dr(), "spec": {**dr()["spec"], **load(capped_rule("reviews"))["spec"]}})
+    await mesh.put(vs(100))
+    await mesh.discovery()
+    await mesh.sim("reviews", "v1")
+    await mesh.sim("reviews", "v2")
+    caplog.clear()  # the reviews sidecars were told of the rule too; what follows is productpage's
+    with caplog.at_level(logging.WARNING, logger="meshbus.proxy.mesh.agent"):
+        pp = await mesh.sim("productpage")
+        first = pp.version
+        assert sorted(_fate_lines(caplog)) == [
+            f"config: snapshot v{first}: AuthorizationPolicy default/productpage-readers: "
+            f"{AUTHORIZATION_POLICY_FATE}",
+            f"config: snapshot v{first}: DestinationRule default/reviews: {MAX_RETRIES_FATE}",
+        ]
+        caplog.clear()
+        await mesh.put(vs(50))  # a new version, the policy and the rule as they were: nothing to tell
+        await wait_until(lambda: pp.weights() == [50.0, 50.0], what="the 50/50 snapshot")
+        assert pp.version > first and _fate_lines(caplog) == []
+
+        writers = authorization_policy(
+            "productpage-readers", "productpage", "cluster.local/ns/default/sa/writer"
+        )
+        await mesh.put(load(writers))  # the policy changed: told again
+        await wait_until(lambda: bool(_fate_lines(caplog)), what="the changed policy's warning")
+        assert _fate_lines(caplog) == [
+            f"config: snapshot v{pp.version}: AuthorizationPolicy default/productpage-readers: "
+            f"{AUTHORIZATION_POLICY_FATE}"
+        ]
