@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from meshbus.control.cli.demo_plan import DemoPorts
+from tests.support.mesh import DEMO_CONFIG
 from tests.support.processes import free_port_block, http_get
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,7 +60,7 @@ def _text(path: Path) -> str:
 def test_up_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signals, demo: bool) -> None:
     meshctl = Path(sys.executable).parent / "meshctl"
     base = free_port_block(DemoPorts.count())
-    extra = ["--ports-from", str(base)] if demo else ["--no-demo"]
+    extra = ["--ports-from", str(base), "--demo-config", str(DEMO_CONFIG)] if demo else ["--no-demo"]
     proc = subprocess.Popen(
         [str(meshctl), "up", "--nats-port", "0", "--data-dir", str(tmp_path), *extra],
         stdout=subprocess.PIPE,
