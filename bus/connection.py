@@ -49,6 +49,9 @@ class BusSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     connect_timeout: float = 2.0
+    reconnect: bool = True
+    """False for a one-shot client (meshctl): one connect attempt per server, nothing retried in the
+    background, errors left to the caller instead of logged; a component process keeps True."""
     reconnect_base: float = 0.05
     reconnect_max: float = 2.0
     max_payload: int = codec.DEFAULT_MAX_BYTES
@@ -86,6 +89,8 @@ class BusConnection:
         self._connected = asyncio.Event()
         self._was_disconnected = False
         self._closed = False
+        self.last_error: Exception | None = None
+        """The last error nats-py reported (why a connect failed)."""
 
     # -- lifecycle
     async def connect(self, *, wait: bool = True) -> None:
@@ -121,14 +126,18 @@ class BusConnection:
             servers=s.servers(),
             name=s.name,
             connect_timeout=s.connect_timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
+            allow_reconnect=s.reconnect,
+            # nats-py's initial connect loops over the server pool until a server exceeds this
+            # count; -1 never gives up (even with allow_reconnect=False), so a one-shot client says 1.
+            max_reconnect_attempts=-1 if s.reconnect else 1,
             reconnect_to_server_handler=self._pick_server,
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
             closed_cb=self._on_closed,
         )
+        if not s.reconnect:
+            opts["reconnect_time_wait"] = 0.0  # its second (last) attempt follows the first at once
         if s.credentials_file:
             opts["user_credentials"] = s.credentials_file
         if s.nkey_seed_file:
@@ -152,7 +161,8 @@ class BusConnection:
 
     async def _on_error(self, exc: Exception) -> None:
         self.stats.async_errors += 1
-        if self._was_disconnected:
+        self.last_error = exc
+        if self._was_disconnected or not self.settings.reconnect:
             self._log.debug("NATS error while reconnecting: %s", exc)  # counted, not logged per retry
         else:
             self._log.warning("NATS error: %r", exc)

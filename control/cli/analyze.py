@@ -25,6 +25,7 @@ from meshbus.control.config import admission
 from meshbus.control.config.client import DEFAULT_TIMEOUT, ConfigClient
 from meshbus.control.config.manifest import from_record
 
+from .bus_call import timeout_args
 from .config_cmds import with_client
 from .manifests import ManifestError, collect
 
@@ -33,16 +34,16 @@ DEPRECATED = "IST0002"
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("analyze", parents=[common], help="validate config files offline (istioctl analyze)")
+    conn = timeout_args(DEFAULT_TIMEOUT, "the config service (without -f)")
+    p = sub.add_parser(
+        "analyze", parents=[common, conn], help="validate config files offline (istioctl analyze)"
+    )
     p.add_argument(
         "-f",
         "--filename",
         action="append",
         metavar="FILE_OR_DIR",
         help="files to analyse (default: the stored config)",
-    )
-    p.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the config service"
     )
     p.set_defaults(func=run)
 
