@@ -121,6 +121,10 @@ class Subjects:
     def xds_status(self) -> str:
         return self._s("xds", "status")
 
+    def xds_hosts(self) -> str:
+        """Request/reply (queue group): the service hosts the workload registry holds (config's analysis)."""
+        return self._s("xds", "hosts")
+
     def xds_heartbeat_all(self) -> str:
         """Every proxy's heartbeats: each discovery replica listens (no queue group) to keep the full registry."""
         return self._s("xds", "heartbeat", "*")

@@ -1,7 +1,8 @@
 """meshctl analyze [-f FILE_OR_DIR]: the config service's validation, offline (no NATS needed).
 
-Without ``-f`` it analyses what meshbus-config has stored (every namespace), as istioctl analyze
-looks at the live cluster.
+Without ``-f`` it analyses what meshbus-config has stored (every namespace) with the hosts
+discovery's registry holds, as istioctl analyze looks at the live cluster; with ``-f`` it is offline
+(hosts come only from the files' ServiceEntries).
 
 Runs exactly what ``meshctl apply`` would run on the server (per-document validation, then
 cross-resource analysis of the whole set, under the same error/warning policy) and prints it in
@@ -24,6 +25,7 @@ from meshbus.bus.schemas.config import ListReply
 from meshbus.control.config import admission
 from meshbus.control.config.client import DEFAULT_TIMEOUT, ConfigClient
 from meshbus.control.config.manifest import from_record
+from meshbus.control.discovery.client import registry_hosts
 
 from .bus_call import timeout_args
 from .config_cmds import with_client
@@ -72,12 +74,14 @@ def analyze_files(paths: list[str]) -> Validation:
 
 
 def analyze_stored(args: argparse.Namespace) -> Validation:
-    async def fetch(client: ConfigClient) -> ListReply:
-        return await client.list(all_namespaces=True)
+    async def fetch(client: ConfigClient) -> tuple[ListReply, frozenset[str] | None]:
+        stored = await client.list(all_namespaces=True)
+        return stored, await registry_hosts(client.bus, timeout=min(args.timeout, 1.0))
 
     resources = []
     result = Validation()
-    for record in with_client(args, fetch).items:
+    stored, hosts = with_client(args, fetch)
+    for record in stored.items:
         try:
             resources.append(from_record(record).to_resource())
         except ValidationError as exc:
@@ -88,7 +92,7 @@ def analyze_stored(args: argparse.Namespace) -> Validation:
                     where, "", f"stored revision {record.revision} no longer validates: {exc}", resource=ref
                 )
             )
-    result.extend(admission.analyze_set(resources))
+    result.extend(admission.analyze_set(resources, hosts or ()))
     return result
 
 

@@ -157,6 +157,16 @@ async def test_missing_subset_is_ist0101_error_and_nothing_is_stored(config: Con
     assert any("IST0101" in w and "Referenced host not found" in w for w in reply.warnings)
 
 
+async def test_unchanged_reapply_reports_the_file_and_lines_applied(config: ConfigClient) -> None:
+    await config.apply([Document("first/dr.yaml", DR), Document("first/vs.yaml", vs(weights=(50, 50)))])
+    again = await config.apply([Document("vs.yaml", vs(weights=(50, 50)))])
+    assert [r.action for r in again.results] == ["unchanged"]
+    # the findings name the file just applied and each destination's host line (9 and 11), as
+    # `meshctl analyze -f vs.yaml` does, not the stored copy's file and first line
+    hosts = [w for w in again.warnings if "Referenced host not found" in w]
+    assert [w.split(") ")[0].rsplit(" ", 1)[1] for w in hosts] == ["vs.yaml:9", "vs.yaml:11"], hosts
+
+
 async def test_stale_revision_is_a_conflict(config: ConfigClient) -> None:
     await config.apply_text(DR, "dr.yaml")
     r1 = (await config.apply_text(vs(), "vs.yaml")).results[0].revision
