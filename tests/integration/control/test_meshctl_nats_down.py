@@ -36,8 +36,8 @@ BUS_COMMANDS = {
     "ca bundle": ["ca", "bundle"],
     "cert inspect": ["cert", "inspect", "productpage-sidecar"],
 }
-# Commands that never touch the bus (or, as `up`, start their own NATS).
-NO_BUS = {"up", "version"}
+# Commands that never touch the bus (`up` starts its own NATS; `ps` and `down` read its state files).
+NO_BUS = {"up", "ps", "down", "version"}
 MESSAGE = "Error: meshbus: cannot reach NATS at {url}: {why} (is the mesh up? try --nats URL)"
 
 
