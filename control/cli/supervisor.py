@@ -220,12 +220,13 @@ class Supervisor:
         return min(due) if due else None
 
     def poll(self) -> list[str]:
-        """Notice exits, schedule their restarts, start those that are due; the names restarted."""
+        """Notice exits, schedule their restarts, start those that are due; the names restarted.
+
+        Each event is recorded (``on_change``) before it is told (``say``)."""
         restarted: list[str] = []
         if self.stopping:
             return restarted
         now = self.clock()
-        changed = False
         for e in self.entries:
             if e.due is None:
                 code = e.process.poll()
@@ -234,11 +235,11 @@ class Supervisor:
                 e.last_exit = code
                 e.crashes = 1 if now - e.started >= self.backoff.stable_after else e.crashes + 1
                 e.due = now + self.backoff.delay(e.crashes)
+                self.on_change()
                 self.say(
                     f"{e.name} (pid {e.process.pid}) {_exit_text(code)}; "
                     f"restarting in {e.due - now:.1f}s (see its log)"
                 )
-                changed = True
             elif now >= e.due:
                 try:
                     self._start(e)
@@ -246,13 +247,11 @@ class Supervisor:
                     e.crashes += 1
                     e.due = now + self.backoff.delay(e.crashes)
                     self.say(f"{e.name} could not start: {exc}; next try in {e.due - now:.1f}s")
-                else:
-                    e.restarts += 1
-                    restarted.append(e.name)
-                    self.say(f"{e.name} restarted (pid {e.process.pid}, restart {e.restarts})")
-                changed = True
-        if changed:
-            self.on_change()
+                    continue
+                e.restarts += 1
+                restarted.append(e.name)
+                self.on_change()
+                self.say(f"{e.name} restarted (pid {e.process.pid}, restart {e.restarts})")
         return restarted
 
     # -- stopping
