@@ -92,6 +92,10 @@ class Subjects:
     def all(self) -> str:
         return self._s(">")
 
+    def component_all(self, component: str) -> str:
+        """Every subject of one component (``mesh.v1.config.>``): what `meshctl up` shows it serves."""
+        return self._s(validate_token(component, "component"), ">")
+
     # -- control plane: config (Galley role)
     def config(self, verb: str) -> str:
         """Request/reply endpoints of meshbus-config: apply, delete, get, list, history, rollback."""

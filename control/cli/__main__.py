@@ -18,6 +18,7 @@ from . import analyze, ca_cmds, config_cmds, status_cmds, up, up_background, ver
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshctl", description="Operate a meshbus service mesh.")
+    parser.add_argument("--version", action="version", version=version.text())
     common = argparse.ArgumentParser(add_help=False)
     add_common_args(common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

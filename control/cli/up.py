@@ -210,7 +210,9 @@ class _Up:
             children = (
                 []
                 if args.no_demo
-                else demo_plan.children(self.data_dir, python=sys.executable, ports_from=args.ports_from)
+                else demo_plan.children(
+                    self.data_dir, python=sys.executable, ports_from=args.ports_from, root=args.subject_root
+                )
             )
             for child in children:
                 if self.stop.is_set():

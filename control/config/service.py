@@ -166,7 +166,10 @@ class ConfigService:
     async def rollback(self, req: RollbackRequest) -> ApplyReply:
         kind = self._kind(req.kind)
         key = self._key(kind, req.namespace, req.name)
-        entry = await self.store.at(key, req.to_revision)
+        try:
+            entry = await self.store.at(key, req.to_revision)
+        except NotFoundError:
+            raise NotFoundError(await self._no_such_revision(kind, req, key)) from None
         old = self.store.decode(entry)
         if entry.operation is not KvOperation.PUT or old is None:
             raise BadRequestError(
@@ -181,6 +184,17 @@ class ConfigService:
             {key: (resource, value)}, [], expected, dry_run=req.dry_run, changed_action="rolled back"
         )
         return ApplyReply(results, [w.render() for w in warnings], req.dry_run)
+
+    async def _no_such_revision(self, kind: str, req: RollbackRequest, key: str) -> str:
+        ref = f"{kind} {req.namespace}/{req.name}"
+        kept = [e for e in await self.store.history(key) if e.operation is KvOperation.PUT]
+        if not kept:
+            return f"{ref} has no revision {req.to_revision}: the store holds no revision of it"
+        revisions = ", ".join(str(e.revision) for e in kept)
+        return (
+            f"{ref} has no revision {req.to_revision}; it can be rolled back to {revisions} "
+            f"(meshctl history {kind.lower()} {req.name} -n {req.namespace})"
+        )
 
     async def get(self, req: GetRequest) -> ResourceRecord:
         kind = self._kind(req.kind)

@@ -131,6 +131,10 @@ def test_up_routes_restarts_a_crashed_child_and_stops_on_sigint(start_up) -> Non
     pids = up.pids()
     assert len(pids) == 1 + 8, out  # nats, config, discovery, ca, 2 apps, 3 sidecars
     assert all(str(pid) in out for pid in pids.values())  # the table shows every pid, nats-server's too
+    assert "bus: mesh.v1.config.>" in out and "<root>" not in out
+    sidecar_log = (up.data_dir / "logs" / "reviews-v1-sidecar.log").read_text()
+    assert "mesh mode: no routes until the first snapshot" in sidecar_log
+    assert "loaded config version" not in sidecar_log  # was "loaded config version 0 from " (no path)
     assert (up.data_dir / "nats" / "jetstream").is_dir()
     # ready means routed: the demo config (90/10) is applied before "meshbus is up"
     seen: Counter[str] = Counter()

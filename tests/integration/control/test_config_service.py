@@ -209,9 +209,10 @@ async def test_history_and_rollback(config: ConfigClient) -> None:
 
     with pytest.raises(ConflictError):  # stale: it is at back.revision now
         await config.rollback("VirtualService", "reviews", r2, expected_revision=r2)
-    with pytest.raises(NotFoundError):
+    kept = f"{r1}, {r2}, {back.revision}"
+    with pytest.raises(NotFoundError, match=f"has no revision 10000; it can be rolled back to {kept} "):
         await config.rollback("VirtualService", "reviews", 10_000)
-    with pytest.raises(NotFoundError):  # a revision of another key
+    with pytest.raises(NotFoundError, match=f"rolled back to {kept}"):  # a revision of another key
         await config.rollback("VirtualService", "reviews", 1)
     same = await config.rollback("VirtualService", "reviews", r1)  # same content as now
     assert same.results[0].action == "unchanged"
