@@ -29,6 +29,8 @@ from .subjects import DEFAULT_ROOT, Subjects
 log = logging.getLogger(__name__)
 
 ENV_URL = "MESHBUS_NATS_URL"
+ENV_USER = "MESHBUS_NATS_USER"
+ENV_PASSWORD = "MESHBUS_NATS_PASSWORD"
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
 
@@ -44,6 +46,10 @@ class BusSettings:
     name: str = "meshbus"
     root: str = DEFAULT_ROOT
     credentials_file: str | None = None
+    user: str | None = field(default_factory=lambda: os.environ.get(ENV_USER) or None)
+    """User and password for a server that asks for them (from the environment, as docker-compose's
+    env file gives them: a URL with the password in it would end up in logs)."""
+    password: str | None = field(default_factory=lambda: os.environ.get(ENV_PASSWORD) or None, repr=False)
     nkey_seed_file: str | None = None
     tls_ca: str | None = None
     tls_cert: str | None = None
@@ -138,6 +144,8 @@ class BusConnection:
         )
         if not s.reconnect:
             opts["reconnect_time_wait"] = 0.0  # its second (last) attempt follows the first at once
+        if s.user:
+            opts["user"], opts["password"] = s.user, s.password or ""
         if s.credentials_file:
             opts["user_credentials"] = s.credentials_file
         if s.nkey_seed_file:
