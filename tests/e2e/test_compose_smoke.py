@@ -121,6 +121,13 @@ def test_compose_services_run_in_dependency_order(tmp_path: Path, processes: Pro
     env_file = {"MESHBUS_NATS_USER": "meshbus", "MESHBUS_NATS_PASSWORD": secrets.token_urlsafe(16)}
     engine = Engine(compose, tmp_path, processes, env_file)
     processes.env = {}  # every variable comes from Engine.env, as a container gets only its own
+    try:
+        _run(compose, engine, processes)
+    finally:
+        processes.stop_all(last={"nats"})
+
+
+def _run(compose: Compose, engine: Engine, processes: ProcessGroup) -> None:
     for name in compose.start_order():
         svc = compose.services[name]
         for dep, condition in svc.depends_on.items():

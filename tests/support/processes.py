@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -197,16 +197,22 @@ class ProcessGroup:
     def dead(self) -> list[Proc]:
         return [p for p in self.procs if not p.alive()]
 
-    def stop_all(self, timeout: float = 10.0) -> None:
-        for p in reversed(self.procs):
-            if p.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    p.popen.send_signal(signal.SIGTERM)
-        for p in reversed(self.procs):
-            try:  # one signal only: a second SIGTERM during a drain means "exit now"
-                p.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    def stop_all(self, timeout: float = 10.0, *, last: Collection[str] = ()) -> None:
+        """SIGTERM to all at once, except the processes named in ``last`` (NATS, which the others
+        drain through): those once the others have exited."""
+        for wave in (
+            [p for p in self.procs if p.name not in last],
+            [p for p in self.procs if p.name in last],
+        ):
+            for p in reversed(wave):
+                if p.alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        p.popen.send_signal(signal.SIGTERM)
+            for p in reversed(wave):
+                try:  # one signal only: a second SIGTERM during a drain means "exit now"
+                    p.popen.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    p.kill()
 
     def dump_logs(self, tail: int = 60) -> str:
         out = []
