@@ -11,6 +11,8 @@ Flow (subjects in `meshbus.bus.subjects`):
 - discovery -> ``xds.snapshot.<node>`` (publish): `Snapshot` pushes, full or delta.
 - proxy -> ``xds.ack.<node>`` (publish, every replica): `SnapshotAck`; ``error`` set = NACK.
 - meshctl -> ``xds.status`` (scatter/gather, every replica answers): `ProxyStatusReply`.
+- config -> ``xds.hosts`` (request, queue group): `RegistryHostsRequest` -> `RegistryHostsReply`,
+  so analysis on apply knows which hosts workloads registered.
 - meshctl -> ``xds.configdump.<node>`` (request to the proxy): `ProxyConfigReply`.
 - meshctl -> ``xds.certs.<node>`` (request to the proxy): `ProxyCertsReply` (in `.identity`).
 - discovery -> ``xds.replica`` (publish): `ReplicaBeat`, so replicas agree who pushes to whom.
@@ -217,6 +219,20 @@ class ProxyStatusReply:
     live_replicas: int = 1
     """How many replicas this one sees alive: meshctl stops gathering once it has that many replies."""
     proxies: list[ProxyStatus] = field(default_factory=list)
+
+
+@message("meshbus.discovery.v1.RegistryHostsRequest")
+@dataclass(frozen=True, slots=True)
+class RegistryHostsRequest:
+    """Ask any discovery replica which service hosts the workload registry holds."""
+
+
+@message("meshbus.discovery.v1.RegistryHostsReply")
+@dataclass(frozen=True, slots=True)
+class RegistryHostsReply:
+    hosts: list[str] = field(default_factory=list)
+    """FQDNs (``reviews.default.svc.cluster.local``) of services with at least one registered workload."""
+    replica: str = ""
 
 
 @message("meshbus.discovery.v1.ProxyConfigRequest")

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from meshbus.bus.subjects import DEFAULT_ROOT, Subjects
+
 if TYPE_CHECKING:
     from .up import Child
 
@@ -81,21 +83,27 @@ def _sidecar(
     return argv
 
 
-def children(data_dir: Path, *, python: str, ports_from: int | None = None) -> list[Child]:
+def children(
+    data_dir: Path, *, python: str, ports_from: int | None = None, root: str = DEFAULT_ROOT
+) -> list[Child]:
+    """What runs besides NATS, in start order; ``root`` is the subject root they serve under."""
     from .up import Child
 
     p = DemoPorts.starting_at(ports_from) if ports_from else DemoPorts()
+    bus = Subjects(root)
     out = [
-        Child("meshbus-config", (python, "-m", "meshbus.control.config"), "bus: <root>.v1.config.*"),
+        Child(
+            "meshbus-config", (python, "-m", "meshbus.control.config"), f"bus: {bus.component_all('config')}"
+        ),
         Child(
             "meshbus-discovery",
             (python, "-m", "meshbus.control.discovery", "--create-config-bucket"),
-            "bus: <root>.v1.xds.*",
+            f"bus: {bus.component_all('xds')}",
         ),
         Child(
             "meshbus-ca",
             (python, "-m", "meshbus.control.ca", "--ca-dir", str(data_dir / "ca")),
-            f"bus: <root>.v1.ca.* (keys in {data_dir / 'ca'})",
+            f"bus: {bus.component_all('ca')} (keys in {data_dir / 'ca'})",
         ),
     ]
     for version, app, inbound, admin in (

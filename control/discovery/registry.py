@@ -98,6 +98,10 @@ class Registry:
     def services(self) -> list[ServiceKey]:
         return sorted(self.by_service)
 
+    def hosts(self) -> list[str]:
+        """FQDN of every service with a registered workload, sorted."""
+        return sorted(to_fqdn(service, namespace) for namespace, service in self.by_service)
+
     # -- changes
     def upsert(
         self, reg: Register, *, now: float, wall: float, reason: str = "register"

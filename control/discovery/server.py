@@ -40,6 +40,8 @@ from meshbus.bus.schemas.discovery import (
     ProxyStatusRequest,
     Register,
     RegisterReply,
+    RegistryHostsReply,
+    RegistryHostsRequest,
     ReplicaBeat,
     Snapshot,
     SnapshotAck,
@@ -133,6 +135,10 @@ class DiscoveryServer:
         )
         self.service.add_endpoint(
             EndpointSpec("fetch", FetchRequest, self._fetch, subject=bus.subjects.xds_fetch())
+        )
+        # Ready (warm) first: a replica that has not yet heard every heartbeat would leave hosts out.
+        self.service.add_endpoint(
+            EndpointSpec("hosts", RegistryHostsRequest, self._hosts, subject=bus.subjects.xds_hosts())
         )
         self._pushed_model = self.generator.model
         self._wake = asyncio.Event()
@@ -300,6 +306,9 @@ class DiscoveryServer:
             return
         data, headers = codec.encode(self.status())
         await self.bus.nc.publish(msg.reply, data, headers=headers)
+
+    async def _hosts(self, _req: RegistryHostsRequest) -> RegistryHostsReply:
+        return RegistryHostsReply(self.registry.hosts(), self.replica_id)
 
     def status(self) -> ProxyStatusReply:
         return ProxyStatusReply(

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.embedded import EmbeddedNats
 from meshbus.bus.schemas.config import ApplyReply, DeleteReply, Document, ResourceRef
-from meshbus.control.cli.demo_plan import SAMPLES, DemoPorts, children
+from meshbus.control.cli.demo_plan import DemoPorts, children
 from meshbus.control.cli.up import mint_tokens
 from meshbus.control.config.client import ConfigClient
 from meshbus.control.discovery.client import proxy_status
@@ -30,6 +30,9 @@ from meshbus.control.discovery.status import ProxyView
 from .processes import PYTHON, ProcessGroup, free_port_block, http_get, is_ready, wait_for
 
 T = TypeVar("T")
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
+"""The tests' own copy of samples/demo (the README tells users to edit that one): 90/10 v1/v2."""
 
 # Faster control-plane timers for tests. The warm-up must stay above the agents' 1 s heartbeat: a
 # restarted discovery that pushed before hearing every workload would hand out empty endpoint sets.
@@ -71,8 +74,8 @@ class DemoMesh:
     def apply(self, text: str, file: str = "e2e.yaml") -> ApplyReply:
         return self._bus(lambda bus: ConfigClient(bus, timeout=5).apply([Document(file, text)]))
 
-    def apply_samples(self) -> ApplyReply:
-        docs = [Document(str(p), p.read_text()) for p in sorted(SAMPLES.glob("*.yaml"))]
+    def apply_demo_config(self) -> ApplyReply:
+        docs = [Document(str(p), p.read_text()) for p in sorted(DEMO_CONFIG.glob("*.yaml"))]
         return self._bus(lambda bus: ConfigClient(bus, timeout=5).apply(docs))
 
     def delete(self, kind: str, name: str, namespace: str = "default") -> DeleteReply:
@@ -138,7 +141,7 @@ def start_demo(
                 env["MESHBUS_TOKEN"] = tokens[child.name]
             group.spawn(child.name, argv, env=env)
         if apply:
-            wait_for("meshbus-config to take the demo config", lambda: mesh.apply_samples(), 20)
+            wait_for("meshbus-config to take the demo config", lambda: mesh.apply_demo_config(), 20)
         mesh.wait_ready()
     except BaseException:
         group.stop_all()

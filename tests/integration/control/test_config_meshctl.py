@@ -25,7 +25,7 @@ from tests.support.unenforced import (
     request_authentication,
 )
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = pytest.mark.timeout(60)  # a dozen meshctl start-ups per test; slow on a loaded machine
 
 DR = """\
 apiVersion: networking.istio.io/v1
@@ -122,6 +122,12 @@ async def test_apply_get_history_rollback_delete(meshctl, tmp_path: Path) -> Non
 
     back = await meshctl("rollback", "vs", "reviews", "--to", str(rev1))
     assert back.code == 0 and back.out.strip() == "virtualservice.networking.istio.io/reviews rolled back"
+    missing = await meshctl("rollback", "vs", "reviews", "--to", "999")
+    assert missing.code == 1
+    assert missing.err.strip() == (
+        "Error: meshbus: VirtualService default/reviews has no revision 999; it can be rolled back to "
+        f"{rev1}, {rev1 + 1}, {rev1 + 2} (meshctl history virtualservice reviews -n default)"
+    ), missing.err
     hist = await meshctl("history", "virtualservice", "reviews", "-n", "default")
     lines = hist.out.splitlines()
     assert lines[1].split() == ["REVISION", "UPDATED", "OPERATION", "SOURCE", "CURRENT"]

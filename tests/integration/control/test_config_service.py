@@ -158,6 +158,16 @@ async def test_missing_subset_is_ist0101_error_and_nothing_is_stored(config: Con
     assert any("IST0101" in w and "Referenced host not found" in w for w in reply.warnings)
 
 
+async def test_unchanged_reapply_reports_the_file_and_lines_applied(config: ConfigClient) -> None:
+    await config.apply([Document("first/dr.yaml", DR), Document("first/vs.yaml", vs(weights=(50, 50)))])
+    again = await config.apply([Document("vs.yaml", vs(weights=(50, 50)))])
+    assert [r.action for r in again.results] == ["unchanged"]
+    # the findings name the file just applied and each destination's host line (9 and 11), as
+    # `meshctl analyze -f vs.yaml` does, not the stored copy's file and first line
+    hosts = [w for w in again.warnings if "Referenced host not found" in w]
+    assert [w.split(") ")[0].rsplit(" ", 1)[1] for w in hosts] == ["vs.yaml:9", "vs.yaml:11"], hosts
+
+
 async def test_stale_revision_is_a_conflict(config: ConfigClient) -> None:
     await config.apply_text(DR, "dr.yaml")
     r1 = (await config.apply_text(vs(), "vs.yaml")).results[0].revision
@@ -200,9 +210,10 @@ async def test_history_and_rollback(config: ConfigClient) -> None:
 
     with pytest.raises(ConflictError):  # stale: it is at back.revision now
         await config.rollback("VirtualService", "reviews", r2, expected_revision=r2)
-    with pytest.raises(NotFoundError):
+    kept = f"{r1}, {r2}, {back.revision}"
+    with pytest.raises(NotFoundError, match=f"has no revision 10000; it can be rolled back to {kept} "):
         await config.rollback("VirtualService", "reviews", 10_000)
-    with pytest.raises(NotFoundError):  # a revision of another key
+    with pytest.raises(NotFoundError, match=f"rolled back to {kept}"):  # a revision of another key
         await config.rollback("VirtualService", "reviews", 1)
     same = await config.rollback("VirtualService", "reviews", r1)  # same content as now
     assert same.results[0].action == "unchanged"

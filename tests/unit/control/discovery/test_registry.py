@@ -46,6 +46,15 @@ def test_changed_labels_are_an_update_of_old_and_new_service() -> None:
     assert reg.services() == [("default", "ratings")]
 
 
+def test_hosts_are_the_fqdns_of_services_with_a_workload() -> None:
+    reg = Registry()
+    for node, service in (("r1", "reviews"), ("r2", "reviews"), ("p1", "productpage")):
+        reg.upsert(workload(node, service), now=0, wall=0)
+    assert reg.hosts() == ["productpage.default.svc.cluster.local", "reviews.default.svc.cluster.local"]
+    reg.remove("p1")
+    assert reg.hosts() == ["reviews.default.svc.cluster.local"]
+
+
 def test_deregister_is_immediate_and_touch_all_restarts_clocks() -> None:
     reg = Registry(expiry=1.0)
     for i in range(3):
