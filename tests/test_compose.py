@@ -104,12 +104,12 @@ def test_restart_policies_fit_one_shots_and_sidecar_state() -> None:
     for name, svc in COMPOSE_DOC.services.items():
         policy = svc.spec.get("restart")
         assert policy == ("no" if name in one_shots else "unless-stopped"), f"{name}: restart {policy!r}"
-    # A sidecar that restarts keeps its state (snapshot; key and certificate once identity persistence
-    # lands) in a named volume of its own, mounted where --state-file points.
+    # A sidecar that restarts keeps its state (snapshot, key and certificate: a restart renews with
+    # the kept certificate, not the spent token) in a named volume of its own, at its --state-dir.
     state_volumes = []
     for svc in _sidecars():
         words = next(c for c in svc.commands() if c[:1] == ["meshbus-proxy"])
-        state_dir = str(Path(words[words.index("--state-file") + 1]).parent)
+        state_dir = words[words.index("--state-dir") + 1]
         mounted = {target: source for source, target, ro in svc.mounts if not ro}
         assert state_dir in mounted, f"{svc.name}: its state dir {state_dir} is not a volume"
         assert mounted[state_dir] in COMPOSE_DOC.volumes, (
