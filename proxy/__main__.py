@@ -29,6 +29,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from meshbus.bus.child_process import die_with_parent
 from meshbus.bus.process import add_common_args
 from meshbus.proxy.bootstrap import (
     Address,
@@ -239,11 +240,16 @@ def _worker_main(cfg: BootstrapConfig, worker: int, args: argparse.Namespace | N
 
 def _supervise(cfg: BootstrapConfig) -> int:
     children: list[int] = []
+    # A worker must not outlive a parent that was SIGKILLed (it would hold the ports). Made before
+    # the fork: it checks, in the child, that its parent is still this process.
+    die_with_us = die_with_parent()
     for i in range(cfg.workers):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                if die_with_us is not None:
+                    die_with_us()
                 code = _worker_main(cfg, i)
             finally:
                 os._exit(code)
