@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # their sources and shadow them, so NATIVE_STAMP rebuilds them whenever a proxy or telemetry source
 # is newer. With MESHBUS_PURE_PYTHON=1 nothing is compiled and `make native` removes the extensions.
 NATIVE_STAMP := build/native$(if $(filter-out 0,$(MESHBUS_PURE_PYTHON)),-pure,).stamp
-NATIVE_DEPS  := setup.py $(wildcard proxy/*.py telemetry/*.py)
+NATIVE_DEPS  := setup.py $(shell find proxy telemetry -name '*.py')
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml setup.py
 	mkdir -p build && touch $(NATIVE_STAMP)
 
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_DEPS)
-	rm -f proxy/*.so telemetry/*.so build/native*.stamp
+	find proxy telemetry -name '*.so' -delete
+	rm -f build/native*.stamp
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	# an unchanged module's shim is copied with its old time: mark every extension as of this build
-	find proxy telemetry -maxdepth 1 -name '*.so' -exec touch {} +
+	find proxy telemetry -name '*.so' -exec touch {} +
 	touch $(NATIVE_STAMP)
 
 native: $(NATIVE_STAMP)
@@ -51,4 +52,5 @@ bench: $(NATIVE_STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .mypy-src .pytest_cache .mypy_cache .ruff_cache build *.egg-info proxy/*.so telemetry/*.so
+	rm -rf $(VENV) .mypy-src .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	find proxy telemetry -name '*.so' -delete

@@ -19,7 +19,7 @@ def pytest_configure(config: pytest.Config) -> None:
     stale = [
         str(src.relative_to(ROOT))
         for part in ("proxy", "telemetry")
-        for ext in (ROOT / part).glob("*.cpython-*.so")
+        for ext in (ROOT / part).rglob("*.cpython-*.so")
         if (src := ext.with_name(ext.name.split(".")[0] + ".py")).exists()
         and src.stat().st_mtime > ext.stat().st_mtime
     ]

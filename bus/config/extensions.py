@@ -1,9 +1,8 @@
 """Istio kinds meshbus validates but does not run: EnvoyFilter and WasmPlugin (envoy_filter.proto,
 wasm.proto, and the limits of Istio's CRD schema).
 
-They patch or extend Envoy, which meshbus does not use: the validator says so and names meshbus's own
-way to do the same (validation/not_enforced.py). ``patch.value`` and ``pluginConfig`` are free-form in
-Istio too.
+They patch or extend Envoy, which meshbus does not use: fates.py warns so and names meshbus's own way
+to do the same. ``patch.value`` and ``pluginConfig`` are free-form in Istio too.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 TLSRoute, ReferenceGrant, with the limits of the Gateway API's CRD schema.
 
 meshbus has no gateway proxy and does not translate these into its own routing yet: they are validated
-(so a broken one is refused) and stored, and validation/not_enforced.py warns that they have no effect.
+(so a broken one is refused) and stored, and fates.py warns that they have no effect.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class LocalRateLimitSpec(IstioModel):
 class PluginSpec(IstioModel):
     """Binds filter ``filter`` (a dotted id such as ``meshbus.filters.http.ratelimit``) to workloads/routes.
 
-    ``config`` is decoded against the plugin's own config type by plugins/loader.py, not here.
+    ``config`` is not yet checked against the plugin's own config type: there is no plugin loader yet.
     """
 
     filter: str

@@ -13,7 +13,6 @@ from meshbus.bus.config.types import (
     NonEmptyString,
     PolicySelector,
     PolicyTargetReference,
-    unimplemented,
 )
 
 MtlsMode = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
@@ -53,13 +52,13 @@ class JWTRule(IstioModel):
     output_claim_to_headers: tuple[ClaimToHeader, ...] = ()
     timeout: Duration | None = None
     space_delimited_claims: tuple[NonEmptyString, ...] = Field(default=(), max_length=64)
-    presence: Literal["OPTIONAL", "REQUIRED"] | None = unimplemented()
+    presence: Literal["OPTIONAL", "REQUIRED"] | None = None
 
 
 class RequestAuthenticationSpec(IstioModel):
     selector: PolicySelector | None = None
-    target_ref: PolicyTargetReference | None = unimplemented()
-    target_refs: tuple[PolicyTargetReference, ...] | None = unimplemented(max_length=16)
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = Field(default=None, max_length=16)
     jwt_rules: tuple[JWTRule, ...] = Field(default=(), max_length=4096)
 
 
@@ -76,8 +75,8 @@ class Source(IstioModel):
     not_ip_blocks: tuple[str, ...] = ()
     remote_ip_blocks: tuple[str, ...] = ()
     not_remote_ip_blocks: tuple[str, ...] = ()
-    trust_domains: tuple[str, ...] = unimplemented(default=())
-    not_trust_domains: tuple[str, ...] = unimplemented(default=())
+    trust_domains: tuple[str, ...] = ()
+    not_trust_domains: tuple[str, ...] = ()
 
 
 class Operation(IstioModel):
@@ -118,8 +117,8 @@ class ExtensionProvider(IstioModel):
 
 class AuthorizationPolicySpec(IstioModel):
     selector: PolicySelector | None = None
-    target_ref: PolicyTargetReference | None = unimplemented()
-    target_refs: tuple[PolicyTargetReference, ...] | None = unimplemented(max_length=16)
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = Field(default=None, max_length=16)
     rules: tuple[Rule, ...] | None = Field(default=None, max_length=512)
     action: Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"] = "ALLOW"
     provider: ExtensionProvider | None = None

@@ -1,7 +1,7 @@
 """telemetry.istio.io Telemetry (telemetry.proto, with the limits of Istio's CRD schema).
 
 Validated so a broken one is refused; meshbus's telemetry does not read it yet (issue 13), which
-validation/not_enforced.py says.
+fates.py says.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """networking.istio.io WorkloadGroup and ProxyConfig (workload_group.proto, proxy_config.proto).
 
 meshbus workloads register themselves (and a sidecar takes its settings from its command line), so
-both are validated and stored but not acted on; validation/not_enforced.py says so.
+both are validated and stored but not acted on; fates.py says so.
 """
 
 from __future__ import annotations

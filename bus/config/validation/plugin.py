@@ -1,4 +1,4 @@
-"""Semantic checks for meshbus.io Plugin (schema only; config is checked by plugins/loader.py)."""
+"""Semantic checks for meshbus.io Plugin (schema only; a plugin's own config is not checked yet: the plugin loader does not exist until the plugins issue)."""
 
 from __future__ import annotations
 

@@ -7,12 +7,7 @@ from collections.abc import Sequence
 
 from meshbus.bus.config.resources import Resource, VirtualService
 from meshbus.bus.config.types import StringMatch
-from meshbus.bus.config.validation.common import (
-    check_header_name,
-    check_host,
-    check_regex,
-    is_jwt_claim_route,
-)
+from meshbus.bus.config.validation.common import check_header_name, check_host, check_regex
 from meshbus.bus.config.validation.findings import Findings
 from meshbus.bus.config.virtual_service import (
     Destination,
@@ -66,8 +61,6 @@ def validate(resource: Resource, f: Findings) -> None:
             f.error(
                 ["spec", "hosts", i], 'wildcard host "*" is not allowed for VirtualServices bound to the mesh'
             )
-    if [g for g in spec.gateways if g != "mesh"]:
-        f.warn(["spec", "gateways"], "meshbus has no gateway proxy yet: rules bound to gateways are ignored")
     if not spec.http and not spec.tcp and not spec.tls and not delegate_child:
         f.error(["spec"], "at least one of http, tcp or tls routes is required")
     names: dict[str, int] = {}
@@ -216,11 +209,6 @@ def _match(f: Findings, path: list[str | int], m: HTTPMatchRequest) -> None:
     for field, mapping in (("headers", m.headers), ("withoutHeaders", m.without_headers)):
         for name, sm in mapping.items():
             check_header_name(f, [*path, field, name], name)
-            if is_jwt_claim_route(name):
-                f.warn(
-                    [*path, field, name],
-                    "routing on JWT claims is not enforced by meshbus yet (it looks for a request header of that name)",
-                )
             if name in _PSEUDO_HEADERS and field == "headers":
                 f.warn([*path, field, name], f'header key "{name}" is ignored by Istio; use the {name} match')
             _string_match(f, [*path, field, name], sm, allow_empty=True)

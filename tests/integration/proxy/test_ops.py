@@ -95,7 +95,7 @@ async def test_invalid_config_is_refused_and_the_old_one_keeps_serving(
     p = await proxy(se + route_to("v1"))
     version = p.server.runtime.version
     bad = se + route_to("v1").replace("subset: v1}}]", "subset: v1}, weight: -5}]")
-    with caplog.at_level(logging.ERROR, logger="meshbus.proxy.server"):
+    with caplog.at_level(logging.ERROR, logger="meshbus.proxy.adapters.server"):
         p.write_config(bad)
         async with asyncio.timeout(5):
             while p.server.reloads["refused"] == 0:  # noqa: ASYNC110 - polling is fine here

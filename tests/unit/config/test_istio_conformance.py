@@ -93,7 +93,7 @@ def test_every_corpus_file_is_in_the_manifest() -> None:
     on_disk = {p.name for p in (CORPUS / "crds").glob("*.yaml")}
     on_disk |= {f"../analyzers/{p.name}" for p in (CORPUS / "analyzers").glob("*.yaml")}
     assert on_disk == listed
-    assert set(manifest()["samples"]) == {p.name for p in (CORPUS / "samples").iterdir()}
+    assert set(manifest()["istio-samples"]) == {p.name for p in (CORPUS / "istio-samples").iterdir()}
     for file, entry in manifest()["crds"].items():
         docs = YAML(typ="safe").load_all((CORPUS / "crds" / file).read_text())
         items = [i for d in docs if d for i in (d["items"] if d.get("kind") == "List" else [d])]

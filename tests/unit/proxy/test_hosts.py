@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshbus.proxy.hosts import (
+from meshbus.proxy.core.hosts import (
     authority_aliases,
     host_matches,
     normalize_authority,
