@@ -18,7 +18,7 @@ from meshbus.proxy.core.breaker import UNLIMITED
 from meshbus.proxy.build.errors import build_error
 from meshbus.proxy.core.cluster import Cluster, PoolSettings, TlsSettings
 from meshbus.proxy.core.endpoint import Endpoint
-from meshbus.proxy.core.hosts import host_matches, resolve_host
+from meshbus.bus.config.hosts import host_matches, to_fqdn
 from meshbus.proxy.core.lb import HashPolicy, Rng
 from meshbus.proxy.core.outlier import outlier_settings_from
 
@@ -82,7 +82,7 @@ def services_of(res: Any) -> tuple[Service, ...]:
             raise build_error(res, ("spec", "endpoints", j, "address"), "endpoint address is required")
     out = []
     for host in spec.hosts:
-        fqdn = resolve_host(host, ns)
+        fqdn = to_fqdn(host, ns)
         svc = Service(fqdn=fqdn, namespace=ns, ports=ports, resolution=spec.resolution, resource=res)
         for ep in spec.endpoints:
             svc.endpoints.append((ep.address, dict(ep.ports), dict(ep.labels)))
@@ -120,7 +120,7 @@ class RuleSet:
 
 
 def rule_host(res: Any) -> str:
-    return resolve_host(res.spec.host, res.metadata.namespace)
+    return to_fqdn(res.spec.host, res.metadata.namespace)
 
 
 def rule_set(host: str, destination_rules: tuple[Any, ...]) -> RuleSet:

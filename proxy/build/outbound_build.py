@@ -15,7 +15,7 @@ from typing import Any
 
 from meshbus.proxy.build.memo import CompiledHost, Memos, OutboundParts
 from meshbus.proxy.build.cluster_builder import RuleSet, Service, rules_for
-from meshbus.proxy.core.hosts import authority_aliases, host_matches, resolve_host
+from meshbus.bus.config.hosts import authority_aliases, host_matches, to_fqdn
 from meshbus.proxy.build.route_builder import Entry, RouteContext, compile_http_route, default_route
 from meshbus.proxy.core.routing import RouteTable, VirtualHost
 
@@ -30,7 +30,7 @@ def _applies_to_sidecar(vs: Any) -> bool:
 def vs_hosts(vs: Any) -> tuple[str, ...] | None:
     if not _applies_to_sidecar(vs):
         return None
-    return tuple(resolve_host(h, vs.metadata.namespace) for h in vs.spec.hosts)
+    return tuple(to_fqdn(h, vs.metadata.namespace) for h in vs.spec.hosts)
 
 
 def vs_for(fqdn: str, exact: Mapping[str, Any], wildcard: list[tuple[str, Any]]) -> Any | None:

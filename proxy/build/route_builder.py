@@ -20,7 +20,7 @@ from meshbus.proxy.build.cluster_builder import RuleSet, Service, subset_exists
 from meshbus.proxy.filters.cors import cors_policy_from
 from meshbus.proxy.filters.fault import fault_policy_from
 from meshbus.proxy.filters.headerops import EMPTY_HEADER_OPS, HeaderOps, make_header_ops
-from meshbus.proxy.core.hosts import host_matches, resolve_host
+from meshbus.bus.config.hosts import host_matches, to_fqdn
 from meshbus.proxy.core.match import MatchCompileError, ReqPred, compile_match, compile_regex, describe_match
 from meshbus.proxy.filters.ratelimit import TokenBucket
 from meshbus.proxy.core.retry import DEFAULT_RETRY, retry_policy_from
@@ -125,7 +125,7 @@ def _resolve_dest(
     ctx: RouteContext, res: Any, path: Path, dest: Any, vh_port: int | None
 ) -> tuple[str, str, int, str]:
     ns = res.metadata.namespace
-    fqdn = resolve_host(dest.host, ns)
+    fqdn = to_fqdn(dest.host, ns)
     port = _dest_port(ctx, res, path, fqdn, dest, vh_port)
     subset = dest.subset or ""
     if subset and not ctx.has_subset(fqdn, subset):
@@ -178,7 +178,7 @@ def _rate_limit(ctx: RouteContext, fqdn: str, route_name: str) -> TokenBucket | 
     for lrl in ctx.rate_limits:
         spec = lrl.spec
         if spec.hosts and not any(
-            host_matches(resolve_host(h, lrl.metadata.namespace), fqdn) for h in spec.hosts
+            host_matches(to_fqdn(h, lrl.metadata.namespace), fqdn) for h in spec.hosts
         ):
             continue
         if spec.routes and route_name not in spec.routes:
