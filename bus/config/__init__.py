@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from meshbus.bus.config.types import Duration, IntOrString, Percent, StringMatch, parse_duration
     from meshbus.bus.config.virtual_service import HTTPRoute, VirtualServiceSpec
 
-# Resolved on first use (PEP 562): the proxy's workers unpickle `source.Source` objects and must be able
-# to import that module without loading pydantic and ruamel (~18 MB) through this package.
+# Resolved on first use (PEP 562): the proxy's workers unpickle the models (and `source.Source`) and must
+# be able to import their modules without loading the YAML loader (ruamel) through this package.
 _LAZY = {
     "AuthorizationPolicy": "resources",
     "ConfigError": "result",
