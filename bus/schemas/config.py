@@ -43,6 +43,7 @@ are the reference reader and writer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -343,3 +344,37 @@ def decode_value(data: bytes) -> StoredConfig:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRequestError(f"stored config value is incomplete: {exc!r}") from None
+
+
+def manifest_resource(manifest: Mapping[str, Any], origin: str) -> Resource:
+    """A manifest (``{apiVersion, kind, metadata, spec}``, as stored and as snapshots carry it) validated
+    into its typed model, the one form discovery and the proxy read config in.
+
+    ``origin`` names where it came from in errors and becomes the model's ``source``. Raises ValueError:
+    ``meshbus: <origin>: <Kind> <ns>/<name>: <field>: <problem>; ...`` (every field that is wrong).
+    """
+    from pydantic import ValidationError
+
+    from ..config.humanize import human_message
+    from ..config.resources import KINDS
+    from ..config.result import format_path
+    from ..config.source import Source
+
+    kind = str(manifest.get("kind", ""))
+    meta = manifest.get("metadata") or {}
+    ref = f"{kind} {meta.get('namespace') or 'default'}/{meta.get('name')}"
+    rtype = KINDS.get(kind)
+    if rtype is None:
+        raise ValueError(f"meshbus: {origin}: {ref}: kind {kind!r} is not known")
+    payload = {
+        "apiVersion": manifest.get("apiVersion"),
+        "kind": kind,
+        "metadata": meta,
+        "spec": manifest.get("spec", {}),
+        "source": Source(origin, 0),
+    }
+    try:
+        return rtype.model_validate(payload, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        problems = "; ".join(f"{format_path(e['loc'])}: {human_message(e)}" for e in exc.errors())
+        raise ValueError(f"meshbus: {origin}: {ref}: {problems}") from None
