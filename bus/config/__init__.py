@@ -15,8 +15,9 @@ Layers, bottom up:
 Data flow: text -> parse_documents -> Document(data, field_lines) -> Resource (or FieldErrors) ->
 validate -> LoadResult(resources, validation). Pure functions, no I/O beyond reading the given files.
 
-Used by the proxy (standalone mode), control/config (before storing) and meshctl analyze, so it is
-the wire schema of config and snapshots. Keep in sync with shared/reference/ecosystem.md section 1,
+Used by the proxy (its builders take these models, from a file or a snapshot), control/config
+(before storing), control/discovery (it reads stored values through them) and meshctl analyze, so it
+is the wire schema of config and snapshots. Keep in sync with shared/reference/ecosystem.md section 1,
 and keep ``unimplemented()`` markers in sync with what proxy/ and control/discovery honour
 (tests/unit/config/test_config_inventory.py lists them).
 """
