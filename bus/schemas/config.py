@@ -43,6 +43,7 @@ are the reference reader and writer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..codec import message
+from ..config.source import Source
 from ..errors import BadRequestError
 
 if TYPE_CHECKING:
@@ -288,10 +290,7 @@ class StoredConfig:
 
     def to_resource(self) -> Resource:
         """Validate the manifest again into the typed model (raises pydantic.ValidationError)."""
-        from ..config.resources import KINDS
-        from ..config.source import Source
-
-        rtype = KINDS.get(self.kind)
+        rtype = _kinds().get(self.kind)
         if rtype is None:
             raise BadRequestError(f"unknown kind {self.kind!r} in stored config")
         payload = {**self.manifest(), "source": Source(self.source_file or "<stored>", self.source_line)}
@@ -353,19 +352,11 @@ def manifest_resource(manifest: Mapping[str, Any], origin: str) -> Resource:
     ``origin`` names where it came from in errors and becomes the model's ``source``. Raises ValueError:
     ``meshbus: <origin>: <Kind> <ns>/<name>: <field>: <problem>; ...`` (every field that is wrong).
     """
-    from pydantic import ValidationError
-
-    from ..config.humanize import human_message
-    from ..config.resources import KINDS
-    from ..config.result import format_path
-    from ..config.source import Source
-
     kind = str(manifest.get("kind", ""))
     meta = manifest.get("metadata") or {}
-    ref = f"{kind} {meta.get('namespace') or 'default'}/{meta.get('name')}"
-    rtype = KINDS.get(kind)
+    rtype = _kinds().get(kind)
     if rtype is None:
-        raise ValueError(f"meshbus: {origin}: {ref}: kind {kind!r} is not known")
+        raise ValueError(f"meshbus: {origin}: {_ref(kind, meta)}: kind {kind!r} is not known")
     payload = {
         "apiVersion": manifest.get("apiVersion"),
         "kind": kind,
@@ -375,6 +366,26 @@ def manifest_resource(manifest: Mapping[str, Any], origin: str) -> Resource:
     }
     try:
         return rtype.model_validate(payload, by_alias=True, by_name=False)
-    except ValidationError as exc:
+    except ValueError as exc:  # pydantic's ValidationError is one
+        from pydantic import ValidationError
+
+        from ..config.humanize import human_message
+        from ..config.result import format_path
+
+        if not isinstance(exc, ValidationError):
+            raise
         problems = "; ".join(f"{format_path(e['loc'])}: {human_message(e)}" for e in exc.errors())
-        raise ValueError(f"meshbus: {origin}: {ref}: {problems}") from None
+        raise ValueError(f"meshbus: {origin}: {_ref(kind, meta)}: {problems}") from None
+
+
+def _ref(kind: str, meta: Mapping[str, Any]) -> str:
+    return f"{kind} {meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+@functools.cache
+def _kinds() -> Mapping[str, type[Resource]]:
+    # Imported on first use, once (this module must not load pydantic for the clients that only
+    # decode values; per call, the import statement alone would cost as much as a small validation).
+    from ..config.resources import KINDS
+
+    return KINDS
