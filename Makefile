@@ -9,9 +9,11 @@ PARTS  := bus proxy plugins control telemetry
 
 # The install compiles the proxy's request path with mypyc (setup.py). The extensions sit next to
 # their sources and shadow them, so NATIVE_STAMP rebuilds them whenever a proxy or telemetry source
-# is newer. With MESHBUS_PURE_PYTHON=1 nothing is compiled and `make native` removes the extensions.
+# (or bus/config/hosts.py, the one compiled module outside them) is newer. With MESHBUS_PURE_PYTHON=1
+# nothing is compiled and `make native` removes the extensions.
 NATIVE_STAMP := build/native$(if $(filter-out 0,$(MESHBUS_PURE_PYTHON)),-pure,).stamp
-NATIVE_DEPS  := setup.py $(wildcard proxy/*.py telemetry/*.py)
+NATIVE_DIRS  := proxy telemetry bus/config
+NATIVE_DEPS  := setup.py $(shell find proxy telemetry -name '*.py') bus/config/hosts.py
 
 # The venv gets meshbus uncompiled (editable) and the build tools; compiling is NATIVE_STAMP's job,
 # so `make test` can run the pure-Python suite while the compiler works.
@@ -22,10 +24,11 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_DEPS)
-	rm -f proxy/*.so telemetry/*.so build/native*.stamp
+	find $(NATIVE_DIRS) -name '*.so' -delete
+	rm -f build/native*.stamp
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	# an unchanged module's shim is copied with its old time: mark every extension as of this build
-	find proxy telemetry -maxdepth 1 -name '*.so' -exec touch {} +
+	find $(NATIVE_DIRS) -name '*.so' -exec touch {} +
 	touch $(NATIVE_STAMP)
 
 native: $(NATIVE_STAMP)
@@ -49,7 +52,7 @@ typecheck: $(STAMP)
 # the sources, `pytest-pure` against the sources themselves, imported through PURE_TREE (links to
 # the .py files only, first on PYTHONPATH, also for the processes the tests start), where no
 # extension can shadow them. MESHBUS_TEST_BUILD makes each run check that it imports the build it
-# names (tests/conftest.py); the pure run leaves out the tests that cannot tell the builds apart
+# names (tests/conftest.py); the pure run runs only the tests of the compiled modules' behaviour
 # (tests/support/build.py says which). ruff and mypy run beside them; each job's output is printed
 # as a whole when it ends.
 PURE_TREE := build/pure-src
@@ -75,4 +78,5 @@ bench: $(NATIVE_STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .mypy-src .pytest_cache .mypy_cache .ruff_cache build *.egg-info proxy/*.so telemetry/*.so
+	rm -rf $(VENV) .mypy-src .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	find $(NATIVE_DIRS) -name '*.so' -delete

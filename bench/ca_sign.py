@@ -45,7 +45,7 @@ from meshbus.bus.schemas.identity import (
 from meshbus.bus.spiffe import SpiffeId
 from meshbus.control.ca.issuer import Issuer, IssuerConfig, generate_root
 from meshbus.control.ca.validator import parse_csr
-from meshbus.proxy.identity import make_csr, renewal_proof
+from meshbus.proxy.mesh.identity import make_csr, renewal_proof
 
 TD = "cluster.local"
 SID = SpiffeId.workload(TD, "bench", "client")

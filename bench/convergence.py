@@ -3,7 +3,7 @@
     .venv/bin/python bench/convergence.py [--agents 10,100,1000] [--services 100] [--changes 20] [--json]
 
 Three real processes besides NATS: this observer (writes config, listens to every ACK), one
-``meshbus-discovery`` process, and one fleet process running N real agents (`meshbus.proxy.agent`
+``meshbus-discovery`` process, and one fleet process running N real agents (`meshbus.proxy.mesh.agent`
 with the real `build_runtime`; the swap is a no-op, no listeners) over ``--services`` services.
 Agent i is a workload of service ``s{i % services}``; every service has a DestinationRule with
 subsets v1/v2 and a VirtualService (weights are flipped by each change).
@@ -109,7 +109,7 @@ async def write_config(kv: KeyValueStore, services: int, scoped: bool) -> None:
 
 
 async def run_fleet(args: argparse.Namespace) -> None:
-    from meshbus.proxy.agent import AgentSettings, MeshAgent, ResourceCache
+    from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent, ResourceCache
 
     class TimedAgent(MeshAgent):
         """The real agent; only records how long each snapshot took to handle (decode excluded)."""

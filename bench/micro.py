@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from run import ORIGIN, meshbus_conf
 
-from meshbus.proxy.config import Address, BootstrapConfig
-from meshbus.proxy.listener import DownstreamConnection
-from meshbus.proxy.server import ProxyServer
-from meshbus.proxy.upstream import UpstreamConnection
+from meshbus.proxy.adapters.listener import DownstreamConnection
+from meshbus.proxy.adapters.server import ProxyServer
+from meshbus.proxy.adapters.upstream import UpstreamConnection
+from meshbus.proxy.bootstrap import Address, BootstrapConfig
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: origin\r\n\r\n"
 RESPONSE = (
@@ -76,7 +76,7 @@ async def main(n: int, profile: bool, access_log: bool) -> None:
     )  # fmt: skip
     server = ProxyServer(cfg)
     await server.start()
-    from meshbus.proxy.listener import ListenerContext
+    from meshbus.proxy.adapters.listener import ListenerContext
 
     ctx = ListenerContext(server, "outbound")
     dc = DownstreamConnection(ctx)
@@ -92,7 +92,7 @@ async def main(n: int, profile: bool, access_log: bool) -> None:
     pool.idle[up.key] = [up]
     assert cluster.endpoints[0].port == ORIGIN
 
-    # Held upstream writes (proxy/write_batch.py): flushed here after each callback, as the loop would
+    # Held upstream writes (proxy/adapters/write_batch.py): flushed here after each callback, as the loop would
     # after an iteration that handled one socket; the loop's own call_soon per iteration is left out
     # (a real loop runs it; here nothing would, and the handles would pile up).
     batch = server.pools.batch

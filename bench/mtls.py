@@ -153,7 +153,7 @@ class FileCertClient:
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
         from meshbus.bus.spiffe import SpiffeId
-        from meshbus.proxy.identity import build_identity
+        from meshbus.proxy.mesh.identity import build_identity
 
         key = load_pem_private_key((tmp / f"{name}-key.pem").read_bytes(), None)
         self.current = build_identity(
@@ -170,8 +170,8 @@ class FileCertClient:
 
 
 async def _serve_sidecar(args: argparse.Namespace) -> None:
-    from meshbus.proxy.config import BootstrapConfig, parse_address
-    from meshbus.proxy.server import ProxyServer
+    from meshbus.proxy.adapters.server import ProxyServer
+    from meshbus.proxy.bootstrap import BootstrapConfig, parse_address
 
     tmp = Path(args.dir)
     cfg = BootstrapConfig(

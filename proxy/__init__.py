@@ -1,22 +1,39 @@
 """meshbus.proxy: the data plane (Envoy's role), one process per workload or gateway.
 
-Layers, sans-IO first (none of these import asyncio):
-- ``http1``: HTTP/1.1 sessions over httptools (llhttp): bytes in, events out; head serializers.
-- ``routing``/``match``/``runtime`` and friends (``cluster``, ``lb``, ``outlier``, ``breaker``, ``retry``,
-  ``fault``, ``cors``, ``ratelimit``, ``headerops``): an immutable ``ProxyRuntime`` compiled once per config
-  version from Istio resources; request-time work is lookups and small predicates.
-- ``flags``: Envoy-style response flags (NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC).
-Thin asyncio adapters:
-- ``listener``: downstream Protocol; one ``forward.Exchange`` per request, pipelined requests in order.
-- ``forward``: the router as callbacks (no task per request): rate limit, CORS, fault, redirect/direct,
-  weighted destination, LB pick, circuit breaker, retries with per-try timeout and backoff, route timeout,
-  mirror, outlier feedback, metrics (Istio names) and one access-log record per request.
-- ``upstream``: per-cluster keep-alive pools with Envoy's HTTP/1 circuit breaking (maxConnections,
-  http1MaxPendingRequests -> 503 UO, maxRequestsPerConnection, connect/idle timeouts).
-- ``server`` (lifecycle, config watch + atomic swap, timeouts sweep, drain), ``admin`` (Envoy-like admin
-  API), ``config`` (bootstrap dataclass; YAML validated in a child interpreter), ``__main__`` (CLI, workers).
-- ``mtls`` (mesh TLS decisions: PeerAuthentication on inbound, auto-mTLS / DestinationRule TLS on
-  outbound, SVID checks) over ``tls_stream`` (the TLS record layer on OpenSSL memory BIOs).
+Layout: the sub-packages are the architecture. Everything but the I/O adapters is sans-IO (no asyncio,
+no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/test_sans_io.py).
+
+- ``core``: the request-time data and decisions: compiled route tables and matching (``routing``,
+  ``match``; host names follow meshbus.bus.config.hosts, the rules discovery uses too), clusters with load balancing, circuit breaking and outlier detection
+  (``cluster``, ``lb``, ``endpoint``, ``breaker``, ``outlier``), retry policy (``retry``), Envoy's
+  response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC).
+- ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations).
+- ``codec``: HTTP/1.1 sessions over httptools (llhttp): bytes in, events out; head serializers.
+- ``build``: Istio resources -> an immutable ``ProxyRuntime``, compiled once per config version
+  (incrementally: unchanged parts are reused).
+- ``adapters`` (I/O): ``listener`` (downstream Protocol, pipelining, header/idle timeouts),
+  ``exchange`` (one request through its route: the router as callbacks), ``upstream`` (keep-alive
+  pools with Envoy's HTTP/1 circuit breaking), ``write_batch``, ``server`` (lifecycle, config watch
+  and atomic swap, timeouts sweep, drain), ``admin`` (Envoy-like admin API).
+- ``tls``: mesh TLS decisions from config (``policy``), contexts and SPIFFE checks (``contexts``),
+  the per-connection glue (``mtls``) over the TLS record layer on OpenSSL memory BIOs (``stream``).
+- ``mesh``: mesh mode: the agent (registration, heartbeats, snapshots with ACK/NACK), the identity
+  client (CSR, renewal), and ``mode``, which wires them to a running server.
+- ``bootstrap`` (what the command line says: ports, limits, logging) and ``__main__`` (CLI, workers).
+
+The filter chain (``filters.chain``). Every request passes the ordered HTTP filters of its route, in
+Envoy's manner and with Istio's WasmPlugin meaning of phase and priority: AUTHN, AUTHZ, STATS, the
+compiled built-ins (local rate limit, CORS, fault), UNSPECIFIED, header operations, then the router
+(``adapters.exchange``). Hooks are symmetric (request headers, request body, response headers,
+response body, done); each continues (None), answers (``LocalReply``: status, body, headers, response
+flag, details for the access log), or pauses (``Delay``, or an ``async def`` hook, which the exchange
+awaits in a task of its own while other requests go on). Response hooks run in reverse order; a local
+reply passes only the filters that ran before the one that sent it. A filter that raises gets a 500
+with ``filter_error:<name>`` in the access log and never takes the worker down. Per-route config is a
+typed map on the compiled route (``Route.filter_config``: filter name -> frozen config; the chain is
+made from it once per config version by ``filters.builtin``), so new filters need no new ``Route``
+fields. A route whose map is empty has the empty chain: each hook point costs one tuple check, and
+request and response heads still go through as received when nothing changes them.
 
 The request path (the modules setup.py lists) is compiled with mypyc at install time; the sources stay
 ordinary typed Python. What that asks of them: module constants are ``Final`` (inlined, not looked up
@@ -29,5 +46,5 @@ while a retry may need it (<= 64 KiB). Backpressure: a full client write buffer 
 socket; a full upstream write buffer pauses the client socket.
 Concurrency: one event loop per worker process (``--workers N`` share ports with SO_REUSEPORT); config
 swaps replace one attribute, and each request keeps the runtime it started with.
-Keep in sync with shared/ARCHITECTURE.md ("Data path performance") and notes/proxy-contract.md.
+Keep in sync with shared/ARCHITECTURE.md ("Data path performance").
 """

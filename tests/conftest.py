@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_report_header() -> str:
-    built = "compiled (mypyc)" if build.compiled("meshbus.proxy.forward") else "pure Python"
+    built = "compiled (mypyc)" if build.compiled(build.native_modules()[0]) else "pure Python"
     return f"meshbus: {built} build"
 
 
@@ -49,8 +49,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # the extensions next to the sources are not what this run imports
     stale = [
         str(src.relative_to(ROOT))
-        for part in ("proxy", "telemetry")
-        for ext in (ROOT / part).glob("*.cpython-*.so")
+        for part in ("proxy", "telemetry", "bus")
+        for ext in (ROOT / part).rglob("*.cpython-*.so")
         if (src := ext.with_name(ext.name.split(".")[0] + ".py")).exists()
         and src.stat().st_mtime > ext.stat().st_mtime
     ]
@@ -95,11 +95,11 @@ async def bus(nats_server: EmbeddedNats, subject_root: str) -> AsyncIterator[Bus
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if build.build_under_test() == "pure":  # they ran in the compiled run: see build.BUILD_INDEPENDENT
-        same = [item for item in items if build.build_independent(item.path)]
+    if build.build_under_test() == "pure":  # the others ran in the compiled run: see build.PURE_RUN
+        same = [item for item in items if not build.in_pure_run(item.path)]
         if same:
             config.hook.pytest_deselected(items=same)
-            items[:] = [item for item in items if not build.build_independent(item.path)]
+            items[:] = [item for item in items if build.in_pure_run(item.path)]
     # Tests live in unit/, integration/ and e2e/; the folder is the marker.
     for item in items:
         path = str(item.path)

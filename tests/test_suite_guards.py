@@ -6,6 +6,7 @@
   teardown as failed, names the fixture and the task it waited for, and goes on to the next test.
 - Reaping (tests/support/children.py): a test that leaves a child process running fails, and the
   child is killed.
+- The pure-Python run's selection (tests/support/build.py) names tests that exist.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.support.build import PURE_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,3 +99,9 @@ def test_a_process_left_running_fails_the_test_and_is_killed(tmp_path: Path) -> 
     assert "1 passed, 1 error" in out and "left child processes behind (now killed)" in out, out[-3000:]
     pid = int(re.search(r"pid (\d+) \(running\): sleep 60", out).group(1))  # type: ignore[union-attr]
     assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_the_pure_run_selects_tests_that_exist() -> None:
+    """A renamed or moved test would silently drop out of the pure-Python run."""
+    missing = [p for p in PURE_RUN if not (ROOT / p).exists() or (p.endswith(".py") != (ROOT / p).is_file())]
+    assert not missing, f"tests/support/build.py PURE_RUN names what is not there: {missing}"

@@ -2,23 +2,32 @@
 
 Layers, bottom up:
 - ``types`` and one model module per kind family (``virtual_service``, ``destination_rule``, ``gateway``,
-  ``service_entry``, ``sidecar``, ``security``, ``meshbus_kinds``): strict frozen pydantic models,
+  ``service_entry``, ``sidecar``, ``security``, ``meshbus_kinds``; and the kinds meshbus validates without
+  running them: ``extensions``, ``telemetry``, ``workload_group``, ``gateway_api``): strict frozen pydantic models,
   snake_case attributes with Istio's camelCase YAML names as aliases, durations as float seconds.
-  Istio fields meshbus does not act on are declared ``unimplemented()`` (accepted, warned about).
-- ``resources``: the envelope (apiVersion, kind, metadata, spec, source) and the KINDS table.
+  Every field Istio defines is declared (an unknown field is an error); the models say nothing about
+  whether meshbus acts on a field.
+- ``fates``: the one table that does. Every kind and every field has one of three fates: ENFORCED
+  (the proxy or discovery acts on it), NOT_ENFORCED (accepted, and warned about in the same words by
+  ``meshctl apply``, ``meshctl analyze`` and the proxy's log: ``NOT ENFORCED — <what it means>``), or
+  REFUSED (an error). tests/unit/config/test_fates.py fails when a model field has no fate; whoever
+  makes proxy/ or control/discovery act on a field marks it ENFORCED there, in the same change.
+- ``resources``: the envelope (apiVersion, kind, metadata, spec, source) and the KINDS table (kinds are
+  looked up by API group and kind). ``kubernetes``: the other Kubernetes documents of a file, skipped by the
+  loader and kept for the analyzers.
 - ``yaml_source`` + ``loader``: YAML text -> resources, with file:line for every field. Every problem
   is collected (syntax, envelope, schema, semantics); after schema errors the loader drops the bad
   fields and still runs the semantic checks on the rest, mapping paths back to the operator's indices.
-- ``validation/``: one semantic validator module per kind, looked up by ``validation.registry``.
+- ``validation/``: one semantic validator module per kind, looked up by ``validation.registry``,
+  which runs the fates first.
 - ``analysis``: cross-resource checks with istioctl-analyze codes over a set of resources.
 
 Data flow: text -> parse_documents -> Document(data, field_lines) -> Resource (or FieldErrors) ->
 validate -> LoadResult(resources, validation). Pure functions, no I/O beyond reading the given files.
 
-Used by the proxy (standalone mode), control/config (before storing) and meshctl analyze, so it is
-the wire schema of config and snapshots. Keep in sync with shared/reference/ecosystem.md section 1,
-and keep ``unimplemented()`` markers in sync with what proxy/ and control/discovery honour
-(tests/unit/config/test_config_inventory.py lists them).
+Used by the proxy (its builders take these models, from a file or a snapshot), control/config
+(before storing), control/discovery (it reads stored values through them) and meshctl analyze, so it
+is the wire schema of config and snapshots. Keep in sync with shared/reference/ecosystem.md section 1.
 """
 
 from __future__ import annotations
@@ -53,8 +62,8 @@ if TYPE_CHECKING:
     from meshbus.bus.config.types import Duration, IntOrString, Percent, StringMatch, parse_duration
     from meshbus.bus.config.virtual_service import HTTPRoute, VirtualServiceSpec
 
-# Resolved on first use (PEP 562): the proxy's workers unpickle `source.Source` objects and must be able
-# to import that module without loading pydantic and ruamel (~18 MB) through this package.
+# Resolved on first use (PEP 562): the proxy's workers unpickle the models (and `source.Source`) and must
+# be able to import their modules without loading the YAML loader (ruamel) through this package.
 _LAZY = {
     "AuthorizationPolicy": "resources",
     "ConfigError": "result",

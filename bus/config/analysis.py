@@ -12,7 +12,17 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from meshbus.bus.config.hosts import host_matches, looks_external, to_fqdn
+from meshbus.bus.config.kubernetes import (
+    KubernetesObject,
+    pod_labels,
+    secret_certificate,
+    service_ports,
+    service_selectors,
+    workload_namespace,
+)
 from meshbus.bus.config.resources import (
     DestinationRule,
     Gateway,
@@ -36,6 +46,8 @@ VS_INEFFECTIVE_MATCH = "IST0131"
 MULTIPLE_SIDECARS_WITHOUT_SELECTOR = "IST0111"
 DR_SUBSET_NOT_SELECT_PODS = "IST0173"
 UNKNOWN_DR_HOST = "IST0174"
+CONFLICTING_GATEWAYS = "IST0145"
+INVALID_GATEWAY_CREDENTIAL = "IST0161"
 MULTIPLE_DESTINATION_RULES = "MB0001"
 
 Path = list[str | int]
@@ -50,6 +62,11 @@ class _Index:
     route_names: set[str] = field(default_factory=set)
     vs_hosts: set[str] = field(default_factory=set)
     registry: set[str] = field(default_factory=set)
+    kube_ports: dict[str, set[int]] = field(default_factory=dict)
+    """Kubernetes Services in the analysed files: FQDN -> ports."""
+    kube_selectors: dict[str, dict[str, str]] = field(default_factory=dict)
+    kube_pods: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    """namespace -> pod label sets of Pods and workload templates in the analysed files."""
 
     def service(self, fqdn: str) -> list[ServiceEntry]:
         found = list(self.services.get(fqdn, ()))
@@ -57,7 +74,7 @@ class _Index:
         return found
 
     def known_host(self, fqdn: str) -> bool:
-        return bool(self.service(fqdn)) or fqdn in self.registry
+        return bool(self.service(fqdn)) or fqdn in self.registry or fqdn in self.kube_ports
 
     def subsets(self, fqdn: str) -> set[str] | None:
         """Subset names defined for host (None when no DestinationRule covers it)."""
@@ -67,14 +84,26 @@ class _Index:
         return {s.name for dr in drs for s in dr.spec.subsets}
 
 
-def analyze(resources: Iterable[Resource], *, registry_hosts: Collection[str] = ()) -> Validation:
+def analyze(
+    resources: Iterable[Resource],
+    *,
+    registry_hosts: Collection[str] = (),
+    kubernetes: Iterable[KubernetesObject] = (),
+) -> Validation:
     """Every cross-resource finding for ``resources``.
 
     ``registry_hosts``: FQDNs of services known from elsewhere (workload registry in mesh mode), so
     hosts that no ServiceEntry declares are not reported when the registry knows them.
+    ``kubernetes``: the Kubernetes documents of the analysed files; their Services are hosts (with
+    ports) and their Pods and workload templates are what DestinationRule subsets must select, as
+    istiod would see them in the cluster.
     """
     items = list(resources)
     index = _build_index(items, registry_hosts)
+    kube = list(kubernetes)
+    index.kube_ports = service_ports(kube)
+    index.kube_selectors = service_selectors(kube)
+    index.kube_pods = pod_labels(kube)
     validation = Validation()
     vs_by_host: dict[str, list[tuple[VirtualService, int]]] = defaultdict(list)
     for res in items:
@@ -101,6 +130,9 @@ def analyze(resources: Iterable[Resource], *, registry_hosts: Collection[str] = 
                     "VirtualServices into a single resource.",
                 )
     _sidecars(items, validation)
+    gateways = [r for r in items if isinstance(r, Gateway)]
+    _conflicting_gateways(gateways, validation)
+    _gateway_credentials(gateways, kube, validation)
     for host, rules in index.rules.items():
         if len(rules) > 1:
             names = ", ".join(f"{dr.namespace}/{dr.name}" for dr in rules)
@@ -113,6 +145,68 @@ def analyze(resources: Iterable[Resource], *, registry_hosts: Collection[str] = 
                     "(which one applies is not defined)",
                 )
     return validation
+
+
+def _conflicting_gateways(gateways: Sequence[Gateway], validation: Validation) -> None:
+    """IST0145: two Gateways on the same workloads (same selector) and port that claim the same host."""
+    claims: dict[tuple[tuple[tuple[str, str], ...], int], list[tuple[Gateway, set[tuple[str, str]]]]] = (
+        defaultdict(list)
+    )
+    for gw in gateways:
+        selector = tuple(sorted(gw.spec.selector.items()))
+        for server in gw.spec.servers:
+            claims[(selector, server.port.number)].append(
+                (gw, {(h, server.bind or "") for h in server.hosts})
+            )
+    for (selector, port), owners in claims.items():
+        for gw, hosts in owners:
+            others = sorted(
+                {
+                    f"{o.namespace}/{o.name}"
+                    for o, other_hosts in owners
+                    if o.key != gw.key and hosts & other_hosts
+                }
+            )
+            if others:
+                sel = ",".join(f"{k}={v}" for k, v in selector)
+                found = sorted(h for h, _ in hosts)
+                Findings(gw, validation).analysis(
+                    Level.ERROR,
+                    CONFLICTING_GATEWAYS,
+                    ["spec", "servers"],
+                    f"Conflict with gateways {','.join(others)} (workload selector {sel}, port {port}, "
+                    f"hosts {','.join(found)}).",
+                )
+
+
+def _gateway_credentials(
+    gateways: Sequence[Gateway], kube: Sequence[KubernetesObject], validation: Validation
+) -> None:
+    """IST0161: a credentialName Secret that holds no valid certificate. Judged only where the analysed files
+    hold both the gateway's workload (its namespace is where Istio looks for the Secret) and the Secret:
+    what is not in the files may well be in the cluster."""
+    for gw in gateways:
+        namespace = workload_namespace(kube, gw.spec.selector) if gw.spec.selector else None
+        if namespace is None:
+            continue
+        for i, server in enumerate(gw.spec.servers):
+            name = server.tls.credential_name if server.tls is not None else None
+            cert = secret_certificate(kube, namespace, name) if name else None
+            if cert is not None and not _valid_certificate(cert):
+                Findings(gw, validation).analysis(
+                    Level.ERROR,
+                    INVALID_GATEWAY_CREDENTIAL,
+                    ["spec", "servers", i, "tls", "credentialName"],
+                    f"The credential referenced by the Gateway {gw.name} in namespace {namespace} is invalid, "
+                    "which can cause the traffic not to work as expected.",
+                )
+
+
+def _valid_certificate(pem: bytes) -> bool:
+    try:
+        return bool(x509.load_pem_x509_certificates(pem))
+    except ValueError:
+        return False
 
 
 def _sidecars(items: Sequence[Resource], validation: Validation) -> None:
@@ -223,7 +317,7 @@ def _same_match(a: HTTPMatchRequest, b: HTTPMatchRequest) -> bool:
 def _destination(f: Findings, vs: VirtualService, path: Path, dest: Destination, index: _Index) -> None:
     fqdn = to_fqdn(dest.host, vs.namespace)
     services = index.service(fqdn)
-    if not services and fqdn not in index.registry:
+    if not index.known_host(fqdn):
         level = Level.WARNING if looks_external(fqdn) else Level.ERROR
         f.analysis(
             level, REFERENCED_RESOURCE_NOT_FOUND, [*path, "host"], f'Referenced host not found: "{dest.host}"'
@@ -237,9 +331,9 @@ def _destination(f: Findings, vs: VirtualService, path: Path, dest: Destination,
                 [*path, "subset"],
                 f'Referenced subset not found: "{dest.subset}"',
             )
-    ports = {p.number for se in services for p in se.spec.ports}
+    ports = {p.number for se in services for p in se.spec.ports} | index.kube_ports.get(fqdn, set())
     if dest.port is not None and dest.port.number is not None:
-        if services and dest.port.number not in ports:
+        if (services or fqdn in index.kube_ports) and dest.port.number not in ports:
             f.analysis(
                 Level.ERROR,
                 REFERENCED_RESOURCE_NOT_FOUND,
@@ -259,7 +353,7 @@ def _destination(f: Findings, vs: VirtualService, path: Path, dest: Destination,
 def _destination_rule(f: Findings, dr: DestinationRule, index: _Index) -> None:
     fqdn = to_fqdn(dr.spec.host, dr.namespace)
     services = index.service(fqdn) if not fqdn.startswith("*") else []
-    if not fqdn.startswith("*") and not services and fqdn not in index.registry:
+    if not fqdn.startswith("*") and not index.known_host(fqdn):
         f.analysis(
             Level.WARNING,
             UNKNOWN_DR_HOST,
@@ -277,6 +371,18 @@ def _destination_rule(f: Findings, dr: DestinationRule, index: _Index) -> None:
                     DR_SUBSET_NOT_SELECT_PODS,
                     ["spec", "subsets", i, "labels"],
                     f'The Subset "{subset.name}" defined in the DestinationRule does not select any endpoint',
+                )
+    selector = index.kube_selectors.get(fqdn)
+    pods = index.kube_pods.get(fqdn.split(".")[1] if fqdn.count(".") >= 2 else dr.namespace, [])
+    if selector is not None and pods:
+        for i, subset in enumerate(dr.spec.subsets):
+            wanted = {**selector, **subset.labels}
+            if not any(all(labels.get(k) == v for k, v in wanted.items()) for labels in pods):
+                f.analysis(
+                    Level.ERROR,
+                    DR_SUBSET_NOT_SELECT_PODS,
+                    ["spec", "subsets", i, "labels"],
+                    f'The Subset "{subset.name}" defined in the DestinationRule does not select any pods',
                 )
     tp = dr.spec.traffic_policy
     if tp is not None and tp.tls is not None and tp.tls.mode in ("SIMPLE", "MUTUAL"):

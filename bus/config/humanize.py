@@ -54,6 +54,17 @@ def human_message(err: ErrorDetails, known_fields: Sequence[str] = ()) -> str:
         return f"must be < {ctx.get('lt')}"
     if typ == "less_than_equal":
         return f"must be <= {ctx.get('le')}"
+    if typ == "string_too_short":
+        n = ctx.get("min_length")
+        return "must not be empty" if n == 1 else f"must be at least {n} characters long"
+    if typ == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters long"
+    if typ == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern')}"
+    if typ == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if typ == "too_long":
+        return f"takes at most {ctx.get('max_length')} item(s)"
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):

@@ -19,12 +19,21 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from meshbus.bus.config.humanize import human_message, shows_value
-from meshbus.bus.config.resources import KINDS, RESOURCE_TYPES, Resource, supported_api_versions
+from meshbus.bus.config.kubernetes import KubernetesObject
+from meshbus.bus.config.resources import (
+    MESH_GROUPS,
+    RESOURCE_TYPES,
+    Resource,
+    api_group,
+    resource_type,
+    supported_api_versions,
+    types_named,
+)
 from meshbus.bus.config.result import FieldError, Level, LoadError, Validation, format_path
 from meshbus.bus.config.source import PathKey, Source
 from meshbus.bus.config.validation.findings import Findings
 from meshbus.bus.config.validation.registry import validate as validate_semantics
-from meshbus.bus.config.walk import flagged_fields
+from meshbus.bus.config.walk import deprecated_fields
 from meshbus.bus.config.yaml_source import Document, SyntaxProblem, parse_documents
 
 log = logging.getLogger(__name__)
@@ -38,6 +47,8 @@ R = TypeVar("R", bound=Resource)
 class LoadResult:
     resources: list[Resource] = field(default_factory=list)
     validation: Validation = field(default_factory=Validation)
+    kubernetes: list[KubernetesObject] = field(default_factory=list)
+    """Documents of other Kubernetes kinds in the same files: skipped, kept for the analyzers."""
 
     @property
     def ok(self) -> bool:
@@ -100,13 +111,27 @@ def _load_into(result: LoadResult, text: str, file: str) -> None:
         if isinstance(doc, SyntaxProblem):
             result.validation.add(FieldError(Source(file, doc.line), "", doc.message))
             continue
-        resource = _decode(doc, file, result.validation)
-        if resource is not None:
-            result.resources.append(resource)
+        for item in list_items(doc):
+            resource = _decode(item, file, result)
+            if resource is not None:
+                result.resources.append(resource)
 
 
-def _label(data: Mapping[str, Any]) -> str:
-    kind = data.get("kind") if isinstance(data.get("kind"), str) else "<no kind>"
+def list_items(doc: Document) -> list[Document]:
+    """A ``kind: List`` (what ``kubectl get -o yaml`` prints) is its items; anything else is itself."""
+    data = doc.data
+    if not (isinstance(data, Mapping) and data.get("kind") == "List" and isinstance(data.get("items"), list)):
+        return [doc]
+    out = []
+    for i, item in enumerate(data["items"]):
+        prefix = ("items", i)
+        lines = {k[2:]: v for k, v in doc.field_lines.items() if k[:2] == prefix}
+        out.append(Document(item, doc.field_lines.get(prefix, doc.line), lines))
+    return out
+
+
+def _label(data: Mapping[str, Any], kind_name: str = "") -> str:
+    kind = kind_name or (data.get("kind") if isinstance(data.get("kind"), str) else "<no kind>")
     meta = data.get("metadata")
     name = ns = None
     if isinstance(meta, Mapping):
@@ -114,8 +139,9 @@ def _label(data: Mapping[str, Any]) -> str:
     return f"{kind} {ns or 'default'}/{name or '<no name>'}"
 
 
-def _decode(doc: Document, file: str, validation: Validation) -> Resource | None:
+def _decode(doc: Document, file: str, result: LoadResult) -> Resource | None:
     source = Source(file, doc.line, doc.field_lines)
+    validation = result.validation
 
     def err(path: PathKey, message: str, value: object = None, label: str = "") -> None:
         line = source.line_of(path)
@@ -126,26 +152,51 @@ def _decode(doc: Document, file: str, validation: Validation) -> Resource | None
         err((), "a document must be a mapping with apiVersion, kind, metadata and spec")
         return None
     label = _label(data)
-    ok = True
-    for key in data:
-        if key not in _TOP_LEVEL:
-            err((key,), f'unknown field "{key}"', label=label)
-            ok = False
     kind, api_version = data.get("kind"), data.get("apiVersion")
     if not isinstance(kind, str) or not kind:
+        for key in data:
+            if key not in _TOP_LEVEL:
+                err((key,), f'unknown field "{key}"', label=label)
         err(("kind",), "kind is required", label=label)
-        return None
-    rtype = KINDS.get(kind)
-    if rtype is None:
-        err(("kind",), f"unknown kind (supported: {', '.join(sorted(KINDS))})", kind, label)
         return None
     if not isinstance(api_version, str) or not api_version:
         err(("apiVersion",), "apiVersion is required", label=label)
+        return None
+    rtype = resource_type(api_version, kind)
+    if rtype is None:
+        group = api_group(api_version)
+        if types_named(kind):
+            allowed = ", ".join(v for t in types_named(kind) for v in supported_api_versions(t))
+            err(("apiVersion",), f"apiVersion not supported for {kind} (use {allowed})", api_version, label)
+        elif group in MESH_GROUPS:
+            known = sorted(t.KIND for t in RESOURCE_TYPES if t.GROUP == group)
+            err(("kind",), f"unknown kind for {group} (supported: {', '.join(known)})", kind, label)
+        else:
+            # Another Kubernetes kind (Service, Deployment, ...): not mesh config, said once (-q hides it).
+            result.kubernetes.append(KubernetesObject.of(data, source))
+            validation.add(
+                FieldError(
+                    source,
+                    "",
+                    f"skipped {api_version} {kind}: not mesh config",
+                    resource=label,
+                    level=Level.INFO,
+                )
+            )
         return None
     if api_version not in supported_api_versions(rtype):
         allowed = ", ".join(supported_api_versions(rtype))
         err(("apiVersion",), f"apiVersion not supported for {kind} (use {allowed})", api_version, label)
         return None
+    label = _label(data, rtype.KEY_KIND)
+    ok = True
+    for key in data:
+        if key not in _TOP_LEVEL:
+            err((key,), f'unknown field "{key}"', label=label)
+            ok = False
+    if rtype.SPEC_REQUIRED and "spec" not in data:
+        err(("spec",), "spec is required", label=label)
+        ok = False
     if "status" in data:
         validation.add(
             FieldError(
@@ -183,19 +234,13 @@ def _semantics(
     removed: Sequence[PathKey] = (),
     path_map: Callable[[Sequence[str | int]], PathKey] | None = None,
 ) -> None:
-    """Unimplemented/deprecated warnings and semantic checks, minus findings about removed fields."""
+    """Deprecation warnings, fates and semantic checks, minus findings about removed fields."""
     found = Validation()
     findings = Findings(resource, found, label=label, path_map=path_map)
-    for path, marker, replacement in flagged_fields(resource.spec, ("spec",)):
-        name = path[-1]
-        if marker == "unimplemented":
-            findings.warn(path, f'field "{name}" is not implemented by meshbus yet and is ignored')
-        elif marker == "converted":
-            findings.warn(
-                path, f'field "{name}" is deprecated; use "{replacement}" (meshbus converts it for now)'
-            )
-        else:
-            findings.warn(path, f'field "{name}" is deprecated and ignored by meshbus; use "{replacement}"')
+    for path, replacement in deprecated_fields(resource.spec, ("spec",)):
+        findings.warn(
+            path, f'field "{path[-1]}" is deprecated; use "{replacement}" (meshbus converts it for now)'
+        )
     found.extend(validate_semantics(resource, label=label, path_map=path_map))
     removed_text = [format_path(p) for p in removed]
     for finding in found.messages():
@@ -224,7 +269,7 @@ def _salvage(
 ) -> None:
     """After schema errors, drop the offending fields and run the semantic checks on what is left.
 
-    So one load reports a bad duration *and* weights that do not add up, instead of making the
+    So one load reports a bad duration *and* a negative weight, instead of making the
     operator fix errors one round at a time. Dropped list items shift later indices, so every path
     a check reports is mapped back to the operator's own indices (``original``) before it is shown.
     The salvaged resource itself is never returned.

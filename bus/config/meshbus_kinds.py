@@ -27,8 +27,7 @@ class LocalRateLimitSpec(IstioModel):
 class PluginSpec(IstioModel):
     """Binds filter ``filter`` (a dotted id such as ``meshbus.filters.http.ratelimit``) to workloads/routes.
 
-    ``config`` is kept as given: it belongs to the filter, whose own config type will check it once
-    filters can be loaded (there is no plugin loader yet, and no proxy enforces this kind).
+    ``config`` is not yet checked against the plugin's own config type: there is no plugin loader yet.
     """
 
     filter: str

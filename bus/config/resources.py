@@ -1,6 +1,9 @@
 """The resource envelope (apiVersion, kind, metadata, spec) and the table of supported kinds.
 
 ``Resource.source`` is filled by the loader, never read from YAML, and is not dumped.
+A kind is identified by its API group and kind name (``resource_type``), as in Kubernetes: the Gateway
+API's ``Gateway`` and Istio's ``Gateway`` are different kinds. ``KEY_KIND`` is the one name per type
+that store keys, duplicate detection and ``meshctl get`` use (``KubernetesGateway`` for the former).
 """
 
 from __future__ import annotations
@@ -12,7 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from meshbus.bus.config.destination_rule import DestinationRuleSpec
+from meshbus.bus.config.extensions import EnvoyFilterSpec, WasmPluginSpec
 from meshbus.bus.config.gateway import GatewaySpec
+from meshbus.bus.config.gateway_api import (
+    GRPCRouteSpec,
+    HTTPRouteSpec,
+    KubernetesGatewaySpec,
+    ReferenceGrantSpec,
+    TCPRouteSpec,
+    TLSRouteSpec,
+)
 from meshbus.bus.config.meshbus_kinds import LocalRateLimitSpec, PluginSpec
 from meshbus.bus.config.security import (
     AuthorizationPolicySpec,
@@ -22,8 +34,10 @@ from meshbus.bus.config.security import (
 from meshbus.bus.config.service_entry import ServiceEntrySpec, WorkloadEntrySpec
 from meshbus.bus.config.sidecar import SidecarSpec
 from meshbus.bus.config.source import UNKNOWN_SOURCE, Source
+from meshbus.bus.config.telemetry import TelemetrySpec
 from meshbus.bus.config.types import IstioModel
 from meshbus.bus.config.virtual_service import VirtualServiceSpec
+from meshbus.bus.config.workload_group import ProxyConfigSpec, WorkloadGroupSpec
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -63,13 +77,22 @@ class Metadata(IstioModel):
 class Resource(BaseModel):
     """One operator config object. Subclasses fix ``kind`` and the ``spec`` type."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True
+    model_config = ConfigDict(  # defer_build: as IstioModel's (types.py)
+        extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True, defer_build=True
     )
 
     GROUP: ClassVar[str] = ""
     VERSIONS: ClassVar[tuple[str, ...]] = ()
     KIND: ClassVar[str] = ""
+    KEY_KIND: ClassVar[str] = ""
+    """The kind's unique name in store keys and KINDS; KIND unless two groups share a kind name."""
+    SPEC_REQUIRED: ClassVar[bool] = False
+    """The CRD declares ``required: [spec]``: a document without ``spec`` is refused."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "KEY_KIND" not in cls.__dict__:
+            cls.KEY_KIND = cls.KIND
 
     api_version: str = Field(alias="apiVersion")
     kind: str
@@ -124,12 +147,12 @@ class Resource(BaseModel):
     @property
     def ref(self) -> str:
         """``VirtualService default/reviews``: how messages name this resource."""
-        return f"{self.kind} {self.metadata.namespace}/{self.metadata.name}"
+        return f"{self.KEY_KIND or self.kind} {self.metadata.namespace}/{self.metadata.name}"
 
     @property
     def key(self) -> tuple[str, str, str]:
-        """(kind, namespace, name): the identity used by stores and duplicate detection."""
-        return (self.kind, self.metadata.namespace, self.metadata.name)
+        """(KEY_KIND, namespace, name): the identity used by stores and duplicate detection."""
+        return (self.KEY_KIND or self.kind, self.metadata.namespace, self.metadata.name)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The resource as the operator would write it (camelCase, unset fields omitted)."""
@@ -139,6 +162,7 @@ class Resource(BaseModel):
 _NETWORKING = ("networking.istio.io", ("v1", "v1beta1", "v1alpha3"))
 _SECURITY = ("security.istio.io", ("v1", "v1beta1"))
 _MESHBUS = ("meshbus.io", ("v1",))
+_GATEWAY_API = "gateway.networking.k8s.io"
 
 
 class VirtualService(Resource):
@@ -162,13 +186,87 @@ class Gateway(Resource):
 class ServiceEntry(Resource):
     GROUP, VERSIONS = _NETWORKING
     KIND = "ServiceEntry"
+    SPEC_REQUIRED = True
     spec: ServiceEntrySpec
 
 
 class WorkloadEntry(Resource):
     GROUP, VERSIONS = _NETWORKING
     KIND = "WorkloadEntry"
+    SPEC_REQUIRED = True
     spec: WorkloadEntrySpec
+
+
+class WorkloadGroup(Resource):
+    GROUP, VERSIONS = _NETWORKING
+    KIND = "WorkloadGroup"
+    SPEC_REQUIRED = True
+    spec: WorkloadGroupSpec
+
+
+class ProxyConfig(Resource):
+    GROUP, VERSIONS = "networking.istio.io", ("v1beta1",)
+    KIND = "ProxyConfig"
+    spec: ProxyConfigSpec
+
+
+class EnvoyFilter(Resource):
+    GROUP, VERSIONS = "networking.istio.io", ("v1alpha3",)
+    KIND = "EnvoyFilter"
+    spec: EnvoyFilterSpec
+
+
+class WasmPlugin(Resource):
+    GROUP, VERSIONS = "extensions.istio.io", ("v1alpha1",)
+    KIND = "WasmPlugin"
+    SPEC_REQUIRED = True
+    spec: WasmPluginSpec
+
+
+class Telemetry(Resource):
+    GROUP, VERSIONS = "telemetry.istio.io", ("v1", "v1alpha1")
+    KIND = "Telemetry"
+    spec: TelemetrySpec
+
+
+class KubernetesGateway(Resource):
+    GROUP, VERSIONS = _GATEWAY_API, ("v1", "v1beta1")
+    KIND = "Gateway"
+    KEY_KIND = "KubernetesGateway"
+    SPEC_REQUIRED = True
+    spec: KubernetesGatewaySpec
+
+
+class HTTPRoute(Resource):
+    GROUP, VERSIONS = _GATEWAY_API, ("v1", "v1beta1")
+    KIND = "HTTPRoute"
+    spec: HTTPRouteSpec
+
+
+class GRPCRoute(Resource):
+    GROUP, VERSIONS = _GATEWAY_API, ("v1", "v1alpha2")
+    KIND = "GRPCRoute"
+    spec: GRPCRouteSpec
+
+
+class TCPRoute(Resource):
+    GROUP, VERSIONS = _GATEWAY_API, ("v1alpha2",)
+    KIND = "TCPRoute"
+    SPEC_REQUIRED = True
+    spec: TCPRouteSpec
+
+
+class TLSRoute(Resource):
+    GROUP, VERSIONS = _GATEWAY_API, ("v1alpha2", "v1alpha3")
+    KIND = "TLSRoute"
+    SPEC_REQUIRED = True
+    spec: TLSRouteSpec
+
+
+class ReferenceGrant(Resource):
+    GROUP, VERSIONS = _GATEWAY_API, ("v1beta1", "v1alpha2")
+    KIND = "ReferenceGrant"
+    spec: ReferenceGrantSpec
 
 
 class Sidecar(Resource):
@@ -219,8 +317,40 @@ RESOURCE_TYPES: tuple[type[Resource], ...] = (
     AuthorizationPolicy,
     LocalRateLimit,
     Plugin,
+    WorkloadGroup,
+    ProxyConfig,
+    EnvoyFilter,
+    WasmPlugin,
+    Telemetry,
+    KubernetesGateway,
+    HTTPRoute,
+    GRPCRoute,
+    TCPRoute,
+    TLSRoute,
+    ReferenceGrant,
 )
-KINDS: dict[str, type[Resource]] = {t.KIND: t for t in RESOURCE_TYPES}
+KINDS: dict[str, type[Resource]] = {t.KEY_KIND: t for t in RESOURCE_TYPES}
+"""KEY_KIND -> type: every kind meshbus reads."""
+_BY_GROUP_KIND: dict[tuple[str, str], type[Resource]] = {(t.GROUP, t.KIND): t for t in RESOURCE_TYPES}
+MESH_GROUPS = frozenset(t.GROUP for t in RESOURCE_TYPES)
+"""API groups whose documents are mesh config: an unknown kind in one of them is an error."""
+MESH_KIND_NAMES = frozenset(t.KIND for t in RESOURCE_TYPES)
+
+
+def api_group(api_version: str) -> str:
+    """``networking.istio.io/v1`` -> ``networking.istio.io``; core ``v1`` -> ``""``."""
+    group, _, _version = api_version.rpartition("/")
+    return group
+
+
+def resource_type(api_version: str, kind: str) -> type[Resource] | None:
+    """The type for a document's apiVersion and kind (group + kind, any version), or None."""
+    return _BY_GROUP_KIND.get((api_group(api_version), kind))
+
+
+def types_named(kind: str) -> list[type[Resource]]:
+    """Every type whose kind name is ``kind`` (Istio's and the Gateway API's ``Gateway``)."""
+    return [t for t in RESOURCE_TYPES if t.KIND == kind]
 
 
 def supported_api_versions(resource_type: type[Resource]) -> tuple[str, ...]:

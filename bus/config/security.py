@@ -10,9 +10,9 @@ from meshbus.bus.config.types import (
     Duration,
     IntOrString,
     IstioModel,
+    NonEmptyString,
     PolicySelector,
     PolicyTargetReference,
-    unimplemented,
 )
 
 MtlsMode = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
@@ -25,39 +25,41 @@ class MutualTLS(IstioModel):
 class PeerAuthenticationSpec(IstioModel):
     selector: PolicySelector | None = None
     mtls: MutualTLS | None = None
-    port_level_mtls: dict[int, MutualTLS] = Field(default_factory=dict)
+    port_level_mtls: dict[int, MutualTLS] = Field(default_factory=dict, min_length=1)  # CRD minProperties
 
 
 class JWTHeader(IstioModel):
-    name: str
+    name: NonEmptyString
     prefix: str = ""
 
 
 class ClaimToHeader(IstioModel):
-    header: str
-    claim: str
+    # Istio's CRD: a header name of token characters, so no pseudo-header (":authority").
+    header: str = Field(min_length=1, pattern=r"^[-_A-Za-z0-9]+$")
+    claim: NonEmptyString
 
 
 class JWTRule(IstioModel):
     issuer: str = ""  # required; validation says so with the line
-    audiences: tuple[str, ...] = ()
-    jwks_uri: str | None = None
+    audiences: tuple[NonEmptyString, ...] = ()
+    jwks_uri: str | None = Field(default=None, min_length=1, max_length=2048)
     jwks: str | None = None
     from_headers: tuple[JWTHeader, ...] = ()
-    from_params: tuple[str, ...] = ()
-    from_cookies: tuple[str, ...] = ()
+    from_params: tuple[NonEmptyString, ...] = ()
+    from_cookies: tuple[NonEmptyString, ...] = ()
     output_payload_to_header: str | None = None
     forward_original_token: bool = False
     output_claim_to_headers: tuple[ClaimToHeader, ...] = ()
     timeout: Duration | None = None
-    space_delimited_claims: tuple[str, ...] = ()
+    space_delimited_claims: tuple[NonEmptyString, ...] = Field(default=(), max_length=64)
+    presence: Literal["OPTIONAL", "REQUIRED"] | None = None
 
 
 class RequestAuthenticationSpec(IstioModel):
     selector: PolicySelector | None = None
-    target_ref: PolicyTargetReference | None = unimplemented()
-    target_refs: tuple[PolicyTargetReference, ...] | None = unimplemented()
-    jwt_rules: tuple[JWTRule, ...] = ()
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = Field(default=None, max_length=16)
+    jwt_rules: tuple[JWTRule, ...] = Field(default=(), max_length=4096)
 
 
 class Source(IstioModel):
@@ -67,14 +69,14 @@ class Source(IstioModel):
     not_request_principals: tuple[str, ...] = ()
     namespaces: tuple[str, ...] = ()
     not_namespaces: tuple[str, ...] = ()
-    service_accounts: tuple[str, ...] = ()
-    not_service_accounts: tuple[str, ...] = ()
+    service_accounts: tuple[str, ...] = Field(default=(), max_length=16)
+    not_service_accounts: tuple[str, ...] = Field(default=(), max_length=16)
     ip_blocks: tuple[str, ...] = ()
     not_ip_blocks: tuple[str, ...] = ()
     remote_ip_blocks: tuple[str, ...] = ()
     not_remote_ip_blocks: tuple[str, ...] = ()
-    trust_domains: tuple[str, ...] = unimplemented(default=())
-    not_trust_domains: tuple[str, ...] = unimplemented(default=())
+    trust_domains: tuple[str, ...] = ()
+    not_trust_domains: tuple[str, ...] = ()
 
 
 class Operation(IstioModel):
@@ -103,8 +105,9 @@ class Condition(IstioModel):
 
 
 class Rule(IstioModel):
-    from_: tuple[RuleFrom, ...] = Field(default=(), alias="from")
-    to: tuple[RuleTo, ...] = ()
+    # None (unset) differs from [] (set and empty, which Istio refuses).
+    from_: tuple[RuleFrom, ...] | None = Field(default=None, alias="from", max_length=512)
+    to: tuple[RuleTo, ...] | None = None
     when: tuple[Condition, ...] = ()
 
 
@@ -114,8 +117,8 @@ class ExtensionProvider(IstioModel):
 
 class AuthorizationPolicySpec(IstioModel):
     selector: PolicySelector | None = None
-    target_ref: PolicyTargetReference | None = unimplemented()
-    target_refs: tuple[PolicyTargetReference, ...] | None = unimplemented()
-    rules: tuple[Rule, ...] = ()
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = Field(default=None, max_length=16)
+    rules: tuple[Rule, ...] | None = Field(default=None, max_length=512)
     action: Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"] = "ALLOW"
     provider: ExtensionProvider | None = None

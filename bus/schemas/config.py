@@ -35,7 +35,7 @@ keys sorted, of this shape::
 
 ``spec`` is what validation accepted, normalised: camelCase Istio field names, fields equal to
 their default omitted, durations as Istio duration strings (``"1.5s"``). It always validates
-again: ``meshbus.bus.config.KINDS[kind].model_validate({apiVersion, kind, metadata, spec},
+again: ``meshbus.bus.config.resources.resource_type(apiVersion, kind).model_validate({apiVersion, kind, metadata, spec},
 by_alias=True, by_name=False)``, which is what `StoredConfig.to_resource()` does. Readers must
 ignore keys they do not know (fields are only ever added). `decode_value` / `encode_value`
 are the reference reader and writer.
@@ -43,12 +43,15 @@ are the reference reader and writer.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..codec import message
+from ..config.source import Source
 from ..errors import BadRequestError
 
 if TYPE_CHECKING:
@@ -258,8 +261,14 @@ class StoredConfig:
     rolled_back_to: int = 0
 
     @property
+    def key_kind(self) -> str:
+        """The kind's name in store keys (``KubernetesGateway`` for the Gateway API's Gateway)."""
+        rtype = _resource_type(self.api_version, self.kind)
+        return rtype.KEY_KIND if rtype is not None else self.kind
+
+    @property
     def key(self) -> tuple[str, str, str]:
-        return (self.kind, self.namespace, self.name)
+        return (self.key_kind, self.namespace, self.name)
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
@@ -287,10 +296,7 @@ class StoredConfig:
 
     def to_resource(self) -> Resource:
         """Validate the manifest again into the typed model (raises pydantic.ValidationError)."""
-        from ..config.resources import KINDS
-        from ..config.source import Source
-
-        rtype = KINDS.get(self.kind)
+        rtype = _resource_type(self.api_version, self.kind)
         if rtype is None:
             raise BadRequestError(f"unknown kind {self.kind!r} in stored config")
         payload = {**self.manifest(), "source": Source(self.source_file or "<stored>", self.source_line)}
@@ -343,3 +349,55 @@ def decode_value(data: bytes) -> StoredConfig:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRequestError(f"stored config value is incomplete: {exc!r}") from None
+
+
+def manifest_resource(manifest: Mapping[str, Any], origin: str) -> Resource:
+    """A manifest (``{apiVersion, kind, metadata, spec}``, as stored and as snapshots carry it) validated
+    into its typed model, the one form discovery and the proxy read config in.
+
+    ``origin`` names where it came from in errors and becomes the model's ``source``. Raises ValueError:
+    ``meshbus: <origin>: <Kind> <ns>/<name>: <field>: <problem>; ...`` (every field that is wrong).
+    """
+    kind = str(manifest.get("kind", ""))
+    meta = manifest.get("metadata") or {}
+    rtype = _resource_type(str(manifest.get("apiVersion", "")), kind)
+    if rtype is None:
+        raise ValueError(f"meshbus: {origin}: {_ref(kind, meta)}: kind {kind!r} is not known")
+    payload = {
+        "apiVersion": manifest.get("apiVersion"),
+        "kind": kind,
+        "metadata": meta,
+        "spec": manifest.get("spec", {}),
+        "source": Source(origin, 0),
+    }
+    try:
+        return rtype.model_validate(payload, by_alias=True, by_name=False)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        from pydantic import ValidationError
+
+        from ..config.humanize import human_message
+        from ..config.result import format_path
+
+        if not isinstance(exc, ValidationError):
+            raise
+        problems = "; ".join(f"{format_path(e['loc'])}: {human_message(e)}" for e in exc.errors())
+        raise ValueError(f"meshbus: {origin}: {_ref(rtype.KEY_KIND, meta)}: {problems}") from None
+
+
+def _ref(kind: str, meta: Mapping[str, Any]) -> str:
+    return f"{kind} {meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+def _resource_type(api_version: str, kind: str) -> type[Resource] | None:
+    """The model for a manifest's apiVersion and kind (API group and kind: the Gateway API's Gateway is
+    not Istio's), or None."""
+    return _resource_types()(api_version, kind)
+
+
+@functools.cache
+def _resource_types() -> Callable[[str, str], type[Resource] | None]:
+    # Imported on first use, once (this module must not load pydantic for the clients that only
+    # decode values; per call, the import statement alone would cost as much as a small validation).
+    from ..config.resources import resource_type
+
+    return resource_type

@@ -14,5 +14,5 @@ token use (CAS in KV) or verify the renewal -> sign -> {chain, bundle}. The bund
 and each change is published on ``ca_bundle_changed()``.
 
 Keep in sync: bus/schemas/identity.py (wire messages), bus/spiffe.py (ID and SVID rules),
-proxy/identity.py (the client side).
+proxy/mesh/identity.py (the client side).
 """

@@ -6,7 +6,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from meshbus.bus.config.loader import YAML_SUFFIXES
+from meshbus.bus.config.loader import YAML_SUFFIXES, list_items
+from meshbus.bus.config.resources import MESH_GROUPS, api_group, resource_type, types_named
 from meshbus.bus.config.yaml_source import SyntaxProblem, parse_documents
 from meshbus.bus.schemas.config import Document, ResourceRef
 from meshbus.control.config.kinds import UnknownKindError, resolve_kind
@@ -44,9 +45,12 @@ def refs(documents: Iterable[Document]) -> list[ResourceRef]:
     """kind/namespace/name of every document (the spec need not be valid to delete it)."""
     out: list[ResourceRef] = []
     for doc in documents:
-        for item in parse_documents(doc.text):
-            if isinstance(item, SyntaxProblem):
-                raise ManifestError(f"error: {doc.file}:{item.line}: {item.message}")
+        parsed = list(parse_documents(doc.text))
+        for problem in parsed:
+            if isinstance(problem, SyntaxProblem):
+                raise ManifestError(f"error: {doc.file}:{problem.line}: {problem.message}")
+        items = [i for p in parsed if not isinstance(p, SyntaxProblem) for i in list_items(p)]
+        for item in items:
             data = item.data
             if not isinstance(data, dict):
                 continue
@@ -55,9 +59,15 @@ def refs(documents: Iterable[Document]) -> list[ResourceRef]:
             kind, name = data.get("kind"), meta.get("name")
             if not isinstance(kind, str) or not isinstance(name, str):
                 raise ManifestError(f"error: {doc.file}:{item.line}: a resource needs kind and metadata.name")
-            try:
-                kind = resolve_kind(kind)
-            except UnknownKindError as exc:
-                raise ManifestError(f"error: {doc.file}:{item.line}: {exc}") from None
+            rtype = resource_type(str(data.get("apiVersion") or ""), kind)
+            if rtype is not None:
+                kind = rtype.KEY_KIND
+            elif not types_named(kind) and api_group(str(data.get("apiVersion") or "")) not in MESH_GROUPS:
+                continue  # a Kubernetes document (Service, Deployment...): apply skipped it too
+            else:
+                try:
+                    kind = resolve_kind(kind)
+                except UnknownKindError as exc:
+                    raise ManifestError(f"error: {doc.file}:{item.line}: {exc}") from None
             out.append(ResourceRef(kind, str(meta.get("namespace") or "default"), name))
     return out

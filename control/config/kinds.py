@@ -20,6 +20,8 @@ SHORT_NAMES: dict[str, str] = {
     "ra": "RequestAuthentication",
     "ap": "AuthorizationPolicy",
     "lrl": "LocalRateLimit",
+    "wg": "WorkloadGroup",
+    "gtw": "KubernetesGateway",
 }
 
 
@@ -30,10 +32,12 @@ def _plural(kind: str) -> str:
 
 def _aliases() -> dict[str, str]:
     table: dict[str, str] = {}
-    for kind, rtype in KINDS.items():
-        for name in (kind.lower(), _plural(kind)):
-            table[name] = kind
-            table[f"{name}.{rtype.GROUP}"] = kind
+    for key_kind, rtype in KINDS.items():
+        for name in (key_kind.lower(), _plural(key_kind)):
+            table[name] = key_kind
+        # kubectl's ``kind.group`` form uses the kind as written: gateway.gateway.networking.k8s.io
+        for name in (rtype.KIND.lower(), _plural(rtype.KIND)):
+            table[f"{name}.{rtype.GROUP}"] = key_kind
     table.update(SHORT_NAMES)
     return table
 
@@ -61,5 +65,7 @@ def group_of(kind: str) -> str:
 
 def kubectl_name(kind: str, name: str) -> str:
     """``virtualservice.networking.istio.io/reviews``, as kubectl prints a resource it changed."""
-    group = group_of(kind)
-    return f"{kind.lower()}.{group}/{name}" if group else f"{kind.lower()}/{name}"
+    rtype = KINDS.get(kind)
+    if rtype is None:
+        return f"{kind.lower()}/{name}"
+    return f"{rtype.KIND.lower()}.{rtype.GROUP}/{name}"

@@ -86,21 +86,21 @@ def plan_apply(
     """Writes for applying ``desired`` (``created``/``configured``/``unchanged`` per resource)."""
     plan = Plan()
     for value in desired:
-        key = key_of(value.kind, value.namespace, value.name)
-        ref = f"{value.kind} {value.namespace}/{value.name}"
+        key = key_of(value.key_kind, value.namespace, value.name)
+        ref = f"{value.key_kind} {value.namespace}/{value.name}"
         current = state.get(key)
         if key in expected:
             problem = _conflict(ref, expected[key], current)
             if problem:
                 plan.conflicts.append(problem)
                 continue
-        group = group_of(value.kind)
+        group = group_of(value.key_kind)
         last = current.revision if current is not None else 0
         if current is not None and current.value is not None:
             if current.value.content() == value.content():
                 plan.results.append(
                     ResourceResult(
-                        value.kind,
+                        value.key_kind,
                         group,
                         value.namespace,
                         value.name,
@@ -117,7 +117,7 @@ def plan_apply(
             action, previous = "created", 0
         plan.writes.append(PlannedWrite(key, value, last))
         plan.results.append(
-            ResourceResult(value.kind, group, value.namespace, value.name, 0, action, previous)
+            ResourceResult(value.key_kind, group, value.namespace, value.name, 0, action, previous)
         )
     return plan
 

@@ -1,7 +1,9 @@
 """meshbus-config over NATS: apply/delete/get/list/history/rollback as a BusService.
 
 Every change runs the same path (`_change`): read the stored state, plan the writes
-(plan.py), run cross-resource analysis on the resulting set (admission.py), then commit all
+(plan.py), run cross-resource analysis on the resulting set (admission.py) with the service hosts
+discovery's live registry holds (asked once per change; without an answer the analysis goes
+without them), then commit all
 writes as one atomic JetStream batch in which every write names the revision it was based on.
 Either every resource of the request is stored or none is, and a concurrent writer (another
 replica, another operator) makes the commit fail as a whole instead of half-applying it. When
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
+from meshbus.bus.config.kubernetes import KubernetesObject
 from meshbus.bus.config.resources import KINDS, Resource
 from meshbus.bus.config.result import FieldError, Validation
 from meshbus.bus.config.validation.registry import validate as validate_semantics
@@ -47,6 +50,7 @@ from meshbus.bus.schemas.config import (
 )
 from meshbus.bus.service import BusService, EndpointSpec
 from meshbus.bus.tasks import cancel_and_wait
+from meshbus.control.discovery.client import registry_hosts
 
 from . import admission
 from .kinds import UnknownKindError, resolve_kind
@@ -58,6 +62,8 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "config"
 MAX_ATTEMPTS = 12  # reads+commits per change when the caller stated no revision and writers race
+REGISTRY_TIMEOUT = 0.5
+"""How long a change waits for discovery's registry hosts (no replica: analysis goes without)."""
 
 
 class ConfigService:
@@ -123,7 +129,7 @@ class ConfigService:
         loaded = admission.load_documents(req.documents)
         if not loaded.ok:
             raise BadRequestError(admission.render_errors(loaded.validation))
-        if not loaded.resources:
+        if not loaded.resources and not loaded.kubernetes:
             raise BadRequestError("no resources found in the request")
         expected = dict(req.expected_revisions)
         if req.expected_revision:
@@ -135,10 +141,12 @@ class ConfigService:
             expected[key_of(r.kind, r.namespace, r.name)] = req.expected_revision
         now = self.clock()
         desired = {key_of(*r.key): (r, to_stored(r, updated=now)) for r in loaded.resources}
-        results, warnings = await self._change(desired, [], expected, dry_run=req.dry_run)
-        return ApplyReply(
-            results, [w.render() for w in [*loaded.validation.warnings, *warnings]], req.dry_run
+        results, warnings = await self._change(
+            desired, [], expected, dry_run=req.dry_run, kubernetes=loaded.kubernetes
         )
+        notes = [w.render() for w in [*loaded.validation.warnings, *warnings]]
+        notes += [f"Info: {m.render()}" for m in loaded.validation.infos]
+        return ApplyReply(results, notes, req.dry_run)
 
     async def delete(self, req: DeleteRequest) -> DeleteReply:
         targets = []
@@ -161,13 +169,16 @@ class ConfigService:
     async def rollback(self, req: RollbackRequest) -> ApplyReply:
         kind = self._kind(req.kind)
         key = self._key(kind, req.namespace, req.name)
-        entry = await self.store.at(key, req.to_revision)
+        try:
+            entry = await self.store.at(key, req.to_revision)
+        except NotFoundError:
+            raise NotFoundError(await self._no_such_revision(kind, req, key)) from None
         old = self.store.decode(entry)
         if entry.operation is not KvOperation.PUT or old is None:
             raise BadRequestError(
                 f"revision {req.to_revision} of {kind} {req.namespace}/{req.name} is a delete"
             )
-        resource = self._revalidate(old, req.to_revision)
+        resource, checked = self._revalidate(old, req.to_revision)
         value = to_stored(
             resource, updated=self.clock(), operation="rollback", rolled_back_to=req.to_revision
         )
@@ -175,7 +186,18 @@ class ConfigService:
         results, warnings = await self._change(
             {key: (resource, value)}, [], expected, dry_run=req.dry_run, changed_action="rolled back"
         )
-        return ApplyReply(results, [w.render() for w in warnings], req.dry_run)
+        return ApplyReply(results, [w.render() for w in [*checked.warnings, *warnings]], req.dry_run)
+
+    async def _no_such_revision(self, kind: str, req: RollbackRequest, key: str) -> str:
+        ref = f"{kind} {req.namespace}/{req.name}"
+        kept = [e for e in await self.store.history(key) if e.operation is KvOperation.PUT]
+        if not kept:
+            return f"{ref} has no revision {req.to_revision}: the store holds no revision of it"
+        revisions = ", ".join(str(e.revision) for e in kept)
+        return (
+            f"{ref} has no revision {req.to_revision}; it can be rolled back to {revisions} "
+            f"(meshctl history {kind.lower()} {req.name} -n {req.namespace})"
+        )
 
     async def get(self, req: GetRequest) -> ResourceRecord:
         kind = self._kind(req.kind)
@@ -237,21 +259,26 @@ class ConfigService:
         ignore_not_found: bool = False,
         force: bool = False,
         changed_action: str = "configured",
+        kubernetes: Sequence[KubernetesObject] = (),
     ) -> tuple[list[ResourceResult], list[FieldError]]:
+        hosts = await registry_hosts(self.bus, timeout=REGISTRY_TIMEOUT)
         async with self._write_lock:
             return await self._change_locked(
                 desired,
+                hosts or frozenset(),
                 deletes,
                 expected,
                 dry_run=dry_run,
                 ignore_not_found=ignore_not_found,
                 force=force,
                 changed_action=changed_action,
+                kubernetes=kubernetes,
             )
 
     async def _change_locked(
         self,
         desired: dict[str, tuple[Resource, StoredConfig]],
+        hosts: frozenset[str],
         deletes: Sequence[tuple[str, str, str]],
         expected: dict[str, int],
         *,
@@ -259,6 +286,7 @@ class ConfigService:
         ignore_not_found: bool,
         force: bool,
         changed_action: str,
+        kubernetes: Sequence[KubernetesObject],
     ) -> tuple[list[ResourceResult], list[FieldError]]:
         stated = bool(expected)
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -269,7 +297,7 @@ class ConfigService:
                 values = [v for _, v in desired.values()]
                 plan = plan_apply(values, state, expected, changed_action=changed_action)
             self._refuse_conflicts(plan)
-            findings = self._analyze(state, desired, plan)
+            findings = self._analyze(state, desired, plan, hosts, kubernetes)
             if findings.errors and not force:
                 raise BadRequestError(admission.render_errors(findings, "the change breaks references"))
             if dry_run or not plan.writes:
@@ -299,8 +327,15 @@ class ConfigService:
             raise NotFoundError("nothing was deleted:\n" + "\n".join("  " + m for m in plan.not_found))
 
     def _analyze(
-        self, state: dict[str, Current], desired: dict[str, tuple[Resource, StoredConfig]], plan: Plan
+        self,
+        state: dict[str, Current],
+        desired: dict[str, tuple[Resource, StoredConfig]],
+        plan: Plan,
+        hosts: frozenset[str],
+        kubernetes: Sequence[KubernetesObject],
     ) -> Validation:
+        """What the change introduces; ``hosts``: the live registry's services; ``kubernetes``: documents
+        that came with an apply (its Services)."""
         before: dict[str, Resource] = {}
         for key, current in state.items():
             res = self.store.resource(key, current)
@@ -310,11 +345,15 @@ class ConfigService:
         for w in plan.writes:
             if w.value is None:
                 after.pop(w.key, None)
-            else:
-                after[w.key] = desired[w.key][0]
+        # What the request carries, written or unchanged: its findings then name the operator's own
+        # file and each field's line, as `meshctl analyze -f` does (stored ones know only the first line).
+        for key, (res, _) in desired.items():
+            after[key] = res
         changed = {f"{k} {ns}/{n}" for k, ns, n in (split_key(w.key) for w in plan.writes)}
         changed |= {res.ref for res, _ in desired.values()}
-        return admission.analysis_delta(list(before.values()), list(after.values()), changed)
+        return admission.analysis_delta(
+            list(before.values()), list(after.values()), changed, hosts, kubernetes
+        )
 
     async def _announce(self, plan: Plan, revisions: Sequence[int]) -> None:
         try:
@@ -343,8 +382,9 @@ class ConfigService:
             raise BadRequestError(str(exc)) from None
 
     @staticmethod
-    def _revalidate(old: StoredConfig, revision: int) -> Resource:
-        """A rollback target is validated again: the schema may have become stricter since."""
+    def _revalidate(old: StoredConfig, revision: int) -> tuple[Resource, Validation]:
+        """A rollback target is validated again: the schema may have become stricter since, and what
+        meshbus enforces may have changed (its warnings are returned)."""
         ref = f"{old.kind} {old.namespace}/{old.name}"
         try:
             resource = old.to_resource()
@@ -355,4 +395,4 @@ class ConfigService:
             raise BadRequestError(
                 admission.render_errors(problems, f"revision {revision} of {ref} is invalid now")
             )
-        return resource
+        return resource, problems

@@ -4,8 +4,9 @@ The initial contents are applied as one batch (one model copy), then each change
 The watch is re-established from scratch when the connection to NATS was re-made (a restarted
 server may not resume the old consumer), and the fresh initial contents replace the model: keys
 that vanished meanwhile are deleted then. Values are decoded with the config service's reference
-reader (`meshbus.bus.schemas.config.decode_value`); a value that does not decode is logged,
-counted, and skipped (the rest of the mesh keeps flowing).
+reader (`meshbus.bus.schemas.config.decode_value`) and validated into the config models
+(`ConfigEntry.from_value`); a value that does not decode or validate is logged, counted, and skipped:
+the key keeps its last good value and the rest of the mesh keeps flowing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from meshbus.bus.kv import BucketConfig, KeyValueStore, KvEntry
 from meshbus.bus.schemas.config import decode_value
 from meshbus.bus.tasks import cancel_and_wait
 
-from .model import ConfigEntry, MeshModel
+from .model import ConfigEntry, MeshModel, served
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +116,13 @@ class ConfigWatch:
                 continue
             try:
                 value = decode_value(e.value).manifest()
-            except BusError as exc:
+                if not served(value):  # accepted but not acted on by proxies (EnvoyFilter, HTTPRoute, ...)
+                    deletes.append((e.key, e.revision))
+                    continue
+                puts.append(ConfigEntry.from_value(value, e.revision))
+            except (BusError, ValueError) as exc:
                 self.bad_values += 1
                 self._log.error("skipping config key %s at revision %d: %s", e.key, e.revision, exc)
-                continue
-            puts.append(ConfigEntry.from_value(value, e.revision))
         old = self.model
         new = old.apply(puts, deletes)
         if new.generation == old.generation:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.spiffe import SpiffeId
 from meshbus.control.cli.up import mint_tokens
-from meshbus.proxy.identity import CertClient, CertClientConfig
+from meshbus.proxy.mesh.identity import CertClient, CertClientConfig
 from tests.support.mesh import DemoMesh
 from tests.support.processes import http_get, wait_for
 

@@ -28,7 +28,7 @@ def test_invalid_virtual_service_is_refused_and_traffic_stays(demo_mesh: DemoMes
     version_before = demo_mesh.config_version(demo_mesh.ports.client_admin)
 
     with pytest.raises(BadRequestError) as info:
-        demo_mesh.apply(vs_yaml({"v1": 70, "v2": 20}), file="bad-weights.yaml")  # weights add to 90
+        demo_mesh.apply(vs_yaml({"v1": 100, "v2": -10}), file="bad-weights.yaml")  # a negative weight
     message = str(info.value)
     assert "bad-weights.yaml" in message and "VirtualService default/reviews" in message, message
     assert "spec.http[0].route" in message and "weight" in message, message

@@ -12,7 +12,7 @@ from meshbus.bus.config.destination_rule import (
     TrafficPolicy,
 )
 from meshbus.bus.config.resources import DestinationRule, Resource
-from meshbus.bus.config.validation.common import check_host, check_labels
+from meshbus.bus.config.validation.common import check_host, check_labels, check_policy_scope
 from meshbus.bus.config.validation.findings import Findings
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -23,6 +23,10 @@ def validate(resource: Resource, f: Findings) -> None:
         return
     spec = resource.spec
     check_host(f, ["spec", "host"], spec.host)
+    if spec.workload_selector is not None:
+        check_policy_scope(
+            f, ["spec", "workloadSelector", "matchLabels"], spec.workload_selector.match_labels, None, None
+        )
     if spec.traffic_policy is not None:
         traffic_policy(f, ["spec", "trafficPolicy"], spec.traffic_policy)
     seen: dict[str, int] = {}
@@ -67,8 +71,6 @@ def _load_balancer(f: Findings, path: list[str | int], lb: LoadBalancerSettings)
         f.error(path, "set only one of simple and consistentHash")
     if lb.simple == "LEAST_CONN":
         f.warn([*path, "simple"], "LEAST_CONN is deprecated; meshbus treats it as LEAST_REQUEST", lb.simple)
-    elif lb.simple == "PASSTHROUGH":
-        f.warn([*path, "simple"], "PASSTHROUGH is not implemented by meshbus yet; LEAST_REQUEST is used")
     ch = lb.consistent_hash
     if ch is not None:
         keys = [

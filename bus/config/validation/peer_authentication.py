@@ -1,9 +1,9 @@
-"""Semantic checks for PeerAuthentication (portLevelMtls needs a selector; port keys)."""
+"""Semantic checks for PeerAuthentication: Istio's ValidatePeerAuthentication and its CRD rules."""
 
 from __future__ import annotations
 
 from meshbus.bus.config.resources import PeerAuthentication, Resource
-from meshbus.bus.config.validation.common import check_labels
+from meshbus.bus.config.validation.common import check_policy_scope
 from meshbus.bus.config.validation.findings import Findings
 
 
@@ -11,14 +11,10 @@ def validate(resource: Resource, f: Findings) -> None:
     if not isinstance(resource, PeerAuthentication):
         return
     spec = resource.spec
-    if spec.selector is not None:
-        check_labels(f, ["spec", "selector", "matchLabels"], spec.selector.match_labels)
-        if not spec.selector.match_labels:
-            f.error(
-                ["spec", "selector"], "selector needs at least one label (omit selector for namespace-wide)"
-            )
-    if spec.port_level_mtls and (spec.selector is None or not spec.selector.match_labels):
-        f.error(["spec", "portLevelMtls"], "portLevelMtls requires a workload selector")
+    labels = spec.selector.match_labels if spec.selector is not None else None
+    check_policy_scope(f, ["spec", "selector", "matchLabels"], labels, None, None)
+    if spec.port_level_mtls and not labels:
+        f.error(["spec", "portLevelMtls"], "portLevelMtls requires a selector with labels")
     for port in spec.port_level_mtls:
         if not 1 <= port <= 65535:
-            f.error(["spec", "portLevelMtls", str(port)], "port must be a number in 1..65535", port)
+            f.error(["spec", "portLevelMtls", str(port)], "port must be between 1-65535", port)

@@ -1,5 +1,4 @@
-"""Semantic checks for meshbus.io Plugin: the filter id, route names and selector (``config`` is not checked:
-it belongs to the filter, and there is no plugin loader yet)."""
+"""Semantic checks for meshbus.io Plugin (schema only; a plugin's own config is not checked yet: the plugin loader does not exist until the plugins issue)."""
 
 from __future__ import annotations
 

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from meshbus.bus.config import fates
 from meshbus.bus.config.resources import Resource
 from meshbus.bus.config.result import Validation
 from meshbus.bus.config.source import PathKey
 from meshbus.bus.config.validation import (
     authorization_policy,
     destination_rule,
+    envoy_filter,
     gateway,
+    gateway_api,
     local_rate_limit,
     peer_authentication,
     plugin,
     request_authentication,
     service_entry,
     sidecar,
+    telemetry,
     virtual_service,
+    wasm_plugin,
     workload_entry,
+    workload_group,
 )
 from meshbus.bus.config.validation.findings import Findings
 
@@ -36,7 +42,19 @@ VALIDATORS: dict[str, Validator] = {
     "AuthorizationPolicy": authorization_policy.validate,
     "LocalRateLimit": local_rate_limit.validate,
     "Plugin": plugin.validate,
+    "EnvoyFilter": envoy_filter.validate,
+    "WasmPlugin": wasm_plugin.validate,
+    "Telemetry": telemetry.validate,
+    "WorkloadGroup": workload_group.validate,
+    "ProxyConfig": workload_group.validate,
+    "KubernetesGateway": gateway_api.validate,
+    "HTTPRoute": gateway_api.validate,
+    "GRPCRoute": gateway_api.validate,
+    "TCPRoute": gateway_api.validate,
+    "TLSRoute": gateway_api.validate,
+    "ReferenceGrant": gateway_api.validate,
 }
+"""KEY_KIND -> its semantic checks."""
 
 
 def validate(
@@ -47,10 +65,13 @@ def validate(
 ) -> Validation:
     """Semantic checks for one schema-valid resource; every finding, not just the first.
 
-    ``label`` overrides how messages name the resource (the loader passes the name as written).
+    First the fates (fates.py): a warning for each kind or field meshbus does not enforce, an error
+    for each it refuses. ``label`` overrides how messages name the resource (the loader passes the
+    name as written).
     """
     findings = Findings(resource, label=label, path_map=path_map)
-    validator = VALIDATORS.get(resource.kind)
+    fates.check(resource, findings)
+    validator = VALIDATORS.get(resource.KEY_KIND)
     if validator is not None:
         validator(resource, findings)
     return findings.validation

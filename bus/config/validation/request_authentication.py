@@ -1,4 +1,4 @@
-"""Semantic checks for RequestAuthentication (issuer required, jwks xor jwksUri)."""
+"""Semantic checks for RequestAuthentication: Istio's ValidateRequestAuthentication and its CRD rules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from urllib.parse import urlparse
 
 from meshbus.bus.config.resources import RequestAuthentication, Resource
-from meshbus.bus.config.validation.common import check_header_name, check_labels
+from meshbus.bus.config.validation.common import check_policy_spec
 from meshbus.bus.config.validation.findings import Findings
 
 
@@ -14,40 +14,32 @@ def validate(resource: Resource, f: Findings) -> None:
     if not isinstance(resource, RequestAuthentication):
         return
     spec = resource.spec
-    if spec.selector is not None:
-        check_labels(f, ["spec", "selector", "matchLabels"], spec.selector.match_labels)
-    if spec.selector is not None and (spec.target_ref is not None or spec.target_refs):
-        f.error(["spec", "selector"], "set only one of selector and targetRef(s)")
+    check_policy_spec(f, spec)
     issuers: dict[str, int] = {}
     for i, rule in enumerate(spec.jwt_rules):
         path: list[str | int] = ["spec", "jwtRules", i]
-        if not rule.issuer:
-            f.error([*path, "issuer"], "issuer is required")
+        if not rule.issuer and not rule.jwks_uri:
+            f.error([*path, "issuer"], "issuer or jwksUri must be set")
         elif rule.issuer in issuers:
-            f.error(
-                [*path, "issuer"], f"duplicate issuer (also jwtRules[{issuers[rule.issuer]}])", rule.issuer
+            # Istio accepts it; which of the two rules checks a token is then up to the proxy.
+            f.warn(
+                [*path, "issuer"],
+                f"duplicate issuer (also jwtRules[{issuers[rule.issuer]}]): only one of the rules applies",
+                rule.issuer,
             )
-        issuers.setdefault(rule.issuer, i)
+        if rule.issuer:
+            issuers.setdefault(rule.issuer, i)
         if rule.jwks and rule.jwks_uri:
-            f.error([*path, "jwks"], "set only one of jwks and jwksUri")
+            f.error([*path, "jwks"], "only one of jwks or jwksUri can be set")
         if rule.jwks_uri:
             url = urlparse(rule.jwks_uri)
             if url.scheme not in ("http", "https") or not url.hostname:
-                f.error([*path, "jwksUri"], "jwksUri must be an http(s) URL", rule.jwks_uri)
+                f.error([*path, "jwksUri"], "url must have scheme http:// or https://", rule.jwks_uri)
         if rule.jwks:
             try:
                 keys = json.loads(rule.jwks)
             except ValueError:
-                f.error([*path, "jwks"], "jwks must be a JSON Web Key Set (JSON)")
+                f.error([*path, "jwks"], "jwks parse error: not a JSON Web Key Set (JSON)")
             else:
                 if not isinstance(keys, dict) or not isinstance(keys.get("keys"), list):
-                    f.error([*path, "jwks"], 'jwks must be a JSON object with a "keys" list')
-        for j, header in enumerate(rule.from_headers):
-            if not header.name:
-                f.error([*path, "fromHeaders", j, "name"], "header name is required")
-        for j, out in enumerate(rule.output_claim_to_headers):
-            check_header_name(f, [*path, "outputClaimToHeaders", j, "header"], out.header)
-            if not out.claim:
-                f.error([*path, "outputClaimToHeaders", j, "claim"], "claim is required")
-        if rule.output_payload_to_header is not None:
-            check_header_name(f, [*path, "outputPayloadToHeader"], rule.output_payload_to_header)
+                    f.error([*path, "jwks"], 'jwks parse error: a JSON object with a "keys" list is expected')

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meshbus.bus.config.resources import Resource, Sidecar
-from meshbus.bus.config.validation.common import check_labels, check_namespaced_hosts
+from meshbus.bus.config.validation.common import check_alpha_selector, check_namespaced_hosts
 from meshbus.bus.config.validation.findings import Findings
 
 
@@ -13,8 +13,8 @@ def validate(resource: Resource, f: Findings) -> None:
     spec = resource.spec
     if not (spec.egress or spec.ingress or spec.outbound_traffic_policy or spec.inbound_connection_pool):
         f.error(["spec"], "empty Sidecar: set egress, ingress or outboundTrafficPolicy")
-    if spec.workload_selector is not None:
-        check_labels(f, ["spec", "workloadSelector", "labels"], spec.workload_selector.labels)
+    labels = spec.workload_selector.labels if spec.workload_selector is not None else None
+    check_alpha_selector(f, ["spec", "workloadSelector", "labels"], labels, "Sidecar")
     for i, egress in enumerate(spec.egress):
         path: list[str | int] = ["spec", "egress", i, "hosts"]
         if not egress.hosts:

@@ -61,8 +61,6 @@ def validate(resource: Resource, f: Findings) -> None:
             f.error(
                 ["spec", "hosts", i], 'wildcard host "*" is not allowed for VirtualServices bound to the mesh'
             )
-    if [g for g in spec.gateways if g != "mesh"]:
-        f.warn(["spec", "gateways"], "meshbus has no gateway proxy yet: rules bound to gateways are ignored")
     if not spec.http and not spec.tcp and not spec.tls and not delegate_child:
         f.error(["spec"], "at least one of http, tcp or tls routes is required")
     names: dict[str, int] = {}
@@ -173,23 +171,35 @@ def _http_route(f: Findings, path: list[str | int], route: HTTPRoute) -> None:
 
 
 def _header_ops(f: Findings, path: list[str | int], route: HTTPRoute) -> None:
+    """Istio's header operation names: no ``:`` pseudo-headers (but ``:authority`` may be set on requests),
+    no Host on responses or removals, and the authority set at most once."""
     blocks = [([*path, "headers"], route.headers)]
     blocks += [([*path, "route", j, "headers"], d.headers) for j, d in enumerate(route.route)]
     for hpath, headers in blocks:
         if headers is None:
             continue
+        authority = route.rewrite.authority if route.rewrite is not None else None
         for side, ops in (("request", headers.request), ("response", headers.response)):
             if ops is None:
                 continue
             for op, names in (("set", list(ops.set)), ("add", list(ops.add)), ("remove", list(ops.remove))):
-                for name in names:
-                    key: str | int = name if op != "remove" else names.index(name)
-                    if name.lower() in ("host", ":authority") and side == "request":
-                        f.error(
-                            [*hpath, side, op, key], "use rewrite.authority to change the Host header", name
-                        )
-                    elif not name or name.startswith(":"):
-                        f.error([*hpath, side, op, key], "invalid header name", name)
+                for k, name in enumerate(names):
+                    key: str | int = name if op != "remove" else k
+                    sets_authority = side == "request" and op != "remove"
+                    if not name:
+                        f.error([*hpath, side, op, key], "header name cannot be empty")
+                    elif name.lower() in ("host", ":authority") and sets_authority:
+                        if authority is not None:
+                            f.error(
+                                [*hpath, side, op, key],
+                                "authority header cannot be set twice (rewrite.authority sets it too)",
+                                name,
+                            )
+                        authority = name
+                    elif name.lower() == "host":
+                        f.error([*hpath, side, op, key], "cannot set or remove the Host header here", name)
+                    elif name.startswith(":"):
+                        f.error([*hpath, side, op, key], 'header cannot have ":" prefix', name)
 
 
 def _match(f: Findings, path: list[str | int], m: HTTPMatchRequest) -> None:
@@ -220,23 +230,24 @@ def _string_match(f: Findings, path: list[str | int], sm: StringMatch, *, allow_
 def _weights(
     f: Findings, path: list[str | int], routes: Sequence[HTTPRouteDestination | RouteDestination]
 ) -> None:
+    """Istio's validateWeight and route-destination rules: weights are relative (the proxy splits by
+    weight / total), none negative, and several destinations must not all weigh 0."""
     total = 0
     for j, dest in enumerate(routes):
         w = dest.weight
         if w is None:
             continue
-        if not 0 <= w <= 100:
-            f.error([*path, "route", j, "weight"], "weight must be between 0 and 100", w)
-        total += w
+        if w < 0:
+            f.error([*path, "route", j, "weight"], "weight must not be negative", w)
+        total += max(w, 0)
     if len(routes) > 1:
-        if any(d.weight is None for d in routes):
-            j = next(j for j, d in enumerate(routes) if d.weight is None)
-            f.error(
-                [*path, "route", j, "weight"], "weight is required when a route has more than one destination"
-            )
-        elif total != 100:
-            f.error([*path, "route", len(routes) - 1, "weight"], f"weights must add up to 100 (got {total})")
-    elif len(routes) == 1 and routes[0].weight not in (None, 100, 0) and total != 100:
+        if total == 0:
+            f.error([*path, "route"], "total destination weight = 0 (give at least one destination a weight)")
+        else:
+            for j, dest in enumerate(routes):
+                if not dest.weight:
+                    f.warn([*path, "route", j, "weight"], "a destination without weight gets no traffic")
+    elif len(routes) == 1 and routes[0].weight not in (None, 100, 0):
         # Istio gives a single destination 100% whatever its weight; say so rather than surprise.
         f.warn(
             [*path, "route", 0, "weight"],

@@ -1,6 +1,6 @@
 """A small mesh for discovery integration tests: config KV, discovery replicas, real agents.
 
-Agents are the real `meshbus.proxy.agent.MeshAgent` with the real `build_runtime`; only the swap
+Agents are the real `meshbus.proxy.mesh.agent.MeshAgent` with the real `build_runtime`; only the swap
 is a test callback (no listeners). Config is written to the KV bucket exactly as meshbus-config
 stores it (`encode_value`), so discovery reads what it would read in production.
 """
@@ -19,8 +19,8 @@ from meshbus.bus.schemas.config import StoredConfig, encode_value
 from meshbus.control.discovery.client import proxy_status
 from meshbus.control.discovery.server import DiscoveryServer, DiscoverySettings
 from meshbus.control.discovery.status import ProxyView
-from meshbus.proxy.agent import AgentSettings, MeshAgent
-from meshbus.proxy.runtime import ProxyRuntime
+from meshbus.proxy.build.runtime import ProxyRuntime
+from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent
 from tests.support.bounded import within
 
 FAST = DiscoverySettings(

@@ -11,7 +11,7 @@ from meshbus.bus import BusConnection
 from meshbus.bus.embedded import EmbeddedNats
 from meshbus.bus.errors import PermissionDeniedError
 from meshbus.control.ca.errors import TokenExhaustedError
-from meshbus.proxy.identity import CertClient, CertClientConfig, Identity, resolve_token
+from meshbus.proxy.mesh.identity import CertClient, CertClientConfig, Identity, resolve_token
 from tests.integration.control.ca_helpers import WEB, ca_replica, create_token
 from tests.unit.control.ca.pki import root
 

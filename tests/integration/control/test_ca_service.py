@@ -31,7 +31,7 @@ from meshbus.control.ca.errors import (
     TokenInvalidError,
 )
 from meshbus.control.ca.service import CaServiceConfig
-from meshbus.proxy.identity import make_csr, renewal_proof
+from meshbus.proxy.mesh.identity import make_csr, renewal_proof
 from tests.integration.control.ca_helpers import DB, WEB, Clock, ca_replica, certify_with_token, create_token
 from tests.unit.control.ca.pki import TD, csr_pem, root
 

@@ -18,8 +18,8 @@ import pytest
 
 from meshbus.bus import BusConnection
 from meshbus.bus.embedded import EmbeddedNats
-from meshbus.proxy.identity import CertClient, CertClientConfig, Identity
-from meshbus.proxy.tls import (
+from meshbus.proxy.mesh.identity import CertClient, CertClientConfig, Identity
+from meshbus.proxy.tls.contexts import (
     PeerPolicy,
     RotatingServerContext,
     TlsPeerError,

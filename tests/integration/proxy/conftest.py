@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from meshbus.proxy.config import Address, BootstrapConfig
-from meshbus.proxy.server import ProxyServer
+from meshbus.proxy.adapters.server import ProxyServer
+from meshbus.proxy.bootstrap import Address, BootstrapConfig
 from tests.integration.proxy.upstreams import Upstream
 
 LOCAL = Address("127.0.0.1", 0)

@@ -1,6 +1,6 @@
 """Mesh identities for proxy mTLS tests: certificates issued in-process by the CA issuer.
 
-`StaticCertClient` stands in for `meshbus.proxy.identity.CertClient` (same ``current`` /
+`StaticCertClient` stands in for `meshbus.proxy.mesh.identity.CertClient` (same ``current`` /
 ``add_rotation_callback`` surface); `rotate` plays a renewal.
 """
 
@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from meshbus.bus.spiffe import SpiffeId
 from meshbus.control.ca.issuer import CaMaterial, Issuer, IssuerConfig, generate_root
-from meshbus.proxy.identity import Identity, build_identity
+from meshbus.proxy.mesh.identity import Identity, build_identity
 
 TD = "cluster.local"
 

@@ -19,8 +19,8 @@ from meshbus.bus.schemas.identity import (
     ProxyCertsReply,
     ProxyCertsRequest,
 )
-from meshbus.proxy.agent import AgentSettings
-from meshbus.proxy.mesh_mode import IdentitySettings, MeshMode
+from meshbus.proxy.mesh.agent import AgentSettings
+from meshbus.proxy.mesh.mode import IdentitySettings, MeshMode
 from tests.integration.control.ca_helpers import ca_replica, create_token
 from tests.unit.control.ca.pki import root
 

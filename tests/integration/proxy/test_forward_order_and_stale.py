@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from meshbus.proxy.http1 import END, HEAD, ProtocolError, RequestSession, serialize_response_head
+from meshbus.proxy.codec.http1 import END, HEAD, ProtocolError, RequestSession, serialize_response_head
 from tests.integration.proxy.conftest import ProxyFactory, UpstreamFactory, service_entry, yaml
 from tests.integration.proxy.upstreams import Client, fetch
 

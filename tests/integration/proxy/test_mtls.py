@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from meshbus.bus.spiffe import SpiffeId
-from meshbus.proxy.identity import Identity
+from meshbus.proxy.mesh.identity import Identity
 from meshbus.telemetry.accesslog import AccessLogRecord
 from tests.integration.proxy.conftest import ProxyFactory, ProxyHandle, UpstreamFactory, yaml
 from tests.integration.proxy.mesh_pki import MeshCa, StaticCertClient, web_server_cert
@@ -293,7 +293,7 @@ async def test_renewal_under_load_loses_no_request(
 async def test_real_cert_client_short_lifetimes_renew_during_load(
     upstreams: UpstreamFactory, proxy: ProxyFactory, nats_server: Any, bus: Any
 ) -> None:
-    from meshbus.proxy.identity import CertClient, CertClientConfig
+    from meshbus.proxy.mesh.identity import CertClient, CertClientConfig
     from tests.integration.control.ca_helpers import ca_replica, create_token
     from tests.unit.control.ca.pki import root
 
@@ -448,8 +448,8 @@ def test_under_uvloop_mtls_works_and_a_refused_client_learns_why(tmp_path: Path)
     """meshbus-proxy runs on uvloop, whose TLS protocol is used inbound: same results, own event loop."""
     import uvloop
 
-    from meshbus.proxy.config import Address, BootstrapConfig
-    from meshbus.proxy.server import ProxyServer
+    from meshbus.proxy.adapters.server import ProxyServer
+    from meshbus.proxy.bootstrap import Address, BootstrapConfig
 
     local = Address("127.0.0.1", 0)
 
@@ -486,5 +486,5 @@ def test_under_uvloop_mtls_works_and_a_refused_client_learns_why(tmp_path: Path)
 
     ok, refused, flags, reason = uvloop.run(scenario())
     assert ok == 200
-    # the server sidecar sends its alert (proxy/tls_stream.py): the client names the real reason
+    # the server sidecar sends its alert (proxy/tls/stream.py): the client names the real reason
     assert (refused, flags, reason) == (503, "UF,URX", "peer_rejected_expired")

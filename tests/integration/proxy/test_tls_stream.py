@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import uvloop
 
-from meshbus.proxy.identity import Identity
-from meshbus.proxy.tls_stream import TlsStream
+from meshbus.proxy.mesh.identity import Identity
+from meshbus.proxy.tls.stream import TlsStream
 from tests.integration.proxy.mesh_pki import MeshCa
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshbus.proxy.http1 import (
+from meshbus.proxy.codec.http1 import (
     BODY,
     END,
     HEAD,

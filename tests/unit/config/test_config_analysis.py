@@ -219,3 +219,72 @@ def test_multiple_sidecars_without_selector_in_one_namespace() -> None:
     assert 'The Sidecars [default/a default/b] in namespace "default" have no workload selector' in (
         validation.errors[0].message
     )
+
+
+GATEWAY_WITH_SECRET = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: secure}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: gw-0, namespace: istio-system, labels: {istio: ingressgateway}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: SECRET_NAME, namespace: istio-system}
+stringData:
+  tls.crt: |
+CERT
+"""
+
+
+def _self_signed_pem() -> str:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shop.example.com")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize(
+    ("secret", "cert", "reported"),
+    [
+        ("shop-cert", "not a certificate", True),
+        ("shop-cert", "", False),  # filled in with a real certificate below
+        ("other-cert", "not a certificate", False),  # the Secret is not in the files: the cluster may hold it
+    ],
+)
+def test_ist0161_judges_a_gateway_credential_only_from_the_files(
+    secret: str, cert: str, reported: bool
+) -> None:
+    pem = cert or _self_signed_pem()
+    text = GATEWAY_WITH_SECRET.replace("SECRET_NAME", secret).replace(
+        "CERT", "\n".join("    " + line for line in pem.splitlines())
+    )
+    result = load_text(text, "gw.yaml")
+    findings = analyze(result.resources, kubernetes=result.kubernetes)
+    codes = [m.code for m in findings.messages()]
+    assert ("IST0161" in codes) is reported, findings.render()

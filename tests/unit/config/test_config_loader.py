@@ -29,7 +29,7 @@ spec:
     - destination:
         host: reviews
         subset: v2
-      weight: 10
+      weight: -10
 """
 
 
@@ -37,14 +37,14 @@ def test_error_names_file_line_resource_and_field_path() -> None:
     result = load_text(REVIEWS, "reviews.yaml")
     assert errors(result) == [
         "reviews.yaml:18: VirtualService default/reviews: spec.http[0].route[1].weight: "
-        "weights must add up to 100 (got 90)"
+        "weight must not be negative (got -10)"
     ]
     (err,) = result.validation.errors
     assert err.line == 18 and err.path == "spec.http[0].route[1].weight"
 
 
 def test_resource_source_is_file_and_first_line() -> None:
-    result = load_text(REVIEWS.replace("weight: 10", "weight: 20"), "reviews.yaml")
+    result = load_text(REVIEWS.replace("weight: -10", "weight: 20"), "reviews.yaml")
     assert result.ok
     (vs,) = result.resources
     assert isinstance(vs, VirtualService)
@@ -84,7 +84,7 @@ def test_all_errors_collected_not_just_the_first() -> None:
         """
         hosts: [r]
         http:
-        - route: [{destination: {host: r}, weight: 50}, {destination: {host: r}, weight: 40}]
+        - route: [{destination: {host: r}, weight: 50}, {destination: {host: r}, weight: -40}]
           timeout: 5
           retries: {attempts: -2, retryOn: "bogus"}
         """,
@@ -92,7 +92,7 @@ def test_all_errors_collected_not_just_the_first() -> None:
     messages = [e.message for e in result.validation.errors]
     assert len(messages) == 4, messages
     assert any("duration must be a string" in m for m in messages)
-    assert any("weights must add up to 100 (got 90)" in m for m in messages)
+    assert any("weight must not be negative" in m for m in messages)
     assert any("attempts must be >= 0" in m for m in messages)
     assert any('unknown retry policy "bogus"' in m for m in messages)
 
@@ -115,7 +115,7 @@ def test_salvage_maps_dropped_list_items_back_to_original_indices() -> None:
 
 
 def test_yaml_syntax_error_has_a_line_and_keeps_earlier_documents() -> None:
-    text = REVIEWS.replace("weight: 10", "weight: 20") + "---\nkind: [unclosed\n"
+    text = REVIEWS.replace("weight: -10", "weight: 20") + "---\nkind: [unclosed\n"
     result = load_text(text, "bad.yaml")
     assert not result.ok
     (err,) = result.validation.errors
@@ -143,7 +143,7 @@ def test_duplicate_keys_are_syntax_errors() -> None:
         ),
         (
             "apiVersion: networking.istio.io/v1\nkind: VirtualServce\nmetadata: {name: a}\n",
-            "t.yaml:2: VirtualServce default/a: kind: unknown kind (supported: AuthorizationPolicy,",
+            "t.yaml:2: VirtualServce default/a: kind: unknown kind for networking.istio.io (supported: DestinationRule,",
         ),
         ("- just\n- a list\n", "t.yaml:1: a document must be a mapping"),
         (
@@ -162,13 +162,13 @@ def test_envelope_errors(text: str, message: str) -> None:
 
 
 def test_empty_documents_and_comments_are_skipped() -> None:
-    text = "# only a comment\n---\n---\n" + REVIEWS.replace("weight: 10", "weight: 20") + "---\n# trailing\n"
+    text = "# only a comment\n---\n---\n" + REVIEWS.replace("weight: -10", "weight: 20") + "---\n# trailing\n"
     result = load_text(text, "t.yaml")
     assert result.ok and len(result.resources) == 1
 
 
 def test_multi_document_file_is_all_or_nothing_but_lists_resources() -> None:
-    good = REVIEWS.replace("weight: 10", "weight: 20")
+    good = REVIEWS.replace("weight: -10", "weight: 20")
     bad = load_spec("DestinationRule", "host: reviews\nsubsets: [{name: v1}, {name: v1}]\n")
     result = load_text(
         good + "---\n" + "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
@@ -184,12 +184,12 @@ def test_multi_document_file_is_all_or_nothing_but_lists_resources() -> None:
 
 
 def test_raise_for_errors_returns_resources_when_ok() -> None:
-    result = load_text(REVIEWS.replace("weight: 10", "weight: 20"), "t.yaml")
+    result = load_text(REVIEWS.replace("weight: -10", "weight: 20"), "t.yaml")
     assert result.raise_for_errors() == result.resources
 
 
 def test_duplicate_resources_are_errors() -> None:
-    doc = REVIEWS.replace("weight: 10", "weight: 20")
+    doc = REVIEWS.replace("weight: -10", "weight: 20")
     result = load_text(doc + "---\n" + doc, "t.yaml")
     assert errors(result) == [
         "t.yaml:24: VirtualService default/reviews: metadata.name: duplicate resource: "
@@ -229,7 +229,7 @@ def test_load_path_single_file_and_missing_path(tmp_path: Path) -> None:
     assert empty.ok and "no *.yaml" in warnings(empty)[0]
 
 
-def test_unimplemented_fields_warn_and_are_ignored() -> None:
+def test_fields_meshbus_does_not_enforce_are_warned_with_their_line() -> None:
     result = load_spec(
         "VirtualService",
         """
@@ -245,12 +245,13 @@ def test_unimplemented_fields_warn_and_are_ignored() -> None:
     assert result.ok
     assert warnings(result) == [
         "t.yaml:10: VirtualService default/test: spec.http[0].match[0].statPrefix: "
-        'field "statPrefix" is not implemented by meshbus yet and is ignored',
-        't.yaml:11: VirtualService default/test: spec.tcp: field "tcp" is not implemented by meshbus yet and is ignored',
+        "NOT ENFORCED — meshbus-proxy keeps no statistics per match block",
+        "t.yaml:11: VirtualService default/test: spec.tcp: NOT ENFORCED — meshbus-proxy proxies HTTP only; "
+        "TCP routes are ignored",
     ]
 
 
-def test_unimplemented_fields_are_still_schema_checked() -> None:
+def test_fields_meshbus_does_not_enforce_are_still_schema_checked() -> None:
     result = load_spec(
         "DestinationRule", "host: r\ntrafficPolicy:\n  tunnel: {targetHost: x, targetPrt: 1}\n"
     )
@@ -272,7 +273,7 @@ def test_deprecated_percent_is_converted_with_a_warning() -> None:
 
 
 def test_status_is_ignored_with_a_warning() -> None:
-    result = load_text(REVIEWS.replace("weight: 10", "weight: 20") + "status: {}\n", "t.yaml")
+    result = load_text(REVIEWS.replace("weight: -10", "weight: 20") + "status: {}\n", "t.yaml")
     assert result.ok
     assert warnings(result) == [
         "t.yaml:19: VirtualService default/reviews: status: status is written by the mesh, not the operator; ignored"

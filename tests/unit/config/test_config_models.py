@@ -173,6 +173,17 @@ def test_all_kinds_registered() -> None:
         "AuthorizationPolicy",
         "LocalRateLimit",
         "Plugin",
+        "WorkloadGroup",
+        "ProxyConfig",
+        "EnvoyFilter",
+        "WasmPlugin",
+        "Telemetry",
+        "KubernetesGateway",
+        "HTTPRoute",
+        "GRPCRoute",
+        "TCPRoute",
+        "TLSRoute",
+        "ReferenceGrant",
     }
 
 

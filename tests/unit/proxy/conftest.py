@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from meshbus.bus.config import load_text
-from meshbus.proxy.routing import RequestView
-from meshbus.proxy.runtime import ProxyRuntime, build_runtime
+from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
+from meshbus.proxy.core.routing import RequestView
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from meshbus.bus.cert_report import certificate_info
 from meshbus.bus.schemas.identity import CERT_ACTIVE, CERT_NO_IDENTITY, ProxyCertsReply
-from meshbus.proxy.admin import AdminServer
+from meshbus.proxy.adapters.admin import AdminServer
 from tests.unit.control.ca.pki import root, svid
 
 

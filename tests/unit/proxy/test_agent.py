@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from meshbus.bus.schemas.discovery import Snapshot
-from meshbus.proxy.agent import parse_labels
-from meshbus.proxy.snapshot_apply import ResourceCache, SnapshotApplier, load_state, save_state
+from meshbus.proxy.mesh.agent import parse_labels
+from meshbus.proxy.mesh.snapshot_apply import ResourceCache, SnapshotApplier, load_state, save_state
 
 
 def se(name: str, version: str = "v1", address: str = "10.0.0.1") -> dict[str, Any]:

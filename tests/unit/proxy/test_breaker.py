@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshbus.proxy.breaker import UNLIMITED, CircuitBreaker
+from meshbus.proxy.core.breaker import UNLIMITED, CircuitBreaker
 from tests.unit.proxy.conftest import SERVICES, build
 
 pytestmark = pytest.mark.unit

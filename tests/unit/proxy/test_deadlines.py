@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from meshbus.proxy.listener import Deadlines
+from meshbus.proxy.adapters.listener import Deadlines
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 

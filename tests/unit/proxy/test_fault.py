@@ -4,7 +4,7 @@ import pytest
 
 from meshbus.bus.config.types import Percent
 from meshbus.bus.config.virtual_service import FaultAbort, FaultDelay, HTTPFaultInjection
-from meshbus.proxy.fault import FaultPolicy, fault_policy_from
+from meshbus.proxy.filters.fault import FaultPolicy, fault_policy_from
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshbus.proxy.headerops import EMPTY_HEADER_OPS, make_header_ops
+from meshbus.proxy.filters.headerops import EMPTY_HEADER_OPS, make_header_ops
 
 pytestmark = pytest.mark.unit
 

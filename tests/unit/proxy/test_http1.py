@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshbus.proxy.http1 import (
+from meshbus.proxy.codec.http1 import (
     BODY,
     CHUNKED,
     END,

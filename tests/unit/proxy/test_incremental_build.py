@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshbus.proxy.runtime import ProxyRuntime, RuntimeBuildError, build_runtime
-from meshbus.proxy.snapshot_apply import ResourceCache, resource_key
+from meshbus.proxy.build.runtime import ProxyRuntime, RuntimeBuildError, build_runtime
+from meshbus.proxy.mesh.snapshot_apply import ResourceCache, resource_key
 from tests.unit.proxy.conftest import req
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
@@ -300,7 +300,7 @@ def _snapshot(
 
 
 def test_applier_delta_validates_and_recompiles_only_the_change() -> None:
-    from meshbus.proxy.snapshot_apply import SnapshotApplier
+    from meshbus.proxy.mesh.snapshot_apply import SnapshotApplier
 
     values = _fleet(10)
     applier = SnapshotApplier("n", app_port=9080)

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from meshbus.proxy.cluster import Cluster
-from meshbus.proxy.endpoint import Endpoint
-from meshbus.proxy.lb import HashPolicy
+from meshbus.proxy.core.cluster import Cluster
+from meshbus.proxy.core.endpoint import Endpoint
+from meshbus.proxy.core.lb import HashPolicy
 from tests.unit.proxy.conftest import SERVICES, SeqRng, build, req
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshbus.proxy.routing import RequestView, Route, VirtualHost
+from meshbus.proxy.core.routing import RequestView, Route, VirtualHost
 from tests.unit.proxy.conftest import SERVICES, build
 
 pytestmark = pytest.mark.unit

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from meshbus.proxy.cluster import Cluster
-from meshbus.proxy.endpoint import Endpoint
-from meshbus.proxy.outlier import OutlierSettings
+from meshbus.proxy.core.cluster import Cluster
+from meshbus.proxy.core.endpoint import Endpoint
+from meshbus.proxy.core.outlier import OutlierSettings
 from tests.unit.proxy.conftest import SERVICES, SeqRng, build
 
 pytestmark = pytest.mark.unit

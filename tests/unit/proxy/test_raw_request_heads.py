@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshbus.proxy.http1 import BODY, END, HEAD, RequestHead, RequestSession
+from meshbus.proxy.codec.http1 import BODY, END, HEAD, RequestHead, RequestSession
 
 pytestmark = pytest.mark.unit
 

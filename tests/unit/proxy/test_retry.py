@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from meshbus.bus.config.virtual_service import HTTPRetry, HTTPRetryBackoff
-from meshbus.proxy.retry import DEFAULT_RETRY, NO_RETRY, parse_retry_on, retry_policy_from
+from meshbus.proxy.core.retry import DEFAULT_RETRY, NO_RETRY, parse_retry_on, retry_policy_from
 
 pytestmark = pytest.mark.unit
 

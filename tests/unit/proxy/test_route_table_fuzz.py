@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshbus.proxy.routing import RequestView
+from meshbus.proxy.core.routing import RequestView
 from tests.unit.proxy.conftest import SERVICES, build
 
 pytestmark = pytest.mark.unit

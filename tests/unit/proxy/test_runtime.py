@@ -7,7 +7,7 @@ import json
 import pytest
 
 from meshbus.bus.config import load_text
-from meshbus.proxy.runtime import RuntimeBuildError, build_runtime
+from meshbus.proxy.build.runtime import RuntimeBuildError, build_runtime
 from tests.unit.proxy.conftest import SERVICES, build, load, req
 
 pytestmark = pytest.mark.unit

@@ -16,8 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from meshbus.bus.spiffe import SpiffeId
-from meshbus.proxy.identity import make_csr, make_key, renewal_delay
-from meshbus.proxy.tls import (
+from meshbus.proxy.mesh.identity import make_csr, make_key, renewal_delay
+from meshbus.proxy.tls.contexts import (
     PeerPolicy,
     RotatingServerContext,
     TlsMaterial,

@@ -7,9 +7,9 @@ import pytest
 from meshbus.bus.config import load_text
 from meshbus.bus.schemas.discovery import Register
 from meshbus.control.discovery.endpoints import synthesize
-from meshbus.proxy.runtime import build_runtime
-from meshbus.proxy.snapshot_apply import ResourceCache
-from meshbus.proxy.tls_policy import ISTIO_MUTUAL, InboundPolicy, PeerAuthRule, inbound_policy
+from meshbus.proxy.build.runtime import build_runtime
+from meshbus.proxy.mesh.snapshot_apply import ResourceCache
+from meshbus.proxy.tls.policy import ISTIO_MUTUAL, InboundPolicy, PeerAuthRule, inbound_policy
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Held writes (proxy/write_batch.py): order, flush once per loop iteration, close/abort, dead sockets."""
+"""Held writes (proxy/adapters/write_batch.py): order, flush once per loop iteration, close/abort, dead sockets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from meshbus.proxy.write_batch import BatchedTransport, WriteBatch
+from meshbus.proxy.adapters.write_batch import BatchedTransport, WriteBatch
 
 pytestmark = pytest.mark.unit
 

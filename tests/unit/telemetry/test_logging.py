@@ -51,7 +51,7 @@ def test_json_lines_carry_the_canonical_fields() -> None:
 def test_trace_level_and_exceptions() -> None:
     out = io.StringIO()
     configure_logging("proxy", "trace", stream=out, access_stream=io.StringIO())
-    log = logging.getLogger("meshbus.proxy.http1")
+    log = logging.getLogger("meshbus.proxy.codec.http1")
     log.log(TRACE, "frame %r", b"GET /")
     try:
         raise RuntimeError("kaput")

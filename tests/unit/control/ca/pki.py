@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshbus.bus.spiffe import SpiffeId
 from meshbus.control.ca.issuer import CaMaterial, IssuedCert, Issuer, IssuerConfig, generate_root
-from meshbus.proxy.identity import make_csr
-from meshbus.proxy.tls import TlsMaterial
+from meshbus.proxy.mesh.identity import make_csr
+from meshbus.proxy.tls.contexts import TlsMaterial
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 TD = "cluster.local"

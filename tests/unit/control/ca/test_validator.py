@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from meshbus.bus.spiffe import SpiffeId
 from meshbus.control.ca.errors import IdentityMismatchError, InvalidCsrError, RenewalRefusedError
 from meshbus.control.ca.validator import parse_csr, verify_renewal
-from meshbus.proxy.identity import make_csr, renewal_proof
+from meshbus.proxy.mesh.identity import make_csr, renewal_proof
 
 from .pki import NOW, TD, csr_pem, intermediate, root, svid
 

@@ -9,7 +9,7 @@ import pytest
 
 from meshbus.bus.config.loader import load_path
 from meshbus.bus.errors import BadRequestError
-from meshbus.bus.schemas.config import decode_value, encode_value
+from meshbus.bus.schemas.config import decode_value, encode_value, manifest_resource
 from meshbus.control.config.manifest import record_manifest, split_key, to_record, to_stored
 
 BOOKINFO = Path(__file__).parents[3] / "golden" / "config" / "bookinfo"
@@ -55,3 +55,43 @@ def test_records_print_like_kubectl_objects() -> None:
     }
     assert doc["spec"]["http"][0]["route"][1]["weight"] == 10
     assert split_key("VirtualService.default.a.b") == ("VirtualService", "default", "a.b")
+
+
+def test_a_manifest_is_read_by_api_group_and_kind() -> None:
+    """Discovery and the proxy read manifests through manifest_resource: the Gateway API's Gateway is not
+    Istio's Gateway, though both are ``kind: Gateway``."""
+    meta = {"name": "edge", "namespace": "default"}
+    kube = manifest_resource(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": meta,
+            "spec": {
+                "gatewayClassName": "istio",
+                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+            },
+        },
+        "test",
+    )
+    istio = manifest_resource(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Gateway",
+            "metadata": meta,
+            "spec": {
+                "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]
+            },
+        },
+        "test",
+    )
+    assert (kube.KEY_KIND, istio.KEY_KIND) == ("KubernetesGateway", "Gateway")
+    with pytest.raises(ValueError, match=r"KubernetesGateway default/edge: spec\.listeners"):
+        manifest_resource(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "Gateway",
+                "metadata": meta,
+                "spec": {"gatewayClassName": "istio", "listeners": "x"},
+            },
+            "test",
+        )

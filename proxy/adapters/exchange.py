@@ -1,0 +1,964 @@
+"""One downstream request through its route: the filter chain, then the router, as callbacks.
+
+An ``Exchange`` is made per request head by the listener and driven by plain callbacks (no task per
+request: the anchors price a task + futures at a quarter of the Python budget). Order, as Envoy/Istio
+apply it: route match (404 NR) and the weighted destination pick -> the route's filter chain
+(proxy/filters/chain.py: local rate limit 429 RL, CORS preflight, fault delay DI / abort FI, user
+filters by phase, header operations) -> the router: redirect / direct response, cluster LB pick (503
+UH), circuit breaker (503 UO), pooled connection, response, with retries (per-try timeout, backoff),
+the route timeout (504 UT) and outlier feedback via ``Cluster.record_result``. Response headers pass
+the chain's response hooks in reverse order; local replies pass those of the filters before the one
+that answered. A route with an empty chain costs one tuple check per hook point, and its heads go
+upstream and back as received when nothing changes them.
+
+The exchange is also the filters' ``FilterContext``: a hook that pauses (a ``Delay``, or an awaitable
+from an ``async def`` hook) holds only its own request; a timer or a task resumes the chain.
+
+Request bodies stream to the upstream as they arrive; a copy is kept for replay only while a retry
+could still need it and only up to ``MAX_REPLAY`` bytes (past that, no retry). Response bodies stream
+to the client; the listener pauses the upstream socket when the client reads slowly.
+Mirrors are fire-and-forget, bounded in number, and only for requests whose body fits the replay buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import re
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+from meshbus.proxy.adapters.upstream import OVERFLOW, PENDING, MirrorSend, UpstreamConnection
+from meshbus.proxy.codec.http1 import (
+    CHUNKED,
+    HOP_BY_HOP,
+    LAST_CHUNK,
+    LENGTH,
+    NO_BODY,
+    UNTIL_EOF,
+    RequestHead,
+    ResponseHead,
+    chunk,
+    connection_tokens,
+    local_reply,
+    serialize_request_head,
+    serialize_response_head,
+)
+from meshbus.proxy.core import flags as F
+from meshbus.proxy.core.routing import Destination, RequestView
+from meshbus.proxy.filters.chain import Delay, HttpFilter, LocalReply
+from meshbus.proxy.filters.headerops import HeaderOps
+from meshbus.telemetry.accesslog import AccessLogRecord
+
+if TYPE_CHECKING:
+    from meshbus.proxy.adapters.listener import ListenerContext
+
+log = logging.getLogger(__name__)
+
+MAX_REPLAY: Final = 64 * 1024
+MAX_MIRRORS_IN_FLIGHT: Final = 64
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# Request headers never forwarded as received: hop-by-hop ones, and those the proxy sets itself.
+_REQ_SKIP: Final = HOP_BY_HOP | {"host", "x-forwarded-proto", "expect"}
+_REQ_SKIP_XFF: Final = _REQ_SKIP | {"x-forwarded-for"}
+# A request with none of these (and no duplicate names) can go upstream as received plus the proxy's
+# own lines: nothing in it is hop-by-hop, replaced or dropped (see RequestHead.raw). Exceptions cut out
+# of the raw head by a regex: a Connection header naming only keep-alive or close, and the client's
+# X-Forwarded-For / -Proto lines (replaced by the proxy's own; every request from a client sidecar
+# to a server sidecar has them, so the inbound side would otherwise rebuild every head).
+_RAW_UNSAFE: Final = (HOP_BY_HOP - {"connection"}) | {"expect"}
+_RAW_CONNECTION: Final = re.compile(rb"\r\nconnection:[^\r]*", re.IGNORECASE)
+_RAW_FORWARDED: Final = re.compile(rb"\r\nx-forwarded-(?:for|proto):[^\r]*", re.IGNORECASE)
+_PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close"})
+
+
+def _strip_connection(raw: bytes, value: str) -> bytes | None:
+    """``raw`` without its Connection line when that names only keep-alive or close; else None."""
+    if value.strip().lower() not in _PLAIN_CONNECTION:
+        return None
+    return _RAW_CONNECTION.sub(b"", raw, count=1)
+
+
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_rand: Final = random.random
+_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
+class Exchange:
+    __slots__ = (
+        "authority",
+        "bytes_in",
+        "bytes_out",
+        "chunk_out",
+        "cluster",
+        "conn",
+        "conn_cb",
+        "ctx",
+        "dc",
+        "deadline",
+        "dest",
+        "details",
+        "dl_armed",
+        "dl_at",
+        "done",
+        "ep",
+        "flags",
+        "hash_key",
+        "head",
+        "head_bytes",
+        "is_local",
+        "keep_alive",
+        "out",
+        "pool",
+        "replay",
+        "req_chunked",
+        "req_done",
+        "req_ops",
+        "resp",
+        "resp_headers",
+        "resp_started",
+        "retries_left",
+        "rid_line",
+        "route",
+        "runtime",
+        "stale_retried",
+        "start",
+        "status",
+        "t0",
+        "task",
+        "timer",
+        "tls_failure",
+        "tries",
+        "try_deadline",
+        "unsent",
+        "unsent_bytes",
+        "upstream_host",
+        "view",
+        "waiting",
+    )
+
+    def __init__(self, dc: Any, head: RequestHead, ctx: ListenerContext) -> None:
+        self.dc = dc
+        self.head = head
+        self.ctx = ctx
+        self.flags: list[str] = []
+        self.out: bytes | None = None  # response head held back to go out with the first body bytes
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.req_done = head.body == 0  # NO_BODY: complete at its head
+        self.req_chunked = head.body == CHUNKED
+        self.replay: list[bytes] | None = []
+        self.unsent: list[bytes] = []
+        self.unsent_bytes = 0
+        self.conn: UpstreamConnection | None = None
+        self.conn_cb: Any = None
+        self.waiting = False
+        self.resp: ResponseHead | None = None
+        self.resp_started = False
+        self.chunk_out = False
+        self.keep_alive = head.keep_alive
+        self.done = False
+        self.timer: Any = None
+        self.task: Any = None  # an async filter hook being awaited
+        self.details: str | None = None  # a filter's local-reply details (access log)
+        self.is_local = False  # the response is a local reply (filters see it on the way out)
+        self.req_ops: HeaderOps | None = None  # header operations for the upstream head (filters)
+        self.resp_headers: list[tuple[str, str]] = []  # response headers while filters run
+        self.tls_failure: str | None = None  # "<reason>:<message>" when the upstream TLS handshake failed
+        self.upstream_host: str | None = None  # "address:port" of the last attempt (access log)
+        self.deadline = 0.0  # route timeout, loop time (0: none)
+        self.try_deadline = 0.0  # per-try timeout of the current attempt
+        self.dl_armed = False  # waiting in ctx.deadlines for the earlier of the two (dl_at)
+        self.dl_at = 0.0
+        self.route: Any = None
+        self.cluster: Any = None
+        self.dest: Destination | None = None
+        self.ep: Any = None
+        self.view: Any = None
+        self.tries = 0
+        self.stale_retried = False
+        self.retries_left = 0
+        self.hash_key: Any = None
+        self.head_bytes = b""
+        self.rid_line = b""  # "x-request-id: ...\r\n" when the proxy made the id (pass-through heads)
+        self.runtime: Any = None
+        self.pool: Any = None  # the ClusterPool of the current attempt
+        self.authority = ""
+        self.t0 = 0.0
+        self.start = 0.0
+
+    # ---- request side ---------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Called by the listener when this request's turn comes (pipelined requests wait)."""
+        self.t0 = time.monotonic()
+        self.start = time.time()
+        ctx = self.ctx
+        head = self.head
+        hdict = head.hdict
+        target = head.target
+        authority = hdict.get("host", "")
+        if target[:1] != "/":
+            if target.startswith("http://"):
+                # absolute-form (the client uses us as its HTTP_PROXY): authority comes from the URI
+                rest = target[7:]
+                i = rest.find("/")
+                authority, target = (rest, "/") if i < 0 else (rest[:i], rest[i:])
+            elif not (head.method == "OPTIONS" and target == "*"):
+                self.keep_alive = False
+                self.local(501, "-", "meshbus: only origin-form and http:// absolute-form targets\n")
+                return
+        self.authority = authority
+        if "x-request-id" not in hdict:
+            rid = ctx.new_request_id()
+            hdict["x-request-id"] = rid
+            head.headers.append(("x-request-id", rid))
+            self.rid_line = b"x-request-id: %b\r\n" % rid.encode()  # goes after head.raw (_dispatch)
+        runtime = self.runtime = ctx.server.runtime
+        view = self.view = RequestView(head.method, target, authority, hdict, self.dc.peer_ip)
+        table = runtime.outbound if ctx.direction == "outbound" else runtime.inbound
+        route = self.route = table.match(view)
+        if route is None:
+            self.local_flag(F.NR)
+            return
+        if route.kind == "forward":
+            # Picked with the route, as Envoy picks a weighted cluster, so filters see the destination.
+            self.dest = route.pick_destination(_rand())
+        if route.chain.request_headers:
+            self._run_request_filters(0)
+        else:
+            self._dispatch()
+
+    # ---- the filter chain (proxy/filters/chain.py says what a hook may return) -------------------
+
+    def _run_request_filters(self, i: int) -> None:
+        """Request-header hooks from the ``i``-th on, then the router; a hook may stop or pause."""
+        filters = self.route.chain.request_headers
+        n = len(filters)
+        while i < n:
+            f = filters[i]
+            i += 1
+            try:
+                r = f.on_request_headers(self)
+            except Exception as exc:
+                self._filter_failed(f, exc)
+                return
+            if r is not None:
+                self._filter_paused(f, r, i)
+                return
+        self._dispatch()
+
+    def _filter_paused(self, f: HttpFilter, r: object, i: int) -> None:
+        """A request hook did not continue: answer, wait, or await it, then go on at filter ``i``."""
+        if isinstance(r, LocalReply):
+            self.reply(r, f)
+        elif isinstance(r, Delay):
+            self.timer = self.ctx.loop.call_later(r.seconds, self._after_delay, f, r.then, i)
+        elif inspect.isawaitable(r):
+            task = self.task = asyncio.ensure_future(r, loop=self.ctx.loop)
+            task.add_done_callback(partial(self._after_await, f, i))
+        else:
+            self._filter_failed(f, TypeError(f"hook returned {type(r).__name__}, not None/LocalReply/Delay"))
+
+    def _after_delay(self, f: HttpFilter, then: LocalReply | None, i: int) -> None:
+        self.timer = None
+        if self.done:
+            return
+        if then is not None:
+            self.reply(then, f)
+        else:
+            self._run_request_filters(i)
+
+    def _after_await(self, f: HttpFilter, i: int, task: Any) -> None:
+        self.task = None
+        if self.done or task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._filter_failed(f, exc)
+            return
+        r = task.result()
+        if r is None:
+            self._run_request_filters(i)
+        else:
+            self._filter_paused(f, r, i)
+
+    def _filter_failed(self, f: HttpFilter, exc: BaseException) -> None:
+        log.error("filter %s failed: %s: %s", f.name, type(exc).__name__, exc)
+        self.reply(LocalReply(500, "filter error\n", details=f"filter_error:{f.name}"), f)
+
+    def _body_filters(self, data: bytes, end: bool) -> bool:
+        """Request-body hooks (observe, or answer before the response starts); False when one
+        answered, so the body goes no further."""
+        for f in self.route.chain.request_body:
+            try:
+                r = f.on_request_body(self, data, end)
+            except Exception as exc:
+                r = exc
+            if r is None or self.done or self.resp_started:
+                continue
+            self._abandon_upstream()
+            if isinstance(r, LocalReply):
+                self.reply(r, f)
+            elif isinstance(r, BaseException):
+                self._filter_failed(f, r)
+            else:
+                self._filter_failed(f, TypeError("a body hook may only return None or a LocalReply"))
+            return False
+        return True
+
+    def reply(self, r: LocalReply, stopper: HttpFilter | None) -> None:
+        """Answer with a filter's local reply; only the filters before ``stopper`` see it go out."""
+        if r.details:
+            self.details = r.details
+        hdrs = list(r.headers)
+        if r.flag is not None:
+            self.flags.append(r.flag)
+            hdrs.insert(0, (F.FLAGS_HEADER, F.join(self.flags)))
+        self.send_local(r.status, r.body, hdrs, stopper)
+
+    def _dispatch(self) -> None:
+        route = self.route
+        kind = route.kind
+        if kind != "forward":
+            if kind == "redirect":
+                status, location = route.redirect(self.view)
+                self.send_local(status, "", [("location", location)])
+            else:
+                self.send_local(route.direct_status, route.direct_body or b"", None)
+            return
+        dest = self.dest
+        assert dest is not None  # picked in begin() for forward routes
+        cluster = self.cluster = self.runtime.clusters.get(dest.cluster)
+        if cluster is None:
+            self.local_flag(F.UH)
+            return
+        head = self.head
+        view = self.view
+        hdict = head.hdict
+        raw = head.raw
+        if (
+            raw is not None
+            and route.plain
+            and self.req_ops is None
+            and not route.mirrors  # _mirror_head edits the lowercase host line of a rebuilt head
+            and not route.rewrite_authority
+            and view.path == head.target  # origin-form: the request line and Host stay as sent
+            and len(hdict) == len(head.headers)
+            and "host" in hdict
+            and hdict.keys().isdisjoint(_RAW_UNSAFE)
+            and (
+                "connection" not in hdict or (raw := _strip_connection(raw, hdict["connection"])) is not None
+            )
+        ):
+            # Pass-through: the head as received (names keep the client's spelling, as Envoy forwards
+            # them) plus the proxy's own X-Forwarded-* lines; no per-header Python work.
+            xff = self.dc.peer_ip_bytes
+            if "x-forwarded-for" in hdict or "x-forwarded-proto" in hdict:
+                raw = _RAW_FORWARDED.sub(b"", raw, count=2)  # no duplicate names: one line each at most
+                if "x-forwarded-for" in hdict:
+                    xff = b"%b, %b" % (hdict["x-forwarded-for"].encode("latin-1"), xff)
+            self.head_bytes = b"%b%bx-forwarded-proto: http\r\nx-forwarded-for: %b\r\n\r\n" % (
+                raw,
+                self.rid_line,
+                xff,
+            )
+        else:
+            self.head_bytes = self._rebuild_head(route)
+        self.retries_left = route.retry.attempts
+        hp = cluster.hash_policy
+        self.hash_key = None if hp is None else hp.key(view)  # Cluster.hash_key, inline
+        timeout = route.timeout
+        if timeout:
+            self.deadline = self.ctx.loop.time() + timeout
+        if route.mirrors:
+            if self.req_done:
+                self._mirror()
+        if "expect" in hdict and hdict["expect"].lower() == "100-continue" and not self.req_done:
+            # Envoy's default: the proxy itself says 100 Continue, and does not forward Expect.
+            self.dc.transport.write(CONTINUE_100)
+        self._attempt()
+
+    def _rebuild_head(self, route: Any) -> bytes:
+        """The upstream request head from the parsed headers: hop-by-hop ones dropped, header ops and
+        rewrites applied, X-Forwarded-* set."""
+        head = self.head
+        view = self.view
+        hdict = head.hdict
+        authority = route.rewrite_authority or self.authority
+        if "x-forwarded-for" in hdict:
+            # replace the received one by one that also names the client we saw
+            skip = _REQ_SKIP_XFF
+            xff = hdict["x-forwarded-for"] + ", " + self.dc.peer_ip
+        else:
+            skip = _REQ_SKIP
+            xff = self.dc.peer_ip
+        if "connection" in hdict:
+            skip = skip | connection_tokens(hdict)
+        ops = self.req_ops
+        if route.plain and ops is None and not self.req_chunked and not head.upgrade:
+            # Fast path (no header ops, no rewrite, no framing change): one list, built in its final order.
+            hdrs = [("host", authority)]
+            hdrs += [h for h in head.headers if h[0] not in skip]
+            hdrs.append(("x-forwarded-proto", "http"))
+            hdrs.append(("x-forwarded-for", xff))
+            path = view.path
+        else:
+            hdrs = [h for h in head.headers if h[0] not in skip]
+            hdrs.append(("x-forwarded-proto", "http"))
+            hdrs.append(("x-forwarded-for", xff))
+            if self.req_chunked:
+                hdrs.append(("transfer-encoding", "chunked"))
+            if head.upgrade and "upgrade" in hdict:
+                hdrs.append(("connection", "upgrade"))
+                hdrs.append(("upgrade", hdict["upgrade"]))
+            if ops is not None:  # the header-ops filter's (the destination's, then the route's)
+                hdrs = ops.apply(hdrs)
+            path = route.rewrite_path(view) or view.path
+            hdrs.insert(0, ("host", authority))
+        return serialize_request_head(head.method, path, hdrs)
+
+    def on_request_body(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        route = self.route
+        if route is not None and route.chain.request_body and not self._body_filters(data, False):
+            return
+        replay = self.replay
+        if replay is not None:
+            replay.append(data)
+            if self.bytes_in > MAX_REPLAY:
+                self.replay = None  # too big to replay: this request will not be retried
+        conn = self.conn
+        if conn is not None and not self.waiting:
+            conn.transport.write(chunk(data) if self.req_chunked else data)  # type: ignore[union-attr]
+        else:
+            self.unsent.append(data)
+            self.unsent_bytes += len(data)
+            if self.unsent_bytes > MAX_REPLAY:
+                self.dc.pause("body")
+
+    def on_request_end(self) -> None:
+        if self.req_done:
+            return  # a body-less request was complete at its head
+        self.req_done = True
+        route = self.route
+        if route is not None and route.chain.request_body and not self._body_filters(b"", True):
+            return
+        conn = self.conn
+        if conn is not None and not self.waiting and self.req_chunked:
+            conn.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
+        route = self.route
+        if route is not None and route.mirrors and self.head_bytes and not self.done:
+            self._mirror()
+
+    # ---- attempts -------------------------------------------------------------------------------
+
+    def _attempt(self) -> None:
+        cluster = self.cluster
+        if self.tries:
+            cluster.breaker.end_retry()  # a retry's slot in the retry budget ends when it starts
+        if self.done:
+            return
+        now = time.monotonic()
+        ep = cluster.pick(self.hash_key, now)
+        if ep is None:
+            self.fail(F.UH)
+            return
+        if not cluster.breaker.try_start_request():
+            self.fail(F.UO)
+            return
+        self.ep = ep
+        ep.active_requests += 1
+        self.tries += 1
+        pt = self.route.retry.per_try_timeout
+        if pt:
+            self.try_deadline = self.ctx.loop.time() + pt
+        self._arm()
+        pool = self.pool = self.ctx.server.pools.get(cluster.name)
+        cb = self.conn_cb = self._on_conn
+        r = pool.acquire(cluster, ep, cb)
+        if r is PENDING:
+            self.waiting = True
+        elif r is OVERFLOW:
+            self._end_attempt()
+            self.fail(F.UO)
+        else:
+            self._send(r)
+
+    def _on_conn(self, conn: UpstreamConnection | None, error: str | None) -> None:
+        if not self.waiting or self.done:
+            # we gave up on this attempt (timeout, client gone): hand the connection back
+            if conn is not None:
+                self.pool.release(conn, True, self.cluster, time.monotonic())
+            return
+        self.waiting = False
+        if conn is None:
+            self._upstream_failed(error or "connect-failure")
+        else:
+            self._send(conn)
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        self.upstream_host = conn.host
+        if self.dc.write_paused:
+            conn.transport.pause_reading()  # type: ignore[union-attr]
+        data = self.head_bytes
+        body = self.replay if self.replay is not None else self.unsent
+        if body:
+            if self.req_chunked:
+                data = data + b"".join([chunk(b) for b in body])
+            else:
+                data = data + b"".join(body)
+        if self.req_done and self.req_chunked:
+            data += LAST_CHUNK
+        if self.unsent:
+            self.unsent = []
+            if self.unsent_bytes > MAX_REPLAY:
+                self.dc.resume("body")
+            self.unsent_bytes = 0
+        conn.send(self, data, self.head.method == "HEAD")
+
+    def _end_attempt(self) -> None:
+        ep = self.ep
+        if ep is not None:
+            ep.active_requests -= 1
+            self.ep = None
+            self.cluster.breaker.end_request()
+        self.try_deadline = 0.0
+
+    def _abandon_upstream(self) -> None:
+        """Stop the current attempt: close its connection (mid-response) or leave the pool's queue."""
+        if self.waiting:
+            self.waiting = False
+            self.pool.cancel_wait(self.conn_cb)
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.close()
+        self._end_attempt()
+
+    def _can_retry(self) -> bool:
+        return (
+            self.retries_left > 0 and not self.resp_started and (self.replay is not None or not self.bytes_in)
+        )
+
+    def _retry(self) -> None:
+        self.retries_left -= 1
+        delay = self.route.retry.backoff(self.tries, _rand())
+        if delay > 0:
+            self.ctx.loop.call_later(delay, self._attempt)
+        else:
+            self._attempt()
+
+    def _upstream_failed(self, kind: str) -> None:
+        """Connect failure, reset or protocol error before a response was forwarded."""
+        if kind[:4] == "tls:":  # TLS handshake / peer identity failed (proxy/tls/mtls.py): UF with a reason
+            self.tls_failure = kind[4:]
+            kind = "connect-failure"
+        else:
+            self.tls_failure = None
+        ep = self.ep
+        if ep is not None:
+            self.cluster.record_result(ep, status=None, error=kind, now=time.monotonic())
+        self._end_attempt()
+        self.conn = None
+        err = "reset" if kind == "protocol-error" else kind
+        if self.route.retry.retry_on_error(err) and self._can_retry():
+            self._retry()
+            return
+        flag = F.UF if kind == "connect-failure" else F.UPE if kind == "protocol-error" else F.UC
+        if self.tries > 1:
+            self.fail(flag, F.URX)  # Envoy: the cause, then "retry limit exceeded"
+        else:
+            self.fail(flag)
+
+    def _arm(self) -> None:
+        """Wait in the listener's deadline sweep for the earlier of the route and per-try deadlines."""
+        d = self.deadline
+        t = self.try_deadline
+        nxt = t if t and (not d or t < d) else d
+        if not nxt:
+            return
+        if self.dl_armed and self.dl_at <= nxt:
+            return  # an earlier wake-up is armed; it re-arms for what is left when it fires
+        self.dl_at = nxt
+        self.dl_armed = True
+        self.ctx.deadlines.add(self)
+
+    def _on_deadline(self) -> None:
+        self.dl_armed = False  # the sweep has taken us out of its set
+        if self.done:
+            return
+        now = self.ctx.loop.time() + 0.001
+        d = self.deadline
+        if d and now >= d:
+            self._on_route_timeout()
+            return
+        t = self.try_deadline
+        if t and now >= t:
+            self.try_deadline = 0.0
+            self._on_try_timeout()
+            if self.done:
+                return
+        self._arm()
+
+    def _on_try_timeout(self) -> None:
+        if self.done or self.resp is not None:
+            return
+        ep = self.ep
+        if ep is not None:
+            self.cluster.record_result(ep, status=504, error="timeout", now=time.monotonic())
+        self._abandon_upstream()
+        if self.route.retry.retry_on_status(504) and self._can_retry():
+            self._retry()
+            return
+        self.fail(F.UT)
+
+    def _on_route_timeout(self) -> None:
+        if self.done:
+            return
+        self._abandon_upstream()
+        if self.resp_started:
+            self.flags.append(F.UT)
+            self._abort_downstream()
+        else:
+            self.fail(F.UT)
+
+    # ---- upstream callbacks (from UpstreamConnection) -------------------------------------------
+
+    def on_upstream_head(self, rh: ResponseHead) -> None:
+        self.try_deadline = 0.0  # the per-try timeout covers the wait for response headers
+        status = rh.status
+        if status >= 500 or status == 429:
+            if not self.head.upgrade and self.route.retry.retry_on_status(status) and self._can_retry():
+                self.cluster.record_result(self.ep, status=status, error=None, now=time.monotonic())
+                self._abandon_upstream()
+                self._retry()
+                return
+        if self.tries > 1 and status >= 500:
+            self.flags.append(F.URX)  # retries exhausted, the last upstream answer goes to the client
+        self.resp = rh
+        self.status = status
+        if rh.passthrough is not None and (rh.body == LENGTH or rh.body == NO_BODY) and status != 101:
+            # Nothing to change but hop-by-hop headers: forward the head as received (no header list).
+            if not self.route.chain.response_headers and not self.ctx.server.draining:
+                out = rh.passthrough
+                self.resp_started = True
+                self.out = out if self.keep_alive else out[:-2] + b"connection: close\r\n\r\n"
+                return
+        hdrs = rh.headers
+        hd = rh.hdict
+        if status != 101:  # a 101 keeps Connection/Upgrade: they are the point of it
+            skip = HOP_BY_HOP if "connection" not in hd else connection_tokens(hd)
+            hdrs = [(n, v) for n, v in hdrs if n not in skip]
+        body = rh.body
+        if body == CHUNKED or body == UNTIL_EOF:
+            if self.head.version == "1.1":
+                hdrs.append(("transfer-encoding", "chunked"))
+                self.chunk_out = True
+            else:
+                self.keep_alive = False
+        filters = self.route.chain.response_headers
+        if filters:
+            self.resp_headers = hdrs
+            for f in filters:
+                try:
+                    r = f.on_response_headers(self)
+                except Exception as exc:
+                    self._abandon_upstream()
+                    self.resp = None
+                    self._filter_failed(f, exc)
+                    return
+                if r is not None:  # the filter answers instead of the upstream
+                    self._abandon_upstream()
+                    self.resp = None
+                    self.reply(r, f)
+                    return
+            hdrs = self.resp_headers
+        if self.ctx.server.draining:
+            self.keep_alive = False  # tell the client to go away while we drain
+        if not self.keep_alive and status != 101:
+            hdrs.append(("connection", "close"))
+        self.resp_started = True
+        # Held back: one write (one loopback segment) for head + body is the cheapest path; the
+        # connection flushes it at the end of the read that carried the head (flush_out).
+        self.out = serialize_response_head(status, hdrs)
+
+    def flush_out(self) -> None:
+        out = self.out
+        if out is not None:
+            self.out = None
+            self.dc.transport.write(out)
+
+    def on_upstream_body(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        filters = self.route.chain.response_body
+        if filters:
+            for f in filters:
+                f.on_response_body(self, data, False)
+        if self.chunk_out:
+            data = chunk(data)
+        out = self.out
+        if out is not None:
+            self.out = None
+            data = out + data
+        self.dc.transport.write(data)
+
+    def on_upstream_end(self, conn: UpstreamConnection) -> None:
+        filters = self.route.chain.response_body
+        if filters:
+            for f in filters:
+                f.on_response_body(self, b"", True)
+        out = self.out
+        if self.chunk_out:
+            out = LAST_CHUNK if out is None else out + LAST_CHUNK
+        if out is not None:
+            self.out = None
+            self.dc.transport.write(out)
+        rh = self.resp
+        cluster = self.cluster
+        now = time.monotonic()
+        self.conn = None
+        cluster.record_result(self.ep, status=self.status, error=None, now=now)
+        # A connection whose request body was not fully sent cannot carry another request.
+        reusable = rh is not None and rh.keep_alive and self.req_done
+        self.pool.release(conn, reusable, cluster, now)
+        self._end_attempt()
+        self.finish(now)
+
+    def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:
+        rh = self.resp
+        if rh is None or rh.status != 101:
+            self.on_upstream_error(conn, "protocol-error")
+            return
+        self.conn = None
+        self._end_attempt()
+        self.flush_out()
+        self.dc.start_tunnel(conn, rest)
+        self.finish()
+
+    def on_upstream_error(self, conn: UpstreamConnection, kind: str) -> None:
+        if self.done:
+            return
+        rh = self.resp
+        if rh is not None and rh.body == UNTIL_EOF and kind == "reset":
+            # close-delimited body: the close is its end
+            self.on_upstream_end(conn)
+            return
+        if self.resp_started:
+            ep = self.ep
+            if ep is not None:
+                self.cluster.record_result(ep, status=None, error=kind, now=time.monotonic())
+            self.conn = None
+            self._end_attempt()
+            self.flags.append(F.UPE if kind == "protocol-error" else F.UC)
+            self._abort_downstream()
+            return
+        if (
+            kind == "reset"
+            and rh is None
+            and conn.requests > 1
+            and not self.stale_retried
+            and self.head.method in _IDEMPOTENT
+            and (self.replay is not None or not self.bytes_in)
+        ):
+            # A pooled connection the upstream closed while idle (keep-alive race): the request never
+            # reached the application, so send it again on a fresh connection, once, outside the policy.
+            self.stale_retried = True
+            self._end_attempt()
+            self.conn = None
+            self.tries -= 1
+            self._attempt()
+            return
+        self._upstream_failed(kind)
+
+    def on_upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.dc.pause("upstream")
+        else:
+            self.dc.resume("upstream")
+
+    def on_downstream_paused(self, paused: bool) -> None:
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            if paused:
+                conn.transport.pause_reading()
+            else:
+                conn.transport.resume_reading()
+
+    def on_downstream_lost(self) -> None:
+        if self.done:
+            return
+        self.flags.append(F.DC)
+        self._abandon_upstream()
+        self.keep_alive = False
+        self.finish()
+
+    # ---- endings --------------------------------------------------------------------------------
+
+    def local_flag(self, flag: str, extra: str | None = None) -> None:
+        status, body = F.LOCAL_REPLIES[flag]
+        self.flags.append(flag)
+        if extra:
+            self.flags.append(extra)
+        tls = self.tls_failure
+        if tls is not None and flag == F.UF:
+            reason, _, msg = tls.replace("\n", " ").partition(":")
+            body = f"{body[:-1]}, transport failure reason: TLS error: {reason}: {msg}\n"
+            extra_hdrs = [(F.FLAGS_HEADER, F.join(self.flags)), ("x-meshbus-tls-failure", reason)]
+            self.send_local(status, body, extra_hdrs)
+            return
+        self.local(status, F.join(self.flags), body)
+
+    def fail(self, flag: str, extra: str | None = None) -> None:
+        if self.done:
+            return
+        if self.resp_started:
+            self.flags.append(flag)
+            self._abort_downstream()
+            return
+        self._abandon_upstream()
+        self.local_flag(flag, extra)
+
+    def local(self, status: int, flag_text: str, body: str) -> None:
+        self.send_local(status, body, [(F.FLAGS_HEADER, flag_text)] if flag_text != "-" else None)
+
+    def send_local(
+        self,
+        status: int,
+        body: str | bytes,
+        extra: list[tuple[str, str]] | None,
+        stopper: HttpFilter | None = None,
+    ) -> None:
+        """Answer here. The response-header hooks of the filters that ran before ``stopper`` (all of
+        them for a reply of the router's, ``stopper`` None) see the reply's headers on the way out."""
+        if self.done:
+            return
+        if not self.req_done or self.ctx.server.draining:
+            self.keep_alive = False  # the rest of the request body is not read: close after the reply
+        self.status = status
+        hdrs = list(extra) if extra else []
+        rid = self.head.hdict.get("x-request-id")
+        if rid:
+            hdrs.append(("x-request-id", rid))
+        route = self.route
+        if route is not None and route.chain.response_headers:
+            self.is_local = True
+            self.resp_headers = hdrs
+            for f in route.chain.response_filters_before(stopper):
+                try:
+                    f.on_response_headers(self)  # a reply already: a second one is not taken
+                except Exception as exc:
+                    log.error("filter %s failed on a local reply: %s: %s", f.name, type(exc).__name__, exc)
+            hdrs = self.resp_headers
+        data = local_reply(status, body, hdrs, close=not self.keep_alive)
+        blen = len(body.encode()) if isinstance(body, str) else len(body)
+        if self.head.method == "HEAD" and blen:
+            data = data[:-blen]
+        self.bytes_out = blen
+        self.resp_started = True
+        self.dc.transport.write(data)
+        self.finish()
+
+    def _abort_downstream(self) -> None:
+        self.keep_alive = False
+        self.finish()
+        self.dc.abort()
+
+    def finish(self, now: float = 0.0) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.conn_cb = None  # a bound method of self: drop the cycle so refcounting frees us, not the GC
+        t = self.timer
+        if t is not None:
+            t.cancel()
+            self.timer = None
+        task = self.task
+        if task is not None:
+            self.task = None
+            task.cancel()
+        ctx = self.ctx
+        if self.dl_armed:
+            self.dl_armed = False
+            ctx.deadlines.discard(self)
+        route = self.route
+        cluster = self.cluster
+        fl = F.join(self.flags) if self.flags else "-"
+        duration = ((now or time.monotonic()) - self.t0) * 1000.0
+        # Series by route and cluster identity: the entry holds both objects, so an id is never reused
+        # while its entry exists, and the "is" checks make a stale entry from an old config a miss.
+        key = (id(route), id(cluster))
+        entry = ctx.series_by_id.get(key)
+        if entry is None or entry[0] is not route or entry[1] is not cluster:
+            service = route.virtual_host if route is not None else "unknown"
+            entry = (route, cluster, ctx.series_for(service, cluster))
+            if len(ctx.series_by_id) >= 4096:  # configs come and go: do not keep old routes alive forever
+                ctx.series_by_id.clear()
+            ctx.series_by_id[key] = entry
+        entry[2].record(self.status, duration, self.bytes_in, self.bytes_out, fl)
+        if route is not None and route.chain.done:
+            for f in route.chain.done:
+                try:
+                    f.on_done(self)
+                except Exception as exc:
+                    log.error("filter %s failed in on_done: %s: %s", f.name, type(exc).__name__, exc)
+        head = self.head
+        hd = head.hdict
+        view = self.view
+        ctx.server.access_log.log(
+            AccessLogRecord(
+                self.start,
+                head.method,
+                view.path if view is not None else head.target,
+                _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
+                self.status,
+                fl,
+                self.details or self.tls_failure,
+                self.bytes_in,
+                self.bytes_out,
+                duration,
+                None,
+                hd.get("x-forwarded-for"),
+                hd.get("user-agent"),
+                hd.get("x-request-id"),
+                self.authority,
+                self.upstream_host,
+                cluster.name if cluster is not None else None,
+                route.name if route is not None else None,
+                self.dc.peer_ip,
+                self.dc.peer_principal,
+            )
+        )
+        self.dc.exchange_done(self, self.keep_alive)
+
+    # ---- mirror ---------------------------------------------------------------------------------
+
+    def _mirror(self) -> None:
+        ctx = self.ctx
+        if self.replay is None and self.bytes_in:
+            return  # body too large to copy: Envoy skips such shadows too
+        body = b"".join(self.replay or ())
+        for m in self.route.mirrors:
+            if not m.should_mirror(_rand()):
+                continue
+            cluster = self.runtime.clusters.get(m.cluster)
+            if cluster is None:
+                continue
+            if ctx.mirrors_in_flight >= MAX_MIRRORS_IN_FLIGHT:
+                ctx.mirrors_dropped += 1
+                continue
+            MirrorSend(ctx, cluster, self._mirror_head(m), body).begin()
+
+    def _mirror_head(self, m: Any) -> bytes:
+        # Istio/Envoy send the shadow with "-shadow" appended to the host (before any port).
+        data = self.head_bytes
+        start = data.index(b"\r\nhost: ") + 8
+        end = data.index(b"\r\n", start)
+        authority = data[start:end].decode("latin-1")
+        return data[:start] + m.shadow_authority(authority).encode("latin-1") + data[end:]

@@ -1,0 +1,353 @@
+"""Downstream connections: an asyncio Protocol around ``http1.RequestSession`` and ``exchange.Exchange``.
+
+Contract with exchange.Exchange: the listener makes one Exchange per request head and calls
+``begin()`` when that request's turn comes, so pipelined requests are answered strictly in order
+(later ones wait, bodies buffered, and reading pauses when too many wait). The exchange writes the
+response to ``transport`` itself and calls ``exchange_done(ex, keep_alive)`` once.
+
+Backpressure: when this transport's write buffer passes its high-water mark (``pause_writing``), the
+upstream socket feeding it stops being read; reading from the client pauses for any of several
+reasons (upstream write buffer full, too much body waiting, too many pipelined requests), tracked
+by name so one resume does not undo another's pause.
+
+Timeouts are checked by the server's once-per-tick sweep, not a timer per request: a head that
+stays incomplete longer than ``header_timeout`` gets 408 and a close (slowloris); a keep-alive
+connection idle longer than ``idle_timeout`` is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from random import getrandbits
+from typing import TYPE_CHECKING, Any, Final
+
+from meshbus.proxy.adapters.exchange import Exchange
+from meshbus.proxy.codec.http1 import BODY, END, HEAD, ProtocolError, RequestSession, local_reply
+from meshbus.telemetry.metrics import istio_static_labels
+
+if TYPE_CHECKING:
+    from meshbus.proxy.core.cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+MAX_PIPELINED: Final = 32
+
+
+_V4_MASK: Final = ((1 << 128) - 1) ^ (0xF << 76) ^ (0xC << 60)
+_V4_BITS: Final = (0x4 << 76) | (0x8 << 60)
+
+
+def new_request_id() -> str:
+    """A random UUIDv4 (version 4, variant 10: RFC 9562) for ``x-request-id``, as Envoy makes them.
+
+    122 random bits from the ``random`` module's generator, which Python reseeds in every forked
+    worker: about a quarter of the cost of ``str(uuid.uuid4())`` (bench/request_ids.py). Not a
+    secret (clients may send their own x-request-id anyway), so not from the OS's CSPRNG.
+    """
+    h = "%032x" % (getrandbits(128) & _V4_MASK | _V4_BITS)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class Deadlines:
+    """Request deadlines served by one loop timer per listener, not a timer per request.
+
+    An exchange with a deadline sits in a set while it waits (a request costs a set add and discard,
+    cheaper than a loop TimerHandle plus its cancel). One timer is armed for the earliest deadline
+    added, rounded up to ``resolution`` so neighbours share a sweep; the sweep calls ``_on_deadline()``
+    of every exchange whose ``dl_at`` (loop time) has passed and re-arms for the earliest left.
+    Deadlines fire up to ``resolution`` late, never early, well inside Envoy's own slack. Requests that
+    finish first leave the set, so under load the timer mostly fires at long-gone deadlines and finds
+    little to do: a sweep per route timeout, not one per 10 ms.
+    """
+
+    __slots__ = ("handle", "loop", "resolution", "waiting", "when")
+
+    def __init__(self, loop: Any, resolution: float = 0.01) -> None:
+        self.loop = loop
+        self.resolution = resolution
+        self.waiting: set[Any] = set()
+        self.handle: Any = None
+        self.when = 0.0  # loop time the armed sweep runs at
+
+    def add(self, ex: Any) -> None:
+        """Watch ``ex`` (again) for its ``dl_at``; call after setting or lowering it."""
+        self.waiting.add(ex)
+        if self.handle is None or ex.dl_at < self.when - self.resolution:
+            self._arm(ex.dl_at)
+
+    def discard(self, ex: Any) -> None:
+        self.waiting.discard(ex)
+
+    def _arm(self, at: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        res = self.resolution
+        self.when = when = math.ceil(at / res) * res
+        self.handle = self.loop.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        self.handle = None
+        waiting = self.waiting
+        # The same 1 ms slack as Exchange._on_deadline (loop timers are ms-rounded): what it finds due,
+        # we call; what we leave, it would leave too, so nothing re-arms in a spin.
+        now = self.loop.time() + 0.001
+        due = [ex for ex in waiting if ex.dl_at <= now]
+        for ex in due:
+            waiting.discard(ex)
+            try:
+                ex._on_deadline()
+            except Exception:  # one request's bug must not skip the others' timeouts
+                log.exception("timeout callback failed")
+        if waiting and self.handle is None:
+            self._arm(max(min(ex.dl_at for ex in waiting), now))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
+class ListenerContext:
+    """Shared by every exchange of one listener in one worker."""
+
+    def __init__(self, server: Any, direction: str) -> None:
+        self.server = server  # has .runtime, .pools, .metrics, .access_log, .loop
+        self.direction = direction  # "outbound" | "inbound"
+        self.reporter = "source" if direction == "outbound" else "destination"
+        self.loop = server.loop
+        self.deadlines = Deadlines(server.loop)
+        self.new_request_id: Callable[[], str] = new_request_id
+        self.series: dict[tuple[str, str], Any] = {}
+        self.series_by_id: dict[tuple[int, int], tuple[Any, Any, Any]] = {}  # see Exchange.finish
+        self.mirrors_in_flight = 0
+        self.mirrors_dropped = 0
+
+    def series_for(self, service: str, cluster: Cluster | None) -> Any:
+        key = (service, cluster.name if cluster is not None else "")
+        s = self.series.get(key)
+        if s is None:
+            labels: dict[str, str] = {"reporter": self.reporter, "destination_service": service}
+            if cluster is not None:
+                svc = cluster.service or service
+                labels["destination_service_name"] = svc.split(".", 1)[0]
+                if svc.count(".") >= 1:
+                    labels["destination_service_namespace"] = svc.split(".")[1]
+                if cluster.subset:
+                    labels["destination_version"] = cluster.subset
+            s = self.series[key] = self.server.metrics.series(istio_static_labels(**labels))
+        return s
+
+
+class DownstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "closed",
+        "ctx",
+        "current",
+        "head_since",
+        "idle_since",
+        "parsing",
+        "paused",
+        "peer_ip",
+        "peer_ip_bytes",
+        "peer_principal",
+        "queue",
+        "session",
+        "transport",
+        "tunnel",
+        "upgrade_buf",
+        "write_paused",
+    )
+
+    def __init__(self, ctx: ListenerContext) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.session = RequestSession(ctx.server.config.max_header_bytes)
+        self.current: Exchange | None = None
+        self.parsing: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.paused: set[str] = set()
+        self.write_paused = False
+        self.closed = False
+        self.tunnel: Any = None
+        self.upgrade_buf: list[bytes] | None = None
+        self.peer_ip = ""
+        self.peer_ip_bytes = b""  # for the X-Forwarded-For line of pass-through heads
+        self.peer_principal: str | None = None  # verified SPIFFE ID of an mTLS peer (proxy/tls/mtls.py)
+        self.head_since = 0.0
+        self.idle_since = 0.0
+
+    # ---- asyncio callbacks ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else ""
+        self.peer_ip_bytes = self.peer_ip.encode("latin-1")
+        server = self.ctx.server
+        server.connections.add(self)
+        # Until the first byte, the connection counts as idle-waiting-for-a-head.
+        self.head_since = self.idle_since = server.clock
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.upgrade_buf is not None:
+            self.upgrade_buf.append(data)  # tunnel bytes before the upstream said 101
+            return
+        if self.closed:
+            return
+        was_idle = not self.session.in_head
+        try:
+            events = self.session.feed(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        for kind, payload in events:
+            if self.closed:
+                return
+            if kind == BODY:
+                self.parsing.on_request_body(payload)  # type: ignore[union-attr]
+            elif kind == HEAD:
+                ex = Exchange(self, payload, self.ctx)
+                self.parsing = ex
+                if self.current is None:
+                    self.current = ex
+                    ex.begin()
+                else:
+                    self.queue.append(ex)
+                    if len(self.queue) >= MAX_PIPELINED:
+                        self.pause("pipeline")
+            elif kind == END:
+                p = self.parsing
+                if not p.req_done:  # type: ignore[union-attr]  # a body-less request was done at its head
+                    p.on_request_end()  # type: ignore[union-attr]
+            else:  # UPGRADE: what follows the head belongs to the tunnel
+                self.upgrade_buf = [payload] if payload else []
+                last = self.parsing
+                if last is not None and (last.head.method == "CONNECT" or not last.head.upgrade):
+                    self.upgrade_buf = None
+                if last is not None and not last.req_done:
+                    last.on_request_end()
+                return
+        if was_idle and self.session.in_head:
+            self.head_since = self.ctx.server.clock
+
+    def eof_received(self) -> bool | None:
+        # A client half-close: answer what is in flight, then close (no keep-alive after EOF).
+        if self.current is None:
+            return None
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.ctx.server.connections.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        ex = self.current
+        if ex is not None:
+            self.current = None
+            ex.on_downstream_lost()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.current
+        if ex is not None:
+            ex.on_downstream_paused(True)
+        elif self.tunnel is not None:
+            self.tunnel.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.current
+        if ex is not None:
+            ex.on_downstream_paused(False)
+        elif self.tunnel is not None:
+            self.tunnel.resume_reading()
+
+    # ---- used by Exchange -----------------------------------------------------------------------
+
+    def pause(self, reason: str) -> None:
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self.paused:
+            self.paused.discard(reason)
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+        if ex is not self.current:
+            return
+        self.current = None
+        if self.tunnel is not None:
+            return
+        if not keep_alive or self.closed or self.ctx.server.draining or self.upgrade_buf is not None:
+            self.closed = True
+            self.transport.close()
+            return
+        if self.queue:
+            nxt = self.current = self.queue.popleft()
+            self.resume("pipeline")
+            nxt.begin()
+        else:
+            self.idle_since = self.ctx.server.clock
+
+    def abort(self) -> None:
+        """The response cannot be completed (upstream died mid-body, timeout after headers)."""
+        self.closed = True
+        self.transport.abort()
+
+    def start_tunnel(self, conn: Any, rest: bytes) -> None:
+        """The upstream said 101: from now on bytes pass through untouched both ways."""
+        up = conn.transport
+        conn.exchange = None
+        conn.tunnel = self.transport
+        conn.pool.discard(conn)  # a tunnel is not a pooled connection any more
+        self.tunnel = up
+        buf = self.upgrade_buf or []
+        self.upgrade_buf = None
+        for b in buf:
+            up.write(b)
+        if rest:
+            self.transport.write(rest)
+
+    # ---- errors and timeouts --------------------------------------------------------------------
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        log.debug("bad request from %s: %s", self.peer_ip, exc)
+        body = "request header fields too large\n" if exc.status == 431 else "bad request\n"
+        self.closed = True
+        if self.current is not None:
+            # Answer the requests already accepted first; the session cannot parse past the error.
+            self.queue.clear()
+            self.transport.pause_reading()
+            return
+        self.transport.write(local_reply(exc.status, body, close=True))
+        self.transport.close()
+
+    def check_timeouts(self, now: float, header_timeout: float, idle_timeout: float) -> None:
+        if self.closed or self.tunnel is not None or self.current is not None:
+            return
+        if self.session.in_head:
+            if now - self.head_since > header_timeout:
+                self.closed = True
+                self.transport.write(local_reply(408, "request timeout\n", close=True))
+                self.transport.close()
+        elif now - self.idle_since > idle_timeout:
+            self.closed = True
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Drain: an idle connection closes now; a busy one closes after its current response."""
+        if self.current is None and self.tunnel is None and not self.closed:
+            self.closed = True
+            self.transport.close()

@@ -1,0 +1,362 @@
+"""One proxy worker's lifecycle: load config, listen, watch and swap config, sweep timers, drain.
+
+The active ``ProxyRuntime`` is one attribute; a swap replaces it. Each request reads it once when it
+begins and keeps that object to the end, so in-flight requests finish on the config they started
+with and no lock is needed (one event loop per worker). An invalid config is refused with every
+error (file, resource, field) logged at ERROR, and the previous runtime keeps serving.
+
+Periodic work runs in one sweep task (``tick`` seconds): the coarse ``clock`` that header/idle
+timeouts read, outlier-detection un-ejection (``Cluster.tick``), idle upstream connection expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hashlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from meshbus.bus.tasks import cancel_and_wait
+from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
+from meshbus.proxy.adapters.upstream import PoolManager
+from meshbus.proxy.bootstrap import BootstrapConfig, ConfigRefused, load_in_process, load_isolated
+from meshbus.proxy.build.runtime import ProxyRuntime, RuntimeBuildError, build_runtime
+from meshbus.proxy.tls.mtls import MeshTls, MeshTlsStats, TlsOrigin
+from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLog, AccessLogger
+from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, StreamSink
+from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
+
+log = logging.getLogger(__name__)
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic GC off the request path.
+
+    Requests free their objects by refcount (the exchange drops its own cycles when it finishes),
+    but each allocates enough containers to trigger young-generation passes, and every full pass
+    would walk the whole config (pydantic models, compiled routes). Freezing moves what exists now
+    (the loaded config) out of the collector's sight; a higher gen0 threshold makes passes rare.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
+def _config_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in YAML_SUFFIXES)
+    return [path] if path.exists() else []
+
+
+def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for p in _config_files(path):
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            out.append((str(p), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for p in _config_files(path):
+        with contextlib.suppress(OSError):
+            h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+class ProxyServer:
+    def __init__(self, config: BootstrapConfig, *, worker: int = 0) -> None:
+        self.config = config
+        self.worker = worker
+        self.loop = asyncio.get_running_loop()
+        self.runtime: ProxyRuntime = None  # type: ignore[assignment]  # set by start()
+        self.pools = PoolManager(self.loop)
+        self.tls_stats = MeshTlsStats()
+        self.pools.origin = TlsOrigin(self, self.tls_stats)  # DestinationRule TLS; mesh mTLS once enabled
+        self.mesh_tls: MeshTls | None = None
+        self.registry = Registry()
+        self.metrics = IstioMetrics(self.registry)
+        self.internal = InternalMetrics(self.registry)
+        self.access_log: AccessLog = NULL_ACCESS_LOG
+        self._writer: AccessLogWriter | None = None
+        self.connections: set[DownstreamConnection] = set()
+        self.clock = self.loop.time()
+        self.started = time.time()
+        self.draining = False
+        self.healthcheck_failed = False
+        self.ports: dict[str, int] = {}
+        self.reloads = {"applied": 0, "refused": 0}
+        self.last_error = ""
+        self._servers: list[asyncio.Server] = []
+        self._contexts: list[ListenerContext] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._stopped = asyncio.Event()
+        self._reloading = False
+        self._reload_tasks: set[asyncio.Task[None]] = set()
+        # Mesh mode: a non-empty reason keeps /ready at 503 (no snapshot or certificate yet), and
+        # drain hooks run first on shutdown (the agent deregisters before connections drain).
+        self.not_ready = ""
+        self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
+        # Mesh mode sets this (MeshMode.cert_report -> ProxyCertsReply) for the admin's /certs.
+        self.cert_report: Callable[[], Any] | None = None
+
+    # ---- config ---------------------------------------------------------------------------------
+
+    async def load(self) -> ProxyRuntime:
+        """Load and build the config on disk; raises ConfigRefused or RuntimeBuildError."""
+        if not self.config.config_path:  # mesh mode: routes arrive as snapshots (MeshAgent -> apply)
+            cfg = self.config
+            return build_runtime(
+                [], namespace=cfg.namespace, labels=cfg.labels, app_port=cfg.app_port, version="0"
+            )
+        path = Path(self.config.config_path)
+        fingerprint = _fingerprint(path)
+        if self.config.isolate_loader:
+            resources, warnings = await load_isolated(str(path))
+        else:
+            resources, warnings = load_in_process(str(path))
+        for w in warnings:
+            log.warning("config: %s", w)
+        runtime = build_runtime(
+            resources,
+            namespace=self.config.namespace,
+            labels=self.config.labels,
+            app_port=self.config.app_port,
+            version=_digest(path),
+            previous=self.runtime,
+        )
+        self._fingerprint = fingerprint
+        return runtime
+
+    def apply(self, runtime: ProxyRuntime) -> None:
+        """Swap in a runtime built elsewhere (e.g. from a pushed snapshot); in-flight requests keep theirs."""
+        old = self.runtime.version if self.runtime is not None else None
+        self.runtime = runtime
+        _tune_gc()
+        log.info("applied config version %s (was %s)", runtime.version, old)
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload soon (loading may await a child process)."""
+        task = self.loop.create_task(self._reload_logged())
+        self._reload_tasks.add(task)  # keep a reference until done (the loop holds only weak ones)
+        task.add_done_callback(self._reload_tasks.discard)
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except Exception:
+            log.exception("reload failed")
+
+    async def reload(self) -> bool:
+        """Swap in the config on disk if it is valid; otherwise log why and keep the current one."""
+        if self._reloading:
+            return False
+        self._reloading = True
+        try:
+            return await self._reload()
+        finally:
+            self._reloading = False
+
+    async def _reload(self) -> bool:
+        if not self.config.config_path:
+            self.last_error = "mesh mode: config comes from meshbus-discovery, not a file"
+            return False
+        try:
+            runtime = await self.load()
+        except (ConfigRefused, RuntimeBuildError) as exc:
+            self._fingerprint = _fingerprint(Path(self.config.config_path))  # do not retry until it changes
+            self.reloads["refused"] += 1
+            self.last_error = str(exc)
+            log.error("config refused, keeping version %s:\n%s", self.runtime.version, exc)
+            return False
+        old = self.runtime.version
+        self.runtime = runtime
+        _tune_gc()
+        self.reloads["applied"] += 1
+        self.last_error = ""
+        log.info("applied config version %s (was %s)", runtime.version, old)
+        return True
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.runtime = await self.load()
+        if cfg.config_path:
+            log.info("loaded config version %s from %s", self.runtime.version, cfg.config_path)
+        else:  # mesh mode: nothing was loaded; routes come with discovery's first snapshot
+            log.info("mesh mode: no routes until the first snapshot from discovery")
+        _tune_gc()
+        if cfg.access_log:
+            self.access_log = AccessLogger(dropped=self.internal.telemetry_dropped.labels("access_log"))
+            sink = StreamSink(sys.stdout.buffer) if cfg.access_log == "-" else FileSink(cfg.access_log)
+            self._writer = AccessLogWriter(
+                self.access_log, sink, fmt="text" if cfg.access_log_format == "text" else "json"
+            )
+            self._writer.start()
+        for name, addr in (("outbound", cfg.outbound), ("inbound", cfg.inbound)):
+            if addr is None:
+                continue
+            ctx = ListenerContext(self, name)
+            self._contexts.append(ctx)
+            srv = await self.loop.create_server(
+                (lambda ctx=ctx: self._inbound_protocol(ctx))
+                if name == "inbound"
+                else (lambda ctx=ctx: DownstreamConnection(ctx)),
+                addr.host,
+                addr.port,
+                reuse_port=cfg.reuse_port or None,
+                backlog=1024,
+            )
+            self._servers.append(srv)
+            self.ports[name] = srv.sockets[0].getsockname()[1]
+        if cfg.admin is not None and self.worker == 0:
+            from meshbus.proxy.adapters.admin import AdminServer
+
+            admin = AdminServer(self)
+            srv = await admin.listen(cfg.admin.host, cfg.admin.port)
+            self._servers.append(srv)
+            self.ports["admin"] = srv.sockets[0].getsockname()[1]
+        self._tasks.append(self.loop.create_task(self._sweep(), name="meshbus-proxy-sweep"))
+        if cfg.config_path:
+            self._tasks.append(self.loop.create_task(self._watch(), name="meshbus-proxy-watch"))
+        log.info("proxy worker %d listening: %s", self.worker, self.ports)
+
+    def enable_mesh_tls(self, cert_client: Any, *, labels: Mapping[str, str] | None = None) -> MeshTls:
+        """Mesh mode, after the first certificate: mTLS to mesh endpoints, PeerAuthentication inbound.
+
+        ``cert_client`` is a `meshbus.proxy.mesh.identity.CertClient` (``.current`` is read per new
+        connection, so renewals apply to new connections only). ``labels`` are this workload's
+        labels, for PeerAuthentication selectors.
+        """
+        self.mesh_tls = MeshTls(self, cert_client, self.pools.origin, labels=labels)
+        log.info("mesh mTLS enabled as %s", cert_client.current.spiffe_id)
+        return self.mesh_tls
+
+    def _inbound_protocol(self, ctx: ListenerContext) -> asyncio.Protocol:
+        mesh = self.mesh_tls
+        if mesh is None:
+            return DownstreamConnection(ctx)
+        return mesh.inbound_protocol(ctx, DownstreamConnection)
+
+    async def _sweep(self) -> None:
+        cfg = self.config
+        tick = min(0.25, cfg.header_timeout / 4)
+        last_pool_sweep = 0.0
+        while True:
+            await asyncio.sleep(tick)
+            now = self.clock = self.loop.time()
+            try:
+                for c in list(self.connections):
+                    c.check_timeouts(now, cfg.header_timeout, cfg.idle_timeout)
+                mono = time.monotonic()
+                clusters = self.runtime.clusters
+                for cluster in clusters.values():
+                    cluster.tick(mono)
+                if now - last_pool_sweep >= 1.0:
+                    last_pool_sweep = now
+                    self.pools.sweep(mono, clusters)
+            except Exception:  # a sweep bug must not stop timeouts forever: log and go on
+                log.exception("sweep failed")
+
+    async def _watch(self) -> None:
+        path = Path(self.config.config_path)
+        while True:
+            await asyncio.sleep(self.config.reload_interval)
+            try:
+                if _fingerprint(path) != self._fingerprint:
+                    await self.reload()
+            except Exception:
+                log.exception("config watch failed")
+
+    def request_shutdown(self) -> None:
+        self._stopped.set()
+
+    async def serve_until_stopped(self) -> None:
+        """Run until SIGTERM/SIGINT (or request_shutdown), reloading on SIGHUP; then drain."""
+        loop = self.loop
+        handled = []
+        for sig, cb in ((signal.SIGTERM, self.request_shutdown), (signal.SIGINT, self.request_shutdown),
+                        (signal.SIGHUP, self.request_reload)):  # fmt: skip
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, cb)
+                handled.append(sig)
+        try:
+            await self._stopped.wait()
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            await self.shutdown(self.config.drain_timeout)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, let in-flight requests finish within ``grace``, then close everything."""
+        self.draining = True
+        for hook in self.drain_hooks:
+            try:
+                await asyncio.wait_for(hook(), 2.0)
+            except Exception:  # a failed hook must not stop the drain
+                log.exception("drain hook failed")
+        for srv in self._servers:
+            srv.close()
+        for c in list(self.connections):
+            c.shutdown()
+        deadline = self.loop.time() + grace
+        while any(c.current is not None for c in self.connections) and self.loop.time() < deadline:  # noqa: ASYNC110 - polling is fine here
+            await asyncio.sleep(0.05)
+        left = [c for c in self.connections if not c.closed or c.current is not None]
+        if left:
+            log.warning("drain grace over: closing %d connections with requests in flight", len(left))
+        for c in list(self.connections):
+            c.transport.abort()
+        await cancel_and_wait(self._tasks, logger=log)
+        self._tasks.clear()
+        self.pools.close_all()
+        if self.mesh_tls is not None:
+            self.mesh_tls.close()
+        for ctx in self._contexts:
+            ctx.deadlines.close()
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(srv.wait_closed(), 1.0)
+        self._servers.clear()
+        if self._writer is not None:
+            await self._writer.stop()
+            self._writer = None
+        await asyncio.sleep(0)  # let transports run their connection_lost callbacks
+        log.info("proxy worker %d stopped", self.worker)
+
+    def state(self) -> str:
+        if self.draining:
+            return "DRAINING"
+        if self.runtime is None:
+            return "PRE_INITIALIZING"
+        if self.not_ready:
+            return self.not_ready
+        return "LIVE"
+
+    def server_info(self) -> dict[str, Any]:
+        return {
+            "version": "meshbus-proxy/0.1.0",
+            "state": self.state(),
+            "config_version": self.runtime.version if self.runtime is not None else None,
+            "uptime_current_epoch": f"{int(time.time() - self.started)}s",
+            "worker": self.worker,
+            "listeners": self.ports,
+            "active_connections": len(self.connections),
+            "reloads": dict(self.reloads),
+            "last_config_error": self.last_error,
+            "command_line_options": {
+                f: str(getattr(self.config, f)) for f in self.config.__dataclass_fields__
+            },
+        }

@@ -1,0 +1,394 @@
+"""Upstream keep-alive connection pools (the largest single win in the bench anchors: 4x).
+
+One ``ClusterPool`` per cluster name, holding idle connections per endpoint (LIFO, so the warmest
+socket is reused), the number of open-or-opening connections, and a bounded FIFO of requests waiting
+for a connection. Limits come from the cluster's ``PoolSettings`` each time, so a config swap that
+changes them applies at once while the sockets themselves survive the swap (pools are keyed by
+cluster name and endpoint address, not by runtime object).
+
+Circuit breaking, as Envoy does it for HTTP/1: a request that finds no idle connection opens one if
+the cluster is under ``max_connections``; otherwise it waits in the pending queue if the cluster's
+breaker admits it (``http1MaxPendingRequests``), else the caller answers 503 UO at once.
+
+The receiver of a connection's events is its current ``exchange`` (see adapters/exchange.py); a connection
+with no exchange is idle, and bytes arriving on an idle connection close it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from meshbus.proxy.adapters.write_batch import BatchedTransport, WriteBatch
+from meshbus.proxy.codec.http1 import BODY, END, HEAD, ProtocolError, ResponseSession
+from meshbus.proxy.tls.mtls import upstream_lost_kind
+
+if TYPE_CHECKING:
+    from meshbus.proxy.adapters.listener import ListenerContext
+    from meshbus.proxy.core.cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+MIRROR_TIMEOUT: Final = 5.0
+
+
+class UpstreamReceiver(Protocol):
+    """What a connection reports to (implemented by exchange.Exchange and the mirror sender)."""
+
+    def on_upstream_head(self, head: Any) -> None: ...
+    def on_upstream_body(self, data: bytes) -> None: ...
+    def on_upstream_end(self, conn: UpstreamConnection) -> None: ...
+    def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None: ...
+    def on_upstream_error(self, conn: UpstreamConnection, kind: str) -> None: ...
+    def on_upstream_paused(self, paused: bool) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "closed",
+        "exchange",
+        "host",
+        "idle_since",
+        "key",
+        "pool",
+        "requests",
+        "session",
+        "transport",
+        "tunnel",
+    )
+
+    def __init__(self, pool: ClusterPool, key: tuple[str, int]) -> None:
+        self.pool = pool
+        self.key = key
+        self.host = "%s:%d" % key  # noqa: UP031 - "address:port" for the access log, made once
+        self.transport: asyncio.Transport | None = None
+        self.session = ResponseSession(raw_heads=True)  # heads pass through as bytes when unchanged
+        self.exchange: Any = None
+        self.requests = 0
+        self.idle_since = 0.0
+        self.closed = False
+        self.tunnel: Any = None  # downstream transport once upgraded (WebSocket): raw bytes both ways
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        mgr = self.pool.manager
+        self.transport = transport if mgr is None else BatchedTransport(transport, mgr.batch)  # type: ignore[assignment]
+
+    def send(self, exchange: Any, data: bytes, head_request: bool) -> None:
+        self.exchange = exchange
+        self.requests += 1
+        self.session.expect(head_request)
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        ex = self.exchange
+        if ex is None:
+            # Nobody asked: an idle connection must not talk. Do not reuse it.
+            self.close()
+            return
+        try:
+            events = self.session.feed(data)
+        except ProtocolError:
+            self.exchange = None
+            self.close()
+            ex.on_upstream_error(self, "protocol-error")
+            return
+        for kind, payload in events:
+            if self.exchange is not ex:
+                return  # the exchange let go of this connection (retry, timeout) mid-read
+            if kind == BODY:
+                ex.on_upstream_body(payload)
+            elif kind == HEAD:
+                ex.on_upstream_head(payload)
+            elif kind == END:
+                ex.on_upstream_end(self)
+            else:
+                ex.on_upstream_upgrade(self, payload)
+                return
+        if ex.out is not None:
+            ex.flush_out()  # a head whose body has not arrived yet goes out now
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            # "reset", or why a TLS server refused us (its alert, or the close of a fresh TLS connection)
+            ex.on_upstream_error(self, upstream_lost_kind(exc, self.requests, self.transport))
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.on_upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.on_upstream_paused(False)
+
+    def close(self) -> None:
+        """Close and stop counting against the pool (its events no longer reach any exchange)."""
+        self.exchange = None
+        self.pool.discard(self)
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+
+# acquire() outcomes besides a connection
+PENDING: Final = 1  # the callback will be called later with (conn, None) or (None, error kind)
+OVERFLOW: Final = 2  # circuit breaker: answer 503 UO
+
+AcquireCallback = Callable[["UpstreamConnection | None", "str | None"], None]
+
+
+class ClusterPool:
+    __slots__ = ("active", "count", "idle", "loop", "manager", "name", "waiters")
+
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.name = name
+        self.loop = loop
+        self.manager: PoolManager | None = None  # its ``origin`` decides TLS per new connection
+        self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        self.active: set[UpstreamConnection] = set()  # open or opening, counted against max_connections
+        self.count = 0
+        self.waiters: deque[tuple[Any, Any, AcquireCallback]] = deque()
+
+    def acquire(self, cluster: Any, endpoint: Any, cb: AcquireCallback) -> UpstreamConnection | int:
+        """An idle connection now, or PENDING (``cb`` gets the result later), or OVERFLOW."""
+        key = endpoint.key
+        lst = self.idle.get(key)
+        while lst:
+            conn = lst.pop()
+            if not conn.closed:
+                return conn
+        settings = cluster.pool
+        if self.count < settings.max_connections:
+            self._connect(cluster, endpoint, cb)
+            return PENDING
+        if cluster.breaker.try_enqueue_pending():
+            self.waiters.append((cluster, endpoint, cb))
+            return PENDING
+        return OVERFLOW
+
+    def cancel_wait(self, cb: AcquireCallback) -> None:
+        for i, (cluster, _ep, wcb) in enumerate(self.waiters):
+            if wcb is cb:
+                del self.waiters[i]
+                cluster.breaker.dequeue_pending()
+                return
+
+    def _connect(self, cluster: Cluster, endpoint: Any, cb: AcquireCallback) -> None:
+        conn = UpstreamConnection(self, endpoint.key)
+        self.active.add(conn)
+        self.count += 1
+        timeout = cluster.pool.connect_timeout
+        origin = self.manager.origin if self.manager is not None else None
+        opener = origin.opener(cluster, endpoint) if origin is not None else None  # TLS: proxy/tls/mtls.py
+        self.loop.create_task(self._open(conn, endpoint.address, endpoint.port, timeout, cb, opener))
+
+    async def _open(
+        self,
+        conn: UpstreamConnection,
+        host: str,
+        port: int,
+        timeout: float,
+        cb: AcquireCallback,
+        opener: Any = None,
+    ) -> None:
+        err = None
+        try:
+            async with asyncio.timeout(timeout):
+                if opener is None:
+                    await self.loop.create_connection(lambda: conn, host, port)
+                else:
+                    err = await opener(conn, host, port)  # "tls:<reason>:<message>" when TLS failed
+        except (OSError, TimeoutError) as exc:
+            log.debug("connect to %s:%s failed: %r", host, port, exc)
+            err = "connect-failure"
+        if err is not None:
+            conn.closed = True
+            self.discard(conn)
+            cb(None, err)
+            return
+        if conn.closed:  # lost between connect and now
+            cb(None, "connect-failure")
+            return
+        cb(conn, None)
+
+    def release(self, conn: UpstreamConnection, reusable: bool, cluster: Any, now: float) -> None:
+        """Give a connection back after a complete response."""
+        conn.exchange = None
+        if conn.closed:
+            return
+        if not reusable:
+            conn.close()
+            return
+        max_rpc = cluster.pool.max_requests_per_connection
+        if max_rpc and conn.requests >= max_rpc:
+            conn.close()
+            return
+        if self.waiters:
+            wcluster, wep, wcb = self.waiters.popleft()
+            wcluster.breaker.dequeue_pending()
+            if wep.key == conn.key:
+                wcb(conn, None)
+                return
+            # The waiter wants another endpoint: trade this socket for one to its endpoint.
+            self._drop(conn)
+            self._connect(wcluster, wep, wcb)
+            return
+        conn.idle_since = now
+        lst = self.idle.get(conn.key)
+        if lst is None:
+            lst = self.idle[conn.key] = []
+        lst.append(conn)
+
+    def _drop(self, conn: UpstreamConnection) -> None:
+        # Close without handing the freed slot to a waiter (the caller reuses the slot itself).
+        self.active.discard(conn)
+        self.count -= 1
+        conn.exchange = None
+        conn.closed = True
+        if conn.transport is not None:
+            conn.transport.close()
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        if conn in self.active:
+            self.active.discard(conn)
+            self.count -= 1
+            if self.waiters:
+                wcluster, wep, wcb = self.waiters.popleft()
+                wcluster.breaker.dequeue_pending()
+                self._connect(wcluster, wep, wcb)
+
+    def sweep(self, now: float, idle_timeout: float) -> None:
+        for lst in self.idle.values():
+            if lst and (now - lst[0].idle_since > idle_timeout or lst[0].closed):
+                keep = [c for c in lst if not c.closed and now - c.idle_since <= idle_timeout]
+                for c in lst:
+                    if c not in keep:
+                        c.close()
+                lst[:] = keep
+
+    def close_all(self) -> None:
+        for conn in list(self.active):
+            conn.close()
+        self.idle.clear()
+
+
+class PoolManager:
+    """All upstream pools of one worker; survives config swaps."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pools: dict[str, ClusterPool] = {}
+        self.batch = WriteBatch(loop)  # the worker's held upstream writes (write_batch.py)
+        self.origin: Any = None  # proxy/mtls.TlsOrigin: TLS origination per new connection, None = plaintext
+
+    def get(self, cluster_name: str) -> ClusterPool:
+        pool = self.pools.get(cluster_name)
+        if pool is None:
+            pool = self.pools[cluster_name] = ClusterPool(cluster_name, self.loop)
+            pool.manager = self
+        return pool
+
+    def sweep(self, now: float, clusters: Mapping[str, Cluster]) -> None:
+        for name, pool in self.pools.items():
+            cluster = clusters.get(name)
+            idle_timeout = cluster.pool.idle_timeout if cluster is not None else 0.0
+            pool.sweep(now, idle_timeout)
+
+    def close_all(self) -> None:
+        for pool in self.pools.values():
+            pool.close_all()
+
+
+class MirrorSend:
+    """A shadow request: its response is read and dropped; it never touches the client."""
+
+    __slots__ = ("body", "cluster", "conn", "ctx", "ep", "head", "keep", "timer")
+
+    def __init__(self, ctx: ListenerContext, cluster: Any, head: bytes, body: bytes) -> None:
+        self.ctx = ctx
+        self.cluster = cluster
+        self.head = head
+        self.body = body
+        self.conn: UpstreamConnection | None = None
+        self.ep: Any = None
+        self.timer: Any = None
+        self.keep = False
+
+    def begin(self) -> None:
+        ep = self.cluster.pick(None, time.monotonic())
+        if ep is None:
+            return
+        self.ep = ep
+        r = self.ctx.server.pools.get(self.cluster.name).acquire(self.cluster, ep, self._on_conn)
+        if r is OVERFLOW:
+            self.ctx.mirrors_dropped += 1
+            return
+        self.ctx.mirrors_in_flight += 1
+        self.timer = self.ctx.loop.call_later(MIRROR_TIMEOUT, self._done, True)
+        if r is not PENDING:
+            self._on_conn(r, None)
+
+    def _on_conn(self, conn: UpstreamConnection | None, error: str | None) -> None:
+        if self.timer is None:  # timed out while waiting
+            if conn is not None:
+                self.ctx.server.pools.get(self.cluster.name).release(conn, True, self.cluster, 0.0)
+            return
+        if conn is None:
+            self._done(False)
+            return
+        self.conn = conn
+        conn.send(self, self.head + self.body, False)
+
+    out = None  # nothing held back: a shadow's response goes nowhere
+
+    def flush_out(self) -> None:
+        pass
+
+    def on_upstream_head(self, head: Any) -> None:
+        self.keep = head.keep_alive
+
+    def on_upstream_body(self, data: bytes) -> None:
+        pass
+
+    def on_upstream_end(self, conn: UpstreamConnection) -> None:
+        self.conn = None
+        self.ctx.server.pools.get(self.cluster.name).release(conn, self.keep, self.cluster, time.monotonic())
+        self._done(False)
+
+    def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:
+        conn.close()
+        self._done(False)
+
+    def on_upstream_error(self, conn: UpstreamConnection, kind: str) -> None:
+        self.conn = None
+        self._done(False)
+
+    def on_upstream_paused(self, paused: bool) -> None:
+        pass
+
+    def _done(self, timed_out: bool) -> None:
+        if self.timer is None:
+            return
+        self.timer.cancel()
+        self.timer = None
+        self.ctx.mirrors_in_flight -= 1
+        if timed_out and self.conn is not None:
+            self.conn.close()
+            self.conn = None

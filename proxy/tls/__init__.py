@@ -1,0 +1,2 @@
+"""Mesh TLS: decisions from config (``policy``), contexts and SPIFFE peer checks (``contexts``), the
+per-connection mTLS glue (``mtls``) and the TLS record layer on OpenSSL memory BIOs (``stream``)."""
