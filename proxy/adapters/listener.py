@@ -24,11 +24,14 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.adapters.exchange import Exchange
 from meshbus.proxy.codec.http1 import BODY, END, HEAD, ProtocolError, RequestSession, local_reply
 from meshbus.telemetry.metrics import istio_static_labels
+
+if TYPE_CHECKING:
+    from meshbus.proxy.adapters.contracts import Server
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +108,8 @@ class Deadlines:
 class ListenerContext:
     """Shared by every exchange of one listener in one worker."""
 
-    def __init__(self, server: Any, direction: str) -> None:
-        self.server = server  # has .runtime, .pools, .metrics, .access_log, .loop
+    def __init__(self, server: Server, direction: str) -> None:
+        self.server = server
         self.direction = direction  # "outbound" | "inbound"
         self.reporter = "source" if direction == "outbound" else "destination"
         self.loop = server.loop
