@@ -14,9 +14,9 @@ Mirrors are fire-and-forget, bounded in number, and only for requests whose body
 
 Attempts, retries, per-try and route timeouts, the retry budget and the response flag that ends a
 forwarded request are decided by ``core.attempts.Attempts`` (sans-IO): the exchange feeds it events
-with ``now`` (time.monotonic) and performs the action each returns (``_act``). Its deadlines wait in
-the listener's sweep (``dl_at``, monotonic: the loop's clock never runs ahead of it, so the sweep is
-never early); the backoff between attempts is a loop timer.
+with ``now`` (``ctx.now``, time.monotonic) and performs the action each returns (``_act``). Its
+deadlines wait in the listener's sweep (``dl_at``: the loop's clock never runs ahead of monotonic
+time, so the sweep is never early); the backoff between attempts is a loop timer.
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ class Exchange:
         if "expect" in hdict and hdict["expect"].lower() == "100-continue" and not self.req_done:
             # Envoy's default: the proxy itself says 100 Continue, and does not forward Expect.
             self.dc.transport.write(CONTINUE_100)
-        self._act(att.start(time.monotonic()))
+        self._act(att.start(self.ctx.now()))
 
     def _rebuild_head(self, route: Any, dest: Any) -> bytes:
         """The upstream request head from the parsed headers: hop-by-hop ones dropped, header ops and
@@ -391,7 +391,7 @@ class Exchange:
                 self.timer = self.ctx.loop.call_later(delay, self._backoff_done)
                 self._arm()
             else:
-                self._act(att.backoff_done(time.monotonic()))
+                self._act(att.backoff_done(self.ctx.now()))
         elif action == FAIL:
             self._abandon_upstream()
             self.local_flag(att.flag, att.extra)
@@ -410,7 +410,7 @@ class Exchange:
         if r is PENDING:
             self.waiting = True
         elif r is OVERFLOW:
-            self._act(att.on_overflow(time.monotonic()))
+            self._act(att.on_overflow(self.ctx.now()))
         else:
             self._send(r)  # type: ignore[arg-type]  # not an int: a connection
 
@@ -419,7 +419,7 @@ class Exchange:
         if not self.waiting or self.done:
             # we gave up on this attempt (timeout, client gone): hand the connection back
             if conn is not None and self.pool is not None and self.cluster is not None:
-                self.pool.release(conn, True, self.cluster, time.monotonic())
+                self.pool.release(conn, True, self.cluster, self.ctx.now())
             return
         self.waiting = False
         if conn is None:
@@ -452,7 +452,7 @@ class Exchange:
         self.timer = None
         att = self.att
         if att is not None and not self.done:
-            self._act(att.backoff_done(time.monotonic()))
+            self._act(att.backoff_done(self.ctx.now()))
 
     def _abandon_upstream(self) -> None:
         """Let go of the current attempt's upstream: leave the pool's queue, or close its connection
@@ -475,7 +475,7 @@ class Exchange:
             self.tls_failure = None
         att = self.att
         if att is not None:
-            self._act(att.on_error(kind, reused, time.monotonic()))
+            self._act(att.on_error(kind, reused, self.ctx.now()))
 
     def _arm(self) -> None:
         """Wait in the listener's deadline sweep until the machine's next deadline."""
@@ -496,7 +496,7 @@ class Exchange:
         att = self.att
         if self.done or att is None:
             return
-        action = att.on_deadline(time.monotonic())
+        action = att.on_deadline(self.ctx.now())
         if action == NOTHING:
             self._arm()
         else:
@@ -508,7 +508,7 @@ class Exchange:
         status = rh.status
         att = self.att
         if att is not None:
-            if att.on_head(status, time.monotonic()) == RETRY:
+            if att.on_head(status, self.ctx.now()) == RETRY:
                 self._act(RETRY)
                 return
             if att.flag:
@@ -585,7 +585,7 @@ class Exchange:
             self.out = None
             self.dc.transport.write(out)
         rh = self.resp
-        now = time.monotonic()
+        now = self.ctx.now()
         self.conn = None
         att = self.att
         if att is not None:

@@ -22,6 +22,7 @@ import itertools
 import logging
 import math
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -113,6 +114,8 @@ class ListenerContext:
         self.direction = direction  # "outbound" | "inbound"
         self.reporter = "source" if direction == "outbound" else "destination"
         self.loop = server.loop
+        # The request path's clock (attempts, deadlines, outlier feedback); tests give a fake one.
+        self.now: Callable[[], float] = time.monotonic
         self.deadlines = Deadlines(server.loop)
         self.new_request_id = _request_ids()
         self.series: dict[tuple[str, str], Any] = {}
