@@ -172,7 +172,9 @@ class ClusterPool:
         if self.count < settings.max_connections:
             self._connect(cluster, endpoint, waiter)
             return PENDING
-        if cluster.breaker.try_enqueue_pending():
+        breaker = cluster.breaker
+        breaker.cx_overflow += 1  # Envoy's upstream_cx_overflow: the connection limit made it wait
+        if breaker.try_enqueue_pending():
             self.waiters.append((cluster, endpoint, waiter))
             return PENDING
         return OVERFLOW
