@@ -53,7 +53,8 @@ class Deadlines:
     An exchange with a deadline sits in a set while it waits (a request costs a set add and discard,
     cheaper than a loop TimerHandle plus its cancel). One timer is armed for the earliest deadline
     added, rounded up to ``resolution`` so neighbours share a sweep; the sweep calls ``_on_deadline()``
-    of every exchange whose ``dl_at`` (loop time) has passed and re-arms for the earliest left.
+    of every exchange whose ``dl_at`` has passed and re-arms for the earliest left. ``dl_at`` is in
+    ``ListenerContext.now`` time (monotonic), which the loop's clock never runs ahead of.
     Deadlines fire up to ``resolution`` late, never early, well inside Envoy's own slack. Requests that
     finish first leave the set, so under load the timer mostly fires at long-gone deadlines and finds
     little to do: a sweep per route timeout, not one per 10 ms.
@@ -87,7 +88,7 @@ class Deadlines:
     def _sweep(self) -> None:
         self.handle = None
         waiting = self.waiting
-        # The same 1 ms slack as Exchange._on_deadline (loop timers are ms-rounded): what it finds due,
+        # The same 1 ms slack as core.attempts.SLACK (loop timers are ms-rounded): what it finds due,
         # we call; what we leave, it would leave too, so nothing re-arms in a spin.
         now = self.loop.time() + 0.001
         due = [ex for ex in waiting if ex.dl_at <= now]
