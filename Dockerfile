@@ -17,6 +17,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 WORKDIR /src
 COPY samples samples
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels && useradd --create-home mesh
+# Every mount point docker-compose.yml uses exists here, owned by the user the processes run as:
+# a named volume mounted on an image directory starts as a copy of it (owner included), while a
+# mount point the image lacks is created root-owned, and `mesh` could not write there.
+# /ca: meshbus-ca's keys; /tokens: bootstrap tokens; /var/lib/meshbus: a sidecar's state.
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels && useradd --create-home mesh \
+    && mkdir -p /ca /tokens /var/lib/meshbus \
+    && chown mesh:mesh /ca /tokens /var/lib/meshbus
 USER mesh
 WORKDIR /home/mesh

@@ -40,6 +40,7 @@ NATIVE_MODULES = [
     "proxy/filters/fault.py",
     "proxy/filters/ratelimit.py",
     "proxy/filters/cors.py",
+    "proxy/filters/chain.py",
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
 ]

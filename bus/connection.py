@@ -29,6 +29,8 @@ from .subjects import DEFAULT_ROOT, Subjects
 log = logging.getLogger(__name__)
 
 ENV_URL = "MESHBUS_NATS_URL"
+ENV_USER = "MESHBUS_NATS_USER"
+ENV_PASSWORD = "MESHBUS_NATS_PASSWORD"
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
 
@@ -44,11 +46,18 @@ class BusSettings:
     name: str = "meshbus"
     root: str = DEFAULT_ROOT
     credentials_file: str | None = None
+    user: str | None = field(default_factory=lambda: os.environ.get(ENV_USER) or None)
+    """User and password for a server that asks for them (from the environment, as docker-compose's
+    env file gives them: a URL with the password in it would end up in logs)."""
+    password: str | None = field(default_factory=lambda: os.environ.get(ENV_PASSWORD) or None, repr=False)
     nkey_seed_file: str | None = None
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     connect_timeout: float = 2.0
+    reconnect: bool = True
+    """False for a one-shot client (meshctl): one connect attempt per server, nothing retried in the
+    background, errors left to the caller instead of logged; a component process keeps True."""
     reconnect_base: float = 0.05
     reconnect_max: float = 2.0
     max_payload: int = codec.DEFAULT_MAX_BYTES
@@ -86,6 +95,8 @@ class BusConnection:
         self._connected = asyncio.Event()
         self._was_disconnected = False
         self._closed = False
+        self.last_error: Exception | None = None
+        """The last error nats-py reported (why a connect failed)."""
 
     # -- lifecycle
     async def connect(self, *, wait: bool = True) -> None:
@@ -121,14 +132,20 @@ class BusConnection:
             servers=s.servers(),
             name=s.name,
             connect_timeout=s.connect_timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
+            allow_reconnect=s.reconnect,
+            # nats-py's initial connect loops over the server pool until a server exceeds this
+            # count; -1 never gives up (even with allow_reconnect=False), so a one-shot client says 1.
+            max_reconnect_attempts=-1 if s.reconnect else 1,
             reconnect_to_server_handler=self._pick_server,
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
             closed_cb=self._on_closed,
         )
+        if not s.reconnect:
+            opts["reconnect_time_wait"] = 0.0  # its second (last) attempt follows the first at once
+        if s.user:
+            opts["user"], opts["password"] = s.user, s.password or ""
         if s.credentials_file:
             opts["user_credentials"] = s.credentials_file
         if s.nkey_seed_file:
@@ -152,7 +169,8 @@ class BusConnection:
 
     async def _on_error(self, exc: Exception) -> None:
         self.stats.async_errors += 1
-        if self._was_disconnected:
+        self.last_error = exc
+        if self._was_disconnected or not self.settings.reconnect:
             self._log.debug("NATS error while reconnecting: %s", exc)  # counted, not logged per retry
         else:
             self._log.warning("NATS error: %r", exc)

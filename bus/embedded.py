@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from . import child_process
 from .errors import EmbeddedServerError
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ class EmbeddedNats:
     extra_args: tuple[str, ...] = ()
     log_path: str | None = None
     start_timeout: float = 10.0
+    die_with_parent: bool = False
+    """The server gets SIGKILL when this process dies, however it dies (`child_process`; Linux)."""
+    process_group: int | None = None
+    """Join this process group (0: a new one, led by the server); None: a session of its own."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
     _drain: threading.Thread | None = field(default=None, init=False, repr=False)
@@ -79,6 +84,11 @@ class EmbeddedNats:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The server process of the last start (a supervisor watches and signals it)."""
+        return self._proc
 
     @property
     def running(self) -> bool:
@@ -97,7 +107,13 @@ class EmbeddedNats:
         args += list(self.extra_args)
         try:
             proc = subprocess.Popen(
-                args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=self.process_group is None,
+                process_group=self.process_group,
+                preexec_fn=child_process.die_with_parent() if self.die_with_parent else None,
             )
         except OSError as exc:
             raise EmbeddedServerError(f"cannot start {binary}: {exc}") from exc

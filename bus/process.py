@@ -34,7 +34,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         "--nats",
         default=None,
         metavar="URL",
-        help=f"NATS URL(s), comma separated (default: ${ENV_URL} or nats://127.0.0.1:4222)",
+        help=f"NATS URL(s), comma separated (default: ${ENV_URL} or nats://127.0.0.1:4222); a user and "
+        "password come from $MESHBUS_NATS_USER and $MESHBUS_NATS_PASSWORD",
     )
     parser.add_argument("--nats-creds", default=None, metavar="FILE", help="NATS credentials file")
     parser.add_argument("--subject-root", default=os.environ.get("MESHBUS_SUBJECT_ROOT", DEFAULT_ROOT))

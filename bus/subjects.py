@@ -92,6 +92,10 @@ class Subjects:
     def all(self) -> str:
         return self._s(">")
 
+    def component_all(self, component: str) -> str:
+        """Every subject of one component (``mesh.v1.config.>``): what `meshctl up` shows it serves."""
+        return self._s(validate_token(component, "component"), ">")
+
     # -- control plane: config (Galley role)
     def config(self, verb: str) -> str:
         """Request/reply endpoints of meshbus-config: apply, delete, get, list, history, rollback."""
@@ -120,6 +124,10 @@ class Subjects:
 
     def xds_status(self) -> str:
         return self._s("xds", "status")
+
+    def xds_hosts(self) -> str:
+        """Request/reply (queue group): the service hosts the workload registry holds (config's analysis)."""
+        return self._s("xds", "hosts")
 
     def xds_heartbeat_all(self) -> str:
         """Every proxy's heartbeats: each discovery replica listens (no queue group) to keep the full registry."""

@@ -25,6 +25,20 @@ no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/tes
   client (CSR, renewal), and ``mode``, which wires them to a running server.
 - ``bootstrap`` (what the command line says: ports, limits, logging) and ``__main__`` (CLI, workers).
 
+The filter chain (``filters.chain``). Every request passes the ordered HTTP filters of its route, in
+Envoy's manner and with Istio's WasmPlugin meaning of phase and priority: AUTHN, AUTHZ, STATS, the
+compiled built-ins (local rate limit, CORS, fault), UNSPECIFIED, header operations, then the router
+(``adapters.exchange``). Hooks are symmetric (request headers, request body, response headers,
+response body, done); each continues (None), answers (``LocalReply``: status, body, headers, response
+flag, details for the access log), or pauses (``Delay``, or an ``async def`` hook, which the exchange
+awaits in a task of its own while other requests go on). Response hooks run in reverse order; a local
+reply passes only the filters that ran before the one that sent it. A filter that raises gets a 500
+with ``filter_error:<name>`` in the access log and never takes the worker down. Per-route config is a
+typed map on the compiled route (``Route.filter_config``: filter name -> frozen config; the chain is
+made from it once per config version by ``filters.builtin``), so new filters need no new ``Route``
+fields. A route whose map is empty has the empty chain: each hook point costs one tuple check, and
+request and response heads still go through as received when nothing changes them.
+
 The request path (the modules setup.py lists) is compiled with mypyc at install time; the sources stay
 ordinary typed Python. What that asks of them: module constants are ``Final`` (inlined, not looked up
 in the module dict on each use), annotations are true at run time (compiled functions check them), and

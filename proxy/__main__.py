@@ -4,6 +4,11 @@
                   [--admin 127.0.0.1:15000] [--app-port P] [--namespace default] [--workers N] ...
     meshbus-proxy --nats URL --service reviews --labels version=v1 --app-port 9080 [--token T] ...
 
+Listen addresses follow Istio's sidecar: the inbound listener is on 0.0.0.0 because peers on other
+hosts reach it (it is the address a workload registers, ``--advertise``); the outbound listener
+serves the local app only and the admin port exposes mutations (/healthcheck/fail, /reload), so
+both stay on 127.0.0.1 (Istio's admin is localhost-only too). Set any of them explicitly to change it.
+
 Mesh mode (``--service``) takes its routes from meshbus-discovery (proxy/mesh/mode.py); it runs one
 worker (the agent owns the one snapshot stream), so ``--workers`` above 1 is refused there.
 
@@ -24,6 +29,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from meshbus.bus.child_process import die_with_parent
 from meshbus.bus.process import add_common_args
 from meshbus.proxy.bootstrap import (
     Address,
@@ -68,12 +74,28 @@ def _address_or_none(text: str) -> Address | None:
 def build_parser() -> argparse.ArgumentParser:
     from meshbus.proxy.mesh.agent_args import add_agent_args
 
-    p = argparse.ArgumentParser(prog="meshbus-proxy", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="meshbus-proxy",
+        description=__doc__.split("\n\n")[0],
+        epilog="Listen addresses: inbound on 0.0.0.0 because peers on other hosts connect to it;"
+        " outbound (the local app's way out) and admin (it can fail health checks and reload config)"
+        " on 127.0.0.1, reachable from this host only, as in an Istio sidecar.",
+    )
     add_common_args(p)
     p.add_argument("--config", default=None, help="Istio YAML file or directory (watched; SIGHUP reloads)")
-    p.add_argument("--outbound", default="127.0.0.1:15001", help="outbound listener (app -> mesh); 'off'")
-    p.add_argument("--inbound", default="0.0.0.0:15006", help="inbound listener (mesh -> app); 'off'")
-    p.add_argument("--admin", default="127.0.0.1:15000", help="admin listener; 'off'")
+    p.add_argument(
+        "--outbound",
+        default="127.0.0.1:15001",
+        help="outbound listener (local app -> mesh; local only); 'off'",
+    )
+    p.add_argument(
+        "--inbound",
+        default="0.0.0.0:15006",
+        help="inbound listener (mesh -> app; peers on other hosts); 'off'",
+    )
+    p.add_argument(
+        "--admin", default="127.0.0.1:15000", help="admin listener (local only: it has mutations); 'off'"
+    )
     p.add_argument("--app-port", type=int, default=None, help="local application port (inbound target)")
     p.add_argument("--namespace", default="default", help="namespace of short host names")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
@@ -90,7 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_agent_args(p)
     g = p.add_argument_group("mesh identity (certificate from meshbus-ca)")
-    g.add_argument("--token", default=None, help="bootstrap token (default: $MESHBUS_TOKEN; none: no mTLS)")
+    g.add_argument(
+        "--token",
+        default=None,
+        help="bootstrap token, needed once: with --state-dir a restart renews with the kept certificate"
+        " (default: $MESHBUS_TOKEN; none and no kept certificate: no mTLS)",
+    )
     g.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
     return p
 
@@ -105,6 +132,14 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[BootstrapConfig, 
             "meshbus: mesh mode runs one worker (one agent, one snapshot stream); drop --workers or use 1"
         )
     workers = 1 if mesh else (a.workers or default_workers())
+    if a.app_health and not mesh:
+        raise BootstrapError(
+            "meshbus: --app-health is a mesh-mode flag (it reports to discovery): add --service"
+        )
+    if mesh:
+        from meshbus.proxy.mesh.probe import probe_from_args
+
+        probe_from_args(a)  # a bad probe is refused here, before anything listens
     from meshbus.proxy.mesh.agent_args import parse_labels
 
     try:
@@ -152,11 +187,16 @@ def _mesh_mode(server: ProxyServer, args: argparse.Namespace) -> MeshMode:
     from meshbus.proxy.mesh.agent import agent_settings_from_args
     from meshbus.proxy.mesh.identity import resolve_token
     from meshbus.proxy.mesh.mode import IdentitySettings, MeshMode
+    from meshbus.proxy.mesh.probe import probe_from_args
+    from meshbus.proxy.mesh.state_dir import has_identity
 
     settings = agent_settings_from_args(args, inbound_port=server.ports.get("inbound", 0))
     token = resolve_token(args.token)
-    identity = IdentitySettings(token, args.trust_domain) if token else None
-    mesh = MeshMode(server, settings_from_args(args, f"meshbus-proxy {args.service}"), settings, identity)
+    # a sidecar that kept its certificate asks for its identity again, with or without a token
+    wanted = bool(token) or has_identity(args.state_dir)
+    identity = IdentitySettings(token, args.trust_domain, args.state_dir) if wanted else None
+    bus = settings_from_args(args, f"meshbus-proxy {args.service}")
+    mesh = MeshMode(server, bus, settings, identity, probe_from_args(args))
     mesh.start()
     log.info("mesh mode: node %s, NATS %s", mesh.node_id, mesh.bus.settings.url)
     return mesh
@@ -200,11 +240,16 @@ def _worker_main(cfg: BootstrapConfig, worker: int, args: argparse.Namespace | N
 
 def _supervise(cfg: BootstrapConfig) -> int:
     children: list[int] = []
+    # A worker must not outlive a parent that was SIGKILLed (it would hold the ports). Made before
+    # the fork: it checks, in the child, that its parent is still this process.
+    die_with_us = die_with_parent()
     for i in range(cfg.workers):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                if die_with_us is not None:
+                    die_with_us()
                 code = _worker_main(cfg, i)
             finally:
                 os._exit(code)

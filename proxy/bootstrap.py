@@ -137,11 +137,12 @@ def plain(obj: Any) -> Any:
 def dump_config(path: str) -> tuple[int, bytes, str]:
     """Child side: (exit code, pickled (resources, warnings), error text)."""
     from meshbus.bus.config import load_path
+    from meshbus.bus.config.fates import standalone_warnings
 
     result = load_path(path)
     if not result.validation.ok:
         return REFUSED_EXIT, b"", "\n".join(e.render() for e in result.validation.errors)
-    warnings = [w.render() for w in result.validation.warnings]
+    warnings = standalone_warnings(result)
     return 0, pickle.dumps(([plain(r) for r in result.resources], warnings)), ""
 
 
@@ -169,8 +170,9 @@ async def load_isolated(path: str, timeout: float = 60.0) -> tuple[list[Any], li
 
 def load_in_process(path: str) -> tuple[list[Any], list[str]]:
     from meshbus.bus.config import load_path
+    from meshbus.bus.config.fates import standalone_warnings
 
     result = load_path(path)
     if not result.validation.ok:
         raise ConfigRefused("\n".join(e.render() for e in result.validation.errors))
-    return list(result.resources), [w.render() for w in result.validation.warnings]
+    return list(result.resources), standalone_warnings(result)

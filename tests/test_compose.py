@@ -1,53 +1,36 @@
 """docker-compose.yml is checked, not run (no engine here): it must satisfy the compose
-specification, and every meshbus command in it must parse with that program's real parser."""
+specification, agree with the Dockerfile it builds (every mount point exists in the image, owned by
+the image's user; every command is a console script the image installs), keep NATS behind a user
+and password from an env file that is never committed, and use restart policies that fit one-shot
+steps and sidecars that keep their state. tests/e2e/test_compose_smoke.py runs it as processes."""
 
 from __future__ import annotations
 
 import importlib
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE = ROOT / "docker-compose.yml"
+from tests.support.compose import COMPOSE, ROOT, Compose, Service, final_stage, pyproject_scripts
 
 # console script -> module whose build_parser() it runs
-PROGRAMS = {
+PARSERS = {
     "meshbus-proxy": "meshbus.proxy.__main__",
     "meshbus-config": "meshbus.control.config.__main__",
     "meshbus-discovery": "meshbus.control.discovery.__main__",
     "meshbus-ca": "meshbus.control.ca.__main__",
     "meshctl": "meshbus.control.cli.__main__",
 }
+COMPOSE_DOC = Compose()
+OURS = sorted(n for n, s in COMPOSE_DOC.services.items() if s.builds_here)
 
 
-def _services() -> dict[str, Any]:
-    return YAML(typ="safe").load(COMPOSE.read_text())["services"]
-
-
-def _commands(service: dict[str, Any]) -> list[list[str]]:
-    cmd = service.get("command")
-    if not cmd:
-        return []
-    if cmd[:2] == ["sh", "-c"]:
-        # $$(...) is compose's escape for a shell substitution; any word stands in for it here
-        script = re.sub(r"\$\$\([^)]*\)", "X", cmd[2]).replace("exec ", "")
-        out = []
-        for part in script.split("&&"):
-            words = shlex.split(part)
-            while words and re.match(r"^[A-Z_]+=", words[0]):  # leading VAR=value assignments
-                words = words[1:]
-            cut = next((i for i, w in enumerate(words) if w.startswith(">")), len(words))
-            out.append(words[:cut])
-        return out
-    return [list(cmd)]
+def _sidecars() -> list[Service]:
+    return [s for s in COMPOSE_DOC.services.values() if any(c[:1] == ["meshbus-proxy"] for c in s.commands())]
 
 
 def test_compose_file_matches_the_compose_spec() -> None:
@@ -64,30 +47,95 @@ def test_compose_file_matches_the_compose_spec() -> None:
 
 
 def test_every_component_has_a_service() -> None:
-    used = {words[0] for svc in _services().values() for words in _commands(svc)}
+    used = {words[0] for svc in COMPOSE_DOC.services.values() for words in svc.commands()}
     assert {"meshbus-proxy", "meshbus-config", "meshbus-discovery", "meshbus-ca", "meshctl"} <= used
 
 
-@pytest.mark.parametrize("name", sorted(_services()))
-def test_commands_parse_with_the_real_parsers(name: str) -> None:
-    for words in _commands(_services()[name]):
+@pytest.mark.parametrize("name", OURS)
+def test_every_command_is_an_installed_console_script_and_parses(name: str) -> None:
+    scripts = pyproject_scripts()
+    for words in COMPOSE_DOC.services[name].commands():
         program, args = words[0], words[1:]
-        if program == "python":
-            assert args[0] == "-m"
-            importlib.import_module(args[1])
+        assert program in scripts, f"{name}: {program!r} is not a console script of pyproject.toml"
+        if program not in PARSERS:
             continue
-        if program not in PROGRAMS:
-            continue
-        parser = importlib.import_module(PROGRAMS[program]).build_parser()
+        parser = importlib.import_module(PARSERS[program]).build_parser()
         try:
             parser.parse_args(args)
         except SystemExit as exc:  # argparse exits on a bad flag
             pytest.fail(f"{name}: `{' '.join(words)}` does not parse (exit {exc.code})")
 
 
-def test_demo_samples_in_the_image_are_valid() -> None:
-    from meshbus.bus.config import load_path
+@pytest.mark.parametrize("name", OURS)
+def test_every_mount_point_exists_in_the_image_owned_by_its_user(name: str) -> None:
+    stage = final_stage()
+    assert stage.user != "root", "the image runs as a user of its own"
+    for source, target, _ in COMPOSE_DOC.services[name].mounts:
+        assert target in stage.made, f"{name}: {target} (volume {source}) is not created in the image"
+        assert stage.owners.get(target) == stage.user, f"{name}: {target} is not chowned to {stage.user}"
 
-    result = load_path(ROOT / "samples" / "demo")
-    assert result.ok, result.validation.render()
-    assert {r.kind for r in result.resources} >= {"VirtualService", "DestinationRule"}
+
+def test_the_image_checks_see_what_the_old_dockerfile_got_wrong() -> None:
+    old = "FROM python:3.11-slim\nRUN pip install x && useradd --create-home mesh\nUSER mesh\n"
+    assert final_stage(old).made == set() and final_stage(old).user == "mesh"
+    new = "FROM a AS b\nFROM c\nRUN useradd m \\\n  && mkdir -p /ca /tokens && chown m:m /ca\nUSER m\n"
+    stage = final_stage(new)
+    assert stage.made == {"/ca", "/tokens"} and stage.owners == {"/ca": "m"}
+
+
+def test_the_config_bootstrap_applies_is_in_the_image() -> None:
+    """The bootstrap's ``meshctl apply -f DIR`` names a folder the Dockerfile copies into the image.
+    (Its content is the user's to edit, so no test reads it: tests/fixtures/demo is the tests' copy.)"""
+    stage = final_stage()
+    applied = [
+        w[w.index("-f") + 1]
+        for w in COMPOSE_DOC.services["bootstrap"].commands()
+        if w[:2] == ["meshctl", "apply"]
+    ]
+    assert applied
+    for target in applied:
+        copied = next(dst for dst in stage.copies if target == dst or target.startswith(dst + "/"))
+        assert (ROOT / stage.copies[copied] / Path(target).relative_to(copied)).is_dir(), target
+
+
+def test_restart_policies_fit_one_shots_and_sidecar_state() -> None:
+    one_shots = COMPOSE_DOC.one_shots()
+    assert one_shots == {"bootstrap"}
+    for name, svc in COMPOSE_DOC.services.items():
+        policy = svc.spec.get("restart")
+        assert policy == ("no" if name in one_shots else "unless-stopped"), f"{name}: restart {policy!r}"
+    # A sidecar that restarts keeps its state (snapshot, key and certificate: a restart renews with
+    # the kept certificate, not the spent token) in a named volume of its own, at its --state-dir.
+    state_volumes = []
+    for svc in _sidecars():
+        words = next(c for c in svc.commands() if c[:1] == ["meshbus-proxy"])
+        state_dir = words[words.index("--state-dir") + 1]
+        mounted = {target: source for source, target, ro in svc.mounts if not ro}
+        assert state_dir in mounted, f"{svc.name}: its state dir {state_dir} is not a volume"
+        assert mounted[state_dir] in COMPOSE_DOC.volumes, (
+            f"{svc.name}: {mounted[state_dir]} is not a named volume"
+        )
+        state_volumes.append(mounted[state_dir])
+    assert len(state_volumes) == len(set(state_volumes)) == 3, "one state volume per sidecar"
+
+
+def test_nats_needs_the_password_from_an_env_file_that_is_never_committed() -> None:
+    nats = COMPOSE_DOC.services["nats"]
+    conf_source = next(src for src, target, _ in nats.mounts if target == nats.spec["command"][1])
+    conf = (ROOT / conf_source).read_text()
+    wanted = set(re.findall(r"\$([A-Z_]+)", conf))
+    assert re.search(r"authorization\s*{[^}]*user:\s*\$\w+[^}]*password:\s*\$\w+", conf), conf
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert wanted == {"MESHBUS_NATS_USER", "MESHBUS_NATS_PASSWORD"} and wanted <= set(example)
+    for name in ["nats", *OURS]:  # everything that talks to NATS gets the same file
+        assert COMPOSE_DOC.services[name].spec.get("env_file") == [".env"], name
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+    tracked = subprocess.run(
+        ["git", "ls-files", ".env"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert tracked.returncode == 0 and tracked.stdout.strip() == "", ".env is in git"
+    assert all(p.startswith("127.0.0.1:") for p in nats.spec.get("ports", [])), "NATS is for this host only"

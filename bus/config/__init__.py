@@ -4,21 +4,26 @@ Layers, bottom up:
 - ``types`` and one model module per kind family (``virtual_service``, ``destination_rule``, ``gateway``,
   ``service_entry``, ``sidecar``, ``security``, ``meshbus_kinds``): strict frozen pydantic models,
   snake_case attributes with Istio's camelCase YAML names as aliases, durations as float seconds.
-  Istio fields meshbus does not act on are declared ``unimplemented()`` (accepted, warned about).
+  Every field Istio defines is declared (an unknown field is an error); the models say nothing about
+  whether meshbus acts on a field.
+- ``fates``: the one table that does. Every kind and every field has one of three fates: ENFORCED
+  (the proxy or discovery acts on it), NOT_ENFORCED (accepted, and warned about in the same words by
+  ``meshctl apply``, ``meshctl analyze`` and the proxy's log: ``NOT ENFORCED — <what it means>``), or
+  REFUSED (an error). tests/unit/config/test_fates.py fails when a model field has no fate; whoever
+  makes proxy/ or control/discovery act on a field marks it ENFORCED there, in the same change.
 - ``resources``: the envelope (apiVersion, kind, metadata, spec, source) and the KINDS table.
 - ``yaml_source`` + ``loader``: YAML text -> resources, with file:line for every field. Every problem
   is collected (syntax, envelope, schema, semantics); after schema errors the loader drops the bad
   fields and still runs the semantic checks on the rest, mapping paths back to the operator's indices.
-- ``validation/``: one semantic validator module per kind, looked up by ``validation.registry``.
+- ``validation/``: one semantic validator module per kind, looked up by ``validation.registry``,
+  which runs the fates first.
 - ``analysis``: cross-resource checks with istioctl-analyze codes over a set of resources.
 
 Data flow: text -> parse_documents -> Document(data, field_lines) -> Resource (or FieldErrors) ->
 validate -> LoadResult(resources, validation). Pure functions, no I/O beyond reading the given files.
 
 Used by the proxy (standalone mode), control/config (before storing) and meshctl analyze, so it is
-the wire schema of config and snapshots. Keep in sync with shared/reference/ecosystem.md section 1,
-and keep ``unimplemented()`` markers in sync with what proxy/ and control/discovery honour
-(tests/unit/config/test_config_inventory.py lists them).
+the wire schema of config and snapshots. Keep in sync with shared/reference/ecosystem.md section 1.
 """
 
 from __future__ import annotations

@@ -14,15 +14,14 @@ from meshbus.bus.config.types import (
     PortSelector,
     WorkloadSelector,
     deprecated,
-    unimplemented,
 )
 
 
 class HTTPCookie(IstioModel):
     name: str
-    path: str | None = unimplemented()
-    ttl: Duration | None = unimplemented()
-    attributes: tuple[dict[str, str], ...] | None = unimplemented()
+    path: str | None = None
+    ttl: Duration | None = None
+    attributes: tuple[dict[str, str], ...] | None = None
 
 
 class RingHash(IstioModel):
@@ -39,8 +38,8 @@ class ConsistentHashLB(IstioModel):
     use_source_ip: bool | None = None
     http_query_parameter_name: str | None = None
     ring_hash: RingHash | None = None
-    maglev: MagLev | None = unimplemented()
-    minimum_ring_size: NonNegativeInt | None = deprecated("ringHash.minimumRingSize", converted=True)
+    maglev: MagLev | None = None
+    minimum_ring_size: NonNegativeInt | None = deprecated("ringHash.minimumRingSize")
 
 
 class LocalityDistribute(IstioModel):
@@ -72,9 +71,9 @@ SimpleLB = Literal["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_
 class LoadBalancerSettings(IstioModel):
     simple: SimpleLB | None = None
     consistent_hash: ConsistentHashLB | None = None
-    locality_lb_setting: LocalityLoadBalancerSetting | None = unimplemented()
-    warmup_duration_secs: Duration | None = unimplemented()
-    warmup: WarmupConfiguration | None = unimplemented()
+    locality_lb_setting: LocalityLoadBalancerSetting | None = None
+    warmup_duration_secs: Duration | None = None
+    warmup: WarmupConfiguration | None = None
 
 
 class TcpKeepalive(IstioModel):
@@ -86,9 +85,9 @@ class TcpKeepalive(IstioModel):
 class TCPSettings(IstioModel):
     max_connections: NonNegativeInt | None = None
     connect_timeout: Duration | None = None
-    tcp_keepalive: TcpKeepalive | None = unimplemented()
-    max_connection_duration: Duration | None = unimplemented()
-    idle_timeout: Duration | None = unimplemented()
+    tcp_keepalive: TcpKeepalive | None = None
+    max_connection_duration: Duration | None = None
+    idle_timeout: Duration | None = None
 
 
 class HTTPSettings(IstioModel):
@@ -97,9 +96,9 @@ class HTTPSettings(IstioModel):
     max_requests_per_connection: NonNegativeInt | None = None
     max_retries: NonNegativeInt | None = None
     idle_timeout: Duration | None = None
-    h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = unimplemented()
-    use_client_protocol: bool | None = unimplemented()
-    max_concurrent_streams: NonNegativeInt | None = unimplemented()
+    h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
+    use_client_protocol: bool | None = None
+    max_concurrent_streams: NonNegativeInt | None = None
 
 
 class ConnectionPoolSettings(IstioModel):
@@ -114,11 +113,11 @@ class OutlierDetection(IstioModel):
     base_ejection_time: Duration | None = None
     max_ejection_percent: int | None = None
     min_health_percent: int | None = None
-    split_external_local_origin_errors: bool | None = unimplemented()
-    consecutive_local_origin_failures: NonNegativeInt | None = unimplemented()
-    outlier_detection_http_error_codes: tuple[int, ...] | None = unimplemented()
+    split_external_local_origin_errors: bool | None = None
+    consecutive_local_origin_failures: NonNegativeInt | None = None
+    outlier_detection_http_error_codes: tuple[int, ...] | None = None
     # proxy/core/outlier.py counts it as gateway errors, as Envoy did for the old field.
-    consecutive_errors: int | None = deprecated("consecutiveGatewayErrors", converted=True)
+    consecutive_errors: int | None = deprecated("consecutiveGatewayErrors")
 
 
 TLSMode = Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
@@ -165,9 +164,9 @@ class TrafficPolicy(IstioModel):
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
     port_level_settings: tuple[PortTrafficPolicy, ...] = ()
-    tunnel: TunnelSettings | None = unimplemented()
-    proxy_protocol: ProxyProtocol | None = unimplemented()
-    retry_budget: RetryBudget | None = unimplemented()
+    tunnel: TunnelSettings | None = None
+    proxy_protocol: ProxyProtocol | None = None
+    retry_budget: RetryBudget | None = None
 
 
 class Subset(IstioModel):
@@ -180,5 +179,5 @@ class DestinationRuleSpec(IstioModel):
     host: str
     traffic_policy: TrafficPolicy | None = None
     subsets: tuple[Subset, ...] = ()
-    export_to: tuple[str, ...] | None = unimplemented()
-    workload_selector: WorkloadSelector | None = unimplemented()
+    export_to: tuple[str, ...] | None = None
+    workload_selector: WorkloadSelector | None = None

@@ -1,7 +1,7 @@
 """networking.istio.io Gateway (gateway.proto).
 
 meshbus has no gateway proxy yet: a Gateway is validated (so typos are caught) and stored, and
-the kind-level warning in validation/gateway.py says it has no effect.
+fates.py warns that it has no effect.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from meshbus.bus.config.result import FieldError, Level, LoadError, Validation, 
 from meshbus.bus.config.source import PathKey, Source
 from meshbus.bus.config.validation.findings import Findings
 from meshbus.bus.config.validation.registry import validate as validate_semantics
-from meshbus.bus.config.walk import flagged_fields
+from meshbus.bus.config.walk import deprecated_fields
 from meshbus.bus.config.yaml_source import Document, SyntaxProblem, parse_documents
 
 log = logging.getLogger(__name__)
@@ -183,19 +183,13 @@ def _semantics(
     removed: Sequence[PathKey] = (),
     path_map: Callable[[Sequence[str | int]], PathKey] | None = None,
 ) -> None:
-    """Unimplemented/deprecated warnings and semantic checks, minus findings about removed fields."""
+    """Deprecation warnings, fates and semantic checks, minus findings about removed fields."""
     found = Validation()
     findings = Findings(resource, found, label=label, path_map=path_map)
-    for path, marker, replacement in flagged_fields(resource.spec, ("spec",)):
-        name = path[-1]
-        if marker == "unimplemented":
-            findings.warn(path, f'field "{name}" is not implemented by meshbus yet and is ignored')
-        elif marker == "converted":
-            findings.warn(
-                path, f'field "{name}" is deprecated; use "{replacement}" (meshbus converts it for now)'
-            )
-        else:
-            findings.warn(path, f'field "{name}" is deprecated and ignored by meshbus; use "{replacement}"')
+    for path, replacement in deprecated_fields(resource.spec, ("spec",)):
+        findings.warn(
+            path, f'field "{path[-1]}" is deprecated; use "{replacement}" (meshbus converts it for now)'
+        )
     found.extend(validate_semantics(resource, label=label, path_map=path_map))
     removed_text = [format_path(p) for p in removed]
     for finding in found.messages():

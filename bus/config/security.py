@@ -12,7 +12,6 @@ from meshbus.bus.config.types import (
     IstioModel,
     PolicySelector,
     PolicyTargetReference,
-    unimplemented,
 )
 
 MtlsMode = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
@@ -55,8 +54,8 @@ class JWTRule(IstioModel):
 
 class RequestAuthenticationSpec(IstioModel):
     selector: PolicySelector | None = None
-    target_ref: PolicyTargetReference | None = unimplemented()
-    target_refs: tuple[PolicyTargetReference, ...] | None = unimplemented()
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = None
     jwt_rules: tuple[JWTRule, ...] = ()
 
 
@@ -73,8 +72,8 @@ class Source(IstioModel):
     not_ip_blocks: tuple[str, ...] = ()
     remote_ip_blocks: tuple[str, ...] = ()
     not_remote_ip_blocks: tuple[str, ...] = ()
-    trust_domains: tuple[str, ...] = unimplemented(default=())
-    not_trust_domains: tuple[str, ...] = unimplemented(default=())
+    trust_domains: tuple[str, ...] = ()
+    not_trust_domains: tuple[str, ...] = ()
 
 
 class Operation(IstioModel):
@@ -114,8 +113,8 @@ class ExtensionProvider(IstioModel):
 
 class AuthorizationPolicySpec(IstioModel):
     selector: PolicySelector | None = None
-    target_ref: PolicyTargetReference | None = unimplemented()
-    target_refs: tuple[PolicyTargetReference, ...] | None = unimplemented()
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = None
     rules: tuple[Rule, ...] = ()
     action: Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"] = "ALLOW"
     provider: ExtensionProvider | None = None

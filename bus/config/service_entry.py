@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from meshbus.bus.config.types import IstioModel, NonNegativeInt, Port, WorkloadSelector, unimplemented
+from meshbus.bus.config.types import IstioModel, NonNegativeInt, Port, WorkloadSelector
 
 
 class ServicePort(IstioModel):
@@ -23,9 +23,9 @@ class WorkloadEntrySpec(IstioModel):
     address: str = ""
     ports: dict[str, Port] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
-    network: str | None = unimplemented()
-    locality: str | None = unimplemented()
-    weight: NonNegativeInt | None = unimplemented()
+    network: str | None = None
+    locality: str | None = None
+    weight: NonNegativeInt | None = None
     service_account: str = ""
 
 
@@ -34,11 +34,11 @@ Resolution = Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"]
 
 class ServiceEntrySpec(IstioModel):
     hosts: tuple[str, ...] = ()
-    addresses: tuple[str, ...] | None = unimplemented()
+    addresses: tuple[str, ...] | None = None
     ports: tuple[ServicePort, ...] = ()
     location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] = "MESH_EXTERNAL"
     resolution: Resolution = "NONE"
     endpoints: tuple[WorkloadEntrySpec, ...] = ()
-    workload_selector: WorkloadSelector | None = unimplemented()
-    export_to: tuple[str, ...] | None = unimplemented()
-    subject_alt_names: tuple[str, ...] | None = unimplemented()
+    workload_selector: WorkloadSelector | None = None
+    export_to: tuple[str, ...] | None = None
+    subject_alt_names: tuple[str, ...] | None = None

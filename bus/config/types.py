@@ -22,9 +22,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-UNIMPLEMENTED_KEY = "x-meshbus-unimplemented"
 DEPRECATED_KEY = "x-meshbus-deprecated"
-CONVERTED_KEY = "x-meshbus-converted"
 
 
 class IstioModel(BaseModel):
@@ -39,19 +37,13 @@ class IstioModel(BaseModel):
     )
 
 
-def unimplemented(default: Any = None, **kwargs: Any) -> Any:
-    """A known Istio field meshbus accepts but does not act on yet: setting it warns, it is ignored."""
-    return Field(default=default, json_schema_extra={UNIMPLEMENTED_KEY: True}, **kwargs)
-
-
-def deprecated(replacement: str, default: Any = None, *, converted: bool = False, **kwargs: Any) -> Any:
+def deprecated(replacement: str, default: Any = None, **kwargs: Any) -> Any:
     """A field Istio deprecated: accepted with a warning naming its replacement.
 
-    ``converted`` means the model copies it into the replacement (a validator does), so it still works;
-    otherwise it is ignored.
+    The model copies it into the replacement (a validator does), so it still works; its fate, like
+    every field's, is in fates.py.
     """
-    extra: dict[str, Any] = {DEPRECATED_KEY: replacement, CONVERTED_KEY: converted}
-    return Field(default=default, json_schema_extra=extra, **kwargs)
+    return Field(default=default, json_schema_extra={DEPRECATED_KEY: replacement}, **kwargs)
 
 
 # --- Duration ---------------------------------------------------------------------------------

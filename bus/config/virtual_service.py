@@ -1,7 +1,7 @@
 """networking.istio.io VirtualService (virtual_service.proto).
 
-Fields meshbus does not act on yet are declared with ``unimplemented()`` so they are accepted and
-warned about instead of being rejected as unknown. Keep in sync with proxy/core/routing.py.
+Every field Istio defines is declared, so a known field is accepted and an unknown one refused; what
+meshbus does with each is decided in fates.py. Keep in sync with proxy/core/routing.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from meshbus.bus.config.types import (
     PortSelector,
     StringMatch,
     deprecated,
-    unimplemented,
 )
 
 
@@ -53,7 +52,7 @@ class HTTPMatchRequest(IstioModel):
     source_labels: dict[str, str] | None = None  # the block applies only on workloads with these labels
     gateways: tuple[str, ...] = ()
     source_namespace: str | None = None  # ... and only on workloads in this namespace
-    stat_prefix: str | None = unimplemented()
+    stat_prefix: str | None = None
 
 
 class HTTPRouteDestination(IstioModel):
@@ -92,8 +91,8 @@ class HTTPRetry(IstioModel):
     attempts: int | None = None
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
-    retry_remote_localities: bool | None = unimplemented()
-    retry_ignore_previous_hosts: bool | None = unimplemented()
+    retry_remote_localities: bool | None = None
+    retry_ignore_previous_hosts: bool | None = None
     backoff: HTTPRetryBackoff | None = None
 
 
@@ -107,8 +106,8 @@ def _percent_to_percentage(model: IstioModel, old: str, new: str) -> None:
 class FaultDelay(IstioModel):
     fixed_delay: Duration | None = None
     percentage: Percent | None = None
-    percent: Annotated[int, Field(ge=0, le=100)] | None = deprecated("percentage", converted=True)
-    exponential_delay: Duration | None = unimplemented()
+    percent: Annotated[int, Field(ge=0, le=100)] | None = deprecated("percentage")
+    exponential_delay: Duration | None = None
 
     @model_validator(mode="after")
     def _convert(self) -> FaultDelay:
@@ -118,10 +117,10 @@ class FaultDelay(IstioModel):
 
 class FaultAbort(IstioModel):
     http_status: int | None = None
-    grpc_status: str | None = unimplemented()
-    http2_error: str | None = unimplemented()
+    grpc_status: str | None = None
+    http2_error: str | None = None
     percentage: Percent | None = None
-    percent: Annotated[int, Field(ge=0, le=100)] | None = deprecated("percentage", converted=True)
+    percent: Annotated[int, Field(ge=0, le=100)] | None = deprecated("percentage")
 
     @model_validator(mode="after")
     def _convert(self) -> FaultAbort:
@@ -151,7 +150,7 @@ class HTTPMirrorPolicy(IstioModel):
 
 class CorsPolicy(IstioModel):
     allow_origins: tuple[StringMatch, ...] = ()
-    allow_origin: tuple[str, ...] | None = deprecated("allowOrigins", converted=True)
+    allow_origin: tuple[str, ...] | None = deprecated("allowOrigins")
     allow_methods: tuple[str, ...] = ()
     allow_headers: tuple[str, ...] = ()
     expose_headers: tuple[str, ...] = ()
@@ -177,7 +176,7 @@ class HTTPRoute(IstioModel):
     route: tuple[HTTPRouteDestination, ...] = ()
     redirect: HTTPRedirect | None = None
     direct_response: HTTPDirectResponse | None = None
-    delegate: Delegate | None = unimplemented()
+    delegate: Delegate | None = None
     rewrite: HTTPRewrite | None = None
     timeout: Duration | None = None
     retries: HTTPRetry | None = None
@@ -185,9 +184,7 @@ class HTTPRoute(IstioModel):
     mirror: Destination | None = None
     mirrors: tuple[HTTPMirrorPolicy, ...] = ()
     mirror_percentage: Percent | None = None
-    mirror_percent: Annotated[int, Field(ge=0, le=100)] | None = deprecated(
-        "mirrorPercentage", converted=True
-    )
+    mirror_percent: Annotated[int, Field(ge=0, le=100)] | None = deprecated("mirrorPercentage")
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
 
@@ -233,6 +230,6 @@ class VirtualServiceSpec(IstioModel):
     hosts: tuple[str, ...] = ()
     gateways: tuple[str, ...] = ()
     http: tuple[HTTPRoute, ...] = ()
-    tls: tuple[TLSRoute, ...] | None = unimplemented()
-    tcp: tuple[TCPRoute, ...] | None = unimplemented()
-    export_to: tuple[str, ...] | None = unimplemented()
+    tls: tuple[TLSRoute, ...] | None = None
+    tcp: tuple[TCPRoute, ...] | None = None
+    export_to: tuple[str, ...] | None = None

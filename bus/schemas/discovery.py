@@ -11,6 +11,8 @@ Flow (subjects in `meshbus.bus.subjects`):
 - discovery -> ``xds.snapshot.<node>`` (publish): `Snapshot` pushes, full or delta.
 - proxy -> ``xds.ack.<node>`` (publish, every replica): `SnapshotAck`; ``error`` set = NACK.
 - meshctl -> ``xds.status`` (scatter/gather, every replica answers): `ProxyStatusReply`.
+- config -> ``xds.hosts`` (request, queue group): `RegistryHostsRequest` -> `RegistryHostsReply`,
+  so analysis on apply knows which hosts workloads registered.
 - meshctl -> ``xds.configdump.<node>`` (request to the proxy): `ProxyConfigReply`.
 - meshctl -> ``xds.certs.<node>`` (request to the proxy): `ProxyCertsReply` (in `.identity`).
 - discovery -> ``xds.replica`` (publish): `ReplicaBeat`, so replicas agree who pushes to whom.
@@ -26,6 +28,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec import message
+
+APP_HEALTHY = "HEALTHY"
+"""The sidecar's readiness probe of its app passes: the workload is in the endpoint sets."""
+APP_UNHEALTHY = "UNHEALTHY"
+"""The probe fails (``failureThreshold`` times in a row): the workload leaves every endpoint set."""
+APP_UNKNOWN = "UNKNOWN"
+"""Probing, no verdict yet: not in the endpoint sets (a Kubernetes pod is unready until its first
+success)."""
+APP_NOT_PROBED = ""
+"""No ``--app-health`` (or a proxy from before health checks): in the endpoint sets while it beats."""
+APP_SERVING = frozenset({APP_HEALTHY, APP_NOT_PROBED})
 
 
 @message("meshbus.discovery.v1.Register")
@@ -79,6 +92,12 @@ class Heartbeat:
     """Error of the last NACK since the last ACK ("" = none)."""
     seq: int = 0
     """Counts heartbeats since the proxy started."""
+    app_health: str = APP_NOT_PROBED
+    """The app's readiness as the sidecar probes it: `APP_HEALTHY`, `APP_UNHEALTHY`, `APP_UNKNOWN`, or
+    `APP_NOT_PROBED` (also what a heartbeat from an older proxy decodes to). Only `APP_SERVING`
+    states keep the workload in the endpoint sets; an unrecognised value is treated as not serving."""
+    app_health_detail: str = ""
+    """Why, in words (``GET :9080/healthz timed out after 1s (3 failure(s) in a row)``)."""
 
 
 @message("meshbus.discovery.v1.Deregister")
@@ -188,6 +207,9 @@ class ProxyStatus:
     """Unix time the workload (re)joined the registry."""
     last_seen: float = 0.0
     """Unix time of the last heartbeat."""
+    app_health: str = APP_NOT_PROBED
+    """`Heartbeat.app_health` of the last heartbeat."""
+    app_health_detail: str = ""
 
 
 @message("meshbus.discovery.v1.ProxyStatusReply")
@@ -197,6 +219,20 @@ class ProxyStatusReply:
     live_replicas: int = 1
     """How many replicas this one sees alive: meshctl stops gathering once it has that many replies."""
     proxies: list[ProxyStatus] = field(default_factory=list)
+
+
+@message("meshbus.discovery.v1.RegistryHostsRequest")
+@dataclass(frozen=True, slots=True)
+class RegistryHostsRequest:
+    """Ask any discovery replica which service hosts the workload registry holds."""
+
+
+@message("meshbus.discovery.v1.RegistryHostsReply")
+@dataclass(frozen=True, slots=True)
+class RegistryHostsReply:
+    hosts: list[str] = field(default_factory=list)
+    """FQDNs (``reviews.default.svc.cluster.local``) of services with at least one registered workload."""
+    replica: str = ""
 
 
 @message("meshbus.discovery.v1.ProxyConfigRequest")

@@ -7,6 +7,19 @@
 - `verify_renewal`: the proxy's current chain is a valid, unexpired SVID of the same
   identity under a trusted root, and `proof` is a signature by its key over
   `renewal_proof_payload(csr_der)`.
+
+Why renewal is proved in the request and not by the channel: every proxy talks to the CA over
+the same bus, and NATS credentials name a role (proxy), not a workload, so the connection says
+nothing about which identity is asking. The request carries the proof instead, as a SPIRE agent
+renews with its SVID: the chain shows the identity (checked against the bundle, so only this CA
+could have issued it, and only while it is valid), the signature shows possession of its private
+key, and the CSR's self-signature shows possession of the new one. The signed payload is the new
+CSR itself, with a domain-separation prefix: a captured request replayed yields only a
+certificate for a key the replayer does not hold, and the proof cannot be reused for any other
+CSR. The certificate is only ever renewed into its own SPIFFE ID. This is what lets a restarted
+sidecar renew with the certificate it kept (proxy/mesh/state_dir.py) once its single-use token
+is spent; an expired certificate proves nothing, and a new token is needed. There is no
+revocation: a workload is cut off by letting its certificate expire or by rotating the root.
 """
 
 from __future__ import annotations

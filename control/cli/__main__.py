@@ -13,15 +13,16 @@ import sys
 from meshbus.bus.errors import BusError
 from meshbus.bus.process import add_common_args
 
-from . import analyze, ca_cmds, config_cmds, status_cmds, up, version
+from . import analyze, ca_cmds, config_cmds, status_cmds, up, up_background, version
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshctl", description="Operate a meshbus service mesh.")
+    parser.add_argument("--version", action="version", version=version.text())
     common = argparse.ArgumentParser(add_help=False)
     add_common_args(common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (up, config_cmds, analyze, ca_cmds, status_cmds, version):
+    for group in (up, up_background, config_cmds, analyze, ca_cmds, status_cmds, version):
         group.register(sub, common)
     return parser
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `up --detach` starts itself again with them
     logging.basicConfig(
         level=logging.DEBUG if args.log_level in ("trace", "debug") else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,7 +1,9 @@
 """meshctl analyze [-f FILE_OR_DIR]: the config service's validation, offline (no NATS needed).
 
-Without ``-f`` it analyses what meshbus-config has stored (every namespace), as istioctl analyze
-looks at the live cluster.
+Without ``-f`` it analyses what meshbus-config has stored (every namespace) with the hosts
+discovery's registry holds, as istioctl analyze looks at the live cluster; with ``-f`` it is offline
+(hosts come only from the files' ServiceEntries). ``--fates`` prints what meshbus does not enforce
+(bus/config/fates.py), or with ``--fates=all`` every kind and field with its fate.
 
 Runs exactly what ``meshctl apply`` would run on the server (per-document validation, then
 cross-resource analysis of the whole set, under the same error/warning policy) and prints it in
@@ -18,13 +20,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from meshbus.bus.config import fates
 from meshbus.bus.config.result import FieldError, Level, Validation, format_value
 from meshbus.bus.config.source import Source
+from meshbus.bus.config.validation.registry import validate
 from meshbus.bus.schemas.config import ListReply
 from meshbus.control.config import admission
 from meshbus.control.config.client import DEFAULT_TIMEOUT, ConfigClient
 from meshbus.control.config.manifest import from_record
+from meshbus.control.discovery.client import registry_hosts
 
+from .bus_call import timeout_args
 from .config_cmds import with_client
 from .manifests import ManifestError, collect
 
@@ -33,7 +39,10 @@ DEPRECATED = "IST0002"
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("analyze", parents=[common], help="validate config files offline (istioctl analyze)")
+    conn = timeout_args(DEFAULT_TIMEOUT, "the config service (without -f)")
+    p = sub.add_parser(
+        "analyze", parents=[common, conn], help="validate config files offline (istioctl analyze)"
+    )
     p.add_argument(
         "-f",
         "--filename",
@@ -42,7 +51,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="files to analyse (default: the stored config)",
     )
     p.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the config service"
+        "--fates",
+        nargs="?",
+        const="not-enforced",
+        choices=["not-enforced", "all"],
+        help="list the kinds and fields meshbus does not enforce (or all of them, with their fate)",
     )
     p.set_defaults(func=run)
 
@@ -71,14 +84,18 @@ def analyze_files(paths: list[str]) -> Validation:
 
 
 def analyze_stored(args: argparse.Namespace) -> Validation:
-    async def fetch(client: ConfigClient) -> ListReply:
-        return await client.list(all_namespaces=True)
+    async def fetch(client: ConfigClient) -> tuple[ListReply, frozenset[str] | None]:
+        stored = await client.list(all_namespaces=True)
+        return stored, await registry_hosts(client.bus, timeout=min(args.timeout, 1.0))
 
     resources = []
     result = Validation()
-    for record in with_client(args, fetch).items:
+    stored, hosts = with_client(args, fetch)
+    for record in stored.items:
         try:
-            resources.append(from_record(record).to_resource())
+            resource = from_record(record).to_resource()
+            result.extend(validate(resource))  # what apply said when it was stored, as meshbus is now
+            resources.append(resource)
         except ValidationError as exc:
             where = Source(record.source_file or "<stored>", record.source_line)
             ref = f"{record.kind} {record.namespace}/{record.name}"
@@ -87,11 +104,14 @@ def analyze_stored(args: argparse.Namespace) -> Validation:
                     where, "", f"stored revision {record.revision} no longer validates: {exc}", resource=ref
                 )
             )
-    result.extend(admission.analyze_set(resources))
+    result.extend(admission.analyze_set(resources, hosts or ()))
     return result
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.fates:
+        print("\n".join(fates.listing(fates.Verdict) if args.fates == "all" else fates.listing()))
+        return 0
     try:
         findings = analyze_files(args.filename) if args.filename else analyze_stored(args)
     except ManifestError as exc:

@@ -15,14 +15,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import io
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography import x509
 from rich.console import Console
@@ -34,7 +32,6 @@ from meshbus.bus import rpc
 from meshbus.bus.cert_report import certs_doc
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import UnavailableError
-from meshbus.bus.process import settings_from_args
 from meshbus.bus.schemas.identity import (
     CERT_ACTIVE,
     CERT_NO_IDENTITY,
@@ -57,13 +54,13 @@ from meshbus.bus.spiffe import (
 )
 from meshbus.control.ca.durations import format_duration, parse_duration
 
-T = TypeVar("T")
+from .bus_call import call, timeout_args
+
 DEFAULT_TIMEOUT = 5.0
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    conn = argparse.ArgumentParser(add_help=False)
-    conn.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for meshbus-ca")
+    conn = timeout_args(DEFAULT_TIMEOUT, "meshbus-ca")
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
 
@@ -86,8 +83,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     cert = sub.add_parser("cert", help="workload certificates").add_subparsers(
         dest="cert_command", metavar="COMMAND", required=True
     )
-    p = cert.add_parser("inspect", parents=[common, out], help="show a certificate's identity and validity")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the proxy")
+    p = cert.add_parser(
+        "inspect",
+        parents=[common, out, timeout_args(DEFAULT_TIMEOUT, "the proxy (with PROXY_ID)")],
+        help="show a certificate's identity and validity",
+    )
     p.add_argument(
         "proxy", nargs="?", metavar="PROXY_ID", help="ask this mesh-mode proxy for its certificate"
     )
@@ -97,18 +97,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--trust-domain", default=DEFAULT_TRUST_DOMAIN, help="expected trust domain (with --bundle)"
     )
     p.set_defaults(func=run_cert_inspect)
-
-
-def _with_bus(args: argparse.Namespace, call: Callable[[BusConnection], Awaitable[T]]) -> T:
-    async def go() -> T:
-        bus = BusConnection(settings_from_args(args, "meshctl"))
-        await bus.connect(wait=False)
-        try:
-            return await call(bus)
-        finally:
-            await bus.close()
-
-    return asyncio.run(go())
 
 
 def _dump(obj: Any, fmt: str) -> str:
@@ -137,7 +125,7 @@ def run_token_create(args: argparse.Namespace) -> int:
         ttl_seconds=round(ttl),
         max_uses=args.uses,
     )
-    reply = _with_bus(
+    reply = call(
         args,
         lambda bus: rpc.request(bus, bus.subjects.ca("token"), req, TokenCreateReply, timeout=args.timeout),
     )
@@ -160,7 +148,7 @@ def run_token_create(args: argparse.Namespace) -> int:
 
 
 def run_ca_bundle(args: argparse.Namespace) -> int:
-    reply = _with_bus(
+    reply = call(
         args,
         lambda bus: rpc.request(
             bus, bus.subjects.ca("bundle"), BundleRequest(), BundleReply, timeout=args.timeout
@@ -295,7 +283,7 @@ def run_proxy_cert_inspect(args: argparse.Namespace) -> int:
                 f"proxy {node!r} did not answer (unknown id, or not in mesh mode; see meshctl proxy-status)"
             ) from None
 
-    reply = _with_bus(args, ask)
+    reply = call(args, ask)
     doc = proxy_cert_doc(reply, dt.datetime.now(dt.UTC).timestamp())
     if args.output == "yaml" and "certChainPem" in doc:
         doc["certChainPem"] = LiteralScalarString(doc["certChainPem"])  # a PEM block, not one long line

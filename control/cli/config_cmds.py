@@ -7,32 +7,25 @@ as ``Warning: ...`` on stderr, errors (every one of them) on stderr with exit co
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from meshbus.bus.connection import BusConnection
-from meshbus.bus.errors import UnavailableError
-from meshbus.bus.process import settings_from_args
 from meshbus.bus.schemas.config import ResourceRef
 from meshbus.control.config.client import DEFAULT_TIMEOUT, ConfigClient
 from meshbus.control.config.kinds import UnknownKindError, kubectl_name, resolve_kind
 
 from . import config_output as out
+from .bus_call import call, timeout_args
 from .manifests import ManifestError, collect, refs
 
 T = TypeVar("T")
-CONNECT_TIMEOUT = 3.0
 MAX_APPLY_BYTES = 900 * 1024  # one request must fit NATS' default max_payload (1 MiB) with its envelope
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    conn = argparse.ArgumentParser(add_help=False)
-    conn.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the config service"
-    )
+    conn = timeout_args(DEFAULT_TIMEOUT, "the config service")
 
     p = sub.add_parser("apply", parents=[common, conn], help="validate and store config from files")
     p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE_OR_DIR")
@@ -78,24 +71,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run_rollback)
 
 
-def with_client(args: argparse.Namespace, call: Callable[[ConfigClient], Awaitable[T]]) -> T:
-    async def go() -> T:
-        settings = settings_from_args(args, "meshctl")
-        bus = BusConnection(settings)
-        try:
-            # nats-py keeps retrying a refused first connect; an operator wants an answer instead.
-            await asyncio.wait_for(bus.connect(wait=False), timeout=min(args.timeout, CONNECT_TIMEOUT))
-        except (TimeoutError, UnavailableError):
-            await bus.close(drain=False)
-            raise UnavailableError(
-                f"cannot reach NATS at {settings.url} (is the mesh up? try --nats URL)"
-            ) from None
-        try:
-            return await call(ConfigClient(bus, timeout=args.timeout))
-        finally:
-            await bus.close()
-
-    return asyncio.run(go())
+def with_client(args: argparse.Namespace, fn: Callable[[ConfigClient], Awaitable[T]]) -> T:
+    return call(args, lambda bus: fn(ConfigClient(bus, timeout=args.timeout)))
 
 
 def _warn(warnings: list[str]) -> None:

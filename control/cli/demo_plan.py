@@ -5,8 +5,9 @@
   registered with the label version=v1 / v2 and the service port http=9080;
 - a "productpage" sidecar with only an outbound listener, the client side of the demo:
   ``curl -H 'Host: reviews' 127.0.0.1:15001/``.
-Sidecars keep their last good snapshot in <data-dir>/sidecars/ and write access logs (JSON, with
-the peer's SPIFFE ID) to <data-dir>/logs/<name>.access.log.
+Sidecars keep their last good snapshot, key and certificate in <data-dir>/sidecars/<name>/ (so a
+restarted sidecar renews with its certificate: the tokens are single-use) and write access logs
+(JSON, with the peer's SPIFFE ID) to <data-dir>/logs/<name>.access.log.
 The demo Istio config (samples/demo/*.yaml: DestinationRule subsets, VirtualService 90/10) is
 applied through meshbus-config once it answers. Each sidecar gets a single-use bootstrap token
 from meshbus-ca (``meshctl up`` mints them once the CA answers), so sidecar-to-sidecar traffic is
@@ -21,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from meshbus.bus.subjects import DEFAULT_ROOT, Subjects
 
 if TYPE_CHECKING:
     from .up import Child
@@ -69,31 +72,38 @@ def _sidecar(
     argv += [
         "--labels",
         f"app={service},version={version}",
-        "--state-file",
-        str(data_dir / "sidecars" / f"{name}.snapshot"),
+        "--state-dir",
+        str(data_dir / "sidecars" / name),
         "--access-log",
         str(data_dir / "logs" / f"{name}.access.log"),
     ]
     if app_port:
         argv += ["--app-port", str(app_port), "--service-port", f"http={SERVICE_PORT}"]
+        argv += ["--app-health", "http:/healthz"]  # a hung or dead app leaves the endpoint sets
     return argv
 
 
-def children(data_dir: Path, *, python: str, ports_from: int | None = None) -> list[Child]:
+def children(
+    data_dir: Path, *, python: str, ports_from: int | None = None, root: str = DEFAULT_ROOT
+) -> list[Child]:
+    """What runs besides NATS, in start order; ``root`` is the subject root they serve under."""
     from .up import Child
 
     p = DemoPorts.starting_at(ports_from) if ports_from else DemoPorts()
+    bus = Subjects(root)
     out = [
-        Child("meshbus-config", (python, "-m", "meshbus.control.config"), "bus: <root>.v1.config.*"),
+        Child(
+            "meshbus-config", (python, "-m", "meshbus.control.config"), f"bus: {bus.component_all('config')}"
+        ),
         Child(
             "meshbus-discovery",
             (python, "-m", "meshbus.control.discovery", "--create-config-bucket"),
-            "bus: <root>.v1.xds.*",
+            f"bus: {bus.component_all('xds')}",
         ),
         Child(
             "meshbus-ca",
             (python, "-m", "meshbus.control.ca", "--ca-dir", str(data_dir / "ca")),
-            f"bus: <root>.v1.ca.* (keys in {data_dir / 'ca'})",
+            f"bus: {bus.component_all('ca')} (keys in {data_dir / 'ca'})",
         ),
     ]
     for version, app, inbound, admin in (

@@ -10,7 +10,6 @@ STATUS is SYNCED (the proxy ACKed the latest snapshot sent), STALE (sent, no ans
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import sys
@@ -19,48 +18,45 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from meshbus.bus.connection import BusConnection
-from meshbus.bus.process import settings_from_args
-from meshbus.bus.schemas.discovery import ProxyConfigReply
+from meshbus.bus.schemas.discovery import APP_HEALTHY, ProxyConfigReply
 from meshbus.control.discovery.client import proxy_config, proxy_status
 from meshbus.control.discovery.status import ProxyView
 
+from .bus_call import call, timeout_args
 from .config_output import human_age, table
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "proxy-status", parents=[common], help="sync status of every proxy (istioctl proxy-status)"
+        "proxy-status",
+        parents=[common, timeout_args(1.0, "replies from discovery")],
+        help="sync status of every proxy (istioctl proxy-status)",
     )
     p.add_argument("proxy", nargs="?", metavar="PROXY_ID", help="only this proxy")
     p.add_argument("-n", "--namespace", default=None, help="only proxies in this namespace")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (the default)")
     p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds to gather replies from discovery")
     p.set_defaults(func=run_status)
 
-    p = sub.add_parser("proxy-config", parents=[common], help="the snapshot a proxy runs")
+    p = sub.add_parser(
+        "proxy-config", parents=[common, timeout_args(2.0, "the proxy")], help="the snapshot a proxy runs"
+    )
     p.add_argument("proxy", metavar="PROXY_ID")
     p.add_argument("-o", "--output", choices=["json", "yaml"], default="json")
-    p.add_argument("--timeout", type=float, default=2.0)
     p.set_defaults(func=run_config)
-
-
-def _run(args: argparse.Namespace, call: Any) -> Any:
-    async def go() -> Any:
-        bus = BusConnection(settings_from_args(args, "meshctl"))
-        await bus.connect(wait=False)
-        try:
-            return await call(bus)
-        finally:
-            await bus.close()
-
-    return asyncio.run(go())
 
 
 def _workload(v: ProxyView) -> str:
     version = v.row.labels.get("version")
     return f"{v.row.service}-{version}" if version else v.row.service
+
+
+def _app(v: ProxyView) -> str:
+    """``HEALTHY``, ``UNHEALTHY: <why>``, ``UNKNOWN: <why>``; ``-`` when the sidecar does not probe."""
+    r = v.row
+    if r.app_health in ("", APP_HEALTHY) or not r.app_health_detail:
+        return r.app_health or "-"
+    return f"{r.app_health}: {r.app_health_detail}"
 
 
 def status_rows(views: list[ProxyView], now: float) -> list[list[str]]:
@@ -71,6 +67,7 @@ def status_rows(views: list[ProxyView], now: float) -> list[list[str]]:
             v.row.namespace,
             str(v.row.acked_version) if v.row.acked_version else "-",
             v.status_text,
+            _app(v),
             human_age(now - v.row.registered_at) if v.row.registered_at else "<unknown>",
         ]
         for v in views
@@ -93,6 +90,8 @@ def status_doc(v: ProxyView) -> dict[str, Any]:
         "error": r.nack_error if v.status == "NACK" else "",
         "registeredAt": r.registered_at,
         "lastSeen": r.last_seen,
+        "appHealth": r.app_health or "NOT_PROBED",
+        "appHealthDetail": r.app_health_detail,
     }
 
 
@@ -107,7 +106,7 @@ def _dump(doc: Any, fmt: str) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    views: list[ProxyView] = _run(args, lambda bus: proxy_status(bus, timeout=args.timeout))
+    views: list[ProxyView] = call(args, lambda bus: proxy_status(bus, timeout=args.timeout))
     if args.namespace and not args.all_namespaces:
         views = [v for v in views if v.row.namespace == args.namespace]
     if args.proxy:
@@ -121,7 +120,8 @@ def run_status(args: argparse.Namespace) -> int:
             return 0
         print(
             table(
-                ["NAME", "WORKLOAD", "NAMESPACE", "VERSION", "STATUS", "AGE"], status_rows(views, time.time())
+                ["NAME", "WORKLOAD", "NAMESPACE", "VERSION", "STATUS", "APP", "AGE"],
+                status_rows(views, time.time()),
             )
         )
     else:
@@ -143,6 +143,6 @@ def config_doc(reply: ProxyConfigReply) -> dict[str, Any]:
 
 def run_config(args: argparse.Namespace) -> int:
     node = args.proxy.split(".", 1)[0]  # accept NAME.NAMESPACE as proxy-status prints it
-    reply: ProxyConfigReply = _run(args, lambda bus: proxy_config(bus, node, timeout=args.timeout))
+    reply: ProxyConfigReply = call(args, lambda bus: proxy_config(bus, node, timeout=args.timeout))
     print(_dump(config_doc(reply), args.output))
     return 0

@@ -1,10 +1,14 @@
-"""meshctl up — run the whole mesh on this machine.
+"""meshctl up — run the whole mesh on this machine, as a supervisor that never orphans it.
 
-Starts the embedded nats-server (or uses ``--nats URL``), then the control plane and the demo
-mesh (`demo_plan`), each as its own child process; waits until every sidecar answers ``/ready``
-and applies the demo config through meshbus-config; prints what runs where; stays up until
-Ctrl-C (or SIGTERM); then stops its children in reverse order and the server last. A child that
-dies is reported, and the rest keep running.
+Starts the embedded nats-server (or uses ``--nats URL``), then the control plane and the demo mesh
+(`demo_plan`), each as its own child process under a `Supervisor`: one process group, one log per
+process in <data-dir>/logs/, and every child dies with ``meshctl up`` however it dies (SIGKILL
+included). Waits until every sidecar answers ``/ready`` and applies the demo config through
+meshbus-config, prints what runs where, and stays up until SIGINT, SIGTERM or SIGHUP (a closed
+terminal); then stops the children in reverse order and the server last. A second such signal
+kills them all at once. A child that exits is restarted with backoff (a sidecar with a fresh
+bootstrap token) and counted in the table (`meshctl ps`). ``--detach`` runs it in the background
+(`up_background`); its state is in the data dir (`up_state`).
 """
 
 from __future__ import annotations
@@ -14,20 +18,27 @@ import asyncio
 import http.client
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from meshbus.bus.embedded import EmbeddedNats
+from meshbus.bus.errors import BusError
 
-from . import demo_plan
+from . import demo_plan, up_background
+from .supervisor import Command, NatsServer, Supervisor
+from .up_state import AlreadyRunning, PidLock, ProcessRecord, UpState, remove_state, start_ticks, write_state
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+RESTART_TOKEN_WAIT = 10.0
+"""Seconds a restarting sidecar waits for meshbus-ca to mint its new token (then: retried later)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +53,15 @@ class Child:
     """A proxy's admin port: `meshctl up` waits for its ``/ready``."""
     identity: tuple[str, str] | None = None
     """(namespace, service account) of a sidecar: it gets a bootstrap token from meshbus-ca (env
-    MESHBUS_TOKEN, never argv) unless ``--no-mtls``; children with one start after the CA answers."""
+    MESHBUS_TOKEN, never argv) unless ``--no-mtls``, at its first start and at every restart."""
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("up", parents=[common], help="run the mesh locally until Ctrl-C")
+    p = sub.add_parser("up", parents=[common], help="run the mesh locally until Ctrl-C (or --detach)")
     p.add_argument(
         "--nats-port", type=int, default=4222, help="port of the embedded nats-server (0 = any free port)"
     )
-    p.add_argument(
-        "--data-dir", default=os.environ.get("MESHBUS_DATA_DIR", ".meshbus"), help="state directory"
-    )
+    p.add_argument("--data-dir", default=up_background.default_data_dir(), help="state directory")
     p.add_argument("--no-demo", action="store_true", help="do not start the demo services and their sidecars")
     p.add_argument("--grace", type=float, default=10.0, help="seconds each child gets to drain on shutdown")
     p.add_argument(
@@ -73,115 +82,183 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the demo sidecars without workload certificates (plain HTTP)",
     )
+    p.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="run in the background once the mesh is up (`meshctl ps` shows it, `meshctl down` stops it)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(highlight=False)
     data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    server: EmbeddedNats | None = None
-    procs: list[tuple[Child, subprocess.Popen[bytes]]] = []
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    if args.detach and up_background.READY_FD_ENV not in os.environ:
+        return up_background.detach(args, data_dir)
+    lock = PidLock(data_dir)
     try:
-        if args.nats:
-            nats_url, nats_where = args.nats, f"{args.nats} (external)"
-        else:
-            server = EmbeddedNats(
-                port=args.nats_port,
-                store_dir=str(data_dir / "nats"),
-                log_path=str(data_dir / "nats-server.log"),
-            )
-            nats_url = server.start()
-            nats_where = f"{nats_url} (embedded, JetStream in {data_dir / 'nats'}, pid {server.pid})"
-        env = dict(os.environ, MESHBUS_NATS_URL=nats_url, MESHBUS_SUBJECT_ROOT=args.subject_root)
-        children = (
-            []
-            if args.no_demo
-            else demo_plan.children(data_dir, python=sys.executable, ports_from=args.ports_from)
-        )
-        logs = data_dir / "logs"
-        logs.mkdir(exist_ok=True)
-        deadline = time.monotonic() + args.ready_timeout
-        tokens: dict[str, str] = {}
-        for child in children:
-            extra: dict[str, str] = {}
-            if child.identity and not args.no_mtls:
-                if not tokens:
-                    wanted = {c.name: c.identity for c in children if c.identity}
-                    tokens = asyncio.run(mint_tokens(nats_url, args.subject_root, wanted, deadline))
-                extra["MESHBUS_TOKEN"] = tokens[child.name]
-            with open(logs / f"{child.name}.log", "ab") as out:
-                proc = subprocess.Popen(
-                    child.argv,
-                    env={**env, **child.env, **extra},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            procs.append((child, proc))
-        if children:
-            problem = _wait_ready(args, nats_url, procs, stop)
-            if problem:
-                console.print(f"[red]{problem}[/red]")
-                if stop.is_set():
-                    return 0
-        _print_table(console, nats_where, procs, logs)
-        console.print("meshbus is up. Press Ctrl-C to stop.", style="bold green")
-        sys.stdout.flush()
-        reported: set[int] = set()
-        while not stop.wait(0.5):
-            for child, proc in procs:
-                if proc.poll() is not None and proc.pid not in reported:
-                    reported.add(proc.pid)
-                    console.print(
-                        f"[red]{child.name} exited with code {proc.returncode}; see {logs / (child.name + '.log')}[/red]"
-                    )
-        console.print("stopping...")
-        return 0
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _Up(args, data_dir).run()
     finally:
-        _stop_children(procs, args.grace)
-        if server is not None:
-            server.stop()
-        for s, h in previous.items():
-            signal.signal(s, h)
-        console.print("stopped.")
+        lock.release()
 
 
-def _print_table(
-    console: Console, nats_where: str, procs: list[tuple[Child, subprocess.Popen[bytes]]], logs: Path
-) -> None:
-    table = Table(title="meshbus", title_justify="left")
-    table.add_column("COMPONENT")
-    table.add_column("PID", justify="right")
-    table.add_column("WHERE")
-    table.add_row("nats-server", "", nats_where)
-    for child, proc in procs:
-        table.add_row(child.name, str(proc.pid), child.where)
-    console.print(table)
-    console.print(f"logs: {logs}")
+class _Up:
+    """One run of the supervisor: signals, start order, readiness, the table, the stop."""
 
+    def __init__(self, args: argparse.Namespace, data_dir: Path) -> None:
+        self.args = args
+        self.data_dir = data_dir
+        self.logs = data_dir / "logs"
+        self.console = Console(highlight=False)
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.phase = "starting"
+        self.nats_url = ""
+        self.tokens: dict[str, str] = {}
+        self.minted = False
+        self.sup = Supervisor(say=lambda text: self.say(escape(text)), on_change=self.save)
 
-def _stop_children(procs: list[tuple[Child, subprocess.Popen[bytes]]], grace: float) -> None:
-    for _child, proc in reversed(procs):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for _child, proc in reversed(procs):
+    def say(self, text: str) -> None:
+        """Print a line (rich markup); the supervisor's own messages come escaped."""
         try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+            self.console.print(text)
+            sys.stdout.flush()
+        except OSError:  # the terminal is gone (SIGHUP): the mesh must still be stopped
+            pass
+
+    def show_table(self) -> None:
+        try:
+            up_background.print_table(self.console, self.state())
+        except OSError:  # the terminal is gone
+            pass
+
+    def state(self) -> UpState:
+        records = [
+            ProcessRecord(
+                e.name, pid, start_ticks(pid) or 0, e.restarts, e.state, e.where, str(self._log(e.name))
+            )
+            for e in self.sup.entries
+            if (pid := e.process.pid) is not None
+        ]
+        return UpState(os.getpid(), self.phase, self.nats_url, self.sup.pgid or 0, str(self.logs), records)
+
+    def save(self) -> None:
+        write_state(self.data_dir, self.state())
+
+    def _log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGCHLD:
+            self.wake.set()
+        elif self.stop.is_set():
+            self.sup.kill_group()  # a second stop signal: no more waiting for drains
+        else:
+            self.stop.set()
+            self.wake.set()
+
+    def run(self) -> int:
+        handled = (*STOP_SIGNALS, signal.SIGCHLD)
+        previous = {s: signal.signal(s, self._on_signal) for s in handled}
+        try:
+            if not self._start_all():
+                return 1
+            if self.stop.is_set():
+                return 0
+            self.phase = "up"
+            self.save()
+            self.show_table()
+            self.say("[bold green]meshbus is up.[/bold green] Press Ctrl-C to stop.")
+            up_background.tell_launcher_ready()
+            while not self.stop.is_set():
+                due = self.sup.next_due()
+                self.wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+                self.wake.clear()
+                if self.sup.poll():
+                    self.show_table()
+            self.say("stopping...")
+            return 0
+        finally:
+            self.phase = "stopping"
+            self.sup.stop_all(self.args.grace)
+            remove_state(self.data_dir)
+            for s, h in previous.items():
+                signal.signal(s, h)
+            self.say("stopped.")
+
+    def _start_all(self) -> bool:
+        """Start NATS and every child, apply the demo config, wait for the sidecars; False on failure."""
+        args = self.args
+        try:
+            if args.nats:
+                self.nats_url = args.nats
+            else:
+                server = EmbeddedNats(
+                    port=args.nats_port,
+                    store_dir=str(self.data_dir / "nats"),
+                    log_path=str(self.logs / "nats-server.log"),
+                )
+                entry = self.sup.add("nats-server", "", NatsServer(server), stop_last=True)
+                self.nats_url = server.url
+                entry.where = f"{server.url} (embedded, JetStream in {self.data_dir / 'nats'})"
+            children = (
+                []
+                if args.no_demo
+                else demo_plan.children(
+                    self.data_dir, python=sys.executable, ports_from=args.ports_from, root=args.subject_root
+                )
+            )
+            for child in children:
+                if self.stop.is_set():
+                    return True
+                command = Command(child.argv, self._log(child.name), self._env_for(child, children))
+                self.sup.add(child.name, child.where, command)
+        except BusError as exc:
+            self.say(f"[red]{escape(str(exc))}[/red]")
+            return False
+        if children:
+            problem = _wait_ready(args, self.nats_url, children, self.stop, self.sup)
+            if problem:
+                self.say(f"[red]{escape(problem)}[/red]")
+        return True
+
+    def _env_for(self, child: Child, children: list[Child]) -> Callable[[], dict[str, str]]:
+        base = dict(os.environ, MESHBUS_NATS_URL=self.nats_url, MESHBUS_SUBJECT_ROOT=self.args.subject_root)
+        base.pop(up_background.READY_FD_ENV, None)
+        identity = child.identity
+        if identity is None or self.args.no_mtls:
+            return lambda: {**base, **child.env}
+
+        def env() -> dict[str, str]:
+            # A bootstrap token serves once: the first starts share one batch, minted when the CA
+            # answers; a restart gets a fresh one (a sidecar keeping its identity is its own business).
+            if not self.minted:
+                wanted = {c.name: c.identity for c in children if c.identity}
+                deadline = time.monotonic() + self.args.ready_timeout
+                self.tokens = self._mint(wanted, deadline)
+                self.minted = True
+            token = self.tokens.pop(child.name, None)
+            if token is None:
+                token = self._mint({child.name: identity}, time.monotonic() + RESTART_TOKEN_WAIT)[child.name]
+            return {**base, **child.env, "MESHBUS_TOKEN": token}
+
+        return env
+
+    def _mint(self, wanted: dict[str, tuple[str, str]], deadline: float) -> dict[str, str]:
+        return asyncio.run(mint_tokens(self.nats_url, self.args.subject_root, wanted, deadline, self.stop))
 
 
 def _wait_ready(
-    args: argparse.Namespace,
-    nats_url: str,
-    procs: list[tuple[Child, subprocess.Popen[bytes]]],
-    stop: threading.Event,
+    args: argparse.Namespace, nats_url: str, children: list[Child], stop: threading.Event, sup: Supervisor
 ) -> str:
-    """Apply the demo config once meshbus-config answers, then wait for every sidecar's /ready.
+    """Apply the demo config once meshbus-config answers, then wait for every sidecar's /ready
+    (restarting children that crash meanwhile).
 
     Returns "" when all is ready, else what is not (the mesh keeps running: the operator can look).
     """
@@ -191,15 +268,13 @@ def _wait_ready(
         error = asyncio.run(_apply_when_up(args, nats_url, config_dir, deadline, stop))
         if error:
             return error
-    pending = {child.name: child.admin_port for child, _ in procs if child.admin_port}
+    pending = {child.name: child.admin_port for child in children if child.admin_port}
     while pending and not stop.is_set() and time.monotonic() < deadline:
+        sup.poll()
         for name, port in list(pending.items()):
             if port is not None and _ready(port):
                 del pending[name]
         if pending:
-            dead = [c.name for c, p in procs if p.poll() is not None]
-            if dead:
-                return f"not ready: {', '.join(dead)} exited (see the logs)"
             stop.wait(0.05)
     return f"not ready after {args.ready_timeout:.0f}s: {', '.join(sorted(pending))}" if pending else ""
 
@@ -216,10 +291,15 @@ def _ready(port: int) -> bool:
 
 
 async def mint_tokens(
-    nats_url: str, root: str, wanted: dict[str, tuple[str, str]], deadline: float
+    nats_url: str,
+    root: str,
+    wanted: dict[str, tuple[str, str]],
+    deadline: float,
+    stop: threading.Event | None = None,
 ) -> dict[str, str]:
     """One single-use bootstrap token per name in ``wanted`` (name -> (namespace, service account)),
-    once meshbus-ca answers; UnavailableError if it does not before ``deadline`` (monotonic)."""
+    once meshbus-ca answers; UnavailableError if it does not before ``deadline`` (monotonic) or
+    ``stop`` is set."""
     from meshbus.bus import rpc
     from meshbus.bus.connection import BusConnection, BusSettings
     from meshbus.bus.errors import NotReadyError, RequestTimeoutError, UnavailableError
@@ -240,7 +320,7 @@ async def mint_tokens(
                     )
                     out[name] = reply.token
                 except (UnavailableError, NotReadyError, RequestTimeoutError) as exc:
-                    if time.monotonic() > deadline:
+                    if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                         raise UnavailableError(f"meshbus-ca did not answer: {exc}") from exc
                     await asyncio.sleep(0.05)  # meshbus-ca is still starting
     except TimeoutError:

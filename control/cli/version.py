@@ -1,4 +1,4 @@
-"""meshctl version."""
+"""meshctl version (and meshctl --version)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
+def text() -> str:
+    return f"meshctl {MESHBUS_VERSION}"
+
+
 def run(args: argparse.Namespace) -> int:
-    print(f"meshctl {MESHBUS_VERSION}")
+    print(text())
     return 0

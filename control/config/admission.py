@@ -5,7 +5,8 @@ deliberate change: a ``Referenced host not found`` (IST0101 on a ``host`` field)
 here, not an error. istiod's analyzer sees every Kubernetes Service; meshbus-config does not:
 hosts come from workloads that register with discovery at any time, usually *after* their
 routing config is applied, so refusing such an apply would make the normal order impossible. For the same reason a
-DestinationRule for a host nobody declares (IST0174) is an Info, not a Warning.
+DestinationRule for a host nobody declares (IST0174) is an Info, not a Warning. A host that
+discovery's live registry holds (``registry_hosts``, asked by the config service) is known: no finding.
 References that are pure config (a subset no DestinationRule defines, a gateway, a route name,
 a port of a ServiceEntry) stay errors and refuse the change, as istioctl analyze exits non-zero.
 
@@ -17,7 +18,7 @@ blamed on an unrelated apply.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from meshbus.bus.config import analyze
 from meshbus.bus.config.loader import LoadResult, load_text
@@ -92,9 +93,12 @@ def _is_host_ref(m: FieldError) -> bool:
     return m.path == "host" or m.path.endswith(".host")
 
 
-def analyze_set(resources: Iterable[Resource]) -> Validation:
-    """Cross-resource findings for a set, under the config service's registry policy."""
-    return registry_policy(analyze(resources))
+def analyze_set(resources: Iterable[Resource], registry_hosts: Collection[str] = ()) -> Validation:
+    """Cross-resource findings for a set, under the config service's registry policy.
+
+    ``registry_hosts``: FQDNs of the services discovery's live registry holds; a host found there
+    is no finding at all (the policy above only softens hosts nobody knows yet)."""
+    return registry_policy(analyze(resources, registry_hosts=registry_hosts))
 
 
 def _identity(m: FieldError) -> tuple[str, str, str, str]:
@@ -102,7 +106,10 @@ def _identity(m: FieldError) -> tuple[str, str, str, str]:
 
 
 def analysis_delta(
-    before: Sequence[Resource], after: Sequence[Resource], changed: Iterable[str]
+    before: Sequence[Resource],
+    after: Sequence[Resource],
+    changed: Iterable[str],
+    registry_hosts: Collection[str] = (),
 ) -> Validation:
     """Findings of the ``after`` set that a change introduces.
 
@@ -110,10 +117,10 @@ def analysis_delta(
     a resource the change touches (``changed`` holds ``Resource.ref`` strings), so an apply
     reports the warnings of what it applied.
     """
-    old = {_identity(m) for m in analyze_set(before).messages()}
+    old = {_identity(m) for m in analyze_set(before, registry_hosts).messages()}
     touched = set(changed)
     out = Validation()
-    for m in analyze_set(after).messages():
+    for m in analyze_set(after, registry_hosts).messages():
         new = _identity(m) not in old
         if (m.level is Level.ERROR and new) or (
             m.level is not Level.ERROR and (new or m.resource in touched)

@@ -1,7 +1,9 @@
 """meshbus-config over NATS: apply/delete/get/list/history/rollback as a BusService.
 
 Every change runs the same path (`_change`): read the stored state, plan the writes
-(plan.py), run cross-resource analysis on the resulting set (admission.py), then commit all
+(plan.py), run cross-resource analysis on the resulting set (admission.py) with the service hosts
+discovery's live registry holds (asked once per change; without an answer the analysis goes
+without them), then commit all
 writes as one atomic JetStream batch in which every write names the revision it was based on.
 Either every resource of the request is stored or none is, and a concurrent writer (another
 replica, another operator) makes the commit fail as a whole instead of half-applying it. When
@@ -46,6 +48,7 @@ from meshbus.bus.schemas.config import (
     StoredConfig,
 )
 from meshbus.bus.service import BusService, EndpointSpec
+from meshbus.control.discovery.client import registry_hosts
 
 from . import admission
 from .kinds import UnknownKindError, resolve_kind
@@ -57,6 +60,8 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "config"
 MAX_ATTEMPTS = 12  # reads+commits per change when the caller stated no revision and writers race
+REGISTRY_TIMEOUT = 0.5
+"""How long a change waits for discovery's registry hosts (no replica: analysis goes without)."""
 
 
 class ConfigService:
@@ -161,13 +166,16 @@ class ConfigService:
     async def rollback(self, req: RollbackRequest) -> ApplyReply:
         kind = self._kind(req.kind)
         key = self._key(kind, req.namespace, req.name)
-        entry = await self.store.at(key, req.to_revision)
+        try:
+            entry = await self.store.at(key, req.to_revision)
+        except NotFoundError:
+            raise NotFoundError(await self._no_such_revision(kind, req, key)) from None
         old = self.store.decode(entry)
         if entry.operation is not KvOperation.PUT or old is None:
             raise BadRequestError(
                 f"revision {req.to_revision} of {kind} {req.namespace}/{req.name} is a delete"
             )
-        resource = self._revalidate(old, req.to_revision)
+        resource, checked = self._revalidate(old, req.to_revision)
         value = to_stored(
             resource, updated=self.clock(), operation="rollback", rolled_back_to=req.to_revision
         )
@@ -175,7 +183,18 @@ class ConfigService:
         results, warnings = await self._change(
             {key: (resource, value)}, [], expected, dry_run=req.dry_run, changed_action="rolled back"
         )
-        return ApplyReply(results, [w.render() for w in warnings], req.dry_run)
+        return ApplyReply(results, [w.render() for w in [*checked.warnings, *warnings]], req.dry_run)
+
+    async def _no_such_revision(self, kind: str, req: RollbackRequest, key: str) -> str:
+        ref = f"{kind} {req.namespace}/{req.name}"
+        kept = [e for e in await self.store.history(key) if e.operation is KvOperation.PUT]
+        if not kept:
+            return f"{ref} has no revision {req.to_revision}: the store holds no revision of it"
+        revisions = ", ".join(str(e.revision) for e in kept)
+        return (
+            f"{ref} has no revision {req.to_revision}; it can be rolled back to {revisions} "
+            f"(meshctl history {kind.lower()} {req.name} -n {req.namespace})"
+        )
 
     async def get(self, req: GetRequest) -> ResourceRecord:
         kind = self._kind(req.kind)
@@ -238,9 +257,11 @@ class ConfigService:
         force: bool = False,
         changed_action: str = "configured",
     ) -> tuple[list[ResourceResult], list[FieldError]]:
+        hosts = await registry_hosts(self.bus, timeout=REGISTRY_TIMEOUT)
         async with self._write_lock:
             return await self._change_locked(
                 desired,
+                hosts or frozenset(),
                 deletes,
                 expected,
                 dry_run=dry_run,
@@ -252,6 +273,7 @@ class ConfigService:
     async def _change_locked(
         self,
         desired: dict[str, tuple[Resource, StoredConfig]],
+        hosts: frozenset[str],
         deletes: Sequence[tuple[str, str, str]],
         expected: dict[str, int],
         *,
@@ -269,7 +291,7 @@ class ConfigService:
                 values = [v for _, v in desired.values()]
                 plan = plan_apply(values, state, expected, changed_action=changed_action)
             self._refuse_conflicts(plan)
-            findings = self._analyze(state, desired, plan)
+            findings = self._analyze(state, desired, plan, hosts)
             if findings.errors and not force:
                 raise BadRequestError(admission.render_errors(findings, "the change breaks references"))
             if dry_run or not plan.writes:
@@ -299,7 +321,11 @@ class ConfigService:
             raise NotFoundError("nothing was deleted:\n" + "\n".join("  " + m for m in plan.not_found))
 
     def _analyze(
-        self, state: dict[str, Current], desired: dict[str, tuple[Resource, StoredConfig]], plan: Plan
+        self,
+        state: dict[str, Current],
+        desired: dict[str, tuple[Resource, StoredConfig]],
+        plan: Plan,
+        hosts: frozenset[str],
     ) -> Validation:
         before: dict[str, Resource] = {}
         for key, current in state.items():
@@ -310,11 +336,13 @@ class ConfigService:
         for w in plan.writes:
             if w.value is None:
                 after.pop(w.key, None)
-            else:
-                after[w.key] = desired[w.key][0]
+        # What the request carries, written or unchanged: its findings then name the operator's own
+        # file and each field's line, as `meshctl analyze -f` does (stored ones know only the first line).
+        for key, (res, _) in desired.items():
+            after[key] = res
         changed = {f"{k} {ns}/{n}" for k, ns, n in (split_key(w.key) for w in plan.writes)}
         changed |= {res.ref for res, _ in desired.values()}
-        return admission.analysis_delta(list(before.values()), list(after.values()), changed)
+        return admission.analysis_delta(list(before.values()), list(after.values()), changed, hosts)
 
     async def _announce(self, plan: Plan, revisions: Sequence[int]) -> None:
         try:
@@ -343,8 +371,9 @@ class ConfigService:
             raise BadRequestError(str(exc)) from None
 
     @staticmethod
-    def _revalidate(old: StoredConfig, revision: int) -> Resource:
-        """A rollback target is validated again: the schema may have become stricter since."""
+    def _revalidate(old: StoredConfig, revision: int) -> tuple[Resource, Validation]:
+        """A rollback target is validated again: the schema may have become stricter since, and what
+        meshbus enforces may have changed (its warnings are returned)."""
         ref = f"{old.kind} {old.namespace}/{old.name}"
         try:
             resource = old.to_resource()
@@ -355,4 +384,4 @@ class ConfigService:
             raise BadRequestError(
                 admission.render_errors(problems, f"revision {revision} of {ref} is invalid now")
             )
-        return resource
+        return resource, problems

@@ -1,8 +1,9 @@
-"""Client side of discovery's operator queries (asyncio): proxy-status and proxy-config.
+"""Client side of discovery's queries (asyncio): proxy-status, proxy-config, registry hosts.
 
 proxy-status is a scatter/gather: the request goes to every replica (no queue group) and replies
 are collected until as many arrived as the replicas say are alive, or the timeout passes.
 proxy-config asks the proxy itself, which answers with the snapshot it runs.
+registry hosts asks any one replica (each holds the whole registry) which services have workloads.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from meshbus.bus.schemas.discovery import (
     ProxyConfigRequest,
     ProxyStatusReply,
     ProxyStatusRequest,
+    RegistryHostsReply,
+    RegistryHostsRequest,
 )
 
 from .status import ProxyView, merge
@@ -64,3 +67,15 @@ async def proxy_config(bus: BusConnection, node: str, *, timeout: float = 2.0) -
         )
     except UnavailableError:
         raise UnavailableError(f"proxy {node!r} did not answer (unknown id, or not in mesh mode)") from None
+
+
+async def registry_hosts(bus: BusConnection, *, timeout: float = 0.5) -> frozenset[str] | None:
+    """FQDNs of the services with a registered workload; None when no ready replica answers in time
+    (then nobody can say which hosts exist: callers keep their registry-less policy)."""
+    try:
+        reply = await request(
+            bus, bus.subjects.xds_hosts(), RegistryHostsRequest(), RegistryHostsReply, timeout=timeout
+        )
+    except BusError:
+        return None
+    return frozenset(reply.hosts)

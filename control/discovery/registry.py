@@ -5,6 +5,13 @@ Rules:
   late) learns the workload from the next heartbeat; there is no other source of truth.
 - A workload whose last heartbeat is older than ``expiry`` seconds leaves the registry at the next
   `expire` call; a `Deregister` removes it at once.
+- A workload is an endpoint only while its app is serving as the sidecar last reported it
+  (`Heartbeat.app_health` in `APP_SERVING`: healthy, or not probed). A workload whose app is
+  unhealthy (or not yet probed healthy) stays registered (its proxy still gets its snapshots,
+  proxy-status still lists it) but leaves `endpoints`, so every snapshot drops it; it returns with
+  the first heartbeat that reports it healthy again. When no workload of a service is serving, all
+  of them stay (Envoy's panic routing, at its limit): a health path that fails everywhere, e.g. a
+  misconfigured one, must not turn a running service into an unknown host.
 - Every change that alters an endpoint set bumps ``generation`` and is reported as a
   `RegistryChange`, naming the service whose endpoint set changed, so pushes stay incremental.
 - While the replica itself is cut off from NATS, silence proves nothing: `touch_all` restarts every
@@ -17,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from meshbus.bus.config.hosts import to_fqdn
-from meshbus.bus.schemas.discovery import Heartbeat, Register
+from meshbus.bus.schemas.discovery import APP_NOT_PROBED, APP_SERVING, Heartbeat, Register
 
 ServiceKey = tuple[str, str]
 """(namespace, service)."""
@@ -44,6 +51,13 @@ class Entry:
     applied_version: int = 0
     applied_digest: str = ""
     last_error: str = ""
+    app_health: str = APP_NOT_PROBED
+    app_health_detail: str = ""
+
+    @property
+    def serving(self) -> bool:
+        """In the endpoint sets: its app is healthy or not probed."""
+        return self.app_health in APP_SERVING
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +90,17 @@ class Registry:
         return (e.workload for e in self.entries.values())
 
     def endpoints(self, key: ServiceKey) -> list[Register]:
-        """Workloads of one service, ordered by node id (stable digests)."""
+        """Serving workloads of one service (all, when none is), ordered by node id (stable digests)."""
         members = self.by_service.get(key, {})
-        return [members[n] for n in sorted(members)]
+        order = sorted(members)
+        return [members[n] for n in order if self.entries[n].serving] or [members[n] for n in order]
 
     def services(self) -> list[ServiceKey]:
         return sorted(self.by_service)
+
+    def hosts(self) -> list[str]:
+        """FQDN of every service with a registered workload, sorted."""
+        return sorted(to_fqdn(service, namespace) for namespace, service in self.by_service)
 
     # -- changes
     def upsert(
@@ -108,11 +127,20 @@ class Registry:
         return RegistryChange(reg.node_id, "added", frozenset({service_key(reg)}), reason)
 
     def heartbeat(self, hb: Heartbeat, *, now: float, wall: float) -> RegistryChange | None:
+        node = hb.workload.node_id
+        before = self.entries.get(node)
+        was_serving = before.serving if before is not None else None
         change = self.upsert(hb.workload, now=now, wall=wall, reason="heartbeat")
-        entry = self.entries[hb.workload.node_id]
+        entry = self.entries[node]
         entry.applied_version = hb.applied_version
         entry.applied_digest = hb.applied_digest
         entry.last_error = hb.last_error
+        entry.app_health = hb.app_health
+        entry.app_health_detail = hb.app_health_detail
+        if change is None and was_serving is not None and was_serving != entry.serving:
+            self.generation += 1
+            reason = "app-healthy" if entry.serving else "app-unhealthy"
+            return RegistryChange(node, "updated", frozenset({service_key(entry.workload)}), reason)
         return change
 
     def remove(self, node_id: str, *, reason: str = "deregister") -> RegistryChange | None:

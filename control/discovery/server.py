@@ -40,6 +40,8 @@ from meshbus.bus.schemas.discovery import (
     ProxyStatusRequest,
     Register,
     RegisterReply,
+    RegistryHostsReply,
+    RegistryHostsRequest,
     ReplicaBeat,
     Snapshot,
     SnapshotAck,
@@ -133,6 +135,10 @@ class DiscoveryServer:
         )
         self.service.add_endpoint(
             EndpointSpec("fetch", FetchRequest, self._fetch, subject=bus.subjects.xds_fetch())
+        )
+        # Ready (warm) first: a replica that has not yet heard every heartbeat would leave hosts out.
+        self.service.add_endpoint(
+            EndpointSpec("hosts", RegistryHostsRequest, self._hosts, subject=bus.subjects.xds_hosts())
         )
         self._pushed_model = self.generator.model
         self._wake = asyncio.Event()
@@ -243,6 +249,15 @@ class DiscoveryServer:
             hb.workload.node_id, version=hb.applied_version, digest=hb.applied_digest, error=hb.last_error
         )
         if change is not None:
+            if change.reason in ("app-unhealthy", "app-healthy"):
+                self._log.info(
+                    "app of workload %s is %s%s: endpoints of %s.%s updated",
+                    change.node_id,
+                    hb.app_health.lower() or "not probed",
+                    f" ({hb.app_health_detail})" if hb.app_health_detail else "",
+                    hb.workload.service,
+                    hb.workload.namespace,
+                )
             self._registry_changed(change)
 
     async def _on_deregister(self, msg: Msg) -> None:
@@ -291,6 +306,9 @@ class DiscoveryServer:
             return
         data, headers = codec.encode(self.status())
         await self.bus.nc.publish(msg.reply, data, headers=headers)
+
+    async def _hosts(self, _req: RegistryHostsRequest) -> RegistryHostsReply:
+        return RegistryHostsReply(self.registry.hosts(), self.replica_id)
 
     def status(self) -> ProxyStatusReply:
         return ProxyStatusReply(

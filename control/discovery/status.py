@@ -63,6 +63,8 @@ def _combine(a: ProxyStatus, b: ProxyStatus) -> ProxyStatus:
         if a.registered_at or b.registered_at
         else 0.0,
         last_seen=newer.last_seen,
+        app_health=newer.app_health,
+        app_health_detail=newer.app_health_detail,
     )
 
 
@@ -87,6 +89,8 @@ def status_rows(registry: Registry, ledger: AckLedger) -> list[ProxyStatus]:
                 nack_error=led.nack_error if led else "",
                 registered_at=e.registered_at,
                 last_seen=e.last_seen_wall,
+                app_health=e.app_health,
+                app_health_detail=e.app_health_detail,
             )
         )
     return rows

@@ -1,6 +1,8 @@
 """Admin HTTP endpoint (default 127.0.0.1:15000), shaped after Envoy's admin API.
 
-GET  /ready               "LIVE" 200, else the state and 503 (draining, health check failed)
+GET  /ready               "LIVE" 200, else the state and 503 (draining, health check failed; in mesh
+                          mode WAITING_FOR_SNAPSHOT, WAITING_FOR_CERTIFICATE, CERTIFICATE_REFUSED,
+                          or "APP_UNHEALTHY: <why>" while the --app-health probe of the app fails)
 GET  /server_info         JSON: state, config version, uptime, listeners, options
 GET  /config_dump         JSON: the active runtime's config_dump() (includes its version)
 GET  /clusters            per cluster: circuit breaker limits, retry and overflow counters; endpoints with

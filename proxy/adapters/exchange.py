@@ -1,11 +1,18 @@
-"""One downstream request through its route: the router filter of the proxy, as callbacks.
+"""One downstream request through its route: the filter chain, then the router, as callbacks.
 
 An ``Exchange`` is made per request head by the listener and driven by plain callbacks (no task per
-request: the anchors price a task + futures at a quarter of the Python budget). Order of decisions,
-as Envoy/Istio apply them: route match (404 NR) -> local rate limit (429 RL) -> CORS preflight ->
-fault (delay DI, abort FI) -> redirect / direct response -> destination pick by weight -> cluster LB
-pick (503 UH) -> circuit breaker (503 UO) -> pooled connection -> response, with retries (per-try
-timeout, backoff), the route timeout (504 UT) and outlier feedback via ``Cluster.record_result``.
+request: the anchors price a task + futures at a quarter of the Python budget). Order, as Envoy/Istio
+apply it: route match (404 NR) and the weighted destination pick -> the route's filter chain
+(proxy/filters/chain.py: local rate limit 429 RL, CORS preflight, fault delay DI / abort FI, user
+filters by phase, header operations) -> the router: redirect / direct response, cluster LB pick (503
+UH), circuit breaker (503 UO), pooled connection, response, with retries (per-try timeout, backoff),
+the route timeout (504 UT) and outlier feedback via ``Cluster.record_result``. Response headers pass
+the chain's response hooks in reverse order; local replies pass those of the filters before the one
+that answered. A route with an empty chain costs one tuple check per hook point, and its heads go
+upstream and back as received when nothing changes them.
+
+The exchange is also the filters' ``FilterContext``: a hook that pauses (a ``Delay``, or an awaitable
+from an ``async def`` hook) holds only its own request; a timer or a task resumes the chain.
 
 Request bodies stream to the upstream as they arrive; a copy is kept for replay only while a retry
 could still need it and only up to ``MAX_REPLAY`` bytes (past that, no retry). Response bodies stream
@@ -21,10 +28,13 @@ time, so the sweep is never early); the backoff between attempts is a loop timer
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import random
 import re
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.adapters.upstream import OVERFLOW, PENDING, MirrorSend, UpstreamConnection
@@ -46,8 +56,9 @@ from meshbus.proxy.codec.http1 import (
 from meshbus.proxy.core import flags as F
 from meshbus.proxy.core.attempts import ABORT, CONNECT, FAIL, NOTHING, RETRY, Attempts
 from meshbus.proxy.core.cluster import Cluster
-from meshbus.proxy.core.routing import RequestView
-from meshbus.proxy.filters.headerops import EMPTY_HEADER_OPS
+from meshbus.proxy.core.routing import Destination, RequestView
+from meshbus.proxy.filters.chain import Delay, HttpFilter, LocalReply
+from meshbus.proxy.filters.headerops import HeaderOps
 from meshbus.telemetry.accesslog import AccessLogRecord
 
 if TYPE_CHECKING:
@@ -97,19 +108,23 @@ class Exchange:
         "ctx",
         "dc",
         "dest",
+        "details",
         "dl_armed",
         "dl_at",
         "done",
         "flags",
         "head",
         "head_bytes",
+        "is_local",
         "keep_alive",
         "out",
         "pool",
         "replay",
         "req_chunked",
         "req_done",
+        "req_ops",
         "resp",
+        "resp_headers",
         "resp_started",
         "rid_line",
         "route",
@@ -117,6 +132,7 @@ class Exchange:
         "start",
         "status",
         "t0",
+        "task",
         "timer",
         "tls_failure",
         "unsent",
@@ -148,6 +164,11 @@ class Exchange:
         self.keep_alive = head.keep_alive
         self.done = False
         self.timer: Any = None
+        self.task: Any = None  # an async filter hook being awaited
+        self.details: str | None = None  # a filter's local-reply details (access log)
+        self.is_local = False  # the response is a local reply (filters see it on the way out)
+        self.req_ops: HeaderOps | None = None  # header operations for the upstream head (filters)
+        self.resp_headers: list[tuple[str, str]] = []  # response headers while filters run
         self.tls_failure: str | None = None  # "<reason>:<message>" when the upstream TLS handshake failed
         self.upstream_host: str | None = None  # "address:port" of the last attempt (access log)
         self.att: Attempts | None = None  # the attempts of a forwarded request (set by _dispatch)
@@ -155,7 +176,7 @@ class Exchange:
         self.dl_at = 0.0
         self.route: Any = None
         self.cluster: Cluster | None = None
-        self.dest: Any = None
+        self.dest: Destination | None = None
         self.view: Any = None
         self.head_bytes = b""
         self.rid_line = b""  # "x-request-id: ...\r\n" when the proxy made the id (pass-through heads)
@@ -199,38 +220,101 @@ class Exchange:
         if route is None:
             self.local_flag(F.NR)
             return
-        limiter = route.rate_limiter
-        if limiter is not None and not limiter.try_acquire(self.t0):
-            self.local_flag(F.RL)
-            return
-        cors = route.cors
-        if cors is not None and head.method == "OPTIONS":
-            pre = cors.preflight(view)
-            if pre is not None:
-                self.send_local(200, "", pre, cors=False)
+        if route.kind == "forward":
+            # Picked with the route, as Envoy picks a weighted cluster, so filters see the destination.
+            self.dest = route.pick_destination(_rand())
+        if route.chain.request_headers:
+            self._run_request_filters(0)
+        else:
+            self._dispatch()
+
+    # ---- the filter chain (proxy/filters/chain.py says what a hook may return) -------------------
+
+    def _run_request_filters(self, i: int) -> None:
+        """Request-header hooks from the ``i``-th on, then the router; a hook may stop or pause."""
+        filters = self.route.chain.request_headers
+        n = len(filters)
+        while i < n:
+            f = filters[i]
+            i += 1
+            try:
+                r = f.on_request_headers(self)
+            except Exception as exc:
+                self._filter_failed(f, exc)
                 return
-        fault = route.fault
-        if fault is not None:
-            delay, abort = fault.decide(_rand(), _rand())
-            if delay:
-                self.flags.append(F.DI)
-                self.timer = ctx.loop.call_later(delay, self._after_delay, abort)
-                return
-            if abort:
-                self.flags.append(F.FI)
-                self.local(abort, F.join(self.flags), "fault filter abort\n")
+            if r is not None:
+                self._filter_paused(f, r, i)
                 return
         self._dispatch()
 
-    def _after_delay(self, abort: int | None) -> None:
+    def _filter_paused(self, f: HttpFilter, r: object, i: int) -> None:
+        """A request hook did not continue: answer, wait, or await it, then go on at filter ``i``."""
+        if isinstance(r, LocalReply):
+            self.reply(r, f)
+        elif isinstance(r, Delay):
+            self.timer = self.ctx.loop.call_later(r.seconds, self._after_delay, f, r.then, i)
+        elif inspect.isawaitable(r):
+            task = self.task = asyncio.ensure_future(r, loop=self.ctx.loop)
+            task.add_done_callback(partial(self._after_await, f, i))
+        else:
+            self._filter_failed(f, TypeError(f"hook returned {type(r).__name__}, not None/LocalReply/Delay"))
+
+    def _after_delay(self, f: HttpFilter, then: LocalReply | None, i: int) -> None:
         self.timer = None
         if self.done:
             return
-        if abort:
-            self.flags.append(F.FI)
-            self.local(abort, F.join(self.flags), "fault filter abort\n")
+        if then is not None:
+            self.reply(then, f)
+        else:
+            self._run_request_filters(i)
+
+    def _after_await(self, f: HttpFilter, i: int, task: Any) -> None:
+        self.task = None
+        if self.done or task.cancelled():
             return
-        self._dispatch()
+        exc = task.exception()
+        if exc is not None:
+            self._filter_failed(f, exc)
+            return
+        r = task.result()
+        if r is None:
+            self._run_request_filters(i)
+        else:
+            self._filter_paused(f, r, i)
+
+    def _filter_failed(self, f: HttpFilter, exc: BaseException) -> None:
+        log.error("filter %s failed: %s: %s", f.name, type(exc).__name__, exc)
+        self.reply(LocalReply(500, "filter error\n", details=f"filter_error:{f.name}"), f)
+
+    def _body_filters(self, data: bytes, end: bool) -> bool:
+        """Request-body hooks (observe, or answer before the response starts); False when one
+        answered, so the body goes no further."""
+        for f in self.route.chain.request_body:
+            try:
+                r = f.on_request_body(self, data, end)
+            except Exception as exc:
+                r = exc
+            if r is None or self.done or self.resp_started:
+                continue
+            self._abandon_upstream()
+            if isinstance(r, LocalReply):
+                self.reply(r, f)
+            elif isinstance(r, BaseException):
+                self._filter_failed(f, r)
+            else:
+                self._filter_failed(f, TypeError("a body hook may only return None or a LocalReply"))
+            return False
+        return True
+
+    def reply(self, r: LocalReply, stopper: HttpFilter | None) -> None:
+        """Answer with a filter's local reply; only the filters before ``stopper`` see it go out."""
+        if r.details:
+            self.details = r.details
+        hdrs = list(r.headers)
+        if r.flag is not None:
+            self.flags.append(r.flag)
+            hdrs.insert(0, (F.FLAGS_HEADER, F.join(self.flags)))
+        self.send_local(r.status, r.body, hdrs, stopper)
 
     def _dispatch(self) -> None:
         route = self.route
@@ -242,7 +326,8 @@ class Exchange:
             else:
                 self.send_local(route.direct_status, route.direct_body or b"", None)
             return
-        dest = self.dest = route.pick_destination(_rand())
+        dest = self.dest
+        assert dest is not None  # picked in begin() for forward routes
         cluster = self.cluster = self.runtime.clusters.get(dest.cluster)
         if cluster is None:
             self.local_flag(F.UH)
@@ -254,7 +339,7 @@ class Exchange:
         if (
             raw is not None
             and route.plain
-            and dest.request_headers is EMPTY_HEADER_OPS
+            and self.req_ops is None
             and not route.mirrors  # _mirror_head edits the lowercase host line of a rebuilt head
             and not route.rewrite_authority
             and view.path == head.target  # origin-form: the request line and Host stay as sent
@@ -278,7 +363,7 @@ class Exchange:
                 xff,
             )
         else:
-            self.head_bytes = self._rebuild_head(route, dest)
+            self.head_bytes = self._rebuild_head(route)
         hp = cluster.hash_policy
         att = self.att = Attempts(
             cluster,
@@ -298,7 +383,7 @@ class Exchange:
             self.dc.transport.write(CONTINUE_100)
         self._act(att.start(self.ctx.now()))
 
-    def _rebuild_head(self, route: Any, dest: Any) -> bytes:
+    def _rebuild_head(self, route: Any) -> bytes:
         """The upstream request head from the parsed headers: hop-by-hop ones dropped, header ops and
         rewrites applied, X-Forwarded-* set."""
         head = self.head
@@ -314,12 +399,8 @@ class Exchange:
             xff = self.dc.peer_ip
         if "connection" in hdict:
             skip = skip | connection_tokens(hdict)
-        if (
-            route.plain
-            and dest.request_headers is EMPTY_HEADER_OPS
-            and not self.req_chunked
-            and not head.upgrade
-        ):
+        ops = self.req_ops
+        if route.plain and ops is None and not self.req_chunked and not head.upgrade:
             # Fast path (no header ops, no rewrite, no framing change): one list, built in its final order.
             hdrs = [("host", authority)]
             hdrs += [h for h in head.headers if h[0] not in skip]
@@ -335,12 +416,7 @@ class Exchange:
             if head.upgrade and "upgrade" in hdict:
                 hdrs.append(("connection", "upgrade"))
                 hdrs.append(("upgrade", hdict["upgrade"]))
-            # Envoy order: the destination's ops first, then the route's, so the route wins on conflicts.
-            ops = dest.request_headers
-            if not ops.empty:
-                hdrs = ops.apply(hdrs)
-            ops = route.request_headers
-            if not ops.empty:
+            if ops is not None:  # the header-ops filter's (the destination's, then the route's)
                 hdrs = ops.apply(hdrs)
             path = route.rewrite_path(view) or view.path
             hdrs.insert(0, ("host", authority))
@@ -348,6 +424,9 @@ class Exchange:
 
     def on_request_body(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        route = self.route
+        if route is not None and route.chain.request_body and not self._body_filters(data, False):
+            return
         replay = self.replay
         if replay is not None:
             replay.append(data)
@@ -368,6 +447,9 @@ class Exchange:
         if self.req_done:
             return  # a body-less request was complete at its head
         self.req_done = True
+        route = self.route
+        if route is not None and route.chain.request_body and not self._body_filters(b"", True):
+            return
         conn = self.conn
         if conn is not None and not self.waiting and self.req_chunked:
             conn.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
@@ -517,15 +599,7 @@ class Exchange:
         self.status = status
         if rh.passthrough is not None and (rh.body == LENGTH or rh.body == NO_BODY) and status != 101:
             # Nothing to change but hop-by-hop headers: forward the head as received (no header list).
-            route = self.route
-            ops = route.response_headers
-            dops = self.dest.response_headers
-            if (
-                route.cors is None
-                and (ops is EMPTY_HEADER_OPS or ops.empty)
-                and (dops is EMPTY_HEADER_OPS or dops.empty)
-                and not self.ctx.server.draining
-            ):
+            if not self.route.chain.response_headers and not self.ctx.server.draining:
                 out = rh.passthrough
                 self.resp_started = True
                 self.out = out if self.keep_alive else out[:-2] + b"connection: close\r\n\r\n"
@@ -542,16 +616,23 @@ class Exchange:
                 self.chunk_out = True
             else:
                 self.keep_alive = False
-        route = self.route
-        # Envoy order: the destination's ops first, then the route's, so the route wins on conflicts.
-        ops = self.dest.response_headers
-        if ops is not EMPTY_HEADER_OPS and not ops.empty:
-            hdrs = ops.apply(hdrs)
-        ops = route.response_headers
-        if ops is not EMPTY_HEADER_OPS and not ops.empty:
-            hdrs = ops.apply(hdrs)
-        if route.cors is not None:
-            hdrs.extend(route.cors.response_headers(self.view))
+        filters = self.route.chain.response_headers
+        if filters:
+            self.resp_headers = hdrs
+            for f in filters:
+                try:
+                    r = f.on_response_headers(self)
+                except Exception as exc:
+                    self._abandon_upstream()
+                    self.resp = None
+                    self._filter_failed(f, exc)
+                    return
+                if r is not None:  # the filter answers instead of the upstream
+                    self._abandon_upstream()
+                    self.resp = None
+                    self.reply(r, f)
+                    return
+            hdrs = self.resp_headers
         if self.ctx.server.draining:
             self.keep_alive = False  # tell the client to go away while we drain
         if not self.keep_alive and status != 101:
@@ -569,6 +650,10 @@ class Exchange:
 
     def on_upstream_body(self, data: bytes) -> None:
         self.bytes_out += len(data)
+        filters = self.route.chain.response_body
+        if filters:
+            for f in filters:
+                f.on_response_body(self, data, False)
         if self.chunk_out:
             data = chunk(data)
         out = self.out
@@ -578,6 +663,10 @@ class Exchange:
         self.dc.transport.write(data)
 
     def on_upstream_end(self, conn: UpstreamConnection) -> None:
+        filters = self.route.chain.response_body
+        if filters:
+            for f in filters:
+                f.on_response_body(self, b"", True)
         out = self.out
         if self.chunk_out:
             out = LAST_CHUNK if out is None else out + LAST_CHUNK
@@ -661,8 +750,14 @@ class Exchange:
         self.send_local(status, body, [(F.FLAGS_HEADER, flag_text)] if flag_text != "-" else None)
 
     def send_local(
-        self, status: int, body: str | bytes, extra: list[tuple[str, str]] | None, *, cors: bool = True
+        self,
+        status: int,
+        body: str | bytes,
+        extra: list[tuple[str, str]] | None,
+        stopper: HttpFilter | None = None,
     ) -> None:
+        """Answer here. The response-header hooks of the filters that ran before ``stopper`` (all of
+        them for a reply of the router's, ``stopper`` None) see the reply's headers on the way out."""
         if self.done:
             return
         if not self.req_done or self.ctx.server.draining:
@@ -673,8 +768,15 @@ class Exchange:
         if rid:
             hdrs.append(("x-request-id", rid))
         route = self.route
-        if cors and route is not None and route.cors is not None and status < 400:
-            hdrs.extend(route.cors.response_headers(self.view))
+        if route is not None and route.chain.response_headers:
+            self.is_local = True
+            self.resp_headers = hdrs
+            for f in route.chain.response_filters_before(stopper):
+                try:
+                    f.on_response_headers(self)  # a reply already: a second one is not taken
+                except Exception as exc:
+                    log.error("filter %s failed on a local reply: %s: %s", f.name, type(exc).__name__, exc)
+            hdrs = self.resp_headers
         data = local_reply(status, body, hdrs, close=not self.keep_alive)
         blen = len(body.encode()) if isinstance(body, str) else len(body)
         if self.head.method == "HEAD" and blen:
@@ -700,6 +802,10 @@ class Exchange:
         if t is not None:
             t.cancel()
             self.timer = None
+        task = self.task
+        if task is not None:
+            self.task = None
+            task.cancel()
         ctx = self.ctx
         if self.dl_armed:
             self.dl_armed = False
@@ -719,6 +825,12 @@ class Exchange:
                 ctx.series_by_id.clear()
             ctx.series_by_id[key] = entry
         entry[2].record(self.status, duration, self.bytes_in, self.bytes_out, fl)
+        if route is not None and route.chain.done:
+            for f in route.chain.done:
+                try:
+                    f.on_done(self)
+                except Exception as exc:
+                    log.error("filter %s failed in on_done: %s: %s", f.name, type(exc).__name__, exc)
         head = self.head
         hd = head.hdict
         view = self.view
@@ -730,7 +842,7 @@ class Exchange:
                 _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
                 self.status,
                 fl,
-                self.tls_failure,
+                self.details or self.tls_failure,
                 self.bytes_in,
                 self.bytes_out,
                 duration,

@@ -192,7 +192,10 @@ class ProxyServer:
     async def start(self) -> None:
         cfg = self.config
         self.runtime = await self.load()
-        log.info("loaded config version %s from %s", self.runtime.version, cfg.config_path)
+        if cfg.config_path:
+            log.info("loaded config version %s from %s", self.runtime.version, cfg.config_path)
+        else:  # mesh mode: nothing was loaded; routes come with discovery's first snapshot
+            log.info("mesh mode: no routes until the first snapshot from discovery")
         _tune_gc()
         if cfg.access_log:
             self.access_log = AccessLogger(dropped=self.internal.telemetry_dropped.labels("access_log"))

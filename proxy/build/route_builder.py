@@ -17,12 +17,19 @@ from typing import Any, Literal
 
 from meshbus.proxy.build.errors import build_error
 from meshbus.proxy.build.cluster_builder import RuleSet, Service, subset_exists
-from meshbus.proxy.filters.cors import cors_policy_from
-from meshbus.proxy.filters.fault import fault_policy_from
-from meshbus.proxy.filters.headerops import EMPTY_HEADER_OPS, HeaderOps, make_header_ops
+from meshbus.proxy.filters.builtin import build_chain
+from meshbus.proxy.filters.cors import CORS, CorsPolicy, cors_policy_from
+from meshbus.proxy.filters.fault import FAULT, FaultPolicy, fault_policy_from
+from meshbus.proxy.filters.headerops import (
+    EMPTY_HEADER_OPS,
+    HEADER_OPS,
+    HeaderOps,
+    RouteHeaderOps,
+    make_header_ops,
+)
 from meshbus.proxy.core.hosts import host_matches, resolve_host
 from meshbus.proxy.core.match import MatchCompileError, ReqPred, compile_match, compile_regex, describe_match
-from meshbus.proxy.filters.ratelimit import TokenBucket
+from meshbus.proxy.filters.ratelimit import LOCAL_RATELIMIT, TokenBucket
 from meshbus.proxy.core.retry import DEFAULT_RETRY, retry_policy_from
 from meshbus.proxy.core.routing import Destination, Mirror, RedirectAction, Route
 
@@ -251,15 +258,13 @@ def compile_http_route(
         rewrite_uri=rewrite_uri,
         rewrite_regex=rewrite_regex,
         rewrite_authority=rewrite_authority,
-        request_headers=req_ops,
-        response_headers=resp_ops,
         timeout=http.timeout,
         retry=retry_policy_from(http.retries),
-        fault=fault_policy_from(http.fault),
         mirrors=_mirrors(ctx, res, path, http, vh_port) if kind == "forward" else (),
-        cors=cors,
-        rate_limiter=_rate_limit(ctx, fqdn, name),
         port=vh_port,
+        **_filters(
+            _rate_limit(ctx, fqdn, name), cors, fault_policy_from(http.fault), req_ops, resp_ops, dests
+        ),
     )
     base_desc = _describe(route, res, i)
     if not http.match:
@@ -333,20 +338,47 @@ def _describe(route: Route, res: Any, i: int) -> dict[str, Any]:
             "uriRegexRewrite": route.rewrite_regex[0].pattern if route.rewrite_regex else None,
             "authority": route.rewrite_authority,
         }
-    if not route.request_headers.empty or not route.response_headers.empty:
-        d["headers"] = {
-            "request": route.request_headers.describe(),
-            "response": route.response_headers.describe(),
-        }
-    if route.fault is not None:
-        d["fault"] = route.fault.describe()
+    fc = route.filter_config
+    ops = fc.get(HEADER_OPS)
+    if isinstance(ops, RouteHeaderOps) and (not ops.request.empty or not ops.response.empty):
+        d["headers"] = {"request": ops.request.describe(), "response": ops.response.describe()}
+    fault = fc.get(FAULT)
+    if isinstance(fault, FaultPolicy):
+        d["fault"] = fault.describe()
     if route.mirrors:
         d["mirrors"] = [{"cluster": m.cluster, "percentage": m.percent} for m in route.mirrors]
-    if route.cors is not None:
-        d["corsPolicy"] = route.cors.describe()
-    if route.rate_limiter is not None:
-        d["rateLimit"] = route.rate_limiter.describe()
+    cors = fc.get(CORS)
+    if isinstance(cors, CorsPolicy):
+        d["corsPolicy"] = cors.describe()
+    bucket = fc.get(LOCAL_RATELIMIT)
+    if isinstance(bucket, TokenBucket):
+        d["rateLimit"] = bucket.describe()
+    if route.chain:
+        d["filters"] = route.chain.describe()
     return d
+
+
+def _filters(
+    limiter: TokenBucket | None,
+    cors: CorsPolicy | None,
+    fault: FaultPolicy | None,
+    req_ops: HeaderOps,
+    resp_ops: HeaderOps,
+    dests: tuple[Destination, ...],
+) -> dict[str, Any]:
+    """``filter_config`` and ``chain`` of a route: an entry for each built-in its config turns on."""
+    config: dict[str, object] = {}
+    if limiter is not None:
+        config[LOCAL_RATELIMIT] = limiter
+    if cors is not None:
+        config[CORS] = cors
+    if fault is not None:
+        config[FAULT] = fault
+    dest_req = any(not d.request_headers.empty for d in dests)
+    dest_resp = any(not d.response_headers.empty for d in dests)
+    if not req_ops.empty or not resp_ops.empty or dest_req or dest_resp:
+        config[HEADER_OPS] = RouteHeaderOps(req_ops, resp_ops, dest_req, dest_resp)
+    return {"filter_config": config, "chain": build_chain(config)}
 
 
 def default_route(ctx: RouteContext, fqdn: str, port: int) -> Route:
@@ -359,8 +391,8 @@ def default_route(ctx: RouteContext, fqdn: str, port: int) -> Route:
         destinations=(dest,),
         cum_weights=(100,),
         retry=DEFAULT_RETRY,
-        rate_limiter=_rate_limit(ctx, fqdn, "default"),
         port=port,
+        **_filters(_rate_limit(ctx, fqdn, "default"), None, None, EMPTY_HEADER_OPS, EMPTY_HEADER_OPS, ()),
     )
     desc = {
         "name": "default",

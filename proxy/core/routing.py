@@ -17,10 +17,8 @@ from typing import Any, Final, Literal
 from meshbus.proxy.core.hosts import split_authority
 from meshbus.proxy.core.match import PATH_PREFIX, ReqPred, pred_needs_header, pred_shape
 from meshbus.proxy.core.retry import DEFAULT_RETRY, RetryPolicy
-from meshbus.proxy.filters.cors import CorsPolicy
-from meshbus.proxy.filters.fault import FaultPolicy
+from meshbus.proxy.filters.chain import EMPTY_CHAIN, FilterChain
 from meshbus.proxy.filters.headerops import EMPTY_HEADER_OPS, HeaderOps
-from meshbus.proxy.filters.ratelimit import TokenBucket
 
 
 @dataclass(slots=True)
@@ -94,28 +92,24 @@ class Route:
     rewrite_uri: str | None = None
     rewrite_regex: tuple[re.Pattern[str], str] | None = None
     rewrite_authority: str | None = None
-    request_headers: HeaderOps = EMPTY_HEADER_OPS
-    response_headers: HeaderOps = EMPTY_HEADER_OPS
     timeout: float | None = None
     retry: RetryPolicy = DEFAULT_RETRY
-    fault: FaultPolicy | None = None
     mirrors: tuple[Any, ...] = ()
-    cors: CorsPolicy | None = None
-    rate_limiter: TokenBucket | None = None
     port: int | None = None  # virtual host port
+    # Per-route filter config, a typed map (filter name -> frozen config; proxy/filters/builtin.py),
+    # and the chain made from it once per config version (proxy/filters/chain.py).
+    filter_config: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
+    chain: FilterChain = field(default=EMPTY_CHAIN, compare=False, hash=False, repr=False)
     described: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    # Derived once: a forward route with no request header ops and no path rewrite, so the proxy can
-    # build the upstream request head in one pass.
+    # Derived once: a forward route with no path rewrite, so the proxy can send the upstream request
+    # head as received (when no filter asks for header operations) or build it in one pass.
     plain: bool = field(default=False, init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self,
             "plain",
-            self.kind == "forward"
-            and self.request_headers.empty
-            and self.rewrite_uri is None
-            and self.rewrite_regex is None,
+            self.kind == "forward" and self.rewrite_uri is None and self.rewrite_regex is None,
         )
 
     def pick_destination(self, rand: float) -> Destination:

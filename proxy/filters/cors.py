@@ -12,9 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.core.match import describe_string_match, string_pred
+from meshbus.proxy.filters.chain import (
+    BUILTIN,
+    HOOK_REQUEST_HEADERS,
+    HOOK_RESPONSE_HEADERS,
+    FilterContext,
+    HttpFilter,
+    LocalReply,
+)
 
 if TYPE_CHECKING:
     from meshbus.proxy.core.routing import RequestView
@@ -112,3 +120,32 @@ def _any(_origin: str) -> bool:
 
 def _exact(value: str) -> Callable[[str], bool]:
     return lambda s: s == value
+
+
+CORS: Final = "meshbus.filters.http.cors"
+
+
+class CorsFilter(HttpFilter):
+    """Answers allowed preflights itself; adds the allow-* headers to responses for allowed origins
+    (to local replies only below 400, as before the chain existed)."""
+
+    def __init__(self, policy: CorsPolicy) -> None:
+        super().__init__(CORS, BUILTIN, 20, HOOK_REQUEST_HEADERS | HOOK_RESPONSE_HEADERS)
+        self.policy = policy
+
+    def on_request_headers(self, ctx: FilterContext) -> Any:
+        if ctx.head.method != "OPTIONS":
+            return None
+        pre = self.policy.preflight(ctx.view)
+        if pre is None:
+            return None
+        return LocalReply(200, b"", tuple(pre))
+
+    def on_response_headers(self, ctx: FilterContext) -> LocalReply | None:
+        if ctx.is_local and ctx.status >= 400:
+            return None
+        ctx.resp_headers.extend(self.policy.response_headers(ctx.view))
+        return None
+
+    def describe(self) -> Any:
+        return self.policy.describe()

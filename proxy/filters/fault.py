@@ -8,7 +8,19 @@ A delay or abort without a percentage applies to no request, as in Envoy (percen
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
+from typing import Any, Final
+
+from meshbus.proxy.core import flags as F
+from meshbus.proxy.filters.chain import (
+    BUILTIN,
+    HOOK_REQUEST_HEADERS,
+    Delay,
+    FilterContext,
+    HttpFilter,
+    LocalReply,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +75,29 @@ def fault_policy_from(spec: object | None) -> FaultPolicy | None:
         abort_status=a,
         abort_percent=_percent(abort) if a is not None else 0.0,
     )
+
+
+FAULT: Final = "meshbus.filters.http.fault"
+_rand: Final = random.random
+
+
+class FaultFilter(HttpFilter):
+    """Delays (flag DI) and aborts (flag FI) a percentage of requests, before the router."""
+
+    def __init__(self, policy: FaultPolicy) -> None:
+        super().__init__(FAULT, BUILTIN, 10, HOOK_REQUEST_HEADERS)
+        self.policy = policy
+        status = policy.abort_status
+        self.abort = None if status is None else LocalReply(status, "fault filter abort\n", flag=F.FI)
+
+    def on_request_headers(self, ctx: FilterContext) -> Any:
+        delay, abort = self.policy.decide(_rand(), _rand())
+        if delay:
+            ctx.flags.append(F.DI)
+            return Delay(delay, self.abort if abort else None)
+        if abort:
+            return self.abort
+        return None
+
+    def describe(self) -> Any:
+        return self.policy.describe()

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+
+from meshbus.proxy.filters.chain import (
+    HOOK_REQUEST_HEADERS,
+    HOOK_RESPONSE_HEADERS,
+    ROUTER,
+    FilterContext,
+    HttpFilter,
+    LocalReply,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +78,56 @@ def make_header_ops(
         remove=frozenset(k.lower() for k in (remove or ())),
     )
     return EMPTY_HEADER_OPS if ops.empty else ops
+
+
+HEADER_OPS: Final = "meshbus.filters.http.header_ops"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteHeaderOps:
+    """A route's ``headers.request`` / ``headers.response`` (its destinations carry their own)."""
+
+    request: HeaderOps = EMPTY_HEADER_OPS
+    response: HeaderOps = EMPTY_HEADER_OPS
+    # Whether any of the route's destinations has request / response operations of its own: a hook
+    # with nothing to do is left out of the chain, so those heads keep going through as received.
+    destination_request: bool = False
+    destination_response: bool = False
+
+
+class HeaderOpsFilter(HttpFilter):
+    """Istio's header operations: the picked destination's, then the route's, so the route wins on
+    conflicts (Envoy's order). On requests it hands the router the operations to apply when it writes
+    the upstream head (the head goes out as received when there are none); on responses it edits the
+    headers. Local replies are left as they are."""
+
+    def __init__(self, ops: RouteHeaderOps) -> None:
+        hooks = 0
+        if ops.destination_request or not ops.request.empty:
+            hooks |= HOOK_REQUEST_HEADERS
+        if ops.destination_response or not ops.response.empty:
+            hooks |= HOOK_RESPONSE_HEADERS
+        super().__init__(HEADER_OPS, ROUTER, 0, hooks)
+        self.ops = ops
+
+    def on_request_headers(self, ctx: FilterContext) -> Any:
+        dest = ctx.dest
+        ops = self.ops.request if dest is None else dest.request_headers.then(self.ops.request)
+        if not ops.empty:
+            ctx.req_ops = ops
+        return None
+
+    def on_response_headers(self, ctx: FilterContext) -> LocalReply | None:
+        if ctx.is_local:
+            return None
+        dest = ctx.dest
+        hdrs = ctx.resp_headers
+        if dest is not None and not dest.response_headers.empty:
+            hdrs = dest.response_headers.apply(hdrs)
+        if not self.ops.response.empty:
+            hdrs = self.ops.response.apply(hdrs)
+        ctx.resp_headers = hdrs
+        return None
+
+    def describe(self) -> Any:
+        return {"request": self.ops.request.describe(), "response": self.ops.response.describe()}

@@ -7,6 +7,11 @@ needed and tests never sleep.
 
 from __future__ import annotations
 
+from typing import Any, Final
+
+from meshbus.proxy.core import flags as F
+from meshbus.proxy.filters.chain import BUILTIN, HOOK_REQUEST_HEADERS, FilterContext, HttpFilter, LocalReply
+
 
 class TokenBucket:
     __slots__ = ("_last_fill", "fill_interval", "max_tokens", "tokens", "tokens_per_fill")
@@ -39,3 +44,23 @@ class TokenBucket:
             "fillInterval": self.fill_interval,
             "tokens": self.tokens,
         }
+
+
+LOCAL_RATELIMIT: Final = "meshbus.filters.http.local_ratelimit"
+_LIMITED: Final = LocalReply(*F.LOCAL_REPLIES[F.RL], flag=F.RL, details="local_rate_limited")
+
+
+class LocalRateLimitFilter(HttpFilter):
+    """Answers 429 (flag RL) when the route's bucket is empty; the bucket lives as long as the config."""
+
+    def __init__(self, bucket: TokenBucket) -> None:
+        super().__init__(LOCAL_RATELIMIT, BUILTIN, 30, HOOK_REQUEST_HEADERS)
+        self.bucket = bucket
+
+    def on_request_headers(self, ctx: FilterContext) -> Any:
+        if self.bucket.try_acquire(ctx.t0):
+            return None
+        return _LIMITED
+
+    def describe(self) -> Any:
+        return self.bucket.describe()

@@ -1,7 +1,8 @@
 """The proxy's agent in mesh mode: register, heartbeat, receive snapshots, swap, ACK/NACK (asyncio).
 
 At start the agent subscribes to its own snapshot subject, registers, heartbeats every second (the
-heartbeat carries the workload and the version it runs) and fetches its snapshot; if the control
+heartbeat carries the workload, the version it runs and its app's health; a health change is sent
+at once, not at the next beat) and fetches its snapshot; if the control
 plane (or NATS) does not answer in time, it applies the last good snapshot saved on disk and keeps
 trying in the background. `ready` is set by the first applied snapshot, so an app waiting for the
 proxy's ``/ready`` never sees it without routes. After a reconnect it fetches again (pushes may have
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import time
 import uuid
@@ -28,10 +30,12 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from meshbus.bus import codec
+from meshbus.bus.config.fates import ProxyReport
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import BusError
 from meshbus.bus.rpc import request
 from meshbus.bus.schemas.discovery import (
+    APP_NOT_PROBED,
     Deregister,
     FetchRequest,
     Heartbeat,
@@ -53,6 +57,7 @@ from meshbus.proxy.mesh.snapshot_apply import (
     one_line,
     save_state,
 )
+from meshbus.proxy.mesh.state_dir import SNAPSHOT_FILE
 
 __all__ = [
     "AgentSettings",
@@ -152,9 +157,13 @@ class MeshAgent:
         )
         self.ready = asyncio.Event()
         self._log = logger or log
+        self._fates = ProxyReport()  # what this proxy does not enforce: logged once per resource content
         self._subs: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._resync = asyncio.Event()
+        self._beat_now = asyncio.Event()
+        self.app_health = APP_NOT_PROBED
+        self.app_health_detail = ""
         self._seq = 0
         self._draining = False
         self.acks_sent = 0
@@ -229,6 +238,7 @@ class MeshAgent:
         if out.runtime is not None:
             self.swap(out.runtime)
             self.ready.set()
+            self._log_fates()
             self._log.warning(
                 "control plane unreachable: serving last good snapshot v%d from %s",
                 snap.version,
@@ -281,6 +291,7 @@ class MeshAgent:
         if out.runtime is not None:
             self.swap(out.runtime)
             self.ready.set()
+            self._log_fates()
             self._log.info(
                 "applied snapshot v%d (%s, %d resources)",
                 snap.version,
@@ -306,7 +317,19 @@ class MeshAgent:
             except OSError as exc:
                 self._log.warning("could not save snapshot to %s: %s", self.settings.state_file, exc)
 
+    def _log_fates(self) -> None:
+        applied = self.applier.applied
+        for line in self._fates.new_lines(applied.typed if applied is not None else ()):
+            self._log.warning("config: %s", line)
+
     # -- heartbeats and resync
+    def set_app_health(self, state: str, detail: str) -> None:
+        """Report the app's health (`meshbus.proxy.mesh.prober`); a change goes out at once."""
+        if (state, detail) == (self.app_health, self.app_health_detail):
+            return
+        self.app_health, self.app_health_detail = state, detail
+        self._beat_now.set()
+
     def heartbeat(self) -> Heartbeat:
         cur = self.applier.applied
         self._seq += 1
@@ -316,12 +339,15 @@ class MeshAgent:
             applied_digest=cur.digest if cur else "",
             last_error=self.applier.last_error,
             seq=self._seq,
+            app_health=self.app_health,
+            app_health_detail=self.app_health_detail,
         )
 
     async def _heartbeat_loop(self) -> None:
         reconnects = self.bus.stats.reconnects
         subject = self.bus.subjects.xds_heartbeat(self.node_id)
         while True:
+            self._beat_now.clear()  # before the beat is built: a change made after it wakes the next
             if not self._draining and self.bus.connected:
                 with contextlib.suppress(Exception):
                     await self.bus.publish(subject, self.heartbeat())
@@ -329,7 +355,9 @@ class MeshAgent:
                     # Pushes may have been lost while we were away: ask for the current snapshot.
                     reconnects = self.bus.stats.reconnects
                     self._resync.set()
-            await asyncio.sleep(self.settings.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.heartbeat_interval):
+                    await self._beat_now.wait()
 
     async def _on_config_dump(self, msg: Msg) -> None:
         codec.decode(msg.data, msg.headers, ProxyConfigRequest)
@@ -370,5 +398,6 @@ def agent_settings_from_args(args: Any, *, inbound_port: int = 0) -> AgentSettin
         ports=ports,
         inbound_port=inbound_port,
         app_port=args.app_port,
-        state_file=args.state_file,
+        state_file=args.state_file
+        or (os.path.join(args.state_dir, SNAPSHOT_FILE) if args.state_dir else None),
     )

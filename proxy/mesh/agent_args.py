@@ -17,9 +17,46 @@ def add_agent_args(parser: Any) -> None:
     g.add_argument("--service-account", default="default")
     g.add_argument("--labels", action="append", default=[], help="workload labels, key=value[,key=value]")
     g.add_argument("--node-id", default="", help="proxy id (default: <service>-<version>-<random>)")
-    g.add_argument("--advertise", default="127.0.0.1", help="address peers reach the inbound listener at")
+    g.add_argument(
+        "--advertise",
+        default="127.0.0.1",
+        help="address peers reach the inbound listener at (default: this host only; set it when peers run"
+        " on other hosts)",
+    )
     g.add_argument("--service-port", action="append", default=[], help="name=port (default: http=<app-port>)")
-    g.add_argument("--state-file", default=None, help="last good snapshot file (default: none)")
+    g.add_argument(
+        "--state-dir",
+        default=None,
+        help="kept across restarts (0600 files): the last good snapshot, and the key and certificate, so a"
+        " restarted sidecar renews with its certificate instead of a new bootstrap token (default: none)",
+    )
+    g.add_argument("--state-file", default=None, help="last good snapshot file (default: in --state-dir)")
+    h = parser.add_argument_group(
+        "app health (mesh mode): a readiness probe of the local app, as a Kubernetes readinessProbe;"
+        " while it fails /ready answers 503 APP_UNHEALTHY and the workload leaves every endpoint set"
+    )
+    h.add_argument(
+        "--app-health",
+        default=None,
+        metavar="PROBE",
+        help="http:/PATH (GET on --app-port; 200-399 passes), http:PORT/PATH, tcp or tcp:PORT (default: off)",
+    )
+    h.add_argument(
+        "--app-health-period", type=float, default=1.0, help="seconds between probes (periodSeconds)"
+    )
+    h.add_argument("--app-health-timeout", type=float, default=1.0, help="seconds per probe (timeoutSeconds)")
+    h.add_argument(
+        "--app-health-success-threshold",
+        type=int,
+        default=1,
+        help="passes in a row to be healthy (successThreshold)",
+    )
+    h.add_argument(
+        "--app-health-failure-threshold",
+        type=int,
+        default=3,
+        help="failures in a row to be unhealthy (failureThreshold)",
+    )
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:

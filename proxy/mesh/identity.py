@@ -10,6 +10,12 @@
   same certificate and the new roots (root rotation: old and new trusted together).
 - Static stability: when the bus or the CA is down the current certificate stays in use and
   renewal retries with capped backoff until it succeeds (or the certificate expires).
+- Restarts (``state_dir``, `meshbus.proxy.mesh.state_dir`): every certificate obtained is kept with
+  its key (0600, written atomically). A restarted proxy whose kept certificate is still valid serves
+  with it at once and renews with it right away, as a SPIRE agent does with its SVID: bootstrap
+  tokens are single-use, and the current certificate is what proves the identity from then on (the
+  CA checks it and a signature by its key, `meshbus.control.ca.validator.verify_renewal`). Only a
+  proxy whose kept certificate expired needs a new token, and the refusal says so.
 
 Usage (the proxy agent)::
 
@@ -42,6 +48,7 @@ from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import BusError, PermissionDeniedError, UnavailableError
 from meshbus.bus.schemas.identity import CertifyRequest, CertifyResponse, TrustBundle, renewal_proof_payload
 from meshbus.bus.spiffe import SpiffeId, load_pem_chain
+from meshbus.proxy.mesh.state_dir import StoredIdentity, load_identity, save_bundle, save_identity
 from meshbus.proxy.tls.contexts import TlsMaterial, build_client_context, build_server_context
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,7 @@ _FATAL_CODES = frozenset(
         "invalid_csr",
         "bad_request",
         "permission_denied",
+        "renewal_refused",
     }
 )
 
@@ -112,6 +120,8 @@ class CertClientConfig:
     retry_max_s: float = 30.0
     request_timeout_s: float = 5.0
     node: str = ""
+    state_dir: str | None = None
+    """Where the key and certificate are kept across restarts (None: not kept; each start needs a token)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +202,9 @@ class CertClient:
         self._sub: Subscription | None = None
         self._next_renewal_at = 0.0
         self._renewed = asyncio.Event()
+        self._kept: StoredIdentity | None = None
+        """A valid certificate kept from before the restart that is not in use (yet): it renews."""
+        self._kept_expired: StoredIdentity | None = None
         self.renewals = 0
         self.failures = 0
         self.last_error = ""
@@ -223,12 +236,19 @@ class CertClient:
     async def start(self) -> Identity:
         """Get the first SVID (retrying while the CA is unreachable), then renew in the background.
 
-        Raises the CA's typed error at once when the token itself is refused (expired, used up,
-        bound to another identity): retrying could not help.
+        With a valid certificate kept in ``state_dir`` it returns at once with that one (and renews
+        it right away in the background), without asking the CA first. Raises the CA's typed error
+        at once when the token itself is refused (expired, used up, bound to another identity):
+        retrying could not help.
         """
         self._sub = await self.bus.subscribe(self.bus.subjects.ca_bundle_changed(), self._on_bundle)
         try:
-            ident = await self._obtain_with_retry(first=True)
+            ident = self._restore()
+            if ident is None:
+                ident = await self._obtain_with_retry(first=True)
+        except BusError as exc:
+            await self.stop()
+            raise self._explain(exc) from None
         except BaseException:
             await self.stop()
             raise
@@ -257,6 +277,49 @@ class CertClient:
         return ident
 
     # -- internals
+    def _restore(self) -> Identity | None:
+        """Serve with the certificate kept from before a restart, if it is still ours and valid."""
+        cfg = self.config
+        if cfg.state_dir is None:
+            return None
+        kept = load_identity(cfg.state_dir)
+        if kept is None:
+            return None
+        if kept.spiffe_id != cfg.spiffe_id:
+            self._log.warning("%s holds a certificate for %s, not %s: not used", kept.path, kept.spiffe_id,
+                              cfg.spiffe_id)  # fmt: skip
+            return None
+        if kept.not_after <= self._clock():
+            self._kept_expired = kept
+            self._log.warning("the certificate kept in %s expired at %s", kept.path, kept.expiry_text())
+            return None
+        self._kept = kept
+        try:
+            # bundle version 0: any bundle the CA or the bus hands over next replaces the kept one
+            ident = build_identity(
+                kept.spiffe_id, kept.key, kept.cert_chain_pem, kept.bundle_pem, 0, kept.not_before
+            )
+        except (ssl.SSLError, ValueError) as exc:
+            self._log.warning(
+                "cannot serve with the identity kept in %s (%s): renewing first", kept.path, exc
+            )
+            return None
+        self._install(ident, "restored")
+        self._next_renewal_at = self._clock()  # renew with it now: a fresh key, and the CA's word
+        return ident
+
+    def _explain(self, exc: BusError) -> BusError:
+        """A refusal at start, with what the kept certificate has to do with it."""
+        kept = self._kept_expired
+        if kept is None or exc.code not in _FATAL_CODES:
+            return exc
+        sid = self.config.spiffe_id
+        return type(exc)(
+            f"{exc}; the certificate kept in {kept.path} expired at {kept.expiry_text()}, so this proxy "
+            f"needs a new bootstrap token: meshctl token create -n {sid.namespace} "
+            f"--service-account {sid.service_account}, then --token or ${ENV_TOKEN}"
+        )
+
     async def _obtain_with_retry(self, *, first: bool) -> Identity:
         delay = self.config.retry_initial_s
         while True:
@@ -285,11 +348,12 @@ class CertClient:
         csr = make_csr(key, cfg.spiffe_id)
         csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
         current = self._current
-        if current is not None and current.not_after > self._clock():
+        holder: Identity | StoredIdentity | None = current or self._kept
+        if holder is not None and holder.not_after > self._clock():
             req = CertifyRequest(
                 csr_pem=csr_pem,
-                current_chain_pem=current.cert_chain_pem.decode(),
-                proof=renewal_proof(current.key, csr),
+                current_chain_pem=holder.cert_chain_pem.decode(),
+                proof=renewal_proof(holder.key, csr),
                 ttl_seconds=cfg.ttl_s,
                 node=cfg.node,
             )
@@ -317,8 +381,20 @@ class CertClient:
         )
         if ident.leaf.not_valid_after_utc.timestamp() <= self._clock():
             raise UnavailableError("CA returned an already expired certificate")
-        self._install(ident, "renewed" if current is not None else "obtained")
+        self._install(ident, "renewed" if holder is not None else "obtained")
+        self._kept = None
+        self._keep(ident)
         return ident
+
+    def _keep(self, ident: Identity) -> None:
+        if self.config.state_dir is None:
+            return
+        try:
+            save_identity(self.config.state_dir, ident.key, ident.cert_chain_pem, ident.bundle_pem)
+        except OSError as exc:  # serving matters more than keeping: the next restart needs a token
+            self.failures += 1
+            self.last_error = f"could not keep the certificate in {self.config.state_dir}: {exc}"
+            self._log.error("%s", self.last_error)
 
     def _install(self, ident: Identity, what: str) -> None:
         self._current = ident
@@ -383,3 +459,8 @@ class CertClient:
         self._log.info("trust bundle v%d: %d root(s)", bundle.version, len(bundle.roots))
         self._current = ident
         self._notify(ident)
+        if self.config.state_dir is not None:
+            try:
+                save_bundle(self.config.state_dir, pem)
+            except OSError as exc:
+                self._log.warning("could not keep the trust bundle in %s: %s", self.config.state_dir, exc)

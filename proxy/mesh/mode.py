@@ -4,7 +4,9 @@ The listeners are up before NATS is reached: the bus connects in the background 
 for it), so a proxy started before the control plane serves as soon as it gets a snapshot (or its
 saved last good one) and catches up when NATS appears. ``/ready`` answers 503 with the reason
 (``WAITING_FOR_SNAPSHOT``, then ``WAITING_FOR_CERTIFICATE`` when an identity is requested) until
-both are in hand. On drain the agent deregisters first, so peers stop picking this proxy before its
+both are in hand; with an app readiness probe (``--app-health``, `meshbus.proxy.mesh.probe`) it
+also answers ``APP_UNHEALTHY: <why>`` while the app is not healthy, and the agent's heartbeat
+carries the app's state so discovery drops the workload from every endpoint set meanwhile. On drain the agent deregisters first, so peers stop picking this proxy before its
 connections close. Used by ``proxy/__main__.py``; tests drive it in-process the same way.
 
 It also answers ``xds_certs(<node>)`` with the certificate it holds (`cert_report`, also the admin's
@@ -26,6 +28,7 @@ from meshbus.bus import codec
 from meshbus.bus.cert_report import certificate_info
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.errors import BusError
+from meshbus.bus.schemas.discovery import APP_HEALTHY, APP_UNKNOWN
 from meshbus.bus.schemas.identity import (
     CERT_ACTIVE,
     CERT_NO_IDENTITY,
@@ -37,11 +40,15 @@ from meshbus.bus.schemas.identity import (
 from meshbus.bus.spiffe import SpiffeId
 from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent
 from meshbus.proxy.mesh.identity import CertClient, CertClientConfig
+from meshbus.proxy.mesh.probe import ProbeSpec, ProbeTracker
+from meshbus.proxy.mesh.prober import AppProber
 
 log = logging.getLogger(__name__)
 
 WAITING_FOR_SNAPSHOT = "WAITING_FOR_SNAPSHOT"
 WAITING_FOR_CERTIFICATE = "WAITING_FOR_CERTIFICATE"
+CERTIFICATE_REFUSED = "CERTIFICATE_REFUSED"
+APP_UNHEALTHY = "APP_UNHEALTHY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,8 @@ class IdentitySettings:
 
     token: str
     trust_domain: str = "cluster.local"
+    state_dir: str | None = None
+    """Where the key and certificate are kept across restarts (`CertClientConfig.state_dir`)."""
 
 
 class MeshMode:
@@ -61,11 +70,17 @@ class MeshMode:
         bus_settings: BusSettings,
         agent_settings: AgentSettings,
         identity: IdentitySettings | None = None,
+        app_probe: ProbeSpec | None = None,
     ) -> None:
         self.server = server
         self.bus = BusConnection(bus_settings)
         self.agent = MeshAgent(self.bus, agent_settings, swap=server.apply)
         self.identity = identity
+        self.prober = AppProber(app_probe, self._on_probe) if app_probe is not None else None
+        if self.prober is not None:  # not an endpoint until a probe passes, from the first heartbeat on
+            self.agent.set_app_health(APP_UNKNOWN, self.prober.tracker.detail)
+        self._stage = WAITING_FOR_SNAPSHOT
+        """What the mesh side still waits for ("" once snapshot and certificate are in hand)."""
         self.cert_client: CertClient | None = None
         self.mesh_tls = False
         """True once the server took the certificate (``ProxyServer.enable_mesh_tls``)."""
@@ -81,22 +96,39 @@ class MeshMode:
 
     def start(self) -> None:
         """Begin in the background; the server's /ready turns 200 once everything is in hand."""
-        self.server.not_ready = WAITING_FOR_SNAPSHOT
+        self._set_stage(WAITING_FOR_SNAPSHOT)
         self.server.drain_hooks.append(self.agent.drain)
         self.server.cert_report = self.cert_report
         self._tasks.append(asyncio.create_task(self.bus.connect(wait=True), name="meshbus-proxy-bus"))
         self._tasks.append(asyncio.create_task(self._gate(), name="meshbus-proxy-readiness"))
         self._tasks.append(asyncio.create_task(self._serve_certs(), name="meshbus-proxy-certs"))
+        if self.prober is not None:
+            self.prober.start()
+
+    # -- readiness (/ready): the mesh side first, then the app
+    def _set_stage(self, stage: str) -> None:
+        self._stage = stage
+        self._refresh_ready()
+
+    def _refresh_ready(self) -> None:
+        reason = self._stage
+        if not reason and self.prober is not None and self.prober.tracker.state != APP_HEALTHY:
+            reason = f"{APP_UNHEALTHY}: {self.prober.tracker.detail}"
+        self.server.not_ready = reason
+
+    def _on_probe(self, tracker: ProbeTracker, _changed: bool) -> None:
+        self.agent.set_app_health(tracker.state, tracker.detail)
+        self._refresh_ready()
 
     async def _gate(self) -> None:
         await self.agent.start()
         if self.identity is not None:
             await self.agent.ready.wait()
-            self.server.not_ready = WAITING_FOR_CERTIFICATE
+            self._set_stage(WAITING_FOR_CERTIFICATE)
             if not await self._start_identity(self.identity):
                 return
         await self.agent.ready.wait()
-        self.server.not_ready = ""
+        self._set_stage("")
         self.ready.set()
         log.info("mesh mode ready: node %s runs snapshot v%s", self.node_id, self.server.runtime.version)
 
@@ -104,12 +136,15 @@ class MeshMode:
         settings = self.agent.settings
         spiffe_id = SpiffeId.workload(ident.trust_domain, settings.namespace, settings.service_account)
         await self.bus.wait_connected()
-        client = CertClient(self.bus, CertClientConfig(spiffe_id, token=ident.token, node=self.node_id))
+        client = CertClient(
+            self.bus,
+            CertClientConfig(spiffe_id, token=ident.token, node=self.node_id, state_dir=ident.state_dir),
+        )
         try:
             await client.start()
         except BusError as exc:  # the token was refused: retrying cannot help, stay unready and say why
             self.error = f"meshbus: certificate for {spiffe_id} refused: {exc}"
-            self.server.not_ready = "CERTIFICATE_REFUSED"
+            self._set_stage(CERTIFICATE_REFUSED)
             log.error("%s", self.error)
             return False
         self.cert_client = client
@@ -174,6 +209,8 @@ class MeshMode:
 
     async def stop(self) -> None:
         """After the server drained: stop the agent (it deregistered in the drain hook) and the bus."""
+        if self.prober is not None:
+            await self.prober.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from meshbus.bus.config.result import format_path
 from meshbus.bus.config.source import Source
 from meshbus.bus.schemas.discovery import Snapshot, SnapshotAck
 from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
+from meshbus.proxy.mesh.state_dir import write_private
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +237,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def save_state(path: str | Path, applied: Applied, node_id: str) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    """Write atomically (`write_private`): a crash leaves the old file or the new one, never half of one."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "format": STATE_FORMAT,
         "node": node_id,
@@ -249,12 +248,7 @@ def save_state(path: str | Path, applied: Applied, node_id: str) -> None:
         "resources": list(applied.resources.values()),
         "saved_at": time.time(),
     }
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(msgpack.packb(doc, use_bin_type=True))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    write_private(p, msgpack.packb(doc, use_bin_type=True))
 
 
 def load_state(path: str | Path) -> Snapshot | None:

@@ -3,49 +3,13 @@ request, and once they are back a new apply still converges through the real sid
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-
 import pytest
 
 from meshbus.bus.errors import BusError
-from tests.support.mesh import DemoMesh, poll_versions, vs_yaml
+from tests.support.mesh import DemoMesh, Traffic, poll_versions, vs_yaml
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Traffic:
-    """Requests through the productpage sidecar, back to back, in a thread; every failure is kept."""
-
-    def __init__(self, mesh: DemoMesh) -> None:
-        self.mesh = mesh
-        self.ok: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="e2e-traffic", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.ok[self.mesh.get_reviews()["version"]] += 1
-            except Exception as exc:
-                self.failures.append(repr(exc))
-
-    def total(self) -> int:
-        return sum(self.ok.values()) + len(self.failures)
-
-    def wait_more(self, n: int, timeout: float = 10.0) -> None:
-        target = self.total() + n
-        wait_for(f"{n} more requests", lambda: self.total() >= target, timeout)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def _all_synced(mesh: DemoMesh) -> bool:
@@ -69,7 +33,7 @@ def test_outage_loses_no_request_and_apply_converges_after(demo_mesh: DemoMesh, 
     demo_mesh.apply(vs_yaml({"v1": 100}))
     poll_versions(demo_mesh, lambda c: c["v1"] == 20, timeout=5)
 
-    with Traffic(demo_mesh) as traffic:
+    with Traffic(lambda: demo_mesh.get_reviews()["version"]) as traffic:
         traffic.wait_more(20)
         if victim == "nats":
             demo_mesh.nats.kill()

@@ -44,7 +44,7 @@ def test_ready_gate_drain_and_restart_from_disk(tmp_path: Path, processes: Proce
                 processes.spawn(
                     child.name, child.argv + (DISCOVERY_FAST if "discovery" in child.name else ())
                 )
-        wait_for("the demo config applied", lambda: mesh.apply_samples(), 20)
+        wait_for("the demo config applied", lambda: mesh.apply_demo_config(), 20)
         mesh.wait_ready()
         mesh.apply(vs_yaml({"v1": 100}))
         poll_versions(mesh, lambda c: c["v1"] == 20, timeout=5)

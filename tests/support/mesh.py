@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.embedded import EmbeddedNats
 from meshbus.bus.schemas.config import ApplyReply, DeleteReply, Document, ResourceRef
-from meshbus.control.cli.demo_plan import SAMPLES, DemoPorts, children
+from meshbus.control.cli.demo_plan import DemoPorts, children
 from meshbus.control.cli.up import mint_tokens
 from meshbus.control.config.client import ConfigClient
 from meshbus.control.discovery.client import proxy_status
@@ -29,6 +30,9 @@ from meshbus.control.discovery.status import ProxyView
 from .processes import PYTHON, ProcessGroup, free_port_block, http_get, is_ready, wait_for
 
 T = TypeVar("T")
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
+"""The tests' own copy of samples/demo (the README tells users to edit that one): 90/10 v1/v2."""
 
 # Faster control-plane timers for tests. The warm-up must stay above the agents' 1 s heartbeat: a
 # restarted discovery that pushed before hearing every workload would hand out empty endpoint sets.
@@ -70,8 +74,8 @@ class DemoMesh:
     def apply(self, text: str, file: str = "e2e.yaml") -> ApplyReply:
         return self._bus(lambda bus: ConfigClient(bus, timeout=5).apply([Document(file, text)]))
 
-    def apply_samples(self) -> ApplyReply:
-        docs = [Document(str(p), p.read_text()) for p in sorted(SAMPLES.glob("*.yaml"))]
+    def apply_demo_config(self) -> ApplyReply:
+        docs = [Document(str(p), p.read_text()) for p in sorted(DEMO_CONFIG.glob("*.yaml"))]
         return self._bus(lambda bus: ConfigClient(bus, timeout=5).apply(docs))
 
     def delete(self, kind: str, name: str, namespace: str = "default") -> DeleteReply:
@@ -137,7 +141,7 @@ def start_demo(
                 env["MESHBUS_TOKEN"] = tokens[child.name]
             group.spawn(child.name, argv, env=env)
         if apply:
-            wait_for("meshbus-config to take the demo config", lambda: mesh.apply_samples(), 20)
+            wait_for("meshbus-config to take the demo config", lambda: mesh.apply_demo_config(), 20)
         mesh.wait_ready()
     except BaseException:
         group.stop_all()
@@ -157,3 +161,36 @@ def poll_versions(mesh: DemoMesh, want: Callable[[collections.Counter[str]], boo
     raise AssertionError(
         f"traffic did not follow within {timeout}s; last window {collections.Counter(window)}"
     )
+
+
+class Traffic:
+    """Requests back to back in a thread, counted by what ``send`` returns; every failure is kept."""
+
+    def __init__(self, send: Callable[[], str]) -> None:
+        self.send = send
+        self.ok: collections.Counter[str] = collections.Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="e2e-traffic", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.ok[self.send()] += 1
+            except Exception as exc:
+                self.failures.append(repr(exc))
+
+    def total(self) -> int:
+        return sum(self.ok.values()) + len(self.failures)
+
+    def wait_more(self, n: int, timeout: float = 10.0) -> None:
+        target = self.total() + n
+        wait_for(f"{n} more requests", lambda: self.total() >= target, timeout)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)

@@ -16,13 +16,45 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 PYTHON = sys.executable
+
+
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a zombie has exited; only its exit status is left)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def holders(path: Path) -> list[int]:
+    """Pids of processes (other than this one) whose working directory or an open file is under ``path``."""
+    prefix = str(path.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            links = [entry / "cwd", *(entry / "fd").iterdir()]
+            if any(os.readlink(link).startswith(prefix) for link in links):
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return found
+
+
+def listening(port: int) -> bool:
+    """Something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def free_port() -> int:
@@ -103,6 +135,8 @@ class Proc:
     argv: tuple[str, ...]
     log_path: Path
     popen: subprocess.Popen[bytes]
+    env: dict[str, str] = field(default_factory=dict)
+    """What `ProcessGroup.spawn` added to the group's environment (a respawn gets it again)."""
 
     @property
     def pid(self) -> int:
@@ -151,13 +185,13 @@ class ProcessGroup:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        proc = Proc(name, tuple(argv), log_path, popen)
+        proc = Proc(name, tuple(argv), log_path, popen, dict(env or {}))
         self.procs.append(proc)
         return proc
 
     def respawn(self, proc: Proc) -> Proc:
-        """Start the same command again (after a kill), with a new log file."""
-        return self.spawn(proc.name, proc.argv)
+        """Start the same command again (after a kill), same environment, with a new log file."""
+        return self.spawn(proc.name, proc.argv, proc.env)
 
     def get(self, name: str) -> Proc:
         return [p for p in self.procs if p.name == name][-1]
@@ -165,16 +199,22 @@ class ProcessGroup:
     def dead(self) -> list[Proc]:
         return [p for p in self.procs if not p.alive()]
 
-    def stop_all(self, timeout: float = 10.0) -> None:
-        for p in reversed(self.procs):
-            if p.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    p.popen.send_signal(signal.SIGTERM)
-        for p in reversed(self.procs):
-            try:  # one signal only: a second SIGTERM during a drain means "exit now"
-                p.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    def stop_all(self, timeout: float = 10.0, *, last: Collection[str] = ()) -> None:
+        """SIGTERM to all at once, except the processes named in ``last`` (NATS, which the others
+        drain through): those once the others have exited."""
+        for wave in (
+            [p for p in self.procs if p.name not in last],
+            [p for p in self.procs if p.name in last],
+        ):
+            for p in reversed(wave):
+                if p.alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        p.popen.send_signal(signal.SIGTERM)
+            for p in reversed(wave):
+                try:  # one signal only: a second SIGTERM during a drain means "exit now"
+                    p.popen.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    p.kill()
 
     def dump_logs(self, tail: int = 60) -> str:
         out = []

@@ -67,8 +67,6 @@ def _load_balancer(f: Findings, path: list[str | int], lb: LoadBalancerSettings)
         f.error(path, "set only one of simple and consistentHash")
     if lb.simple == "LEAST_CONN":
         f.warn([*path, "simple"], "LEAST_CONN is deprecated; meshbus treats it as LEAST_REQUEST", lb.simple)
-    elif lb.simple == "PASSTHROUGH":
-        f.warn([*path, "simple"], "PASSTHROUGH is not implemented by meshbus yet; LEAST_REQUEST is used")
     ch = lb.consistent_hash
     if ch is not None:
         keys = [

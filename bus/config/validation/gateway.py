@@ -1,4 +1,4 @@
-"""Semantic checks for Gateway. meshbus has no gateway proxy yet, which the warning says."""
+"""Semantic checks for Gateway (meshbus has no gateway proxy yet: fates.py warns that it has no effect)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,6 @@ def validate(resource: Resource, f: Findings) -> None:
     if not isinstance(resource, Gateway):
         return
     spec = resource.spec
-    f.warn(
-        ["kind"],
-        "kind Gateway is not implemented by meshbus yet: it is validated and stored but has no effect",
-    )
     if not spec.servers:
         f.error(["spec", "servers"], "at least one server is required")
     check_labels(f, ["spec", "selector"], spec.selector)

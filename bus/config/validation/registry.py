@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from meshbus.bus.config import fates
 from meshbus.bus.config.resources import Resource
 from meshbus.bus.config.result import Validation
 from meshbus.bus.config.source import PathKey
@@ -47,9 +48,12 @@ def validate(
 ) -> Validation:
     """Semantic checks for one schema-valid resource; every finding, not just the first.
 
-    ``label`` overrides how messages name the resource (the loader passes the name as written).
+    First the fates (fates.py): a warning for each kind or field meshbus does not enforce, an error
+    for each it refuses. ``label`` overrides how messages name the resource (the loader passes the
+    name as written).
     """
     findings = Findings(resource, label=label, path_map=path_map)
+    fates.check(resource, findings)
     validator = VALIDATORS.get(resource.kind)
     if validator is not None:
         validator(resource, findings)

@@ -61,8 +61,6 @@ def validate(resource: Resource, f: Findings) -> None:
             f.error(
                 ["spec", "hosts", i], 'wildcard host "*" is not allowed for VirtualServices bound to the mesh'
             )
-    if [g for g in spec.gateways if g != "mesh"]:
-        f.warn(["spec", "gateways"], "meshbus has no gateway proxy yet: rules bound to gateways are ignored")
     if not spec.http and not spec.tcp and not spec.tls and not delegate_child:
         f.error(["spec"], "at least one of http, tcp or tls routes is required")
     names: dict[str, int] = {}

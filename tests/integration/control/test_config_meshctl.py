@@ -15,8 +15,17 @@ from ruamel.yaml import YAML
 from meshbus.bus import BusConnection
 from meshbus.bus.embedded import EmbeddedNats
 from meshbus.control.config.service import ConfigService
+from tests.support.unenforced import (
+    AUTHORIZATION_POLICY_FATE,
+    MAX_RETRIES_FATE,
+    REQUEST_AUTHENTICATION_FATE,
+    authorization_policy,
+    capped_rule,
+    joined,
+    request_authentication,
+)
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = pytest.mark.timeout(60)  # a dozen meshctl start-ups per test; slow on a loaded machine
 
 DR = """\
 apiVersion: networking.istio.io/v1
@@ -113,6 +122,12 @@ async def test_apply_get_history_rollback_delete(meshctl, tmp_path: Path) -> Non
 
     back = await meshctl("rollback", "vs", "reviews", "--to", str(rev1))
     assert back.code == 0 and back.out.strip() == "virtualservice.networking.istio.io/reviews rolled back"
+    missing = await meshctl("rollback", "vs", "reviews", "--to", "999")
+    assert missing.code == 1
+    assert missing.err.strip() == (
+        "Error: meshbus: VirtualService default/reviews has no revision 999; it can be rolled back to "
+        f"{rev1}, {rev1 + 1}, {rev1 + 2} (meshctl history virtualservice reviews -n default)"
+    ), missing.err
     hist = await meshctl("history", "virtualservice", "reviews", "-n", "default")
     lines = hist.out.splitlines()
     assert lines[1].split() == ["REVISION", "UPDATED", "OPERATION", "SOURCE", "CURRENT"]
@@ -169,3 +184,54 @@ async def test_analyze_is_offline_and_exit_code_follows_errors(meshctl, tmp_path
     ok = await meshctl("analyze", "-f", str(tmp_path), nats=dead)
     assert ok.code == 0, ok.out + ok.err
     assert "Error" not in ok.out
+
+
+UNENFORCED = joined(
+    authorization_policy("shelf-readers", "shelf"),
+    request_authentication("shelf-jwt", "shelf"),
+    capped_rule("shelf"),
+)
+
+
+def _fate_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if "NOT ENFORCED" in ln]
+
+
+async def test_apply_and_analyze_warn_what_meshbus_does_not_enforce(meshctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 10: applying an AuthorizationPolicy, a RequestAuthentication or an unenforced field
+    says so, in the same words in apply (stderr, exit 0), analyze -f and analyze of the store."""
+    f = tmp_path / "shelf.yaml"
+    f.write_text(UNENFORCED)
+    ap, ap_fate = "AuthorizationPolicy default/shelf-readers", AUTHORIZATION_POLICY_FATE
+    ra, ra_fate = "RequestAuthentication default/shelf-jwt", REQUEST_AUTHENTICATION_FATE
+    dr, dr_fate = "DestinationRule default/shelf", MAX_RETRIES_FATE
+
+    r = await meshctl("apply", "-f", str(f))
+    assert r.code == 0, r.err
+    assert r.out.splitlines() == [
+        "authorizationpolicy.security.istio.io/shelf-readers created",
+        "requestauthentication.security.istio.io/shelf-jwt created",
+        "destinationrule.networking.istio.io/shelf created",
+    ]
+    assert _fate_lines(r.err) == [
+        f"Warning: {f}:1: {ap}: {ap_fate}",
+        f"Warning: {f}:12: {ra}: {ra_fate}",
+        f"Warning: {f}:30: {dr}: {dr_fate}",
+    ]
+
+    dead = "nats://127.0.0.1:1"
+    offline = await meshctl("analyze", "-f", str(f), nats=dead)
+    assert offline.code == 0, offline.out + offline.err
+    expected = [
+        f"Warning ({ap} {f}:1) {ap_fate}",
+        f"Warning ({ra} {f}:12) {ra_fate}",
+        f"Warning ({dr} {f}:30) {dr_fate}",
+    ]
+    assert _fate_lines(offline.out) == expected
+    stored = await meshctl("analyze")  # what meshbus-config holds: the same words, sorted by kind;
+    assert stored.code == 0, stored.out + stored.err  # the store keeps a resource's line, not its fields'
+    assert sorted(_fate_lines(stored.out)) == sorted([*expected[:2], f"Warning ({dr} {f}:22) {dr_fate}"])
+
+    listing = await meshctl("analyze", "--fates", nats=dead)
+    assert listing.code == 0
+    assert f"AuthorizationPolicy: {ap_fate}" in listing.out.splitlines()

@@ -16,6 +16,7 @@ from meshbus.bus.kv import BucketConfig, KeyValueStore
 from meshbus.bus.schemas.config import ConfigChanged, Document, ResourceRef, decode_value
 from meshbus.control.config.client import ConfigClient
 from meshbus.control.config.service import ConfigService
+from tests.support.unenforced import MAX_RETRIES_FATE, capped_rule
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -157,6 +158,16 @@ async def test_missing_subset_is_ist0101_error_and_nothing_is_stored(config: Con
     assert any("IST0101" in w and "Referenced host not found" in w for w in reply.warnings)
 
 
+async def test_unchanged_reapply_reports_the_file_and_lines_applied(config: ConfigClient) -> None:
+    await config.apply([Document("first/dr.yaml", DR), Document("first/vs.yaml", vs(weights=(50, 50)))])
+    again = await config.apply([Document("vs.yaml", vs(weights=(50, 50)))])
+    assert [r.action for r in again.results] == ["unchanged"]
+    # the findings name the file just applied and each destination's host line (9 and 11), as
+    # `meshctl analyze -f vs.yaml` does, not the stored copy's file and first line
+    hosts = [w for w in again.warnings if "Referenced host not found" in w]
+    assert [w.split(") ")[0].rsplit(" ", 1)[1] for w in hosts] == ["vs.yaml:9", "vs.yaml:11"], hosts
+
+
 async def test_stale_revision_is_a_conflict(config: ConfigClient) -> None:
     await config.apply_text(DR, "dr.yaml")
     r1 = (await config.apply_text(vs(), "vs.yaml")).results[0].revision
@@ -199,12 +210,28 @@ async def test_history_and_rollback(config: ConfigClient) -> None:
 
     with pytest.raises(ConflictError):  # stale: it is at back.revision now
         await config.rollback("VirtualService", "reviews", r2, expected_revision=r2)
-    with pytest.raises(NotFoundError):
+    kept = f"{r1}, {r2}, {back.revision}"
+    with pytest.raises(NotFoundError, match=f"has no revision 10000; it can be rolled back to {kept} "):
         await config.rollback("VirtualService", "reviews", 10_000)
-    with pytest.raises(NotFoundError):  # a revision of another key
+    with pytest.raises(NotFoundError, match=f"rolled back to {kept}"):  # a revision of another key
         await config.rollback("VirtualService", "reviews", 1)
     same = await config.rollback("VirtualService", "reviews", r1)  # same content as now
     assert same.results[0].action == "unchanged"
+
+
+async def test_apply_and_rollback_carry_the_warnings_of_what_meshbus_does_not_enforce(
+    config: ConfigClient,
+) -> None:
+    capped = capped_rule("reviews")
+    fate = f"dr.yaml:9: DestinationRule default/reviews: {MAX_RETRIES_FATE}"
+    first = await config.apply_text(capped, "dr.yaml")
+    assert fate in first.warnings
+    plain = await config.apply_text(DR, "dr.yaml")
+    assert not [w for w in plain.warnings if "NOT ENFORCED" in w]
+    back = await config.rollback("DestinationRule", "reviews", first.results[0].revision)
+    assert back.results[0].action == "rolled back"
+    # the store keeps the resource's line, not its fields': the finding points at the resource
+    assert [w for w in back.warnings if "NOT ENFORCED" in w] == [fate.replace("dr.yaml:9:", "dr.yaml:1:")]
 
 
 async def test_delete_and_references(config: ConfigClient) -> None:

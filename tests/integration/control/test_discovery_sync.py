@@ -5,14 +5,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 
 import pytest
+from ruamel.yaml import YAML
 
 from meshbus.bus.embedded import EmbeddedNats
+from meshbus.bus.schemas.discovery import APP_HEALTHY, APP_UNHEALTHY
 from meshbus.control.discovery.client import proxy_config
+from tests.support.unenforced import (
+    AUTHORIZATION_POLICY_FATE,
+    MAX_RETRIES_FATE,
+    authorization_policy,
+    capped_rule,
+)
 
 from .discovery_helpers import FAST, Mesh, dr, vs, wait_status, wait_until
 
@@ -134,7 +143,7 @@ async def test_meshctl_proxy_status_and_proxy_config(
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
     [row] = [r for r in rows if r.startswith(pp.node)]
-    assert header.split() == ["NAME", "WORKLOAD", "NAMESPACE", "VERSION", "STATUS", "AGE"]
+    assert header.split() == ["NAME", "WORKLOAD", "NAMESPACE", "VERSION", "STATUS", "APP", "AGE"]
     assert row.split()[:5] == [f"{pp.node}.default", "productpage-v1", "default", str(pp.version), "NACK"]
     assert 'spec.http[0].bogusRetryKnob: unknown field "bogusRetryKnob"' in row
     out = await asyncio.to_thread(meshctl, "proxy-config", f"{pp.node}.default", "-o", "json")
@@ -144,3 +153,73 @@ async def test_meshctl_proxy_status_and_proxy_config(
     assert any(r["kind"] == "VirtualService" for r in doc["resources"]) and doc["runtime"]["version"] == str(
         pp.version
     )
+
+
+async def test_an_unhealthy_app_leaves_every_endpoint_set_and_proxy_status_shows_it(
+    mesh: Mesh, nats_server: EmbeddedNats, subject_root: str
+) -> None:
+    await mesh.discovery()
+    pp, v1, v2 = await asyncio.gather(mesh.sim("productpage"), mesh.sim("reviews"), mesh.sim("reviews", "v2"))
+    both = sorted([v1.agent.workload.address, v2.agent.workload.address])
+    await wait_until(lambda: pp.endpoints("reviews") == both, what="both reviews endpoints")
+    sick = "GET :9080/healthz answered 500 (3 failure(s) in a row)"
+    v2.agent.set_app_health(APP_UNHEALTHY, sick)
+    took = await wait_until(
+        lambda: pp.endpoints("reviews") == both[:1], what="v2 out of productpage's endpoints"
+    )
+    assert v1.endpoints("reviews") == both[:1]  # out of every snapshot, its own service's included
+    assert v2.version > 0 and v2.node in (await mesh.status())  # still registered, still configured
+    table = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "meshbus.control.cli", "proxy-status", "--nats", nats_server.url,
+         "--subject-root", subject_root],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    rows = {r.split()[0]: r for r in table.stdout.splitlines()[1:]}
+    assert f"UNHEALTHY: {sick}" in rows[f"{v2.node}.default"]
+    assert rows[f"{pp.node}.default"].split()[5] == "-"  # not probed
+    v2.agent.set_app_health(APP_HEALTHY, "GET :9080/healthz answered 200")
+    back = await wait_until(lambda: pp.endpoints("reviews") == both, what="v2 back")
+    print(f"unhealthy endpoint out in {took * 1000:.0f} ms, back in {back * 1000:.0f} ms")
+
+
+def _fate_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    out = [r.getMessage() for r in caplog.records if r.name == "meshbus.proxy.mesh.agent"]
+    return [m for m in out if "NOT ENFORCED" in m]
+
+
+async def test_a_proxy_logs_what_it_does_not_enforce_once_per_resource_content(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10: not per request, not again for a later snapshot that leaves the resource as it was."""
+    load = YAML(typ="safe").load
+    await mesh.put(load(authorization_policy("productpage-readers", "productpage")))
+    await mesh.put({**dr(), "spec": {**dr()["spec"], **load(capped_rule("reviews"))["spec"]}})
+    await mesh.put(vs(100))
+    await mesh.discovery()
+    await mesh.sim("reviews", "v1")
+    await mesh.sim("reviews", "v2")
+    caplog.clear()  # the reviews sidecars were told of the rule too; what follows is productpage's
+    with caplog.at_level(logging.WARNING, logger="meshbus.proxy.mesh.agent"):
+        pp = await mesh.sim("productpage")
+        first = pp.version
+        assert sorted(_fate_lines(caplog)) == [
+            f"config: snapshot v{first}: AuthorizationPolicy default/productpage-readers: "
+            f"{AUTHORIZATION_POLICY_FATE}",
+            f"config: snapshot v{first}: DestinationRule default/reviews: {MAX_RETRIES_FATE}",
+        ]
+        caplog.clear()
+        await mesh.put(vs(50))  # a new version, the policy and the rule as they were: nothing to tell
+        await wait_until(lambda: pp.weights() == [50.0, 50.0], what="the 50/50 snapshot")
+        assert pp.version > first and _fate_lines(caplog) == []
+
+        writers = authorization_policy(
+            "productpage-readers", "productpage", "cluster.local/ns/default/sa/writer"
+        )
+        await mesh.put(load(writers))  # the policy changed: told again
+        await wait_until(lambda: bool(_fate_lines(caplog)), what="the changed policy's warning")
+        assert _fate_lines(caplog) == [
+            f"config: snapshot v{pp.version}: AuthorizationPolicy default/productpage-readers: "
+            f"{AUTHORIZATION_POLICY_FATE}"
+        ]

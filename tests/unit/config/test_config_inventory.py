@@ -1,99 +1,13 @@
-"""What meshbus accepts but ignores, host naming, and the result types' rendering."""
+"""Host naming and the result types' rendering (what meshbus enforces: test_fates.py)."""
 
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel
 
 from meshbus.bus.config import FieldError, Level, Source, Validation
 from meshbus.bus.config.hosts import host_matches, looks_external, to_fqdn
-from meshbus.bus.config.loader import _model_args
-from meshbus.bus.config.resources import RESOURCE_TYPES
-from meshbus.bus.config.types import UNIMPLEMENTED_KEY
 
 pytestmark = pytest.mark.unit
-
-# Istio fields meshbus accepts with a "not implemented yet" warning. When proxy/ or control/discovery
-# start honouring one, drop its unimplemented() marker and remove it here, in the same change.
-UNIMPLEMENTED = {
-    "AuthorizationPolicySpec.targetRef",
-    "AuthorizationPolicySpec.targetRefs",
-    "ConsistentHashLB.maglev",
-    "DestinationRuleSpec.exportTo",
-    "DestinationRuleSpec.workloadSelector",
-    "FaultAbort.grpcStatus",
-    "FaultAbort.http2Error",
-    "FaultDelay.exponentialDelay",
-    "HTTPCookie.attributes",
-    "HTTPCookie.path",
-    "HTTPCookie.ttl",
-    "HTTPMatchRequest.statPrefix",
-    "HTTPRetry.retryIgnorePreviousHosts",
-    "HTTPRetry.retryRemoteLocalities",
-    "HTTPRoute.delegate",
-    "HTTPSettings.h2UpgradePolicy",
-    "HTTPSettings.maxConcurrentStreams",
-    "HTTPSettings.useClientProtocol",
-    "IstioEgressListener.bind",
-    "IstioEgressListener.captureMode",
-    "IstioEgressListener.port",
-    "IstioIngressListener.captureMode",
-    "LoadBalancerSettings.localityLbSetting",
-    "LoadBalancerSettings.warmup",
-    "LoadBalancerSettings.warmupDurationSecs",
-    "OutboundTrafficPolicy.egressProxy",
-    "OutlierDetection.consecutiveLocalOriginFailures",
-    "OutlierDetection.outlierDetectionHttpErrorCodes",
-    "OutlierDetection.splitExternalLocalOriginErrors",
-    "RequestAuthenticationSpec.targetRef",
-    "RequestAuthenticationSpec.targetRefs",
-    "ServiceEntrySpec.addresses",
-    "ServiceEntrySpec.exportTo",
-    "ServiceEntrySpec.subjectAltNames",
-    "ServiceEntrySpec.workloadSelector",
-    "SidecarSpec.inboundConnectionPool",
-    "SidecarSpec.ingress",
-    "SidecarSpec.outboundTrafficPolicy",
-    "Source.notTrustDomains",
-    "Source.trustDomains",
-    "TCPSettings.idleTimeout",
-    "TCPSettings.maxConnectionDuration",
-    "TCPSettings.tcpKeepalive",
-    "TrafficPolicy.proxyProtocol",
-    "TrafficPolicy.retryBudget",
-    "TrafficPolicy.tunnel",
-    "VirtualServiceSpec.exportTo",
-    "VirtualServiceSpec.tcp",
-    "VirtualServiceSpec.tls",
-    "WorkloadEntrySpec.locality",
-    "WorkloadEntrySpec.network",
-    "WorkloadEntrySpec.weight",
-}
-
-
-def _unimplemented_fields() -> set[str]:
-    seen: set[type[BaseModel]] = set()
-    out: set[str] = set()
-
-    def visit(model: type[BaseModel]) -> None:
-        if model in seen:
-            return
-        seen.add(model)
-        for name, info in model.model_fields.items():
-            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-            if extra.get(UNIMPLEMENTED_KEY):
-                out.add(f"{model.__name__}.{info.alias or name}")
-            for arg in _model_args(info.annotation):
-                visit(arg)
-
-    for rtype in RESOURCE_TYPES:
-        for arg in _model_args(rtype.model_fields["spec"].annotation):
-            visit(arg)
-    return out
-
-
-def test_unimplemented_inventory_is_deliberate() -> None:
-    assert _unimplemented_fields() == UNIMPLEMENTED
 
 
 @pytest.mark.parametrize(

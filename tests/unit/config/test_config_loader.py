@@ -229,7 +229,7 @@ def test_load_path_single_file_and_missing_path(tmp_path: Path) -> None:
     assert empty.ok and "no *.yaml" in warnings(empty)[0]
 
 
-def test_unimplemented_fields_warn_and_are_ignored() -> None:
+def test_fields_meshbus_does_not_enforce_are_warned_with_their_line() -> None:
     result = load_spec(
         "VirtualService",
         """
@@ -245,12 +245,13 @@ def test_unimplemented_fields_warn_and_are_ignored() -> None:
     assert result.ok
     assert warnings(result) == [
         "t.yaml:10: VirtualService default/test: spec.http[0].match[0].statPrefix: "
-        'field "statPrefix" is not implemented by meshbus yet and is ignored',
-        't.yaml:11: VirtualService default/test: spec.tcp: field "tcp" is not implemented by meshbus yet and is ignored',
+        "NOT ENFORCED — meshbus-proxy keeps no statistics per match block",
+        "t.yaml:11: VirtualService default/test: spec.tcp: NOT ENFORCED — meshbus-proxy proxies HTTP only; "
+        "TCP routes are ignored",
     ]
 
 
-def test_unimplemented_fields_are_still_schema_checked() -> None:
+def test_fields_meshbus_does_not_enforce_are_still_schema_checked() -> None:
     result = load_spec(
         "DestinationRule", "host: r\ntrafficPolicy:\n  tunnel: {targetHost: x, targetPrt: 1}\n"
     )

@@ -8,6 +8,7 @@ import pytest
 
 from meshbus.bus.config import load_path
 from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
+from meshbus.proxy.filters.fault import FAULT, FaultPolicy
 from tests.unit.proxy.conftest import req
 
 pytestmark = pytest.mark.unit
@@ -34,8 +35,9 @@ def test_request_routing_by_end_user(rt: ProxyRuntime) -> None:
 def test_fault_abort_for_jason_only(rt: ProxyRuntime) -> None:
     jason = rt.outbound.match(req(authority="ratings:9080", headers={"end-user": "jason"}))
     anon = rt.outbound.match(req(authority="ratings:9080"))
-    assert jason.fault is not None and jason.fault.decide(0.99, 0.99) == (None, 500)
-    assert anon.fault is None
+    fault = jason.filter_config[FAULT]
+    assert isinstance(fault, FaultPolicy) and fault.decide(0.99, 0.99) == (None, 500)
+    assert FAULT not in anon.filter_config
 
 
 def test_circuit_breaking_task(rt: ProxyRuntime) -> None:

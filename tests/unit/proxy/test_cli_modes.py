@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from meshbus.control.cli.demo_plan import DemoPorts, children
-from meshbus.proxy.__main__ import parse_command_line
-from meshbus.proxy.bootstrap import BootstrapError
+from meshbus.proxy.__main__ import build_parser, parse_command_line
+from meshbus.proxy.bootstrap import Address, BootstrapError
 from meshbus.proxy.mesh.agent import agent_settings_from_args
 
 MESH = ["--service", "reviews", "--labels", "version=v1", "--app-port", "9080"]
@@ -73,3 +73,15 @@ def test_standalone_labels_name_the_workload_for_source_scoped_routes() -> None:
     assert cfg.labels == {"app": "reviews", "version": "v2", "tier": "web"}
     with pytest.raises(BootstrapError, match="bad label 'oops'"):
         parse_command_line(["--config", "m.yaml", "--labels", "oops"])
+
+
+def test_inbound_listens_for_peers_while_outbound_and_admin_stay_local() -> None:
+    cfg, _ = parse_command_line(["--config", "x.yaml"])
+    assert (cfg.inbound, cfg.outbound, cfg.admin) == (
+        Address("0.0.0.0", 15006),
+        Address("127.0.0.1", 15001),
+        Address("127.0.0.1", 15000),
+    )
+    text = " ".join(build_parser().format_help().split())
+    assert "inbound on 0.0.0.0 because peers on other hosts connect to it" in text
+    assert "admin (it can fail health checks and reload config) on 127.0.0.1" in text

@@ -4,7 +4,7 @@ import pytest
 
 from meshbus.bus.config.types import StringMatch
 from meshbus.bus.config.virtual_service import CorsPolicy as CorsSpec
-from meshbus.proxy.filters.cors import cors_policy_from
+from meshbus.proxy.filters.cors import CORS, CorsPolicy, cors_policy_from
 from tests.unit.proxy.conftest import SERVICES, build, req
 
 pytestmark = pytest.mark.unit
@@ -100,7 +100,8 @@ spec:
 """
     )
     route = build(text).outbound.match(req())
-    assert route.cors is not None
-    got = route.cors.preflight(preflight("https://site.io"))
+    cors = route.filter_config[CORS]
+    assert isinstance(cors, CorsPolicy)
+    got = cors.preflight(preflight("https://site.io"))
     assert got is not None and ("access-control-max-age", "86400") in got
-    assert route.cors.preflight(preflight("http://site.io")) is None
+    assert cors.preflight(preflight("http://site.io")) is None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshbus.proxy.filters.ratelimit import TokenBucket
+from meshbus.proxy.filters.ratelimit import LOCAL_RATELIMIT, TokenBucket
 from tests.unit.proxy.conftest import SERVICES, build, req
 
 pytestmark = pytest.mark.unit
@@ -64,11 +64,12 @@ spec:
 def test_local_rate_limit_attached_to_named_route_only() -> None:
     t = build(SERVICES + LRL).outbound
     a, b, free = t.match(req(path="/a")), t.match(req(path="/b")), t.match(req(path="/c"))
-    assert free.rate_limiter is None
-    assert a.rate_limiter is not None and a.rate_limiter is b.rate_limiter  # one bucket per route
-    assert a.rate_limiter.try_acquire(0.0) and b.rate_limiter.try_acquire(0.0)
-    assert not a.rate_limiter.try_acquire(0.0)
-    assert t.match(req(authority="ratings:9080")).rate_limiter is None
+    assert LOCAL_RATELIMIT not in free.filter_config
+    bucket = a.filter_config[LOCAL_RATELIMIT]
+    assert isinstance(bucket, TokenBucket) and bucket is b.filter_config[LOCAL_RATELIMIT]  # one per route
+    assert bucket.try_acquire(0.0) and bucket.try_acquire(0.0)
+    assert not bucket.try_acquire(0.0)
+    assert LOCAL_RATELIMIT not in t.match(req(authority="ratings:9080")).filter_config
 
 
 def test_local_rate_limit_without_filters_applies_to_default_routes() -> None:
@@ -84,5 +85,5 @@ spec:
 """
     )
     t = build(text).outbound
-    rl = t.match(req(authority="ratings")).rate_limiter
-    assert rl is not None and rl.try_acquire(5.0) and not rl.try_acquire(5.5)
+    rl = t.match(req(authority="ratings")).filter_config[LOCAL_RATELIMIT]
+    assert isinstance(rl, TokenBucket) and rl.try_acquire(5.0) and not rl.try_acquire(5.5)

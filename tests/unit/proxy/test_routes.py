@@ -7,6 +7,8 @@ from collections import Counter
 import pytest
 
 from meshbus.proxy.build.runtime import RuntimeBuildError
+from meshbus.proxy.filters.fault import FAULT, FaultPolicy
+from meshbus.proxy.filters.headerops import HEADER_OPS, RouteHeaderOps
 from tests.unit.proxy.conftest import SERVICES, build, build_unvalidated, req
 
 pytestmark = pytest.mark.unit
@@ -269,21 +271,23 @@ def test_header_operations_route_and_destination_level() -> None:
 """)
     )
     route = rt.outbound.match(req())
+    ops = route.filter_config[HEADER_OPS]
+    assert isinstance(ops, RouteHeaderOps)
     h = [("Host", "reviews"), ("X-Secret", "s"), ("x-multi", "one"), ("X-Route", "old")]
-    assert route.request_headers.apply(h) == [
+    assert ops.request.apply(h) == [
         ("Host", "reviews"),
         ("x-multi", "one"),
         ("x-route", "r"),
         ("x-multi", "two"),
     ]
-    assert route.response_headers.apply([("Server", "nginx"), ("a", "b")]) == [
+    assert ops.response.apply([("Server", "nginx"), ("a", "b")]) == [
         ("a", "b"),
         ("x-served-by", "mesh"),
     ]
     dest = route.pick_destination(0)
     assert dest.request_headers.apply([]) == [("x-dest", "v1")]
     assert dest.response_headers.apply([("x-version", "v0")]) == [("x-version", "v0"), ("x-version", "v1")]
-    assert not route.request_headers.empty
+    assert not ops.request.empty
 
 
 def test_host_header_set_becomes_authority_rewrite() -> None:
@@ -296,7 +300,7 @@ def test_host_header_set_becomes_authority_rewrite() -> None:
     )
     route = rt.outbound.match(req())
     assert route.rewrite_authority == "upstream.internal"
-    assert route.request_headers.empty
+    assert HEADER_OPS not in route.filter_config  # the host header became the rewrite, nothing is left
 
 
 def test_timeout_retries_fault_mirror_compiled() -> None:
@@ -323,9 +327,10 @@ def test_timeout_retries_fault_mirror_compiled() -> None:
     assert route.retry.attempts == 3 and route.retry.per_try_timeout == 0.5
     assert route.retry.retry_on_status(409) and route.retry.retry_on_status(504)
     assert not route.retry.retry_on_status(500)
-    assert route.fault is not None
-    assert route.fault.decide(0.99, 0.05) == (7.0, 555)
-    assert route.fault.decide(0.5, 0.5) == (7.0, None)
+    fault = route.filter_config[FAULT]
+    assert isinstance(fault, FaultPolicy)
+    assert fault.decide(0.99, 0.05) == (7.0, 555)
+    assert fault.decide(0.5, 0.5) == (7.0, None)
     (m1,) = route.mirrors
     assert m1.cluster == "outbound|9080||ratings.default.svc.cluster.local"
     assert m1.should_mirror(0.2) and not m1.should_mirror(0.3)

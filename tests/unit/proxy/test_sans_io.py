@@ -35,6 +35,7 @@ IO_ADAPTERS = frozenset(
         "mesh.agent",
         "mesh.identity",
         "mesh.mode",
+        "mesh.prober",  # the app readiness probe's sockets (its verdicts are in mesh.probe)
     }
 )
 FORBIDDEN = ("asyncio", "nats", "uvloop")

@@ -1,0 +1,70 @@
+"""How every meshctl command reaches the bus: a bounded connect, bounded requests, one error.
+
+nats-py retries a refused first connect forever unless told otherwise, so a command run while the
+mesh is down would never return. Here the connection is one-shot (`BusSettings.reconnect` False),
+connecting is bounded by the command's ``--timeout`` (at most `CONNECT_TIMEOUT`), each request by
+``--timeout`` too, and failing to reach NATS is always the same `UnavailableError`:
+``cannot reach NATS at URL: <why> (is the mesh up? try --nats URL)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from meshbus.bus.connection import BusConnection
+from meshbus.bus.errors import UnavailableError
+from meshbus.bus.process import settings_from_args
+
+T = TypeVar("T")
+CONNECT_TIMEOUT = 3.0
+"""Longest wait for NATS itself: a server that is up answers in milliseconds."""
+
+
+def timeout_args(default: float, what: str) -> argparse.ArgumentParser:
+    """A parent parser with ``--timeout`` (seconds to wait for ``what``; also bounds connecting)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=default,
+        help=f"seconds to wait for {what} (default {default:g}); connecting to NATS waits at most "
+        f"this long too, and never more than {CONNECT_TIMEOUT:g}",
+    )
+    return parser
+
+
+async def open_bus(args: argparse.Namespace) -> BusConnection:
+    """A connected one-shot BusConnection, or UnavailableError within ``min(--timeout, CONNECT_TIMEOUT)``."""
+    bound = max(0.001, min(args.timeout, CONNECT_TIMEOUT))
+    settings = dataclasses.replace(
+        settings_from_args(args, "meshctl"), reconnect=False, connect_timeout=bound
+    )
+    bus = BusConnection(settings)
+    try:
+        await asyncio.wait_for(bus.connect(wait=False), bound)
+    except (TimeoutError, UnavailableError):
+        await bus.close(drain=False)
+        err = bus.last_error
+        why = str(err) if err and str(err) else f"no answer within {bound:g}s"
+        raise UnavailableError(
+            f"cannot reach NATS at {settings.url}: {why} (is the mesh up? try --nats URL)"
+        ) from None
+    return bus
+
+
+def call(args: argparse.Namespace, fn: Callable[[BusConnection], Awaitable[T]]) -> T:
+    """Run ``fn(bus)`` on a fresh connection (`open_bus`) and close it; ``fn`` bounds its requests."""
+
+    async def go() -> T:
+        bus = await open_bus(args)
+        try:
+            return await fn(bus)
+        finally:
+            # Nothing is left to drain once the replies are in; a drain would wait on a dead server.
+            await bus.close(drain=False)
+
+    return asyncio.run(go())

@@ -1,0 +1,199 @@
+"""The HTTP filter chain: the one place that says what a filter is and in which order filters run.
+
+Every request passes the chain of its route (Envoy's HTTP filters, Istio's WasmPlugin ordering):
+
+    request  ->  [AUTHN] -> [AUTHZ] -> [STATS] -> built-ins -> [UNSPECIFIED] -> header ops -> router
+    response <-  the same filters in reverse order                                    <- upstream
+
+A filter has symmetric hooks: ``on_request_headers``, ``on_request_body``, ``on_response_headers``,
+``on_response_body`` and ``on_done`` (after the response, for logging; it cannot change it). A hook
+returns what happens next:
+
+- ``None``: continue with the next filter;
+- a ``LocalReply``: stop here and answer the client (status, body, headers, response flag, details);
+  the filters that already saw the request see the reply's headers on its way out (Envoy's
+  ``sendLocalReply``), the others never see it;
+- a ``Delay``: pause the request for a time, then continue (or stop with ``Delay.then``);
+- an awaitable (an ``async def`` hook): pause until it completes; its result is one of the above.
+  Only request hooks may pause; response hooks run while the response streams and must not.
+
+Phases and priorities mean what they mean in Istio's WasmPlugin: ``AUTHN`` before authentication,
+``AUTHZ`` after it and before authorization, ``STATS`` after authorization, ``UNSPECIFIED`` just before
+the router; within a phase a higher priority runs first, ties by name. meshbus's compiled built-ins
+(local rate limit, CORS, fault) sit between ``STATS`` and ``UNSPECIFIED``, as Istio's cors and fault
+filters sit after its authn/authz/stats filters; header operations sit last, next to the router
+(Envoy applies route header operations in the router).
+
+Config: a filter instance is made per route from that route's entry in ``Route.filter_config`` (a
+typed map, filter name -> frozen config), once per config version; a route whose map is empty has
+the empty chain, and the exchange's fast paths (pass-through heads) stay as they were. This module is
+sans-IO: filters get the request as a ``FilterContext`` and the clock as ``FilterContext.t0``; the
+exchange (proxy/adapters/exchange.py) does the I/O, the timers and the awaiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from mypy_extensions import mypyc_attr
+
+if TYPE_CHECKING:
+    from meshbus.proxy.codec.http1 import RequestHead
+    from meshbus.proxy.core.routing import Destination, RequestView, Route
+    from meshbus.proxy.filters.headerops import HeaderOps
+
+# Phases (Istio WasmPlugin PluginPhase), as sort keys: lower runs first on the request path.
+AUTHN: Final = 10
+AUTHZ: Final = 20
+STATS: Final = 30
+BUILTIN: Final = 35  # meshbus's compiled built-ins: local rate limit, CORS, fault
+UNSPECIFIED: Final = 40  # "just before the router"
+ROUTER: Final = 50  # header operations: applied with the router's own work
+
+PHASES: Final = {"AUTHN": AUTHN, "AUTHZ": AUTHZ, "STATS": STATS, "UNSPECIFIED_PHASE": UNSPECIFIED}
+
+
+class LocalReply:
+    """Stop the request and answer it here. ``flag`` (an Envoy response flag, proxy/core/flags.py) and
+    ``details`` go to the access log; ``flag`` is also sent in ``x-meshbus-flags``."""
+
+    __slots__ = ("body", "details", "flag", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: str | bytes = b"",
+        headers: tuple[tuple[str, str], ...] = (),
+        flag: str | None = None,
+        details: str = "",
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+        self.flag = flag
+        self.details = details
+
+    def __repr__(self) -> str:
+        return f"LocalReply({self.status}, flag={self.flag!r}, details={self.details!r})"
+
+
+class Delay:
+    """Pause the request for ``seconds`` (loop time), then continue, or answer ``then`` if given."""
+
+    __slots__ = ("seconds", "then")
+
+    def __init__(self, seconds: float, then: LocalReply | None = None) -> None:
+        self.seconds = seconds
+        self.then = then
+
+
+class FilterContext(Protocol):
+    """What a filter sees of one request (the exchange implements it).
+
+    ``head`` is the parsed request (method, target, ``headers`` list and lowercase ``hdict``); ``view``
+    what routing matched on; ``route``/``dest`` the matched route and the destination picked for it;
+    ``flags`` the response flags so far (a filter may append); ``t0`` the request's start on the
+    monotonic clock. On the response path ``status`` and ``resp_headers`` (a list the filter may edit
+    or replace) hold the response; ``is_local`` says it is a local reply. ``req_ops`` is the header
+    operations the router applies to the upstream request head (None: forward the head as received).
+    """
+
+    head: RequestHead
+    view: RequestView
+    route: Route
+    dest: Destination | None
+    flags: list[str]
+    t0: float
+    status: int
+    resp_headers: list[tuple[str, str]]
+    is_local: bool
+    req_ops: HeaderOps | None
+
+
+# Compiled with the request path, and still a base that filters written in plain Python (tests, and
+# the plugin SDK to come) can subclass.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class HttpFilter:
+    """Base of the built-in filters: every hook continues. ``name`` is the filter's key in
+    ``Route.filter_config``; ``phase`` and ``priority`` order it (see the module doc); ``hooks`` says
+    which hooks do something (HOOK_* bits), so the chain calls only those."""
+
+    def __init__(self, name: str, phase: int, priority: int, hooks: int) -> None:
+        self.name = name
+        self.phase = phase
+        self.priority = priority
+        self.hooks = hooks
+
+    def on_request_headers(self, ctx: FilterContext) -> Any:
+        return None
+
+    def on_request_body(self, ctx: FilterContext, data: bytes, end: bool) -> Any:
+        return None
+
+    def on_response_headers(self, ctx: FilterContext) -> LocalReply | None:
+        return None
+
+    def on_response_body(self, ctx: FilterContext, data: bytes, end: bool) -> None:
+        return None
+
+    def on_done(self, ctx: FilterContext) -> None:
+        return None
+
+    def describe(self) -> Any:
+        """The filter's per-route config as config_dump shows it."""
+        return {}
+
+
+HOOK_REQUEST_HEADERS: Final = 1
+HOOK_REQUEST_BODY: Final = 2
+HOOK_RESPONSE_HEADERS: Final = 4
+HOOK_RESPONSE_BODY: Final = 8
+HOOK_DONE: Final = 16
+
+
+def _order(f: HttpFilter) -> tuple[int, int, str]:
+    return (f.phase, -f.priority, f.name)
+
+
+class FilterChain:
+    """The ordered filters of one route, with per-hook lists so a hook no filter has costs nothing."""
+
+    __slots__ = ("done", "filters", "request_body", "request_headers", "response_body", "response_headers")
+
+    def __init__(self, filters: Iterable[HttpFilter] = ()) -> None:
+        ordered = sorted(filters, key=_order)
+        names = [f.name for f in ordered]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"meshbus: filter chain names {sorted(dup)} more than once")
+        self.filters: tuple[HttpFilter, ...] = tuple(ordered)
+        self.request_headers = tuple(f for f in ordered if f.hooks & HOOK_REQUEST_HEADERS)
+        self.request_body = tuple(f for f in ordered if f.hooks & HOOK_REQUEST_BODY)
+        # Response hooks run in reverse order, as Envoy's encoder filters do.
+        self.response_headers = tuple(f for f in reversed(ordered) if f.hooks & HOOK_RESPONSE_HEADERS)
+        self.response_body = tuple(f for f in reversed(ordered) if f.hooks & HOOK_RESPONSE_BODY)
+        self.done = tuple(f for f in ordered if f.hooks & HOOK_DONE)
+
+    def __len__(self) -> int:
+        return len(self.filters)
+
+    def response_filters_before(self, stopper: HttpFilter | None) -> tuple[HttpFilter, ...]:
+        """Response-header filters a local reply passes: those that ran before ``stopper`` on the
+        request path (all of them for a reply the router makes, ``stopper`` None), in reverse."""
+        if stopper is None:
+            return self.response_headers
+        out: list[HttpFilter] = []
+        for f in self.filters:
+            if f is stopper:
+                break
+            if f.hooks & HOOK_RESPONSE_HEADERS:
+                out.append(f)
+        out.reverse()
+        return tuple(out)
+
+    def describe(self) -> list[str]:
+        return [f.name for f in self.filters]
+
+
+EMPTY_CHAIN: Final = FilterChain()

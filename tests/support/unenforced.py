@@ -1,0 +1,69 @@
+"""Config meshbus accepts but does not enforce (bus/config/fates.py), for the tests that show the warnings.
+
+Each text is one YAML document ending in a newline; join them with ``---``. The fate lines the tests
+expect name lines inside these texts: keep the layout when editing.
+"""
+
+from __future__ import annotations
+
+AUTHORIZATION_POLICY_FATE = (
+    "NOT ENFORCED — meshbus does not apply authorization policy yet; the workloads it selects still accept "
+    "every caller"
+)
+REQUEST_AUTHENTICATION_FATE = (
+    "NOT ENFORCED — meshbus does not verify JWTs yet; requests without a token or with a bad one are not "
+    "rejected"
+)
+MAX_RETRIES_FATE = (
+    "spec.trafficPolicy.connectionPool.http.maxRetries: NOT ENFORCED — meshbus-proxy does not cap concurrent "
+    "retries per cluster yet; retries are limited only by each route's attempts"
+)
+
+
+def authorization_policy(name: str, app: str, principal: str = "cluster.local/ns/default/sa/reader") -> str:
+    """ALLOW for one principal: on an enforcing mesh, every other caller of ``app`` would get 403."""
+    return f"""\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector:
+    matchLabels: {{app: {app}}}
+  action: ALLOW
+  rules:
+  - from:
+    - source: {{principals: [{principal}]}}
+"""
+
+
+def request_authentication(name: str, app: str) -> str:
+    return f"""\
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector:
+    matchLabels: {{app: {app}}}
+  jwtRules:
+  - issuer: https://issuer.example.com
+    jwksUri: https://issuer.example.com/jwks.json
+"""
+
+
+def capped_rule(host: str, max_retries: int = 3) -> str:
+    """A DestinationRule whose maxRetries (document line 9) meshbus-proxy does not enforce."""
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {host}, namespace: default}}
+spec:
+  host: {host}
+  trafficPolicy:
+    connectionPool:
+      http:
+        maxRetries: {max_retries}
+"""
+
+
+def joined(*documents: str) -> str:
+    return "---\n".join(documents)
