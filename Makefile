@@ -8,9 +8,11 @@ STAMP  := $(VENV)/.installed
 
 # The install compiles the proxy's request path with mypyc (setup.py). The extensions sit next to
 # their sources and shadow them, so NATIVE_STAMP rebuilds them whenever a proxy or telemetry source
-# is newer. With MESHBUS_PURE_PYTHON=1 nothing is compiled and `make native` removes the extensions.
+# (or bus/config/hosts.py, the one compiled module outside them) is newer. With MESHBUS_PURE_PYTHON=1
+# nothing is compiled and `make native` removes the extensions.
 NATIVE_STAMP := build/native$(if $(filter-out 0,$(MESHBUS_PURE_PYTHON)),-pure,).stamp
-NATIVE_DEPS  := setup.py $(shell find proxy telemetry -name '*.py')
+NATIVE_DIRS  := proxy telemetry bus/config
+NATIVE_DEPS  := setup.py $(shell find proxy telemetry -name '*.py') bus/config/hosts.py
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +22,11 @@ $(STAMP): pyproject.toml setup.py
 	mkdir -p build && touch $(NATIVE_STAMP)
 
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_DEPS)
-	find proxy telemetry -name '*.so' -delete
+	find $(NATIVE_DIRS) -name '*.so' -delete
 	rm -f build/native*.stamp
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	# an unchanged module's shim is copied with its old time: mark every extension as of this build
-	find proxy telemetry -name '*.so' -exec touch {} +
+	find $(NATIVE_DIRS) -name '*.so' -exec touch {} +
 	touch $(NATIVE_STAMP)
 
 native: $(NATIVE_STAMP)
@@ -53,4 +55,4 @@ bench: $(NATIVE_STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy-src .pytest_cache .mypy_cache .ruff_cache build *.egg-info
-	find proxy telemetry -name '*.so' -delete
+	find $(NATIVE_DIRS) -name '*.so' -delete

@@ -4,8 +4,9 @@ Layout: the sub-packages are the architecture. Everything but the I/O adapters i
 no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/test_sans_io.py).
 
 - ``core``: the request-time data and decisions: compiled route tables and matching (``routing``,
-  ``match``, ``hosts``), clusters with load balancing, circuit breaking and outlier detection
-  (``cluster``, ``lb``, ``endpoint``, ``breaker``, ``outlier``), retry policy (``retry``), the
+  ``match``; host names follow meshbus.bus.config.hosts, the rules discovery uses too), clusters
+  with load balancing, circuit breaking and outlier detection (``cluster``, ``lb``, ``endpoint``,
+  ``breaker``, ``outlier``), retry policy (``retry``), the
   attempts of one forwarded request as a state machine (``attempts``: retries, backoff, per-try and
   route timeouts, the per-cluster retry budget, the stale-connection replay; events and ``now`` in,
   action codes out), Envoy's response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC).

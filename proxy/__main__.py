@@ -280,7 +280,7 @@ def _supervise(cfg: BootstrapConfig) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--dump-config"] and len(args) == 2:
-        # child interpreter of a worker: validate the YAML and hand back plain objects (config.load_isolated)
+        # child interpreter of a worker: validate the YAML and hand back the models (bootstrap.load_isolated)
         code, data, err = dump_config(args[1])
         if err:
             print(err, file=sys.stderr)

@@ -6,17 +6,15 @@ Routing config is Istio YAML loaded by meshbus.bus.config; this is only what the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import enum
 import os
 import pickle
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING
 
-from meshbus.bus.config.source import Source
+if TYPE_CHECKING:
+    from meshbus.bus.config.resources import Resource
 
 
 class BootstrapError(ValueError):
@@ -68,7 +66,7 @@ class BootstrapConfig:
     access_log: str | None = None  # path, "-" for stdout, None for off
     access_log_format: str = "json"
     reuse_port: bool = False
-    isolate_loader: bool = False  # load YAML in a child interpreter (keeps pydantic out of workers)
+    isolate_loader: bool = False  # load YAML in a child interpreter (keeps the YAML loader out of workers)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -88,50 +86,14 @@ class ConfigRefused(Exception):
 
 
 # ---- config loading in a child interpreter ---------------------------------------------------------------
-# The YAML loader and its validation models (pydantic, ruamel) weigh ~18 MB once imported, more than
-# the rest of a worker. The route/cluster builders only read attributes, so a worker can load the
-# config through a short-lived child (``python -m meshbus.proxy --dump-config PATH``) that validates
-# it and hands back plain objects (SimpleNamespace trees) by pickle; the worker never imports them.
+# The YAML loader (ruamel, which keeps line numbers) and the semantic validators stay out of the
+# workers: a short-lived child (``python -m meshbus.proxy --dump-config PATH``) loads and validates
+# the config and hands the worker the validated models themselves, pickled. They are the one typed
+# form the builders take (frozen pydantic models of meshbus.bus.config, as a snapshot also yields):
+# unpickling restores their fields without validating again (the child did), so a worker pays
+# pydantic's import (the models are built lazily: ``defer_build``) but no second validation.
 
 REFUSED_EXIT = 3
-
-
-def plain(obj: Any) -> Any:
-    """A pydantic-free copy of a loaded resource tree (attributes kept, models become namespaces)."""
-    from pydantic import BaseModel
-
-    if isinstance(obj, BaseModel):
-        ns = SimpleNamespace(**{name: plain(getattr(obj, name)) for name in type(obj).model_fields})
-        # computed attributes (Resource.ref, StringMatch.is_empty, ...) are kept as values
-        for klass in type(obj).__mro__:
-            if klass is BaseModel or not issubclass(klass, BaseModel):
-                continue
-            for prop, attr in vars(klass).items():
-                if isinstance(attr, property) and not prop.startswith("model_") and not hasattr(ns, prop):
-                    setattr(ns, prop, plain(getattr(obj, prop)))
-        return ns
-    if isinstance(obj, tuple):
-        return tuple(plain(x) for x in obj)
-    if isinstance(obj, list):
-        return [plain(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, enum.Enum):
-        return plain(obj.value)
-    # subclasses of builtins (durations, ports, ...) would import their module when unpickled
-    if isinstance(obj, bool) or obj is None:
-        return obj
-    if isinstance(obj, str):
-        return str(obj)
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return float(obj)
-    if isinstance(obj, Source):  # pickles as itself: its module imports nothing heavy
-        return Source(str(obj.file), int(obj.line), {tuple(k): int(v) for k, v in obj.field_lines.items()})
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return SimpleNamespace(**{f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
-    return obj
 
 
 def dump_config(path: str) -> tuple[int, bytes, str]:
@@ -143,10 +105,10 @@ def dump_config(path: str) -> tuple[int, bytes, str]:
     if not result.validation.ok:
         return REFUSED_EXIT, b"", "\n".join(e.render() for e in result.validation.errors)
     warnings = standalone_warnings(result)
-    return 0, pickle.dumps(([plain(r) for r in result.resources], warnings)), ""
+    return 0, pickle.dumps((list(result.resources), warnings)), ""
 
 
-async def load_isolated(path: str, timeout: float = 60.0) -> tuple[list[Any], list[str]]:
+async def load_isolated(path: str, timeout: float = 60.0) -> tuple[list[Resource], list[str]]:
     """Worker side: run the loader in a child interpreter; raises ConfigRefused with its errors."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "meshbus.proxy", "--dump-config", path,
@@ -164,11 +126,14 @@ async def load_isolated(path: str, timeout: float = 60.0) -> tuple[list[Any], li
         raise ConfigRefused(
             f"meshbus: config loader failed ({proc.returncode}): {err.decode(errors='replace')}"
         )
-    resources, warnings = pickle.loads(out)  # our own child's output, never a file or the network
+    # our own child's output, never a file or the network
+    resources: list[Resource]
+    warnings: list[str]
+    resources, warnings = pickle.loads(out)
     return resources, warnings
 
 
-def load_in_process(path: str) -> tuple[list[Any], list[str]]:
+def load_in_process(path: str) -> tuple[list[Resource], list[str]]:
     from meshbus.bus.config import load_path
     from meshbus.bus.config.fates import standalone_warnings
 

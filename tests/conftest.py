@@ -18,7 +18,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Refuse to test mypyc extensions (setup.py) built from older sources: they shadow the .py files."""
     stale = [
         str(src.relative_to(ROOT))
-        for part in ("proxy", "telemetry")
+        for part in ("proxy", "telemetry", "bus")
         for ext in (ROOT / part).rglob("*.cpython-*.so")
         if (src := ext.with_name(ext.name.split(".")[0] + ".py")).exists()
         and src.stat().st_mtime > ext.stat().st_mtime

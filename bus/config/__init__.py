@@ -22,8 +22,9 @@ Layers, bottom up:
 Data flow: text -> parse_documents -> Document(data, field_lines) -> Resource (or FieldErrors) ->
 validate -> LoadResult(resources, validation). Pure functions, no I/O beyond reading the given files.
 
-Used by the proxy (standalone mode), control/config (before storing) and meshctl analyze, so it is
-the wire schema of config and snapshots. Keep in sync with shared/reference/ecosystem.md section 1.
+Used by the proxy (its builders take these models, from a file or a snapshot), control/config
+(before storing), control/discovery (it reads stored values through them) and meshctl analyze, so it
+is the wire schema of config and snapshots. Keep in sync with shared/reference/ecosystem.md section 1.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ if TYPE_CHECKING:
     from meshbus.bus.config.types import Duration, IntOrString, Percent, StringMatch, parse_duration
     from meshbus.bus.config.virtual_service import HTTPRoute, VirtualServiceSpec
 
-# Resolved on first use (PEP 562): the proxy's workers unpickle `source.Source` objects and must be able
-# to import that module without loading pydantic and ruamel (~18 MB) through this package.
+# Resolved on first use (PEP 562): the proxy's workers unpickle the models (and `source.Source`) and must
+# be able to import their modules without loading the YAML loader (ruamel) through this package.
 _LAZY = {
     "AuthorizationPolicy": "resources",
     "ConfigError": "result",

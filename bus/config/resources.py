@@ -63,8 +63,8 @@ class Metadata(IstioModel):
 class Resource(BaseModel):
     """One operator config object. Subclasses fix ``kind`` and the ``spec`` type."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True
+    model_config = ConfigDict(  # defer_build: as IstioModel's (types.py)
+        extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True, defer_build=True
     )
 
     GROUP: ClassVar[str] = ""

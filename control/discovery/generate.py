@@ -14,18 +14,22 @@ subset a route names must be defined by a DestinationRule in the same snapshot.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshbus.bus.config.hosts import host_matches, to_fqdn
+from meshbus.bus.config.resources import DestinationRule, VirtualService
 from meshbus.bus.schemas.discovery import Register
 
 from .endpoints import synthesize
-from .model import PEER_AUTHENTICATION, ROOT_NAMESPACE, ConfigEntry, MeshModel
+from .model import PEER_AUTHENTICATION, ROOT_NAMESPACE, ConfigEntry, MeshModel, route_destinations
 from .push_request import PushRequest
 from .registry import Registry, ServiceKey
 from .visibility import Visibility
+
+log = logging.getLogger(__name__)
 
 OPEN = ""
 """Class key of nodes without a Sidecar egress section (they see every host)."""
@@ -96,29 +100,22 @@ def check_consistent(entries: Iterable[ConfigEntry]) -> list[str]:
     entries = list(entries)
     subsets: dict[str, set[str]] = {}
     for e in entries:
-        if e.kind == "DestinationRule":
+        if isinstance(e.resource, DestinationRule):
             host = next(iter(e.hosts), "")
-            names = {
-                s.get("name") for s in e.value.get("spec", {}).get("subsets") or () if isinstance(s, dict)
-            }
-            subsets.setdefault(host, set()).update(n for n in names if isinstance(n, str))
+            subsets.setdefault(host, set()).update(s.name for s in e.resource.spec.subsets)
     problems = []
     for e in entries:
-        if e.kind != "VirtualService":
+        if not isinstance(e.resource, VirtualService):
             continue
-        for section in ("http", "tcp", "tls"):
-            for i, route in enumerate(e.value.get("spec", {}).get(section) or ()):
-                for j, dest in enumerate(route.get("route") or ()):
-                    d = dest.get("destination") or {}
-                    subset = d.get("subset")
-                    if not subset:
-                        continue
-                    host = to_fqdn(str(d.get("host", "")), e.namespace)
-                    if subset not in subsets.get(host, ()):
-                        problems.append(
-                            f"{e.kind} {e.namespace}/{e.name}: spec.{section}[{i}].route[{j}].destination: "
-                            f"subset {subset!r} of {host} is not defined by any DestinationRule in the snapshot"
-                        )
+        for path, dest in route_destinations(e.resource.spec):
+            if not dest.subset:
+                continue
+            host = to_fqdn(dest.host, e.namespace)
+            if dest.subset not in subsets.get(host, ()):
+                problems.append(
+                    f"{e.kind} {e.namespace}/{e.name}: {path}: "
+                    f"subset {dest.subset!r} of {host} is not defined by any DestinationRule in the snapshot"
+                )
     return problems
 
 
@@ -164,7 +161,12 @@ class SnapshotGenerator:
     def update_services(self, keys: Iterable[ServiceKey]) -> None:
         """Re-synthesize the endpoint resources of services whose workloads changed."""
         for key in keys:
-            entry = synthesize(key, self.registry.endpoints(key))
+            try:
+                entry = synthesize(key, self.registry.endpoints(key))
+            except ValueError as exc:
+                # Sent anyway, every proxy that sees it would refuse its whole snapshot: leave it out.
+                log.error("service %s/%s left out of snapshots: %s", *key, exc)
+                entry = None
             if entry is None:
                 self.services.pop(key, None)
             else:

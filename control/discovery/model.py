@@ -1,7 +1,13 @@
 """MeshModel: the immutable view of stored config that snapshots are generated from (sans-IO).
 
-Each stored resource becomes a `ConfigEntry` once, when it changes: its digest, the hosts it is
-about, the hosts its routes send to, and its workload selector are computed then and never again.
+Each stored resource becomes a `ConfigEntry` once, when it changes. The entry holds it in the two
+forms discovery needs: ``value``, the stored JSON form (camelCase), which is what snapshots carry to
+proxies (packed once) and what digests hash; and ``resource``, the same validated into the typed
+models of meshbus.bus.config, the one form the proxy builds from too (it validates the snapshot's
+values with the same models: `meshbus.bus.schemas.config.manifest_resource`). Everything discovery
+reads from config it reads from ``resource``, never from the dict. The entry's other fields are a
+projection of the model, computed once (what scoping asks for each push, kept as sets): its digest,
+the hosts it is about, the hosts its routes send to, and its workload selector.
 `MeshModel.apply` returns a new model that shares every unchanged entry and index bucket with the
 old one (Istio ``updateContext``), so a change costs what changed, not the mesh size.
 
@@ -15,13 +21,16 @@ Entries come in two scopes:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
+from meshbus.bus.config import resources as kinds
 from meshbus.bus.config.hosts import host_matches, to_fqdn
+from meshbus.bus.config.virtual_service import Destination, VirtualServiceSpec
+from meshbus.bus.schemas.config import manifest_resource
 
 ROOT_NAMESPACE = "istio-system"
 HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
@@ -51,43 +60,46 @@ def _canonical(v: Any) -> Any:
     return v
 
 
-def _selector(kind: str, spec: Mapping[str, Any]) -> dict[str, str] | None:
+def _selector(res: kinds.Resource) -> dict[str, str] | None:
     """Workload labels a workload-scoped resource selects (None = every workload in scope)."""
-    if kind == "Gateway":
-        sel = spec.get("selector")
-        return dict(sel) if isinstance(sel, Mapping) else {}
-    if kind in ("PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy"):
-        sel = spec.get("selector")
-        labels = sel.get("matchLabels") if isinstance(sel, Mapping) else None
-    else:
-        sel = spec.get("workloadSelector")
-        labels = sel.get("labels") if isinstance(sel, Mapping) else None
-    return dict(labels) if isinstance(labels, Mapping) and labels else None
+    if isinstance(res, kinds.Gateway):
+        return dict(res.spec.selector)
+    labels: Mapping[str, str] | None = None
+    if isinstance(res, (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy)):
+        labels = res.spec.selector.match_labels if res.spec.selector is not None else None
+    elif isinstance(res, (kinds.Sidecar, kinds.Plugin, kinds.LocalRateLimit)):
+        sel = res.spec.workload_selector
+        labels = sel.labels if sel is not None else None
+    return dict(labels) if labels else None
 
 
-def _destination_hosts(spec: Mapping[str, Any], namespace: str) -> tuple[frozenset[str], frozenset[str]]:
+def route_destinations(spec: VirtualServiceSpec) -> Iterator[tuple[str, Destination]]:
+    """(field path, destination) of every route of a VirtualService: http, then tcp, then tls."""
+    for i, http in enumerate(spec.http):
+        for j, rd in enumerate(http.route):
+            yield f"spec.http[{i}].route[{j}].destination", rd.destination
+    for i, tcp in enumerate(spec.tcp or ()):
+        for j, d in enumerate(tcp.route):
+            yield f"spec.tcp[{i}].route[{j}].destination", d.destination
+    for i, tls in enumerate(spec.tls or ()):
+        for j, d in enumerate(tls.route):
+            yield f"spec.tls[{i}].route[{j}].destination", d.destination
+
+
+def _destination_hosts(spec: VirtualServiceSpec, namespace: str) -> tuple[frozenset[str], frozenset[str]]:
     """(every destination host, those named without a port: they need a ServiceEntry to resolve)."""
+    dests = [d for _path, d in route_destinations(spec)]
+    for http in spec.http:
+        if http.mirror is not None:
+            dests.append(http.mirror)
+        dests.extend(m.destination for m in http.mirrors)
     out: set[str] = set()
     portless: set[str] = set()
-    for section in ("http", "tcp", "tls"):
-        for route in spec.get(section) or ():
-            if not isinstance(route, Mapping):
-                continue
-            targets = list(route.get("route") or ())
-            mirror = route.get("mirror")
-            if isinstance(mirror, Mapping):
-                targets.append({"destination": mirror})
-            for t in route.get("mirrors") or ():
-                if isinstance(t, Mapping):
-                    targets.append(t)
-            for t in targets:
-                dest = t.get("destination") if isinstance(t, Mapping) else None
-                if isinstance(dest, Mapping) and isinstance(dest.get("host"), str):
-                    host = to_fqdn(dest["host"], namespace)
-                    out.add(host)
-                    port = dest.get("port")
-                    if not (isinstance(port, Mapping) and port.get("number")):
-                        portless.add(host)
+    for dest in dests:
+        host = to_fqdn(dest.host, namespace)
+        out.add(host)
+        if dest.port is None or dest.port.number is None:
+            portless.add(host)
     return frozenset(out), frozenset(portless)
 
 
@@ -98,6 +110,9 @@ class ConfigEntry:
     namespace: str
     name: str
     value: Mapping[str, Any]
+    """The stored form (camelCase JSON): snapshots carry it (``packed``), ``digest`` hashes it."""
+    resource: kinds.Resource
+    """``value`` validated into the config models: what discovery reads."""
     revision: int
     digest: str
     hosts: frozenset[str] = frozenset()
@@ -113,35 +128,36 @@ class ConfigEntry:
 
     @classmethod
     def from_value(cls, value: Mapping[str, Any], revision: int) -> ConfigEntry:
-        kind = str(value.get("kind", ""))
-        meta = value.get("metadata") or {}
-        ns = str(meta.get("namespace") or "default")
-        spec = value.get("spec") or {}
+        """Raises ValueError (naming the resource and every bad field) when ``value`` does not validate."""
+        key = resource_key(value)
+        res = manifest_resource(value, f"config {key}@{revision}")
+        kind, ns = res.kind, res.metadata.namespace
         hosts: frozenset[str] = frozenset()
         dests: frozenset[str] = frozenset()
         portless: frozenset[str] = frozenset()
         scoped = kind in WORKLOAD_SCOPED
-        if kind in ("VirtualService", "ServiceEntry"):
-            hosts = frozenset(to_fqdn(h, ns) for h in spec.get("hosts") or () if isinstance(h, str))
-            if kind == "VirtualService":
-                dests, portless = _destination_hosts(spec, ns)
-        elif kind == "DestinationRule" and isinstance(spec.get("host"), str):
-            hosts = frozenset({to_fqdn(spec["host"], ns)})
-        elif kind == "LocalRateLimit":
-            hosts = frozenset(to_fqdn(h, ns) for h in spec.get("hosts") or () if isinstance(h, str))
+        if isinstance(res, (kinds.VirtualService, kinds.ServiceEntry)):
+            hosts = frozenset(to_fqdn(h, ns) for h in res.spec.hosts)
+            if isinstance(res, kinds.VirtualService):
+                dests, portless = _destination_hosts(res.spec, ns)
+        elif isinstance(res, kinds.DestinationRule):
+            hosts = frozenset({to_fqdn(res.spec.host, ns)})
+        elif isinstance(res, kinds.LocalRateLimit):
+            hosts = frozenset(to_fqdn(h, ns) for h in res.spec.hosts)
             scoped = not hosts
         return cls(
-            key=resource_key(value),
+            key=key,
             kind=kind,
             namespace=ns,
-            name=str(meta.get("name", "")),
+            name=res.metadata.name,
             value=value,
+            resource=res,
             revision=revision,
             digest=value_digest(value),
             hosts=hosts,
             destinations=dests,
             portless=portless,
-            selector=_selector(kind, spec) if scoped else None,
+            selector=_selector(res) if scoped else None,
             workload_scoped=scoped,
             packed=msgpack.packb(value, use_bin_type=True),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshbus.bus.config.hosts import host_matches, to_fqdn
+from meshbus.bus.config.resources import Sidecar
 
 from .model import ConfigEntry
 
@@ -28,13 +29,13 @@ class Visibility:
 
     @classmethod
     def of(cls, sidecar: ConfigEntry | None) -> Visibility:
-        if sidecar is None:
+        if sidecar is None or not isinstance(sidecar.resource, Sidecar):
             return cls(None)
-        egress = sidecar.value.get("spec", {}).get("egress") or []
+        egress = sidecar.resource.spec.egress
         rules: list[tuple[str, str]] = []
         for listener in egress:
-            for item in listener.get("hosts") or ():
-                ns, sep, host = str(item).partition("/")
+            for item in listener.hosts:
+                ns, sep, host = item.partition("/")
                 if not sep:
                     ns, host = "*", ns
                 if ns == ".":

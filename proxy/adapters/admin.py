@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from meshbus.bus.cert_report import certs_doc
@@ -38,23 +38,26 @@ from meshbus.proxy.codec.http1 import (
 )
 from meshbus.telemetry.exposition import render_prometheus, render_stats_text
 
+if TYPE_CHECKING:
+    from meshbus.proxy.core.endpoint import Endpoint
+
 log = logging.getLogger(__name__)
 
 _MUTATIONS = {"/healthcheck/fail", "/healthcheck/ok", "/reload"}
 
 
-def _endpoint_info(ep: Any, now: float) -> dict[str, Any]:
-    ejected_until = float(getattr(ep, "ejected_until", 0.0) or 0.0)
+def _endpoint_info(ep: Endpoint, now: float) -> dict[str, Any]:
+    ejected_until = ep.ejected_until
     ejected = ejected_until > now
     return {
-        "address": getattr(ep, "address", "?"),
-        "port": getattr(ep, "port", 0),
-        "labels": dict(getattr(ep, "labels", {}) or {}),
+        "address": ep.address,
+        "port": ep.port,
+        "labels": dict(ep.labels),
         "healthy": not ejected,
         "health_flags": "/failed_outlier_check" if ejected else "healthy",
         "ejected_for_s": round(max(0.0, ejected_until - now), 3),
-        "times_ejected": getattr(ep, "times_ejected", 0),
-        "active_requests": getattr(ep, "active_requests", 0),
+        "times_ejected": ep.times_ejected,
+        "active_requests": ep.active_requests,
     }
 
 

@@ -32,6 +32,7 @@ from meshbus.telemetry.metrics import istio_static_labels
 
 if TYPE_CHECKING:
     from meshbus.proxy.adapters.contracts import Server
+    from meshbus.proxy.core.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +131,18 @@ class ListenerContext:
         self.mirrors_in_flight = 0
         self.mirrors_dropped = 0
 
-    def series_for(self, service: str, cluster: Any) -> Any:
+    def series_for(self, service: str, cluster: Cluster | None) -> Any:
         key = (service, cluster.name if cluster is not None else "")
         s = self.series.get(key)
         if s is None:
             labels: dict[str, str] = {"reporter": self.reporter, "destination_service": service}
             if cluster is not None:
-                svc = getattr(cluster, "service", "") or service
+                svc = cluster.service or service
                 labels["destination_service_name"] = svc.split(".", 1)[0]
                 if svc.count(".") >= 1:
                     labels["destination_service_namespace"] = svc.split(".")[1]
-                subset = getattr(cluster, "subset", "")
-                if subset:
-                    labels["destination_version"] = subset
+                if cluster.subset:
+                    labels["destination_version"] = cluster.subset
             s = self.series[key] = self.server.metrics.series(istio_static_labels(**labels))
         return s
 

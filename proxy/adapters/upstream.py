@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.adapters.write_batch import BatchedTransport, WriteBatch
@@ -32,15 +33,11 @@ if TYPE_CHECKING:
     from meshbus.proxy.adapters.contracts import PoolWaiter, UpstreamReceiver
     from meshbus.proxy.adapters.listener import ListenerContext
     from meshbus.proxy.codec.http1 import ResponseHead
+    from meshbus.proxy.core.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
 MIRROR_TIMEOUT: Final = 5.0
-
-
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    value = getattr(settings, name, None)
-    return default if value is None else value
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -186,11 +183,11 @@ class ClusterPool:
                 cluster.breaker.dequeue_pending()
                 return
 
-    def _connect(self, cluster: Any, endpoint: Any, waiter: PoolWaiter) -> None:
+    def _connect(self, cluster: Cluster, endpoint: Any, waiter: PoolWaiter) -> None:
         conn = UpstreamConnection(self, endpoint.key)
         self.active.add(conn)
         self.count += 1
-        timeout = _setting(cluster.pool, "connect_timeout", 10.0)
+        timeout = cluster.pool.connect_timeout
         origin = self.manager.origin if self.manager is not None else None
         opener = origin.opener(cluster, endpoint) if origin is not None else None  # TLS: proxy/tls/mtls.py
         self.loop.create_task(self._open(conn, endpoint.address, endpoint.port, timeout, waiter, opener))
@@ -301,10 +298,10 @@ class PoolManager:
             pool.manager = self
         return pool
 
-    def sweep(self, now: float, clusters: Any) -> None:
+    def sweep(self, now: float, clusters: Mapping[str, Cluster]) -> None:
         for name, pool in self.pools.items():
             cluster = clusters.get(name)
-            idle_timeout = _setting(cluster.pool, "idle_timeout", 3600.0) if cluster is not None else 0.0
+            idle_timeout = cluster.pool.idle_timeout if cluster is not None else 0.0
             pool.sweep(now, idle_timeout)
 
     def close_all(self) -> None:

@@ -14,17 +14,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshbus.proxy.core.breaker import UNLIMITED
-from meshbus.proxy.build.errors import build_error
+from meshbus.bus.config.destination_rule import (
+    ClientTLSSettings,
+    ConnectionPoolSettings,
+    LoadBalancerSettings,
+    OutlierDetection,
+    PortTrafficPolicy,
+    Subset,
+    TrafficPolicy,
+)
+from meshbus.bus.config.hosts import host_matches, to_fqdn
+from meshbus.bus.config.resources import DestinationRule, ServiceEntry
+from meshbus.proxy.build.errors import RuntimeBuildError, build_error
+from meshbus.proxy.core.breaker import UNLIMITED, CircuitBreaker
 from meshbus.proxy.core.cluster import Cluster, PoolSettings, TlsSettings
 from meshbus.proxy.core.endpoint import Endpoint
-from meshbus.proxy.core.hosts import host_matches, resolve_host
 from meshbus.proxy.core.lb import HashPolicy, Rng
 from meshbus.proxy.core.outlier import outlier_settings_from
 
 log = logging.getLogger(__name__)
 
-_POLICY_BLOCKS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
+EndpointSpec = tuple[str, int, Mapping[str, str]]
+"""(address, port, labels) of one cluster endpoint."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +54,7 @@ class Service:
     # (address, port by name, labels)
     endpoints: list[tuple[str, Mapping[str, int], Mapping[str, str]]] = field(default_factory=list)
     resolution: str = "STATIC"
-    resource: Any = None
+    resource: ServiceEntry | None = None
 
     def port_numbers(self) -> tuple[int, ...]:
         return tuple(p.number for p in self.ports)
@@ -56,7 +67,7 @@ class Service:
         return 80 if 80 in nums else nums[0]
 
 
-def services_of(res: Any) -> tuple[Service, ...]:
+def services_of(res: ServiceEntry) -> tuple[Service, ...]:
     """The services one ServiceEntry declares, one per host; raises RuntimeBuildError on bad endpoints."""
     spec, ns = res.spec, res.metadata.namespace
     if spec.resolution == "NONE":
@@ -82,7 +93,7 @@ def services_of(res: Any) -> tuple[Service, ...]:
             raise build_error(res, ("spec", "endpoints", j, "address"), "endpoint address is required")
     out = []
     for host in spec.hosts:
-        fqdn = resolve_host(host, ns)
+        fqdn = to_fqdn(host, ns)
         svc = Service(fqdn=fqdn, namespace=ns, ports=ports, resolution=spec.resolution, resource=res)
         for ep in spec.endpoints:
             svc.endpoints.append((ep.address, dict(ep.ports), dict(ep.labels)))
@@ -93,7 +104,7 @@ def services_of(res: Any) -> tuple[Service, ...]:
 
 
 def collect_services(
-    service_entries: list[Any], declared: Callable[[Any], tuple[Service, ...]] = services_of
+    service_entries: list[ServiceEntry], declared: Callable[[ServiceEntry], tuple[Service, ...]] = services_of
 ) -> dict[str, Service]:
     """fqdn -> Service; the first ServiceEntry declaring a host wins. ``declared`` may be a memo of
     `services_of` (runtime.build_runtime reuses the Services of unchanged ServiceEntries)."""
@@ -113,17 +124,17 @@ def collect_services(
 class RuleSet:
     """The DestinationRule(s) for one host: policy from the first, subsets merged by name."""
 
-    resource: Any
-    policy: Any
-    subsets: dict[str, Any] = field(default_factory=dict)  # name -> Subset model
+    resource: DestinationRule
+    policy: TrafficPolicy | None
+    subsets: dict[str, Subset] = field(default_factory=dict)
     subset_index: dict[str, int] = field(default_factory=dict)
 
 
-def rule_host(res: Any) -> str:
-    return resolve_host(res.spec.host, res.metadata.namespace)
+def rule_host(res: DestinationRule) -> str:
+    return to_fqdn(res.spec.host, res.metadata.namespace)
 
 
-def rule_set(host: str, destination_rules: tuple[Any, ...]) -> RuleSet:
+def rule_set(host: str, destination_rules: tuple[DestinationRule, ...]) -> RuleSet:
     """The RuleSet of one host from the DestinationRules naming it, in order."""
     first = destination_rules[0]
     rs = RuleSet(resource=first, policy=first.spec.traffic_policy)
@@ -140,12 +151,12 @@ def rule_set(host: str, destination_rules: tuple[Any, ...]) -> RuleSet:
 
 
 def collect_rules(
-    destination_rules: list[Any],
-    host_of: Callable[[Any], str] = rule_host,
-    make: Callable[[str, tuple[Any, ...]], RuleSet] = rule_set,
+    destination_rules: list[DestinationRule],
+    host_of: Callable[[DestinationRule], str] = rule_host,
+    make: Callable[[str, tuple[DestinationRule, ...]], RuleSet] = rule_set,
 ) -> dict[str, RuleSet]:
     """host -> RuleSet; ``host_of`` / ``make`` may be memos of `rule_host` / `rule_set`."""
-    groups: dict[str, list[Any]] = {}
+    groups: dict[str, list[DestinationRule]] = {}
     for res in destination_rules:
         groups.setdefault(host_of(res), []).append(res)
     return {host: make(host, tuple(drs)) for host, drs in groups.items()}
@@ -163,32 +174,49 @@ def rules_for(rules: Mapping[str, RuleSet], fqdn: str) -> RuleSet | None:
     return best[1] if best else None
 
 
-def _layer(blocks: dict[str, Any], policy: Any, port: int) -> None:
+@dataclass(frozen=True, slots=True)
+class ClusterPolicy:
+    """The traffic policy blocks one cluster gets, after Istio's layering (`effective_policy`)."""
+
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+
+
+NO_POLICY = ClusterPolicy()
+
+
+def _over(base: ClusterPolicy, layer: TrafficPolicy | PortTrafficPolicy) -> ClusterPolicy:
+    """``base`` with every block ``layer`` sets replaced (whole blocks, as Istio merges them)."""
+    return ClusterPolicy(
+        layer.load_balancer if layer.load_balancer is not None else base.load_balancer,
+        layer.connection_pool if layer.connection_pool is not None else base.connection_pool,
+        layer.outlier_detection if layer.outlier_detection is not None else base.outlier_detection,
+        layer.tls if layer.tls is not None else base.tls,
+    )
+
+
+def _layer(base: ClusterPolicy, policy: TrafficPolicy | None, port: int) -> ClusterPolicy:
     if policy is None:
-        return
-    for name in _POLICY_BLOCKS:
-        v = getattr(policy, name, None)
-        if v is not None:
-            blocks[name] = v
-    for pls in getattr(policy, "port_level_settings", ()) or ():
+        return base
+    out = _over(base, policy)
+    for pls in policy.port_level_settings:
         if pls.port is not None and pls.port.number == port:
-            for name in _POLICY_BLOCKS:
-                v = getattr(pls, name, None)
-                if v is not None:
-                    blocks[name] = v
-            break
+            return _over(out, pls)
+    return out
 
 
-def effective_policy(rs: RuleSet | None, port: int, subset: Any | None) -> dict[str, Any]:
-    blocks: dict[str, Any] = {}
+def effective_policy(rs: RuleSet | None, port: int, subset: Subset | None) -> ClusterPolicy:
+    policy = NO_POLICY
     if rs is not None:
-        _layer(blocks, rs.policy, port)
+        policy = _layer(policy, rs.policy, port)
     if subset is not None:
-        _layer(blocks, subset.traffic_policy, port)
-    return blocks
+        policy = _layer(policy, subset.traffic_policy, port)
+    return policy
 
 
-def pool_settings_from(cp: Any | None) -> PoolSettings:
+def pool_settings_from(cp: ConnectionPoolSettings | None) -> PoolSettings:
     if cp is None:
         return PoolSettings()
     tcp, http = cp.tcp, cp.http
@@ -199,14 +227,13 @@ def pool_settings_from(cp: Any | None) -> PoolSettings:
         if tcp.connect_timeout is not None:
             kw["connect_timeout"] = tcp.connect_timeout
     if http is not None:
-        for attr, key in (
-            ("http1_max_pending_requests", "max_pending"),
-            ("http2_max_requests", "max_requests"),
-            ("max_retries", "max_retries"),
+        for value, key in (
+            (http.http1_max_pending_requests, "max_pending"),
+            (http.http2_max_requests, "max_requests"),
+            (http.max_retries, "max_retries"),
         ):
-            v = getattr(http, attr)
-            if v is not None:
-                kw[key] = v or UNLIMITED  # Istio: 0 means "use the default"
+            if value is not None:
+                kw[key] = value or UNLIMITED  # Istio: 0 means "use the default"
         if http.max_requests_per_connection is not None:
             kw["max_requests_per_connection"] = http.max_requests_per_connection
         if http.idle_timeout is not None:
@@ -214,16 +241,18 @@ def pool_settings_from(cp: Any | None) -> PoolSettings:
     return PoolSettings(**kw)
 
 
-def _lb_from(lb: Any | None, res: Any, path: tuple[str | int, ...]) -> tuple[str, HashPolicy | None, int]:
+def _lb_from(
+    lb: LoadBalancerSettings | None, res: DestinationRule | None, path: tuple[str | int, ...]
+) -> tuple[str, HashPolicy | None, int]:
     if lb is None:
         return "LEAST_REQUEST", None, 1024
     ch = lb.consistent_hash
     if ch is not None:
         ring = 1024
-        rh = getattr(ch, "ring_hash", None)
+        rh = ch.ring_hash
         if rh is not None and rh.minimum_ring_size:
             ring = rh.minimum_ring_size
-        elif getattr(ch, "minimum_ring_size", None):
+        elif ch.minimum_ring_size:  # deprecated place of the same setting
             ring = ch.minimum_ring_size
         if ch.http_header_name:
             return "RING_HASH", HashPolicy("header", ch.http_header_name.lower()), ring
@@ -231,9 +260,11 @@ def _lb_from(lb: Any | None, res: Any, path: tuple[str | int, ...]) -> tuple[str
             return "RING_HASH", HashPolicy("cookie", ch.http_cookie.name), ring
         if ch.use_source_ip:
             return "RING_HASH", HashPolicy("source_ip"), ring
-        qp = getattr(ch, "http_query_parameter_name", None)
+        qp = ch.http_query_parameter_name
         if qp:
             return "RING_HASH", HashPolicy("query", qp), ring
+        if res is None:  # not reached: a load balancer comes from a DestinationRule, which callers pass
+            raise RuntimeBuildError("meshbus: consistentHash needs a hash key")
         raise build_error(res, (*path, "consistentHash"), "consistentHash needs a hash key")
     simple = lb.simple or "UNSPECIFIED"
     # PASSTHROUGH needs the original destination address, which a sidecar without
@@ -243,7 +274,7 @@ def _lb_from(lb: Any | None, res: Any, path: tuple[str | int, ...]) -> tuple[str
     return simple, None, 1024
 
 
-def _tls_from(tls: Any | None) -> TlsSettings | None:
+def _tls_from(tls: ClientTLSSettings | None) -> TlsSettings | None:
     if tls is None:
         return None
     return TlsSettings(
@@ -268,28 +299,29 @@ class ClusterFactory:
         self,
         previous: Mapping[str, Cluster] | None,
         rng: Rng | None,
-        reusable: Mapping[str, tuple[tuple[Any, ...], Cluster]] | None = None,
+        reusable: Mapping[str, tuple[tuple[object, ...], Cluster]] | None = None,
     ) -> None:
         self.clusters: dict[str, Cluster] = {}
         self._previous = previous or {}
         self._rng = rng
         # name -> (what the cluster was built from, the cluster): the previous build's, and this one's.
         self._reusable = reusable or {}
-        self.built_from: dict[str, tuple[tuple[Any, ...], Cluster]] = {}
+        self.built_from: dict[str, tuple[tuple[object, ...], Cluster]] = {}
         self.reused = 0
         # Changes to live objects of the running config (breaker limits, endpoint labels): made by
         # `commit` once the whole build succeeded, so a refused config leaves the running one as it was.
-        self._on_commit: list[tuple[Any, Any]] = []
+        self._new_labels: list[tuple[Endpoint, Mapping[str, str]]] = []
+        self._new_limits: list[tuple[CircuitBreaker, CircuitBreaker]] = []  # (live one, one with new limits)
 
     def commit(self) -> None:
-        for target, source in self._on_commit:
-            if isinstance(target, Endpoint):
-                target.labels = source
-            else:
-                target.set_limits(source)
-        self._on_commit.clear()
+        for ep, labels in self._new_labels:
+            ep.labels = labels
+        for live, new in self._new_limits:
+            live.set_limits(new)
+        self._new_labels.clear()
+        self._new_limits.clear()
 
-    def reuse(self, name: str, inputs: tuple[Any, ...]) -> bool:
+    def reuse(self, name: str, inputs: tuple[object, ...]) -> bool:
         """True when ``name`` exists now, or the previous build made it from the very same ``inputs``
         (compared by identity: the same Service/RuleSet objects), in which case that cluster is taken
         as is: endpoints, breaker and balancer state all persist."""
@@ -313,11 +345,11 @@ class ClusterFactory:
         service: str,
         port: int,
         subset: str,
-        endpoints: list[tuple[str, int, Mapping[str, str]]],
-        policy: Mapping[str, Any],
-        rule_resource: Any = None,
+        endpoints: list[EndpointSpec],
+        policy: ClusterPolicy,
+        rule_resource: DestinationRule | None = None,
         policy_path: tuple[str | int, ...] = ("spec", "trafficPolicy"),
-        inputs: tuple[Any, ...] | None = None,
+        inputs: tuple[object, ...] | None = None,
     ) -> Cluster:
         """``inputs``: what ``endpoints`` and ``policy`` were derived from, for `reuse` by the next build."""
         found = self.clusters.get(name)
@@ -335,12 +367,10 @@ class ClusterFactory:
             if ep is None:
                 ep = Endpoint(address, eport, labels)
             else:
-                self._on_commit.append((ep, dict(labels)))  # same host, health and in-flight count carry over
+                self._new_labels.append((ep, dict(labels)))  # same host, health and in-flight count carry over
             eps.append(ep)
-        lb_policy, hash_policy, ring = _lb_from(
-            policy.get("load_balancer"), rule_resource, (*policy_path, "loadBalancer")
-        )
-        pool = pool_settings_from(policy.get("connection_pool"))
+        lb_policy, hash_policy, ring = _lb_from(policy.load_balancer, rule_resource, (*policy_path, "loadBalancer"))
+        pool = pool_settings_from(policy.connection_pool)
         cluster = Cluster(
             name,
             service,
@@ -348,15 +378,15 @@ class ClusterFactory:
             subset,
             eps,
             pool=pool,
-            tls=_tls_from(policy.get("tls")),
+            tls=_tls_from(policy.tls),
             lb_policy=lb_policy,
             hash_policy=hash_policy,
             min_ring_size=ring,
-            outlier=outlier_settings_from(policy.get("outlier_detection")),
+            outlier=outlier_settings_from(policy.outlier_detection),
             rng=self._rng,
         )
         if prev is not None:
-            self._on_commit.append((prev.breaker, cluster.breaker))
+            self._new_limits.append((prev.breaker, cluster.breaker))
             cluster.breaker = prev.breaker  # live counters carry over; new limits apply on commit
         self.clusters[name] = cluster
         if inputs is not None:
@@ -364,9 +394,7 @@ class ClusterFactory:
         return cluster
 
 
-def endpoints_for(
-    svc: Service, port: ServicePort, labels: Mapping[str, str] | None
-) -> list[tuple[str, int, Any]]:
+def endpoints_for(svc: Service, port: ServicePort, labels: Mapping[str, str] | None) -> list[EndpointSpec]:
     out = []
     for address, by_name, ep_labels in svc.endpoints:
         if labels and any(ep_labels.get(k) != v for k, v in labels.items()):

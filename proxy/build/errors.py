@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meshbus.bus.config.resources import Resource
 
 
 class RuntimeBuildError(ValueError):
@@ -22,13 +25,11 @@ def format_path(path: Sequence[str | int]) -> str:
     return out
 
 
-def build_error(resource: Any, path: Sequence[str | int], message: str) -> RuntimeBuildError:
+def build_error(resource: Resource, path: Sequence[str | int], message: str) -> RuntimeBuildError:
     """Error naming the resource's file (and the field's line when the loader recorded it)."""
-    source = getattr(resource, "source", None)
-    where = "<unknown>"
-    if source is not None:
-        line = source.line_of(path) if hasattr(source, "line_of") else 0
-        where = f"{source.file}:{line}" if line else str(source.file)
+    source = resource.source  # "<unknown>" when no loader made it; "snapshot vN" in mesh mode
+    line = source.line_of(path)
+    where = f"{source.file}:{line}" if line else str(source.file)
     meta = resource.metadata
     ref = f"{resource.kind} {meta.namespace}/{meta.name}"
     text = format_path(path)

@@ -14,25 +14,60 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from meshbus.proxy.core.cluster import Cluster
+from meshbus.bus.config.resources import (
+    DestinationRule,
+    LocalRateLimit,
+    PeerAuthentication,
+    Resource,
+    ServiceEntry,
+    VirtualService,
+)
 from meshbus.proxy.build.cluster_builder import RuleSet, Service, rule_host, rule_set, services_of
 from meshbus.proxy.build.route_builder import Entry
+from meshbus.proxy.core.cluster import Cluster
+from meshbus.proxy.core.lb import Rng
 from meshbus.proxy.core.routing import VirtualHost
 from meshbus.proxy.tls.policy import ClusterTls, InboundPolicy, cluster_tls, inbound_policy
 
 
-def same(a: Sequence[Any], b: Sequence[Any]) -> bool:
+def same(a: Sequence[object], b: Sequence[object]) -> bool:
     """Element-wise identity."""
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+@dataclass(slots=True)
+class ByKind:
+    """The resources a build reads, by kind, in the order given (the proxy has no use for other kinds)."""
+
+    service_entries: list[ServiceEntry] = field(default_factory=list)
+    virtual_services: list[VirtualService] = field(default_factory=list)
+    destination_rules: list[DestinationRule] = field(default_factory=list)
+    rate_limits: list[LocalRateLimit] = field(default_factory=list)
+    peer_authentications: list[PeerAuthentication] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, resources: Sequence[Resource]) -> ByKind:
+        out = cls()
+        for res in resources:
+            if isinstance(res, VirtualService):
+                out.virtual_services.append(res)
+            elif isinstance(res, ServiceEntry):
+                out.service_entries.append(res)
+            elif isinstance(res, DestinationRule):
+                out.destination_rules.append(res)
+            elif isinstance(res, LocalRateLimit):
+                out.rate_limits.append(res)
+            elif isinstance(res, PeerAuthentication):
+                out.peer_authentications.append(res)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledHost:
     """One virtual host and what compiling it looked at."""
 
-    vs: Any
+    vs: VirtualService | None
     """The VirtualService it was compiled from (None: Istio's default route)."""
     looked_up: tuple[tuple[str, Service | None, RuleSet | None], ...]
     """Every host the routes resolved, with the Service and RuleSet it resolved to then."""
@@ -55,34 +90,35 @@ class OutboundParts:
 @dataclass(slots=True)
 class BuildMemo:
     namespace: str = "default"
-    rng: Any = None
-    rate_limits: tuple[Any, ...] = ()
+    rng: Rng | None = None
+    rate_limits: tuple[LocalRateLimit, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()  # the workload's, sorted (sourceLabels matches depend on them)
-    services: dict[int, tuple[Any, tuple[Service, ...]]] = field(default_factory=dict)
+    services: dict[int, tuple[ServiceEntry, tuple[Service, ...]]] = field(default_factory=dict)
     """id(ServiceEntry) -> (it, the Services it declares)."""
-    rule_hosts: dict[int, tuple[Any, str]] = field(default_factory=dict)
+    rule_hosts: dict[int, tuple[DestinationRule, str]] = field(default_factory=dict)
     """id(DestinationRule) -> (it, the host it names)."""
-    rule_sets: dict[str, tuple[tuple[Any, ...], RuleSet]] = field(default_factory=dict)
+    rule_sets: dict[str, tuple[tuple[DestinationRule, ...], RuleSet]] = field(default_factory=dict)
     """host -> (its DestinationRules, the RuleSet made from them)."""
-    vs_hosts: dict[int, tuple[Any, tuple[str, ...] | None]] = field(default_factory=dict)
+    vs_hosts: dict[int, tuple[VirtualService, tuple[str, ...] | None]] = field(default_factory=dict)
     """id(VirtualService) -> (it, its hosts as FQDNs; None when it is not for sidecars)."""
-    clusters: dict[str, tuple[tuple[Any, ...], Cluster]] = field(default_factory=dict)
+    clusters: dict[str, tuple[tuple[object, ...], Cluster]] = field(default_factory=dict)
+    """cluster name -> (what it was built from, compared by identity: ClusterFactory.reuse, it)."""
     hosts: dict[tuple[str, str, int | None], CompiledHost] = field(default_factory=dict)
     """(slot, host, port) -> compiled virtual host; slot: service / host / wildcard."""
     tls: dict[str, tuple[Cluster, Service | None, InboundPolicy, ClusterTls]] = field(default_factory=dict)
-    inbound_tls: tuple[tuple[Any, ...], InboundPolicy] | None = None
+    inbound_tls: tuple[tuple[PeerAuthentication, ...], InboundPolicy] | None = None
     # For patching the previous runtime in place of a build (runtime._patch): its inputs and tables.
     app_port: int | None = None
-    service_entries: tuple[Any, ...] = ()
-    destination_rules: tuple[Any, ...] = ()
+    service_entries: tuple[ServiceEntry, ...] = ()
+    destination_rules: tuple[DestinationRule, ...] = ()
     service_map: Mapping[str, Service] = field(default_factory=dict)
     rule_map: Mapping[str, RuleSet] = field(default_factory=dict)
-    resources: tuple[Any, ...] = ()
+    resources: tuple[Resource, ...] = ()
     """The resources the build was given, in order."""
     claims: Mapping[str, int] = field(default_factory=dict)
     """exact host -> how many (sidecar) VirtualService host entries name it."""
-    vs_exact: Mapping[str, Any] = field(default_factory=dict)
-    vs_wild: tuple[tuple[str, Any], ...] = ()
+    vs_exact: Mapping[str, VirtualService] = field(default_factory=dict)
+    vs_wild: tuple[tuple[str, VirtualService], ...] = ()
     table: OutboundParts | None = None
     positions: Mapping[tuple[str, str, int | None], int] = field(default_factory=dict)
     """(slot, host, port) -> index of that virtual host in ``table.vhosts``."""
@@ -99,8 +135,8 @@ class Memos:
         self,
         prev: BuildMemo | None,
         namespace: str,
-        rng: Any,
-        rate_limits: tuple[Any, ...],
+        rng: Rng | None,
+        rate_limits: tuple[LocalRateLimit, ...],
         labels: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.new = BuildMemo(namespace, rng, rate_limits, labels)
@@ -115,28 +151,30 @@ class Memos:
         for k in ("hosts_reused", "hosts_compiled", "tls_reused"):
             self.stats[k] = 0
 
-    def services_of(self, res: Any) -> tuple[Service, ...]:
+    def services_of(self, res: ServiceEntry) -> tuple[Service, ...]:
         hit = self.prev.services.get(id(res))
         if hit is None or hit[0] is not res:
             hit = (res, services_of(res))
         self.new.services[id(res)] = hit
         return hit[1]
 
-    def rule_host(self, res: Any) -> str:
+    def rule_host(self, res: DestinationRule) -> str:
         hit = self.prev.rule_hosts.get(id(res))
         if hit is None or hit[0] is not res:
             hit = (res, rule_host(res))
         self.new.rule_hosts[id(res)] = hit
         return hit[1]
 
-    def rule_set(self, host: str, drs: tuple[Any, ...]) -> RuleSet:
+    def rule_set(self, host: str, drs: tuple[DestinationRule, ...]) -> RuleSet:
         hit = self.prev.rule_sets.get(host)
         if hit is None or not same(hit[0], drs):
             hit = (drs, rule_set(host, drs))
         self.new.rule_sets[host] = hit
         return hit[1]
 
-    def vs_hosts(self, vs: Any, compute: Callable[[Any], tuple[str, ...] | None]) -> tuple[str, ...] | None:
+    def vs_hosts(
+        self, vs: VirtualService, compute: Callable[[VirtualService], tuple[str, ...] | None]
+    ) -> tuple[str, ...] | None:
         hit = self.prev.vs_hosts.get(id(vs))
         if hit is None or hit[0] is not vs:
             hit = (vs, compute(vs))
@@ -146,7 +184,7 @@ class Memos:
     def compiled_host(
         self,
         key: tuple[str, str, int | None],
-        vs: Any,
+        vs: VirtualService | None,
         current: Callable[[str], tuple[Service | None, RuleSet | None]],
     ) -> CompiledHost | None:
         """The previous build's virtual host for ``key`` if every input is unchanged."""
@@ -168,7 +206,7 @@ class Memos:
     def tls_plan_clusters(
         self, services: Mapping[str, Service], clusters: Mapping[str, Cluster], inbound: InboundPolicy
     ) -> dict[str, ClusterTls]:
-        """tls_policy.build_tls_plan's per-cluster decisions, reusing those of unchanged clusters
+        """tls.policy.cluster_tls for every outbound cluster, reusing the decisions of unchanged clusters
         (auto-mTLS reads the PeerAuthentications, so another ``inbound`` decides afresh)."""
         out: dict[str, ClusterTls] = {}
         prev, new = self.prev.tls, self.new.tls
@@ -185,7 +223,7 @@ class Memos:
             out[name] = hit[3]
         return out
 
-    def inbound_policy(self, peer_authentications: tuple[Any, ...]) -> InboundPolicy:
+    def inbound_policy(self, peer_authentications: tuple[PeerAuthentication, ...]) -> InboundPolicy:
         hit = self.prev.inbound_tls
         if hit is None or not same(hit[0], peer_authentications):
             hit = (peer_authentications, inbound_policy(peer_authentications))

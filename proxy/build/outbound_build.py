@@ -11,40 +11,42 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from meshbus.proxy.build.memo import CompiledHost, Memos, OutboundParts
+from meshbus.bus.config.hosts import authority_aliases, host_matches, to_fqdn
+from meshbus.bus.config.resources import VirtualService
 from meshbus.proxy.build.cluster_builder import RuleSet, Service, rules_for
-from meshbus.proxy.core.hosts import authority_aliases, host_matches, resolve_host
+from meshbus.proxy.build.memo import CompiledHost, Memos, OutboundParts
 from meshbus.proxy.build.route_builder import Entry, RouteContext, compile_http_route, default_route
 from meshbus.proxy.core.routing import RouteTable, VirtualHost
 
 log = logging.getLogger(__name__)
 
 
-def _applies_to_sidecar(vs: Any) -> bool:
+def _applies_to_sidecar(vs: VirtualService) -> bool:
     gateways = vs.spec.gateways
     return not gateways or "mesh" in gateways
 
 
-def vs_hosts(vs: Any) -> tuple[str, ...] | None:
+def vs_hosts(vs: VirtualService) -> tuple[str, ...] | None:
     if not _applies_to_sidecar(vs):
         return None
-    return tuple(resolve_host(h, vs.metadata.namespace) for h in vs.spec.hosts)
+    return tuple(to_fqdn(h, vs.metadata.namespace) for h in vs.spec.hosts)
 
 
-def vs_for(fqdn: str, exact: Mapping[str, Any], wildcard: list[tuple[str, Any]]) -> Any | None:
+def vs_for(
+    fqdn: str, exact: Mapping[str, VirtualService], wildcard: list[tuple[str, VirtualService]]
+) -> VirtualService | None:
     vs = exact.get(fqdn)
     if vs is not None:
         return vs
-    best = None
+    best: tuple[str, VirtualService] | None = None
     for pattern, cand in wildcard:
         if host_matches(pattern, fqdn) and (best is None or len(pattern) > len(best[0])):
             best = (pattern, cand)
     return best[1] if best else None
 
 
-def _entries(ctx: RouteContext, vs: Any, fqdn: str, port: int | None) -> list[Entry]:
+def _entries(ctx: RouteContext, vs: VirtualService, fqdn: str, port: int | None) -> list[Entry]:
     out: list[Entry] = []
     for i, http in enumerate(vs.spec.http):
         out.extend(compile_http_route(ctx, vs, i, http, fqdn, port))
@@ -67,7 +69,13 @@ class OutboundBuilder:
         return self.ctx.services.get(host), rs
 
     def host(
-        self, slot: str, fqdn: str, port: int | None, vs: Any, domains: list[str], vh_port: int | None
+        self,
+        slot: str,
+        fqdn: str,
+        port: int | None,
+        vs: VirtualService | None,
+        domains: list[str],
+        vh_port: int | None,
     ) -> VirtualHost:
         key = (slot, fqdn, port)
         hit = self.memos.compiled_host(key, vs, self._current)
@@ -95,9 +103,11 @@ class OutboundBuilder:
         self.memos.keep_host(key, CompiledHost(vs, looked_up, tuple(ctx.ensured), tuple(entries), vh), False)
         return vh
 
-    def vs_by_host(self, virtual_services: list[Any]) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
-        exact: dict[str, Any] = {}
-        wildcard: list[tuple[str, Any]] = []
+    def vs_by_host(
+        self, virtual_services: list[VirtualService]
+    ) -> tuple[dict[str, VirtualService], list[tuple[str, VirtualService]]]:
+        exact: dict[str, VirtualService] = {}
+        wildcard: list[tuple[str, VirtualService]] = []
         claims = self.memos.new.claims = {}
         for vs in virtual_services:
             hosts = self.memos.vs_hosts(vs, vs_hosts)
@@ -116,7 +126,7 @@ class OutboundBuilder:
         return exact, wildcard
 
     def build(
-        self, virtual_services: list[Any], services: Mapping[str, Service], namespace: str
+        self, virtual_services: list[VirtualService], services: Mapping[str, Service], namespace: str
     ) -> RouteTable:
         exact, wildcard = self.vs_by_host(virtual_services)
         vhosts: list[VirtualHost] = []

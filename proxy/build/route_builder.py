@@ -15,8 +15,15 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from meshbus.proxy.build.errors import build_error
+from meshbus.bus.config.hosts import host_matches, to_fqdn
+from meshbus.bus.config.resources import LocalRateLimit, VirtualService
+from meshbus.bus.config.virtual_service import Destination as DestinationSpec
+from meshbus.bus.config.virtual_service import Headers, HTTPDirectResponse, HTTPRoute
 from meshbus.proxy.build.cluster_builder import RuleSet, Service, subset_exists
+from meshbus.proxy.build.errors import build_error
+from meshbus.proxy.core.match import MatchCompileError, ReqPred, compile_match, compile_regex, describe_match
+from meshbus.proxy.core.retry import DEFAULT_RETRY, retry_policy_from
+from meshbus.proxy.core.routing import Destination, Mirror, RedirectAction, Route
 from meshbus.proxy.filters.builtin import build_chain
 from meshbus.proxy.filters.cors import CORS, CorsPolicy, cors_policy_from
 from meshbus.proxy.filters.fault import FAULT, FaultPolicy, fault_policy_from
@@ -27,11 +34,7 @@ from meshbus.proxy.filters.headerops import (
     RouteHeaderOps,
     make_header_ops,
 )
-from meshbus.proxy.core.hosts import host_matches, resolve_host
-from meshbus.proxy.core.match import MatchCompileError, ReqPred, compile_match, compile_regex, describe_match
 from meshbus.proxy.filters.ratelimit import LOCAL_RATELIMIT, TokenBucket
-from meshbus.proxy.core.retry import DEFAULT_RETRY, retry_policy_from
-from meshbus.proxy.core.routing import Destination, Mirror, RedirectAction, Route
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class RouteContext:
         services: Mapping[str, Service],
         rules: Mapping[str, RuleSet],
         ensure_cluster: EnsureCluster,
-        rate_limits: list[Any],
+        rate_limits: list[LocalRateLimit],
         source_namespace: str = "default",
         source_labels: Mapping[str, str] | None = None,
     ) -> None:
@@ -88,7 +91,7 @@ class RouteContext:
         self.ensured = []
 
 
-def _headers(h: Any | None) -> tuple[HeaderOps, HeaderOps, str | None]:
+def _headers(h: Headers | None) -> tuple[HeaderOps, HeaderOps, str | None]:
     """(request ops, response ops, authority) from Istio ``headers``; setting host rewrites authority."""
     if h is None:
         return EMPTY_HEADER_OPS, EMPTY_HEADER_OPS, None
@@ -106,7 +109,9 @@ def _headers(h: Any | None) -> tuple[HeaderOps, HeaderOps, str | None]:
     return req, resp, authority
 
 
-def _dest_port(ctx: RouteContext, res: Any, path: Path, fqdn: str, dest: Any, vh_port: int | None) -> int:
+def _dest_port(
+    ctx: RouteContext, res: VirtualService, path: Path, fqdn: str, dest: DestinationSpec, vh_port: int | None
+) -> int:
     if dest.port is not None and dest.port.number is not None:
         return int(dest.port.number)
     svc = ctx.service(fqdn)
@@ -129,10 +134,10 @@ def _dest_port(ctx: RouteContext, res: Any, path: Path, fqdn: str, dest: Any, vh
 
 
 def _resolve_dest(
-    ctx: RouteContext, res: Any, path: Path, dest: Any, vh_port: int | None
+    ctx: RouteContext, res: VirtualService, path: Path, dest: DestinationSpec, vh_port: int | None
 ) -> tuple[str, str, int, str]:
     ns = res.metadata.namespace
-    fqdn = resolve_host(dest.host, ns)
+    fqdn = to_fqdn(dest.host, ns)
     port = _dest_port(ctx, res, path, fqdn, dest, vh_port)
     subset = dest.subset or ""
     if subset and not ctx.has_subset(fqdn, subset):
@@ -148,7 +153,7 @@ def _resolve_dest(
 
 
 def _destinations(
-    ctx: RouteContext, res: Any, path: Path, http: Any, vh_port: int | None
+    ctx: RouteContext, res: VirtualService, path: Path, http: HTTPRoute, vh_port: int | None
 ) -> tuple[Destination, ...]:
     out: list[Destination] = []
     single = len(http.route) == 1
@@ -163,14 +168,13 @@ def _destinations(
     return tuple(d for d in out if d.weight > 0)
 
 
-def _mirrors(ctx: RouteContext, res: Any, path: Path, http: Any, vh_port: int | None) -> tuple[Mirror, ...]:
+def _mirrors(
+    ctx: RouteContext, res: VirtualService, path: Path, http: HTTPRoute, vh_port: int | None
+) -> tuple[Mirror, ...]:
     out: list[Mirror] = []
     if http.mirror is not None:
-        pct = 100.0
-        if http.mirror_percentage is not None:
-            pct = http.mirror_percentage.value
-        elif getattr(http, "mirror_percent", None) is not None:
-            pct = float(http.mirror_percent)
+        # The model has already copied a deprecated int ``mirrorPercent`` into ``mirrorPercentage``.
+        pct = 100.0 if http.mirror_percentage is None else http.mirror_percentage.value
         name, fqdn, port, subset = _resolve_dest(ctx, res, (*path, "mirror"), http.mirror, vh_port)
         out.append(Mirror(name, fqdn, port, subset, pct))
     for j, m in enumerate(http.mirrors):
@@ -185,7 +189,7 @@ def _rate_limit(ctx: RouteContext, fqdn: str, route_name: str) -> TokenBucket | 
     for lrl in ctx.rate_limits:
         spec = lrl.spec
         if spec.hosts and not any(
-            host_matches(resolve_host(h, lrl.metadata.namespace), fqdn) for h in spec.hosts
+            host_matches(to_fqdn(h, lrl.metadata.namespace), fqdn) for h in spec.hosts
         ):
             continue
         if spec.routes and route_name not in spec.routes:
@@ -195,7 +199,7 @@ def _rate_limit(ctx: RouteContext, fqdn: str, route_name: str) -> TokenBucket | 
     return None
 
 
-def _direct_body(dr: Any) -> bytes:
+def _direct_body(dr: HTTPDirectResponse) -> bytes:
     body = dr.body
     if body is None:
         return b""
@@ -207,7 +211,7 @@ def _direct_body(dr: Any) -> bytes:
 
 
 def compile_http_route(
-    ctx: RouteContext, res: Any, i: int, http: Any, fqdn: str, vh_port: int | None
+    ctx: RouteContext, res: VirtualService, i: int, http: HTTPRoute, fqdn: str, vh_port: int | None
 ) -> list[Entry]:
     """One HTTPRoute -> one entry per applicable match block (or one catch-all entry)."""
     path: Path = ("spec", "http", i)
@@ -235,7 +239,7 @@ def compile_http_route(
         rewrite_uri = http.rewrite.uri
         if http.rewrite.authority:
             rewrite_authority = http.rewrite.authority
-        rr = getattr(http.rewrite, "uri_regex_rewrite", None)
+        rr = http.rewrite.uri_regex_rewrite
         if rr is not None:
             try:
                 rewrite_regex = (compile_regex(rr.match, "match"), rr.rewrite)
@@ -284,19 +288,19 @@ def compile_http_route(
         except MatchCompileError as exc:
             raise build_error(res, (*path, "match", k, *exc.field.split(".")), str(exc)) from None
         match_kind, prefix = None, "/"
-        if m.uri is not None and m.uri.kind is not None:
+        if m.uri is not None:
             match_kind = m.uri.kind
-            if match_kind == "prefix":
+            if m.uri.prefix is not None:  # at most one of exact, prefix, regex is set (StringMatch)
                 prefix = m.uri.prefix
         rname = f"{name}.{m.name}" if name and m.name else (name or m.name)
-        r = dataclasses.replace(
+        matched = dataclasses.replace(
             route,
             name=rname,
             match_kind=match_kind,
             match_prefix=prefix,
             described={**base_desc, "name": rname, "match": describe_match(m)},
         )
-        entries.append((preds, r))
+        entries.append((preds, matched))
     return entries
 
 
@@ -308,7 +312,7 @@ def _cumulative(dests: tuple[Destination, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _describe(route: Route, res: Any, i: int) -> dict[str, Any]:
+def _describe(route: Route, res: VirtualService, i: int) -> dict[str, Any]:
     d: dict[str, Any] = {
         "name": route.name,
         "source": f"{res.ref} spec.http[{i}]",

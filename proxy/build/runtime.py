@@ -1,7 +1,10 @@
 """The proxy runtime: one config version compiled into route tables and clusters (sans-IO).
 
 ``build_runtime`` turns validated resources (ServiceEntry, VirtualService, DestinationRule,
-LocalRateLimit) into a ``ProxyRuntime`` the adapters swap in atomically. Requests in flight keep
+LocalRateLimit, PeerAuthentication) into a ``ProxyRuntime`` the adapters swap in atomically. They come
+in one form whatever their source: the frozen models of meshbus.bus.config, as the YAML loader
+makes them (standalone; a worker gets them pickled from its loader child) or as the mesh agent's
+ResourceCache validates them from a snapshot. Requests in flight keep
 the runtime they started with; ``previous=`` hands endpoint health, ejections and breaker counters
 to the new runtime for clusters and endpoints that persist.
 
@@ -22,11 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshbus.proxy.build.errors import RuntimeBuildError
-from meshbus.proxy.build.memo import BuildMemo, Memos, OutboundParts, same
-from meshbus.proxy.core.cluster import Cluster
+from meshbus.bus.config.resources import PeerAuthentication, Resource, VirtualService
 from meshbus.proxy.build.cluster_builder import (
+    NO_POLICY,
     ClusterFactory,
+    EndpointSpec,
     build_service_clusters,
     cluster_name,
     collect_rules,
@@ -35,18 +38,19 @@ from meshbus.proxy.build.cluster_builder import (
     endpoints_for,
     rules_for,
 )
-from meshbus.proxy.core.lb import Rng
+from meshbus.proxy.build.errors import RuntimeBuildError
+from meshbus.proxy.build.memo import BuildMemo, ByKind, Memos, OutboundParts, same
 from meshbus.proxy.build.outbound_build import OutboundBuilder, vs_for, vs_hosts
-from meshbus.proxy.core.retry import NO_RETRY
 from meshbus.proxy.build.route_builder import RouteContext
+from meshbus.proxy.core.cluster import Cluster
+from meshbus.proxy.core.lb import Rng
+from meshbus.proxy.core.retry import NO_RETRY
 from meshbus.proxy.core.routing import Destination, Route, RouteTable, VirtualHost
 from meshbus.proxy.tls.policy import EMPTY_PLAN, TlsPlan
 
 __all__ = ["ProxyRuntime", "RuntimeBuildError", "build_runtime", "inbound_cluster_name"]
 
 log = logging.getLogger(__name__)
-
-_KINDS = ("ServiceEntry", "VirtualService", "DestinationRule", "LocalRateLimit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,7 @@ def inbound_cluster_name(app_port: int) -> str:
 
 
 def build_runtime(
-    resources: Sequence[Any],
+    resources: Sequence[Resource],
     *,
     namespace: str = "default",
     labels: Mapping[str, str] | None = None,
@@ -111,12 +115,9 @@ def build_runtime(
                 patched = None
             if patched is not None:
                 return dataclasses.replace(patched, version=version or config_digest(resources))
-    by_kind: dict[str, list[Any]] = {k: [] for k in _KINDS}
-    for res in resources:
-        if res.kind in by_kind:
-            by_kind[res.kind].append(res)
-    pas = tuple(r for r in resources if getattr(r, "kind", "") == "PeerAuthentication")
-    lrls = tuple(by_kind["LocalRateLimit"])
+    by_kind = ByKind.of(resources)
+    pas = tuple(by_kind.peer_authentications)
+    lrls = tuple(by_kind.rate_limits)
     if previous is not None and prev_memo is not None and prev_memo.table is not None:
         memos = Memos(prev_memo, namespace, rng, lrls, source)
         memos.new.resources = tuple(resources)
@@ -129,10 +130,10 @@ def build_runtime(
     memos = Memos(prev_memo, namespace, rng, lrls, source)
     memos.new.resources = tuple(resources)
     memos.new.app_port = app_port
-    memos.new.service_entries = tuple(by_kind["ServiceEntry"])
-    memos.new.destination_rules = tuple(by_kind["DestinationRule"])
-    services = collect_services(by_kind["ServiceEntry"], memos.services_of)
-    rules = collect_rules(by_kind["DestinationRule"], memos.rule_host, memos.rule_set)
+    memos.new.service_entries = tuple(by_kind.service_entries)
+    memos.new.destination_rules = tuple(by_kind.destination_rules)
+    services = collect_services(by_kind.service_entries, memos.services_of)
+    rules = collect_rules(by_kind.destination_rules, memos.rule_host, memos.rule_set)
     memos.new.service_map, memos.new.rule_map = services, rules
     factory = ClusterFactory(previous.clusters if previous is not None else None, rng, memos.prev.clusters)
     build_service_clusters(services, rules, factory)
@@ -149,18 +150,18 @@ def build_runtime(
         if factory.reuse(name, inputs):
             return name
         subset_model = rs.subsets.get(subset) if rs is not None and subset else None
-        eps: list[Any] = []
+        eps: list[EndpointSpec] = []
         if svc is not None:
             for sp in svc.ports:
                 if sp.number == port:
                     eps = endpoints_for(svc, sp, subset_model.labels if subset_model is not None else None)
-        factory.make(name, fqdn, port, subset, eps, effective_policy(rs, port, subset_model), inputs=inputs)
+        rule = rs.resource if rs is not None else None
+        policy = effective_policy(rs, port, subset_model)
+        factory.make(name, fqdn, port, subset, eps, policy, rule, inputs=inputs)
         return name
 
-    ctx = RouteContext(services, rules, ensure_cluster, by_kind["LocalRateLimit"], *memos.source)
-    outbound = OutboundBuilder(ctx, memos, ensure_cluster).build(
-        by_kind["VirtualService"], services, namespace
-    )
+    ctx = RouteContext(services, rules, ensure_cluster, by_kind.rate_limits, *memos.source)
+    outbound = OutboundBuilder(ctx, memos, ensure_cluster).build(by_kind.virtual_services, services, namespace)
     inbound = _build_inbound(app_port, factory)
     inbound_tls = memos.inbound_policy(pas)
     tls = TlsPlan(memos.tls_plan_clusters(services, factory.clusters, inbound_tls), inbound_tls)
@@ -179,11 +180,10 @@ def build_runtime(
     )
 
 
-def config_digest(resources: Sequence[Any]) -> str:
+def config_digest(resources: Sequence[Resource]) -> str:
     h = hashlib.sha256()
     for res in resources:
-        dump = res.to_yaml_dict() if hasattr(res, "to_yaml_dict") else repr(res)
-        h.update(json.dumps(dump, sort_keys=True, default=str).encode())
+        h.update(json.dumps(res.to_yaml_dict(), sort_keys=True, default=str).encode())
         h.update(b"\n")
     return h.hexdigest()[:16]
 
@@ -195,8 +195,8 @@ class _NeedsFullBuild(Exception):
 def _patch(
     previous: ProxyRuntime,
     memos: Memos,
-    by_kind: dict[str, list[Any]],
-    pas: tuple[Any, ...],
+    by_kind: ByKind,
+    pas: tuple[PeerAuthentication, ...],
     app_port: int | None,
 ) -> ProxyRuntime | None:
     """The previous runtime with only the virtual hosts of changed VirtualServices recompiled, or None
@@ -211,14 +211,14 @@ def _patch(
         prev.table is None
         or not memos.routes_reusable
         or prev.app_port != app_port
-        or not same(prev.service_entries, by_kind["ServiceEntry"])
-        or not same(prev.destination_rules, by_kind["DestinationRule"])
+        or not same(prev.service_entries, by_kind.service_entries)
+        or not same(prev.destination_rules, by_kind.destination_rules)
     ):
         return None
     services, rules = prev.service_map, prev.rule_map
     exact, wildcard = OutboundBuilder(
         RouteContext(services, rules, _no_cluster, [], *memos.source), memos, _no_cluster
-    ).vs_by_host(by_kind["VirtualService"])
+    ).vs_by_host(by_kind.virtual_services)
     if not same([p for p, _ in wildcard], [p for p, _ in prev.vs_wild]) or not same(
         [v for _, v in wildcard], [v for _, v in prev.vs_wild]
     ):
@@ -233,7 +233,9 @@ def _no_cluster(fqdn: str, port: int, subset: str) -> str:
     raise _NeedsFullBuild(fqdn)  # only used where nothing is compiled
 
 
-def _vs_replacements(memos: Memos, resources: Sequence[Any]) -> tuple[dict[str, Any], list[str]] | None:
+def _vs_replacements(
+    memos: Memos, resources: Sequence[Resource]
+) -> tuple[dict[str, VirtualService], list[str]] | None:
     """When the only change is VirtualServices replaced in place (same keys, same order): the new
     host -> VirtualService map and the hosts it maps differently; None otherwise. No pass over the
     kinds: a position-wise identity check, then work per changed VirtualService."""
@@ -248,10 +250,10 @@ def _vs_replacements(memos: Memos, resources: Sequence[Any]) -> tuple[dict[str, 
     exact = dict(prev.vs_exact)
     new_vs_hosts = dict(prev.vs_hosts)
     affected: set[str] = set()
-    claimed_by: dict[str, Any] = {}
+    claimed_by: dict[str, VirtualService] = {}
     for i in changed:
         was, now = old[i], resources[i]
-        if was.kind != "VirtualService" or now.kind != "VirtualService":
+        if not isinstance(was, VirtualService) or not isinstance(now, VirtualService):
             return None
         old_hit = prev.vs_hosts.get(id(was))
         if old_hit is None or old_hit[0] is not was:
@@ -289,7 +291,7 @@ def _vs_replacements(memos: Memos, resources: Sequence[Any]) -> tuple[dict[str, 
 
 
 def _patch_hosts(
-    previous: ProxyRuntime, memos: Memos, exact: dict[str, Any], dirty: list[str]
+    previous: ProxyRuntime, memos: Memos, exact: dict[str, VirtualService], dirty: list[str]
 ) -> ProxyRuntime | None:
     """The previous runtime with the virtual hosts of ``dirty`` service hosts recompiled (see `_patch`)."""
     prev, new = memos.prev, memos.new
@@ -297,9 +299,10 @@ def _patch_hosts(
     services, rules = prev.service_map, prev.rule_map
     if parts is None or any(h not in services for h in dirty):
         return None  # a route table entry for a non-service host appears or goes
-    for name in ("services", "rule_hosts", "rule_sets", "clusters", "tls", "app_port", "service_map",
-                 "rule_map", "service_entries", "destination_rules", "positions", "authorities"):  # fmt: skip
-        setattr(new, name, getattr(prev, name))
+    new.services, new.rule_hosts, new.rule_sets, new.clusters = prev.services, prev.rule_hosts, prev.rule_sets, prev.clusters
+    new.tls, new.app_port, new.service_map, new.rule_map = prev.tls, prev.app_port, prev.service_map, prev.rule_map
+    new.service_entries, new.destination_rules = prev.service_entries, prev.destination_rules
+    new.positions, new.authorities = prev.positions, prev.authorities
     declared = prev.clusters
 
     def ensure_declared(fqdn: str, port: int, subset: str) -> str:
@@ -362,7 +365,7 @@ def _build_inbound(app_port: int | None, factory: ClusterFactory) -> RouteTable:
         return RouteTable([], {})
     name = inbound_cluster_name(app_port)
     if not factory.reuse(name, ("inbound",)):  # the name says everything it is made from
-        factory.make(name, name, app_port, "", [("127.0.0.1", app_port, {})], {}, inputs=("inbound",))
+        factory.make(name, name, app_port, "", [("127.0.0.1", app_port, {})], NO_POLICY, inputs=("inbound",))
     route = Route(
         name="default",
         virtual_host="inbound",

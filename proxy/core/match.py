@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
 if TYPE_CHECKING:
+    from meshbus.bus.config.types import StringMatch
+    from meshbus.bus.config.virtual_service import HTTPMatchRequest
     from meshbus.proxy.core.routing import RequestView
 
 StrPred = Callable[[str], bool]
@@ -38,7 +40,7 @@ def compile_regex(pattern: str, field: str) -> re.Pattern[str]:
         raise MatchCompileError(field, f"invalid regex {pattern!r}: {exc}") from None
 
 
-def string_pred(sm: Any, field: str, *, ignore_case: bool = False) -> StrPred | None:
+def string_pred(sm: StringMatch, field: str, *, ignore_case: bool = False) -> StrPred | None:
     """StringMatch -> predicate on a string; None for an empty match (presence)."""
     if sm.exact is not None:
         if ignore_case:
@@ -59,11 +61,13 @@ def string_pred(sm: Any, field: str, *, ignore_case: bool = False) -> StrPred | 
     return None
 
 
-def describe_string_match(sm: Any) -> dict[str, str]:
-    for kind in ("exact", "prefix", "regex"):
-        v = getattr(sm, kind)
-        if v is not None:
-            return {kind: v}
+def describe_string_match(sm: StringMatch) -> dict[str, str]:
+    if sm.exact is not None:
+        return {"exact": sm.exact}
+    if sm.prefix is not None:
+        return {"prefix": sm.prefix}
+    if sm.regex is not None:
+        return {"regex": sm.regex}
     return {}
 
 
@@ -72,7 +76,7 @@ def _strip_query(path: str) -> str:
     return path if i < 0 else path[:i]
 
 
-def _uri_pred(sm: Any, ignore_case: bool) -> ReqPred:
+def _uri_pred(sm: StringMatch, ignore_case: bool) -> ReqPred:
     if sm.prefix is not None:
         if ignore_case:
             lowp = sm.prefix.lower()
@@ -105,7 +109,7 @@ def parse_query(path: str) -> dict[str, str]:
     return out
 
 
-def _header_pred(name: str, sm: Any, field: str) -> ReqPred:
+def _header_pred(name: str, sm: StringMatch, field: str) -> ReqPred:
     sp = string_pred(sm, field)
     if sp is None:
         return _tag(lambda r: name in r.headers, None, name)
@@ -140,14 +144,14 @@ def pred_needs_header(pred: ReqPred) -> str | None:
     return getattr(pred, "needs_header", None)
 
 
-def _without_header_pred(name: str, sm: Any, field: str) -> ReqPred:
+def _without_header_pred(name: str, sm: StringMatch, field: str) -> ReqPred:
     # Istio: "if a header is matched with a matching rule among withoutHeader, the traffic
     # becomes not matched"; an absent header matches no rule, so the request passes.
     inner = _header_pred(name, sm, field)
     return lambda r: not inner(r)
 
 
-def _query_pred(name: str, sm: Any, field: str) -> ReqPred:
+def _query_pred(name: str, sm: StringMatch, field: str) -> ReqPred:
     sp = string_pred(sm, field)
 
     def pred(r: RequestView) -> bool:
@@ -159,17 +163,17 @@ def _query_pred(name: str, sm: Any, field: str) -> ReqPred:
     return pred
 
 
-def compile_match(m: Any) -> tuple[ReqPred, ...]:
+def compile_match(m: HTTPMatchRequest) -> tuple[ReqPred, ...]:
     """One HTTPMatchRequest -> predicates that must all hold (fields inside a block are ANDed)."""
     preds: list[ReqPred] = []
     if m.uri is not None and not m.uri.is_empty:
         preds.append(_uri_pred(m.uri, m.ignore_uri_case))
-    for attr, getter in (
-        ("method", lambda r: r.method),
-        ("authority", lambda r: r.authority),
-        ("scheme", lambda r: r.scheme),
-    ):
-        sm = getattr(m, attr)
+    fields: tuple[tuple[str, StringMatch | None, Callable[[RequestView], str]], ...] = (
+        ("method", m.method, lambda r: r.method),
+        ("authority", m.authority, lambda r: r.authority),
+        ("scheme", m.scheme, lambda r: r.scheme),
+    )
+    for attr, sm, getter in fields:
         if sm is not None and not sm.is_empty:
             sp = string_pred(sm, attr)
             if sp is not None:
@@ -191,24 +195,22 @@ def _field_pred(getter: Callable[[RequestView], str], sp: StrPred) -> ReqPred:
     return lambda r: sp(getter(r))
 
 
-def _items(d: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+def _items(d: Mapping[str, StringMatch] | None) -> list[tuple[str, StringMatch]]:
     return list(d.items()) if d else []
 
 
-def describe_match(m: Any) -> dict[str, Any]:
+def describe_match(m: HTTPMatchRequest) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if m.name:
         out["name"] = m.name
-    for attr in ("uri", "method", "authority", "scheme"):
-        sm = getattr(m, attr)
+    for attr, sm in (("uri", m.uri), ("method", m.method), ("authority", m.authority), ("scheme", m.scheme)):
         if sm is not None and not sm.is_empty:
             out[attr] = describe_string_match(sm)
-    for attr, key in (
-        ("headers", "headers"),
-        ("without_headers", "withoutHeaders"),
-        ("query_params", "queryParams"),
+    for key, d in (
+        ("headers", m.headers),
+        ("withoutHeaders", m.without_headers),
+        ("queryParams", m.query_params),
     ):
-        d = getattr(m, attr)
         if d:
             out[key] = {k: describe_string_match(v) for k, v in d.items()}
     if m.ignore_uri_case:

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.core.endpoint import Endpoint
+
+if TYPE_CHECKING:
+    from meshbus.bus.config.destination_rule import OutlierDetection
 
 MAX_EJECTION_TIME: Final = 300.0
 _ERROR_CODES: Final = {"connect-failure": 503, "reset": 503, "refused-stream": 503, "timeout": 504}
@@ -45,13 +48,13 @@ class OutlierSettings:
         }
 
 
-def outlier_settings_from(spec: Any | None) -> OutlierSettings | None:
+def outlier_settings_from(spec: OutlierDetection | None) -> OutlierSettings | None:
     """Istio OutlierDetection -> settings; None when the DestinationRule sets none (no detection)."""
     if spec is None:
         return None
     c5 = spec.consecutive_5xx_errors
     if c5 is None:
-        legacy = getattr(spec, "consecutive_errors", None)  # deprecated: counted gateway errors only
+        legacy = spec.consecutive_errors  # deprecated: counted gateway errors only
         c5 = 5 if legacy is None else 0
         gw_default = legacy or 0
     else:
@@ -63,7 +66,7 @@ def outlier_settings_from(spec: Any | None) -> OutlierSettings | None:
         interval=spec.interval if spec.interval is not None else 10.0,
         base_ejection_time=spec.base_ejection_time if spec.base_ejection_time is not None else 30.0,
         max_ejection_percent=spec.max_ejection_percent if spec.max_ejection_percent is not None else 10,
-        min_health_percent=getattr(spec, "min_health_percent", None) or 0,
+        min_health_percent=spec.min_health_percent or 0,
     )
 
 

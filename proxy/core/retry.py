@@ -9,7 +9,10 @@ default list, and bare numbers in it are retriable status codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from meshbus.bus.config.virtual_service import HTTPRetry
 
 # Envoy router_filter.rst: "5xx" also covers connect-failure and refused-stream (and resets); a reset
 # counts as a 5xx for "gateway-error" too, since the router answers it with one.
@@ -111,28 +114,28 @@ def default_retry_policy() -> RetryPolicy:
 DEFAULT_RETRY: Final = default_retry_policy()
 
 
-def retry_policy_from(spec: object | None) -> RetryPolicy:
+def retry_policy_from(spec: HTTPRetry | None) -> RetryPolicy:
     """Istio HTTPRetry (or None) -> RetryPolicy, following retry.ConvertPolicy."""
     if spec is None:
         return DEFAULT_RETRY
-    attempts = getattr(spec, "attempts", None) or 0
+    attempts = spec.attempts or 0
     if attempts <= 0:
         return NO_RETRY
     retry_on, codes = DEFAULT_RETRY.retry_on, DEFAULT_RETRY.retriable_status_codes
-    text = getattr(spec, "retry_on", None)
+    text = spec.retry_on
     if text:
         retry_on, codes = parse_retry_on(text)
     base, cap = BACKOFF_BASE, BACKOFF_BASE * 10
-    backoff = getattr(spec, "backoff", None)
+    backoff = spec.backoff
     if backoff is not None:
-        if getattr(backoff, "base_interval", None):
+        if backoff.base_interval:
             base = backoff.base_interval
             cap = base * 10
-        if getattr(backoff, "max_interval", None):
+        if backoff.max_interval:
             cap = backoff.max_interval
     return RetryPolicy(
         attempts=attempts,
-        per_try_timeout=getattr(spec, "per_try_timeout", None),
+        per_try_timeout=spec.per_try_timeout,
         retry_on=retry_on,
         retriable_status_codes=codes,
         backoff_base=base,

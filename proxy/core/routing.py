@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from meshbus.proxy.core.hosts import split_authority
+from meshbus.bus.config.hosts import split_authority
 from meshbus.proxy.core.match import PATH_PREFIX, ReqPred, pred_needs_header, pred_shape
 from meshbus.proxy.core.retry import DEFAULT_RETRY, RetryPolicy
 from meshbus.proxy.filters.chain import EMPTY_CHAIN, FilterChain

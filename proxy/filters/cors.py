@@ -25,6 +25,7 @@ from meshbus.proxy.filters.chain import (
 )
 
 if TYPE_CHECKING:
+    from meshbus.bus.config.virtual_service import CorsPolicy as CorsPolicySpec
     from meshbus.proxy.core.routing import RequestView
 
 
@@ -79,7 +80,9 @@ class CorsPolicy:
         return dict(self.described)
 
 
-def cors_policy_from(spec: Any, field: str) -> CorsPolicy | None:
+def cors_policy_from(spec: CorsPolicySpec | None, field: str) -> CorsPolicy | None:
+    """Istio ``corsPolicy`` -> policy. The deprecated ``allowOrigin`` strings arrive as ``allowOrigins``
+    exact matches (the model converts them when ``allowOrigins`` is unset, as Istio reads them)."""
     if spec is None:
         return None
     preds: list[Callable[[str], bool]] = []
@@ -91,9 +94,6 @@ def cors_policy_from(spec: Any, field: str) -> CorsPolicy | None:
                 p = _any
             preds.append(p)
             origins.append(describe_string_match(sm))
-    for origin in getattr(spec, "allow_origin", None) or ():  # deprecated exact strings
-        preds.append(_any if origin == "*" else _exact(origin))
-        origins.append({"exact": origin})
     max_age = "" if spec.max_age is None else str(int(spec.max_age))
     return CorsPolicy(
         origin_preds=tuple(preds),
@@ -102,7 +102,7 @@ def cors_policy_from(spec: Any, field: str) -> CorsPolicy | None:
         expose_headers=",".join(spec.expose_headers),
         max_age=max_age,
         allow_credentials=bool(spec.allow_credentials),
-        ignore_unmatched_preflights=getattr(spec, "unmatched_preflights", None) == "IGNORE",
+        ignore_unmatched_preflights=spec.unmatched_preflights == "IGNORE",
         described=(
             ("allowOrigins", origins),
             ("allowMethods", list(spec.allow_methods)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.core import flags as F
 from meshbus.proxy.filters.chain import (
@@ -21,6 +21,9 @@ from meshbus.proxy.filters.chain import (
     HttpFilter,
     LocalReply,
 )
+
+if TYPE_CHECKING:
+    from meshbus.bus.config.virtual_service import FaultAbort, FaultDelay, HTTPFaultInjection
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,21 +55,18 @@ class FaultPolicy:
         return out
 
 
-def _percent(obj: object) -> float:
-    pct = getattr(obj, "percentage", None)
-    if pct is not None:
-        return float(pct.value)
-    legacy = getattr(obj, "percent", None)  # deprecated int percent
-    return float(legacy) if legacy is not None else 0.0
+def _percent(fault: FaultDelay | FaultAbort | None) -> float:
+    # The model has already copied a deprecated int ``percent`` into ``percentage``.
+    pct = fault.percentage if fault is not None else None
+    return float(pct.value) if pct is not None else 0.0
 
 
-def fault_policy_from(spec: object | None) -> FaultPolicy | None:
+def fault_policy_from(spec: HTTPFaultInjection | None) -> FaultPolicy | None:
     if spec is None:
         return None
-    delay = getattr(spec, "delay", None)
-    abort = getattr(spec, "abort", None)
-    d = getattr(delay, "fixed_delay", None) if delay is not None else None
-    a = getattr(abort, "http_status", None) if abort is not None else None
+    delay, abort = spec.delay, spec.abort
+    d = delay.fixed_delay if delay is not None else None
+    a = abort.http_status if abort is not None else None
     if d is None and a is None:
         return None
     return FaultPolicy(

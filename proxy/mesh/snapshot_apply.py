@@ -22,12 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from pydantic import ValidationError
 
-from meshbus.bus.config.humanize import human_message
-from meshbus.bus.config.resources import KINDS, Resource
-from meshbus.bus.config.result import format_path
-from meshbus.bus.config.source import Source
+from meshbus.bus.config.resources import Resource
+from meshbus.bus.schemas.config import manifest_resource
 from meshbus.bus.schemas.discovery import Snapshot, SnapshotAck
 from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
 from meshbus.proxy.mesh.state_dir import write_private
@@ -46,9 +43,9 @@ def resource_key(value: Mapping[str, Any]) -> str:
 class ResourceCache:
     """Typed resources by key, re-validated only when the dict changed.
 
-    Validation goes through the config API's own models (``KINDS[kind].model_validate(..., by_alias=True,
-    by_name=False)``, what `meshbus.bus.schemas.config.StoredConfig.to_resource` does), so a snapshot is
-    checked exactly like a stored value. One per agent; simulated fleets may share one.
+    Validation goes through the config API's own models (`meshbus.bus.schemas.config.manifest_resource`,
+    as discovery reads the stored values), so a snapshot is checked exactly like a stored value. One
+    per agent; simulated fleets may share one.
     """
 
     def __init__(self, *, shared: bool = False) -> None:
@@ -63,24 +60,7 @@ class ResourceCache:
             hit[0] is value or (digest and hit[1] == digest) or (not digest and hit[0] == value)
         ):
             return hit[2]
-        kind = str(value.get("kind", ""))
-        rtype = KINDS.get(kind)
-        if rtype is None:
-            raise ValueError(f"meshbus: {key}: kind {kind!r} is not known to this proxy")
-        payload = {
-            "apiVersion": value.get("apiVersion"),
-            "kind": kind,
-            "metadata": value.get("metadata"),
-            "spec": value.get("spec", {}),
-            "source": Source(origin, 0),
-        }
-        try:
-            res = rtype.model_validate(payload, by_alias=True, by_name=False)
-        except ValidationError as exc:
-            meta = value.get("metadata") or {}
-            ref = f"{kind} {meta.get('namespace') or 'default'}/{meta.get('name')}"
-            problems = "; ".join(f"{format_path(e['loc'])}: {human_message(e)}" for e in exc.errors())
-            raise ValueError(f"meshbus: {origin}: {ref}: {problems}") from None
+        res = manifest_resource(value, origin)  # ValueError naming the resource and every bad field
         self.validations += 1
         self._by_key[key] = (value, digest, res)
         return res

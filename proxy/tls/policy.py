@@ -20,7 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshbus.bus.config.resources import PeerAuthentication
+    from meshbus.proxy.build.cluster_builder import Service
+    from meshbus.proxy.core.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +79,7 @@ class InboundPolicy:
 
 
 def inbound_policy(
-    peer_authentications: Iterable[Any], root_namespace: str = ROOT_NAMESPACE
+    peer_authentications: Iterable[PeerAuthentication], root_namespace: str = ROOT_NAMESPACE
 ) -> InboundPolicy:
     rules = []
     for res in peer_authentications:
@@ -134,7 +139,7 @@ EMPTY_PLAN = TlsPlan()
 
 
 def _service_accounts(
-    svc: Any, port_number: int, inbound: InboundPolicy | None = None
+    svc: Service, port_number: int, inbound: InboundPolicy | None = None
 ) -> tuple[dict[tuple[str, int], tuple[str, str]], set[tuple[str, str]]]:
     """Endpoint key -> (namespace, sa) for one service port, and every identity of the service.
 
@@ -146,12 +151,12 @@ def _service_accounts(
     """
     by_key: dict[tuple[str, int], tuple[str, str]] = {}
     every: set[tuple[str, str]] = set()
-    res = getattr(svc, "resource", None)
+    res = svc.resource
     if res is None:
         return by_key, every
     sp = next((p for p in svc.ports if p.number == port_number), None)
     for ep in res.spec.endpoints:
-        sa = getattr(ep, "service_account", "")
+        sa = ep.service_account
         if not sa:
             continue
         ident = (svc.namespace, sa)
@@ -169,7 +174,7 @@ def _service_accounts(
     return by_key, every
 
 
-def cluster_tls(cluster: Any, svc: Any | None, inbound: InboundPolicy | None = None) -> ClusterTls:
+def cluster_tls(cluster: Cluster, svc: Service | None, inbound: InboundPolicy | None = None) -> ClusterTls:
     """The TLS decision for one built cluster (``cluster.tls``: the DestinationRule's TlsSettings or None).
 
     ``inbound``: the PeerAuthentications, which auto-mTLS consults (see _service_accounts)."""
@@ -193,20 +198,3 @@ def cluster_tls(cluster: Any, svc: Any | None, inbound: InboundPolicy | None = N
         private_key=t.private_key,
         insecure_skip_verify=t.insecure_skip_verify,
     )
-
-
-def build_tls_plan(
-    resources: Iterable[Any],
-    services: Mapping[str, Any],
-    clusters: Mapping[str, Any],
-    root_namespace: str = ROOT_NAMESPACE,
-) -> TlsPlan:
-    """Decisions for every cluster and the inbound PeerAuthentication set of one config version."""
-    pas = [r for r in resources if getattr(r, "kind", "") == "PeerAuthentication"]
-    inbound = inbound_policy(pas, root_namespace)
-    out: dict[str, ClusterTls] = {}
-    for name, cluster in clusters.items():
-        if not name.startswith("outbound|"):
-            continue  # inbound|<port>|| is the local app: always plaintext on loopback
-        out[name] = cluster_tls(cluster, services.get(cluster.service), inbound)
-    return TlsPlan(out, inbound)

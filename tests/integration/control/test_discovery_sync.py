@@ -83,9 +83,10 @@ async def test_nack_is_visible_and_the_proxy_keeps_its_last_good_runtime(mesh: M
     await wait_until(lambda: pp.weights() == [100.0], what="productpage routes to reviews")
     await wait_status(mesh, lambda st: st[pp.node].status == "SYNCED")
     good, good_version, swaps = pp.agent.runtime, pp.version, len(pp.swaps)
-    await mesh.put(vs(50, extra={"bogusRetryKnob": True}))  # this proxy's schema refuses it
+    # Valid for the schema (discovery sends it), but this proxy cannot build it: a regex that does not compile.
+    await mesh.put(vs(50, extra={"match": [{"uri": {"regex": "/(api"}}]}))
     st = await wait_status(mesh, lambda st: st[pp.node].status == "NACK")
-    assert "bogusRetryKnob" in st[pp.node].row.nack_error
+    assert "spec.http[0].match[0].uri.regex" in st[pp.node].row.nack_error
     assert st[pp.node].row.acked_version == good_version  # VERSION column: what it still runs
     assert pp.agent.runtime is good and len(pp.swaps) == swaps and pp.weights() == [100.0]
     pushes = d.stats.pushes
@@ -94,6 +95,26 @@ async def test_nack_is_visible_and_the_proxy_keeps_its_last_good_runtime(mesh: M
     await mesh.put(vs(50))
     await wait_status(mesh, lambda st: st[pp.node].status == "SYNCED")
     assert pp.weights() == [50.0, 50.0] and pp.version > good_version
+
+
+async def test_a_stored_value_that_does_not_validate_is_skipped_and_the_last_good_one_stays(
+    mesh: Mesh,
+) -> None:
+    """Only meshbus-config writes the bucket, and it validates; a value it would refuse (written around it,
+    or by a newer version) is not pushed: discovery validates with the proxies' models and keeps the key's
+    last good value, so no proxy is sent a snapshot it must refuse."""
+    await mesh.put(dr())
+    await mesh.put(vs(100))
+    d = await mesh.discovery()
+    pp, _reviews = await asyncio.gather(mesh.sim("productpage"), mesh.sim("reviews"))
+    await wait_status(mesh, lambda st: st[pp.node].status == "SYNCED")
+    version = pp.version
+    await mesh.put(vs(50, extra={"bogusRetryKnob": True}))
+    await wait_until(lambda: d.config.bad_values == 1, what="the bad value counted")
+    await mesh.put(vs(80))  # the next good value of the same key goes out as usual
+    await wait_until(lambda: pp.weights() == [80.0, 20.0], what="80/20 at productpage")
+    st = await wait_status(mesh, lambda st: st[pp.node].status == "SYNCED")
+    assert not st[pp.node].row.nack_error and pp.version > version
 
 
 async def test_sidecar_egress_limits_what_a_change_reaches(mesh: Mesh) -> None:
@@ -130,7 +151,7 @@ async def test_meshctl_proxy_status_and_proxy_config(
     await mesh.discovery()
     pp, _reviews = await asyncio.gather(mesh.sim("productpage"), mesh.sim("reviews"))
     await wait_until(lambda: pp.weights() == [100.0], what="productpage routes to reviews")
-    await mesh.put(vs(50, extra={"bogusRetryKnob": True}))
+    await mesh.put(vs(50, extra={"match": [{"uri": {"regex": "/(api"}}]}))  # valid, but not buildable
     await wait_status(mesh, lambda st: st[pp.node].status == "NACK")
 
     def meshctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -145,7 +166,7 @@ async def test_meshctl_proxy_status_and_proxy_config(
     [row] = [r for r in rows if r.startswith(pp.node)]
     assert header.split() == ["NAME", "WORKLOAD", "NAMESPACE", "VERSION", "STATUS", "APP", "AGE"]
     assert row.split()[:5] == [f"{pp.node}.default", "productpage-v1", "default", str(pp.version), "NACK"]
-    assert 'spec.http[0].bogusRetryKnob: unknown field "bogusRetryKnob"' in row
+    assert "spec.http[0].match[0].uri.regex: invalid regex '/(api'" in row
     out = await asyncio.to_thread(meshctl, "proxy-config", f"{pp.node}.default", "-o", "json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from meshbus.bus.config.resources import DestinationRule, ServiceEntry, VirtualService
 from tests.integration.proxy.conftest import ProxyFactory, UpstreamFactory, service_entry, yaml
 from tests.integration.proxy.upstreams import Client, fetch
 
@@ -159,12 +160,15 @@ async def test_real_process_drains_on_sigterm(upstreams: UpstreamFactory, tmp_pa
 async def test_isolated_loader_applies_and_refuses_like_in_process(
     upstreams: UpstreamFactory, proxy: ProxyFactory
 ) -> None:
-    """The CLI's default: YAML is validated in a child interpreter; workers get plain objects."""
+    """The CLI's default: YAML is validated in a child interpreter; workers get the validated models."""
     v1, v2 = await upstreams("v1"), await upstreams("v2")
     se = service_entry("reviews", [v1, v2])
     p = await proxy(se + route_to("v2"), isolate_loader=True)
     assert (await fetch(p.port, "/")).json()["version"] == "v2"
-    assert "pydantic" not in type(p.server.runtime.clusters).__module__
+    memo = p.server.runtime.memo
+    assert memo is not None and memo.resources
+    assert all(isinstance(r, (ServiceEntry, VirtualService, DestinationRule)) for r in memo.resources)
+    assert memo.resources[0].source.file == str(p.path)  # where each came from travels with it
     p.write_config(se + route_to("v2").replace("subset: v2}}]", "subset: v2}, weight: 250}]"))
     assert not await p.server.reload()
     assert str(p.path) in p.server.last_error and "weight" in p.server.last_error

@@ -105,3 +105,18 @@ spec:
     got = cors.preflight(preflight("https://site.io"))
     assert got is not None and ("access-control-max-age", "86400") in got
     assert cors.preflight(preflight("http://site.io")) is None
+
+
+def test_deprecated_allow_origin_is_read_as_istio_reads_it() -> None:
+    # Alone, it becomes exact allowOrigins (once each: the builder used to add them a second time).
+    old = cors_policy_from(CorsSpec(allow_origin=("https://a.example.com", "*")), "corsPolicy")
+    assert old is not None
+    assert old.describe()["allowOrigins"] == [{"exact": "https://a.example.com"}, {"exact": "*"}]
+    assert old.origin_allowed("https://anything.example")
+    # Beside allowOrigins it is ignored, as in Istio (it used to widen the allowed origins).
+    both = cors_policy_from(
+        CorsSpec(allow_origins=(StringMatch(exact="https://a.example.com"),), allow_origin=("*",)),
+        "corsPolicy",
+    )
+    assert both is not None
+    assert both.origin_allowed("https://a.example.com") and not both.origin_allowed("https://evil.example")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
+from meshbus.bus.config.resources import VirtualService
 from meshbus.bus.schemas.discovery import ProxyStatus, ProxyStatusReply
 from meshbus.control.discovery.delta import SentContent, plan
 from meshbus.control.discovery.endpoints import synthesize
@@ -232,3 +237,30 @@ def test_every_proxy_gets_every_peer_authentication_for_auto_mtls() -> None:
     assert gen.affected(req, old) == {"reviews-1", "reviews-2", "ratings-1", "pp-1"}
     assert "PeerAuthentication.default.reviews-off" not in keys(gen, reg, "pp-1")
     assert gen.model.peer_authentications[0].key == "PeerAuthentication.prod.prod"
+
+
+def test_entries_hold_the_typed_model_and_refuse_what_proxies_would_refuse() -> None:
+    e = ConfigEntry.from_value(vs("reviews", "reviews", ("v1", 100)), 7)
+    assert (
+        isinstance(e.resource, VirtualService) and e.resource.spec.http[0].route[0].destination.subset == "v1"
+    )
+    assert e.resource.source.file == "config VirtualService.default.reviews@7"
+    assert e.hosts == e.destinations == e.portless == {"reviews.default.svc.cluster.local"}
+    bad = vs("reviews", "reviews", ("v1", 100))
+    bad["spec"]["http"][0]["timeoutt"] = "1s"
+    with pytest.raises(ValueError, match=r"VirtualService default/reviews: spec\.http\[0\]\.timeoutt"):
+        ConfigEntry.from_value(bad, 8)
+
+
+def test_a_service_whose_registrations_make_no_valid_service_entry_is_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gen, reg = mesh(*BASE)
+    broken = dataclasses.replace(workload("bad-1", "bad"), ports={"http": 0}, inbound_port=0)
+    change = reg.upsert(broken, now=0, wall=0)
+    assert change is not None
+    gen.update_services(change.services)
+    gen.track(broken)
+    assert ("default", "bad") not in gen.services
+    assert "service default/bad left out of snapshots" in caplog.text and "ports[0].number" in caplog.text
+    assert "ServiceEntry.default.mesh-registry-reviews" in keys(gen, reg, "pp-1")  # the rest is served
