@@ -79,6 +79,9 @@ def _error_flag(kind: str) -> str:
     return F.UF if kind == "connect-failure" else F.UPE if kind == "protocol-error" else F.UC
 
 
+HOST_SELECTION_ATTEMPTS: Final = 5  # Istio's host_selection_retry_max_attempts
+
+
 class Attempts:
     __slots__ = (
         "breaker",
@@ -87,6 +90,7 @@ class Attempts:
         "delay",
         "ep",
         "extra",
+        "first_ep",
         "flag",
         "hash_key",
         "method",
@@ -99,6 +103,7 @@ class Attempts:
         "state",
         "status_retry",
         "timeout",
+        "tried",
         "tries",
         "try_deadline",
     )
@@ -134,6 +139,8 @@ class Attempts:
         self.extra = ""
         self.retry_held = False  # holds a slot of the cluster's retry budget
         self.stale_retried = False
+        self.first_ep: Endpoint | None = None  # the first attempt's endpoint (no list per request)
+        self.tried: list[Endpoint] | None = None  # every attempt's, once there is a retry
 
     # ---- events ---------------------------------------------------------------------------------
 
@@ -250,9 +257,26 @@ class Attempts:
     # ---- internals ------------------------------------------------------------------------------
 
     def _attempt(self, now: float) -> int:
-        ep = self.cluster.pick(self.hash_key, now)
+        cluster = self.cluster
+        ep = cluster.pick(self.hash_key, now)
         if ep is None:
             return self._fail(F.UH, "")
+        if self.tries:
+            # Istio's default retry host predicate (previous_hosts, host_selection_retry_max_attempts
+            # 5): a retry picks again, up to 5 times in all, while the pick is a host already tried.
+            tried = self.tried
+            if tried is None:
+                tried = self.tried = [] if self.first_ep is None else [self.first_ep]
+            n = 1
+            while ep in tried and n < HOST_SELECTION_ATTEMPTS:
+                other = cluster.pick(self.hash_key, now)
+                if other is None:
+                    break
+                ep = other
+                n += 1
+            tried.append(ep)
+        else:
+            self.first_ep = ep
         if not self.breaker.try_start_request():
             return self._fail(F.UO, "")
         self.ep = ep

@@ -456,3 +456,33 @@ def test_client_abort_while_the_response_streams() -> None:
     t.head(200)
     t.att.cancel()
     assert idle(c) and t.error("reset") == "nothing"
+
+
+def test_a_retry_avoids_the_hosts_already_tried_as_istios_previous_hosts_predicate() -> None:
+    # LEAST_REQUEST with an rng that keeps choosing the first endpoint, then the second.
+    picks = iter([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9] + [0.5] * 20)
+    c = Cluster(
+        "outbound|9080||reviews.default.svc.cluster.local",
+        "reviews.default.svc.cluster.local",
+        9080,
+        endpoints=[Endpoint(f"10.0.0.{i}", 9080) for i in (1, 2, 3)],
+        lb_policy="LEAST_REQUEST",
+        breaker=CircuitBreaker(),
+        rng=lambda: next(picks),
+    )
+    t = Trial(c, policy(attempts=2, retry_on="5xx"))
+    assert t.start() == "connect"
+    assert t.head(503) == "retry" and t.backoff() == "connect"
+    # the second pick was the first host again (two rng draws per pick, one for the backoff): re-picked
+    assert t.sent_to == ["10.0.0.1", "10.0.0.3"]
+    assert t.head(200) == "forward"
+    t.end(200)
+    assert idle(c)
+
+
+def test_a_retry_goes_back_to_a_tried_host_when_it_is_the_only_one() -> None:
+    c = cluster(1)
+    t = Trial(c, policy(attempts=1, retry_on="5xx"))
+    assert t.start() == "connect" and t.head(503) == "retry" and t.backoff() == "connect"
+    assert t.sent_to == ["10.0.0.1", "10.0.0.1"]  # five picks, all the same host: it is used
+    assert t.head(200) == "forward"
