@@ -39,6 +39,7 @@ NATIVE_MODULES = [
     "proxy/core/retry.py",
     "proxy/core/flags.py",
     "proxy/core/breaker.py",
+    "proxy/core/attempts.py",
     "proxy/filters/fault.py",
     "proxy/filters/ratelimit.py",
     "proxy/filters/cors.py",

@@ -4,15 +4,20 @@ Layout: the sub-packages are the architecture. Everything but the I/O adapters i
 no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/test_sans_io.py).
 
 - ``core``: the request-time data and decisions: compiled route tables and matching (``routing``,
-  ``match``; host names follow meshbus.bus.config.hosts, the rules discovery uses too), clusters with load balancing, circuit breaking and outlier detection
-  (``cluster``, ``lb``, ``endpoint``, ``breaker``, ``outlier``), retry policy (``retry``), Envoy's
-  response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC).
+  ``match``; host names follow meshbus.bus.config.hosts, the rules discovery uses too), clusters
+  with load balancing, circuit breaking and outlier detection (``cluster``, ``lb``, ``endpoint``,
+  ``breaker``, ``outlier``), retry policy (``retry``), the
+  attempts of one forwarded request as a state machine (``attempts``: retries, backoff, per-try and
+  route timeouts, the per-cluster retry budget, the stale-connection replay; events and ``now`` in,
+  action codes out), Envoy's response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC).
 - ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations).
 - ``codec``: HTTP/1.1 sessions over httptools (llhttp): bytes in, events out; head serializers.
 - ``build``: Istio resources -> an immutable ``ProxyRuntime``, compiled once per config version
   (incrementally: unchanged parts are reused).
 - ``adapters`` (I/O): ``listener`` (downstream Protocol, pipelining, header/idle timeouts),
-  ``exchange`` (one request through its route: the router as callbacks), ``upstream`` (keep-alive
+  ``exchange`` (one request through its route: the router as callbacks, performing what
+  ``core.attempts`` decides), ``contracts`` (the typed Protocols between listener, exchange, pools
+  and server), ``upstream`` (keep-alive
   pools with Envoy's HTTP/1 circuit breaking), ``write_batch``, ``server`` (lifecycle, config watch
   and atomic swap, timeouts sweep, drain), ``admin`` (Envoy-like admin API).
 - ``tls``: mesh TLS decisions from config (``policy``), contexts and SPIFFE checks (``contexts``),

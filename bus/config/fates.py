@@ -371,10 +371,7 @@ FIELDS: dict[str, Fate] = {
     f"{_TP}.connectionPool.http.http1MaxPendingRequests": ENFORCED,
     f"{_TP}.connectionPool.http.http2MaxRequests": ENFORCED,
     f"{_TP}.connectionPool.http.maxRequestsPerConnection": ENFORCED,
-    f"{_TP}.connectionPool.http.maxRetries": not_enforced(
-        "meshbus-proxy does not cap concurrent retries per cluster yet; retries are limited only by each "
-        "route's attempts"
-    ),
+    f"{_TP}.connectionPool.http.maxRetries": ENFORCED,  # the cluster's retry budget (core/attempts.py)
     f"{_TP}.connectionPool.http.idleTimeout": ENFORCED,
     f"{_TP}.connectionPool.http.h2UpgradePolicy": not_enforced(
         _HTTP1_ONLY, when=lambda v, _p: v == "UPGRADE", condition="UPGRADE"

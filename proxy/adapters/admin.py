@@ -5,7 +5,8 @@ GET  /ready               "LIVE" 200, else the state and 503 (draining, health c
                           or "APP_UNHEALTHY: <why>" while the --app-health probe of the app fails)
 GET  /server_info         JSON: state, config version, uptime, listeners, options
 GET  /config_dump         JSON: the active runtime's config_dump() (includes its version)
-GET  /clusters            endpoints with health, ejection and active requests (?format=json)
+GET  /clusters            per cluster: circuit breaker limits, retry and overflow counters; endpoints with
+                          health, ejection and active requests (?format=json)
 GET  /certs               JSON: the mesh certificate held (identity, issuer, validity, renewal, bundle)
 GET  /stats               counters and histograms as text; /stats/prometheus: Prometheus text 0.0.4
 POST /healthcheck/fail|ok make /ready answer 503 / 200 (take the proxy out of rotation)
@@ -60,16 +61,42 @@ def _endpoint_info(ep: Endpoint, now: float) -> dict[str, Any]:
     }
 
 
+def _breaker_info(b: Any) -> tuple[dict[str, int], dict[str, int]]:
+    """Envoy's names: the default-priority thresholds, and the cluster's circuit-breaking and retry
+    counters (``upstream_rq_retry_overflow``: retries not made because ``maxRetries`` were under way)."""
+    limits = {
+        "max_connections": b.max_connections,
+        "max_pending_requests": b.max_pending,
+        "max_requests": b.max_requests,
+        "max_retries": b.max_retries,
+    }
+    stats = {
+        "active_requests": b.active_requests,
+        "active_retries": b.active_retries,
+        "upstream_rq_retry": b.retries,
+        "upstream_rq_retry_success": b.retry_success,
+        "upstream_rq_retry_overflow": b.retry_overflow,
+        "upstream_rq_retry_limit_exceeded": b.retry_limit_exceeded,
+        "upstream_rq_pending_overflow": b.pending_overflow,
+        "upstream_rq_overflow": b.rq_overflow,
+        "upstream_cx_overflow": b.cx_overflow,
+    }
+    return limits, stats
+
+
 def clusters_json(server: Any) -> dict[str, Any]:
     now = time.monotonic()
     out = []
     for name, cluster in sorted(server.runtime.clusters.items()):
         pool = server.pools.pools.get(name)
+        limits, stats = _breaker_info(cluster.breaker)
         out.append(
             {
                 "name": name,
                 "connections": pool.count if pool is not None else 0,
                 "pending": len(pool.waiters) if pool is not None else 0,
+                "circuit_breakers": limits,
+                "stats": stats,
                 "endpoints": [_endpoint_info(ep, now) for ep in cluster.endpoints],
             }
         )
@@ -89,6 +116,8 @@ def clusters_text(server: Any) -> str:
         name = c["name"]
         lines.append(f"{name}::connections::{c['connections']}")
         lines.append(f"{name}::pending::{c['pending']}")
+        lines.extend(f"{name}::default_priority::{k}::{v}" for k, v in c["circuit_breakers"].items())
+        lines.extend(f"{name}::{k}::{v}" for k, v in c["stats"].items())
         for ep in c["endpoints"]:
             host = f"{name}::{ep['address']}:{ep['port']}"
             lines.append(f"{host}::health_flags::{ep['health_flags']}")

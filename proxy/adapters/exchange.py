@@ -18,6 +18,12 @@ Request bodies stream to the upstream as they arrive; a copy is kept for replay 
 could still need it and only up to ``MAX_REPLAY`` bytes (past that, no retry). Response bodies stream
 to the client; the listener pauses the upstream socket when the client reads slowly.
 Mirrors are fire-and-forget, bounded in number, and only for requests whose body fits the replay buffer.
+
+Attempts, retries, per-try and route timeouts, the retry budget and the response flag that ends a
+forwarded request are decided by ``core.attempts.Attempts`` (sans-IO): the exchange feeds it events
+with ``now`` (``ctx.now``, time.monotonic) and performs the action each returns (``_act``). Its
+deadlines wait in the listener's sweep (``dl_at``: the loop's clock never runs ahead of monotonic
+time, so the sweep is never early); the backoff between attempts is a loop timer.
 """
 
 from __future__ import annotations
@@ -48,12 +54,15 @@ from meshbus.proxy.codec.http1 import (
     serialize_response_head,
 )
 from meshbus.proxy.core import flags as F
+from meshbus.proxy.core.attempts import ABORT, CONNECT, FAIL, NOTHING, RETRY, Attempts
+from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.routing import Destination, RequestView
 from meshbus.proxy.filters.chain import Delay, HttpFilter, LocalReply
 from meshbus.proxy.filters.headerops import HeaderOps
 from meshbus.telemetry.accesslog import AccessLogRecord
 
 if TYPE_CHECKING:
+    from meshbus.proxy.adapters.contracts import Downstream, Pool
     from meshbus.proxy.adapters.listener import ListenerContext
 
 log = logging.getLogger(__name__)
@@ -83,31 +92,27 @@ def _strip_connection(raw: bytes, value: str) -> bytes | None:
     return _RAW_CONNECTION.sub(b"", raw, count=1)
 
 
-_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _rand: Final = random.random
 _PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
 class Exchange:
     __slots__ = (
+        "att",
         "authority",
         "bytes_in",
         "bytes_out",
         "chunk_out",
         "cluster",
         "conn",
-        "conn_cb",
         "ctx",
         "dc",
-        "deadline",
         "dest",
         "details",
         "dl_armed",
         "dl_at",
         "done",
-        "ep",
         "flags",
-        "hash_key",
         "head",
         "head_bytes",
         "is_local",
@@ -121,19 +126,15 @@ class Exchange:
         "resp",
         "resp_headers",
         "resp_started",
-        "retries_left",
         "rid_line",
         "route",
         "runtime",
-        "stale_retried",
         "start",
         "status",
         "t0",
         "task",
         "timer",
         "tls_failure",
-        "tries",
-        "try_deadline",
         "unsent",
         "unsent_bytes",
         "upstream_host",
@@ -141,7 +142,7 @@ class Exchange:
         "waiting",
     )
 
-    def __init__(self, dc: Any, head: RequestHead, ctx: ListenerContext) -> None:
+    def __init__(self, dc: Downstream, head: RequestHead, ctx: ListenerContext) -> None:
         self.dc = dc
         self.head = head
         self.ctx = ctx
@@ -156,7 +157,6 @@ class Exchange:
         self.unsent: list[bytes] = []
         self.unsent_bytes = 0
         self.conn: UpstreamConnection | None = None
-        self.conn_cb: Any = None
         self.waiting = False
         self.resp: ResponseHead | None = None
         self.resp_started = False
@@ -171,23 +171,17 @@ class Exchange:
         self.resp_headers: list[tuple[str, str]] = []  # response headers while filters run
         self.tls_failure: str | None = None  # "<reason>:<message>" when the upstream TLS handshake failed
         self.upstream_host: str | None = None  # "address:port" of the last attempt (access log)
-        self.deadline = 0.0  # route timeout, loop time (0: none)
-        self.try_deadline = 0.0  # per-try timeout of the current attempt
-        self.dl_armed = False  # waiting in ctx.deadlines for the earlier of the two (dl_at)
+        self.att: Attempts | None = None  # the attempts of a forwarded request (set by _dispatch)
+        self.dl_armed = False  # waiting in ctx.deadlines for att.wake_at() (dl_at)
         self.dl_at = 0.0
         self.route: Any = None
-        self.cluster: Any = None
+        self.cluster: Cluster | None = None
         self.dest: Destination | None = None
-        self.ep: Any = None
         self.view: Any = None
-        self.tries = 0
-        self.stale_retried = False
-        self.retries_left = 0
-        self.hash_key: Any = None
         self.head_bytes = b""
         self.rid_line = b""  # "x-request-id: ...\r\n" when the proxy made the id (pass-through heads)
         self.runtime: Any = None
-        self.pool: Any = None  # the ClusterPool of the current attempt
+        self.pool: Pool | None = None  # the pool of the current attempt
         self.authority = ""
         self.t0 = 0.0
         self.start = 0.0
@@ -370,19 +364,24 @@ class Exchange:
             )
         else:
             self.head_bytes = self._rebuild_head(route)
-        self.retries_left = route.retry.attempts
         hp = cluster.hash_policy
-        self.hash_key = None if hp is None else hp.key(view)  # Cluster.hash_key, inline
-        timeout = route.timeout
-        if timeout:
-            self.deadline = self.ctx.loop.time() + timeout
+        att = self.att = Attempts(
+            cluster,
+            route.retry,
+            route.timeout,
+            None if hp is None else hp.key(view),
+            head.method,
+            head.upgrade,
+        )
+        if self.replay is None:
+            att.replayable = False
         if route.mirrors:
             if self.req_done:
                 self._mirror()
         if "expect" in hdict and hdict["expect"].lower() == "100-continue" and not self.req_done:
             # Envoy's default: the proxy itself says 100 Continue, and does not forward Expect.
             self.dc.transport.write(CONTINUE_100)
-        self._attempt()
+        self._act(att.start(self.ctx.now()))
 
     def _rebuild_head(self, route: Any) -> bytes:
         """The upstream request head from the parsed headers: hop-by-hop ones dropped, header ops and
@@ -433,6 +432,8 @@ class Exchange:
             replay.append(data)
             if self.bytes_in > MAX_REPLAY:
                 self.replay = None  # too big to replay: this request will not be retried
+                if self.att is not None:
+                    self.att.replayable = False
         conn = self.conn
         if conn is not None and not self.waiting:
             conn.transport.write(chunk(data) if self.req_chunked else data)  # type: ignore[union-attr]
@@ -456,49 +457,55 @@ class Exchange:
         if route is not None and route.mirrors and self.head_bytes and not self.done:
             self._mirror()
 
-    # ---- attempts -------------------------------------------------------------------------------
+    # ---- attempts: the machine decides (core/attempts.py), the exchange does the I/O ---------------
 
-    def _attempt(self) -> None:
-        cluster = self.cluster
-        if self.tries:
-            cluster.breaker.end_retry()  # a retry's slot in the retry budget ends when it starts
-        if self.done:
+    def _act(self, action: int) -> None:
+        """Perform what the attempts machine asked for (its arguments are on ``att``)."""
+        att = self.att
+        if att is None:
             return
-        now = time.monotonic()
-        ep = cluster.pick(self.hash_key, now)
-        if ep is None:
-            self.fail(F.UH)
-            return
-        if not cluster.breaker.try_start_request():
-            self.fail(F.UO)
-            return
-        self.ep = ep
-        ep.active_requests += 1
-        self.tries += 1
-        pt = self.route.retry.per_try_timeout
-        if pt:
-            self.try_deadline = self.ctx.loop.time() + pt
-        self._arm()
+        if action == CONNECT:
+            self._connect(att)
+        elif action == RETRY:
+            self._abandon_upstream()
+            delay = att.delay
+            if delay > 0:
+                self.timer = self.ctx.loop.call_later(delay, self._backoff_done)
+                self._arm()
+            else:
+                self._act(att.backoff_done(self.ctx.now()))
+        elif action == FAIL:
+            self._abandon_upstream()
+            self.local_flag(att.flag, att.extra)
+        elif action == ABORT:
+            self._abandon_upstream()
+            self.flags.append(att.flag)
+            self._abort_downstream()
+
+    def _connect(self, att: Attempts) -> None:
+        """Start the attempt the machine counted: a pooled connection to ``att.ep``."""
+        cluster = att.cluster
+        if att.try_deadline or att.deadline:
+            self._arm()
         pool = self.pool = self.ctx.server.pools.get(cluster.name)
-        cb = self.conn_cb = self._on_conn
-        r = pool.acquire(cluster, ep, cb)
+        r = pool.acquire(cluster, att.ep, self)  # type: ignore[arg-type]  # CONNECT: ep is set
         if r is PENDING:
             self.waiting = True
         elif r is OVERFLOW:
-            self._end_attempt()
-            self.fail(F.UO)
+            self._act(att.on_overflow(self.ctx.now()))
         else:
-            self._send(r)
+            self._send(r)  # type: ignore[arg-type]  # not an int: a connection
 
-    def _on_conn(self, conn: UpstreamConnection | None, error: str | None) -> None:
+    def on_pool_conn(self, conn: UpstreamConnection | None, error: str | None) -> None:
+        """The pool's answer to an attempt that waited (PoolWaiter)."""
         if not self.waiting or self.done:
             # we gave up on this attempt (timeout, client gone): hand the connection back
-            if conn is not None:
-                self.pool.release(conn, True, self.cluster, time.monotonic())
+            if conn is not None and self.pool is not None and self.cluster is not None:
+                self.pool.release(conn, True, self.cluster, self.ctx.now())
             return
         self.waiting = False
         if conn is None:
-            self._upstream_failed(error or "connect-failure")
+            self._upstream_failed(error or "connect-failure", False)
         else:
             self._send(conn)
 
@@ -523,65 +530,41 @@ class Exchange:
             self.unsent_bytes = 0
         conn.send(self, data, self.head.method == "HEAD")
 
-    def _end_attempt(self) -> None:
-        ep = self.ep
-        if ep is not None:
-            ep.active_requests -= 1
-            self.ep = None
-            self.cluster.breaker.end_request()
-        self.try_deadline = 0.0
+    def _backoff_done(self) -> None:
+        self.timer = None
+        att = self.att
+        if att is not None and not self.done:
+            self._act(att.backoff_done(self.ctx.now()))
 
     def _abandon_upstream(self) -> None:
-        """Stop the current attempt: close its connection (mid-response) or leave the pool's queue."""
+        """Let go of the current attempt's upstream: leave the pool's queue, or close its connection
+        (a response not read to its end leaves it unusable)."""
         if self.waiting:
             self.waiting = False
-            self.pool.cancel_wait(self.conn_cb)
+            if self.pool is not None:
+                self.pool.cancel_wait(self)
         conn = self.conn
         if conn is not None:
             self.conn = None
             conn.close()
-        self._end_attempt()
 
-    def _can_retry(self) -> bool:
-        return (
-            self.retries_left > 0 and not self.resp_started and (self.replay is not None or not self.bytes_in)
-        )
-
-    def _retry(self) -> None:
-        self.retries_left -= 1
-        delay = self.route.retry.backoff(self.tries, _rand())
-        if delay > 0:
-            self.ctx.loop.call_later(delay, self._attempt)
-        else:
-            self._attempt()
-
-    def _upstream_failed(self, kind: str) -> None:
-        """Connect failure, reset or protocol error before a response was forwarded."""
+    def _upstream_failed(self, kind: str, reused: bool) -> None:
+        """Connect failure, reset or protocol error of the current attempt's upstream."""
         if kind[:4] == "tls:":  # TLS handshake / peer identity failed (proxy/tls/mtls.py): UF with a reason
             self.tls_failure = kind[4:]
             kind = "connect-failure"
         else:
             self.tls_failure = None
-        ep = self.ep
-        if ep is not None:
-            self.cluster.record_result(ep, status=None, error=kind, now=time.monotonic())
-        self._end_attempt()
-        self.conn = None
-        err = "reset" if kind == "protocol-error" else kind
-        if self.route.retry.retry_on_error(err) and self._can_retry():
-            self._retry()
-            return
-        flag = F.UF if kind == "connect-failure" else F.UPE if kind == "protocol-error" else F.UC
-        if self.tries > 1:
-            self.fail(flag, F.URX)  # Envoy: the cause, then "retry limit exceeded"
-        else:
-            self.fail(flag)
+        att = self.att
+        if att is not None:
+            self._act(att.on_error(kind, reused, self.ctx.now()))
 
     def _arm(self) -> None:
-        """Wait in the listener's deadline sweep for the earlier of the route and per-try deadlines."""
-        d = self.deadline
-        t = self.try_deadline
-        nxt = t if t and (not d or t < d) else d
+        """Wait in the listener's deadline sweep until the machine's next deadline."""
+        att = self.att
+        if att is None:
+            return
+        nxt = att.wake_at()
         if not nxt:
             return
         if self.dl_armed and self.dl_at <= nxt:
@@ -592,56 +575,26 @@ class Exchange:
 
     def _on_deadline(self) -> None:
         self.dl_armed = False  # the sweep has taken us out of its set
-        if self.done:
+        att = self.att
+        if self.done or att is None:
             return
-        now = self.ctx.loop.time() + 0.001
-        d = self.deadline
-        if d and now >= d:
-            self._on_route_timeout()
-            return
-        t = self.try_deadline
-        if t and now >= t:
-            self.try_deadline = 0.0
-            self._on_try_timeout()
-            if self.done:
-                return
-        self._arm()
-
-    def _on_try_timeout(self) -> None:
-        if self.done or self.resp is not None:
-            return
-        ep = self.ep
-        if ep is not None:
-            self.cluster.record_result(ep, status=504, error="timeout", now=time.monotonic())
-        self._abandon_upstream()
-        if self.route.retry.retry_on_status(504) and self._can_retry():
-            self._retry()
-            return
-        self.fail(F.UT)
-
-    def _on_route_timeout(self) -> None:
-        if self.done:
-            return
-        self._abandon_upstream()
-        if self.resp_started:
-            self.flags.append(F.UT)
-            self._abort_downstream()
+        action = att.on_deadline(self.ctx.now())
+        if action == NOTHING:
+            self._arm()
         else:
-            self.fail(F.UT)
+            self._act(action)
 
     # ---- upstream callbacks (from UpstreamConnection) -------------------------------------------
 
     def on_upstream_head(self, rh: ResponseHead) -> None:
-        self.try_deadline = 0.0  # the per-try timeout covers the wait for response headers
         status = rh.status
-        if status >= 500 or status == 429:
-            if not self.head.upgrade and self.route.retry.retry_on_status(status) and self._can_retry():
-                self.cluster.record_result(self.ep, status=status, error=None, now=time.monotonic())
-                self._abandon_upstream()
-                self._retry()
+        att = self.att
+        if att is not None:
+            if att.on_head(status, self.ctx.now()) == RETRY:
+                self._act(RETRY)
                 return
-        if self.tries > 1 and status >= 500:
-            self.flags.append(F.URX)  # retries exhausted, the last upstream answer goes to the client
+            if att.flag:
+                self.flags.append(att.flag)  # URX or UO: a failure given up on goes to the client
         self.resp = rh
         self.status = status
         if rh.passthrough is not None and (rh.body == LENGTH or rh.body == NO_BODY) and status != 101:
@@ -721,14 +674,15 @@ class Exchange:
             self.out = None
             self.dc.transport.write(out)
         rh = self.resp
-        cluster = self.cluster
-        now = time.monotonic()
+        now = self.ctx.now()
         self.conn = None
-        cluster.record_result(self.ep, status=self.status, error=None, now=now)
+        att = self.att
+        if att is not None:
+            att.on_end(self.status, now)
         # A connection whose request body was not fully sent cannot carry another request.
         reusable = rh is not None and rh.keep_alive and self.req_done
-        self.pool.release(conn, reusable, cluster, now)
-        self._end_attempt()
+        if self.pool is not None and self.cluster is not None:
+            self.pool.release(conn, reusable, self.cluster, now)
         self.finish(now)
 
     def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:
@@ -737,7 +691,8 @@ class Exchange:
             self.on_upstream_error(conn, "protocol-error")
             return
         self.conn = None
-        self._end_attempt()
+        if self.att is not None:
+            self.att.on_upgrade()
         self.flush_out()
         self.dc.start_tunnel(conn, rest)
         self.finish()
@@ -750,32 +705,8 @@ class Exchange:
             # close-delimited body: the close is its end
             self.on_upstream_end(conn)
             return
-        if self.resp_started:
-            ep = self.ep
-            if ep is not None:
-                self.cluster.record_result(ep, status=None, error=kind, now=time.monotonic())
-            self.conn = None
-            self._end_attempt()
-            self.flags.append(F.UPE if kind == "protocol-error" else F.UC)
-            self._abort_downstream()
-            return
-        if (
-            kind == "reset"
-            and rh is None
-            and conn.requests > 1
-            and not self.stale_retried
-            and self.head.method in _IDEMPOTENT
-            and (self.replay is not None or not self.bytes_in)
-        ):
-            # A pooled connection the upstream closed while idle (keep-alive race): the request never
-            # reached the application, so send it again on a fresh connection, once, outside the policy.
-            self.stale_retried = True
-            self._end_attempt()
-            self.conn = None
-            self.tries -= 1
-            self._attempt()
-            return
-        self._upstream_failed(kind)
+        self.conn = None
+        self._upstream_failed(kind, conn.requests > 1)
 
     def on_upstream_paused(self, paused: bool) -> None:
         if paused:
@@ -795,7 +726,7 @@ class Exchange:
         if self.done:
             return
         self.flags.append(F.DC)
-        self._abandon_upstream()
+        self._abandon_upstream()  # the attempts machine lets go of what it holds in finish()
         self.keep_alive = False
         self.finish()
 
@@ -814,16 +745,6 @@ class Exchange:
             self.send_local(status, body, extra_hdrs)
             return
         self.local(status, F.join(self.flags), body)
-
-    def fail(self, flag: str, extra: str | None = None) -> None:
-        if self.done:
-            return
-        if self.resp_started:
-            self.flags.append(flag)
-            self._abort_downstream()
-            return
-        self._abandon_upstream()
-        self.local_flag(flag, extra)
 
     def local(self, status: int, flag_text: str, body: str) -> None:
         self.send_local(status, body, [(F.FLAGS_HEADER, flag_text)] if flag_text != "-" else None)
@@ -874,7 +795,9 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        self.conn_cb = None  # a bound method of self: drop the cycle so refcounting frees us, not the GC
+        att = self.att
+        if att is not None:
+            att.cancel()  # whatever ended the request, its endpoint, breaker and retry slots are freed
         t = self.timer
         if t is not None:
             t.cancel()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from random import getrandbits
@@ -30,6 +31,7 @@ from meshbus.proxy.codec.http1 import BODY, END, HEAD, ProtocolError, RequestSes
 from meshbus.telemetry.metrics import istio_static_labels
 
 if TYPE_CHECKING:
+    from meshbus.proxy.adapters.contracts import Server
     from meshbus.proxy.core.cluster import Cluster
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,8 @@ class Deadlines:
     An exchange with a deadline sits in a set while it waits (a request costs a set add and discard,
     cheaper than a loop TimerHandle plus its cancel). One timer is armed for the earliest deadline
     added, rounded up to ``resolution`` so neighbours share a sweep; the sweep calls ``_on_deadline()``
-    of every exchange whose ``dl_at`` (loop time) has passed and re-arms for the earliest left.
+    of every exchange whose ``dl_at`` has passed and re-arms for the earliest left. ``dl_at`` is in
+    ``ListenerContext.now`` time (monotonic), which the loop's clock never runs ahead of.
     Deadlines fire up to ``resolution`` late, never early, well inside Envoy's own slack. Requests that
     finish first leave the set, so under load the timer mostly fires at long-gone deadlines and finds
     little to do: a sweep per route timeout, not one per 10 ms.
@@ -92,7 +95,7 @@ class Deadlines:
     def _sweep(self) -> None:
         self.handle = None
         waiting = self.waiting
-        # The same 1 ms slack as Exchange._on_deadline (loop timers are ms-rounded): what it finds due,
+        # The same 1 ms slack as core.attempts.SLACK (loop timers are ms-rounded): what it finds due,
         # we call; what we leave, it would leave too, so nothing re-arms in a spin.
         now = self.loop.time() + 0.001
         due = [ex for ex in waiting if ex.dl_at <= now]
@@ -114,11 +117,13 @@ class Deadlines:
 class ListenerContext:
     """Shared by every exchange of one listener in one worker."""
 
-    def __init__(self, server: Any, direction: str) -> None:
-        self.server = server  # has .runtime, .pools, .metrics, .access_log, .loop
+    def __init__(self, server: Server, direction: str) -> None:
+        self.server = server
         self.direction = direction  # "outbound" | "inbound"
         self.reporter = "source" if direction == "outbound" else "destination"
         self.loop = server.loop
+        # The request path's clock (attempts, deadlines, outlier feedback); tests give a fake one.
+        self.now: Callable[[], float] = time.monotonic
         self.deadlines = Deadlines(server.loop)
         self.new_request_id: Callable[[], str] = new_request_id
         self.series: dict[tuple[str, str], Any] = {}

@@ -10,8 +10,10 @@ Circuit breaking, as Envoy does it for HTTP/1: a request that finds no idle conn
 the cluster is under ``max_connections``; otherwise it waits in the pending queue if the cluster's
 breaker admits it (``http1MaxPendingRequests``), else the caller answers 503 UO at once.
 
-The receiver of a connection's events is its current ``exchange`` (see adapters/exchange.py); a connection
-with no exchange is idle, and bytes arriving on an idle connection close it.
+The receiver of a connection's events is its current ``exchange`` (an ``UpstreamReceiver``: see
+adapters/contracts.py); a connection with no exchange is idle, and bytes arriving on an idle connection
+close it. A request that waits for a connection is a ``PoolWaiter``: the waiter object itself is queued
+(no callback object per request), and its ``on_pool_conn`` is called once.
 """
 
 from __future__ import annotations
@@ -20,31 +22,22 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.adapters.write_batch import BatchedTransport, WriteBatch
 from meshbus.proxy.codec.http1 import BODY, END, HEAD, ProtocolError, ResponseSession
 from meshbus.proxy.tls.mtls import upstream_lost_kind
 
 if TYPE_CHECKING:
+    from meshbus.proxy.adapters.contracts import PoolWaiter, UpstreamReceiver
     from meshbus.proxy.adapters.listener import ListenerContext
+    from meshbus.proxy.codec.http1 import ResponseHead
     from meshbus.proxy.core.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
 MIRROR_TIMEOUT: Final = 5.0
-
-
-class UpstreamReceiver(Protocol):
-    """What a connection reports to (implemented by exchange.Exchange and the mirror sender)."""
-
-    def on_upstream_head(self, head: Any) -> None: ...
-    def on_upstream_body(self, data: bytes) -> None: ...
-    def on_upstream_end(self, conn: UpstreamConnection) -> None: ...
-    def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None: ...
-    def on_upstream_error(self, conn: UpstreamConnection, kind: str) -> None: ...
-    def on_upstream_paused(self, paused: bool) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -67,7 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.host = "%s:%d" % key  # noqa: UP031 - "address:port" for the access log, made once
         self.transport: asyncio.Transport | None = None
         self.session = ResponseSession(raw_heads=True)  # heads pass through as bytes when unchanged
-        self.exchange: Any = None
+        self.exchange: UpstreamReceiver | None = None
         self.requests = 0
         self.idle_since = 0.0
         self.closed = False
@@ -77,7 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
         mgr = self.pool.manager
         self.transport = transport if mgr is None else BatchedTransport(transport, mgr.batch)  # type: ignore[assignment]
 
-    def send(self, exchange: Any, data: bytes, head_request: bool) -> None:
+    def send(self, exchange: UpstreamReceiver, data: bytes, head_request: bool) -> None:
         self.exchange = exchange
         self.requests += 1
         self.session.expect(head_request)
@@ -148,10 +141,8 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 # acquire() outcomes besides a connection
-PENDING: Final = 1  # the callback will be called later with (conn, None) or (None, error kind)
+PENDING: Final = 1  # the waiter's on_pool_conn is called later with (conn, None) or (None, error kind)
 OVERFLOW: Final = 2  # circuit breaker: answer 503 UO
-
-AcquireCallback = Callable[["UpstreamConnection | None", "str | None"], None]
 
 
 class ClusterPool:
@@ -164,10 +155,10 @@ class ClusterPool:
         self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self.active: set[UpstreamConnection] = set()  # open or opening, counted against max_connections
         self.count = 0
-        self.waiters: deque[tuple[Any, Any, AcquireCallback]] = deque()
+        self.waiters: deque[tuple[Any, Any, PoolWaiter]] = deque()
 
-    def acquire(self, cluster: Any, endpoint: Any, cb: AcquireCallback) -> UpstreamConnection | int:
-        """An idle connection now, or PENDING (``cb`` gets the result later), or OVERFLOW."""
+    def acquire(self, cluster: Any, endpoint: Any, waiter: PoolWaiter) -> UpstreamConnection | int:
+        """An idle connection now, or PENDING (``waiter`` gets the result later), or OVERFLOW."""
         key = endpoint.key
         lst = self.idle.get(key)
         while lst:
@@ -176,28 +167,30 @@ class ClusterPool:
                 return conn
         settings = cluster.pool
         if self.count < settings.max_connections:
-            self._connect(cluster, endpoint, cb)
+            self._connect(cluster, endpoint, waiter)
             return PENDING
-        if cluster.breaker.try_enqueue_pending():
-            self.waiters.append((cluster, endpoint, cb))
+        breaker = cluster.breaker
+        breaker.cx_overflow += 1  # Envoy's upstream_cx_overflow: the connection limit made it wait
+        if breaker.try_enqueue_pending():
+            self.waiters.append((cluster, endpoint, waiter))
             return PENDING
         return OVERFLOW
 
-    def cancel_wait(self, cb: AcquireCallback) -> None:
-        for i, (cluster, _ep, wcb) in enumerate(self.waiters):
-            if wcb is cb:
+    def cancel_wait(self, waiter: PoolWaiter) -> None:
+        for i, (cluster, _ep, w) in enumerate(self.waiters):
+            if w is waiter:
                 del self.waiters[i]
                 cluster.breaker.dequeue_pending()
                 return
 
-    def _connect(self, cluster: Cluster, endpoint: Any, cb: AcquireCallback) -> None:
+    def _connect(self, cluster: Cluster, endpoint: Any, waiter: PoolWaiter) -> None:
         conn = UpstreamConnection(self, endpoint.key)
         self.active.add(conn)
         self.count += 1
         timeout = cluster.pool.connect_timeout
         origin = self.manager.origin if self.manager is not None else None
         opener = origin.opener(cluster, endpoint) if origin is not None else None  # TLS: proxy/tls/mtls.py
-        self.loop.create_task(self._open(conn, endpoint.address, endpoint.port, timeout, cb, opener))
+        self.loop.create_task(self._open(conn, endpoint.address, endpoint.port, timeout, waiter, opener))
 
     async def _open(
         self,
@@ -205,7 +198,7 @@ class ClusterPool:
         host: str,
         port: int,
         timeout: float,
-        cb: AcquireCallback,
+        waiter: PoolWaiter,
         opener: Any = None,
     ) -> None:
         err = None
@@ -221,12 +214,12 @@ class ClusterPool:
         if err is not None:
             conn.closed = True
             self.discard(conn)
-            cb(None, err)
+            waiter.on_pool_conn(None, err)
             return
         if conn.closed:  # lost between connect and now
-            cb(None, "connect-failure")
+            waiter.on_pool_conn(None, "connect-failure")
             return
-        cb(conn, None)
+        waiter.on_pool_conn(conn, None)
 
     def release(self, conn: UpstreamConnection, reusable: bool, cluster: Any, now: float) -> None:
         """Give a connection back after a complete response."""
@@ -241,14 +234,14 @@ class ClusterPool:
             conn.close()
             return
         if self.waiters:
-            wcluster, wep, wcb = self.waiters.popleft()
+            wcluster, wep, waiter = self.waiters.popleft()
             wcluster.breaker.dequeue_pending()
             if wep.key == conn.key:
-                wcb(conn, None)
+                waiter.on_pool_conn(conn, None)
                 return
             # The waiter wants another endpoint: trade this socket for one to its endpoint.
             self._drop(conn)
-            self._connect(wcluster, wep, wcb)
+            self._connect(wcluster, wep, waiter)
             return
         conn.idle_since = now
         lst = self.idle.get(conn.key)
@@ -270,9 +263,9 @@ class ClusterPool:
             self.active.discard(conn)
             self.count -= 1
             if self.waiters:
-                wcluster, wep, wcb = self.waiters.popleft()
+                wcluster, wep, waiter = self.waiters.popleft()
                 wcluster.breaker.dequeue_pending()
-                self._connect(wcluster, wep, wcb)
+                self._connect(wcluster, wep, waiter)
 
     def sweep(self, now: float, idle_timeout: float) -> None:
         for lst in self.idle.values():
@@ -336,16 +329,16 @@ class MirrorSend:
         if ep is None:
             return
         self.ep = ep
-        r = self.ctx.server.pools.get(self.cluster.name).acquire(self.cluster, ep, self._on_conn)
+        r = self.ctx.server.pools.get(self.cluster.name).acquire(self.cluster, ep, self)
         if r is OVERFLOW:
             self.ctx.mirrors_dropped += 1
             return
         self.ctx.mirrors_in_flight += 1
         self.timer = self.ctx.loop.call_later(MIRROR_TIMEOUT, self._done, True)
         if r is not PENDING:
-            self._on_conn(r, None)
+            self.on_pool_conn(r, None)  # type: ignore[arg-type]  # not PENDING nor OVERFLOW: a connection
 
-    def _on_conn(self, conn: UpstreamConnection | None, error: str | None) -> None:
+    def on_pool_conn(self, conn: UpstreamConnection | None, error: str | None) -> None:
         if self.timer is None:  # timed out while waiting
             if conn is not None:
                 self.ctx.server.pools.get(self.cluster.name).release(conn, True, self.cluster, 0.0)
@@ -361,7 +354,7 @@ class MirrorSend:
     def flush_out(self) -> None:
         pass
 
-    def on_upstream_head(self, head: Any) -> None:
+    def on_upstream_head(self, head: ResponseHead) -> None:
         self.keep = head.keep_alive
 
     def on_upstream_body(self, data: bytes) -> None:

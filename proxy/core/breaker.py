@@ -4,6 +4,10 @@ Istio maps ``tcp.maxConnections`` -> max_connections, ``http.http1MaxPendingRequ
 max_pending_requests, ``http.http2MaxRequests`` -> max_requests and ``http.maxRetries`` ->
 max_retries, each defaulting to 2^32-1 (Istio raises Envoy's 1024 defaults). Going over a limit is
 counted as an overflow and answered 503 UO by the adapter; nothing waits unboundedly.
+
+The retry counters are Envoy's cluster stats (``upstream_rq_retry``, ``_success``, ``_overflow``,
+``_limit_exceeded``), kept here because they share the breaker's life: per cluster, carried across
+config swaps. core/attempts.py takes and gives back the retry slots and counts them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ class CircuitBreaker:
         "max_retries",
         "pending",
         "pending_overflow",
+        "retries",
+        "retry_limit_exceeded",
         "retry_overflow",
+        "retry_success",
         "rq_overflow",
     )
 
@@ -48,6 +55,9 @@ class CircuitBreaker:
         self.pending_overflow = 0
         self.retry_overflow = 0
         self.cx_overflow = 0
+        self.retries = 0  # retries made (Envoy upstream_rq_retry)
+        self.retry_success = 0  # retried requests whose retry was not retried again
+        self.retry_limit_exceeded = 0  # failures the policy would retry, with no retries left
 
     def set_limits(self, other: CircuitBreaker) -> None:
         """Take new limits from a fresh config, keeping the live counters."""
@@ -117,5 +127,11 @@ class CircuitBreaker:
                 "pending": self.pending_overflow,
                 "retries": self.retry_overflow,
                 "connections": self.cx_overflow,
+            },
+            "retries": {
+                "total": self.retries,
+                "success": self.retry_success,
+                "overflow": self.retry_overflow,
+                "limitExceeded": self.retry_limit_exceeded,
             },
         }

@@ -14,9 +14,9 @@ REQUEST_AUTHENTICATION_FATE = (
     "NOT ENFORCED — meshbus does not verify JWTs yet; requests without a token or with a bad one are not "
     "rejected"
 )
-MAX_RETRIES_FATE = (
-    "spec.trafficPolicy.connectionPool.http.maxRetries: NOT ENFORCED — meshbus-proxy does not cap concurrent "
-    "retries per cluster yet; retries are limited only by each route's attempts"
+KEEPALIVE_FATE = (
+    "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: NOT ENFORCED — upstream sockets use the system's "
+    "keepalive"
 )
 
 
@@ -50,8 +50,8 @@ spec:
 """
 
 
-def capped_rule(host: str, max_retries: int = 3) -> str:
-    """A DestinationRule whose maxRetries (document line 9) meshbus-proxy does not enforce."""
+def keepalive_rule(host: str) -> str:
+    """A DestinationRule whose tcpKeepalive (document line 9) meshbus-proxy does not enforce."""
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -60,8 +60,8 @@ spec:
   host: {host}
   trafficPolicy:
     connectionPool:
-      http:
-        maxRetries: {max_retries}
+      tcp:
+        tcpKeepalive: {{time: 7200s}}
 """
 
 

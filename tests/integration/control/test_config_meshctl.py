@@ -17,11 +17,11 @@ from meshbus.control.config.service import ConfigService
 from tests.support.processes import run_command
 from tests.support.unenforced import (
     AUTHORIZATION_POLICY_FATE,
-    MAX_RETRIES_FATE,
+    KEEPALIVE_FATE,
     REQUEST_AUTHENTICATION_FATE,
     authorization_policy,
-    capped_rule,
     joined,
+    keepalive_rule,
     request_authentication,
 )
 
@@ -181,7 +181,7 @@ async def test_analyze_is_offline_and_exit_code_follows_errors(meshctl, tmp_path
 UNENFORCED = joined(
     authorization_policy("shelf-readers", "shelf"),
     request_authentication("shelf-jwt", "shelf"),
-    capped_rule("shelf"),
+    keepalive_rule("shelf"),
 )
 
 
@@ -196,7 +196,7 @@ async def test_apply_and_analyze_warn_what_meshbus_does_not_enforce(meshctl, tmp
     f.write_text(UNENFORCED)
     ap, ap_fate = "AuthorizationPolicy default/shelf-readers", AUTHORIZATION_POLICY_FATE
     ra, ra_fate = "RequestAuthentication default/shelf-jwt", REQUEST_AUTHENTICATION_FATE
-    dr, dr_fate = "DestinationRule default/shelf", MAX_RETRIES_FATE
+    dr, dr_fate = "DestinationRule default/shelf", KEEPALIVE_FATE
 
     r = await meshctl("apply", "-f", str(f))
     assert r.code == 0, r.err

@@ -16,7 +16,7 @@ from meshbus.bus.kv import BucketConfig, KeyValueStore
 from meshbus.bus.schemas.config import ConfigChanged, Document, ResourceRef, decode_value
 from meshbus.control.config.client import ConfigClient
 from meshbus.control.config.service import ConfigService
-from tests.support.unenforced import MAX_RETRIES_FATE, capped_rule
+from tests.support.unenforced import KEEPALIVE_FATE, keepalive_rule
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -222,8 +222,8 @@ async def test_history_and_rollback(config: ConfigClient) -> None:
 async def test_apply_and_rollback_carry_the_warnings_of_what_meshbus_does_not_enforce(
     config: ConfigClient,
 ) -> None:
-    capped = capped_rule("reviews")
-    fate = f"dr.yaml:9: DestinationRule default/reviews: {MAX_RETRIES_FATE}"
+    capped = keepalive_rule("reviews")
+    fate = f"dr.yaml:9: DestinationRule default/reviews: {KEEPALIVE_FATE}"
     first = await config.apply_text(capped, "dr.yaml")
     assert fate in first.warnings
     plain = await config.apply_text(DR, "dr.yaml")

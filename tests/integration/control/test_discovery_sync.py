@@ -18,9 +18,9 @@ from meshbus.bus.schemas.discovery import APP_HEALTHY, APP_UNHEALTHY
 from meshbus.control.discovery.client import proxy_config
 from tests.support.unenforced import (
     AUTHORIZATION_POLICY_FATE,
-    MAX_RETRIES_FATE,
+    KEEPALIVE_FATE,
     authorization_policy,
-    capped_rule,
+    keepalive_rule,
 )
 
 from .discovery_helpers import FAST, Mesh, dr, vs, wait_status, wait_until
@@ -224,7 +224,7 @@ async def test_a_proxy_logs_what_it_does_not_enforce_once_per_resource_content(
     """Issue 10: not per request, not again for a later snapshot that leaves the resource as it was."""
     load = YAML(typ="safe").load
     await mesh.put(load(authorization_policy("productpage-readers", "productpage")))
-    await mesh.put({**dr(), "spec": {**dr()["spec"], **load(capped_rule("reviews"))["spec"]}})
+    await mesh.put({**dr(), "spec": {**dr()["spec"], **load(keepalive_rule("reviews"))["spec"]}})
     await mesh.put(vs(100))
     await mesh.discovery()
     await mesh.sim("reviews", "v1")
@@ -236,7 +236,7 @@ async def test_a_proxy_logs_what_it_does_not_enforce_once_per_resource_content(
         assert sorted(_fate_lines(caplog)) == [
             f"config: snapshot v{first}: AuthorizationPolicy default/productpage-readers: "
             f"{AUTHORIZATION_POLICY_FATE}",
-            f"config: snapshot v{first}: DestinationRule default/reviews: {MAX_RETRIES_FATE}",
+            f"config: snapshot v{first}: DestinationRule default/reviews: {KEEPALIVE_FATE}",
         ]
         caplog.clear()
         await mesh.put(vs(50))  # a new version, the policy and the rule as they were: nothing to tell

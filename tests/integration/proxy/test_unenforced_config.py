@@ -10,10 +10,10 @@ from tests.integration.proxy.conftest import ProxyFactory, UpstreamFactory, serv
 from tests.integration.proxy.upstreams import fetch
 from tests.support.unenforced import (
     AUTHORIZATION_POLICY_FATE,
-    MAX_RETRIES_FATE,
+    KEEPALIVE_FATE,
     authorization_policy,
-    capped_rule,
     joined,
+    keepalive_rule,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -25,7 +25,7 @@ metadata: {name: default}
 spec:
   egress: [{hosts: [./*]}]
 """
-POLICY = joined(authorization_policy("reviews-readers", "reviews"), SIDECAR, capped_rule("reviews", 2))
+POLICY = joined(authorization_policy("reviews-readers", "reviews"), SIDECAR, keepalive_rule("reviews"))
 
 
 def fate_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -45,7 +45,7 @@ async def test_standalone_proxy_logs_each_unenforced_item_once_per_version(
         f"config: {path}:16: AuthorizationPolicy default/reviews-readers: {AUTHORIZATION_POLICY_FATE}",
         f"config: {path}:27: Sidecar default/default: NOT ENFORCED — a standalone proxy routes to every "
         "service in its file; Sidecar scoping is done by meshbus-discovery in mesh mode",
-        f"config: {path}:41: DestinationRule default/reviews: {MAX_RETRIES_FATE}",
+        f"config: {path}:41: DestinationRule default/reviews: {KEEPALIVE_FATE}",
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="meshbus"):

@@ -162,17 +162,19 @@ def warnings(text: str) -> list[str]:
     return [f"{w.path}: {w.message}" for w in result.validation.warnings]
 
 
-def test_max_retries_is_warned_at_every_level_of_a_destination_rule() -> None:
-    pool = "{connectionPool: {http: {maxRetries: 3}}}"
-    ports = "{portLevelSettings: [{port: {number: 80}, connectionPool: {http: {maxRetries: 1}}}]}"
+def test_a_traffic_policy_field_is_warned_at_every_level_of_a_destination_rule() -> None:
+    pool = "{connectionPool: {tcp: {tcpKeepalive: {time: 60s}}}}"
+    ports = "{portLevelSettings: [{port: {number: 80}, connectionPool: {tcp: {tcpKeepalive: {time: 9s}}}}]}"
     found = warnings(dr(pool, ports)) + warnings(dr(ports))
     assert [w.split(": NOT ENFORCED")[0] for w in found] == [
-        "spec.trafficPolicy.connectionPool.http.maxRetries",
-        "spec.subsets[0].trafficPolicy.portLevelSettings[0].connectionPool.http.maxRetries",
-        "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.maxRetries",
+        "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
+        "spec.subsets[0].trafficPolicy.portLevelSettings[0].connectionPool.tcp.tcpKeepalive",
+        "spec.trafficPolicy.portLevelSettings[0].connectionPool.tcp.tcpKeepalive",
     ]
-    assert all("does not cap concurrent retries per cluster" in w for w in found)
-    assert warnings(dr("{connectionPool: {http: {http2MaxRequests: 3, maxRequestsPerConnection: 1}}}")) == []
+    assert all("upstream sockets use the system's keepalive" in w for w in found)
+    # maxRetries is the cluster's retry budget, enforced at every level (tests/unit/proxy/test_attempts.py)
+    enforced = "{connectionPool: {http: {http2MaxRequests: 3, maxRequestsPerConnection: 1, maxRetries: 2}}}"
+    assert warnings(dr(enforced)) == []
 
 
 def test_a_fate_with_a_condition_holds_only_when_it_is_met() -> None:
@@ -289,7 +291,8 @@ def test_proxy_report_tells_each_resource_once_until_it_changes() -> None:
 def test_listing_shows_every_fate_that_is_not_enforced() -> None:
     text = "\n".join(fates.listing())
     assert "AuthorizationPolicy: NOT ENFORCED — meshbus does not apply authorization policy yet" in text
-    assert "DestinationRule spec.trafficPolicy.connectionPool.http.maxRetries: NOT ENFORCED" in text
+    assert "DestinationRule spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: NOT ENFORCED" in text
+    assert "maxRetries" not in text
     assert "VirtualService spec.http[].delegate: REFUSED" in text
     assert "Sidecar (on a standalone proxy): NOT ENFORCED" in text
     assert "VirtualService spec.hosts" not in text

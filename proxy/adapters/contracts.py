@@ -1,0 +1,122 @@
+"""The contracts between the proxy's I/O pieces, as Protocols that mypy checks.
+
+Who calls whom on the request path: the listener makes an ``Exchange`` per request and hands it
+its client connection (``Downstream``); the exchange takes an upstream connection from a ``Pool``
+(now, or later through its ``PoolWaiter`` side), sends on it, and receives the response as the
+connection's ``UpstreamReceiver``. Everything reaches the running server through ``Server``. The
+implementations are adapters/listener.py, exchange.py, upstream.py and server.py; the exchange's
+unit tests drive it with fakes of these shapes (tests/unit/proxy/test_attempts.py).
+
+The upstream connection itself is the concrete ``upstream.UpstreamConnection``, not a Protocol: it is
+a native class whose attributes the compiled exchange and pool read directly (a Protocol would make
+each read a generic attribute lookup on every request), and a pool takes back only its own
+connections. It needs no socket: tests give it an in-memory transport.
+
+Read-only members are properties here so that an implementation may narrow their types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableSet
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from meshbus.proxy.adapters.upstream import UpstreamConnection
+    from meshbus.proxy.build.runtime import ProxyRuntime
+    from meshbus.proxy.codec.http1 import ResponseHead
+    from meshbus.proxy.core.cluster import Cluster
+    from meshbus.proxy.core.endpoint import Endpoint
+    from meshbus.telemetry.accesslog import AccessLogRecord
+
+
+class Transport(Protocol):
+    """The part of an asyncio transport the exchange uses (asyncio.Transport, write_batch's)."""
+
+    def write(self, data: bytes) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class UpstreamReceiver(Protocol):
+    """What a connection reports to while it carries a request: an Exchange, or a mirror's sender.
+
+    ``out`` is a response head held back to leave with the first body bytes; the connection calls
+    ``flush_out`` at the end of a read that left it there."""
+
+    @property
+    def out(self) -> bytes | None: ...
+    def flush_out(self) -> None: ...
+    def on_upstream_head(self, head: ResponseHead) -> None: ...
+    def on_upstream_body(self, data: bytes) -> None: ...
+    def on_upstream_end(self, conn: UpstreamConnection) -> None: ...
+    def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None: ...
+    def on_upstream_error(self, conn: UpstreamConnection, kind: str) -> None: ...
+    def on_upstream_paused(self, paused: bool) -> None: ...
+
+
+class PoolWaiter(Protocol):
+    """Who waits for a connection: called once with (conn, None) or (None, error kind)."""
+
+    def on_pool_conn(self, conn: UpstreamConnection | None, error: str | None) -> None: ...
+
+
+class Pool(Protocol):
+    """One cluster's keep-alive connections (upstream.ClusterPool)."""
+
+    def acquire(self, cluster: Cluster, endpoint: Endpoint, waiter: PoolWaiter) -> UpstreamConnection | int:
+        """An idle connection now, or PENDING (the waiter is called later), or OVERFLOW."""
+        ...
+
+    def cancel_wait(self, waiter: PoolWaiter) -> None: ...
+    def release(self, conn: UpstreamConnection, reusable: bool, cluster: Cluster, now: float) -> None: ...
+
+
+class Pools(Protocol):
+    def get(self, cluster_name: str) -> Pool: ...
+
+
+class AccessLogSink(Protocol):
+    def log(self, record: AccessLogRecord) -> None: ...
+
+
+class Downstream(Protocol):
+    """The client connection an exchange answers on (listener.DownstreamConnection)."""
+
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def peer_ip(self) -> str: ...
+    @property
+    def peer_ip_bytes(self) -> bytes: ...
+    @property
+    def peer_principal(self) -> str | None: ...
+    @property
+    def write_paused(self) -> bool: ...
+    def pause(self, reason: str) -> None: ...
+    def resume(self, reason: str) -> None: ...
+    def exchange_done(self, ex: Any, keep_alive: bool) -> None: ...
+    def abort(self) -> None: ...
+    def start_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None: ...
+
+
+class Server(Protocol):
+    """What listeners and exchanges use of the running server (adapters/server.ProxyServer)."""
+
+    @property
+    def runtime(self) -> ProxyRuntime: ...
+    @property
+    def pools(self) -> Pools: ...
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def access_log(self) -> AccessLogSink: ...
+    @property
+    def metrics(self) -> Any: ...  # telemetry.metrics.IstioMetrics
+    @property
+    def loop(self) -> Any: ...  # the asyncio loop: call_later / call_at / time
+    @property
+    def config(self) -> Any: ...  # bootstrap.BootstrapConfig
+    @property
+    def connections(self) -> MutableSet[Any]: ...  # open downstream connections
+    @property
+    def clock(self) -> float: ...  # loop time of the last timeouts sweep

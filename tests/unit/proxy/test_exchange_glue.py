@@ -1,0 +1,305 @@
+"""The exchange's I/O glue around the attempts machine, without sockets or a running loop.
+
+Real listener, exchange and upstream connection objects over in-memory transports; a fake loop whose
+clock the test moves (timers, the listener's deadline sweep) and a fake pool that hands each attempt a
+fresh connection, or refuses it, when the test says so. What the tests watch is what a client and an
+upstream would see: bytes written, connections closed or reset, and the access log's flags.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
+from meshbus.proxy.adapters.upstream import PENDING, ClusterPool, UpstreamConnection
+from meshbus.proxy.core.cluster import Cluster
+from meshbus.proxy.core.endpoint import Endpoint
+from meshbus.telemetry.accesslog import AccessLogRecord
+from meshbus.telemetry.metrics import IstioMetrics, Registry
+from tests.unit.proxy.conftest import SERVICES, build
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
+
+ROUTE = """
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 2, retryOn: "%(retry_on)s"%(per_try)s}%(timeout)s
+"""
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\ndown"
+
+
+class Handle:
+    def __init__(self, when: float, cb: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.when, self.cb, self.args, self.cancelled = when, cb, args, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    """call_later / call_at / time on a clock the test moves; timers run when it passes them."""
+
+    def __init__(self) -> None:
+        self.clock = 1000.0
+        self.timers: list[tuple[float, int, Handle]] = []
+        self.seq = itertools.count()
+
+    def time(self) -> float:
+        return self.clock
+
+    def call_at(self, when: float, cb: Callable[..., Any], *args: Any) -> Handle:
+        h = Handle(when, cb, args)
+        heapq.heappush(self.timers, (when, next(self.seq), h))
+        return h
+
+    def call_later(self, delay: float, cb: Callable[..., Any], *args: Any) -> Handle:
+        return self.call_at(self.clock + delay, cb, *args)
+
+    def advance(self, dt: float) -> None:
+        end = self.clock + dt
+        while self.timers and self.timers[0][0] <= end:
+            when, _, h = heapq.heappop(self.timers)
+            self.clock = max(self.clock, when)
+            if not h.cancelled:
+                h.cb(*h.args)
+        self.clock = end
+
+    def pending(self) -> list[Handle]:
+        return [h for _, _, h in self.timers if not h.cancelled]
+
+
+class MemTransport:
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("10.1.1.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+
+class FakePool:
+    """Every attempt waits (PENDING) until the test answers it: ``connect()`` or ``refuse()``."""
+
+    def __init__(self, home: ClusterPool) -> None:
+        self.home = home  # the real pool each connection belongs to (it only drops closed ones)
+        self.waiting: list[tuple[Endpoint, Any]] = []
+        self.released: list[tuple[UpstreamConnection, bool]] = []
+        self.idle: list[UpstreamConnection] = []
+
+    def acquire(self, cluster: Cluster, endpoint: Endpoint, waiter: Any) -> UpstreamConnection | int:
+        if self.idle:
+            return self.idle.pop()
+        self.waiting.append((endpoint, waiter))
+        return PENDING
+
+    def cancel_wait(self, waiter: Any) -> None:
+        self.waiting = [(e, w) for e, w in self.waiting if w is not waiter]
+
+    def release(self, conn: UpstreamConnection, reusable: bool, cluster: Cluster, now: float) -> None:
+        conn.exchange = None
+        self.released.append((conn, reusable))
+
+    def connect(self) -> tuple[UpstreamConnection, MemTransport, str]:
+        """Answer the oldest waiting attempt with a new connection: (conn, its transport, its endpoint)."""
+        ep, waiter = self.waiting.pop(0)
+        conn = UpstreamConnection(self.home, ep.key)
+        transport = MemTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        waiter.on_pool_conn(conn, None)
+        return conn, transport, ep.address
+
+    def refuse(self) -> None:
+        _ep, waiter = self.waiting.pop(0)
+        waiter.on_pool_conn(None, "connect-failure")
+
+
+class Proxy:
+    """A listener context over a fake server: one runtime, one fake pool, an access log list."""
+
+    def __init__(
+        self,
+        *,
+        retry_on: str = "5xx",
+        per_try: str = "",
+        timeout: str = "",
+        max_retries: int = 1000,
+    ) -> None:
+        route = ROUTE % {
+            "retry_on": retry_on,
+            "per_try": f", perTryTimeout: {per_try}" if per_try else "",
+            "timeout": f"\n    timeout: {timeout}" if timeout else "",
+        }
+        self.loop = FakeLoop()
+        runtime = build(SERVICES + route, rng=lambda: 0.5)
+        self.cluster = runtime.clusters["outbound|9080||reviews.default.svc.cluster.local"]
+        # The DestinationRule's connectionPool.http.maxRetries (tests/integration/proxy/test_traffic.py
+        # shows that path); here the built breaker's limit is set directly.
+        self.cluster.breaker.max_retries = max_retries
+        self.pool = FakePool(ClusterPool(self.cluster.name, self.loop))  # type: ignore[arg-type]
+        self.log: list[AccessLogRecord] = []
+        pools = SimpleNamespace(get=lambda name: self.pool)
+        self.server = SimpleNamespace(
+            runtime=runtime,
+            pools=pools,
+            draining=False,
+            access_log=SimpleNamespace(log=self.log.append),
+            metrics=IstioMetrics(Registry()),
+            loop=self.loop,
+            config=SimpleNamespace(max_header_bytes=65536),
+            connections=set(),
+            clock=0.0,
+        )
+        self.ctx = ListenerContext(self.server, "outbound")  # type: ignore[arg-type]
+        self.ctx.now = self.loop.time
+
+    def client(self, request: bytes) -> tuple[DownstreamConnection, MemTransport]:
+        dc = DownstreamConnection(self.ctx)
+        t = MemTransport()
+        dc.connection_made(t)  # type: ignore[arg-type]
+        dc.data_received(request)
+        return dc, t
+
+    def idle(self) -> bool:
+        b = self.cluster.breaker
+        return (
+            b.active_requests == 0
+            and b.active_retries == 0
+            and not any(e.active_requests for e in self.cluster.endpoints)
+        )
+
+
+GET = b"GET /r HTTP/1.1\r\nhost: reviews:9080\r\n\r\n"
+
+
+def test_a_503_is_replayed_with_its_body_on_a_new_connection_after_the_backoff() -> None:
+    p = Proxy(retry_on="5xx")
+    _dc, client = p.client(b"POST /r HTTP/1.1\r\nhost: reviews:9080\r\ncontent-length: 7\r\n\r\npayload")
+    first, up1, _ = p.pool.connect()
+    assert up1.data.endswith(b"\r\n\r\npayload")
+    first.data_received(UNAVAILABLE)
+    assert up1.closed and client.data == b""  # the 503 is not the client's: the connection is dropped
+    assert p.pool.waiting == [] and len(p.loop.pending()) == 1  # the backoff timer
+    p.loop.advance(0.0125)  # 25 ms * rng 0.5
+    second, up2, _ = p.pool.connect()
+    assert up2.data == up1.data
+    second.data_received(OK)
+    assert client.data.startswith(b"HTTP/1.1 200 OK") and client.data.endswith(b"ok")
+    assert p.log[-1].response_flags == "-" and p.cluster.breaker.retries == 1 and p.idle()
+
+
+def test_a_per_try_timeout_fires_from_the_deadline_sweep_and_the_retry_answers() -> None:
+    p = Proxy(retry_on="5xx", per_try="0.2s")
+    _dc, client = p.client(GET)
+    _hung, up1, _ = p.pool.connect()
+    p.loop.advance(0.19)
+    assert not up1.closed
+    p.loop.advance(0.03)  # past 0.2 s and the sweep's 10 ms resolution
+    assert up1.closed
+    p.loop.advance(0.0125)
+    second, _, _ = p.pool.connect()
+    second.data_received(OK)
+    assert client.data.startswith(b"HTTP/1.1 200 OK") and p.idle()
+    assert not p.ctx.deadlines.waiting
+
+
+def test_connect_failures_until_retries_run_out_answer_503_uf_urx() -> None:
+    p = Proxy(retry_on="connect-failure")
+    _dc, client = p.client(GET)
+    for _ in range(2):
+        p.pool.refuse()
+        p.loop.advance(1.0)
+    p.pool.refuse()
+    assert client.data.startswith(b"HTTP/1.1 503")
+    assert b"x-meshbus-flags: UF,URX" in client.data and p.log[-1].response_flags == "UF,URX"
+    assert p.cluster.breaker.retry_limit_exceeded == 1 and p.idle()
+
+
+def test_a_retry_over_the_clusters_budget_gives_the_client_the_503_flagged_uo() -> None:
+    p = Proxy(retry_on="5xx", max_retries=1)
+    _a, client_a = p.client(GET)
+    _b, client_b = p.client(GET)
+    conn_a, _up_a, _ = p.pool.connect()
+    conn_b, _, _ = p.pool.connect()
+    conn_a.data_received(UNAVAILABLE)  # retried: takes the one slot
+    conn_b.data_received(UNAVAILABLE)  # over the budget: this 503 is the answer
+    assert client_b.data.startswith(b"HTTP/1.1 503") and client_b.data.endswith(b"down")
+    assert p.log[-1].response_flags == "UO"
+    assert p.cluster.breaker.retry_overflow == 1 and p.cluster.breaker.active_retries == 1
+    p.loop.advance(0.0125)
+    retried, _, _ = p.pool.connect()
+    retried.data_received(OK)
+    assert client_a.data.startswith(b"HTTP/1.1 200") and p.idle()
+
+
+def test_a_reset_after_the_first_response_byte_resets_the_client() -> None:
+    p = Proxy(retry_on="5xx,reset")
+    _dc, client = p.client(GET)
+    conn, _, _ = p.pool.connect()
+    conn.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart")
+    conn.connection_lost(None)
+    assert client.aborted and client.data.startswith(b"HTTP/1.1 200 OK")
+    assert p.pool.waiting == [] and p.log[-1].response_flags == "UC" and p.idle()
+
+
+def test_a_stale_pooled_connection_is_replayed_once_on_a_fresh_one() -> None:
+    p = Proxy(retry_on="connect-failure")
+    _dc, _client = p.client(GET)
+    used, _, _ = p.pool.connect()
+    used.data_received(OK)
+    assert p.pool.released == [(used, True)]
+    p.pool.idle.append(used)  # the next request reuses it...
+    _dc2, client2 = p.client(GET)
+    used.connection_lost(None)  # ...and the upstream had closed it while idle
+    assert p.pool.waiting and not p.loop.pending()  # at once, no backoff
+    fresh, _, _ = p.pool.connect()
+    fresh.data_received(OK)
+    assert client2.data.startswith(b"HTTP/1.1 200") and p.cluster.breaker.retries == 0 and p.idle()
+
+
+def test_client_gone_during_the_backoff_cancels_the_timer_and_frees_the_retry_slot() -> None:
+    p = Proxy(retry_on="5xx", max_retries=1)
+    dc, _client = p.client(GET)
+    conn, _, _ = p.pool.connect()
+    conn.data_received(UNAVAILABLE)
+    assert p.cluster.breaker.active_retries == 1 and len(p.loop.pending()) == 1
+    dc.connection_lost(None)
+    assert p.loop.pending() == [] and p.idle()
+    assert p.log[-1].response_flags == "DC"
+
+
+def test_client_gone_while_waiting_for_a_connection_leaves_the_queue() -> None:
+    p = Proxy(timeout="1s")
+    dc, _client = p.client(GET)
+    assert len(p.pool.waiting) == 1
+    dc.connection_lost(None)
+    assert p.pool.waiting == [] and p.idle() and not p.ctx.deadlines.waiting
