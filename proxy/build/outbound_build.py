@@ -1,7 +1,7 @@
 """The outbound route table of one build, reusing the previous build's virtual hosts (sans-IO).
 
 Each virtual host (one service port, a VirtualService host that is no service, a wildcard host) is
-compiled by `OutboundBuilder.host`, which first asks the memo (build_memo.py) for the previous
+compiled by `OutboundBuilder.host`, which first asks the memo (build/memo.py) for the previous
 build's one: reused when the VirtualService is the same object and every host its routes resolved
 still resolves to the same Service and RuleSet; then it asks for the same clusters again, in the
 same order, so the cluster table comes out as a full build makes it.
@@ -55,7 +55,7 @@ def _entries(ctx: RouteContext, vs: VirtualService, fqdn: str, port: int | None)
 
 class OutboundBuilder:
     """The outbound route table; each virtual host is reused from the previous build when its
-    VirtualService and every host its routes resolved are unchanged (build_memo.CompiledHost)."""
+    VirtualService and every host its routes resolved are unchanged (memo.CompiledHost)."""
 
     def __init__(self, ctx: RouteContext, memos: Memos, ensure: Callable[[str, int, str], str]) -> None:
         self.ctx = ctx

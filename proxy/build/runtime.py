@@ -8,7 +8,7 @@ ResourceCache validates them from a snapshot. Requests in flight keep
 the runtime they started with; ``previous=`` hands endpoint health, ejections and breaker counters
 to the new runtime for clusters and endpoints that persist.
 
-Builds are incremental: ``previous.memo`` (build_memo.py) says what each piece was compiled from,
+Builds are incremental: ``previous.memo`` (build/memo.py) says what each piece was compiled from,
 and pieces whose inputs are the same objects are reused. When only VirtualServices changed, the
 previous runtime is patched (`_patch_hosts`): only the virtual hosts they route are recompiled, so
 applying a one-VirtualService change costs the same at 10 services as at 1,000.
@@ -98,7 +98,7 @@ def build_runtime(
     ``labels`` are this workload's: VirtualService match blocks with sourceLabels apply only when they
     fit (sourceNamespace: when it is ``namespace``).
     ``rng`` (a ``random.random``-like callable) drives RANDOM / LEAST_REQUEST picks; tests inject one.
-    With ``previous``, pieces compiled from the very same resource objects are reused (build_memo.py):
+    With ``previous``, pieces compiled from the very same resource objects are reused (build/memo.py):
     the result equals a build from scratch, at a cost that follows what changed.
     """
     prev_memo = previous.memo if previous is not None else None
