@@ -3,11 +3,15 @@
 `request(bus, subject, msg, ReplyType)` encodes `msg`, waits at most `timeout`, and
 returns a `ReplyType` — or raises the typed `BusError` the remote handler raised (its
 code travels in the `ErrorReply` envelope), `UnavailableError` when nobody serves the
-subject, `RequestTimeoutError` when the deadline passes.
+subject, `RequestTimeoutError` when the deadline passes. With ``wait_for_service`` a subject
+nobody serves yet is asked again until the deadline (an operator command run while the service
+starts, as the compose stack's bootstrap step is); otherwise "no responders" is final at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, TypeVar
 
 import nats.errors
@@ -24,17 +28,32 @@ ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 
 
 async def request(
-    bus: BusConnection, subject: str, msg: Any, reply_type: type[T], *, timeout: float = 2.0
+    bus: BusConnection,
+    subject: str,
+    msg: Any,
+    reply_type: type[T],
+    *,
+    timeout: float = 2.0,
+    wait_for_service: bool = False,
 ) -> T:
     data, headers = codec.encode(msg)
-    try:
-        reply = await bus.nc.request(subject, data, timeout=timeout, headers=headers)
-    except nats.errors.NoRespondersError:
-        raise UnavailableError(f"no responders on {subject}") from None
-    except (nats.errors.TimeoutError, TimeoutError):
-        raise RequestTimeoutError(f"no reply on {subject} within {timeout:.3g}s") from None
-    except nats.errors.ConnectionClosedError:
-        raise UnavailableError(f"bus connection closed while requesting {subject}") from None
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        try:
+            reply = await bus.nc.request(subject, data, timeout=timeout, headers=headers)
+            break
+        except nats.errors.NoRespondersError:
+            left = deadline - time.monotonic()
+            if not wait_for_service or left <= pause:
+                raise UnavailableError(f"no responders on {subject}") from None
+            await asyncio.sleep(pause)  # nothing to await: a service subscribing sends no event
+            pause = min(pause * 2, 0.5)
+            timeout = max(deadline - time.monotonic(), 0.01)
+        except (nats.errors.TimeoutError, TimeoutError):
+            raise RequestTimeoutError(f"no reply on {subject} within {timeout:.3g}s") from None
+        except nats.errors.ConnectionClosedError:
+            raise UnavailableError(f"bus connection closed while requesting {subject}") from None
     rheaders = reply.headers or {}
     if ERROR_CODE_HEADER in rheaders:
         raise _error_from_reply(reply.data, rheaders)

@@ -127,7 +127,9 @@ def run_token_create(args: argparse.Namespace) -> int:
     )
     reply = call(
         args,
-        lambda bus: rpc.request(bus, bus.subjects.ca("token"), req, TokenCreateReply, timeout=args.timeout),
+        lambda bus: rpc.request(
+            bus, bus.subjects.ca("token"), req, TokenCreateReply, timeout=args.timeout, wait_for_service=True
+        ),
     )
     if args.output == "text":
         print(reply.token)
@@ -151,7 +153,12 @@ def run_ca_bundle(args: argparse.Namespace) -> int:
     reply = call(
         args,
         lambda bus: rpc.request(
-            bus, bus.subjects.ca("bundle"), BundleRequest(), BundleReply, timeout=args.timeout
+            bus,
+            bus.subjects.ca("bundle"),
+            BundleRequest(),
+            BundleReply,
+            timeout=args.timeout,
+            wait_for_service=True,
         ),
     )
     if args.output == "text":

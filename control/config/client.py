@@ -44,7 +44,9 @@ class ConfigClient:
         expected_revisions: dict[str, int] | None = None,
     ) -> ApplyReply:
         req = ApplyRequest(list(documents), dry_run, expected_revision, dict(expected_revisions or {}))
-        return await rpc.request(self.bus, self._subject("apply"), req, ApplyReply, timeout=self.timeout)
+        return await rpc.request(
+            self.bus, self._subject("apply"), req, ApplyReply, timeout=self.timeout, wait_for_service=True
+        )
 
     async def apply_text(
         self, text: str, file: str = "<stdin>", *, dry_run: bool = False, expected_revision: int = 0
@@ -61,21 +63,29 @@ class ConfigClient:
         expected_revisions: dict[str, int] | None = None,
     ) -> DeleteReply:
         req = DeleteRequest(list(targets), dry_run, dict(expected_revisions or {}), ignore_not_found, force)
-        return await rpc.request(self.bus, self._subject("delete"), req, DeleteReply, timeout=self.timeout)
+        return await rpc.request(
+            self.bus, self._subject("delete"), req, DeleteReply, timeout=self.timeout, wait_for_service=True
+        )
 
     async def get(self, kind: str, name: str, namespace: str = "default") -> ResourceRecord:
         req = GetRequest(kind, name, namespace)
-        return await rpc.request(self.bus, self._subject("get"), req, ResourceRecord, timeout=self.timeout)
+        return await rpc.request(
+            self.bus, self._subject("get"), req, ResourceRecord, timeout=self.timeout, wait_for_service=True
+        )
 
     async def list(
         self, kind: str = "", namespace: str = "default", *, all_namespaces: bool = False
     ) -> ListReply:
         req = ListRequest(kind, namespace, all_namespaces)
-        return await rpc.request(self.bus, self._subject("list"), req, ListReply, timeout=self.timeout)
+        return await rpc.request(
+            self.bus, self._subject("list"), req, ListReply, timeout=self.timeout, wait_for_service=True
+        )
 
     async def history(self, kind: str, name: str, namespace: str = "default") -> HistoryReply:
         req = HistoryRequest(kind, name, namespace)
-        return await rpc.request(self.bus, self._subject("history"), req, HistoryReply, timeout=self.timeout)
+        return await rpc.request(
+            self.bus, self._subject("history"), req, HistoryReply, timeout=self.timeout, wait_for_service=True
+        )
 
     async def rollback(
         self,
@@ -88,4 +98,6 @@ class ConfigClient:
         dry_run: bool = False,
     ) -> ApplyReply:
         req = RollbackRequest(kind, name, to_revision, namespace, expected_revision, dry_run)
-        return await rpc.request(self.bus, self._subject("rollback"), req, ApplyReply, timeout=self.timeout)
+        return await rpc.request(
+            self.bus, self._subject("rollback"), req, ApplyReply, timeout=self.timeout, wait_for_service=True
+        )

@@ -139,6 +139,32 @@ async def test_no_responders_is_unavailable(bus: BusConnection) -> None:
         )
 
 
+async def test_a_request_that_waits_for_the_service_is_answered_once_it_starts(bus: BusConnection) -> None:
+    """The compose stack's bootstrap step runs meshctl while meshbus-config is still starting."""
+    subject = bus.subjects.endpoint("late", "echo")
+    asked = asyncio.create_task(
+        rpc.request(bus, subject, EchoRequest("x"), EchoReply, timeout=10, wait_for_service=True)
+    )
+    sent = bus.nc.stats["out_msgs"]
+    for _ in range(500):  # no event tells that nobody answered: watch it ask, find nobody, ask again
+        if bus.nc.stats["out_msgs"] >= sent + 2:
+            break
+        await asyncio.sleep(0.01)
+    assert bus.nc.stats["out_msgs"] >= sent + 2 and not asked.done()
+
+    async def echo(msg) -> None:  # type: ignore[no-untyped-def]
+        data, headers = codec.encode(EchoReply("x", "late"))
+        await bus.nc.publish(msg.reply, data, headers=headers)
+
+    sub = await bus.nc.subscribe(subject, cb=echo)
+    try:
+        assert (await asked).instance == "late"
+    finally:
+        await sub.unsubscribe()
+    with pytest.raises(UnavailableError, match="no responders"):  # and gives up at its deadline
+        await rpc.request(bus, subject + "x", EchoRequest("x"), EchoReply, timeout=0.3, wait_for_service=True)
+
+
 async def test_two_replicas_share_load_in_a_queue_group(
     bus: BusConnection, nats_server, subject_root
 ) -> None:  # type: ignore[no-untyped-def]
