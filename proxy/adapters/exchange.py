@@ -97,6 +97,10 @@ _PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
 class Exchange:
+    # Response headers while response filters run: set just before, so a request whose route has
+    # none costs no list (read before it is set, it raises AttributeError, as a bug should).
+    resp_headers: list[tuple[str, str]]
+
     __slots__ = (
         "att",
         "authority",
@@ -168,7 +172,6 @@ class Exchange:
         self.details: str | None = None  # a filter's local-reply details (access log)
         self.is_local = False  # the response is a local reply (filters see it on the way out)
         self.req_ops: HeaderOps | None = None  # header operations for the upstream head (filters)
-        self.resp_headers: list[tuple[str, str]] = []  # response headers while filters run
         self.tls_failure: str | None = None  # "<reason>:<message>" when the upstream TLS handshake failed
         self.upstream_host: str | None = None  # "address:port" of the last attempt (access log)
         self.att: Attempts | None = None  # the attempts of a forwarded request (set by _dispatch)
