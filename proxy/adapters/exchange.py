@@ -456,7 +456,6 @@ class Exchange:
         conn = self.conn
         if conn is not None and not self.waiting and self.req_chunked:
             conn.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
-        route = self.route
         if route is not None and route.mirrors and self.head_bytes and not self.done:
             self._mirror()
 

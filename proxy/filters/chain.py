@@ -51,8 +51,6 @@ BUILTIN: Final = 35  # meshbus's compiled built-ins: local rate limit, CORS, fau
 UNSPECIFIED: Final = 40  # "just before the router"
 ROUTER: Final = 50  # header operations: applied with the router's own work
 
-PHASES: Final = {"AUTHN": AUTHN, "AUTHZ": AUTHZ, "STATS": STATS, "UNSPECIFIED_PHASE": UNSPECIFIED}
-
 
 class LocalReply:
     """Stop the request and answer it here. ``flag`` (an Envoy response flag, proxy/core/flags.py) and
@@ -139,10 +137,6 @@ class HttpFilter:
 
     def on_done(self, ctx: FilterContext) -> None:
         return None
-
-    def describe(self) -> Any:
-        """The filter's per-route config as config_dump shows it."""
-        return {}
 
 
 HOOK_REQUEST_HEADERS: Final = 1

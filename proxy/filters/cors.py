@@ -146,6 +146,3 @@ class CorsFilter(HttpFilter):
             return None
         ctx.resp_headers.extend(self.policy.response_headers(ctx.view))
         return None
-
-    def describe(self) -> Any:
-        return self.policy.describe()

@@ -98,6 +98,3 @@ class FaultFilter(HttpFilter):
         if abort:
             return self.abort
         return None
-
-    def describe(self) -> Any:
-        return self.policy.describe()

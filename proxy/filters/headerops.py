@@ -128,6 +128,3 @@ class HeaderOpsFilter(HttpFilter):
             hdrs = self.ops.response.apply(hdrs)
         ctx.resp_headers = hdrs
         return None
-
-    def describe(self) -> Any:
-        return {"request": self.ops.request.describe(), "response": self.ops.response.describe()}

@@ -61,6 +61,3 @@ class LocalRateLimitFilter(HttpFilter):
         if self.bucket.try_acquire(ctx.t0):
             return None
         return _LIMITED
-
-    def describe(self) -> Any:
-        return self.bucket.describe()
