@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from meshbus.bus.config.analysis import analyze
     from meshbus.bus.config.destination_rule import DestinationRuleSpec, Subset, TrafficPolicy
     from meshbus.bus.config.loader import LoadResult, load_path, load_text
+    from meshbus.bus.config.mesh_config import MeshConfigSpec
     from meshbus.bus.config.meshbus_kinds import LocalRateLimitSpec, PluginSpec, TokenBucket
     from meshbus.bus.config.resources import (
         KINDS,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         DestinationRule,
         Gateway,
         LocalRateLimit,
+        MeshConfig,
         Metadata,
         PeerAuthentication,
         Plugin,
@@ -80,6 +82,8 @@ _LAZY = {
     "LoadResult": "loader",
     "LocalRateLimit": "resources",
     "LocalRateLimitSpec": "meshbus_kinds",
+    "MeshConfig": "resources",
+    "MeshConfigSpec": "mesh_config",
     "Metadata": "resources",
     "PeerAuthentication": "resources",
     "Percent": "types",
@@ -130,6 +134,8 @@ __all__ = [
     "LoadResult",
     "LocalRateLimit",
     "LocalRateLimitSpec",
+    "MeshConfig",
+    "MeshConfigSpec",
     "Metadata",
     "PeerAuthentication",
     "Percent",

@@ -191,6 +191,10 @@ KINDS: dict[str, Fate] = {
     "Plugin": not_enforced(
         "meshbus-proxy does not load plugins yet; the filter does not run and requests pass without it"
     ),
+    "MeshConfig": not_enforced(
+        "no meshbus component reads the mesh config yet: the root namespace is istio-system, paths are "
+        "not normalized for policy, and extension providers are unused"
+    ),
     "Gateway": not_enforced("meshbus has no gateway proxy yet; this Gateway is stored but has no effect"),
     "WorkloadEntry": not_enforced(
         "meshbus adds no WorkloadEntry to any service; workloads join by registering (meshbus-proxy in "

@@ -25,6 +25,7 @@ from meshbus.bus.config.gateway_api import (
     TCPRouteSpec,
     TLSRouteSpec,
 )
+from meshbus.bus.config.mesh_config import MeshConfigSpec
 from meshbus.bus.config.meshbus_kinds import LocalRateLimitSpec, PluginSpec
 from meshbus.bus.config.security import (
     AuthorizationPolicySpec,
@@ -305,6 +306,12 @@ class Plugin(Resource):
     spec: PluginSpec
 
 
+class MeshConfig(Resource):
+    GROUP, VERSIONS = _MESHBUS
+    KIND = "MeshConfig"
+    spec: MeshConfigSpec
+
+
 RESOURCE_TYPES: tuple[type[Resource], ...] = (
     VirtualService,
     DestinationRule,
@@ -317,6 +324,7 @@ RESOURCE_TYPES: tuple[type[Resource], ...] = (
     AuthorizationPolicy,
     LocalRateLimit,
     Plugin,
+    MeshConfig,
     WorkloadGroup,
     ProxyConfig,
     EnvoyFilter,

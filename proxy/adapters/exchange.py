@@ -116,6 +116,7 @@ class Exchange:
         "dl_armed",
         "dl_at",
         "done",
+        "filter_state",
         "flags",
         "head",
         "head_bytes",
@@ -172,6 +173,7 @@ class Exchange:
         self.details: str | None = None  # a filter's local-reply details (access log)
         self.is_local = False  # the response is a local reply (filters see it on the way out)
         self.req_ops: HeaderOps | None = None  # header operations for the upstream head (filters)
+        self.filter_state: dict[str, Any] | None = None  # filters' per-request data (Envoy's filter state)
         self.tls_failure: str | None = None  # "<reason>:<message>" when the upstream TLS handshake failed
         self.upstream_host: str | None = None  # "address:port" of the last attempt (access log)
         self.att: Attempts | None = None  # the attempts of a forwarded request (set by _dispatch)

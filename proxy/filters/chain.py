@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from mypy_extensions import mypyc_attr
 
 if TYPE_CHECKING:
+    from meshbus.proxy.adapters.contracts import Downstream
     from meshbus.proxy.codec.http1 import RequestHead
     from meshbus.proxy.core.routing import Destination, RequestView, Route
     from meshbus.proxy.filters.headerops import HeaderOps
@@ -95,7 +96,14 @@ class FilterContext(Protocol):
     monotonic clock. On the response path ``status`` and ``resp_headers`` (a list the filter may edit
     or replace) hold the response; ``is_local`` says it is a local reply. ``req_ops`` is the header
     operations the router applies to the upstream request head (None: forward the head as received).
+    ``dc`` is the downstream connection (``peer_ip``, ``peer_principal``: the verified SPIFFE ID of an
+    mTLS peer). ``filter_state`` is per-request data filters share, keyed by filter name (Envoy's
+    filter state and dynamic metadata: a JWT filter's verified claims for the authorization filter,
+    the deciding policy for the access log); None until a filter sets it.
     """
+
+    dc: Downstream
+    filter_state: dict[str, Any] | None
 
     head: RequestHead
     view: RequestView

@@ -18,6 +18,7 @@ API = {
     "AuthorizationPolicy": "security.istio.io/v1",
     "LocalRateLimit": "meshbus.io/v1",
     "Plugin": "meshbus.io/v1",
+    "MeshConfig": "meshbus.io/v1",
 }
 
 

@@ -173,6 +173,7 @@ def test_all_kinds_registered() -> None:
         "AuthorizationPolicy",
         "LocalRateLimit",
         "Plugin",
+        "MeshConfig",
         "WorkloadGroup",
         "ProxyConfig",
         "EnvoyFilter",

@@ -61,6 +61,8 @@ class Ctx:
     resp_headers: list[tuple[str, str]] = field(default_factory=list)
     is_local: bool = False
     req_ops: HeaderOps | None = None
+    dc: Any = None
+    filter_state: dict[str, Any] | None = None
 
 
 def ctx(method: str = "GET", headers: dict[str, str] | None = None, **kw: Any) -> Ctx:
