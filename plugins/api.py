@@ -33,8 +33,9 @@ Keep in sync with docs/plugins.md.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -216,3 +217,21 @@ def check_filter_class(cls: object, where: str) -> type[Filter]:
 def hook_list(names: Iterable[str]) -> str:
     """``request_headers,response_headers``: hooks without their ``on_`` prefix, for tables."""
     return ",".join(n.removeprefix("on_") for n in names)
+
+
+async def run_hook(f: Filter, hook: str, req: Any, resp: Any, body: bytes | None, end: bool) -> Any:
+    """Call ``f``'s hook ``hook`` (wire name) with the arguments it takes; await it when async."""
+    fn: Callable[..., Any] = getattr(f, "on_" + hook)
+    if hook == "request_headers":
+        r = fn(req)
+    elif hook == "request_body":
+        r = fn(req, body or b"", end)
+    elif hook == "response_headers":
+        r = fn(req, resp)
+    elif hook == "response_body":
+        r = fn(req, resp, body or b"", end)
+    else:
+        r = fn(req, resp)
+    if inspect.isawaitable(r):
+        r = await r
+    return r

@@ -16,11 +16,9 @@ holds its callers only, and several hosts add capacity).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
@@ -38,7 +36,7 @@ from meshbus.bus.schemas.filters import (
     FilterVerdict,
 )
 from meshbus.bus.service import MESHBUS_VERSION, QUEUE_GROUP
-from meshbus.plugins.api import Filter, LocalReply, hook_list
+from meshbus.plugins.api import Filter, LocalReply, hook_list, run_hook
 from meshbus.plugins.loader import make_filter
 from meshbus.plugins.registry import FilterInfo
 from meshbus.plugins.remote.wire import verdict_of, views_of
@@ -46,24 +44,6 @@ from meshbus.plugins.remote.wire import verdict_of, views_of
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 64
-
-
-async def run_hook(f: Filter, hook: str, req: Any, resp: Any, body: bytes | None, end: bool) -> Any:
-    """Call ``f``'s hook ``hook`` (wire name) with the arguments it takes; await it when async."""
-    fn: Callable[..., Any] = getattr(f, "on_" + hook)
-    if hook == "request_headers":
-        r = fn(req)
-    elif hook == "request_body":
-        r = fn(req, body or b"", end)
-    elif hook == "response_headers":
-        r = fn(req, resp)
-    elif hook == "response_body":
-        r = fn(req, resp, body or b"", end)
-    else:
-        r = fn(req, resp)
-    if inspect.isawaitable(r):
-        r = await r
-    return r
 
 
 class FilterHost:
@@ -137,12 +117,16 @@ class FilterHost:
         await self.bus.nc.flush()  # every SUB is registered before a caller is told we are up
         log.info("serving filter %s (%s) with %d slots", i.name, hook_list(i.hooks), self.concurrency)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop taking calls, give those running ``grace`` seconds, cancel the rest, close instances."""
         micro, self._micro = self._micro, None
         if micro is not None:
             await micro.stop()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         for inst in self._instances.values():
             if isinstance(inst, Filter):
                 _close(inst)
