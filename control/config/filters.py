@@ -66,7 +66,11 @@ async def remote_filters(bus: BusConnection, names: Iterable[str]) -> dict[str, 
     async def ask(name: str) -> tuple[str, FilterHostInfo | None]:
         try:
             info = await request(
-                bus, bus.subjects.filter_info(name), FilterInfoRequest(), FilterHostInfo, timeout=REMOTE_TIMEOUT
+                bus,
+                bus.subjects.filter_info(name),
+                FilterInfoRequest(),
+                FilterHostInfo,
+                timeout=REMOTE_TIMEOUT,
             )
         except BusError:
             return name, None

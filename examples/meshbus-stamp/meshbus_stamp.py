@@ -1,12 +1,12 @@
 """The filter of the plugins issue's example, as a package of its own.
 
-    apiVersion: meshbus.io/v1
-    kind: Plugin
-    metadata: {name: stamp, namespace: default}
-    spec:
-      selector: {matchLabels: {app: shelf}}
-      filter: stamp
-      pluginConfig: {value: hello}
+apiVersion: meshbus.io/v1
+kind: Plugin
+metadata: {name: stamp, namespace: default}
+spec:
+  selector: {matchLabels: {app: shelf}}
+  filter: stamp
+  pluginConfig: {value: hello}
 """
 
 from __future__ import annotations
