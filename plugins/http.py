@@ -69,6 +69,16 @@ class Headers:
             items[:] = kept
             self._changed(n)
 
+    def replace(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Hold exactly ``pairs``, in their order (what a remote filter's verdict says)."""
+        new = [(str(k).lower(), str(v)) for k, v in pairs]
+        old = self._items
+        names = {k for k, _ in old} | {k for k, _ in new}
+        changed = [n for n in names if [v for k, v in old if k == n] != [v for k, v in new if k == n]]
+        old[:] = new
+        for n in sorted(changed):
+            self._changed(n)
+
     def _changed(self, name: str) -> None:
         if self._on_change is not None:
             self._on_change(name)

@@ -74,27 +74,13 @@ def call_of(
     )
 
 
-def _replace(target: Headers, pairs: list[list[str]]) -> None:
-    """Make ``target`` hold exactly ``pairs`` through its own edits (so the runner sees them)."""
-    new = [(str(k).lower(), str(v)) for k, v in pairs]
-    old = target.items()
-    if new == old:
-        return
-    for name in {k for k, _ in old} | {k for k, _ in new}:
-        values = [v for k, v in new if k == name]
-        if values == target.getall(name):
-            continue
-        target.delete(name)
-        for v in values:
-            target.add(name, v)
-
-
 def apply_verdict(v: FilterVerdict, hook: str, req: Request, resp: Response | None) -> LocalReply | None:
     """Carry a verdict onto the live views; the reply to answer with, or None to go on."""
     if v.state is not None:
         req.state = dict(v.state)
     if v.headers is not None:
-        _replace(resp.headers if hook == "response_headers" and resp is not None else req.headers, v.headers)
+        target = resp.headers if hook == "response_headers" and resp is not None else req.headers
+        target.replace((k, val) for k, val in v.headers)
     r = v.reply
     if r is None:
         return None
