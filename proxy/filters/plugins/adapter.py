@@ -112,18 +112,26 @@ class LocalBackend:
 class PluginStats:
     """Per Plugin: the metric children it records into (made once, when the Plugin is applied)."""
 
-    __slots__ = ("_calls", "_errors", "_time", "ref")
+    __slots__ = ("_by_hook", "_calls", "_errors", "_time", "ref")
 
     def __init__(self, ref: str, calls: Any = None, errors: Any = None, time_ms: Any = None) -> None:
         self.ref = ref
         self._calls = calls
         self._errors = errors
         self._time = time_ms
+        self._by_hook: dict[str, tuple[Any, Any]] = {}
 
     def call(self, hook: str, ms: float) -> None:
-        if self._calls is not None:
-            self._calls.labels(self.ref, hook).inc()
-            self._time.labels(self.ref, hook).observe(ms)
+        children = self._by_hook.get(hook)
+        if children is None:
+            if self._calls is None:
+                return
+            children = self._by_hook[hook] = (
+                self._calls.labels(self.ref, hook),
+                self._time.labels(self.ref, hook),
+            )
+        children[0].inc()
+        children[1].observe(ms)
 
     def error(self, reason: str, action: str) -> None:
         if self._errors is not None:
@@ -157,9 +165,9 @@ def _sync_header(head: Any, name: str) -> None:
 def _claims(ctx: FilterContext) -> Mapping[str, Any] | None:
     state = ctx.filter_state
     auth = state.get("request.auth") if state is not None else None
-    if isinstance(auth, Mapping):
+    if type(auth) is dict:  # the JWT filter's {"principal", "audiences", "presenter", "claims"}
         claims = auth.get("claims")
-        return claims if isinstance(claims, Mapping) else None
+        return claims if type(claims) is dict else None
     return None
 
 
@@ -210,6 +218,7 @@ class PluginFilter(HttpFilter):
         self._logged_at = 0.0
         self._unlogged = 0
         self._done_tasks: set[asyncio.Task[Any]] = set()
+        self._peers: dict[str, Peer] = {}
 
     # ---- per-request view ----------------------------------------------------------------------
 
@@ -220,20 +229,21 @@ class PluginFilter(HttpFilter):
         st = fs.get(self.name)
         if st is None:
             st = fs[self.name] = _PerRequest(self._view(ctx))
+        # Read afresh for each hook (an earlier filter, the JWT one, may have set them meanwhile);
+        # the view keeps the value, not the request: no reference cycle for the collector to find.
+        st.req._claims = _claims(ctx)
         return st
 
     def _view(self, ctx: FilterContext) -> Request:
         head = ctx.head
         view = ctx.view
         if self.direction == "inbound":
-            source = Peer.from_principal(ctx.dc.peer_principal)
+            source = self._peer(ctx.dc.peer_principal or "", True)
             destination = self.workload
         else:
             source = self.workload
             dest = ctx.dest
-            service = dest.host if dest is not None else view.authority
-            parts = service.split(".")
-            destination = Peer(namespace=parts[1] if len(parts) > 2 else None, service=service)
+            destination = self._peer(dest.host if dest is not None else view.authority, False)
         return Request(
             head.method,
             view.path,
@@ -244,8 +254,22 @@ class PluginFilter(HttpFilter):
             route=ctx.route.name,
             source=source,
             destination=destination,
-            claims=partial(_claims, ctx),
         )
+
+    def _peer(self, key: str, principal: bool) -> Peer:
+        """The other end, made once per principal (inbound) or service host (outbound): peers are
+        immutable, and a view per request would cost an object each."""
+        peer = self._peers.get(key)
+        if peer is None:
+            if len(self._peers) >= 1024:
+                self._peers.clear()
+            if principal:
+                peer = Peer.from_principal(key or None)
+            else:
+                parts = key.split(".")
+                peer = Peer(namespace=parts[1] if len(parts) > 2 else None, service=key)
+            self._peers[key] = peer
+        return peer
 
     # ---- running one hook ----------------------------------------------------------------------
 

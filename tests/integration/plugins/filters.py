@@ -69,3 +69,11 @@ class BodyCheck(Filter):
 class Noop(Filter):
     def on_request_headers(self, req: Request) -> None:
         return None
+
+
+class Claims(Filter):
+    """Forwards the verified token's subject (``req.claims``, from the JWT filter's state)."""
+
+    def on_request_headers(self, req: Request) -> None:
+        claims = req.claims
+        req.headers.set("x-sub", str(claims["sub"]) if claims is not None else "-")

@@ -13,6 +13,7 @@ import pytest
 from meshbus.bus.connection import BusConnection
 from meshbus.plugins.registry import FilterInfo, PluginLoadError, info_of
 from meshbus.plugins.remote.host import FilterHost
+from meshbus.proxy.filters.chain import AUTHN, HOOK_REQUEST_HEADERS, FilterChain, FilterContext, HttpFilter
 from meshbus.proxy.filters.plugins import bindings
 from meshbus.telemetry.accesslog import AccessLogRecord
 from tests.integration.plugins import filters
@@ -28,6 +29,7 @@ TEST_FILTERS: dict[str, type[Any]] = {
     "boom": filters.Boom,
     "hang": filters.Hang,
     "body-check": filters.BodyCheck,
+    "claims": filters.Claims,
 }
 
 
@@ -311,3 +313,36 @@ async def test_selector_and_match_pick_the_workloads_and_sides(
     assert r.headers["x-stamp"] == "mine"  # the outbound side: only the Plugin that selects app=shelf
     r = await fetch(p.inbound_port, "/", host="anything")
     assert r.headers["x-stamp"] == "srv"  # the inbound side: the SERVER one
+
+
+class FakeJwt(HttpFilter):
+    """Stands in for the JWT filter: what it leaves in the request's filter state for others."""
+
+    def __init__(self) -> None:
+        super().__init__("test.jwt", AUTHN, 100, HOOK_REQUEST_HEADERS)
+
+    def on_request_headers(self, ctx: FilterContext) -> None:
+        if ctx.head.hdict.get("authorization"):
+            state = ctx.filter_state = ctx.filter_state or {}
+            state["request.auth"] = {
+                "principal": "iss/me",
+                "audiences": [],
+                "presenter": "",
+                "claims": {"sub": "me"},
+            }
+
+
+@pytest.mark.parametrize("placement", ["IN_PROCESS", "REMOTE"])
+async def test_filters_see_the_verified_token_claims(
+    proxy: ProxyFactory, upstreams: UpstreamFactory, bus: BusConnection, host: HostFactory, placement: str
+) -> None:
+    up = await upstreams()
+    if placement == "REMOTE":
+        await host("claims")
+    p = await remote_proxy(proxy, bus, service_entry("reviews", [up]) + plugin("claims", placement=placement))
+    for vh in p.server.runtime.outbound.virtual_hosts:
+        for route in vh.routes:
+            object.__setattr__(route, "chain", FilterChain([*route.chain.filters, FakeJwt()]))
+    r = await fetch(p.port, "/", host=HOST, headers=[("authorization", "Bearer x")])
+    assert r.json()["headers"]["x-sub"] == "me"
+    assert (await fetch(p.port, "/", host=HOST)).json()["headers"]["x-sub"] == "-"
