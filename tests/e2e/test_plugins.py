@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from meshbus.bus.errors import BadRequestError
-from tests.support.mesh import DemoMesh, start_demo
+from tests.support.mesh import DemoMesh, start_demo, vs_yaml
 from tests.support.nats_server import require_binary
 from tests.support.processes import PYTHON, ProcessGroup, Reply
 
@@ -42,16 +42,7 @@ def stamp_mesh(tmp_path: Path, processes: ProcessGroup) -> Iterator[DemoMesh]:
         p for p in (str(site), processes.env.get("PYTHONPATH")) if p
     )
     mesh = start_demo(tmp_path, processes, mtls=False)
-    mesh.apply("""\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {host: reviews, subset: v1}
-""")
+    mesh.apply(vs_yaml({"v1": 100}))  # every request to the one workload the Plugins select
     try:
         yield mesh
     finally:

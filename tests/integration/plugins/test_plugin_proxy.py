@@ -103,6 +103,15 @@ async def remote_proxy(proxy: ProxyFactory, bus: BusConnection, text: str) -> Pr
     return await proxy(text, nats=bus.settings.url, subject_root=bus.subjects.root)
 
 
+async def placed(
+    placement: str, name: str, proxy: ProxyFactory, up: Any, bus: BusConnection, host: HostFactory
+) -> ProxyHandle:
+    """A proxy running filter ``name`` in process, or REMOTE behind a host started for it."""
+    if placement == "REMOTE":
+        await host(name)
+    return await remote_proxy(proxy, bus, service_entry("reviews", [up]) + plugin(name, placement=placement))
+
+
 def shown(r: Response) -> tuple[Any, ...]:
     """What a client and the upstream saw of a response (no per-request ids)."""
     seen = r.json()["headers"] if r.status == 200 else {}
@@ -242,11 +251,7 @@ async def test_a_buffered_body_is_checked_before_the_request_goes_upstream(
     proxy: ProxyFactory, upstreams: UpstreamFactory, bus: BusConnection, host: HostFactory, placement: str
 ) -> None:
     up = await upstreams()
-    if placement == "REMOTE":
-        await host("body-check")
-    p = await remote_proxy(
-        proxy, bus, service_entry("reviews", [up]) + plugin("body-check", placement=placement)
-    )
+    p = await placed(placement, "body-check", proxy, up, bus, host)
     r = await fetch(p.port, "/", host=HOST, method="POST", body=b"this is bad")
     assert (r.status, r.body) == (422, b"bad body of 11 bytes\n")
     assert up.seen == []
@@ -337,9 +342,7 @@ async def test_filters_see_the_verified_token_claims(
     proxy: ProxyFactory, upstreams: UpstreamFactory, bus: BusConnection, host: HostFactory, placement: str
 ) -> None:
     up = await upstreams()
-    if placement == "REMOTE":
-        await host("claims")
-    p = await remote_proxy(proxy, bus, service_entry("reviews", [up]) + plugin("claims", placement=placement))
+    p = await placed(placement, "claims", proxy, up, bus, host)
     for vh in p.server.runtime.outbound.virtual_hosts:
         for route in vh.routes:
             object.__setattr__(route, "chain", FilterChain([*route.chain.filters, FakeJwt()]))
