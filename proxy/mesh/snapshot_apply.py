@@ -23,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from meshbus.bus.config.resources import Resource
+from meshbus.bus.config.proxy_kinds import Resource
 from meshbus.bus.schemas.config import manifest_resource
 from meshbus.bus.schemas.discovery import Snapshot, SnapshotAck
 from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
