@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshbus.bus.config.resources import (
+from meshbus.bus.config.proxy_kinds import (
     DestinationRule,
     LocalRateLimit,
     PeerAuthentication,
