@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from meshbus.bus.config.extensions import TrafficSelector
 from meshbus.bus.config.types import Duration, IstioModel, PolicySelector, WorkloadSelector
 
 DEFAULT_ROOT_NAMESPACE = "istio-system"
@@ -27,6 +26,18 @@ class LocalRateLimitSpec(IstioModel):
     hosts: tuple[str, ...] = ()
     routes: tuple[str, ...] = ()
     token_bucket: TokenBucket
+
+
+class PluginPort(IstioModel):
+    number: int = Field(ge=1, le=65535)
+
+
+class PluginMatch(IstioModel):
+    """WasmPlugin's TrafficSelector. Its own model, so a proxy worker need not import the Istio
+    extension kinds (bus/config/proxy_kinds.py)."""
+
+    mode: Literal["UNDEFINED", "CLIENT", "SERVER", "CLIENT_AND_SERVER"] | None = None
+    ports: tuple[PluginPort, ...] = ()
 
 
 PluginPhase = Literal["UNSPECIFIED", "UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS"]
@@ -51,7 +62,7 @@ class PluginSpec(IstioModel):
     phase: PluginPhase = "UNSPECIFIED"
     priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
     fail_strategy: Literal["FAIL_CLOSE", "FAIL_OPEN"] = "FAIL_CLOSE"
-    match: tuple[TrafficSelector, ...] = ()
+    match: tuple[PluginMatch, ...] = ()
     plugin_config: dict[str, Any] | None = None
     timeout: Duration = 1.0
 

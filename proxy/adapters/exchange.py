@@ -683,7 +683,10 @@ class Exchange:
         # The stream holds the head back: one write (one loopback segment) for head + body is the
         # cheapest path; the upstream connection flushes it at the end of the read that carried the
         # head (flush_out).
-        self.keep_alive = self.dc.send_head(status, hdrs, rh.body, self.keep_alive)
+        rh = self.resp
+        self.keep_alive = self.dc.send_head(
+            status, hdrs, rh.body if rh is not None else NO_BODY, self.keep_alive
+        )
 
     def flush_out(self) -> None:
         self.dc.flush()
