@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.bus.config.meshbus_kinds import DEFAULT_ROOT_NAMESPACE, plugin_selects
 from meshbus.bus.config.resources import MeshConfig, Plugin, Resource
@@ -30,7 +30,9 @@ from meshbus.plugins.registry import FilterInfo, PluginLoadError, load
 from meshbus.proxy.build.errors import RuntimeBuildError, build_error
 from meshbus.proxy.filters import chain as C
 from meshbus.proxy.filters.plugins.adapter import Backend, LocalBackend, PluginFilter, PluginStats
-from meshbus.proxy.filters.plugins.remote import RemoteBackend, RemoteFilters
+
+if TYPE_CHECKING:
+    from meshbus.proxy.filters.plugins.remote import RemoteFilters
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +128,8 @@ class PluginRuntime:
         close_grace: float = 5.0,
         loader: Callable[[str], FilterInfo] | None = None,
     ) -> None:
-        self.remotes = RemoteFilters(bus or (lambda: None))
+        self._bus = bus or (lambda: None)
+        self._remotes: RemoteFilters | None = None
         self.close_grace = close_grace
         self._loader = loader
         self._live: dict[tuple[str, str], Binding] = {}
@@ -159,6 +162,15 @@ class PluginRuntime:
                     (1, 5, 10, 50, 100, 500, 1000, 5000, 10000),
                 ),
             )
+
+    @property
+    def remotes(self) -> RemoteFilters:
+        """Made on the first REMOTE Plugin: a worker without one never imports the NATS client."""
+        if self._remotes is None:
+            from meshbus.proxy.filters.plugins.remote import RemoteFilters
+
+            self._remotes = RemoteFilters(self._bus)
+        return self._remotes
 
     @property
     def active(self) -> PluginSet:
@@ -206,6 +218,8 @@ class PluginRuntime:
         stats = PluginStats(ref, *(self._metrics[:3] if self._metrics else ()))
         backend: Backend
         if spec.placement == "REMOTE":
+            from meshbus.proxy.filters.plugins.remote import RemoteBackend
+
             backend = RemoteBackend(self.remotes, spec.filter, ref, spec.plugin_config, spec.timeout)
             if not backend.ready and _loop_running():
                 self.remotes.ask(spec.filter)  # so the first request finds the answer
