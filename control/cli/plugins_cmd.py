@@ -4,8 +4,8 @@
 
 Installed: the ``meshbus.filters`` entry points where meshctl runs (name, package, version, hooks,
 config fields; ``-o json`` has the whole JSON Schema). Remote: the ``meshbus-filter-host`` processes
-live on the bus now (each answers the NATS micro INFO request). Without NATS (or with ``--local``)
-only the installed ones are listed, and the reason is said.
+live on the bus now (each answers the NATS micro INFO request). ``--local`` lists only the installed
+ones; without NATS the table of installed ones is printed, then the error every command gives.
 """
 
 from __future__ import annotations
@@ -83,15 +83,17 @@ def _fields(schema: dict[str, Any] | None) -> str:
 def run(args: argparse.Namespace) -> int:
     local = installed_rows()
     hosts: list[dict[str, Any]] | None = None
-    why = "not asked (--local)"
+    unreachable: BusError | None = None
     if not args.local:
         from meshbus.control.config.filters import list_hosts
 
         try:
             hosts = host_rows(call(args, lambda bus: list_hosts(bus, timeout=args.timeout)))
         except BusError as exc:
-            why = str(exc)
+            unreachable = exc  # the installed ones are still worth showing; then the error, as every command
     if args.output == "json":
+        if unreachable is not None:
+            raise unreachable
         print(json.dumps({"installed": local, "remote": hosts}, indent=2))
         return 0
     # Not a terminal (a pipe, a test): wide enough that names and hooks are not cut.
@@ -108,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{r['requestBody']}/{r['responseBody']}", _fields(r["configSchema"]),
             )  # fmt: skip
     console.print(t)
+    if unreachable is not None:
+        raise unreachable
     if hosts is None:
-        print(f"Remote filter hosts: {why}", file=sys.stderr)
         return 0
     t = Table(title="Remote filter hosts live on the bus (meshbus-filter-host)", title_justify="left")
     for col in ("NAME", "INSTANCE", "PACKAGE", "VERSION", "LANGUAGE", "HOOKS", "CONFIG"):

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -119,3 +121,18 @@ async def test_the_stamp_filter_behind_its_host(
         listed["metadata"]["filter"] == "stamp"
         and listed["metadata"]["hooks"] == "request_headers,response_headers"
     )
+
+    # what an operator sees: meshctl plugins lists it among the live hosts, with its language
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshbus.control.cli", "plugins", "-o", "json", "--timeout", "0.5",
+        "--nats", bus.settings.url, "--subject-root", bus.subjects.root, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    doc = json.loads(out)
+    (host,) = doc["remote"]
+    assert (host["name"], host["language"], host["hooks"]) == (
+        "stamp",
+        stamp_host,
+        ["request_headers", "response_headers"],
+    )
+    assert "json-schema" in {f["name"] for f in doc["installed"]}
