@@ -12,14 +12,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import sys
 
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.process import add_common_args, run_until_signalled, settings_from_args, use_uvloop
+from meshbus.bus.process import (
+    add_common_args,
+    log_level_number,
+    run_until_signalled,
+    settings_from_args,
+    use_uvloop,
+)
 from meshbus.plugins.api import check_filter_class
 from meshbus.plugins.registry import NAME, FilterInfo, PluginLoadError, info_of, load
 from meshbus.plugins.remote.host import FilterHost
-from meshbus.telemetry.logging import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +78,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if args.name and ":" not in args.filter:
         info = info_of(args.name, info.cls, info.package, info.version)
-    configure_logging("filter-host", args.log_level, args.log_format)
+    # Plain stdlib logging: the plugins package depends on bus/ only (tests/test_imports.py), and a
+    # filter author's process should not need meshbus's telemetry to log.
+    logging.basicConfig(
+        level=log_level_number(args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     use_uvloop()
     asyncio.run(run_until_signalled(lambda stop: serve(args, info, stop), grace=args.grace))
     sys.exit(0)
