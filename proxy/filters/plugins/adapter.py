@@ -292,7 +292,8 @@ class PluginFilter(HttpFilter):
 
     async def _guarded(self, st: _PerRequest, hook: str, aw: Any, t0: float) -> LocalReply | None:
         try:
-            r = await asyncio.wait_for(aw, self.timeout)
+            # A remote call carries the timeout itself (the NATS request's); wait_for would add a task.
+            r = await (aw if self.remote else asyncio.wait_for(aw, self.timeout))
         except TimeoutError:
             return self._failed(st, hook, "timeout", TimeoutError(f"no answer within {self.timeout:g}s"))
         except FilterUnreachable as exc:

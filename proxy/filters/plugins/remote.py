@@ -144,7 +144,7 @@ class RemoteBackend:
         req: Request, resp: Response | None,
     ) -> Any:  # fmt: skip
         try:
-            msg = await bus.nc.request(subject, data, timeout=self.timeout * 2, headers=headers)
+            msg = await bus.nc.request(subject, data, timeout=self.timeout, headers=headers)
         except nats.errors.NoRespondersError:
             raise FilterUnreachable(f"no meshbus-filter-host of {self.filter!r} is live") from None
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
