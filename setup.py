@@ -19,8 +19,8 @@ from pathlib import Path
 from setuptools import setup
 
 # Request-path modules only: control-plane and startup code gains nothing measurable from compiling.
-# Makefile (NATIVE_DIRS, NATIVE_DEPS) and tests/conftest.py look for their extensions in proxy/, telemetry/
-# and bus/: keep those in step when a module outside proxy/ and telemetry/ joins the list.
+# Makefile (NATIVE_DIRS, NATIVE_DEPS) and tests/conftest.py look for their extensions in proxy/, telemetry/,
+# bus/ and plugins/: keep those in step when a module outside proxy/ and telemetry/ joins the list.
 NATIVE_MODULES = [
     "proxy/adapters/listener.py",
     "proxy/adapters/exchange.py",
@@ -44,6 +44,9 @@ NATIVE_MODULES = [
     "proxy/filters/ratelimit.py",
     "proxy/filters/cors.py",
     "proxy/filters/chain.py",
+    # user filters' view of a request, and the adapter that runs them on the chain
+    "plugins/http.py",
+    "proxy/filters/plugins/adapter.py",
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
 ]

@@ -101,7 +101,7 @@ class RemoteBackend:
     @property
     def ready(self) -> bool:
         """Whether a host has said what the filter implements."""
-        return self.hooks or self._learn()  # type: ignore[return-value]
+        return bool(self.hooks) or self._learn()
 
     def _learn(self) -> bool:
         info = self.remotes.infos.get(self.filter)
