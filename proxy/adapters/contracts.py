@@ -35,6 +35,7 @@ class Transport(Protocol):
     def write(self, data: bytes) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 
 class UpstreamReceiver(Protocol):
@@ -112,6 +113,8 @@ class Server(Protocol):
     def access_log(self) -> AccessLogSink: ...
     @property
     def metrics(self) -> Any: ...  # telemetry.metrics.IstioMetrics
+    @property
+    def registry(self) -> Any: ...  # telemetry.metrics.Registry (every metric family of this worker)
     @property
     def loop(self) -> Any: ...  # the asyncio loop: call_later / call_at / time
     @property

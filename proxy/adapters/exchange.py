@@ -838,6 +838,7 @@ class Exchange:
         head = self.head
         hd = head.hdict
         view = self.view
+        fs = self.filter_state
         ctx.server.access_log.log(
             AccessLogRecord(
                 self.start,
@@ -860,6 +861,8 @@ class Exchange:
                 route.name if route is not None else None,
                 self.dc.peer_ip,
                 self.dc.peer_principal,
+                None,
+                fs.get("access_log") if fs is not None else None,  # fields filters add (chain.FilterContext)
             )
         )
         self.dc.exchange_done(self, self.keep_alive)

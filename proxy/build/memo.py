@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshbus.bus.config.resources import (
+    AuthorizationPolicy,
     DestinationRule,
     LocalRateLimit,
+    MeshConfig,
     PeerAuthentication,
     Resource,
     ServiceEntry,
@@ -45,6 +47,8 @@ class ByKind:
     destination_rules: list[DestinationRule] = field(default_factory=list)
     rate_limits: list[LocalRateLimit] = field(default_factory=list)
     peer_authentications: list[PeerAuthentication] = field(default_factory=list)
+    authorization: list[AuthorizationPolicy | MeshConfig] = field(default_factory=list)
+    """AuthorizationPolicies and the MeshConfig: what the inbound route's authorization is built from."""
 
     @classmethod
     def of(cls, resources: Sequence[Resource]) -> ByKind:
@@ -60,6 +64,8 @@ class ByKind:
                 out.rate_limits.append(res)
             elif isinstance(res, PeerAuthentication):
                 out.peer_authentications.append(res)
+            elif isinstance(res, AuthorizationPolicy | MeshConfig):
+                out.authorization.append(res)
         return out
 
 
@@ -107,6 +113,8 @@ class BuildMemo:
     """(slot, host, port) -> compiled virtual host; slot: service / host / wildcard."""
     tls: dict[str, tuple[Cluster, Service | None, InboundPolicy, ClusterTls]] = field(default_factory=dict)
     inbound_tls: tuple[tuple[PeerAuthentication, ...], InboundPolicy] | None = None
+    authorization: tuple[AuthorizationPolicy | MeshConfig, ...] = ()
+    """What the inbound route's authorization was built from (ByKind.authorization)."""
     # For patching the previous runtime in place of a build (runtime._patch): its inputs and tables.
     app_port: int | None = None
     service_entries: tuple[ServiceEntry, ...] = ()

@@ -188,9 +188,7 @@ def _mirrors(
 def _rate_limit(ctx: RouteContext, fqdn: str, route_name: str) -> TokenBucket | None:
     for lrl in ctx.rate_limits:
         spec = lrl.spec
-        if spec.hosts and not any(
-            host_matches(to_fqdn(h, lrl.metadata.namespace), fqdn) for h in spec.hosts
-        ):
+        if spec.hosts and not any(host_matches(to_fqdn(h, lrl.metadata.namespace), fqdn) for h in spec.hosts):
             continue
         if spec.routes and route_name not in spec.routes:
             continue

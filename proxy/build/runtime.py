@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshbus.bus.config.resources import PeerAuthentication, Resource, VirtualService
+from meshbus.proxy.build.authz_builder import inbound_authz
 from meshbus.proxy.build.cluster_builder import (
     NO_POLICY,
     ClusterFactory,
@@ -46,6 +47,8 @@ from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.lb import Rng
 from meshbus.proxy.core.retry import NO_RETRY
 from meshbus.proxy.core.routing import Destination, Route, RouteTable, VirtualHost
+from meshbus.proxy.filters.authz import AUTHORIZATION, AuthzConfig
+from meshbus.proxy.filters.builtin import build_chain
 from meshbus.proxy.tls.policy import EMPTY_PLAN, TlsPlan
 
 __all__ = ["ProxyRuntime", "RuntimeBuildError", "build_runtime", "inbound_cluster_name"]
@@ -76,7 +79,17 @@ class ProxyRuntime:
             },
             "clusters": [c.describe(t) for c in self.clusters.values()],
             "tls": {name: c.describe() for name, c in self.tls.clusters.items()},
+            "authorization": self.authorization_dump(),
         }
+
+    def authorization_dump(self) -> dict[str, Any] | None:
+        """The inbound route's authorization, policies in evaluation order (None: no policy applies)."""
+        for vh in self.inbound.virtual_hosts:
+            for route in vh.routes:
+                authz = route.filter_config.get(AUTHORIZATION)
+                if isinstance(authz, AuthzConfig):
+                    return authz.describe()
+        return None
 
 
 def inbound_cluster_name(app_port: int) -> str:
@@ -161,8 +174,18 @@ def build_runtime(
         return name
 
     ctx = RouteContext(services, rules, ensure_cluster, by_kind.rate_limits, *memos.source)
-    outbound = OutboundBuilder(ctx, memos, ensure_cluster).build(by_kind.virtual_services, services, namespace)
-    inbound = _build_inbound(app_port, factory)
+    outbound = OutboundBuilder(ctx, memos, ensure_cluster).build(
+        by_kind.virtual_services, services, namespace
+    )
+    memos.new.authorization = tuple(by_kind.authorization)
+    authz = inbound_authz(
+        by_kind.authorization,
+        namespace=namespace,
+        labels=dict(source),
+        app_port=app_port,
+        clusters=factory.clusters,
+    )
+    inbound = _build_inbound(app_port, factory, authz)
     inbound_tls = memos.inbound_policy(pas)
     tls = TlsPlan(memos.tls_plan_clusters(services, factory.clusters, inbound_tls), inbound_tls)
     factory.commit()  # nothing below raises: the build is good
@@ -213,8 +236,10 @@ def _patch(
         or prev.app_port != app_port
         or not same(prev.service_entries, by_kind.service_entries)
         or not same(prev.destination_rules, by_kind.destination_rules)
+        or not same(prev.authorization, by_kind.authorization)
     ):
         return None
+    memos.new.authorization = prev.authorization
     services, rules = prev.service_map, prev.rule_map
     exact, wildcard = OutboundBuilder(
         RouteContext(services, rules, _no_cluster, [], *memos.source), memos, _no_cluster
@@ -299,9 +324,20 @@ def _patch_hosts(
     services, rules = prev.service_map, prev.rule_map
     if parts is None or any(h not in services for h in dirty):
         return None  # a route table entry for a non-service host appears or goes
-    new.services, new.rule_hosts, new.rule_sets, new.clusters = prev.services, prev.rule_hosts, prev.rule_sets, prev.clusters
-    new.tls, new.app_port, new.service_map, new.rule_map = prev.tls, prev.app_port, prev.service_map, prev.rule_map
+    new.services, new.rule_hosts, new.rule_sets, new.clusters = (
+        prev.services,
+        prev.rule_hosts,
+        prev.rule_sets,
+        prev.clusters,
+    )
+    new.tls, new.app_port, new.service_map, new.rule_map = (
+        prev.tls,
+        prev.app_port,
+        prev.service_map,
+        prev.rule_map,
+    )
     new.service_entries, new.destination_rules = prev.service_entries, prev.destination_rules
+    new.authorization = prev.authorization
     new.positions, new.authorities = prev.positions, prev.authorities
     declared = prev.clusters
 
@@ -360,12 +396,21 @@ def _patch_hosts(
     )
 
 
-def _build_inbound(app_port: int | None, factory: ClusterFactory) -> RouteTable:
+def _build_inbound(app_port: int | None, factory: ClusterFactory, authz: AuthzConfig | None) -> RouteTable:
     if app_port is None:
         return RouteTable([], {})
     name = inbound_cluster_name(app_port)
     if not factory.reuse(name, ("inbound",)):  # the name says everything it is made from
         factory.make(name, name, app_port, "", [("127.0.0.1", app_port, {})], NO_POLICY, inputs=("inbound",))
+    # Authorization is the inbound route's only filter, and only when a policy selects the workload.
+    filter_config: dict[str, object] = {AUTHORIZATION: authz} if authz is not None else {}
+    described: dict[str, Any] = {
+        "name": "default",
+        "match": {"prefix": "/"},
+        "destinations": [{"cluster": name, "weight": 100}],
+    }
+    if authz is not None:
+        described["filters"] = [AUTHORIZATION]
     route = Route(
         name="default",
         virtual_host="inbound",
@@ -373,11 +418,9 @@ def _build_inbound(app_port: int | None, factory: ClusterFactory) -> RouteTable:
         cum_weights=(100,),
         retry=NO_RETRY,  # Istio sets no retry policy on inbound routes
         port=app_port,
-        described={
-            "name": "default",
-            "match": {"prefix": "/"},
-            "destinations": [{"cluster": name, "weight": 100}],
-        },
+        filter_config=filter_config,
+        chain=build_chain(filter_config),
+        described=described,
     )
     vh = VirtualHost("inbound", app_port, [((), route)], ["*"])
     return RouteTable([vh], {}, catch_all=vh)

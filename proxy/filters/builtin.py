@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from meshbus.proxy.filters.authz import AUTHORIZATION, AuthzConfig, AuthzFilter
 from meshbus.proxy.filters.chain import EMPTY_CHAIN, FilterChain, HttpFilter
 from meshbus.proxy.filters.cors import CORS, CorsFilter, CorsPolicy
 from meshbus.proxy.filters.fault import FAULT, FaultFilter, FaultPolicy
@@ -21,6 +22,7 @@ BUILTIN_FILTERS: Final[dict[str, tuple[type, Callable[[Any], HttpFilter]]]] = {
     CORS: (CorsPolicy, CorsFilter),
     FAULT: (FaultPolicy, FaultFilter),
     HEADER_OPS: (RouteHeaderOps, HeaderOpsFilter),
+    AUTHORIZATION: (AuthzConfig, AuthzFilter),
 }
 
 

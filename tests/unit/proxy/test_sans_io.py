@@ -26,6 +26,7 @@ IO_ADAPTERS = frozenset(
         "bootstrap",  # reads files, validates YAML in a child interpreter
         "adapters.admin",
         "adapters.exchange",  # the router's I/O glue (its decisions are in core and filters)
+        "adapters.ext_authz_http",  # CUSTOM checks over the pools (the filter's part is filters.authz)
         "adapters.listener",
         "adapters.server",
         "adapters.upstream",
