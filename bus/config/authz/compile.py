@@ -278,6 +278,8 @@ def compile_policies(
             name = policy.spec.provider.name if policy.spec.provider is not None else ""
             (custom_dry if dry else custom).setdefault(name, []).extend(rules)
             continue
+        if action == "AUDIT" and dry:
+            continue  # a dry run marks nothing (Istio's shadow rules have no AUDIT result)
         if action == "ALLOW" and not dry:
             has_allow = True
         groups.setdefault((action, dry), []).extend(rules)
@@ -290,7 +292,7 @@ def compile_policies(
         custom=rs(custom_ok),
         custom_dry_run=rs(dry_ok),
         custom_denied=rs(custom_bad),
-        audit=rs(groups.get(("AUDIT", False), []) + groups.get(("AUDIT", True), [])),
+        audit=rs(groups.get(("AUDIT", False))),
         deny=rs(groups.get(("DENY", False))),
         deny_dry_run=rs(groups.get(("DENY", True))),
         allow=rs(groups.get(("ALLOW", False))),
