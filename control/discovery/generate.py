@@ -24,7 +24,7 @@ from meshbus.bus.config.resources import DestinationRule, VirtualService
 from meshbus.bus.schemas.discovery import Register
 
 from .endpoints import synthesize
-from .model import PEER_AUTHENTICATION, ROOT_NAMESPACE, ConfigEntry, MeshModel, route_destinations
+from .model import MESH_CONFIG, PEER_AUTHENTICATION, ConfigEntry, MeshModel, route_destinations
 from .push_request import PushRequest
 from .registry import Registry, ServiceKey
 from .visibility import Visibility
@@ -142,14 +142,16 @@ class SnapshotGenerator:
             for e in (old.get(key), model.get(key)):
                 if e is not None and e.kind == "Sidecar":
                     sidecar_ns.add(e.namespace)
+        root = model.root_namespace
+        every = root != old.root_namespace  # root-namespace Sidecars now apply elsewhere
         moved: set[str] = set()
-        if sidecar_ns:
+        if sidecar_ns or every:
             for node in list(self.node_class):
                 entry = self.registry.get(node)
                 if entry is None:
                     continue
                 w = entry.workload
-                if ROOT_NAMESPACE in sidecar_ns or w.namespace in sidecar_ns:
+                if every or root in sidecar_ns or w.namespace in sidecar_ns:
                     if self._classify(w):
                         moved.add(node)
             # Same Sidecar, new egress: its members stay in the class but see other hosts now.
@@ -262,11 +264,15 @@ class SnapshotGenerator:
         nodes = set(req.nodes) & set(self.node_class)
         hosts: set[tuple[str, str]] = set()  # (host, namespace of the resource about it)
         touched_keys: set[str] = set()
+        if old_model.root_namespace != self.model.root_namespace:
+            return set(self.node_class)  # every root-namespace policy changes reach
         for key in req.config:
             for e in (old_model.get(key), self.model.get(key)):
                 if e is None:
                     continue
-                if e.workload_scoped:
+                if e.kind == MESH_CONFIG:
+                    nodes |= self._selected_nodes(e)
+                elif e.workload_scoped:
                     nodes |= self._selected_nodes(e)
                 else:
                     hosts |= {(h, e.namespace) for h in e.hosts}
@@ -293,13 +299,14 @@ class SnapshotGenerator:
 
     def _selected_nodes(self, e: ConfigEntry) -> set[str]:
         """Nodes a workload-scoped resource selects (only its namespace is scanned, unless root)."""
-        if e.kind == PEER_AUTHENTICATION:
-            return set(self.node_class)  # every proxy gets every PeerAuthentication (MeshModel.scoped_for)
+        if e.kind in (PEER_AUTHENTICATION, MESH_CONFIG):
+            return set(self.node_class)  # every proxy gets these (MeshModel.scoped_for)
         out = set()
+        root = self.model.root_namespace
         for (ns, _svc), members in self.registry.by_service.items():
-            if e.namespace not in (ns, ROOT_NAMESPACE):
+            if e.namespace not in (ns, root):
                 continue
             for node, w in members.items():
-                if node in self.node_class and e.selects(w.namespace, w.labels):
+                if node in self.node_class and e.selects(w.namespace, w.labels, root):
                     out.add(node)
         return out

@@ -15,7 +15,10 @@ Entries come in two scopes:
 - host-scoped (VirtualService, DestinationRule, ServiceEntry, LocalRateLimit with hosts): a proxy
   gets them when it may call one of their hosts;
 - workload-scoped (Sidecar, Gateway, security policies, Plugin, LocalRateLimit without hosts): a
-  proxy gets them when they select its workload (same namespace or the root namespace).
+  proxy gets them when they select its workload (same namespace or the root namespace). A security
+  policy with ``targetRef(s)`` is for gateways and waypoints and selects no sidecar (Istio).
+The mesh's one MeshConfig goes to every proxy (path normalization, trusted proxies, authorizers), and
+its ``rootNamespace`` (default ``istio-system``) is the model's `MeshModel.root_namespace`.
 """
 
 from __future__ import annotations
@@ -33,15 +36,17 @@ from meshbus.bus.config.virtual_service import Destination, VirtualServiceSpec
 from meshbus.bus.schemas.config import manifest_resource
 
 ROOT_NAMESPACE = "istio-system"
+"""The root namespace when no MeshConfig names one (Istio's default)."""
 HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
 WORKLOAD_SCOPED = frozenset(
     {"Sidecar", "Gateway", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy", "Plugin"}
 )
 PEER_AUTHENTICATION = "PeerAuthentication"
+MESH_CONFIG = "MeshConfig"
 IGNORED = frozenset({"WorkloadEntry"})
 """Not sent to proxies: workloads reach the mesh by registering."""
 _SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "meshbus.io"})
-_SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit"}
+_SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit", MESH_CONFIG}
 
 
 def served(value: Mapping[str, Any]) -> bool:
@@ -132,6 +137,8 @@ class ConfigEntry:
     """Destinations named without a port: only a ServiceEntry (or registered workloads) resolves them."""
     selector: dict[str, str] | None = None
     workload_scoped: bool = False
+    gateway_only: bool = False
+    """A security policy bound with targetRef(s): it selects no sidecar."""
     packed: bytes = b""
     """msgpack of `value`, made once and reused in every snapshot that carries this resource."""
 
@@ -154,6 +161,9 @@ class ConfigEntry:
         elif isinstance(res, kinds.LocalRateLimit):
             hosts = frozenset(to_fqdn(h, ns) for h in res.spec.hosts)
             scoped = not hosts
+        gateway_only = isinstance(res, (kinds.AuthorizationPolicy, kinds.RequestAuthentication)) and bool(
+            res.spec.target_ref is not None or res.spec.target_refs
+        )
         return cls(
             key=key,
             kind=kind,
@@ -168,12 +178,14 @@ class ConfigEntry:
             portless=portless,
             selector=_selector(res) if scoped else None,
             workload_scoped=scoped,
+            gateway_only=gateway_only,
             packed=msgpack.packb(value, use_bin_type=True),
         )
 
-    def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
-        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?"""
-        if self.namespace not in (namespace, ROOT_NAMESPACE):
+    def selects(self, namespace: str, labels: Mapping[str, str], root: str = ROOT_NAMESPACE) -> bool:
+        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``
+        (``root``: the mesh's root namespace)?"""
+        if self.namespace not in (namespace, root) or self.gateway_only:
             return False
         if self.kind == "Gateway" and not self.selector:
             return False
@@ -197,6 +209,15 @@ class MeshModel:
     """Bumped by every apply that changed something (cache key for derived data)."""
     peer_authentications: tuple[ConfigEntry, ...] = ()
     """Every PeerAuthentication, by key: each proxy gets all of them (see scoped_for)."""
+    mesh_configs: tuple[ConfigEntry, ...] = ()
+    """The MeshConfig (config refuses a second one; should several be stored, the first by key counts)."""
+
+    @property
+    def root_namespace(self) -> str:
+        for e in self.mesh_configs:
+            if isinstance(e.resource, kinds.MeshConfig):
+                return e.resource.spec.root_namespace
+        return ROOT_NAMESPACE
 
     def get(self, key: str) -> ConfigEntry | None:
         return self.entries.get(key)
@@ -234,7 +255,7 @@ class MeshModel:
                 continue
             drop(e.key)
             changed = True
-            if e.kind in IGNORED:
+            if e.kind in IGNORED or e.kind == MESH_CONFIG:
                 entries[e.key] = e
                 continue
             entries[e.key] = e
@@ -250,6 +271,7 @@ class MeshModel:
                 key=lambda e: e.key,
             )
         )
+        meshes = tuple(sorted((e for e in entries.values() if e.kind == MESH_CONFIG), key=lambda e: e.key))
         return MeshModel(
             entries=entries,
             host_scoped=host_scoped,
@@ -257,6 +279,7 @@ class MeshModel:
             revision=revision,
             generation=self.generation + (1 if changed else 0),
             peer_authentications=pas,
+            mesh_configs=meshes,
         )
 
     def scoped_for(self, namespace: str, labels: Mapping[str, str]) -> list[ConfigEntry]:
@@ -265,15 +288,18 @@ class MeshModel:
         PeerAuthentications go to every proxy, not only to the workloads they select: a proxy resolves
         its own inbound policy from them, and its auto-mTLS reads the destination workloads' (a
         DISABLE server is sent plaintext), which istiod decides centrally and meshbus in each proxy.
+        So does the MeshConfig.
         """
         out: list[ConfigEntry] = []
-        for ns in {namespace, ROOT_NAMESPACE}:
+        root = self.root_namespace
+        for ns in {namespace, root}:
             out.extend(
                 e
                 for e in self.workload_scoped.get(ns, {}).values()
-                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels)
+                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels, root)
             )
         out.extend(self.peer_authentications)
+        out.extend(self.mesh_configs[:1])
         return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> ConfigEntry | None:
@@ -281,11 +307,12 @@ class MeshModel:
         else the root namespace's; ties broken by name (Istio: oldest, which we cannot know)."""
         best: tuple[int, str] | None = None
         chosen = None
-        for ns, rank_base in ((namespace, 0), (ROOT_NAMESPACE, 2)):
+        root = self.root_namespace
+        for ns, rank_base in ((namespace, 0), (root, 2)):
             for e in self.workload_scoped.get(ns, {}).values():
-                if e.kind != "Sidecar" or not e.selects(namespace, labels):
+                if e.kind != "Sidecar" or not e.selects(namespace, labels, root):
                     continue
-                if ns == ROOT_NAMESPACE and e.selector:
+                if ns == root and e.selector:
                     continue  # a root-namespace Sidecar with a selector is ignored by Istio
                 rank = (rank_base + (0 if e.selector else 1), e.name)
                 if best is None or rank < best:
