@@ -44,6 +44,10 @@ NATIVE_MODULES = [
     "proxy/filters/ratelimit.py",
     "proxy/filters/cors.py",
     "proxy/filters/chain.py",
+    "bus/config/authz/normalize.py",  # authorization, shared with meshctl authz (bus/config/authz/__init__.py)
+    "bus/config/authz/matchers.py",
+    "bus/config/authz/engine.py",
+    "proxy/filters/authz.py",
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
 ]

@@ -302,7 +302,11 @@ class HeaderCheck(Check):
         self.m = m
 
     def test(self, r: Request) -> bool:
-        return self.m.match(r.headers.get(self.name))
+        value = r.headers.get(self.name)
+        if value is None:
+            return False
+        m = self.m
+        return m.present or m.match(value)  # "*" is Envoy's present_match: an empty value counts
 
 
 class SniCheck(MatchCheck):
