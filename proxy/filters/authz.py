@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.bus.config.authz import normalize
-from meshbus.bus.config.authz.compile import BAD_CUSTOM_SUFFIX, Compiled, ProviderSpec
+from meshbus.bus.config.authz.compile import BAD_CUSTOM_SUFFIX, Compiled, ProviderSpec, describe_check
 from meshbus.bus.config.authz.engine import (
     ALLOW_BY_DEFAULT,
     ALLOWED,
@@ -121,29 +121,14 @@ def describe(c: Compiled) -> dict[str, Any]:
 
 
 def _rule_doc(rule: Rule) -> dict[str, Any]:
-    def group(checks: tuple[Any, ...]) -> list[str]:
-        return [c.what + _values(c) for c in checks]
-
     doc: dict[str, Any] = {"id": rule.id}
     if rule.froms:
-        doc["from"] = [group(g) for g in rule.froms]
+        doc["from"] = [[describe_check(c) for c in g] for g in rule.froms]
     if rule.tos:
-        doc["to"] = [group(g) for g in rule.tos]
+        doc["to"] = [[describe_check(c) for c in g] for g in rule.tos]
     if rule.when:
-        doc["when"] = group(rule.when)
+        doc["when"] = [describe_check(c) for c in rule.when]
     return doc
-
-
-def _values(check: Any) -> str:
-    inner = getattr(check, "inner", check)
-    m = getattr(inner, "m", None)
-    text = getattr(m, "text", None)
-    if text is None:
-        pairs = getattr(inner, "pairs", None) or getattr(inner, "ports", None)
-        if pairs is None:
-            return ""
-        text = sorted("/".join(p) if isinstance(p, tuple) else str(p) for p in pairs)
-    return ": " + ", ".join(text)
 
 
 def remote_address(xff: str | None, peer: str, trusted: int) -> str:

@@ -153,6 +153,22 @@ def is_dry_run(policy: AuthorizationPolicy) -> bool:
     return value is not None and parse_bool(value) is True
 
 
+def describe_check(check: Check) -> str:
+    """A check as a person reads it: ``paths: /books/*, /health``, ``not principals: ...``."""
+    inner = check.inner if isinstance(check, Not) else check
+    m = getattr(inner, "m", None)
+    values: list[str] | tuple[str, ...] | None = getattr(m, "text", None)
+    if values is None:
+        items = getattr(inner, "pairs", None) or getattr(inner, "ports", None)
+        if items is None:
+            return check.what
+        values = sorted(
+            "/".join(p) if isinstance(p, tuple) and all(isinstance(x, str) for x in p) else str(p)
+            for p in items
+        )
+    return f"{check.what}: {', '.join(values)}"
+
+
 def rule_id(namespace: str, name: str, i: int) -> str:
     """Envoy's policy name for a rule, as the access log and ``meshctl authz`` show it."""
     return f"ns[{namespace}]-policy[{name}]-rule[{i}]"

@@ -397,13 +397,14 @@ class Rule:
         tos = self.tos
         return not tos or _any_all(tos, r)
 
-    def failed(self, r: Request) -> list[str]:
-        """Why this rule does not match ``r`` (explain): the fields that fail; [] when it matches."""
-        out = [f"when {c.what}" for c in self.when if not c.test(r)]
+    def failed(self, r: Request) -> list[tuple[str, Check]]:
+        """Why this rule does not match ``r`` (explain): (where, check) of each check that fails;
+        [] when it matches."""
+        out = [("", c) for c in self.when if not c.test(r)]
         for label, group in (("from", self.froms), ("to", self.tos)):
             if group and not _any_all(group, r):
                 for i, checks in enumerate(group):
-                    out.extend(f"{label}[{i}] {c.what}" for c in checks if not c.test(r))
+                    out.extend((f"{label}[{i}]", c) for c in checks if not c.test(r))
         return out
 
 
