@@ -250,7 +250,7 @@ class AuthzFilter(HttpFilter):
             r.dest_ip = sock[0] if sock else ""
         if self.uses_sni:
             ssl_object = dc.transport.get_extra_info("ssl_object")
-            r.sni = getattr(ssl_object, "meshbus_sni", None) or ""
+            r.sni = getattr(ssl_object, "meshbus_sni", None) or ""  # tls/contexts.py SNI_ATTRIBUTE
         return r
 
     def _decided(self, ctx: FilterContext, d: Decision) -> LocalReply | None:

@@ -207,3 +207,30 @@ async def test_dry_run_reports_and_audit_marks_without_changing_the_answer(
     assert counter(handle, action="DENY", dry_run="true", result="denied") == 1
     assert counter(handle, action="AUDIT", result="audited") == 1
     assert len(app.seen) == 2
+
+
+async def test_remote_ip_blocks_read_x_forwarded_for_through_the_trusted_proxies(
+    upstreams: UpstreamFactory, proxy: ProxyFactory
+) -> None:
+    app = await upstreams()
+    mesh = yaml("""
+        apiVersion: meshbus.io/v1
+        kind: MeshConfig
+        metadata: {name: mesh, namespace: istio-system}
+        spec: {defaultConfig: {gatewayTopology: {numTrustedProxies: 2}}}
+        """)
+    blocked = policy(
+        "blocked-net", "action: DENY\nrules: [{from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]}]"
+    )
+    handle, _log = await shelf(proxy, app, mesh + "---\n" + blocked)
+    c = await Client.connect(handle.inbound_port)
+    try:
+        # Two trusted proxies: the client is the second entry from the right.
+        assert (await c.request(headers=[("x-forwarded-for", "203.0.113.9, 10.0.0.7")])).status == 403
+        assert (await c.request(headers=[("x-forwarded-for", "198.51.100.1, 10.0.0.7")])).status == 200
+        assert (
+            await c.request(headers=[("x-forwarded-for", "203.0.113.9")])
+        ).status == 200  # too few: the peer
+        assert (await c.request()).status == 200
+    finally:
+        await c.close()

@@ -164,3 +164,35 @@ async def test_claims_and_request_principals_from_the_authn_filter(mesh: Mesh) -
     finally:
         await pp.close()
     assert [split_target(s.path)[0] for s in mesh.app.seen] == ["/orders/1", "/catalog"]
+
+
+async def test_connection_attributes_sni_and_destination_address(mesh: Mesh) -> None:
+    conn = policy(
+        "by-connection",
+        f"""
+        action: DENY
+        rules:
+        - when: [{{key: connection.sni, notValues: [shelf.internal]}}]
+        - when: [{{key: destination.ip, notValues: [127.0.0.0/8]}}]
+        - when: [{{key: destination.port, notValues: ["{mesh.app.port}"]}}]
+        """,
+    )
+    mesh.server.write_config(STRICT + policy("all", "rules: [{}]") + conn)
+    assert await mesh.server.server.reload()
+    plain = await mesh.client_as("productpage")  # no SNI sent: denied
+    try:
+        assert (await plain.request(path="/x")).status == 403
+    finally:
+        await plain.close()
+    rule = (
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\n"
+        "spec: {host: reviews.default.svc.cluster.local, trafficPolicy: {tls: {mode: ISTIO_MUTUAL, sni: shelf.internal}}}\n"
+    )
+    client = await mesh.proxy(reviews_entry(mesh.server.inbound_port, "reviews", rule))
+    client.server.enable_mesh_tls(StaticCertClient(mesh.ca.identity(sa="productpage")), labels={"app": "pp"})
+    c = await Client.connect(client.port)
+    try:
+        r = await c.request(path="/x")
+        assert r.status == 200, r.body
+    finally:
+        await c.close()
