@@ -48,6 +48,7 @@ NATIVE_MODULES = [
     "bus/config/authz/matchers.py",
     "bus/config/authz/engine.py",
     "proxy/filters/authz.py",
+    "proxy/filters/authz_stats.py",
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
 ]

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from meshbus.bus.config.authz import normalize
+from meshbus.bus.config.authz.normalize import normalize_path, split_target
 from meshbus.bus.config.authz.compile import BAD_CUSTOM_SUFFIX, Compiled, ProviderSpec, describe_check
 from meshbus.bus.config.authz.engine import (
     ALLOW_BY_DEFAULT,
@@ -214,12 +214,12 @@ class AuthzFilter(HttpFilter):
         q = target.find("?")
         path = target if q < 0 else target[:q]
         if "#" in target:
-            path, query = normalize.split_target(target)
+            path, query = split_target(target)
             view.path = path + query
-        norm = normalize.normalize_path(path, self.mode)
+        norm = normalize_path(path, self.mode)
         if norm is None:
             return _BAD_PATH
-        if norm is not path:
+        if norm != path:
             path = norm
             view.path = norm if q < 0 else norm + target[q:]
         r = self._request(ctx, path)
@@ -239,10 +239,8 @@ class AuthzFilter(HttpFilter):
         auth = fs.get(AUTH_STATE) if fs is not None else None
         head = ctx.head
         peer = dc.peer_ip
-        r = Request(
-            dc.peer_principal or "", peer, head.method, ctx.view.authority, path, head.hdict, auth,
-            dest_port=self.dest_port,
-        )  # fmt: skip
+        r = Request(dc.peer_principal or "", peer, head.method, ctx.view.authority, path, head.hdict, auth)
+        r.dest_port = self.dest_port
         if self.uses_remote_ip:
             r.remote_ip = remote_address(head.hdict.get("x-forwarded-for"), peer, self.trusted)
         if self.uses_dest_ip:
@@ -257,6 +255,29 @@ class AuthzFilter(HttpFilter):
         if d is ALLOW_BY_DEFAULT:
             return None
         stats = self._stats_for(ctx)
+        if d.dry_run or d.audit:
+            self._marks(ctx, stats, d)
+        if not d.action:  # the default allow, with marks
+            return None
+        stats.decided(d.allowed, d.action, d.policy)
+        result = ALLOWED if d.allowed else DENIED
+        fs = ctx.filter_state
+        if fs is None:  # the common case: nothing else logs, one literal
+            ctx.filter_state = {ACCESS_LOG_STATE: {"authz_result": result, "authz_policy": d.policy}}
+        else:
+            md = _log_fields(ctx)
+            md["authz_result"] = result
+            md["authz_policy"] = d.policy
+        if d.allowed:
+            return None
+        reply = self._denials.get(d.policy)
+        if reply is None:
+            details = f"rbac_access_denied_matched_policy[{d.policy}]"
+            reply = self._denials[d.policy] = LocalReply(403, RBAC_DENIED_BODY, details=details)
+        return reply
+
+    def _marks(self, ctx: FilterContext, stats: AuthzStats, d: Decision) -> None:
+        """Dry-run results and the AUDIT mark: counted and logged, deciding nothing."""
         md = _log_fields(ctx)
         for action, result, policy in d.dry_run:
             stats.decision(action, result, policy, True)
@@ -266,19 +287,6 @@ class AuthzFilter(HttpFilter):
         if d.audit:
             stats.decision("AUDIT", "audited", d.audit)
             md["authz_audit_policy"] = d.audit
-        if not d.action:  # the default allow, with marks
-            return None
-        result = ALLOWED if d.allowed else DENIED
-        stats.decision(d.action, result, d.policy)
-        md["authz_result"] = result
-        md["authz_policy"] = d.policy
-        if d.allowed:
-            return None
-        reply = self._denials.get(d.policy)
-        if reply is None:
-            details = f"rbac_access_denied_matched_policy[{d.policy}]"
-            reply = self._denials[d.policy] = LocalReply(403, RBAC_DENIED_BODY, details=details)
-        return reply
 
     def _custom_dry_run(self, ctx: FilterContext, r: Request) -> None:
         hit = self.tables.custom_dry_run_match(r)

@@ -111,40 +111,44 @@ def str_match(
     return StrMatch(frozenset(exact), tuple(prefixes), tuple(suffixes), present, tuple(regexes), text)
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_ADDRESSES: Final[dict[str, tuple[int, int]]] = {}
+"""Address text -> (IP version, integer): peers repeat, so a request parses none (bounded, reset when full)."""
+
+
+def _address(ip: str) -> tuple[int, int]:
+    hit = _ADDRESSES.get(ip)
+    if hit is None:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            hit = (0, 0)
+        else:
+            hit = (addr.version, int(addr))
+        if len(_ADDRESSES) >= 4096:
+            _ADDRESSES.clear()
+        _ADDRESSES[ip] = hit
+    return hit
 
 
 class IpMatch:
     """Any of several CIDR blocks (a bare address is a /32 or /128), as Envoy's CidrRange."""
 
-    __slots__ = ("addresses", "networks", "text")
+    __slots__ = ("networks", "text")
 
     def __init__(self, blocks: Iterable[str]) -> None:
         self.text = tuple(blocks)
-        addresses: set[str] = set()
-        networks: list[Network] = []
+        nets: list[tuple[int, int, int]] = []
         for b in self.text:
             net = ipaddress.ip_network(b, strict=False)
-            if net.num_addresses == 1:
-                addresses.add(str(net.network_address))
-            else:
-                networks.append(net)
-        self.addresses = frozenset(addresses)
-        self.networks = tuple(networks)
+            nets.append((net.version, int(net.network_address), int(net.netmask)))
+        self.networks = tuple(nets)
 
     def match(self, ip: str | None) -> bool:
-        """``ip`` as the socket reports it (canonical text)."""
+        """``ip`` as the socket (or X-Forwarded-For) gives it."""
         if not ip:
             return False
-        if ip in self.addresses:
-            return True
-        if not self.networks:
-            return False
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        for n in self.networks:
-            if addr.version == n.version and addr in n:
+        version, value = _address(ip)
+        for v, network, mask in self.networks:
+            if v == version and value & mask == network:
                 return True
         return False

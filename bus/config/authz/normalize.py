@@ -17,9 +17,9 @@ Only the path is normalized: the query string is kept as sent and is never part 
 NUL) is refused: `normalize_path` returns None and the proxy answers 400. The result is what the proxy
 forwards upstream, so a policy decides on exactly the path the application receives.
 
-Sans-IO and pure; compiled with the request path (setup.py). ``normalize_path`` returns its input
-object unchanged when there is nothing to do, which the common path (letters, digits, ``/``) costs
-one regex search.
+Sans-IO and pure; compiled with the request path (setup.py). ``normalize_path`` returns the path
+unchanged when there is nothing to do (letters, digits, ``/``: one regex search), and remembers the
+last few thousand paths it saw, so a repeated path costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -81,10 +81,27 @@ def split_target(target: str) -> tuple[str, str]:
     return target[:q], target[q:]
 
 
+_SEEN: Final[list[dict[str, str]]] = [{}, {}, {}, {}]
+"""Per mode, paths seen lately -> their normalized form ("" for refused): paths repeat, and a lookup
+costs less than the scan (bounded; reset when full)."""
+
+
 def normalize_path(path: str, mode: int) -> str | None:
     """The path (no query) as the proxy matches and forwards it under ``mode``; None when it must be
     refused (it holds ``%00`` or a NUL). A path that does not start with ``/`` (``OPTIONS *``) is left
     as it is."""
+    seen = _SEEN[mode]
+    hit = seen.get(path)
+    if hit is not None:
+        return hit or None
+    out = _normalize(path, mode)
+    if len(seen) >= 4096:
+        seen.clear()
+    seen[path] = out if out is not None else ""
+    return out
+
+
+def _normalize(path: str, mode: int) -> str | None:
     if mode == NONE or path[:1] != "/":
         return None if ("%00" in path or "\x00" in path) else path
     work = _MERGE_WORK if mode != BASE else _BASE_WORK

@@ -13,13 +13,19 @@ from hypothesis import strategies as st
 from meshbus.bus.config import load_text
 from meshbus.bus.config.authz.compile import Compiled, MeshConfigError, Workload, compile_workload
 from meshbus.bus.config.authz.engine import (
-    INDEX_PATH,
-    INDEX_PRINCIPAL,
+    GUARD_HEADER,
+    GUARD_METHOD,
+    GUARD_PATH,
+    GUARD_PRINCIPAL,
+    GUARD_SEGMENT,
+    HeaderCheck,
+    MethodCheck,
     PathCheck,
     PrincipalCheck,
     Request,
     Rule,
     RuleSet,
+    rule_guard,
 )
 from meshbus.bus.config.authz.matchers import str_match
 
@@ -400,27 +406,46 @@ def test_a_provider_the_proxy_cannot_reach_denies_too() -> None:
 # -- the index ------------------------------------------------------------------------------------------
 
 
-def test_rule_sets_index_the_attribute_most_rules_pin() -> None:
-    by_principal = compiled(
-        policy(
-            "p",
-            "rules:\n"
-            + "".join(f"- {{from: [{{source: {{principals: [td/ns/n/sa/s{i}]}}}}]}}\n" for i in range(5)),
-        )
-    )
-    assert by_principal.tables.allow.index_on == INDEX_PRINCIPAL  # type: ignore[union-attr]
-    by_path = compiled(
-        policy(
-            "p", "rules:\n" + "".join(f"- {{to: [{{operation: {{paths: [/p{i}]}}}}]}}\n" for i in range(5))
-        )
-    )
-    assert by_path.tables.allow.index_on == INDEX_PATH  # type: ignore[union-attr]
-    assert decide(by_path, req("/p3")) == (True, "ns[default]-policy[p]-rule[3]")
+@pytest.mark.parametrize(
+    ("rule", "guard", "keys"),
+    [
+        (
+            "{from: [{source: {principals: [td/ns/n/sa/a, td/ns/n/sa/b]}}]}",
+            GUARD_PRINCIPAL,
+            {"td/ns/n/sa/a", "td/ns/n/sa/b"},
+        ),
+        (
+            "{from: [{source: {principals: [td/ns/n/*]}}], to: [{operation: {paths: [/a, /b]}}]}",
+            GUARD_PATH,
+            {"/a", "/b"},
+        ),
+        ("{to: [{operation: {paths: ['/api/v1/*', /admin/x]}}]}", GUARD_SEGMENT, {"/api/", "/admin/"}),
+        ("{to: [{operation: {paths: ['/books/{*}/pages']}}]}", GUARD_SEGMENT, {"/books/"}),
+        (
+            "{to: [{operation: {paths: ['/admin*']}}], when: [{key: 'request.headers[X-Debug]', values: [on]}]}",
+            GUARD_HEADER,
+            {"x-debug"},
+        ),
+        ("{to: [{operation: {methods: [POST], paths: ['*.json']}}]}", GUARD_METHOD, {"POST"}),
+        (
+            "{to: [{operation: {paths: ['/admin*']}}], when: [{key: 'request.headers[x]', notValues: [y]}]}",
+            None,
+            None,
+        ),
+    ],
+)
+def test_each_rule_is_filed_under_the_most_selective_attribute_it_pins(
+    rule: str, guard: int | None, keys: set[str] | None
+) -> None:
+    c = compiled(policy("p", f"rules: [{rule}]"))
+    (r,) = c.tables.allow.rules  # type: ignore[union-attr]
+    assert rule_guard(r) == (None if guard is None else (guard, frozenset(keys or ())))
 
 
 _PRINCIPALS = [f"spiffe://td/ns/n/sa/s{i}" for i in range(4)]
 _VALUES = st.sampled_from(["td/ns/n/sa/s0", "td/ns/n/sa/s1", "td/ns/n/*", "*", "td/ns/n/sa/s3"])
-_PATHS = st.sampled_from(["/a", "/b", "/c*", "*", "/d"])
+_PATHS = st.sampled_from(["/a", "/b", "/c*", "*", "/d/e", "/d/*", "/d*", "/{*}/e"])
+_HEADER_NAMES = st.sampled_from(["x-a", "x-b"])
 
 
 @st.composite
@@ -430,21 +455,41 @@ def _rule(draw: Any, i: int) -> Rule:
         for _ in range(draw(st.integers(0, 2)))
     )
     tos = tuple(
-        (PathCheck("paths", str_match(draw(st.lists(_PATHS, min_size=1, max_size=2)))),)
+        tuple(
+            draw(st.sampled_from([
+                [PathCheck("paths", str_match(draw(st.lists(_PATHS, min_size=1, max_size=2)), templates=True))],
+                [MethodCheck("methods", str_match(draw(st.lists(st.sampled_from(["GET", "POST"]), min_size=1))))],
+                [PathCheck("paths", str_match(["/d/*"])), MethodCheck("methods", str_match(["GET"]))],
+            ]))
+        )
         for _ in range(draw(st.integers(0, 2)))
+    )  # fmt: skip
+    when = tuple(
+        HeaderCheck(
+            "when", draw(_HEADER_NAMES), str_match(draw(st.lists(st.sampled_from(["1", "*"]), min_size=1)))
+        )
+        for _ in range(draw(st.integers(0, 1)))
     )
-    return Rule(f"ns[d]-policy[p{i:02d}]-rule[0]", "ALLOW", froms, tos, ())
+    return Rule(f"ns[d]-policy[p{i:02d}]-rule[0]", "ALLOW", froms, tos, when)
 
 
 @st.composite
 def _rules(draw: Any) -> list[Rule]:
-    return [draw(_rule(i)) for i in range(draw(st.integers(1, 8)))]
+    return [draw(_rule(i)) for i in range(draw(st.integers(1, 10)))]
 
 
-@settings(max_examples=300, deadline=None)
-@given(_rules(), st.sampled_from(["", *_PRINCIPALS]), st.sampled_from(["/a", "/b", "/cc", "/d", "/e"]))
-def test_the_index_finds_the_rule_a_linear_scan_finds(rules: list[Rule], principal: str, path: str) -> None:
+@settings(max_examples=400, deadline=None)
+@given(
+    _rules(),
+    st.sampled_from(["", *_PRINCIPALS]),
+    st.sampled_from(["/a", "/b", "/cc", "/d", "/d/e", "/d/x/y", "/e", "/x/e"]),
+    st.sampled_from(["GET", "POST", "PUT"]),
+    st.dictionaries(_HEADER_NAMES, st.sampled_from(["1", "2", ""]), max_size=2),
+)
+def test_the_index_finds_the_rule_a_linear_scan_finds(
+    rules: list[Rule], principal: str, path: str, method: str, headers: dict[str, str]
+) -> None:
     rs = RuleSet(rules)
-    r = Request(principal, "10.0.0.1", "GET", "h", path, {})
+    r = Request(principal, "10.0.0.1", method, "h", path, headers)
     linear = next((x for x in sorted(rules, key=lambda x: x.id) if x.matches(r)), None)
     assert rs.first(r) is linear

@@ -71,9 +71,11 @@ def test_the_query_and_fragment_are_not_part_of_the_path() -> None:
     assert normalize_path(split_target("/a/../b?c=../d")[0], BASE) == "/b"
 
 
-def test_a_path_needing_nothing_comes_back_as_the_same_object() -> None:
+def test_a_path_needing_nothing_comes_back_unchanged_and_repeats_are_remembered() -> None:
     p = "/api/v1/books/42.json"
-    assert normalize_path(p, DECODE_AND_MERGE_SLASHES) is p
+    assert normalize_path(p, DECODE_AND_MERGE_SLASHES) == p
+    bad = "/seen/twice/%00"
+    assert normalize_path(bad, BASE) is None and normalize_path(bad, BASE) is None  # a refusal too
 
 
 # -- properties ----------------------------------------------------------------------------------------
