@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from meshbus.bus.config.authz.normalize import normalize_path, split_target
 from meshbus.bus.config.authz.compile import BAD_CUSTOM_SUFFIX, Compiled, ProviderSpec, describe_check
 from meshbus.bus.config.authz.engine import (
     ALLOW_BY_DEFAULT,
@@ -35,6 +34,7 @@ from meshbus.bus.config.authz.engine import (
     Rule,
     Tables,
 )
+from meshbus.bus.config.authz.normalize import normalize_path, split_target
 from meshbus.proxy.core.flags import UAEX
 from meshbus.proxy.filters.authz_providers import (
     CLIENT_FACTORIES,
