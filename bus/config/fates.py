@@ -208,9 +208,7 @@ KINDS: dict[str, Fate] = {
     "RequestAuthentication": not_enforced(
         "meshbus does not verify JWTs yet; requests without a token or with a bad one are not rejected"
     ),
-    "Plugin": not_enforced(
-        "meshbus-proxy does not load plugins yet; the filter does not run and requests pass without it"
-    ),
+    "Plugin": ENFORCED,
     "MeshConfig": ENFORCED,
     "Gateway": not_enforced("meshbus has no gateway proxy yet; this Gateway is stored but has no effect"),
     "WorkloadEntry": not_enforced(
@@ -220,11 +218,11 @@ KINDS: dict[str, Fate] = {
     # Istio kinds meshbus validates (validation/) and stores but does not run.
     "EnvoyFilter": not_enforced(
         f"{_ENVOY}, so Envoy config patches have no effect; use a meshbus.io/v1 Plugin (a filter in the "
-        "request path, once meshbus-proxy loads plugins) or a meshbus.io/v1 LocalRateLimit instead"
+        "request path) or a meshbus.io/v1 LocalRateLimit instead"
     ),
     "WasmPlugin": not_enforced(
-        f"{_ENVOY} and loads no Wasm modules; write the filter as a meshbus.io/v1 Plugin (once meshbus-proxy "
-        "loads plugins), or use a meshbus.io/v1 LocalRateLimit for rate limits"
+        f"{_ENVOY} and loads no Wasm modules; write the filter as a meshbus.io/v1 Plugin (a Python "
+        "filter in the proxy or a remote one), or use a meshbus.io/v1 LocalRateLimit for rate limits"
     ),
     "Telemetry": not_enforced(
         "meshbus's telemetry does not read it yet (metrics, traces and access logs use their defaults)"
@@ -523,6 +521,18 @@ FIELDS: dict[str, Fate] = {
     "LocalRateLimit spec.tokenBucket.maxTokens": ENFORCED,
     "LocalRateLimit spec.tokenBucket.tokensPerFill": ENFORCED,
     "LocalRateLimit spec.tokenBucket.fillInterval": ENFORCED,
+    # Plugin (proxy/filters/plugins/: selection, chain order, failure policy; control/config/filters.py
+    # checks filter and pluginConfig when applied)
+    "Plugin spec.selector.matchLabels": ENFORCED,
+    "Plugin spec.filter": ENFORCED,
+    "Plugin spec.placement": ENFORCED,
+    "Plugin spec.phase": ENFORCED,
+    "Plugin spec.priority": ENFORCED,
+    "Plugin spec.failStrategy": ENFORCED,
+    "Plugin spec.match[].mode": ENFORCED,
+    "Plugin spec.match[].ports[].number": ENFORCED,
+    "Plugin spec.pluginConfig": ENFORCED,
+    "Plugin spec.timeout": ENFORCED,
     # AuthorizationPolicy (bus/config/authz, proxy/filters/authz.py: the server sidecar's AUTHZ filter)
     "AuthorizationPolicy spec.selector.matchLabels": ENFORCED,
     "AuthorizationPolicy spec.targetRef": _GATEWAY_POLICY,
@@ -540,7 +550,8 @@ FIELDS: dict[str, Fate] = {
     ),
     "AuthorizationPolicy spec.rules[].when[].values": ENFORCED,
     "AuthorizationPolicy spec.rules[].when[].notValues": ENFORCED,
-    # MeshConfig (bus/config/authz/compile.py reads it for the proxies; control/discovery/model.py the root namespace)
+    # MeshConfig (bus/config/authz/compile.py reads it for the proxies; control/discovery/model.py the root
+    # namespace of every kind)
     "MeshConfig spec.rootNamespace": ENFORCED,
     "MeshConfig spec.trustDomain": not_enforced(
         "meshbus-ca and the sidecars take the trust domain from their command line (--trust-domain)"

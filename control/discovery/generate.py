@@ -264,15 +264,13 @@ class SnapshotGenerator:
         nodes = set(req.nodes) & set(self.node_class)
         hosts: set[tuple[str, str]] = set()  # (host, namespace of the resource about it)
         touched_keys: set[str] = set()
-        if old_model.root_namespace != self.model.root_namespace:
-            return set(self.node_class)  # every root-namespace policy changes reach
         for key in req.config:
             for e in (old_model.get(key), self.model.get(key)):
                 if e is None:
                     continue
                 if e.kind == MESH_CONFIG:
-                    nodes |= self._selected_nodes(e)
-                elif e.workload_scoped:
+                    return set(self.node_class)  # its root namespace may select other Plugins anywhere
+                if e.workload_scoped:
                     nodes |= self._selected_nodes(e)
                 else:
                     hosts |= {(h, e.namespace) for h in e.hosts}
@@ -299,10 +297,10 @@ class SnapshotGenerator:
 
     def _selected_nodes(self, e: ConfigEntry) -> set[str]:
         """Nodes a workload-scoped resource selects (only its namespace is scanned, unless root)."""
-        if e.kind in (PEER_AUTHENTICATION, MESH_CONFIG):
-            return set(self.node_class)  # every proxy gets these (MeshModel.scoped_for)
+        if e.kind == PEER_AUTHENTICATION:
+            return set(self.node_class)  # every proxy gets every PeerAuthentication (MeshModel.scoped_for)
         out = set()
-        root = self.model.root_namespace
+        root = self.model.root_for(e)
         for (ns, _svc), members in self.registry.by_service.items():
             if e.namespace not in (ns, root):
                 continue

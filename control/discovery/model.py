@@ -18,7 +18,7 @@ Entries come in two scopes:
   proxy gets them when they select its workload (same namespace or the root namespace). A security
   policy with ``targetRef(s)`` is for gateways and waypoints and selects no sidecar (Istio).
 The mesh's one MeshConfig goes to every proxy (path normalization, trusted proxies, authorizers), and
-its ``rootNamespace`` (default ``istio-system``) is the model's `MeshModel.root_namespace`.
+its ``rootNamespace`` (default ``istio-system``) is the root namespace for every kind.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from meshbus.bus.config import resources as kinds
 from meshbus.bus.config.hosts import host_matches, to_fqdn
 from meshbus.bus.config.virtual_service import Destination, VirtualServiceSpec
 from meshbus.bus.schemas.config import manifest_resource
+from meshbus.bus.schemas.discovery import resource_key
 
 ROOT_NAMESPACE = "istio-system"
 """The root namespace when no MeshConfig names one (Istio's default)."""
@@ -42,10 +43,11 @@ WORKLOAD_SCOPED = frozenset(
     {"Sidecar", "Gateway", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy", "Plugin"}
 )
 PEER_AUTHENTICATION = "PeerAuthentication"
-MESH_CONFIG = "MeshConfig"
 IGNORED = frozenset({"WorkloadEntry"})
 """Not sent to proxies: workloads reach the mesh by registering."""
 _SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "meshbus.io"})
+MESH_CONFIG = "MeshConfig"
+"""Sent to every proxy: its rootNamespace says where policies and Plugins apply mesh-wide."""
 _SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit", MESH_CONFIG}
 
 
@@ -54,11 +56,6 @@ def served(value: Mapping[str, Any]) -> bool:
     (EnvoyFilter, Telemetry, the Gateway API's Gateway, ...) never reach a proxy."""
     group = str(value.get("apiVersion", "")).rpartition("/")[0]
     return group in _SERVED_GROUPS and value.get("kind") in _SERVED_KINDS
-
-
-def resource_key(value: Mapping[str, Any]) -> str:
-    meta = value.get("metadata") or {}
-    return f"{value.get('kind')}.{meta.get('namespace') or 'default'}.{meta.get('name')}"
 
 
 def value_digest(value: Mapping[str, Any]) -> str:
@@ -81,7 +78,9 @@ def _selector(res: kinds.Resource) -> dict[str, str] | None:
     labels: Mapping[str, str] | None = None
     if isinstance(res, (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy)):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None
-    elif isinstance(res, (kinds.Sidecar, kinds.Plugin, kinds.LocalRateLimit)):
+    elif isinstance(res, kinds.Plugin):
+        labels = res.spec.selector.match_labels if res.spec.selector is not None else None
+    elif isinstance(res, (kinds.Sidecar, kinds.LocalRateLimit)):
         sel = res.spec.workload_selector
         labels = sel.labels if sel is not None else None
     return dict(labels) if labels else None
@@ -183,8 +182,8 @@ class ConfigEntry:
         )
 
     def selects(self, namespace: str, labels: Mapping[str, str], root: str = ROOT_NAMESPACE) -> bool:
-        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``
-        (``root``: the mesh's root namespace)?"""
+        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?
+        ``root``: the mesh's root namespace (`MeshModel.root_namespace`)."""
         if self.namespace not in (namespace, root) or self.gateway_only:
             return False
         if self.kind == "Gateway" and not self.selector:
@@ -209,15 +208,20 @@ class MeshModel:
     """Bumped by every apply that changed something (cache key for derived data)."""
     peer_authentications: tuple[ConfigEntry, ...] = ()
     """Every PeerAuthentication, by key: each proxy gets all of them (see scoped_for)."""
-    mesh_configs: tuple[ConfigEntry, ...] = ()
-    """The MeshConfig (config refuses a second one; should several be stored, the first by key counts)."""
+    mesh_config: ConfigEntry | None = None
+    """The MeshConfig (the first by key, should there be several); every proxy gets it."""
 
     @property
     def root_namespace(self) -> str:
-        for e in self.mesh_configs:
-            if isinstance(e.resource, kinds.MeshConfig):
-                return e.resource.spec.root_namespace
+        """MeshConfig's rootNamespace, else Istio's default: where a policy or Plugin applies mesh-wide."""
+        mc = self.mesh_config
+        if mc is not None and isinstance(mc.resource, kinds.MeshConfig):
+            return mc.resource.spec.root_namespace
         return ROOT_NAMESPACE
+
+    def root_for(self, e: ConfigEntry) -> str:
+        """The root namespace ``e`` is selected under: the mesh's, for every kind."""
+        return self.root_namespace
 
     def get(self, key: str) -> ConfigEntry | None:
         return self.entries.get(key)
@@ -255,7 +259,7 @@ class MeshModel:
                 continue
             drop(e.key)
             changed = True
-            if e.kind in IGNORED or e.kind == MESH_CONFIG:
+            if e.kind in IGNORED:
                 entries[e.key] = e
                 continue
             entries[e.key] = e
@@ -271,7 +275,7 @@ class MeshModel:
                 key=lambda e: e.key,
             )
         )
-        meshes = tuple(sorted((e for e in entries.values() if e.kind == MESH_CONFIG), key=lambda e: e.key))
+        mesh_configs = sorted((e for e in entries.values() if e.kind == MESH_CONFIG), key=lambda e: e.key)
         return MeshModel(
             entries=entries,
             host_scoped=host_scoped,
@@ -279,7 +283,7 @@ class MeshModel:
             revision=revision,
             generation=self.generation + (1 if changed else 0),
             peer_authentications=pas,
-            mesh_configs=meshes,
+            mesh_config=mesh_configs[0] if mesh_configs else None,
         )
 
     def scoped_for(self, namespace: str, labels: Mapping[str, str]) -> list[ConfigEntry]:
@@ -291,15 +295,15 @@ class MeshModel:
         So does the MeshConfig.
         """
         out: list[ConfigEntry] = []
-        root = self.root_namespace
-        for ns in {namespace, root}:
+        for ns in {namespace, self.root_namespace}:
             out.extend(
                 e
                 for e in self.workload_scoped.get(ns, {}).values()
-                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels, root)
+                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels, self.root_for(e))
             )
         out.extend(self.peer_authentications)
-        out.extend(self.mesh_configs[:1])
+        if self.mesh_config is not None:
+            out.append(self.mesh_config)
         return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> ConfigEntry | None:

@@ -81,8 +81,9 @@ class HttpAuthzClient:
         cluster = self.server.runtime.clusters.get(spec.target)
         if cluster is None:
             return P.CheckResult(P.ERROR, reason=f"no cluster {spec.target} in the running config")
+        body = request.body or b""
         call = _Call(
-            self.server, cluster, self._head(request) + (request.body or b""), request.method == "HEAD"
+            self.server, cluster, self._head(request), [body] if body else [], request.method == "HEAD"
         )
         try:
             async with asyncio.timeout(spec.timeout):
@@ -153,25 +154,17 @@ class _Call:
     """One check request on a pooled connection (an UpstreamReceiver and a PoolWaiter)."""
 
     __slots__ = (
-        "body",
-        "cluster",
-        "conn",
-        "data",
-        "done",
-        "ep",
-        "head",
-        "head_request",
-        "keep",
-        "pool",
-        "server",
-    )
+        "body", "cluster", "conn", "done", "ep", "head", "head_request", "keep", "pool", "request",
+        "request_body", "server",
+    )  # fmt: skip
 
     out = None  # nothing held back: the response is collected here
 
-    def __init__(self, server: Any, cluster: Any, data: bytes, head_request: bool) -> None:
+    def __init__(self, server: Any, cluster: Any, head: bytes, body: list[bytes], head_request: bool) -> None:
         self.server = server
         self.cluster = cluster
-        self.data = data
+        self.request = head
+        self.request_body = body
         self.head_request = head_request
         self.pool = server.pools.get(cluster.name)
         self.conn: UpstreamConnection | None = None
@@ -203,7 +196,7 @@ class _Call:
             self._finish(error or "connect-failure")
             return
         self.conn = conn
-        conn.send(self, self.data, self.head_request)
+        conn.send(self, self.request, self.request_body, False, True, self.head_request)
 
     def flush_out(self) -> None:
         pass

@@ -23,9 +23,9 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from meshbus.bus.config.resources import PeerAuthentication, Resource, VirtualService
+from meshbus.bus.config.proxy_kinds import PeerAuthentication, Resource, VirtualService
 from meshbus.proxy.build.authz_builder import inbound_authz
 from meshbus.proxy.build.cluster_builder import (
     NO_POLICY,
@@ -54,6 +54,12 @@ from meshbus.proxy.tls.policy import EMPTY_PLAN, TlsPlan
 __all__ = ["ProxyRuntime", "RuntimeBuildError", "build_runtime", "inbound_cluster_name"]
 
 log = logging.getLogger(__name__)
+
+
+class PluginResolver(Protocol):
+    """What makes a build's Plugin filters (proxy/filters/plugins/bindings.PluginRuntime)."""
+
+    def resolve(self, resources: Sequence[Resource], *, namespace: str, labels: Mapping[str, str]) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,7 @@ def build_runtime(
     version: str | None = None,
     previous: ProxyRuntime | None = None,
     rng: Rng | None = None,
+    plugins: PluginResolver | None = None,
 ) -> ProxyRuntime:
     """Compile resources for a proxy in ``namespace``; raises RuntimeBuildError naming file, resource, field.
 
@@ -113,12 +120,14 @@ def build_runtime(
     ``rng`` (a ``random.random``-like callable) drives RANDOM / LEAST_REQUEST picks; tests inject one.
     With ``previous``, pieces compiled from the very same resource objects are reused (build/memo.py):
     the result equals a build from scratch, at a cost that follows what changed.
+    ``plugins`` (the worker's PluginRuntime, proxy/filters/plugins) makes the filters of the Plugins
+    that select this workload; without it, Plugins are not run.
     """
     prev_memo = previous.memo if previous is not None else None
     source = tuple(sorted((labels or {}).items()))
     if previous is not None and prev_memo is not None and prev_memo.table is not None:
         # Fastest: VirtualServices replaced in place, nothing else touched (no pass over the kinds).
-        memos = Memos(prev_memo, namespace, rng, prev_memo.rate_limits, source)
+        memos = Memos(prev_memo, namespace, rng, prev_memo.rate_limits, source, prev_memo.plugins)
         memos.new.resources = tuple(resources)
         vs_change = _vs_replacements(memos, resources)
         if vs_change is not None and prev_memo.app_port == app_port:
@@ -131,8 +140,11 @@ def build_runtime(
     by_kind = ByKind.of(resources)
     pas = tuple(by_kind.peer_authentications)
     lrls = tuple(by_kind.rate_limits)
+    pset = (
+        plugins.resolve(resources, namespace=namespace, labels=labels or {}) if plugins is not None else None
+    )
     if previous is not None and prev_memo is not None and prev_memo.table is not None:
-        memos = Memos(prev_memo, namespace, rng, lrls, source)
+        memos = Memos(prev_memo, namespace, rng, lrls, source, pset)
         memos.new.resources = tuple(resources)
         try:
             patched = _patch(previous, memos, by_kind, pas, app_port)
@@ -140,7 +152,7 @@ def build_runtime(
             patched = None
         if patched is not None:
             return dataclasses.replace(patched, version=version or config_digest(resources))
-    memos = Memos(prev_memo, namespace, rng, lrls, source)
+    memos = Memos(prev_memo, namespace, rng, lrls, source, pset)
     memos.new.resources = tuple(resources)
     memos.new.app_port = app_port
     memos.new.service_entries = tuple(by_kind.service_entries)
@@ -173,7 +185,7 @@ def build_runtime(
         factory.make(name, fqdn, port, subset, eps, policy, rule, inputs=inputs)
         return name
 
-    ctx = RouteContext(services, rules, ensure_cluster, by_kind.rate_limits, *memos.source)
+    ctx = RouteContext(services, rules, ensure_cluster, by_kind.rate_limits, *memos.source, plugins=pset)
     outbound = OutboundBuilder(ctx, memos, ensure_cluster).build(
         by_kind.virtual_services, services, namespace
     )
@@ -185,7 +197,7 @@ def build_runtime(
         app_port=app_port,
         clusters=factory.clusters,
     )
-    inbound = _build_inbound(app_port, factory, authz)
+    inbound = _build_inbound(app_port, factory, pset, authz)
     inbound_tls = memos.inbound_policy(pas)
     tls = TlsPlan(memos.tls_plan_clusters(services, factory.clusters, inbound_tls), inbound_tls)
     factory.commit()  # nothing below raises: the build is good
@@ -349,7 +361,14 @@ def _patch_hosts(
         return name
 
     out = OutboundBuilder(
-        RouteContext(services, rules, ensure_declared, list(memos.new.rate_limits), *memos.source),
+        RouteContext(
+            services,
+            rules,
+            ensure_declared,
+            list(memos.new.rate_limits),
+            *memos.source,
+            plugins=memos.new.plugins,
+        ),
         memos,
         ensure_declared,
     )
@@ -396,21 +415,18 @@ def _patch_hosts(
     )
 
 
-def _build_inbound(app_port: int | None, factory: ClusterFactory, authz: AuthzConfig | None) -> RouteTable:
+def _build_inbound(
+    app_port: int | None, factory: ClusterFactory, plugins: Any = None, authz: AuthzConfig | None = None
+) -> RouteTable:
     if app_port is None:
         return RouteTable([], {})
+    config: dict[str, object] = dict(plugins.filters("inbound", app_port)) if plugins else {}
+    if authz is not None:  # only when a policy selects this workload: otherwise no filter, no cost
+        config[AUTHORIZATION] = authz
+    chain = build_chain(config)
     name = inbound_cluster_name(app_port)
     if not factory.reuse(name, ("inbound",)):  # the name says everything it is made from
         factory.make(name, name, app_port, "", [("127.0.0.1", app_port, {})], NO_POLICY, inputs=("inbound",))
-    # Authorization is the inbound route's only filter, and only when a policy selects the workload.
-    filter_config: dict[str, object] = {AUTHORIZATION: authz} if authz is not None else {}
-    described: dict[str, Any] = {
-        "name": "default",
-        "match": {"prefix": "/"},
-        "destinations": [{"cluster": name, "weight": 100}],
-    }
-    if authz is not None:
-        described["filters"] = [AUTHORIZATION]
     route = Route(
         name="default",
         virtual_host="inbound",
@@ -418,9 +434,14 @@ def _build_inbound(app_port: int | None, factory: ClusterFactory, authz: AuthzCo
         cum_weights=(100,),
         retry=NO_RETRY,  # Istio sets no retry policy on inbound routes
         port=app_port,
-        filter_config=filter_config,
-        chain=build_chain(filter_config),
-        described=described,
+        filter_config=config,
+        chain=chain,
+        described={
+            "name": "default",
+            "match": {"prefix": "/"},
+            "destinations": [{"cluster": name, "weight": 100}],
+            **({"filters": chain.describe()} if chain else {}),
+        },
     )
     vh = VirtualHost("inbound", app_port, [((), route)], ["*"])
     return RouteTable([vh], {}, catch_all=vh)

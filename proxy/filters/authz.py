@@ -244,10 +244,10 @@ class AuthzFilter(HttpFilter):
         if self.uses_remote_ip:
             r.remote_ip = remote_address(head.hdict.get("x-forwarded-for"), peer, self.trusted)
         if self.uses_dest_ip:
-            sock = dc.transport.get_extra_info("sockname")
+            sock = dc.connection_info("sockname")
             r.dest_ip = sock[0] if sock else ""
         if self.uses_sni:
-            ssl_object = dc.transport.get_extra_info("ssl_object")
+            ssl_object = dc.connection_info("ssl_object")
             r.sni = getattr(ssl_object, "meshbus_sni", None) or ""  # tls/contexts.py SNI_ATTRIBUTE
         return r
 

@@ -51,7 +51,7 @@ from meshbus.bus.config.authz.engine import (
 from meshbus.bus.config.authz.matchers import IpMatch, StrMatch, str_match
 from meshbus.bus.config.authz.normalize import BASE, MODES
 from meshbus.bus.config.mesh_config import ExtensionProvider
-from meshbus.bus.config.resources import AuthorizationPolicy, MeshConfig, Resource
+from meshbus.bus.config.proxy_kinds import AuthorizationPolicy, MeshConfig, Resource
 from meshbus.bus.config.security import Condition, Operation, Source
 from meshbus.bus.config.security import Rule as RuleSpec
 
