@@ -17,7 +17,7 @@ import pytest
 from meshbus.proxy.codec.http1 import BODY, END, HEAD, RequestSession, serialize_response_head
 from tests.integration.proxy.conftest import LogCapture, ProxyFactory, ProxyHandle, UpstreamFactory, yaml
 from tests.integration.proxy.test_authz import policy
-from tests.integration.proxy.upstreams import Upstream, fetch
+from tests.integration.proxy.upstreams import Client, Upstream, fetch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -306,3 +306,26 @@ async def test_a_provider_the_sidecar_cannot_use_denies_what_its_rules_match(
     assert log.records[-1].response_code_details == (
         "rbac_access_denied_matched_policy[ns[default]-policy[ext]-rule[0]-deny-due-to-bad-CUSTOM-action]"
     )
+
+
+async def test_a_pipelined_request_whose_body_came_before_its_turn_is_checked_with_it(
+    upstreams: UpstreamFactory, proxy: ProxyFactory, authorizer: Authorizer
+) -> None:
+    """The second request's body arrives while the first is served: the check still gets all of it."""
+    app = await upstreams()
+    provider = "timeout: 1s\nincludeRequestHeadersInCheck: [x-user]\nincludeRequestBodyInCheck: {maxRequestBytes: 64}"
+    handle, _log = await shelf(proxy, app, config(authorizer.port, provider))
+    two = b"".join(
+        b"POST /private/%d HTTP/1.1\r\nHost: shelf\r\nx-user: alice\r\nContent-Length: 5\r\n\r\nbody%d"
+        % (i, i)
+        for i in (1, 2)
+    )
+    c = await Client.connect(handle.inbound_port)
+    try:
+        await c.send_raw(two)
+        first, second = await c.read_response(), await c.read_response()
+    finally:
+        await c.close()
+    assert (first.status, second.status) == (200, 200)
+    assert [ch.body for ch in authorizer.checks] == [b"body1", b"body2"]
+    assert [s.body for s in app.seen] == [b"body1", b"body2"]

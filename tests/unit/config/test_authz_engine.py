@@ -478,7 +478,7 @@ def _rules(draw: Any) -> list[Rule]:
     return [draw(_rule(i)) for i in range(draw(st.integers(1, 10)))]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     _rules(),
     st.sampled_from(["", *_PRINCIPALS]),
