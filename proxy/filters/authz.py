@@ -35,6 +35,7 @@ from meshbus.bus.config.authz.engine import (
     Tables,
 )
 from meshbus.bus.config.authz.normalize import normalize_path, split_target
+from meshbus.proxy.codec.http1 import NO_BODY
 from meshbus.proxy.core.flags import UAEX
 from meshbus.proxy.filters.authz_providers import (
     CLIENT_FACTORIES,
@@ -211,11 +212,11 @@ class AuthzFilter(HttpFilter):
     def on_request_headers(self, ctx: FilterContext) -> Any:
         view = ctx.view
         target = view.path
+        if "#" in target:  # a fragment is not sent on (Envoy strips it)
+            path, query = split_target(target)
+            target = view.path = path + query
         q = target.find("?")
         path = target if q < 0 else target[:q]
-        if "#" in target:
-            path, query = split_target(target)
-            view.path = path + query
         norm = normalize_path(path, self.mode)
         if norm is None:
             return _BAD_PATH
@@ -356,7 +357,7 @@ class AuthzFilter(HttpFilter):
 
     async def _body(self, ctx: FilterContext, client: AuthzClient, limit: int) -> _Body:
         held = _Body(limit)
-        if ctx.head.body == 0:  # NO_BODY: complete at its head
+        if ctx.head.body == NO_BODY:  # complete at its head
             held.finish()
             return held
         if ctx.bytes_in or ctx.req_done:
