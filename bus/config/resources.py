@@ -27,6 +27,7 @@ from meshbus.bus.config.gateway_api import (
 )
 from meshbus.bus.config.mesh_config import MeshConfigSpec
 from meshbus.bus.config.meshbus_kinds import LocalRateLimitSpec, PluginSpec
+from meshbus.bus.config.rate_limit import RateLimitSpec
 from meshbus.bus.config.security import (
     AuthorizationPolicySpec,
     PeerAuthenticationSpec,
@@ -300,6 +301,12 @@ class LocalRateLimit(Resource):
     spec: LocalRateLimitSpec
 
 
+class RateLimit(Resource):
+    GROUP, VERSIONS = _MESHBUS
+    KIND = "RateLimit"
+    spec: RateLimitSpec
+
+
 class Plugin(Resource):
     GROUP, VERSIONS = _MESHBUS
     KIND = "Plugin"
@@ -323,6 +330,7 @@ RESOURCE_TYPES: tuple[type[Resource], ...] = (
     RequestAuthentication,
     AuthorizationPolicy,
     LocalRateLimit,
+    RateLimit,
     Plugin,
     MeshConfig,
     WorkloadGroup,

@@ -39,6 +39,8 @@ from meshbus.proxy.build.cluster_builder import (
     rules_for,
 )
 from meshbus.proxy.build.errors import RuntimeBuildError
+from meshbus.proxy.build.inbound_filters import describe as describe_inbound_filters
+from meshbus.proxy.build.inbound_filters import inbound_filters
 from meshbus.proxy.build.memo import BuildMemo, ByKind, Memos, OutboundParts, same
 from meshbus.proxy.build.outbound_build import OutboundBuilder, vs_for, vs_hosts
 from meshbus.proxy.build.route_builder import RouteContext
@@ -46,6 +48,7 @@ from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.lb import Rng
 from meshbus.proxy.core.retry import NO_RETRY
 from meshbus.proxy.core.routing import Destination, Route, RouteTable, VirtualHost
+from meshbus.proxy.filters.builtin import build_chain
 from meshbus.proxy.tls.policy import EMPTY_PLAN, TlsPlan
 
 __all__ = ["ProxyRuntime", "RuntimeBuildError", "build_runtime", "inbound_cluster_name"]
@@ -118,6 +121,8 @@ def build_runtime(
     by_kind = ByKind.of(resources)
     pas = tuple(by_kind.peer_authentications)
     lrls = tuple(by_kind.rate_limits)
+    # RequestAuthentication / RateLimit on the inbound route (proxy/build/inbound_filters.py)
+    in_filters = inbound_filters(resources, namespace, labels, _inbound_filters_of(previous))
     if previous is not None and prev_memo is not None and prev_memo.table is not None:
         memos = Memos(prev_memo, namespace, rng, lrls, source)
         memos.new.resources = tuple(resources)
@@ -126,7 +131,10 @@ def build_runtime(
         except _NeedsFullBuild:
             patched = None
         if patched is not None:
-            return dataclasses.replace(patched, version=version or config_digest(resources))
+            inbound = patched.inbound
+            if in_filters != _inbound_filters_of(previous):
+                inbound = _inbound_table(app_port, in_filters)
+            return dataclasses.replace(patched, inbound=inbound, version=version or config_digest(resources))
     memos = Memos(prev_memo, namespace, rng, lrls, source)
     memos.new.resources = tuple(resources)
     memos.new.app_port = app_port
@@ -162,7 +170,7 @@ def build_runtime(
 
     ctx = RouteContext(services, rules, ensure_cluster, by_kind.rate_limits, *memos.source)
     outbound = OutboundBuilder(ctx, memos, ensure_cluster).build(by_kind.virtual_services, services, namespace)
-    inbound = _build_inbound(app_port, factory)
+    inbound = _build_inbound(app_port, factory, in_filters)
     inbound_tls = memos.inbound_policy(pas)
     tls = TlsPlan(memos.tls_plan_clusters(services, factory.clusters, inbound_tls), inbound_tls)
     factory.commit()  # nothing below raises: the build is good
@@ -360,12 +368,40 @@ def _patch_hosts(
     )
 
 
-def _build_inbound(app_port: int | None, factory: ClusterFactory) -> RouteTable:
+def _inbound_filters_of(runtime: ProxyRuntime | None) -> Mapping[str, object]:
+    if runtime is None:
+        return {}
+    for vh in runtime.inbound.virtual_hosts:
+        for route in vh.routes:
+            return route.filter_config
+    return {}
+
+
+def _build_inbound(
+    app_port: int | None, factory: ClusterFactory, filters: Mapping[str, object] | None = None
+) -> RouteTable:
     if app_port is None:
         return RouteTable([], {})
     name = inbound_cluster_name(app_port)
     if not factory.reuse(name, ("inbound",)):  # the name says everything it is made from
         factory.make(name, name, app_port, "", [("127.0.0.1", app_port, {})], NO_POLICY, inputs=("inbound",))
+    return _inbound_table(app_port, filters or {})
+
+
+def _inbound_table(app_port: int | None, filters: Mapping[str, object]) -> RouteTable:
+    """The inbound listener's one route: everything to the app, through the workload's policy filters."""
+    if app_port is None:
+        return RouteTable([], {})
+    name = inbound_cluster_name(app_port)
+    described = {
+        "name": "default",
+        "match": {"prefix": "/"},
+        "destinations": [{"cluster": name, "weight": 100}],
+        **describe_inbound_filters(filters),
+    }
+    chain = build_chain(filters)
+    if chain:
+        described["filters"] = chain.describe()
     route = Route(
         name="default",
         virtual_host="inbound",
@@ -373,11 +409,9 @@ def _build_inbound(app_port: int | None, factory: ClusterFactory) -> RouteTable:
         cum_weights=(100,),
         retry=NO_RETRY,  # Istio sets no retry policy on inbound routes
         port=app_port,
-        described={
-            "name": "default",
-            "match": {"prefix": "/"},
-            "destinations": [{"cluster": name, "weight": 100}],
-        },
+        filter_config=dict(filters),
+        chain=chain,
+        described=described,
     )
     vh = VirtualHost("inbound", app_port, [((), route)], ["*"])
     return RouteTable([vh], {}, catch_all=vh)

@@ -135,8 +135,8 @@ def test_policy_kinds_and_plugins_are_warned_in_plain_words() -> None:
     assert result.ok
     assert [w.render() for w in result.validation.warnings] == [
         f"policy.yaml:1: AuthorizationPolicy default/shelf-readers: {AUTHORIZATION_POLICY_FATE}",
-        f"policy.yaml:12: RequestAuthentication default/jwt: {REQUEST_AUTHENTICATION_FATE}",
-        "policy.yaml:22: Plugin default/audit: NOT ENFORCED — meshbus-proxy does not load plugins yet; the "
+        f"policy.yaml:21: RequestAuthentication default/jwt: {REQUEST_AUTHENTICATION_FATE}",
+        "policy.yaml:23: Plugin default/audit: NOT ENFORCED — meshbus-proxy does not load plugins yet; the "
         "filter does not run and requests pass without it",
     ]
 
