@@ -35,7 +35,15 @@ from meshbus.bus.schemas.config import manifest_resource
 ROOT_NAMESPACE = "istio-system"
 HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
 WORKLOAD_SCOPED = frozenset(
-    {"Sidecar", "Gateway", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy", "Plugin"}
+    {
+        "Sidecar",
+        "Gateway",
+        "PeerAuthentication",
+        "RequestAuthentication",
+        "AuthorizationPolicy",
+        "Plugin",
+        "RateLimit",
+    }
 )
 PEER_AUTHENTICATION = "PeerAuthentication"
 IGNORED = frozenset({"WorkloadEntry"})
@@ -74,7 +82,10 @@ def _selector(res: kinds.Resource) -> dict[str, str] | None:
     if isinstance(res, kinds.Gateway):
         return dict(res.spec.selector)
     labels: Mapping[str, str] | None = None
-    if isinstance(res, (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy)):
+    if isinstance(
+        res,
+        (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy, kinds.RateLimit),
+    ):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None
     elif isinstance(res, (kinds.Sidecar, kinds.Plugin, kinds.LocalRateLimit)):
         sel = res.spec.workload_selector
