@@ -128,44 +128,61 @@ class _Verified:
     auth: dict[str, Any]
     payload_segment: str
     valid_until: float
+    ops: dict[Location, HeaderOps | None] = field(default_factory=dict)
+    """What goes upstream when this token alone came at a location (and no output header did)."""
 
 
-@dataclass(eq=False)
+HeaderLocations = tuple[tuple[str, tuple[tuple[str, int, Location, tuple[int, ...]], ...]], ...]
+"""Per header name: (prefix lowercased, its length, the location, the providers reading it)."""
+
+
 class JwtAuthnConfig:
     """The JWT rules of one workload (all RequestAuthentications that select it), compiled, with the
-    verified-token cache. Built by proxy/build/authn_build.py; ``sources`` are the resources it came
-    from (the next build reuses this object, cache and all, while they are the same objects)."""
+    verified-token cache. Built by proxy/build/inbound_filters.py; ``sources`` are the resources it
+    came from (the next build reuses this object, cache and all, while they are the same objects)."""
 
-    providers: tuple[JwtProvider, ...]
-    sources: tuple[object, ...] = ()
-    clock: Callable[[], float] = time.time
-    verified: dict[str, _Verified] = field(default_factory=dict)
-    failed: dict[str, tuple[str, float]] = field(default_factory=dict)
-    stats: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(("verified", "cache_hits", "denied", "no_token"), 0)
-    )
-
-    def __post_init__(self) -> None:
-        headers: dict[str, list[tuple[str, int]]] = {}
+    def __init__(
+        self,
+        providers: tuple[JwtProvider, ...],
+        sources: tuple[object, ...] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.providers = providers
+        self.sources = sources
+        self.clock = clock
+        self.verified: dict[str, _Verified] = {}
+        self.cache_size = CACHE_SIZE
+        self.failed: dict[str, tuple[str, float]] = {}
+        self.stats: dict[str, int] = dict.fromkeys(("verified", "cache_hits", "denied", "no_token"), 0)
+        headers: dict[str, dict[str, list[int]]] = {}
         params: dict[str, list[int]] = {}
         cookies: dict[str, list[int]] = {}
-        for i, p in enumerate(self.providers):
+        for i, p in enumerate(providers):
             for kind, name, prefix in p.locations:
                 if kind == HEADER:
-                    headers.setdefault(name, []).append((prefix, i))
+                    headers.setdefault(name, {}).setdefault(prefix, []).append(i)
                 elif kind == PARAM:
                     params.setdefault(name, []).append(i)
                 else:
                     cookies.setdefault(name, []).append(i)
-        self.headers = {k: tuple(v) for k, v in headers.items()}
-        self.params = {k: tuple(v) for k, v in params.items()}
-        self.cookies = {k: tuple(v) for k, v in cookies.items()}
+        self.headers: HeaderLocations = tuple(
+            (
+                name,
+                tuple(
+                    (prefix.lower(), len(prefix), (HEADER, name, prefix), tuple(idx))
+                    for prefix, idx in by.items()
+                ),
+            )
+            for name, by in headers.items()
+        )
+        self.params: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in params.items()}
+        self.cookies: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in cookies.items()}
         outputs: set[str] = set()
-        for p in self.providers:
+        for p in providers:
             if p.payload_header:
                 outputs.add(p.payload_header.lower())
             outputs.update(h.lower() for h, _ in p.claim_headers)
-        self.output_headers = frozenset(outputs)
+        self.output_headers: frozenset[str] = frozenset(outputs)
 
     def describe(self) -> list[dict[str, object]]:
         return [p.describe() for p in self.providers]
@@ -174,19 +191,16 @@ class JwtAuthnConfig:
     def tokens(self, hdict: Mapping[str, str], target: str) -> list[tuple[str, Location, tuple[int, ...]]]:
         """(token, location, providers reading that location) for every token the request carries."""
         found: list[tuple[str, Location, tuple[int, ...]]] = []
-        for name, entries in self.headers.items():
+        for name, entries in self.headers:
             value = hdict.get(name)
             if value is None:
                 continue
-            for prefix, _ in entries:
-                if prefix:
-                    if value[: len(prefix)].lower() != prefix.lower():
-                        continue
-                    token = value[len(prefix) :].strip()
-                else:
-                    token = value.strip()
+            for prefix, plen, location, readers in entries:
+                if plen and value[:plen].lower() != prefix:
+                    continue
+                token = value[plen:].strip()
                 if token:
-                    found.append((token, (HEADER, name, prefix), tuple(j for p, j in entries if p == prefix)))
+                    found.append((token, location, readers))
                     break
         if self.params and "?" in target:
             query = target.partition("?")[2]
@@ -230,7 +244,7 @@ class JwtAuthnConfig:
             raise
         self.stats["verified"] += 1
         if len(token) <= CACHEABLE_TOKEN:
-            if len(self.verified) >= CACHE_SIZE:
+            if len(self.verified) >= self.cache_size:
                 del self.verified[next(iter(self.verified))]  # the oldest entry
             self.verified[token] = result
         return result
@@ -422,18 +436,35 @@ class JwtAuthnFilter(HttpFilter):
                 used.append((location, config.verify(token, readers)))
             except _Failed as exc:
                 config.stats["denied"] += 1
-                return LocalReply(
-                    401,
-                    exc.message,
-                    (("www-authenticate", f'Bearer realm="{_realm(ctx)}", error="invalid_token"'),),
-                    details=f"jwt_authn_access_denied{{{exc.message.replace(' ', '_')}}}",
-                )
+                return _unauthorized(ctx, exc.message)
+        location, first = used[0]
         state = ctx.filter_state
         if state is None:
             state = ctx.filter_state = {}
-        state[REQUEST_AUTH] = used[0][1].auth
-        _add_ops(ctx, config.upstream_ops(hdict, used))
+        state[REQUEST_AUTH] = dict(first.auth)  # a copy: a filter that edits it edits its request's only
+        if len(used) == 1 and (not config.output_headers or config.output_headers.isdisjoint(hdict)):
+            # The common case, one token and no forged output header: what goes upstream is the
+            # token's own, worked out once (a repeated token costs a lookup here too).
+            cached = first.ops
+            if location in cached:
+                ops = cached[location]
+            else:
+                ops = cached[location] = config.upstream_ops(hdict, used)
+        else:
+            ops = config.upstream_ops(hdict, used)
+        if ops is not None:
+            prev = ctx.req_ops
+            ctx.req_ops = ops if prev is None else prev.then(ops)
         return None
+
+
+def _unauthorized(ctx: FilterContext, message: str) -> LocalReply:
+    return LocalReply(
+        401,
+        message,
+        (("www-authenticate", f'Bearer realm="{_realm(ctx)}", error="invalid_token"'),),
+        details=f"jwt_authn_access_denied{{{message.replace(' ', '_')}}}",
+    )
 
 
 def _add_ops(ctx: FilterContext, ops: HeaderOps | None) -> None:

@@ -84,8 +84,14 @@ def test_jwt_from_a_local_jwks_server_via_jwks_uri(mesh: DemoMesh) -> None:
     with JwksServer(IDP.jwks()) as idp:
         mesh.apply(REQUEST_AUTHENTICATION.format(iss=IDP.iss, uri=idp.url), file="jwt.yaml")
         token = IDP.token("ES256", sub="alice")
-        # meshbus-policy fetches the keys, discovery sends them inline: then the token passes
-        wait_for("the keys to reach the reviews sidecars", lambda: get(mesh, bearer(token))[0] == 200, 15)
+        # the rule reaches the sidecars (a bad token is refused), and once meshbus-policy has fetched
+        # the keys and discovery sent them inline, the good one passes: on both replicas (50/50)
+        def enforced() -> bool:
+            return all(get(mesh, bearer("garbage"))[0] == 401 for _ in range(6)) and all(
+                get(mesh, bearer(token))[0] == 200 for _ in range(6)
+            )
+
+        wait_for("the rule and its keys to reach the reviews sidecars", enforced, 15)
         assert idp.requests and all(p == "/jwks.json" for p in idp.requests)
         for _ in range(10):  # both replicas verify (50/50), each once, then from their cache
             assert get(mesh, bearer(IDP.token("RS256", sub="bob")))[0] == 200

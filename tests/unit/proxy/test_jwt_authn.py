@@ -234,10 +234,11 @@ def test_bad_tokens_are_cached_too_so_replaying_one_costs_no_signature_check(
     assert calls == []
 
 
-def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jwt_authn, "CACHE_SIZE", 3)
+def test_the_cache_is_bounded() -> None:
     f = jwt_filter(runtime(ra()))
     assert f is not None
+    assert f.config.cache_size == jwt_authn.CACHE_SIZE
+    f.config.cache_size = 3
     tokens = [ISSUER.token("ES256", sub=f"user{i}") for i in range(5)]
     for t in tokens:
         assert f.on_request_headers(request(bearer(t))) is None

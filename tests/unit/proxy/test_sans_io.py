@@ -36,6 +36,7 @@ IO_ADAPTERS = frozenset(
         "mesh.identity",
         "mesh.mode",
         "mesh.prober",  # the app readiness probe's sockets (its verdicts are in mesh.probe)
+        "mesh.ratelimit_client",  # global rate limit leases over NATS (the budgets are in filters)
     }
 )
 FORBIDDEN = ("asyncio", "nats", "uvloop")
