@@ -10,10 +10,12 @@ no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/tes
   attempts of one forwarded request as a state machine (``attempts``: retries, backoff, per-try and
   route timeouts, the per-cluster retry budget, the stale-connection replay; events and ``now`` in,
   action codes out), Envoy's response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC).
-- ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations).
+- ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations,
+  JWT authentication for RequestAuthentication, global rate limits with leased budgets).
 - ``codec``: HTTP/1.1 sessions over httptools (llhttp): bytes in, events out; head serializers.
 - ``build``: Istio resources -> an immutable ``ProxyRuntime``, compiled once per config version
-  (incrementally: unchanged parts are reused).
+  (incrementally: unchanged parts are reused); ``inbound_filters`` puts the workload's
+  RequestAuthentication and RateLimit rules on its inbound route.
 - ``adapters`` (I/O): ``listener`` (downstream Protocol, pipelining, header/idle timeouts),
   ``exchange`` (one request through its route: the router as callbacks, performing what
   ``core.attempts`` decides), ``contracts`` (the typed Protocols between listener, exchange, pools
@@ -23,7 +25,8 @@ no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/tes
 - ``tls``: mesh TLS decisions from config (``policy``), contexts and SPIFFE checks (``contexts``),
   the per-connection glue (``mtls``) over the TLS record layer on OpenSSL memory BIOs (``stream``).
 - ``mesh``: mesh mode: the agent (registration, heartbeats, snapshots with ACK/NACK), the identity
-  client (CSR, renewal), and ``mode``, which wires them to a running server.
+  client (CSR, renewal), the global rate limit's lease client (``ratelimit_client``), and ``mode``,
+  which wires them to a running server.
 - ``bootstrap`` (what the command line says: ports, limits, logging) and ``__main__`` (CLI, workers).
 
 The filter chain (``filters.chain``). Every request passes the ordered HTTP filters of its route, in

@@ -14,7 +14,7 @@ old one (Istio ``updateContext``), so a change costs what changed, not the mesh 
 Entries come in two scopes:
 - host-scoped (VirtualService, DestinationRule, ServiceEntry, LocalRateLimit with hosts): a proxy
   gets them when it may call one of their hosts;
-- workload-scoped (Sidecar, Gateway, security policies, Plugin, LocalRateLimit without hosts): a
+- workload-scoped (Sidecar, Gateway, security policies, Plugin, RateLimit, LocalRateLimit without hosts): a
   proxy gets them when they select its workload (same namespace or the root namespace).
 """
 
