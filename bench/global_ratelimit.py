@@ -152,7 +152,10 @@ async def bench(args: argparse.Namespace, url: str) -> None:
     # -- B: leased budgets through the filter
     rule = GlobalRule(f"bench/b/{args.tag}", limit, "Second")
     config = GlobalRateLimitConfig((rule,), fail_open=True, timeout=0.1)
-    filters = [GlobalRateLimitFilter(config, Budgets(NatsLeaseClient(c), f"replica-{i}")) for i, c in enumerate(clients)]
+    filters = [
+        GlobalRateLimitFilter(config, Budgets(NatsLeaseClient(c), f"replica-{i}"))
+        for i, c in enumerate(clients)
+    ]
 
     async def leased(i: int, out: list[tuple[float, bool, float]]) -> None:
         f = filters[i % 2]
@@ -169,7 +172,8 @@ async def bench(args: argparse.Namespace, url: str) -> None:
 
     # the filter alone, tokens in hand (no I/O): its CPU cost per request
     local = GlobalRateLimitFilter(
-        GlobalRateLimitConfig((GlobalRule("bench/local", 10**9, "Hour"),)), Budgets(NatsLeaseClient(clients[0]))
+        GlobalRateLimitConfig((GlobalRule("bench/local", 10**9, "Hour"),)),
+        Budgets(NatsLeaseClient(clients[0])),
     )
     r = local.on_request_headers(Ctx())
     if r is not None and not isinstance(r, LocalReply):
@@ -181,18 +185,26 @@ async def bench(args: argparse.Namespace, url: str) -> None:
         local.on_request_headers(ctx)
     filter_us = (time.perf_counter() - t) / n * 1e6
 
-    print(f"\nlimit {limit}/s, offered {rate}/s from two replicas, {windows} windows, "
-          f"{args.policies} meshbus-policy replica(s)\n")
+    print(
+        f"\nlimit {limit}/s, offered {rate}/s from two replicas, {windows} windows, "
+        f"{args.policies} meshbus-policy replica(s)\n"
+    )
     print(f"{'design':<34} {'p50 us':>8} {'p99 us':>8} {'CPU us/req':>10} {'admitted/limit per window':>30}")
-    print(f"{'bare NATS request/reply (bound)':<34} {pct(rtts, 50) * 1e6:>8.0f} {pct(rtts, 99) * 1e6:>8.0f} "
-          f"{echo_cpu * 1e6:>10.0f} {'-':>30}")
+    print(
+        f"{'bare NATS request/reply (bound)':<34} {pct(rtts, 50) * 1e6:>8.0f} {pct(rtts, 99) * 1e6:>8.0f} "
+        f"{echo_cpu * 1e6:>10.0f} {'-':>30}"
+    )
     for name, res, cpu in (("A: check per request", res_a, cpu_a), ("B: leased budgets", res_b, cpu_b)):
         lat = [d for _t, _ok, d in res]
         lo, hi, admitted = accuracy(res, limit)
-        print(f"{name:<34} {pct(lat, 50) * 1e6:>8.0f} {pct(lat, 99) * 1e6:>8.0f} {cpu * 1e6:>10.0f} "
-              f"{f'{lo:.2f}-{hi:.2f} {admitted}':>30}")
-    print(f"\nB asked for {leases} leases for {len(res_b)} requests; the filter alone with tokens in hand: "
-          f"{filter_us:.2f} us per request (CPU, no I/O)")
+        print(
+            f"{name:<34} {pct(lat, 50) * 1e6:>8.0f} {pct(lat, 99) * 1e6:>8.0f} {cpu * 1e6:>10.0f} "
+            f"{f'{lo:.2f}-{hi:.2f} {admitted}':>30}"
+        )
+    print(
+        f"\nB asked for {leases} leases for {len(res_b)} requests; the filter alone with tokens in hand: "
+        f"{filter_us:.2f} us per request (CPU, no I/O)"
+    )
     for c in clients:
         await c.close()
 
@@ -207,7 +219,12 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-rl-bench-"))
     with EmbeddedNats(port=0, store_dir=str(tmp / "nats")) as nats:
-        env = {**os.environ, "MESHBUS_NATS_URL": nats.url, "MESHBUS_SUBJECT_ROOT": ROOT, "MESHBUS_LOG_LEVEL": "warning"}
+        env = {
+            **os.environ,
+            "MESHBUS_NATS_URL": nats.url,
+            "MESHBUS_SUBJECT_ROOT": ROOT,
+            "MESHBUS_LOG_LEVEL": "warning",
+        }
         procs = [
             subprocess.Popen([sys.executable, "-m", "meshbus.control.policy"], env=env,
                              stdout=subprocess.DEVNULL, stderr=open(tmp / f"policy-{i}.log", "wb"))
@@ -226,7 +243,9 @@ def main() -> None:
 async def wait_and_bench(args: argparse.Namespace, url: str) -> None:
     bus = await connect(url, "probe")
     req = LeaseRequest("bench/probe", 1, "Second", 1)
-    await rpc.request(bus, bus.subjects.policy("ratelimit"), req, LeaseReply, timeout=30, wait_for_service=True)
+    await rpc.request(
+        bus, bus.subjects.policy("ratelimit"), req, LeaseReply, timeout=30, wait_for_service=True
+    )
     deadline = time.monotonic() + 10
     while True:
         try:

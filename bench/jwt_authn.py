@@ -87,12 +87,25 @@ def micro() -> None:
         flt.on_request_headers(c)
     hit = (time.perf_counter() - t) / n * 1e6
     h = {"host": "origin"}
-    plain = [type("C", (), {"head": RequestHead("GET", "/", "1.1", [], h, True, False, 0, 0), "filter_state": None, "req_ops": None})() for _ in range(n)]
+    plain = [
+        type(
+            "C",
+            (),
+            {
+                "head": RequestHead("GET", "/", "1.1", [], h, True, False, 0, 0),
+                "filter_state": None,
+                "req_ops": None,
+            },
+        )()
+        for _ in range(n)
+    ]
     t = time.perf_counter()
     for c in plain:
         flt.on_request_headers(c)
     no_token = (time.perf_counter() - t) / n * 1e6
-    print(f"JWT filter, token cached: {hit:.2f} us/request; no token: {no_token:.2f} us/request (CPU, in-process)")
+    print(
+        f"JWT filter, token cached: {hit:.2f} us/request; no token: {no_token:.2f} us/request (CPU, in-process)"
+    )
     for alg in ALGORITHMS:
         tokens = [ISSUER.token(alg, aud="origin", sub=f"u{i}") for i in range(200)]
         t = time.perf_counter()
@@ -146,7 +159,9 @@ def through_proxy(duration: int, rounds: int) -> None:
                     raise RuntimeError(f"{name}: {errors} non-2xx responses (see {tmp}/proxy.log)")
                 results[name][0].append(rps)
                 results[name][1].append(cpu_us)
-    print(f"\nthrough meshbus-proxy (inbound, wrk -t1 -c50, {rounds} rounds x {duration}s, one cached token):")
+    print(
+        f"\nthrough meshbus-proxy (inbound, wrk -t1 -c50, {rounds} rounds x {duration}s, one cached token):"
+    )
     for name, (rps, cpu) in results.items():
         print(f"  {name:<8} {med(rps)} req/s   {med(cpu)} us CPU/request")
     off, on = results["JWT off"], results["JWT on"]

@@ -84,6 +84,7 @@ def test_jwt_from_a_local_jwks_server_via_jwks_uri(mesh: DemoMesh) -> None:
     with JwksServer(IDP.jwks()) as idp:
         mesh.apply(REQUEST_AUTHENTICATION.format(iss=IDP.iss, uri=idp.url), file="jwt.yaml")
         token = IDP.token("ES256", sub="alice")
+
         # the rule reaches the sidecars (a bad token is refused), and once meshbus-policy has fetched
         # the keys and discovery sent them inline, the good one passes: on both replicas (50/50)
         def enforced() -> bool:
