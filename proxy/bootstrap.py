@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from meshbus.bus.config.resources import Resource
+    from meshbus.bus.config.proxy_kinds import Resource
 
 
 class BootstrapError(ValueError):

@@ -31,6 +31,7 @@ from meshbus.bus.config import resources as kinds
 from meshbus.bus.config.hosts import host_matches, to_fqdn
 from meshbus.bus.config.virtual_service import Destination, VirtualServiceSpec
 from meshbus.bus.schemas.config import manifest_resource
+from meshbus.bus.schemas.discovery import resource_key
 
 ROOT_NAMESPACE = "istio-system"
 HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
@@ -57,11 +58,6 @@ def served(value: Mapping[str, Any]) -> bool:
     (EnvoyFilter, Telemetry, the Gateway API's Gateway, ...) never reach a proxy."""
     group = str(value.get("apiVersion", "")).rpartition("/")[0]
     return group in _SERVED_GROUPS and value.get("kind") in _SERVED_KINDS
-
-
-def resource_key(value: Mapping[str, Any]) -> str:
-    meta = value.get("metadata") or {}
-    return f"{value.get('kind')}.{meta.get('namespace') or 'default'}.{meta.get('name')}"
 
 
 def value_digest(value: Mapping[str, Any]) -> str:

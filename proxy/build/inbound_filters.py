@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from meshbus.bus.config.resources import MeshConfig, RateLimit, RequestAuthentication, Resource
+from meshbus.bus.config.proxy_kinds import MeshConfig, RateLimit, RequestAuthentication, Resource
 from meshbus.bus.config.security import JWTRule
 from meshbus.proxy.filters.global_ratelimit import (
     DEFAULT_TIMEOUT,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from meshbus.bus.config.resources import (
+from meshbus.bus.config.proxy_kinds import (
     DestinationRule,
     LocalRateLimit,
     PeerAuthentication,

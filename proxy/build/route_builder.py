@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from meshbus.bus.config.hosts import host_matches, to_fqdn
-from meshbus.bus.config.resources import LocalRateLimit, VirtualService
+from meshbus.bus.config.proxy_kinds import LocalRateLimit, VirtualService
 from meshbus.bus.config.virtual_service import Destination as DestinationSpec
 from meshbus.bus.config.virtual_service import Headers, HTTPDirectResponse, HTTPRoute
 from meshbus.proxy.build.cluster_builder import RuleSet, Service, subset_exists

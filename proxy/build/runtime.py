@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshbus.bus.config.resources import PeerAuthentication, Resource, VirtualService
+from meshbus.bus.config.proxy_kinds import PeerAuthentication, Resource, VirtualService
 from meshbus.proxy.build.cluster_builder import (
     NO_POLICY,
     ClusterFactory,
