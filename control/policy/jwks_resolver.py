@@ -80,6 +80,7 @@ class JwksResolver:
         self.synced = asyncio.Event()
         self.fetches = 0
         self.failures = 0
+        self.errors = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._jitter: dict[str, float] = {}
@@ -141,6 +142,10 @@ class JwksResolver:
             except BusError as exc:  # NATS away: try again soon
                 self._log.warning("key sets not refreshed: %s", exc)
                 wake_at = self.clock() + 1.0
+            except Exception:  # a bug: said and counted, and the loop goes on
+                self.errors += 1
+                self._log.exception("key set refresh failed")
+                wake_at = self.clock() + self.policy.retry
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.05, wake_at - self.clock()))
 
