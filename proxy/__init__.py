@@ -11,7 +11,9 @@ no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/tes
   route timeouts, the per-cluster retry budget, the stale-connection replay; events and ``now`` in,
   action codes out), Envoy's response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC).
 - ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations,
-  JWT authentication for RequestAuthentication, global rate limits with leased budgets).
+  JWT authentication for RequestAuthentication, global rate limits with leased budgets), and
+  ``filters.plugins``: meshbus.io/v1 Plugins, users' filters (meshbus.plugins SDK) run in process
+  or called over NATS on a meshbus-filter-host, with their timeout and failStrategy.
 - ``codec``: HTTP/1.1 sessions over httptools (llhttp): bytes in, events out; head serializers.
 - ``build``: Istio resources -> an immutable ``ProxyRuntime``, compiled once per config version
   (incrementally: unchanged parts are reused); ``inbound_filters`` puts the workload's
@@ -35,7 +37,8 @@ compiled built-ins (local rate limit, CORS, fault), UNSPECIFIED, header operatio
 (``adapters.exchange``). Hooks are symmetric (request headers, request body, response headers,
 response body, done); each continues (None), answers (``LocalReply``: status, body, headers, response
 flag, details for the access log), or pauses (``Delay``, or an ``async def`` hook, which the exchange
-awaits in a task of its own while other requests go on). Response hooks run in reverse order; a local
+awaits in a task of its own while other requests go on; a response-header hook may pause too: the
+response is held until it completes). Response hooks run in reverse order; a local
 reply passes only the filters that ran before the one that sent it. A filter that raises gets a 500
 with ``filter_error:<name>`` in the access log and never takes the worker down. Per-route config is a
 typed map on the compiled route (``Route.filter_config``: filter name -> frozen config; the chain is

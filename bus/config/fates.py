@@ -192,12 +192,11 @@ KINDS: dict[str, Fate] = {
             "every request passes)"
         )
     ),
-    "Plugin": not_enforced(
-        "meshbus-proxy does not load plugins yet; the filter does not run and requests pass without it"
-    ),
+    "Plugin": ENFORCED,
     "MeshConfig": not_enforced(
-        "no meshbus component reads the mesh config yet: the root namespace is istio-system, paths are "
-        "not normalized for policy, and extension providers are unused"
+        "only its rootNamespace is read yet, by Plugin, RequestAuthentication and RateLimit (where they "
+        "apply mesh-wide); every other kind takes istio-system as the root namespace, paths are not "
+        "normalized for policy, and extension providers are unused"
     ),
     "Gateway": not_enforced("meshbus has no gateway proxy yet; this Gateway is stored but has no effect"),
     "WorkloadEntry": not_enforced(
@@ -207,11 +206,11 @@ KINDS: dict[str, Fate] = {
     # Istio kinds meshbus validates (validation/) and stores but does not run.
     "EnvoyFilter": not_enforced(
         f"{_ENVOY}, so Envoy config patches have no effect; use a meshbus.io/v1 Plugin (a filter in the "
-        "request path, once meshbus-proxy loads plugins) or a meshbus.io/v1 LocalRateLimit instead"
+        "request path) or a meshbus.io/v1 LocalRateLimit instead"
     ),
     "WasmPlugin": not_enforced(
-        f"{_ENVOY} and loads no Wasm modules; write the filter as a meshbus.io/v1 Plugin (once meshbus-proxy "
-        "loads plugins), or use a meshbus.io/v1 LocalRateLimit for rate limits"
+        f"{_ENVOY} and loads no Wasm modules; write the filter as a meshbus.io/v1 Plugin (a Python "
+        "filter in the proxy or a remote one), or use a meshbus.io/v1 LocalRateLimit for rate limits"
     ),
     "Telemetry": not_enforced(
         "meshbus's telemetry does not read it yet (metrics, traces and access logs use their defaults)"
@@ -510,6 +509,18 @@ FIELDS: dict[str, Fate] = {
     "LocalRateLimit spec.tokenBucket.maxTokens": ENFORCED,
     "LocalRateLimit spec.tokenBucket.tokensPerFill": ENFORCED,
     "LocalRateLimit spec.tokenBucket.fillInterval": ENFORCED,
+    # Plugin (proxy/filters/plugins/: selection, chain order, failure policy; control/config/filters.py
+    # checks filter and pluginConfig when applied)
+    "Plugin spec.selector.matchLabels": ENFORCED,
+    "Plugin spec.filter": ENFORCED,
+    "Plugin spec.placement": ENFORCED,
+    "Plugin spec.phase": ENFORCED,
+    "Plugin spec.priority": ENFORCED,
+    "Plugin spec.failStrategy": ENFORCED,
+    "Plugin spec.match[].mode": ENFORCED,
+    "Plugin spec.match[].ports[].number": ENFORCED,
+    "Plugin spec.pluginConfig": ENFORCED,
+    "Plugin spec.timeout": ENFORCED,
     # Kinds that are not enforced as a whole: what stays to do inside them once they are.
     "AuthorizationPolicy spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
     "AuthorizationPolicy spec.targetRefs": not_enforced("meshbus has no Gateway API; use selector"),

@@ -47,10 +47,14 @@ WORKLOAD_SCOPED = frozenset(
     }
 )
 PEER_AUTHENTICATION = "PeerAuthentication"
+MESH_CONFIG_ROOTED = frozenset({"Plugin", "RequestAuthentication", "RateLimit"})
+"""Kinds whose mesh-wide scope is MeshConfig's rootNamespace, as the proxy reads it too."""
 IGNORED = frozenset({"WorkloadEntry"})
 """Not sent to proxies: workloads reach the mesh by registering."""
 _SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "meshbus.io"})
-_SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit"}
+MESH_CONFIG = "MeshConfig"
+"""Sent to every proxy: its rootNamespace says where a Plugin applies mesh-wide."""
+_SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit", MESH_CONFIG}
 
 
 def served(value: Mapping[str, Any]) -> bool:
@@ -83,7 +87,9 @@ def _selector(res: kinds.Resource) -> dict[str, str] | None:
         (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy, kinds.RateLimit),
     ):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None
-    elif isinstance(res, (kinds.Sidecar, kinds.Plugin, kinds.LocalRateLimit)):
+    elif isinstance(res, kinds.Plugin):
+        labels = res.spec.selector.match_labels if res.spec.selector is not None else None
+    elif isinstance(res, (kinds.Sidecar, kinds.LocalRateLimit)):
         sel = res.spec.workload_selector
         labels = sel.labels if sel is not None else None
     return dict(labels) if labels else None
@@ -178,9 +184,10 @@ class ConfigEntry:
             packed=msgpack.packb(value, use_bin_type=True),
         )
 
-    def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
-        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?"""
-        if self.namespace not in (namespace, ROOT_NAMESPACE):
+    def selects(self, namespace: str, labels: Mapping[str, str], root: str = ROOT_NAMESPACE) -> bool:
+        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?
+        ``root``: the mesh's root namespace (MeshConfig's, for the kinds that read it: MESH_CONFIG_ROOTED)."""
+        if self.namespace not in (namespace, root):
             return False
         if self.kind == "Gateway" and not self.selector:
             return False
@@ -204,6 +211,19 @@ class MeshModel:
     """Bumped by every apply that changed something (cache key for derived data)."""
     peer_authentications: tuple[ConfigEntry, ...] = ()
     """Every PeerAuthentication, by key: each proxy gets all of them (see scoped_for)."""
+    mesh_config: ConfigEntry | None = None
+    """The MeshConfig (the first by key, should there be several); every proxy gets it."""
+
+    @property
+    def root_namespace(self) -> str:
+        """MeshConfig's rootNamespace (MESH_CONFIG_ROOTED kinds read it; others use ROOT_NAMESPACE)."""
+        mc = self.mesh_config
+        if mc is not None and isinstance(mc.resource, kinds.MeshConfig):
+            return mc.resource.spec.root_namespace
+        return ROOT_NAMESPACE
+
+    def root_for(self, e: ConfigEntry) -> str:
+        return self.root_namespace if e.kind in MESH_CONFIG_ROOTED else ROOT_NAMESPACE
 
     def get(self, key: str) -> ConfigEntry | None:
         return self.entries.get(key)
@@ -257,6 +277,7 @@ class MeshModel:
                 key=lambda e: e.key,
             )
         )
+        mesh_configs = sorted((e for e in entries.values() if e.kind == MESH_CONFIG), key=lambda e: e.key)
         return MeshModel(
             entries=entries,
             host_scoped=host_scoped,
@@ -264,6 +285,7 @@ class MeshModel:
             revision=revision,
             generation=self.generation + (1 if changed else 0),
             peer_authentications=pas,
+            mesh_config=mesh_configs[0] if mesh_configs else None,
         )
 
     def scoped_for(self, namespace: str, labels: Mapping[str, str]) -> list[ConfigEntry]:
@@ -274,13 +296,15 @@ class MeshModel:
         DISABLE server is sent plaintext), which istiod decides centrally and meshbus in each proxy.
         """
         out: list[ConfigEntry] = []
-        for ns in {namespace, ROOT_NAMESPACE}:
+        for ns in {namespace, ROOT_NAMESPACE, self.root_namespace}:
             out.extend(
                 e
                 for e in self.workload_scoped.get(ns, {}).values()
-                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels)
+                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels, self.root_for(e))
             )
         out.extend(self.peer_authentications)
+        if self.mesh_config is not None:
+            out.append(self.mesh_config)
         return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> ConfigEntry | None:

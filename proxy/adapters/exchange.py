@@ -118,6 +118,8 @@ class Exchange:
         "flags",
         "head",
         "head_bytes",
+        "held",
+        "held_end",
         "is_local",
         "keep_alive",
         "out",
@@ -170,6 +172,8 @@ class Exchange:
         self.is_local = False  # the response is a local reply (filters see it on the way out)
         self.req_ops: HeaderOps | None = None  # header operations for the upstream head (filters)
         self.filter_state: dict[str, Any] | None = None  # filters' per-request data (Envoy's filter state)
+        self.held: list[bytes] | None = None  # response body held while an async response hook runs
+        self.held_end: UpstreamConnection | None = None  # and the response's end, if it came meanwhile
         self.tls_failure: str | None = None  # "<reason>:<message>" when the upstream TLS handshake failed
         self.upstream_host: str | None = None  # "address:port" of the last attempt (access log)
         self.att: Attempts | None = None  # the attempts of a forwarded request (set by _dispatch)
@@ -603,32 +607,95 @@ class Exchange:
         filters = self.route.chain.response_headers
         if filters:
             self.resp_headers = hdrs
-            for f in filters:
-                try:
-                    r = f.on_response_headers(self)
-                except Exception as exc:
-                    self._abandon_upstream()
-                    self.resp = None
-                    self._filter_failed(f, exc)
-                    return
-                if r is not None:  # the filter answers instead of the upstream
-                    self._abandon_upstream()
-                    self.resp = None
-                    self.reply(r, f)
-                    return
+            if not self._response_filters(filters, 0):
+                return
             hdrs = self.resp_headers
+        self._head_out(status, hdrs)
+
+    def _response_filters(self, filters: tuple[HttpFilter, ...], i: int) -> bool:
+        """Response-header hooks from the ``i``-th on; False when one answered, or paused (an async
+        plugin hook: the response is held, body and end included, until it completes)."""
+        n = len(filters)
+        while i < n:
+            f = filters[i]
+            i += 1
+            try:
+                r = f.on_response_headers(self)
+            except Exception as exc:
+                self._abandon_upstream()
+                self.resp = None
+                self._filter_failed(f, exc)
+                return False
+            if r is None:
+                continue
+            if not isinstance(r, LocalReply) and inspect.isawaitable(r):
+                if self.held is None:
+                    self.held = []
+                conn = self.conn
+                if conn is not None and conn.transport is not None:
+                    conn.transport.pause_reading()
+                task = self.task = asyncio.ensure_future(r, loop=self.ctx.loop)
+                task.add_done_callback(partial(self._after_response_await, f, i))
+                return False
+            self._abandon_upstream()  # the filter answers instead of the upstream
+            self.resp = None
+            self.reply(r, f)
+            return False
+        return True
+
+    def _after_response_await(self, f: HttpFilter, i: int, task: Any) -> None:
+        self.task = None
+        if self.done or task.cancelled():
+            return
+        exc = task.exception()
+        r = None if exc is not None else task.result()
+        if exc is not None or r is not None:
+            self.held = None
+            self._abandon_upstream()
+            self.resp = None
+            if exc is not None:
+                self._filter_failed(f, exc)
+            elif isinstance(r, LocalReply):
+                self.reply(r, f)
+            else:
+                self._filter_failed(f, TypeError(f"hook returned {type(r).__name__}, not None/LocalReply"))
+            return
+        if not self._response_filters(self.route.chain.response_headers, i):
+            return
+        held, end = self.held or [], self.held_end
+        self.held = None
+        self.held_end = None
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.resume_reading()
+        self._head_out(self.status, self.resp_headers)
+        for data in held:
+            self.on_upstream_body(data)
+        if end is not None:
+            self.on_upstream_end(end)
+        else:
+            self.flush_out()
+
+    def _head_out(self, status: int, hdrs: list[tuple[str, str]]) -> None:
         if self.ctx.server.draining:
             self.keep_alive = False  # tell the client to go away while we drain
         self.resp_started = True
         # The stream holds the head back: one write (one loopback segment) for head + body is the
         # cheapest path; the upstream connection flushes it at the end of the read that carried the
         # head (flush_out).
-        self.keep_alive = self.dc.send_head(status, hdrs, rh.body, self.keep_alive)
+        rh = self.resp
+        self.keep_alive = self.dc.send_head(
+            status, hdrs, rh.body if rh is not None else NO_BODY, self.keep_alive
+        )
 
     def flush_out(self) -> None:
         self.dc.flush()
 
     def on_upstream_body(self, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            held.append(data)
+            return
         self.bytes_out += len(data)
         filters = self.route.chain.response_body
         if filters:
@@ -637,6 +704,9 @@ class Exchange:
         self.dc.send_data(data)
 
     def on_upstream_end(self, conn: UpstreamConnection) -> None:
+        if self.held is not None:
+            self.held_end = conn
+            return
         filters = self.route.chain.response_body
         if filters:
             for f in filters:

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from meshbus.bus.config.meshbus_kinds import DEFAULT_ROOT_NAMESPACE
 from meshbus.bus.config.proxy_kinds import MeshConfig, RateLimit, RequestAuthentication, Resource
 from meshbus.bus.config.security import JWTRule
 from meshbus.proxy.filters.global_ratelimit import (
@@ -45,7 +46,8 @@ from meshbus.proxy.filters.jwt_keys import VerifyKey, parse_jwks
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ROOT_NAMESPACE = "istio-system"
+POLICY_FILTERS = (JWT_AUTHN, GLOBAL_RATELIMIT)
+"""The filter names this module puts on the inbound route (Plugins put theirs beside them)."""
 R = TypeVar("R", RequestAuthentication, RateLimit)
 
 
