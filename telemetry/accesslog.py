@@ -71,6 +71,8 @@ class AccessLogRecord:
     downstream_peer_principal: str | None = None
     """SPIFFE ID of the downstream peer once mTLS is in place."""
     trace_id: str | None = None
+    request_principal: str | None = None
+    """``<iss>/<sub>`` of the request's verified JWT (RequestAuthentication), Istio's request principal."""
     metadata: dict[str, str] | None = None
     """Fields the request's filters added (Envoy's dynamic metadata, e.g. the authorization policy that
     decided); rendered as a ``metadata`` object, only when present."""
@@ -183,6 +185,7 @@ def to_json_dict(r: AccessLogRecord) -> dict[str, Any]:
         "downstream_remote_address": r.downstream_remote_address,
         "downstream_peer_principal": r.downstream_peer_principal,
         "trace_id": r.trace_id,
+        "request_principal": r.request_principal,
         **({"metadata": r.metadata} if r.metadata else {}),
     }
 
@@ -222,6 +225,7 @@ def format_json_lines(records: Iterable[AccessLogRecord]) -> bytes:
             "downstream_remote_address": r.downstream_remote_address,
             "downstream_peer_principal": r.downstream_peer_principal,
             "trace_id": r.trace_id,
+            "request_principal": r.request_principal,
         }
         if r.metadata:
             doc["metadata"] = r.metadata

@@ -205,8 +205,12 @@ KINDS: dict[str, Fate] = {
         )
     ),
     "AuthorizationPolicy": ENFORCED,
-    "RequestAuthentication": not_enforced(
-        "meshbus does not verify JWTs yet; requests without a token or with a bad one are not rejected"
+    "RequestAuthentication": ENFORCED,
+    "RateLimit": enforced_except_standalone(
+        not_enforced(
+            "a standalone proxy has no meshbus-policy to count with: it applies the failure mode (Open: "
+            "every request passes)"
+        )
     ),
     "Plugin": ENFORCED,
     "MeshConfig": ENFORCED,
@@ -584,9 +588,50 @@ FIELDS: dict[str, Fate] = {
     "MeshConfig spec.extensionProviders[].envoyFileAccessLog": not_enforced(_TELEMETRY_PROVIDERS),
     "MeshConfig spec.defaultProviders": not_enforced(_TELEMETRY_PROVIDERS),
     "MeshConfig spec.enableTracing": not_enforced(_TELEMETRY_PROVIDERS),
-    # Kinds that are not enforced as a whole: what stays to do inside them once they are.
+    # RequestAuthentication (proxy/filters/jwt_authn.py in the inbound sidecar; keys fetched by
+    # meshbus-policy, control/policy/jwks.py, and sent inline by discovery, control/discovery/jwks_inline.py)
     "RequestAuthentication spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
     "RequestAuthentication spec.targetRefs": not_enforced("meshbus has no Gateway API; use selector"),
+    "RequestAuthentication spec.selector.matchLabels": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].issuer": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].audiences": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].jwksUri": enforced_except_standalone(
+        not_enforced(
+            "a standalone proxy fetches no keys (meshbus-policy does, in mesh mode): tokens of this issuer "
+            "get 401; give the keys inline in jwks",
+        )
+    ),
+    "RequestAuthentication spec.jwtRules[].jwks": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromHeaders[].name": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromHeaders[].prefix": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromParams": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromCookies": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].outputPayloadToHeader": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].forwardOriginalToken": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].outputClaimToHeaders[].header": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].outputClaimToHeaders[].claim": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].timeout": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].spaceDelimitedClaims": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].presence": not_enforced(
+        "meshbus treats every token as optional: a request without one passes without identity; require "
+        "one with an AuthorizationPolicy whose rule names requestPrincipals",
+        when=lambda v, _p: v == "REQUIRED",
+        condition="REQUIRED",
+    ),
+    # RateLimit (proxy/filters/global_ratelimit.py in the inbound sidecar, counters in meshbus-policy)
+    "RateLimit spec.selector.matchLabels": ENFORCED,
+    "RateLimit spec.rules[].name": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].name": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].type": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].value": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].invert": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].sourceCIDR.type": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].sourceCIDR.value": ENFORCED,
+    "RateLimit spec.rules[].limit.requests": ENFORCED,
+    "RateLimit spec.rules[].limit.unit": ENFORCED,
+    "RateLimit spec.rules[].shadowMode": ENFORCED,
+    "RateLimit spec.failureMode": ENFORCED,
+    "RateLimit spec.timeout": ENFORCED,
 }
 
 SAME_AS: dict[str, str] = {

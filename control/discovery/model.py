@@ -14,7 +14,7 @@ old one (Istio ``updateContext``), so a change costs what changed, not the mesh 
 Entries come in two scopes:
 - host-scoped (VirtualService, DestinationRule, ServiceEntry, LocalRateLimit with hosts): a proxy
   gets them when it may call one of their hosts;
-- workload-scoped (Sidecar, Gateway, security policies, Plugin, LocalRateLimit without hosts): a
+- workload-scoped (Sidecar, Gateway, security policies, Plugin, RateLimit, LocalRateLimit without hosts): a
   proxy gets them when they select its workload (same namespace or the root namespace). A security
   policy with ``targetRef(s)`` is for gateways and waypoints and selects no sidecar (Istio).
 The mesh's one MeshConfig goes to every proxy (path normalization, trusted proxies, authorizers), and
@@ -40,7 +40,15 @@ ROOT_NAMESPACE = "istio-system"
 """The root namespace when no MeshConfig names one (Istio's default)."""
 HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
 WORKLOAD_SCOPED = frozenset(
-    {"Sidecar", "Gateway", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy", "Plugin"}
+    {
+        "Sidecar",
+        "Gateway",
+        "PeerAuthentication",
+        "RequestAuthentication",
+        "AuthorizationPolicy",
+        "Plugin",
+        "RateLimit",
+    }
 )
 PEER_AUTHENTICATION = "PeerAuthentication"
 IGNORED = frozenset({"WorkloadEntry"})
@@ -76,7 +84,10 @@ def _selector(res: kinds.Resource) -> dict[str, str] | None:
     if isinstance(res, kinds.Gateway):
         return dict(res.spec.selector)
     labels: Mapping[str, str] | None = None
-    if isinstance(res, (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy)):
+    if isinstance(
+        res,
+        (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy, kinds.RateLimit),
+    ):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None
     elif isinstance(res, kinds.Plugin):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None

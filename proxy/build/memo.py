@@ -31,7 +31,7 @@ from meshbus.proxy.build.route_builder import Entry
 from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.lb import Rng
 from meshbus.proxy.core.routing import VirtualHost
-from meshbus.proxy.tls.policy import ClusterTls, InboundPolicy, cluster_tls, inbound_policy
+from meshbus.proxy.tls.policy import ROOT_NAMESPACE, ClusterTls, InboundPolicy, cluster_tls, inbound_policy
 
 
 def same(a: Sequence[object], b: Sequence[object]) -> bool:
@@ -238,9 +238,12 @@ class Memos:
             out[name] = hit[3]
         return out
 
-    def inbound_policy(self, peer_authentications: tuple[PeerAuthentication, ...]) -> InboundPolicy:
+    def inbound_policy(
+        self, peer_authentications: tuple[PeerAuthentication, ...], root_namespace: str = ROOT_NAMESPACE
+    ) -> InboundPolicy:
+        """``root_namespace``: MeshConfig's, where a PeerAuthentication is mesh-wide."""
         hit = self.prev.inbound_tls
-        if hit is None or not same(hit[0], peer_authentications):
-            hit = (peer_authentications, inbound_policy(peer_authentications))
+        if hit is None or not same(hit[0], peer_authentications) or hit[1].root_namespace != root_namespace:
+            hit = (peer_authentications, inbound_policy(peer_authentications, root_namespace))
         self.new.inbound_tls = hit
         return hit[1]

@@ -40,6 +40,8 @@ from meshbus.proxy.build.cluster_builder import (
     rules_for,
 )
 from meshbus.proxy.build.errors import RuntimeBuildError
+from meshbus.proxy.build.inbound_filters import describe as describe_inbound_filters
+from meshbus.proxy.build.inbound_filters import POLICY_FILTERS, inbound_filters, root_namespace
 from meshbus.proxy.build.memo import BuildMemo, ByKind, Memos, OutboundParts, same
 from meshbus.proxy.build.outbound_build import OutboundBuilder, vs_for, vs_hosts
 from meshbus.proxy.build.route_builder import RouteContext
@@ -90,12 +92,8 @@ class ProxyRuntime:
 
     def authorization_dump(self) -> dict[str, Any] | None:
         """The inbound route's authorization, policies in evaluation order (None: no policy applies)."""
-        for vh in self.inbound.virtual_hosts:
-            for route in vh.routes:
-                authz = route.filter_config.get(AUTHORIZATION)
-                if isinstance(authz, AuthzConfig):
-                    return authz.describe()
-        return None
+        authz = _inbound_filters_of(self).get(AUTHORIZATION)
+        return authz.describe() if isinstance(authz, AuthzConfig) else None
 
 
 def inbound_cluster_name(app_port: int) -> str:
@@ -143,6 +141,8 @@ def build_runtime(
     pset = (
         plugins.resolve(resources, namespace=namespace, labels=labels or {}) if plugins is not None else None
     )
+    # RequestAuthentication / RateLimit on the inbound route (proxy/build/inbound_filters.py)
+    in_filters = inbound_filters(resources, namespace, labels, _inbound_filters_of(previous))
     if previous is not None and prev_memo is not None and prev_memo.table is not None:
         memos = Memos(prev_memo, namespace, rng, lrls, source, pset)
         memos.new.resources = tuple(resources)
@@ -151,7 +151,13 @@ def build_runtime(
         except _NeedsFullBuild:
             patched = None
         if patched is not None:
-            return dataclasses.replace(patched, version=version or config_digest(resources))
+            inbound = patched.inbound
+            prev_filters = _inbound_filters_of(previous)
+            if AUTHORIZATION in prev_filters:  # _patch: the authorization's inputs are unchanged
+                in_filters[AUTHORIZATION] = prev_filters[AUTHORIZATION]
+            if in_filters != prev_filters:
+                inbound = _inbound_table(app_port, memos.new.plugins, in_filters)
+            return dataclasses.replace(patched, inbound=inbound, version=version or config_digest(resources))
     memos = Memos(prev_memo, namespace, rng, lrls, source, pset)
     memos.new.resources = tuple(resources)
     memos.new.app_port = app_port
@@ -197,8 +203,10 @@ def build_runtime(
         app_port=app_port,
         clusters=factory.clusters,
     )
-    inbound = _build_inbound(app_port, factory, pset, authz)
-    inbound_tls = memos.inbound_policy(pas)
+    if authz is not None:  # only when a policy selects this workload: otherwise no filter, no cost
+        in_filters[AUTHORIZATION] = authz
+    inbound = _build_inbound(app_port, factory, pset, in_filters)
+    inbound_tls = memos.inbound_policy(pas, root_namespace(by_kind.authorization))
     tls = TlsPlan(memos.tls_plan_clusters(services, factory.clusters, inbound_tls), inbound_tls)
     factory.commit()  # nothing below raises: the build is good
     memos.new.clusters = factory.built_from
@@ -262,7 +270,7 @@ def _patch(
         return None
     old_exact = prev.vs_exact
     dirty = [h for h in exact.keys() | old_exact.keys() if exact.get(h) is not old_exact.get(h)]
-    memos.inbound_policy(pas)
+    memos.inbound_policy(pas, root_namespace(by_kind.authorization))
     return _patch_hosts(previous, memos, exact, dirty)
 
 
@@ -415,18 +423,43 @@ def _patch_hosts(
     )
 
 
+_POLICY_FILTERS = (*POLICY_FILTERS, AUTHORIZATION)
+
+
+def _inbound_filters_of(runtime: ProxyRuntime | None) -> Mapping[str, object]:
+    """The policy filters' configs on the inbound route of ``runtime`` (its Plugins' left out):
+    RequestAuthentication, RateLimit and AuthorizationPolicy's."""
+    if runtime is None:
+        return {}
+    for vh in runtime.inbound.virtual_hosts:
+        for route in vh.routes:
+            return {k: v for k, v in route.filter_config.items() if k in _POLICY_FILTERS}
+    return {}
+
+
 def _build_inbound(
-    app_port: int | None, factory: ClusterFactory, plugins: Any = None, authz: AuthzConfig | None = None
+    app_port: int | None,
+    factory: ClusterFactory,
+    plugins: Any = None,
+    filters: Mapping[str, object] | None = None,
 ) -> RouteTable:
     if app_port is None:
         return RouteTable([], {})
-    config: dict[str, object] = dict(plugins.filters("inbound", app_port)) if plugins else {}
-    if authz is not None:  # only when a policy selects this workload: otherwise no filter, no cost
-        config[AUTHORIZATION] = authz
-    chain = build_chain(config)
     name = inbound_cluster_name(app_port)
     if not factory.reuse(name, ("inbound",)):  # the name says everything it is made from
         factory.make(name, name, app_port, "", [("127.0.0.1", app_port, {})], NO_POLICY, inputs=("inbound",))
+    return _inbound_table(app_port, plugins, filters or {})
+
+
+def _inbound_table(app_port: int | None, plugins: Any, filters: Mapping[str, object]) -> RouteTable:
+    """The inbound listener's one route: everything to the app, through the workload's Plugins and its
+    policy filters (RequestAuthentication, RateLimit, AuthorizationPolicy)."""
+    if app_port is None:
+        return RouteTable([], {})
+    config = dict(plugins.filters("inbound", app_port)) if plugins else {}
+    config.update(filters)
+    chain = build_chain(config)
+    name = inbound_cluster_name(app_port)
     route = Route(
         name="default",
         virtual_host="inbound",
@@ -440,6 +473,7 @@ def _build_inbound(
             "name": "default",
             "match": {"prefix": "/"},
             "destinations": [{"cluster": name, "weight": 100}],
+            **describe_inbound_filters(filters),
             **({"filters": chain.describe()} if chain else {}),
         },
     )

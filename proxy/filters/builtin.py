@@ -15,7 +15,13 @@ from meshbus.proxy.filters.authz import AUTHORIZATION, AuthzConfig, AuthzFilter
 from meshbus.proxy.filters.chain import EMPTY_CHAIN, FilterChain, HttpFilter
 from meshbus.proxy.filters.cors import CORS, CorsFilter, CorsPolicy
 from meshbus.proxy.filters.fault import FAULT, FaultFilter, FaultPolicy
+from meshbus.proxy.filters.global_ratelimit import (
+    GLOBAL_RATELIMIT,
+    GlobalRateLimitConfig,
+    GlobalRateLimitFilter,
+)
 from meshbus.proxy.filters.headerops import HEADER_OPS, HeaderOpsFilter, RouteHeaderOps
+from meshbus.proxy.filters.jwt_authn import JWT_AUTHN, JwtAuthnConfig, JwtAuthnFilter
 from meshbus.proxy.filters.ratelimit import LOCAL_RATELIMIT, LocalRateLimitFilter, TokenBucket
 
 BUILTIN_FILTERS: Final[dict[str, tuple[type, Callable[[Any], HttpFilter]]]] = {
@@ -23,6 +29,8 @@ BUILTIN_FILTERS: Final[dict[str, tuple[type, Callable[[Any], HttpFilter]]]] = {
     CORS: (CorsPolicy, CorsFilter),
     FAULT: (FaultPolicy, FaultFilter),
     HEADER_OPS: (RouteHeaderOps, HeaderOpsFilter),
+    JWT_AUTHN: (JwtAuthnConfig, JwtAuthnFilter),
+    GLOBAL_RATELIMIT: (GlobalRateLimitConfig, GlobalRateLimitFilter),
     AUTHORIZATION: (AuthzConfig, AuthzFilter),
 }
 

@@ -190,8 +190,8 @@ def _fate_lines(text: str) -> list[str]:
 
 
 async def test_apply_and_analyze_warn_what_meshbus_does_not_enforce(meshctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Issue 10: applying a kind (RequestAuthentication) or a field (an AuthorizationPolicy's experimental
-    key, a DestinationRule's tcpKeepalive) meshbus does not enforce says so, in the same words in apply
+    """Issue 10: applying a field meshbus does not enforce (a RequestAuthentication's presence, an
+    AuthorizationPolicy's experimental key, a DestinationRule's tcpKeepalive) says so, in the same words in apply
     (stderr, exit 0), analyze -f and analyze of the store."""
     f = tmp_path / "shelf.yaml"
     f.write_text(UNENFORCED)
@@ -208,8 +208,8 @@ async def test_apply_and_analyze_warn_what_meshbus_does_not_enforce(meshctl, tmp
     ]
     assert _fate_lines(r.err) == [
         f"Warning: {f}:10: {ap}: {ap_fate}",
-        f"Warning: {f}:12: {ra}: {ra_fate}",
-        f"Warning: {f}:30: {dr}: {dr_fate}",
+        f"Warning: {f}:21: {ra}: {ra_fate}",
+        f"Warning: {f}:31: {dr}: {dr_fate}",
     ]
 
     dead = "nats://127.0.0.1:1"
@@ -217,15 +217,18 @@ async def test_apply_and_analyze_warn_what_meshbus_does_not_enforce(meshctl, tmp
     assert offline.code == 0, offline.out + offline.err
     expected = [
         f"Warning ({ap} {f}:10) {ap_fate}",
-        f"Warning ({ra} {f}:12) {ra_fate}",
-        f"Warning ({dr} {f}:30) {dr_fate}",
+        f"Warning ({ra} {f}:21) {ra_fate}",
+        f"Warning ({dr} {f}:31) {dr_fate}",
     ]
     assert _fate_lines(offline.out) == expected
     stored = await meshctl("analyze")  # what meshbus-config holds: the same words, sorted by kind;
     assert stored.code == 0, stored.out + stored.err  # the store keeps a resource's line, not its fields'
-    assert sorted(_fate_lines(stored.out)) == sorted(
-        [f"Warning ({ap} {f}:1) {ap_fate}", expected[1], f"Warning ({dr} {f}:22) {dr_fate}"]
-    )
+    stored_lines = [
+        f"Warning ({ap} {f}:1) {ap_fate}",
+        f"Warning ({ra} {f}:12) {ra_fate}",
+        f"Warning ({dr} {f}:23) {dr_fate}",
+    ]
+    assert sorted(_fate_lines(stored.out)) == sorted(stored_lines)
 
     listing = await meshctl("analyze", "--fates", nats=dead)
     assert listing.code == 0

@@ -137,7 +137,7 @@ def test_policy_kinds_are_warned_in_plain_words_and_plugins_are_enforced() -> No
     assert result.ok
     assert [w.render() for w in result.validation.warnings] == [
         f"policy.yaml:10: AuthorizationPolicy default/shelf-readers: {UNEVALUABLE_POLICY_FATE}",
-        f"policy.yaml:12: RequestAuthentication default/jwt: {REQUEST_AUTHENTICATION_FATE}",
+        f"policy.yaml:21: RequestAuthentication default/jwt: {REQUEST_AUTHENTICATION_FATE}",
     ]
 
 
