@@ -579,10 +579,11 @@ FIELDS: dict[str, Fate] = {
         "meshbus-proxy cannot call gRPC authorizers: CUSTOM policies naming this provider deny the requests "
         "they match"
     ),
-    "MeshConfig spec.extensionProviders[].meshbusAuthz": not_enforced(
-        "no meshbus-proxy serves the NATS authorizer protocol yet: CUSTOM policies naming this provider deny "
-        "the requests they match"
-    ),
+    "MeshConfig spec.extensionProviders[].meshbusAuthz": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.subject": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.timeout": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.failOpen": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.statusOnError": ENFORCED,
     "MeshConfig spec.extensionProviders[].prometheus": not_enforced(_TELEMETRY_PROVIDERS),
     "MeshConfig spec.extensionProviders[].opentelemetry": not_enforced(_TELEMETRY_PROVIDERS),
     "MeshConfig spec.extensionProviders[].envoyFileAccessLog": not_enforced(_TELEMETRY_PROVIDERS),
