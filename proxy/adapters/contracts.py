@@ -117,6 +117,11 @@ class Downstream(Protocol):
     def peer_ip_bytes(self) -> bytes: ...
     @property
     def peer_principal(self) -> str | None: ...
+    def connection_info(self, name: str) -> Any:
+        """A detail of the connection as asyncio names it (``sockname``: the local address;
+        ``ssl_object``); None when there is none. For filters that match on them (authorization)."""
+        ...
+
     @property
     def write_paused(self) -> bool: ...
     def pause(self, reason: str) -> None: ...
@@ -139,6 +144,8 @@ class Server(Protocol):
     def access_log(self) -> AccessLogSink: ...
     @property
     def metrics(self) -> Any: ...  # telemetry.metrics.IstioMetrics
+    @property
+    def registry(self) -> Any: ...  # telemetry.metrics.Registry (every metric family of this worker)
     @property
     def loop(self) -> Any: ...  # the asyncio loop: call_later / call_at / time
     @property

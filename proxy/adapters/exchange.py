@@ -868,30 +868,35 @@ class Exchange:
         head = self.head
         hd = head.hdict
         view = self.view
-        ctx.server.access_log.log(
-            AccessLogRecord(
-                self.start,
-                head.method,
-                view.path if view is not None else head.target,
-                _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
-                self.status,
-                fl,
-                self.details or self.tls_failure,
-                self.bytes_in,
-                self.bytes_out,
-                duration,
-                None,
-                hd.get("x-forwarded-for"),
-                hd.get("user-agent"),
-                hd.get("x-request-id"),
-                self.authority,
-                self.upstream_host,
-                cluster.name if cluster is not None else None,
-                route.name if route is not None else None,
-                self.dc.peer_ip,
-                self.dc.peer_principal,
-            )
+        record = AccessLogRecord(
+            self.start,
+            head.method,
+            view.path if view is not None else head.target,
+            _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
+            self.status,
+            fl,
+            self.details or self.tls_failure,
+            self.bytes_in,
+            self.bytes_out,
+            duration,
+            None,
+            hd.get("x-forwarded-for"),
+            hd.get("user-agent"),
+            hd.get("x-request-id"),
+            self.authority,
+            self.upstream_host,
+            cluster.name if cluster is not None else None,
+            route.name if route is not None else None,
+            self.dc.peer_ip,
+            self.dc.peer_principal,
         )
+        fs = self.filter_state
+        if fs is not None:
+            auth = fs.get("request.auth")  # proxy/filters/jwt_authn.py: the verified token's identity
+            if auth is not None:
+                record.request_principal = auth["principal"]
+            record.metadata = fs.get("access_log")  # fields filters add (chain.FilterContext)
+        ctx.server.access_log.log(record)
         self.dc.exchange_done(self, self.keep_alive)
 
     # ---- mirror ---------------------------------------------------------------------------------

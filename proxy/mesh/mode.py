@@ -45,6 +45,7 @@ from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent
 from meshbus.proxy.mesh.identity import CertClient, CertClientConfig
 from meshbus.proxy.mesh.probe import ProbeSpec, ProbeTracker
 from meshbus.proxy.mesh.prober import AppProber
+from meshbus.proxy.mesh.ratelimit_client import install as install_lease_client
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class MeshMode:
         self._set_stage(WAITING_FOR_SNAPSHOT)
         self.server.drain_hooks.append(self.agent.drain)
         self.server.cert_report = self.cert_report
+        # Global rate limits (meshbus.io/v1 RateLimit) ask meshbus-policy for token leases over this bus.
+        install_lease_client(self.bus, self.node_id)
         self._tasks.append(asyncio.create_task(self.bus.connect(wait=True), name="meshbus-proxy-bus"))
         self._tasks.append(asyncio.create_task(self._gate(), name="meshbus-proxy-readiness"))
         self._tasks.append(asyncio.create_task(self._serve_certs(), name="meshbus-proxy-certs"))
