@@ -71,6 +71,13 @@ class AccessLogRecord:
     downstream_peer_principal: str | None = None
     """SPIFFE ID of the downstream peer once mTLS is in place."""
     trace_id: str | None = None
+    """W3C trace id (32 hex) of the request's trace, sampled or not: every hop logs the same one."""
+    direction: str | None = None
+    """``inbound`` (the server side: Istio's destination reporter) or ``outbound`` (the client side)."""
+    policy: str | None = None
+    """The authorization policy that decided the request, once a policy filter says so."""
+    request_principal: str | None = None
+    """The request's JWT principal (``<iss>/<sub>``), once a JWT filter verified one."""
 
 
 class AccessLog(Protocol):
@@ -180,6 +187,9 @@ def to_json_dict(r: AccessLogRecord) -> dict[str, Any]:
         "downstream_remote_address": r.downstream_remote_address,
         "downstream_peer_principal": r.downstream_peer_principal,
         "trace_id": r.trace_id,
+        "direction": r.direction,
+        "policy": r.policy,
+        "request_principal": r.request_principal,
     }
 
 
@@ -220,6 +230,9 @@ def format_json_lines(records: Iterable[AccessLogRecord]) -> bytes:
                     "downstream_remote_address": r.downstream_remote_address,
                     "downstream_peer_principal": r.downstream_peer_principal,
                     "trace_id": r.trace_id,
+                    "direction": r.direction,
+                    "policy": r.policy,
+                    "request_principal": r.request_principal,
                 }
             )
             + b"\n"

@@ -51,10 +51,11 @@ def _label_body(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     return ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
 
 
-def _render_family(family: Family, out: list[str]) -> None:
+def _render_family(family: Family, out: list[str], header: bool = True) -> None:
     name = family.name
-    out.append(f"# HELP {name} {escape_help(family.help)}")
-    out.append(f"# TYPE {name} {family.kind}")
+    if header:
+        out.append(f"# HELP {name} {escape_help(family.help)}")
+        out.append(f"# TYPE {name} {family.kind}")
     names = family.label_names
     if isinstance(family, Histogram):
         les = [format_value(b) for b in family.buckets]
@@ -78,8 +79,10 @@ def _render_family(family: Family, out: list[str]) -> None:
 def render_prometheus(registry: Registry) -> str:
     """The whole registry as Prometheus text exposition format 0.0.4 (see :data:`CONTENT_TYPE`)."""
     out: list[str] = []
-    for family in registry.families():
-        _render_family(family, out)
+    last = ""
+    for family in registry.families():  # a name's variants follow it: one HELP/TYPE for them all
+        _render_family(family, out, family.name != last)
+        last = family.name
     return "\n".join(out) + "\n" if out else ""
 
 

@@ -206,6 +206,7 @@ def test_field_order_is_stable_for_positional_construction() -> None:
         "response_code_details", "bytes_received", "bytes_sent", "duration_ms", "upstream_service_time",
         "x_forwarded_for", "user_agent", "request_id", "authority", "upstream_host", "upstream_cluster",
         "route_name", "downstream_remote_address", "downstream_peer_principal", "trace_id",
+        "direction", "policy", "request_principal",
     ]  # fmt: skip
 
 
