@@ -238,7 +238,7 @@ class Registry:
             raise MetricDefinitionError(f"{name}: buckets must be strictly increasing (got {buckets!r})")
         return self._add(Histogram(name, help, labels, buckets))
 
-    def variant(self, family: F, labels: Sequence[str]) -> F:
+    def variant(self, family: Family, labels: Sequence[str]) -> Family:
         """``family`` (declared here) with the label names ``labels``: the family itself when they are
         its own, else a variant, made on first use and kept."""
         names = tuple(labels)
@@ -257,7 +257,7 @@ class Registry:
             else:
                 found = Gauge(family.name, family.help, names)
             self._variants[key] = found
-        return found  # type: ignore[return-value]
+        return found
 
     def get(self, name: str) -> Family | None:
         return self._families.get(name)
@@ -365,7 +365,7 @@ class RequestSeries:
 
     def _create(self, status: int, flags: str) -> Cells:
         code = str(status)
-        made: list[CounterChild | HistogramChild] = []
+        made: list[CounterChild | GaugeChild | HistogramChild] = []
         for i, target in enumerate(self._targets):
             if target is None:
                 made.append(CounterChild() if i == REQUEST_COUNT else HistogramChild(ISTIO_DEFAULT_BUCKETS))
