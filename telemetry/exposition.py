@@ -47,7 +47,7 @@ def format_value(value: float) -> str:
 # Istio label sets are ~25 labels long and stable between scrapes, so their rendered form is cached
 # (bounded: an evicted entry is just rendered again).
 @lru_cache(maxsize=16384)
-def _label_body(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+def label_body(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     return ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
 
 
@@ -61,7 +61,7 @@ def _render_family(family: Family, out: list[str], header: bool = True) -> None:
         les = [format_value(b) for b in family.buckets]
         les.append("+Inf")
         for values, hchild in family.series():
-            body = _label_body(names, values)
+            body = label_body(names, values)
             sep = "," if body else ""
             cumulative = hchild.cumulative()
             for le, c in zip(les, cumulative, strict=True):
@@ -71,7 +71,7 @@ def _render_family(family: Family, out: list[str], header: bool = True) -> None:
             out.append(f"{name}_count{labels} {cumulative[-1]}")
         return
     for values, child in family.series():
-        body = _label_body(names, values)
+        body = label_body(names, values)
         labels = f"{{{body}}}" if body else ""
         out.append(f"{name}{labels} {format_value(child.value)}")
 
@@ -113,7 +113,7 @@ def histogram_quantile(q: float, child: HistogramChild) -> float:
 
 
 def _stat_name(family: Family, values: tuple[str, ...]) -> str:
-    body = _label_body(family.label_names, values)
+    body = label_body(family.label_names, values)
     return f"{family.name}{{{body}}}" if body else family.name
 
 

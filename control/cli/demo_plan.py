@@ -1,6 +1,8 @@
 """What `meshctl up` runs besides NATS: the control plane and the demo mesh.
 
-- meshbus-config, meshbus-discovery (creates the config bucket if config has not yet), meshbus-ca;
+- meshbus-config, meshbus-discovery (creates the config bucket if config has not yet), meshbus-ca,
+  meshbus-telemetry (mesh-wide /metrics, the live graph at http://127.0.0.1:15090/, spans to
+  <data-dir>/logs/spans.jsonl, access logs in a JetStream stream: ``meshctl logs``, ``meshctl top``);
 - two versions of the demo "reviews" service, each behind a mesh-mode sidecar (inbound -> app),
   registered with the label version=v1 / v2 and the service port http=9080;
 - a "productpage" sidecar with only an outbound listener, the client side of the demo:
@@ -43,6 +45,7 @@ class DemoPorts:
     v2_app: int = 9082
     v2_inbound: int = 15206
     v2_admin: int = 15200
+    telemetry: int = 15090
 
     @classmethod
     def starting_at(cls, base: int) -> DemoPorts:
@@ -91,6 +94,16 @@ def children(
 
     p = DemoPorts.starting_at(ports_from) if ports_from else DemoPorts()
     bus = Subjects(root)
+    telemetry_argv = (
+        python,
+        "-m",
+        "meshbus.telemetry",
+        "--host",
+        "127.0.0.1",
+        "--metrics-port",
+        str(p.telemetry),
+    )
+    telemetry_argv += ("--spans-file", str(data_dir / "logs" / "spans.jsonl"))
     out = [
         Child(
             "meshbus-config", (python, "-m", "meshbus.control.config"), f"bus: {bus.component_all('config')}"
@@ -104,6 +117,11 @@ def children(
             "meshbus-ca",
             (python, "-m", "meshbus.control.ca", "--ca-dir", str(data_dir / "ca")),
             f"bus: {bus.component_all('ca')} (keys in {data_dir / 'ca'})",
+        ),
+        Child(
+            "meshbus-telemetry",
+            telemetry_argv,
+            f"graph http://127.0.0.1:{p.telemetry}/, Prometheus http://127.0.0.1:{p.telemetry}/metrics",
         ),
     ]
     for version, app, inbound, admin in (

@@ -36,6 +36,7 @@ IO_ADAPTERS = frozenset(
         "mesh.identity",
         "mesh.mode",
         "mesh.prober",  # the app readiness probe's sockets (its verdicts are in mesh.probe)
+        "mesh.telemetry_ship",  # publishes metric deltas, spans and access logs (its deltas: telemetry.delta)
     }
 )
 FORBIDDEN = ("asyncio", "nats", "uvloop")

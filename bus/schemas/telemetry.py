@@ -1,0 +1,143 @@
+"""Telemetry on the bus: what proxies ship to meshbus-telemetry, and what its replicas answer.
+
+Proxies publish batches, never a message per request (Mixer's lesson, issue 13): every second a
+proxy sends the *deltas* of its metric series since its last batch, the spans it ended meanwhile,
+and its access-log records as JSON lines. Deltas add up, so the collectors can split the batches
+(a queue group) and Prometheus sums the replicas (see meshbus.telemetry.collector).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..codec import message
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The proxy a batch comes from."""
+
+    node: str
+    """Proxy id (``reviews-v1-3f9a2c``)."""
+    service: str = ""
+    namespace: str = ""
+    workload: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyDelta:
+    """The changes of one metric family (or variant: another label set of the same name)."""
+
+    name: str
+    kind: str
+    """``counter`` or ``histogram`` (gauges are not shipped: they do not add up)."""
+    help: str
+    labels: list[str]
+    buckets: list[float] = field(default_factory=list)
+    """Histogram upper bounds (+Inf implied)."""
+    samples: list[list[Any]] = field(default_factory=list)
+    """Counter: ``[label values, delta]``; histogram: ``[label values, per-bucket deltas (+Inf last), sum delta]``."""
+
+
+@message("meshbus.telemetry.v1.MetricBatch")
+@dataclass(frozen=True, slots=True)
+class MetricBatch:
+    """One proxy's metric deltas since its previous batch (an empty one is a heartbeat)."""
+
+    source: Source
+    seq: int = 0
+    """Per proxy, +1 per batch: a collector counts the gaps it sees."""
+    families: list[FamilyDelta] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanData:
+    """One ended span, as the OpenTelemetry SDK holds it (ids as hex, times in ns since the epoch)."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    kind: int
+    """opentelemetry.trace.SpanKind value (1 server, 2 client)."""
+    start_ns: int
+    end_ns: int
+    parent_span_id: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    status_code: int = 0
+    """opentelemetry.trace.StatusCode value (0 unset, 1 ok, 2 error)."""
+    tracestate: str = ""
+
+
+@message("meshbus.telemetry.v1.SpanBatch")
+@dataclass(frozen=True, slots=True)
+class SpanBatch:
+    source: Source
+    resource: dict[str, str] = field(default_factory=dict)
+    """The OpenTelemetry resource of the proxy's spans (service.name, ...)."""
+    provider: str = ""
+    """The MeshConfig opentelemetry provider the Telemetry policy names ("": the collector's default)."""
+    spans: list[SpanData] = field(default_factory=list)
+
+
+@message("meshbus.telemetry.v1.AccessLogBatch")
+@dataclass(frozen=True, slots=True)
+class AccessLogBatch:
+    """Access-log records, one JSON object per line (Istio's JSON access-log keys)."""
+
+    source: Source
+    lines: bytes = b""
+    count: int = 0
+
+
+@message("meshbus.telemetry.v1.StatsRequest")
+@dataclass(frozen=True, slots=True)
+class StatsRequest:
+    """Asked of every meshbus-telemetry replica at once (no queue group): their traffic of the
+    last ``window_s`` seconds, by edge, for ``meshctl top`` and the graph."""
+
+    window_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeStats:
+    """Traffic between two workloads, as one reporter saw it, over the window."""
+
+    reporter: str
+    source_workload: str
+    source_namespace: str
+    source_app: str
+    source_version: str
+    source_principal: str
+    destination_workload: str
+    destination_namespace: str
+    destination_app: str
+    destination_version: str
+    destination_service: str
+    requests: int = 0
+    errors: int = 0
+    """Responses with a 5xx code (or none at all: code 0)."""
+    mtls: int = 0
+    """Requests over mutual TLS (destination reports only)."""
+    duration_buckets: list[int] = field(default_factory=list)
+    """Per-bucket counts of istio_request_duration_milliseconds (+Inf last)."""
+
+
+def edge_stats(key: tuple[str, ...], requests: int, errors: int, mtls: int, buckets: list[int]) -> EdgeStats:
+    """An EdgeStats from its eleven key fields (reporter ... destination_service) and its counts."""
+    (reporter, sw, sns, sapp, sver, sp, dw, dns, dapp, dver, dsvc) = key
+    return EdgeStats(
+        reporter, sw, sns, sapp, sver, sp, dw, dns, dapp, dver, dsvc, requests, errors, mtls, buckets
+    )
+
+
+@message("meshbus.telemetry.v1.StatsReply")
+@dataclass(frozen=True, slots=True)
+class StatsReply:
+    replica: str
+    window_s: float
+    buckets: list[float] = field(default_factory=list)
+    """Upper bounds of ``duration_buckets`` (ms)."""
+    edges: list[EdgeStats] = field(default_factory=list)
+    proxies: int = 0
+    """Proxies this replica heard from within the grace period."""
