@@ -4,7 +4,7 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const NODE_W = 170, NODE_H = 48, COL_GAP = 150, ROW_GAP = 46, MARGIN = 40;
+const NODE_W = 170, NODE_H = 48, COL_GAP = 300, ROW_GAP = 70, MARGIN = 40;
 const svg = document.getElementById("graph");
 const statusEl = document.getElementById("status");
 const emptyEl = document.getElementById("empty");
@@ -63,6 +63,15 @@ function place(nodes, edges) {
   return { pos, width, height };
 }
 
+// A padlock drawn in SVG (no icon font, no emoji font needed): shackle arc over a body.
+function lock(x, y) {
+  const g = el("g", { class: "lock", transform: `translate(${x},${y})` });
+  g.append(el("path", { d: "M 2.5 6 V 4 a 2.5 2.5 0 0 1 5 0 V 6", fill: "none", "stroke-width": "1.6" }));
+  g.append(el("rect", { x: "0", y: "6", width: "10", height: "8", rx: "1.5" }));
+  g.append(el("title", {}, "mutual TLS"));
+  return g;
+}
+
 function health(errPct) {
   if (errPct === 0) return "ok";
   return errPct < 5 ? "warn" : "bad";
@@ -80,7 +89,9 @@ function draw(graph) {
   emptyEl.hidden = nodes.length > 0;
   if (!nodes.length) return;
   const { pos, width, height } = place(nodes, edges);
-  svg.setAttribute("viewBox", `0 0 ${Math.max(width, 400)} ${Math.max(height, 200)}`);
+  // Never zoom a small graph up past ~1:1: a fixed minimum viewBox keeps text at its CSS size.
+  const vw = Math.max(width, 1100), vh = Math.max(height, 480);
+  svg.setAttribute("viewBox", `${(width - vw) / 2} ${(height - vh) / 2} ${vw} ${vh}`);
   const defs = el("defs");
   const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" });
   marker.append(el("path", { d: "M 0 0 L 10 5 L 0 10 z" }));
@@ -107,11 +118,13 @@ function draw(graph) {
     const mtls = parseFloat(e.isMTLS) >= 50;
     const g = el("g", { class: `edge ${health(err)}`, "data-source": e.source, "data-target": e.target, "data-mtls": String(mtls), "data-rps": rates.http });
     g.append(el("path", { d, "marker-end": "url(#arrow)" }));
-    const lx = back ? (a.x + b.x + NODE_W) / 2 : (x1 + x2) / 2;
-    const ly = back ? Math.min(a.y, b.y) + bend * 0.75 : (y1 + y2) / 2 - 8;
+    // Labels sit on the curve two thirds of the way, nearer the callee, so fanned-out edges part.
+    const t = 0.66, s3 = 3 * t * t - 2 * t * t * t;
+    const lx = back ? (a.x + b.x + NODE_W) / 2 : x1 + (x2 - x1) * t;
+    const ly = back ? Math.min(a.y, b.y) + bend * 0.75 : y1 + (y2 - y1) * s3 - 10;
     const label = `${(+rates.http).toFixed(1)} rps · ${err.toFixed(1)}% err · p99 ${fmtMs(e.responseTime)}`;
     g.append(el("text", { x: lx, y: ly, "text-anchor": "middle" }, label));
-    if (mtls) g.append(el("text", { class: "lock", x: lx, y: ly + 16, "text-anchor": "middle" }, "\u{1F512} mTLS"));
+    if (mtls) g.append(lock(lx - 5, ly + 6));
     const title = el("title", {}, `${e.source} → ${e.target} (${e.destService}), reported by the ${e.reporter}`);
     g.append(title);
     edgeLayer.append(g);
