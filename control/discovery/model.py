@@ -14,8 +14,10 @@ old one (Istio ``updateContext``), so a change costs what changed, not the mesh 
 Entries come in two scopes:
 - host-scoped (VirtualService, DestinationRule, ServiceEntry, LocalRateLimit with hosts): a proxy
   gets them when it may call one of their hosts;
-- workload-scoped (Sidecar, Gateway, security policies, Plugin, LocalRateLimit without hosts): a
-  proxy gets them when they select its workload (same namespace or the root namespace).
+- workload-scoped (Sidecar, Gateway, security policies, Plugin, LocalRateLimit without hosts,
+  Telemetry): a proxy gets them when they select its workload (same namespace or the root namespace);
+- mesh-wide (MeshConfig): every proxy gets it. Its ``rootNamespace`` is where the proxy looks for
+  mesh-wide Telemetry (the other kinds' root namespace is istio-system here, as in Istio's default).
 """
 
 from __future__ import annotations
@@ -35,18 +37,28 @@ from meshbus.bus.schemas.config import manifest_resource
 ROOT_NAMESPACE = "istio-system"
 HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
 WORKLOAD_SCOPED = frozenset(
-    {"Sidecar", "Gateway", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy", "Plugin"}
+    {
+        "Sidecar",
+        "Gateway",
+        "PeerAuthentication",
+        "RequestAuthentication",
+        "AuthorizationPolicy",
+        "Plugin",
+        "Telemetry",
+    }
 )
 PEER_AUTHENTICATION = "PeerAuthentication"
+TELEMETRY = "Telemetry"
+MESH_CONFIG = "MeshConfig"
 IGNORED = frozenset({"WorkloadEntry"})
 """Not sent to proxies: workloads reach the mesh by registering."""
-_SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "meshbus.io"})
-_SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit"}
+_SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "telemetry.istio.io", "meshbus.io"})
+_SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit", MESH_CONFIG}
 
 
 def served(value: Mapping[str, Any]) -> bool:
     """Whether discovery models this stored value at all: kinds meshbus accepts without enforcing them
-    (EnvoyFilter, Telemetry, the Gateway API's Gateway, ...) never reach a proxy."""
+    (EnvoyFilter, the Gateway API's Gateway, ...) never reach a proxy."""
     group = str(value.get("apiVersion", "")).rpartition("/")[0]
     return group in _SERVED_GROUPS and value.get("kind") in _SERVED_KINDS
 
@@ -74,7 +86,10 @@ def _selector(res: kinds.Resource) -> dict[str, str] | None:
     if isinstance(res, kinds.Gateway):
         return dict(res.spec.selector)
     labels: Mapping[str, str] | None = None
-    if isinstance(res, (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy)):
+    if isinstance(
+        res,
+        (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy, kinds.Telemetry),
+    ):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None
     elif isinstance(res, (kinds.Sidecar, kinds.Plugin, kinds.LocalRateLimit)):
         sel = res.spec.workload_selector
@@ -197,6 +212,16 @@ class MeshModel:
     """Bumped by every apply that changed something (cache key for derived data)."""
     peer_authentications: tuple[ConfigEntry, ...] = ()
     """Every PeerAuthentication, by key: each proxy gets all of them (see scoped_for)."""
+    mesh_configs: tuple[ConfigEntry, ...] = ()
+    """The MeshConfig (one per mesh; by key if there are more): every proxy gets it."""
+
+    @property
+    def root_namespace(self) -> str:
+        """The MeshConfig's rootNamespace (for Telemetry), else istio-system."""
+        for e in self.mesh_configs:
+            if isinstance(e.resource, kinds.MeshConfig):
+                return e.resource.spec.root_namespace
+        return ROOT_NAMESPACE
 
     def get(self, key: str) -> ConfigEntry | None:
         return self.entries.get(key)
@@ -257,12 +282,17 @@ class MeshModel:
             revision=revision,
             generation=self.generation + (1 if changed else 0),
             peer_authentications=pas,
+            mesh_configs=tuple(
+                sorted((e for e in entries.values() if e.kind == MESH_CONFIG), key=lambda e: e.key)
+            ),
         )
 
     def scoped_for(self, namespace: str, labels: Mapping[str, str]) -> list[ConfigEntry]:
         """The workload-scoped resources one workload's proxy gets.
 
-        PeerAuthentications go to every proxy, not only to the workloads they select: a proxy resolves
+        The MeshConfig goes to every proxy (the proxy reads its root namespace and providers), with
+        the Telemetry resources of its root namespace. PeerAuthentications go to every proxy, not only
+        to the workloads they select: a proxy resolves
         its own inbound policy from them, and its auto-mTLS reads the destination workloads' (a
         DISABLE server is sent plaintext), which istiod decides centrally and meshbus in each proxy.
         """
@@ -274,6 +304,10 @@ class MeshModel:
                 if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels)
             )
         out.extend(self.peer_authentications)
+        root = self.root_namespace
+        if root not in (namespace, ROOT_NAMESPACE):  # mesh-wide Telemetry of a MeshConfig-named root
+            out.extend(e for e in self.workload_scoped.get(root, {}).values() if e.kind == TELEMETRY)
+        out.extend(self.mesh_configs)
         return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> ConfigEntry | None:
