@@ -94,16 +94,9 @@ def children(
 
     p = DemoPorts.starting_at(ports_from) if ports_from else DemoPorts()
     bus = Subjects(root)
-    telemetry_argv = (
-        python,
-        "-m",
-        "meshbus.telemetry",
-        "--host",
-        "127.0.0.1",
-        "--metrics-port",
-        str(p.telemetry),
-    )
-    telemetry_argv += ("--spans-file", str(data_dir / "logs" / "spans.jsonl"))
+    spans = str(data_dir / "logs" / "spans.jsonl")
+    telemetry_argv: tuple[str, ...] = (python, "-m", "meshbus.telemetry", "--host", "127.0.0.1")
+    telemetry_argv += ("--metrics-port", str(p.telemetry), "--spans-file", spans)
     out = [
         Child(
             "meshbus-config", (python, "-m", "meshbus.control.config"), f"bus: {bus.component_all('config')}"

@@ -178,7 +178,7 @@ async def read_stream(
         stream=stream,
         ordered_consumer=True,
         deliver_policy=policy,
-        config=api.ConsumerConfig(opt_start_time=since.isoformat() if since is not None else None),
+        config=api.ConsumerConfig(opt_start_time=since),
     )
     try:
         while True:

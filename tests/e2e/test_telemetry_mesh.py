@@ -10,11 +10,14 @@ the web view in a real headless Chromium, which finds the edges.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -251,21 +254,28 @@ def test_meshctl_logs_filters_and_follows(mesh: DemoMesh) -> None:
     assert logs("--status", "2xx", "--service", "productpage")
     argv = [MESHCTL, "logs", "--follow", "-o", "json", "--since", "1s"]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, env=env) as follower:
+        lines: queue.Queue[bytes] = queue.Queue()
+        assert follower.stdout is not None
+        out = follower.stdout
+        threading.Thread(
+            target=lambda: [lines.put(line) for line in iter(out.readline, b"")], daemon=True
+        ).start()
         rid = uuid.uuid4().hex
         deadline = time.monotonic() + 20
-        assert follower.stdout is not None
-        while time.monotonic() < deadline:
+        seen: list[bytes] = []
+        while time.monotonic() < deadline and not any(rid.encode() in line for line in seen):
             r = http_get(
                 mesh.ports.client_outbound, "/followed", host="reviews", headers={"x-request-id": rid}
             )
             assert r.status == 200
-            line = follower.stdout.readline()
-            if rid.encode() in line:
-                assert json.loads(line)["path"] == "/followed"
-                break
-        else:
-            pytest.fail("meshctl logs --follow never printed the new request")
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=1.0))
+                while True:
+                    seen.append(lines.get_nowait())
         follower.terminate()
+    mine = [json.loads(line) for line in seen if rid.encode() in line]
+    assert mine, "meshctl logs --follow never printed the new request"
+    assert mine[0]["path"] == "/followed"
 
 
 def test_web_view_draws_the_live_graph_in_headless_chromium(mesh: DemoMesh, tmp_path: Path) -> None:
