@@ -23,6 +23,7 @@ PARSERS = {
     "meshbus-config": "meshbus.control.config.__main__",
     "meshbus-discovery": "meshbus.control.discovery.__main__",
     "meshbus-ca": "meshbus.control.ca.__main__",
+    "meshbus-telemetry": "meshbus.telemetry.__main__",
     "meshctl": "meshbus.control.cli.__main__",
 }
 COMPOSE_DOC = Compose()
@@ -48,7 +49,7 @@ def test_compose_file_matches_the_compose_spec() -> None:
 
 def test_every_component_has_a_service() -> None:
     used = {words[0] for svc in COMPOSE_DOC.services.values() for words in svc.commands()}
-    assert {"meshbus-proxy", "meshbus-config", "meshbus-discovery", "meshbus-ca", "meshctl"} <= used
+    assert {"meshbus-proxy", "meshbus-config", "meshbus-discovery", "meshbus-ca", "meshbus-telemetry", "meshctl"} <= used
 
 
 @pytest.mark.parametrize("name", OURS)
