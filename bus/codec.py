@@ -65,13 +65,20 @@ def evolve(obj: T, **changes: Any) -> T:
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
+# Values msgpack takes as they are: checked first, by exact type, so bulk payloads (telemetry rows,
+# thousands of scalars per message) are not walked value by value through is_dataclass.
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def _to_plain(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [v if type(v) in _SCALARS else _to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: v if type(v) in _SCALARS else _to_plain(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
     return value
 
 

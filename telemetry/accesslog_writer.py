@@ -42,6 +42,14 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+class RecordSink(Protocol):
+    """A sink that takes the records themselves (the bus ships rows, not formatted lines)."""
+
+    async def write_records(self, records: list[AccessLogRecord]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class StreamSink:
     """A binary stream (e.g. ``sys.stdout.buffer``); written and flushed in a worker thread."""
 
@@ -92,7 +100,7 @@ class AccessLogWriter:
     def __init__(
         self,
         access_log: AccessLog,
-        sink: Sink,
+        sink: Sink | RecordSink,
         *,
         fmt: Literal["json", "text"] = "json",
         interval: float = DEFAULT_INTERVAL_S,
@@ -104,7 +112,7 @@ class AccessLogWriter:
         if interval <= 0 or chunk < 1:
             raise ConfigError(f"access log interval must be > 0 and chunk >= 1 (got {interval}, {chunk})")
         self._access_log = access_log
-        self._sinks: list[tuple[Sink, Callable[[Iterable[AccessLogRecord]], bytes]]] = [
+        self._sinks: list[tuple[Sink | RecordSink, Callable[[Iterable[AccessLogRecord]], bytes]]] = [
             (sink, _FORMATTERS[fmt])
         ]
         self._interval = interval
@@ -115,7 +123,7 @@ class AccessLogWriter:
         self.written = 0
         """Records written so far."""
 
-    def add_sink(self, sink: Sink, fmt: Literal["json", "text"] = "json") -> None:
+    def add_sink(self, sink: Sink | RecordSink, fmt: Literal["json", "text"] = "json") -> None:
         if fmt not in _FORMATTERS:
             raise ConfigError(f"access log format must be one of {sorted(_FORMATTERS)} (got {fmt!r})")
         self._sinks.append((sink, _FORMATTERS[fmt]))
@@ -140,10 +148,13 @@ class AccessLogWriter:
         formatted: dict[Callable[[Iterable[AccessLogRecord]], bytes], bytes] = {}
         ok = True
         for sink, fmt in self._sinks:
-            data = formatted.get(fmt)
-            if data is None:
-                data = formatted[fmt] = await self._format(records, fmt)
             try:
+                if hasattr(sink, "write_records"):
+                    await sink.write_records(records)
+                    continue
+                data = formatted.get(fmt)
+                if data is None:
+                    data = formatted[fmt] = await self._format(records, fmt)
                 await sink.write(data)
             except Exception as exc:  # any sink failure: count and keep the writer alive
                 ok = False

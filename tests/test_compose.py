@@ -49,7 +49,14 @@ def test_compose_file_matches_the_compose_spec() -> None:
 
 def test_every_component_has_a_service() -> None:
     used = {words[0] for svc in COMPOSE_DOC.services.values() for words in svc.commands()}
-    assert {"meshbus-proxy", "meshbus-config", "meshbus-discovery", "meshbus-ca", "meshbus-telemetry", "meshctl"} <= used
+    assert {
+        "meshbus-proxy",
+        "meshbus-config",
+        "meshbus-discovery",
+        "meshbus-ca",
+        "meshbus-telemetry",
+        "meshctl",
+    } <= used
 
 
 @pytest.mark.parametrize("name", OURS)

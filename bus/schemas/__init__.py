@@ -63,7 +63,6 @@ from .telemetry import (
     MetricBatch,
     Source,
     SpanBatch,
-    SpanData,
     StatsReply,
     StatsRequest,
 )
@@ -114,7 +113,6 @@ __all__ = [
     "SnapshotAck",
     "Source",
     "SpanBatch",
-    "SpanData",
     "StatsReply",
     "StatsRequest",
     "StoredConfig",

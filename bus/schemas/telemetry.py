@@ -51,24 +51,6 @@ class MetricBatch:
     families: list[FamilyDelta] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class SpanData:
-    """One ended span, as the OpenTelemetry SDK holds it (ids as hex, times in ns since the epoch)."""
-
-    trace_id: str
-    span_id: str
-    name: str
-    kind: int
-    """opentelemetry.trace.SpanKind value (1 server, 2 client)."""
-    start_ns: int
-    end_ns: int
-    parent_span_id: str = ""
-    attributes: dict[str, Any] = field(default_factory=dict)
-    status_code: int = 0
-    """opentelemetry.trace.StatusCode value (0 unset, 1 ok, 2 error)."""
-    tracestate: str = ""
-
-
 @message("meshbus.telemetry.v1.SpanBatch")
 @dataclass(frozen=True, slots=True)
 class SpanBatch:
@@ -77,17 +59,24 @@ class SpanBatch:
     """The OpenTelemetry resource of the proxy's spans (service.name, ...)."""
     provider: str = ""
     """The MeshConfig opentelemetry provider the Telemetry policy names ("": the collector's default)."""
-    spans: list[SpanData] = field(default_factory=list)
+    fields: list[str] = field(default_factory=list)
+    """The names of the row fields, in order (proxy/filters/spans.py ROW): trace_id, span_id,
+    parent_span_id (hex; "" for a root), name, kind (1 server, 2 client), start_ns, end_ns,
+    attributes, status_code (0 unset, 2 error), tracestate. Readers find fields by name."""
+    spans: list[list[Any]] = field(default_factory=list)
+    """One row per span: rows cost a fraction of a message per span to encode."""
 
 
 @message("meshbus.telemetry.v1.AccessLogBatch")
 @dataclass(frozen=True, slots=True)
 class AccessLogBatch:
-    """Access-log records, one JSON object per line (Istio's JSON access-log keys)."""
+    """Access-log records as rows: ``fields`` names them (meshbus.telemetry.accesslog.AccessLogRecord's
+    fields), ``records`` holds one row of values per request (``start_time`` in epoch seconds,
+    ``duration_ms`` in ms). ``meshctl logs`` renders them under Istio's JSON keys."""
 
     source: Source
-    lines: bytes = b""
-    count: int = 0
+    fields: list[str] = field(default_factory=list)
+    records: list[list[Any]] = field(default_factory=list)
 
 
 @message("meshbus.telemetry.v1.StatsRequest")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -36,6 +37,7 @@ from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import UnavailableError
 from meshbus.bus.schemas.telemetry import AccessLogBatch
+from meshbus.telemetry.accesslog import AccessLogRecord, to_json_dict
 from meshbus.telemetry.collector.gather import gather_stats
 from meshbus.telemetry.collector.views import top_rows
 
@@ -105,6 +107,22 @@ def _text(rec: dict[str, Any]) -> str:
     )
 
 
+_KNOWN = {f.name for f in dataclasses.fields(AccessLogRecord)}
+
+
+def records_of(batch: AccessLogBatch) -> list[dict[str, Any]]:
+    """A batch's rows under Istio's JSON access-log keys (as the proxy's --access-log file has them)."""
+    out = []
+    for row in batch.records:
+        named = dict(zip(batch.fields, row, strict=False))  # fields of a newer proxy: dropped
+        try:
+            rec = AccessLogRecord(**{k: v for k, v in named.items() if k in _KNOWN})
+        except TypeError:
+            continue
+        out.append(to_json_dict(rec))
+    return out
+
+
 def run_logs(args: argparse.Namespace) -> int:
     try:
         keep = status_filter(args.status)
@@ -118,11 +136,7 @@ def run_logs(args: argparse.Namespace) -> int:
         src = batch.source
         if args.service and args.service not in (src.service, src.workload):
             return
-        for line in batch.lines.splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
+        for rec in records_of(batch):
             if not keep(int(rec.get("response_code") or 0)):
                 continue
             rec = {

@@ -31,7 +31,7 @@ from meshbus.proxy.build.runtime import ProxyRuntime, RuntimeBuildError, build_r
 from meshbus.proxy.filters.observe import Observability
 from meshbus.proxy.tls.mtls import MeshTls, MeshTlsStats, TlsOrigin
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLog, AccessLogger
-from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, Sink, StreamSink
+from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, RecordSink, Sink, StreamSink
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class ProxyServer:
         """Whether access-log records are kept (when not, the request path does not even make them)."""
         return self.access_log is not NULL_ACCESS_LOG
 
-    def add_access_log_sink(self, sink: Sink, fmt: str = "json") -> None:
+    def add_access_log_sink(self, sink: Sink | RecordSink, fmt: str = "json") -> None:
         """Start keeping access-log records (once), and write them to ``sink`` too (mesh mode adds
         the bus). One writer formats each batch once per format, off the request path."""
         if self._writer is None:

@@ -45,7 +45,7 @@ class Observability:
         self.ident = Identity(Workload.of("", namespace, labels or {}))
         self.metrics = metrics
         self.local_replies = internal.local_replies
-        self.spans: Any = None  # proxy/filters/spans.py SdkSpans, set by mesh mode
+        self.spans: Any = None  # proxy/filters/spans.py SpanRecorder, set by mesh mode
         self.listeners: list[HopTelemetry] = []
 
     def set_identity(self, workload: Workload, service: str, service_fqdn: str, spans: Any = None) -> None:
@@ -103,7 +103,8 @@ class HopTelemetry:
     def upstream_headers(self, ex: Any, hop: TraceHop) -> list[tuple[str, str]]:
         """What this hop adds to a rebuilt upstream head: the peer header, the trace headers."""
         peer = self.peer if self.peer_line_for(ex) else []
-        return peer + hop.headers if hop.headers is not None else peer
+        trace = hop.headers
+        return peer + trace if trace is not None else peer
 
     def side(self, ex: Any) -> SidePolicy:
         runtime = ex.runtime or self.server.runtime

@@ -5,8 +5,9 @@ Per request, in this order, before any SDK object exists:
 1. read the caller's context (W3C traceparent/tracestate, B3 single or multi: telemetry/tracecontext.py);
 2. decide: the caller's sampling decision when it sent one, else a random draw against the side's
    ``randomSamplingPercentage`` (1% by default);
-3. only when sampled (and span reporting is on) start an SDK span, SERVER on the inbound listener and
-   CLIENT on the outbound one, child of the caller's span, and send the new span id upstream;
+3. only when sampled (and span reporting is on) start a span (proxy/filters/spans.py), SERVER on the
+   inbound listener and CLIENT on the outbound one, child of the caller's span, and send the new span
+   id upstream;
    otherwise pass the caller's headers through untouched or, when none came, start a context (new
    trace id, the decision in its flags) so every hop after this one keeps both.
 
@@ -27,7 +28,6 @@ from meshbus.telemetry.tracecontext import (
     UNDECIDED,
     W3C,
     extract,
-    header_lines,
     new_span_id,
     new_trace_id,
     propagation_headers,
@@ -40,18 +40,27 @@ _KNOWN_METHODS: Final = frozenset(
 
 
 class TraceHop:
-    """One request's trace on this hop: ``trace_id`` (always: the access log's), the SDK ``span``
-    when sampled, and what the router changes upstream: ``strip`` the caller's trace headers, add
-    ``headers`` (``line``: the same as head lines)."""
+    """One request's trace on this hop: ``trace_id`` (always: the access log's), the ``span`` when
+    sampled, and what the router changes upstream: ``strip`` the caller's trace headers, add
+    ``line`` (head lines) or ``headers`` (for a rebuilt head; made only when asked for)."""
 
-    __slots__ = ("headers", "line", "span", "strip", "trace_id")
+    __slots__ = ("fmt", "line", "parent_id", "sampled", "span", "span_id", "strip", "trace_id")
 
     def __init__(self, trace_id: str) -> None:
         self.trace_id = trace_id
         self.span: Any = None
         self.strip = False
-        self.headers: list[tuple[str, str]] | None = None
         self.line = b""
+        self.fmt = W3C
+        self.span_id = ""
+        self.parent_id = ""
+        self.sampled = False
+
+    @property
+    def headers(self) -> list[tuple[str, str]] | None:
+        if not self.line:
+            return None
+        return propagation_headers(self.fmt, self.trace_id, self.span_id, self.parent_id, self.sampled)
 
 
 class HopTracer:
@@ -61,7 +70,7 @@ class HopTracer:
 
     def __init__(self, server: bool, spans: Any) -> None:
         self.server = server
-        self.spans = spans  # SdkSpans, or None: no spans at all (the decision is still propagated)
+        self.spans = spans  # SpanRecorder, or None: no spans at all (the decision is still propagated)
 
     def begin(self, ex: Any, settings: TracingSettings) -> TraceHop:
         inc = extract(ex.head.hdict)
@@ -87,15 +96,23 @@ class HopTracer:
                 int(ex.start * 1e9),
                 start_attributes(ex, self.server, settings),
             )
-            trace_id, span_id = spans.ids(span)
-            hop.trace_id = trace_id
+            span_id = span.span_id
         elif inc is not None and parent and inc.sampled != UNDECIDED:
             return hop  # not ours to record: the caller's headers go on as they came
         else:
             span_id = new_span_id()
         hop.strip = inc is not None
-        hdrs = hop.headers = propagation_headers(fmt, hop.trace_id, span_id, parent, sampled)
-        hop.line = header_lines(hdrs)
+        hop.fmt = fmt
+        hop.span_id = span_id
+        hop.parent_id = parent
+        hop.sampled = sampled
+        if fmt == W3C:  # the common case, without the header list
+            flags = "01" if sampled else "00"
+            hop.line = f"traceparent: 00-{hop.trace_id}-{span_id}-{flags}\r\n".encode()
+        else:
+            hop.line = "".join(
+                f"{n}: {v}\r\n" for n, v in propagation_headers(fmt, hop.trace_id, span_id, parent, sampled)
+            ).encode("latin-1")
         return hop
 
     def end(self, ex: Any, hop: TraceHop, flags: str) -> None:

@@ -118,7 +118,7 @@ class MeshMode:
 
     def _start_telemetry(self) -> None:
         """Tell the server who it is, keep spans, and ship metrics, spans and access logs."""
-        from meshbus.proxy.filters.spans import SdkSpans, SpanBuffer
+        from meshbus.proxy.filters.spans import SpanRecorder
 
         s = self.agent.settings
         server = self.server
@@ -131,10 +131,8 @@ class MeshMode:
             "service.instance.id": self.node_id,
             "k8s.workload.name": workload.name,
         }
-        buffer = SpanBuffer(dropped=dropped("spans"))
-        server.observe.set_identity(
-            workload, s.service, to_fqdn(s.service, s.namespace), SdkSpans(resource, buffer)
-        )
+        buffer = SpanRecorder(dropped=dropped("spans"))
+        server.observe.set_identity(workload, s.service, to_fqdn(s.service, s.namespace), buffer)
         source = Source(self.node_id, s.service, s.namespace, workload.name)
         server.add_access_log_sink(BusSink(self.bus, source, dropped("access_log")))
 

@@ -1,7 +1,7 @@
 """Where meshbus-telemetry sends spans: an OTLP/HTTP endpoint (the OpenTelemetry exporter) or a file.
 
-Spans arrive from proxies as `SpanData` and are turned back into the SDK's ``ReadableSpan``, so the
-SDK's own exporters do the encoding: ``OTLPSpanExporter`` (protobuf over HTTP, opentelemetry-exporter-
+Spans arrive from proxies as rows of the OpenTelemetry span fields (proxy/filters/spans.py) and are
+made the SDK's ``ReadableSpan`` here, so the SDK's own exporters do the encoding: ``OTLPSpanExporter`` (protobuf over HTTP, opentelemetry-exporter-
 otlp-proto-http) for a MeshConfig ``opentelemetry`` provider or ``--otlp-endpoint``, and
 `JsonLinesExporter` (one ``ReadableSpan.to_json()`` object per line) otherwise. Both block: the
 service calls them in a worker thread, behind a bounded queue (telemetry/collector/service.py).
@@ -20,32 +20,43 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from meshbus.bus.schemas.telemetry import SpanData
-
 _SCOPE = InstrumentationScope("meshbus.proxy")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
-def readable_span(data: SpanData, resource: Resource) -> ReadableSpan:
-    """A span as the SDK would have handed it to an exporter in the proxy."""
-    state = TraceState.from_header([data.tracestate]) if data.tracestate else None
-    trace_id = int(data.trace_id, 16)
-    ctx = SpanContext(trace_id, int(data.span_id, 16), False, _SAMPLED, state)
-    parent = (
-        SpanContext(trace_id, int(data.parent_span_id, 16), True, _SAMPLED) if data.parent_span_id else None
+def readable_spans(
+    fields: Sequence[str], rows: Sequence[Sequence[Any]], resource: Resource
+) -> list[ReadableSpan]:
+    """SDK spans from a SpanBatch's rows (found by field name: a newer proxy may add fields)."""
+    at = {name: i for i, name in enumerate(fields)}
+    tid, sid, pid, name, kind = at["trace_id"], at["span_id"], at["parent_span_id"], at["name"], at["kind"]
+    start, end, attrs, status, state = (
+        at["start_ns"],
+        at["end_ns"],
+        at["attributes"],
+        at["status_code"],
+        at["tracestate"],
     )
-    return ReadableSpan(
-        name=data.name,
-        context=ctx,
-        parent=parent,
-        resource=resource,
-        attributes=dict(data.attributes),
-        kind=SpanKind(data.kind),
-        status=Status(StatusCode(data.status_code)),
-        start_time=data.start_ns,
-        end_time=data.end_ns,
-        instrumentation_scope=_SCOPE,
-    )
+    out = []
+    for row in rows:
+        trace_id = int(row[tid], 16)
+        tracestate = TraceState.from_header([row[state]]) if row[state] else None
+        parent_hex = row[pid]
+        out.append(
+            ReadableSpan(
+                name=row[name],
+                context=SpanContext(trace_id, int(row[sid], 16), False, _SAMPLED, tracestate),
+                parent=SpanContext(trace_id, int(parent_hex, 16), True, _SAMPLED) if parent_hex else None,
+                resource=resource,
+                attributes=dict(row[attrs]),
+                kind=SpanKind(row[kind]),
+                status=Status(StatusCode(row[status])),
+                start_time=row[start],
+                end_time=row[end],
+                instrumentation_scope=_SCOPE,
+            )
+        )
+    return out
 
 
 def resource_of(attributes: Mapping[str, str]) -> Resource:

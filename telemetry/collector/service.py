@@ -361,7 +361,6 @@ def _window(q: dict[str, list[str]]) -> float:
 
 def _export(exporter: Any, batch: SpanBatch) -> bool:
     """In a worker thread: convert and export one batch."""
-    resource = exporters.resource_of(batch.resource)
-    spans = [exporters.readable_span(s, resource) for s in batch.spans]
+    spans = exporters.readable_spans(batch.fields, batch.spans, exporters.resource_of(batch.resource))
     result = exporter.export(spans)
     return bool(result.name == "SUCCESS")

@@ -14,7 +14,8 @@ import pytest
 
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.embedded import EmbeddedNats
-from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, SpanBatch, SpanData
+from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, SpanBatch
+from meshbus.proxy.filters.spans import ROW
 from meshbus.telemetry.collector.gather import gather_stats
 from meshbus.telemetry.collector.service import CollectorConfig, TelemetryService
 from tests.unit.telemetry.collector.test_store import batch
@@ -103,12 +104,10 @@ async def test_spans_go_to_the_file_and_overflow_is_counted(
 ) -> None:
     path = tmp_path / "spans.jsonl"
     async with replica(nats_server.url, subject_root, spans_file=str(path)) as svc:
-        span = SpanData(
-            "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "GET x", 2, 1, 2, attributes={"a": 1}
-        )
+        span = ["4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "", "GET x", 2, 1, 2, {"a": 1}, 0, ""]
         await bus.publish(
             bus.subjects.telemetry("spans", "p1"),
-            SpanBatch(Source("p1"), {"service.name": "x.default"}, "", [span]),
+            SpanBatch(Source("p1"), {"service.name": "x.default"}, "", list(ROW), [span]),
         )
 
         async def in_file() -> bool:
@@ -119,7 +118,7 @@ async def test_spans_go_to_the_file_and_overflow_is_counted(
         svc._queue = asyncio.Queue(1)
         svc._queue.put_nowait(SpanBatch(Source("p1")))  # occupies the one place (nobody takes it now)
         await bus.publish(
-            bus.subjects.telemetry("spans", "p1"), SpanBatch(Source("p1"), {}, "", [span, span])
+            bus.subjects.telemetry("spans", "p1"), SpanBatch(Source("p1"), {}, "", list(ROW), [span, span])
         )
 
         async def dropped() -> bool:
@@ -144,7 +143,7 @@ async def test_access_logs_are_kept_in_a_stream_with_limits(
         assert info.config.max_bytes == 1 << 20 and info.config.max_age == 3600.0
         await bus.publish(
             bus.subjects.telemetry("logs", "p1"),
-            AccessLogBatch(Source("p1", "reviews"), b'{"response_code": 200}\n', 1),
+            AccessLogBatch(Source("p1", "reviews"), ["response_code"], [[200]]),
         )
 
         async def stored() -> bool:
