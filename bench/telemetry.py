@@ -17,6 +17,9 @@ JetStream stream), which also runs on CPU 0.
 Reported: throughput and CPU per request of both proxies (the latter suffers less from a busy
 machine), the cost of each "on" case against "off", and meshbus-telemetry's CPU per 1,000 mesh
 requests per second (Mixer cost 0.6 vCPU; the goal is < 0.02). Needs wrk, nginx, taskset.
+Then one replica's capacity: the CPU to decode and merge one sidecar's batch (120 series: a sidecar
+talking to 10 peers, 3 response codes each), and so how many sidecars reporting every second one
+replica keeps up with (``--ingest-only`` runs just that part).
 """
 
 from __future__ import annotations
@@ -163,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="", help="comma list of: off,on-1,on-100")
+    ap.add_argument("--ingest-only", action="store_true", help="only the replica's ingest capacity")
     args = ap.parse_args(argv)
+    if args.ingest_only:
+        ingest_capacity()
+        return 0
     missing = [t for t in ("wrk", "nginx", "taskset") if shutil.which(t) is None]
     if missing:
         print(
@@ -215,7 +222,45 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         nats.cleanup()
     report(results, collector)
+    ingest_capacity()
     return 0
+
+
+def ingest_capacity(n: int = 300) -> float:
+    """CPU seconds one replica spends decoding and merging one 120-series batch."""
+    import time
+
+    from meshbus.bus import codec
+    from meshbus.bus.schemas.telemetry import FamilyDelta, MetricBatch, Source
+    from meshbus.telemetry import fields
+    from meshbus.telemetry.collector.store import MetricStore
+    from meshbus.telemetry.metrics import ISTIO_DEFAULT_BUCKETS
+
+    names = list(fields.ISTIO_REQUEST_LABELS)
+    families = []
+    for name, kind in (("istio_requests_total", "counter"), ("istio_request_duration_milliseconds", "histogram"),
+                       ("istio_request_bytes", "histogram"), ("istio_response_bytes", "histogram")):  # fmt: skip
+        samples: list[list[object]] = []
+        for peer in range(10):
+            for code in ("200", "404", "503"):
+                values = {n: "unknown" for n in names} | {"reporter": "destination", "response_code": code,
+                                                          "source_workload": f"caller{peer}", "response_flags": "-"}  # fmt: skip
+                lv = [values[n] for n in names]
+                samples.append(
+                    [lv, 5] if kind == "counter" else [lv, [1] * (len(ISTIO_DEFAULT_BUCKETS) + 1), 5.0]
+                )
+        buckets = [] if kind == "counter" else list(ISTIO_DEFAULT_BUCKETS)
+        families.append(FamilyDelta(name, kind, "help", names, buckets, samples))
+    data, headers = codec.encode(MetricBatch(Source("n0"), 1, families))
+    store = MetricStore()
+    t = time.process_time()
+    for i in range(n):
+        batch = codec.decode(data, headers, MetricBatch)
+        store.ingest(MetricBatch(Source(f"n{i % 100}"), i, batch.families), 1000.0 + i * 0.01)
+    per_batch = (time.process_time() - t) / n
+    print(f"one replica: {per_batch * 1e3:.2f} ms CPU per 120-series batch ({len(data)} bytes): "
+          f"~{1 / per_batch:,.0f} such sidecars reporting every second per replica at 100% of a core")  # fmt: skip
+    return per_batch
 
 
 def report(results: dict[str, Result], collector: dict[str, list[float]]) -> None:

@@ -10,7 +10,9 @@ no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/tes
   attempts of one forwarded request as a state machine (``attempts``: retries, backoff, per-try and
   route timeouts, the per-cluster retry budget, the stale-connection replay; events and ``now`` in,
   action codes out), Envoy's response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC).
-- ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations).
+- ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations),
+  and the listener-wide STATS phase (``observe``: trace context and spans in ``tracing``/``spans``,
+  Istio's metrics in ``stats``, the access-log record), which every request passes.
 - ``codec``: HTTP/1.1 sessions over httptools (llhttp): bytes in, events out; head serializers.
 - ``build``: Istio resources -> an immutable ``ProxyRuntime``, compiled once per config version
   (incrementally: unchanged parts are reused).

@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from ..codec import message
+from ..errors import BadRequestError
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +66,10 @@ class SpanBatch:
     """The names of the row fields, in order (proxy/filters/spans.py ROW): trace_id, span_id,
     parent_span_id (hex; "" for a root), name, kind (1 server, 2 client), start_ns, end_ns,
     attributes, status_code (0 unset, 2 error), tracestate. Readers find fields by name."""
-    spans: list[list[Any]] = field(default_factory=list)
-    """One row per span: rows cost a fraction of a message per span to encode."""
+    spans: bytes = b""
+    """The rows, one per span, as one msgpack array (`pack_rows`): packed in one call, never walked
+    value by value (a span costs ~1 us to ship this way, ~30 us as a message of its own)."""
+    count: int = 0
 
 
 @message("meshbus.telemetry.v1.AccessLogBatch")
@@ -72,11 +77,13 @@ class SpanBatch:
 class AccessLogBatch:
     """Access-log records as rows: ``fields`` names them (meshbus.telemetry.accesslog.AccessLogRecord's
     fields), ``records`` holds one row of values per request (``start_time`` in epoch seconds,
-    ``duration_ms`` in ms). ``meshctl logs`` renders them under Istio's JSON keys."""
+    ``duration_ms`` in ms) as one msgpack array (`pack_rows`). ``meshctl logs`` renders them under
+    Istio's JSON keys."""
 
     source: Source
     fields: list[str] = field(default_factory=list)
-    records: list[list[Any]] = field(default_factory=list)
+    records: bytes = b""
+    count: int = 0
 
 
 @message("meshbus.telemetry.v1.StatsRequest")
@@ -110,6 +117,22 @@ class EdgeStats:
     """Requests over mutual TLS (destination reports only)."""
     duration_buckets: list[int] = field(default_factory=list)
     """Per-bucket counts of istio_request_duration_milliseconds (+Inf last)."""
+
+
+def pack_rows(rows: list[Any]) -> bytes:
+    """Rows of plain values (str, numbers, None, lists, str-keyed maps) as one msgpack array."""
+    return msgpack.packb(rows, use_bin_type=True)
+
+
+def unpack_rows(data: bytes) -> list[list[Any]]:
+    """`pack_rows` undone; a payload that is not a list of rows gives BadRequestError."""
+    try:
+        rows = msgpack.unpackb(data, raw=False, strict_map_key=False) if data else []
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise BadRequestError(f"undecodable rows: {exc.__class__.__name__}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise BadRequestError("rows must be a list of lists")
+    return rows
 
 
 def edge_stats(key: tuple[str, ...], requests: int, errors: int, mtls: int, buckets: list[int]) -> EdgeStats:

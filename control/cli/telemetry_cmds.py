@@ -36,7 +36,7 @@ from rich.table import Table
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import UnavailableError
-from meshbus.bus.schemas.telemetry import AccessLogBatch
+from meshbus.bus.schemas.telemetry import AccessLogBatch, unpack_rows
 from meshbus.telemetry.accesslog import AccessLogRecord, to_json_dict
 from meshbus.telemetry.collector.gather import gather_stats
 from meshbus.telemetry.collector.views import top_rows
@@ -113,7 +113,7 @@ _KNOWN = {f.name for f in dataclasses.fields(AccessLogRecord)}
 def records_of(batch: AccessLogBatch) -> list[dict[str, Any]]:
     """A batch's rows under Istio's JSON access-log keys (as the proxy's --access-log file has them)."""
     out = []
-    for row in batch.records:
+    for row in unpack_rows(batch.records):
         named = dict(zip(batch.fields, row, strict=False))  # fields of a newer proxy: dropped
         try:
             rec = AccessLogRecord(**{k: v for k, v in named.items() if k in _KNOWN})

@@ -32,6 +32,7 @@ from meshbus.bus.schemas.telemetry import (
     MetricBatch,
     Source,
     SpanBatch,
+    pack_rows,
 )
 from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.filters.spans import ROW
@@ -131,9 +132,17 @@ class TelemetryShipper:
         sent = 0
         try:
             for chunk in self._fit(
-                data, lambda ds: SpanBatch(self.source, self.resource, provider, _SPAN_FIELDS, ds), _halves
+                data,
+                lambda ds: SpanBatch(
+                    self.source, self.resource, provider, _SPAN_FIELDS, pack_rows(ds), len(ds)
+                ),
+                _halves,
             ):
-                body, headers = _encoded(SpanBatch(self.source, self.resource, provider, _SPAN_FIELDS, chunk))
+                body, headers = _encoded(
+                    SpanBatch(
+                        self.source, self.resource, provider, _SPAN_FIELDS, pack_rows(chunk), len(chunk)
+                    )
+                )
                 await self.bus.nc.publish(subject, body, headers=headers)
                 sent += len(chunk)
         except Exception as exc:
@@ -186,7 +195,9 @@ class BusSink:
         subject = self.bus.subjects.telemetry("logs", self.source.node)
         for i in range(0, len(records), _RECORDS_PER_BATCH):
             rows = [_row(r) for r in records[i : i + _RECORDS_PER_BATCH]]
-            await self.bus.publish(subject, AccessLogBatch(self.source, _RECORD_FIELDS, rows))
+            await self.bus.publish(
+                subject, AccessLogBatch(self.source, _RECORD_FIELDS, pack_rows(rows), len(rows))
+            )
 
     async def write(self, data: bytes) -> None:
         raise NotImplementedError("BusSink takes records (write_records), not formatted lines")

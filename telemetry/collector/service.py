@@ -33,7 +33,7 @@ from meshbus.bus.config.mesh_config import MeshConfigSpec
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.kv import BucketConfig, BucketMissingError, KeyValueStore
 from meshbus.bus.schemas.config import decode_value
-from meshbus.bus.schemas.telemetry import MetricBatch, SpanBatch, StatsReply, StatsRequest
+from meshbus.bus.schemas.telemetry import MetricBatch, SpanBatch, StatsReply, StatsRequest, unpack_rows
 from meshbus.bus.service import BusService
 from meshbus.bus.tasks import cancel_and_wait
 from meshbus.telemetry.collector import exporters
@@ -210,7 +210,7 @@ class TelemetryService:
         try:
             self._queue.put_nowait(batch)
         except asyncio.QueueFull:
-            self.counters.dropped.labels("spans").inc(len(batch.spans))
+            self.counters.dropped.labels("spans").inc(batch.count)
 
     async def _on_stats(self, msg: Msg) -> None:
         if not msg.reply:
@@ -252,7 +252,7 @@ class TelemetryService:
             if ok:
                 self.counters.exported.inc(len(batch.spans))
             else:
-                self.counters.dropped.labels("spans").inc(len(batch.spans))
+                self.counters.dropped.labels("spans").inc(batch.count)
 
     def _exporter_for(self, provider: str) -> Any:
         name = provider or ("" if self.config.otlp_endpoint else self.default_provider)
@@ -361,6 +361,7 @@ def _window(q: dict[str, list[str]]) -> float:
 
 def _export(exporter: Any, batch: SpanBatch) -> bool:
     """In a worker thread: convert and export one batch."""
-    spans = exporters.readable_spans(batch.fields, batch.spans, exporters.resource_of(batch.resource))
+    rows = unpack_rows(batch.spans)
+    spans = exporters.readable_spans(batch.fields, rows, exporters.resource_of(batch.resource))
     result = exporter.export(spans)
     return bool(result.name == "SUCCESS")

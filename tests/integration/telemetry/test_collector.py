@@ -14,7 +14,7 @@ import pytest
 
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.embedded import EmbeddedNats
-from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, SpanBatch
+from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, SpanBatch, pack_rows
 from meshbus.proxy.filters.spans import ROW
 from meshbus.telemetry.collector.gather import gather_stats
 from meshbus.telemetry.collector.service import CollectorConfig, TelemetryService
@@ -107,7 +107,7 @@ async def test_spans_go_to_the_file_and_overflow_is_counted(
         span = ["4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "", "GET x", 2, 1, 2, {"a": 1}, 0, ""]
         await bus.publish(
             bus.subjects.telemetry("spans", "p1"),
-            SpanBatch(Source("p1"), {"service.name": "x.default"}, "", list(ROW), [span]),
+            SpanBatch(Source("p1"), {"service.name": "x.default"}, "", list(ROW), pack_rows([span]), 1),
         )
 
         async def in_file() -> bool:
@@ -118,7 +118,8 @@ async def test_spans_go_to_the_file_and_overflow_is_counted(
         svc._queue = asyncio.Queue(1)
         svc._queue.put_nowait(SpanBatch(Source("p1")))  # occupies the one place (nobody takes it now)
         await bus.publish(
-            bus.subjects.telemetry("spans", "p1"), SpanBatch(Source("p1"), {}, "", list(ROW), [span, span])
+            bus.subjects.telemetry("spans", "p1"),
+            SpanBatch(Source("p1"), {}, "", list(ROW), pack_rows([span, span]), 2),
         )
 
         async def dropped() -> bool:
@@ -143,7 +144,7 @@ async def test_access_logs_are_kept_in_a_stream_with_limits(
         assert info.config.max_bytes == 1 << 20 and info.config.max_age == 3600.0
         await bus.publish(
             bus.subjects.telemetry("logs", "p1"),
-            AccessLogBatch(Source("p1", "reviews"), ["response_code"], [[200]]),
+            AccessLogBatch(Source("p1", "reviews"), ["response_code"], pack_rows([[200]]), 1),
         )
 
         async def stored() -> bool:
