@@ -173,6 +173,14 @@ class Subjects:
     def filter_call(self, filter_id: str) -> str:
         return self._s("filter", escape_token(filter_id), "call")
 
+    def filter_hook(self, filter_id: str, hook: str) -> str:
+        """One hook of a remote filter (bus/schemas/filters.py): hosts serve it in a queue group."""
+        return self._s("filter", escape_token(filter_id), validate_token(hook, "hook"))
+
+    def filter_info(self, filter_id: str) -> str:
+        """A remote filter's description and config schema (any host of it answers)."""
+        return self._s("filter", escape_token(filter_id), "info")
+
     # -- telemetry
     def telemetry(self, signal: str, node: str) -> str:
         """signal: metrics, spans or logs."""

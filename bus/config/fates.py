@@ -228,7 +228,8 @@ _NO_AUTHZ_PROVIDERS = not_enforced("meshbus does not call external authorizers y
 _MESH_CONFIG: dict[str, Fate] = {
     # MeshConfig (discovery sends it to every proxy; meshbus-telemetry reads its providers)
     f"{_MC}.rootNamespace": not_enforced(
-        "only Telemetry resources are looked up there; the other kinds' root namespace stays istio-system",
+        "only Plugins and Telemetry resources are looked up there; the other kinds' root namespace stays "
+        "istio-system",
         when=lambda v, _p: v != "istio-system",
         condition="other than istio-system",
     ),
@@ -285,10 +286,8 @@ KINDS: dict[str, Fate] = {
     "RequestAuthentication": not_enforced(
         "meshbus does not verify JWTs yet; requests without a token or with a bad one are not rejected"
     ),
-    "Plugin": not_enforced(
-        "meshbus-proxy does not load plugins yet; the filter does not run and requests pass without it"
-    ),
-    "MeshConfig": ENFORCED,  # field by field below: what telemetry reads, and what no component reads yet
+    "Plugin": ENFORCED,
+    "MeshConfig": ENFORCED,  # field by field below: what Plugins and telemetry read, what nothing reads yet
     "Gateway": not_enforced("meshbus has no gateway proxy yet; this Gateway is stored but has no effect"),
     "WorkloadEntry": not_enforced(
         "meshbus adds no WorkloadEntry to any service; workloads join by registering (meshbus-proxy in "
@@ -297,11 +296,11 @@ KINDS: dict[str, Fate] = {
     # Istio kinds meshbus validates (validation/) and stores but does not run.
     "EnvoyFilter": not_enforced(
         f"{_ENVOY}, so Envoy config patches have no effect; use a meshbus.io/v1 Plugin (a filter in the "
-        "request path, once meshbus-proxy loads plugins) or a meshbus.io/v1 LocalRateLimit instead"
+        "request path) or a meshbus.io/v1 LocalRateLimit instead"
     ),
     "WasmPlugin": not_enforced(
-        f"{_ENVOY} and loads no Wasm modules; write the filter as a meshbus.io/v1 Plugin (once meshbus-proxy "
-        "loads plugins), or use a meshbus.io/v1 LocalRateLimit for rate limits"
+        f"{_ENVOY} and loads no Wasm modules; write the filter as a meshbus.io/v1 Plugin (a Python "
+        "filter in the proxy or a remote one), or use a meshbus.io/v1 LocalRateLimit for rate limits"
     ),
     "Telemetry": ENFORCED,  # proxy/build/telemetry_policy.py, proxy/filters/{stats,tracing,observe}.py
     "WorkloadGroup": not_enforced(
@@ -598,6 +597,18 @@ FIELDS: dict[str, Fate] = {
     "LocalRateLimit spec.tokenBucket.maxTokens": ENFORCED,
     "LocalRateLimit spec.tokenBucket.tokensPerFill": ENFORCED,
     "LocalRateLimit spec.tokenBucket.fillInterval": ENFORCED,
+    # Plugin (proxy/filters/plugins/: selection, chain order, failure policy; control/config/filters.py
+    # checks filter and pluginConfig when applied)
+    "Plugin spec.selector.matchLabels": ENFORCED,
+    "Plugin spec.filter": ENFORCED,
+    "Plugin spec.placement": ENFORCED,
+    "Plugin spec.phase": ENFORCED,
+    "Plugin spec.priority": ENFORCED,
+    "Plugin spec.failStrategy": ENFORCED,
+    "Plugin spec.match[].mode": ENFORCED,
+    "Plugin spec.match[].ports[].number": ENFORCED,
+    "Plugin spec.pluginConfig": ENFORCED,
+    "Plugin spec.timeout": ENFORCED,
     # Kinds that are not enforced as a whole: what stays to do inside them once they are.
     "AuthorizationPolicy spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
     "AuthorizationPolicy spec.targetRefs": not_enforced("meshbus has no Gateway API; use selector"),

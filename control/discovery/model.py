@@ -17,7 +17,7 @@ Entries come in two scopes:
 - workload-scoped (Sidecar, Gateway, security policies, Plugin, LocalRateLimit without hosts,
   Telemetry): a proxy gets them when they select its workload (same namespace or the root namespace);
 - mesh-wide (MeshConfig): every proxy gets it. Its ``rootNamespace`` is where the proxy looks for
-  mesh-wide Telemetry (the other kinds' root namespace is istio-system here, as in Istio's default).
+  mesh-wide Plugins and Telemetry (the other kinds' root namespace is istio-system here).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from meshbus.bus.config import resources as kinds
 from meshbus.bus.config.hosts import host_matches, to_fqdn
 from meshbus.bus.config.virtual_service import Destination, VirtualServiceSpec
 from meshbus.bus.schemas.config import manifest_resource
+from meshbus.bus.schemas.discovery import resource_key
 
 ROOT_NAMESPACE = "istio-system"
 HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
@@ -50,6 +51,7 @@ WORKLOAD_SCOPED = frozenset(
 PEER_AUTHENTICATION = "PeerAuthentication"
 TELEMETRY = "Telemetry"
 MESH_CONFIG = "MeshConfig"
+"""Sent to every proxy: its rootNamespace says where a Plugin or a Telemetry applies mesh-wide."""
 IGNORED = frozenset({"WorkloadEntry"})
 """Not sent to proxies: workloads reach the mesh by registering."""
 _SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "telemetry.istio.io", "meshbus.io"})
@@ -61,11 +63,6 @@ def served(value: Mapping[str, Any]) -> bool:
     (EnvoyFilter, the Gateway API's Gateway, ...) never reach a proxy."""
     group = str(value.get("apiVersion", "")).rpartition("/")[0]
     return group in _SERVED_GROUPS and value.get("kind") in _SERVED_KINDS
-
-
-def resource_key(value: Mapping[str, Any]) -> str:
-    meta = value.get("metadata") or {}
-    return f"{value.get('kind')}.{meta.get('namespace') or 'default'}.{meta.get('name')}"
 
 
 def value_digest(value: Mapping[str, Any]) -> str:
@@ -91,7 +88,9 @@ def _selector(res: kinds.Resource) -> dict[str, str] | None:
         (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy, kinds.Telemetry),
     ):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None
-    elif isinstance(res, (kinds.Sidecar, kinds.Plugin, kinds.LocalRateLimit)):
+    elif isinstance(res, kinds.Plugin):
+        labels = res.spec.selector.match_labels if res.spec.selector is not None else None
+    elif isinstance(res, (kinds.Sidecar, kinds.LocalRateLimit)):
         sel = res.spec.workload_selector
         labels = sel.labels if sel is not None else None
     return dict(labels) if labels else None
@@ -186,9 +185,10 @@ class ConfigEntry:
             packed=msgpack.packb(value, use_bin_type=True),
         )
 
-    def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
-        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?"""
-        if self.namespace not in (namespace, ROOT_NAMESPACE):
+    def selects(self, namespace: str, labels: Mapping[str, str], root: str = ROOT_NAMESPACE) -> bool:
+        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?
+        ``root``: the mesh's root namespace (MeshConfig's, for the kinds that read it: Plugin)."""
+        if self.namespace not in (namespace, root):
             return False
         if self.kind == "Gateway" and not self.selector:
             return False
@@ -212,16 +212,19 @@ class MeshModel:
     """Bumped by every apply that changed something (cache key for derived data)."""
     peer_authentications: tuple[ConfigEntry, ...] = ()
     """Every PeerAuthentication, by key: each proxy gets all of them (see scoped_for)."""
-    mesh_configs: tuple[ConfigEntry, ...] = ()
-    """The MeshConfig (one per mesh; by key if there are more): every proxy gets it."""
+    mesh_config: ConfigEntry | None = None
+    """The MeshConfig (the first by key, should there be several); every proxy gets it."""
 
     @property
     def root_namespace(self) -> str:
-        """The MeshConfig's rootNamespace (for Telemetry), else istio-system."""
-        for e in self.mesh_configs:
-            if isinstance(e.resource, kinds.MeshConfig):
-                return e.resource.spec.root_namespace
+        """MeshConfig's rootNamespace (Plugin and Telemetry selection read it; other kinds use ROOT_NAMESPACE)."""
+        mc = self.mesh_config
+        if mc is not None and isinstance(mc.resource, kinds.MeshConfig):
+            return mc.resource.spec.root_namespace
         return ROOT_NAMESPACE
+
+    def root_for(self, e: ConfigEntry) -> str:
+        return self.root_namespace if e.kind in ("Plugin", TELEMETRY) else ROOT_NAMESPACE
 
     def get(self, key: str) -> ConfigEntry | None:
         return self.entries.get(key)
@@ -275,6 +278,7 @@ class MeshModel:
                 key=lambda e: e.key,
             )
         )
+        mesh_configs = sorted((e for e in entries.values() if e.kind == MESH_CONFIG), key=lambda e: e.key)
         return MeshModel(
             entries=entries,
             host_scoped=host_scoped,
@@ -282,9 +286,7 @@ class MeshModel:
             revision=revision,
             generation=self.generation + (1 if changed else 0),
             peer_authentications=pas,
-            mesh_configs=tuple(
-                sorted((e for e in entries.values() if e.kind == MESH_CONFIG), key=lambda e: e.key)
-            ),
+            mesh_config=mesh_configs[0] if mesh_configs else None,
         )
 
     def scoped_for(self, namespace: str, labels: Mapping[str, str]) -> list[ConfigEntry]:
@@ -297,17 +299,15 @@ class MeshModel:
         DISABLE server is sent plaintext), which istiod decides centrally and meshbus in each proxy.
         """
         out: list[ConfigEntry] = []
-        for ns in {namespace, ROOT_NAMESPACE}:
+        for ns in {namespace, ROOT_NAMESPACE, self.root_namespace}:
             out.extend(
                 e
                 for e in self.workload_scoped.get(ns, {}).values()
-                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels)
+                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels, self.root_for(e))
             )
         out.extend(self.peer_authentications)
-        root = self.root_namespace
-        if root not in (namespace, ROOT_NAMESPACE):  # mesh-wide Telemetry of a MeshConfig-named root
-            out.extend(e for e in self.workload_scoped.get(root, {}).values() if e.kind == TELEMETRY)
-        out.extend(self.mesh_configs)
+        if self.mesh_config is not None:
+            out.append(self.mesh_config)
         return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> ConfigEntry | None:

@@ -2,7 +2,8 @@
 
 Each entry maps a filter name to the type of its per-route config and the factory that makes the
 filter from it. A name without an entry, or a config of the wrong type, is a build error: the route
-would otherwise run without a filter its config asked for.
+would otherwise run without a filter its config asked for. An entry whose value is an HttpFilter
+already (a Plugin's, made by proxy/filters/plugins) is taken as it is.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def build_chain(filter_config: Mapping[str, object]) -> FilterChain:
         return EMPTY_CHAIN
     filters = []
     for name, config in filter_config.items():
+        if isinstance(config, HttpFilter):  # made already (a Plugin's: proxy/filters/plugins)
+            filters.append(config)
+            continue
         entry = BUILTIN_FILTERS.get(name)
         if entry is None:
             raise ValueError(

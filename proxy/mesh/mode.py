@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,7 @@ from meshbus.bus.schemas.identity import (
 from meshbus.bus.schemas.telemetry import Source
 from meshbus.bus.spiffe import SpiffeId
 from meshbus.bus.tasks import cancel_and_wait
+from meshbus.proxy.build.runtime import build_runtime
 from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent
 from meshbus.proxy.mesh.identity import CertClient, CertClientConfig
 from meshbus.proxy.mesh.probe import ProbeSpec, ProbeTracker
@@ -83,7 +85,11 @@ class MeshMode:
     ) -> None:
         self.server = server
         self.bus = BusConnection(bus_settings)
-        self.agent = MeshAgent(self.bus, agent_settings, swap=server.apply)
+        plugins = getattr(server, "plugins", None)
+        if plugins is not None:
+            server.bus = self.bus  # REMOTE Plugins call their hosts over the agent's connection
+        build = functools.partial(build_runtime, plugins=plugins)
+        self.agent = MeshAgent(self.bus, agent_settings, swap=server.apply, build=build)
         self.identity = identity
         self.prober = AppProber(app_probe, self._on_probe) if app_probe is not None else None
         if self.prober is not None:  # not an endpoint until a probe passes, from the first heartbeat on
