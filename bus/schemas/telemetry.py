@@ -2,7 +2,7 @@
 
 Proxies publish batches, never a message per request (Mixer's lesson, issue 13): every second a
 proxy sends the *deltas* of its metric series since its last batch, the spans it ended meanwhile,
-and its access-log records as JSON lines. Deltas add up, so the collectors can split the batches
+and its access-log records, as rows packed once. Deltas add up, so the collectors can split the batches
 (a queue group) and Prometheus sums the replicas (see meshbus.telemetry.collector).
 """
 

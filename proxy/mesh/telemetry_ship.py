@@ -3,7 +3,7 @@
 Every ``interval`` seconds (1 s) one task publishes, on the proxy's own subjects:
 - ``telemetry.metrics.<node>``: the deltas of its metric series since the last batch
   (`meshbus.telemetry.delta`), an empty batch when nothing changed (the collector's liveness signal);
-- ``telemetry.spans.<node>``: the spans the SDK ended meanwhile (proxy/filters/spans.py buffer).
+- ``telemetry.spans.<node>``: the spans that ended meanwhile (rows of proxy/filters/spans.py's buffer).
 Access-log records take the access-log writer's path (it drains the bounded record queue every 200
 ms); `BusSink` publishes them as rows (msgpack: a quarter of the cost of JSON lines) on
 ``telemetry.logs.<node>``, which a JetStream stream keeps (meshbus-telemetry creates it, with size

@@ -170,7 +170,7 @@ class TelemetryService:
             discard=api.DiscardPolicy.OLD,
             max_bytes=self.config.logs_max_bytes,
             max_age=self.config.logs_max_age,
-            description="meshbus access logs (JSON lines per proxy batch)",
+            description="meshbus access logs (AccessLogBatch rows per proxy batch)",
         )
         try:
             try:
