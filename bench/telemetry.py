@@ -10,6 +10,7 @@ plaintext (bench/mtls.py prices mTLS). Load generator and origin on CPU 0, both 
            left: the trace decision and context propagation, which every request gets).
 - on-1:    Istio's metrics, an access-log record per request, tracing at 1% (Istio's default).
 - on-100:  the same with every request traced (a span per hop, both hops).
+- on-1-nolog: on-1 without access logs (what the access log costs, by difference).
 In the "on" cases each sidecar ships as in mesh mode: metric deltas every second, spans and access
 logs, over a real nats-server to a real meshbus-telemetry (spans to a JSON-lines file, logs into its
 JetStream stream), which also runs on CPU 0.
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="", help="comma list of: off,on-1,on-100")
+    ap.add_argument("--only", default="", help="comma list of: off,on-1,on-100,on-1-nolog")
     ap.add_argument("--ingest-only", action="store_true", help="only the replica's ingest capacity")
     args = ap.parse_args(argv)
     if args.ingest_only:
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in ("nginx-body", "nginx-proxy", "nginx-fcgi", "nginx-uwsgi", "nginx-scgi"):
         (tmp / d).mkdir()
     (tmp / "nginx.conf").write_text(nginx_conf(tmp))
-    cases = [c for c in ("off", "on-1", "on-100") if not args.only or c in args.only.split(",")]
+    cases = [c for c in ("off", "on-1", "on-100", "on-1-nolog") if not args.only or c in args.only.split(",")]
     results = {c: Result() for c in cases}
     collector: dict[str, list[float]] = {c: [] for c in cases}
     nats = EmbeddedNats(port=0, store_dir=str(tmp / "nats"))
@@ -273,7 +274,7 @@ def report(results: dict[str, Result], collector: dict[str, list[float]]) -> Non
     if "off" in results:
         base_rps = statistics.median(results["off"].rps)
         base_cpu = statistics.median(results["off"].cpu_us)
-        for case, goal in (("on-1", 5), ("on-100", 15)):
+        for case, goal in (("on-1", 5), ("on-100", 15), ("on-1-nolog", 5)):
             if case in results:
                 drop = 100 * (1 - statistics.median(results[case].rps) / base_rps)
                 cpu = 100 * (statistics.median(results[case].cpu_us) / base_cpu - 1)

@@ -27,7 +27,6 @@ from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.endpoint import Endpoint
 from meshbus.proxy.filters.observe import HopTelemetry, Observability
 from meshbus.proxy.filters.spans import SpanRecorder
-from meshbus.proxy.mesh.telemetry_ship import _row
 from meshbus.telemetry.accesslog import AccessLogger, AccessLogRecord, format_json_lines
 from meshbus.telemetry.exposition import render_prometheus
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry, istio_static_labels
@@ -248,7 +247,7 @@ def main() -> None:
     format_json_lines(batch)
     results["accesslog_json_format_ns_per_record"] = (time.perf_counter_ns() - t0) / len(batch)
     t0 = time.perf_counter_ns()
-    codec.encode(AccessLogBatch(Source("n"), [], pack_rows([_row(r) for r in batch]), len(batch)))
+    codec.encode(AccessLogBatch(Source("n"), [], pack_rows([r.row() for r in batch]), len(batch)))
     results["accesslog_bus_rows_ns_per_record"] = (time.perf_counter_ns() - t0) / len(batch)
     for code in range(200, 600, 4):  # ~100 series per request metric
         series.record(code, 1.0, 1, 1)

@@ -79,6 +79,26 @@ class AccessLogRecord:
     request_principal: str | None = None
     """The request's JWT principal (``<iss>/<sub>``), once a JWT filter verified one."""
 
+    def row(self) -> list[Any]:
+        """The fields as a list, in declaration order (:data:`FIELDS`): how the bus carries records
+        (packed by the thousand with msgpack; compiled, this is a fraction of a microsecond)."""
+        return [
+            self.start_time, self.method, self.path, self.protocol, self.response_code, self.response_flags,
+            self.response_code_details, self.bytes_received, self.bytes_sent, self.duration_ms,
+            self.upstream_service_time, self.x_forwarded_for, self.user_agent, self.request_id, self.authority,
+            self.upstream_host, self.upstream_cluster, self.route_name, self.downstream_remote_address,
+            self.downstream_peer_principal, self.trace_id, self.direction, self.policy, self.request_principal,
+        ]  # fmt: skip
+
+
+FIELDS: Final[tuple[str, ...]] = (
+    "start_time", "method", "path", "protocol", "response_code", "response_flags", "response_code_details",
+    "bytes_received", "bytes_sent", "duration_ms", "upstream_service_time", "x_forwarded_for", "user_agent",
+    "request_id", "authority", "upstream_host", "upstream_cluster", "route_name", "downstream_remote_address",
+    "downstream_peer_principal", "trace_id", "direction", "policy", "request_principal",
+)  # fmt: skip
+"""AccessLogRecord's fields in order (what `AccessLogRecord.row` gives); tests hold the two in step."""
+
 
 class AccessLog(Protocol):
     """What the proxy holds: :class:`AccessLogger` or :data:`NULL_ACCESS_LOG`."""

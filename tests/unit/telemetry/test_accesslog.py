@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshbus.telemetry.accesslog import (
+    FIELDS,
     NULL_ACCESS_LOG,
     AccessLogger,
     AccessLogRecord,
@@ -208,6 +209,11 @@ def test_field_order_is_stable_for_positional_construction() -> None:
         "route_name", "downstream_remote_address", "downstream_peer_principal", "trace_id",
         "direction", "policy", "request_principal",
     ]  # fmt: skip
+    assert tuple(f.name for f in dc_fields(AccessLogRecord)) == FIELDS
+    r = AccessLogRecord(1.0, "GET", trace_id="t", request_principal="iss/sub")
+    assert dict(zip(FIELDS, r.row(), strict=True)) == {
+        f.name: getattr(r, f.name) for f in dc_fields(AccessLogRecord)
+    }
 
 
 _text = st.one_of(st.none(), st.text(max_size=40))

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, pack_rows
 from meshbus.control.cli.telemetry_cmds import records_of, status_filter, tables
-from meshbus.proxy.mesh.telemetry_ship import _RECORD_FIELDS, _row
+from meshbus.proxy.mesh.telemetry_ship import _RECORD_FIELDS
 from meshbus.telemetry.accesslog import AccessLogRecord
 
 pytestmark = pytest.mark.unit
@@ -29,7 +29,7 @@ def test_status_filter() -> None:
 def test_rows_render_under_istios_json_keys_and_newer_fields_are_ignored() -> None:
     rec = AccessLogRecord(1_700_000_000.25, "GET", "/r", "HTTP/1.1", 503, "UH", None, 0, 19, 12.6,
                           trace_id="4bf92f3577b34da6a3ce929d0e0e4736", direction="outbound", policy="ns/deny")  # fmt: skip
-    batch = AccessLogBatch(Source("n"), [*_RECORD_FIELDS, "from_the_future"], pack_rows([[*_row(rec), 1]]), 1)
+    batch = AccessLogBatch(Source("n"), [*_RECORD_FIELDS, "from_the_future"], pack_rows([[*rec.row(), 1]]), 1)
     [doc] = records_of(batch)
     assert doc["start_time"] == "2023-11-14T22:13:20.250Z" and doc["duration"] == 13
     assert (doc["response_code"], doc["response_flags"], doc["policy"]) == (503, "UH", "ns/deny")
