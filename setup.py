@@ -44,6 +44,13 @@ NATIVE_MODULES = [
     "proxy/filters/ratelimit.py",
     "proxy/filters/cors.py",
     "proxy/filters/chain.py",
+    "proxy/filters/jwt_authn.py",
+    "proxy/filters/global_ratelimit.py",
+    "bus/config/authz/normalize.py",  # authorization, shared with meshctl authz (bus/config/authz/__init__.py)
+    "bus/config/authz/matchers.py",
+    "bus/config/authz/engine.py",
+    "proxy/filters/authz.py",
+    "proxy/filters/authz_stats.py",
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
     # the STATS phase, on every request (proxy/filters/observe.py)

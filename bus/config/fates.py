@@ -152,6 +152,24 @@ _STRICT_STANDALONE = not_enforced(
 )
 
 
+_GATEWAY_POLICY = not_enforced(
+    "a policy with targetRef(s) is for gateways and waypoints, which meshbus does not have: it applies to "
+    "no sidecar; use selector"
+)
+_SOURCE_FIELDS = (
+    "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces", "notNamespaces",
+    "serviceAccounts", "notServiceAccounts", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks",
+    "trustDomains", "notTrustDomains",
+)  # fmt: skip
+_OPERATION_FIELDS = ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
+_EXT_AUTHZ_HTTP = "MeshConfig spec.extensionProviders[].envoyExtAuthzHttp"
+_EXT_AUTHZ_HTTP_FIELDS = (
+    "service", "port", "timeout", "pathPrefix", "failOpen", "statusOnError", "includeRequestHeadersInCheck",
+    "includeAdditionalHeadersInCheck", "headersToUpstreamOnAllow", "headersToDownstreamOnDeny",
+    "headersToDownstreamOnAllow",
+)  # fmt: skip
+
+
 def _string_match(prefix: str) -> dict[str, Fate]:
     return {f"{prefix}.{k}": ENFORCED for k in ("exact", "prefix", "regex")}
 
@@ -224,24 +242,9 @@ _TELEMETRY: dict[str, Fate] = {
 }
 
 _MC = "MeshConfig spec"
-_NO_AUTHZ_PROVIDERS = not_enforced("meshbus does not call external authorizers yet; the provider is unused")
 _MESH_CONFIG: dict[str, Fate] = {
-    # MeshConfig (discovery sends it to every proxy; meshbus-telemetry reads its providers)
-    f"{_MC}.rootNamespace": not_enforced(
-        "only Plugins and Telemetry resources are looked up there; the other kinds' root namespace stays "
-        "istio-system",
-        when=lambda v, _p: v != "istio-system",
-        condition="other than istio-system",
-    ),
-    f"{_MC}.trustDomain": not_enforced("the trust domain is meshbus-ca's --trust-domain"),
-    f"{_MC}.pathNormalization.normalization": not_enforced("paths are not normalized for policy"),
-    f"{_MC}.defaultConfig.gatewayTopology.numTrustedProxies": not_enforced(
-        "meshbus has no gateway proxy yet; X-Forwarded-For is not read for a client address"
-    ),
-    f"{_MC}.extensionProviders[].name": ENFORCED,
-    f"{_MC}.extensionProviders[].envoyExtAuthzHttp": _NO_AUTHZ_PROVIDERS,
-    f"{_MC}.extensionProviders[].envoyExtAuthzGrpc": _NO_AUTHZ_PROVIDERS,
-    f"{_MC}.extensionProviders[].meshbusAuthz": _NO_AUTHZ_PROVIDERS,
+    # MeshConfig's telemetry providers (meshbus-telemetry reads them; proxies read defaultProviders)
+    f"{_MC}.extensionProviders[].prometheus": ENFORCED,  # meshbus-telemetry's /metrics, always served
     f"{_MC}.extensionProviders[].opentelemetry.service": ENFORCED,
     f"{_MC}.extensionProviders[].opentelemetry.port": ENFORCED,
     f"{_MC}.extensionProviders[].opentelemetry.http.path": ENFORCED,
@@ -280,14 +283,16 @@ KINDS: dict[str, Fate] = {
             "meshbus-discovery in mesh mode"
         )
     ),
-    "AuthorizationPolicy": not_enforced(
-        "meshbus does not apply authorization policy yet; the workloads it selects still accept every caller"
-    ),
-    "RequestAuthentication": not_enforced(
-        "meshbus does not verify JWTs yet; requests without a token or with a bad one are not rejected"
+    "AuthorizationPolicy": ENFORCED,
+    "RequestAuthentication": ENFORCED,
+    "RateLimit": enforced_except_standalone(
+        not_enforced(
+            "a standalone proxy has no meshbus-policy to count with: it applies the failure mode (Open: "
+            "every request passes)"
+        )
     ),
     "Plugin": ENFORCED,
-    "MeshConfig": ENFORCED,  # field by field below: what Plugins and telemetry read, what nothing reads yet
+    "MeshConfig": ENFORCED,
     "Gateway": not_enforced("meshbus has no gateway proxy yet; this Gateway is stored but has no effect"),
     "WorkloadEntry": not_enforced(
         "meshbus adds no WorkloadEntry to any service; workloads join by registering (meshbus-proxy in "
@@ -609,17 +614,96 @@ FIELDS: dict[str, Fate] = {
     "Plugin spec.match[].ports[].number": ENFORCED,
     "Plugin spec.pluginConfig": ENFORCED,
     "Plugin spec.timeout": ENFORCED,
-    # Kinds that are not enforced as a whole: what stays to do inside them once they are.
-    "AuthorizationPolicy spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
-    "AuthorizationPolicy spec.targetRefs": not_enforced("meshbus has no Gateway API; use selector"),
-    "AuthorizationPolicy spec.rules[].from[].source.trustDomains": not_enforced(
-        "meshbus has one trust domain"
+    # AuthorizationPolicy (bus/config/authz, proxy/filters/authz.py: the server sidecar's AUTHZ filter)
+    "AuthorizationPolicy spec.selector.matchLabels": ENFORCED,
+    "AuthorizationPolicy spec.targetRef": _GATEWAY_POLICY,
+    "AuthorizationPolicy spec.targetRefs": _GATEWAY_POLICY,
+    "AuthorizationPolicy spec.action": ENFORCED,
+    "AuthorizationPolicy spec.provider.name": ENFORCED,
+    **{f"AuthorizationPolicy spec.rules[].from[].source.{f}": ENFORCED for f in _SOURCE_FIELDS},
+    **{f"AuthorizationPolicy spec.rules[].to[].operation.{f}": ENFORCED for f in _OPERATION_FIELDS},
+    "AuthorizationPolicy spec.rules[].when[].key": not_enforced(
+        "meshbus cannot read Envoy filter metadata: in an ALLOW rule this condition never holds (the rule "
+        "allows nothing); a DENY, AUDIT or CUSTOM rule is applied without it, so it matches more requests "
+        "(fails closed)",
+        when=lambda v, _p: str(v).startswith("experimental.envoy.filters."),
+        condition="experimental.envoy.filters.*",
     ),
-    "AuthorizationPolicy spec.rules[].from[].source.notTrustDomains": not_enforced(
-        "meshbus has one trust domain"
+    "AuthorizationPolicy spec.rules[].when[].values": ENFORCED,
+    "AuthorizationPolicy spec.rules[].when[].notValues": ENFORCED,
+    # MeshConfig (bus/config/authz/compile.py reads it for the proxies; control/discovery/model.py the root
+    # namespace of every kind)
+    "MeshConfig spec.rootNamespace": ENFORCED,
+    "MeshConfig spec.trustDomain": not_enforced(
+        "meshbus-ca and the sidecars take the trust domain from their command line (--trust-domain)"
     ),
+    "MeshConfig spec.pathNormalization.normalization": ENFORCED,
+    "MeshConfig spec.defaultConfig.gatewayTopology.numTrustedProxies": ENFORCED,
+    "MeshConfig spec.extensionProviders[].name": ENFORCED,
+    **{f"{_EXT_AUTHZ_HTTP}.{f}": ENFORCED for f in _EXT_AUTHZ_HTTP_FIELDS},
+    f"{_EXT_AUTHZ_HTTP}.clearRouteCache": not_enforced(
+        "meshbus-proxy picks the route before authorization and does not pick it again after a check"
+    ),
+    f"{_EXT_AUTHZ_HTTP}.includeRequestBodyInCheck.maxRequestBytes": not_enforced(
+        "meshbus-proxy holds at most 64 KiB of a body for a check: a larger body counts as over the limit "
+        "(413, or sent in part with allowPartialMessage)",
+        when=lambda v, _p: int(v or 0) > 65536,
+        condition="over 65536",
+    ),
+    f"{_EXT_AUTHZ_HTTP}.includeRequestBodyInCheck.allowPartialMessage": ENFORCED,
+    f"{_EXT_AUTHZ_HTTP}.includeRequestBodyInCheck.packAsBytes": ENFORCED,
+    "MeshConfig spec.extensionProviders[].envoyExtAuthzGrpc": not_enforced(
+        "meshbus-proxy cannot call gRPC authorizers: CUSTOM policies naming this provider deny the requests "
+        "they match"
+    ),
+    "MeshConfig spec.extensionProviders[].meshbusAuthz": not_enforced(
+        "no meshbus-proxy serves the NATS authorizer protocol yet: CUSTOM policies naming this provider deny "
+        "the requests they match"
+    ),
+    # RequestAuthentication (proxy/filters/jwt_authn.py in the inbound sidecar; keys fetched by
+    # meshbus-policy, control/policy/jwks.py, and sent inline by discovery, control/discovery/jwks_inline.py)
     "RequestAuthentication spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
     "RequestAuthentication spec.targetRefs": not_enforced("meshbus has no Gateway API; use selector"),
+    "RequestAuthentication spec.selector.matchLabels": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].issuer": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].audiences": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].jwksUri": enforced_except_standalone(
+        not_enforced(
+            "a standalone proxy fetches no keys (meshbus-policy does, in mesh mode): tokens of this issuer "
+            "get 401; give the keys inline in jwks",
+        )
+    ),
+    "RequestAuthentication spec.jwtRules[].jwks": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromHeaders[].name": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromHeaders[].prefix": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromParams": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromCookies": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].outputPayloadToHeader": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].forwardOriginalToken": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].outputClaimToHeaders[].header": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].outputClaimToHeaders[].claim": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].timeout": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].spaceDelimitedClaims": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].presence": not_enforced(
+        "meshbus treats every token as optional: a request without one passes without identity; require "
+        "one with an AuthorizationPolicy whose rule names requestPrincipals",
+        when=lambda v, _p: v == "REQUIRED",
+        condition="REQUIRED",
+    ),
+    # RateLimit (proxy/filters/global_ratelimit.py in the inbound sidecar, counters in meshbus-policy)
+    "RateLimit spec.selector.matchLabels": ENFORCED,
+    "RateLimit spec.rules[].name": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].name": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].type": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].value": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].invert": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].sourceCIDR.type": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].sourceCIDR.value": ENFORCED,
+    "RateLimit spec.rules[].limit.requests": ENFORCED,
+    "RateLimit spec.rules[].limit.unit": ENFORCED,
+    "RateLimit spec.rules[].shadowMode": ENFORCED,
+    "RateLimit spec.failureMode": ENFORCED,
+    "RateLimit spec.timeout": ENFORCED,
     **_TELEMETRY,
     **_MESH_CONFIG,
 }

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from meshbus.bus.config.destination_rule import DestinationRuleSpec
 from meshbus.bus.config.mesh_config import MeshConfigSpec
 from meshbus.bus.config.meshbus_kinds import LocalRateLimitSpec, PluginSpec
+from meshbus.bus.config.rate_limit import RateLimitSpec
 from meshbus.bus.config.security import (
     AuthorizationPolicySpec,
     PeerAuthenticationSpec,
@@ -208,6 +209,12 @@ class LocalRateLimit(Resource):
     GROUP, VERSIONS = _MESHBUS
     KIND = "LocalRateLimit"
     spec: LocalRateLimitSpec
+
+
+class RateLimit(Resource):
+    GROUP, VERSIONS = _MESHBUS
+    KIND = "RateLimit"
+    spec: RateLimitSpec
 
 
 class Plugin(Resource):

@@ -15,6 +15,7 @@ from meshbus.bus.process import add_common_args
 
 from . import (
     analyze,
+    authz_cmds,
     ca_cmds,
     config_cmds,
     plugins_cmd,
@@ -32,17 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_common_args(common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (
-        up,
-        up_background,
-        config_cmds,
-        analyze,
-        ca_cmds,
-        plugins_cmd,
-        status_cmds,
-        telemetry_cmds,
+    groups = (
+        up, up_background, config_cmds, analyze, ca_cmds, status_cmds, plugins_cmd, authz_cmds, telemetry_cmds,
         version,
-    ):
+    )  # fmt: skip
+    for group in groups:
         group.register(sub, common)
     return parser
 

@@ -1,6 +1,7 @@
 """What `meshctl up` runs besides NATS: the control plane and the demo mesh.
 
 - meshbus-config, meshbus-discovery (creates the config bucket if config has not yet), meshbus-ca,
+  meshbus-policy (global rate limit counters, JWT key sets);
   meshbus-telemetry (mesh-wide /metrics, the live graph at http://127.0.0.1:15090/, spans to
   <data-dir>/logs/spans.jsonl, access logs in a JetStream stream: ``meshctl logs``, ``meshctl top``);
 - two versions of the demo "reviews" service, each behind a mesh-mode sidecar (inbound -> app),
@@ -110,6 +111,9 @@ def children(
             "meshbus-ca",
             (python, "-m", "meshbus.control.ca", "--ca-dir", str(data_dir / "ca")),
             f"bus: {bus.component_all('ca')} (keys in {data_dir / 'ca'})",
+        ),
+        Child(
+            "meshbus-policy", (python, "-m", "meshbus.control.policy"), f"bus: {bus.component_all('policy')}"
         ),
         Child(
             "meshbus-telemetry",

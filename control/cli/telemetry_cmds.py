@@ -103,7 +103,7 @@ def _text(rec: dict[str, Any]) -> str:
         f"{rec.get('response_flags')} {dur if dur is not None else '-'}ms "
         f"{rec.get('upstream_host') or '-'} peer={rec.get('downstream_peer_principal') or '-'} "
         f"trace={rec.get('trace_id') or '-'} id={rec.get('request_id') or '-'}"
-        + (f" policy={rec['policy']}" if rec.get("policy") else "")
+        + "".join(f" {k}={v}" for k, v in (rec.get("metadata") or {}).items())
     )
 
 

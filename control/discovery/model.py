@@ -14,10 +14,13 @@ old one (Istio ``updateContext``), so a change costs what changed, not the mesh 
 Entries come in two scopes:
 - host-scoped (VirtualService, DestinationRule, ServiceEntry, LocalRateLimit with hosts): a proxy
   gets them when it may call one of their hosts;
-- workload-scoped (Sidecar, Gateway, security policies, Plugin, LocalRateLimit without hosts,
-  Telemetry): a proxy gets them when they select its workload (same namespace or the root namespace);
-- mesh-wide (MeshConfig): every proxy gets it. Its ``rootNamespace`` is where the proxy looks for
-  mesh-wide Plugins and Telemetry (the other kinds' root namespace is istio-system here).
+- workload-scoped (Sidecar, Gateway, security policies, Plugin, RateLimit, Telemetry, LocalRateLimit
+  without hosts): a proxy gets them when they select its workload (same namespace or the root
+  namespace). A security
+  policy with ``targetRef(s)`` is for gateways and waypoints and selects no sidecar (Istio).
+The mesh's one MeshConfig goes to every proxy (path normalization, trusted proxies, authorizers,
+telemetry providers), and
+its ``rootNamespace`` (default ``istio-system``) is the root namespace for every kind.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from meshbus.bus.schemas.config import manifest_resource
 from meshbus.bus.schemas.discovery import resource_key
 
 ROOT_NAMESPACE = "istio-system"
+"""The root namespace when no MeshConfig names one (Istio's default)."""
 HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
 WORKLOAD_SCOPED = frozenset(
     {
@@ -45,6 +49,7 @@ WORKLOAD_SCOPED = frozenset(
         "RequestAuthentication",
         "AuthorizationPolicy",
         "Plugin",
+        "RateLimit",
         "Telemetry",
     }
 )
@@ -85,7 +90,13 @@ def _selector(res: kinds.Resource) -> dict[str, str] | None:
     labels: Mapping[str, str] | None = None
     if isinstance(
         res,
-        (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy, kinds.Telemetry),
+        (
+            kinds.PeerAuthentication,
+            kinds.RequestAuthentication,
+            kinds.AuthorizationPolicy,
+            kinds.RateLimit,
+            kinds.Telemetry,
+        ),
     ):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None
     elif isinstance(res, kinds.Plugin):
@@ -146,6 +157,8 @@ class ConfigEntry:
     """Destinations named without a port: only a ServiceEntry (or registered workloads) resolves them."""
     selector: dict[str, str] | None = None
     workload_scoped: bool = False
+    gateway_only: bool = False
+    """A security policy bound with targetRef(s): it selects no sidecar."""
     packed: bytes = b""
     """msgpack of `value`, made once and reused in every snapshot that carries this resource."""
 
@@ -168,6 +181,9 @@ class ConfigEntry:
         elif isinstance(res, kinds.LocalRateLimit):
             hosts = frozenset(to_fqdn(h, ns) for h in res.spec.hosts)
             scoped = not hosts
+        gateway_only = isinstance(res, (kinds.AuthorizationPolicy, kinds.RequestAuthentication)) and bool(
+            res.spec.target_ref is not None or res.spec.target_refs
+        )
         return cls(
             key=key,
             kind=kind,
@@ -182,13 +198,14 @@ class ConfigEntry:
             portless=portless,
             selector=_selector(res) if scoped else None,
             workload_scoped=scoped,
+            gateway_only=gateway_only,
             packed=msgpack.packb(value, use_bin_type=True),
         )
 
     def selects(self, namespace: str, labels: Mapping[str, str], root: str = ROOT_NAMESPACE) -> bool:
         """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?
-        ``root``: the mesh's root namespace (MeshConfig's, for the kinds that read it: Plugin)."""
-        if self.namespace not in (namespace, root):
+        ``root``: the mesh's root namespace (`MeshModel.root_namespace`)."""
+        if self.namespace not in (namespace, root) or self.gateway_only:
             return False
         if self.kind == "Gateway" and not self.selector:
             return False
@@ -217,14 +234,15 @@ class MeshModel:
 
     @property
     def root_namespace(self) -> str:
-        """MeshConfig's rootNamespace (Plugin and Telemetry selection read it; other kinds use ROOT_NAMESPACE)."""
+        """MeshConfig's rootNamespace, else Istio's default: where a policy or Plugin applies mesh-wide."""
         mc = self.mesh_config
         if mc is not None and isinstance(mc.resource, kinds.MeshConfig):
             return mc.resource.spec.root_namespace
         return ROOT_NAMESPACE
 
     def root_for(self, e: ConfigEntry) -> str:
-        return self.root_namespace if e.kind in ("Plugin", TELEMETRY) else ROOT_NAMESPACE
+        """The root namespace ``e`` is selected under: the mesh's, for every kind."""
+        return self.root_namespace
 
     def get(self, key: str) -> ConfigEntry | None:
         return self.entries.get(key)
@@ -297,9 +315,10 @@ class MeshModel:
         to the workloads they select: a proxy resolves
         its own inbound policy from them, and its auto-mTLS reads the destination workloads' (a
         DISABLE server is sent plaintext), which istiod decides centrally and meshbus in each proxy.
+        So does the MeshConfig.
         """
         out: list[ConfigEntry] = []
-        for ns in {namespace, ROOT_NAMESPACE, self.root_namespace}:
+        for ns in {namespace, self.root_namespace}:
             out.extend(
                 e
                 for e in self.workload_scoped.get(ns, {}).values()
@@ -315,11 +334,12 @@ class MeshModel:
         else the root namespace's; ties broken by name (Istio: oldest, which we cannot know)."""
         best: tuple[int, str] | None = None
         chosen = None
-        for ns, rank_base in ((namespace, 0), (ROOT_NAMESPACE, 2)):
+        root = self.root_namespace
+        for ns, rank_base in ((namespace, 0), (root, 2)):
             for e in self.workload_scoped.get(ns, {}).values():
-                if e.kind != "Sidecar" or not e.selects(namespace, labels):
+                if e.kind != "Sidecar" or not e.selects(namespace, labels, root):
                     continue
-                if ns == ROOT_NAMESPACE and e.selector:
+                if ns == root and e.selector:
                     continue  # a root-namespace Sidecar with a selector is ignored by Istio
                 rank = (rank_base + (0 if e.selector else 1), e.name)
                 if best is None or rank < best:

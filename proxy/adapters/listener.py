@@ -348,6 +348,10 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport.write(data)
         return blen
 
+    def connection_info(self, name: str) -> Any:
+        transport = self.transport
+        return transport.get_extra_info(name) if transport is not None else None
+
     # ---- used by Exchange -----------------------------------------------------------------------
 
     def pause(self, reason: str) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from meshbus.bus.tasks import cancel_and_wait
+from meshbus.proxy.adapters import ext_authz_http  # noqa: F401 - registers the envoyExtAuthzHttp client
 from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
 from meshbus.proxy.adapters.upstream import PoolManager
 from meshbus.proxy.bootstrap import BootstrapConfig, ConfigRefused, load_in_process, load_isolated

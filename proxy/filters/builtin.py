@@ -11,10 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from meshbus.proxy.filters.authz import AUTHORIZATION, AuthzConfig, AuthzFilter
 from meshbus.proxy.filters.chain import EMPTY_CHAIN, FilterChain, HttpFilter
 from meshbus.proxy.filters.cors import CORS, CorsFilter, CorsPolicy
 from meshbus.proxy.filters.fault import FAULT, FaultFilter, FaultPolicy
+from meshbus.proxy.filters.global_ratelimit import (
+    GLOBAL_RATELIMIT,
+    GlobalRateLimitConfig,
+    GlobalRateLimitFilter,
+)
 from meshbus.proxy.filters.headerops import HEADER_OPS, HeaderOpsFilter, RouteHeaderOps
+from meshbus.proxy.filters.jwt_authn import JWT_AUTHN, JwtAuthnConfig, JwtAuthnFilter
 from meshbus.proxy.filters.ratelimit import LOCAL_RATELIMIT, LocalRateLimitFilter, TokenBucket
 
 BUILTIN_FILTERS: Final[dict[str, tuple[type, Callable[[Any], HttpFilter]]]] = {
@@ -22,6 +29,9 @@ BUILTIN_FILTERS: Final[dict[str, tuple[type, Callable[[Any], HttpFilter]]]] = {
     CORS: (CorsPolicy, CorsFilter),
     FAULT: (FaultPolicy, FaultFilter),
     HEADER_OPS: (RouteHeaderOps, HeaderOpsFilter),
+    JWT_AUTHN: (JwtAuthnConfig, JwtAuthnFilter),
+    GLOBAL_RATELIMIT: (GlobalRateLimitConfig, GlobalRateLimitFilter),
+    AUTHORIZATION: (AuthzConfig, AuthzFilter),
 }
 
 

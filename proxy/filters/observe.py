@@ -12,8 +12,9 @@ What each side records comes from the Telemetry policy of the runtime the reques
 (proxy/build/telemetry_policy.py). Everything here is in memory: shipping happens off the request
 path (proxy/mesh/telemetry_ship.py).
 
-Filters that decide about a request leave what the access log should say in ``ctx.filter_state``
-under the keys below (optional: the record's fields stay null until a filter sets them).
+Filters that decide about a request leave what the access log should say in ``ctx.filter_state``:
+the JWT filter its verified identity under ``request.auth`` (the record's ``request_principal``), any
+filter fields under ``access_log`` (the record's ``metadata``: the authorization policy that decided).
 """
 
 from __future__ import annotations
@@ -30,10 +31,6 @@ from meshbus.telemetry.peer import PEER_HEADER, Workload
 
 log = logging.getLogger(__name__)
 
-POLICY_STATE: Final = "meshbus.policy"
-"""filter_state key: the policy that decided the request (``ns/name`` or Envoy's ``ns[x]-policy[y]-rule[0]``)."""
-PRINCIPAL_STATE: Final = "meshbus.request_principal"
-"""filter_state key: the request's JWT principal (``<iss>/<sub>``), once a JWT filter verified one."""
 _PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
@@ -152,6 +149,7 @@ def access_record(
     cluster = ex.cluster
     route = ex.route
     fs = ex.filter_state
+    auth = fs.get("request.auth") if fs is not None else None  # proxy/filters/jwt_authn.py
     return AccessLogRecord(
         ex.start,
         head.method,
@@ -174,9 +172,9 @@ def access_record(
         ex.dc.peer_ip,
         ex.dc.peer_principal,
         hop.trace_id if hop is not None else None,
+        auth["principal"] if auth is not None else None,
+        fs.get("access_log") if fs is not None else None,  # fields filters add (chain.FilterContext)
         direction,
-        fs.get(POLICY_STATE) if fs is not None else None,
-        fs.get(PRINCIPAL_STATE) if fs is not None else None,
     )
 
 

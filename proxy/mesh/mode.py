@@ -51,6 +51,7 @@ from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent
 from meshbus.proxy.mesh.identity import CertClient, CertClientConfig
 from meshbus.proxy.mesh.probe import ProbeSpec, ProbeTracker
 from meshbus.proxy.mesh.prober import AppProber
+from meshbus.proxy.mesh.ratelimit_client import install as install_lease_client
 from meshbus.proxy.mesh.telemetry_ship import BusSink, TelemetryShipper
 from meshbus.telemetry.peer import Workload
 
@@ -116,6 +117,8 @@ class MeshMode:
         self._start_telemetry()
         self.server.drain_hooks.append(self.agent.drain)
         self.server.cert_report = self.cert_report
+        # Global rate limits (meshbus.io/v1 RateLimit) ask meshbus-policy for token leases over this bus.
+        install_lease_client(self.bus, self.node_id)
         self._tasks.append(asyncio.create_task(self.bus.connect(wait=True), name="meshbus-proxy-bus"))
         self._tasks.append(asyncio.create_task(self._gate(), name="meshbus-proxy-readiness"))
         self._tasks.append(asyncio.create_task(self._serve_certs(), name="meshbus-proxy-certs"))

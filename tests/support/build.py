@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_ENV = "MESHBUS_TEST_BUILD"
 
 # NATIVE_MODULES are the proxy's request path (proxy/core, codec, filters, the I/O adapters, tls/stream),
-# telemetry's records and bus/config/hosts.py. The proxy's and telemetry's tests drive them directly,
-# test_hosts.py the host rules; the import check imports each compiled module's source alone. A few
-# end-to-end tests drive them in real sidecar processes (the processes inherit the pure PYTHONPATH):
+# telemetry's records, bus/config/hosts.py and the authorization decisions (bus/config/authz). The proxy's
+# and telemetry's tests drive them directly, test_hosts.py the host rules, test_authz_* the authorization
+# tables; the import check imports each compiled module's source alone. A few end-to-end tests drive them in real sidecar processes (the processes inherit the pure PYTHONPATH):
 # routing weights, mTLS between sidecars, forked workers, a sidecar restarted from its saved snapshot.
 # Control-plane, config-language, bus and CLI tests touch the compiled modules at most in passing
 # (analysis resolves hosts), so they run once, in the compiled run.
@@ -28,6 +28,8 @@ PURE_RUN = (
     "tests/integration/proxy/",
     "tests/unit/telemetry/",
     "tests/unit/config/test_hosts.py",
+    "tests/unit/config/test_authz_normalize.py",
+    "tests/unit/config/test_authz_engine.py",
     "tests/test_imports.py",
     "tests/e2e/test_traffic_shift.py",
     "tests/e2e/test_mtls_sidecars.py",

@@ -39,6 +39,8 @@ BUS_COMMANDS = {
     "ca bundle": ["ca", "bundle"],
     "cert inspect": ["cert", "inspect", "productpage-sidecar"],
     "plugins": ["plugins"],
+    "authz check": ["authz", "check", "reviews-v1-sidecar"],
+    "authz explain": ["authz", "explain", "--from", "productpage", "--to", "reviews"],
     "logs": ["logs"],
     "top": ["top", "--once"],
 }

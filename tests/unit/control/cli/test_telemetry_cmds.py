@@ -28,11 +28,13 @@ def test_status_filter() -> None:
 
 def test_rows_render_under_istios_json_keys_and_newer_fields_are_ignored() -> None:
     rec = AccessLogRecord(1_700_000_000.25, "GET", "/r", "HTTP/1.1", 503, "UH", None, 0, 19, 12.6,
-                          trace_id="4bf92f3577b34da6a3ce929d0e0e4736", direction="outbound", policy="ns/deny")  # fmt: skip
+                          trace_id="4bf92f3577b34da6a3ce929d0e0e4736", direction="outbound",
+                          metadata={"authz_policy": "ns/deny"})  # fmt: skip
     batch = AccessLogBatch(Source("n"), [*_RECORD_FIELDS, "from_the_future"], pack_rows([[*rec.row(), 1]]), 1)
     [doc] = records_of(batch)
     assert doc["start_time"] == "2023-11-14T22:13:20.250Z" and doc["duration"] == 13
-    assert (doc["response_code"], doc["response_flags"], doc["policy"]) == (503, "UH", "ns/deny")
+    assert (doc["response_code"], doc["response_flags"], doc["direction"]) == (503, "UH", "outbound")
+    assert doc["metadata"] == {"authz_policy": "ns/deny"}
     assert "from_the_future" not in doc and "duration_ms" not in doc
 
 
