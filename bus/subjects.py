@@ -169,6 +169,10 @@ class Subjects:
     def policy(self, verb: str) -> str:
         return self._s("policy", validate_token(verb, "verb"))
 
+    def authz(self, name: str) -> str:
+        """A ``meshbusAuthz`` external authorizer (bus/schemas/authz.py): proxies ask, its servers answer."""
+        return self._s("authz", validate_token(name, "authorizer name"))
+
     # -- remote filters: the filter id is dotted, so it is escaped into one token
     def filter_call(self, filter_id: str) -> str:
         return self._s("filter", escape_token(filter_id), "call")

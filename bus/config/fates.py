@@ -656,10 +656,11 @@ FIELDS: dict[str, Fate] = {
         "meshbus-proxy cannot call gRPC authorizers: CUSTOM policies naming this provider deny the requests "
         "they match"
     ),
-    "MeshConfig spec.extensionProviders[].meshbusAuthz": not_enforced(
-        "no meshbus-proxy serves the NATS authorizer protocol yet: CUSTOM policies naming this provider deny "
-        "the requests they match"
-    ),
+    "MeshConfig spec.extensionProviders[].meshbusAuthz": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.subject": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.timeout": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.failOpen": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.statusOnError": ENFORCED,
     # RequestAuthentication (proxy/filters/jwt_authn.py in the inbound sidecar; keys fetched by
     # meshbus-policy, control/policy/jwks.py, and sent inline by discovery, control/discovery/jwks_inline.py)
     "RequestAuthentication spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),

@@ -96,6 +96,26 @@ def _strip_connection(raw: bytes, value: str) -> bytes | None:
     return _RAW_CONNECTION.sub(b"", raw, count=1)
 
 
+_REMOVE_LINE: dict[str, re.Pattern[bytes]] = {}
+
+
+def _raw_removed(raw: bytes, ops: HeaderOps, hdict: dict[str, str]) -> bytes | None:
+    """``raw`` without the lines of header operations that only remove (a JWT filter dropping the
+    token header), so such a request still goes upstream as received; None when ``ops`` sets or
+    adds headers (the head is rebuilt). The caller checks that no name occurs twice."""
+    if ops.set or ops.add:
+        return None
+    for name in ops.remove:
+        if name in hdict:
+            pat = _REMOVE_LINE.get(name)
+            if pat is None:
+                if len(_REMOVE_LINE) > 256:
+                    _REMOVE_LINE.clear()
+                pat = _REMOVE_LINE[name] = re.compile(b"\r\n" + re.escape(name.encode()) + b":[^\r]*", re.I)
+            raw = pat.sub(b"", raw, count=1)
+    return raw
+
+
 _rand: Final = random.random
 
 
@@ -351,7 +371,7 @@ class Exchange:
         if (
             raw is not None
             and route.plain
-            and self.req_ops is None
+            and (self.req_ops is None or (raw := _raw_removed(raw, self.req_ops, hdict)) is not None)
             and not route.mirrors  # _mirror_head edits the lowercase host line of a rebuilt head
             and not route.rewrite_authority
             and view.path == head.target  # origin-form: the request line and Host stay as sent

@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from meshbus.bus.tasks import cancel_and_wait
-from meshbus.proxy.adapters import ext_authz_http  # noqa: F401 - registers the envoyExtAuthzHttp client
+from meshbus.proxy.adapters import (
+    ext_authz_http,  # noqa: F401 - registers the envoyExtAuthzHttp client
+    ext_authz_nats,  # noqa: F401 - registers the meshbusAuthz client
+)
 from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
 from meshbus.proxy.adapters.upstream import PoolManager
 from meshbus.proxy.bootstrap import BootstrapConfig, ConfigRefused, load_in_process, load_isolated
@@ -154,6 +157,10 @@ class ProxyServer:
         )
         self._fingerprint = fingerprint
         return runtime
+
+    def call_bus(self) -> Any:
+        """The bus the request path calls over (REMOTE Plugins, the meshbusAuthz authorizer)."""
+        return self._plugin_bus()
 
     def _plugin_bus(self) -> Any:
         """The bus REMOTE Plugins are called over; a standalone proxy connects on first need."""

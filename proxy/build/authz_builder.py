@@ -33,6 +33,8 @@ def inbound_authz(
     """The authorization of the inbound route, or None when no AuthorizationPolicy selects this workload."""
 
     def resolve(spec: ProviderSpec) -> str | None:
+        if spec.kind == "meshbusAuthz":
+            return spec.name  # reached over the bus, not through a cluster
         name = cluster_name(spec.port, "", spec.host)
         return name if name in clusters else None
 

@@ -3,7 +3,8 @@ it gets back, and the clients by provider type (sans-IO: the clients themselves 
 
 A provider type (a MeshConfig ``extensionProviders`` field: ``envoyExtAuthzHttp``, ...) is served by a
 client registered in `CLIENT_FACTORIES` under that name; the proxy's I/O side registers its clients
-when it starts (adapters/ext_authz_http.py registers ``envoyExtAuthzHttp``). A factory gets the
+when it starts (adapters/ext_authz_http.py registers ``envoyExtAuthzHttp``, adapters/ext_authz_nats.py
+``meshbusAuthz``). A factory gets the
 provider's compiled settings (bus/config/authz/compile.ProviderSpec) and the running server, and
 returns an object with ``check``. Adding a provider type is: a client with that method, registered
 under the type's name, and the name added to `PROVIDER_KINDS` (what the build accepts).
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
-PROVIDER_KINDS: Final = ("envoyExtAuthzHttp",)
+PROVIDER_KINDS: Final = ("envoyExtAuthzHttp", "meshbusAuthz")
 """Provider types this proxy calls; CUSTOM rules naming another type deny what they match (as
 Istio does with a provider it cannot use)."""
 

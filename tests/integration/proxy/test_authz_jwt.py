@@ -91,9 +91,12 @@ async def test_request_principals_and_claims_come_from_the_verified_token(
     assert forged.status == 401  # the JWT filter answers first: authorization never sees it
 
     reader = IDP.token("ES256", sub="alice", aud="shelf", scope="books.read", groups=["readers"])
-    ok = await fetch(port, "/books/1", headers=bearer(reader))
+    ok = await fetch(port, "/books/1", headers=[*bearer(reader), ("X-Shelf-Client", "reader-app")])
     assert ok.status == 200, ok.body
     assert log.records[-1].request_principal == "https://idp.test/alice"
+    # The token is not forwarded (forwardOriginalToken unset); the rest of the head is.
+    up = app.seen[-1]
+    assert "authorization" not in up.headers and up.headers.get("x-shelf-client") == "reader-app"
     assert (await fetch(port, "/books/1", method="POST", headers=bearer(reader))).status == 403
 
     editor = IDP.token(

@@ -403,3 +403,14 @@ def test_another_codec_plugs_in_through_the_stream_calls_only() -> None:
     exchange(missing, head, p.ctx).begin()  # type: ignore[arg-type]
     assert [f[:2] for f in missing.frames] == [("LOCAL", 404)]
     assert missing.frames[0][2]["x-meshbus-flags"] == "NR" and p.log[-1].response_flags == "NR"
+
+
+def test_remove_only_header_ops_cut_lines_from_a_head_that_goes_up_as_received() -> None:
+    from meshbus.proxy.adapters.exchange import _raw_removed
+    from meshbus.proxy.filters.headerops import HeaderOps
+
+    raw = b"GET /r HTTP/1.1\r\nHost: reviews\r\nAuthorization: Bearer t\r\nAuthorization-Hint: keep\r\nX-A: 1"
+    hdict = {"host": "reviews", "authorization": "Bearer t", "authorization-hint": "keep", "x-a": "1"}
+    cut = _raw_removed(raw, HeaderOps(remove=frozenset({"authorization", "x-absent"})), hdict)
+    assert cut == b"GET /r HTTP/1.1\r\nHost: reviews\r\nAuthorization-Hint: keep\r\nX-A: 1"
+    assert _raw_removed(raw, HeaderOps(set=(("x-b", "2"),)), hdict) is None  # sets: the head is rebuilt

@@ -27,6 +27,7 @@ IO_ADAPTERS = frozenset(
         "adapters.admin",
         "adapters.exchange",  # the router's I/O glue (its decisions are in core and filters)
         "adapters.ext_authz_http",  # CUSTOM checks over the pools (the filter's part is filters.authz)
+        "adapters.ext_authz_nats",  # CUSTOM checks over NATS (meshbusAuthz)
         "adapters.listener",
         "adapters.server",
         "adapters.upstream",
