@@ -257,9 +257,8 @@ def test_meshctl_logs_filters_and_follows(mesh: DemoMesh) -> None:
         lines: queue.Queue[bytes] = queue.Queue()
         assert follower.stdout is not None
         out = follower.stdout
-        threading.Thread(
-            target=lambda: [lines.put(line) for line in iter(out.readline, b"")], daemon=True
-        ).start()
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in iter(out.readline, b"")])
+        reader.start()
         rid = uuid.uuid4().hex
         deadline = time.monotonic() + 20
         seen: list[bytes] = []
@@ -273,6 +272,8 @@ def test_meshctl_logs_filters_and_follows(mesh: DemoMesh) -> None:
                 while True:
                     seen.append(lines.get_nowait())
         follower.terminate()
+        follower.wait(10)
+        reader.join(10)  # EOF after the exit: the pipe is closed only once the reader is done with it
     mine = [json.loads(line) for line in seen if rid.encode() in line]
     assert mine, "meshctl logs --follow never printed the new request"
     assert mine[0]["path"] == "/followed"
