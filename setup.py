@@ -56,6 +56,12 @@ NATIVE_MODULES = [
     "proxy/filters/plugins/adapter.py",
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
+    # the STATS phase, on every request (proxy/filters/observe.py)
+    "proxy/filters/observe.py",
+    "proxy/filters/stats.py",
+    "proxy/filters/tracing.py",
+    "proxy/filters/spans.py",
+    "telemetry/tracecontext.py",
 ]
 PARTS = ("bus", "proxy", "plugins", "control", "telemetry")
 

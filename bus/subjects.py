@@ -193,6 +193,15 @@ class Subjects:
     def telemetry_all(self, signal: str) -> str:
         return self._s("telemetry", validate_token(signal, "signal"), "*")
 
+    def telemetry_stats(self) -> str:
+        """Every meshbus-telemetry replica answers here (no queue group): scatter-gather for top/graph."""
+        return self._s("telemetry", "stats")
+
+    def access_log_stream(self) -> str:
+        """The JetStream stream that keeps access logs (``<root>_ACCESS_LOGS``; it captures
+        ``telemetry_all("logs")``)."""
+        return f"{self.root.replace('.', '_')}_ACCESS_LOGS"
+
     # -- JetStream KV: bucket names and keys are subjects too ($KV.<bucket>.<key>)
     def kv_bucket(self, name: str) -> str:
         """Bucket of this mesh, e.g. ``mesh_config``; dots of the root become ``_``."""

@@ -14,7 +14,9 @@ no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/tes
 - ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations,
   JWT authentication for RequestAuthentication, global rate limits with leased budgets, and ``authz``:
   AuthorizationPolicy in the server sidecar, its decisions from meshbus.bus.config.authz, CUSTOM checks
-  through ``authz_providers``' clients), and ``filters.plugins``: meshbus.io/v1 Plugins, users'
+  through ``authz_providers``' clients), the listener-wide STATS phase (``observe``: trace context and
+  spans in ``tracing``/``spans``, Istio's metrics in ``stats``, the access-log record), which every
+  request passes, and ``filters.plugins``: meshbus.io/v1 Plugins, users'
   filters (meshbus.plugins SDK) run in process
   or called over NATS on a meshbus-filter-host, with their timeout and failStrategy.
 - ``codec``: HTTP/1.1 sessions over httptools (llhttp): bytes in, events out; head serializers.

@@ -168,10 +168,6 @@ _EXT_AUTHZ_HTTP_FIELDS = (
     "includeAdditionalHeadersInCheck", "headersToUpstreamOnAllow", "headersToDownstreamOnDeny",
     "headersToDownstreamOnAllow",
 )  # fmt: skip
-_TELEMETRY_PROVIDERS = (
-    "meshbus's telemetry does not read the mesh config's providers yet (metrics, traces and access logs use "
-    "their defaults)"
-)
 
 
 def _string_match(prefix: str) -> dict[str, Fate]:
@@ -188,6 +184,89 @@ def _header_ops(prefix: str) -> dict[str, Fate]:
 
 def _destination(prefix: str) -> dict[str, Fate]:
     return {f"{prefix}.host": ENFORCED, f"{prefix}.subset": ENFORCED, f"{prefix}.port.number": ENFORCED}
+
+
+def _tcp_or_grpc(value: Any, _parent: Any) -> bool:
+    return str(value or "").startswith(("TCP_", "GRPC_"))
+
+
+_NO_SPANS_STANDALONE = not_enforced(
+    "a standalone proxy keeps no spans (it ships them to meshbus-telemetry in mesh mode); trace context "
+    "is still propagated with its sampling decision"
+)
+_TEL = "Telemetry spec"
+_TELEMETRY: dict[str, Fate] = {
+    # Telemetry (proxy/build/telemetry_policy.py; what each part does: proxy/filters/observe.py)
+    f"{_TEL}.selector.matchLabels": ENFORCED,
+    f"{_TEL}.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
+    f"{_TEL}.targetRefs": not_enforced("meshbus has no Gateway API; use selector"),
+    f"{_TEL}.tracing[].match.mode": ENFORCED,
+    f"{_TEL}.tracing[].providers[].name": enforced_except_standalone(_NO_SPANS_STANDALONE),
+    f"{_TEL}.tracing[].randomSamplingPercentage": ENFORCED,
+    f"{_TEL}.tracing[].disableSpanReporting": ENFORCED,
+    f"{_TEL}.tracing[].customTags.*.literal.value": enforced_except_standalone(_NO_SPANS_STANDALONE),
+    f"{_TEL}.tracing[].customTags.*.environment.name": enforced_except_standalone(_NO_SPANS_STANDALONE),
+    f"{_TEL}.tracing[].customTags.*.environment.defaultValue": enforced_except_standalone(
+        _NO_SPANS_STANDALONE
+    ),
+    f"{_TEL}.tracing[].customTags.*.header.name": enforced_except_standalone(_NO_SPANS_STANDALONE),
+    f"{_TEL}.tracing[].customTags.*.header.defaultValue": enforced_except_standalone(_NO_SPANS_STANDALONE),
+    f"{_TEL}.tracing[].customTags.*.formatter": not_enforced("meshbus adds no formatter tags to spans"),
+    f"{_TEL}.tracing[].useRequestIdForTraceSampling": not_enforced(
+        "sampling is a random draw per new trace, whatever the request id"
+    ),
+    f"{_TEL}.tracing[].enableIstioTags": not_enforced("spans always carry meshbus's own tags"),
+    f"{_TEL}.tracing[].disableContextPropagation": not_enforced("trace headers are always propagated"),
+    f"{_TEL}.metrics[].providers[].name": not_enforced(
+        "Istio's metrics always go to meshbus-telemetry's /metrics (the prometheus provider), whatever is named"
+    ),
+    f"{_TEL}.metrics[].overrides[].match.metric": not_enforced(
+        "meshbus-proxy has no TCP or gRPC metrics; the override changes nothing",
+        when=_tcp_or_grpc,
+        condition="TCP_* or GRPC_*",
+    ),
+    f"{_TEL}.metrics[].overrides[].match.customMetric": not_enforced(
+        "meshbus has no custom metrics; ignored"
+    ),
+    f"{_TEL}.metrics[].overrides[].match.mode": ENFORCED,
+    f"{_TEL}.metrics[].overrides[].disabled": ENFORCED,
+    f"{_TEL}.metrics[].overrides[].tagOverrides.*.operation": ENFORCED,
+    f"{_TEL}.metrics[].overrides[].tagOverrides.*.value": ENFORCED,
+    f"{_TEL}.metrics[].reportingInterval": not_enforced("proxies report every second"),
+    f"{_TEL}.accessLogging[].match.mode": ENFORCED,
+    f"{_TEL}.accessLogging[].providers[].name": not_enforced(
+        "access logs go to meshbus-telemetry's stream (mesh mode) and to --access-log, whatever provider is named"
+    ),
+    f"{_TEL}.accessLogging[].disabled": ENFORCED,
+    f"{_TEL}.accessLogging[].filter.expression": ENFORCED,
+}
+
+_MC = "MeshConfig spec"
+_MESH_CONFIG: dict[str, Fate] = {
+    # MeshConfig's telemetry providers (meshbus-telemetry reads them; proxies read defaultProviders)
+    f"{_MC}.extensionProviders[].prometheus": ENFORCED,  # meshbus-telemetry's /metrics, always served
+    f"{_MC}.extensionProviders[].opentelemetry.service": ENFORCED,
+    f"{_MC}.extensionProviders[].opentelemetry.port": ENFORCED,
+    f"{_MC}.extensionProviders[].opentelemetry.http.path": ENFORCED,
+    f"{_MC}.extensionProviders[].opentelemetry.http.headers": ENFORCED,
+    f"{_MC}.extensionProviders[].opentelemetry.http.timeout": not_enforced(
+        "the exporter's own timeout (10 s) is used"
+    ),
+    f"{_MC}.extensionProviders[].opentelemetry.maxTagLength": not_enforced(
+        "span attributes are not truncated"
+    ),
+    f"{_MC}.extensionProviders[].envoyFileAccessLog": not_enforced(
+        "access logs go to meshbus-telemetry's stream and to each proxy's --access-log file, not to this path"
+    ),
+    f"{_MC}.defaultProviders.metrics": not_enforced(
+        "Istio's metrics always go to meshbus-telemetry's /metrics"
+    ),
+    f"{_MC}.defaultProviders.tracing": ENFORCED,
+    f"{_MC}.defaultProviders.accessLogging": not_enforced(
+        "access logs go to meshbus-telemetry's stream and to each proxy's --access-log file"
+    ),
+    f"{_MC}.enableTracing": ENFORCED,
+}
 
 
 # -- the table --------------------------------------------------------------------------------------
@@ -228,9 +307,7 @@ KINDS: dict[str, Fate] = {
         f"{_ENVOY} and loads no Wasm modules; write the filter as a meshbus.io/v1 Plugin (a Python "
         "filter in the proxy or a remote one), or use a meshbus.io/v1 LocalRateLimit for rate limits"
     ),
-    "Telemetry": not_enforced(
-        "meshbus's telemetry does not read it yet (metrics, traces and access logs use their defaults)"
-    ),
+    "Telemetry": ENFORCED,  # proxy/build/telemetry_policy.py, proxy/filters/{stats,tracing,observe}.py
     "WorkloadGroup": not_enforced(
         "meshbus workloads register themselves (meshbus-proxy --mesh), so no WorkloadEntry is created from "
         "this template"
@@ -584,11 +661,6 @@ FIELDS: dict[str, Fate] = {
     "MeshConfig spec.extensionProviders[].meshbusAuthz.timeout": ENFORCED,
     "MeshConfig spec.extensionProviders[].meshbusAuthz.failOpen": ENFORCED,
     "MeshConfig spec.extensionProviders[].meshbusAuthz.statusOnError": ENFORCED,
-    "MeshConfig spec.extensionProviders[].prometheus": not_enforced(_TELEMETRY_PROVIDERS),
-    "MeshConfig spec.extensionProviders[].opentelemetry": not_enforced(_TELEMETRY_PROVIDERS),
-    "MeshConfig spec.extensionProviders[].envoyFileAccessLog": not_enforced(_TELEMETRY_PROVIDERS),
-    "MeshConfig spec.defaultProviders": not_enforced(_TELEMETRY_PROVIDERS),
-    "MeshConfig spec.enableTracing": not_enforced(_TELEMETRY_PROVIDERS),
     # RequestAuthentication (proxy/filters/jwt_authn.py in the inbound sidecar; keys fetched by
     # meshbus-policy, control/policy/jwks.py, and sent inline by discovery, control/discovery/jwks_inline.py)
     "RequestAuthentication spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
@@ -633,6 +705,8 @@ FIELDS: dict[str, Fate] = {
     "RateLimit spec.rules[].shadowMode": ENFORCED,
     "RateLimit spec.failureMode": ENFORCED,
     "RateLimit spec.timeout": ENFORCED,
+    **_TELEMETRY,
+    **_MESH_CONFIG,
 }
 
 SAME_AS: dict[str, str] = {

@@ -14,10 +14,12 @@ old one (Istio ``updateContext``), so a change costs what changed, not the mesh 
 Entries come in two scopes:
 - host-scoped (VirtualService, DestinationRule, ServiceEntry, LocalRateLimit with hosts): a proxy
   gets them when it may call one of their hosts;
-- workload-scoped (Sidecar, Gateway, security policies, Plugin, RateLimit, LocalRateLimit without hosts): a
-  proxy gets them when they select its workload (same namespace or the root namespace). A security
+- workload-scoped (Sidecar, Gateway, security policies, Plugin, RateLimit, Telemetry, LocalRateLimit
+  without hosts): a proxy gets them when they select its workload (same namespace or the root
+  namespace). A security
   policy with ``targetRef(s)`` is for gateways and waypoints and selects no sidecar (Istio).
-The mesh's one MeshConfig goes to every proxy (path normalization, trusted proxies, authorizers), and
+The mesh's one MeshConfig goes to every proxy (path normalization, trusted proxies, authorizers,
+telemetry providers), and
 its ``rootNamespace`` (default ``istio-system``) is the root namespace for every kind.
 """
 
@@ -48,20 +50,22 @@ WORKLOAD_SCOPED = frozenset(
         "AuthorizationPolicy",
         "Plugin",
         "RateLimit",
+        "Telemetry",
     }
 )
 PEER_AUTHENTICATION = "PeerAuthentication"
+TELEMETRY = "Telemetry"
+MESH_CONFIG = "MeshConfig"
+"""Sent to every proxy: its rootNamespace says where a Plugin or a Telemetry applies mesh-wide."""
 IGNORED = frozenset({"WorkloadEntry"})
 """Not sent to proxies: workloads reach the mesh by registering."""
-_SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "meshbus.io"})
-MESH_CONFIG = "MeshConfig"
-"""Sent to every proxy: its rootNamespace says where policies and Plugins apply mesh-wide."""
+_SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "telemetry.istio.io", "meshbus.io"})
 _SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit", MESH_CONFIG}
 
 
 def served(value: Mapping[str, Any]) -> bool:
     """Whether discovery models this stored value at all: kinds meshbus accepts without enforcing them
-    (EnvoyFilter, Telemetry, the Gateway API's Gateway, ...) never reach a proxy."""
+    (EnvoyFilter, the Gateway API's Gateway, ...) never reach a proxy."""
     group = str(value.get("apiVersion", "")).rpartition("/")[0]
     return group in _SERVED_GROUPS and value.get("kind") in _SERVED_KINDS
 
@@ -86,7 +90,13 @@ def _selector(res: kinds.Resource) -> dict[str, str] | None:
     labels: Mapping[str, str] | None = None
     if isinstance(
         res,
-        (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy, kinds.RateLimit),
+        (
+            kinds.PeerAuthentication,
+            kinds.RequestAuthentication,
+            kinds.AuthorizationPolicy,
+            kinds.RateLimit,
+            kinds.Telemetry,
+        ),
     ):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None
     elif isinstance(res, kinds.Plugin):
@@ -300,7 +310,9 @@ class MeshModel:
     def scoped_for(self, namespace: str, labels: Mapping[str, str]) -> list[ConfigEntry]:
         """The workload-scoped resources one workload's proxy gets.
 
-        PeerAuthentications go to every proxy, not only to the workloads they select: a proxy resolves
+        The MeshConfig goes to every proxy (the proxy reads its root namespace and providers), with
+        the Telemetry resources of its root namespace. PeerAuthentications go to every proxy, not only
+        to the workloads they select: a proxy resolves
         its own inbound policy from them, and its auto-mTLS reads the destination workloads' (a
         DISABLE server is sent plaintext), which istiod decides centrally and meshbus in each proxy.
         So does the MeshConfig.

@@ -143,7 +143,11 @@ class Server(Protocol):
     @property
     def access_log(self) -> AccessLogSink: ...
     @property
-    def metrics(self) -> Any: ...  # telemetry.metrics.IstioMetrics
+    def observe(self) -> Any: ...  # filters.observe.Observability: identity, metrics, spans
+    @property
+    def logging_on(self) -> bool: ...  # an access log is kept (else records are not even made)
+    @property
+    def mesh_tls(self) -> Any: ...  # tls.mtls.MeshTls once the proxy has a certificate, else None
     @property
     def registry(self) -> Any: ...  # telemetry.metrics.Registry (every metric family of this worker)
     @property

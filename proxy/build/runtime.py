@@ -45,6 +45,7 @@ from meshbus.proxy.build.inbound_filters import POLICY_FILTERS, inbound_filters,
 from meshbus.proxy.build.memo import BuildMemo, ByKind, Memos, OutboundParts, same
 from meshbus.proxy.build.outbound_build import OutboundBuilder, vs_for, vs_hosts
 from meshbus.proxy.build.route_builder import RouteContext
+from meshbus.proxy.build.telemetry_policy import DEFAULT_POLICY, TelemetryPolicy, build_policy
 from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.lb import Rng
 from meshbus.proxy.core.retry import NO_RETRY
@@ -74,6 +75,8 @@ class ProxyRuntime:
     tls: TlsPlan = EMPTY_PLAN  # TLS per cluster and inbound PeerAuthentication (proxy/tls/policy.py)
     memo: BuildMemo | None = field(default=None, compare=False, repr=False)
     """What this build compiled from what (proxy/build/memo.py): the next build reuses unchanged pieces."""
+    telemetry: TelemetryPolicy = DEFAULT_POLICY
+    """What this workload records: Telemetry resources + MeshConfig (build/telemetry_policy.py)."""
 
     def config_dump(self, now: float | None = None) -> dict[str, Any]:
         """JSON-able view of what is applied: version, virtual hosts with routes, clusters with endpoints."""
@@ -88,6 +91,7 @@ class ProxyRuntime:
             "clusters": [c.describe(t) for c in self.clusters.values()],
             "tls": {name: c.describe() for name, c in self.tls.clusters.items()},
             "authorization": self.authorization_dump(),
+            "telemetry": self.telemetry.describe(),
         }
 
     def authorization_dump(self) -> dict[str, Any] | None:
@@ -101,6 +105,30 @@ def inbound_cluster_name(app_port: int) -> str:
 
 
 def build_runtime(
+    resources: Sequence[Resource],
+    *,
+    namespace: str = "default",
+    labels: Mapping[str, str] | None = None,
+    app_port: int | None = None,
+    version: str | None = None,
+    previous: ProxyRuntime | None = None,
+    rng: Rng | None = None,
+    plugins: PluginResolver | None = None,
+) -> ProxyRuntime:
+    """Compile resources for a proxy in ``namespace`` (see `_build_routes`), with the telemetry
+    policy of this workload (build/telemetry_policy.py)."""
+    runtime = _build_routes(
+        resources, namespace=namespace, labels=labels, app_port=app_port, version=version,
+        previous=previous, rng=rng, plugins=plugins,
+    )  # fmt: skip
+    try:
+        policy = build_policy(resources, namespace, labels, previous.telemetry if previous is not None else None)
+    except ValueError as exc:  # a CEL expression validation would have refused
+        raise RuntimeBuildError(f"meshbus: Telemetry: {exc}") from None
+    return runtime if runtime.telemetry is policy else dataclasses.replace(runtime, telemetry=policy)
+
+
+def _build_routes(
     resources: Sequence[Resource],
     *,
     namespace: str = "default",
@@ -420,6 +448,7 @@ def _patch_hosts(
         namespace=previous.namespace,
         tls=tls,
         memo=new,
+        telemetry=previous.telemetry,
     )
 
 

@@ -20,8 +20,9 @@ from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContex
 from meshbus.proxy.adapters.upstream import PENDING, ClusterPool, UpstreamConnection
 from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.endpoint import Endpoint
+from meshbus.proxy.filters.observe import Observability
 from meshbus.telemetry.accesslog import AccessLogRecord
-from meshbus.telemetry.metrics import IstioMetrics, Registry
+from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
 from tests.unit.proxy.conftest import SERVICES, build
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
@@ -168,12 +169,15 @@ class Proxy:
         self.pool = FakePool(ClusterPool(self.cluster.name, self.loop))  # type: ignore[arg-type]
         self.log: list[AccessLogRecord] = []
         pools = SimpleNamespace(get=lambda name: self.pool)
+        registry = Registry()
         self.server = SimpleNamespace(
             runtime=runtime,
             pools=pools,
             draining=False,
             access_log=SimpleNamespace(log=self.log.append),
-            metrics=IstioMetrics(Registry()),
+            logging_on=True,
+            mesh_tls=None,
+            observe=Observability(IstioMetrics(registry), InternalMetrics(registry), "default", {}),
             loop=self.loop,
             config=SimpleNamespace(max_header_bytes=65536),
             connections=set(),

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshbus.telemetry.accesslog import (
+    FIELDS,
     NULL_ACCESS_LOG,
     AccessLogger,
     AccessLogRecord,
@@ -215,8 +216,13 @@ def test_field_order_is_stable_for_positional_construction() -> None:
         "response_code_details", "bytes_received", "bytes_sent", "duration_ms", "upstream_service_time",
         "x_forwarded_for", "user_agent", "request_id", "authority", "upstream_host", "upstream_cluster",
         "route_name", "downstream_remote_address", "downstream_peer_principal", "trace_id",
-        "request_principal", "metadata",
+        "request_principal", "metadata", "direction",
     ]  # fmt: skip
+    assert tuple(f.name for f in dc_fields(AccessLogRecord)) == FIELDS
+    r = AccessLogRecord(1.0, "GET", trace_id="t", request_principal="iss/sub")
+    assert dict(zip(FIELDS, r.row(), strict=True)) == {
+        f.name: getattr(r, f.name) for f in dc_fields(AccessLogRecord)
+    }
 
 
 _text = st.one_of(st.none(), st.text(max_size=40))
