@@ -3,7 +3,8 @@
 `request(bus, subject, msg, ReplyType)` encodes `msg`, waits at most `timeout`, and
 returns a `ReplyType` — or raises the typed `BusError` the remote handler raised (its
 code travels in the `ErrorReply` envelope), `UnavailableError` when nobody serves the
-subject, `RequestTimeoutError` when the deadline passes. With ``wait_for_service`` a subject
+subject, `RequestTimeoutError` when the deadline passes; ``verify`` (a signature check) sees the
+reply's bytes and headers before they are decoded. With ``wait_for_service`` a subject
 nobody serves yet is asked again until the deadline (an operator command run while the service
 starts, as the compose stack's bootstrap step is); otherwise "no responders" is final at once.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import nats.errors
@@ -35,6 +37,7 @@ async def request(
     *,
     timeout: float = 2.0,
     wait_for_service: bool = False,
+    verify: Callable[[bytes, dict[str, str]], object] | None = None,
 ) -> T:
     data, headers = codec.encode(msg)
     deadline = time.monotonic() + timeout
@@ -57,6 +60,8 @@ async def request(
     rheaders = reply.headers or {}
     if ERROR_CODE_HEADER in rheaders:
         raise _error_from_reply(reply.data, rheaders)
+    if verify is not None:
+        verify(reply.data, rheaders)  # raises: a reply that must be signed and is not never decodes
     return codec.decode(reply.data, rheaders, reply_type, max_bytes=bus.settings.max_payload)
 
 

@@ -52,6 +52,9 @@ class CaServiceConfig:
     extra_roots: tuple[x509.Certificate, ...] = ()
     """Also trusted (``--trust-root``): e.g. the next root, published before the switch."""
     sweep_interval_s: float = 60.0
+    snapshot_keys: tuple[str, ...] = ()
+    """Public keys snapshots are signed with (``--snapshot-key``), handed to proxies in the bundle.
+    Empty: the stored bundle keeps the keys it has (a replica started without the flag removes none)."""
 
 
 class CaService:
@@ -155,7 +158,8 @@ class CaService:
                 now=now,
                 overlap=self.config.root_overlap,
             )
-            return codec.evolve(merged, updated_at=now.timestamp())
+            keys = self.config.snapshot_keys or (previous.snapshot_keys if previous is not None else ())
+            return codec.evolve(merged, updated_at=now.timestamp(), snapshot_keys=tuple(keys))
 
         stored, written = await self._bundles.apply(change, bundle_rules.same_roots)
         self._set_bundle(stored)
@@ -246,6 +250,7 @@ class CaService:
             spiffe_id=str(csr.spiffe_id),
             serial=issued.serial_hex,
             trust_bundle_version=self._bundle.version,
+            snapshot_keys=list(self._bundle.snapshot_keys),
         )
 
     async def create_token(self, req: TokenCreateRequest) -> TokenCreateReply:

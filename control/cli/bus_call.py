@@ -4,7 +4,9 @@ nats-py retries a refused first connect forever unless told otherwise, so a comm
 mesh is down would never return. Here the connection is one-shot (`BusSettings.reconnect` False),
 connecting is bounded by the command's ``--timeout`` (at most `CONNECT_TIMEOUT`), each request by
 ``--timeout`` too, and failing to reach NATS is always the same `UnavailableError`:
-``cannot reach NATS at URL: <why> (is the mesh up? try --nats URL)``.
+``cannot reach NATS at URL: <why> (is the mesh up? try --nats URL)``. On a secured bus a command
+authenticates as the operator: ``--nats-nkey``, ``$MESHBUS_NATS_NKEY``, else the seed `meshctl up`
+wrote in ``$MESHBUS_DATA_DIR/bus/operator.nk`` (default ``.meshbus``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import TypeVar
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import UnavailableError
 from meshbus.bus.process import settings_from_args
+
+from .bus_auth import operator_nkey
+from .up_background import default_data_dir
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 3.0
@@ -41,8 +46,11 @@ async def open_bus(args: argparse.Namespace) -> BusConnection:
     """A connected one-shot BusConnection, or UnavailableError within ``min(--timeout, CONNECT_TIMEOUT)``."""
     bound = max(0.001, min(args.timeout, CONNECT_TIMEOUT))
     settings = dataclasses.replace(
-        settings_from_args(args, "meshctl"), reconnect=False, connect_timeout=bound
+        settings_from_args(args, "meshctl", role="operator"), reconnect=False, connect_timeout=bound
     )
+    if settings.nkey_seed_file is None and (kept := operator_nkey(default_data_dir())) is not None:
+        # what `meshctl up` wrote: the operator's credentials, on the machine the mesh runs on
+        settings = dataclasses.replace(settings, nkey_seed_file=str(kept))
     bus = BusConnection(settings)
     try:
         await asyncio.wait_for(bus.connect(wait=False), bound)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +40,20 @@ from meshbus.bus.schemas.identity import (
     ProxyCertsRequest,
 )
 from meshbus.bus.spiffe import SpiffeId
+from meshbus.bus.subjects import inbox_prefix
 from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent
+from meshbus.proxy.mesh.bus_auth import (
+    BusAuth,
+    client_context,
+    ensure_certificate,
+    reload_on_rotation,
+    secured_settings,
+)
 from meshbus.proxy.mesh.identity import CertClient, CertClientConfig
 from meshbus.proxy.mesh.probe import ProbeSpec, ProbeTracker
 from meshbus.proxy.mesh.prober import AppProber
+from meshbus.proxy.mesh.snapshot_trust import SnapshotTrust
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +71,8 @@ class IdentitySettings:
     trust_domain: str = "cluster.local"
     state_dir: str | None = None
     """Where the key and certificate are kept across restarts (`CertClientConfig.state_dir`)."""
+    bus_auth: BusAuth | None = None
+    """A secured bus: NATS with the certificate, the first one over a bootstrap connection (`bus_auth`)."""
 
 
 class MeshMode:
@@ -75,8 +88,12 @@ class MeshMode:
     ) -> None:
         self.server = server
         self.bus = BusConnection(bus_settings)
-        self.agent = MeshAgent(self.bus, agent_settings, swap=server.apply)
+        self.trust = SnapshotTrust(identity.state_dir if identity is not None else None)
+        self.agent = MeshAgent(self.bus, agent_settings, swap=server.apply, trust=self.trust)
+        # its replies arrive on inboxes of its own: the only ones its NATS user may read
+        self.bus.settings = dataclasses.replace(bus_settings, inbox_prefix=inbox_prefix("node", self.node_id))
         self.identity = identity
+        self._bus_tls: ssl.SSLContext | None = None
         self.prober = AppProber(app_probe, self._on_probe) if app_probe is not None else None
         if self.prober is not None:  # not an endpoint until a probe passes, from the first heartbeat on
             self.agent.set_app_health(APP_UNKNOWN, self.prober.tracker.detail)
@@ -100,11 +117,31 @@ class MeshMode:
         self._set_stage(WAITING_FOR_SNAPSHOT)
         self.server.drain_hooks.append(self.agent.drain)
         self.server.cert_report = self.cert_report
-        self._tasks.append(asyncio.create_task(self.bus.connect(wait=True), name="meshbus-proxy-bus"))
+        self._tasks.append(asyncio.create_task(self._connect(), name="meshbus-proxy-bus"))
         self._tasks.append(asyncio.create_task(self._gate(), name="meshbus-proxy-readiness"))
         self._tasks.append(asyncio.create_task(self._serve_certs(), name="meshbus-proxy-certs"))
         if self.prober is not None:
             self.prober.start()
+
+    async def _connect(self) -> None:
+        ident = self.identity
+        auth = ident.bus_auth if ident is not None else None
+        if ident is not None and auth is not None:
+            try:
+                await ensure_certificate(self.bus.settings, auth, self._cert_config(ident), self.trust)
+            except BusError as exc:  # the token was refused: the bus stays closed to this proxy
+                self.error = f"meshbus: certificate for {self.spiffe_id()} refused: {exc}"
+                self._set_stage(CERTIFICATE_REFUSED)
+                log.error("%s", self.error)
+                return
+            self._bus_tls = client_context(auth)
+            self.bus.settings = secured_settings(self.bus.settings, self._bus_tls)
+        await self.bus.connect(wait=True)
+
+    def _cert_config(self, ident: IdentitySettings) -> CertClientConfig:
+        settings = self.agent.settings
+        spiffe_id = SpiffeId.workload(ident.trust_domain, settings.namespace, settings.service_account)
+        return CertClientConfig(spiffe_id, token=ident.token, node=self.node_id, state_dir=ident.state_dir)
 
     # -- readiness (/ready): the mesh side first, then the app
     def _set_stage(self, stage: str) -> None:
@@ -134,13 +171,13 @@ class MeshMode:
         log.info("mesh mode ready: node %s runs snapshot v%s", self.node_id, self.server.runtime.version)
 
     async def _start_identity(self, ident: IdentitySettings) -> bool:
-        settings = self.agent.settings
-        spiffe_id = SpiffeId.workload(ident.trust_domain, settings.namespace, settings.service_account)
+        config = self._cert_config(ident)
+        spiffe_id = config.spiffe_id
         await self.bus.wait_connected()
-        client = CertClient(
-            self.bus,
-            CertClientConfig(spiffe_id, token=ident.token, node=self.node_id, state_dir=ident.state_dir),
-        )
+        client = CertClient(self.bus, config)
+        client.add_rotation_callback(lambda _ident: self.trust.set_keys(client.snapshot_keys))
+        if ident.bus_auth is not None and self._bus_tls is not None:
+            client.add_rotation_callback(reload_on_rotation(ident.bus_auth, self._bus_tls))
         try:
             await client.start()
         except BusError as exc:  # the token was refused: retrying cannot help, stay unready and say why
