@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ ENV_NKEY = "MESHBUS_NATS_NKEY"
 ENV_CA = "MESHBUS_NATS_CA"
 """Path of the CA certificate(s) the nats-server's TLS certificate is checked against."""
 DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+# nats-py reports the server's -ERR in lower case: 'nats: permissions violation for publish to "x"'
+_DENIED_RE = re.compile(r'permissions violation for (?:publish|subscription) to "([^"]+)"', re.IGNORECASE)
 
 
 def default_url() -> str:
@@ -111,6 +116,9 @@ class BusConnection:
         self._closed = False
         self.last_error: Exception | None = None
         """The last error nats-py reported (why a connect failed)."""
+        self.denied: dict[str, str] = {}
+        """Subjects the server refused this connection (publish or subscribe) -> its words, so a request
+        that times out because its subject is not allowed says so (`meshbus.bus.rpc`)."""
 
     # -- lifecycle
     async def connect(self, *, wait: bool = True) -> None:
@@ -190,6 +198,9 @@ class BusConnection:
     async def _on_error(self, exc: Exception) -> None:
         self.stats.async_errors += 1
         self.last_error = exc
+        denied = _DENIED_RE.search(str(exc))
+        if denied:
+            self.denied[denied.group(1)] = str(exc)
         if self._was_disconnected or not self.settings.reconnect:
             self._log.debug("NATS error while reconnecting: %s", exc)  # counted, not logged per retry
         else:

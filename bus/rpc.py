@@ -20,7 +20,7 @@ import nats.errors
 
 from . import codec
 from .connection import BusConnection
-from .errors import BusError, RequestTimeoutError, UnavailableError, error_for_code
+from .errors import BusError, PermissionDeniedError, RequestTimeoutError, UnavailableError, error_for_code
 from .schemas.common import ErrorReply
 
 T = TypeVar("T")
@@ -54,6 +54,9 @@ async def request(
             pause = min(pause * 2, 0.5)
             timeout = max(deadline - time.monotonic(), 0.01)
         except (nats.errors.TimeoutError, TimeoutError):
+            refused = bus.denied.get(subject.lower())
+            if refused:  # the server said why nothing came back: this connection may not ask that
+                raise PermissionDeniedError(f"NATS refused the request on {subject} ({refused})") from None
             raise RequestTimeoutError(f"no reply on {subject} within {timeout:.3g}s") from None
         except nats.errors.ConnectionClosedError:
             raise UnavailableError(f"bus connection closed while requesting {subject}") from None

@@ -268,6 +268,9 @@ def child_env(files: BusFiles, who: Principal | None) -> dict[str, str]:
     return {ENV_NKEY: str(files.nkey(proxy_nkey_name(who.node)))}
 
 
+OPERATOR_NKEY_HINT = f"$MESHBUS_DATA_DIR/{BUS_DIR}/operator.nk (default .meshbus)"
+
+
 def operator_nkey(data_dir: str | Path) -> Path | None:
     """The operator's seed a `meshctl up` wrote in ``data_dir``, if there is one (meshctl's default)."""
     path = Path(data_dir) / BUS_DIR / "operator.nk"

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.errors import UnavailableError
+from meshbus.bus.errors import PermissionDeniedError, UnavailableError
 from meshbus.bus.process import settings_from_args
 
-from .bus_auth import operator_nkey
+from .bus_auth import OPERATOR_NKEY_HINT, operator_nkey
 from .up_background import default_data_dir
 
 T = TypeVar("T")
@@ -58,6 +58,11 @@ async def open_bus(args: argparse.Namespace) -> BusConnection:
         await bus.close(drain=False)
         err = bus.last_error
         why = str(err) if err and str(err) else f"no answer within {bound:g}s"
+        if "authorization violation" in why.lower():
+            raise PermissionDeniedError(
+                f"NATS at {settings.url} refused meshctl's credentials ({why}): meshctl needs the operator's "
+                f"(--nats-nkey FILE, $MESHBUS_NATS_NKEY, or the {OPERATOR_NKEY_HINT} that meshctl up wrote)"
+            ) from None
         raise UnavailableError(
             f"cannot reach NATS at {settings.url}: {why} (is the mesh up? try --nats URL)"
         ) from None

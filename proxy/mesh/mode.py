@@ -117,6 +117,7 @@ class MeshMode:
         self._set_stage(WAITING_FOR_SNAPSHOT)
         self.server.drain_hooks.append(self.agent.drain)
         self.server.cert_report = self.cert_report
+        self.server.mesh_info = self.info
         self._tasks.append(asyncio.create_task(self._connect(), name="meshbus-proxy-bus"))
         self._tasks.append(asyncio.create_task(self._gate(), name="meshbus-proxy-readiness"))
         self._tasks.append(asyncio.create_task(self._serve_certs(), name="meshbus-proxy-certs"))
@@ -194,6 +195,16 @@ class MeshMode:
             self.mesh_tls = True
         log.info("certificate for %s obtained", spiffe_id)
         return True
+
+    def info(self) -> dict[str, Any]:
+        """What /server_info shows of the mesh side: the node, and which snapshots it trusts."""
+        return {
+            "node": self.node_id,
+            "snapshot_keys": self.trust.key_ids,
+            "snapshots_refused": self.trust.refused,
+            "last_snapshot_refusal": self.trust.last_refusal,
+            "bus_tls": self._bus_tls is not None,
+        }
 
     # -- meshctl cert inspect PROXY_ID / admin /certs
     def spiffe_id(self) -> str:

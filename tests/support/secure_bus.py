@@ -60,18 +60,16 @@ class WatchedBus(BusConnection):
 
 @dataclass
 class SecureBus:
-    """The server, its credentials (`bus_auth.BusFiles`) and the mesh root that signs certificates."""
+    """A secured server's URL, its credentials (`bus_auth.BusFiles`) and the mesh root that signs
+    certificates (None for a mesh `meshctl up` runs: its sidecars' own certificates are used then)."""
 
-    server: EmbeddedNats
+    url: str
     files: bus_auth.BusFiles
-    material: CaMaterial
+    material: CaMaterial | None
     workdir: Path
+    server: EmbeddedNats | None = None
     opened: list[BusConnection] = field(default_factory=list)
     _kept: dict[str, WatchedBus] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
 
     def settings(self, name: str, **kw: object) -> BusSettings:
         return dataclasses.replace(
@@ -103,6 +101,8 @@ class SecureBus:
 
     def certificate(self, ns: str, sa: str) -> Path:
         """An SVID for ``spiffe://cluster.local/ns/<ns>/sa/<sa>`` as a proxy keeps it (key + chain, one file)."""
+        if self.material is None:
+            raise ValueError("no CA key here: use a sidecar's own certificate (as_proxy(identity_file=...))")
         key = ec.generate_private_key(ec.SECP256R1())
         issued = Issuer(self.material, IssuerConfig(trust_domain=TD)).sign(
             key.public_key(), SpiffeId.workload(TD, ns, sa), dt.datetime.now(dt.UTC)
@@ -122,9 +122,11 @@ class SecureBus:
         ctx.load_cert_chain(str(identity_file))
         return ctx
 
-    async def as_proxy(self, node: str, ns: str = "default", sa: str = "reviews") -> WatchedBus:
+    async def as_proxy(
+        self, node: str, ns: str = "default", sa: str = "reviews", *, identity_file: Path | None = None
+    ) -> WatchedBus:
         """A proxy with its certificate: TLS first, mapped by its URI SAN (no nkey, no password)."""
-        ctx = self.tls_context(self.certificate(ns, sa))
+        ctx = self.tls_context(identity_file or self.certificate(ns, sa))
         return await self._open(
             self.settings(
                 f"proxy {node}", ssl_context=ctx, tls_first=True, inbox_prefix=inbox_prefix("node", node)
@@ -157,7 +159,7 @@ def start_secure_bus(workdir: Path, proxies: list[bus_auth.ProxyPrincipal]) -> S
     files = bus_auth.ensure_bus(workdir, material, root=ROOT, proxies=proxies)
     server = EmbeddedNats(port=0, extra_args=bus_auth.server_args(files))
     server.start()
-    return SecureBus(server, files, material, workdir)
+    return SecureBus(server.url, files, material, workdir, server)
 
 
 # -- assertions -----------------------------------------------------------------------------------

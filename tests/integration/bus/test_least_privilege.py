@@ -40,7 +40,8 @@ PROXIES = [
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBus]:
     secure = start_secure_bus(tmp_path_factory.mktemp("bus"), PROXIES)
     yield secure
-    secure.server.cleanup()
+    if secure.server is not None:
+        secure.server.cleanup()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
