@@ -9,7 +9,8 @@
 - ``<role>.nk``: the nkey seed of each component role (operator for meshctl, config, discovery, ca,
   policy, telemetry, filter-host) and ``bootstrap.nk`` (proxies without a certificate yet: ca.certify
   only); ``proxy-<node>.nk`` for a proxy that runs without a certificate (``--no-mtls``).
-- ``server-cert.pem``/``server-key.pem``: nats-server's certificate (localhost, 127.0.0.1, ``nats``).
+- ``server-cert.pem``/``server-key.pem``: nats-server's certificate (localhost, 127.0.0.1, ``nats``);
+  ``server-ca.pem``: the mesh root, which checks it and the proxies' certificates.
 - ``snapshot-signing.pem``: the key meshbus-discovery signs snapshots with; ``snapshot-signing.pub.pem``
   its public half, which meshbus-ca hands to proxies in the trust bundle.
 
@@ -40,12 +41,13 @@ from meshbus.bus.signing import generate_key_pem, load_private_key, public_key_p
 from meshbus.bus.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId
 from meshbus.bus.subjects import Subjects, inbox_prefix
 from meshbus.control.ca.issuer import CaMaterial
-from meshbus.control.ca.material import CERT_FILE, write_atomic
+from meshbus.control.ca.material import write_atomic
 
 BUS_DIR = "bus"
 CONF_FILE = "nats-server.conf"
 SERVER_CERT, SERVER_KEY = "server-cert.pem", "server-key.pem"
 SIGNING_KEY, SIGNING_PUB = "snapshot-signing.pem", "snapshot-signing.pub.pem"
+SERVER_CA = "server-ca.pem"
 BOOTSTRAP = "bootstrap"
 TLS_FIRST_FALLBACK = "100ms"
 """How long nats-server waits for a TLS ClientHello (a proxy with its certificate) before it greets a
@@ -181,22 +183,21 @@ def render_config(
 
 
 def ensure_bus(
-    data_dir: Path,
+    bus_dir: Path,
     material: CaMaterial,
     *,
     root: str,
     proxies: Iterable[ProxyPrincipal] = (),
     now: dt.datetime | None = None,
 ) -> BusFiles:
-    """Write (or keep) every credential and the server config under ``<data_dir>/bus``."""
+    """Write (or keep) every credential and the server config in ``bus_dir`` (``<data-dir>/bus``)."""
     s = Subjects(root)
-    bus_dir = (data_dir / BUS_DIR).resolve()
+    bus_dir = bus_dir.resolve()
     bus_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     bus_dir.chmod(0o700)
-    ca_file = (data_dir / "ca" / CERT_FILE).resolve()
-    if not ca_file.exists():  # an operator-supplied CA: trust the chain meshctl was given
-        write_atomic(bus_dir / "server-ca.pem", material.root_pem, 0o644)
-        ca_file = bus_dir / "server-ca.pem"
+    # The roots client certificates are checked against (a copy: nats-server needs no CA directory)
+    ca_file = bus_dir / SERVER_CA
+    write_atomic(ca_file, material.root_pem, 0o644)
     files = BusFiles(bus_dir, ca_file)
     users: list[tuple[str, str, roles.Permissions]] = []
     publics: dict[str, str] = {}
@@ -300,7 +301,7 @@ def prepare_for_up(
         who = principal_of(name, argv, identity if mtls else None, trust_domain)
         if who is not None and who.role == "proxy":
             proxies.append(ProxyPrincipal(who.node, who.spiffe_id))
-    return ensure_bus(data_dir, material, root=root, proxies=proxies, now=now)
+    return ensure_bus(data_dir / BUS_DIR, material, root=root, proxies=proxies, now=now)
 
 
 def env_for_up(

@@ -82,7 +82,7 @@ def _mode(path: Path) -> int:
 
 
 async def _checks(data_dir: Path, url: str) -> None:
-    files = BusFiles(data_dir / "bus", data_dir / "ca" / "ca-cert.pem")
+    files = BusFiles(data_dir / "bus", data_dir / "bus" / "server-ca.pem")
     mesh = SecureBus(url, files, None, data_dir)
     try:
         sidecar_cert = data_dir / "sidecars" / NODE / "identity.pem"

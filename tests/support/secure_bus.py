@@ -156,7 +156,7 @@ class SecureBus:
 def start_secure_bus(workdir: Path, proxies: list[bus_auth.ProxyPrincipal]) -> SecureBus:
     require_binary()
     material, _ = load_or_create_root(workdir / "ca", TD, None, dt.datetime.now(dt.UTC))
-    files = bus_auth.ensure_bus(workdir, material, root=ROOT, proxies=proxies)
+    files = bus_auth.ensure_bus(workdir / bus_auth.BUS_DIR, material, root=ROOT, proxies=proxies)
     server = EmbeddedNats(port=0, extra_args=bus_auth.server_args(files))
     server.start()
     return SecureBus(server.url, files, material, workdir, server)
