@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PARTS  := bus proxy plugins control telemetry
 
-.PHONY: demo test lint typecheck pytest pytest-pure pure-tree bench clean native smuggling
+.PHONY: demo test lint typecheck pytest pytest-pure pure-tree bench clean native smuggling fuzz
 
 # The install compiles the proxy's request path with mypyc (setup.py). The extensions sit next to
 # their sources and shadow them, so NATIVE_STAMP rebuilds them whenever a proxy or telemetry source
@@ -77,6 +77,19 @@ test:
 # The table of docs/smuggling.md: every vector through meshbus and HAProxy (when installed).
 smuggling: $(NATIVE_STAMP)
 	$(BIN)/python -m tests.support.smuggling
+
+# Long fuzzing: each target coverage-guided with atheris for FUZZ_SECONDS (corpus and crashes in
+# tests/fuzz/), then the hypothesis fuzz tests with their long profile. The suite runs a CI-sized
+# hypothesis pass and replays the corpus and every crash kept.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS := http1_request http1_response bus_message config
+fuzz: $(STAMP)
+	$(BIN)/pip install --quiet "atheris>=2.3"
+	for t in $(FUZZ_TARGETS); do \
+	  PYTHONPATH=. $(BIN)/python -m tests.fuzz.atheris_main $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 \
+	    | grep -E "^(Done|stat::number_of_executed_units|stat::new_units_added|INFO: seed corpus)|crash|Error" || exit 1; \
+	done
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/fuzz -p no:cacheprovider --timeout=3600
 
 bench: $(NATIVE_STAMP)
 	$(BIN)/python bench/run.py

@@ -182,13 +182,22 @@ class CaService:
         self.service.details["roots"] = str(len(bundle.roots))
 
     async def _on_bundle_event(self, msg: Msg) -> None:
+        # The event only says "the bundle changed": the bundle itself is read back from KV, where
+        # replicas write it, so a forged or mangled event cannot change what this CA trusts.
         try:
             bundle = codec.decode(msg.data, msg.headers, TrustBundle)
         except BusError as exc:
             self._log.warning("ignored an undecodable trust bundle event: %s", exc)
             return
-        if bundle.trust_domain == self.trust_domain:
-            self._set_bundle(bundle)
+        if bundle.trust_domain != self.trust_domain or self._bundles is None:
+            return
+        try:
+            stored, revision = await self._bundles.load()
+        except BusError as exc:  # KV away: the sweep merges again later
+            self._log.warning("trust bundle changed, but it cannot be read now: %s", exc)
+            return
+        if stored is not None:
+            self._set_bundle(codec.evolve(stored, version=revision))
 
     async def sweep(self) -> int:
         """Retire roots past their overlap and delete long-expired tokens; returns tokens removed."""

@@ -382,7 +382,11 @@ class MeshAgent:
                     await self._beat_now.wait()
 
     async def _on_config_dump(self, msg: Msg) -> None:
-        codec.decode(msg.data, msg.headers, ProxyConfigRequest)
+        try:
+            codec.decode(msg.data, msg.headers, ProxyConfigRequest)
+        except BusError as exc:  # not a request this proxy answers: say so here, never raise into nats-py
+            self._log.warning("ignored a malformed config-dump request: %s", exc)
+            return
         if not msg.reply:
             return
         cur = self.applier.applied

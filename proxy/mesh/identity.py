@@ -455,9 +455,13 @@ class CertClient:
         if bundle.version <= current.bundle_version or not bundle.roots:
             return
         pem = bundle.pem().encode()
-        ident = build_identity(
-            current.spiffe_id, current.key, current.cert_chain_pem, pem, bundle.version, current.issued_at
-        )
+        try:
+            ident = build_identity(
+                current.spiffe_id, current.key, current.cert_chain_pem, pem, bundle.version, current.issued_at
+            )
+        except (ValueError, ssl.SSLError) as exc:  # roots that are not certificates: keep what we trust
+            self._log.warning("ignored trust bundle v%d: %s", bundle.version, exc)
+            return
         self._log.info("trust bundle v%d: %d root(s)", bundle.version, len(bundle.roots))
         self._current = ident
         if bundle.snapshot_keys:

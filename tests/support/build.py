@@ -29,6 +29,7 @@ PURE_RUN = (
     "tests/unit/telemetry/",
     "tests/unit/config/test_hosts.py",
     "tests/test_imports.py",
+    "tests/fuzz/test_fuzz_http1.py",  # the codec is compiled: fuzz both builds
     "tests/e2e/test_traffic_shift.py",
     "tests/e2e/test_mtls_sidecars.py",
     "tests/e2e/test_proxy_workers.py",
