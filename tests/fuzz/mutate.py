@@ -46,7 +46,7 @@ def mutated(cases: list[bytes], keep_first: bool = True) -> st.SearchStrategy[by
 
 
 _SCALARS = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64) | st.floats(allow_nan=True)
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=True)
     | st.text(max_size=20) | st.sampled_from(["*", "", "default", "reviews", "v1", "100%", "1s", "-1", "0.0.0.0/0"])
 )  # fmt: skip
 _VALUES = st.recursive(

@@ -69,12 +69,21 @@ def seeds() -> dict[str, list[bytes]]:
     }
 
 
-def corpus(target: str) -> list[bytes]:
-    """Every kept case of ``target``: its corpus, its crashes, and (config) the golden examples."""
-    files = sorted((CORPUS / target).glob("*")) + sorted((CRASHES / target).glob("*"))
+SUITE_SAMPLE = 120
+"""At most this many corpus files of a target replay in the suite (every crash and golden example
+does); `make fuzz` starts from all of them."""
+
+
+def corpus(target: str, *, sample: int | None = None) -> list[bytes]:
+    """Kept cases of ``target``: its corpus (every ``sample``-th share of it when given), its crashes,
+    and (config) the golden examples."""
+    kept = sorted(f for f in (CORPUS / target).glob("*") if f.is_file() and f.name != ".keep")
+    if sample is not None and len(kept) > sample:
+        kept = kept[:: -(-len(kept) // sample)]
+    files = kept + sorted(f for f in (CRASHES / target).glob("*") if f.is_file())
     if target == "config":
         files += sorted(GOLDEN.glob("*.yaml"))
-    return [f.read_bytes() for f in files if f.is_file()]
+    return [f.read_bytes() for f in files]
 
 
 def main() -> None:  # pragma: no cover - regenerates the committed seed files

@@ -21,7 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from meshbus.bus import codec, schemas  # noqa: F401  (schemas: every message type registers itself)
+from meshbus.bus.config.analysis import analyze
+from meshbus.bus.config.loader import load_text
 from meshbus.bus.errors import BusError
+from meshbus.proxy.build.errors import RuntimeBuildError
+from meshbus.proxy.build.runtime import build_runtime
 from meshbus.proxy.codec.http1 import HEAD, ProtocolError, RequestSession, ResponseSession, passthrough_head
 
 Target = Callable[[bytes], None]
@@ -65,11 +69,6 @@ def http1_response(data: bytes) -> None:
 
 
 def config(data: bytes) -> None:
-    from meshbus.bus.config.analysis import analyze
-    from meshbus.bus.config.loader import load_text
-    from meshbus.proxy.build.errors import RuntimeBuildError
-    from meshbus.proxy.build.runtime import build_runtime
-
     text = data.decode("utf-8", "replace")
     result = load_text(text, "fuzz.yaml")
     analyze(result.resources, kubernetes=result.kubernetes)

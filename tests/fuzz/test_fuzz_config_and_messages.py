@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from meshbus.bus import codec
 from tests.fuzz import targets
 from tests.fuzz.mutate import _VALUES, mutated, mutated_yaml
-from tests.fuzz.seeds import GOLDEN, corpus
+from tests.fuzz.seeds import GOLDEN, SUITE_SAMPLE, corpus
 
 GOLDEN_DOCS = [p.read_text() for p in sorted(GOLDEN.glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("target", ["config", "bus_message"])
 def test_kept_cases(target: str) -> None:
-    cases = corpus(target)
+    cases = corpus(target, sample=SUITE_SAMPLE)
     assert cases
     for case in cases:
         targets.TARGETS[target](case)

@@ -8,14 +8,14 @@ from hypothesis import given
 
 from tests.fuzz import targets
 from tests.fuzz.mutate import mutated
-from tests.fuzz.seeds import corpus
+from tests.fuzz.seeds import SUITE_SAMPLE, corpus
 
 REQUESTS, RESPONSES = corpus("http1_request"), corpus("http1_response")
 
 
 @pytest.mark.parametrize("target", ["http1_request", "http1_response"])
 def test_kept_cases(target: str) -> None:
-    cases = corpus(target)
+    cases = corpus(target, sample=SUITE_SAMPLE)
     assert cases, f"no corpus for {target}: python -m tests.fuzz.seeds"
     for case in cases:
         targets.TARGETS[target](case)
