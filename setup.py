@@ -44,6 +44,8 @@ NATIVE_MODULES = [
     "proxy/filters/ratelimit.py",
     "proxy/filters/cors.py",
     "proxy/filters/chain.py",
+    "proxy/filters/jwt_authn.py",
+    "proxy/filters/global_ratelimit.py",
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
 ]

@@ -2,7 +2,9 @@
 driven with in-memory transports in a loop. Isolates the per-request Python work from the kernel
 and from machine noise; ``--profile`` prints a cProfile breakdown.
 
-    .venv/bin/python bench/micro.py [--requests 20000] [--profile] [--access-log]
+    .venv/bin/python bench/micro.py [--requests 20000] [--profile] [--access-log] [--plugin noop|header]
+
+``--plugin`` adds an in-process Plugin (bench/plugins.py's filters) to every request's chain.
 """
 
 from __future__ import annotations
@@ -67,9 +69,16 @@ class MemTransport(asyncio.Transport):
         return 0
 
 
-async def main(n: int, profile: bool, access_log: bool) -> None:
+async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> None:
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-micro-"))
-    (tmp / "mesh.yaml").write_text(meshbus_conf(1))
+    text = meshbus_conf(1)
+    if plugin:
+        from plugins import PLUGIN, install_filters
+
+        install_filters(tmp / "site")
+        sys.path.insert(0, str(tmp / "site"))
+        text += PLUGIN.format(filter=f"bench-{plugin}", placement="IN_PROCESS")
+    (tmp / "mesh.yaml").write_text(text)
     cfg = BootstrapConfig(
         config_path=str(tmp / "mesh.yaml"), outbound=Address("127.0.0.1", 0), inbound=None, admin=None,
         access_log=str(tmp / "access.log") if access_log else None,
@@ -145,7 +154,8 @@ if __name__ == "__main__":
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--access-log", action="store_true")
+    ap.add_argument("--plugin", choices=["", "noop", "header"], default="")
     a = ap.parse_args()
     import uvloop
 
-    uvloop.run(main(a.requests, a.profile, a.access_log))
+    uvloop.run(main(a.requests, a.profile, a.access_log, a.plugin))

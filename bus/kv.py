@@ -96,6 +96,8 @@ class BucketConfig:
     history: int = 64
     description: str = ""
     max_value_size: int | None = None
+    max_age: float | None = None
+    """Seconds a value is kept after it was last written (None: forever); for short-lived counters."""
 
 
 class BucketMissingError(NotReadyError):
@@ -171,6 +173,7 @@ class KeyValueStore:
             max_msgs=-1,
             max_msg_size=self.config.max_value_size,
             max_msgs_per_subject=self.config.history,
+            max_age=self.config.max_age,
             num_replicas=1,
         )
 

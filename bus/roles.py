@@ -17,7 +17,7 @@ Roles:
   certificate's URI SAN to it), allowed only the per-node subjects of the proxies that run with that
   identity: publish its register/fetch/heartbeat/ACK/deregister and its telemetry, subscribe to its
   own snapshot pushes, config-dump and certificate questions, and its own inbox. It may ask the CA,
-  policy and remote filters, never answer them.
+  policy (rate-limit leases) and remote filters (their hooks and info), never answer them.
 - ``bootstrap``: a proxy with no certificate yet. It may only ask meshbus-ca to sign (``ca.certify``,
   with its single-use bootstrap token inside) and read the trust bundle events and its inbox.
 
@@ -33,6 +33,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .schemas.jwks import JWKS_BUCKET
+from .schemas.ratelimit import RATELIMIT_BUCKET
 from .subjects import (
     Subjects,
     inbox_all,
@@ -92,6 +94,7 @@ def discovery(s: Subjects) -> Permissions:
         buckets=[
             *js_bucket(s.kv_bucket("config"), manage=True),  # reads it (--create-config-bucket creates it)
             *js_bucket(s.kv_bucket("discovery"), put=True, manage=True),
+            *js_bucket(s.kv_bucket(JWKS_BUCKET)),  # key sets policy fetched, handed to proxies
         ],
     )
 
@@ -111,10 +114,11 @@ def ca(s: Subjects) -> Permissions:
 def policy(s: Subjects) -> Permissions:
     return _service(
         "policy",
-        serve=[s.component_all("policy"), s.config_changed()],
+        serve=[s.component_all("policy"), s.config_changed()],  # ratelimit leases, health
         buckets=[
-            *js_bucket(s.kv_bucket("config")),  # compiles AuthorizationPolicy from the stored config
-            *js_bucket(s.kv_bucket("policy"), put=True, manage=True),
+            *js_bucket(s.kv_bucket("config")),  # RequestAuthentication's jwksUri to fetch
+            *js_bucket(s.kv_bucket(RATELIMIT_BUCKET), put=True, manage=True),  # global rate-limit counters
+            *js_bucket(s.kv_bucket(JWKS_BUCKET), put=True, manage=True),  # the key sets it fetched
         ],
     )
 
@@ -124,7 +128,7 @@ def telemetry(s: Subjects) -> Permissions:
 
 
 def filter_host(s: Subjects) -> Permissions:
-    return _service("filter-host", serve=[s.filter_call_all(), s.component_all("filter")])
+    return _service("filter-host", serve=[s.filter_all()])  # every filter's hooks and info
 
 
 def operator(s: Subjects) -> Permissions:
@@ -134,7 +138,7 @@ def operator(s: Subjects) -> Permissions:
 
 def proxy(s: Subjects, nodes: Iterable[str]) -> Permissions:
     """The proxies that run with one workload identity (node ids known when the server config is made)."""
-    publish: list[str] = [s.ca("certify"), s.policy("check"), s.filter_call_all()]
+    publish: list[str] = [s.ca("certify"), s.policy("ratelimit"), s.filter_all()]  # ask; never answer
     subscribe: list[str] = [s.ca_bundle_changed()]
     for node in sorted(set(nodes)):
         publish += [

@@ -201,9 +201,17 @@ class Subjects:
     def filter_call(self, filter_id: str) -> str:
         return self._s("filter", escape_token(filter_id), "call")
 
-    def filter_call_all(self) -> str:
-        """Every remote filter's call subject (what a filter host may serve)."""
-        return self._s("filter", "*", "call")
+    def filter_all(self) -> str:
+        """Every remote filter's subjects: its hooks and info (what a filter host serves; a proxy asks)."""
+        return self._s("filter", "*", "*")
+
+    def filter_hook(self, filter_id: str, hook: str) -> str:
+        """One hook of a remote filter (bus/schemas/filters.py): hosts serve it in a queue group."""
+        return self._s("filter", escape_token(filter_id), validate_token(hook, "hook"))
+
+    def filter_info(self, filter_id: str) -> str:
+        """A remote filter's description and config schema (any host of it answers)."""
+        return self._s("filter", escape_token(filter_id), "info")
 
     # -- telemetry
     def telemetry(self, signal: str, node: str) -> str:

@@ -10,20 +10,25 @@ no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/tes
   attempts of one forwarded request as a state machine (``attempts``: retries, backoff, per-try and
   route timeouts, the per-cluster retry budget, the stale-connection replay; events and ``now`` in,
   action codes out), Envoy's response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC).
-- ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations).
+- ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations,
+  JWT authentication for RequestAuthentication, global rate limits with leased budgets), and
+  ``filters.plugins``: meshbus.io/v1 Plugins, users' filters (meshbus.plugins SDK) run in process
+  or called over NATS on a meshbus-filter-host, with their timeout and failStrategy.
 - ``codec``: HTTP/1.1 sessions over httptools (llhttp): bytes in, events out; head serializers.
 - ``build``: Istio resources -> an immutable ``ProxyRuntime``, compiled once per config version
-  (incrementally: unchanged parts are reused).
-- ``adapters`` (I/O): ``listener`` (downstream Protocol, pipelining, header/idle timeouts),
-  ``exchange`` (one request through its route: the router as callbacks, performing what
-  ``core.attempts`` decides), ``contracts`` (the typed Protocols between listener, exchange, pools
-  and server), ``upstream`` (keep-alive
+  (incrementally: unchanged parts are reused); ``inbound_filters`` puts the workload's
+  RequestAuthentication and RateLimit rules on its inbound route.
+- ``adapters`` (I/O): ``listener`` (the HTTP/1 downstream connection: pipelining, header/idle
+  timeouts, and the stream calls an exchange answers through), ``exchange`` (one request through its
+  route: the router as callbacks, performing what ``core.attempts`` decides), ``contracts`` (the
+  typed Protocols between listener, exchange, pools and server), ``upstream`` (keep-alive
   pools with Envoy's HTTP/1 circuit breaking), ``write_batch``, ``server`` (lifecycle, config watch
   and atomic swap, timeouts sweep, drain), ``admin`` (Envoy-like admin API).
 - ``tls``: mesh TLS decisions from config (``policy``), contexts and SPIFFE checks (``contexts``),
   the per-connection glue (``mtls``) over the TLS record layer on OpenSSL memory BIOs (``stream``).
 - ``mesh``: mesh mode: the agent (registration, heartbeats, snapshots with ACK/NACK), the identity
-  client (CSR, renewal), and ``mode``, which wires them to a running server.
+  client (CSR, renewal), the global rate limit's lease client (``ratelimit_client``), and ``mode``,
+  which wires them to a running server.
 - ``bootstrap`` (what the command line says: ports, limits, logging) and ``__main__`` (CLI, workers).
 
 The filter chain (``filters.chain``). Every request passes the ordered HTTP filters of its route, in
@@ -32,7 +37,8 @@ compiled built-ins (local rate limit, CORS, fault), UNSPECIFIED, header operatio
 (``adapters.exchange``). Hooks are symmetric (request headers, request body, response headers,
 response body, done); each continues (None), answers (``LocalReply``: status, body, headers, response
 flag, details for the access log), or pauses (``Delay``, or an ``async def`` hook, which the exchange
-awaits in a task of its own while other requests go on). Response hooks run in reverse order; a local
+awaits in a task of its own while other requests go on; a response-header hook may pause too: the
+response is held until it completes). Response hooks run in reverse order; a local
 reply passes only the filters that ran before the one that sent it. A filter that raises gets a 500
 with ``filter_error:<name>`` in the access log and never takes the worker down. Per-route config is a
 typed map on the compiled route (``Route.filter_config``: filter name -> frozen config; the chain is
@@ -46,7 +52,17 @@ in the module dict on each use), annotations are true at run time (compiled func
 hot calls go to functions and classes of the compiled group rather than to aliases of them.
 
 Data flow: client bytes -> RequestSession events -> Exchange -> pooled UpstreamConnection ->
-ResponseSession events -> Exchange -> client. Bodies stream both ways; a request body is copied only
+ResponseSession events -> Exchange -> client.
+
+The codec seam (``adapters.contracts.Downstream``). The exchange and the filter chain see a request
+as a ``RequestHead`` and events, and answer through the stream calls ``send_head``, ``send_data``,
+``send_end``, ``send_local``, ``send_continue``; the HTTP/1 connection turns those into HTTP/1
+framing (chunked or close-delimited bodies, ``Connection: close``, the head held back to share a
+write with the first body bytes). An HTTP/2 connection gives each stream the same calls over frames,
+so neither the exchange nor a filter changes. Two parts stay HTTP/1 by nature: the pass-through of a
+head as received (``RequestHead.raw``, ``send_raw_head``; absent on other codecs, which take the
+parsed path) and Upgrade tunnels. The upstream side speaks HTTP/1 (the exchange encodes the request
+head; the connection frames the body: ``UpstreamConnection.send``, ``send_body``). Bodies stream both ways; a request body is copied only
 while a retry may need it (<= 64 KiB). Backpressure: a full client write buffer pauses the upstream
 socket; a full upstream write buffer pauses the client socket.
 Concurrency: one event loop per worker process (``--workers N`` share ports with SO_REUSEPORT); config

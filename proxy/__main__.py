@@ -166,6 +166,8 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[BootstrapConfig, 
         access_log_format=a.access_log_format,
         reuse_port=workers > 1,
         isolate_loader=not a.in_process_config,
+        nats=a.nats,
+        subject_root=a.subject_root,
     )
     return cfg, a
 

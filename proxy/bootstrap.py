@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from meshbus.bus.config.resources import Resource
+    from meshbus.bus.config.proxy_kinds import Resource
 
 
 class BootstrapError(ValueError):
@@ -67,6 +67,8 @@ class BootstrapConfig:
     access_log_format: str = "json"
     reuse_port: bool = False
     isolate_loader: bool = False  # load YAML in a child interpreter (keeps the YAML loader out of workers)
+    nats: str | None = None  # NATS URL(s) for REMOTE Plugins on a standalone proxy (None: $MESHBUS_NATS_URL)
+    subject_root: str = "mesh"
 
     def __post_init__(self) -> None:
         if self.workers < 1:

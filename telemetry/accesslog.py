@@ -71,6 +71,8 @@ class AccessLogRecord:
     downstream_peer_principal: str | None = None
     """SPIFFE ID of the downstream peer once mTLS is in place."""
     trace_id: str | None = None
+    request_principal: str | None = None
+    """``<iss>/<sub>`` of the request's verified JWT (RequestAuthentication), Istio's request principal."""
 
 
 class AccessLog(Protocol):
@@ -180,6 +182,7 @@ def to_json_dict(r: AccessLogRecord) -> dict[str, Any]:
         "downstream_remote_address": r.downstream_remote_address,
         "downstream_peer_principal": r.downstream_peer_principal,
         "trace_id": r.trace_id,
+        "request_principal": r.request_principal,
     }
 
 
@@ -220,6 +223,7 @@ def format_json_lines(records: Iterable[AccessLogRecord]) -> bytes:
                     "downstream_remote_address": r.downstream_remote_address,
                     "downstream_peer_principal": r.downstream_peer_principal,
                     "trace_id": r.trace_id,
+                    "request_principal": r.request_principal,
                 }
             )
             + b"\n"

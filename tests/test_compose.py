@@ -22,6 +22,7 @@ PARSERS = {
     "meshbus-config": "meshbus.control.config.__main__",
     "meshbus-discovery": "meshbus.control.discovery.__main__",
     "meshbus-ca": "meshbus.control.ca.__main__",
+    "meshbus-policy": "meshbus.control.policy.__main__",
     "meshctl": "meshbus.control.cli.__main__",
 }
 COMPOSE_DOC = Compose()
@@ -47,7 +48,14 @@ def test_compose_file_matches_the_compose_spec() -> None:
 
 def test_every_component_has_a_service() -> None:
     used = {words[0] for svc in COMPOSE_DOC.services.values() for words in svc.commands()}
-    assert {"meshbus-proxy", "meshbus-config", "meshbus-discovery", "meshbus-ca", "meshctl"} <= used
+    assert {
+        "meshbus-proxy",
+        "meshbus-config",
+        "meshbus-discovery",
+        "meshbus-ca",
+        "meshbus-policy",
+        "meshctl",
+    } <= used
 
 
 @pytest.mark.parametrize("name", OURS)
@@ -128,7 +136,7 @@ def test_nats_runs_the_config_bus_init_writes_and_every_process_its_own_key() ->
     assert nats.depends_on == {"bus-init": "service_completed_successfully"}
     assert nats.spec["command"][:2] == ["--config", f"{bus_dir}/nats-server.conf"]
     assert ("bus", bus_dir, True) in nats.mounts and ("bus", bus_dir, False) in init.mounts
-    roles = {"config": "config", "discovery": "discovery", "ca": "ca", "bootstrap": "operator"}
+    roles = {"config": "config", "discovery": "discovery", "ca": "ca", "policy": "policy", "bootstrap": "operator"}
     for name, role in roles.items():
         svc = COMPOSE_DOC.services[name]
         key = f"{bus_dir}/{role}.nk"

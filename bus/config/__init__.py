@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from meshbus.bus.config.loader import LoadResult, load_path, load_text
     from meshbus.bus.config.mesh_config import MeshConfigSpec
     from meshbus.bus.config.meshbus_kinds import LocalRateLimitSpec, PluginSpec, TokenBucket
+    from meshbus.bus.config.rate_limit import RateLimitSpec
     from meshbus.bus.config.resources import (
         KINDS,
         AuthorizationPolicy,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
         Metadata,
         PeerAuthentication,
         Plugin,
+        RateLimit,
         RequestAuthentication,
         Resource,
         ServiceEntry,
@@ -88,6 +90,8 @@ _LAZY = {
     "PeerAuthentication": "resources",
     "Percent": "types",
     "Plugin": "resources",
+    "RateLimit": "resources",
+    "RateLimitSpec": "rate_limit",
     "PluginSpec": "meshbus_kinds",
     "RequestAuthentication": "resources",
     "Resource": "resources",
@@ -141,6 +145,8 @@ __all__ = [
     "Percent",
     "Plugin",
     "PluginSpec",
+    "RateLimit",
+    "RateLimitSpec",
     "RequestAuthentication",
     "Resource",
     "ServiceEntry",

@@ -27,7 +27,6 @@ from meshbus.bus.config.resources import (
     DestinationRule,
     Gateway,
     LocalRateLimit,
-    Plugin,
     Resource,
     ServiceEntry,
     Sidecar,
@@ -115,7 +114,7 @@ def analyze(
                     vs_by_host[to_fqdn(host, res.namespace)].append((res, i))
         elif isinstance(res, DestinationRule):
             _destination_rule(f, res, index)
-        elif isinstance(res, LocalRateLimit | Plugin):
+        elif isinstance(res, LocalRateLimit):
             _route_refs(f, res, index)
     for host, owners in vs_by_host.items():
         if len(owners) > 1:
@@ -396,7 +395,7 @@ def _destination_rule(f: Findings, dr: DestinationRule, index: _Index) -> None:
             )
 
 
-def _route_refs(f: Findings, res: LocalRateLimit | Plugin, index: _Index) -> None:
+def _route_refs(f: Findings, res: LocalRateLimit, index: _Index) -> None:
     for i, name in enumerate(res.spec.routes):
         if name not in index.route_names:
             f.analysis(
@@ -405,13 +404,12 @@ def _route_refs(f: Findings, res: LocalRateLimit | Plugin, index: _Index) -> Non
                 ["spec", "routes", i],
                 f'Referenced route not found: "{name}"',
             )
-    if isinstance(res, LocalRateLimit):
-        for i, host in enumerate(res.spec.hosts):
-            fqdn = to_fqdn(host, res.namespace)
-            if not any(host_matches(fqdn, h) or host_matches(h, fqdn) for h in index.vs_hosts):
-                f.analysis(
-                    Level.WARNING,
-                    REFERENCED_RESOURCE_NOT_FOUND,
-                    ["spec", "hosts", i],
-                    f'Referenced host not found: "{host}" (no VirtualService routes it)',
-                )
+    for i, host in enumerate(res.spec.hosts):
+        fqdn = to_fqdn(host, res.namespace)
+        if not any(host_matches(fqdn, h) or host_matches(h, fqdn) for h in index.vs_hosts):
+            f.analysis(
+                Level.WARNING,
+                REFERENCED_RESOURCE_NOT_FOUND,
+                ["spec", "hosts", i],
+                f'Referenced host not found: "{host}" (no VirtualService routes it)',
+            )

@@ -185,15 +185,18 @@ KINDS: dict[str, Fate] = {
     "AuthorizationPolicy": not_enforced(
         "meshbus does not apply authorization policy yet; the workloads it selects still accept every caller"
     ),
-    "RequestAuthentication": not_enforced(
-        "meshbus does not verify JWTs yet; requests without a token or with a bad one are not rejected"
+    "RequestAuthentication": ENFORCED,
+    "RateLimit": enforced_except_standalone(
+        not_enforced(
+            "a standalone proxy has no meshbus-policy to count with: it applies the failure mode (Open: "
+            "every request passes)"
+        )
     ),
-    "Plugin": not_enforced(
-        "meshbus-proxy does not load plugins yet; the filter does not run and requests pass without it"
-    ),
+    "Plugin": ENFORCED,
     "MeshConfig": not_enforced(
-        "no meshbus component reads the mesh config yet: the root namespace is istio-system, paths are "
-        "not normalized for policy, and extension providers are unused"
+        "only its rootNamespace is read yet, by Plugin, RequestAuthentication and RateLimit (where they "
+        "apply mesh-wide); every other kind takes istio-system as the root namespace, paths are not "
+        "normalized for policy, and extension providers are unused"
     ),
     "Gateway": not_enforced("meshbus has no gateway proxy yet; this Gateway is stored but has no effect"),
     "WorkloadEntry": not_enforced(
@@ -203,11 +206,11 @@ KINDS: dict[str, Fate] = {
     # Istio kinds meshbus validates (validation/) and stores but does not run.
     "EnvoyFilter": not_enforced(
         f"{_ENVOY}, so Envoy config patches have no effect; use a meshbus.io/v1 Plugin (a filter in the "
-        "request path, once meshbus-proxy loads plugins) or a meshbus.io/v1 LocalRateLimit instead"
+        "request path) or a meshbus.io/v1 LocalRateLimit instead"
     ),
     "WasmPlugin": not_enforced(
-        f"{_ENVOY} and loads no Wasm modules; write the filter as a meshbus.io/v1 Plugin (once meshbus-proxy "
-        "loads plugins), or use a meshbus.io/v1 LocalRateLimit for rate limits"
+        f"{_ENVOY} and loads no Wasm modules; write the filter as a meshbus.io/v1 Plugin (a Python "
+        "filter in the proxy or a remote one), or use a meshbus.io/v1 LocalRateLimit for rate limits"
     ),
     "Telemetry": not_enforced(
         "meshbus's telemetry does not read it yet (metrics, traces and access logs use their defaults)"
@@ -506,6 +509,18 @@ FIELDS: dict[str, Fate] = {
     "LocalRateLimit spec.tokenBucket.maxTokens": ENFORCED,
     "LocalRateLimit spec.tokenBucket.tokensPerFill": ENFORCED,
     "LocalRateLimit spec.tokenBucket.fillInterval": ENFORCED,
+    # Plugin (proxy/filters/plugins/: selection, chain order, failure policy; control/config/filters.py
+    # checks filter and pluginConfig when applied)
+    "Plugin spec.selector.matchLabels": ENFORCED,
+    "Plugin spec.filter": ENFORCED,
+    "Plugin spec.placement": ENFORCED,
+    "Plugin spec.phase": ENFORCED,
+    "Plugin spec.priority": ENFORCED,
+    "Plugin spec.failStrategy": ENFORCED,
+    "Plugin spec.match[].mode": ENFORCED,
+    "Plugin spec.match[].ports[].number": ENFORCED,
+    "Plugin spec.pluginConfig": ENFORCED,
+    "Plugin spec.timeout": ENFORCED,
     # Kinds that are not enforced as a whole: what stays to do inside them once they are.
     "AuthorizationPolicy spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
     "AuthorizationPolicy spec.targetRefs": not_enforced("meshbus has no Gateway API; use selector"),
@@ -515,8 +530,50 @@ FIELDS: dict[str, Fate] = {
     "AuthorizationPolicy spec.rules[].from[].source.notTrustDomains": not_enforced(
         "meshbus has one trust domain"
     ),
+    # RequestAuthentication (proxy/filters/jwt_authn.py in the inbound sidecar; keys fetched by
+    # meshbus-policy, control/policy/jwks.py, and sent inline by discovery, control/discovery/jwks_inline.py)
     "RequestAuthentication spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
     "RequestAuthentication spec.targetRefs": not_enforced("meshbus has no Gateway API; use selector"),
+    "RequestAuthentication spec.selector.matchLabels": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].issuer": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].audiences": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].jwksUri": enforced_except_standalone(
+        not_enforced(
+            "a standalone proxy fetches no keys (meshbus-policy does, in mesh mode): tokens of this issuer "
+            "get 401; give the keys inline in jwks",
+        )
+    ),
+    "RequestAuthentication spec.jwtRules[].jwks": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromHeaders[].name": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromHeaders[].prefix": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromParams": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].fromCookies": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].outputPayloadToHeader": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].forwardOriginalToken": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].outputClaimToHeaders[].header": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].outputClaimToHeaders[].claim": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].timeout": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].spaceDelimitedClaims": ENFORCED,
+    "RequestAuthentication spec.jwtRules[].presence": not_enforced(
+        "meshbus treats every token as optional: a request without one passes without identity; require "
+        "one with an AuthorizationPolicy whose rule names requestPrincipals",
+        when=lambda v, _p: v == "REQUIRED",
+        condition="REQUIRED",
+    ),
+    # RateLimit (proxy/filters/global_ratelimit.py in the inbound sidecar, counters in meshbus-policy)
+    "RateLimit spec.selector.matchLabels": ENFORCED,
+    "RateLimit spec.rules[].name": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].name": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].type": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].value": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].headers[].invert": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].sourceCIDR.type": ENFORCED,
+    "RateLimit spec.rules[].clientSelectors[].sourceCIDR.value": ENFORCED,
+    "RateLimit spec.rules[].limit.requests": ENFORCED,
+    "RateLimit spec.rules[].limit.unit": ENFORCED,
+    "RateLimit spec.rules[].shadowMode": ENFORCED,
+    "RateLimit spec.failureMode": ENFORCED,
+    "RateLimit spec.timeout": ENFORCED,
 }
 
 SAME_AS: dict[str, str] = {

@@ -24,10 +24,18 @@ the same data a standalone proxy loads from YAML.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec import message
+
+
+def resource_key(value: Mapping[str, Any]) -> str:
+    """A snapshot resource's key (``Kind.namespace.name``): how snapshots, deltas and digests name it."""
+    meta = value.get("metadata") or {}
+    return f"{value.get('kind')}.{meta.get('namespace') or 'default'}.{meta.get('name')}"
+
 
 APP_HEALTHY = "HEALTHY"
 """The sidecar's readiness probe of its app passes: the workload is in the endpoint sets."""

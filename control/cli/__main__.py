@@ -13,7 +13,7 @@ import sys
 from meshbus.bus.errors import BusError
 from meshbus.bus.process import add_common_args
 
-from . import analyze, bus_cmds, ca_cmds, config_cmds, status_cmds, up, up_background, version
+from . import analyze, bus_cmds, ca_cmds, config_cmds, plugins_cmd, status_cmds, up, up_background, version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_common_args(common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (up, up_background, config_cmds, analyze, ca_cmds, bus_cmds, status_cmds, version):
+    for group in (up, up_background, config_cmds, analyze, ca_cmds, bus_cmds, status_cmds, plugins_cmd, version):
         group.register(sub, common)
     return parser
 

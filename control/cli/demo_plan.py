@@ -1,6 +1,7 @@
 """What `meshctl up` runs besides NATS: the control plane and the demo mesh.
 
-- meshbus-config, meshbus-discovery (creates the config bucket if config has not yet), meshbus-ca;
+- meshbus-config, meshbus-discovery (creates the config bucket if config has not yet), meshbus-ca,
+  meshbus-policy (global rate limit counters, JWT key sets);
 - two versions of the demo "reviews" service, each behind a mesh-mode sidecar (inbound -> app),
   registered with the label version=v1 / v2 and the service port http=9080;
 - a "productpage" sidecar with only an outbound listener, the client side of the demo:
@@ -104,6 +105,9 @@ def children(
             "meshbus-ca",
             (python, "-m", "meshbus.control.ca", "--ca-dir", str(data_dir / "ca")),
             f"bus: {bus.component_all('ca')} (keys in {data_dir / 'ca'})",
+        ),
+        Child(
+            "meshbus-policy", (python, "-m", "meshbus.control.policy"), f"bus: {bus.component_all('policy')}"
         ),
     ]
     for version, app, inbound, admin in (

@@ -20,6 +20,7 @@ SHORT_NAMES: dict[str, str] = {
     "ra": "RequestAuthentication",
     "ap": "AuthorizationPolicy",
     "lrl": "LocalRateLimit",
+    "rl": "RateLimit",
     "wg": "WorkloadGroup",
     "gtw": "KubernetesGateway",
 }

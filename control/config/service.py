@@ -53,6 +53,7 @@ from meshbus.bus.tasks import cancel_and_wait
 from meshbus.control.discovery.client import registry_hosts
 
 from . import admission
+from .filters import check_plugins
 from .kinds import UnknownKindError, resolve_kind
 from .manifest import key_of, split_key, to_record, to_stored, utc_iso, utc_now
 from .plan import Current, Plan, plan_apply, plan_delete
@@ -131,6 +132,11 @@ class ConfigService:
             raise BadRequestError(admission.render_errors(loaded.validation))
         if not loaded.resources and not loaded.kubernetes:
             raise BadRequestError("no resources found in the request")
+        # A Plugin's filter and pluginConfig: against the filters installed here, or a live host's schema.
+        plugins = await check_plugins(self.bus, loaded.resources)
+        if plugins.errors:
+            raise BadRequestError(admission.render_errors(plugins))
+        loaded.validation.extend(plugins)
         expected = dict(req.expected_revisions)
         if req.expected_revision:
             if len(loaded.resources) != 1:

@@ -17,6 +17,8 @@ Layers (sans-IO core first; only server.py, config_watch.py and versions.py touc
 - `replicas`     live replica set and rendezvous owner of each node.
 - `versions`     monotonic versions from one JetStream KV sequence (one put per push cycle).
 - `config_watch` KV watch -> MeshModel, resync after reconnect.
+- `jwks_inline` / `jwks_watch`   the JWT key sets meshbus-policy fetched, followed from their bucket
+                 and put inline into RequestAuthentications (dropped at their maximum age).
 - `server`       `DiscoveryServer`: subscriptions, endpoints, push loop.
 
 Data flow: KV change / heartbeat -> PushRequest -> Debouncer -> affected nodes owned by this

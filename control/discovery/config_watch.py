@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import BusError
@@ -27,6 +28,7 @@ from .model import ConfigEntry, MeshModel, served
 log = logging.getLogger(__name__)
 
 OnChange = Callable[[list[str], MeshModel], None]
+Transform = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
 class ConfigWatch:
@@ -38,8 +40,13 @@ class ConfigWatch:
         create: bool = False,
         retry: float = 0.5,
         logger: logging.Logger | None = None,
+        transform: Transform | None = None,
     ) -> None:
         self.bus = bus
+        # What discovery adds to a stored value before modelling it (the JWT key sets meshbus-policy
+        # fetched, jwks_inline.py); the stored values are kept to model them again (`reapply`).
+        self.transform = transform
+        self.raw: dict[str, Mapping[str, Any]] = {}
         self.on_change = on_change
         self.retry = retry
         self.kv = KeyValueStore(
@@ -115,14 +122,39 @@ class ConfigWatch:
                 deletes.append((e.key, e.revision))
                 continue
             try:
-                value = decode_value(e.value).manifest()
+                value: Mapping[str, Any] = decode_value(e.value).manifest()
                 if not served(value):  # accepted but not acted on by proxies (EnvoyFilter, HTTPRoute, ...)
                     deletes.append((e.key, e.revision))
                     continue
+                if self.transform is not None:
+                    self.raw[e.key] = value
+                    value = self.transform(value)
                 puts.append(ConfigEntry.from_value(value, e.revision))
             except (BusError, ValueError) as exc:
                 self.bad_values += 1
                 self._log.error("skipping config key %s at revision %d: %s", e.key, e.revision, exc)
+        for key, _rev in deletes:
+            self.raw.pop(key, None)
+        self._commit(puts, deletes)
+
+    def reapply(self, keys: Iterable[str]) -> None:
+        """Model these keys again from their stored values (what `transform` adds to them changed)."""
+        if self.transform is None:
+            return
+        puts: list[ConfigEntry] = []
+        for key in keys:
+            raw, entry = self.raw.get(key), self.model.get(key)
+            if raw is None or entry is None:
+                continue  # deleted meanwhile
+            try:
+                puts.append(ConfigEntry.from_value(self.transform(raw), entry.revision))
+            except ValueError as exc:
+                self.bad_values += 1
+                self._log.error("skipping config key %s: %s", key, exc)
+        if puts:
+            self._commit(puts, [])
+
+    def _commit(self, puts: list[ConfigEntry], deletes: list[tuple[str, int]]) -> None:
         old = self.model
         new = old.apply(puts, deletes)
         if new.generation == old.generation:

@@ -24,7 +24,14 @@ from meshbus.bus.config.resources import DestinationRule, VirtualService
 from meshbus.bus.schemas.discovery import Register
 
 from .endpoints import synthesize
-from .model import PEER_AUTHENTICATION, ROOT_NAMESPACE, ConfigEntry, MeshModel, route_destinations
+from .model import (
+    MESH_CONFIG,
+    PEER_AUTHENTICATION,
+    ROOT_NAMESPACE,
+    ConfigEntry,
+    MeshModel,
+    route_destinations,
+)
 from .push_request import PushRequest
 from .registry import Registry, ServiceKey
 from .visibility import Visibility
@@ -266,6 +273,8 @@ class SnapshotGenerator:
             for e in (old_model.get(key), self.model.get(key)):
                 if e is None:
                     continue
+                if e.kind == MESH_CONFIG:
+                    return set(self.node_class)  # its root namespace may select other Plugins anywhere
                 if e.workload_scoped:
                     nodes |= self._selected_nodes(e)
                 else:
@@ -296,10 +305,11 @@ class SnapshotGenerator:
         if e.kind == PEER_AUTHENTICATION:
             return set(self.node_class)  # every proxy gets every PeerAuthentication (MeshModel.scoped_for)
         out = set()
+        root = self.model.root_for(e)
         for (ns, _svc), members in self.registry.by_service.items():
-            if e.namespace not in (ns, ROOT_NAMESPACE):
+            if e.namespace not in (ns, root):
                 continue
             for node, w in members.items():
-                if node in self.node_class and e.selects(w.namespace, w.labels):
+                if node in self.node_class and e.selects(w.namespace, w.labels, root):
                     out.add(node)
         return out

@@ -14,7 +14,7 @@ old one (Istio ``updateContext``), so a change costs what changed, not the mesh 
 Entries come in two scopes:
 - host-scoped (VirtualService, DestinationRule, ServiceEntry, LocalRateLimit with hosts): a proxy
   gets them when it may call one of their hosts;
-- workload-scoped (Sidecar, Gateway, security policies, Plugin, LocalRateLimit without hosts): a
+- workload-scoped (Sidecar, Gateway, security policies, Plugin, RateLimit, LocalRateLimit without hosts): a
   proxy gets them when they select its workload (same namespace or the root namespace).
 """
 
@@ -31,17 +31,30 @@ from meshbus.bus.config import resources as kinds
 from meshbus.bus.config.hosts import host_matches, to_fqdn
 from meshbus.bus.config.virtual_service import Destination, VirtualServiceSpec
 from meshbus.bus.schemas.config import manifest_resource
+from meshbus.bus.schemas.discovery import resource_key
 
 ROOT_NAMESPACE = "istio-system"
 HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
 WORKLOAD_SCOPED = frozenset(
-    {"Sidecar", "Gateway", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy", "Plugin"}
+    {
+        "Sidecar",
+        "Gateway",
+        "PeerAuthentication",
+        "RequestAuthentication",
+        "AuthorizationPolicy",
+        "Plugin",
+        "RateLimit",
+    }
 )
 PEER_AUTHENTICATION = "PeerAuthentication"
+MESH_CONFIG_ROOTED = frozenset({"Plugin", "RequestAuthentication", "RateLimit"})
+"""Kinds whose mesh-wide scope is MeshConfig's rootNamespace, as the proxy reads it too."""
 IGNORED = frozenset({"WorkloadEntry"})
 """Not sent to proxies: workloads reach the mesh by registering."""
 _SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "meshbus.io"})
-_SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit"}
+MESH_CONFIG = "MeshConfig"
+"""Sent to every proxy: its rootNamespace says where a Plugin applies mesh-wide."""
+_SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit", MESH_CONFIG}
 
 
 def served(value: Mapping[str, Any]) -> bool:
@@ -49,11 +62,6 @@ def served(value: Mapping[str, Any]) -> bool:
     (EnvoyFilter, Telemetry, the Gateway API's Gateway, ...) never reach a proxy."""
     group = str(value.get("apiVersion", "")).rpartition("/")[0]
     return group in _SERVED_GROUPS and value.get("kind") in _SERVED_KINDS
-
-
-def resource_key(value: Mapping[str, Any]) -> str:
-    meta = value.get("metadata") or {}
-    return f"{value.get('kind')}.{meta.get('namespace') or 'default'}.{meta.get('name')}"
 
 
 def value_digest(value: Mapping[str, Any]) -> str:
@@ -74,9 +82,14 @@ def _selector(res: kinds.Resource) -> dict[str, str] | None:
     if isinstance(res, kinds.Gateway):
         return dict(res.spec.selector)
     labels: Mapping[str, str] | None = None
-    if isinstance(res, (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy)):
+    if isinstance(
+        res,
+        (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy, kinds.RateLimit),
+    ):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None
-    elif isinstance(res, (kinds.Sidecar, kinds.Plugin, kinds.LocalRateLimit)):
+    elif isinstance(res, kinds.Plugin):
+        labels = res.spec.selector.match_labels if res.spec.selector is not None else None
+    elif isinstance(res, (kinds.Sidecar, kinds.LocalRateLimit)):
         sel = res.spec.workload_selector
         labels = sel.labels if sel is not None else None
     return dict(labels) if labels else None
@@ -171,9 +184,10 @@ class ConfigEntry:
             packed=msgpack.packb(value, use_bin_type=True),
         )
 
-    def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
-        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?"""
-        if self.namespace not in (namespace, ROOT_NAMESPACE):
+    def selects(self, namespace: str, labels: Mapping[str, str], root: str = ROOT_NAMESPACE) -> bool:
+        """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?
+        ``root``: the mesh's root namespace (MeshConfig's, for the kinds that read it: MESH_CONFIG_ROOTED)."""
+        if self.namespace not in (namespace, root):
             return False
         if self.kind == "Gateway" and not self.selector:
             return False
@@ -197,6 +211,19 @@ class MeshModel:
     """Bumped by every apply that changed something (cache key for derived data)."""
     peer_authentications: tuple[ConfigEntry, ...] = ()
     """Every PeerAuthentication, by key: each proxy gets all of them (see scoped_for)."""
+    mesh_config: ConfigEntry | None = None
+    """The MeshConfig (the first by key, should there be several); every proxy gets it."""
+
+    @property
+    def root_namespace(self) -> str:
+        """MeshConfig's rootNamespace (MESH_CONFIG_ROOTED kinds read it; others use ROOT_NAMESPACE)."""
+        mc = self.mesh_config
+        if mc is not None and isinstance(mc.resource, kinds.MeshConfig):
+            return mc.resource.spec.root_namespace
+        return ROOT_NAMESPACE
+
+    def root_for(self, e: ConfigEntry) -> str:
+        return self.root_namespace if e.kind in MESH_CONFIG_ROOTED else ROOT_NAMESPACE
 
     def get(self, key: str) -> ConfigEntry | None:
         return self.entries.get(key)
@@ -250,6 +277,7 @@ class MeshModel:
                 key=lambda e: e.key,
             )
         )
+        mesh_configs = sorted((e for e in entries.values() if e.kind == MESH_CONFIG), key=lambda e: e.key)
         return MeshModel(
             entries=entries,
             host_scoped=host_scoped,
@@ -257,6 +285,7 @@ class MeshModel:
             revision=revision,
             generation=self.generation + (1 if changed else 0),
             peer_authentications=pas,
+            mesh_config=mesh_configs[0] if mesh_configs else None,
         )
 
     def scoped_for(self, namespace: str, labels: Mapping[str, str]) -> list[ConfigEntry]:
@@ -267,13 +296,15 @@ class MeshModel:
         DISABLE server is sent plaintext), which istiod decides centrally and meshbus in each proxy.
         """
         out: list[ConfigEntry] = []
-        for ns in {namespace, ROOT_NAMESPACE}:
+        for ns in {namespace, ROOT_NAMESPACE, self.root_namespace}:
             out.extend(
                 e
                 for e in self.workload_scoped.get(ns, {}).values()
-                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels)
+                if e.kind != PEER_AUTHENTICATION and e.selects(namespace, labels, self.root_for(e))
             )
         out.extend(self.peer_authentications)
+        if self.mesh_config is not None:
+            out.append(self.mesh_config)
         return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> ConfigEntry | None:

@@ -56,6 +56,8 @@ from .config_watch import ConfigWatch
 from .debounce import Debouncer
 from .delta import SentContent, plan
 from .generate import NodeConfig, SnapshotGenerator
+from .jwks_inline import JwksInliner
+from .jwks_watch import JwksWatch
 from .push_queue import PushQueue
 from .push_request import PushRequest
 from .registry import Registry, RegistryChange
@@ -134,7 +136,12 @@ class DiscoveryServer:
         """node -> version of the last snapshot this replica pushed to it (fetch answers excluded)."""
         self.stats = DiscoveryStats()
         self.versions = VersionSource(bus)
-        self.config = ConfigWatch(bus, self._on_config, create=s.create_config_bucket, logger=self._log)
+        # JWT key sets meshbus-policy fetched go inline into RequestAuthentications (jwks_inline.py).
+        self.jwks = JwksInliner(wall)
+        self.config = ConfigWatch(
+            bus, self._on_config, create=s.create_config_bucket, logger=self._log, transform=self.jwks.inline
+        )
+        self.jwks_watch = JwksWatch(bus, self.jwks, self.config.reapply, logger=self._log)
         self.service = BusService(bus, "discovery", description="meshbus discovery (Pilot role)")
         self.service.add_endpoint(
             EndpointSpec(
@@ -184,6 +191,7 @@ class DiscoveryServer:
             self._subs.append(await self.bus.subscribe(subject, self._guard(cb)))
         await self.service.start()
         await self.config.start()
+        await self.jwks_watch.start()
         for coro, name in (
             (self._push_loop(), "push"),
             (self._sweep_loop(), "sweep"),
@@ -199,6 +207,7 @@ class DiscoveryServer:
             )
         await cancel_and_wait(self._tasks, logger=self._log)
         self._tasks.clear()
+        await self.jwks_watch.stop()
         await self.config.stop()
         for sub in self._subs:
             with contextlib.suppress(Exception):

@@ -40,11 +40,9 @@ class Transport(Protocol):
 class UpstreamReceiver(Protocol):
     """What a connection reports to while it carries a request: an Exchange, or a mirror's sender.
 
-    ``out`` is a response head held back to leave with the first body bytes; the connection calls
-    ``flush_out`` at the end of a read that left it there."""
+    The connection calls ``flush_out`` at the end of each read: a response head the downstream
+    stream held back for its first body bytes goes out then if no body came with it."""
 
-    @property
-    def out(self) -> bytes | None: ...
     def flush_out(self) -> None: ...
     def on_upstream_head(self, head: ResponseHead) -> None: ...
     def on_upstream_body(self, data: bytes) -> None: ...
@@ -80,10 +78,39 @@ class AccessLogSink(Protocol):
 
 
 class Downstream(Protocol):
-    """The client connection an exchange answers on (listener.DownstreamConnection)."""
+    """The client stream an exchange answers on: the codec's side of one request.
 
-    @property
-    def transport(self) -> Transport: ...
+    The exchange and the filter chain see a request as a ``RequestHead`` (method, target, version,
+    headers; ``raw`` only from HTTP/1) and events (``begin``, ``on_request_body``, ``on_request_end``,
+    ``on_downstream_paused``, ``on_downstream_lost``), and answer with the ``send_*`` calls below,
+    which carry no wire format: the HTTP/1 connection (listener.DownstreamConnection) frames them as
+    HTTP/1 (chunking, ``Connection: close``, a head held back for its first body bytes); an HTTP/2
+    stream would frame them as HEADERS and DATA. ``send_raw_head`` is HTTP/1's pass-through of an
+    HTTP/1 upstream's head; ``start_tunnel`` is HTTP/1's Upgrade.
+    """
+
+    def send_continue(self) -> None: ...
+    def send_head(self, status: int, headers: list[tuple[str, str]], body: int, keep_alive: bool) -> bool:
+        """Send a response head (``body``: the upstream's body framing, http1.LENGTH/CHUNKED/...);
+        returns whether the connection stays open after the response."""
+        ...
+
+    def send_raw_head(self, raw: bytes, keep_alive: bool) -> None: ...
+    def send_data(self, data: bytes) -> None: ...
+    def send_end(self) -> None: ...
+    def flush(self) -> None: ...
+    def send_local(
+        self,
+        status: int,
+        body: str | bytes,
+        headers: list[tuple[str, str]],
+        keep_alive: bool,
+        head_only: bool,
+    ) -> int:
+        """A whole response made by the proxy; returns its body length (for the access log; a
+        HEAD request gets the head only)."""
+        ...
+
     @property
     def peer_ip(self) -> str: ...
     @property

@@ -14,6 +14,10 @@ upstream and back as received when nothing changes them.
 The exchange is also the filters' ``FilterContext``: a hook that pauses (a ``Delay``, or an awaitable
 from an ``async def`` hook) holds only its own request; a timer or a task resumes the chain.
 
+The exchange writes no wire format downstream: it answers through its client stream's calls
+(contracts.Downstream: ``send_head``, ``send_data``, ``send_end``, ``send_local``), which the HTTP/1
+connection frames (listener.py) and an HTTP/2 stream would frame as HEADERS and DATA.
+
 Request bodies stream to the upstream as they arrive; a copy is kept for replay only while a retry
 could still need it and only up to ``MAX_REPLAY`` bytes (past that, no retry). Response bodies stream
 to the client; the listener pauses the upstream socket when the client reads slowly.
@@ -41,17 +45,13 @@ from meshbus.proxy.adapters.upstream import OVERFLOW, PENDING, MirrorSend, Upstr
 from meshbus.proxy.codec.http1 import (
     CHUNKED,
     HOP_BY_HOP,
-    LAST_CHUNK,
     LENGTH,
     NO_BODY,
     UNTIL_EOF,
     RequestHead,
     ResponseHead,
-    chunk,
     connection_tokens,
-    local_reply,
     serialize_request_head,
-    serialize_response_head,
 )
 from meshbus.proxy.core import flags as F
 from meshbus.proxy.core.attempts import ABORT, CONNECT, FAIL, NOTHING, RETRY, Attempts
@@ -69,7 +69,6 @@ log = logging.getLogger(__name__)
 
 MAX_REPLAY: Final = 64 * 1024
 MAX_MIRRORS_IN_FLIGHT: Final = 64
-CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 # Request headers never forwarded as received: hop-by-hop ones, and those the proxy sets itself.
 _REQ_SKIP: Final = HOP_BY_HOP | {"host", "x-forwarded-proto", "expect"}
@@ -106,7 +105,6 @@ class Exchange:
         "authority",
         "bytes_in",
         "bytes_out",
-        "chunk_out",
         "cluster",
         "conn",
         "ctx",
@@ -120,6 +118,8 @@ class Exchange:
         "flags",
         "head",
         "head_bytes",
+        "held",
+        "held_end",
         "is_local",
         "keep_alive",
         "out",
@@ -152,7 +152,6 @@ class Exchange:
         self.head = head
         self.ctx = ctx
         self.flags: list[str] = []
-        self.out: bytes | None = None  # response head held back to go out with the first body bytes
         self.status = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -165,7 +164,6 @@ class Exchange:
         self.waiting = False
         self.resp: ResponseHead | None = None
         self.resp_started = False
-        self.chunk_out = False
         self.keep_alive = head.keep_alive
         self.done = False
         self.timer: Any = None
@@ -174,6 +172,8 @@ class Exchange:
         self.is_local = False  # the response is a local reply (filters see it on the way out)
         self.req_ops: HeaderOps | None = None  # header operations for the upstream head (filters)
         self.filter_state: dict[str, Any] | None = None  # filters' per-request data (Envoy's filter state)
+        self.held: list[bytes] | None = None  # response body held while an async response hook runs
+        self.held_end: UpstreamConnection | None = None  # and the response's end, if it came meanwhile
         self.tls_failure: str | None = None  # "<reason>:<message>" when the upstream TLS handshake failed
         self.upstream_host: str | None = None  # "address:port" of the last attempt (access log)
         self.att: Attempts | None = None  # the attempts of a forwarded request (set by _dispatch)
@@ -385,7 +385,7 @@ class Exchange:
                 self._mirror()
         if "expect" in hdict and hdict["expect"].lower() == "100-continue" and not self.req_done:
             # Envoy's default: the proxy itself says 100 Continue, and does not forward Expect.
-            self.dc.transport.write(CONTINUE_100)
+            self.dc.send_continue()
         self._act(att.start(self.ctx.now()))
 
     def _rebuild_head(self, route: Any) -> bytes:
@@ -441,7 +441,7 @@ class Exchange:
                     self.att.replayable = False
         conn = self.conn
         if conn is not None and not self.waiting:
-            conn.transport.write(chunk(data) if self.req_chunked else data)  # type: ignore[union-attr]
+            conn.send_body(data, self.req_chunked)
         else:
             self.unsent.append(data)
             self.unsent_bytes += len(data)
@@ -457,7 +457,7 @@ class Exchange:
             return
         conn = self.conn
         if conn is not None and not self.waiting and self.req_chunked:
-            conn.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
+            conn.send_last_chunk()
         if route is not None and route.mirrors and self.head_bytes and not self.done:
             self._mirror()
 
@@ -518,21 +518,13 @@ class Exchange:
         self.upstream_host = conn.host
         if self.dc.write_paused:
             conn.transport.pause_reading()  # type: ignore[union-attr]
-        data = self.head_bytes
         body = self.replay if self.replay is not None else self.unsent
-        if body:
-            if self.req_chunked:
-                data = data + b"".join([chunk(b) for b in body])
-            else:
-                data = data + b"".join(body)
-        if self.req_done and self.req_chunked:
-            data += LAST_CHUNK
+        conn.send(self, self.head_bytes, body, self.req_chunked, self.req_done, self.head.method == "HEAD")
         if self.unsent:
             self.unsent = []
             if self.unsent_bytes > MAX_REPLAY:
                 self.dc.resume("body")
             self.unsent_bytes = 0
-        conn.send(self, data, self.head.method == "HEAD")
 
     def _backoff_done(self) -> None:
         self.timer = None
@@ -604,79 +596,122 @@ class Exchange:
         if rh.passthrough is not None and (rh.body == LENGTH or rh.body == NO_BODY) and status != 101:
             # Nothing to change but hop-by-hop headers: forward the head as received (no header list).
             if not self.route.chain.response_headers and not self.ctx.server.draining:
-                out = rh.passthrough
                 self.resp_started = True
-                self.out = out if self.keep_alive else out[:-2] + b"connection: close\r\n\r\n"
+                self.dc.send_raw_head(rh.passthrough, self.keep_alive)
                 return
         hdrs = rh.headers
         hd = rh.hdict
         if status != 101:  # a 101 keeps Connection/Upgrade: they are the point of it
             skip = HOP_BY_HOP if "connection" not in hd else connection_tokens(hd)
             hdrs = [(n, v) for n, v in hdrs if n not in skip]
-        body = rh.body
-        if body == CHUNKED or body == UNTIL_EOF:
-            if self.head.version == "1.1":
-                hdrs.append(("transfer-encoding", "chunked"))
-                self.chunk_out = True
-            else:
-                self.keep_alive = False
         filters = self.route.chain.response_headers
         if filters:
             self.resp_headers = hdrs
-            for f in filters:
-                try:
-                    r = f.on_response_headers(self)
-                except Exception as exc:
-                    self._abandon_upstream()
-                    self.resp = None
-                    self._filter_failed(f, exc)
-                    return
-                if r is not None:  # the filter answers instead of the upstream
-                    self._abandon_upstream()
-                    self.resp = None
-                    self.reply(r, f)
-                    return
+            if not self._response_filters(filters, 0):
+                return
             hdrs = self.resp_headers
+        self._head_out(status, hdrs)
+
+    def _response_filters(self, filters: tuple[HttpFilter, ...], i: int) -> bool:
+        """Response-header hooks from the ``i``-th on; False when one answered, or paused (an async
+        plugin hook: the response is held, body and end included, until it completes)."""
+        n = len(filters)
+        while i < n:
+            f = filters[i]
+            i += 1
+            try:
+                r = f.on_response_headers(self)
+            except Exception as exc:
+                self._abandon_upstream()
+                self.resp = None
+                self._filter_failed(f, exc)
+                return False
+            if r is None:
+                continue
+            if not isinstance(r, LocalReply) and inspect.isawaitable(r):
+                if self.held is None:
+                    self.held = []
+                conn = self.conn
+                if conn is not None and conn.transport is not None:
+                    conn.transport.pause_reading()
+                task = self.task = asyncio.ensure_future(r, loop=self.ctx.loop)
+                task.add_done_callback(partial(self._after_response_await, f, i))
+                return False
+            self._abandon_upstream()  # the filter answers instead of the upstream
+            self.resp = None
+            self.reply(r, f)
+            return False
+        return True
+
+    def _after_response_await(self, f: HttpFilter, i: int, task: Any) -> None:
+        self.task = None
+        if self.done or task.cancelled():
+            return
+        exc = task.exception()
+        r = None if exc is not None else task.result()
+        if exc is not None or r is not None:
+            self.held = None
+            self._abandon_upstream()
+            self.resp = None
+            if exc is not None:
+                self._filter_failed(f, exc)
+            elif isinstance(r, LocalReply):
+                self.reply(r, f)
+            else:
+                self._filter_failed(f, TypeError(f"hook returned {type(r).__name__}, not None/LocalReply"))
+            return
+        if not self._response_filters(self.route.chain.response_headers, i):
+            return
+        held, end = self.held or [], self.held_end
+        self.held = None
+        self.held_end = None
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.resume_reading()
+        self._head_out(self.status, self.resp_headers)
+        for data in held:
+            self.on_upstream_body(data)
+        if end is not None:
+            self.on_upstream_end(end)
+        else:
+            self.flush_out()
+
+    def _head_out(self, status: int, hdrs: list[tuple[str, str]]) -> None:
         if self.ctx.server.draining:
             self.keep_alive = False  # tell the client to go away while we drain
-        if not self.keep_alive and status != 101:
-            hdrs.append(("connection", "close"))
         self.resp_started = True
-        # Held back: one write (one loopback segment) for head + body is the cheapest path; the
-        # connection flushes it at the end of the read that carried the head (flush_out).
-        self.out = serialize_response_head(status, hdrs)
+        # The stream holds the head back: one write (one loopback segment) for head + body is the
+        # cheapest path; the upstream connection flushes it at the end of the read that carried the
+        # head (flush_out).
+        rh = self.resp
+        self.keep_alive = self.dc.send_head(
+            status, hdrs, rh.body if rh is not None else NO_BODY, self.keep_alive
+        )
 
     def flush_out(self) -> None:
-        out = self.out
-        if out is not None:
-            self.out = None
-            self.dc.transport.write(out)
+        self.dc.flush()
 
     def on_upstream_body(self, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            held.append(data)
+            return
         self.bytes_out += len(data)
         filters = self.route.chain.response_body
         if filters:
             for f in filters:
                 f.on_response_body(self, data, False)
-        if self.chunk_out:
-            data = chunk(data)
-        out = self.out
-        if out is not None:
-            self.out = None
-            data = out + data
-        self.dc.transport.write(data)
+        self.dc.send_data(data)
 
     def on_upstream_end(self, conn: UpstreamConnection) -> None:
+        if self.held is not None:
+            self.held_end = conn
+            return
         filters = self.route.chain.response_body
         if filters:
             for f in filters:
                 f.on_response_body(self, b"", True)
-        out = self.out
-        if self.chunk_out:
-            out = LAST_CHUNK if out is None else out + LAST_CHUNK
-        if out is not None:
-            self.out = None
-            self.dc.transport.write(out)
+        self.dc.send_end()
         rh = self.resp
         now = self.ctx.now()
         self.conn = None
@@ -781,13 +816,8 @@ class Exchange:
                 except Exception as exc:
                     log.error("filter %s failed on a local reply: %s: %s", f.name, type(exc).__name__, exc)
             hdrs = self.resp_headers
-        data = local_reply(status, body, hdrs, close=not self.keep_alive)
-        blen = len(body.encode()) if isinstance(body, str) else len(body)
-        if self.head.method == "HEAD" and blen:
-            data = data[:-blen]
-        self.bytes_out = blen
+        self.bytes_out = self.dc.send_local(status, body, hdrs, self.keep_alive, self.head.method == "HEAD")
         self.resp_started = True
-        self.dc.transport.write(data)
         self.finish()
 
     def _abort_downstream(self) -> None:
@@ -838,30 +868,34 @@ class Exchange:
         head = self.head
         hd = head.hdict
         view = self.view
-        ctx.server.access_log.log(
-            AccessLogRecord(
-                self.start,
-                head.method,
-                view.path if view is not None else head.target,
-                _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
-                self.status,
-                fl,
-                self.details or self.tls_failure,
-                self.bytes_in,
-                self.bytes_out,
-                duration,
-                None,
-                hd.get("x-forwarded-for"),
-                hd.get("user-agent"),
-                hd.get("x-request-id"),
-                self.authority,
-                self.upstream_host,
-                cluster.name if cluster is not None else None,
-                route.name if route is not None else None,
-                self.dc.peer_ip,
-                self.dc.peer_principal,
-            )
+        record = AccessLogRecord(
+            self.start,
+            head.method,
+            view.path if view is not None else head.target,
+            _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
+            self.status,
+            fl,
+            self.details or self.tls_failure,
+            self.bytes_in,
+            self.bytes_out,
+            duration,
+            None,
+            hd.get("x-forwarded-for"),
+            hd.get("user-agent"),
+            hd.get("x-request-id"),
+            self.authority,
+            self.upstream_host,
+            cluster.name if cluster is not None else None,
+            route.name if route is not None else None,
+            self.dc.peer_ip,
+            self.dc.peer_principal,
         )
+        fs = self.filter_state
+        if fs is not None:
+            auth = fs.get("request.auth")  # proxy/filters/jwt_authn.py: the verified token's identity
+            if auth is not None:
+                record.request_principal = auth["principal"]
+        ctx.server.access_log.log(record)
         self.dc.exchange_done(self, self.keep_alive)
 
     # ---- mirror ---------------------------------------------------------------------------------

@@ -2,8 +2,12 @@
 
 Contract with exchange.Exchange: the listener makes one Exchange per request head and calls
 ``begin()`` when that request's turn comes, so pipelined requests are answered strictly in order
-(later ones wait, bodies buffered, and reading pauses when too many wait). The exchange writes the
-response to ``transport`` itself and calls ``exchange_done(ex, keep_alive)`` once.
+(later ones wait, bodies buffered, and reading pauses when too many wait). The exchange answers
+through the connection's stream calls (contracts.Downstream: ``send_head``, ``send_data``,
+``send_end``, ``send_local``, ...), which hold all of HTTP/1's response framing (chunked or
+close-delimited bodies, ``Connection: close``, 100 Continue, a response head held back to leave
+with the first body bytes), and calls ``exchange_done(ex, keep_alive)`` once. An HTTP/2 stream
+implements the same calls with frames; the exchange and the filter chain do not change.
 
 Backpressure: when this transport's write buffer passes its high-water mark (``pause_writing``), the
 upstream socket feeding it stops being read; reading from the client pauses for any of several
@@ -27,7 +31,19 @@ from random import getrandbits
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.adapters.exchange import Exchange
-from meshbus.proxy.codec.http1 import BODY, END, HEAD, ProtocolError, RequestSession, local_reply
+from meshbus.proxy.codec.http1 import (
+    BODY,
+    CHUNKED,
+    END,
+    HEAD,
+    LAST_CHUNK,
+    UNTIL_EOF,
+    ProtocolError,
+    RequestSession,
+    chunk,
+    local_reply,
+    serialize_response_head,
+)
 from meshbus.telemetry.metrics import istio_static_labels
 
 if TYPE_CHECKING:
@@ -37,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PIPELINED: Final = 32
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CLOSE_LINE: Final = b"connection: close\r\n\r\n"
 
 
 _V4_MASK: Final = ((1 << 128) - 1) ^ (0xF << 76) ^ (0xC << 60)
@@ -149,11 +167,13 @@ class ListenerContext:
 
 class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "chunk_out",
         "closed",
         "ctx",
         "current",
         "head_since",
         "idle_since",
+        "out",
         "parsing",
         "paused",
         "peer_ip",
@@ -184,6 +204,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.peer_principal: str | None = None  # verified SPIFFE ID of an mTLS peer (proxy/tls/mtls.py)
         self.head_since = 0.0
         self.idle_since = 0.0
+        self.out: bytes | None = None  # the current response's head, held back for its first body bytes
+        self.chunk_out = False  # the current response's body goes out chunked
 
     # ---- asyncio callbacks ----------------------------------------------------------------------
 
@@ -275,6 +297,74 @@ class DownstreamConnection(asyncio.Protocol):
             ex.on_downstream_paused(False)
         elif self.tunnel is not None:
             self.tunnel.resume_reading()
+
+    # ---- the stream: how the current exchange answers (contracts.Downstream) ----------------------
+
+    def send_continue(self) -> None:
+        self.transport.write(CONTINUE_100)
+
+    def send_head(self, status: int, headers: list[tuple[str, str]], body: int, keep_alive: bool) -> bool:
+        """Frame the response: chunked for a body of unknown length to an HTTP/1.1 client, else
+        close-delimited (an HTTP/1.0 client); returns whether the connection stays open after it.
+        The head is held back (one write, one segment, for head and body: ``flush``)."""
+        self.chunk_out = False
+        if body == CHUNKED or body == UNTIL_EOF:
+            ex = self.current
+            if ex is not None and ex.head.version == "1.1":
+                headers.append(("transfer-encoding", "chunked"))
+                self.chunk_out = True
+            else:
+                keep_alive = False
+        if not keep_alive and status != 101:  # a 101 keeps Connection/Upgrade: they are the point of it
+            headers.append(("connection", "close"))
+        self.out = serialize_response_head(status, headers)
+        return keep_alive
+
+    def send_raw_head(self, raw: bytes, keep_alive: bool) -> None:
+        """A response head as the upstream sent it, hop-by-hop headers already cut (HTTP/1 both sides)."""
+        self.chunk_out = False
+        self.out = raw if keep_alive else raw[:-2] + _CLOSE_LINE
+
+    def send_data(self, data: bytes) -> None:
+        if self.chunk_out:
+            data = chunk(data)
+        out = self.out
+        if out is not None:
+            self.out = None
+            data = out + data
+        self.transport.write(data)
+
+    def send_end(self) -> None:
+        out = self.out
+        if self.chunk_out:
+            self.chunk_out = False
+            out = LAST_CHUNK if out is None else out + LAST_CHUNK
+        if out is not None:
+            self.out = None
+            self.transport.write(out)
+
+    def flush(self) -> None:
+        """A held-back head whose body has not arrived yet goes out now (end of an upstream read)."""
+        out = self.out
+        if out is not None:
+            self.out = None
+            self.transport.write(out)
+
+    def send_local(
+        self,
+        status: int,
+        body: str | bytes,
+        headers: list[tuple[str, str]],
+        keep_alive: bool,
+        head_only: bool,
+    ) -> int:
+        """A whole response the proxy makes (no body for a HEAD request); returns the body's length."""
+        data = local_reply(status, body, headers, close=not keep_alive)
+        blen = len(body.encode()) if isinstance(body, str) else len(body)
+        if head_only and blen:
+            data = data[:-blen]
+        self.transport.write(data)
+        return blen
 
     # ---- used by Exchange -----------------------------------------------------------------------
 

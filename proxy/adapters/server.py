@@ -28,6 +28,7 @@ from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContex
 from meshbus.proxy.adapters.upstream import PoolManager
 from meshbus.proxy.bootstrap import BootstrapConfig, ConfigRefused, load_in_process, load_isolated
 from meshbus.proxy.build.runtime import ProxyRuntime, RuntimeBuildError, build_runtime
+from meshbus.proxy.filters.plugins.bindings import PluginRuntime
 from meshbus.proxy.tls.mtls import MeshTls, MeshTlsStats, TlsOrigin
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLog, AccessLogger
 from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, StreamSink
@@ -112,6 +113,11 @@ class ProxyServer:
         self.cert_report: Callable[[], Any] | None = None
         # Mesh mode sets this (MeshMode.info: snapshot signatures) for the admin's /server_info.
         self.mesh_info: Callable[[], dict[str, Any]] | None = None
+        # Plugins (proxy/filters/plugins): instances per worker; REMOTE ones call their hosts over
+        # `bus` (mesh mode: the agent's connection; standalone: one made when a REMOTE Plugin appears).
+        self.bus: Any = None
+        self._own_bus = False
+        self.plugins = PluginRuntime(registry=self.registry, bus=self._plugin_bus)
 
     # ---- config ---------------------------------------------------------------------------------
 
@@ -120,7 +126,12 @@ class ProxyServer:
         if not self.config.config_path:  # mesh mode: routes arrive as snapshots (MeshAgent -> apply)
             cfg = self.config
             return build_runtime(
-                [], namespace=cfg.namespace, labels=cfg.labels, app_port=cfg.app_port, version="0"
+                [],
+                namespace=cfg.namespace,
+                labels=cfg.labels,
+                app_port=cfg.app_port,
+                version="0",
+                plugins=self.plugins,
             )
         path = Path(self.config.config_path)
         fingerprint = _fingerprint(path)
@@ -137,14 +148,38 @@ class ProxyServer:
             app_port=self.config.app_port,
             version=_digest(path),
             previous=self.runtime,
+            plugins=self.plugins,
         )
         self._fingerprint = fingerprint
         return runtime
+
+    def _plugin_bus(self) -> Any:
+        """The bus REMOTE Plugins are called over; a standalone proxy connects on first need."""
+        if self.bus is None:
+            from meshbus.bus.connection import BusConnection, BusSettings, default_url
+
+            cfg = self.config
+            self.bus = BusConnection(
+                BusSettings(
+                    url=cfg.nats or default_url(), name="meshbus-proxy plugins", root=cfg.subject_root
+                )
+            )
+            self._own_bus = True
+            self._tasks.append(
+                self.loop.create_task(self.bus.connect(wait=True), name="meshbus-proxy-plugin-bus")
+            )
+        return self.bus
+
+    def _swapped(self, runtime: ProxyRuntime) -> None:
+        """A runtime went live: Plugins it no longer runs are closed."""
+        memo = runtime.memo
+        self.plugins.activate(memo.plugins if memo is not None else None)
 
     def apply(self, runtime: ProxyRuntime) -> None:
         """Swap in a runtime built elsewhere (e.g. from a pushed snapshot); in-flight requests keep theirs."""
         old = self.runtime.version if self.runtime is not None else None
         self.runtime = runtime
+        self._swapped(runtime)
         _tune_gc()
         log.info("applied config version %s (was %s)", runtime.version, old)
 
@@ -184,6 +219,7 @@ class ProxyServer:
             return False
         old = self.runtime.version
         self.runtime = runtime
+        self._swapped(runtime)
         _tune_gc()
         self.reloads["applied"] += 1
         self.last_error = ""
@@ -195,6 +231,7 @@ class ProxyServer:
     async def start(self) -> None:
         cfg = self.config
         self.runtime = await self.load()
+        self._swapped(self.runtime)
         if cfg.config_path:
             log.info("loaded config version %s from %s", self.runtime.version, cfg.config_path)
         else:  # mesh mode: nothing was loaded; routes come with discovery's first snapshot
@@ -324,6 +361,10 @@ class ProxyServer:
         await cancel_and_wait(self._tasks, logger=log)
         self._tasks.clear()
         self.pools.close_all()
+        self.plugins.close()
+        if self._own_bus and self.bus is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.close(drain=False)
         if self.mesh_tls is not None:
             self.mesh_tls.close()
         for ctx in self._contexts:

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.adapters.write_batch import BatchedTransport, WriteBatch
-from meshbus.proxy.codec.http1 import BODY, END, HEAD, ProtocolError, ResponseSession
+from meshbus.proxy.codec.http1 import BODY, END, HEAD, LAST_CHUNK, ProtocolError, ResponseSession, chunk
 from meshbus.proxy.tls.mtls import upstream_lost_kind
 
 if TYPE_CHECKING:
@@ -70,11 +70,31 @@ class UpstreamConnection(asyncio.Protocol):
         mgr = self.pool.manager
         self.transport = transport if mgr is None else BatchedTransport(transport, mgr.batch)  # type: ignore[assignment]
 
-    def send(self, exchange: UpstreamReceiver, data: bytes, head_request: bool) -> None:
+    def send(
+        self,
+        exchange: UpstreamReceiver,
+        head: bytes,
+        body: list[bytes],
+        chunked: bool,
+        end: bool,
+        head_request: bool,
+    ) -> None:
+        """Send a request: its encoded head, the body so far (framed here), the last chunk if ``end``."""
         self.exchange = exchange
         self.requests += 1
         self.session.expect(head_request)
+        data = head
+        if body:
+            data = data + (b"".join([chunk(b) for b in body]) if chunked else b"".join(body))
+        if end and chunked:
+            data += LAST_CHUNK
         self.transport.write(data)  # type: ignore[union-attr]
+
+    def send_body(self, data: bytes, chunked: bool) -> None:
+        self.transport.write(chunk(data) if chunked else data)  # type: ignore[union-attr]
+
+    def send_last_chunk(self) -> None:
+        self.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -104,8 +124,7 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 ex.on_upstream_upgrade(self, payload)
                 return
-        if ex.out is not None:
-            ex.flush_out()  # a head whose body has not arrived yet goes out now
+        ex.flush_out()  # a head whose body has not arrived yet goes out now
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -347,7 +366,7 @@ class MirrorSend:
             self._done(False)
             return
         self.conn = conn
-        conn.send(self, self.head + self.body, False)
+        conn.send(self, self.head + self.body, [], False, False, False)
 
     out = None  # nothing held back: a shadow's response goes nowhere
 

@@ -24,7 +24,7 @@ from meshbus.bus.config.destination_rule import (
     TrafficPolicy,
 )
 from meshbus.bus.config.hosts import host_matches, to_fqdn
-from meshbus.bus.config.resources import DestinationRule, ServiceEntry
+from meshbus.bus.config.proxy_kinds import DestinationRule, ServiceEntry
 from meshbus.proxy.build.errors import RuntimeBuildError, build_error
 from meshbus.proxy.core.breaker import UNLIMITED, CircuitBreaker
 from meshbus.proxy.core.cluster import Cluster, PoolSettings, TlsSettings

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from meshbus.bus.config.resources import Resource
+    from meshbus.bus.config.proxy_kinds import Resource
 
 
 class RuntimeBuildError(ValueError):

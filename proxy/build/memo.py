@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from meshbus.bus.config.resources import (
+from meshbus.bus.config.proxy_kinds import (
     DestinationRule,
     LocalRateLimit,
     PeerAuthentication,
@@ -93,6 +94,9 @@ class BuildMemo:
     rng: Rng | None = None
     rate_limits: tuple[LocalRateLimit, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()  # the workload's, sorted (sourceLabels matches depend on them)
+    plugins: Any = None
+    """The PluginSet (proxy/filters/plugins) whose filters the routes carry; the same object while
+    no Plugin changed."""
     services: dict[int, tuple[ServiceEntry, tuple[Service, ...]]] = field(default_factory=dict)
     """id(ServiceEntry) -> (it, the Services it declares)."""
     rule_hosts: dict[int, tuple[DestinationRule, str]] = field(default_factory=dict)
@@ -138,15 +142,18 @@ class Memos:
         rng: Rng | None,
         rate_limits: tuple[LocalRateLimit, ...],
         labels: tuple[tuple[str, str], ...] = (),
+        plugins: Any = None,
     ) -> None:
-        self.new = BuildMemo(namespace, rng, rate_limits, labels)
+        self.new = BuildMemo(namespace, rng, rate_limits, labels, plugins)
         if prev is not None and (prev.namespace != namespace or prev.rng is not rng or prev.labels != labels):
             prev = None  # domains, balancers and sourceLabels matches depend on these: nothing is reusable
         # RouteContext's trailing arguments: the workload routes are compiled for.
         self.source: tuple[str, dict[str, str]] = (namespace, dict(labels))
         self.prev = prev or BuildMemo()
-        # Rate limits are compiled into every route: another set means no route is reusable.
-        self.routes_reusable = prev is not None and same(prev.rate_limits, rate_limits)
+        # Rate limits and plugins are compiled into every route: another set means no route is reusable.
+        self.routes_reusable = (
+            prev is not None and same(prev.rate_limits, rate_limits) and prev.plugins is plugins
+        )
         self.stats = self.new.stats
         for k in ("hosts_reused", "hosts_compiled", "tls_reused"):
             self.stats[k] = 0

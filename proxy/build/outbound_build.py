@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from meshbus.bus.config.hosts import authority_aliases, host_matches, to_fqdn
-from meshbus.bus.config.resources import VirtualService
+from meshbus.bus.config.proxy_kinds import VirtualService
 from meshbus.proxy.build.cluster_builder import RuleSet, Service, rules_for
 from meshbus.proxy.build.memo import CompiledHost, Memos, OutboundParts
 from meshbus.proxy.build.route_builder import Entry, RouteContext, compile_http_route, default_route

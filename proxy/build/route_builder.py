@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from meshbus.bus.config.hosts import host_matches, to_fqdn
-from meshbus.bus.config.resources import LocalRateLimit, VirtualService
+from meshbus.bus.config.proxy_kinds import LocalRateLimit, VirtualService
 from meshbus.bus.config.virtual_service import Destination as DestinationSpec
 from meshbus.bus.config.virtual_service import Headers, HTTPDirectResponse, HTTPRoute
 from meshbus.proxy.build.cluster_builder import RuleSet, Service, subset_exists
@@ -61,6 +61,7 @@ class RouteContext:
         rate_limits: list[LocalRateLimit],
         source_namespace: str = "default",
         source_labels: Mapping[str, str] | None = None,
+        plugins: Any = None,
     ) -> None:
         self.services = services
         self.rules = rules
@@ -72,6 +73,11 @@ class RouteContext:
         self.source_labels: Mapping[str, str] = source_labels or {}
         self.looked_up: set[str] = set()
         self.ensured: list[tuple[str, int, str]] = []
+        # The Plugins this workload runs (proxy/filters/plugins PluginSet): their outbound filters.
+        self.plugins = plugins
+
+    def plugin_filters(self, port: int | None) -> Mapping[str, Any]:
+        return self.plugins.filters("outbound", port) if self.plugins else {}
 
     def service(self, fqdn: str) -> Service | None:
         self.looked_up.add(fqdn)
@@ -188,9 +194,7 @@ def _mirrors(
 def _rate_limit(ctx: RouteContext, fqdn: str, route_name: str) -> TokenBucket | None:
     for lrl in ctx.rate_limits:
         spec = lrl.spec
-        if spec.hosts and not any(
-            host_matches(to_fqdn(h, lrl.metadata.namespace), fqdn) for h in spec.hosts
-        ):
+        if spec.hosts and not any(host_matches(to_fqdn(h, lrl.metadata.namespace), fqdn) for h in spec.hosts):
             continue
         if spec.routes and route_name not in spec.routes:
             continue
@@ -267,7 +271,13 @@ def compile_http_route(
         mirrors=_mirrors(ctx, res, path, http, vh_port) if kind == "forward" else (),
         port=vh_port,
         **_filters(
-            _rate_limit(ctx, fqdn, name), cors, fault_policy_from(http.fault), req_ops, resp_ops, dests
+            _rate_limit(ctx, fqdn, name),
+            cors,
+            fault_policy_from(http.fault),
+            req_ops,
+            resp_ops,
+            dests,
+            ctx.plugin_filters(vh_port),
         ),
     )
     base_desc = _describe(route, res, i)
@@ -369,8 +379,10 @@ def _filters(
     req_ops: HeaderOps,
     resp_ops: HeaderOps,
     dests: tuple[Destination, ...],
+    plugins: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``filter_config`` and ``chain`` of a route: an entry for each built-in its config turns on."""
+    """``filter_config`` and ``chain`` of a route: an entry for each built-in its config turns on,
+    and the filters of the Plugins that run on it."""
     config: dict[str, object] = {}
     if limiter is not None:
         config[LOCAL_RATELIMIT] = limiter
@@ -382,6 +394,8 @@ def _filters(
     dest_resp = any(not d.response_headers.empty for d in dests)
     if not req_ops.empty or not resp_ops.empty or dest_req or dest_resp:
         config[HEADER_OPS] = RouteHeaderOps(req_ops, resp_ops, dest_req, dest_resp)
+    if plugins:
+        config.update(plugins)
     return {"filter_config": config, "chain": build_chain(config)}
 
 
@@ -396,9 +410,17 @@ def default_route(ctx: RouteContext, fqdn: str, port: int) -> Route:
         cum_weights=(100,),
         retry=DEFAULT_RETRY,
         port=port,
-        **_filters(_rate_limit(ctx, fqdn, "default"), None, None, EMPTY_HEADER_OPS, EMPTY_HEADER_OPS, ()),
+        **_filters(
+            _rate_limit(ctx, fqdn, "default"),
+            None,
+            None,
+            EMPTY_HEADER_OPS,
+            EMPTY_HEADER_OPS,
+            (),
+            ctx.plugin_filters(port),
+        ),
     )
-    desc = {
+    desc: dict[str, Any] = {
         "name": "default",
         "source": "default route",
         "kind": "forward",
@@ -407,4 +429,6 @@ def default_route(ctx: RouteContext, fqdn: str, port: int) -> Route:
         "timeout": None,
         "retries": route.retry.describe(),
     }
+    if route.chain:
+        desc["filters"] = route.chain.describe()
     return dataclasses.replace(route, described=desc)

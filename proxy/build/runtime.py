@@ -23,9 +23,9 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from meshbus.bus.config.resources import PeerAuthentication, Resource, VirtualService
+from meshbus.bus.config.proxy_kinds import PeerAuthentication, Resource, VirtualService
 from meshbus.proxy.build.cluster_builder import (
     NO_POLICY,
     ClusterFactory,
@@ -39,6 +39,8 @@ from meshbus.proxy.build.cluster_builder import (
     rules_for,
 )
 from meshbus.proxy.build.errors import RuntimeBuildError
+from meshbus.proxy.build.inbound_filters import describe as describe_inbound_filters
+from meshbus.proxy.build.inbound_filters import POLICY_FILTERS, inbound_filters
 from meshbus.proxy.build.memo import BuildMemo, ByKind, Memos, OutboundParts, same
 from meshbus.proxy.build.outbound_build import OutboundBuilder, vs_for, vs_hosts
 from meshbus.proxy.build.route_builder import RouteContext
@@ -46,11 +48,18 @@ from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.lb import Rng
 from meshbus.proxy.core.retry import NO_RETRY
 from meshbus.proxy.core.routing import Destination, Route, RouteTable, VirtualHost
+from meshbus.proxy.filters.builtin import build_chain
 from meshbus.proxy.tls.policy import EMPTY_PLAN, TlsPlan
 
 __all__ = ["ProxyRuntime", "RuntimeBuildError", "build_runtime", "inbound_cluster_name"]
 
 log = logging.getLogger(__name__)
+
+
+class PluginResolver(Protocol):
+    """What makes a build's Plugin filters (proxy/filters/plugins/bindings.PluginRuntime)."""
+
+    def resolve(self, resources: Sequence[Resource], *, namespace: str, labels: Mapping[str, str]) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,7 @@ def build_runtime(
     version: str | None = None,
     previous: ProxyRuntime | None = None,
     rng: Rng | None = None,
+    plugins: PluginResolver | None = None,
 ) -> ProxyRuntime:
     """Compile resources for a proxy in ``namespace``; raises RuntimeBuildError naming file, resource, field.
 
@@ -100,12 +110,14 @@ def build_runtime(
     ``rng`` (a ``random.random``-like callable) drives RANDOM / LEAST_REQUEST picks; tests inject one.
     With ``previous``, pieces compiled from the very same resource objects are reused (build/memo.py):
     the result equals a build from scratch, at a cost that follows what changed.
+    ``plugins`` (the worker's PluginRuntime, proxy/filters/plugins) makes the filters of the Plugins
+    that select this workload; without it, Plugins are not run.
     """
     prev_memo = previous.memo if previous is not None else None
     source = tuple(sorted((labels or {}).items()))
     if previous is not None and prev_memo is not None and prev_memo.table is not None:
         # Fastest: VirtualServices replaced in place, nothing else touched (no pass over the kinds).
-        memos = Memos(prev_memo, namespace, rng, prev_memo.rate_limits, source)
+        memos = Memos(prev_memo, namespace, rng, prev_memo.rate_limits, source, prev_memo.plugins)
         memos.new.resources = tuple(resources)
         vs_change = _vs_replacements(memos, resources)
         if vs_change is not None and prev_memo.app_port == app_port:
@@ -118,16 +130,24 @@ def build_runtime(
     by_kind = ByKind.of(resources)
     pas = tuple(by_kind.peer_authentications)
     lrls = tuple(by_kind.rate_limits)
+    pset = (
+        plugins.resolve(resources, namespace=namespace, labels=labels or {}) if plugins is not None else None
+    )
+    # RequestAuthentication / RateLimit on the inbound route (proxy/build/inbound_filters.py)
+    in_filters = inbound_filters(resources, namespace, labels, _inbound_filters_of(previous))
     if previous is not None and prev_memo is not None and prev_memo.table is not None:
-        memos = Memos(prev_memo, namespace, rng, lrls, source)
+        memos = Memos(prev_memo, namespace, rng, lrls, source, pset)
         memos.new.resources = tuple(resources)
         try:
             patched = _patch(previous, memos, by_kind, pas, app_port)
         except _NeedsFullBuild:
             patched = None
         if patched is not None:
-            return dataclasses.replace(patched, version=version or config_digest(resources))
-    memos = Memos(prev_memo, namespace, rng, lrls, source)
+            inbound = patched.inbound
+            if in_filters != _inbound_filters_of(previous):
+                inbound = _inbound_table(app_port, memos.new.plugins, in_filters)
+            return dataclasses.replace(patched, inbound=inbound, version=version or config_digest(resources))
+    memos = Memos(prev_memo, namespace, rng, lrls, source, pset)
     memos.new.resources = tuple(resources)
     memos.new.app_port = app_port
     memos.new.service_entries = tuple(by_kind.service_entries)
@@ -160,9 +180,11 @@ def build_runtime(
         factory.make(name, fqdn, port, subset, eps, policy, rule, inputs=inputs)
         return name
 
-    ctx = RouteContext(services, rules, ensure_cluster, by_kind.rate_limits, *memos.source)
-    outbound = OutboundBuilder(ctx, memos, ensure_cluster).build(by_kind.virtual_services, services, namespace)
-    inbound = _build_inbound(app_port, factory)
+    ctx = RouteContext(services, rules, ensure_cluster, by_kind.rate_limits, *memos.source, plugins=pset)
+    outbound = OutboundBuilder(ctx, memos, ensure_cluster).build(
+        by_kind.virtual_services, services, namespace
+    )
+    inbound = _build_inbound(app_port, factory, pset, in_filters)
     inbound_tls = memos.inbound_policy(pas)
     tls = TlsPlan(memos.tls_plan_clusters(services, factory.clusters, inbound_tls), inbound_tls)
     factory.commit()  # nothing below raises: the build is good
@@ -299,8 +321,18 @@ def _patch_hosts(
     services, rules = prev.service_map, prev.rule_map
     if parts is None or any(h not in services for h in dirty):
         return None  # a route table entry for a non-service host appears or goes
-    new.services, new.rule_hosts, new.rule_sets, new.clusters = prev.services, prev.rule_hosts, prev.rule_sets, prev.clusters
-    new.tls, new.app_port, new.service_map, new.rule_map = prev.tls, prev.app_port, prev.service_map, prev.rule_map
+    new.services, new.rule_hosts, new.rule_sets, new.clusters = (
+        prev.services,
+        prev.rule_hosts,
+        prev.rule_sets,
+        prev.clusters,
+    )
+    new.tls, new.app_port, new.service_map, new.rule_map = (
+        prev.tls,
+        prev.app_port,
+        prev.service_map,
+        prev.rule_map,
+    )
     new.service_entries, new.destination_rules = prev.service_entries, prev.destination_rules
     new.positions, new.authorities = prev.positions, prev.authorities
     declared = prev.clusters
@@ -313,7 +345,14 @@ def _patch_hosts(
         return name
 
     out = OutboundBuilder(
-        RouteContext(services, rules, ensure_declared, list(memos.new.rate_limits), *memos.source),
+        RouteContext(
+            services,
+            rules,
+            ensure_declared,
+            list(memos.new.rate_limits),
+            *memos.source,
+            plugins=memos.new.plugins,
+        ),
         memos,
         ensure_declared,
     )
@@ -360,12 +399,39 @@ def _patch_hosts(
     )
 
 
-def _build_inbound(app_port: int | None, factory: ClusterFactory) -> RouteTable:
+def _inbound_filters_of(runtime: ProxyRuntime | None) -> Mapping[str, object]:
+    """The policy filters' configs on the inbound route of ``runtime`` (its Plugins' left out)."""
+    if runtime is None:
+        return {}
+    for vh in runtime.inbound.virtual_hosts:
+        for route in vh.routes:
+            return {k: v for k, v in route.filter_config.items() if k in POLICY_FILTERS}
+    return {}
+
+
+def _build_inbound(
+    app_port: int | None,
+    factory: ClusterFactory,
+    plugins: Any = None,
+    filters: Mapping[str, object] | None = None,
+) -> RouteTable:
     if app_port is None:
         return RouteTable([], {})
     name = inbound_cluster_name(app_port)
     if not factory.reuse(name, ("inbound",)):  # the name says everything it is made from
         factory.make(name, name, app_port, "", [("127.0.0.1", app_port, {})], NO_POLICY, inputs=("inbound",))
+    return _inbound_table(app_port, plugins, filters or {})
+
+
+def _inbound_table(app_port: int | None, plugins: Any, filters: Mapping[str, object]) -> RouteTable:
+    """The inbound listener's one route: everything to the app, through the workload's Plugins and its
+    policy filters (RequestAuthentication, RateLimit)."""
+    if app_port is None:
+        return RouteTable([], {})
+    config = dict(plugins.filters("inbound", app_port)) if plugins else {}
+    config.update(filters)
+    chain = build_chain(config)
+    name = inbound_cluster_name(app_port)
     route = Route(
         name="default",
         virtual_host="inbound",
@@ -373,10 +439,14 @@ def _build_inbound(app_port: int | None, factory: ClusterFactory) -> RouteTable:
         cum_weights=(100,),
         retry=NO_RETRY,  # Istio sets no retry policy on inbound routes
         port=app_port,
+        filter_config=config,
+        chain=chain,
         described={
             "name": "default",
             "match": {"prefix": "/"},
             "destinations": [{"cluster": name, "weight": 100}],
+            **describe_inbound_filters(filters),
+            **({"filters": chain.describe()} if chain else {}),
         },
     )
     vh = VirtualHost("inbound", app_port, [((), route)], ["*"])

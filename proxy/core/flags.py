@@ -24,6 +24,7 @@ RL: Final = "RL"  # rate limited locally (429)
 FI: Final = "FI"  # fault injection abort
 DI: Final = "DI"  # fault injection delay
 DC: Final = "DC"  # downstream closed before the response completed
+FF: Final = "FF"  # meshbus's own: a plugin filter failed (raised, ran past its timeout, host unreachable)
 
 # Status and short body of each local reply, keyed by flag. The body is what curl shows a user,
 # so it says what happened in words, as Envoy does ("no healthy upstream").

@@ -2,7 +2,8 @@
 
 Each entry maps a filter name to the type of its per-route config and the factory that makes the
 filter from it. A name without an entry, or a config of the wrong type, is a build error: the route
-would otherwise run without a filter its config asked for.
+would otherwise run without a filter its config asked for. An entry whose value is an HttpFilter
+already (a Plugin's, made by proxy/filters/plugins) is taken as it is.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import Any, Final
 from meshbus.proxy.filters.chain import EMPTY_CHAIN, FilterChain, HttpFilter
 from meshbus.proxy.filters.cors import CORS, CorsFilter, CorsPolicy
 from meshbus.proxy.filters.fault import FAULT, FaultFilter, FaultPolicy
+from meshbus.proxy.filters.global_ratelimit import (
+    GLOBAL_RATELIMIT,
+    GlobalRateLimitConfig,
+    GlobalRateLimitFilter,
+)
 from meshbus.proxy.filters.headerops import HEADER_OPS, HeaderOpsFilter, RouteHeaderOps
+from meshbus.proxy.filters.jwt_authn import JWT_AUTHN, JwtAuthnConfig, JwtAuthnFilter
 from meshbus.proxy.filters.ratelimit import LOCAL_RATELIMIT, LocalRateLimitFilter, TokenBucket
 
 BUILTIN_FILTERS: Final[dict[str, tuple[type, Callable[[Any], HttpFilter]]]] = {
@@ -21,6 +28,8 @@ BUILTIN_FILTERS: Final[dict[str, tuple[type, Callable[[Any], HttpFilter]]]] = {
     CORS: (CorsPolicy, CorsFilter),
     FAULT: (FaultPolicy, FaultFilter),
     HEADER_OPS: (RouteHeaderOps, HeaderOpsFilter),
+    JWT_AUTHN: (JwtAuthnConfig, JwtAuthnFilter),
+    GLOBAL_RATELIMIT: (GlobalRateLimitConfig, GlobalRateLimitFilter),
 }
 
 
@@ -30,6 +39,9 @@ def build_chain(filter_config: Mapping[str, object]) -> FilterChain:
         return EMPTY_CHAIN
     filters = []
     for name, config in filter_config.items():
+        if isinstance(config, HttpFilter):  # made already (a Plugin's: proxy/filters/plugins)
+            filters.append(config)
+            continue
         entry = BUILTIN_FILTERS.get(name)
         if entry is None:
             raise ValueError(

@@ -15,7 +15,8 @@ returns what happens next:
   ``sendLocalReply``), the others never see it;
 - a ``Delay``: pause the request for a time, then continue (or stop with ``Delay.then``);
 - an awaitable (an ``async def`` hook): pause until it completes; its result is one of the above.
-  Only request hooks may pause; response hooks run while the response streams and must not.
+  Request hooks and response-header hooks may pause (the exchange holds the response, body and end
+  included, until a paused response hook completes); body hooks and ``on_done`` must not.
 
 Phases and priorities mean what they mean in Istio's WasmPlugin: ``AUTHN`` before authentication,
 ``AUTHZ`` after it and before authorization, ``STATS`` after authorization, ``UNSPECIFIED`` just before
@@ -137,7 +138,7 @@ class HttpFilter:
     def on_request_body(self, ctx: FilterContext, data: bytes, end: bool) -> Any:
         return None
 
-    def on_response_headers(self, ctx: FilterContext) -> LocalReply | None:
+    def on_response_headers(self, ctx: FilterContext) -> Any:  # LocalReply, None, or an awaitable of them
         return None
 
     def on_response_body(self, ctx: FilterContext, data: bytes, end: bool) -> None:

@@ -114,7 +114,8 @@ class HeaderOpsFilter(HttpFilter):
         dest = ctx.dest
         ops = self.ops.request if dest is None else dest.request_headers.then(self.ops.request)
         if not ops.empty:
-            ctx.req_ops = ops
+            prev = ctx.req_ops  # an earlier filter's (JWT authn removes the token): applied first
+            ctx.req_ops = ops if prev is None else prev.then(ops)
         return None
 
     def on_response_headers(self, ctx: FilterContext) -> LocalReply | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import ssl
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from meshbus.bus.schemas.identity import (
 from meshbus.bus.spiffe import SpiffeId
 from meshbus.bus.subjects import inbox_prefix
 from meshbus.bus.tasks import cancel_and_wait
+from meshbus.proxy.build.runtime import build_runtime
 from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent
 from meshbus.proxy.mesh.bus_auth import (
     BusAuth,
@@ -53,6 +55,7 @@ from meshbus.proxy.mesh.bus_auth import (
 from meshbus.proxy.mesh.identity import CertClient, CertClientConfig
 from meshbus.proxy.mesh.probe import ProbeSpec, ProbeTracker
 from meshbus.proxy.mesh.prober import AppProber
+from meshbus.proxy.mesh.ratelimit_client import install as install_lease_client
 from meshbus.proxy.mesh.snapshot_trust import SnapshotTrust
 
 log = logging.getLogger(__name__)
@@ -88,8 +91,12 @@ class MeshMode:
     ) -> None:
         self.server = server
         self.bus = BusConnection(bus_settings)
+        plugins = getattr(server, "plugins", None)
+        if plugins is not None:
+            server.bus = self.bus  # REMOTE Plugins call their hosts over the agent's connection
+        build = functools.partial(build_runtime, plugins=plugins)
         self.trust = SnapshotTrust(identity.state_dir if identity is not None else None)
-        self.agent = MeshAgent(self.bus, agent_settings, swap=server.apply, trust=self.trust)
+        self.agent = MeshAgent(self.bus, agent_settings, swap=server.apply, build=build, trust=self.trust)
         # its replies arrive on inboxes of its own: the only ones its NATS user may read
         self.bus.settings = dataclasses.replace(bus_settings, inbox_prefix=inbox_prefix("node", self.node_id))
         self.identity = identity
@@ -118,6 +125,8 @@ class MeshMode:
         self.server.drain_hooks.append(self.agent.drain)
         self.server.cert_report = self.cert_report
         self.server.mesh_info = self.info
+        # Global rate limits (meshbus.io/v1 RateLimit) ask meshbus-policy for token leases over this bus.
+        install_lease_client(self.bus, self.node_id)
         self._tasks.append(asyncio.create_task(self._connect(), name="meshbus-proxy-bus"))
         self._tasks.append(asyncio.create_task(self._gate(), name="meshbus-proxy-readiness"))
         self._tasks.append(asyncio.create_task(self._serve_certs(), name="meshbus-proxy-certs"))

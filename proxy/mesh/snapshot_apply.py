@@ -23,9 +23,9 @@ from typing import Any
 
 import msgpack
 
-from meshbus.bus.config.resources import Resource
+from meshbus.bus.config.proxy_kinds import Resource
 from meshbus.bus.schemas.config import manifest_resource
-from meshbus.bus.schemas.discovery import Snapshot, SnapshotAck
+from meshbus.bus.schemas.discovery import Snapshot, SnapshotAck, resource_key
 from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
 from meshbus.proxy.mesh.state_dir import write_private
 
@@ -33,11 +33,6 @@ log = logging.getLogger(__name__)
 
 BuildFn = Callable[..., ProxyRuntime]
 STATE_FORMAT = 1
-
-
-def resource_key(value: Mapping[str, Any]) -> str:
-    meta = value.get("metadata") or {}
-    return f"{value.get('kind')}.{meta.get('namespace') or 'default'}.{meta.get('name')}"
 
 
 class ResourceCache:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from meshbus.bus.config.resources import PeerAuthentication
+    from meshbus.bus.config.proxy_kinds import PeerAuthentication
     from meshbus.proxy.build.cluster_builder import Service
     from meshbus.proxy.core.cluster import Cluster
 

@@ -15,7 +15,7 @@ from tests.support.nats_server import require_binary
 from tests.support.processes import PYTHON, ProcessGroup, free_port_block, http_get, is_ready, wait_for
 
 pytestmark = pytest.mark.timeout(60)
-CONTROL = ("meshbus-config", "meshbus-discovery", "meshbus-ca")
+CONTROL = ("meshbus-config", "meshbus-discovery", "meshbus-ca", "meshbus-policy")
 
 
 def test_ready_gate_drain_and_restart_from_disk(tmp_path: Path, processes: ProcessGroup) -> None:

@@ -207,8 +207,8 @@ async def test_apply_and_analyze_warn_what_meshbus_does_not_enforce(meshctl, tmp
     ]
     assert _fate_lines(r.err) == [
         f"Warning: {f}:1: {ap}: {ap_fate}",
-        f"Warning: {f}:12: {ra}: {ra_fate}",
-        f"Warning: {f}:30: {dr}: {dr_fate}",
+        f"Warning: {f}:21: {ra}: {ra_fate}",
+        f"Warning: {f}:31: {dr}: {dr_fate}",
     ]
 
     dead = "nats://127.0.0.1:1"
@@ -216,13 +216,14 @@ async def test_apply_and_analyze_warn_what_meshbus_does_not_enforce(meshctl, tmp
     assert offline.code == 0, offline.out + offline.err
     expected = [
         f"Warning ({ap} {f}:1) {ap_fate}",
-        f"Warning ({ra} {f}:12) {ra_fate}",
-        f"Warning ({dr} {f}:30) {dr_fate}",
+        f"Warning ({ra} {f}:21) {ra_fate}",
+        f"Warning ({dr} {f}:31) {dr_fate}",
     ]
     assert _fate_lines(offline.out) == expected
     stored = await meshctl("analyze")  # what meshbus-config holds: the same words, sorted by kind;
     assert stored.code == 0, stored.out + stored.err  # the store keeps a resource's line, not its fields'
-    assert sorted(_fate_lines(stored.out)) == sorted([*expected[:2], f"Warning ({dr} {f}:22) {dr_fate}"])
+    stored_lines = [expected[0], f"Warning ({ra} {f}:12) {ra_fate}", f"Warning ({dr} {f}:23) {dr_fate}"]
+    assert sorted(_fate_lines(stored.out)) == sorted(stored_lines)
 
     listing = await meshctl("analyze", "--fates", nats=dead)
     assert listing.code == 0

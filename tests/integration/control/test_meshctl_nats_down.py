@@ -38,6 +38,7 @@ BUS_COMMANDS = {
     "token create": ["token", "create", "-n", "default", "--sa", "reviews"],
     "ca bundle": ["ca", "bundle"],
     "cert inspect": ["cert", "inspect", "productpage-sidecar"],
+    "plugins": ["plugins"],
 }
 # Commands that never touch the bus (`up` starts its own NATS; `ps` and `down` read its state files).
 NO_BUS = {"up", "ps", "down", "version"}

@@ -174,7 +174,7 @@ def test_multiple_destination_rules_for_one_host() -> None:
     assert len(out) == 2 and all(m.startswith("Warning [MB0001]") for m in out)
 
 
-def test_rate_limit_and_plugin_route_references() -> None:
+def test_rate_limit_route_references() -> None:
     vs = VS_REVIEWS.replace("subset: v3", "subset: v2").replace(
         "  - route:\n", "  - name: default\n    route:\n"
     )
@@ -182,12 +182,8 @@ def test_rate_limit_and_plugin_route_references() -> None:
         "apiVersion: meshbus.io/v1\nkind: LocalRateLimit\nmetadata: {name: rl}\nspec:\n"
         "  hosts: [reviews, nothing]\n  routes: [default, missing]\n  tokenBucket: {maxTokens: 1, fillInterval: 1s}\n"
     )
-    plugin = "apiVersion: meshbus.io/v1\nkind: Plugin\nmetadata: {name: p}\nspec:\n  filter: a.b\n  routes: [gone]\n"
-    validation = analyze(resources(vs, se("r", "reviews"), dr("r", "reviews"), rl, plugin))
-    assert [m.message for m in validation.errors] == [
-        'Referenced route not found: "missing"',
-        'Referenced route not found: "gone"',
-    ]
+    validation = analyze(resources(vs, se("r", "reviews"), dr("r", "reviews"), rl))
+    assert [m.message for m in validation.errors] == ['Referenced route not found: "missing"']
     assert [m.message for m in validation.warnings] == [
         'Referenced host not found: "nothing" (no VirtualService routes it)'
     ]

@@ -172,6 +172,7 @@ def test_all_kinds_registered() -> None:
         "RequestAuthentication",
         "AuthorizationPolicy",
         "LocalRateLimit",
+        "RateLimit",
         "Plugin",
         "MeshConfig",
         "WorkloadGroup",

@@ -304,7 +304,8 @@ CASES = [
         "tokenBucket: {maxTokens: 1, fillInterval: 1s, tokensPerFill: 0}\n",
         "tokensPerFill: must be > 0",
     ),
-    ("Plugin", "filter: ratelimit\n", "filter id must be dotted lowercase"),
+    ("Plugin", "filter: Rate Limit\n", "filter must be the name of an installed filter"),
+    ("Plugin", "filter: a\nmatch: [{ports: [{number: 80}, {number: 80}]}]\n", "Duplicate value"),
     # --- Gateway / Sidecar / WorkloadEntry
     (
         "Gateway",

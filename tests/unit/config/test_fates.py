@@ -130,14 +130,12 @@ POLICIES = joined(
 )
 
 
-def test_policy_kinds_and_plugins_are_warned_in_plain_words() -> None:
+def test_policy_kinds_are_warned_in_plain_words_and_plugins_are_enforced() -> None:
     result = load_text(POLICIES, "policy.yaml")
     assert result.ok
     assert [w.render() for w in result.validation.warnings] == [
         f"policy.yaml:1: AuthorizationPolicy default/shelf-readers: {AUTHORIZATION_POLICY_FATE}",
-        f"policy.yaml:12: RequestAuthentication default/jwt: {REQUEST_AUTHENTICATION_FATE}",
-        "policy.yaml:22: Plugin default/audit: NOT ENFORCED — meshbus-proxy does not load plugins yet; the "
-        "filter does not run and requests pass without it",
+        f"policy.yaml:21: RequestAuthentication default/jwt: {REQUEST_AUTHENTICATION_FATE}",
     ]
 
 
@@ -274,7 +272,7 @@ def test_proxy_report_tells_each_resource_once_until_it_changes() -> None:
     report = ProxyReport()
     first = load_text(POLICIES, "snapshot v1").resources
     lines = report.new_lines(first)
-    assert len(lines) == 3 and all("NOT ENFORCED" in ln for ln in lines)
+    assert len(lines) == 2 and all("NOT ENFORCED" in ln for ln in lines)
     assert report.new_lines(first) == []  # the same resources in the next version: nothing new
     same_content = load_text(POLICIES, "snapshot v2").resources
     assert report.new_lines(same_content) == []  # equal content from another snapshot: nothing new

@@ -29,6 +29,7 @@ from meshbus.proxy.filters.chain import (
 )
 from meshbus.proxy.filters.cors import CORS, CorsFilter, CorsPolicy
 from meshbus.proxy.filters.fault import FAULT, FaultFilter, FaultPolicy
+from meshbus.proxy.filters.global_ratelimit import GLOBAL_RATELIMIT
 from meshbus.proxy.filters.headerops import (
     HEADER_OPS,
     HeaderOps,
@@ -36,6 +37,7 @@ from meshbus.proxy.filters.headerops import (
     RouteHeaderOps,
     make_header_ops,
 )
+from meshbus.proxy.filters.jwt_authn import JWT_AUTHN
 from meshbus.proxy.filters.ratelimit import LOCAL_RATELIMIT, LocalRateLimitFilter, TokenBucket
 
 pytestmark = pytest.mark.unit
@@ -138,7 +140,7 @@ def test_build_chain_refuses_unknown_names_and_wrong_config_types() -> None:
     )
     # the built-ins' own order, whatever the map's: rate limit, CORS, fault ... header ops last
     assert chain.describe() == [LOCAL_RATELIMIT, FAULT, HEADER_OPS]
-    assert set(BUILTIN_FILTERS) == {LOCAL_RATELIMIT, CORS, FAULT, HEADER_OPS}
+    assert set(BUILTIN_FILTERS) == {LOCAL_RATELIMIT, CORS, FAULT, HEADER_OPS, JWT_AUTHN, GLOBAL_RATELIMIT}
 
 
 def test_builtins_run_rate_limit_then_cors_then_fault() -> None:

@@ -303,3 +303,99 @@ def test_client_gone_while_waiting_for_a_connection_leaves_the_queue() -> None:
     assert len(p.pool.waiting) == 1
     dc.connection_lost(None)
     assert p.pool.waiting == [] and p.idle() and not p.ctx.deadlines.waiting
+
+
+class FrameStream:
+    """A client stream that is not HTTP/1 (as an HTTP/2 stream would be): it records the stream calls
+    the exchange makes, as frames, and has no transport the exchange could write bytes to."""
+
+    peer_ip = "10.0.0.9"
+    peer_ip_bytes = b"10.0.0.9"
+    peer_principal = None
+    write_paused = False
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[Any, ...]] = []
+        self.done: bool | None = None
+
+    def send_continue(self) -> None:
+        self.frames.append(("CONTINUE",))
+
+    def send_head(self, status: int, headers: list[tuple[str, str]], body: int, keep_alive: bool) -> bool:
+        self.frames.append(("HEADERS", status, dict(headers)))
+        return keep_alive
+
+    def send_raw_head(self, raw: bytes, keep_alive: bool) -> None:
+        raise AssertionError("an HTTP/1 pass-through head sent to a non-HTTP/1 stream")
+
+    def send_data(self, data: bytes) -> None:
+        self.frames.append(("DATA", data))
+
+    def send_end(self) -> None:
+        self.frames.append(("END",))
+
+    def flush(self) -> None:
+        pass
+
+    def send_local(
+        self,
+        status: int,
+        body: str | bytes,
+        headers: list[tuple[str, str]],
+        keep_alive: bool,
+        head_only: bool,
+    ) -> int:
+        self.frames.append(("LOCAL", status, dict(headers), body))
+        return len(body)
+
+    def pause(self, reason: str) -> None:
+        pass
+
+    def resume(self, reason: str) -> None:
+        pass
+
+    def exchange_done(self, ex: Any, keep_alive: bool) -> None:
+        self.done = keep_alive
+
+    def abort(self) -> None:
+        self.frames.append(("RESET",))
+
+    def start_tunnel(self, conn: Any, rest: bytes) -> None:
+        raise AssertionError("no Upgrade on this stream")
+
+
+def _h2_request(path: str) -> Any:
+    from meshbus.proxy.adapters.exchange import Exchange
+    from meshbus.proxy.codec.http1 import RequestHead
+
+    headers = [("host", "reviews:9080"), ("user-agent", "h2-client")]
+    head = RequestHead("GET", path, "2", list(headers), dict(headers), True, False, 0, 0)
+    return head, Exchange
+
+
+def test_another_codec_plugs_in_through_the_stream_calls_only() -> None:
+    """The exchange frames nothing itself: a chunked upstream body reaches a non-HTTP/1 stream as
+    plain DATA with no transfer-encoding, and a local reply as one call."""
+    p = Proxy()
+    stream = FrameStream()
+    head, exchange = _h2_request("/r")
+    ex = exchange(stream, head, p.ctx)  # type: ignore[arg-type]
+    ex.begin()
+    conn, up, _ = p.pool.connect()
+    assert up.data.startswith(b"GET /r HTTP/1.1\r\nhost: reviews:9080\r\n")  # upstream stays HTTP/1
+    conn.data_received(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-app: 1\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    )
+    kinds = [f[0] for f in stream.frames]
+    assert kinds == ["HEADERS", "DATA", "END"], stream.frames
+    _, status, headers = stream.frames[0]
+    assert status == 200 and headers["x-app"] == "1" and "transfer-encoding" not in headers
+    assert stream.frames[1] == ("DATA", b"ok") and stream.done is True and p.idle()
+
+    missing = FrameStream()
+    head, exchange = _h2_request("/r")
+    head.headers[0] = ("host", "nowhere")
+    head.hdict["host"] = "nowhere"
+    exchange(missing, head, p.ctx).begin()  # type: ignore[arg-type]
+    assert [f[:2] for f in missing.frames] == [("LOCAL", 404)]
+    assert missing.frames[0][2]["x-meshbus-flags"] == "NR" and p.log[-1].response_flags == "NR"

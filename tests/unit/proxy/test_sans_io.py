@@ -37,6 +37,10 @@ IO_ADAPTERS = frozenset(
         "mesh.identity",
         "mesh.mode",
         "mesh.prober",  # the app readiness probe's sockets (its verdicts are in mesh.probe)
+        "mesh.ratelimit_client",  # global rate limit leases over NATS (the budgets are in filters)
+        "filters.plugins.adapter",  # user filters' hooks awaited with their timeout, body waits
+        "filters.plugins.remote",  # calls to meshbus-filter-host over NATS
+        "filters.plugins.bindings",  # instances closed on a loop timer; makes the two above
     }
 )
 FORBIDDEN = ("asyncio", "nats", "uvloop")

@@ -90,7 +90,7 @@ def test_json_lines_use_istio_keys_one_object_per_line() -> None:
         "start_time", "method", "path", "protocol", "response_code", "response_flags", "bytes_received",
         "bytes_sent", "duration", "upstream_service_time", "x_forwarded_for", "user_agent", "request_id",
         "authority", "upstream_host", "upstream_cluster", "route_name", "downstream_remote_address",
-        "downstream_peer_principal", "trace_id",
+        "downstream_peer_principal", "trace_id", "request_principal",
     }  # fmt: skip
 
 
@@ -206,6 +206,7 @@ def test_field_order_is_stable_for_positional_construction() -> None:
         "response_code_details", "bytes_received", "bytes_sent", "duration_ms", "upstream_service_time",
         "x_forwarded_for", "user_agent", "request_id", "authority", "upstream_host", "upstream_cluster",
         "route_name", "downstream_remote_address", "downstream_peer_principal", "trace_id",
+        "request_principal",
     ]  # fmt: skip
 
 

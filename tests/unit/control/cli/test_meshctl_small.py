@@ -24,4 +24,5 @@ def test_up_table_names_the_subjects_under_the_real_root(tmp_path: Path) -> None
     assert where["meshbus-config"] == "bus: team-a.v1.config.>"
     assert where["meshbus-discovery"] == "bus: team-a.v1.xds.>"
     assert where["meshbus-ca"].startswith("bus: team-a.v1.ca.> (keys in ")
+    assert where["meshbus-policy"] == "bus: team-a.v1.policy.>"
     assert not any("<root>" in w for w in where.values())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[4] / "control" / "discovery"
-ADAPTERS = {"server.py", "config_watch.py", "versions.py", "client.py", "__main__.py"}
+ADAPTERS = {"server.py", "config_watch.py", "jwks_watch.py", "versions.py", "client.py", "__main__.py"}
 FORBIDDEN = {"asyncio", "nats", "socket", "uvloop", "selectors"}
 
 

@@ -1,0 +1,220 @@
+"""``FilterHost``: one SDK filter served on the bus, for proxies whose Plugin says ``placement: REMOTE``.
+
+The host is a NATS micro service (``meshbus-filter-host``, metadata naming the filter) with one
+endpoint per hook the filter implements, ``<root>.v1.filter.<name>.<hook>``, in the queue group
+``q``: any number of hosts of one filter share the calls. ``info`` answers with what the filter is
+and its config's JSON Schema, so meshbus-config can check a Plugin's pluginConfig without the
+package installed. The wire format is bus/schemas/filters.py (docs/remote-filters.md).
+
+Instances: one per distinct pluginConfig (by digest), made on its first call and kept (at most
+``MAX_INSTANCES``; the least recently used is closed). A config the filter refuses is answered with
+an error verdict, and so is a hook that raises or runs past ``hook_timeout``: the proxy applies
+the Plugin's failStrategy. ``concurrency`` calls run at once; more wait in NATS (a slow filter
+holds its callers only, and several hosts add capacity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from nats.micro import add_service
+from nats.micro.request import Request as MicroRequest
+from nats.micro.service import EndpointConfig, Service, ServiceConfig
+
+from meshbus.bus import codec
+from meshbus.bus.connection import BusConnection
+from meshbus.bus.errors import BusError
+from meshbus.bus.schemas.filters import (
+    MICRO_SERVICE,
+    ONE_WAY_HOOKS,
+    FilterCall,
+    FilterHostInfo,
+    FilterInfoRequest,
+    FilterVerdict,
+)
+from meshbus.bus.service import MESHBUS_VERSION, QUEUE_GROUP
+from meshbus.plugins.api import Filter, LocalReply, hook_list, run_hook
+from meshbus.plugins.loader import make_filter
+from meshbus.plugins.registry import FilterInfo
+from meshbus.plugins.remote.wire import verdict_of, views_of
+
+log = logging.getLogger(__name__)
+
+MAX_INSTANCES = 64
+
+
+class FilterHost:
+    def __init__(
+        self, bus: BusConnection, info: FilterInfo, *, concurrency: int = 16, hook_timeout: float = 30.0
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("meshbus: --concurrency must be at least 1")
+        self.bus = bus
+        self.info = info
+        self.concurrency = concurrency
+        self.hook_timeout = hook_timeout
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._instances: OrderedDict[str, Filter | str] = OrderedDict()
+        self._micro: Service | None = None
+        self.calls = 0
+        self.errors = 0
+
+    @property
+    def instance_id(self) -> str:
+        return self._micro.id if self._micro is not None else ""
+
+    def describe(self) -> FilterHostInfo:
+        i = self.info
+        return FilterHostInfo(
+            filter=i.name,
+            hooks=[h.removeprefix("on_") for h in i.hooks],
+            package=i.package,
+            version=i.version,
+            request_body=i.request_body.mode,
+            request_body_limit=i.request_body.limit,
+            response_body=i.response_body.mode,
+            response_body_limit=i.response_body.limit,
+            config_schema=i.schema_json(),
+            instance=self.instance_id,
+            concurrency=self.concurrency,
+        )
+
+    async def start(self) -> None:
+        i = self.info
+        subjects = self.bus.subjects
+        self._micro = await add_service(
+            self.bus.nc,
+            ServiceConfig(
+                name=MICRO_SERVICE,
+                version=MESHBUS_VERSION,
+                description=f"meshbus remote filter {i.name}",
+                metadata={
+                    "filter": i.name,
+                    "package": i.package,
+                    "version": i.version,
+                    "hooks": hook_list(i.hooks),
+                    "config_schema": i.schema_json(),
+                    "root": subjects.root,
+                    "language": "python",
+                },
+                queue_group=QUEUE_GROUP,
+            ),
+        )
+        for hook in i.hooks:
+            name = hook.removeprefix("on_")
+            await self._micro.add_endpoint(
+                EndpointConfig(
+                    name=name, subject=subjects.filter_hook(i.name, name), handler=self._handler(name)
+                )
+            )
+        await self._micro.add_endpoint(
+            EndpointConfig(name="info", subject=subjects.filter_info(i.name), handler=self._on_info)
+        )
+        await self.bus.nc.flush()  # every SUB is registered before a caller is told we are up
+        log.info("serving filter %s (%s) with %d slots", i.name, hook_list(i.hooks), self.concurrency)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop taking calls, give those running ``grace`` seconds, cancel the rest, close instances."""
+        micro, self._micro = self._micro, None
+        if micro is not None:
+            await micro.stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for inst in self._instances.values():
+            if isinstance(inst, Filter):
+                _close(inst)
+        self._instances.clear()
+
+    async def __aenter__(self) -> FilterHost:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _on_info(self, req: MicroRequest) -> None:
+        try:
+            codec.decode(req.data, req.headers, FilterInfoRequest)
+        except BusError:
+            pass  # a hand-written `nats req` gets the answer too
+        data, headers = codec.encode(self.describe())
+        await req.respond(data, headers=headers)
+
+    def _handler(self, hook: str) -> Callable[[MicroRequest], Awaitable[None]]:
+        async def handle(req: MicroRequest) -> None:
+            # micro runs one handler at a time per endpoint: take a slot, then serve in a task, so
+            # up to `concurrency` calls run at once and the rest wait in NATS.
+            await self._slots.acquire()
+            task = asyncio.create_task(self._serve(hook, req))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
+        return handle
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    def _instance(self, call: FilterCall) -> Filter | str:
+        key = call.config_digest or repr(sorted((call.config or {}).items()))
+        hit = self._instances.get(key)
+        if hit is not None:
+            self._instances.move_to_end(key)
+            return hit
+        try:
+            inst: Filter | str = make_filter(
+                self.info, call.config, logger=logging.getLogger(f"meshbus.plugin.{self.info.name}")
+            )
+        except Exception as exc:  # a config the filter refuses is the caller's problem: say so
+            inst = str(exc)
+        self._instances[key] = inst
+        while len(self._instances) > MAX_INSTANCES:
+            _, old = self._instances.popitem(last=False)
+            if isinstance(old, Filter):
+                _close(old)
+        return inst
+
+    async def _serve(self, hook: str, req: MicroRequest) -> None:
+        self.calls += 1
+        reply = hook not in ONE_WAY_HOOKS
+        try:
+            call = codec.decode(req.data, req.headers, FilterCall, max_bytes=self.bus.settings.max_payload)
+            inst = self._instance(call)
+            if isinstance(inst, str):
+                verdict = FilterVerdict(error=inst)
+            else:
+                views = views_of(call)
+                result = await asyncio.wait_for(
+                    run_hook(inst, hook, views[0], views[1], call.body, call.end), self.hook_timeout
+                )
+                if result is not None and not isinstance(result, LocalReply):
+                    raise TypeError(f"hook returned {type(result).__name__}, not None or a LocalReply")
+                verdict = verdict_of(result, call, *views)
+        except TimeoutError:
+            verdict = FilterVerdict(error=f"{hook} ran past the host's {self.hook_timeout:g}s")
+        except Exception as exc:
+            verdict = FilterVerdict(error=f"{type(exc).__name__}: {exc}")
+        if verdict.error:
+            self.errors += 1
+            log.warning("filter %s %s failed: %s", self.info.name, hook, verdict.error)
+        if not reply:
+            return
+        data, headers = codec.encode(verdict)
+        try:
+            await req.respond(data, headers=headers)
+        except Exception as exc:  # the caller may be gone (timed out); never crash on it
+            log.debug("could not answer %s: %r", hook, exc)
+
+
+def _close(f: Filter) -> None:
+    try:
+        f.close()
+    except Exception:
+        log.exception("filter %s failed to close", f.name)

@@ -1,0 +1,474 @@
+"""JWT authentication (Istio RequestAuthentication, Envoy's jwt_authn filter) in the inbound sidecar.
+
+Per request (``JwtAuthnFilter.on_request_headers``):
+
+1. Tokens are looked for where the rules say (``fromHeaders`` with their prefix, ``fromParams``,
+   ``fromCookies``; by default ``Authorization: Bearer`` then ``?access_token``). No token anywhere:
+   the request goes on without identity (an AuthorizationPolicy with ``requestPrincipals`` is what
+   requires one, as in Istio).
+2. A token found is checked by the rule of its ``iss`` that reads that location (none: 401 "Jwt
+   issuer is not configured"); with the rule's keys, for the algorithm its header names (RS*, PS*,
+   ES*, EdDSA only: ``none`` and HS* are refused, see jwt_keys.py), by PyJWT; ``exp``/``nbf`` with 60
+   s of clock skew; ``aud`` against ``audiences`` when the rule lists some. Any failure answers 401
+   with ``www-authenticate: Bearer realm=..., error="invalid_token"`` and Envoy's words for the reason,
+   also in the access log (``jwt_authn_access_denied{...}``).
+3. The first verified token becomes ``ctx.filter_state["request.auth"]``: ``principal``
+   (``<iss>/<sub>``), ``audiences``, ``presenter`` (``azp``) and ``claims`` (the payload; ``scope``,
+   ``permission`` and the rule's ``spaceDelimitedClaims`` split into lists, as Istio does for
+   authorization). The authorization filter and the access log read it there.
+4. Upstream, the token header is removed unless ``forwardOriginalToken``; ``outputPayloadToHeader``
+   and ``outputClaimToHeaders`` are set from the verified token, and removed from requests that
+   carry none, so a client cannot forge them.
+
+Verified tokens are cached (keyed by the token, bounded, each entry until its ``exp`` + skew), so a
+repeated token costs a dict lookup, not a signature check; so are tokens that failed for a reason
+that cannot change (bad signature, unknown key or issuer, malformed), so replaying a bad token costs
+no more. The cache lives on the config object, which the build reuses while the proxy's
+RequestAuthentications are unchanged (proxy/build/authn_build.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import jwt
+
+from meshbus.proxy.filters.chain import AUTHN, HOOK_REQUEST_HEADERS, FilterContext, HttpFilter, LocalReply
+from meshbus.proxy.filters.headerops import HeaderOps
+from meshbus.proxy.filters.jwt_keys import ALLOWED_ALGS, VerifyKey
+
+JWT_AUTHN: Final = "meshbus.filters.http.jwt_authn"
+REQUEST_AUTH: Final = "request.auth"
+"""The ``ctx.filter_state`` key of the verified identity (the authorization filter's input)."""
+
+CLOCK_SKEW: Final = 60.0
+CACHE_SIZE: Final = 4096
+FAILED_CACHE_SIZE: Final = 1024
+CACHEABLE_TOKEN: Final = 8192
+"""Longer tokens are checked every time rather than kept (a cache of them would be a memory sink)."""
+NO_EXP_CACHE_TTL: Final = 300.0
+ALWAYS_SPACE_DELIMITED: Final = ("scope", "permission")
+
+# Envoy's (jwt_verify_lib) words for each failure: operators search for them.
+MISSING_KEYS: Final = "Jwks remote fetch is failed"
+UNKNOWN_ISSUER: Final = "Jwt issuer is not configured"
+BAD_FORMAT: Final = "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
+BAD_HEADER: Final = "Jwt header is an invalid JSON"
+BAD_PAYLOAD: Final = "Jwt payload is an invalid JSON"
+BAD_ALG: Final = "Jwt header [alg] field value is invalid"
+NO_KEY: Final = "Jwks doesn't have key to match kid or alg from Jwt"
+BAD_SIGNATURE: Final = "Jwt verification fails"
+EXPIRED: Final = "Jwt is expired"
+NOT_YET_VALID: Final = "Jwt not yet valid"
+BAD_AUDIENCE: Final = "Audiences in Jwt are not allowed"
+BAD_CLAIMS: Final = "Jwt has invalid claims"
+_RETRYABLE: Final = frozenset({NOT_YET_VALID, MISSING_KEYS})
+"""Failures that may pass later: never cached."""
+
+# (kind, name, prefix): where one rule reads tokens
+HEADER, PARAM, COOKIE = 0, 1, 2
+Location = tuple[int, str, str]
+DEFAULT_LOCATIONS: Final[tuple[Location, ...]] = (
+    (HEADER, "authorization", "Bearer "),
+    (PARAM, "access_token", ""),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JwtProvider:
+    """One jwtRule, compiled: what it accepts, where it looks, what it hands upstream."""
+
+    issuer: str
+    audiences: frozenset[str]
+    keys: tuple[VerifyKey, ...] | None
+    """None: the rule's keys are not available (not fetched yet, or past their maximum age)."""
+    locations: tuple[Location, ...] = DEFAULT_LOCATIONS
+    forward: bool = False
+    payload_header: str | None = None
+    claim_headers: tuple[tuple[str, str], ...] = ()
+    """(header, claim) pairs; a nested claim is named with dots (``group.id``)."""
+    space_delimited: frozenset[str] = frozenset(ALWAYS_SPACE_DELIMITED)
+    source: str = ""
+    """``<namespace>/<name> jwtRules[i]``: for config dumps and logs."""
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "issuer": self.issuer,
+            "audiences": sorted(self.audiences),
+            "keys": None if self.keys is None else len(self.keys),
+            "locations": [_describe_location(loc) for loc in self.locations],
+            "forwardOriginalToken": self.forward,
+        }
+
+
+def _describe_location(loc: Location) -> str:
+    kind, name, prefix = loc
+    if kind == HEADER:
+        return f"header {name}" + (f" (prefix {prefix!r})" if prefix else "")
+    return f"{'param' if kind == PARAM else 'cookie'} {name}"
+
+
+class _Failed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class _Verified:
+    provider: int
+    auth: dict[str, Any]
+    payload_segment: str
+    valid_until: float
+    ops: dict[Location, HeaderOps | None] = field(default_factory=dict)
+    """What goes upstream when this token alone came at a location (and no output header did)."""
+
+
+HeaderLocations = tuple[tuple[str, tuple[tuple[str, int, Location, tuple[int, ...]], ...]], ...]
+"""Per header name: (prefix lowercased, its length, the location, the providers reading it)."""
+
+
+class JwtAuthnConfig:
+    """The JWT rules of one workload (all RequestAuthentications that select it), compiled, with the
+    verified-token cache. Built by proxy/build/inbound_filters.py; ``sources`` are the resources it
+    came from (the next build reuses this object, cache and all, while they are the same objects)."""
+
+    def __init__(
+        self,
+        providers: tuple[JwtProvider, ...],
+        sources: tuple[object, ...] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.providers = providers
+        self.sources = sources
+        self.clock = clock
+        self.verified: dict[str, _Verified] = {}
+        self.cache_size = CACHE_SIZE
+        self.failed: dict[str, tuple[str, float]] = {}
+        self.stats: dict[str, int] = dict.fromkeys(("verified", "cache_hits", "denied", "no_token"), 0)
+        headers: dict[str, dict[str, list[int]]] = {}
+        params: dict[str, list[int]] = {}
+        cookies: dict[str, list[int]] = {}
+        for i, p in enumerate(providers):
+            for kind, name, prefix in p.locations:
+                if kind == HEADER:
+                    headers.setdefault(name, {}).setdefault(prefix, []).append(i)
+                elif kind == PARAM:
+                    params.setdefault(name, []).append(i)
+                else:
+                    cookies.setdefault(name, []).append(i)
+        self.headers: HeaderLocations = tuple(
+            (
+                name,
+                tuple(
+                    (prefix.lower(), len(prefix), (HEADER, name, prefix), tuple(idx))
+                    for prefix, idx in by.items()
+                ),
+            )
+            for name, by in headers.items()
+        )
+        self.params: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in params.items()}
+        self.cookies: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in cookies.items()}
+        outputs: set[str] = set()
+        for p in providers:
+            if p.payload_header:
+                outputs.add(p.payload_header.lower())
+            outputs.update(h.lower() for h, _ in p.claim_headers)
+        self.output_headers: frozenset[str] = frozenset(outputs)
+
+    def describe(self) -> list[dict[str, object]]:
+        return [p.describe() for p in self.providers]
+
+    # -- extraction
+    def tokens(self, hdict: Mapping[str, str], target: str) -> list[tuple[str, Location, tuple[int, ...]]]:
+        """(token, location, providers reading that location) for every token the request carries."""
+        found: list[tuple[str, Location, tuple[int, ...]]] = []
+        for name, entries in self.headers:
+            value = hdict.get(name)
+            if value is None:
+                continue
+            for prefix, plen, location, readers in entries:
+                if plen and value[:plen].lower() != prefix:
+                    continue
+                token = value[plen:].strip()
+                if token:
+                    found.append((token, location, readers))
+                    break
+        if self.params and "?" in target:
+            query = target.partition("?")[2]
+            for name, value in parse_qsl(query, keep_blank_values=False):
+                idx = self.params.get(name)
+                if idx is not None and value:
+                    found.append((value, (PARAM, name, ""), idx))
+        if self.cookies:
+            cookie = hdict.get("cookie")
+            if cookie:
+                for part in cookie.split(";"):
+                    name, sep, value = part.strip().partition("=")
+                    idx = self.cookies.get(name)
+                    if sep and idx is not None and value:
+                        found.append((value.strip('"'), (COOKIE, name, ""), idx))
+        return found
+
+    # -- verification
+    def verify(self, token: str, readers: tuple[int, ...]) -> _Verified:
+        """The verified identity of ``token`` (read at a location of the providers ``readers``), from
+        the cache when it is there; raises _Failed with Envoy's words."""
+        now = self.clock()
+        hit = self.verified.get(token)
+        if hit is not None:
+            if now < hit.valid_until and hit.provider in readers:
+                self.stats["cache_hits"] += 1
+                return hit
+            if now >= hit.valid_until:
+                del self.verified[token]
+        bad = self.failed.get(token)
+        if bad is not None and now < bad[1]:
+            self.stats["cache_hits"] += 1
+            raise _Failed(bad[0])
+        try:
+            result = self._verify(token, readers, now)
+        except _Failed as exc:
+            if exc.message not in _RETRYABLE and len(token) <= CACHEABLE_TOKEN:
+                if len(self.failed) >= FAILED_CACHE_SIZE:
+                    del self.failed[next(iter(self.failed))]
+                self.failed[token] = (exc.message, now + NO_EXP_CACHE_TTL)
+            raise
+        self.stats["verified"] += 1
+        if len(token) <= CACHEABLE_TOKEN:
+            if len(self.verified) >= self.cache_size:
+                del self.verified[next(iter(self.verified))]  # the oldest entry
+            self.verified[token] = result
+        return result
+
+    def _verify(self, token: str, readers: tuple[int, ...], now: float) -> _Verified:
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise _Failed(BAD_FORMAT)
+        header = _segment_json(parts[0], BAD_HEADER)
+        claims = _segment_json(parts[1], BAD_PAYLOAD)
+        iss = claims.get("iss")
+        pi = self._provider_for(iss if isinstance(iss, str) else "", readers)
+        provider = self.providers[pi]
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGS:
+            raise _Failed(BAD_ALG)
+        if provider.keys is None:
+            raise _Failed(MISSING_KEYS)
+        kid = header.get("kid")
+        kid = kid if isinstance(kid, str) else None
+        candidates = [k for k in provider.keys if k.fits(alg, kid)]
+        if not candidates:
+            raise _Failed(NO_KEY)
+        payload: dict[str, Any] | None = None
+        for key in candidates:
+            try:
+                payload = jwt.decode(
+                    token,
+                    key.key,
+                    algorithms=[alg],
+                    audience=list(provider.audiences) or None,
+                    leeway=CLOCK_SKEW,
+                    # Time claims are checked below, on the config's clock (tests move it).
+                    options={
+                        "verify_aud": bool(provider.audiences),
+                        "verify_iat": False,
+                        "verify_iss": False,
+                        "verify_exp": False,
+                        "verify_nbf": False,
+                    },
+                )
+                break
+            except jwt.InvalidSignatureError:
+                continue
+            except (jwt.InvalidAudienceError, jwt.MissingRequiredClaimError):
+                raise _Failed(BAD_AUDIENCE) from None
+            except jwt.DecodeError:
+                raise _Failed(BAD_FORMAT) from None
+            except (jwt.PyJWTError, ValueError, TypeError):
+                raise _Failed(BAD_CLAIMS) from None
+        if payload is None:
+            raise _Failed(BAD_SIGNATURE)
+        exp = _time_claim(payload, "exp")
+        nbf = _time_claim(payload, "nbf")
+        if exp is not None and now >= exp + CLOCK_SKEW:
+            raise _Failed(EXPIRED)
+        if nbf is not None and now < nbf - CLOCK_SKEW:
+            raise _Failed(NOT_YET_VALID)
+        until = now + NO_EXP_CACHE_TTL if exp is None else min(now + NO_EXP_CACHE_TTL, exp + CLOCK_SKEW)
+        return _Verified(pi, _identity(payload, provider), parts[1], until)
+
+    def _provider_for(self, iss: str, readers: tuple[int, ...]) -> int:
+        fallback = None
+        for i in readers:
+            p = self.providers[i].issuer
+            if p == iss:
+                return i
+            if not p and fallback is None:
+                fallback = i  # a rule without issuer (jwksUri only) takes any issuer
+        if fallback is None:
+            raise _Failed(UNKNOWN_ISSUER)
+        return fallback
+
+    # -- what goes upstream
+    def upstream_ops(
+        self, hdict: Mapping[str, str], used: Iterable[tuple[Location, _Verified]]
+    ) -> HeaderOps | None:
+        remove: set[str] = {h for h in self.output_headers if h in hdict}
+        sets: dict[str, str] = {}
+        for (kind, name, _prefix), v in used:
+            p = self.providers[v.provider]
+            if kind == HEADER and not p.forward:
+                remove.add(name)
+            if p.payload_header:
+                sets[p.payload_header.lower()] = v.payload_segment
+            for header, claim in p.claim_headers:
+                value = _claim_text(_lookup(v.auth["claims"], claim))
+                if value is not None:
+                    sets[header.lower()] = value
+        if not remove and not sets:
+            return None
+        return HeaderOps(set=tuple(sets.items()), remove=frozenset(remove))
+
+
+def _segment_json(segment: str, failure: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise _Failed(failure) from None
+    if not isinstance(value, dict):
+        raise _Failed(failure)
+    return value
+
+
+def _time_claim(payload: Mapping[str, Any], name: str) -> float | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
+        raise _Failed(BAD_CLAIMS)
+    return float(value)
+
+
+def _identity(payload: dict[str, Any], provider: JwtProvider) -> dict[str, Any]:
+    aud = payload.get("aud")
+    audiences = (
+        [aud]
+        if isinstance(aud, str)
+        else [a for a in aud if isinstance(a, str)]
+        if isinstance(aud, list)
+        else []
+    )
+    claims = dict(payload)
+    for name in provider.space_delimited:
+        value = claims.get(name)
+        if isinstance(value, str):
+            claims[name] = value.split()
+    azp = payload.get("azp")
+    return {
+        "principal": f"{payload.get('iss', '')}/{payload.get('sub', '')}",
+        "audiences": audiences,
+        "presenter": azp if isinstance(azp, str) else None,
+        "claims": claims,
+    }
+
+
+def _lookup(claims: Mapping[str, Any], name: str) -> Any:
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _claim_text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return ",".join(str(v) for v in value)
+    return None
+
+
+def _realm(ctx: FilterContext) -> str:
+    path = ctx.view.path.partition("?")[0]
+    text = f"http://{ctx.view.authority}{path}"
+    return "".join(c for c in text if c >= " " and c not in '"\\\x7f')
+
+
+class JwtAuthnFilter(HttpFilter):
+    """Verifies request tokens against the workload's RequestAuthentication rules (module doc)."""
+
+    def __init__(self, config: JwtAuthnConfig) -> None:
+        # AUTHN phase, last in it: Istio's own authentication runs after AUTHN-phase plugins.
+        super().__init__(JWT_AUTHN, AUTHN, -(2**31), HOOK_REQUEST_HEADERS)
+        self.config = config
+
+    def on_request_headers(self, ctx: FilterContext) -> Any:
+        config = self.config
+        hdict = ctx.head.hdict
+        found = config.tokens(hdict, ctx.head.target)
+        if not found:
+            config.stats["no_token"] += 1
+            if config.output_headers and not config.output_headers.isdisjoint(hdict):
+                _add_ops(ctx, config.upstream_ops(hdict, ()))
+            return None
+        used: list[tuple[Location, _Verified]] = []
+        seen: set[str] = set()
+        for token, location, readers in found:
+            if token in seen:
+                continue
+            seen.add(token)
+            try:
+                used.append((location, config.verify(token, readers)))
+            except _Failed as exc:
+                config.stats["denied"] += 1
+                return _unauthorized(ctx, exc.message)
+        location, first = used[0]
+        state = ctx.filter_state
+        if state is None:
+            state = ctx.filter_state = {}
+        state[REQUEST_AUTH] = dict(first.auth)  # a copy: a filter that edits it edits its request's only
+        if len(used) == 1 and (not config.output_headers or config.output_headers.isdisjoint(hdict)):
+            # The common case, one token and no forged output header: what goes upstream is the
+            # token's own, worked out once (a repeated token costs a lookup here too).
+            cached = first.ops
+            if location in cached:
+                ops = cached[location]
+            else:
+                ops = cached[location] = config.upstream_ops(hdict, used)
+        else:
+            ops = config.upstream_ops(hdict, used)
+        if ops is not None:
+            prev = ctx.req_ops
+            ctx.req_ops = ops if prev is None else prev.then(ops)
+        return None
+
+
+def _unauthorized(ctx: FilterContext, message: str) -> LocalReply:
+    return LocalReply(
+        401,
+        message,
+        (("www-authenticate", f'Bearer realm="{_realm(ctx)}", error="invalid_token"'),),
+        details=f"jwt_authn_access_denied{{{message.replace(' ', '_')}}}",
+    )
+
+
+def _add_ops(ctx: FilterContext, ops: HeaderOps | None) -> None:
+    if ops is None:
+        return
+    prev = ctx.req_ops
+    ctx.req_ops = ops if prev is None else prev.then(ops)

@@ -1,0 +1,167 @@
+"""``RemoteBackend``: a filter served by meshbus-filter-host, called over NATS (bus/schemas/filters.py).
+
+What the filter implements comes from a host's ``info`` answer (``RemoteFilters`` keeps one per filter
+name, asked once and again while no host answers): only those hooks are called, bodies only in the
+mode it asked for. Request and response-header hooks are requests with the Plugin's timeout (the
+adapter's ``asyncio.wait_for``); ``response_body`` and ``done`` are published without waiting. "No
+responders", a closed connection or no connection at all raise ``FilterUnreachable`` (503 under
+FAIL_CLOSE); an error verdict raises ``RemoteFilterError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import nats.errors
+
+from meshbus.bus import codec
+from meshbus.bus.connection import BusConnection
+from meshbus.bus.errors import BusError
+from meshbus.bus.schemas.filters import ONE_WAY_HOOKS, FilterHostInfo, FilterInfoRequest, FilterVerdict
+from meshbus.plugins.api import NO_BODY, BodyMode
+from meshbus.plugins.http import Request, Response
+from meshbus.plugins.remote.wire import apply_verdict, call_of, config_digest
+from meshbus.proxy.filters.plugins.adapter import FilterUnreachable, RemoteFilterError
+
+log = logging.getLogger(__name__)
+
+INFO_TIMEOUT = 1.0
+
+
+def _mode(mode: str, limit: int) -> BodyMode:
+    try:
+        return (
+            BodyMode(mode, limit) if mode == "buffered" else BodyMode(mode if mode == "streamed" else "none")
+        )
+    except ValueError:
+        return NO_BODY
+
+
+class RemoteFilters:
+    """Host descriptions by filter name, for one proxy worker, over a bus connection made on demand."""
+
+    def __init__(self, bus: Callable[[], BusConnection | None]) -> None:
+        self._bus = bus
+        self.infos: dict[str, FilterHostInfo] = {}
+        self._asking: dict[str, asyncio.Task[FilterHostInfo | None]] = {}
+
+    def bus(self) -> BusConnection:
+        bus = self._bus()
+        if bus is None or not bus.connected:
+            raise FilterUnreachable("the proxy is not connected to NATS")
+        return bus
+
+    def ask(self, name: str) -> asyncio.Task[FilterHostInfo | None]:
+        """The (shared) task asking a host of ``name`` what it implements."""
+        task = self._asking.get(name)
+        if task is None or (task.done() and (task.cancelled() or task.result() is None)):
+            task = self._asking[name] = asyncio.ensure_future(self._ask(name))
+        return task
+
+    async def _ask(self, name: str) -> FilterHostInfo | None:
+        try:
+            bus = self._bus()
+            if bus is None:
+                raise FilterUnreachable("the proxy has no NATS connection")
+            await asyncio.wait_for(bus.wait_connected(), INFO_TIMEOUT)
+            data, headers = codec.encode(FilterInfoRequest())
+            msg = await bus.nc.request(
+                bus.subjects.filter_info(name), data, timeout=INFO_TIMEOUT, headers=headers
+            )
+            info = codec.decode(msg.data, msg.headers, FilterHostInfo)
+        except (FilterUnreachable, BusError, nats.errors.Error, TimeoutError) as exc:
+            log.debug("no description of remote filter %s yet: %r", name, exc)
+            return None
+        self.infos[name] = info
+        return info
+
+
+class RemoteBackend:
+    """One Plugin's calls to the hosts of its filter."""
+
+    def __init__(
+        self, remotes: RemoteFilters, name: str, plugin: str, config: Mapping[str, Any] | None, timeout: float
+    ) -> None:
+        self.remotes = remotes
+        self.filter = name
+        self.plugin = plugin
+        self.config = dict(config) if config is not None else None
+        self.digest = config_digest(config)
+        self.timeout = timeout
+        self.is_async = frozenset({"on_request_headers", "on_request_body", "on_response_headers"})
+        self.hooks: frozenset[str] = frozenset()
+        self.request_body = NO_BODY
+        self.response_body = NO_BODY
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._learn()
+
+    @property
+    def ready(self) -> bool:
+        """Whether a host has said what the filter implements."""
+        return self.hooks or self._learn()  # type: ignore[return-value]
+
+    def _learn(self) -> bool:
+        info = self.remotes.infos.get(self.filter)
+        if info is None:
+            return False
+        self.hooks = frozenset("on_" + h for h in info.hooks)
+        req = _mode(info.request_body, info.request_body_limit)
+        self.request_body = req if req.mode == "buffered" else NO_BODY  # a request never pauses per chunk
+        self.response_body = _mode(info.response_body, info.response_body_limit)
+        return True
+
+    async def wait_ready(self) -> None:
+        if self.ready:
+            return
+        try:
+            await asyncio.shield(self.remotes.ask(self.filter))
+        except asyncio.CancelledError:
+            raise
+        if not self._learn():
+            raise FilterUnreachable(f"no meshbus-filter-host of {self.filter!r} answered")
+
+    def call(self, hook: str, req: Request, resp: Response | None, body: bytes, end: bool) -> Any:
+        wire = hook.removeprefix("on_")
+        msg = call_of(
+            wire, req, plugin=self.plugin, config=self.config, digest=self.digest, resp=resp,
+            body=body if hook in ("on_request_body", "on_response_body") else None, end=end,
+        )  # fmt: skip
+        data, headers = codec.encode(msg)
+        bus = self.remotes.bus()
+        subject = bus.subjects.filter_hook(self.filter, wire)
+        if wire in ONE_WAY_HOOKS:
+            task = asyncio.ensure_future(_publish(bus, subject, data, headers))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+            return None
+        return self._request(bus, subject, data, headers, wire, req, resp)
+
+    async def _request(
+        self, bus: BusConnection, subject: str, data: bytes, headers: dict[str, str], wire: str,
+        req: Request, resp: Response | None,
+    ) -> Any:  # fmt: skip
+        try:
+            msg = await bus.nc.request(subject, data, timeout=self.timeout, headers=headers)
+        except nats.errors.NoRespondersError:
+            raise FilterUnreachable(f"no meshbus-filter-host of {self.filter!r} is live") from None
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+            raise FilterUnreachable(f"NATS connection: {exc!r}") from None
+        except nats.errors.TimeoutError:
+            raise TimeoutError(f"{self.filter} {wire}") from None
+        verdict = codec.decode(msg.data, msg.headers, FilterVerdict, max_bytes=bus.settings.max_payload)
+        if verdict.error:
+            raise RemoteFilterError(verdict.error)
+        return apply_verdict(verdict, wire, req, resp)
+
+    def close(self) -> None:
+        pass  # instances live on the hosts
+
+
+async def _publish(bus: BusConnection, subject: str, data: bytes, headers: dict[str, str]) -> None:
+    try:
+        await bus.nc.publish(subject, data, headers=headers)
+    except Exception as exc:  # an observation lost: nothing waits for it
+        log.debug("could not publish %s: %r", subject, exc)
