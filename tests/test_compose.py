@@ -136,7 +136,13 @@ def test_nats_runs_the_config_bus_init_writes_and_every_process_its_own_key() ->
     assert nats.depends_on == {"bus-init": "service_completed_successfully"}
     assert nats.spec["command"][:2] == ["--config", f"{bus_dir}/nats-server.conf"]
     assert ("bus", bus_dir, True) in nats.mounts and ("bus", bus_dir, False) in init.mounts
-    roles = {"config": "config", "discovery": "discovery", "ca": "ca", "policy": "policy", "bootstrap": "operator"}
+    roles = {
+        "config": "config",
+        "discovery": "discovery",
+        "ca": "ca",
+        "policy": "policy",
+        "bootstrap": "operator",
+    }
     for name, role in roles.items():
         svc = COMPOSE_DOC.services[name]
         key = f"{bus_dir}/{role}.nk"

@@ -22,7 +22,17 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_common_args(common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (up, up_background, config_cmds, analyze, ca_cmds, bus_cmds, status_cmds, plugins_cmd, version):
+    for group in (
+        up,
+        up_background,
+        config_cmds,
+        analyze,
+        ca_cmds,
+        bus_cmds,
+        status_cmds,
+        plugins_cmd,
+        version,
+    ):
         group.register(sub, common)
     return parser
 

@@ -155,3 +155,19 @@ async def test_unknown_or_missing_credentials_are_refused(mesh: SecureBus, tmp_p
     with pytest.raises(UnavailableError, match="uthorization"):
         await nobody.connect(wait=False)
     await nobody.close(drain=False)
+
+
+async def test_a_proxy_asks_policy_and_remote_filters_but_never_answers_them(mesh: SecureBus) -> None:
+    proxy, host, policy = await mesh.proxy("reviews-v1"), await mesh.role("filter-host"), await mesh.role("policy")
+    hook = S.filter_hook("acme.stamp", "request_headers")
+    for server, subject in ((host, hook), (host, S.filter_info("acme.stamp")), (policy, S.policy("ratelimit"))):
+
+        async def answer(msg: Msg) -> None:
+            await msg.respond(b"ok")
+
+        sub = await server.nc.subscribe(subject, queue="q", cb=answer)
+        await server.flush()
+        assert (await proxy.nc.request(subject, b"", timeout=5)).data == b"ok"
+        await sub.unsubscribe()
+    await refused_subscribe(proxy, hook, host)
+    await refused_subscribe(proxy, S.policy("ratelimit"), policy)
