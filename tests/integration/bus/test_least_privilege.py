@@ -158,9 +158,17 @@ async def test_unknown_or_missing_credentials_are_refused(mesh: SecureBus, tmp_p
 
 
 async def test_a_proxy_asks_policy_and_remote_filters_but_never_answers_them(mesh: SecureBus) -> None:
-    proxy, host, policy = await mesh.proxy("reviews-v1"), await mesh.role("filter-host"), await mesh.role("policy")
+    proxy, host, policy = (
+        await mesh.proxy("reviews-v1"),
+        await mesh.role("filter-host"),
+        await mesh.role("policy"),
+    )
     hook = S.filter_hook("acme.stamp", "request_headers")
-    for server, subject in ((host, hook), (host, S.filter_info("acme.stamp")), (policy, S.policy("ratelimit"))):
+    for server, subject in (
+        (host, hook),
+        (host, S.filter_info("acme.stamp")),
+        (policy, S.policy("ratelimit")),
+    ):
 
         async def answer(msg: Msg) -> None:
             await msg.respond(b"ok")
