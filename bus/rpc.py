@@ -5,8 +5,9 @@ returns a `ReplyType` — or raises the typed `BusError` the remote handler rais
 code travels in the `ErrorReply` envelope), `UnavailableError` when nobody serves the
 subject, `RequestTimeoutError` when the deadline passes; ``verify`` (a signature check) sees the
 reply's bytes and headers before they are decoded. With ``wait_for_service`` a subject
-nobody serves yet is asked again until the deadline (an operator command run while the service
-starts, as the compose stack's bootstrap step is); otherwise "no responders" is final at once.
+nobody serves yet, or whose service answers ``not_ready`` (still syncing), is asked again until the
+deadline (an operator command run while the service starts, as the compose stack's bootstrap step
+is); otherwise "no responders" is final at once.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ async def request(
     while True:
         try:
             reply = await bus.nc.request(subject, data, timeout=timeout, headers=headers)
-            break
+            if (
+                not (wait_for_service and _not_ready(reply.data, reply.headers))
+                or deadline - time.monotonic() <= pause
+            ):
+                break
+            await asyncio.sleep(pause)  # it answers, but is still syncing: the same wait as no responders
+            pause = min(pause * 2, 0.5)
+            timeout = max(deadline - time.monotonic(), 0.01)
         except nats.errors.NoRespondersError:
             left = deadline - time.monotonic()
             if not wait_for_service or left <= pause:
@@ -66,6 +74,14 @@ async def request(
     if verify is not None:
         verify(reply.data, rheaders)  # raises: a reply that must be signed and is not never decodes
     return codec.decode(reply.data, rheaders, reply_type, max_bytes=bus.settings.max_payload)
+
+
+def _not_ready(data: bytes, headers: dict[str, str] | None) -> bool:
+    return (
+        bool(headers)
+        and ERROR_CODE_HEADER in headers
+        and _error_from_reply(data, headers).code == "not_ready"
+    )
 
 
 def _error_from_reply(data: bytes, headers: dict[str, str]) -> BusError:

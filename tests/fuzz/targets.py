@@ -18,9 +18,11 @@ crash file holds):
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 
-from meshbus.bus import codec, schemas  # noqa: F401  (schemas: every message type registers itself)
+from meshbus.bus import codec, schemas
 from meshbus.bus.config.analysis import analyze
 from meshbus.bus.config.loader import load_text
 from meshbus.bus.errors import BusError
@@ -79,7 +81,12 @@ def config(data: bytes) -> None:
             pass
 
 
-SCHEMAS = sorted(codec.registered().items())
+for _mod in pkgutil.iter_modules(schemas.__path__):  # every message type registers itself on import
+    importlib.import_module(f"{schemas.__name__}.{_mod.name}")
+SCHEMAS = sorted(
+    (sid, cls) for sid, cls in codec.registered().items() if cls.__module__.startswith("meshbus.")
+)
+"""Every bus message type (bus/schemas/*), in a fixed order: a case's first byte picks one."""
 
 
 def bus_message(data: bytes) -> None:
