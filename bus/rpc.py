@@ -77,11 +77,9 @@ async def request(
 
 
 def _not_ready(data: bytes, headers: dict[str, str] | None) -> bool:
-    return (
-        bool(headers)
-        and ERROR_CODE_HEADER in headers
-        and _error_from_reply(data, headers).code == "not_ready"
-    )
+    if not headers or ERROR_CODE_HEADER not in headers:
+        return False
+    return _error_from_reply(data, headers).code == "not_ready"
 
 
 def _error_from_reply(data: bytes, headers: dict[str, str]) -> BusError:
