@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PARTS  := bus proxy plugins control telemetry
 
-.PHONY: demo test lint typecheck pytest pytest-pure pure-tree bench clean native smuggling fuzz
+.PHONY: demo test lint typecheck pytest pytest-pure pure-tree bench clean native smuggling fuzz cluster-test
 
 # The install compiles the proxy's request path with mypyc (setup.py). The extensions sit next to
 # their sources and shadow them, so NATIVE_STAMP rebuilds them whenever a proxy or telemetry source
@@ -73,6 +73,10 @@ pytest-pure: $(STAMP) pure-tree
 
 test:
 	$(MAKE) --no-print-directory -j3 --output-sync=target MESHBUS_PURE_PYTHON=0 lint typecheck pytest pytest-pure
+
+# meshctl up --nats-cluster 3 losing one, then two NATS nodes under traffic (about a minute).
+cluster-test: $(NATIVE_STAMP)
+	MESHBUS_CLUSTER_TESTS=1 $(BIN)/pytest -q -s tests/e2e/test_nats_cluster.py
 
 # The table of docs/smuggling.md: every vector through meshbus and HAProxy (when installed).
 smuggling: $(NATIVE_STAMP)

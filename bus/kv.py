@@ -24,9 +24,10 @@ import datetime as dt
 import enum
 import json
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import nats.errors
@@ -98,6 +99,19 @@ class BucketConfig:
     max_value_size: int | None = None
     max_age: float | None = None
     """Seconds a value is kept after it was last written (None: forever); for short-lived counters."""
+    replicas: int = field(default_factory=lambda: default_replicas())
+    """Copies JetStream keeps (on a cluster: 3 survives the loss of one server). Default
+    ``$MESHBUS_KV_REPLICAS`` (``meshctl up --nats-cluster 3`` sets it), else 1."""
+
+
+ENV_REPLICAS = "MESHBUS_KV_REPLICAS"
+
+
+def default_replicas() -> int:
+    try:
+        return max(1, min(5, int(os.environ.get(ENV_REPLICAS, "1"))))  # JetStream allows at most 5
+    except ValueError:
+        return 1
 
 
 class BucketMissingError(NotReadyError):
@@ -146,14 +160,23 @@ class KeyValueStore:
                 if not self.may_create:
                     raise BucketMissingError(f"KV bucket {self.config.name!r} does not exist") from None
                 info = await js.add_stream(self._stream_config())
-                log.info("created KV bucket %s (history %d)", self.config.name, self.config.history)
+                log.info(
+                    "created KV bucket %s (history %d, %d replica(s))",
+                    self.config.name,
+                    self.config.history,
+                    self.config.replicas,
+                )
             else:
                 cfg = info.config
-                if self.may_create and (not cfg.allow_atomic or not cfg.allow_direct):
+                fewer = (cfg.num_replicas or 1) < self.config.replicas
+                if self.may_create and (not cfg.allow_atomic or not cfg.allow_direct or fewer):
                     cfg.allow_atomic = True
                     cfg.allow_direct = True
+                    cfg.num_replicas = max(cfg.num_replicas or 1, self.config.replicas)
                     info = await js.update_stream(cfg)
-                    log.info("enabled atomic batches on KV bucket %s", self.config.name)
+                    log.info(
+                        "KV bucket %s: atomic batches, %d replica(s)", self.config.name, cfg.num_replicas
+                    )
             self._direct = bool(info.config.allow_direct)
             self._kv = await js.key_value(self.config.name)
 
@@ -174,7 +197,7 @@ class KeyValueStore:
             max_msg_size=self.config.max_value_size,
             max_msgs_per_subject=self.config.history,
             max_age=self.config.max_age,
-            num_replicas=1,
+            num_replicas=self.config.replicas,
         )
 
     async def _handle(self) -> KeyValue:

@@ -32,11 +32,15 @@ from rich.markup import escape
 from meshbus.bus.embedded import EmbeddedNats
 from meshbus.bus.errors import BusError
 
-from . import bus_auth, demo_plan, up_background
+from . import bus_auth, demo_plan, nats_cluster, up_background
 from .supervisor import Command, NatsServer, Supervisor
 from .up_state import AlreadyRunning, PidLock, ProcessRecord, UpState, remove_state, start_ticks, write_state
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+POLL_CEILING = 1.0
+"""Longest the supervisor waits without looking at its children. SIGCHLD wakes it at once when the
+kernel hands the signal to the main thread; handed to another thread (a nats-server log reader), it
+would not, and a dead child would wait for the next signal (found killing two nodes of a cluster)."""
 RESTART_TOKEN_WAIT = 10.0
 """Seconds a restarting sidecar waits for meshbus-ca to mint its new token (then: retried later)."""
 
@@ -81,6 +85,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--no-mtls",
         action="store_true",
         help="run the demo sidecars without workload certificates (plain HTTP)",
+    )
+    p.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N embedded nats-server nodes as one JetStream cluster (3: KV kept on three, one may die)",
     )
     p.add_argument(
         "--insecure-bus",
@@ -129,6 +140,7 @@ class _Up:
         self.tokens: dict[str, str] = {}
         self.minted = False
         self.bus_files: bus_auth.BusFiles | None = None
+        self.cluster_env: dict[str, str] = {}
         """The secured bus's credentials (None: --insecure-bus, or --nats: someone else's server)."""
         self.sup = Supervisor(say=lambda text: self.say(escape(text)), on_change=self.save)
 
@@ -186,7 +198,8 @@ class _Up:
             up_background.tell_launcher_ready()
             while not self.stop.is_set():
                 due = self.sup.next_due()
-                self.wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+                until_due = POLL_CEILING if due is None else max(0.0, due - time.monotonic())
+                self.wake.wait(min(until_due, POLL_CEILING))
                 self.wake.clear()
                 if self.sup.poll():
                     self.show_table()
@@ -219,16 +232,19 @@ class _Up:
                         self.data_dir, [(c.name, c.argv, c.identity) for c in children],
                         root=args.subject_root, mtls=not args.no_mtls,
                     )  # fmt: skip
-                server = EmbeddedNats(
-                    port=args.nats_port,
-                    store_dir=str(self.data_dir / "nats"),
-                    log_path=str(self.logs / "nats-server.log"),
-                    extra_args=bus_auth.server_args(self.bus_files),
-                )
-                entry = self.sup.add("nats-server", "", NatsServer(server), stop_last=True)
-                self.nats_url = server.url
-                entry.where = f"{server.url} (embedded, JetStream in {self.data_dir / 'nats'})"
-                entry.where += bus_auth.describe(self.bus_files)
+                if args.nats_cluster > 1:
+                    self._start_cluster(args.nats_cluster)
+                else:
+                    server = EmbeddedNats(
+                        port=args.nats_port,
+                        store_dir=str(self.data_dir / "nats"),
+                        log_path=str(self.logs / "nats-server.log"),
+                        extra_args=bus_auth.server_args(self.bus_files),
+                    )
+                    entry = self.sup.add("nats-server", "", NatsServer(server), stop_last=True)
+                    self.nats_url = server.url
+                    entry.where = f"{server.url} (embedded, JetStream in {self.data_dir / 'nats'})"
+                    entry.where += bus_auth.describe(self.bus_files)
             for child in children:
                 if self.stop.is_set():
                     return True
@@ -243,8 +259,26 @@ class _Up:
                 self.say(f"[red]{escape(problem)}[/red]")
         return True
 
+    def _start_cluster(self, size: int) -> None:
+        nodes = nats_cluster.plan(
+            self.data_dir, size, client_port=self.args.nats_port, secured=self.bus_files is not None
+        )
+        urls = []
+        for spec in nodes:
+            server = nats_cluster.server(spec, self.logs)
+            entry = self.sup.add(f"nats-{spec.name}", "", NatsServer(server), stop_last=True)
+            urls.append(server.url)
+            entry.where = f"{server.url}, routes :{spec.cluster_port} (JetStream in {spec.store})"
+            entry.where += bus_auth.describe(self.bus_files)
+        self.nats_url = ",".join(urls)
+        self.cluster_env = nats_cluster.child_env(urls, size)
+        nkey = str(self.bus_files.nkey("config")) if self.bus_files is not None else None
+        deadline = time.monotonic() + self.args.ready_timeout
+        asyncio.run(nats_cluster.wait_for_jetstream(self.nats_url, nkey, deadline))
+
     def _env_for(self, child: Child, children: list[Child]) -> Callable[[], dict[str, str]]:
         base = dict(os.environ, MESHBUS_NATS_URL=self.nats_url, MESHBUS_SUBJECT_ROOT=self.args.subject_root)
+        base.update(self.cluster_env)
         base.pop(up_background.READY_FD_ENV, None)
         if self.bus_files is not None:
             base.update(
