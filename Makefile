@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PARTS  := bus proxy plugins control telemetry
 
-.PHONY: demo test lint typecheck pytest pytest-pure pure-tree bench clean native smuggling fuzz cluster-test
+.PHONY: demo test lint typecheck pytest pytest-pure pure-tree bench clean native smuggling fuzz cluster-test chaos
 
 # The install compiles the proxy's request path with mypyc (setup.py). The extensions sit next to
 # their sources and shadow them, so NATIVE_STAMP rebuilds them whenever a proxy or telemetry source
@@ -77,6 +77,12 @@ test:
 # meshctl up --nats-cluster 3 losing one, then two NATS nodes under traffic (about a minute).
 cluster-test: $(NATIVE_STAMP)
 	MESHBUS_CLUSTER_TESTS=1 $(BIN)/pytest -q -s tests/e2e/test_nats_cluster.py
+
+# Random SIGKILLs of NATS nodes and control-plane processes under traffic, applies and short-lived
+# certificates (CHAOS_SECONDS, default 180); figures printed at the end.
+CHAOS_SECONDS ?= 180
+chaos: $(NATIVE_STAMP)
+	MESHBUS_CHAOS=1 MESHBUS_CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/pytest -q -s tests/chaos
 
 # The table of docs/smuggling.md: every vector through meshbus and HAProxy (when installed).
 smuggling: $(NATIVE_STAMP)

@@ -153,32 +153,38 @@ class KeyValueStore:
     async def open(self) -> None:
         """Bind to the bucket, creating it (or enabling atomic/direct on it) when allowed."""
         async with self._open_lock:
-            js = self.bus.nc.jetstream()
             try:
-                info = await js.stream_info(self.stream)
-            except nats.js.errors.NotFoundError:
-                if not self.may_create:
-                    raise BucketMissingError(f"KV bucket {self.config.name!r} does not exist") from None
-                info = await js.add_stream(self._stream_config())
-                log.info(
-                    "created KV bucket %s (history %d, %d replica(s))",
-                    self.config.name,
-                    self.config.history,
-                    self.config.replicas,
-                )
-            else:
-                cfg = info.config
-                fewer = (cfg.num_replicas or 1) < self.config.replicas
-                if self.may_create and (not cfg.allow_atomic or not cfg.allow_direct or fewer):
-                    cfg.allow_atomic = True
-                    cfg.allow_direct = True
-                    cfg.num_replicas = max(cfg.num_replicas or 1, self.config.replicas)
-                    info = await js.update_stream(cfg)
-                    log.info(
-                        "KV bucket %s: atomic batches, %d replica(s)", self.config.name, cfg.num_replicas
-                    )
-            self._direct = bool(info.config.allow_direct)
-            self._kv = await js.key_value(self.config.name)
+                await self._open()
+            except BusError:
+                raise
+            except (nats.errors.Error, TimeoutError) as exc:  # JetStream electing leaders, NATS away
+                raise self._map_error(exc) from exc
+
+    async def _open(self) -> None:
+        js = self.bus.nc.jetstream()
+        try:
+            info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            if not self.may_create:
+                raise BucketMissingError(f"KV bucket {self.config.name!r} does not exist") from None
+            info = await js.add_stream(self._stream_config())
+            log.info(
+                "created KV bucket %s (history %d, %d replica(s))",
+                self.config.name,
+                self.config.history,
+                self.config.replicas,
+            )
+        else:
+            cfg = info.config
+            fewer = (cfg.num_replicas or 1) < self.config.replicas
+            if self.may_create and (not cfg.allow_atomic or not cfg.allow_direct or fewer):
+                cfg.allow_atomic = True
+                cfg.allow_direct = True
+                cfg.num_replicas = max(cfg.num_replicas or 1, self.config.replicas)
+                info = await js.update_stream(cfg)
+                log.info("KV bucket %s: atomic batches, %d replica(s)", self.config.name, cfg.num_replicas)
+        self._direct = bool(info.config.allow_direct)
+        self._kv = await js.key_value(self.config.name)
 
     def _stream_config(self) -> api.StreamConfig:
         # The same stream nats-py's create_key_value builds, plus atomic batches and direct gets.

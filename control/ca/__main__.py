@@ -42,6 +42,7 @@ log = logging.getLogger("meshbus.control.ca")
 ENV_CA_DIR = "MESHBUS_CA_DIR"
 ENV_TRUST_DOMAIN = "MESHBUS_TRUST_DOMAIN"
 ENV_SNAPSHOT_KEY = "MESHBUS_SNAPSHOT_KEY"
+ENV_WORKLOAD_TTL = "MESHBUS_WORKLOAD_CERT_TTL"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ca-passphrase-file",
         help="passphrase of the CA key (else $MESHBUS_CA_PASSPHRASE); encrypts a new root",
     )
-    p.add_argument("--workload-cert-ttl", default="24h", help="default SVID lifetime (default 24h)")
+    p.add_argument(
+        "--workload-cert-ttl",
+        default=os.environ.get(ENV_WORKLOAD_TTL, "24h"),
+        help=f"default SVID lifetime (default ${ENV_WORKLOAD_TTL} or 24h)",
+    )
     p.add_argument("--max-workload-cert-ttl", default="90d", help="longest SVID lifetime a proxy may ask for")
     p.add_argument(
         "--root-overlap", default="48h", help="how long a replaced root stays trusted (default 48h)"

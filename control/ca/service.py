@@ -22,7 +22,13 @@ from nats.aio.subscription import Subscription
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.errors import BadRequestError, BusError, PermissionDeniedError
+from meshbus.bus.errors import (
+    BadRequestError,
+    BusError,
+    NotReadyError,
+    PermissionDeniedError,
+    UnavailableError,
+)
 from meshbus.bus.schemas.identity import (
     BundleReply,
     BundleRequest,
@@ -97,8 +103,7 @@ class CaService:
 
     # -- lifecycle
     async def start(self) -> None:
-        self._tokens = await TokenStore.open(self.bus)
-        self._bundles = await BundleStore.open(self.bus)
+        await self._open_stores()
         self._sub = await self.bus.subscribe(self.bus.subjects.ca_bundle_changed(), self._on_bundle_event)
         changed = await self._merge_bundle()
         await self.service.start()
@@ -107,6 +112,22 @@ class CaService:
         self.service.set_ready()
         if changed:  # after the endpoints are up, so an event also means "the CA answers"
             await self._publish_bundle()
+
+    async def _open_stores(self) -> None:
+        """Open the token and bundle buckets, waiting out a JetStream that cannot answer yet (starting,
+        or electing leaders after a node died): a CA that exited instead would be restarted with a
+        growing backoff while proxies' certificates run out (found by tests/chaos)."""
+        attempt = 0
+        while True:
+            try:
+                self._tokens = await TokenStore.open(self.bus)
+                self._bundles = await BundleStore.open(self.bus)
+                return
+            except (UnavailableError, NotReadyError) as exc:
+                if attempt == 0:
+                    self._log.warning("CA buckets not available yet (%s); retrying", exc)
+                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))  # JetStream announces no recovery
+                attempt = min(attempt + 1, 16)
 
     async def stop(self) -> None:
         sweeper, self._sweeper = self._sweeper, None
