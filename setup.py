@@ -19,8 +19,8 @@ from pathlib import Path
 from setuptools import setup
 
 # Request-path modules only: control-plane and startup code gains nothing measurable from compiling.
-# Makefile (NATIVE_DIRS, NATIVE_DEPS) and tests/conftest.py look for their extensions in proxy/, telemetry/
-# and bus/: keep those in step when a module outside proxy/ and telemetry/ joins the list.
+# Makefile (NATIVE_DIRS, NATIVE_DEPS) and tests/conftest.py look for their extensions in proxy/, telemetry/,
+# bus/ and plugins/: keep those in step when a module outside proxy/ and telemetry/ joins the list.
 NATIVE_MODULES = [
     "proxy/adapters/listener.py",
     "proxy/adapters/exchange.py",
@@ -46,8 +46,22 @@ NATIVE_MODULES = [
     "proxy/filters/chain.py",
     "proxy/filters/jwt_authn.py",
     "proxy/filters/global_ratelimit.py",
+    "bus/config/authz/normalize.py",  # authorization, shared with meshctl authz (bus/config/authz/__init__.py)
+    "bus/config/authz/matchers.py",
+    "bus/config/authz/engine.py",
+    "proxy/filters/authz.py",
+    "proxy/filters/authz_stats.py",
+    # user filters' view of a request, and the adapter that runs them on the chain
+    "plugins/http.py",
+    "proxy/filters/plugins/adapter.py",
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
+    # the STATS phase, on every request (proxy/filters/observe.py)
+    "proxy/filters/observe.py",
+    "proxy/filters/stats.py",
+    "proxy/filters/tracing.py",
+    "proxy/filters/spans.py",
+    "telemetry/tracecontext.py",
 ]
 PARTS = ("bus", "proxy", "plugins", "control", "telemetry")
 

@@ -3,9 +3,11 @@
     .venv/bin/python bench/telemetry_record.py [--n 200000] [--repeat 5] [--json]
 
 Reports ns per call (best of ``repeat`` runs of ``n`` calls, loop overhead subtracted) for:
-Istio request metrics (via a cached RequestSeries and via record_request with the static tuple),
-building an AccessLogRecord and appending it, the drop path of a full queue, and the sum of what one
-request costs. Off-path figures: JSON formatting and a Prometheus scrape.
+Istio request metrics (via a cached RequestSeries), building an AccessLogRecord and appending it,
+the drop path of a full queue, and the sum of what one request costs; then the whole STATS phase of
+one hop as the exchange calls it (proxy/filters/observe.py: trace decision, metrics, access-log
+record), client side and server side, at the default 1% sampling and with the request sampled.
+Off-path figures: JSON formatting, the bus's access-log rows, and a Prometheus scrape.
 """
 
 from __future__ import annotations
@@ -15,10 +17,20 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
+from meshbus.bus import codec
+from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, pack_rows
+from meshbus.proxy.build.telemetry_policy import SidePolicy, TelemetryPolicy, TracingSettings
+from meshbus.proxy.core.cluster import Cluster
+from meshbus.proxy.core.endpoint import Endpoint
+from meshbus.proxy.filters.observe import HopTelemetry, Observability
+from meshbus.proxy.filters.spans import SpanRecorder
 from meshbus.telemetry.accesslog import AccessLogger, AccessLogRecord, format_json_lines
 from meshbus.telemetry.exposition import render_prometheus
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry, istio_static_labels
+from meshbus.telemetry.peer import Workload
 
 # The writer drains the queue every 200 ms; draining every 1024 records keeps the number of live records
 # (and so the cyclic GC's work) near what a proxy at a few thousand requests/s holds.
@@ -39,6 +51,72 @@ def best_ns(fn: Callable[[int], None], n: int, repeat: int) -> float:
         return best / n
 
     return max(0.0, run(fn) - run(empty))
+
+
+def _hop(server: bool, sampling: float, spans: SpanRecorder | None) -> tuple[HopTelemetry, Any]:
+    """A listener's STATS phase and an exchange-shaped request for it (what observe.py reads)."""
+    from meshbus.proxy.adapters.server import ProxyServer
+    from meshbus.proxy.bootstrap import BootstrapConfig
+
+    srv = ProxyServer.__new__(ProxyServer)  # only what the STATS phase reads: no loop, no listeners
+    srv.registry = Registry()
+    srv.metrics = IstioMetrics(srv.registry)
+    srv.internal = InternalMetrics(srv.registry)
+    srv.observe = Observability(srv.metrics, srv.internal, "default", {})
+    srv.access_log = AccessLogger(capacity=1 << 30)
+    srv.mesh_tls = None
+    policy = TelemetryPolicy(
+        client=SidePolicy(TracingSettings(sampling)), server=SidePolicy(TracingSettings(sampling))
+    )
+    cluster = Cluster(
+        "outbound|9080||reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local", 9080,
+        endpoints=[Endpoint("10.0.0.7", 9080, {"app": "reviews", "version": "v1"})],
+    )  # fmt: skip
+    srv.runtime = SimpleNamespace(telemetry=policy, tls=SimpleNamespace(clusters={}))
+    srv.config = BootstrapConfig(config_path="")
+    srv.observe.set_identity(Workload.of("productpage", "default", {"app": "productpage", "version": "v1"}, "productpage"),
+                             "productpage", "productpage.default.svc.cluster.local", spans)  # fmt: skip
+    tele = HopTelemetry(srv, "inbound" if server else "outbound")
+    hdict = {"host": "reviews", "user-agent": "wrk", "x-request-id": "6f1c1e2a-8d1b-4f0e-9a43-1a2b3c4d5e6f"}
+    if server:
+        hdict["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        hdict["x-meshbus-peer"] = Workload.of(
+            "productpage", "default", {"app": "productpage"}, "productpage"
+        ).header_value()
+    head = SimpleNamespace(method="GET", target="/reviews/0", hdict=hdict, version="1.1")
+    ex = SimpleNamespace(
+        head=head, view=SimpleNamespace(path="/reviews/0"), route=SimpleNamespace(name="default", virtual_host="reviews", chain=None),
+        cluster=cluster, upstream_host="10.0.0.7:9080", status=200, bytes_in=0, bytes_out=295, start=1.7e9,
+        dc=SimpleNamespace(peer_ip="10.0.0.3", peer_principal=None), runtime=srv.runtime, filter_state=None, details=None,
+        tls_failure=None, authority="reviews", resp=True, tr=None, ctx=SimpleNamespace(server=srv, tele=tele),
+    )  # fmt: skip
+    return tele, ex
+
+
+def stats_phase(n: int, repeat: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for label, server, sampling in (
+        ("client", False, 0.01),
+        ("server", True, 0.01),
+        ("client_sampled", False, 1.0),
+    ):
+        spans = SpanRecorder(capacity=1 << 30)
+        tele, ex = _hop(server, sampling, spans)
+        log = tele.server.access_log
+
+        def hop(
+            k: int, tele: HopTelemetry = tele, ex: Any = ex, log: Any = log, spans: SpanRecorder = spans
+        ) -> None:
+            begin, done = tele.begin, tele.done
+            for i in range(k):
+                ex.tr = begin(ex)
+                done(ex, "-", 12.5)
+                if not i & DRAIN_MASK:
+                    log.drain()
+                    spans.drain()
+
+        out[f"stats_phase_{label}_hop_ns"] = best_ns(hop, n // 4, repeat)
+    return out
 
 
 def main() -> None:
@@ -71,11 +149,6 @@ def main() -> None:
         rec = series.record
         for _ in range(k):
             rec(200, 12.5, 0, 295)
-
-    def metrics_tuple(k: int) -> None:
-        rec = istio.record_request
-        for _ in range(k):
-            rec(static, 200, 12.5, 0, 295)
 
     def make_record() -> AccessLogRecord:
         return AccessLogRecord(
@@ -159,7 +232,6 @@ def main() -> None:
 
     results = {
         "metrics_record_series_ns": best_ns(metrics_series, n, repeat),
-        "metrics_record_request_tuple_ns": best_ns(metrics_tuple, n, repeat),
         "accesslog_build_kwargs_and_append_ns": best_ns(accesslog_append, n, repeat),
         "accesslog_build_fill_and_append_ns": best_ns(accesslog_fill_append, n, repeat),
         "accesslog_append_only_ns": best_ns(accesslog_append_only, n, repeat),
@@ -167,11 +239,16 @@ def main() -> None:
         "per_request_metrics_plus_accesslog_fill_ns": best_ns(per_request, n, repeat),
     }
 
+    results.update(stats_phase(n, repeat))
+
     # Off the request path.
     batch = [make_record() for _ in range(10_000)]
     t0 = time.perf_counter_ns()
     format_json_lines(batch)
     results["accesslog_json_format_ns_per_record"] = (time.perf_counter_ns() - t0) / len(batch)
+    t0 = time.perf_counter_ns()
+    codec.encode(AccessLogBatch(Source("n"), [], pack_rows([r.row() for r in batch]), len(batch)))
+    results["accesslog_bus_rows_ns_per_record"] = (time.perf_counter_ns() - t0) / len(batch)
     for code in range(200, 600, 4):  # ~100 series per request metric
         series.record(code, 1.0, 1, 1)
     t0 = time.perf_counter_ns()

@@ -65,20 +65,27 @@ def evolve(obj: T, **changes: Any) -> T:
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    return value
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _fields_of(obj: Any) -> dict[str, Any]:
+    """msgpack's ``default`` hook: a dataclass instance as the map of its fields. msgpack packs the
+    lists, tuples, dicts and scalars in it itself (in C) and comes back here for nested messages,
+    so encoding walks no Python-level copy of the message (bulk payloads, telemetry rows of
+    thousands of scalars, included)."""
+    cls = type(obj)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+            raise TypeError(f"meshbus: cannot encode a {cls.__name__} in a bus message")
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(obj))
+    return {n: getattr(obj, n) for n in names}
 
 
 def encode(msg: Any) -> tuple[bytes, dict[str, str]]:
     """Message -> (msgpack body, headers carrying the schema id)."""
     sid = schema_id(msg)
-    return msgpack.packb(_to_plain(msg), use_bin_type=True), {SCHEMA_HEADER: sid}
+    return msgpack.packb(msg, default=_fields_of, use_bin_type=True), {SCHEMA_HEADER: sid}
 
 
 def _decoder_for(tp: Any) -> Callable[[Any], Any]:
@@ -101,15 +108,20 @@ def _build_decoder(tp: Any) -> Callable[[Any], Any]:
         return lambda v: None if v is None else inner(v)
     if origin in (list, tuple):
         inner = _decoder_for(args[0]) if args else (lambda v: v)
-        ctor: Callable[[Any], Any] = list if origin is list else tuple
-        return lambda v: ctor(inner(x) for x in _expect(v, (list, tuple), tp))
+        if origin is list:
+            return lambda v: [inner(x) for x in _expect(v, (list, tuple), tp)]
+        return lambda v: tuple([inner(x) for x in _expect(v, (list, tuple), tp)])
     if origin in (dict, Mapping):
         inner = _decoder_for(args[1]) if len(args) == 2 else (lambda v: v)
         return lambda v: {k: inner(x) for k, x in _expect(v, dict, tp).items()}
     if tp is float:
         return lambda v: float(_expect(v, (int, float), tp))
     if tp in (int, str, bytes, bool):
-        return lambda v: _expect(v, tp, tp)
+
+        def scalar(v: Any) -> Any:
+            return v if isinstance(v, tp) else _expect(v, tp, tp)
+
+        return scalar
     return lambda v: v
 
 
@@ -121,15 +133,19 @@ def _expect(value: Any, kinds: Any, tp: Any) -> Any:
 
 def _dataclass_decoder(cls: type[Any]) -> Callable[[Any], Any]:
     hints = typing.get_type_hints(cls)
-    fields = [(f.name, f) for f in dataclasses.fields(cls) if f.init]
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    # Each field's decoder, looked up on the first decode (a message type may refer to itself).
+    fields: list[tuple[str, Callable[[Any], Any]]] = []
 
     def decode_dc(value: Any) -> Any:
         data = _expect(value, dict, cls)
+        if not fields:
+            fields[:] = [(name, _decoder_for(hints[name])) for name in names]
         kwargs = {}
-        for name, _field in fields:
+        for name, dec in fields:
             if name in data:  # unknown keys in `data` are ignored: peers may be newer
                 try:
-                    kwargs[name] = _decoder_for(hints[name])(data[name])
+                    kwargs[name] = dec(data[name])
                 except BadRequestError as exc:
                     raise BadRequestError(
                         f"{cls.__name__}.{name}: {exc.message.removeprefix('meshbus: ')}"

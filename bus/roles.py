@@ -17,7 +17,7 @@ Roles:
   certificate's URI SAN to it), allowed only the per-node subjects of the proxies that run with that
   identity: publish its register/fetch/heartbeat/ACK/deregister and its telemetry, subscribe to its
   own snapshot pushes, config-dump and certificate questions, and its own inbox. It may ask the CA,
-  policy (rate-limit leases) and remote filters (their hooks and info), never answer them.
+  policy (rate-limit leases, meshbusAuthz) and remote filters (hooks and info), never answer them.
 - ``bootstrap``: a proxy with no certificate yet. It may only ask meshbus-ca to sign (``ca.certify``,
   with its single-use bootstrap token inside) and read the trust bundle events and its inbox.
 
@@ -40,6 +40,7 @@ from .subjects import (
     inbox_all,
     js_api_info,
     js_bucket,
+    js_stream,
     micro_all,
 )
 
@@ -114,7 +115,7 @@ def ca(s: Subjects) -> Permissions:
 def policy(s: Subjects) -> Permissions:
     return _service(
         "policy",
-        serve=[s.component_all("policy"), s.config_changed()],  # ratelimit leases, health
+        serve=[s.component_all("policy"), s.authz_all(), s.config_changed()],  # leases, meshbusAuthz, health
         buckets=[
             *js_bucket(s.kv_bucket("config")),  # RequestAuthentication's jwksUri to fetch
             *js_bucket(s.kv_bucket(RATELIMIT_BUCKET), put=True, manage=True),  # global rate-limit counters
@@ -124,7 +125,14 @@ def policy(s: Subjects) -> Permissions:
 
 
 def telemetry(s: Subjects) -> Permissions:
-    return _service("telemetry", serve=[s.component_all("telemetry")])  # telemetry.<signal>.<node>
+    return _service(
+        "telemetry",
+        serve=[s.component_all("telemetry")],  # telemetry.<signal>.<node> from proxies, telemetry.stats
+        buckets=[
+            *js_bucket(s.kv_bucket("config")),  # the Telemetry resources it applies
+            *js_stream(s.access_log_stream(), manage=True),  # the access-log stream it keeps
+        ],
+    )
 
 
 def filter_host(s: Subjects) -> Permissions:
@@ -133,12 +141,13 @@ def filter_host(s: Subjects) -> Permissions:
 
 def operator(s: Subjects) -> Permissions:
     """meshctl: asks anything of the mesh, answers nothing (no subscription but its inbox)."""
-    return Permissions(publish=(s.all(), micro_all()), subscribe=(inbox_all("role", "operator"),))
+    reads = (*js_stream(s.access_log_stream()), js_api_info())  # meshctl telemetry logs tails the stream
+    return Permissions(publish=(s.all(), micro_all(), *reads), subscribe=(inbox_all("role", "operator"),))
 
 
 def proxy(s: Subjects, nodes: Iterable[str]) -> Permissions:
     """The proxies that run with one workload identity (node ids known when the server config is made)."""
-    publish: list[str] = [s.ca("certify"), s.policy("ratelimit"), s.filter_all()]  # ask; never answer
+    publish: list[str] = [s.ca("certify"), s.policy("ratelimit"), s.authz_all(), s.filter_all()]  # ask only
     subscribe: list[str] = [s.ca_bundle_changed()]
     for node in sorted(set(nodes)):
         publish += [

@@ -197,6 +197,14 @@ class Subjects:
     def policy_all(self) -> str:
         return self._s("policy", ">")
 
+    def authz_all(self) -> str:
+        """Every ``meshbusAuthz`` authorizer (what meshbus-policy serves; what a proxy asks)."""
+        return self._s("authz", "*")
+
+    def authz(self, name: str) -> str:
+        """A ``meshbusAuthz`` external authorizer (bus/schemas/authz.py): proxies ask, its servers answer."""
+        return self._s("authz", validate_token(name, "authorizer name"))
+
     # -- remote filters: the filter id is dotted, so it is escaped into one token
     def filter_call(self, filter_id: str) -> str:
         return self._s("filter", escape_token(filter_id), "call")
@@ -228,6 +236,15 @@ class Subjects:
     def telemetry_every(self) -> str:
         """Every signal of every proxy: what the collector reads."""
         return self._s("telemetry", "*", "*")
+
+    def telemetry_stats(self) -> str:
+        """Every meshbus-telemetry replica answers here (no queue group): scatter-gather for top/graph."""
+        return self._s("telemetry", "stats")
+
+    def access_log_stream(self) -> str:
+        """The JetStream stream that keeps access logs (``<root>_ACCESS_LOGS``; it captures
+        ``telemetry_all("logs")``)."""
+        return f"{self.root.replace('.', '_')}_ACCESS_LOGS"
 
     # -- JetStream KV: bucket names and keys are subjects too ($KV.<bucket>.<key>)
     def kv_bucket(self, name: str) -> str:
@@ -267,13 +284,11 @@ KV_PREFIX = "$KV"
 JS_API_PREFIX = "$JS.API"
 
 
-def js_bucket(bucket: str, *, put: bool = False, manage: bool = False) -> list[str]:
-    """What a client publishes to use KV ``bucket`` (NATS permissions; wildcards allowed).
-
-    Reading (get, history, watch: stream info, message gets, ordered consumers and their flow
-    control) always; ``put``: writes to its keys; ``manage``: create or reconfigure the bucket.
-    The JetStream API names the stream in its subjects (nats.docs, "JetStream wire API")."""
-    stream = Subjects.kv_stream(validate_token(bucket, "bucket"))
+def js_stream(stream: str, *, manage: bool = False) -> list[str]:
+    """What a client publishes to read JetStream ``stream`` (NATS permissions; wildcards allowed):
+    stream info, message gets, consumers and their flow control and acks; ``manage``: create or
+    reconfigure it. The JetStream API names the stream in its subjects (nats.docs, JetStream wire API)."""
+    stream = validate_token(stream, "stream")
     api = JS_API_PREFIX
     out = [
         f"{api}.STREAM.INFO.{stream}",
@@ -285,10 +300,17 @@ def js_bucket(bucket: str, *, put: bool = False, manage: bool = False) -> list[s
         f"$JS.FC.{stream}.>",
         f"$JS.ACK.{stream}.>",
     ]
-    if put:
-        out.append(Subjects.kv_key_subject(bucket, ">"))
     if manage:
         out += [f"{api}.STREAM.CREATE.{stream}", f"{api}.STREAM.UPDATE.{stream}"]
+    return out
+
+
+def js_bucket(bucket: str, *, put: bool = False, manage: bool = False) -> list[str]:
+    """What a client publishes to use KV ``bucket``: reading (get, history, watch) always; ``put``:
+    writes to its keys; ``manage``: create or reconfigure the bucket (`js_stream` of its stream)."""
+    out = js_stream(Subjects.kv_stream(validate_token(bucket, "bucket")), manage=manage)
+    if put:
+        out.append(Subjects.kv_key_subject(bucket, ">"))
     return out
 
 

@@ -219,19 +219,24 @@ def hook_list(names: Iterable[str]) -> str:
     return ",".join(n.removeprefix("on_") for n in names)
 
 
-async def run_hook(f: Filter, hook: str, req: Any, resp: Any, body: bytes | None, end: bool) -> Any:
-    """Call ``f``'s hook ``hook`` (wire name) with the arguments it takes; await it when async."""
+def call_hook(f: Filter, hook: str, req: Any, resp: Any, body: bytes | None, end: bool) -> Any:
+    """Call ``f``'s hook ``hook`` (wire name) with the arguments it takes: what it returned, an
+    awaitable for an ``async def`` hook."""
     fn: Callable[..., Any] = getattr(f, "on_" + hook)
     if hook == "request_headers":
-        r = fn(req)
-    elif hook == "request_body":
-        r = fn(req, body or b"", end)
-    elif hook == "response_headers":
-        r = fn(req, resp)
-    elif hook == "response_body":
-        r = fn(req, resp, body or b"", end)
-    else:
-        r = fn(req, resp)
+        return fn(req)
+    if hook == "request_body":
+        return fn(req, body or b"", end)
+    if hook == "response_headers":
+        return fn(req, resp)
+    if hook == "response_body":
+        return fn(req, resp, body or b"", end)
+    return fn(req, resp)
+
+
+async def run_hook(f: Filter, hook: str, req: Any, resp: Any, body: bytes | None, end: bool) -> Any:
+    """``call_hook``, awaited when the hook is async."""
+    r = call_hook(f, hook, req, resp, body, end)
     if inspect.isawaitable(r):
         r = await r
     return r

@@ -12,7 +12,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
 
+
+# Compiled with mypyc with the proxy (setup.py); still classes a filter's own code may subclass.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Headers:
     """A case-insensitive multimap over a list of ``(name, value)`` pairs, edited in place.
 
@@ -52,7 +56,10 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         n = name.lower()
         items = self._items
-        items[:] = [kv for kv in items if kv[0] != n]
+        for k, _ in items:
+            if k == n:  # copy the list only when there is something to drop (setting a new name is usual)
+                items[:] = [kv for kv in items if kv[0] != n]
+                break
         items.append((n, str(value)))
         self._changed(n)
 
@@ -166,6 +173,7 @@ class TraceContext:
             return False
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Request:
     """One request as a filter sees it. Change headers through ``headers``; the rest is read-only.
 
@@ -174,20 +182,23 @@ class Request:
     the route the request matched. ``source`` / ``destination``: the two workloads (``Peer``).
     ``state``: a dict for the filter's own per-request data (one per filter, kept from the request
     hooks to ``on_done``).
+
+    The fields are properties: the proxy hands filters a subclass that reads them from the live
+    request only when the filter asks (meshbus.proxy.filters.plugins.adapter).
     """
 
     __slots__ = (
+        "_authority",
         "_claims",
-        "authority",
-        "destination",
-        "headers",
-        "method",
-        "path",
-        "request_id",
-        "route",
-        "scheme",
-        "source",
-        "state",
+        "_destination",
+        "_headers",
+        "_method",
+        "_path",
+        "_request_id",
+        "_route",
+        "_scheme",
+        "_source",
+        "_state",
     )
 
     def __init__(
@@ -204,17 +215,53 @@ class Request:
         destination: Peer | None = None,
         claims: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
-        self.method = method
-        self.path = path
-        self.authority = authority
-        self.headers = headers
-        self.scheme = scheme
-        self.request_id = request_id
-        self.route = route
-        self.source = source or Peer()
-        self.destination = destination or Peer()
+        self._method = method
+        self._path = path
+        self._authority = authority
+        self._headers = headers
+        self._scheme = scheme
+        self._request_id = request_id
+        self._route = route
+        self._source = source or Peer()
+        self._destination = destination or Peer()
         self._claims = claims
-        self.state: dict[str, Any] = {}
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def method(self) -> str:
+        return self._method
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def authority(self) -> str:
+        return self._authority
+
+    @property
+    def headers(self) -> Headers:
+        return self._headers
+
+    @property
+    def scheme(self) -> str:
+        return self._scheme
+
+    @property
+    def request_id(self) -> str | None:
+        return self._request_id
+
+    @property
+    def route(self) -> str:
+        return self._route
+
+    @property
+    def source(self) -> Peer:
+        return self._source
+
+    @property
+    def destination(self) -> Peer:
+        return self._destination
 
     @property
     def claims(self) -> Mapping[str, Any] | None:
@@ -222,14 +269,27 @@ class Request:
         return c() if callable(c) else c
 
     @property
+    def state(self) -> dict[str, Any]:
+        s = self._state
+        if s is None:  # made on first use: most filters keep nothing
+            s = self._state = {}
+        return s
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        self._state = value
+
+    @property
     def trace(self) -> TraceContext | None:
-        tp = self.headers.get("traceparent")
-        return None if tp is None else TraceContext(tp, self.headers.get("tracestate"))
+        h = self.headers
+        tp = h.get("traceparent")
+        return None if tp is None else TraceContext(tp, h.get("tracestate"))
 
     def __repr__(self) -> str:
         return f"Request({self.method} {self.authority}{self.path})"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Response:
     """The response a filter sees: ``status`` and ``headers`` (edit them in response-header hooks)."""
 

@@ -9,21 +9,28 @@ no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/tes
   ``breaker``, ``outlier``), retry policy (``retry``), the
   attempts of one forwarded request as a state machine (``attempts``: retries, backoff, per-try and
   route timeouts, the per-cluster retry budget, the stale-connection replay; events and ``now`` in,
-  action codes out), Envoy's response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC).
+  action codes out), Envoy's response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC,
+  UAEX; and meshbus's FF).
 - ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations,
-  JWT authentication for RequestAuthentication, global rate limits with leased budgets), and
-  ``filters.plugins``: meshbus.io/v1 Plugins, users' filters (meshbus.plugins SDK) run in process
+  JWT authentication for RequestAuthentication, global rate limits with leased budgets, and ``authz``:
+  AuthorizationPolicy in the server sidecar, its decisions from meshbus.bus.config.authz, CUSTOM checks
+  through ``authz_providers``' clients), the listener-wide STATS phase (``observe``: trace context and
+  spans in ``tracing``/``spans``, Istio's metrics in ``stats``, the access-log record), which every
+  request passes, and ``filters.plugins``: meshbus.io/v1 Plugins, users'
+  filters (meshbus.plugins SDK) run in process
   or called over NATS on a meshbus-filter-host, with their timeout and failStrategy.
 - ``codec``: HTTP/1.1 sessions over httptools (llhttp): bytes in, events out; head serializers.
 - ``build``: Istio resources -> an immutable ``ProxyRuntime``, compiled once per config version
   (incrementally: unchanged parts are reused); ``inbound_filters`` puts the workload's
-  RequestAuthentication and RateLimit rules on its inbound route.
+  RequestAuthentication and RateLimit rules on its inbound route, ``authz_builder`` its
+  AuthorizationPolicies.
 - ``adapters`` (I/O): ``listener`` (the HTTP/1 downstream connection: pipelining, header/idle
   timeouts, and the stream calls an exchange answers through), ``exchange`` (one request through its
   route: the router as callbacks, performing what ``core.attempts`` decides), ``contracts`` (the
   typed Protocols between listener, exchange, pools and server), ``upstream`` (keep-alive
   pools with Envoy's HTTP/1 circuit breaking), ``write_batch``, ``server`` (lifecycle, config watch
-  and atomic swap, timeouts sweep, drain), ``admin`` (Envoy-like admin API).
+  and atomic swap, timeouts sweep, drain), ``admin`` (Envoy-like admin API), ``ext_authz_http``
+  (AuthorizationPolicy CUSTOM checks to an HTTP authorizer, through the pools).
 - ``tls``: mesh TLS decisions from config (``policy``), contexts and SPIFFE checks (``contexts``),
   the per-connection glue (``mtls``) over the TLS record layer on OpenSSL memory BIOs (``stream``).
 - ``mesh``: mesh mode: the agent (registration, heartbeats, snapshots with ACK/NACK), the identity

@@ -9,14 +9,18 @@ Layers (sans-IO unless noted):
 - ``accesslog_writer`` (asyncio) drains the access-log queue off the request path into a sink.
 - ``logging``     ``configure_logging`` for ``__main__`` modules (structlog behind stdlib logging).
 - ``errors``      ``TelemetryError`` and its subclasses.
+- ``tracecontext`` W3C traceparent/tracestate and B3 (single, multi): parse, new ids, what goes on.
+- ``peer``        the workload descriptions Istio's labels carry, and the peer header sidecars exchange.
+- ``delta``       what changed in a registry since the last shipped batch.
+- ``collector/``  the ``meshbus-telemetry`` process (its own package doc); ``__main__`` runs it.
 
 Concurrency and backpressure contract: everything a request touches (``RequestSeries.record``,
 ``AccessLogger.log``) runs on the proxy's event-loop thread, takes no lock, does no I/O and formats
 nothing. Queues are bounded; what does not fit is dropped and counted in
 ``meshbus_telemetry_dropped_total{signal}``. Formatting and writing happen in a background task.
 
-Not here yet: trace propagation and spans, and shipping metrics or logs off the proxy (a collector).
-The telemetry issue builds them on the proxy's filter chain.
+The proxy's STATS phase (proxy/filters/observe.py) uses these per request; proxy/mesh/telemetry_ship.py
+ships the proxy's deltas, spans and access logs to ``meshbus-telemetry`` every second.
 
 Keep in sync: ARCHITECTURE.md "Observability", STYLE.md E9, reference/ecosystem.md sections 2 and 3.
 """

@@ -71,8 +71,34 @@ class AccessLogRecord:
     downstream_peer_principal: str | None = None
     """SPIFFE ID of the downstream peer once mTLS is in place."""
     trace_id: str | None = None
+    """W3C trace id (32 hex) of the request's trace, sampled or not: every hop logs the same one."""
     request_principal: str | None = None
     """``<iss>/<sub>`` of the request's verified JWT (RequestAuthentication), Istio's request principal."""
+    metadata: dict[str, str] | None = None
+    """Fields the request's filters added (Envoy's dynamic metadata, e.g. the authorization policy that
+    decided); rendered as a ``metadata`` object, only when present."""
+    direction: str | None = None
+    """``inbound`` (the server side: Istio's destination reporter) or ``outbound`` (the client side)."""
+
+    def row(self) -> list[Any]:
+        """The fields as a list, in declaration order (:data:`FIELDS`): how the bus carries records
+        (packed by the thousand with msgpack; compiled, this is a fraction of a microsecond)."""
+        return [
+            self.start_time, self.method, self.path, self.protocol, self.response_code, self.response_flags,
+            self.response_code_details, self.bytes_received, self.bytes_sent, self.duration_ms,
+            self.upstream_service_time, self.x_forwarded_for, self.user_agent, self.request_id, self.authority,
+            self.upstream_host, self.upstream_cluster, self.route_name, self.downstream_remote_address,
+            self.downstream_peer_principal, self.trace_id, self.request_principal, self.metadata, self.direction,
+        ]  # fmt: skip
+
+
+FIELDS: Final[tuple[str, ...]] = (
+    "start_time", "method", "path", "protocol", "response_code", "response_flags", "response_code_details",
+    "bytes_received", "bytes_sent", "duration_ms", "upstream_service_time", "x_forwarded_for", "user_agent",
+    "request_id", "authority", "upstream_host", "upstream_cluster", "route_name", "downstream_remote_address",
+    "downstream_peer_principal", "trace_id", "request_principal", "metadata", "direction",
+)  # fmt: skip
+"""AccessLogRecord's fields in order (what `AccessLogRecord.row` gives); tests hold the two in step."""
 
 
 class AccessLog(Protocol):
@@ -183,6 +209,8 @@ def to_json_dict(r: AccessLogRecord) -> dict[str, Any]:
         "downstream_peer_principal": r.downstream_peer_principal,
         "trace_id": r.trace_id,
         "request_principal": r.request_principal,
+        "direction": r.direction,
+        **({"metadata": r.metadata} if r.metadata else {}),
     }
 
 
@@ -199,35 +227,34 @@ def format_json_lines(records: Iterable[AccessLogRecord]) -> bytes:
         u = r.upstream_service_time
         # "+ b'\\n'" copies orjson's result into a right-sized object and frees it at once; keeping
         # orjson's own (over-allocated) results in a list until the join measured three times slower.
-        lines.append(
-            dumps(
-                {
-                    "start_time": format_start_time(r.start_time),
-                    "method": r.method,
-                    "path": r.path,
-                    "protocol": r.protocol,
-                    "response_code": r.response_code,
-                    "response_flags": r.response_flags,
-                    "response_code_details": r.response_code_details,
-                    "bytes_received": r.bytes_received,
-                    "bytes_sent": r.bytes_sent,
-                    "duration": None if d is None else round(d),
-                    "upstream_service_time": None if u is None else round(u),
-                    "x_forwarded_for": r.x_forwarded_for,
-                    "user_agent": r.user_agent,
-                    "request_id": r.request_id,
-                    "authority": r.authority,
-                    "upstream_host": r.upstream_host,
-                    "upstream_cluster": r.upstream_cluster,
-                    "route_name": r.route_name,
-                    "downstream_remote_address": r.downstream_remote_address,
-                    "downstream_peer_principal": r.downstream_peer_principal,
-                    "trace_id": r.trace_id,
-                    "request_principal": r.request_principal,
-                }
-            )
-            + b"\n"
-        )
+        doc: dict[str, object] = {
+            "start_time": format_start_time(r.start_time),
+            "method": r.method,
+            "path": r.path,
+            "protocol": r.protocol,
+            "response_code": r.response_code,
+            "response_flags": r.response_flags,
+            "response_code_details": r.response_code_details,
+            "bytes_received": r.bytes_received,
+            "bytes_sent": r.bytes_sent,
+            "duration": None if d is None else round(d),
+            "upstream_service_time": None if u is None else round(u),
+            "x_forwarded_for": r.x_forwarded_for,
+            "user_agent": r.user_agent,
+            "request_id": r.request_id,
+            "authority": r.authority,
+            "upstream_host": r.upstream_host,
+            "upstream_cluster": r.upstream_cluster,
+            "route_name": r.route_name,
+            "downstream_remote_address": r.downstream_remote_address,
+            "downstream_peer_principal": r.downstream_peer_principal,
+            "trace_id": r.trace_id,
+            "request_principal": r.request_principal,
+            "direction": r.direction,
+        }
+        if r.metadata:
+            doc["metadata"] = r.metadata
+        lines.append(dumps(doc) + b"\n")
     return b"".join(lines)
 
 

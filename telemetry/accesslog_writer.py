@@ -2,7 +2,8 @@
 
 Every ``interval`` seconds the writer takes the queued records, formats them in chunks of ``chunk``
 records (yielding to the event loop between chunks, so a large backlog never stalls requests for long),
-and hands the bytes to a :class:`Sink`. File and stream sinks do the blocking ``write`` in a worker
+and hands the bytes to each :class:`Sink` (a file, stdout, the bus: each batch is formatted once per
+format, whatever the number of sinks). File and stream sinks do the blocking ``write`` in a worker
 thread. A failed write is logged at WARNING and its records are counted as dropped; the writer keeps
 going (STYLE.md E8: background errors go to the logger and a counter).
 """
@@ -37,6 +38,14 @@ class Sink(Protocol):
     """Where formatted access-log lines go (file, stdout, later the bus)."""
 
     async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class RecordSink(Protocol):
+    """A sink that takes the records themselves (the bus ships rows, not formatted lines)."""
+
+    async def write_records(self, records: list[AccessLogRecord]) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -91,7 +100,7 @@ class AccessLogWriter:
     def __init__(
         self,
         access_log: AccessLog,
-        sink: Sink,
+        sink: Sink | RecordSink,
         *,
         fmt: Literal["json", "text"] = "json",
         interval: float = DEFAULT_INTERVAL_S,
@@ -103,8 +112,9 @@ class AccessLogWriter:
         if interval <= 0 or chunk < 1:
             raise ConfigError(f"access log interval must be > 0 and chunk >= 1 (got {interval}, {chunk})")
         self._access_log = access_log
-        self._sink = sink
-        self._format = _FORMATTERS[fmt]
+        self._sinks: list[tuple[Sink | RecordSink, Callable[[Iterable[AccessLogRecord]], bytes]]] = [
+            (sink, _FORMATTERS[fmt])
+        ]
         self._interval = interval
         self._chunk = chunk
         self._dropped = dropped if dropped is not None else CounterChild()
@@ -113,27 +123,49 @@ class AccessLogWriter:
         self.written = 0
         """Records written so far."""
 
-    async def flush(self) -> int:
-        """Write everything queued now; returns how many records were written."""
-        records = self._access_log.drain()
-        if not records:
-            return 0
+    def add_sink(self, sink: Sink | RecordSink, fmt: Literal["json", "text"] = "json") -> None:
+        if fmt not in _FORMATTERS:
+            raise ConfigError(f"access log format must be one of {sorted(_FORMATTERS)} (got {fmt!r})")
+        self._sinks.append((sink, _FORMATTERS[fmt]))
+
+    async def _format(
+        self, records: list[AccessLogRecord], fmt: Callable[[Iterable[AccessLogRecord]], bytes]
+    ) -> bytes:
         parts: list[bytes] = []
         step = self._chunk
         for i in range(0, len(records), step):
-            parts.append(self._format(records[i : i + step]))
+            parts.append(fmt(records[i : i + step]))
             if i + step < len(records):
                 await asyncio.sleep(0)  # let requests run between chunks of a large backlog
-        try:
-            await self._sink.write(b"".join(parts))
-        except Exception as exc:  # any sink failure: count and keep the writer alive
-            self._dropped.value += len(records)
-            log.warning(
-                "access log write failed, dropped %d records: %s",
-                len(records),
-                exc,
-                extra={fields.ERROR_CODE: type(exc).__name__},
-            )
+        return b"".join(parts)
+
+    async def flush(self) -> int:
+        """Write everything queued now to every sink; returns how many records were written (to all
+        sinks; a sink that failed counts its records as dropped)."""
+        records = self._access_log.drain()
+        if not records:
+            return 0
+        formatted: dict[Callable[[Iterable[AccessLogRecord]], bytes], bytes] = {}
+        ok = True
+        for sink, fmt in self._sinks:
+            try:
+                if hasattr(sink, "write_records"):
+                    await sink.write_records(records)
+                    continue
+                data = formatted.get(fmt)
+                if data is None:
+                    data = formatted[fmt] = await self._format(records, fmt)
+                await sink.write(data)
+            except Exception as exc:  # any sink failure: count and keep the writer alive
+                ok = False
+                self._dropped.value += len(records)
+                log.warning(
+                    "access log write failed, dropped %d records: %s",
+                    len(records),
+                    exc,
+                    extra={fields.ERROR_CODE: type(exc).__name__},
+                )
+        if not ok:
             return 0
         self.written += len(records)
         return len(records)
@@ -157,7 +189,8 @@ class AccessLogWriter:
         if task is not None:
             await task
         await self.flush()
-        await self._sink.close()
+        for sink, _fmt in self._sinks:
+            await sink.close()
 
     async def __aenter__(self) -> Self:
         self.start()

@@ -47,20 +47,21 @@ def format_value(value: float) -> str:
 # Istio label sets are ~25 labels long and stable between scrapes, so their rendered form is cached
 # (bounded: an evicted entry is just rendered again).
 @lru_cache(maxsize=16384)
-def _label_body(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+def label_body(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     return ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
 
 
-def _render_family(family: Family, out: list[str]) -> None:
+def _render_family(family: Family, out: list[str], header: bool = True) -> None:
     name = family.name
-    out.append(f"# HELP {name} {escape_help(family.help)}")
-    out.append(f"# TYPE {name} {family.kind}")
+    if header:
+        out.append(f"# HELP {name} {escape_help(family.help)}")
+        out.append(f"# TYPE {name} {family.kind}")
     names = family.label_names
     if isinstance(family, Histogram):
         les = [format_value(b) for b in family.buckets]
         les.append("+Inf")
         for values, hchild in family.series():
-            body = _label_body(names, values)
+            body = label_body(names, values)
             sep = "," if body else ""
             cumulative = hchild.cumulative()
             for le, c in zip(les, cumulative, strict=True):
@@ -70,7 +71,7 @@ def _render_family(family: Family, out: list[str]) -> None:
             out.append(f"{name}_count{labels} {cumulative[-1]}")
         return
     for values, child in family.series():
-        body = _label_body(names, values)
+        body = label_body(names, values)
         labels = f"{{{body}}}" if body else ""
         out.append(f"{name}{labels} {format_value(child.value)}")
 
@@ -78,8 +79,10 @@ def _render_family(family: Family, out: list[str]) -> None:
 def render_prometheus(registry: Registry) -> str:
     """The whole registry as Prometheus text exposition format 0.0.4 (see :data:`CONTENT_TYPE`)."""
     out: list[str] = []
-    for family in registry.families():
-        _render_family(family, out)
+    last = ""
+    for family in registry.families():  # a name's variants follow it: one HELP/TYPE for them all
+        _render_family(family, out, family.name != last)
+        last = family.name
     return "\n".join(out) + "\n" if out else ""
 
 
@@ -110,7 +113,7 @@ def histogram_quantile(q: float, child: HistogramChild) -> float:
 
 
 def _stat_name(family: Family, values: tuple[str, ...]) -> str:
-    body = _label_body(family.label_names, values)
+    body = label_body(family.label_names, values)
     return f"{family.name}{{{body}}}" if body else family.name
 
 

@@ -85,16 +85,19 @@ ISTIO_STATIC_LABELS: Final[tuple[str, ...]] = (
     DESTINATION_CLUSTER,
     REQUEST_PROTOCOL,
     CONNECTION_SECURITY_POLICY,
+    GRPC_RESPONSE_STATUS,
 )
+"""grpc_response_status is static while the proxy speaks HTTP/1.1 only: Istio reports it empty for
+plain HTTP traffic, and so does meshbus (an empty label is what Prometheus calls an absent one)."""
 
-# Per-request labels, appended after the static part. grpc_response_status is left out until the proxy
-# speaks gRPC: Istio sets it only on gRPC traffic.
+# Per-request labels, appended after the static part (and after any labels a Telemetry resource adds).
 ISTIO_DYNAMIC_LABELS: Final[tuple[str, ...]] = (RESPONSE_CODE, RESPONSE_FLAGS)
 
 ISTIO_REQUEST_LABELS: Final[tuple[str, ...]] = ISTIO_STATIC_LABELS + ISTIO_DYNAMIC_LABELS
 
-# TCP metrics carry no HTTP response labels (but do carry response_flags in Istio).
-ISTIO_TCP_LABELS: Final[tuple[str, ...]] = (*ISTIO_STATIC_LABELS, RESPONSE_FLAGS)
+MUTUAL_TLS: Final = "mutual_tls"
+NO_TLS: Final = "none"
+HTTP: Final = "http"
 
 # --- meshbus-specific label names -----------------------------------------------------------------------
 SIGNAL: Final = "signal"

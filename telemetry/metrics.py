@@ -10,7 +10,7 @@ Histogram children keep *per-bucket* (non-cumulative) counts with the +Inf bucke
 their sum, so an observation touches one slot, and exposition makes them cumulative.
 
 Hot path for the proxy (see :class:`IstioMetrics`): build the static part of the Istio label set once
-per route/cluster with :func:`istio_static_labels`, get a :class:`RequestSeries` for it once, then call
+per peer pair (proxy/filters/stats.py), get a :class:`RequestSeries` for it once, then call
 ``series.record(status, duration_ms, req_bytes, resp_bytes, flags)`` per request.
 """
 
@@ -200,12 +200,19 @@ Family = Counter | Gauge | Histogram
 
 # --- registry --------------------------------------------------------------------------------------------
 class Registry:
-    """Metric families by name, declared once each, iterated in declaration order."""
+    """Metric families, declared once each, iterated in declaration order.
 
-    __slots__ = ("_families",)
+    A family may have *variants*: the same metric (name, kind, help, buckets) with another label set,
+    for the series a Telemetry resource gives extra labels or fewer (``tagOverrides``). Prometheus
+    takes one metric whose samples carry different label names; exposition renders the variants of
+    a name as one group.
+    """
+
+    __slots__ = ("_families", "_variants")
 
     def __init__(self) -> None:
         self._families: dict[str, Family] = {}
+        self._variants: dict[tuple[str, tuple[str, ...]], Family] = {}
 
     def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
         self._check(name, labels)
@@ -231,17 +238,47 @@ class Registry:
             raise MetricDefinitionError(f"{name}: buckets must be strictly increasing (got {buckets!r})")
         return self._add(Histogram(name, help, labels, buckets))
 
+    def variant(self, family: Family, labels: Sequence[str]) -> Family:
+        """``family`` (declared here) with the label names ``labels``: the family itself when they are
+        its own, else a variant, made on first use and kept."""
+        names = tuple(labels)
+        if names == family.label_names:
+            return family
+        key = (family.name, names)
+        found = self._variants.get(key)
+        if found is None:
+            self._check_labels(family.name, names)
+            if isinstance(family, Histogram):
+                if "le" in names:
+                    raise MetricDefinitionError(f"{family.name}: a histogram cannot have a label named 'le'")
+                found = Histogram(family.name, family.help, names, family.buckets)
+            elif isinstance(family, Counter):
+                found = Counter(family.name, family.help, names)
+            else:
+                found = Gauge(family.name, family.help, names)
+            self._variants[key] = found
+        return found
+
     def get(self, name: str) -> Family | None:
         return self._families.get(name)
 
     def families(self) -> list[Family]:
-        return list(self._families.values())
+        """Every family and variant; a name's variants follow the family they vary."""
+        out: list[Family] = []
+        for family in self._families.values():
+            out.append(family)
+            out.extend(v for (name, _), v in self._variants.items() if name == family.name)
+        return out
 
     def _check(self, name: str, labels: Sequence[str]) -> None:
         if not _METRIC_NAME_RE.match(name):
             raise MetricDefinitionError(f"invalid metric name {name!r}")
         if name in self._families:
             raise MetricDefinitionError(f"metric {name!r} is already declared")
+        self._check_labels(name, labels)
+
+    @staticmethod
+    def _check_labels(name: str, labels: Sequence[str]) -> None:
         if isinstance(labels, str):
             raise MetricDefinitionError(f"{name}: labels must be a sequence of names, not a str")
         for label in labels:
@@ -259,32 +296,54 @@ class Registry:
 def istio_static_labels(**values: str) -> tuple[str, ...]:
     """The static part of an Istio request label set, in :data:`fields.ISTIO_STATIC_LABELS` order.
 
-    Unnamed labels are ``"unknown"``, as in Istio. Build it once per (reporter, route, cluster).
+    Unnamed labels are ``"unknown"``, as in Istio (``grpc_response_status``: empty, as Istio reports
+    it for HTTP). Build it once per peer pair, not per request.
     """
     unknown = set(values) - set(fields.ISTIO_STATIC_LABELS)
     if unknown:
         raise LabelError(f"not Istio static labels: {sorted(unknown)}")
-    return tuple(values.get(name, fields.UNKNOWN) for name in fields.ISTIO_STATIC_LABELS)
+    return tuple(
+        values.get(name, "" if name == fields.GRPC_RESPONSE_STATUS else fields.UNKNOWN)
+        for name in fields.ISTIO_STATIC_LABELS
+    )
+
+
+# The four request metrics, in the order RequestSeries records them (Telemetry API names).
+REQUEST_COUNT: Final = 0
+REQUEST_DURATION: Final = 1
+REQUEST_SIZE: Final = 2
+RESPONSE_SIZE: Final = 3
+REQUEST_METRIC_NAMES: Final[tuple[str, ...]] = (
+    "REQUEST_COUNT",
+    "REQUEST_DURATION",
+    "REQUEST_SIZE",
+    "RESPONSE_SIZE",
+)
+
+Target = tuple[Family, tuple[str, ...]] | None
+"""Where one request metric of a series goes: (family or variant, static label values), or None
+when a Telemetry resource disabled that metric."""
+
+Cells = tuple[CounterChild, HistogramChild, HistogramChild, HistogramChild]
 
 
 class RequestSeries:
-    """The request metrics of one static label set; ``record`` is the per-request call."""
+    """The request metrics of one peer pair; ``record`` is the per-request call.
 
-    __slots__ = ("_cells", "_metrics", "_zero_bucket", "static")
+    Each of the four metrics has its own target (its label set may differ, or it may be disabled);
+    a disabled metric records into a child no registry holds, so ``record`` has no branch for it.
+    """
 
-    def __init__(self, metrics: IstioMetrics, static: tuple[str, ...]) -> None:
-        if len(static) != len(fields.ISTIO_STATIC_LABELS):
-            raise LabelError(
-                f"static label tuple must have {len(fields.ISTIO_STATIC_LABELS)} values "
-                f"{fields.ISTIO_STATIC_LABELS}, got {len(static)}"
-            )
-        self._metrics = metrics
-        self.static = static
-        self._zero_bucket = bisect_left(metrics.request_bytes.buckets, 0)
-        # flags -> status -> (requests, duration, request bytes, response bytes). Two dict lookups on
-        # values the caller already has, instead of building and hashing a key tuple per request.
-        self._cells: dict[str, dict[int, tuple[CounterChild, HistogramChild, HistogramChild, HistogramChild]]]
-        self._cells = {}
+    __slots__ = ("_cells", "_targets", "_zero_bucket", "static")
+
+    def __init__(self, targets: tuple[Target, Target, Target, Target], buckets: tuple[float, ...]) -> None:
+        self._targets = targets
+        first = next((t for t in targets if t is not None), None)
+        self.static: tuple[str, ...] = first[1] if first is not None else ()
+        self._zero_bucket = bisect_left(buckets, 0)
+        # flags -> status -> cells. Two dict lookups on values the caller already has, instead of
+        # building and hashing a key tuple per request.
+        self._cells: dict[str, dict[int, Cells]] = {}
 
     def record(
         self, status: int, duration_ms: float, req_bytes: int, resp_bytes: int, flags: str = "-"
@@ -304,46 +363,37 @@ class RequestSeries:
         resp_size.counts[bisect_left(resp_size.bounds, resp_bytes)] += 1
         resp_size.sum += resp_bytes
 
-    def _create(
-        self, status: int, flags: str
-    ) -> tuple[CounterChild, HistogramChild, HistogramChild, HistogramChild]:
-        m = self._metrics
-        key = (*self.static, str(status), flags)
-        cells = (
-            m.requests_total.labels(*key),
-            m.request_duration.labels(*key),
-            m.request_bytes.labels(*key),
-            m.response_bytes.labels(*key),
-        )
+    def _create(self, status: int, flags: str) -> Cells:
+        code = str(status)
+        made: list[CounterChild | GaugeChild | HistogramChild] = []
+        for i, target in enumerate(self._targets):
+            if target is None:
+                made.append(CounterChild() if i == REQUEST_COUNT else HistogramChild(ISTIO_DEFAULT_BUCKETS))
+            else:
+                family, static = target
+                made.append(family.labels(*static, code, flags))
+        cells: Cells = (made[0], made[1], made[2], made[3])  # type: ignore[assignment]
         self._cells.setdefault(flags, {})[status] = cells
         return cells
 
 
-class TcpSeries:
-    """TCP connection counters of one static label set (response_flags fixed to ``flags``)."""
-
-    __slots__ = ("closed", "opened")
-
-    def __init__(self, metrics: IstioMetrics, static: tuple[str, ...], flags: str = "-") -> None:
-        self.opened = metrics.tcp_opened.labels(*static, flags)
-        self.closed = metrics.tcp_closed.labels(*static, flags)
-
-
 class IstioMetrics:
-    """Istio's standard request and TCP metrics, declared on ``registry`` with Istio's names/labels."""
+    """Istio's standard request metrics, declared on ``registry`` with Istio's names and labels."""
 
     __slots__ = (
         "_series",
+        "buckets",
+        "registry",
         "request_bytes",
         "request_duration",
         "requests_total",
         "response_bytes",
-        "tcp_closed",
-        "tcp_opened",
     )
 
     def __init__(self, registry: Registry, buckets: Sequence[float] = ISTIO_DEFAULT_BUCKETS) -> None:
         labels = fields.ISTIO_REQUEST_LABELS
+        self.registry = registry
+        self.buckets: tuple[float, ...] = tuple(float(b) for b in buckets)
         self.requests_total = registry.counter(
             "istio_requests_total", "Counter incremented for every request handled by an Istio proxy", labels
         )
@@ -356,42 +406,24 @@ class IstioMetrics:
         self.response_bytes = registry.histogram(
             "istio_response_bytes", "HTTP response body sizes in bytes", labels, buckets
         )
-        self.tcp_opened = registry.counter(
-            "istio_tcp_connections_opened_total",
-            "Counter incremented for every opened TCP connection",
-            fields.ISTIO_TCP_LABELS,
-        )
-        self.tcp_closed = registry.counter(
-            "istio_tcp_connections_closed_total",
-            "Counter incremented for every closed TCP connection",
-            fields.ISTIO_TCP_LABELS,
-        )
         self._series: dict[tuple[str, ...], RequestSeries] = {}
 
+    def family(self, metric: int) -> Family:
+        """REQUEST_COUNT, REQUEST_DURATION, REQUEST_SIZE or RESPONSE_SIZE."""
+        return (self.requests_total, self.request_duration, self.request_bytes, self.response_bytes)[metric]
+
     def series(self, static: tuple[str, ...]) -> RequestSeries:
-        """The (cached) per-request recorder for a static label tuple; hold on to it per route/cluster."""
+        """The (cached) recorder for a standard static label tuple, all four metrics on."""
         s = self._series.get(static)
         if s is None:
-            s = self._series[static] = RequestSeries(self, static)
+            if len(static) != len(fields.ISTIO_STATIC_LABELS):
+                raise LabelError(
+                    f"static label tuple must have {len(fields.ISTIO_STATIC_LABELS)} values "
+                    f"{fields.ISTIO_STATIC_LABELS}, got {len(static)}"
+                )
+            targets = tuple((self.family(i), static) for i in range(4))
+            s = self._series[static] = RequestSeries(targets, self.buckets)  # type: ignore[arg-type]
         return s
-
-    def record_request(
-        self,
-        labels_key: tuple[str, ...],
-        status: int,
-        duration_ms: float,
-        req_bytes: int,
-        resp_bytes: int,
-        flags: str = "-",
-    ) -> None:
-        """Same as ``series(labels_key).record(...)``; one extra dict lookup (hashes the tuple)."""
-        s = self._series.get(labels_key)
-        if s is None:
-            s = self.series(labels_key)
-        s.record(status, duration_ms, req_bytes, resp_bytes, flags)
-
-    def tcp_series(self, static: tuple[str, ...], flags: str = "-") -> TcpSeries:
-        return TcpSeries(self, static, flags)
 
 
 class InternalMetrics:

@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # the extensions next to the sources are not what this run imports
     stale = [
         str(src.relative_to(ROOT))
-        for part in ("proxy", "telemetry", "bus")
+        for part in ("proxy", "telemetry", "bus", "plugins")
         for ext in (ROOT / part).rglob("*.cpython-*.so")
         if (src := ext.with_name(ext.name.split(".")[0] + ".py")).exists()
         and src.stat().st_mtime > ext.stat().st_mtime

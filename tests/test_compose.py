@@ -23,6 +23,7 @@ PARSERS = {
     "meshbus-discovery": "meshbus.control.discovery.__main__",
     "meshbus-ca": "meshbus.control.ca.__main__",
     "meshbus-policy": "meshbus.control.policy.__main__",
+    "meshbus-telemetry": "meshbus.telemetry.__main__",
     "meshctl": "meshbus.control.cli.__main__",
 }
 COMPOSE_DOC = Compose()
@@ -54,6 +55,7 @@ def test_every_component_has_a_service() -> None:
         "meshbus-discovery",
         "meshbus-ca",
         "meshbus-policy",
+        "meshbus-telemetry",
         "meshctl",
     } <= used
 

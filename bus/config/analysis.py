@@ -24,9 +24,11 @@ from meshbus.bus.config.kubernetes import (
     workload_namespace,
 )
 from meshbus.bus.config.resources import (
+    AuthorizationPolicy,
     DestinationRule,
     Gateway,
     LocalRateLimit,
+    MeshConfig,
     Resource,
     ServiceEntry,
     Sidecar,
@@ -48,6 +50,8 @@ UNKNOWN_DR_HOST = "IST0174"
 CONFLICTING_GATEWAYS = "IST0145"
 INVALID_GATEWAY_CREDENTIAL = "IST0161"
 MULTIPLE_DESTINATION_RULES = "MB0001"
+MULTIPLE_MESH_CONFIGS = "MB0002"
+UNKNOWN_AUTHZ_PROVIDER = "MB0003"
 
 Path = list[str | int]
 
@@ -129,6 +133,7 @@ def analyze(
                     "VirtualServices into a single resource.",
                 )
     _sidecars(items, validation)
+    _mesh_config(items, validation)
     gateways = [r for r in items if isinstance(r, Gateway)]
     _conflicting_gateways(gateways, validation)
     _gateway_credentials(gateways, kube, validation)
@@ -144,6 +149,42 @@ def analyze(
                     "(which one applies is not defined)",
                 )
     return validation
+
+
+def _mesh_config(items: Sequence[Resource], validation: Validation) -> None:
+    """MB0002: a mesh has one MeshConfig. MB0003: a CUSTOM policy naming a provider it cannot use."""
+    meshes = [r for r in items if isinstance(r, MeshConfig)]
+    if len(meshes) > 1:
+        names = ", ".join(sorted(f"{m.namespace}/{m.name}" for m in meshes))
+        for m in meshes:
+            Findings(m, validation).analysis(
+                Level.ERROR,
+                MULTIPLE_MESH_CONFIGS,
+                ["metadata", "name"],
+                f"a mesh has one MeshConfig, and these would be {len(meshes)}: {names}; merge them into one",
+            )
+    providers = {p.name: p for m in meshes[:1] for p in m.spec.extension_providers}
+    for res in items:
+        if (
+            not isinstance(res, AuthorizationPolicy)
+            or res.spec.action != "CUSTOM"
+            or res.spec.provider is None
+        ):
+            continue
+        name = res.spec.provider.name
+        p = providers.get(name)
+        if p is None:
+            why = f"no MeshConfig defines an extension provider {name!r}"
+        elif p.envoy_ext_authz_http is None and p.envoy_ext_authz_grpc is None and p.meshbus_authz is None:
+            why = f"extension provider {name!r} is not an authorizer"
+        else:
+            continue
+        Findings(res, validation).analysis(
+            Level.WARNING,
+            UNKNOWN_AUTHZ_PROVIDER,
+            ["spec", "provider", "name"],
+            f"{why}: the proxies deny every request this CUSTOM policy's rules match, as Istio does",
+        )
 
 
 def _conflicting_gateways(gateways: Sequence[Gateway], validation: Validation) -> None:

@@ -152,6 +152,24 @@ _STRICT_STANDALONE = not_enforced(
 )
 
 
+_GATEWAY_POLICY = not_enforced(
+    "a policy with targetRef(s) is for gateways and waypoints, which meshbus does not have: it applies to "
+    "no sidecar; use selector"
+)
+_SOURCE_FIELDS = (
+    "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces", "notNamespaces",
+    "serviceAccounts", "notServiceAccounts", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks",
+    "trustDomains", "notTrustDomains",
+)  # fmt: skip
+_OPERATION_FIELDS = ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
+_EXT_AUTHZ_HTTP = "MeshConfig spec.extensionProviders[].envoyExtAuthzHttp"
+_EXT_AUTHZ_HTTP_FIELDS = (
+    "service", "port", "timeout", "pathPrefix", "failOpen", "statusOnError", "includeRequestHeadersInCheck",
+    "includeAdditionalHeadersInCheck", "headersToUpstreamOnAllow", "headersToDownstreamOnDeny",
+    "headersToDownstreamOnAllow",
+)  # fmt: skip
+
+
 def _string_match(prefix: str) -> dict[str, Fate]:
     return {f"{prefix}.{k}": ENFORCED for k in ("exact", "prefix", "regex")}
 
@@ -168,6 +186,89 @@ def _destination(prefix: str) -> dict[str, Fate]:
     return {f"{prefix}.host": ENFORCED, f"{prefix}.subset": ENFORCED, f"{prefix}.port.number": ENFORCED}
 
 
+def _tcp_or_grpc(value: Any, _parent: Any) -> bool:
+    return str(value or "").startswith(("TCP_", "GRPC_"))
+
+
+_NO_SPANS_STANDALONE = not_enforced(
+    "a standalone proxy keeps no spans (it ships them to meshbus-telemetry in mesh mode); trace context "
+    "is still propagated with its sampling decision"
+)
+_TEL = "Telemetry spec"
+_TELEMETRY: dict[str, Fate] = {
+    # Telemetry (proxy/build/telemetry_policy.py; what each part does: proxy/filters/observe.py)
+    f"{_TEL}.selector.matchLabels": ENFORCED,
+    f"{_TEL}.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
+    f"{_TEL}.targetRefs": not_enforced("meshbus has no Gateway API; use selector"),
+    f"{_TEL}.tracing[].match.mode": ENFORCED,
+    f"{_TEL}.tracing[].providers[].name": enforced_except_standalone(_NO_SPANS_STANDALONE),
+    f"{_TEL}.tracing[].randomSamplingPercentage": ENFORCED,
+    f"{_TEL}.tracing[].disableSpanReporting": ENFORCED,
+    f"{_TEL}.tracing[].customTags.*.literal.value": enforced_except_standalone(_NO_SPANS_STANDALONE),
+    f"{_TEL}.tracing[].customTags.*.environment.name": enforced_except_standalone(_NO_SPANS_STANDALONE),
+    f"{_TEL}.tracing[].customTags.*.environment.defaultValue": enforced_except_standalone(
+        _NO_SPANS_STANDALONE
+    ),
+    f"{_TEL}.tracing[].customTags.*.header.name": enforced_except_standalone(_NO_SPANS_STANDALONE),
+    f"{_TEL}.tracing[].customTags.*.header.defaultValue": enforced_except_standalone(_NO_SPANS_STANDALONE),
+    f"{_TEL}.tracing[].customTags.*.formatter": not_enforced("meshbus adds no formatter tags to spans"),
+    f"{_TEL}.tracing[].useRequestIdForTraceSampling": not_enforced(
+        "sampling is a random draw per new trace, whatever the request id"
+    ),
+    f"{_TEL}.tracing[].enableIstioTags": not_enforced("spans always carry meshbus's own tags"),
+    f"{_TEL}.tracing[].disableContextPropagation": not_enforced("trace headers are always propagated"),
+    f"{_TEL}.metrics[].providers[].name": not_enforced(
+        "Istio's metrics always go to meshbus-telemetry's /metrics (the prometheus provider), whatever is named"
+    ),
+    f"{_TEL}.metrics[].overrides[].match.metric": not_enforced(
+        "meshbus-proxy has no TCP or gRPC metrics; the override changes nothing",
+        when=_tcp_or_grpc,
+        condition="TCP_* or GRPC_*",
+    ),
+    f"{_TEL}.metrics[].overrides[].match.customMetric": not_enforced(
+        "meshbus has no custom metrics; ignored"
+    ),
+    f"{_TEL}.metrics[].overrides[].match.mode": ENFORCED,
+    f"{_TEL}.metrics[].overrides[].disabled": ENFORCED,
+    f"{_TEL}.metrics[].overrides[].tagOverrides.*.operation": ENFORCED,
+    f"{_TEL}.metrics[].overrides[].tagOverrides.*.value": ENFORCED,
+    f"{_TEL}.metrics[].reportingInterval": not_enforced("proxies report every second"),
+    f"{_TEL}.accessLogging[].match.mode": ENFORCED,
+    f"{_TEL}.accessLogging[].providers[].name": not_enforced(
+        "access logs go to meshbus-telemetry's stream (mesh mode) and to --access-log, whatever provider is named"
+    ),
+    f"{_TEL}.accessLogging[].disabled": ENFORCED,
+    f"{_TEL}.accessLogging[].filter.expression": ENFORCED,
+}
+
+_MC = "MeshConfig spec"
+_MESH_CONFIG: dict[str, Fate] = {
+    # MeshConfig's telemetry providers (meshbus-telemetry reads them; proxies read defaultProviders)
+    f"{_MC}.extensionProviders[].prometheus": ENFORCED,  # meshbus-telemetry's /metrics, always served
+    f"{_MC}.extensionProviders[].opentelemetry.service": ENFORCED,
+    f"{_MC}.extensionProviders[].opentelemetry.port": ENFORCED,
+    f"{_MC}.extensionProviders[].opentelemetry.http.path": ENFORCED,
+    f"{_MC}.extensionProviders[].opentelemetry.http.headers": ENFORCED,
+    f"{_MC}.extensionProviders[].opentelemetry.http.timeout": not_enforced(
+        "the exporter's own timeout (10 s) is used"
+    ),
+    f"{_MC}.extensionProviders[].opentelemetry.maxTagLength": not_enforced(
+        "span attributes are not truncated"
+    ),
+    f"{_MC}.extensionProviders[].envoyFileAccessLog": not_enforced(
+        "access logs go to meshbus-telemetry's stream and to each proxy's --access-log file, not to this path"
+    ),
+    f"{_MC}.defaultProviders.metrics": not_enforced(
+        "Istio's metrics always go to meshbus-telemetry's /metrics"
+    ),
+    f"{_MC}.defaultProviders.tracing": ENFORCED,
+    f"{_MC}.defaultProviders.accessLogging": not_enforced(
+        "access logs go to meshbus-telemetry's stream and to each proxy's --access-log file"
+    ),
+    f"{_MC}.enableTracing": ENFORCED,
+}
+
+
 # -- the table --------------------------------------------------------------------------------------
 
 KINDS: dict[str, Fate] = {
@@ -182,9 +283,7 @@ KINDS: dict[str, Fate] = {
             "meshbus-discovery in mesh mode"
         )
     ),
-    "AuthorizationPolicy": not_enforced(
-        "meshbus does not apply authorization policy yet; the workloads it selects still accept every caller"
-    ),
+    "AuthorizationPolicy": ENFORCED,
     "RequestAuthentication": ENFORCED,
     "RateLimit": enforced_except_standalone(
         not_enforced(
@@ -193,11 +292,7 @@ KINDS: dict[str, Fate] = {
         )
     ),
     "Plugin": ENFORCED,
-    "MeshConfig": not_enforced(
-        "only its rootNamespace is read yet, by Plugin, RequestAuthentication and RateLimit (where they "
-        "apply mesh-wide); every other kind takes istio-system as the root namespace, paths are not "
-        "normalized for policy, and extension providers are unused"
-    ),
+    "MeshConfig": ENFORCED,
     "Gateway": not_enforced("meshbus has no gateway proxy yet; this Gateway is stored but has no effect"),
     "WorkloadEntry": not_enforced(
         "meshbus adds no WorkloadEntry to any service; workloads join by registering (meshbus-proxy in "
@@ -212,9 +307,7 @@ KINDS: dict[str, Fate] = {
         f"{_ENVOY} and loads no Wasm modules; write the filter as a meshbus.io/v1 Plugin (a Python "
         "filter in the proxy or a remote one), or use a meshbus.io/v1 LocalRateLimit for rate limits"
     ),
-    "Telemetry": not_enforced(
-        "meshbus's telemetry does not read it yet (metrics, traces and access logs use their defaults)"
-    ),
+    "Telemetry": ENFORCED,  # proxy/build/telemetry_policy.py, proxy/filters/{stats,tracing,observe}.py
     "WorkloadGroup": not_enforced(
         "meshbus workloads register themselves (meshbus-proxy --mesh), so no WorkloadEntry is created from "
         "this template"
@@ -521,15 +614,53 @@ FIELDS: dict[str, Fate] = {
     "Plugin spec.match[].ports[].number": ENFORCED,
     "Plugin spec.pluginConfig": ENFORCED,
     "Plugin spec.timeout": ENFORCED,
-    # Kinds that are not enforced as a whole: what stays to do inside them once they are.
-    "AuthorizationPolicy spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
-    "AuthorizationPolicy spec.targetRefs": not_enforced("meshbus has no Gateway API; use selector"),
-    "AuthorizationPolicy spec.rules[].from[].source.trustDomains": not_enforced(
-        "meshbus has one trust domain"
+    # AuthorizationPolicy (bus/config/authz, proxy/filters/authz.py: the server sidecar's AUTHZ filter)
+    "AuthorizationPolicy spec.selector.matchLabels": ENFORCED,
+    "AuthorizationPolicy spec.targetRef": _GATEWAY_POLICY,
+    "AuthorizationPolicy spec.targetRefs": _GATEWAY_POLICY,
+    "AuthorizationPolicy spec.action": ENFORCED,
+    "AuthorizationPolicy spec.provider.name": ENFORCED,
+    **{f"AuthorizationPolicy spec.rules[].from[].source.{f}": ENFORCED for f in _SOURCE_FIELDS},
+    **{f"AuthorizationPolicy spec.rules[].to[].operation.{f}": ENFORCED for f in _OPERATION_FIELDS},
+    "AuthorizationPolicy spec.rules[].when[].key": not_enforced(
+        "meshbus cannot read Envoy filter metadata: in an ALLOW rule this condition never holds (the rule "
+        "allows nothing); a DENY, AUDIT or CUSTOM rule is applied without it, so it matches more requests "
+        "(fails closed)",
+        when=lambda v, _p: str(v).startswith("experimental.envoy.filters."),
+        condition="experimental.envoy.filters.*",
     ),
-    "AuthorizationPolicy spec.rules[].from[].source.notTrustDomains": not_enforced(
-        "meshbus has one trust domain"
+    "AuthorizationPolicy spec.rules[].when[].values": ENFORCED,
+    "AuthorizationPolicy spec.rules[].when[].notValues": ENFORCED,
+    # MeshConfig (bus/config/authz/compile.py reads it for the proxies; control/discovery/model.py the root
+    # namespace of every kind)
+    "MeshConfig spec.rootNamespace": ENFORCED,
+    "MeshConfig spec.trustDomain": not_enforced(
+        "meshbus-ca and the sidecars take the trust domain from their command line (--trust-domain)"
     ),
+    "MeshConfig spec.pathNormalization.normalization": ENFORCED,
+    "MeshConfig spec.defaultConfig.gatewayTopology.numTrustedProxies": ENFORCED,
+    "MeshConfig spec.extensionProviders[].name": ENFORCED,
+    **{f"{_EXT_AUTHZ_HTTP}.{f}": ENFORCED for f in _EXT_AUTHZ_HTTP_FIELDS},
+    f"{_EXT_AUTHZ_HTTP}.clearRouteCache": not_enforced(
+        "meshbus-proxy picks the route before authorization and does not pick it again after a check"
+    ),
+    f"{_EXT_AUTHZ_HTTP}.includeRequestBodyInCheck.maxRequestBytes": not_enforced(
+        "meshbus-proxy holds at most 64 KiB of a body for a check: a larger body counts as over the limit "
+        "(413, or sent in part with allowPartialMessage)",
+        when=lambda v, _p: int(v or 0) > 65536,
+        condition="over 65536",
+    ),
+    f"{_EXT_AUTHZ_HTTP}.includeRequestBodyInCheck.allowPartialMessage": ENFORCED,
+    f"{_EXT_AUTHZ_HTTP}.includeRequestBodyInCheck.packAsBytes": ENFORCED,
+    "MeshConfig spec.extensionProviders[].envoyExtAuthzGrpc": not_enforced(
+        "meshbus-proxy cannot call gRPC authorizers: CUSTOM policies naming this provider deny the requests "
+        "they match"
+    ),
+    "MeshConfig spec.extensionProviders[].meshbusAuthz": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.subject": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.timeout": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.failOpen": ENFORCED,
+    "MeshConfig spec.extensionProviders[].meshbusAuthz.statusOnError": ENFORCED,
     # RequestAuthentication (proxy/filters/jwt_authn.py in the inbound sidecar; keys fetched by
     # meshbus-policy, control/policy/jwks.py, and sent inline by discovery, control/discovery/jwks_inline.py)
     "RequestAuthentication spec.targetRef": not_enforced("meshbus has no Gateway API; use selector"),
@@ -574,6 +705,8 @@ FIELDS: dict[str, Fate] = {
     "RateLimit spec.rules[].shadowMode": ENFORCED,
     "RateLimit spec.failureMode": ENFORCED,
     "RateLimit spec.timeout": ENFORCED,
+    **_TELEMETRY,
+    **_MESH_CONFIG,
 }
 
 SAME_AS: dict[str, str] = {

@@ -78,9 +78,10 @@ class ExtAuthzGrpc(IstioModel):
 
 
 class MeshbusAuthz(IstioModel):
-    """meshbus's own authorizer protocol: a check request over NATS on ``subject`` (docs/ext-authz.md)."""
+    """meshbus's own authorizer protocol: a check request over NATS to ``<root>.v1.authz.<subject>``
+    (bus/schemas/authz.py, docs/ext-authz.md); ``subject`` is the authorizer's name, one token."""
 
-    subject: str = Field(min_length=1)
+    subject: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
     timeout: Duration | None = None
     fail_open: bool = False
     status_on_error: str | None = None

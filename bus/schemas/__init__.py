@@ -56,8 +56,19 @@ from .identity import (
     TrustBundle,
     TrustRoot,
 )
+from .telemetry import (
+    AccessLogBatch,
+    EdgeStats,
+    FamilyDelta,
+    MetricBatch,
+    Source,
+    SpanBatch,
+    StatsReply,
+    StatsRequest,
+)
 
 __all__ = [
+    "AccessLogBatch",
     "ApplyReply",
     "ApplyRequest",
     "BundleReply",
@@ -70,7 +81,9 @@ __all__ = [
     "DeleteRequest",
     "Deregister",
     "Document",
+    "EdgeStats",
     "ErrorReply",
+    "FamilyDelta",
     "FetchRequest",
     "GetRequest",
     "Health",
@@ -81,6 +94,7 @@ __all__ = [
     "HistoryRequest",
     "ListReply",
     "ListRequest",
+    "MetricBatch",
     "ProxyCertsReply",
     "ProxyCertsRequest",
     "ProxyConfigReply",
@@ -97,6 +111,10 @@ __all__ = [
     "RollbackRequest",
     "Snapshot",
     "SnapshotAck",
+    "Source",
+    "SpanBatch",
+    "StatsReply",
+    "StatsRequest",
     "StoredConfig",
     "TokenCreateReply",
     "TokenCreateRequest",

@@ -13,7 +13,19 @@ import sys
 from meshbus.bus.errors import BusError
 from meshbus.bus.process import add_common_args
 
-from . import analyze, bus_cmds, ca_cmds, config_cmds, plugins_cmd, status_cmds, up, up_background, version
+from . import (
+    analyze,
+    authz_cmds,
+    bus_cmds,
+    ca_cmds,
+    config_cmds,
+    plugins_cmd,
+    status_cmds,
+    telemetry_cmds,
+    up,
+    up_background,
+    version,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,17 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_common_args(common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (
-        up,
-        up_background,
-        config_cmds,
-        analyze,
-        ca_cmds,
-        bus_cmds,
-        status_cmds,
-        plugins_cmd,
-        version,
-    ):
+    groups = (
+        up, up_background, config_cmds, analyze, ca_cmds, bus_cmds, status_cmds, plugins_cmd, authz_cmds,
+        telemetry_cmds, version,
+    )  # fmt: skip
+    for group in groups:
         group.register(sub, common)
     return parser
 

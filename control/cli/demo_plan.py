@@ -2,6 +2,8 @@
 
 - meshbus-config, meshbus-discovery (creates the config bucket if config has not yet), meshbus-ca,
   meshbus-policy (global rate limit counters, JWT key sets);
+  meshbus-telemetry (mesh-wide /metrics, the live graph at http://127.0.0.1:15090/, spans to
+  <data-dir>/logs/spans.jsonl, access logs in a JetStream stream: ``meshctl logs``, ``meshctl top``);
 - two versions of the demo "reviews" service, each behind a mesh-mode sidecar (inbound -> app),
   registered with the label version=v1 / v2 and the service port http=9080;
 - a "productpage" sidecar with only an outbound listener, the client side of the demo:
@@ -44,6 +46,7 @@ class DemoPorts:
     v2_app: int = 9082
     v2_inbound: int = 15206
     v2_admin: int = 15200
+    telemetry: int = 15090
 
     @classmethod
     def starting_at(cls, base: int) -> DemoPorts:
@@ -92,6 +95,9 @@ def children(
 
     p = DemoPorts.starting_at(ports_from) if ports_from else DemoPorts()
     bus = Subjects(root)
+    spans = str(data_dir / "logs" / "spans.jsonl")
+    telemetry_argv: tuple[str, ...] = (python, "-m", "meshbus.telemetry", "--host", "127.0.0.1")
+    telemetry_argv += ("--metrics-port", str(p.telemetry), "--spans-file", spans)
     out = [
         Child(
             "meshbus-config", (python, "-m", "meshbus.control.config"), f"bus: {bus.component_all('config')}"
@@ -108,6 +114,11 @@ def children(
         ),
         Child(
             "meshbus-policy", (python, "-m", "meshbus.control.policy"), f"bus: {bus.component_all('policy')}"
+        ),
+        Child(
+            "meshbus-telemetry",
+            telemetry_argv,
+            f"graph http://127.0.0.1:{p.telemetry}/, Prometheus http://127.0.0.1:{p.telemetry}/metrics",
         ),
     ]
     for version, app, inbound, admin in (

@@ -24,14 +24,7 @@ from meshbus.bus.config.resources import DestinationRule, VirtualService
 from meshbus.bus.schemas.discovery import Register
 
 from .endpoints import synthesize
-from .model import (
-    MESH_CONFIG,
-    PEER_AUTHENTICATION,
-    ROOT_NAMESPACE,
-    ConfigEntry,
-    MeshModel,
-    route_destinations,
-)
+from .model import MESH_CONFIG, PEER_AUTHENTICATION, ConfigEntry, MeshModel, route_destinations
 from .push_request import PushRequest
 from .registry import Registry, ServiceKey
 from .visibility import Visibility
@@ -149,14 +142,16 @@ class SnapshotGenerator:
             for e in (old.get(key), model.get(key)):
                 if e is not None and e.kind == "Sidecar":
                     sidecar_ns.add(e.namespace)
+        root = model.root_namespace
+        every = root != old.root_namespace  # root-namespace Sidecars now apply elsewhere
         moved: set[str] = set()
-        if sidecar_ns:
+        if sidecar_ns or every:
             for node in list(self.node_class):
                 entry = self.registry.get(node)
                 if entry is None:
                     continue
                 w = entry.workload
-                if ROOT_NAMESPACE in sidecar_ns or w.namespace in sidecar_ns:
+                if every or root in sidecar_ns or w.namespace in sidecar_ns:
                     if self._classify(w):
                         moved.add(node)
             # Same Sidecar, new egress: its members stay in the class but see other hosts now.

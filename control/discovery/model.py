@@ -14,8 +14,13 @@ old one (Istio ``updateContext``), so a change costs what changed, not the mesh 
 Entries come in two scopes:
 - host-scoped (VirtualService, DestinationRule, ServiceEntry, LocalRateLimit with hosts): a proxy
   gets them when it may call one of their hosts;
-- workload-scoped (Sidecar, Gateway, security policies, Plugin, RateLimit, LocalRateLimit without hosts): a
-  proxy gets them when they select its workload (same namespace or the root namespace).
+- workload-scoped (Sidecar, Gateway, security policies, Plugin, RateLimit, Telemetry, LocalRateLimit
+  without hosts): a proxy gets them when they select its workload (same namespace or the root
+  namespace). A security
+  policy with ``targetRef(s)`` is for gateways and waypoints and selects no sidecar (Istio).
+The mesh's one MeshConfig goes to every proxy (path normalization, trusted proxies, authorizers,
+telemetry providers), and
+its ``rootNamespace`` (default ``istio-system``) is the root namespace for every kind.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from meshbus.bus.schemas.config import manifest_resource
 from meshbus.bus.schemas.discovery import resource_key
 
 ROOT_NAMESPACE = "istio-system"
+"""The root namespace when no MeshConfig names one (Istio's default)."""
 HOST_SCOPED = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
 WORKLOAD_SCOPED = frozenset(
     {
@@ -44,22 +50,22 @@ WORKLOAD_SCOPED = frozenset(
         "AuthorizationPolicy",
         "Plugin",
         "RateLimit",
+        "Telemetry",
     }
 )
 PEER_AUTHENTICATION = "PeerAuthentication"
-MESH_CONFIG_ROOTED = frozenset({"Plugin", "RequestAuthentication", "RateLimit"})
-"""Kinds whose mesh-wide scope is MeshConfig's rootNamespace, as the proxy reads it too."""
+TELEMETRY = "Telemetry"
+MESH_CONFIG = "MeshConfig"
+"""Sent to every proxy: its rootNamespace says where a Plugin or a Telemetry applies mesh-wide."""
 IGNORED = frozenset({"WorkloadEntry"})
 """Not sent to proxies: workloads reach the mesh by registering."""
-_SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "meshbus.io"})
-MESH_CONFIG = "MeshConfig"
-"""Sent to every proxy: its rootNamespace says where a Plugin applies mesh-wide."""
+_SERVED_GROUPS = frozenset({"networking.istio.io", "security.istio.io", "telemetry.istio.io", "meshbus.io"})
 _SERVED_KINDS = HOST_SCOPED | WORKLOAD_SCOPED | IGNORED | {"LocalRateLimit", MESH_CONFIG}
 
 
 def served(value: Mapping[str, Any]) -> bool:
     """Whether discovery models this stored value at all: kinds meshbus accepts without enforcing them
-    (EnvoyFilter, Telemetry, the Gateway API's Gateway, ...) never reach a proxy."""
+    (EnvoyFilter, the Gateway API's Gateway, ...) never reach a proxy."""
     group = str(value.get("apiVersion", "")).rpartition("/")[0]
     return group in _SERVED_GROUPS and value.get("kind") in _SERVED_KINDS
 
@@ -84,7 +90,13 @@ def _selector(res: kinds.Resource) -> dict[str, str] | None:
     labels: Mapping[str, str] | None = None
     if isinstance(
         res,
-        (kinds.PeerAuthentication, kinds.RequestAuthentication, kinds.AuthorizationPolicy, kinds.RateLimit),
+        (
+            kinds.PeerAuthentication,
+            kinds.RequestAuthentication,
+            kinds.AuthorizationPolicy,
+            kinds.RateLimit,
+            kinds.Telemetry,
+        ),
     ):
         labels = res.spec.selector.match_labels if res.spec.selector is not None else None
     elif isinstance(res, kinds.Plugin):
@@ -145,6 +157,8 @@ class ConfigEntry:
     """Destinations named without a port: only a ServiceEntry (or registered workloads) resolves them."""
     selector: dict[str, str] | None = None
     workload_scoped: bool = False
+    gateway_only: bool = False
+    """A security policy bound with targetRef(s): it selects no sidecar."""
     packed: bytes = b""
     """msgpack of `value`, made once and reused in every snapshot that carries this resource."""
 
@@ -167,6 +181,9 @@ class ConfigEntry:
         elif isinstance(res, kinds.LocalRateLimit):
             hosts = frozenset(to_fqdn(h, ns) for h in res.spec.hosts)
             scoped = not hosts
+        gateway_only = isinstance(res, (kinds.AuthorizationPolicy, kinds.RequestAuthentication)) and bool(
+            res.spec.target_ref is not None or res.spec.target_refs
+        )
         return cls(
             key=key,
             kind=kind,
@@ -181,13 +198,14 @@ class ConfigEntry:
             portless=portless,
             selector=_selector(res) if scoped else None,
             workload_scoped=scoped,
+            gateway_only=gateway_only,
             packed=msgpack.packb(value, use_bin_type=True),
         )
 
     def selects(self, namespace: str, labels: Mapping[str, str], root: str = ROOT_NAMESPACE) -> bool:
         """Workload-scoped: does this resource apply to a workload in ``namespace`` with ``labels``?
-        ``root``: the mesh's root namespace (MeshConfig's, for the kinds that read it: MESH_CONFIG_ROOTED)."""
-        if self.namespace not in (namespace, root):
+        ``root``: the mesh's root namespace (`MeshModel.root_namespace`)."""
+        if self.namespace not in (namespace, root) or self.gateway_only:
             return False
         if self.kind == "Gateway" and not self.selector:
             return False
@@ -216,14 +234,15 @@ class MeshModel:
 
     @property
     def root_namespace(self) -> str:
-        """MeshConfig's rootNamespace (MESH_CONFIG_ROOTED kinds read it; others use ROOT_NAMESPACE)."""
+        """MeshConfig's rootNamespace, else Istio's default: where a policy or Plugin applies mesh-wide."""
         mc = self.mesh_config
         if mc is not None and isinstance(mc.resource, kinds.MeshConfig):
             return mc.resource.spec.root_namespace
         return ROOT_NAMESPACE
 
     def root_for(self, e: ConfigEntry) -> str:
-        return self.root_namespace if e.kind in MESH_CONFIG_ROOTED else ROOT_NAMESPACE
+        """The root namespace ``e`` is selected under: the mesh's, for every kind."""
+        return self.root_namespace
 
     def get(self, key: str) -> ConfigEntry | None:
         return self.entries.get(key)
@@ -291,12 +310,15 @@ class MeshModel:
     def scoped_for(self, namespace: str, labels: Mapping[str, str]) -> list[ConfigEntry]:
         """The workload-scoped resources one workload's proxy gets.
 
-        PeerAuthentications go to every proxy, not only to the workloads they select: a proxy resolves
+        The MeshConfig goes to every proxy (the proxy reads its root namespace and providers), with
+        the Telemetry resources of its root namespace. PeerAuthentications go to every proxy, not only
+        to the workloads they select: a proxy resolves
         its own inbound policy from them, and its auto-mTLS reads the destination workloads' (a
         DISABLE server is sent plaintext), which istiod decides centrally and meshbus in each proxy.
+        So does the MeshConfig.
         """
         out: list[ConfigEntry] = []
-        for ns in {namespace, ROOT_NAMESPACE, self.root_namespace}:
+        for ns in {namespace, self.root_namespace}:
             out.extend(
                 e
                 for e in self.workload_scoped.get(ns, {}).values()
@@ -312,11 +334,12 @@ class MeshModel:
         else the root namespace's; ties broken by name (Istio: oldest, which we cannot know)."""
         best: tuple[int, str] | None = None
         chosen = None
-        for ns, rank_base in ((namespace, 0), (ROOT_NAMESPACE, 2)):
+        root = self.root_namespace
+        for ns, rank_base in ((namespace, 0), (root, 2)):
             for e in self.workload_scoped.get(ns, {}).values():
-                if e.kind != "Sidecar" or not e.selects(namespace, labels):
+                if e.kind != "Sidecar" or not e.selects(namespace, labels, root):
                     continue
-                if ns == ROOT_NAMESPACE and e.selector:
+                if ns == root and e.selector:
                     continue  # a root-namespace Sidecar with a selector is ignored by Istio
                 rank = (rank_base + (0 if e.selector else 1), e.name)
                 if best is None or rank < best:

@@ -1,7 +1,7 @@
 """meshbus-policy: global rate limit counters and JWT key sets for the mesh.
 
     meshbus-policy [--nats URL] [--subject-root mesh] [--jwks-refresh 20m] [--jwks-retry 1m]
-                   [--jwks-retry-max 60m] [--jwks-max-age 24h]
+                   [--jwks-retry-max 60m] [--jwks-max-age 24h] [--authz-rules FILE]
 
 Run as many replicas as you like against one NATS: they serve ``ratelimit`` in a queue group and
 share counters and key sets through JetStream KV. Only this module exits the process.
@@ -18,6 +18,7 @@ from meshbus.bus.connection import BusConnection
 from meshbus.bus.process import add_common_args, run_until_signalled, settings_from_args, use_uvloop
 from meshbus.telemetry.logging import configure_logging
 
+from .authz_rules import AuthzRules, AuthzRulesError, load_rules
 from .jwks import JwksPolicy
 from .service import PolicyService
 
@@ -34,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--jwks-max-age",
         default="24h",
         help="how long the last good key set stays in force while fetches fail (default 24h)",
+    )
+    p.add_argument(
+        "--authz-rules",
+        default=None,
+        metavar="FILE",
+        help="YAML file of meshbusAuthz authorizers to serve (control/policy/authz_rules.py)",
     )
     p.add_argument("--grace", type=float, default=5.0, help="seconds to drain on shutdown")
     return p
@@ -54,10 +61,12 @@ def jwks_policy(args: argparse.Namespace) -> JwksPolicy:
     return policy
 
 
-async def serve(args: argparse.Namespace, policy: JwksPolicy, stop: asyncio.Event) -> None:
+async def serve(
+    args: argparse.Namespace, policy: JwksPolicy, rules: AuthzRules | None, stop: asyncio.Event
+) -> None:
     async with (
         BusConnection(settings_from_args(args, "meshbus-policy", role="policy")) as bus,
-        PolicyService(bus, policy),
+        PolicyService(bus, policy, authz_rules=rules),
     ):
         await stop.wait()
 
@@ -65,9 +74,13 @@ async def serve(args: argparse.Namespace, policy: JwksPolicy, stop: asyncio.Even
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     policy = jwks_policy(args)
+    try:
+        rules = load_rules(args.authz_rules) if args.authz_rules else None
+    except AuthzRulesError as exc:
+        raise SystemExit(str(exc)) from None
     configure_logging("policy", args.log_level, args.log_format)
     use_uvloop()
-    asyncio.run(run_until_signalled(lambda stop: serve(args, policy, stop), grace=args.grace))
+    asyncio.run(run_until_signalled(lambda stop: serve(args, policy, rules, stop), grace=args.grace))
     sys.exit(0)
 
 

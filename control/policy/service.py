@@ -1,4 +1,5 @@
-"""meshbus-policy on the bus: the ``ratelimit`` lease endpoint, and the key-set resolver beside it.
+"""meshbus-policy on the bus: the ``ratelimit`` lease endpoint, the ``meshbusAuthz`` authorizers of its
+``--authz-rules`` file (authz_rules.py), and the key-set resolver beside them.
 
 `PolicyService` owns one `BusService` ("policy": ``$SRV`` discovery, health, the ``q`` queue group so
 replicas share the load) with the ``ratelimit`` endpoint (`ratelimit.Counters`), and runs the
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from meshbus.bus.connection import BusConnection
+from meshbus.bus.schemas.authz import AuthzCheck, AuthzDecision
 from meshbus.bus.schemas.ratelimit import LeaseReply, LeaseRequest
 from meshbus.bus.service import BusService, EndpointSpec
 
+from .authz_rules import Authorizer, AuthzRules
 from .jwks import JwksPolicy
 from .jwks_fetch import fetch
 from .jwks_resolver import Fetcher, JwksResolver
@@ -36,6 +39,7 @@ class PolicyService:
         fetcher: Fetcher = fetch,
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
+        authz_rules: AuthzRules | None = None,
     ) -> None:
         self.bus = bus
         self._log = logger or log
@@ -47,6 +51,21 @@ class PolicyService:
         self.service.add_endpoint(
             EndpointSpec("ratelimit", LeaseRequest, self.lease, subject=bus.subjects.policy("ratelimit"))
         )
+        for authorizer in authz_rules.authorizers if authz_rules is not None else ():
+            self.service.add_endpoint(
+                EndpointSpec(
+                    f"authz-{authorizer.name}",
+                    AuthzCheck,
+                    self._authorizer(authorizer),
+                    subject=bus.subjects.authz(authorizer.name),
+                )
+            )
+
+    def _authorizer(self, authorizer: Authorizer) -> Callable[[AuthzCheck], Awaitable[AuthzDecision]]:
+        async def check(req: AuthzCheck) -> AuthzDecision:
+            return authorizer.decide(req)
+
+        return check
 
     async def lease(self, req: LeaseRequest) -> LeaseReply:
         return await self.counters.lease(req)

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(p)
     p.add_argument("--filter", required=True, help="installed filter name, or module:Class")
     p.add_argument("--name", default=None, help="the name proxies call it by (default: the filter's name)")
-    p.add_argument("--concurrency", type=int, default=16, help="calls served at once (default 16)")
+    p.add_argument("--concurrency", type=int, default=16, help="async hook calls served at once (default 16)")
     p.add_argument("--hook-timeout", type=float, default=30.0, help="longest a hook may run here (s)")
     p.add_argument("--grace", type=float, default=5.0, help="seconds to finish calls on shutdown")
     return p

@@ -9,13 +9,15 @@ package installed. The wire format is bus/schemas/filters.py (docs/remote-filter
 Instances: one per distinct pluginConfig (by digest), made on its first call and kept (at most
 ``MAX_INSTANCES``; the least recently used is closed). A config the filter refuses is answered with
 an error verdict, and so is a hook that raises or runs past ``hook_timeout``: the proxy applies
-the Plugin's failStrategy. ``concurrency`` calls run at once; more wait in NATS (a slow filter
-holds its callers only, and several hosts add capacity).
+the Plugin's failStrategy. ``concurrency`` calls of ``async def`` hooks run at once; more wait in
+NATS (a slow filter holds its callers only, and several hosts add capacity). A plain ``def`` hook
+runs to its end once called, so it is served as its message arrives, without a task of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -36,7 +38,7 @@ from meshbus.bus.schemas.filters import (
     FilterVerdict,
 )
 from meshbus.bus.service import MESHBUS_VERSION, QUEUE_GROUP
-from meshbus.plugins.api import Filter, LocalReply, hook_list, run_hook
+from meshbus.plugins.api import Filter, LocalReply, call_hook, hook_list
 from meshbus.plugins.loader import make_filter
 from meshbus.plugins.registry import FilterInfo
 from meshbus.plugins.remote.wire import verdict_of, views_of
@@ -148,7 +150,13 @@ class FilterHost:
         await req.respond(data, headers=headers)
 
     def _handler(self, hook: str) -> Callable[[MicroRequest], Awaitable[None]]:
+        pauses = inspect.iscoroutinefunction(getattr(self.info.cls, "on_" + hook))
+
         async def handle(req: MicroRequest) -> None:
+            if not pauses:
+                # A plain def runs to its end once called, in a task or not: serve it here.
+                await self._serve(hook, req)
+                return
             # micro runs one handler at a time per endpoint: take a slot, then serve in a task, so
             # up to `concurrency` calls run at once and the rest wait in NATS.
             await self._slots.acquire()
@@ -191,9 +199,9 @@ class FilterHost:
                 verdict = FilterVerdict(error=inst)
             else:
                 views = views_of(call)
-                result = await asyncio.wait_for(
-                    run_hook(inst, hook, views[0], views[1], call.body, call.end), self.hook_timeout
-                )
+                result = call_hook(inst, hook, views[0], views[1], call.body, call.end)
+                if inspect.isawaitable(result):
+                    result = await asyncio.wait_for(result, self.hook_timeout)
                 if result is not None and not isinstance(result, LocalReply):
                     raise TypeError(f"hook returned {type(result).__name__}, not None or a LocalReply")
                 verdict = verdict_of(result, call, *views)

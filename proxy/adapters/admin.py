@@ -8,7 +8,8 @@ GET  /config_dump         JSON: the active runtime's config_dump() (includes its
 GET  /clusters            per cluster: circuit breaker limits, retry and overflow counters; endpoints with
                           health, ejection and active requests (?format=json)
 GET  /certs               JSON: the mesh certificate held (identity, issuer, validity, renewal, bundle)
-GET  /stats               counters and histograms as text; /stats/prometheus: Prometheus text 0.0.4
+GET  /stats               counters and histograms as text; ?format=json as Envoy's JSON; /stats/prometheus:
+                          Prometheus text 0.0.4
 POST /healthcheck/fail|ok make /ready answer 503 / 200 (take the proxy out of rotation)
 POST /reload              reload the config file now (same as SIGHUP)
 Mutations are POST only; a GET on them answers 400, as Envoy does. Not on the request path: one
@@ -36,7 +37,7 @@ from meshbus.proxy.codec.http1 import (
     local_reply,
     serialize_response_head,
 )
-from meshbus.telemetry.exposition import render_prometheus, render_stats_text
+from meshbus.telemetry.exposition import render_prometheus, render_stats_json, render_stats_text
 
 if TYPE_CHECKING:
     from meshbus.proxy.core.endpoint import Endpoint
@@ -206,6 +207,8 @@ class AdminServer:
                 return _reply(
                     200, render_prometheus(srv.registry), "text/plain; version=0.0.4; charset=utf-8"
                 )
+            if path == "/stats" and query.get("format") == ["json"]:
+                return _json(render_stats_json(srv.registry))  # Envoy's /stats?format=json
             if path == "/stats":
                 return _reply(200, render_stats_text(srv.registry) + self._proxy_stats())
             if path == "/healthcheck/fail":

@@ -117,6 +117,11 @@ class Downstream(Protocol):
     def peer_ip_bytes(self) -> bytes: ...
     @property
     def peer_principal(self) -> str | None: ...
+    def connection_info(self, name: str) -> Any:
+        """A detail of the connection as asyncio names it (``sockname``: the local address;
+        ``ssl_object``); None when there is none. For filters that match on them (authorization)."""
+        ...
+
     @property
     def write_paused(self) -> bool: ...
     def pause(self, reason: str) -> None: ...
@@ -138,7 +143,13 @@ class Server(Protocol):
     @property
     def access_log(self) -> AccessLogSink: ...
     @property
-    def metrics(self) -> Any: ...  # telemetry.metrics.IstioMetrics
+    def observe(self) -> Any: ...  # filters.observe.Observability: identity, metrics, spans
+    @property
+    def logging_on(self) -> bool: ...  # an access log is kept (else records are not even made)
+    @property
+    def mesh_tls(self) -> Any: ...  # tls.mtls.MeshTls once the proxy has a certificate, else None
+    @property
+    def registry(self) -> Any: ...  # telemetry.metrics.Registry (every metric family of this worker)
     @property
     def loop(self) -> Any: ...  # the asyncio loop: call_later / call_at / time
     @property

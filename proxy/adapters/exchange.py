@@ -59,7 +59,8 @@ from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.routing import Destination, RequestView
 from meshbus.proxy.filters.chain import Delay, HttpFilter, LocalReply
 from meshbus.proxy.filters.headerops import HeaderOps
-from meshbus.telemetry.accesslog import AccessLogRecord
+from meshbus.telemetry.peer import PEER_HEADER
+from meshbus.telemetry.tracecontext import TRACE_HEADERS
 
 if TYPE_CHECKING:
     from meshbus.proxy.adapters.contracts import Downstream, Pool
@@ -71,7 +72,7 @@ MAX_REPLAY: Final = 64 * 1024
 MAX_MIRRORS_IN_FLIGHT: Final = 64
 
 # Request headers never forwarded as received: hop-by-hop ones, and those the proxy sets itself.
-_REQ_SKIP: Final = HOP_BY_HOP | {"host", "x-forwarded-proto", "expect"}
+_REQ_SKIP: Final = HOP_BY_HOP | {"host", "x-forwarded-proto", "expect", PEER_HEADER}
 _REQ_SKIP_XFF: Final = _REQ_SKIP | {"x-forwarded-for"}
 # A request with none of these (and no duplicate names) can go upstream as received plus the proxy's
 # own lines: nothing in it is hop-by-hop, replaced or dropped (see RequestHead.raw). Exceptions cut out
@@ -80,7 +81,11 @@ _REQ_SKIP_XFF: Final = _REQ_SKIP | {"x-forwarded-for"}
 # to a server sidecar has them, so the inbound side would otherwise rebuild every head).
 _RAW_UNSAFE: Final = (HOP_BY_HOP - {"connection"}) | {"expect"}
 _RAW_CONNECTION: Final = re.compile(rb"\r\nconnection:[^\r]*", re.IGNORECASE)
-_RAW_FORWARDED: Final = re.compile(rb"\r\nx-forwarded-(?:for|proto):[^\r]*", re.IGNORECASE)
+_RAW_FORWARDED: Final = re.compile(rb"\r\n(?:x-forwarded-(?:for|proto)|x-meshbus-peer):[^\r]*", re.IGNORECASE)
+# The caller's trace headers, replaced when this hop starts a span (proxy/filters/tracing.py).
+_RAW_TRACE: Final = re.compile(
+    rb"\r\n(?:traceparent|b3|x-b3-(?:traceid|spanid|parentspanid|sampled|flags)):[^\r]*", re.IGNORECASE
+)
 _PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close"})
 
 
@@ -91,8 +96,27 @@ def _strip_connection(raw: bytes, value: str) -> bytes | None:
     return _RAW_CONNECTION.sub(b"", raw, count=1)
 
 
+_REMOVE_LINE: dict[str, re.Pattern[bytes]] = {}
+
+
+def _raw_removed(raw: bytes, ops: HeaderOps, hdict: dict[str, str]) -> bytes | None:
+    """``raw`` without the lines of header operations that only remove (a JWT filter dropping the
+    token header), so such a request still goes upstream as received; None when ``ops`` sets or
+    adds headers (the head is rebuilt). The caller checks that no name occurs twice."""
+    if ops.set or ops.add:
+        return None
+    for name in ops.remove:
+        if name in hdict:
+            pat = _REMOVE_LINE.get(name)
+            if pat is None:
+                if len(_REMOVE_LINE) > 256:
+                    _REMOVE_LINE.clear()
+                pat = _REMOVE_LINE[name] = re.compile(b"\r\n" + re.escape(name.encode()) + b":[^\r]*", re.I)
+            raw = pat.sub(b"", raw, count=1)
+    return raw
+
+
 _rand: Final = random.random
-_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
 class Exchange:
@@ -140,6 +164,7 @@ class Exchange:
         "task",
         "timer",
         "tls_failure",
+        "tr",
         "unsent",
         "unsent_bytes",
         "upstream_host",
@@ -176,6 +201,7 @@ class Exchange:
         self.held_end: UpstreamConnection | None = None  # and the response's end, if it came meanwhile
         self.tls_failure: str | None = None  # "<reason>:<message>" when the upstream TLS handshake failed
         self.upstream_host: str | None = None  # "address:port" of the last attempt (access log)
+        self.tr: Any = None  # this hop's trace (proxy/filters/tracing.py TraceHop), set in begin()
         self.att: Attempts | None = None  # the attempts of a forwarded request (set by _dispatch)
         self.dl_armed = False  # waiting in ctx.deadlines for att.wake_at() (dl_at)
         self.dl_at = 0.0
@@ -222,6 +248,7 @@ class Exchange:
         view = self.view = RequestView(head.method, target, authority, hdict, self.dc.peer_ip)
         table = runtime.outbound if ctx.direction == "outbound" else runtime.inbound
         route = self.route = table.match(view)
+        self.tr = ctx.tele.begin(self)  # the STATS phase's trace decision (proxy/filters/observe.py)
         if route is None:
             self.local_flag(F.NR)
             return
@@ -344,7 +371,7 @@ class Exchange:
         if (
             raw is not None
             and route.plain
-            and self.req_ops is None
+            and (self.req_ops is None or (raw := _raw_removed(raw, self.req_ops, hdict)) is not None)
             and not route.mirrors  # _mirror_head edits the lowercase host line of a rebuilt head
             and not route.rewrite_authority
             and view.path == head.target  # origin-form: the request line and Host stay as sent
@@ -358,13 +385,18 @@ class Exchange:
             # Pass-through: the head as received (names keep the client's spelling, as Envoy forwards
             # them) plus the proxy's own X-Forwarded-* lines; no per-header Python work.
             xff = self.dc.peer_ip_bytes
-            if "x-forwarded-for" in hdict or "x-forwarded-proto" in hdict:
-                raw = _RAW_FORWARDED.sub(b"", raw, count=2)  # no duplicate names: one line each at most
+            if "x-forwarded-for" in hdict or "x-forwarded-proto" in hdict or PEER_HEADER in hdict:
+                raw = _RAW_FORWARDED.sub(b"", raw, count=3)  # no duplicate names: one line each at most
                 if "x-forwarded-for" in hdict:
                     xff = b"%b, %b" % (hdict["x-forwarded-for"].encode("latin-1"), xff)
-            self.head_bytes = b"%b%bx-forwarded-proto: http\r\nx-forwarded-for: %b\r\n\r\n" % (
+            tr = self.tr
+            if tr.strip:
+                raw = _RAW_TRACE.sub(b"", raw)
+            self.head_bytes = b"%b%b%b%bx-forwarded-proto: http\r\nx-forwarded-for: %b\r\n\r\n" % (
                 raw,
                 self.rid_line,
+                self.ctx.tele.peer_line_for(self),
+                tr.line,
                 xff,
             )
         else:
@@ -404,6 +436,9 @@ class Exchange:
             xff = self.dc.peer_ip
         if "connection" in hdict:
             skip = skip | connection_tokens(hdict)
+        tr = self.tr
+        if tr.strip:
+            skip = skip | TRACE_HEADERS
         ops = self.req_ops
         if route.plain and ops is None and not self.req_chunked and not head.upgrade:
             # Fast path (no header ops, no rewrite, no framing change): one list, built in its final order.
@@ -411,11 +446,13 @@ class Exchange:
             hdrs += [h for h in head.headers if h[0] not in skip]
             hdrs.append(("x-forwarded-proto", "http"))
             hdrs.append(("x-forwarded-for", xff))
+            hdrs += self.ctx.tele.upstream_headers(self, tr)
             path = view.path
         else:
             hdrs = [h for h in head.headers if h[0] not in skip]
             hdrs.append(("x-forwarded-proto", "http"))
             hdrs.append(("x-forwarded-for", xff))
+            hdrs += self.ctx.tele.upstream_headers(self, tr)
             if self.req_chunked:
                 hdrs.append(("transfer-encoding", "chunked"))
             if head.upgrade and "upgrade" in hdict:
@@ -845,57 +882,18 @@ class Exchange:
             self.dl_armed = False
             ctx.deadlines.discard(self)
         route = self.route
-        cluster = self.cluster
         fl = F.join(self.flags) if self.flags else "-"
         duration = ((now or time.monotonic()) - self.t0) * 1000.0
-        # Series by route and cluster identity: the entry holds both objects, so an id is never reused
-        # while its entry exists, and the "is" checks make a stale entry from an old config a miss.
-        key = (id(route), id(cluster))
-        entry = ctx.series_by_id.get(key)
-        if entry is None or entry[0] is not route or entry[1] is not cluster:
-            service = route.virtual_host if route is not None else "unknown"
-            entry = (route, cluster, ctx.series_for(service, cluster))
-            if len(ctx.series_by_id) >= 4096:  # configs come and go: do not keep old routes alive forever
-                ctx.series_by_id.clear()
-            ctx.series_by_id[key] = entry
-        entry[2].record(self.status, duration, self.bytes_in, self.bytes_out, fl)
         if route is not None and route.chain.done:
             for f in route.chain.done:
                 try:
                     f.on_done(self)
                 except Exception as exc:
                     log.error("filter %s failed in on_done: %s: %s", f.name, type(exc).__name__, exc)
-        head = self.head
-        hd = head.hdict
-        view = self.view
-        record = AccessLogRecord(
-            self.start,
-            head.method,
-            view.path if view is not None else head.target,
-            _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
-            self.status,
-            fl,
-            self.details or self.tls_failure,
-            self.bytes_in,
-            self.bytes_out,
-            duration,
-            None,
-            hd.get("x-forwarded-for"),
-            hd.get("user-agent"),
-            hd.get("x-request-id"),
-            self.authority,
-            self.upstream_host,
-            cluster.name if cluster is not None else None,
-            route.name if route is not None else None,
-            self.dc.peer_ip,
-            self.dc.peer_principal,
-        )
-        fs = self.filter_state
-        if fs is not None:
-            auth = fs.get("request.auth")  # proxy/filters/jwt_authn.py: the verified token's identity
-            if auth is not None:
-                record.request_principal = auth["principal"]
-        ctx.server.access_log.log(record)
+        try:
+            ctx.tele.done(self, fl, duration)  # metrics, the span's end, the access-log record
+        except Exception as exc:  # telemetry must never cost the response
+            log.error("telemetry failed: %s: %s", type(exc).__name__, exc)
         self.dc.exchange_done(self, self.keep_alive)
 
     # ---- mirror ---------------------------------------------------------------------------------

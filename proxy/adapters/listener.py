@@ -44,11 +44,10 @@ from meshbus.proxy.codec.http1 import (
     local_reply,
     serialize_response_head,
 )
-from meshbus.telemetry.metrics import istio_static_labels
+from meshbus.proxy.filters.observe import HopTelemetry
 
 if TYPE_CHECKING:
     from meshbus.proxy.adapters.contracts import Server
-    from meshbus.proxy.core.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -138,31 +137,14 @@ class ListenerContext:
     def __init__(self, server: Server, direction: str) -> None:
         self.server = server
         self.direction = direction  # "outbound" | "inbound"
-        self.reporter = "source" if direction == "outbound" else "destination"
         self.loop = server.loop
         # The request path's clock (attempts, deadlines, outlier feedback); tests give a fake one.
         self.now: Callable[[], float] = time.monotonic
         self.deadlines = Deadlines(server.loop)
         self.new_request_id: Callable[[], str] = new_request_id
-        self.series: dict[tuple[str, str], Any] = {}
-        self.series_by_id: dict[tuple[int, int], tuple[Any, Any, Any]] = {}  # see Exchange.finish
+        self.tele = HopTelemetry(server, direction)  # the STATS phase: traces, metrics, access log
         self.mirrors_in_flight = 0
         self.mirrors_dropped = 0
-
-    def series_for(self, service: str, cluster: Cluster | None) -> Any:
-        key = (service, cluster.name if cluster is not None else "")
-        s = self.series.get(key)
-        if s is None:
-            labels: dict[str, str] = {"reporter": self.reporter, "destination_service": service}
-            if cluster is not None:
-                svc = cluster.service or service
-                labels["destination_service_name"] = svc.split(".", 1)[0]
-                if svc.count(".") >= 1:
-                    labels["destination_service_namespace"] = svc.split(".")[1]
-                if cluster.subset:
-                    labels["destination_version"] = cluster.subset
-            s = self.series[key] = self.server.metrics.series(istio_static_labels(**labels))
-        return s
 
 
 class DownstreamConnection(asyncio.Protocol):
@@ -365,6 +347,10 @@ class DownstreamConnection(asyncio.Protocol):
             data = data[:-blen]
         self.transport.write(data)
         return blen
+
+    def connection_info(self, name: str) -> Any:
+        transport = self.transport
+        return transport.get_extra_info(name) if transport is not None else None
 
     # ---- used by Exchange -----------------------------------------------------------------------
 

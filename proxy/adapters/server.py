@@ -24,14 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from meshbus.bus.tasks import cancel_and_wait
+from meshbus.proxy.adapters import (
+    ext_authz_http,  # noqa: F401 - registers the envoyExtAuthzHttp client
+    ext_authz_nats,  # noqa: F401 - registers the meshbusAuthz client
+)
 from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
 from meshbus.proxy.adapters.upstream import PoolManager
 from meshbus.proxy.bootstrap import BootstrapConfig, ConfigRefused, load_in_process, load_isolated
 from meshbus.proxy.build.runtime import ProxyRuntime, RuntimeBuildError, build_runtime
+from meshbus.proxy.filters.observe import Observability
 from meshbus.proxy.filters.plugins.bindings import PluginRuntime
 from meshbus.proxy.tls.mtls import MeshTls, MeshTlsStats, TlsOrigin
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLog, AccessLogger
-from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, StreamSink
+from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, RecordSink, Sink, StreamSink
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
 
 log = logging.getLogger(__name__)
@@ -88,7 +93,9 @@ class ProxyServer:
         self.registry = Registry()
         self.metrics = IstioMetrics(self.registry)
         self.internal = InternalMetrics(self.registry)
+        self.observe = Observability(self.metrics, self.internal, config.namespace, config.labels)
         self.access_log: AccessLog = NULL_ACCESS_LOG
+        self._log_sinks: list[Sink] = []
         self._writer: AccessLogWriter | None = None
         self.connections: set[DownstreamConnection] = set()
         self.clock = self.loop.time()
@@ -152,6 +159,10 @@ class ProxyServer:
         )
         self._fingerprint = fingerprint
         return runtime
+
+    def call_bus(self) -> Any:
+        """The bus the request path calls over (REMOTE Plugins, the meshbusAuthz authorizer)."""
+        return self._plugin_bus()
 
     def _plugin_bus(self) -> Any:
         """The bus REMOTE Plugins are called over; a standalone proxy connects on first need."""
@@ -238,12 +249,8 @@ class ProxyServer:
             log.info("mesh mode: no routes until the first snapshot from discovery")
         _tune_gc()
         if cfg.access_log:
-            self.access_log = AccessLogger(dropped=self.internal.telemetry_dropped.labels("access_log"))
             sink = StreamSink(sys.stdout.buffer) if cfg.access_log == "-" else FileSink(cfg.access_log)
-            self._writer = AccessLogWriter(
-                self.access_log, sink, fmt="text" if cfg.access_log_format == "text" else "json"
-            )
-            self._writer.start()
+            self.add_access_log_sink(sink, "text" if cfg.access_log_format == "text" else "json")
         for name, addr in (("outbound", cfg.outbound), ("inbound", cfg.inbound)):
             if addr is None:
                 continue
@@ -272,6 +279,24 @@ class ProxyServer:
             self._tasks.append(self.loop.create_task(self._watch(), name="meshbus-proxy-watch"))
         log.info("proxy worker %d listening: %s", self.worker, self.ports)
 
+    @property
+    def logging_on(self) -> bool:
+        """Whether access-log records are kept (when not, the request path does not even make them)."""
+        return self.access_log is not NULL_ACCESS_LOG
+
+    def add_access_log_sink(self, sink: Sink | RecordSink, fmt: str = "json") -> None:
+        """Start keeping access-log records (once), and write them to ``sink`` too (mesh mode adds
+        the bus). One writer formats each batch once per format, off the request path."""
+        if self._writer is None:
+            self.access_log = AccessLogger(dropped=self.internal.telemetry_dropped.labels("access_log"))
+            self._writer = AccessLogWriter(
+                self.access_log, sink, fmt="text" if fmt == "text" else "json",
+                dropped=self.internal.telemetry_dropped.labels("access_log"),
+            )  # fmt: skip
+            self._writer.start()
+        else:
+            self._writer.add_sink(sink, "text" if fmt == "text" else "json")
+
     def enable_mesh_tls(self, cert_client: Any, *, labels: Mapping[str, str] | None = None) -> MeshTls:
         """Mesh mode, after the first certificate: mTLS to mesh endpoints, PeerAuthentication inbound.
 
@@ -280,6 +305,7 @@ class ProxyServer:
         labels, for PeerAuthentication selectors.
         """
         self.mesh_tls = MeshTls(self, cert_client, self.pools.origin, labels=labels)
+        self.observe.set_principal(str(cert_client.current.spiffe_id))
         log.info("mesh mTLS enabled as %s", cert_client.current.spiffe_id)
         return self.mesh_tls
 

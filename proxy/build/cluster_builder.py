@@ -367,9 +367,13 @@ class ClusterFactory:
             if ep is None:
                 ep = Endpoint(address, eport, labels)
             else:
-                self._new_labels.append((ep, dict(labels)))  # same host, health and in-flight count carry over
+                self._new_labels.append(
+                    (ep, dict(labels))
+                )  # same host, health and in-flight count carry over
             eps.append(ep)
-        lb_policy, hash_policy, ring = _lb_from(policy.load_balancer, rule_resource, (*policy_path, "loadBalancer"))
+        lb_policy, hash_policy, ring = _lb_from(
+            policy.load_balancer, rule_resource, (*policy_path, "loadBalancer")
+        )
         pool = pool_settings_from(policy.connection_pool)
         cluster = Cluster(
             name,

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshbus.bus.config.proxy_kinds import (
+    AuthorizationPolicy,
     DestinationRule,
     LocalRateLimit,
+    MeshConfig,
     PeerAuthentication,
     Resource,
     ServiceEntry,
@@ -29,7 +31,7 @@ from meshbus.proxy.build.route_builder import Entry
 from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.lb import Rng
 from meshbus.proxy.core.routing import VirtualHost
-from meshbus.proxy.tls.policy import ClusterTls, InboundPolicy, cluster_tls, inbound_policy
+from meshbus.proxy.tls.policy import ROOT_NAMESPACE, ClusterTls, InboundPolicy, cluster_tls, inbound_policy
 
 
 def same(a: Sequence[object], b: Sequence[object]) -> bool:
@@ -46,6 +48,8 @@ class ByKind:
     destination_rules: list[DestinationRule] = field(default_factory=list)
     rate_limits: list[LocalRateLimit] = field(default_factory=list)
     peer_authentications: list[PeerAuthentication] = field(default_factory=list)
+    authorization: list[AuthorizationPolicy | MeshConfig] = field(default_factory=list)
+    """AuthorizationPolicies and the MeshConfig: what the inbound route's authorization is built from."""
 
     @classmethod
     def of(cls, resources: Sequence[Resource]) -> ByKind:
@@ -61,6 +65,8 @@ class ByKind:
                 out.rate_limits.append(res)
             elif isinstance(res, PeerAuthentication):
                 out.peer_authentications.append(res)
+            elif isinstance(res, AuthorizationPolicy | MeshConfig):
+                out.authorization.append(res)
         return out
 
 
@@ -111,6 +117,8 @@ class BuildMemo:
     """(slot, host, port) -> compiled virtual host; slot: service / host / wildcard."""
     tls: dict[str, tuple[Cluster, Service | None, InboundPolicy, ClusterTls]] = field(default_factory=dict)
     inbound_tls: tuple[tuple[PeerAuthentication, ...], InboundPolicy] | None = None
+    authorization: tuple[AuthorizationPolicy | MeshConfig, ...] = ()
+    """What the inbound route's authorization was built from (ByKind.authorization)."""
     # For patching the previous runtime in place of a build (runtime._patch): its inputs and tables.
     app_port: int | None = None
     service_entries: tuple[ServiceEntry, ...] = ()
@@ -230,9 +238,12 @@ class Memos:
             out[name] = hit[3]
         return out
 
-    def inbound_policy(self, peer_authentications: tuple[PeerAuthentication, ...]) -> InboundPolicy:
+    def inbound_policy(
+        self, peer_authentications: tuple[PeerAuthentication, ...], root_namespace: str = ROOT_NAMESPACE
+    ) -> InboundPolicy:
+        """``root_namespace``: MeshConfig's, where a PeerAuthentication is mesh-wide."""
         hit = self.prev.inbound_tls
-        if hit is None or not same(hit[0], peer_authentications):
-            hit = (peer_authentications, inbound_policy(peer_authentications))
+        if hit is None or not same(hit[0], peer_authentications) or hit[1].root_namespace != root_namespace:
+            hit = (peer_authentications, inbound_policy(peer_authentications, root_namespace))
         self.new.inbound_tls = hit
         return hit[1]

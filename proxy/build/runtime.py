@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from meshbus.bus.config.proxy_kinds import PeerAuthentication, Resource, VirtualService
+from meshbus.proxy.build.authz_builder import inbound_authz
 from meshbus.proxy.build.cluster_builder import (
     NO_POLICY,
     ClusterFactory,
@@ -40,14 +41,16 @@ from meshbus.proxy.build.cluster_builder import (
 )
 from meshbus.proxy.build.errors import RuntimeBuildError
 from meshbus.proxy.build.inbound_filters import describe as describe_inbound_filters
-from meshbus.proxy.build.inbound_filters import POLICY_FILTERS, inbound_filters
+from meshbus.proxy.build.inbound_filters import POLICY_FILTERS, inbound_filters, root_namespace
 from meshbus.proxy.build.memo import BuildMemo, ByKind, Memos, OutboundParts, same
 from meshbus.proxy.build.outbound_build import OutboundBuilder, vs_for, vs_hosts
 from meshbus.proxy.build.route_builder import RouteContext
+from meshbus.proxy.build.telemetry_policy import DEFAULT_POLICY, TelemetryPolicy, build_policy
 from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.lb import Rng
 from meshbus.proxy.core.retry import NO_RETRY
 from meshbus.proxy.core.routing import Destination, Route, RouteTable, VirtualHost
+from meshbus.proxy.filters.authz import AUTHORIZATION, AuthzConfig
 from meshbus.proxy.filters.builtin import build_chain
 from meshbus.proxy.tls.policy import EMPTY_PLAN, TlsPlan
 
@@ -72,6 +75,8 @@ class ProxyRuntime:
     tls: TlsPlan = EMPTY_PLAN  # TLS per cluster and inbound PeerAuthentication (proxy/tls/policy.py)
     memo: BuildMemo | None = field(default=None, compare=False, repr=False)
     """What this build compiled from what (proxy/build/memo.py): the next build reuses unchanged pieces."""
+    telemetry: TelemetryPolicy = DEFAULT_POLICY
+    """What this workload records: Telemetry resources + MeshConfig (build/telemetry_policy.py)."""
 
     def config_dump(self, now: float | None = None) -> dict[str, Any]:
         """JSON-able view of what is applied: version, virtual hosts with routes, clusters with endpoints."""
@@ -85,7 +90,14 @@ class ProxyRuntime:
             },
             "clusters": [c.describe(t) for c in self.clusters.values()],
             "tls": {name: c.describe() for name, c in self.tls.clusters.items()},
+            "authorization": self.authorization_dump(),
+            "telemetry": self.telemetry.describe(),
         }
+
+    def authorization_dump(self) -> dict[str, Any] | None:
+        """The inbound route's authorization, policies in evaluation order (None: no policy applies)."""
+        authz = _inbound_filters_of(self).get(AUTHORIZATION)
+        return authz.describe() if isinstance(authz, AuthzConfig) else None
 
 
 def inbound_cluster_name(app_port: int) -> str:
@@ -93,6 +105,30 @@ def inbound_cluster_name(app_port: int) -> str:
 
 
 def build_runtime(
+    resources: Sequence[Resource],
+    *,
+    namespace: str = "default",
+    labels: Mapping[str, str] | None = None,
+    app_port: int | None = None,
+    version: str | None = None,
+    previous: ProxyRuntime | None = None,
+    rng: Rng | None = None,
+    plugins: PluginResolver | None = None,
+) -> ProxyRuntime:
+    """Compile resources for a proxy in ``namespace`` (see `_build_routes`), with the telemetry
+    policy of this workload (build/telemetry_policy.py)."""
+    runtime = _build_routes(
+        resources, namespace=namespace, labels=labels, app_port=app_port, version=version,
+        previous=previous, rng=rng, plugins=plugins,
+    )  # fmt: skip
+    try:
+        policy = build_policy(resources, namespace, labels, previous.telemetry if previous is not None else None)
+    except ValueError as exc:  # a CEL expression validation would have refused
+        raise RuntimeBuildError(f"meshbus: Telemetry: {exc}") from None
+    return runtime if runtime.telemetry is policy else dataclasses.replace(runtime, telemetry=policy)
+
+
+def _build_routes(
     resources: Sequence[Resource],
     *,
     namespace: str = "default",
@@ -144,7 +180,10 @@ def build_runtime(
             patched = None
         if patched is not None:
             inbound = patched.inbound
-            if in_filters != _inbound_filters_of(previous):
+            prev_filters = _inbound_filters_of(previous)
+            if AUTHORIZATION in prev_filters:  # _patch: the authorization's inputs are unchanged
+                in_filters[AUTHORIZATION] = prev_filters[AUTHORIZATION]
+            if in_filters != prev_filters:
                 inbound = _inbound_table(app_port, memos.new.plugins, in_filters)
             return dataclasses.replace(patched, inbound=inbound, version=version or config_digest(resources))
     memos = Memos(prev_memo, namespace, rng, lrls, source, pset)
@@ -184,8 +223,18 @@ def build_runtime(
     outbound = OutboundBuilder(ctx, memos, ensure_cluster).build(
         by_kind.virtual_services, services, namespace
     )
+    memos.new.authorization = tuple(by_kind.authorization)
+    authz = inbound_authz(
+        by_kind.authorization,
+        namespace=namespace,
+        labels=dict(source),
+        app_port=app_port,
+        clusters=factory.clusters,
+    )
+    if authz is not None:  # only when a policy selects this workload: otherwise no filter, no cost
+        in_filters[AUTHORIZATION] = authz
     inbound = _build_inbound(app_port, factory, pset, in_filters)
-    inbound_tls = memos.inbound_policy(pas)
+    inbound_tls = memos.inbound_policy(pas, root_namespace(by_kind.authorization))
     tls = TlsPlan(memos.tls_plan_clusters(services, factory.clusters, inbound_tls), inbound_tls)
     factory.commit()  # nothing below raises: the build is good
     memos.new.clusters = factory.built_from
@@ -235,8 +284,10 @@ def _patch(
         or prev.app_port != app_port
         or not same(prev.service_entries, by_kind.service_entries)
         or not same(prev.destination_rules, by_kind.destination_rules)
+        or not same(prev.authorization, by_kind.authorization)
     ):
         return None
+    memos.new.authorization = prev.authorization
     services, rules = prev.service_map, prev.rule_map
     exact, wildcard = OutboundBuilder(
         RouteContext(services, rules, _no_cluster, [], *memos.source), memos, _no_cluster
@@ -247,7 +298,7 @@ def _patch(
         return None
     old_exact = prev.vs_exact
     dirty = [h for h in exact.keys() | old_exact.keys() if exact.get(h) is not old_exact.get(h)]
-    memos.inbound_policy(pas)
+    memos.inbound_policy(pas, root_namespace(by_kind.authorization))
     return _patch_hosts(previous, memos, exact, dirty)
 
 
@@ -334,6 +385,7 @@ def _patch_hosts(
         prev.rule_map,
     )
     new.service_entries, new.destination_rules = prev.service_entries, prev.destination_rules
+    new.authorization = prev.authorization
     new.positions, new.authorities = prev.positions, prev.authorities
     declared = prev.clusters
 
@@ -396,16 +448,21 @@ def _patch_hosts(
         namespace=previous.namespace,
         tls=tls,
         memo=new,
+        telemetry=previous.telemetry,
     )
 
 
+_POLICY_FILTERS = (*POLICY_FILTERS, AUTHORIZATION)
+
+
 def _inbound_filters_of(runtime: ProxyRuntime | None) -> Mapping[str, object]:
-    """The policy filters' configs on the inbound route of ``runtime`` (its Plugins' left out)."""
+    """The policy filters' configs on the inbound route of ``runtime`` (its Plugins' left out):
+    RequestAuthentication, RateLimit and AuthorizationPolicy's."""
     if runtime is None:
         return {}
     for vh in runtime.inbound.virtual_hosts:
         for route in vh.routes:
-            return {k: v for k, v in route.filter_config.items() if k in POLICY_FILTERS}
+            return {k: v for k, v in route.filter_config.items() if k in _POLICY_FILTERS}
     return {}
 
 
@@ -425,7 +482,7 @@ def _build_inbound(
 
 def _inbound_table(app_port: int | None, plugins: Any, filters: Mapping[str, object]) -> RouteTable:
     """The inbound listener's one route: everything to the app, through the workload's Plugins and its
-    policy filters (RequestAuthentication, RateLimit)."""
+    policy filters (RequestAuthentication, RateLimit, AuthorizationPolicy)."""
     if app_port is None:
         return RouteTable([], {})
     config = dict(plugins.filters("inbound", app_port)) if plugins else {}

@@ -677,6 +677,8 @@ def local_reply(
     b = body.encode() if isinstance(body, str) else body
     headers = [("content-type", "text/plain"), ("content-length", str(len(b)))]
     if extra:
+        if any(n == "content-type" for n, _ in extra):  # the reply names its own (an authorizer's denial)
+            del headers[0]
         headers.extend(extra)
     if close:
         headers.append(("connection", "close"))

@@ -25,6 +25,7 @@ FI: Final = "FI"  # fault injection abort
 DI: Final = "DI"  # fault injection delay
 DC: Final = "DC"  # downstream closed before the response completed
 FF: Final = "FF"  # meshbus's own: a plugin filter failed (raised, ran past its timeout, host unreachable)
+UAEX: Final = "UAEX"  # denied by an external authorization service (AuthorizationPolicy CUSTOM)
 
 # Status and short body of each local reply, keyed by flag. The body is what curl shows a user,
 # so it says what happened in words, as Envoy does ("no healthy upstream").

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from meshbus.proxy.filters.authz import AUTHORIZATION, AuthzConfig, AuthzFilter
 from meshbus.proxy.filters.chain import EMPTY_CHAIN, FilterChain, HttpFilter
 from meshbus.proxy.filters.cors import CORS, CorsFilter, CorsPolicy
 from meshbus.proxy.filters.fault import FAULT, FaultFilter, FaultPolicy
@@ -30,6 +31,7 @@ BUILTIN_FILTERS: Final[dict[str, tuple[type, Callable[[Any], HttpFilter]]]] = {
     HEADER_OPS: (RouteHeaderOps, HeaderOpsFilter),
     JWT_AUTHN: (JwtAuthnConfig, JwtAuthnFilter),
     GLOBAL_RATELIMIT: (GlobalRateLimitConfig, GlobalRateLimitFilter),
+    AUTHORIZATION: (AuthzConfig, AuthzFilter),
 }
 
 

@@ -41,6 +41,7 @@ from mypy_extensions import mypyc_attr
 
 if TYPE_CHECKING:
     from meshbus.proxy.adapters.contracts import Downstream
+    from meshbus.proxy.adapters.listener import ListenerContext
     from meshbus.proxy.codec.http1 import RequestHead
     from meshbus.proxy.core.routing import Destination, RequestView, Route
     from meshbus.proxy.filters.headerops import HeaderOps
@@ -100,11 +101,19 @@ class FilterContext(Protocol):
     ``dc`` is the downstream connection (``peer_ip``, ``peer_principal``: the verified SPIFFE ID of an
     mTLS peer). ``filter_state`` is per-request data filters share, keyed by filter name (Envoy's
     filter state and dynamic metadata: a JWT filter's verified claims for the authorization filter,
-    the deciding policy for the access log); None until a filter sets it.
+    the deciding policy for the access log; ``filter_state["access_log"]``, a dict of strings, is
+    added to the request's access-log line as its ``metadata``); None until a filter sets it.
+    ``ctx`` is the listener the request came in on (``ctx.server``: its pools, metrics registry and
+    loop), for filters that call out. ``bytes_in``, ``req_done`` and ``replay`` (the body chunks kept
+    for a retry, None once too big) are read-only: they say how much of the body already arrived.
     """
 
     dc: Downstream
     filter_state: dict[str, Any] | None
+    ctx: ListenerContext
+    bytes_in: int
+    req_done: bool
+    replay: list[bytes] | None
 
     head: RequestHead
     view: RequestView

@@ -9,6 +9,10 @@ also answers ``APP_UNHEALTHY: <why>`` while the app is not healthy, and the agen
 carries the app's state so discovery drops the workload from every endpoint set meanwhile. On drain the agent deregisters first, so peers stop picking this proxy before its
 connections close. Used by ``proxy/__main__.py``; tests drive it in-process the same way.
 
+Telemetry: the proxy learns who it is (its workload's labels for Istio's metrics, the peer header
+it sends), starts keeping SDK spans for sampled requests, and ships metric deltas, spans and access
+logs to meshbus-telemetry (proxy/mesh/telemetry_ship.py).
+
 It also answers ``xds_certs(<node>)`` with the certificate it holds (`cert_report`, also the admin's
 ``/certs``): asked of the proxy itself, as ``meshctl proxy-config`` asks for the snapshot, so the
 answer is what the process really serves with, and it works while discovery is down.
@@ -29,6 +33,7 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.cert_report import certificate_info
+from meshbus.bus.config.hosts import to_fqdn
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.discovery import APP_HEALTHY, APP_UNKNOWN
@@ -40,6 +45,7 @@ from meshbus.bus.schemas.identity import (
     ProxyCertsReply,
     ProxyCertsRequest,
 )
+from meshbus.bus.schemas.telemetry import Source
 from meshbus.bus.spiffe import SpiffeId
 from meshbus.bus.subjects import inbox_prefix
 from meshbus.bus.tasks import cancel_and_wait
@@ -57,6 +63,8 @@ from meshbus.proxy.mesh.probe import ProbeSpec, ProbeTracker
 from meshbus.proxy.mesh.prober import AppProber
 from meshbus.proxy.mesh.ratelimit_client import install as install_lease_client
 from meshbus.proxy.mesh.snapshot_trust import SnapshotTrust
+from meshbus.proxy.mesh.telemetry_ship import BusSink, TelemetryShipper
+from meshbus.telemetry.peer import Workload
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +122,7 @@ class MeshMode:
         """Set when the snapshot and (if requested) the certificate are in hand: /ready turns 200."""
         self._tasks: list[asyncio.Task[None]] = []
         self._certs_sub: Any = None
+        self.shipper: TelemetryShipper | None = None
 
     @property
     def node_id(self) -> str:
@@ -122,6 +131,7 @@ class MeshMode:
     def start(self) -> None:
         """Begin in the background; the server's /ready turns 200 once everything is in hand."""
         self._set_stage(WAITING_FOR_SNAPSHOT)
+        self._start_telemetry()
         self.server.drain_hooks.append(self.agent.drain)
         self.server.cert_report = self.cert_report
         self.server.mesh_info = self.info
@@ -152,6 +162,35 @@ class MeshMode:
         settings = self.agent.settings
         spiffe_id = SpiffeId.workload(ident.trust_domain, settings.namespace, settings.service_account)
         return CertClientConfig(spiffe_id, token=ident.token, node=self.node_id, state_dir=ident.state_dir)
+
+    def _start_telemetry(self) -> None:
+        """Tell the server who it is, keep spans, and ship metrics, spans and access logs."""
+        from meshbus.proxy.filters.spans import SpanRecorder
+
+        s = self.agent.settings
+        server = self.server
+        workload = Workload.of(s.service, s.namespace, s.labels, s.service_account)
+        dropped = server.internal.telemetry_dropped.labels
+        resource = {
+            "service.name": f"{workload.canonical_service}.{workload.namespace}",
+            "service.namespace": workload.namespace,
+            "service.version": workload.canonical_revision,
+            "service.instance.id": self.node_id,
+            "k8s.workload.name": workload.name,
+        }
+        buffer = SpanRecorder(dropped=dropped("spans"))
+        server.observe.set_identity(workload, s.service, to_fqdn(s.service, s.namespace), buffer)
+        source = Source(self.node_id, s.service, s.namespace, workload.name)
+        server.add_access_log_sink(BusSink(self.bus, source, dropped("access_log")))
+
+        def provider() -> str:
+            tel = server.runtime.telemetry if server.runtime is not None else None
+            return (tel.client.tracing.provider or tel.server.tracing.provider) if tel is not None else ""
+
+        self.shipper = TelemetryShipper(
+            self.bus, source, server.registry, buffer, dropped, resource=resource, provider=provider
+        )
+        self.shipper.start()
 
     # -- readiness (/ready): the mesh side first, then the app
     def _set_stage(self, stage: str) -> None:
@@ -271,6 +310,8 @@ class MeshMode:
             await self.prober.stop()
         await cancel_and_wait(self._tasks, logger=log)
         self._tasks.clear()
+        if self.shipper is not None:
+            await self.shipper.stop()
         sub, self._certs_sub = self._certs_sub, None
         if sub is not None:
             with contextlib.suppress(Exception):  # the connection may already be closed

@@ -101,7 +101,17 @@ def build_server_context(material: TlsMaterial, *, require_client_cert: bool = T
     ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     ctx.load_verify_locations(cadata=material.bundle_pem.decode())
     _load_cert_chain(ctx, material.cert_chain_pem, material.key)
+    ctx.sni_callback = _remember_sni
     return ctx
+
+
+SNI_ATTRIBUTE = "meshbus_sni"
+"""Where the server name a client asked for is kept on the SSLObject (AuthorizationPolicy connection.sni)."""
+
+
+def _remember_sni(ssl_object: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+    if server_name:
+        setattr(ssl_object, SNI_ATTRIBUTE, server_name)
 
 
 def build_client_context(material: TlsMaterial) -> ssl.SSLContext:

@@ -35,7 +35,7 @@ from tests.support.processes import ProcessGroup, free_port, http_get, wait_for
 pytestmark = pytest.mark.timeout(120)
 
 BIN = Path(sys.executable).parent
-_PORT_FLAG = re.compile(r"(--(?:port|app-port) )(\d+)")
+_PORT_FLAG = re.compile(r"(--(?:port|app-port|metrics-port) )(\d+)")
 _ADDR_FLAG = re.compile(r"(--(?:inbound|outbound|admin) )([\d.]+):(\d+)")
 
 

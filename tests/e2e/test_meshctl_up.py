@@ -129,7 +129,7 @@ def test_up_routes_restarts_a_crashed_child_and_stops_on_sigint(start_up) -> Non
     up: Up = start_up()
     out = up.read_until("meshbus is up")
     pids = up.pids()
-    assert len(pids) == 1 + 9, out  # nats, config, discovery, ca, policy, 2 apps, 3 sidecars
+    assert len(pids) == 1 + 10, out  # nats, config, discovery, ca, policy, telemetry, 2 apps, 3 sidecars
     assert all(str(pid) in out for pid in pids.values())  # the table shows every pid, nats-server's too
     assert "bus: mesh.v1.config.>" in out and "<root>" not in out
     sidecar_log = (up.data_dir / "logs" / "reviews-v1-sidecar.log").read_text()
@@ -194,7 +194,7 @@ def test_detached_up_ps_and_down_with_sigterm(tmp_path: Path) -> None:
     assert started.returncode == 0, started.stdout + started.stderr
     assert "meshbus is up in the background" in started.stdout
     state = read_state(tmp_path)
-    assert state is not None and len(state.processes) == 10
+    assert state is not None and len(state.processes) == 11
     recorded = [state.supervisor, *(p.pid for p in state.processes)]
     assert all(pid_alive(p) for p in recorded)
     assert http_get(base, "/", host="reviews").status == 200  # client_outbound is the first demo port
@@ -217,7 +217,7 @@ def test_detached_up_killed_takes_its_mesh_along(tmp_path: Path) -> None:
     started = _meshctl(*_up_args(tmp_path, base, "--no-mtls", "--demo-config", str(DEMO_CONFIG), "--detach"))
     assert started.returncode == 0, started.stdout + started.stderr
     state = read_state(tmp_path)
-    assert state is not None and len(state.processes) == 10
+    assert state is not None and len(state.processes) == 11
     recorded = [state.supervisor, *(p.pid for p in state.processes)]
     os.kill(state.supervisor, signal.SIGKILL)  # its own session: no terminal, no shell to help
     assert_nothing_left(recorded, tmp_path, [base + i for i in range(DemoPorts.count())])

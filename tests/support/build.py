@@ -17,23 +17,31 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_ENV = "MESHBUS_TEST_BUILD"
 
 # NATIVE_MODULES are the proxy's request path (proxy/core, codec, filters, the I/O adapters, tls/stream),
-# telemetry's records and bus/config/hosts.py. The proxy's and telemetry's tests drive them directly,
-# test_hosts.py the host rules; the import check imports each compiled module's source alone. A few
-# end-to-end tests drive them in real sidecar processes (the processes inherit the pure PYTHONPATH):
-# routing weights, mTLS between sidecars, forked workers, a sidecar restarted from its saved snapshot.
+# telemetry's records, bus/config/hosts.py, the authorization decisions (bus/config/authz), and what
+# runs user filters in the proxy (plugins/http.py, proxy/filters/plugins/adapter.py). The proxy's,
+# telemetry's and plugins' tests drive them directly, test_hosts.py the host rules, test_authz_* the
+# authorization tables; the import check imports each compiled module's source alone. A few end-to-end
+# tests drive them in real sidecar processes (the processes inherit the pure PYTHONPATH): routing
+# weights, mTLS between sidecars, forked workers, a sidecar restarted from its saved snapshot, plugins
+# applied to live traffic.
 # Control-plane, config-language, bus and CLI tests touch the compiled modules at most in passing
 # (analysis resolves hosts), so they run once, in the compiled run.
 PURE_RUN = (
     "tests/unit/proxy/",
     "tests/integration/proxy/",
     "tests/unit/telemetry/",
+    "tests/unit/plugins/",
+    "tests/integration/plugins/",
     "tests/unit/config/test_hosts.py",
+    "tests/unit/config/test_authz_normalize.py",
+    "tests/unit/config/test_authz_engine.py",
     "tests/test_imports.py",
     "tests/fuzz/test_fuzz_http1.py",  # the codec is compiled: fuzz both builds
     "tests/e2e/test_traffic_shift.py",
     "tests/e2e/test_mtls_sidecars.py",
     "tests/e2e/test_proxy_workers.py",
     "tests/e2e/test_sidecar_lifecycle.py",
+    "tests/e2e/test_plugins.py",
 )
 
 

@@ -119,10 +119,17 @@ class DemoMesh:
 
 
 def start_demo(
-    tmp_path: Path, group: ProcessGroup, *, root: str = "e2e", apply: bool = True, mtls: bool = True
+    tmp_path: Path,
+    group: ProcessGroup,
+    *,
+    root: str = "e2e",
+    apply: bool = True,
+    mtls: bool = True,
+    extra_args: dict[str, tuple[str, ...]] | None = None,
 ) -> DemoMesh:
     """NATS, then every `meshctl up` child (fast discovery timers; sidecars with bootstrap tokens
-    as `meshctl up` mints them unless ``mtls=False``), demo config applied, sidecars ready."""
+    as `meshctl up` mints them unless ``mtls=False``), demo config applied, sidecars ready.
+    ``extra_args``: more command-line arguments for the children named."""
     nats = EmbeddedNats(port=0, store_dir=str(tmp_path / "nats"))
     nats.start()
     base = free_port_block(DemoPorts.count())
@@ -133,6 +140,7 @@ def start_demo(
         tokens: dict[str, str] = {}
         for child in plan:
             argv = child.argv + DISCOVERY_FAST if child.name == "meshbus-discovery" else child.argv
+            argv += (extra_args or {}).get(child.name, ())
             env = dict(child.env)
             if child.identity and mtls:
                 if not tokens:

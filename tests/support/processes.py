@@ -131,10 +131,17 @@ class Reply:
     body: bytes
 
 
-def http_get(port: int, path: str = "/", *, host: str | None = None, timeout: float = 5.0) -> Reply:
+def http_get(
+    port: int,
+    path: str = "/",
+    *,
+    host: str | None = None,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
+) -> Reply:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path, headers={"Host": host} if host else {})
+        conn.request("GET", path, headers={**({"Host": host} if host else {}), **(headers or {})})
         # closed even when reading the body fails: a "connection: close" response owns the socket
         with conn.getresponse() as r:
             return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())

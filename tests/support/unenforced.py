@@ -6,10 +6,13 @@ expect name lines inside these texts: keep the layout when editing.
 
 from __future__ import annotations
 
-AUTHORIZATION_POLICY_FATE = (
-    "NOT ENFORCED — meshbus does not apply authorization policy yet; the workloads it selects still accept "
-    "every caller"
+EXPERIMENTAL_KEY = "experimental.envoy.filters.http.rbac[shadow]"
+UNEVALUABLE_POLICY_FATE = (
+    "spec.rules[0].when[0].key: NOT ENFORCED — meshbus cannot read Envoy filter metadata: in an ALLOW rule "
+    "this condition never holds (the rule allows nothing); a DENY, AUDIT or CUSTOM rule is applied without "
+    f'it, so it matches more requests (fails closed) (got "{EXPERIMENTAL_KEY}")'
 )
+"""What every place says of `unevaluable_authorization_policy` (document line 10)."""
 REQUEST_AUTHENTICATION_FATE = (
     "spec.jwtRules[0].presence: NOT ENFORCED — meshbus treats every token as optional: a request without one "
     "passes without identity; require one with an AuthorizationPolicy whose rule names requestPrincipals "
@@ -23,8 +26,11 @@ KEEPALIVE_FATE = (
 )
 
 
-def authorization_policy(name: str, app: str, principal: str = "cluster.local/ns/default/sa/reader") -> str:
-    """ALLOW for one principal: on an enforcing mesh, every other caller of ``app`` would get 403."""
+def unevaluable_authorization_policy(
+    name: str, app: str, principal: str = "cluster.local/ns/default/sa/reader"
+) -> str:
+    """A DENY for one principal with a condition meshbus cannot evaluate (line 10): warned NOT ENFORCED
+    (UNEVALUABLE_POLICY_FATE), and applied without it."""
     return f"""\
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -32,10 +38,10 @@ metadata: {{name: {name}, namespace: default}}
 spec:
   selector:
     matchLabels: {{app: {app}}}
-  action: ALLOW
+  action: DENY
   rules:
-  - from:
-    - source: {{principals: [{principal}]}}
+  - from: [{{source: {{principals: [{principal}]}}}}]
+    when: [{{key: "{EXPERIMENTAL_KEY}", values: [on]}}]
 """
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from meshbus.bus.config.authz.compile import DRY_RUN_ANNOTATION, parse_bool
 from meshbus.bus.config.resources import AuthorizationPolicy, Resource
 from meshbus.bus.config.security import Condition, Operation, Source
 from meshbus.bus.config.validation.common import check_policy_spec
@@ -31,7 +32,7 @@ _WHEN_EXACT = frozenset(
         "connection.sni",
     }
 )
-_WHEN_MAP_PREFIXES = ("request.headers", "request.auth.claims", "experimental.")
+_WHEN_MAP_PREFIXES = ("request.headers", "request.auth.claims", "experimental.envoy.filters.")
 _WHEN_REPLACED = {
     "destination.namespace": "is replaced by the metadata.namespace",
     "destination.name": "is deprecated: only supported in v1alpha1",
@@ -91,6 +92,7 @@ def validate(resource: Resource, f: Findings) -> None:
         return
     spec = resource.spec
     check_policy_spec(f, spec)
+    _dry_run(f, resource)
     if spec.action == "CUSTOM":
         if spec.rules is None:
             f.error(["spec", "rules"], "CUSTOM action without rules never triggers (add an empty rule {})")
@@ -114,6 +116,25 @@ def validate(resource: Resource, f: Findings) -> None:
             _operation(f, [*path, "to", j, "operation"], to.operation)
         for j, cond in enumerate(rule.when):
             _condition(f, [*path, "when", j], cond, custom=spec.action == "CUSTOM")
+
+
+def _dry_run(f: Findings, resource: AuthorizationPolicy) -> None:
+    """Istio reads ``istio.io/dry-run`` with Go's ParseBool and supports it on ALLOW and DENY."""
+    value = resource.metadata.annotations.get(DRY_RUN_ANNOTATION)
+    if value is None:
+        return
+    path: list[str | int] = ["metadata", "annotations", DRY_RUN_ANNOTATION]
+    dry = parse_bool(value)
+    if dry is None:
+        f.warn(path, 'not a boolean ("true" or "false"): the policy is enforced', value)
+    elif dry and resource.spec.action == "AUDIT":
+        f.warn(path, "dry run is for ALLOW and DENY policies: this AUDIT policy marks nothing")
+    elif dry and resource.spec.action == "CUSTOM":
+        f.warn(
+            path,
+            "dry run is for ALLOW and DENY policies (Istio); meshbus records which requests this CUSTOM "
+            "policy matches and sends no check",
+        )
 
 
 def _source(f: Findings, path: list[str | int], src: Source, *, custom: bool) -> None:

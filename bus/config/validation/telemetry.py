@@ -1,7 +1,10 @@
-"""Semantic checks for Telemetry (Istio's ValidateTelemetry and CRD rules); not enforced by meshbus yet."""
+"""Semantic checks for Telemetry (Istio's ValidateTelemetry and CRD rules), and its CEL expressions:
+one that does not compile is refused (Istio leaves that to Envoy, which then drops the filter);
+one that reads an attribute meshbus does not provide is warned about (it never has a value)."""
 
 from __future__ import annotations
 
+from meshbus.bus.config.cel import ATTRIBUTES, CelError, unknown_attributes
 from meshbus.bus.config.resources import Resource, Telemetry
 from meshbus.bus.config.validation.common import check_policy_spec
 from meshbus.bus.config.validation.findings import Findings
@@ -43,3 +46,27 @@ def validate(resource: Resource, f: Findings) -> None:
                         f.error(tpath, "value must be set when operation is UPSERT")
                 elif to.operation == "REMOVE" and to.value is not None:
                     f.error(tpath, "value must not be set when operation is REMOVE")
+    for i, al in enumerate(spec.access_logging):
+        if al.filter is not None and al.filter.expression:
+            _check_cel(f, ["spec", "accessLogging", i, "filter", "expression"], al.filter.expression)
+    for i, metrics in enumerate(spec.metrics):
+        for j, override in enumerate(metrics.overrides):
+            for tag_name, to in override.tag_overrides.items():
+                if to.operation != "REMOVE" and to.value:
+                    path = ["spec", "metrics", i, "overrides", j, "tagOverrides", tag_name, "value"]
+                    _check_cel(f, path, to.value)
+
+
+def _check_cel(f: Findings, path: list[str | int], source: str) -> None:
+    try:
+        unknown = unknown_attributes(source)
+    except CelError as exc:
+        f.error(path, f"not a CEL expression: {exc}", source)
+        return
+    if unknown:
+        f.warn(
+            path,
+            f"NOT ENFORCED — meshbus provides no attribute {', '.join(unknown)} (it has: "
+            f"{', '.join(sorted(ATTRIBUTES))}); the expression never has a value",
+            source,
+        )

@@ -6,6 +6,8 @@
   body modes, the Plugin's timeout and failStrategy, per-Plugin metrics.
 - ``remote``: the backend that calls a meshbus-filter-host over NATS (placement REMOTE).
 
-Not compiled with mypyc (the user's filter is plain Python anyway); the chain and exchange it plugs
-into are. Keep in sync with docs/plugins.md.
+``adapter`` runs on every request a Plugin sees and is compiled with mypyc (setup.py), as is the SDK's
+``meshbus.plugins.http`` (the Request/Headers a filter reads); the user's filter stays plain Python.
+``bindings`` and ``remote`` (config time, and a NATS round trip per call) are not. Keep in sync with
+docs/plugins.md.
 """

@@ -14,7 +14,10 @@ takes (proxy/filters/chain.py) and keeps the rules in one place:
   413) and handed to ``on_request_body`` once, before the request goes upstream; streamed chunks are
   shown as they pass (sync hooks only). Response body hooks observe.
 - A local reply's response headers pass only hooks that cannot pause (sync, in process).
-- Per request, the filter's ``Request`` view and its ``state`` live in ``ctx.filter_state``.
+- The filter's ``Request`` is a ``LiveRequest``: its fields are read from the exchange when the
+  filter reads them, its headers are the request's own list. A filter with a single hook (no body)
+  gets a fresh one per call and nothing is kept; any other keeps its view (with ``state``) in
+  ``ctx.filter_state`` until ``on_done``, which drops it (the view refers to the exchange).
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any, Final, Protocol
 
-from meshbus.plugins.api import MAX_BUFFER, BodyMode
+from meshbus.plugins.api import HOOK_NAMES, MAX_BUFFER, BodyMode
 from meshbus.plugins.api import LocalReply as SdkReply
 from meshbus.plugins.http import Headers, Peer, Request, Response
+from meshbus.proxy.codec.http1 import HOP_BY_HOP
 from meshbus.proxy.core import flags as F
 from meshbus.proxy.filters.chain import (
     HOOK_DONE,
@@ -41,6 +45,7 @@ from meshbus.proxy.filters.chain import (
     HttpFilter,
     LocalReply,
 )
+from meshbus.telemetry.metrics import CounterChild, HistogramChild
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +93,7 @@ class LocalBackend:
         self.is_async = frozenset(h for h in hooks if inspect.iscoroutinefunction(getattr(instance, h)))
         self.request_body = request_body
         self.response_body = response_body
-        self._fns: dict[str, Callable[..., Any]] = {h: getattr(instance, h) for h in hooks}
+        self.fns: dict[str, Callable[..., Any]] = {h: getattr(instance, h) for h in hooks}
 
     ready = True
 
@@ -96,7 +101,7 @@ class LocalBackend:
         return None
 
     def call(self, hook: str, req: Request, resp: Response | None, body: bytes, end: bool) -> Any:
-        fn = self._fns[hook]
+        fn = self.fns[hook]
         if hook == "on_request_headers":
             return fn(req)
         if hook == "on_request_body":
@@ -109,66 +114,207 @@ class LocalBackend:
         self.instance.close()
 
 
-class PluginStats:
-    """Per Plugin: the metric children it records into (made once, when the Plugin is applied)."""
+class HookStats:
+    """One hook of one Plugin: its call counter and time histogram, made on the first call (a hook
+    never called has no series)."""
 
-    __slots__ = ("_by_hook", "_calls", "_errors", "_time", "ref")
+    __slots__ = ("_calls", "_plugin", "_time", "hook")
+
+    def __init__(self, plugin: PluginStats, hook: str) -> None:
+        self._plugin = plugin
+        self.hook = hook
+        self._calls: CounterChild | None = None
+        self._time: HistogramChild | None = None
+
+    def record(self, t0: float) -> None:
+        """One call that began at ``t0`` (time.perf_counter) ended now."""
+        ms = (time.perf_counter() - t0) * 1000.0
+        calls = self._calls
+        hist = self._time
+        if calls is None or hist is None:
+            p = self._plugin
+            if p.calls is None or p.time is None:
+                return
+            calls = self._calls = p.calls.labels(p.ref, self.hook)
+            hist = self._time = p.time.labels(p.ref, self.hook)
+        calls.inc()
+        hist.observe(ms)
+
+
+class PluginStats:
+    """Per Plugin: the metric families it records into (None: nothing recorded), and a
+    ``HookStats`` per hook, shared by the Plugin's inbound and outbound filters."""
+
+    __slots__ = ("_errors", "calls", "hooks", "ref", "time")
 
     def __init__(self, ref: str, calls: Any = None, errors: Any = None, time_ms: Any = None) -> None:
         self.ref = ref
-        self._calls = calls
+        self.calls = calls
         self._errors = errors
-        self._time = time_ms
-        self._by_hook: dict[str, tuple[Any, Any]] = {}
-
-    def call(self, hook: str, ms: float) -> None:
-        children = self._by_hook.get(hook)
-        if children is None:
-            if self._calls is None:
-                return
-            children = self._by_hook[hook] = (
-                self._calls.labels(self.ref, hook),
-                self._time.labels(self.ref, hook),
-            )
-        children[0].inc()
-        children[1].observe(ms)
+        self.time = time_ms
+        self.hooks: dict[str, HookStats] = {h: HookStats(self, h) for h in HOOK_NAMES}
 
     def error(self, reason: str, action: str) -> None:
         if self._errors is not None:
             self._errors.labels(self.ref, reason, action).inc()
 
 
-class _PerRequest:
-    """What one filter keeps for one request (in ``ctx.filter_state[name]``)."""
+# Names whose line the exchange handles itself (framing, hop-by-hop, its own X-Forwarded-*): a filter
+# that adds one makes the head be rebuilt, as any other edit does.
+_NOT_APPENDED: Final = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+}
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 
-    __slots__ = ("body", "body_size", "body_waiter", "req", "skipped")
 
-    def __init__(self, req: Request) -> None:
-        self.req = req
+class _HeadHeaders(Headers):
+    """``req.headers`` over the parsed request head's own list: an edit also updates the head's
+    lowercase map. A header the request did not have, added (``set``/``add``), is appended to the
+    head as received (``RequestHead.raw``), which can then still go upstream without a rebuild; any
+    other edit drops that head, and the exchange rebuilds it from the list."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, head: Any) -> None:
+        super().__init__(head.headers)
+        self._head = head
+
+    def _changed(self, name: str) -> None:
+        head = self._head
+        raw: bytes | None = head.raw
+        headers: list[tuple[str, str]] = head.headers
+        hdict: dict[str, str] = head.hdict
+        if raw is not None and headers and name not in hdict:
+            k, value = headers[-1]
+            if k == name and "\r" not in value and "\n" not in value:
+                prefix = _append_prefix(name)
+                if prefix is not None:
+                    try:
+                        line = prefix + value.encode("latin-1") + b"\r\n"
+                    except UnicodeEncodeError:
+                        pass  # the rebuild serializes it (and fails) as it did before
+                    else:
+                        hdict[name] = value
+                        head.raw = raw + line
+                        return
+        values = [v for k, v in headers if k == name]
+        if values:
+            hdict[name] = ",".join(values)
+        else:
+            hdict.pop(name, None)
+        head.raw = None
+
+
+_prefixes: dict[str, bytes | None] = {}
+
+
+def _append_prefix(name: str) -> bytes | None:
+    """``b"name: "`` for a header line a filter may append to the head as received, else None."""
+    prefix = _prefixes.get(name, b"")
+    if prefix == b"":
+        ok = name not in _NOT_APPENDED and _TOKEN.fullmatch(name) is not None
+        prefix = (name + ": ").encode("ascii") if ok else None
+        if len(_prefixes) >= 256:  # names come from filters' code: few, but do not grow without end
+            _prefixes.clear()
+        _prefixes[name] = prefix
+    return prefix
+
+
+class LiveRequest(Request):
+    """The ``Request`` a filter sees, over the live request (``ctx``): each field is read when the
+    filter reads it, so a filter that reads little costs little. Also what the adapter keeps for
+    one filter and one request: ``skipped`` (failed open) and the buffered body."""
+
+    __slots__ = ("_ctx", "_f", "_live_headers", "body", "body_size", "body_waiter", "skipped")
+
+    def __init__(self, ctx: FilterContext, f: PluginFilter) -> None:
+        self._ctx = ctx
+        self._f = f
+        self._live_headers: Headers | None = None
+        self._state = None
         self.skipped = False
-        self.body: list[bytes] = []
+        self.body: list[bytes] | None = None
         self.body_size = 0
         self.body_waiter: asyncio.Future[bytes] | None = None
 
+    @property
+    def method(self) -> str:
+        m: str = self._ctx.head.method
+        return m
 
-def _sync_header(head: Any, name: str) -> None:
-    """Keep the parsed head's lowercase map in step with an edited header list; the head can no
-    longer go upstream as received."""
-    values = [v for k, v in head.headers if k == name]
-    if values:
-        head.hdict[name] = ",".join(values)
-    else:
-        head.hdict.pop(name, None)
-    head.raw = None
+    @property
+    def path(self) -> str:
+        p: str = self._ctx.view.path
+        return p
 
+    @property
+    def authority(self) -> str:
+        a: str = self._ctx.view.authority
+        return a
 
-def _claims(ctx: FilterContext) -> Mapping[str, Any] | None:
-    state = ctx.filter_state
-    auth = state.get("request.auth") if state is not None else None
-    if type(auth) is dict:  # the JWT filter's {"principal", "audiences", "presenter", "claims"}
-        claims = auth.get("claims")
-        return claims if type(claims) is dict else None
-    return None
+    @property
+    def headers(self) -> Headers:
+        h = self._live_headers
+        if h is None:
+            h = self._live_headers = _HeadHeaders(self._ctx.head)
+        return h
+
+    @property
+    def scheme(self) -> str:
+        s: str = self._ctx.head.hdict.get("x-forwarded-proto", "http")
+        return s
+
+    @property
+    def request_id(self) -> str | None:
+        r: str | None = self._ctx.head.hdict.get("x-request-id")
+        return r
+
+    @property
+    def route(self) -> str:
+        n: str = self._ctx.route.name
+        return n
+
+    @property
+    def source(self) -> Peer:
+        f = self._f
+        if f.inbound:
+            return f.peer(self._ctx.dc.peer_principal or "", True)
+        return f.workload
+
+    @property
+    def destination(self) -> Peer:
+        f = self._f
+        if f.inbound:
+            return f.workload
+        ctx = self._ctx
+        dest = ctx.dest
+        return f.peer(dest.host if dest is not None else ctx.view.authority, False)
+
+    @property
+    def claims(self) -> Mapping[str, Any] | None:
+        # Read at each access: an earlier filter (the JWT one) may set them after this view was made.
+        state = self._ctx.filter_state
+        auth = state.get("request.auth") if state is not None else None
+        if type(auth) is dict:  # the JWT filter's {"principal", "audiences", "presenter", "claims"}
+            claims = auth.get("claims")
+            return claims if type(claims) is dict else None
+        return None
+
+    def add_body(self, data: bytes) -> None:
+        body = self.body
+        if body is None:
+            body = self.body = []
+        body.append(data)
+        self.body_size += len(data)
+
+    def take_body(self) -> bytes:
+        body = b"".join(self.body or ())
+        self.body = None
+        return body
 
 
 class PluginFilter(HttpFilter):
@@ -206,10 +352,16 @@ class PluginFilter(HttpFilter):
                 hooks |= HOOK_RESPONSE_BODY
             if "on_done" in b.hooks:
                 hooks |= HOOK_DONE
+        # One call per request (a single hook, no body): its view is made for the call and dropped.
+        # Any other keeps its view for the request, and on_done drops it.
+        self.single = not remote and hooks in (HOOK_REQUEST_HEADERS, HOOK_RESPONSE_HEADERS, HOOK_DONE)
+        if not self.single:
+            hooks |= HOOK_DONE
         super().__init__(f"plugin:{ref}", phase, priority, hooks)
         self.ref = ref
         self.backend = backend
         self.direction = direction
+        self.inbound = direction == "inbound"
         self.workload = workload
         self.fail_open = fail_open
         self.timeout = timeout
@@ -219,44 +371,27 @@ class PluginFilter(HttpFilter):
         self._unlogged = 0
         self._done_tasks: set[asyncio.Task[Any]] = set()
         self._peers: dict[str, Peer] = {}
+        # The single hook's function and stats, for the direct path
+        self._fn: Callable[..., Any] | None = None
+        self._fn_stats = stats.hooks["on_request_headers"]
+        if self.single and isinstance(backend, LocalBackend):
+            hook = next(iter(backend.hooks))
+            self._fn = backend.fns[hook]
+            self._fn_stats = stats.hooks[hook]
 
     # ---- per-request view ----------------------------------------------------------------------
 
-    def _state(self, ctx: FilterContext) -> _PerRequest:
+    def _state(self, ctx: FilterContext) -> LiveRequest:
+        """This request's view, kept in ``ctx.filter_state`` (filters with more than one call)."""
         fs = ctx.filter_state
         if fs is None:
             fs = ctx.filter_state = {}
-        st = fs.get(self.name)
+        st: LiveRequest | None = fs.get(self.name)
         if st is None:
-            st = fs[self.name] = _PerRequest(self._view(ctx))
-        # Read afresh for each hook (an earlier filter, the JWT one, may have set them meanwhile);
-        # the view keeps the value, not the request: no reference cycle for the collector to find.
-        st.req._claims = _claims(ctx)
+            st = fs[self.name] = LiveRequest(ctx, self)
         return st
 
-    def _view(self, ctx: FilterContext) -> Request:
-        head = ctx.head
-        view = ctx.view
-        if self.direction == "inbound":
-            source = self._peer(ctx.dc.peer_principal or "", True)
-            destination = self.workload
-        else:
-            source = self.workload
-            dest = ctx.dest
-            destination = self._peer(dest.host if dest is not None else view.authority, False)
-        return Request(
-            head.method,
-            view.path,
-            view.authority,
-            Headers(head.headers, partial(_sync_header, head)),
-            scheme=head.hdict.get("x-forwarded-proto", "http"),
-            request_id=head.hdict.get("x-request-id"),
-            route=ctx.route.name,
-            source=source,
-            destination=destination,
-        )
-
-    def _peer(self, key: str, principal: bool) -> Peer:
+    def peer(self, key: str, principal: bool) -> Peer:
         """The other end, made once per principal (inbound) or service host (outbound): peers are
         immutable, and a view per request would cost an object each."""
         peer = self._peers.get(key)
@@ -273,24 +408,28 @@ class PluginFilter(HttpFilter):
 
     # ---- running one hook ----------------------------------------------------------------------
 
-    def _run(self, st: _PerRequest, hook: str, resp: Response | None, body: bytes, end: bool) -> Any:
+    def _run(self, st: LiveRequest, hook: str, resp: Response | None, body: bytes, end: bool) -> Any:
         """Run ``hook``: a chain result (None / LocalReply) or an awaitable of one."""
         t0 = time.perf_counter()
         try:
-            r = self.backend.call(hook, st.req, resp, body, end)
+            r = self.backend.call(hook, st, resp, body, end)
         except Exception as exc:
             return self._failed(st, hook, "error", exc)
         if r is None:
-            self.stats.call(hook, (time.perf_counter() - t0) * 1000.0)
+            self.stats.hooks[hook].record(t0)
             return None
+        return self._outcome(st, hook, r, t0)
+
+    def _outcome(self, st: LiveRequest, hook: str, r: Any, t0: float) -> Any:
+        """What a hook that did not return None returned, for the chain."""
         if isinstance(r, SdkReply):
-            self.stats.call(hook, (time.perf_counter() - t0) * 1000.0)
+            self.stats.hooks[hook].record(t0)
             return self._reply(r)
         if inspect.isawaitable(r):
             return self._guarded(st, hook, r, t0)
         return self._failed(st, hook, "error", TypeError(f"{hook} returned {type(r).__name__}"))
 
-    async def _guarded(self, st: _PerRequest, hook: str, aw: Any, t0: float) -> LocalReply | None:
+    async def _guarded(self, st: LiveRequest, hook: str, aw: Any, t0: float) -> LocalReply | None:
         try:
             # A remote call carries the timeout itself (the NATS request's); wait_for would add a task.
             r = await (aw if self.remote else asyncio.wait_for(aw, self.timeout))
@@ -300,7 +439,7 @@ class PluginFilter(HttpFilter):
             return self._failed(st, hook, "unreachable", exc)
         except Exception as exc:
             return self._failed(st, hook, "error", exc)
-        self.stats.call(hook, (time.perf_counter() - t0) * 1000.0)
+        self.stats.hooks[hook].record(t0)
         if r is None:
             return None
         if isinstance(r, SdkReply):
@@ -310,7 +449,7 @@ class PluginFilter(HttpFilter):
     def _reply(self, r: SdkReply) -> LocalReply:
         return LocalReply(r.status, r.body, tuple(r.headers), details=r.details or f"plugin:{self.ref}")
 
-    def _failed(self, st: _PerRequest, hook: str, reason: str, exc: BaseException) -> LocalReply | None:
+    def _failed(self, st: LiveRequest, hook: str, reason: str, exc: BaseException) -> LocalReply | None:
         action = "fail_open" if self.fail_open else "fail_close"
         self.stats.error(reason, action)
         now = time.monotonic()
@@ -333,12 +472,24 @@ class PluginFilter(HttpFilter):
     # ---- the chain's hooks ---------------------------------------------------------------------
 
     def on_request_headers(self, ctx: FilterContext) -> Any:
+        fn = self._fn
+        if fn is not None:  # the direct path: a local filter whose one hook this is
+            req = LiveRequest(ctx, self)
+            t0 = time.perf_counter()
+            try:
+                r = fn(req)
+            except Exception as exc:
+                return self._failed(req, "on_request_headers", "error", exc)
+            if r is None:
+                self._fn_stats.record(t0)
+                return None
+            return self._outcome(req, "on_request_headers", r, t0)
         st = self._state(ctx)
         if not self.backend.ready:
             return self._when_ready(st, ctx)
         return self._request_headers(st, ctx)
 
-    async def _when_ready(self, st: _PerRequest, ctx: FilterContext) -> LocalReply | None:
+    async def _when_ready(self, st: LiveRequest, ctx: FilterContext) -> LocalReply | None:
         """A remote filter no host has described yet: ask (within the timeout), then go on."""
         try:
             await asyncio.wait_for(self.backend.wait_ready(), self.timeout)
@@ -351,18 +502,18 @@ class PluginFilter(HttpFilter):
             r = await r
         return r
 
-    def _request_headers(self, st: _PerRequest, ctx: FilterContext) -> Any:
+    def _request_headers(self, st: LiveRequest, ctx: FilterContext) -> Any:
         r = None
         if "on_request_headers" in self.backend.hooks:
             r = self._run(st, "on_request_headers", None, b"", True)
         if self.backend.request_body.mode != "buffered":
-            st.body = []  # chunks kept while a remote filter's wishes were unknown: not wanted
+            st.body = None  # chunks kept while a remote filter's wishes were unknown: not wanted
             return r
         if r is not None and not inspect.isawaitable(r):
             return r  # answered (or failed closed) before the body was wanted
         return self._then_body(st, ctx, r)
 
-    async def _then_body(self, st: _PerRequest, ctx: FilterContext, first: Any) -> LocalReply | None:
+    async def _then_body(self, st: LiveRequest, ctx: FilterContext, first: Any) -> LocalReply | None:
         """Buffered request body: after the header hook, wait for the whole body, then show it."""
         if first is not None:
             r = await first
@@ -399,20 +550,33 @@ class PluginFilter(HttpFilter):
                     )
                 return r
             return None
-        st.body.append(data)
-        st.body_size += len(data)
+        st.add_body(data)
         if st.body_size > mode.limit:
             return LocalReply(413, "payload too large\n", details=f"plugin:{self.ref}:body_too_large")
         if end:
-            body = b"".join(st.body)
-            st.body = []
-            if st.body_waiter is None:
-                st.body_waiter = asyncio.get_running_loop().create_future()
-            if not st.body_waiter.done():
-                st.body_waiter.set_result(body)
+            body = st.take_body()
+            waiter = st.body_waiter
+            if waiter is None:
+                waiter = st.body_waiter = asyncio.get_running_loop().create_future()
+            if not waiter.done():
+                waiter.set_result(body)
         return None
 
     def on_response_headers(self, ctx: FilterContext) -> Any:
+        fn = self._fn
+        if fn is not None:  # the direct path (see on_request_headers)
+            if ctx.is_local and "on_response_headers" in self.backend.is_async:
+                return None  # a local reply is on its way out: nothing may pause it
+            req = LiveRequest(ctx, self)
+            t0 = time.perf_counter()
+            try:
+                r = fn(req, Response(ctx.status, Headers(ctx.resp_headers)))
+            except Exception as exc:
+                return self._failed(req, "on_response_headers", "error", exc)
+            if r is None:
+                self._fn_stats.record(t0)
+                return None
+            return self._outcome(req, "on_response_headers", r, t0)
         st = self._state(ctx)
         if st.skipped or "on_response_headers" not in self.backend.hooks:
             return None
@@ -429,23 +593,29 @@ class PluginFilter(HttpFilter):
         resp = Response(ctx.status, Headers(list(getattr(ctx, "resp_headers", None) or ())))
         if mode.mode == "buffered":
             if st.body_size <= mode.limit:
-                st.body.append(data)
-                st.body_size += len(data)
+                st.add_body(data)
             if not end:
                 return
-            data, st.body = b"".join(st.body)[: mode.limit], []
+            data = st.take_body()[: mode.limit]
         elif not data and not end:
             return
         self._observe(st, "on_response_body", resp, data, end)
 
     def on_done(self, ctx: FilterContext) -> None:
+        if self.single:
+            st = LiveRequest(ctx, self)
+        else:
+            # The kept view refers to the exchange, which refers to it: drop it, so no cycle is left
+            # for the collector (a hook still running keeps its own reference).
+            fs = ctx.filter_state
+            kept: LiveRequest | None = fs.pop(self.name, None) if fs is not None else None
+            st = kept if kept is not None else LiveRequest(ctx, self)
         if "on_done" not in self.backend.hooks:
             return
-        st = self._state(ctx)
         resp = Response(ctx.status, Headers(list(getattr(ctx, "resp_headers", None) or ())))
         self._observe(st, "on_done", resp, b"", True)
 
-    def _observe(self, st: _PerRequest, hook: str, resp: Response, data: bytes, end: bool) -> None:
+    def _observe(self, st: LiveRequest, hook: str, resp: Response, data: bytes, end: bool) -> None:
         """A hook whose result cannot change the response: an awaitable runs on in a task of its own."""
         r = self._run(st, hook, resp, data, end)
         if inspect.isawaitable(r):

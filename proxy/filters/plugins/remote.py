@@ -96,12 +96,13 @@ class RemoteBackend:
         self.request_body = NO_BODY
         self.response_body = NO_BODY
         self._publishing: set[asyncio.Task[None]] = set()
+        self._subjects: tuple[Any, dict[str, str]] = (None, {})  # (bus.subjects, hook -> subject)
         self._learn()
 
     @property
     def ready(self) -> bool:
         """Whether a host has said what the filter implements."""
-        return self.hooks or self._learn()  # type: ignore[return-value]
+        return bool(self.hooks) or self._learn()
 
     def _learn(self) -> bool:
         info = self.remotes.infos.get(self.filter)
@@ -131,13 +132,23 @@ class RemoteBackend:
         )  # fmt: skip
         data, headers = codec.encode(msg)
         bus = self.remotes.bus()
-        subject = bus.subjects.filter_hook(self.filter, wire)
+        subject = self._subject(bus, wire)
         if wire in ONE_WAY_HOOKS:
             task = asyncio.ensure_future(_publish(bus, subject, data, headers))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
             return None
         return self._request(bus, subject, data, headers, wire, req, resp)
+
+    def _subject(self, bus: BusConnection, wire: str) -> str:
+        """The hook's subject, made once per hook (and again for another bus's subject root)."""
+        source, by_hook = self._subjects
+        if source is not bus.subjects:
+            source, by_hook = self._subjects = (bus.subjects, {})
+        subject = by_hook.get(wire)
+        if subject is None:
+            subject = by_hook[wire] = source.filter_hook(self.filter, wire)
+        return subject
 
     async def _request(
         self, bus: BusConnection, subject: str, data: bytes, headers: dict[str, str], wire: str,

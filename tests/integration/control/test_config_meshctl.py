@@ -16,13 +16,13 @@ from meshbus.bus.embedded import EmbeddedNats
 from meshbus.control.config.service import ConfigService
 from tests.support.processes import run_command
 from tests.support.unenforced import (
-    AUTHORIZATION_POLICY_FATE,
     KEEPALIVE_FATE,
     REQUEST_AUTHENTICATION_FATE,
-    authorization_policy,
+    UNEVALUABLE_POLICY_FATE,
     joined,
     keepalive_rule,
     request_authentication,
+    unevaluable_authorization_policy,
 )
 
 pytestmark = pytest.mark.timeout(60)  # a dozen meshctl start-ups per test; slow on a loaded machine
@@ -179,7 +179,7 @@ async def test_analyze_is_offline_and_exit_code_follows_errors(meshctl, tmp_path
 
 
 UNENFORCED = joined(
-    authorization_policy("shelf-readers", "shelf"),
+    unevaluable_authorization_policy("shelf-readers", "shelf"),
     request_authentication("shelf-jwt", "shelf"),
     keepalive_rule("shelf"),
 )
@@ -190,11 +190,12 @@ def _fate_lines(text: str) -> list[str]:
 
 
 async def test_apply_and_analyze_warn_what_meshbus_does_not_enforce(meshctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Issue 10: applying an AuthorizationPolicy, a RequestAuthentication or an unenforced field
-    says so, in the same words in apply (stderr, exit 0), analyze -f and analyze of the store."""
+    """Issue 10: applying a field meshbus does not enforce (a RequestAuthentication's presence, an
+    AuthorizationPolicy's experimental key, a DestinationRule's tcpKeepalive) says so, in the same words in apply
+    (stderr, exit 0), analyze -f and analyze of the store."""
     f = tmp_path / "shelf.yaml"
     f.write_text(UNENFORCED)
-    ap, ap_fate = "AuthorizationPolicy default/shelf-readers", AUTHORIZATION_POLICY_FATE
+    ap, ap_fate = "AuthorizationPolicy default/shelf-readers", UNEVALUABLE_POLICY_FATE
     ra, ra_fate = "RequestAuthentication default/shelf-jwt", REQUEST_AUTHENTICATION_FATE
     dr, dr_fate = "DestinationRule default/shelf", KEEPALIVE_FATE
 
@@ -206,7 +207,7 @@ async def test_apply_and_analyze_warn_what_meshbus_does_not_enforce(meshctl, tmp
         "destinationrule.networking.istio.io/shelf created",
     ]
     assert _fate_lines(r.err) == [
-        f"Warning: {f}:1: {ap}: {ap_fate}",
+        f"Warning: {f}:10: {ap}: {ap_fate}",
         f"Warning: {f}:21: {ra}: {ra_fate}",
         f"Warning: {f}:31: {dr}: {dr_fate}",
     ]
@@ -215,16 +216,23 @@ async def test_apply_and_analyze_warn_what_meshbus_does_not_enforce(meshctl, tmp
     offline = await meshctl("analyze", "-f", str(f), nats=dead)
     assert offline.code == 0, offline.out + offline.err
     expected = [
-        f"Warning ({ap} {f}:1) {ap_fate}",
+        f"Warning ({ap} {f}:10) {ap_fate}",
         f"Warning ({ra} {f}:21) {ra_fate}",
         f"Warning ({dr} {f}:31) {dr_fate}",
     ]
     assert _fate_lines(offline.out) == expected
     stored = await meshctl("analyze")  # what meshbus-config holds: the same words, sorted by kind;
     assert stored.code == 0, stored.out + stored.err  # the store keeps a resource's line, not its fields'
-    stored_lines = [expected[0], f"Warning ({ra} {f}:12) {ra_fate}", f"Warning ({dr} {f}:23) {dr_fate}"]
+    stored_lines = [
+        f"Warning ({ap} {f}:1) {ap_fate}",
+        f"Warning ({ra} {f}:12) {ra_fate}",
+        f"Warning ({dr} {f}:23) {dr_fate}",
+    ]
     assert sorted(_fate_lines(stored.out)) == sorted(stored_lines)
 
     listing = await meshctl("analyze", "--fates", nats=dead)
     assert listing.code == 0
-    assert f"AuthorizationPolicy: {ap_fate}" in listing.out.splitlines()
+    assert (
+        "AuthorizationPolicy spec.rules[].when[].key (experimental.envoy.filters.*): NOT ENFORCED"
+        in listing.out
+    )

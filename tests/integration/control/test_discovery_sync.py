@@ -17,10 +17,10 @@ from meshbus.bus.embedded import EmbeddedNats
 from meshbus.bus.schemas.discovery import APP_HEALTHY, APP_UNHEALTHY
 from meshbus.control.discovery.client import proxy_config
 from tests.support.unenforced import (
-    AUTHORIZATION_POLICY_FATE,
     KEEPALIVE_FATE,
-    authorization_policy,
+    UNEVALUABLE_POLICY_FATE,
     keepalive_rule,
+    unevaluable_authorization_policy,
 )
 
 from .discovery_helpers import FAST, Mesh, dr, vs, wait_status, wait_until
@@ -223,7 +223,7 @@ async def test_a_proxy_logs_what_it_does_not_enforce_once_per_resource_content(
 ) -> None:
     """Issue 10: not per request, not again for a later snapshot that leaves the resource as it was."""
     load = YAML(typ="safe").load
-    await mesh.put(load(authorization_policy("productpage-readers", "productpage")))
+    await mesh.put(load(unevaluable_authorization_policy("productpage-readers", "productpage")))
     await mesh.put({**dr(), "spec": {**dr()["spec"], **load(keepalive_rule("reviews"))["spec"]}})
     await mesh.put(vs(100))
     await mesh.discovery()
@@ -235,7 +235,7 @@ async def test_a_proxy_logs_what_it_does_not_enforce_once_per_resource_content(
         first = pp.version
         assert sorted(_fate_lines(caplog)) == [
             f"config: snapshot v{first}: AuthorizationPolicy default/productpage-readers: "
-            f"{AUTHORIZATION_POLICY_FATE}",
+            f"{UNEVALUABLE_POLICY_FATE}",
             f"config: snapshot v{first}: DestinationRule default/reviews: {KEEPALIVE_FATE}",
         ]
         caplog.clear()
@@ -243,12 +243,12 @@ async def test_a_proxy_logs_what_it_does_not_enforce_once_per_resource_content(
         await wait_until(lambda: pp.weights() == [50.0, 50.0], what="the 50/50 snapshot")
         assert pp.version > first and _fate_lines(caplog) == []
 
-        writers = authorization_policy(
+        writers = unevaluable_authorization_policy(
             "productpage-readers", "productpage", "cluster.local/ns/default/sa/writer"
         )
         await mesh.put(load(writers))  # the policy changed: told again
         await wait_until(lambda: bool(_fate_lines(caplog)), what="the changed policy's warning")
         assert _fate_lines(caplog) == [
             f"config: snapshot v{pp.version}: AuthorizationPolicy default/productpage-readers: "
-            f"{AUTHORIZATION_POLICY_FATE}"
+            f"{UNEVALUABLE_POLICY_FATE}"
         ]

@@ -39,6 +39,10 @@ BUS_COMMANDS = {
     "ca bundle": ["ca", "bundle"],
     "cert inspect": ["cert", "inspect", "productpage-sidecar"],
     "plugins": ["plugins"],
+    "authz check": ["authz", "check", "reviews-v1-sidecar"],
+    "authz explain": ["authz", "explain", "--from", "productpage", "--to", "reviews"],
+    "logs": ["logs"],
+    "top": ["top", "--once"],
 }
 # Commands that never touch the bus (`up` starts its own NATS; `ps` and `down` read its state files).
 NO_BUS = {"up", "ps", "down", "version", "bus init"}

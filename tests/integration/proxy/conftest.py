@@ -12,6 +12,7 @@ import pytest
 
 from meshbus.proxy.adapters.server import ProxyServer
 from meshbus.proxy.bootstrap import Address, BootstrapConfig
+from meshbus.telemetry.accesslog import AccessLogRecord
 from tests.integration.proxy.upstreams import Upstream
 
 LOCAL = Address("127.0.0.1", 0)
@@ -42,6 +43,16 @@ spec:
 
 def yaml(text: str) -> str:
     return textwrap.dedent(text).strip() + "\n"
+
+
+class LogCapture:
+    """An access-log sink that keeps the records (set as ``server.access_log``)."""
+
+    def __init__(self) -> None:
+        self.records: list[AccessLogRecord] = []
+
+    def log(self, record: AccessLogRecord) -> None:
+        self.records.append(record)
 
 
 UpstreamFactory = Callable[..., Awaitable[Upstream]]

@@ -19,8 +19,10 @@ from meshbus.bus.schemas.identity import (
     ProxyCertsReply,
     ProxyCertsRequest,
 )
+from meshbus.proxy.filters.observe import Observability
 from meshbus.proxy.mesh.agent import AgentSettings
 from meshbus.proxy.mesh.mode import IdentitySettings, MeshMode
+from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
 from tests.integration.control.ca_helpers import ca_replica, create_token
 from tests.unit.control.ca.pki import root
 
@@ -31,9 +33,14 @@ REVIEWS = "spiffe://cluster.local/ns/default/sa/reviews"
 
 def _server() -> Any:
     """What MeshMode needs of a ProxyServer (no listeners: the routes are not under test here)."""
+    registry = Registry()
+    internal = InternalMetrics(registry)
     return SimpleNamespace(
-        apply=lambda runtime: None, drain_hooks=[], not_ready="", cert_report=None, runtime=None
-    )
+        apply=lambda runtime: None, drain_hooks=[], not_ready="", cert_report=None, runtime=None,
+        registry=registry, internal=internal,
+        observe=Observability(IstioMetrics(registry), internal, "default", {}),
+        add_access_log_sink=lambda sink, fmt="json": None,
+    )  # fmt: skip
 
 
 def _mesh(url: str, root_: str, node: str, identity: IdentitySettings | None) -> MeshMode:

@@ -58,6 +58,8 @@ async def test_admin_endpoints(upstreams: UpstreamFactory, proxy: ProxyFactory) 
     )
     stats = (await fetch(a, "/stats", host="admin")).body.decode()
     assert "istio_requests_total" in stats
+    as_json = (await fetch(a, "/stats?format=json", host="admin")).json()
+    assert any(s.get("name", "").startswith("istio_requests_total{") for s in as_json["stats"])
     prom = await fetch(a, "/stats/prometheus", host="admin")
     assert prom.headers["content-type"].startswith("text/plain; version=0.0.4")
     # mutations are POST only

@@ -9,11 +9,11 @@ import pytest
 from tests.integration.proxy.conftest import ProxyFactory, UpstreamFactory, service_entry
 from tests.integration.proxy.upstreams import fetch
 from tests.support.unenforced import (
-    AUTHORIZATION_POLICY_FATE,
     KEEPALIVE_FATE,
-    authorization_policy,
+    UNEVALUABLE_POLICY_FATE,
     joined,
     keepalive_rule,
+    unevaluable_authorization_policy,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -25,7 +25,9 @@ metadata: {name: default}
 spec:
   egress: [{hosts: [./*]}]
 """
-POLICY = joined(authorization_policy("reviews-readers", "reviews"), SIDECAR, keepalive_rule("reviews"))
+POLICY = joined(
+    unevaluable_authorization_policy("reviews-readers", "reviews"), SIDECAR, keepalive_rule("reviews")
+)
 
 
 def fate_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -42,14 +44,16 @@ async def test_standalone_proxy_logs_each_unenforced_item_once_per_version(
         p = await proxy(text, isolate_loader=isolate_loader)
     path = p.path
     assert sorted(fate_lines(caplog)) == [
-        f"config: {path}:16: AuthorizationPolicy default/reviews-readers: {AUTHORIZATION_POLICY_FATE}",
+        f"config: {path}:25: AuthorizationPolicy default/reviews-readers: {UNEVALUABLE_POLICY_FATE}",
         f"config: {path}:27: Sidecar default/default: NOT ENFORCED — a standalone proxy routes to every "
         "service in its file; Sidecar scoping is done by meshbus-discovery in mesh mode",
         f"config: {path}:41: DestinationRule default/reviews: {KEEPALIVE_FATE}",
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="meshbus"):
-        for _ in range(3):  # the risk the warning names: a caller the policy does not allow is served
+        for _ in range(
+            3
+        ):  # the DENY applies without its condition, and this caller is not the principal it names
             assert (await fetch(p.port, "/")).status == 200
     assert fate_lines(caplog) == []  # requests log nothing
 

@@ -34,6 +34,20 @@ def test_round_trip_nested() -> None:
     assert isinstance(back.ratio, float)
 
 
+def test_the_body_is_the_msgpack_map_of_the_fields_nested_messages_included() -> None:
+    data, _ = codec.encode(Outer(7, (Inner("a", 10),), {"v": "1"}, None, 0.5))
+    plain = {
+        "version": 7,
+        "inners": [{"name": "a", "weight": 10}],
+        "labels": {"v": "1"},
+        "note": None,
+        "ratio": 0.5,
+    }
+    assert data == msgpack.packb(plain, use_bin_type=True)
+    with pytest.raises(TypeError, match="cannot encode a set"):
+        codec.encode(Outer(1, labels={"v": {"not", "encodable"}}))  # type: ignore[dict-item]
+
+
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     data = msgpack.packb({"version": 1, "added_in_v1_5": [1, 2], "inners": [{"name": "x", "new": True}]})
     assert codec.decode(data, None, Outer) == Outer(1, (Inner("x"),))

@@ -37,7 +37,7 @@ def _match(expected: list[str], actual: list[str]) -> None:
 
 def test_every_kind_has_valid_and_invalid_golden_files() -> None:
     kinds = {p.stem.rsplit("-", 1)[0] for p in CASES}
-    assert len(kinds) == 12
+    assert len(kinds) == 13
     for kind in kinds:
         for variant in ("valid", "invalid"):
             assert (GOLDEN / f"{kind}-{variant}.yaml").exists()

@@ -14,11 +14,11 @@ from meshbus.bus.config import fates, load_text
 from meshbus.bus.config.fates import FIELDS, KINDS, RESOLVED, SAME_AS, Fate, ProxyReport, Verdict
 from meshbus.bus.config.resources import RESOURCE_TYPES, Metadata
 from tests.support.unenforced import (
-    AUTHORIZATION_POLICY_FATE,
     REQUEST_AUTHENTICATION_FATE,
-    authorization_policy,
+    UNEVALUABLE_POLICY_FATE,
     joined,
     request_authentication,
+    unevaluable_authorization_policy,
 )
 
 pytestmark = pytest.mark.unit
@@ -126,7 +126,9 @@ spec:
   filter: meshbus.filters.http.audit
 """
 POLICIES = joined(
-    authorization_policy("shelf-readers", "shelf"), request_authentication("jwt", "shelf"), PLUGIN
+    unevaluable_authorization_policy("shelf-readers", "shelf"),
+    request_authentication("jwt", "shelf"),
+    PLUGIN,
 )
 
 
@@ -134,7 +136,7 @@ def test_policy_kinds_are_warned_in_plain_words_and_plugins_are_enforced() -> No
     result = load_text(POLICIES, "policy.yaml")
     assert result.ok
     assert [w.render() for w in result.validation.warnings] == [
-        f"policy.yaml:1: AuthorizationPolicy default/shelf-readers: {AUTHORIZATION_POLICY_FATE}",
+        f"policy.yaml:10: AuthorizationPolicy default/shelf-readers: {UNEVALUABLE_POLICY_FATE}",
         f"policy.yaml:21: RequestAuthentication default/jwt: {REQUEST_AUTHENTICATION_FATE}",
     ]
 
@@ -276,19 +278,27 @@ def test_proxy_report_tells_each_resource_once_until_it_changes() -> None:
     assert report.new_lines(first) == []  # the same resources in the next version: nothing new
     same_content = load_text(POLICIES, "snapshot v2").resources
     assert report.new_lines(same_content) == []  # equal content from another snapshot: nothing new
-    writers = authorization_policy("shelf-readers", "shelf", "cluster.local/ns/default/sa/writer")
+    writers = unevaluable_authorization_policy("shelf-readers", "shelf", "cluster.local/ns/default/sa/writer")
     changed = load_text(
-        POLICIES.replace(authorization_policy("shelf-readers", "shelf"), writers), "snapshot v3"
+        POLICIES.replace(unevaluable_authorization_policy("shelf-readers", "shelf"), writers),
+        "snapshot v3",
     ).resources
     (again,) = report.new_lines(changed)
-    assert again.startswith("snapshot v3:1: AuthorizationPolicy default/shelf-readers: NOT ENFORCED")
+    assert again.startswith(
+        "snapshot v3:10: AuthorizationPolicy default/shelf-readers: spec.rules[0].when[0].key: NOT ENFORCED"
+    )
     assert report.new_lines(changed[1:]) == []
     assert len(report.new_lines(changed)) == 1  # gone, then back: told again
 
 
 def test_listing_shows_every_fate_that_is_not_enforced() -> None:
     text = "\n".join(fates.listing())
-    assert "AuthorizationPolicy: NOT ENFORCED — meshbus does not apply authorization policy yet" in text
+    assert (
+        "AuthorizationPolicy spec.targetRefs: NOT ENFORCED — a policy with targetRef(s) is for gateways"
+        in text
+    )
+    assert "AuthorizationPolicy spec.rules[].when[].key (experimental.envoy.filters.*): NOT ENFORCED" in text
+    assert "AuthorizationPolicy:" not in text and "MeshConfig:" not in text  # both kinds are enforced
     assert "DestinationRule spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: NOT ENFORCED" in text
     assert "maxRetries" not in text
     assert "VirtualService spec.http[].delegate: REFUSED" in text

@@ -122,9 +122,9 @@ def test_corpus_counts() -> None:
 
 
 def test_accepted_kinds_meshbus_does_not_run_say_so() -> None:
-    """EnvoyFilter, WasmPlugin, Telemetry, WorkloadGroup, ProxyConfig and the Gateway API kinds are
+    """EnvoyFilter, WasmPlugin, WorkloadGroup, ProxyConfig and the Gateway API kinds are
     accepted with a NOT ENFORCED warning naming what to use instead, never silently."""
-    for file in ("envoy-filter.yaml", "wasm-plugin.yaml", "telemetry.yaml", "gateway-api.yaml"):
+    for file in ("envoy-filter.yaml", "wasm-plugin.yaml", "gateway-api.yaml"):
         loaded = admission.load_documents([Document(file, (CORPUS / "crds" / file).read_text())])
         valid = [n for n, c in manifest()["crds"][file]["cases"].items() if c["verdict"] == "valid"]
         for name in valid:

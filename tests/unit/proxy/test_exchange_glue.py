@@ -20,8 +20,9 @@ from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContex
 from meshbus.proxy.adapters.upstream import PENDING, ClusterPool, UpstreamConnection
 from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.endpoint import Endpoint
+from meshbus.proxy.filters.observe import Observability
 from meshbus.telemetry.accesslog import AccessLogRecord
-from meshbus.telemetry.metrics import IstioMetrics, Registry
+from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
 from tests.unit.proxy.conftest import SERVICES, build
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
@@ -168,12 +169,15 @@ class Proxy:
         self.pool = FakePool(ClusterPool(self.cluster.name, self.loop))  # type: ignore[arg-type]
         self.log: list[AccessLogRecord] = []
         pools = SimpleNamespace(get=lambda name: self.pool)
+        registry = Registry()
         self.server = SimpleNamespace(
             runtime=runtime,
             pools=pools,
             draining=False,
             access_log=SimpleNamespace(log=self.log.append),
-            metrics=IstioMetrics(Registry()),
+            logging_on=True,
+            mesh_tls=None,
+            observe=Observability(IstioMetrics(registry), InternalMetrics(registry), "default", {}),
             loop=self.loop,
             config=SimpleNamespace(max_header_bytes=65536),
             connections=set(),
@@ -399,3 +403,14 @@ def test_another_codec_plugs_in_through_the_stream_calls_only() -> None:
     exchange(missing, head, p.ctx).begin()  # type: ignore[arg-type]
     assert [f[:2] for f in missing.frames] == [("LOCAL", 404)]
     assert missing.frames[0][2]["x-meshbus-flags"] == "NR" and p.log[-1].response_flags == "NR"
+
+
+def test_remove_only_header_ops_cut_lines_from_a_head_that_goes_up_as_received() -> None:
+    from meshbus.proxy.adapters.exchange import _raw_removed
+    from meshbus.proxy.filters.headerops import HeaderOps
+
+    raw = b"GET /r HTTP/1.1\r\nHost: reviews\r\nAuthorization: Bearer t\r\nAuthorization-Hint: keep\r\nX-A: 1"
+    hdict = {"host": "reviews", "authorization": "Bearer t", "authorization-hint": "keep", "x-a": "1"}
+    cut = _raw_removed(raw, HeaderOps(remove=frozenset({"authorization", "x-absent"})), hdict)
+    assert cut == b"GET /r HTTP/1.1\r\nHost: reviews\r\nAuthorization-Hint: keep\r\nX-A: 1"
+    assert _raw_removed(raw, HeaderOps(set=(("x-b", "2"),)), hdict) is None  # sets: the head is rebuilt

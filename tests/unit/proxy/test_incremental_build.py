@@ -2,8 +2,8 @@
 
 Resources go through the agent's `ResourceCache`, as in mesh mode: an unchanged resource is the same
 object in the next snapshot, a changed one a new object. Random sequences of changes (hypothesis)
-over services, rules, routes, rate limits and PeerAuthentications compare config_dump() of the
-incremental runtime with a from-scratch one after every step.
+over services, rules, routes, rate limits, PeerAuthentications, an AuthorizationPolicy and the
+MeshConfig compare config_dump() of the incremental runtime with a from-scratch one after every step.
 """
 
 from __future__ import annotations
@@ -131,6 +131,28 @@ def peer_auth(variant: int) -> dict[str, Any]:
     }
 
 
+def authorization_policy(variant: int) -> dict[str, Any]:
+    action = ("ALLOW", "DENY", "AUDIT")[variant % 3]
+    spec = {"action": action, "rules": [{"to": [{"operation": {"paths": [f"/p{variant}"]}}]}]}
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": _meta("ap"),
+        "spec": spec,
+    }
+
+
+def mesh_config(variant: int) -> dict[str, Any]:
+    norm = ("BASE", "MERGE_SLASHES", "NONE")[variant % 3]
+    spec = {"pathNormalization": {"normalization": norm}}
+    return {
+        "apiVersion": "meshbus.io/v1",
+        "kind": "MeshConfig",
+        "metadata": _meta("mesh", "istio-system"),
+        "spec": spec,
+    }
+
+
 # slot -> value for a variant (None: the resource is absent)
 SLOTS: dict[str, Any] = {
     **{f"se-{h}": (lambda v, h=h: service_entry(h, v)) for h in HOSTS},
@@ -140,9 +162,11 @@ SLOTS: dict[str, Any] = {
     **{f"vs-{i}": (lambda v, i=i: virtual_service(i, v)) for i in range(5)},
     "rl": rate_limit,
     "pa": peer_auth,
+    "ap": authorization_policy,  # the inbound route's authorization follows these two
+    "mc": mesh_config,
 }
 NAMES = sorted(SLOTS)
-OPTIONAL = {"se-dup", "dr-wild", "vs-1", "vs-2", "vs-4", "rl", "pa"}
+OPTIONAL = {"se-dup", "dr-wild", "vs-1", "vs-2", "vs-4", "rl", "pa", "ap", "mc"}
 
 changes = st.lists(
     st.tuples(st.sampled_from(NAMES), st.one_of(st.none(), st.integers(0, 5))), min_size=1, max_size=12

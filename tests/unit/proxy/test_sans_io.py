@@ -26,6 +26,8 @@ IO_ADAPTERS = frozenset(
         "bootstrap",  # reads files, validates YAML in a child interpreter
         "adapters.admin",
         "adapters.exchange",  # the router's I/O glue (its decisions are in core and filters)
+        "adapters.ext_authz_http",  # CUSTOM checks over the pools (the filter's part is filters.authz)
+        "adapters.ext_authz_nats",  # CUSTOM checks over NATS (meshbusAuthz)
         "adapters.listener",
         "adapters.server",
         "adapters.upstream",
@@ -38,6 +40,7 @@ IO_ADAPTERS = frozenset(
         "mesh.mode",
         "mesh.prober",  # the app readiness probe's sockets (its verdicts are in mesh.probe)
         "mesh.ratelimit_client",  # global rate limit leases over NATS (the budgets are in filters)
+        "mesh.telemetry_ship",  # publishes metric deltas, spans and access logs (its deltas: telemetry.delta)
         "filters.plugins.adapter",  # user filters' hooks awaited with their timeout, body waits
         "filters.plugins.remote",  # calls to meshbus-filter-host over NATS
         "filters.plugins.bindings",  # instances closed on a loop timer; makes the two above

@@ -196,3 +196,22 @@ def test_a_peer_authentication_change_alone_redecides_auto_mtls_in_an_incrementa
     assert second.tls.clusters[REVIEWS].mode_for(("10.0.0.2", 9080)) == "DISABLE"
     assert third.tls.clusters[REVIEWS].mode_for(("10.0.0.2", 9080)) == ISTIO_MUTUAL
     assert second.tls.inbound.mode_for(9080, "default", {}) == "DISABLE"
+
+
+def test_mesh_wide_peer_authentication_lives_in_meshconfigs_root_namespace() -> None:
+    """MeshConfig ``rootNamespace`` moves the mesh-wide level, in a full build and an incremental one."""
+    mesh = "apiVersion: meshbus.io/v1\nkind: MeshConfig\nmetadata: {name: mesh, namespace: mesh-root}\n"
+    mesh += "spec: {rootNamespace: mesh-root}\n---\n"
+    pas = load_text(
+        SE + pa("old-root", "istio-system", "DISABLE") + pa("root", "mesh-root", "STRICT"), "x.yaml"
+    )
+    with_mesh = load_text(mesh, "m.yaml").resources
+    plain = build_runtime(pas.resources, app_port=9080)
+    assert plain.tls.inbound.mode_for(9080, "default", {}) == "DISABLE"
+    rooted = build_runtime([*pas.resources, *with_mesh], app_port=9080, previous=plain)
+    assert rooted.tls.inbound.mode_for(9080, "default", {}) == "STRICT"
+    assert (
+        build_runtime([*pas.resources, *with_mesh], app_port=9080).tls.inbound.root_namespace == "mesh-root"
+    )
+    back = build_runtime(pas.resources, app_port=9080, previous=rooted)
+    assert back.tls.inbound.mode_for(9080, "default", {}) == "DISABLE"

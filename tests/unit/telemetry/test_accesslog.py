@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshbus.telemetry.accesslog import (
+    FIELDS,
     NULL_ACCESS_LOG,
     AccessLogger,
     AccessLogRecord,
@@ -92,6 +93,15 @@ def test_json_lines_use_istio_keys_one_object_per_line() -> None:
         "authority", "upstream_host", "upstream_cluster", "route_name", "downstream_remote_address",
         "downstream_peer_principal", "trace_id", "request_principal",
     }  # fmt: skip
+
+
+def test_fields_filters_add_are_a_metadata_object_only_when_present() -> None:
+    """The authorization filter's deciding policy, for instance (filter_state["access_log"])."""
+    md = {"authz_result": "denied", "authz_policy": "ns[default]-policy[no-admin]-rule[0]"}
+    with_md, without = (
+        json.loads(line) for line in format_json_lines([_record(1, metadata=md), _record(2)]).splitlines()
+    )
+    assert with_md["metadata"] == md and "metadata" not in without
 
 
 def test_text_line_is_envoys_default_format() -> None:
@@ -206,8 +216,13 @@ def test_field_order_is_stable_for_positional_construction() -> None:
         "response_code_details", "bytes_received", "bytes_sent", "duration_ms", "upstream_service_time",
         "x_forwarded_for", "user_agent", "request_id", "authority", "upstream_host", "upstream_cluster",
         "route_name", "downstream_remote_address", "downstream_peer_principal", "trace_id",
-        "request_principal",
+        "request_principal", "metadata", "direction",
     ]  # fmt: skip
+    assert tuple(f.name for f in dc_fields(AccessLogRecord)) == FIELDS
+    r = AccessLogRecord(1.0, "GET", trace_id="t", request_principal="iss/sub")
+    assert dict(zip(FIELDS, r.row(), strict=True)) == {
+        f.name: getattr(r, f.name) for f in dc_fields(AccessLogRecord)
+    }
 
 
 _text = st.one_of(st.none(), st.text(max_size=40))
@@ -238,6 +253,9 @@ _text = st.one_of(st.none(), st.text(max_size=40))
             downstream_remote_address=_text,
             downstream_peer_principal=_text,
             trace_id=_text,
+            metadata=st.one_of(
+                st.none(), st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3)
+            ),
         ),
         max_size=5,
     )

@@ -6,12 +6,14 @@ from hypothesis import strategies as st
 
 from meshbus.telemetry import fields
 from meshbus.telemetry.errors import LabelError, MetricDefinitionError, TelemetryError
+from meshbus.telemetry.exposition import render_prometheus
 from meshbus.telemetry.metrics import (
     ISTIO_DEFAULT_BUCKETS,
     HistogramChild,
     InternalMetrics,
     IstioMetrics,
     Registry,
+    RequestSeries,
     istio_static_labels,
 )
 
@@ -131,17 +133,15 @@ def test_istio_metric_names_and_labels() -> None:
         "istio_request_duration_milliseconds",
         "istio_request_bytes",
         "istio_response_bytes",
-        "istio_tcp_connections_opened_total",
-        "istio_tcp_connections_closed_total",
         "meshbus_proxy_local_replies_total",
         "meshbus_telemetry_dropped_total",
     }
     assert names["istio_requests_total"].label_names[-2:] == ("response_code", "response_flags")
     assert names["istio_request_duration_milliseconds"].kind == "histogram"
-    assert "response_code" not in names["istio_tcp_connections_opened_total"].label_names
+    assert "grpc_response_status" in names["istio_requests_total"].label_names
 
 
-def test_record_request_updates_all_four_request_metrics() -> None:
+def test_series_updates_all_four_request_metrics() -> None:
     r = Registry()
     m = IstioMetrics(r)
     static = istio_static_labels(reporter="destination", destination_app="reviews")
@@ -149,7 +149,7 @@ def test_record_request_updates_all_four_request_metrics() -> None:
     assert m.series(static) is series
     series.record(200, 12.0, 100, 2000)
     series.record(200, 3.0, 0, 10)
-    m.record_request(static, 503, 0.2, 0, 19, "UH")
+    m.series(static).record(503, 0.2, 0, 19, "UH")
     key200 = (*static, "200", "-")
     key503 = (*static, "503", "UH")
     assert m.requests_total.labels(*key200).value == 2
@@ -168,12 +168,25 @@ def test_request_series_rejects_a_wrong_static_tuple() -> None:
         m.series(("source",))
 
 
-def test_tcp_series() -> None:
-    m = IstioMetrics(Registry())
+def test_a_variant_family_renders_under_one_help_and_type() -> None:
+    r = Registry()
+    base = r.counter("x_total", "An x", ("a",))
+    wider = r.variant(base, ("a", "b"))
+    assert r.variant(base, ("a", "b")) is wider and r.variant(base, ("a",)) is base
+    base.labels("1").inc()
+    wider.labels("1", "2").inc(2)
+    text = render_prometheus(r)
+    assert text.count("# TYPE x_total counter") == 1
+    assert 'x_total{a="1"} 1' in text and 'x_total{a="1",b="2"} 2' in text
+    with pytest.raises(MetricDefinitionError, match="invalid label"):
+        r.variant(base, ("a", "__b"))
+
+
+def test_a_disabled_metric_records_nowhere() -> None:
+    r = Registry()
+    m = IstioMetrics(r)
     static = istio_static_labels(reporter="source")
-    tcp = m.tcp_series(static)
-    tcp.opened.inc()
-    tcp.opened.inc()
-    tcp.closed.inc()
-    assert m.tcp_opened.labels(*static, "-").value == 2
-    assert m.tcp_closed.labels(*static, "-").value == 1
+    series = RequestSeries((None, (m.request_duration, static), None, None), m.buckets)
+    series.record(200, 5.0, 0, 10)
+    assert len(m.requests_total) == 0 and len(m.request_bytes) == 0
+    assert m.request_duration.labels(*static, "200", "-").count == 1

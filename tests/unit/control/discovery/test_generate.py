@@ -264,3 +264,67 @@ def test_a_service_whose_registrations_make_no_valid_service_entry_is_left_out(
     assert ("default", "bad") not in gen.services
     assert "service default/bad left out of snapshots" in caplog.text and "ports[0].number" in caplog.text
     assert "ServiceEntry.default.mesh-registry-reviews" in keys(gen, reg, "pp-1")  # the rest is served
+
+
+def mesh_config(name: str = "mesh", namespace: str = "istio-system", **spec: object) -> dict:  # type: ignore[type-arg]
+    return {
+        "apiVersion": "meshbus.io/v1",
+        "kind": "MeshConfig",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+MESH_DENY = manifest("AuthorizationPolicy", "mesh-deny", {"action": "DENY", "rules": [{}]}, "mesh-root")
+
+
+def test_the_mesh_config_reaches_every_proxy_and_names_the_root_namespace() -> None:
+    gen, reg = mesh(*BASE, MESH_DENY)
+    assert gen.model.root_namespace == "istio-system"
+    assert "AuthorizationPolicy.mesh-root.mesh-deny" not in keys(gen, reg, "pp-1")  # not the root yet
+    old = gen.model
+    mc = ConfigEntry.from_value(mesh_config(rootNamespace="mesh-root"), 70)
+    gen.set_model(old.apply([mc]), [mc.key])
+    assert gen.model.root_namespace == "mesh-root"
+    # Another root namespace changes what every proxy gets: every node is concerned.
+    assert gen.affected(PushRequest.of("config", config={mc.key}), old) == {
+        "reviews-1",
+        "reviews-2",
+        "ratings-1",
+        "pp-1",
+    }
+    for node in ("reviews-1", "ratings-1", "pp-1"):
+        assert {"MeshConfig.istio-system.mesh", "AuthorizationPolicy.mesh-root.mesh-deny"} <= keys(
+            gen, reg, node
+        )
+    # A MeshConfig edit that keeps the root namespace still goes to every proxy (normalization, providers).
+    old = gen.model
+    edited = ConfigEntry.from_value(
+        mesh_config(rootNamespace="mesh-root", pathNormalization={"normalization": "MERGE_SLASHES"}), 71
+    )
+    gen.set_model(old.apply([edited]), [edited.key])
+    assert gen.affected(PushRequest.of("config", config={edited.key}), old) == {
+        "reviews-1",
+        "reviews-2",
+        "ratings-1",
+        "pp-1",
+    }
+
+
+def test_a_policy_bound_to_a_gateway_reaches_no_sidecar() -> None:
+    bound = manifest(
+        "AuthorizationPolicy",
+        "edge-only",
+        {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}],
+            "rules": [{}],
+        },
+    )
+    gen, reg = mesh(*BASE, bound)
+    assert all(
+        "AuthorizationPolicy.default.edge-only" not in keys(gen, reg, n) for n in ("reviews-1", "pp-1")
+    )
+    assert (
+        gen.affected(PushRequest.of("config", config={"AuthorizationPolicy.default.edge-only"}), gen.model)
+        == set()
+    )

@@ -1,5 +1,5 @@
 """Discovery models only the kinds the proxy acts on: kinds meshbus accepts without enforcing them
-(EnvoyFilter, Telemetry, the Gateway API's Gateway, ...) never reach a proxy."""
+(EnvoyFilter, the Gateway API's Gateway, ...) never reach a proxy."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ pytestmark = pytest.mark.unit
         ("gateway.networking.k8s.io/v1", "HTTPRoute", False),
         ("networking.istio.io/v1alpha3", "EnvoyFilter", False),
         ("extensions.istio.io/v1alpha1", "WasmPlugin", False),
-        ("telemetry.istio.io/v1", "Telemetry", False),
+        ("telemetry.istio.io/v1", "Telemetry", True),
+        ("meshbus.io/v1", "MeshConfig", True),
         ("networking.istio.io/v1", "WorkloadGroup", False),
     ],
 )

@@ -1,0 +1,288 @@
+"""Telemetry's cost: two sidecars with telemetry off, on (1% tracing), on (100% tracing), side by side.
+
+    .venv/bin/python bench/telemetry.py [--duration 5] [--rounds 3] [--only off,on-1,on-100]
+
+Chain: wrk -> proxy A (client sidecar, outbound) -> proxy B (server sidecar, inbound) -> nginx origin,
+plaintext (bench/mtls.py prices mTLS). Load generator and origin on CPU 0, both proxies on CPU 1
+(bench/run.py's set-up); rounds interleaved; medians [min-max].
+
+- off:     a Telemetry turns every request metric off, access logging off, tracing at 0% (what is
+           left: the trace decision and context propagation, which every request gets).
+- on-1:    Istio's metrics, an access-log record per request, tracing at 1% (Istio's default).
+- on-100:  the same with every request traced (a span per hop, both hops).
+- on-1-nolog: on-1 without access logs (what the access log costs, by difference).
+In the "on" cases each sidecar ships as in mesh mode: metric deltas every second, spans and access
+logs, over a real nats-server to a real meshbus-telemetry (spans to a JSON-lines file, logs into its
+JetStream stream), which also runs on CPU 0.
+
+Reported: throughput and CPU per request of both proxies (the latter suffers less from a busy
+machine), the cost of each "on" case against "off", and meshbus-telemetry's CPU per 1,000 mesh
+requests per second (Mixer cost 0.6 vCPU; the goal is < 0.02). Needs wrk, nginx, taskset.
+Then one replica's capacity: the CPU to decode and merge one sidecar's batch (120 series: a sidecar
+talking to 10 peers, 3 response codes each), and so how many sidecars reporting every second one
+replica keeps up with (``--ingest-only`` runs just that part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+# bench/ is not a package: the shared helpers come from run.py next to this file
+from run import HOST, ORIGIN, Result, cpu_seconds, med, nginx_conf, process, run_wrk
+
+A_PORT, B_PORT, TEL_PORT = 18201, 18202, 18203
+
+OFF = """apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: off, namespace: istio-system}
+spec:
+  tracing: [{randomSamplingPercentage: 0}]
+  metrics: [{overrides: [{match: {metric: ALL_METRICS}, disabled: true}]}]
+  accessLogging: [{disabled: true}]
+"""
+
+
+def telemetry_for(case: str) -> str:
+    if case == "off":
+        return OFF
+    percent = 100 if case == "on-100" else 1
+    return OFF.replace("randomSamplingPercentage: 0", f"randomSamplingPercentage: {percent}").split(
+        "  metrics:"
+    )[0]
+
+
+def client_conf(case: str) -> str:
+    return f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {HOST}, namespace: default}}
+spec:
+  hosts: [{HOST}.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {B_PORT}}}, labels: {{app: {HOST}, version: v1}}, serviceAccount: origin}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {HOST}, namespace: default}}
+spec:
+  host: {HOST}
+  trafficPolicy:
+    connectionPool: {{tcp: {{maxConnections: 1000}}, http: {{http1MaxPendingRequests: 1000}}}}
+---
+{telemetry_for(case)}"""
+
+
+# ---- a sidecar process (child): a standalone proxy that ships as a mesh-mode one does -----------------
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from meshbus.bus.connection import BusConnection, BusSettings
+    from meshbus.bus.schemas.telemetry import Source
+    from meshbus.proxy.adapters.server import ProxyServer
+    from meshbus.proxy.bootstrap import BootstrapConfig, parse_address
+    from meshbus.proxy.filters.spans import SpanRecorder
+    from meshbus.proxy.mesh.telemetry_ship import BusSink, TelemetryShipper
+    from meshbus.telemetry.peer import Workload
+
+    labels = {"app": args.name, "version": "v1"}
+    cfg = BootstrapConfig(
+        config_path=args.config,
+        outbound=parse_address(args.outbound) if args.outbound != "off" else None,
+        inbound=parse_address(args.inbound) if args.inbound != "off" else None,
+        admin=None,
+        app_port=args.app_port,
+        labels=labels,
+        log_level="warning",
+    )
+    server = ProxyServer(cfg)
+    await server.start()
+    shipper = None
+    bus = None
+    if args.nats:
+        bus = BusConnection(BusSettings(url=args.nats, name=f"bench-{args.name}"))
+        await bus.connect()
+        dropped = server.internal.telemetry_dropped.labels
+        buffer = SpanRecorder(dropped=dropped("spans"))
+        workload = Workload.of(args.name, "default", labels, args.name)
+        resource = {"service.name": f"{args.name}.default"}
+        server.observe.set_identity(workload, args.name, f"{args.name}.default.svc.cluster.local", buffer)
+        source = Source(f"{args.name}-bench", args.name, "default", workload.name)
+        server.add_access_log_sink(BusSink(bus, source, dropped("access_log")))
+        shipper = TelemetryShipper(bus, source, server.registry, buffer, dropped, resource=resource)
+        shipper.start()
+    try:
+        await server.serve_until_stopped()
+    finally:
+        if shipper is not None:
+            await shipper.stop()
+        if bus is not None:
+            await bus.close()
+
+
+def sidecar_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--outbound", default="off")
+    ap.add_argument("--inbound", default="off")
+    ap.add_argument("--app-port", type=int, default=None)
+    ap.add_argument("--name", default="client")
+    ap.add_argument("--nats", default="")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import uvloop
+
+    uvloop.run(_serve(args))
+    return 0
+
+
+# ---- parent ----------------------------------------------------------------------------------------------
+
+
+def chain(tmp: Path, case: str, nats: str) -> list[tuple[list[str], int]]:
+    py, me = sys.executable, str(Path(__file__).resolve())
+    (tmp / f"a-{case}.yaml").write_text(client_conf(case))
+    (tmp / f"b-{case}.yaml").write_text(telemetry_for(case))
+    ship = ["--nats", nats] if case != "off" else []
+    b = [py, me, "sidecar", "--config", str(tmp / f"b-{case}.yaml"), "--inbound", f"127.0.0.1:{B_PORT}",
+         "--app-port", str(ORIGIN), "--name", HOST, *ship]  # fmt: skip
+    a = [py, me, "sidecar", "--config", str(tmp / f"a-{case}.yaml"), "--outbound", f"127.0.0.1:{A_PORT}",
+         "--name", "client", *ship]  # fmt: skip
+    return [(b, B_PORT), (a, A_PORT)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sidecar"]:
+        return sidecar_main(argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma list of: off,on-1,on-100,on-1-nolog")
+    ap.add_argument("--ingest-only", action="store_true", help="only the replica's ingest capacity")
+    args = ap.parse_args(argv)
+    if args.ingest_only:
+        ingest_capacity()
+        return 0
+    missing = [t for t in ("wrk", "nginx", "taskset") if shutil.which(t) is None]
+    if missing:
+        print(
+            f"missing tools: {', '.join(missing)} (apt-get install -y wrk nginx util-linux)", file=sys.stderr
+        )
+        return 2
+    from meshbus.bus.embedded import EmbeddedNats
+
+    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-telemetry-"))
+    for d in ("nginx-body", "nginx-proxy", "nginx-fcgi", "nginx-uwsgi", "nginx-scgi"):
+        (tmp / d).mkdir()
+    (tmp / "nginx.conf").write_text(nginx_conf(tmp))
+    cases = [c for c in ("off", "on-1", "on-100", "on-1-nolog") if not args.only or c in args.only.split(",")]
+    results = {c: Result() for c in cases}
+    collector: dict[str, list[float]] = {c: [] for c in cases}
+    nats = EmbeddedNats(port=0, store_dir=str(tmp / "nats"))
+    nats.start()
+    telemetry = [sys.executable, "-m", "meshbus.telemetry", "--nats", nats.url, "--host", "127.0.0.1",
+                 "--metrics-port", str(TEL_PORT), "--spans-file", str(tmp / "spans.jsonl"), "--log-level", "warning"]  # fmt: skip
+    print(f"bench dir {tmp}; {args.rounds} rounds x wrk {args.duration}s; cases {', '.join(cases)}")
+    try:
+        with (
+            process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log"),
+            process(telemetry, 0, TEL_PORT, tmp / "telemetry.log") as tel_pid,
+        ):
+            for rnd in range(args.rounds):
+                for case in cases:
+                    with ExitStack() as stack:
+                        pids = [
+                            stack.enter_context(process(cmd, 1, port, tmp / f"{case}-{i}.log"))
+                            for i, (cmd, port) in enumerate(chain(tmp, case, nats.url))
+                        ]
+                        run_wrk(A_PORT, 1, None)  # warm-up: pools, caches, label sets
+                        before = sum(cpu_seconds(p) for p in pids)
+                        tel_before = cpu_seconds(tel_pid)
+                        rps, _, errors = run_wrk(A_PORT, args.duration, None)
+                        requests = max(1.0, rps * args.duration)
+                        cpu_us = (sum(cpu_seconds(p) for p in pids) - before) * 1e6 / requests
+                        tel_cpu = cpu_seconds(tel_pid) - tel_before
+                    res = results[case]
+                    res.rps.append(rps)
+                    res.cpu_us.append(cpu_us)
+                    res.errors += errors
+                    # vCPU per 1,000 rps: CPU seconds per second, per thousand requests per second
+                    per_k = (tel_cpu / args.duration) / (rps / 1000) if rps else float("nan")
+                    collector[case].append(per_k)
+                    print(f"  round {rnd + 1} {case:7s} {rps:9,.0f} rps  cpu {cpu_us:6.1f} us/req (both proxies)  "
+                          f"meshbus-telemetry {per_k:.4f} vCPU per 1k rps  errors {errors}")  # fmt: skip
+    finally:
+        nats.cleanup()
+    report(results, collector)
+    ingest_capacity()
+    return 0
+
+
+def ingest_capacity(n: int = 300) -> float:
+    """CPU seconds one replica spends decoding and merging one 120-series batch."""
+    import time
+
+    from meshbus.bus import codec
+    from meshbus.bus.schemas.telemetry import FamilyDelta, MetricBatch, Source
+    from meshbus.telemetry import fields
+    from meshbus.telemetry.collector.store import MetricStore
+    from meshbus.telemetry.metrics import ISTIO_DEFAULT_BUCKETS
+
+    names = list(fields.ISTIO_REQUEST_LABELS)
+    families = []
+    for name, kind in (("istio_requests_total", "counter"), ("istio_request_duration_milliseconds", "histogram"),
+                       ("istio_request_bytes", "histogram"), ("istio_response_bytes", "histogram")):  # fmt: skip
+        samples: list[list[object]] = []
+        for peer in range(10):
+            for code in ("200", "404", "503"):
+                values = {n: "unknown" for n in names} | {"reporter": "destination", "response_code": code,
+                                                          "source_workload": f"caller{peer}", "response_flags": "-"}  # fmt: skip
+                lv = [values[n] for n in names]
+                samples.append(
+                    [lv, 5] if kind == "counter" else [lv, [1] * (len(ISTIO_DEFAULT_BUCKETS) + 1), 5.0]
+                )
+        buckets = [] if kind == "counter" else list(ISTIO_DEFAULT_BUCKETS)
+        families.append(FamilyDelta(name, kind, "help", names, buckets, samples))
+    data, headers = codec.encode(MetricBatch(Source("n0"), 1, families))
+    store = MetricStore()
+    t = time.process_time()
+    for i in range(n):
+        batch = codec.decode(data, headers, MetricBatch)
+        store.ingest(MetricBatch(Source(f"n{i % 100}"), i, batch.families), 1000.0 + i * 0.01)
+    per_batch = (time.process_time() - t) / n
+    print(f"one replica: {per_batch * 1e3:.2f} ms CPU per 120-series batch ({len(data)} bytes): "
+          f"~{1 / per_batch:,.0f} such sidecars reporting every second per replica at 100% of a core")  # fmt: skip
+    return per_batch
+
+
+def report(results: dict[str, Result], collector: dict[str, list[float]]) -> None:
+    print()
+    print("| case | rps median [min-max] | CPU us/req (A+B) | meshbus-telemetry vCPU per 1k rps | errors |")
+    print("|---|---|---|---|---|")
+    for case, r in results.items():
+        tel = med(collector[case]) if case != "off" else "-"
+        print(f"| {case} | {med(r.rps)} | {med(r.cpu_us)} | {tel} | {r.errors} |")
+    if "off" in results:
+        base_rps = statistics.median(results["off"].rps)
+        base_cpu = statistics.median(results["off"].cpu_us)
+        for case, goal in (("on-1", 5), ("on-100", 15), ("on-1-nolog", 5)):
+            if case in results:
+                drop = 100 * (1 - statistics.median(results[case].rps) / base_rps)
+                cpu = 100 * (statistics.median(results[case].cpu_us) / base_cpu - 1)
+                print(
+                    f"{case}: throughput {drop:+.1f}% below off, CPU per request {cpu:+.1f}% (goal: < {goal}% apart)"
+                )
+    print("goal (issue 13): meshbus-telemetry < 0.02 vCPU per 1,000 mesh rps (Mixer: 0.6)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""The STATS phase of every request: trace context, Istio metrics and the access-log record.
+
+Istio's stats and tracing are listener-wide HTTP filters in Envoy (the istio.stats filter and the
+connection manager's tracing), not per-route ones: they see every request a listener handles,
+including those no route matches (404 NR) and those a filter answers. So they are not entries of a
+route's chain (proxy/filters/chain.py): the exchange calls its listener's `HopTelemetry` at two fixed
+points, ``begin`` once the route is matched (the trace decision, before the route's filters run)
+and ``done`` when the request has finished (metrics, the span's end, the access-log record), and
+routes keep their empty chains and fast paths.
+
+What each side records comes from the Telemetry policy of the runtime the request runs on
+(proxy/build/telemetry_policy.py). Everything here is in memory: shipping happens off the request
+path (proxy/mesh/telemetry_ship.py).
+
+Filters that decide about a request leave what the access log should say in ``ctx.filter_state``:
+the JWT filter its verified identity under ``request.auth`` (the record's ``request_principal``), any
+filter fields under ``access_log`` (the record's ``metadata``: the authorization policy that decided).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from meshbus.proxy.build.telemetry_policy import SidePolicy
+from meshbus.proxy.filters.stats import Identity, StatsRecorder
+from meshbus.proxy.filters.tracing import HopTracer, TraceHop
+from meshbus.telemetry.accesslog import AccessLogRecord
+from meshbus.telemetry.metrics import CounterChild, InternalMetrics, IstioMetrics, RequestSeries
+from meshbus.telemetry.peer import PEER_HEADER, Workload
+
+log = logging.getLogger(__name__)
+
+_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
+class Observability:
+    """The proxy's side of telemetry, shared by its listeners: who it is, the Istio metrics, and
+    (in mesh mode, where spans have somewhere to go) the SDK spans."""
+
+    def __init__(self, metrics: IstioMetrics, internal: InternalMetrics, namespace: str, labels: Any) -> None:
+        self.ident = Identity(Workload.of("", namespace, labels or {}))
+        self.metrics = metrics
+        self.local_replies = internal.local_replies
+        self.spans: Any = None  # proxy/filters/spans.py SpanRecorder, set by mesh mode
+        self.listeners: list[HopTelemetry] = []
+
+    def set_identity(self, workload: Workload, service: str, service_fqdn: str, spans: Any = None) -> None:
+        ident = self.ident
+        ident.workload = workload
+        ident.service = service
+        ident.service_fqdn = service_fqdn
+        if spans is not None:
+            self.spans = spans
+        for hop in self.listeners:
+            hop.identity_changed()
+
+    def set_principal(self, principal: str) -> None:
+        self.ident.set_principal(principal)
+        for hop in self.listeners:
+            hop.stats.policy = None  # the label sets name it: make them again
+
+
+class HopTelemetry:
+    """One listener's STATS phase: ``begin`` and ``done`` are called by the exchange."""
+
+    __slots__ = ("direction", "ident", "local_replies", "peer", "peer_line", "server", "stats", "tracer")
+
+    def __init__(self, server: Any, direction: str) -> None:
+        obs = server.observe
+        self.server = server
+        self.direction = direction
+        self.ident: Identity = obs.ident
+        self.stats = StatsRecorder(direction, obs.metrics, obs.ident)
+        self.tracer = HopTracer(direction == "inbound", obs.spans)
+        self.local_replies: Any = obs.local_replies
+        self.peer: list[tuple[str, str]] = []
+        self.peer_line = b""
+        obs.listeners.append(self)
+        self.identity_changed()
+
+    def identity_changed(self) -> None:
+        """The proxy learned who it is (mesh mode): new label sets, and the peer header the client
+        side sends (meshbus.telemetry.peer)."""
+        self.stats.policy = None
+        self.tracer.spans = self.server.observe.spans
+        if self.direction == "outbound":
+            value = self.ident.workload.header_value()
+            self.peer = [(PEER_HEADER, value)]
+            self.peer_line = f"{PEER_HEADER}: {value}\r\n".encode("latin-1")
+
+    def peer_line_for(self, ex: Any) -> bytes:
+        """The peer header line for this request's upstream head: only to mesh workloads (a cluster
+        whose endpoints have identities), never to services outside the mesh."""
+        if not self.peer_line:
+            return b""
+        ctls = ex.runtime.tls.clusters.get(ex.cluster.name)
+        return self.peer_line if ctls is not None and ctls.identities else b""
+
+    def upstream_headers(self, ex: Any, hop: TraceHop) -> list[tuple[str, str]]:
+        """What this hop adds to a rebuilt upstream head: the peer header, the trace headers."""
+        peer = self.peer if self.peer_line_for(ex) else []
+        trace = hop.headers
+        return peer + trace if trace is not None else peer
+
+    def side(self, ex: Any) -> SidePolicy:
+        runtime = ex.runtime or self.server.runtime
+        return runtime.telemetry.side(self.direction)
+
+    def begin(self, ex: Any) -> TraceHop:
+        try:
+            return self.tracer.begin(ex, self.side(ex).tracing)
+        except Exception as exc:  # a trace must never cost the request: go on without one
+            log.error("trace start failed: %s: %s", type(exc).__name__, exc)
+            return TraceHop("")
+
+    def done(self, ex: Any, flags: str, duration: float) -> None:
+        side = self.side(ex)
+        s = self.stats.series(ex, side)
+        if type(s) is not RequestSeries:  # labels that read the request
+            s = s.record_for(request_attributes(ex, flags, duration))
+        s.record(ex.status, duration, ex.bytes_in, ex.bytes_out, flags)
+        if ex.resp is None and ex.status:
+            self._local_reply(flags)
+        hop: TraceHop | None = ex.tr
+        if hop is not None and hop.span is not None:
+            try:
+                self.tracer.end(ex, hop, flags)
+            except Exception as exc:  # a span must never cost the response
+                log.error("span end failed: %s: %s", type(exc).__name__, exc)
+        al = side.access_log
+        if not al.enabled or not self.server.logging_on:
+            return
+        if al.filter is not None and not _passes(al.filter, ex, flags, duration):
+            return
+        self.server.access_log.log(access_record(ex, flags, duration, hop, self.direction))
+
+    def _local_reply(self, flags: str) -> None:
+        child: CounterChild = self.local_replies.labels(flags)
+        child.value += 1
+
+
+def access_record(
+    ex: Any, flags: str, duration: float, hop: TraceHop | None, direction: str
+) -> AccessLogRecord:
+    head = ex.head
+    hd = head.hdict
+    view = ex.view
+    cluster = ex.cluster
+    route = ex.route
+    fs = ex.filter_state
+    auth = fs.get("request.auth") if fs is not None else None  # proxy/filters/jwt_authn.py
+    return AccessLogRecord(
+        ex.start,
+        head.method,
+        view.path if view is not None else head.target,
+        _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
+        ex.status,
+        flags,
+        ex.details or ex.tls_failure,
+        ex.bytes_in,
+        ex.bytes_out,
+        duration,
+        None,
+        hd.get("x-forwarded-for"),
+        hd.get("user-agent"),
+        hd.get("x-request-id"),
+        ex.authority,
+        ex.upstream_host,
+        cluster.name if cluster is not None else None,
+        route.name if route is not None else None,
+        ex.dc.peer_ip,
+        ex.dc.peer_principal,
+        hop.trace_id if hop is not None else None,
+        auth["principal"] if auth is not None else None,
+        fs.get("access_log") if fs is not None else None,  # fields filters add (chain.FilterContext)
+        direction,
+    )
+
+
+def request_attributes(ex: Any, flags: str, duration: float) -> dict[str, Any]:
+    """Istio's per-request CEL attributes (meshbus.bus.config.cel.ATTRIBUTES), for the access-log
+    filter and for metric labels that read the request."""
+    head = ex.head
+    hd = head.hdict
+    view = ex.view
+    path = view.path if view is not None else head.target
+    cluster = ex.cluster
+    return {
+        "request": {
+            "method": head.method,
+            "path": path,
+            "url_path": path.partition("?")[0],
+            "host": ex.authority,
+            "scheme": "http",
+            "protocol": _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
+            "headers": hd,
+            "id": hd.get("x-request-id", ""),
+            "useragent": hd.get("user-agent", ""),
+            "size": ex.bytes_in,
+            "total_size": ex.bytes_in,
+            "duration": duration,
+        },
+        "response": {
+            "code": ex.status,
+            "flags": flags,
+            "code_details": ex.details or "",
+            "size": ex.bytes_out,
+            "total_size": ex.bytes_out,
+            "grpc_status": "",
+        },
+        "connection": {"mtls": ex.dc.peer_principal is not None},
+        "upstream": {
+            "address": ex.upstream_host or "",
+            "cluster": cluster.name if cluster is not None else "",
+        },
+        "source": {"address": ex.dc.peer_ip, "principal": ex.dc.peer_principal or ""},
+    }
+
+
+def _passes(program: Any, ex: Any, flags: str, duration: float) -> bool:
+    try:
+        return program.execute(request_attributes(ex, flags, duration)) is True
+    except Exception:  # Envoy's CEL filter: an expression that cannot be evaluated does not match
+        return False

@@ -1,0 +1,190 @@
+"""Trace context through one listener (the tracing filter's part of the STATS phase).
+
+Per request, in this order, before any SDK object exists:
+
+1. read the caller's context (W3C traceparent/tracestate, B3 single or multi: telemetry/tracecontext.py);
+2. decide: the caller's sampling decision when it sent one, else a random draw against the side's
+   ``randomSamplingPercentage`` (1% by default);
+3. only when sampled (and span reporting is on) start a span (proxy/filters/spans.py), SERVER on the
+   inbound listener and CLIENT on the outbound one, child of the caller's span, and send the new span
+   id upstream;
+   otherwise pass the caller's headers through untouched or, when none came, start a context (new
+   trace id, the decision in its flags) so every hop after this one keeps both.
+
+The ``x-request-id`` is kept as received (the listener makes one when none came). The span is named
+``{method} {route}`` and carries the stable HTTP semantic-convention attributes; it ends when the
+exchange finishes (`end`). A request that is not sampled costs an id or two and a header line.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Final
+
+from meshbus.proxy.build.telemetry_policy import TracingSettings
+from meshbus.telemetry.tracecontext import (
+    SAMPLED,
+    UNDECIDED,
+    W3C,
+    extract,
+    new_span_id,
+    new_trace_id,
+    propagation_headers,
+)
+
+_rand: Final = random.random
+_KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+
+class TraceHop:
+    """One request's trace on this hop: ``trace_id`` (always: the access log's), the ``span`` when
+    sampled, and what the router changes upstream: ``strip`` the caller's trace headers, add
+    ``line`` (head lines) or ``headers`` (for a rebuilt head; made only when asked for)."""
+
+    __slots__ = ("fmt", "line", "parent_id", "sampled", "span", "span_id", "strip", "trace_id")
+
+    def __init__(self, trace_id: str) -> None:
+        self.trace_id = trace_id
+        self.span: Any = None
+        self.strip = False
+        self.line = b""
+        self.fmt = W3C
+        self.span_id = ""
+        self.parent_id = ""
+        self.sampled = False
+
+    @property
+    def headers(self) -> list[tuple[str, str]] | None:
+        if not self.line:
+            return None
+        return propagation_headers(self.fmt, self.trace_id, self.span_id, self.parent_id, self.sampled)
+
+
+class HopTracer:
+    """Trace decisions and spans of one listener (``server``: the inbound side)."""
+
+    __slots__ = ("server", "spans")
+
+    def __init__(self, server: bool, spans: Any) -> None:
+        self.server = server
+        self.spans = spans  # SpanRecorder, or None: no spans at all (the decision is still propagated)
+
+    def begin(self, ex: Any, settings: TracingSettings) -> TraceHop:
+        inc = extract(ex.head.hdict)
+        if inc is None:
+            sampled = _rand() < settings.sampling
+            hop = TraceHop(new_trace_id())
+            parent = ""
+            fmt = W3C
+        else:
+            s = inc.sampled
+            sampled = _rand() < settings.sampling if s == UNDECIDED else s == SAMPLED
+            hop = TraceHop(inc.trace_id)
+            parent = inc.span_id
+            fmt = inc.fmt
+        spans = self.spans
+        if sampled and settings.report and spans is not None:
+            span = hop.span = spans.start(
+                span_name(ex, self.server),
+                self.server,
+                hop.trace_id,
+                parent,
+                inc.tracestate if inc is not None else None,
+                int(ex.start * 1e9),
+                start_attributes(ex, self.server, settings),
+            )
+            span_id = span.span_id
+        elif inc is not None and parent and inc.sampled != UNDECIDED:
+            return hop  # not ours to record: the caller's headers go on as they came
+        else:
+            span_id = new_span_id()
+        hop.strip = inc is not None
+        hop.fmt = fmt
+        hop.span_id = span_id
+        hop.parent_id = parent
+        hop.sampled = sampled
+        if fmt == W3C:  # the common case, without the header list
+            flags = "01" if sampled else "00"
+            hop.line = f"traceparent: 00-{hop.trace_id}-{span_id}-{flags}\r\n".encode()
+        else:
+            hop.line = "".join(
+                f"{n}: {v}\r\n" for n, v in propagation_headers(fmt, hop.trace_id, span_id, parent, sampled)
+            ).encode("latin-1")
+        return hop
+
+    def end(self, ex: Any, hop: TraceHop, flags: str) -> None:
+        status = ex.status
+        attrs: dict[str, Any] = {"http.response.status_code": status}
+        # Semconv: 5xx is an error on both sides, 4xx on the client side only; no response is one too.
+        error = status >= 500 or status == 0 or (status >= 400 and not self.server)
+        if error:
+            attrs["error.type"] = str(status) if status else (flags if flags != "-" else "_OTHER")
+        if flags != "-":
+            attrs["meshbus.response_flags"] = flags
+        if not self.server and ex.upstream_host:
+            attrs["network.peer.address"], _, port = ex.upstream_host.rpartition(":")
+            if port.isdigit():
+                attrs["network.peer.port"] = int(port)
+        cluster = ex.cluster
+        if cluster is not None:
+            attrs["upstream_cluster"] = cluster.name
+        self.spans.end(hop.span, attrs, error, time.time_ns())
+
+
+def span_name(ex: Any, server: bool) -> str:
+    method = ex.head.method
+    if method not in _KNOWN_METHODS:
+        method = "HTTP"
+    route = ex.route
+    if route is None:
+        return method
+    name = route.name if route.name and route.name != "default" else ""
+    if not name:
+        name = ex.ctx.tele.ident.service_fqdn if server else route.virtual_host
+    return f"{method} {name}"
+
+
+def start_attributes(ex: Any, server: bool, settings: TracingSettings) -> dict[str, Any]:
+    head = ex.head
+    hd = head.hdict
+    view = ex.view
+    path = view.path if view is not None else head.target
+    host, _, port = (
+        (ex.authority or "").rpartition(":") if ":" in (ex.authority or "") else (ex.authority, "", "")
+    )
+    method = head.method
+    attrs: dict[str, Any] = {
+        "http.request.method": method if method in _KNOWN_METHODS else "_OTHER",
+        "url.path": path.partition("?")[0],
+        "url.scheme": "http",
+        "server.address": host or "",
+        "network.protocol.version": head.version,
+        "meshbus.request_id": hd.get("x-request-id", ""),
+        "node_id": ex.ctx.tele.ident.workload.name,
+    }
+    if port.isdigit():
+        attrs["server.port"] = int(port)
+    elif ex.cluster is not None:
+        attrs["server.port"] = ex.cluster.port
+    if server:
+        attrs["network.peer.address"] = ex.dc.peer_ip
+        if ex.dc.peer_principal:
+            attrs["meshbus.peer.principal"] = ex.dc.peer_principal
+    else:
+        attrs["url.full"] = f"http://{ex.authority}{path}"
+    route = ex.route
+    if route is not None and route.name:
+        attrs["http.route"] = route.name
+    ua = hd.get("user-agent")
+    if ua is not None:
+        attrs["user_agent.original"] = ua
+    for name, value in settings.literal_tags:
+        attrs[name] = value
+    for tag in settings.header_tags:
+        v = hd.get(tag.value, tag.default)
+        if v is not None:
+            attrs[tag.name] = v
+    return attrs

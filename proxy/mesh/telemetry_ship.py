@@ -1,0 +1,205 @@
+"""Mesh mode: ship the proxy's telemetry to meshbus-telemetry, off the request path (asyncio).
+
+Every ``interval`` seconds (1 s) one task publishes, on the proxy's own subjects:
+- ``telemetry.metrics.<node>``: the deltas of its metric series since the last batch
+  (`meshbus.telemetry.delta`), an empty batch when nothing changed (the collector's liveness signal);
+- ``telemetry.spans.<node>``: the spans that ended meanwhile (rows of proxy/filters/spans.py's buffer).
+Access-log records take the access-log writer's path (it drains the bounded record queue every 200
+ms); `BusSink` publishes them as rows (msgpack: a quarter of the cost of JSON lines) on
+``telemetry.logs.<node>``, which a JetStream stream keeps (meshbus-telemetry creates it, with size
+and age limits); ``meshctl logs`` renders them under Istio's JSON keys.
+
+Nothing here blocks a request: publishing only buffers in the NATS client. While NATS is away a
+publish fails: metric deltas stay uncommitted and go with the next batch; spans and log lines are
+dropped and counted in ``meshbus_telemetry_dropped_total{signal}`` (the queues before them are
+bounded too). A batch larger than the bus's message limit is split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from meshbus.bus import codec
+from meshbus.bus.connection import BusConnection
+from meshbus.bus.schemas.telemetry import (
+    AccessLogBatch,
+    FamilyDelta,
+    MetricBatch,
+    Source,
+    SpanBatch,
+    pack_rows,
+)
+from meshbus.bus.tasks import cancel_and_wait
+from meshbus.proxy.filters.spans import ROW
+from meshbus.telemetry.accesslog import FIELDS, AccessLogRecord
+from meshbus.telemetry.delta import DeltaTracker
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_S: Final = 1.0
+_SPAN_FIELDS: Final = list(ROW)
+_RECORD_FIELDS: Final = list(FIELDS)
+_RECORDS_PER_BATCH: Final = 500  # ~100 KiB of rows: well under the bus's message limit
+_SPLIT_AT: Final = 0.8  # of the bus's max payload: leaves room for headers
+
+
+def _halves(items: list[Any]) -> list[list[Any]]:
+    mid = len(items) // 2
+    return [items[:mid], items[mid:]]
+
+
+class TelemetryShipper:
+    """Owns the periodic task; ``dropped(signal)`` is the server's drop counter for a signal."""
+
+    def __init__(
+        self,
+        bus: BusConnection,
+        source: Source,
+        registry: Any,
+        span_buffer: Any,
+        dropped: Callable[[str], Any],
+        *,
+        resource: dict[str, str] | None = None,
+        provider: Callable[[], str] = lambda: "",
+        interval: float = DEFAULT_INTERVAL_S,
+    ) -> None:
+        self.bus = bus
+        self.source = source
+        self.tracker = DeltaTracker(registry)
+        self.span_buffer = span_buffer
+        self.dropped = dropped
+        self.resource = resource or {}
+        self.provider = provider
+        self.interval = interval
+        self.seq = 0
+        self.batches = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._run(), name="meshbus-telemetry-ship"))
+
+    async def stop(self) -> None:
+        """Stop, after one last batch when the bus is there (a draining proxy's final counts)."""
+        await cancel_and_wait(self._tasks, logger=log)
+        self._tasks.clear()
+        if self.bus.connected:
+            with contextlib.suppress(Exception):
+                await self.flush()
+                await self.bus.flush(1.0)
+
+    async def _run(self) -> None:
+        await self.bus.wait_connected()
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.flush()
+            except Exception:  # a bug here must not stop telemetry for good
+                log.exception("telemetry shipping failed")
+
+    async def flush(self) -> None:
+        await self._ship_metrics()
+        await self._ship_spans()
+
+    async def _ship_metrics(self) -> None:
+        families, baseline = self.tracker.collect()
+        self.seq += 1
+        subject = self.bus.subjects.telemetry("metrics", self.source.node)
+        try:
+            for chunk in self._fit(
+                families, lambda fs: MetricBatch(self.source, self.seq, fs), _split_families
+            ):
+                data, headers = _encoded(MetricBatch(self.source, self.seq, chunk))
+                await self.bus.nc.publish(subject, data, headers=headers)
+        except Exception as exc:  # not connected, or the client's buffer is full: try again next time
+            log.debug("metric batch not sent (%s); it goes with the next one", exc)
+            return
+        self.tracker.commit(baseline)
+        self.batches += 1
+
+    async def _ship_spans(self) -> None:
+        if self.span_buffer is None:
+            return
+        data = self.span_buffer.drain()
+        if not data:
+            return
+        provider = self.provider()
+        subject = self.bus.subjects.telemetry("spans", self.source.node)
+        sent = 0
+        try:
+            for chunk in self._fit(
+                data,
+                lambda ds: SpanBatch(
+                    self.source, self.resource, provider, _SPAN_FIELDS, pack_rows(ds), len(ds)
+                ),
+                _halves,
+            ):
+                body, headers = _encoded(
+                    SpanBatch(
+                        self.source, self.resource, provider, _SPAN_FIELDS, pack_rows(chunk), len(chunk)
+                    )
+                )
+                await self.bus.nc.publish(subject, body, headers=headers)
+                sent += len(chunk)
+        except Exception as exc:
+            self.dropped("spans").value += len(data) - sent
+            log.warning("dropped %d spans: %s", len(data) - sent, exc)
+
+    def _fit(
+        self,
+        items: list[Any],
+        make: Callable[[list[Any]], Any],
+        split: Callable[[list[Any]], list[list[Any]]],
+    ) -> list[list[Any]]:
+        """``items`` in chunks whose message fits the bus's payload limit."""
+        limit = self.bus.settings.max_payload * _SPLIT_AT
+        out: list[list[Any]] = []
+        todo = [items]
+        while todo:
+            chunk = todo.pop()
+            if len(_encoded(make(chunk))[0]) <= limit or len(chunk) <= 1:
+                out.append(chunk)
+            else:
+                todo.extend(reversed(split(chunk)))
+        return out
+
+
+def _split_families(families: list[FamilyDelta]) -> list[list[FamilyDelta]]:
+    if len(families) > 1:
+        return _halves(families)
+    f = families[0]
+    return [[FamilyDelta(f.name, f.kind, f.help, f.labels, f.buckets, part)] for part in _halves(f.samples)]
+
+
+def _encoded(msg: Any) -> tuple[bytes, dict[str, str]]:
+    return codec.encode(msg)
+
+
+class BusSink:
+    """An access-log sink (telemetry/accesslog_writer.py) that publishes the records as rows."""
+
+    def __init__(self, bus: BusConnection, source: Source, dropped: Any) -> None:
+        self.bus = bus
+        self.source = source
+        self.dropped = dropped
+
+    async def write_records(self, records: list[AccessLogRecord]) -> None:
+        if not records:
+            return
+        if not self.bus.connected:
+            raise ConnectionError("meshbus: not connected to NATS")
+        subject = self.bus.subjects.telemetry("logs", self.source.node)
+        for i in range(0, len(records), _RECORDS_PER_BATCH):
+            rows = [r.row() for r in records[i : i + _RECORDS_PER_BATCH]]
+            await self.bus.publish(
+                subject, AccessLogBatch(self.source, _RECORD_FIELDS, pack_rows(rows), len(rows))
+            )
+
+    async def write(self, data: bytes) -> None:
+        raise NotImplementedError("BusSink takes records (write_records), not formatted lines")
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,181 @@
+"""Trace context on HTTP headers: W3C Trace Context and B3 (single and multi header), sans-IO.
+
+``extract(hdict)`` reads what a request carries (lowercase header dict): W3C ``traceparent`` (+
+``tracestate``) first, then B3 single (``b3``), then B3 multi (``x-b3-traceid``, ``x-b3-spanid``,
+``x-b3-sampled``, ``x-b3-flags``). What does not parse is ignored, as the W3C spec asks (a new trace
+starts). The result says in which format it came, so the proxy answers in the same one.
+
+Specs: https://www.w3.org/TR/trace-context/ (version 00; a higher version is read by its first four
+fields, as the spec asks of a version it does not know), https://github.com/openzipkin/b3-propagation
+(64-bit trace ids are left-padded to 128 bits; ``d`` = debug implies sampled; ``b3: 0`` / ``1`` /
+``d`` alone is a sampling decision without ids).
+
+Ids are kept as lowercase hex strings, the form every header uses: nothing is converted per hop
+unless a span is made (the SDK wants ints).
+"""
+
+from __future__ import annotations
+
+import re
+from random import getrandbits
+from typing import Final
+
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
+B3: Final = "b3"
+X_B3_TRACEID: Final = "x-b3-traceid"
+X_B3_SPANID: Final = "x-b3-spanid"
+X_B3_PARENTSPANID: Final = "x-b3-parentspanid"
+X_B3_SAMPLED: Final = "x-b3-sampled"
+X_B3_FLAGS: Final = "x-b3-flags"
+
+TRACE_HEADERS: Final[frozenset[str]] = frozenset(
+    {TRACEPARENT, B3, X_B3_TRACEID, X_B3_SPANID, X_B3_PARENTSPANID, X_B3_SAMPLED, X_B3_FLAGS}
+)
+"""The headers the proxy rewrites when it starts a span (tracestate passes as received)."""
+
+W3C: Final = 1
+B3_SINGLE: Final = 2
+B3_MULTI: Final = 3
+
+SAMPLED: Final = 1
+NOT_SAMPLED: Final = 0
+UNDECIDED: Final = -1
+
+_ZERO_TRACE: Final = "0" * 32
+_ZERO_SPAN: Final = "0" * 16
+_TRACEPARENT_RE: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z")
+_HEX_RE: Final = re.compile(r"[0-9a-f]+\Z")
+
+
+class TraceContext:
+    """An incoming trace context: ``trace_id`` (32 hex), ``span_id`` (16 hex: the caller's span, our
+    parent), ``sampled`` (SAMPLED, NOT_SAMPLED or UNDECIDED), ``fmt`` (W3C, B3_SINGLE, B3_MULTI)."""
+
+    __slots__ = ("fmt", "sampled", "span_id", "trace_id", "tracestate")
+
+    def __init__(
+        self, trace_id: str, span_id: str, sampled: int, fmt: int, tracestate: str | None = None
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.sampled = sampled
+        self.fmt = fmt
+        self.tracestate = tracestate
+
+    def __repr__(self) -> str:
+        return f"TraceContext({self.trace_id}, {self.span_id}, sampled={self.sampled}, fmt={self.fmt})"
+
+
+def extract(hdict: dict[str, str]) -> TraceContext | None:
+    """The trace context a request carries, or None (none, or none that parses)."""
+    tp = hdict.get(TRACEPARENT)
+    if tp is not None:
+        ctx = _traceparent(tp)
+        if ctx is not None:
+            ctx.tracestate = hdict.get(TRACESTATE)
+            return ctx
+    b3 = hdict.get(B3)
+    if b3 is not None:
+        ctx = _b3_single(b3)
+        if ctx is not None:
+            return ctx
+    if X_B3_TRACEID in hdict or X_B3_SAMPLED in hdict or X_B3_FLAGS in hdict:
+        return _b3_multi(hdict)
+    return None
+
+
+def _traceparent(value: str) -> TraceContext | None:
+    m = _TRACEPARENT_RE.match(value.strip())
+    if m is None:
+        return None
+    version, trace_id, span_id, flags, rest = m.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    return TraceContext(trace_id, span_id, int(flags, 16) & 1, W3C)
+
+
+def _sampling(value: str) -> int:
+    if value in ("1", "d", "true"):
+        return SAMPLED
+    if value in ("0", "false"):
+        return NOT_SAMPLED
+    return UNDECIDED
+
+
+def _trace_id(value: str) -> str | None:
+    v = value.lower()
+    if len(v) == 16:
+        v = "0" * 16 + v
+    if len(v) != 32 or not _HEX_RE.match(v) or v == _ZERO_TRACE:
+        return None
+    return v
+
+
+def _span_id(value: str) -> str | None:
+    v = value.lower()
+    if len(v) != 16 or not _HEX_RE.match(v) or v == _ZERO_SPAN:
+        return None
+    return v
+
+
+def _b3_single(value: str) -> TraceContext | None:
+    parts = value.strip().split("-")
+    if len(parts) == 1:  # a sampling decision only: a new trace, with that decision
+        s = _sampling(parts[0])
+        return None if s == UNDECIDED else TraceContext(new_trace_id(), "", s, B3_SINGLE)
+    trace_id = _trace_id(parts[0])
+    span_id = _span_id(parts[1])
+    if trace_id is None or span_id is None:
+        return None
+    sampled = _sampling(parts[2]) if len(parts) > 2 else UNDECIDED
+    return TraceContext(trace_id, span_id, sampled, B3_SINGLE)
+
+
+def _b3_multi(hdict: dict[str, str]) -> TraceContext | None:
+    sampled = SAMPLED if hdict.get(X_B3_FLAGS) == "1" else _sampling(hdict.get(X_B3_SAMPLED, "").lower())
+    raw_trace = hdict.get(X_B3_TRACEID)
+    if raw_trace is None:
+        return None if sampled == UNDECIDED else TraceContext(new_trace_id(), "", sampled, B3_MULTI)
+    trace_id = _trace_id(raw_trace)
+    span_id = _span_id(hdict.get(X_B3_SPANID, ""))
+    if trace_id is None or span_id is None:
+        return None
+    return TraceContext(trace_id, span_id, sampled, B3_MULTI)
+
+
+# --- what the proxy sends on ---------------------------------------------------------------------------
+def new_trace_id() -> str:
+    """128 random bits as 32 hex digits (never all zero). Not a secret: the ``random`` generator."""
+    return "%032x" % (getrandbits(128) or 1)
+
+
+def new_span_id() -> str:
+    return "%016x" % (getrandbits(64) or 1)
+
+
+def traceparent(trace_id: str, span_id: str, sampled: bool) -> str:
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
+
+
+def propagation_headers(
+    fmt: int, trace_id: str, span_id: str, parent_id: str, sampled: bool
+) -> list[tuple[str, str]]:
+    """The headers that carry (trace, span) on: always ``traceparent``, and the B3 form the request
+    came in with (so an app that reads B3 keeps reading it). ``parent_id`` is the caller's span."""
+    out = [(TRACEPARENT, traceparent(trace_id, span_id, sampled))]
+    flag = "1" if sampled else "0"
+    if fmt == B3_SINGLE:
+        out.append((B3, f"{trace_id}-{span_id}-{flag}" + (f"-{parent_id}" if parent_id else "")))
+    elif fmt == B3_MULTI:
+        out.append((X_B3_TRACEID, trace_id))
+        out.append((X_B3_SPANID, span_id))
+        if parent_id:
+            out.append((X_B3_PARENTSPANID, parent_id))
+        out.append((X_B3_SAMPLED, flag))
+    return out
+
+
+def header_lines(headers: list[tuple[str, str]]) -> bytes:
+    """``name: value\\r\\n`` lines, for a request head forwarded as received (latin-1, as HTTP/1.1)."""
+    return "".join(f"{n}: {v}\r\n" for n, v in headers).encode("latin-1")

@@ -1,0 +1,186 @@
+"""The adapter that runs an SDK filter on the proxy's chain (meshbus.proxy.filters.plugins.adapter),
+driven with a request context and no proxy: what the filter's ``Request`` reads, what the adapter
+keeps per request, how a header edit reaches the head the proxy forwards, and the per-hook stats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from meshbus.plugins import Filter, Peer, Request, Response
+from meshbus.plugins.loader import make_filter
+from meshbus.plugins.registry import info_of
+from meshbus.proxy.codec.http1 import RequestHead, RequestSession
+from meshbus.proxy.core.routing import Destination, RequestView, Route
+from meshbus.proxy.filters.chain import HOOK_DONE, HOOK_REQUEST_HEADERS, UNSPECIFIED
+from meshbus.proxy.filters.plugins.adapter import LiveRequest, LocalBackend, PluginFilter, PluginStats
+from meshbus.telemetry.metrics import Registry
+
+pytestmark = pytest.mark.unit
+
+RAW = b"GET /items?x=1 HTTP/1.1\r\nHost: shelf:9080\r\nUser-Agent: curl\r\nX-A: 1\r\nX-Request-Id: rid-1\r\n\r\n"
+
+
+@dataclass
+class Ctx:
+    """What the exchange hands filters (chain.FilterContext)."""
+
+    head: RequestHead
+    view: Any
+    route: Any = None
+    dest: Any = None
+    dc: Any = None
+    filter_state: dict[str, Any] | None = None
+    flags: list[str] = field(default_factory=list)
+    t0: float = 0.0
+    status: int = 200
+    resp_headers: list[tuple[str, str]] = field(default_factory=list)
+    is_local: bool = False
+    req_ops: Any = None
+
+
+@dataclass
+class Downstream:
+    peer_principal: str | None = None
+
+
+def ctx(raw: bytes = RAW, principal: str | None = None) -> Ctx:
+    events = RequestSession().feed(raw)
+    head = events[0][1]
+    assert head.raw is not None  # the head as received: it may go upstream without a rebuild
+    view = RequestView(head.method, head.target, head.hdict["host"], head.hdict, "10.0.0.1")
+    dest = Destination("outbound|9080||shelf", "shelf.shop.svc.cluster.local", 9080)
+    return Ctx(head, view, Route("default", "shelf"), dest, Downstream(principal))
+
+
+def plugin(cls: type[Filter], direction: str = "outbound", stats: PluginStats | None = None) -> PluginFilter:
+    info = info_of(cls.__name__.lower(), cls)
+    backend = LocalBackend(make_filter(info, None), info.hooks, info.request_body, info.response_body)
+    return PluginFilter(
+        "default/p", UNSPECIFIED, 0, backend, direction=direction, workload=Peer(namespace="default"),
+        fail_open=False, timeout=1.0, stats=stats or PluginStats("default/p"),
+    )  # fmt: skip
+
+
+class Look(Filter):
+    """Records what it sees (one hook: nothing kept between calls)."""
+
+    seen: list[Any] = []
+
+    def on_request_headers(self, req: Request) -> None:
+        req.state["mine"] = 1
+        Look.seen.append(
+            (req.method, req.path, req.authority, req.scheme, req.request_id, req.route, req.source,
+             req.destination, req.claims, req.state, repr(req))
+        )  # fmt: skip
+
+
+def test_a_one_hook_filter_reads_the_live_request_and_nothing_is_kept() -> None:
+    f = plugin(Look)
+    assert f.hooks == HOOK_REQUEST_HEADERS  # no on_done: nothing to drop
+    c = ctx()
+    c.filter_state = {"request.auth": {"claims": {"sub": "me"}}}  # the JWT filter ran first
+    Look.seen.clear()
+    assert f.on_request_headers(c) is None
+    (seen,) = Look.seen
+    assert seen[:6] == ("GET", "/items?x=1", "shelf:9080", "http", "rid-1", "default")
+    assert seen[6] == Peer(namespace="default")  # outbound: the source is this workload
+    assert seen[7].service == "shelf.shop.svc.cluster.local" and seen[7].namespace == "shop"
+    assert seen[8] == {"sub": "me"} and seen[9] == {"mine": 1}
+    assert seen[10] == "Request(GET shelf:9080/items?x=1)"
+    assert c.filter_state == {"request.auth": {"claims": {"sub": "me"}}}  # nothing of the filter's
+
+    inbound = plugin(Look, "inbound")
+    Look.seen.clear()
+    inbound.on_request_headers(ctx(principal="spiffe://cluster.local/ns/web/sa/front"))
+    (seen,) = Look.seen
+    assert (seen[6].namespace, seen[6].service_account) == ("web", "front") and seen[7] == Peer(
+        namespace="default"
+    )
+    assert seen[8] is None and seen[9] == {"mine": 1}  # no token; state is per request
+
+
+class Stamp(Filter):
+    def on_request_headers(self, req: Request) -> None:
+        req.state["path"] = req.path
+        req.headers["x-stamped"] = "hi"
+
+    def on_response_headers(self, req: Request, resp: Response) -> None:
+        resp.headers["x-stamp-path"] = req.state["path"]
+        resp.headers["x-claims"] = str(req.claims)
+
+
+def test_a_filter_with_more_hooks_keeps_its_view_until_on_done() -> None:
+    f = plugin(Stamp)
+    assert f.hooks & HOOK_DONE  # added, though Stamp has no on_done: that is where the view goes
+    c = ctx()
+    f.on_request_headers(c)
+    assert c.filter_state is not None
+    kept = c.filter_state[f.name]
+    assert isinstance(kept, LiveRequest) and kept.state == {"path": "/items?x=1"}
+    c.filter_state["request.auth"] = {"claims": {"sub": "later"}}  # read when the filter reads it
+    f.on_response_headers(c)
+    assert c.resp_headers == [("x-stamp-path", "/items?x=1"), ("x-claims", "{'sub': 'later'}")]
+    f.on_done(c)
+    assert f.name not in c.filter_state  # the view refers to the exchange: no cycle left behind
+
+
+def test_a_new_header_is_appended_to_the_head_as_received() -> None:
+    f = plugin(Stamp)
+    c = ctx()
+    f.on_request_headers(c)
+    head = c.head
+    assert head.raw == RAW[:-2] + b"x-stamped: hi\r\n"  # still forwarded without a rebuild
+    assert head.headers[-1] == ("x-stamped", "hi") and head.hdict["x-stamped"] == "hi"
+    assert len(head.hdict) == len(head.headers)
+
+
+class Edit(Filter):
+    edit: Any = None
+
+    def on_request_headers(self, req: Request) -> None:
+        Edit.edit(req.headers)
+
+
+@pytest.mark.parametrize(
+    ("edit", "name", "value"),
+    [
+        (lambda h: h.set("X-A", "2"), "x-a", "2"),  # replaces a header the request had
+        (lambda h: h.add("x-a", "2"), "x-a", "1,2"),
+        (lambda h: h.delete("user-agent"), "user-agent", None),
+        (lambda h: (h.set("x-new", "1"), h.add("x-new", "2")), "x-new", "1,2"),
+        (lambda h: h.set("transfer-encoding", "chunked"), "transfer-encoding", "chunked"),  # framing
+        (lambda h: h.set("x-forwarded-for", "1.2.3.4"), "x-forwarded-for", "1.2.3.4"),  # the proxy's own
+        (lambda h: h.set("x-odd", "a\r\nx-injected: 1"), "x-odd", "a\r\nx-injected: 1"),
+        (lambda h: h.set("x-odd", "\u20ac"), "x-odd", "\u20ac"),  # not latin-1
+        (lambda h: h.set("bad name", "1"), "bad name", "1"),  # not a token
+    ],
+)
+def test_other_header_edits_make_the_head_be_rebuilt(edit: Any, name: str, value: str | None) -> None:
+    Edit.edit = edit
+    c = ctx()
+    plugin(Edit).on_request_headers(c)
+    head = c.head
+    assert head.raw is None  # the exchange rebuilds the head from the edited list
+    assert head.hdict.get(name) == value
+    assert len(head.hdict) == len({k for k, _ in head.headers})
+
+
+def test_calls_and_time_are_recorded_per_hook_from_the_first_call() -> None:
+    reg = Registry()
+    calls = reg.counter("calls", "", ("plugin", "hook"))
+    errors = reg.counter("errors", "", ("plugin", "reason", "action"))
+    time_ms = reg.histogram("ms", "", ("plugin", "hook"), (1.0, 10.0))
+    stats = PluginStats("default/p", calls, errors, time_ms)
+    outbound, inbound = plugin(Stamp, stats=stats), plugin(Stamp, "inbound", stats=stats)
+    assert len(calls) == 0  # no series for a hook never called
+    for f in (outbound, inbound):
+        c = ctx()
+        f.on_request_headers(c)
+        f.on_response_headers(c)
+        f.on_done(c)
+    series = {values: child.value for values, child in calls.series()}
+    assert series == {("default/p", "on_request_headers"): 2, ("default/p", "on_response_headers"): 2}
+    assert [child.count for _, child in time_ms.series()] == [2, 2]

@@ -1,0 +1,105 @@
+"""Trace context on headers: W3C traceparent/tracestate, B3 single and multi, and what goes on."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshbus.telemetry.tracecontext import (
+    B3_MULTI,
+    B3_SINGLE,
+    NOT_SAMPLED,
+    SAMPLED,
+    UNDECIDED,
+    W3C,
+    extract,
+    header_lines,
+    new_span_id,
+    new_trace_id,
+    propagation_headers,
+    traceparent,
+)
+
+pytestmark = pytest.mark.unit
+
+T = "4bf92f3577b34da6a3ce929d0e0e4736"
+S = "00f067aa0ba902b7"
+
+
+def test_w3c_traceparent_and_tracestate() -> None:
+    ctx = extract({"traceparent": f"00-{T}-{S}-01", "tracestate": "congo=t61rcWkgMzE"})
+    assert ctx is not None
+    assert (ctx.trace_id, ctx.span_id, ctx.sampled, ctx.fmt, ctx.tracestate) == (
+        T,
+        S,
+        SAMPLED,
+        W3C,
+        "congo=t61rcWkgMzE",
+    )
+    ctx = extract({"traceparent": f"00-{T}-{S}-00"})
+    assert ctx is not None and ctx.sampled == NOT_SAMPLED
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"00-{'0' * 32}-{S}-01",  # all-zero trace id
+        f"00-{T}-{'0' * 16}-01",  # all-zero span id
+        f"ff-{T}-{S}-01",  # version ff is invalid
+        f"00-{T.upper()}-{S}-01",  # hex must be lowercase
+        f"00-{T}-{S}-01-extra",  # version 00 has exactly four fields
+        "garbage",
+    ],
+)
+def test_invalid_traceparent_starts_a_new_trace(value: str) -> None:
+    assert extract({"traceparent": value}) is None
+
+
+def test_a_future_version_is_read_by_its_first_four_fields() -> None:
+    ctx = extract({"traceparent": f"01-{T}-{S}-01-whatever"})
+    assert ctx is not None and ctx.trace_id == T
+
+
+def test_b3_single_header() -> None:
+    ctx = extract({"b3": f"{T}-{S}-1-05e3ac9a4f6e3b90"})
+    assert ctx is not None and (ctx.trace_id, ctx.span_id, ctx.sampled, ctx.fmt) == (T, S, SAMPLED, B3_SINGLE)
+    short = extract({"b3": f"a3ce929d0e0e4736-{S}"})  # 64-bit trace id, no decision
+    assert (
+        short is not None and short.trace_id == "0" * 16 + "a3ce929d0e0e4736" and short.sampled == UNDECIDED
+    )
+    debug = extract({"b3": f"{T}-{S}-d"})
+    assert debug is not None and debug.sampled == SAMPLED
+    deny = extract({"b3": "0"})  # a decision alone: a new trace that is not sampled
+    assert deny is not None and deny.sampled == NOT_SAMPLED and deny.span_id == ""
+
+
+def test_b3_multi_headers() -> None:
+    ctx = extract({"x-b3-traceid": T, "x-b3-spanid": S, "x-b3-sampled": "1"})
+    assert ctx is not None and (ctx.sampled, ctx.fmt) == (SAMPLED, B3_MULTI)
+    flags = extract({"x-b3-traceid": T, "x-b3-spanid": S, "x-b3-flags": "1"})
+    assert flags is not None and flags.sampled == SAMPLED
+    assert extract({"x-b3-traceid": T}) is None  # no span id
+
+
+def test_w3c_wins_over_b3() -> None:
+    ctx = extract({"traceparent": f"00-{T}-{S}-00", "b3": f"{'1' * 32}-{S}-1"})
+    assert ctx is not None and ctx.fmt == W3C and ctx.trace_id == T
+
+
+def test_propagation_answers_in_the_format_that_came() -> None:
+    w3c = propagation_headers(W3C, T, S, "", True)
+    assert w3c == [("traceparent", f"00-{T}-{S}-01")]
+    single = dict(propagation_headers(B3_SINGLE, T, S, "05e3ac9a4f6e3b90", False))
+    assert single["b3"] == f"{T}-{S}-0-05e3ac9a4f6e3b90" and single["traceparent"].endswith("-00")
+    multi = dict(propagation_headers(B3_MULTI, T, S, "05e3ac9a4f6e3b90", True))
+    assert multi["x-b3-spanid"] == S and multi["x-b3-parentspanid"] == "05e3ac9a4f6e3b90"
+    assert multi["x-b3-sampled"] == "1"
+    assert (
+        header_lines([("traceparent", traceparent(T, S, True))]) == f"traceparent: 00-{T}-{S}-01\r\n".encode()
+    )
+
+
+def test_new_ids_are_well_formed_and_parse_back() -> None:
+    t, s = new_trace_id(), new_span_id()
+    assert len(t) == 32 and len(s) == 16 and t != new_trace_id()
+    ctx = extract({"traceparent": traceparent(t, s, False)})
+    assert ctx is not None and (ctx.trace_id, ctx.span_id) == (t, s)
