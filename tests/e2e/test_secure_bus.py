@@ -158,6 +158,11 @@ def test_meshctl_up_runs_the_mesh_on_a_secured_bus(up: tuple[Path, DemoPorts, st
 
     # meshctl finds the operator's key; with another role's, NATS refuses to mint tokens
     assert _meshctl(data_dir, "get", "virtualservices", "--nats", url).returncode == 0
+    # the operator reads meshbus-telemetry (scatter-gather) and tails the access-log stream
+    top = _meshctl(data_dir, "top", "--once", "-o", "json", "--nats", url, "--timeout", "5")
+    assert top.returncode == 0, top.stdout + top.stderr
+    logs = _meshctl(data_dir, "logs", "--since", "10m", "--nats", url, "--timeout", "5")
+    assert logs.returncode == 0, logs.stdout + logs.stderr
     other = _meshctl(data_dir, "token", "create", "-n", "default", "--service-account", "x", "--nats", url,
                      "--nats-nkey", str(bus_dir / "config.nk"), "--timeout", "2")  # fmt: skip
     assert other.returncode == 1 and "NATS refused the request on mesh.v1.ca.token" in other.stderr, other
