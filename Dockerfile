@@ -20,9 +20,10 @@ COPY --from=build /wheels /wheels
 # Every mount point docker-compose.yml uses exists here, owned by the user the processes run as:
 # a named volume mounted on an image directory starts as a copy of it (owner included), while a
 # mount point the image lacks is created root-owned, and `mesh` could not write there.
-# /ca: meshbus-ca's keys; /tokens: bootstrap tokens; /var/lib/meshbus: a sidecar's state.
+# /ca: meshbus-ca's keys; /tokens: bootstrap tokens; /var/lib/meshbus: a sidecar's state;
+# /bus: the bus's server config and credentials (meshctl bus init).
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels && useradd --create-home mesh \
-    && mkdir -p /ca /tokens /var/lib/meshbus \
-    && chown mesh:mesh /ca /tokens /var/lib/meshbus
+    && mkdir -p /ca /tokens /var/lib/meshbus /bus \
+    && chown mesh:mesh /ca /tokens /var/lib/meshbus /bus
 USER mesh
 WORKDIR /home/mesh

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PARTS  := bus proxy plugins control telemetry
 
-.PHONY: demo test lint typecheck pytest pytest-pure pure-tree bench clean native
+.PHONY: demo test lint typecheck pytest pytest-pure pure-tree bench clean native smuggling fuzz cluster-test chaos
 
 # The install compiles the proxy's request path with mypyc (setup.py). The extensions sit next to
 # their sources and shadow them, so NATIVE_STAMP rebuilds them whenever a proxy or telemetry source
@@ -73,6 +73,36 @@ pytest-pure: $(STAMP) pure-tree
 
 test:
 	$(MAKE) --no-print-directory -j3 --output-sync=target MESHBUS_PURE_PYTHON=0 lint typecheck pytest pytest-pure
+
+# meshctl up --nats-cluster 3 losing one, then two NATS nodes under traffic (about a minute).
+cluster-test: $(NATIVE_STAMP)
+	MESHBUS_CLUSTER_TESTS=1 $(BIN)/pytest -q -s tests/e2e/test_nats_cluster.py
+
+# Random SIGKILLs of NATS nodes and control-plane processes under traffic, applies and short-lived
+# certificates (CHAOS_SECONDS, default 180); figures printed at the end.
+CHAOS_SECONDS ?= 180
+chaos: $(NATIVE_STAMP)
+	MESHBUS_CHAOS=1 MESHBUS_CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/pytest -q -s tests/chaos
+
+# The table of docs/smuggling.md: every vector through meshbus and HAProxy (when installed).
+smuggling: $(NATIVE_STAMP)
+	$(BIN)/python -m tests.support.smuggling
+
+# Long fuzzing: each target coverage-guided with atheris for FUZZ_SECONDS (corpus and crashes in
+# tests/fuzz/), then the hypothesis fuzz tests with their long profile. The suite runs a CI-sized
+# hypothesis pass and replays the corpus and every crash kept.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS := http1_request http1_response bus_message config
+fuzz: $(STAMP)
+	$(BIN)/pip install --quiet "atheris>=2.3"
+	mkdir -p build
+	for t in $(FUZZ_TARGETS); do \
+	  PYTHONPATH=. $(BIN)/python -m tests.fuzz.atheris_main $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    > build/fuzz-$$t.log 2>&1; rc=$$?; \
+	  echo "== $$t (build/fuzz-$$t.log)"; grep -E "^(Done|stat::new_units_added)|Uncaught|Test unit written" build/fuzz-$$t.log; \
+	  [ $$rc -eq 0 ] || exit $$rc; \
+	done
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/fuzz -p no:cacheprovider --timeout=3600
 
 bench: $(NATIVE_STAMP)
 	$(BIN)/python bench/run.py

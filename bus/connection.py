@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,15 @@ log = logging.getLogger(__name__)
 ENV_URL = "MESHBUS_NATS_URL"
 ENV_USER = "MESHBUS_NATS_USER"
 ENV_PASSWORD = "MESHBUS_NATS_PASSWORD"
+ENV_NKEY = "MESHBUS_NATS_NKEY"
+"""Path of the nkey seed file this process authenticates with (`meshctl up` writes one per role)."""
+ENV_CA = "MESHBUS_NATS_CA"
+"""Path of the CA certificate(s) the nats-server's TLS certificate is checked against."""
 DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+# nats-py reports the server's -ERR in lower case: 'nats: permissions violation for publish to "x"'
+_DENIED_RE = re.compile(r'permissions violation for (?:publish|subscription) to "([^"]+)"', re.IGNORECASE)
 
 
 def default_url() -> str:
@@ -50,10 +59,20 @@ class BusSettings:
     """User and password for a server that asks for them (from the environment, as docker-compose's
     env file gives them: a URL with the password in it would end up in logs)."""
     password: str | None = field(default_factory=lambda: os.environ.get(ENV_PASSWORD) or None, repr=False)
-    nkey_seed_file: str | None = None
-    tls_ca: str | None = None
+    nkey_seed_file: str | None = field(default_factory=lambda: os.environ.get(ENV_NKEY) or None)
+    tls_ca: str | None = field(default_factory=lambda: os.environ.get(ENV_CA) or None)
     tls_cert: str | None = None
     tls_key: str | None = None
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    """A ready TLS client context (wins over tls_ca/tls_cert): a proxy's, built from its SVID and
+    reloaded in place when the certificate is renewed, so a reconnect presents the new one."""
+    tls_first: bool = False
+    """Start TLS before the server's INFO (nats-py ``tls_handshake_first``): how a client that presents a
+    certificate reaches a server that also takes plain-text clients (``allow_non_tls``, see
+    `meshbus.control.cli.bus_auth`)."""
+    inbox_prefix: str | None = None
+    """Where replies to this process's requests arrive (`meshbus.bus.subjects.inbox_prefix`): a NATS
+    user is allowed to read its own inboxes only. None: nats-py's ``_INBOX``."""
     connect_timeout: float = 2.0
     reconnect: bool = True
     """False for a one-shot client (meshctl): one connect attempt per server, nothing retried in the
@@ -97,6 +116,9 @@ class BusConnection:
         self._closed = False
         self.last_error: Exception | None = None
         """The last error nats-py reported (why a connect failed)."""
+        self.denied: dict[str, str] = {}
+        """Subjects the server refused this connection (publish or subscribe) -> its words, so a request
+        that times out because its subject is not allowed says so (`meshbus.bus.rpc`)."""
 
     # -- lifecycle
     async def connect(self, *, wait: bool = True) -> None:
@@ -150,11 +172,17 @@ class BusConnection:
             opts["user_credentials"] = s.credentials_file
         if s.nkey_seed_file:
             opts["nkeys_seed"] = s.nkey_seed_file
-        if s.tls_ca or s.tls_cert:
+        if s.inbox_prefix:
+            opts["inbox_prefix"] = s.inbox_prefix
+        if s.ssl_context is not None:
+            opts["tls"] = s.ssl_context
+        elif s.tls_ca or s.tls_cert:
             ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=s.tls_ca)
             if s.tls_cert:
                 ctx.load_cert_chain(s.tls_cert, s.tls_key)
             opts["tls"] = ctx
+        if "tls" in opts and s.tls_first:
+            opts["tls_handshake_first"] = True
         return opts
 
     def _pick_server(self, servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
@@ -170,6 +198,9 @@ class BusConnection:
     async def _on_error(self, exc: Exception) -> None:
         self.stats.async_errors += 1
         self.last_error = exc
+        denied = _DENIED_RE.search(str(exc))
+        if denied:
+            self.denied[denied.group(1)] = str(exc)
         if self._was_disconnected or not self.settings.reconnect:
             self._log.debug("NATS error while reconnecting: %s", exc)  # counted, not logged per retry
         else:
@@ -234,4 +265,12 @@ class BusConnection:
         return await self.nc.subscribe(subject, queue=queue, cb=cb)
 
     async def flush(self, timeout: float = 2.0) -> None:
-        await self.nc.flush(timeout=timeout)  # type: ignore[arg-type]  # nats-py annotates int, accepts float
+        """Return once the server has processed everything this connection sent before the call.
+
+        Two PING round trips, not one: nats-py writes flush's PING straight to the socket while the
+        SUB/PUB commands before it may still wait in its pending buffer for the flusher task, so the
+        first PONG can come back before they reach the server (a subscription then misses a message
+        published right after "it is registered"). By the first PONG the flusher has written them,
+        so the second PING follows them on the wire."""
+        for _ in range(2):
+            await self.nc.flush(timeout=timeout)  # type: ignore[arg-type]  # nats-py annotates int, accepts float

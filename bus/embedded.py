@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _READY = "Server is ready"
+_PROCESS_SIGNALS = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def find_binary() -> str:
@@ -177,6 +178,9 @@ class EmbeddedNats:
             sink.flush()
 
         def drain() -> None:
+            # Process signals (a supervisor's SIGCHLD) go to a thread that does not block them:
+            # never this one, so they interrupt the main thread's wait (control/cli/up.py).
+            signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
             stream = proc.stderr
             try:
                 while stream is not None:

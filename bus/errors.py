@@ -59,6 +59,12 @@ class PermissionDeniedError(BusError):
     code = "permission_denied"
 
 
+class SignatureError(PermissionDeniedError):
+    """A message that must be signed is not, or its signature does not verify with a trusted key."""
+
+    code = "bad_signature"
+
+
 class UnavailableError(BusError):
     """Nobody answered: no responders, or the bus is disconnected."""
 
@@ -91,6 +97,7 @@ _BY_CODE: dict[str, type[BusError]] = {
         ConflictError,
         NotReadyError,
         PermissionDeniedError,
+        SignatureError,
         UnavailableError,
         RequestTimeoutError,
         InternalError,

@@ -24,9 +24,10 @@ import datetime as dt
 import enum
 import json
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import nats.errors
@@ -98,6 +99,19 @@ class BucketConfig:
     max_value_size: int | None = None
     max_age: float | None = None
     """Seconds a value is kept after it was last written (None: forever); for short-lived counters."""
+    replicas: int = field(default_factory=lambda: default_replicas())
+    """Copies JetStream keeps (on a cluster: 3 survives the loss of one server). Default
+    ``$MESHBUS_KV_REPLICAS`` (``meshctl up --nats-cluster 3`` sets it), else 1."""
+
+
+ENV_REPLICAS = "MESHBUS_KV_REPLICAS"
+
+
+def default_replicas() -> int:
+    try:
+        return max(1, min(5, int(os.environ.get(ENV_REPLICAS, "1"))))  # JetStream allows at most 5
+    except ValueError:
+        return 1
 
 
 class BucketMissingError(NotReadyError):
@@ -139,23 +153,38 @@ class KeyValueStore:
     async def open(self) -> None:
         """Bind to the bucket, creating it (or enabling atomic/direct on it) when allowed."""
         async with self._open_lock:
-            js = self.bus.nc.jetstream()
             try:
-                info = await js.stream_info(self.stream)
-            except nats.js.errors.NotFoundError:
-                if not self.may_create:
-                    raise BucketMissingError(f"KV bucket {self.config.name!r} does not exist") from None
-                info = await js.add_stream(self._stream_config())
-                log.info("created KV bucket %s (history %d)", self.config.name, self.config.history)
-            else:
-                cfg = info.config
-                if self.may_create and (not cfg.allow_atomic or not cfg.allow_direct):
-                    cfg.allow_atomic = True
-                    cfg.allow_direct = True
-                    info = await js.update_stream(cfg)
-                    log.info("enabled atomic batches on KV bucket %s", self.config.name)
-            self._direct = bool(info.config.allow_direct)
-            self._kv = await js.key_value(self.config.name)
+                await self._open()
+            except BusError:
+                raise
+            except (nats.errors.Error, TimeoutError) as exc:  # JetStream electing leaders, NATS away
+                raise self._map_error(exc) from exc
+
+    async def _open(self) -> None:
+        js = self.bus.nc.jetstream()
+        try:
+            info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            if not self.may_create:
+                raise BucketMissingError(f"KV bucket {self.config.name!r} does not exist") from None
+            info = await js.add_stream(self._stream_config())
+            log.info(
+                "created KV bucket %s (history %d, %d replica(s))",
+                self.config.name,
+                self.config.history,
+                self.config.replicas,
+            )
+        else:
+            cfg = info.config
+            fewer = (cfg.num_replicas or 1) < self.config.replicas
+            if self.may_create and (not cfg.allow_atomic or not cfg.allow_direct or fewer):
+                cfg.allow_atomic = True
+                cfg.allow_direct = True
+                cfg.num_replicas = max(cfg.num_replicas or 1, self.config.replicas)
+                info = await js.update_stream(cfg)
+                log.info("KV bucket %s: atomic batches, %d replica(s)", self.config.name, cfg.num_replicas)
+        self._direct = bool(info.config.allow_direct)
+        self._kv = await js.key_value(self.config.name)
 
     def _stream_config(self) -> api.StreamConfig:
         # The same stream nats-py's create_key_value builds, plus atomic batches and direct gets.
@@ -174,7 +203,7 @@ class KeyValueStore:
             max_msg_size=self.config.max_value_size,
             max_msgs_per_subject=self.config.history,
             max_age=self.config.max_age,
-            num_replicas=1,
+            num_replicas=self.config.replicas,
         )
 
     async def _handle(self) -> KeyValue:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -38,6 +39,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         "password come from $MESHBUS_NATS_USER and $MESHBUS_NATS_PASSWORD",
     )
     parser.add_argument("--nats-creds", default=None, metavar="FILE", help="NATS credentials file")
+    parser.add_argument(
+        "--nats-nkey",
+        default=None,
+        metavar="FILE",
+        help="nkey seed file to authenticate with (default: $MESHBUS_NATS_NKEY; `meshctl up` writes one per role)",
+    )
     parser.add_argument("--subject-root", default=os.environ.get("MESHBUS_SUBJECT_ROOT", DEFAULT_ROOT))
     parser.add_argument(
         "--log-level",
@@ -49,15 +56,21 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_from_args(args: argparse.Namespace, name: str) -> BusSettings:
+def settings_from_args(args: argparse.Namespace, name: str, *, role: str | None = None) -> BusSettings:
+    """Settings from the common flags; ``role`` (a component's, `meshbus.bus.roles`) names its inbox."""
     from .connection import BusSettings, default_url
+    from .subjects import inbox_prefix
 
-    return BusSettings(
+    settings = BusSettings(
         url=args.nats or default_url(),
         name=name,
         root=args.subject_root,
         credentials_file=args.nats_creds,
+        inbox_prefix=inbox_prefix("role", role) if role else None,
     )
+    if getattr(args, "nats_nkey", None):
+        settings = dataclasses.replace(settings, nkey_seed_file=args.nats_nkey)
+    return settings
 
 
 async def run_until_signalled(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -63,6 +63,12 @@ class EndpointSpec(Generic[Req, Rep]):
     handler: Callable[[Req], Awaitable[Rep]]
     subject: str | None = None
     requires_ready: bool = True
+    subject_check: Callable[[str, Req], None] | None = None
+    """Called with the subject a request came on (the endpoint's may be a wildcard) and the decoded
+    request; raises a `BusError` when they disagree (a proxy asking on its own subject for another
+    node: NATS permissions decide who may publish where, this decides what may be asked there)."""
+    sign: Callable[[bytes], Mapping[str, str]] | None = None
+    """Extra reply headers computed over the encoded reply (a signature)."""
 
 
 @dataclass
@@ -141,7 +147,7 @@ class BusService:
             )
         # Once start() returns, a request from any connection must find the endpoints:
         # the flush round-trip guarantees the server has registered every SUB.
-        await self.bus.nc.flush()
+        await self.bus.flush()
         self._log.info(
             "%s serving %d endpoints (instance %s)", self.component, len(self._endpoints), self._micro.id
         )
@@ -170,8 +176,12 @@ class BusService:
                 if spec.requires_ready and not self._ready.is_set():
                     raise NotReadyError(f"{self.component} is not ready yet (still syncing)")
                 msg = codec.decode(req.data, req.headers, spec.request_type, max_bytes=max_bytes)
+                if spec.subject_check is not None:
+                    spec.subject_check(req.subject, msg)
                 reply = await spec.handler(msg)
                 data, headers = codec.encode(reply)
+                if spec.sign is not None:
+                    headers.update(spec.sign(data))
             except BusError as exc:
                 await self._respond_error(req, spec, counters, exc)
                 return

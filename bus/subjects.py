@@ -106,8 +106,15 @@ class Subjects:
         return self._s("config", "changed")
 
     # -- control plane: discovery (Pilot role)
-    def xds_register(self) -> str:
-        return self._s("xds", "register")
+    # Every subject a proxy publishes or subscribes to ends with its node id, so a NATS user can be
+    # allowed exactly its own (bus/roles.py); discovery checks that the node named in the message is
+    # the one in the subject (`node_of`).
+    def xds_register(self, node: str) -> str:
+        return self._s("xds", "register", validate_token(node, "node id"))
+
+    def xds_register_all(self) -> str:
+        """Every proxy's registration (discovery's queue-group endpoint)."""
+        return self._s("xds", "register", "*")
 
     def xds_heartbeat(self, node: str) -> str:
         return self._s("xds", "heartbeat", validate_token(node, "node id"))
@@ -116,8 +123,12 @@ class Subjects:
         """A proxy's own subject: discovery pushes its snapshots here."""
         return self._s("xds", "snapshot", validate_token(node, "node id"))
 
-    def xds_fetch(self) -> str:
-        return self._s("xds", "fetch")
+    def xds_fetch(self, node: str) -> str:
+        return self._s("xds", "fetch", validate_token(node, "node id"))
+
+    def xds_fetch_all(self) -> str:
+        """Every proxy's full-snapshot request (discovery's queue-group endpoint)."""
+        return self._s("xds", "fetch", "*")
 
     def xds_ack(self, node: str) -> str:
         return self._s("xds", "ack", validate_token(node, "node id"))
@@ -141,9 +152,19 @@ class Subjects:
         """Every proxy's ACK/NACK: each discovery replica keeps the whole ledger."""
         return self._s("xds", "ack", "*")
 
-    def xds_deregister(self) -> str:
+    def xds_deregister(self, node: str) -> str:
         """A draining proxy leaves the registry at once; heard by every replica."""
-        return self._s("xds", "deregister")
+        return self._s("xds", "deregister", validate_token(node, "node id"))
+
+    def xds_deregister_all(self) -> str:
+        return self._s("xds", "deregister", "*")
+
+    def xds_configdump_all(self) -> str:
+        """Every proxy's config-dump subject (the operator asks; never a proxy)."""
+        return self._s("xds", "configdump", "*")
+
+    def xds_certs_all(self) -> str:
+        return self._s("xds", "certs", "*")
 
     def xds_replica(self) -> str:
         """Discovery replicas announce themselves here; push ownership is hashed over the live ones."""
@@ -165,9 +186,20 @@ class Subjects:
     def ca_bundle_changed(self) -> str:
         return self._s("ca", "bundle", "changed")
 
+    def ca_all(self) -> str:
+        """Every CA endpoint (its queue group); publishing here is answering CA requests."""
+        return self._s("ca", "*")
+
     # -- control plane: policy
     def policy(self, verb: str) -> str:
         return self._s("policy", validate_token(verb, "verb"))
+
+    def policy_all(self) -> str:
+        return self._s("policy", ">")
+
+    def authz_all(self) -> str:
+        """Every ``meshbusAuthz`` authorizer (what meshbus-policy serves; what a proxy asks)."""
+        return self._s("authz", "*")
 
     def authz(self, name: str) -> str:
         """A ``meshbusAuthz`` external authorizer (bus/schemas/authz.py): proxies ask, its servers answer."""
@@ -176,6 +208,10 @@ class Subjects:
     # -- remote filters: the filter id is dotted, so it is escaped into one token
     def filter_call(self, filter_id: str) -> str:
         return self._s("filter", escape_token(filter_id), "call")
+
+    def filter_all(self) -> str:
+        """Every remote filter's subjects: its hooks and info (what a filter host serves; a proxy asks)."""
+        return self._s("filter", "*", "*")
 
     def filter_hook(self, filter_id: str, hook: str) -> str:
         """One hook of a remote filter (bus/schemas/filters.py): hosts serve it in a queue group."""
@@ -192,6 +228,14 @@ class Subjects:
 
     def telemetry_all(self, signal: str) -> str:
         return self._s("telemetry", validate_token(signal, "signal"), "*")
+
+    def telemetry_node(self, node: str) -> str:
+        """Every signal of one proxy: what that proxy may publish."""
+        return self._s("telemetry", "*", validate_token(node, "node id"))
+
+    def telemetry_every(self) -> str:
+        """Every signal of every proxy: what the collector reads."""
+        return self._s("telemetry", "*", "*")
 
     def telemetry_stats(self) -> str:
         """Every meshbus-telemetry replica answers here (no queue group): scatter-gather for top/graph."""
@@ -230,11 +274,75 @@ class Subjects:
         return self._s(validate_token(component, "component"), validate_token(name, "endpoint"))
 
 
+def node_of(subject: str) -> str:
+    """The node id a per-proxy subject ends with (``mesh.v1.xds.fetch.<node>`` -> ``<node>``)."""
+    return subject.rsplit(".", 1)[-1]
+
+
 # JetStream KV subjects: the prefix is fixed by the KV protocol (ADR-8).
 KV_PREFIX = "$KV"
+JS_API_PREFIX = "$JS.API"
+
+
+def js_stream(stream: str, *, manage: bool = False) -> list[str]:
+    """What a client publishes to read JetStream ``stream`` (NATS permissions; wildcards allowed):
+    stream info, message gets, consumers and their flow control and acks; ``manage``: create or
+    reconfigure it. The JetStream API names the stream in its subjects (nats.docs, JetStream wire API)."""
+    stream = validate_token(stream, "stream")
+    api = JS_API_PREFIX
+    out = [
+        f"{api}.STREAM.INFO.{stream}",
+        f"{api}.STREAM.MSG.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}.>",
+        f"{api}.CONSUMER.*.{stream}",
+        f"{api}.CONSUMER.*.{stream}.>",
+        f"$JS.FC.{stream}.>",
+        f"$JS.ACK.{stream}.>",
+    ]
+    if manage:
+        out += [f"{api}.STREAM.CREATE.{stream}", f"{api}.STREAM.UPDATE.{stream}"]
+    return out
+
+
+def js_bucket(bucket: str, *, put: bool = False, manage: bool = False) -> list[str]:
+    """What a client publishes to use KV ``bucket``: reading (get, history, watch) always; ``put``:
+    writes to its keys; ``manage``: create or reconfigure the bucket (`js_stream` of its stream)."""
+    out = js_stream(Subjects.kv_stream(validate_token(bucket, "bucket")), manage=manage)
+    if put:
+        out.append(Subjects.kv_key_subject(bucket, ">"))
+    return out
+
+
+def js_api_info() -> str:
+    """Account-level JetStream info (clients ask it to learn whether JetStream is on)."""
+    return f"{JS_API_PREFIX}.INFO"
+
+
+# Request/reply inboxes: each connection takes a prefix of its own, so a NATS user can be allowed
+# to read replies to its own requests only (nats-py ``inbox_prefix``; its replies arrive on
+# ``<prefix>.<nuid>.<token>``).
+INBOX_PREFIX = "_INBOX"
+
+
+def inbox_prefix(kind: str, name: str) -> str:
+    """``_INBOX.<kind>.<name>``: kind ``role`` (a component, by role name), ``node`` (a proxy) or
+    ``bootstrap`` (a proxy before it has a certificate)."""
+    return f"{INBOX_PREFIX}.{validate_token(kind, 'inbox kind')}.{validate_token(name, 'inbox name')}"
+
+
+def inbox_all(kind: str, name: str | None = None) -> str:
+    """Every inbox under a prefix (a subscribe permission)."""
+    return f"{inbox_prefix(kind, name) if name else INBOX_PREFIX + '.' + validate_token(kind)}.>"
+
 
 # NATS micro protocol discovery subjects (ADR-32); the prefix is fixed by the protocol.
 MICRO_PREFIX = "$SRV"
+
+
+def micro_all() -> str:
+    """Every micro discovery subject (a component serves them; the operator asks them)."""
+    return f"{MICRO_PREFIX}.>"
 
 
 def micro(verb: str, service: str | None = None, instance: str | None = None) -> str:

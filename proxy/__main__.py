@@ -72,7 +72,7 @@ def _address_or_none(text: str) -> Address | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshbus.proxy.mesh.agent_args import add_agent_args
+    from meshbus.proxy.mesh.agent_args import add_agent_args, add_bus_auth_args
 
     p = argparse.ArgumentParser(
         prog="meshbus-proxy",
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: $MESHBUS_TOKEN; none and no kept certificate: no mTLS)",
     )
     g.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
+    add_bus_auth_args(g)
     return p
 
 
@@ -187,6 +188,7 @@ def _configure_logging(cfg: BootstrapConfig) -> None:
 def _mesh_mode(server: ProxyServer, args: argparse.Namespace) -> MeshMode:
     from meshbus.bus.process import settings_from_args
     from meshbus.proxy.mesh.agent import agent_settings_from_args
+    from meshbus.proxy.mesh.bus_auth import bus_auth_from_args
     from meshbus.proxy.mesh.identity import resolve_token
     from meshbus.proxy.mesh.mode import IdentitySettings, MeshMode
     from meshbus.proxy.mesh.probe import probe_from_args
@@ -196,7 +198,8 @@ def _mesh_mode(server: ProxyServer, args: argparse.Namespace) -> MeshMode:
     token = resolve_token(args.token)
     # a sidecar that kept its certificate asks for its identity again, with or without a token
     wanted = bool(token) or has_identity(args.state_dir)
-    identity = IdentitySettings(token, args.trust_domain, args.state_dir) if wanted else None
+    auth = bus_auth_from_args(args)
+    identity = IdentitySettings(token, args.trust_domain, args.state_dir, auth) if wanted or auth else None
     bus = settings_from_args(args, f"meshbus-proxy {args.service}")
     mesh = MeshMode(server, bus, settings, identity, probe_from_args(args))
     mesh.start()

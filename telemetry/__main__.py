@@ -94,7 +94,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         logs_max_age=args.logs_max_age,
     )
     async with (
-        BusConnection(settings_from_args(args, "meshbus-telemetry")) as bus,
+        BusConnection(settings_from_args(args, "meshbus-telemetry", role="telemetry")) as bus,
         TelemetryService(bus, config) as service,
     ):
         log.info(

@@ -1,13 +1,12 @@
 """docker-compose.yml is checked, not run (no engine here): it must satisfy the compose
 specification, agree with the Dockerfile it builds (every mount point exists in the image, owned by
-the image's user; every command is a console script the image installs), keep NATS behind a user
-and password from an env file that is never committed, and use restart policies that fit one-shot
+the image's user; every command is a console script the image installs), run NATS secured as
+`meshctl up` does (bus-init's config, a key per role, an env file never committed), and use restart policies that fit one-shot
 steps and sidecars that keep their state. tests/e2e/test_compose_smoke.py runs it as processes."""
 
 from __future__ import annotations
 
 import importlib
-import re
 import shutil
 import subprocess
 import sys
@@ -110,7 +109,7 @@ def test_the_config_bootstrap_applies_is_in_the_image() -> None:
 
 def test_restart_policies_fit_one_shots_and_sidecar_state() -> None:
     one_shots = COMPOSE_DOC.one_shots()
-    assert one_shots == {"bootstrap"}
+    assert one_shots == {"bootstrap", "bus-init"}
     for name, svc in COMPOSE_DOC.services.items():
         policy = svc.spec.get("restart")
         assert policy == ("no" if name in one_shots else "unless-stopped"), f"{name}: restart {policy!r}"
@@ -129,19 +128,39 @@ def test_restart_policies_fit_one_shots_and_sidecar_state() -> None:
     assert len(state_volumes) == len(set(state_volumes)) == 3, "one state volume per sidecar"
 
 
-def test_nats_needs_the_password_from_an_env_file_that_is_never_committed() -> None:
-    nats = COMPOSE_DOC.services["nats"]
-    conf_source = next(src for src, target, _ in nats.mounts if target == nats.spec["command"][1])
-    conf = (ROOT / conf_source).read_text()
-    wanted = set(re.findall(r"\$([A-Z_]+)", conf))
-    assert re.search(r"authorization\s*{[^}]*user:\s*\$\w+[^}]*password:\s*\$\w+", conf), conf
-    example = dict(
-        line.split("=", 1)
-        for line in (ROOT / ".env.example").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    assert wanted == {"MESHBUS_NATS_USER", "MESHBUS_NATS_PASSWORD"} and wanted <= set(example)
-    for name in ["nats", *OURS]:  # everything that talks to NATS gets the same file
+def test_nats_runs_the_config_bus_init_writes_and_every_process_its_own_key() -> None:
+    """The secured bus of `meshctl up` (docs/security-bus.md): bus-init writes nats-server's config and
+    one key per role into the `bus` volume before NATS starts; each process connects as its role."""
+    nats, init = COMPOSE_DOC.services["nats"], COMPOSE_DOC.services["bus-init"]
+    (words,) = init.commands()
+    assert words[:3] == ["meshctl", "bus", "init"]
+    bus_dir = words[words.index("--bus-dir") + 1]
+    assert nats.depends_on == {"bus-init": "service_completed_successfully"}
+    assert nats.spec["command"][:2] == ["--config", f"{bus_dir}/nats-server.conf"]
+    assert ("bus", bus_dir, True) in nats.mounts and ("bus", bus_dir, False) in init.mounts
+    roles = {
+        "config": "config",
+        "discovery": "discovery",
+        "ca": "ca",
+        "policy": "policy",
+        "bootstrap": "operator",
+    }
+    for name, role in roles.items():
+        svc = COMPOSE_DOC.services[name]
+        key = f"{bus_dir}/{role}.nk"
+        flags = [w[w.index("--nats-nkey") + 1] for w in svc.commands() if "--nats-nkey" in w]
+        assert flags == [key] * len(flags) and (
+            flags or svc.spec["environment"]["MESHBUS_NATS_NKEY"] == key
+        ), name
+        assert ("bus", bus_dir, True) in svc.mounts, name
+    named = set(words[i + 1] for i, w in enumerate(words) if w == "--proxy")
+    for svc in _sidecars():
+        proxy = next(c for c in svc.commands() if c[:1] == ["meshbus-proxy"])
+        node, sa = proxy[proxy.index("--node-id") + 1], proxy[proxy.index("--service-account") + 1]
+        assert f"{node}=default/{sa}" in named, f"{svc.name}: bus-init makes no user for {node}"
+        assert proxy[proxy.index("--nats-ca") + 1] == f"{bus_dir}/server-ca.pem"
+        assert proxy[proxy.index("--nats-bootstrap-nkey") + 1] == f"{bus_dir}/bootstrap.nk"
+    for name in ["nats", *OURS]:  # everything gets the same env file (the CA passphrase)
         assert COMPOSE_DOC.services[name].spec.get("env_file") == [".env"], name
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
     tracked = subprocess.run(

@@ -140,3 +140,7 @@ def parse_documents(text: str) -> Iterator[Document | SyntaxProblem]:
         yield SyntaxProblem(line, f"YAML syntax error: {problem}")
     except (YAMLError, RecursionError) as exc:
         yield SyntaxProblem(0, f"YAML syntax error: {exc}")
+    except TypeError as exc:
+        # ruamel raises this for a complex key it cannot hash (``? {a: [1]}``, found by fuzzing:
+        # tests/fuzz/crashes/config/): no config meshbus reads uses one
+        yield SyntaxProblem(0, f"YAML not supported: a mapping key that is itself a mapping or list ({exc})")

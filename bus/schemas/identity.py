@@ -58,6 +58,8 @@ class CertifyResponse:
     """Leaf serial number, hex."""
     trust_bundle_version: int = 0
     """`TrustBundle.version` of `trust_bundle_pem`, so a client never goes back to an older bundle."""
+    snapshot_keys: list[str] = field(default_factory=list)
+    """`TrustBundle.snapshot_keys` of that bundle: the keys the proxy's snapshots must be signed with."""
 
 
 @message("meshbus.identity.v1.TokenCreateRequest")
@@ -105,6 +107,9 @@ class TrustBundle:
     version: int = 0
     """Monotonic (the KV revision once stored); receivers ignore older versions."""
     updated_at: float = 0.0
+    snapshot_keys: tuple[str, ...] = ()
+    """Public keys (Ed25519, raw, base64) meshbus-discovery signs snapshots with (`meshbus.bus.signing`);
+    a proxy that holds one applies only snapshots one of them signed. Several during a key rotation."""
 
     def pem(self) -> str:
         return "".join(r.cert_pem if r.cert_pem.endswith("\n") else r.cert_pem + "\n" for r in self.roots)

@@ -3,7 +3,7 @@
     meshbus-ca [--nats URL] [--trust-domain cluster.local] [--ca-dir DIR]
                [--ca-cert F --ca-key F [--ca-chain F]] [--ca-passphrase-file F]
                [--workload-cert-ttl 24h] [--max-workload-cert-ttl 90d] [--root-overlap 48h]
-               [--trust-root F ...]
+               [--trust-root F ...] [--snapshot-key F ...]
 
 Without ``--ca-cert`` the root lives in ``--ca-dir`` (generated on first start). Run as
 many replicas as you like against the same material and NATS.
@@ -22,6 +22,7 @@ from pathlib import Path
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import BusError
 from meshbus.bus.process import add_common_args, run_until_signalled, settings_from_args, use_uvloop
+from meshbus.bus.signing import load_public_key_text
 from meshbus.bus.spiffe import (
     DEFAULT_TRUST_DOMAIN,
     InvalidSpiffeIdError,
@@ -40,6 +41,8 @@ log = logging.getLogger("meshbus.control.ca")
 
 ENV_CA_DIR = "MESHBUS_CA_DIR"
 ENV_TRUST_DOMAIN = "MESHBUS_TRUST_DOMAIN"
+ENV_SNAPSHOT_KEY = "MESHBUS_SNAPSHOT_KEY"
+ENV_WORKLOAD_TTL = "MESHBUS_WORKLOAD_CERT_TTL"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,10 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--ca-passphrase-file",
         help="passphrase of the CA key (else $MESHBUS_CA_PASSPHRASE); encrypts a new root",
     )
-    p.add_argument("--workload-cert-ttl", default="24h", help="default SVID lifetime (default 24h)")
+    p.add_argument(
+        "--workload-cert-ttl",
+        default=os.environ.get(ENV_WORKLOAD_TTL, "24h"),
+        help=f"default SVID lifetime (default ${ENV_WORKLOAD_TTL} or 24h)",
+    )
     p.add_argument("--max-workload-cert-ttl", default="90d", help="longest SVID lifetime a proxy may ask for")
     p.add_argument(
         "--root-overlap", default="48h", help="how long a replaced root stays trusted (default 48h)"
+    )
+    p.add_argument(
+        "--snapshot-key",
+        action="append",
+        default=[os.environ[ENV_SNAPSHOT_KEY]] if os.environ.get(ENV_SNAPSHOT_KEY) else [],
+        metavar="FILE",
+        help="public key (PEM) meshbus-discovery signs snapshots with, given to proxies in the trust "
+        f"bundle (repeatable: old and new during a rotation; also ${ENV_SNAPSHOT_KEY})",
     )
     p.add_argument(
         "--trust-root",
@@ -104,18 +119,24 @@ def build(args: argparse.Namespace) -> tuple[Issuer, CaServiceConfig]:
             extra.extend(load_pem_chain(Path(path).read_bytes()))
         except (OSError, ValueError) as exc:
             raise CaConfigError(f"cannot load --trust-root {path}: {exc}") from None
+    keys = []
+    for path in args.snapshot_key:
+        try:
+            keys.append(load_public_key_text(path))
+        except (OSError, ValueError) as exc:
+            raise CaConfigError(f"cannot load --snapshot-key {path}: {exc}") from None
     material = load_material(args, dt.datetime.now(dt.UTC))
     issuer = Issuer(
         material, IssuerConfig(trust_domain=args.trust_domain, workload_ttl=ttl, max_workload_ttl=max_ttl)
     )
-    return issuer, CaServiceConfig(root_overlap=overlap, extra_roots=tuple(extra))
+    return issuer, CaServiceConfig(root_overlap=overlap, extra_roots=tuple(extra), snapshot_keys=tuple(keys))
 
 
 async def serve(
     args: argparse.Namespace, issuer: Issuer, config: CaServiceConfig, stop: asyncio.Event
 ) -> None:
     async with (
-        BusConnection(settings_from_args(args, "meshbus-ca")) as bus,
+        BusConnection(settings_from_args(args, "meshbus-ca", role="ca")) as bus,
         CaService(bus, issuer, config) as ca,
     ):
         log.info(

@@ -67,7 +67,12 @@ def merge(
 
 
 def same_roots(a: TrustBundle | None, b: TrustBundle) -> bool:
-    return a is not None and a.trust_domain == b.trust_domain and a.roots == b.roots
+    return (
+        a is not None
+        and a.trust_domain == b.trust_domain
+        and a.roots == b.roots
+        and a.snapshot_keys == b.snapshot_keys
+    )
 
 
 def roots_of(bundle: TrustBundle, now: dt.datetime) -> list[x509.Certificate]:

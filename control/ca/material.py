@@ -39,7 +39,8 @@ def read_passphrase(path: str | None) -> bytes | None:
     return env.encode() if env else None
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` (``mode`` from creation on): a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -70,8 +71,8 @@ def load_or_create_root(
                     f"{ca_dir} holds only one of {CERT_FILE} and {KEY_FILE}; restore or remove it"
                 )
             material = generate_root(trust_domain, now)
-            _write_atomic(key_path, key_to_pem(material.signing_key, passphrase), 0o600)
-            _write_atomic(cert_path, material.root_pem, 0o644)
+            write_atomic(key_path, key_to_pem(material.signing_key, passphrase), 0o600)
+            write_atomic(cert_path, material.root_pem, 0o644)
             log.info(
                 "generated a new mesh root for %s in %s (key %s)",
                 trust_domain,

@@ -22,7 +22,13 @@ from nats.aio.subscription import Subscription
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.errors import BadRequestError, BusError, PermissionDeniedError
+from meshbus.bus.errors import (
+    BadRequestError,
+    BusError,
+    NotReadyError,
+    PermissionDeniedError,
+    UnavailableError,
+)
 from meshbus.bus.schemas.identity import (
     BundleReply,
     BundleRequest,
@@ -52,6 +58,9 @@ class CaServiceConfig:
     extra_roots: tuple[x509.Certificate, ...] = ()
     """Also trusted (``--trust-root``): e.g. the next root, published before the switch."""
     sweep_interval_s: float = 60.0
+    snapshot_keys: tuple[str, ...] = ()
+    """Public keys snapshots are signed with (``--snapshot-key``), handed to proxies in the bundle.
+    Empty: the stored bundle keeps the keys it has (a replica started without the flag removes none)."""
 
 
 class CaService:
@@ -94,8 +103,7 @@ class CaService:
 
     # -- lifecycle
     async def start(self) -> None:
-        self._tokens = await TokenStore.open(self.bus)
-        self._bundles = await BundleStore.open(self.bus)
+        await self._open_stores()
         self._sub = await self.bus.subscribe(self.bus.subjects.ca_bundle_changed(), self._on_bundle_event)
         changed = await self._merge_bundle()
         await self.service.start()
@@ -104,6 +112,22 @@ class CaService:
         self.service.set_ready()
         if changed:  # after the endpoints are up, so an event also means "the CA answers"
             await self._publish_bundle()
+
+    async def _open_stores(self) -> None:
+        """Open the token and bundle buckets, waiting out a JetStream that cannot answer yet (starting,
+        or electing leaders after a node died): a CA that exited instead would be restarted with a
+        growing backoff while proxies' certificates run out (found by tests/chaos)."""
+        attempt = 0
+        while True:
+            try:
+                self._tokens = await TokenStore.open(self.bus)
+                self._bundles = await BundleStore.open(self.bus)
+                return
+            except (UnavailableError, NotReadyError) as exc:
+                if attempt == 0:
+                    self._log.warning("CA buckets not available yet (%s); retrying", exc)
+                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))  # JetStream announces no recovery
+                attempt = min(attempt + 1, 16)
 
     async def stop(self) -> None:
         sweeper, self._sweeper = self._sweeper, None
@@ -155,7 +179,8 @@ class CaService:
                 now=now,
                 overlap=self.config.root_overlap,
             )
-            return codec.evolve(merged, updated_at=now.timestamp())
+            keys = self.config.snapshot_keys or (previous.snapshot_keys if previous is not None else ())
+            return codec.evolve(merged, updated_at=now.timestamp(), snapshot_keys=tuple(keys))
 
         stored, written = await self._bundles.apply(change, bundle_rules.same_roots)
         self._set_bundle(stored)
@@ -178,13 +203,22 @@ class CaService:
         self.service.details["roots"] = str(len(bundle.roots))
 
     async def _on_bundle_event(self, msg: Msg) -> None:
+        # The event only says "the bundle changed": the bundle itself is read back from KV, where
+        # replicas write it, so a forged or mangled event cannot change what this CA trusts.
         try:
             bundle = codec.decode(msg.data, msg.headers, TrustBundle)
         except BusError as exc:
             self._log.warning("ignored an undecodable trust bundle event: %s", exc)
             return
-        if bundle.trust_domain == self.trust_domain:
-            self._set_bundle(bundle)
+        if bundle.trust_domain != self.trust_domain or self._bundles is None:
+            return
+        try:
+            stored, revision = await self._bundles.load()
+        except BusError as exc:  # KV away: the sweep merges again later
+            self._log.warning("trust bundle changed, but it cannot be read now: %s", exc)
+            return
+        if stored is not None:
+            self._set_bundle(codec.evolve(stored, version=revision))
 
     async def sweep(self) -> int:
         """Retire roots past their overlap and delete long-expired tokens; returns tokens removed."""
@@ -246,6 +280,7 @@ class CaService:
             spiffe_id=str(csr.spiffe_id),
             serial=issued.serial_hex,
             trust_bundle_version=self._bundle.version,
+            snapshot_keys=list(self._bundle.snapshot_keys),
         )
 
     async def create_token(self, req: TokenCreateRequest) -> TokenCreateReply:

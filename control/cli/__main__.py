@@ -16,6 +16,7 @@ from meshbus.bus.process import add_common_args
 from . import (
     analyze,
     authz_cmds,
+    bus_cmds,
     ca_cmds,
     config_cmds,
     plugins_cmd,
@@ -34,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups = (
-        up, up_background, config_cmds, analyze, ca_cmds, status_cmds, plugins_cmd, authz_cmds, telemetry_cmds,
-        version,
+        up, up_background, config_cmds, analyze, ca_cmds, bus_cmds, status_cmds, plugins_cmd, authz_cmds,
+        telemetry_cmds, version,
     )  # fmt: skip
     for group in groups:
         group.register(sub, common)

@@ -4,7 +4,9 @@ nats-py retries a refused first connect forever unless told otherwise, so a comm
 mesh is down would never return. Here the connection is one-shot (`BusSettings.reconnect` False),
 connecting is bounded by the command's ``--timeout`` (at most `CONNECT_TIMEOUT`), each request by
 ``--timeout`` too, and failing to reach NATS is always the same `UnavailableError`:
-``cannot reach NATS at URL: <why> (is the mesh up? try --nats URL)``.
+``cannot reach NATS at URL: <why> (is the mesh up? try --nats URL)``. On a secured bus a command
+authenticates as the operator: ``--nats-nkey``, ``$MESHBUS_NATS_NKEY``, else the seed `meshctl up`
+wrote in ``$MESHBUS_DATA_DIR/bus/operator.nk`` (default ``.meshbus``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.errors import UnavailableError
+from meshbus.bus.errors import PermissionDeniedError, UnavailableError
 from meshbus.bus.process import settings_from_args
+
+from .bus_auth import OPERATOR_NKEY_HINT, operator_nkey
+from .up_background import default_data_dir
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 3.0
@@ -41,8 +46,11 @@ async def open_bus(args: argparse.Namespace) -> BusConnection:
     """A connected one-shot BusConnection, or UnavailableError within ``min(--timeout, CONNECT_TIMEOUT)``."""
     bound = max(0.001, min(args.timeout, CONNECT_TIMEOUT))
     settings = dataclasses.replace(
-        settings_from_args(args, "meshctl"), reconnect=False, connect_timeout=bound
+        settings_from_args(args, "meshctl", role="operator"), reconnect=False, connect_timeout=bound
     )
+    if settings.nkey_seed_file is None and (kept := operator_nkey(default_data_dir())) is not None:
+        # what `meshctl up` wrote: the operator's credentials, on the machine the mesh runs on
+        settings = dataclasses.replace(settings, nkey_seed_file=str(kept))
     bus = BusConnection(settings)
     try:
         await asyncio.wait_for(bus.connect(wait=False), bound)
@@ -50,6 +58,11 @@ async def open_bus(args: argparse.Namespace) -> BusConnection:
         await bus.close(drain=False)
         err = bus.last_error
         why = str(err) if err and str(err) else f"no answer within {bound:g}s"
+        if "authorization violation" in why.lower():
+            raise PermissionDeniedError(
+                f"NATS at {settings.url} refused meshctl's credentials ({why}): meshctl needs the operator's "
+                f"(--nats-nkey FILE, $MESHBUS_NATS_NKEY, or the {OPERATOR_NKEY_HINT} that meshctl up wrote)"
+            ) from None
         raise UnavailableError(
             f"cannot reach NATS at {settings.url}: {why} (is the mesh up? try --nats URL)"
         ) from None

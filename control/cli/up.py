@@ -32,11 +32,15 @@ from rich.markup import escape
 from meshbus.bus.embedded import EmbeddedNats
 from meshbus.bus.errors import BusError
 
-from . import demo_plan, up_background
+from . import bus_auth, demo_plan, nats_cluster, up_background
 from .supervisor import Command, NatsServer, Supervisor
 from .up_state import AlreadyRunning, PidLock, ProcessRecord, UpState, remove_state, start_ticks, write_state
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+POLL_CEILING = 1.0
+"""Longest the supervisor waits without looking at its children. SIGCHLD wakes it at once when the
+kernel hands the signal to the main thread; handed to another thread (a nats-server log reader), it
+would not, and a dead child would wait for the next signal (found killing two nodes of a cluster)."""
 RESTART_TOKEN_WAIT = 10.0
 """Seconds a restarting sidecar waits for meshbus-ca to mint its new token (then: retried later)."""
 
@@ -83,6 +87,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="run the demo sidecars without workload certificates (plain HTTP)",
     )
     p.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N embedded nats-server nodes as one JetStream cluster (3: KV kept on three, one may die)",
+    )
+    p.add_argument(
+        "--insecure-bus",
+        action="store_true",
+        help="run NATS without TLS, users or permissions (debugging only: any process may then publish "
+        "config, push snapshots or answer CA requests)",
+    )
+    p.add_argument(
         "-d",
         "--detach",
         action="store_true",
@@ -122,6 +139,9 @@ class _Up:
         self.nats_url = ""
         self.tokens: dict[str, str] = {}
         self.minted = False
+        self.bus_files: bus_auth.BusFiles | None = None
+        self.cluster_env: dict[str, str] = {}
+        """The secured bus's credentials (None: --insecure-bus, or --nats: someone else's server)."""
         self.sup = Supervisor(say=lambda text: self.say(escape(text)), on_change=self.save)
 
     def say(self, text: str) -> None:
@@ -178,7 +198,8 @@ class _Up:
             up_background.tell_launcher_ready()
             while not self.stop.is_set():
                 due = self.sup.next_due()
-                self.wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+                until_due = POLL_CEILING if due is None else max(0.0, due - time.monotonic())
+                self.wake.wait(min(until_due, POLL_CEILING))
                 self.wake.clear()
                 if self.sup.poll():
                     self.show_table()
@@ -196,17 +217,6 @@ class _Up:
         """Start NATS and every child, apply the demo config, wait for the sidecars; False on failure."""
         args = self.args
         try:
-            if args.nats:
-                self.nats_url = args.nats
-            else:
-                server = EmbeddedNats(
-                    port=args.nats_port,
-                    store_dir=str(self.data_dir / "nats"),
-                    log_path=str(self.logs / "nats-server.log"),
-                )
-                entry = self.sup.add("nats-server", "", NatsServer(server), stop_last=True)
-                self.nats_url = server.url
-                entry.where = f"{server.url} (embedded, JetStream in {self.data_dir / 'nats'})"
             children = (
                 []
                 if args.no_demo
@@ -214,6 +224,27 @@ class _Up:
                     self.data_dir, python=sys.executable, ports_from=args.ports_from, root=args.subject_root
                 )
             )
+            if args.nats:
+                self.nats_url = args.nats
+            else:
+                if not args.insecure_bus:
+                    self.bus_files = bus_auth.prepare_for_up(
+                        self.data_dir, [(c.name, c.argv, c.identity) for c in children],
+                        root=args.subject_root, mtls=not args.no_mtls,
+                    )  # fmt: skip
+                if args.nats_cluster > 1:
+                    self._start_cluster(args.nats_cluster)
+                else:
+                    server = EmbeddedNats(
+                        port=args.nats_port,
+                        store_dir=str(self.data_dir / "nats"),
+                        log_path=str(self.logs / "nats-server.log"),
+                        extra_args=bus_auth.server_args(self.bus_files),
+                    )
+                    entry = self.sup.add("nats-server", "", NatsServer(server), stop_last=True)
+                    self.nats_url = server.url
+                    entry.where = f"{server.url} (embedded, JetStream in {self.data_dir / 'nats'})"
+                    entry.where += bus_auth.describe(self.bus_files)
             for child in children:
                 if self.stop.is_set():
                     return True
@@ -223,14 +254,36 @@ class _Up:
             self.say(f"[red]{escape(str(exc))}[/red]")
             return False
         if children:
-            problem = _wait_ready(args, self.nats_url, children, self.stop, self.sup)
+            problem = _wait_ready(args, self.nats_url, children, self.stop, self.sup, self._operator_nkey())
             if problem:
                 self.say(f"[red]{escape(problem)}[/red]")
         return True
 
+    def _start_cluster(self, size: int) -> None:
+        nodes = nats_cluster.plan(
+            self.data_dir, size, client_port=self.args.nats_port, secured=self.bus_files is not None
+        )
+        urls = []
+        for spec in nodes:
+            server = nats_cluster.server(spec, self.logs)
+            entry = self.sup.add(f"nats-{spec.name}", "", NatsServer(server), stop_last=True)
+            urls.append(server.url)
+            entry.where = f"{server.url}, routes :{spec.cluster_port} (JetStream in {spec.store})"
+            entry.where += bus_auth.describe(self.bus_files)
+        self.nats_url = ",".join(urls)
+        self.cluster_env = nats_cluster.child_env(urls, size)
+        nkey = str(self.bus_files.nkey("config")) if self.bus_files is not None else None
+        deadline = time.monotonic() + self.args.ready_timeout
+        asyncio.run(nats_cluster.wait_for_jetstream(self.nats_url, nkey, deadline))
+
     def _env_for(self, child: Child, children: list[Child]) -> Callable[[], dict[str, str]]:
         base = dict(os.environ, MESHBUS_NATS_URL=self.nats_url, MESHBUS_SUBJECT_ROOT=self.args.subject_root)
+        base.update(self.cluster_env)
         base.pop(up_background.READY_FD_ENV, None)
+        if self.bus_files is not None:
+            base.update(
+                bus_auth.env_for_up(self.bus_files, child.name, child.argv, child.identity, self.args.no_mtls)
+            )
         identity = child.identity
         if identity is None or self.args.no_mtls:
             return lambda: {**base, **child.env}
@@ -251,11 +304,23 @@ class _Up:
         return env
 
     def _mint(self, wanted: dict[str, tuple[str, str]], deadline: float) -> dict[str, str]:
-        return asyncio.run(mint_tokens(self.nats_url, self.args.subject_root, wanted, deadline, self.stop))
+        return asyncio.run(
+            mint_tokens(
+                self.nats_url, self.args.subject_root, wanted, deadline, self.stop, nkey=self._operator_nkey()
+            )
+        )
+
+    def _operator_nkey(self) -> str | None:
+        return str(self.bus_files.nkey("operator")) if self.bus_files is not None else None
 
 
 def _wait_ready(
-    args: argparse.Namespace, nats_url: str, children: list[Child], stop: threading.Event, sup: Supervisor
+    args: argparse.Namespace,
+    nats_url: str,
+    children: list[Child],
+    stop: threading.Event,
+    sup: Supervisor,
+    nkey: str | None = None,
 ) -> str:
     """Apply the demo config once meshbus-config answers, then wait for every sidecar's /ready
     (restarting children that crash meanwhile).
@@ -265,7 +330,7 @@ def _wait_ready(
     deadline = time.monotonic() + args.ready_timeout
     config_dir = Path(args.demo_config)
     if config_dir.is_dir():
-        error = asyncio.run(_apply_when_up(args, nats_url, config_dir, deadline, stop))
+        error = asyncio.run(_apply_when_up(args, nats_url, config_dir, deadline, stop, nkey))
         if error:
             return error
     pending = {child.name: child.admin_port for child in children if child.admin_port}
@@ -296,16 +361,18 @@ async def mint_tokens(
     wanted: dict[str, tuple[str, str]],
     deadline: float,
     stop: threading.Event | None = None,
+    *,
+    nkey: str | None = None,
 ) -> dict[str, str]:
     """One single-use bootstrap token per name in ``wanted`` (name -> (namespace, service account)),
     once meshbus-ca answers; UnavailableError if it does not before ``deadline`` (monotonic) or
-    ``stop`` is set."""
+    ``stop`` is set. ``nkey``: the operator's seed file on a secured bus (only it may ask for tokens)."""
     from meshbus.bus import rpc
-    from meshbus.bus.connection import BusConnection, BusSettings
+    from meshbus.bus.connection import BusConnection
     from meshbus.bus.errors import NotReadyError, RequestTimeoutError, UnavailableError
     from meshbus.bus.schemas.identity import TokenCreateReply, TokenCreateRequest
 
-    bus = BusConnection(BusSettings(url=nats_url, name="meshctl up", root=root))
+    bus = BusConnection(bus_auth.operator_settings(nats_url, root, nkey))
     out: dict[str, str] = {}
     try:
         await asyncio.wait_for(bus.connect(wait=True), max(0.1, deadline - time.monotonic()))
@@ -331,16 +398,21 @@ async def mint_tokens(
 
 
 async def _apply_when_up(
-    args: argparse.Namespace, nats_url: str, config_dir: Path, deadline: float, stop: threading.Event
+    args: argparse.Namespace,
+    nats_url: str,
+    config_dir: Path,
+    deadline: float,
+    stop: threading.Event,
+    nkey: str | None = None,
 ) -> str:
-    from meshbus.bus.connection import BusConnection, BusSettings
+    from meshbus.bus.connection import BusConnection
     from meshbus.bus.errors import NotReadyError, RequestTimeoutError, UnavailableError
     from meshbus.control.config.client import ConfigClient
 
     from .manifests import collect
 
     documents = collect([str(config_dir)])
-    bus = BusConnection(BusSettings(url=nats_url, name="meshctl up", root=args.subject_root))
+    bus = BusConnection(bus_auth.operator_settings(nats_url, args.subject_root, nkey))
     try:
         await asyncio.wait_for(bus.connect(wait=True), max(0.1, deadline - time.monotonic()))
         client = ConfigClient(bus, timeout=2.0)

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    async with BusConnection(settings_from_args(args, "meshbus-config")) as bus:
+    async with BusConnection(settings_from_args(args, "meshbus-config", role="config")) as bus:
         async with ConfigService(bus, history=args.history):
             await stop.wait()
 

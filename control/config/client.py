@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 
 from meshbus.bus import rpc
 from meshbus.bus.connection import BusConnection
+from meshbus.bus.errors import UnavailableError
 from meshbus.bus.schemas.config import (
     ApplyReply,
     ApplyRequest,
@@ -44,9 +47,22 @@ class ConfigClient:
         expected_revisions: dict[str, int] | None = None,
     ) -> ApplyReply:
         req = ApplyRequest(list(documents), dry_run, expected_revision, dict(expected_revisions or {}))
-        return await rpc.request(
-            self.bus, self._subject("apply"), req, ApplyReply, timeout=self.timeout, wait_for_service=True
-        )
+        deadline = time.monotonic() + self.timeout
+        pause = 0.2
+        while True:
+            left = max(deadline - time.monotonic(), 0.01)
+            try:
+                return await rpc.request(
+                    self.bus, self._subject("apply"), req, ApplyReply, timeout=left, wait_for_service=True
+                )
+            except UnavailableError:
+                # JetStream timed out (a NATS node died and its streams are electing leaders): an
+                # apply is idempotent (one that landed is "unchanged" the second time), so ask again
+                # while the deadline allows; not with expected revisions, which a landed one moved.
+                if expected_revision or expected_revisions or deadline - time.monotonic() <= pause:
+                    raise
+                await asyncio.sleep(pause)  # the election announces nothing a client could await
+                pause = min(pause * 2, 2.0)
 
     async def apply_text(
         self, text: str, file: str = "<stdin>", *, dry_run: bool = False, expected_revision: int = 0

@@ -2,6 +2,7 @@
 
     meshbus-discovery --nats nats://127.0.0.1:4222 [--subject-root mesh] [--expiry 3]
                       [--debounce-quiet 0.02] [--debounce-max 0.5] [--warmup 1.5] [--no-deltas]
+                      [--signing-key FILE]
 
 Run any number of replicas against one NATS: fetch/register are served in a queue group, every
 replica keeps the full registry from heartbeats, and each proxy is pushed to by exactly one live
@@ -12,13 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.process import add_common_args, run_until_signalled, settings_from_args, use_uvloop
+from meshbus.bus.signing import Signer, load_private_key
 from meshbus.telemetry.logging import configure_logging
 
 from .server import DiscoveryServer, DiscoverySettings
+
+ENV_SIGNING_KEY = "MESHBUS_SIGNING_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-deltas", action="store_true", help="always send full snapshots")
     p.add_argument("--create-config-bucket", action="store_true", help="create the config bucket if missing")
     p.add_argument("--grace", type=float, default=5.0, help="seconds to drain on shutdown")
+    p.add_argument(
+        "--signing-key",
+        default=os.environ.get(ENV_SIGNING_KEY) or None,
+        metavar="FILE",
+        help=f"Ed25519 private key (PEM) that signs every snapshot (default ${ENV_SIGNING_KEY}); its public "
+        "half goes to meshbus-ca (--snapshot-key), which gives it to proxies with the trust bundle",
+    )
     return p
 
 
@@ -54,8 +66,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         deltas=not args.no_deltas,
         create_config_bucket=args.create_config_bucket,
     )
-    async with BusConnection(settings_from_args(args, "meshbus-discovery")) as bus:
-        async with DiscoveryServer(bus, settings, replica_id=args.replica_id):
+    signer = Signer(load_private_key(args.signing_key)) if args.signing_key else None
+    async with BusConnection(settings_from_args(args, "meshbus-discovery", role="discovery")) as bus:
+        async with DiscoveryServer(bus, settings, replica_id=args.replica_id, signer=signer):
             await stop.wait()
 
 
@@ -68,6 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     configure_logging("discovery", args.log_level, args.log_format)
+    if args.signing_key:
+        try:
+            load_private_key(args.signing_key)
+        except (OSError, ValueError) as exc:
+            print(f"meshbus-discovery: --signing-key: {exc}", file=sys.stderr)
+            sys.exit(2)
     use_uvloop()
     asyncio.run(run_until_signalled(lambda stop: serve(args, stop), grace=args.grace))
     sys.exit(0)

@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.errors import BusError, NotReadyError
+from meshbus.bus.errors import BusError, NotReadyError, PermissionDeniedError
 from meshbus.bus.schemas.discovery import (
     Deregister,
     FetchRequest,
@@ -47,6 +47,8 @@ from meshbus.bus.schemas.discovery import (
     SnapshotAck,
 )
 from meshbus.bus.service import BusService, EndpointSpec
+from meshbus.bus.signing import Signer
+from meshbus.bus.subjects import node_of
 from meshbus.bus.tasks import cancel_and_wait
 
 from .acks import AckLedger, Outcome
@@ -98,6 +100,12 @@ class DiscoveryStats:
     last_cycle_nodes: int = 0
 
 
+def same_node(subject: str, node: str) -> None:
+    """A proxy speaks for one node only: the one its (NATS-permitted) subject names."""
+    if node_of(subject) != node:
+        raise PermissionDeniedError(f"message for node {node!r} on the subject of {node_of(subject)!r}")
+
+
 class DiscoveryServer:
     def __init__(
         self,
@@ -108,8 +116,11 @@ class DiscoveryServer:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.bus = bus
+        self.signer = signer
+        """Signs every snapshot it sends, pushed or fetched (`meshbus.bus.signing`); None: unsigned."""
         self.settings = s = settings or DiscoverySettings()
         self.replica_id = replica_id or f"discovery-{uuid.uuid4().hex[:8]}"
         self.clock, self.wall = clock, wall
@@ -137,12 +148,20 @@ class DiscoveryServer:
                 "register",
                 Register,
                 self._register,
-                subject=bus.subjects.xds_register(),
+                subject=bus.subjects.xds_register_all(),
                 requires_ready=False,
+                subject_check=lambda subject, reg: same_node(subject, reg.node_id),
             )
         )
         self.service.add_endpoint(
-            EndpointSpec("fetch", FetchRequest, self._fetch, subject=bus.subjects.xds_fetch())
+            EndpointSpec(
+                "fetch",
+                FetchRequest,
+                self._fetch,
+                subject=bus.subjects.xds_fetch_all(),
+                subject_check=lambda subject, req: same_node(subject, req.workload.node_id),
+                sign=self.signer.headers if self.signer is not None else None,
+            )
         )
         # Ready (warm) first: a replica that has not yet heard every heartbeat would leave hosts out.
         self.service.add_endpoint(
@@ -165,7 +184,7 @@ class DiscoveryServer:
         for subject, cb in (
             (subj.xds_heartbeat_all(), self._on_heartbeat),
             (subj.xds_ack_all(), self._on_ack),
-            (subj.xds_deregister(), self._on_deregister),
+            (subj.xds_deregister_all(), self._on_deregister),
             (subj.xds_replica(), self._on_replica),
             (subj.xds_status(), self._on_status),
         ):
@@ -250,6 +269,7 @@ class DiscoveryServer:
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         hb = codec.decode(msg.data, msg.headers, Heartbeat)
+        same_node(msg.subject, hb.workload.node_id)
         change = self.registry.heartbeat(hb, now=self.clock(), wall=self.wall())
         self.ledger.record_running(
             hb.workload.node_id, version=hb.applied_version, digest=hb.applied_digest, error=hb.last_error
@@ -268,6 +288,7 @@ class DiscoveryServer:
 
     async def _on_deregister(self, msg: Msg) -> None:
         dereg = codec.decode(msg.data, msg.headers, Deregister)
+        same_node(msg.subject, dereg.node_id)
         change = self.registry.remove(dereg.node_id, reason=dereg.reason)
         if change is not None:
             self._registry_changed(change)
@@ -281,6 +302,7 @@ class DiscoveryServer:
     # -- acks
     async def _on_ack(self, msg: Msg) -> None:
         ack = codec.decode(msg.data, msg.headers, SnapshotAck)
+        same_node(msg.subject, ack.node)
         outcome = self.ledger.on_reply(ack, now=self.wall())
         if outcome is Outcome.NACK:
             self._log.warning(
@@ -434,6 +456,12 @@ class DiscoveryServer:
                 more,
             )
 
+    async def _publish_snapshot(self, node: str, snap: Snapshot) -> None:
+        data, headers = codec.encode(snap)
+        if self.signer is not None:
+            headers.update(self.signer.headers(data))
+        await self.bus.nc.publish(self.bus.subjects.xds_snapshot(node), data, headers=headers)
+
     # -- push
     async def _push_loop(self) -> None:
         while True:
@@ -508,7 +536,7 @@ class DiscoveryServer:
                         raise
                 snap = self._record(node, cfg, version)
                 try:
-                    await self.bus.publish(self.bus.subjects.xds_snapshot(node), snap)
+                    await self._publish_snapshot(node, snap)
                 except Exception as exc:  # e.g. larger than the server's max_payload: this node only
                     self.stats.errors += 1
                     self.ledger.forget(node)  # not sent: the next change (or fetch) tries again

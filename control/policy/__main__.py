@@ -65,7 +65,7 @@ async def serve(
     args: argparse.Namespace, policy: JwksPolicy, rules: AuthzRules | None, stop: asyncio.Event
 ) -> None:
     async with (
-        BusConnection(settings_from_args(args, "meshbus-policy")) as bus,
+        BusConnection(settings_from_args(args, "meshbus-policy", role="policy")) as bus,
         PolicyService(bus, policy, authz_rules=rules),
     ):
         await stop.wait()

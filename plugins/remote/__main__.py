@@ -61,7 +61,9 @@ def resolve(spec: str, name: str | None) -> FilterInfo:
 
 
 async def serve(args: argparse.Namespace, info: FilterInfo, stop: asyncio.Event) -> None:
-    async with BusConnection(settings_from_args(args, f"meshbus-filter-host {info.name}")) as bus:
+    async with BusConnection(
+        settings_from_args(args, f"meshbus-filter-host {info.name}", role="filter-host")
+    ) as bus:
         async with FilterHost(bus, info, concurrency=args.concurrency, hook_timeout=args.hook_timeout):
             await stop.wait()
 

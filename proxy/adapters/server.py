@@ -118,6 +118,8 @@ class ProxyServer:
         self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
         # Mesh mode sets this (MeshMode.cert_report -> ProxyCertsReply) for the admin's /certs.
         self.cert_report: Callable[[], Any] | None = None
+        # Mesh mode sets this (MeshMode.info: snapshot signatures) for the admin's /server_info.
+        self.mesh_info: Callable[[], dict[str, Any]] | None = None
         # Plugins (proxy/filters/plugins): instances per worker; REMOTE ones call their hosts over
         # `bus` (mesh mode: the agent's connection; standalone: one made when a REMOTE Plugin appears).
         self.bus: Any = None
@@ -423,6 +425,7 @@ class ProxyServer:
             "active_connections": len(self.connections),
             "reloads": dict(self.reloads),
             "last_config_error": self.last_error,
+            **({"mesh": self.mesh_info()} if self.mesh_info is not None else {}),
             "command_line_options": {
                 f: str(getattr(self.config, f)) for f in self.config.__dataclass_fields__
             },

@@ -4,7 +4,8 @@ Rules (the listener and the upstream pool rely on them):
 - ``RequestSession.feed(data)`` returns the events found in ``data``, in wire order, so pipelined
   requests come out as HEAD, BODY*, END, HEAD, ... for the caller to answer in order.
 - A malformed request raises ``ProtocolError(400)``; one with both Content-Length and
-  Transfer-Encoding (request smuggling) also 400 (llhttp refuses it); a head over ``max_header_bytes``
+  Transfer-Encoding (request smuggling) also 400 (llhttp refuses it), and one with two Host headers
+  (RFC 9112 3.2; docs/smuggling.md lists every vector tested); a head over ``max_header_bytes``
   raises ``ProtocolError(431)``. After an error the session is unusable: close the connection.
 - An Upgrade (or CONNECT) request ends with an ``UPGRADE`` event carrying the bytes that followed the
   head; from then on the connection is a raw tunnel and ``feed`` must not be called again.
@@ -320,6 +321,11 @@ class RequestSession:
     def on_headers_complete(self) -> None:
         p = self._parser
         hdict = self._hdict
+        if "," in hdict.get("host", ""):
+            # RFC 9112 3.2: more than one Host (joined with ",") or an invalid one; no host contains a
+            # comma. Routing by one and forwarding the other is the absolute-form/Host desync.
+            self._error = ProtocolError(400, "more than one Host header")
+            raise self._error
         if "transfer-encoding" in hdict or "content-length" in hdict:
             body, length = _framing(hdict)
         else:

@@ -4,7 +4,8 @@ At start the agent subscribes to its own snapshot subject, registers, heartbeats
 heartbeat carries the workload, the version it runs and its app's health; a health change is sent
 at once, not at the next beat) and fetches its snapshot; if the control
 plane (or NATS) does not answer in time, it applies the last good snapshot saved on disk and keeps
-trying in the background. `ready` is set by the first applied snapshot, so an app waiting for the
+trying in the background. Every snapshot from the bus passes `SnapshotTrust.check` (its signature)
+first; a refused one is NACKed and never offered to the applier. `ready` is set by the first applied snapshot, so an app waiting for the
 proxy's ``/ready`` never sees it without routes. After a reconnect it fetches again (pushes may have
 been missed); on drain it deregisters at once. What to do with each snapshot is decided without
 I/O by `meshbus.proxy.mesh.snapshot_apply.SnapshotApplier`.
@@ -32,7 +33,7 @@ from nats.aio.msg import Msg
 from meshbus.bus import codec
 from meshbus.bus.config.fates import ProxyReport
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.errors import BusError
+from meshbus.bus.errors import BusError, SignatureError
 from meshbus.bus.rpc import request
 from meshbus.bus.schemas.discovery import (
     APP_NOT_PROBED,
@@ -44,6 +45,7 @@ from meshbus.bus.schemas.discovery import (
     Register,
     RegisterReply,
     Snapshot,
+    SnapshotAck,
 )
 from meshbus.bus.service import MESHBUS_VERSION
 from meshbus.bus.tasks import cancel_and_wait
@@ -58,6 +60,7 @@ from meshbus.proxy.mesh.snapshot_apply import (
     one_line,
     save_state,
 )
+from meshbus.proxy.mesh.snapshot_trust import SnapshotTrust
 from meshbus.proxy.mesh.state_dir import SNAPSHOT_FILE
 
 __all__ = [
@@ -142,8 +145,11 @@ class MeshAgent:
         build: BuildFn = build_runtime,
         cache: ResourceCache | None = None,
         logger: logging.Logger | None = None,
+        trust: SnapshotTrust | None = None,
     ) -> None:
         self.bus = bus
+        self.trust = trust or SnapshotTrust()
+        """Checks each snapshot's signature before it is offered to the applier."""
         self.settings = settings
         self.workload = settings.workload()
         self.node_id = self.workload.node_id
@@ -198,7 +204,7 @@ class MeshAgent:
         with contextlib.suppress(BusError):
             reply = await request(
                 self.bus,
-                subj.xds_register(),
+                subj.xds_register(self.node_id),
                 self.workload,
                 RegisterReply,
                 timeout=self.settings.fetch_timeout,
@@ -225,7 +231,12 @@ class MeshAgent:
         cur = self.applier.applied
         req = FetchRequest(self.workload, cur.version if cur else 0, cur.digest if cur else "")
         snap = await request(
-            self.bus, self.bus.subjects.xds_fetch(), req, Snapshot, timeout=self.settings.fetch_timeout
+            self.bus,
+            self.bus.subjects.xds_fetch(self.node_id),
+            req,
+            Snapshot,
+            timeout=self.settings.fetch_timeout,
+            verify=self.trust.check,
         )
         await self.handle(snap)
 
@@ -256,7 +267,7 @@ class MeshAgent:
             return
         self._draining = True
         with contextlib.suppress(Exception):
-            await self.bus.publish(self.bus.subjects.xds_deregister(), Deregister(self.node_id))
+            await self.bus.publish(self.bus.subjects.xds_deregister(self.node_id), Deregister(self.node_id))
             await self.bus.flush(timeout=1.0)
 
     async def stop(self, *, deregister: bool = True) -> None:
@@ -275,6 +286,19 @@ class MeshAgent:
             snap = codec.decode(msg.data, msg.headers, Snapshot, max_bytes=self.bus.settings.max_payload)
         except BusError as exc:
             self._log.warning("undecodable snapshot: %s", exc)
+            return
+        if snap.node != self.node_id:
+            return
+        try:
+            self.trust.check(msg.data, msg.headers)
+        except SignatureError as exc:  # counted and logged by the check; never applied
+            cur = self.applier.applied
+            nack = SnapshotAck(
+                self.node_id, snap.nonce, snap.version, snap.digest, error=str(exc),
+                applied_version=cur.version if cur else 0,
+            )  # fmt: skip
+            with contextlib.suppress(Exception):
+                await self.bus.publish(self.bus.subjects.xds_ack(self.node_id), nack)
             return
         await self.handle(snap)
 
@@ -358,7 +382,11 @@ class MeshAgent:
                     await self._beat_now.wait()
 
     async def _on_config_dump(self, msg: Msg) -> None:
-        codec.decode(msg.data, msg.headers, ProxyConfigRequest)
+        try:
+            codec.decode(msg.data, msg.headers, ProxyConfigRequest)
+        except BusError as exc:  # not a request this proxy answers: say so here, never raise into nats-py
+            self._log.warning("ignored a malformed config-dump request: %s", exc)
+            return
         if not msg.reply:
             return
         cur = self.applier.applied

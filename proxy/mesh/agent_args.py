@@ -6,8 +6,12 @@ nats-py nor pydantic: a standalone worker must stay small.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
+
+ENV_BOOTSTRAP_NKEY = "MESHBUS_NATS_BOOTSTRAP_NKEY"
+ENV_NATS_CA = "MESHBUS_NATS_CA"  # the same variable as meshbus.bus.connection.ENV_CA (not imported: nats-py)
 
 
 def add_agent_args(parser: Any) -> None:
@@ -56,6 +60,23 @@ def add_agent_args(parser: Any) -> None:
         type=int,
         default=3,
         help="failures in a row to be unhealthy (failureThreshold)",
+    )
+
+
+def add_bus_auth_args(group: Any) -> None:
+    """Flags of a secured bus (`meshbus.proxy.mesh.bus_auth`)."""
+    group.add_argument(
+        "--nats-ca",
+        default=os.environ.get(ENV_NATS_CA) or None,
+        metavar="FILE",
+        help=f"connect to NATS with the workload certificate over TLS, checking the server against this CA "
+        f"(default ${ENV_NATS_CA}); needs --state-dir",
+    )
+    group.add_argument(
+        "--nats-bootstrap-nkey",
+        default=os.environ.get(ENV_BOOTSTRAP_NKEY) or None,
+        metavar="FILE",
+        help=f"nkey seed of the bootstrap NATS user, to get the first certificate (default ${ENV_BOOTSTRAP_NKEY})",
     )
 
 

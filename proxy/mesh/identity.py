@@ -209,6 +209,9 @@ class CertClient:
         self.renewals = 0
         self.failures = 0
         self.last_error = ""
+        self.snapshot_keys: tuple[str, ...] = ()
+        """The keys snapshots must be signed with, from the CA's last answer or bundle event (set
+        before the rotation callbacks run)."""
 
     # -- state
     @property
@@ -378,9 +381,11 @@ class CertClient:
         )
         if ident.leaf.not_valid_after_utc.timestamp() <= self._clock():
             raise UnavailableError("CA returned an already expired certificate")
+        if resp.snapshot_keys and resp.trust_bundle_version >= (current.bundle_version if current else 0):
+            self.snapshot_keys = tuple(resp.snapshot_keys)
+        self._keep(ident)  # before the callbacks: they may read it from the state directory
         self._install(ident, "renewed" if holder is not None else "obtained")
         self._kept = None
-        self._keep(ident)
         return ident
 
     def _keep(self, ident: Identity) -> None:
@@ -450,11 +455,17 @@ class CertClient:
         if bundle.version <= current.bundle_version or not bundle.roots:
             return
         pem = bundle.pem().encode()
-        ident = build_identity(
-            current.spiffe_id, current.key, current.cert_chain_pem, pem, bundle.version, current.issued_at
-        )
+        try:
+            ident = build_identity(
+                current.spiffe_id, current.key, current.cert_chain_pem, pem, bundle.version, current.issued_at
+            )
+        except (ValueError, ssl.SSLError) as exc:  # roots that are not certificates: keep what we trust
+            self._log.warning("ignored trust bundle v%d: %s", bundle.version, exc)
+            return
         self._log.info("trust bundle v%d: %d root(s)", bundle.version, len(bundle.roots))
         self._current = ident
+        if bundle.snapshot_keys:
+            self.snapshot_keys = bundle.snapshot_keys
         self._notify(ident)
         if self.config.state_dir is not None:
             try:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,13 +47,22 @@ from meshbus.bus.schemas.identity import (
 )
 from meshbus.bus.schemas.telemetry import Source
 from meshbus.bus.spiffe import SpiffeId
+from meshbus.bus.subjects import inbox_prefix
 from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.build.runtime import build_runtime
 from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent
+from meshbus.proxy.mesh.bus_auth import (
+    BusAuth,
+    client_context,
+    ensure_certificate,
+    reload_on_rotation,
+    secured_settings,
+)
 from meshbus.proxy.mesh.identity import CertClient, CertClientConfig
 from meshbus.proxy.mesh.probe import ProbeSpec, ProbeTracker
 from meshbus.proxy.mesh.prober import AppProber
 from meshbus.proxy.mesh.ratelimit_client import install as install_lease_client
+from meshbus.proxy.mesh.snapshot_trust import SnapshotTrust
 from meshbus.proxy.mesh.telemetry_ship import BusSink, TelemetryShipper
 from meshbus.telemetry.peer import Workload
 
@@ -71,6 +82,8 @@ class IdentitySettings:
     trust_domain: str = "cluster.local"
     state_dir: str | None = None
     """Where the key and certificate are kept across restarts (`CertClientConfig.state_dir`)."""
+    bus_auth: BusAuth | None = None
+    """A secured bus: NATS with the certificate, the first one over a bootstrap connection (`bus_auth`)."""
 
 
 class MeshMode:
@@ -90,8 +103,12 @@ class MeshMode:
         if plugins is not None:
             server.bus = self.bus  # REMOTE Plugins call their hosts over the agent's connection
         build = functools.partial(build_runtime, plugins=plugins)
-        self.agent = MeshAgent(self.bus, agent_settings, swap=server.apply, build=build)
+        self.trust = SnapshotTrust(identity.state_dir if identity is not None else None)
+        self.agent = MeshAgent(self.bus, agent_settings, swap=server.apply, build=build, trust=self.trust)
+        # its replies arrive on inboxes of its own: the only ones its NATS user may read
+        self.bus.settings = dataclasses.replace(bus_settings, inbox_prefix=inbox_prefix("node", self.node_id))
         self.identity = identity
+        self._bus_tls: ssl.SSLContext | None = None
         self.prober = AppProber(app_probe, self._on_probe) if app_probe is not None else None
         if self.prober is not None:  # not an endpoint until a probe passes, from the first heartbeat on
             self.agent.set_app_health(APP_UNKNOWN, self.prober.tracker.detail)
@@ -117,13 +134,34 @@ class MeshMode:
         self._start_telemetry()
         self.server.drain_hooks.append(self.agent.drain)
         self.server.cert_report = self.cert_report
+        self.server.mesh_info = self.info
         # Global rate limits (meshbus.io/v1 RateLimit) ask meshbus-policy for token leases over this bus.
         install_lease_client(self.bus, self.node_id)
-        self._tasks.append(asyncio.create_task(self.bus.connect(wait=True), name="meshbus-proxy-bus"))
+        self._tasks.append(asyncio.create_task(self._connect(), name="meshbus-proxy-bus"))
         self._tasks.append(asyncio.create_task(self._gate(), name="meshbus-proxy-readiness"))
         self._tasks.append(asyncio.create_task(self._serve_certs(), name="meshbus-proxy-certs"))
         if self.prober is not None:
             self.prober.start()
+
+    async def _connect(self) -> None:
+        ident = self.identity
+        auth = ident.bus_auth if ident is not None else None
+        if ident is not None and auth is not None:
+            try:
+                await ensure_certificate(self.bus.settings, auth, self._cert_config(ident), self.trust)
+            except BusError as exc:  # the token was refused: the bus stays closed to this proxy
+                self.error = f"meshbus: certificate for {self.spiffe_id()} refused: {exc}"
+                self._set_stage(CERTIFICATE_REFUSED)
+                log.error("%s", self.error)
+                return
+            self._bus_tls = client_context(auth)
+            self.bus.settings = secured_settings(self.bus.settings, self._bus_tls)
+        await self.bus.connect(wait=True)
+
+    def _cert_config(self, ident: IdentitySettings) -> CertClientConfig:
+        settings = self.agent.settings
+        spiffe_id = SpiffeId.workload(ident.trust_domain, settings.namespace, settings.service_account)
+        return CertClientConfig(spiffe_id, token=ident.token, node=self.node_id, state_dir=ident.state_dir)
 
     def _start_telemetry(self) -> None:
         """Tell the server who it is, keep spans, and ship metrics, spans and access logs."""
@@ -182,13 +220,13 @@ class MeshMode:
         log.info("mesh mode ready: node %s runs snapshot v%s", self.node_id, self.server.runtime.version)
 
     async def _start_identity(self, ident: IdentitySettings) -> bool:
-        settings = self.agent.settings
-        spiffe_id = SpiffeId.workload(ident.trust_domain, settings.namespace, settings.service_account)
+        config = self._cert_config(ident)
+        spiffe_id = config.spiffe_id
         await self.bus.wait_connected()
-        client = CertClient(
-            self.bus,
-            CertClientConfig(spiffe_id, token=ident.token, node=self.node_id, state_dir=ident.state_dir),
-        )
+        client = CertClient(self.bus, config)
+        client.add_rotation_callback(lambda _ident: self.trust.set_keys(client.snapshot_keys))
+        if ident.bus_auth is not None and self._bus_tls is not None:
+            client.add_rotation_callback(reload_on_rotation(ident.bus_auth, self._bus_tls))
         try:
             await client.start()
         except BusError as exc:  # the token was refused: retrying cannot help, stay unready and say why
@@ -205,6 +243,16 @@ class MeshMode:
             self.mesh_tls = True
         log.info("certificate for %s obtained", spiffe_id)
         return True
+
+    def info(self) -> dict[str, Any]:
+        """What /server_info shows of the mesh side: the node, and which snapshots it trusts."""
+        return {
+            "node": self.node_id,
+            "snapshot_keys": self.trust.key_ids,
+            "snapshots_refused": self.trust.refused,
+            "last_snapshot_refusal": self.trust.last_refusal,
+            "bus_tls": self._bus_tls is not None,
+        }
 
     # -- meshctl cert inspect PROXY_ID / admin /certs
     def spiffe_id(self) -> str:

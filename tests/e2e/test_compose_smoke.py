@@ -2,9 +2,9 @@
 
 Every service's command runs as written (``sh -c`` scripts through a real ``sh``; programs from the
 console scripts this venv installed, as the image installs them), in the order ``docker compose up``
-starts them, honouring each ``depends_on`` condition (a healthy NATS, a one-shot bootstrap that
-must succeed) and ``deploy.replicas``. NATS is a real nats-server with the compose file's own config
-and the user and password from an env file, as compose passes it.
+starts them, honouring each ``depends_on`` condition (a healthy NATS, one-shot steps that must
+succeed) and ``deploy.replicas``. NATS is a real nats-server with the config the compose file's
+bus-init step writes (TLS, a user per role), every process with its own key or certificate.
 
 What stands in for the engine: named volumes and image paths become folders under the test's tmp
 dir (the demo config comes from tests/fixtures/demo, never samples/); each container's network
@@ -67,15 +67,15 @@ class Engine:
         }
         for source, target, _ in svc.mounts:  # a bind mount (./...) is the repository's own file
             paths[target] = str(ROOT / source) if source.startswith(".") else self.volume(source)
-        for target in sorted(paths, key=len, reverse=True):
-            text = text.replace(target, paths[target])
+        for target in sorted(paths, key=len, reverse=True):  # whole paths only: /ca is not in /bus/ca.nk
+            text = re.sub(rf"(?<![\w./-]){re.escape(target)}(?![\w.-])", lambda _m, t=target: paths[t], text)
         text = _PORT_FLAG.sub(lambda m: f"{m[1]}{self.port(svc, int(m[2]))}", text)
         text = _ADDR_FLAG.sub(lambda m: f"{m[1]}{m[2]}:{self.port(svc, int(m[3]))}", text)
         return text.replace("$(hostname -i)", "127.0.0.1")
 
     def env(self, svc: Service) -> dict[str, str]:
         env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
-        env.update({k: str(v) for k, v in (svc.spec.get("environment") or {}).items()})
+        env.update({k: self.localize(svc, str(v)) for k, v in (svc.spec.get("environment") or {}).items()})
         if svc.spec.get("env_file") == [".env"]:
             env.update(self.env_file)
         if "MESHBUS_NATS_URL" in env and self.nats_url:
@@ -118,7 +118,7 @@ class Engine:
 def test_compose_services_run_in_dependency_order(tmp_path: Path, processes: ProcessGroup) -> None:
     require_binary()
     compose = Compose()
-    env_file = {"MESHBUS_NATS_USER": "meshbus", "MESHBUS_NATS_PASSWORD": secrets.token_urlsafe(16)}
+    env_file = {"MESHBUS_CA_PASSPHRASE": secrets.token_urlsafe(16)}
     engine = Engine(compose, tmp_path, processes, env_file)
     processes.env = {}  # every variable comes from Engine.env, as a container gets only its own
     try:
@@ -143,27 +143,31 @@ def _run(compose: Compose, engine: Engine, processes: ProcessGroup) -> None:
     r = http_get(outbound, "/", host="reviews")
     assert r.status == 200 and json.loads(r.body)["version"] in ("v1", "v2"), r
 
-    # NATS turns away a client without the password from the env file: it answers -ERR 'Authorization
+    # NATS turns away a client without a key (bus-init's config): it answers -ERR 'Authorization
     # Violation' and closes. With the client's PING still unread that close is a reset, which nats-py's
     # reader may raise before it reads the error line (17 of 30 tries here); then the server's log says it.
     meshctl = [str(BIN / "meshctl"), "get", "vs", "--nats", engine.nats_url]
     nats = processes.get("nats")
     refusals = nats.log_text().count("authentication error")
     bare = subprocess.run(
-        meshctl, capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]}
+        meshctl,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "MESHBUS_DATA_DIR": str(engine.tmp / "nowhere")},
     )
-    refused = "Authorization Violation" in bare.stderr or (
+    refused = "refused meshctl's credentials" in bare.stderr or (
         "Connection reset by peer" in bare.stderr and nats.log_text().count("authentication error") > refusals
     )
     assert bare.returncode == 1 and refused, bare.stderr
-    ok = subprocess.run(
+    ok = subprocess.run(  # the operator's key, as the bootstrap step has it
         meshctl, capture_output=True, text=True, timeout=30, env=engine.env(compose.services["bootstrap"])
     )
     assert ok.returncode == 0 and "reviews" in ok.stdout, ok.stderr
 
 
 def _no_deaths(group: ProcessGroup) -> bool:
-    dead = [p.name for p in group.dead() if p.name != "bootstrap-1"]
+    dead = [p.name for p in group.dead() if p.name not in ("bootstrap-1", "bus-init-1")]  # one-shots
     if dead:
         raise AssertionError(f"exited: {dead}")
     return False

@@ -36,6 +36,7 @@ PURE_RUN = (
     "tests/unit/config/test_authz_normalize.py",
     "tests/unit/config/test_authz_engine.py",
     "tests/test_imports.py",
+    "tests/fuzz/test_fuzz_http1.py",  # the codec is compiled: fuzz both builds
     "tests/e2e/test_traffic_shift.py",
     "tests/e2e/test_mtls_sidecars.py",
     "tests/e2e/test_proxy_workers.py",

@@ -32,8 +32,12 @@ def validate(resource: Resource, f: Findings) -> None:
         if rule.jwks and rule.jwks_uri:
             f.error([*path, "jwks"], "only one of jwks or jwksUri can be set")
         if rule.jwks_uri:
-            url = urlparse(rule.jwks_uri)
-            if url.scheme not in ("http", "https") or not url.hostname:
+            try:
+                url = urlparse(rule.jwks_uri)
+                host = url.hostname
+            except ValueError:  # "http://[": urllib refuses it (found by fuzzing: tests/fuzz/crashes/config/)
+                url, host = urlparse(""), None
+            if url.scheme not in ("http", "https") or not host:
                 f.error([*path, "jwksUri"], "url must have scheme http:// or https://", rule.jwks_uri)
         if rule.jwks:
             try:

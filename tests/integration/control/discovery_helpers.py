@@ -16,11 +16,13 @@ from typing import Any
 from meshbus.bus import BusConnection, BusSettings
 from meshbus.bus.kv import BucketConfig, KeyValueStore
 from meshbus.bus.schemas.config import StoredConfig, encode_value
+from meshbus.bus.signing import Signer
 from meshbus.control.discovery.client import proxy_status
 from meshbus.control.discovery.server import DiscoveryServer, DiscoverySettings
 from meshbus.control.discovery.status import ProxyView
 from meshbus.proxy.build.runtime import ProxyRuntime
 from meshbus.proxy.mesh.agent import AgentSettings, MeshAgent
+from meshbus.proxy.mesh.snapshot_trust import SnapshotTrust
 from tests.support.bounded import within
 
 FAST = DiscoverySettings(
@@ -145,14 +147,23 @@ class Mesh:
         replica_id: str | None = None,
         settings: DiscoverySettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        signer: Signer | None = None,
     ) -> DiscoveryServer:
         bus = await self.connect(f"discovery-{len(self.replicas)}")
-        d = DiscoveryServer(bus, settings or self.settings, replica_id=replica_id, clock=clock)
+        d = DiscoveryServer(bus, settings or self.settings, replica_id=replica_id, clock=clock, signer=signer)
         await d.start()
         self.replicas.append(d)
         return d
 
-    async def sim(self, service: str, version: str = "v1", *, start: bool = True, **kw: Any) -> Sim:
+    async def sim(
+        self,
+        service: str,
+        version: str = "v1",
+        *,
+        start: bool = True,
+        trust: SnapshotTrust | None = None,
+        **kw: Any,
+    ) -> Sim:
         self._ip += 1
         settings = AgentSettings(
             service=service,
@@ -165,7 +176,7 @@ class Mesh:
             retry_max=0.3,
             **kw,
         )
-        s = Sim(MeshAgent(self.agents_bus, settings, lambda rt: None))
+        s = Sim(MeshAgent(self.agents_bus, settings, lambda rt: None, trust=trust))
         s.agent.swap = s.swaps.append
         self.sims.append(s)
         if start:

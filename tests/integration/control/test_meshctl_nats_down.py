@@ -45,7 +45,7 @@ BUS_COMMANDS = {
     "top": ["top", "--once"],
 }
 # Commands that never touch the bus (`up` starts its own NATS; `ps` and `down` read its state files).
-NO_BUS = {"up", "ps", "down", "version"}
+NO_BUS = {"up", "ps", "down", "version", "bus init"}
 MESSAGE = "Error: meshbus: cannot reach NATS at {url}: {why} (is the mesh up? try --nats URL)"
 
 

@@ -35,6 +35,7 @@ IO_ADAPTERS = frozenset(
         "tls.mtls",
         "tls.stream",
         "mesh.agent",
+        "mesh.bus_auth",  # the bootstrap connection to a secured bus
         "mesh.identity",
         "mesh.mode",
         "mesh.prober",  # the app readiness probe's sockets (its verdicts are in mesh.probe)

@@ -1,0 +1,103 @@
+"""Chaos (`make chaos`, minutes; not in `make test`): steady traffic through two mTLS sidecars while, at
+random, a NATS node or a control-plane process (meshbus-config, -discovery, -ca, -policy) is killed
+with SIGKILL (`meshctl up` restarts it), config applies flip the traffic between v1 and v2, and
+certificates rotate every ~45 s (90 s lifetimes, renewed at half). Figures printed at the end:
+requests sent and failed (target 0), applies made and converged, rotations, longest convergence.
+
+MESHBUS_CHAOS=1 runs it; MESHBUS_CHAOS_SECONDS sets how long (default 180).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from meshbus.control.cli.up_state import read_state
+from tests.support.processes import wait_for
+from tests.support.traffic import Traffic, converged, meshctl, pid_of, start_up, vs_file
+
+SECONDS = float(os.environ.get("MESHBUS_CHAOS_SECONDS", "180"))
+pytestmark = [
+    pytest.mark.timeout(int(SECONDS) + 300),
+    pytest.mark.skipif(os.environ.get("MESHBUS_CHAOS") != "1", reason="long: MESHBUS_CHAOS=1 (make chaos)"),
+]
+VICTIMS = [
+    "nats-n1",
+    "nats-n2",
+    "nats-n3",
+    "meshbus-config",
+    "meshbus-discovery",
+    "meshbus-ca",
+    "meshbus-policy",
+]
+
+
+def test_chaos(tmp_path: Path) -> None:
+    rng = random.Random(int(os.environ.get("MESHBUS_CHAOS_SEED", "16")))
+    kills: Counter[str] = Counter()
+    applies = converges = refused = 0
+    longest = 0.0
+    with (
+        start_up(tmp_path, "--nats-cluster", "3", env={"MESHBUS_WORKLOAD_CERT_TTL": "90s"}) as (
+            _up,
+            ports,
+            url,
+        ),
+        Traffic(ports.client_outbound) as traffic,
+    ):
+        wait_for("traffic", lambda: len(traffic.outcomes) > 50, 30)
+        version = "v1"
+        end = time.monotonic() + SECONDS
+        while time.monotonic() < end:
+            state = read_state(tmp_path)
+            assert state is not None
+            victim = rng.choice(VICTIMS)
+            before = pid_of(state, victim)
+            os.kill(before, signal.SIGKILL)
+            kills[victim] += 1
+            version = "v2" if version == "v1" else "v1"
+            applied = meshctl(
+                tmp_path,
+                url,
+                "apply",
+                "-f",
+                str(vs_file(tmp_path, 100 if version == "v1" else 0)),
+                timeout="60",
+            )
+            if applied.returncode != 0:
+                refused += 1
+                print(f"apply refused after killing {victim}: {applied.stderr.strip()}")
+                version = "v2" if version == "v1" else "v1"
+            else:
+                applies += 1
+                started = time.monotonic()
+                wait_for(
+                    f"convergence on {version} after killing {victim}",
+                    lambda v=version: converged(traffic, v),
+                    60,
+                )
+                longest = max(longest, time.monotonic() - started)
+                converges += 1
+            wait_for(
+                f"{victim} restarted",
+                lambda v=victim, b=before: (s := read_state(tmp_path)) is not None and pid_of(s, v) != b,
+                60,
+            )
+        rotations = sum(
+            p.read_text().count("renewed certificate") for p in (tmp_path / "logs").glob("*-sidecar.log")
+        )
+        failures = traffic.failures()
+        print(
+            f"\nchaos {SECONDS:.0f}s: requests {len(traffic.outcomes)}, failed {len(failures)}; kills {dict(kills)}; "
+            f"applies {applies} made, {converges} converged, {refused} refused; rotations {rotations}; "
+            f"longest convergence {longest:.2f}s"
+        )
+        assert failures == [], Counter(failures)
+        assert refused == 0 and converges == applies > 0
+        assert rotations >= 3 * (SECONDS // 60)  # three sidecars, each renewing about every 45 s
