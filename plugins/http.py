@@ -17,6 +17,15 @@ from mypy_extensions import mypyc_attr
 
 # Compiled with mypyc with the proxy (setup.py); still classes a filter's own code may subclass.
 @mypyc_attr(allow_interpreted_subclasses=True)
+def _checked(name: str, value: object) -> str:
+    """The lowercase name of a header a filter sets; a CR, LF or NUL in the name or value would
+    split the head the proxy writes upstream (header injection), so it is refused."""
+    text = str(value)
+    if "\r" in text or "\n" in text or "\0" in text or not name or any(c in name for c in "\r\n\0: "):
+        raise ValueError(f"meshbus: header {name!r} or its value has a character HTTP does not allow")
+    return name.lower()
+
+
 class Headers:
     """A case-insensitive multimap over a list of ``(name, value)`` pairs, edited in place.
 
@@ -54,7 +63,7 @@ class Headers:
         return [v for k, v in self._items if k == n]
 
     def set(self, name: str, value: str) -> None:
-        n = name.lower()
+        n = _checked(name, value)
         items = self._items
         for k, _ in items:
             if k == n:  # copy the list only when there is something to drop (setting a new name is usual)
@@ -64,7 +73,7 @@ class Headers:
         self._changed(n)
 
     def add(self, name: str, value: str) -> None:
-        n = name.lower()
+        n = _checked(name, value)
         self._items.append((n, str(value)))
         self._changed(n)
 

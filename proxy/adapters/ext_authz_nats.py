@@ -17,10 +17,8 @@ import asyncio
 import time
 from typing import Any, Final
 
-from meshbus.bus import rpc
 from meshbus.bus.config.authz.compile import ProviderSpec
 from meshbus.bus.config.mesh_config import MeshbusAuthz
-from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.authz import AuthzCheck, AuthzDecision
 from meshbus.proxy.filters import authz_providers as P
 
@@ -47,6 +45,10 @@ class NatsAuthzClient:
         return future
 
     async def check(self, request: P.CheckInput) -> P.CheckResult:
+        # Imported on the first check: workers without a meshbusAuthz provider never load the NATS client.
+        from meshbus.bus import rpc
+        from meshbus.bus.errors import BusError
+
         spec = self.spec
         bus = self.server.call_bus()
         msg = AuthzCheck(

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from meshbus.bus.config.cel import compile_expression, reads_request
 from meshbus.bus.config.mesh_config import MeshConfigSpec
-from meshbus.bus.config.resources import MeshConfig, Resource, Telemetry
+from meshbus.bus.config.proxy_kinds import MeshConfig, Resource, Telemetry
 
 DEFAULT_ROOT_NAMESPACE: Final = "istio-system"
 DEFAULT_SAMPLING_PERCENT: Final = 1.0

@@ -38,8 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-import jwt
-
 from meshbus.proxy.filters.chain import AUTHN, HOOK_REQUEST_HEADERS, FilterContext, HttpFilter, LocalReply
 from meshbus.proxy.filters.headerops import HeaderOps
 from meshbus.proxy.filters.jwt_keys import ALLOWED_ALGS, VerifyKey
@@ -268,6 +266,8 @@ class JwtAuthnConfig:
         candidates = [k for k in provider.keys if k.fits(alg, kid)]
         if not candidates:
             raise _Failed(NO_KEY)
+        import jwt  # here, not at module level: PyJWT pulls in cryptography (~10 MB) for workers with no JWT rule
+
         payload: dict[str, Any] | None = None
         for key in candidates:
             try:

@@ -15,8 +15,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-import jwt
-
 RSA_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 EC_ALGS: Final = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 OKP_CURVES: Final = frozenset({"Ed25519", "Ed448"})
@@ -79,6 +77,8 @@ def parse_jwks(text: str) -> tuple[tuple[VerifyKey, ...], list[str]]:
         if not algs:
             problems.append(f"{where}: key type {jwk.get('kty')!r} / alg {jwk.get('alg')!r} is not supported")
             continue
+        import jwt  # here: see jwt_authn.py (PyJWT loads cryptography)
+
         try:
             # PyJWK checks the key's parameters; its own algorithm guess does not matter: ``algs``
             # says which header algorithms this key may verify.

@@ -153,9 +153,7 @@ class Edit(Filter):
         (lambda h: (h.set("x-new", "1"), h.add("x-new", "2")), "x-new", "1,2"),
         (lambda h: h.set("transfer-encoding", "chunked"), "transfer-encoding", "chunked"),  # framing
         (lambda h: h.set("x-forwarded-for", "1.2.3.4"), "x-forwarded-for", "1.2.3.4"),  # the proxy's own
-        (lambda h: h.set("x-odd", "a\r\nx-injected: 1"), "x-odd", "a\r\nx-injected: 1"),
         (lambda h: h.set("x-odd", "\u20ac"), "x-odd", "\u20ac"),  # not latin-1
-        (lambda h: h.set("bad name", "1"), "bad name", "1"),  # not a token
     ],
 )
 def test_other_header_edits_make_the_head_be_rebuilt(edit: Any, name: str, value: str | None) -> None:

@@ -105,3 +105,17 @@ def test_a_filter_without_config_refuses_one() -> None:
         def on_request_headers(self, req: Request) -> None: ...
 
     assert config_problems(info_of("bare", Bare), {"x": 1}) == [((), "filter 'bare' takes no config", None)]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("x-a", "1\r\nx-injected: yes"), ("x-a", "1\nx"), ("x a", "1"), ("", "1")]
+)
+def test_headers_refuse_values_that_would_split_the_head(name: str, value: str) -> None:
+    from meshbus.plugins.http import Headers
+
+    h = Headers.of({"x-keep": "1"})
+    with pytest.raises(ValueError, match="HTTP does not allow"):
+        h.set(name, value)
+    with pytest.raises(ValueError, match="HTTP does not allow"):
+        h.add(name, value)
+    assert h.getall("x-a") == [] and h.get("x-keep") == "1"
