@@ -9,7 +9,9 @@ resources that select it, and the proxy checks again (a standalone proxy has onl
 Every RequestAuthentication in scope contributes its ``jwtRules`` to one JWT filter (Istio merges
 them into one Envoy jwt_authn config); every RateLimit its ``rules`` to one global rate limit filter.
 The compiled configs are reused, caches and all, while the resources they came from are the very
-same objects (the proxy's resource cache keeps unchanged resources identical across snapshots).
+same objects (the proxy's resource cache keeps unchanged resources identical across snapshots). A
+new JWT config takes over the verified tokens of the providers it has unchanged (a JWKS rotation
+drops only its provider's: ``JwtAuthnConfig.adopt``).
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def root_namespace(resources: Sequence[Resource]) -> str:
     return DEFAULT_ROOT_NAMESPACE
 
 
-def applies(res: RequestAuthentication | RateLimit, namespace: str, labels: Mapping[str, str], root: str) -> bool:
+def applies(
+    res: RequestAuthentication | RateLimit, namespace: str, labels: Mapping[str, str], root: str
+) -> bool:
     """Istio's policy scope for one workload (module doc)."""
     ns = res.metadata.namespace
     if ns != namespace and ns != root:
@@ -87,7 +91,8 @@ def inbound_filters(
     previous = previous or {}
     out: dict[str, object] = {}
     if any(ra.spec.jwt_rules for ra in ras):
-        out[JWT_AUTHN] = _reuse(previous.get(JWT_AUTHN), ras, jwt_config)
+        old = previous.get(JWT_AUTHN)
+        out[JWT_AUTHN] = _reuse(old, ras, lambda rs: jwt_config(rs, old))
     if rls:
         out[GLOBAL_RATELIMIT] = _reuse(previous.get(GLOBAL_RATELIMIT), rls, rate_limit_config)
     return out
@@ -105,7 +110,9 @@ def _reuse(old: object, resources: list[R], compile_: Callable[[list[R]], object
 # -- RequestAuthentication
 
 
-def jwt_config(ras: Sequence[RequestAuthentication]) -> JwtAuthnConfig:
+def jwt_config(ras: Sequence[RequestAuthentication], previous: object = None) -> JwtAuthnConfig:
+    """The JWT config of ``ras``; with ``previous`` (the config it replaces), its cache entries of
+    unchanged providers."""
     providers: list[JwtProvider] = []
     seen: dict[str, str] = {}
     for ra in ras:
@@ -114,11 +121,16 @@ def jwt_config(ras: Sequence[RequestAuthentication]) -> JwtAuthnConfig:
             where = f"RequestAuthentication {ref} jwtRules[{i}]"
             if rule.issuer in seen:
                 # Istio leaves it to Envoy which of two rules for one issuer checks a token: the first.
-                log.warning("%s: issuer %s is also in %s; that rule applies", where, rule.issuer, seen[rule.issuer])
+                log.warning(
+                    "%s: issuer %s is also in %s; that rule applies", where, rule.issuer, seen[rule.issuer]
+                )
                 continue
             seen[rule.issuer] = where
             providers.append(_provider(rule, where))
-    return JwtAuthnConfig(tuple(providers), sources=tuple(ras))
+    config = JwtAuthnConfig(tuple(providers), sources=tuple(ras))
+    if isinstance(previous, JwtAuthnConfig):
+        config.adopt(previous)
+    return config
 
 
 def _provider(rule: JWTRule, where: str) -> JwtProvider:
@@ -152,6 +164,7 @@ def _provider(rule: JWTRule, where: str) -> JwtProvider:
         payload_header=rule.output_payload_to_header or None,
         claim_headers=tuple((c.header, c.claim) for c in rule.output_claim_to_headers),
         space_delimited=frozenset((*ALWAYS_SPACE_DELIMITED, *rule.space_delimited_claims)),
+        jwks=rule.jwks or "" if keys is not None else "",
         source=where,
     )
 
@@ -171,7 +184,8 @@ def rate_limit_config(rls: Sequence[RateLimit]) -> GlobalRateLimitConfig:
             selectors = tuple(
                 ClientSel(
                     tuple(
-                        HeaderSel(h.name.lower(), h.type == "Distinct", h.value, h.invert) for h in sel.headers
+                        HeaderSel(h.name.lower(), h.type == "Distinct", h.value, h.invert)
+                        for h in sel.headers
                     ),
                     None
                     if sel.source_cidr is None

@@ -238,6 +238,8 @@ class AuthzFilter(HttpFilter):
         dc = ctx.dc
         fs = ctx.filter_state
         auth = fs.get(AUTH_STATE) if fs is not None else None
+        if auth is not None and not isinstance(auth, dict):
+            auth = dict(auth)  # a filter that left another Mapping: Request takes a dict
         head = ctx.head
         peer = dc.peer_ip
         r = Request(dc.peer_principal or "", peer, head.method, ctx.view.authority, path, head.hdict, auth)

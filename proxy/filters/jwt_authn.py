@@ -20,11 +20,28 @@ Per request (``JwtAuthnFilter.on_request_headers``):
    and ``outputClaimToHeaders`` are set from the verified token, and removed from requests that
    carry none, so a client cannot forge them.
 
-Verified tokens are cached (keyed by the token, bounded, each entry until its ``exp`` + skew), so a
-repeated token costs a dict lookup, not a signature check; so are tokens that failed for a reason
-that cannot change (bad signature, unknown key or issuer, malformed), so replaying a bad token costs
-no more. The cache lives on the config object, which the build reuses while the proxy's
-RequestAuthentications are unchanged (proxy/build/authn_build.py).
+Verified tokens are cached, as Envoy's ``jwt_cache_config`` does, so a repeated token costs a dict
+lookup, not a signature check:
+
+- the key is the whole token string (header, payload and signature: a token with the same claims
+  and another signature is a different key, verified on its own), the value its verified identity
+  and the provider that verified it (a hit counts only at a location that provider reads);
+- an entry answers only while a fresh check would pass: from ``nbf`` - skew until ``exp`` + skew
+  (a token without ``exp``: ``NO_EXP_CACHE_TTL`` at most), on the config's clock;
+- bounded (``CACHE_SIZE``), least recently used first out; tokens longer than ``CACHEABLE_TOKEN``
+  are checked every time rather than kept;
+- the cache lives on the config object, which the build reuses while the proxy's
+  RequestAuthentications are unchanged (proxy/build/inbound_filters.py). A changed one (a JWKS
+  rotation arrives that way: discovery inlines the fetched keys) compiles a new config, which
+  keeps only the entries of providers that are the same in every field, key set text included
+  (``JwtAuthnConfig.adopt``): a provider whose keys changed starts with no entry.
+
+Failures are cached briefly (``FAILED_CACHE_TTL``, ``FAILED_CACHE_SIZE``, a table of their own so
+junk tokens cannot push verified ones out), and only those a repeat cannot change while the config
+stands (bad signature, no such key, unknown issuer, malformed, expired, wrong audience): a client
+replaying a bad token then costs a lookup, not a signature check each time. "Not yet valid" and
+"keys missing" may pass later and are never cached; a new config drops every cached failure, so a
+key published after a token failed is used at once.
 """
 
 from __future__ import annotations
@@ -33,6 +50,7 @@ import base64
 import binascii
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -49,6 +67,7 @@ REQUEST_AUTH: Final = "request.auth"
 CLOCK_SKEW: Final = 60.0
 CACHE_SIZE: Final = 4096
 FAILED_CACHE_SIZE: Final = 1024
+FAILED_CACHE_TTL: Final = 60.0
 CACHEABLE_TOKEN: Final = 8192
 """Longer tokens are checked every time rather than kept (a cache of them would be a memory sink)."""
 NO_EXP_CACHE_TTL: Final = 300.0
@@ -68,7 +87,7 @@ NOT_YET_VALID: Final = "Jwt not yet valid"
 BAD_AUDIENCE: Final = "Audiences in Jwt are not allowed"
 BAD_CLAIMS: Final = "Jwt has invalid claims"
 _RETRYABLE: Final = frozenset({NOT_YET_VALID, MISSING_KEYS})
-"""Failures that may pass later: never cached."""
+"""Failures that may pass later under the same config: never cached."""
 
 # (kind, name, prefix): where one rule reads tokens
 HEADER, PARAM, COOKIE = 0, 1, 2
@@ -85,7 +104,7 @@ class JwtProvider:
 
     issuer: str
     audiences: frozenset[str]
-    keys: tuple[VerifyKey, ...] | None
+    keys: tuple[VerifyKey, ...] | None = field(compare=False)
     """None: the rule's keys are not available (not fetched yet, or past their maximum age)."""
     locations: tuple[Location, ...] = DEFAULT_LOCATIONS
     forward: bool = False
@@ -93,7 +112,9 @@ class JwtProvider:
     claim_headers: tuple[tuple[str, str], ...] = ()
     """(header, claim) pairs; a nested claim is named with dots (``group.id``)."""
     space_delimited: frozenset[str] = frozenset(ALWAYS_SPACE_DELIMITED)
-    source: str = ""
+    jwks: str = ""
+    """The key set text ``keys`` came from: two providers are equal (``==``) only with the same keys."""
+    source: str = field(default="", compare=False)
     """``<namespace>/<name> jwtRules[i]``: for config dumps and logs."""
 
     def describe(self) -> dict[str, object]:
@@ -125,13 +146,18 @@ class _Verified:
     provider: int
     auth: dict[str, Any]
     payload_segment: str
+    valid_from: float
+    """``nbf`` - skew (-inf without ``nbf``)."""
     valid_until: float
+    """``exp`` + skew (now + NO_EXP_CACHE_TTL without ``exp``)."""
     ops: dict[Location, HeaderOps | None] = field(default_factory=dict)
     """What goes upstream when this token alone came at a location (and no output header did)."""
 
 
-HeaderLocations = tuple[tuple[str, tuple[tuple[str, int, Location, tuple[int, ...]], ...]], ...]
-"""Per header name: (prefix lowercased, its length, the location, the providers reading it)."""
+HeaderEntry = tuple[str, int, Location, tuple[int, ...]]
+"""(prefix lowercased, its length, the location, the providers reading it)."""
+HeaderLocations = tuple[tuple[str, tuple[HeaderEntry, ...]], ...]
+"""Per header name, its entries."""
 
 
 class JwtAuthnConfig:
@@ -148,9 +174,11 @@ class JwtAuthnConfig:
         self.providers = providers
         self.sources = sources
         self.clock = clock
-        self.verified: dict[str, _Verified] = {}
+        self.verified: OrderedDict[str, _Verified] = OrderedDict()
+        """token -> its verified identity, least recently used first."""
         self.cache_size = CACHE_SIZE
-        self.failed: dict[str, tuple[str, float]] = {}
+        self.failed: dict[str, tuple[str, float, tuple[int, ...]]] = {}
+        """token -> (Envoy's words, until when, the providers that read it where it failed)."""
         self.stats: dict[str, int] = dict.fromkeys(("verified", "cache_hits", "denied", "no_token"), 0)
         headers: dict[str, dict[str, list[int]]] = {}
         params: dict[str, list[int]] = {}
@@ -175,6 +203,12 @@ class JwtAuthnConfig:
         )
         self.params: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in params.items()}
         self.cookies: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in cookies.items()}
+        # The usual shape (every rule reads ``Authorization: Bearer``, maybe ``?access_token``): a
+        # request carries at most one header token, found without building a list (the filter).
+        one = self.headers[0] if len(self.headers) == 1 and not self.cookies else None
+        self.one_header: tuple[str, HeaderEntry] | None = (
+            (one[0], one[1][0]) if one is not None and len(one[1]) == 1 else None
+        )
         outputs: set[str] = set()
         for p in providers:
             if p.payload_header:
@@ -184,6 +218,25 @@ class JwtAuthnConfig:
 
     def describe(self) -> list[dict[str, object]]:
         return [p.describe() for p in self.providers]
+
+    def adopt(self, old: JwtAuthnConfig) -> None:
+        """Take over ``old``'s verified tokens of the providers this config has unchanged (equal in
+        every field, the key set text included), so a change to one RequestAuthentication (a JWKS
+        rotation) drops only the entries of the providers it changed. Failures are not taken over.
+        A rule without ``issuer`` keeps none: it took its tokens for want of a rule of their issuer,
+        which this config may now have."""
+        where: dict[int, int] = {}
+        for j, p in enumerate(old.providers):
+            if p.issuer:
+                for i, q in enumerate(self.providers):
+                    if q == p:
+                        where[j] = i
+        if not where:
+            return
+        for token, v in old.verified.items():  # oldest first: the order of use carries over
+            to = where.get(v.provider)
+            if to is not None:
+                self.verified[token] = _Verified(to, v.auth, v.payload_segment, v.valid_from, v.valid_until)
 
     # -- extraction
     def tokens(self, hdict: Mapping[str, str], target: str) -> list[tuple[str, Location, tuple[int, ...]]]:
@@ -221,30 +274,36 @@ class JwtAuthnConfig:
         """The verified identity of ``token`` (read at a location of the providers ``readers``), from
         the cache when it is there; raises _Failed with Envoy's words."""
         now = self.clock()
-        hit = self.verified.get(token)
+        verified = self.verified
+        hit = verified.get(token)
         if hit is not None:
-            if now < hit.valid_until and hit.provider in readers:
+            if hit.valid_from <= now < hit.valid_until:
+                if hit.provider in readers:
+                    verified.move_to_end(token)
+                    self.stats["cache_hits"] += 1
+                    return hit
+            else:
+                del verified[token]  # a fresh check would not pass (expired): do it, for its reason
+        failed = self.failed
+        bad = failed.get(token)
+        if bad is not None:
+            if now < bad[1] and bad[2] == readers:
                 self.stats["cache_hits"] += 1
-                return hit
-            if now >= hit.valid_until:
-                del self.verified[token]
-        bad = self.failed.get(token)
-        if bad is not None and now < bad[1]:
-            self.stats["cache_hits"] += 1
-            raise _Failed(bad[0])
+                raise _Failed(bad[0])
+            del failed[token]
         try:
             result = self._verify(token, readers, now)
         except _Failed as exc:
             if exc.message not in _RETRYABLE and len(token) <= CACHEABLE_TOKEN:
-                if len(self.failed) >= FAILED_CACHE_SIZE:
-                    del self.failed[next(iter(self.failed))]
-                self.failed[token] = (exc.message, now + NO_EXP_CACHE_TTL)
+                if len(failed) >= FAILED_CACHE_SIZE:
+                    del failed[next(iter(failed))]  # the oldest
+                failed[token] = (exc.message, now + FAILED_CACHE_TTL, readers)
             raise
         self.stats["verified"] += 1
         if len(token) <= CACHEABLE_TOKEN:
-            if len(self.verified) >= self.cache_size:
-                del self.verified[next(iter(self.verified))]  # the oldest entry
-            self.verified[token] = result
+            if len(verified) >= self.cache_size:
+                verified.popitem(last=False)  # the least recently used
+            verified[token] = result
         return result
 
     def _verify(self, token: str, readers: tuple[int, ...], now: float) -> _Verified:
@@ -303,8 +362,9 @@ class JwtAuthnConfig:
             raise _Failed(EXPIRED)
         if nbf is not None and now < nbf - CLOCK_SKEW:
             raise _Failed(NOT_YET_VALID)
-        until = now + NO_EXP_CACHE_TTL if exp is None else min(now + NO_EXP_CACHE_TTL, exp + CLOCK_SKEW)
-        return _Verified(pi, _identity(payload, provider), parts[1], until)
+        until = now + NO_EXP_CACHE_TTL if exp is None else exp + CLOCK_SKEW
+        since = float("-inf") if nbf is None else nbf - CLOCK_SKEW
+        return _Verified(pi, _identity(payload, provider), parts[1], since, until)
 
     def _provider_for(self, iss: str, readers: tuple[int, ...]) -> int:
         fallback = None
@@ -419,13 +479,27 @@ class JwtAuthnFilter(HttpFilter):
 
     def on_request_headers(self, ctx: FilterContext) -> Any:
         config = self.config
-        hdict = ctx.head.hdict
-        found = config.tokens(hdict, ctx.head.target)
+        head = ctx.head
+        hdict = head.hdict
+        one = config.one_header
+        if one is not None and (not config.params or "?" not in head.target):
+            # At most one token, in the one header the rules read: no lists, no loop.
+            name, (prefix, plen, location, readers) = one
+            value = hdict.get(name)
+            token = ""
+            if value is not None and (not plen or value[:plen].lower() == prefix):
+                token = value[plen:].strip()
+            if not token:
+                return _no_token(ctx, config, hdict)
+            try:
+                verified = config.verify(token, readers)
+            except _Failed as exc:
+                config.stats["denied"] += 1
+                return _unauthorized(ctx, exc.message)
+            return _identified(ctx, config, hdict, location, verified)
+        found = config.tokens(hdict, head.target)
         if not found:
-            config.stats["no_token"] += 1
-            if config.output_headers and not config.output_headers.isdisjoint(hdict):
-                _add_ops(ctx, config.upstream_ops(hdict, ()))
-            return None
+            return _no_token(ctx, config, hdict)
         used: list[tuple[Location, _Verified]] = []
         seen: set[str] = set()
         for token, location, readers in found:
@@ -437,25 +511,50 @@ class JwtAuthnFilter(HttpFilter):
             except _Failed as exc:
                 config.stats["denied"] += 1
                 return _unauthorized(ctx, exc.message)
-        location, first = used[0]
-        state = ctx.filter_state
-        if state is None:
-            state = ctx.filter_state = {}
-        state[REQUEST_AUTH] = dict(first.auth)  # a copy: a filter that edits it edits its request's only
-        if len(used) == 1 and (not config.output_headers or config.output_headers.isdisjoint(hdict)):
-            # The common case, one token and no forged output header: what goes upstream is the
-            # token's own, worked out once (a repeated token costs a lookup here too).
-            cached = first.ops
-            if location in cached:
-                ops = cached[location]
-            else:
-                ops = cached[location] = config.upstream_ops(hdict, used)
-        else:
-            ops = config.upstream_ops(hdict, used)
-        if ops is not None:
-            prev = ctx.req_ops
-            ctx.req_ops = ops if prev is None else prev.then(ops)
+        if len(used) == 1:
+            return _identified(ctx, config, hdict, *used[0])
+        _set_identity(ctx, used[0][1])
+        _add_ops(ctx, config.upstream_ops(hdict, used))
         return None
+
+
+def _no_token(ctx: FilterContext, config: JwtAuthnConfig, hdict: Mapping[str, str]) -> None:
+    config.stats["no_token"] += 1
+    if config.output_headers and not config.output_headers.isdisjoint(hdict):
+        _add_ops(ctx, config.upstream_ops(hdict, ()))
+    return None
+
+
+def _set_identity(ctx: FilterContext, verified: _Verified) -> None:
+    auth = dict(verified.auth)  # a copy: a filter that edits it edits its request's only
+    state = ctx.filter_state
+    if state is None:
+        ctx.filter_state = {REQUEST_AUTH: auth}
+    else:
+        state[REQUEST_AUTH] = auth
+
+
+def _identified(
+    ctx: FilterContext,
+    config: JwtAuthnConfig,
+    hdict: Mapping[str, str],
+    location: Location,
+    verified: _Verified,
+) -> None:
+    """One verified token: its identity for the filters after, and what goes upstream."""
+    _set_identity(ctx, verified)
+    if not config.output_headers or config.output_headers.isdisjoint(hdict):
+        # No forged output header to remove: what goes upstream is the token's own, worked out
+        # once per location (a repeated token costs a lookup here too).
+        cached = verified.ops
+        if location in cached:
+            ops = cached[location]
+        else:
+            ops = cached[location] = config.upstream_ops(hdict, ((location, verified),))
+    else:
+        ops = config.upstream_ops(hdict, ((location, verified),))
+    _add_ops(ctx, ops)
+    return None
 
 
 def _unauthorized(ctx: FilterContext, message: str) -> LocalReply:

@@ -43,11 +43,13 @@ class Request:
     """The attributes one decision reads. ``principal`` is the peer's verified SPIFFE ID ("" without
     mTLS); ``path`` is normalized and without query; ``headers`` has lowercase names, duplicates
     joined with ","; ``auth`` is the JWT filter's ``request.auth`` state (``principal``,
-    ``audiences``, ``presenter``, ``claims``) or None."""
+    ``audiences``, ``presenter``, ``claims``) or None. Both are dicts (not any Mapping): the compiled
+    checks then read them with the dict API's fast paths."""
 
     __slots__ = (
         "_host",
         "_parts",
+        "_req_principal",
         "auth",
         "dest_ip",
         "dest_port",
@@ -68,8 +70,8 @@ class Request:
         method: str,
         host: str,
         path: str,
-        headers: Mapping[str, str],
-        auth: Mapping[str, Any] | None = None,
+        headers: dict[str, str],
+        auth: dict[str, Any] | None = None,
         *,
         remote_ip: str = "",
         dest_ip: str = "",
@@ -89,6 +91,7 @@ class Request:
         self.sni = sni
         self._host: str | None = None
         self._parts: tuple[str, str, str] | None = None
+        self._req_principal: tuple[str, str] | None = None
 
     def principal_id(self) -> str:
         """The principal as policies write it: without ``spiffe://`` ("" when there is none)."""
@@ -121,10 +124,32 @@ class Request:
             return None
         value: Any = auth.get("claims")
         for key in path:
-            if not isinstance(value, Mapping):
+            # dict first: the JWT filter's claims are one, and an ABC isinstance costs far more
+            if not isinstance(value, dict) and not isinstance(value, Mapping):
                 return None
             value = value.get(key)
         return value
+
+    def request_principal(self) -> tuple[str, str] | None:
+        """(iss, sub) of the JWT (the claims, else the ``principal`` split at its last ``/``), or
+        None without one; worked out once per request, however many rules ask."""
+        rp = self._req_principal
+        if rp is None:
+            auth = self.auth
+            if auth is None:
+                return None
+            claims = auth.get("claims")
+            iss: Any = None
+            sub: Any = None
+            if isinstance(claims, dict) or isinstance(claims, Mapping):
+                iss, sub = claims.get("iss"), claims.get("sub")
+            if not isinstance(iss, str) or not isinstance(sub, str):
+                principal = auth.get("principal")
+                if not isinstance(principal, str) or "/" not in principal:
+                    return None
+                iss, _, sub = principal.rpartition("/")
+            rp = self._req_principal = (iss, sub)
+        return rp
 
 
 # -- checks: one field of a source, an operation or a condition -------------------------------------
@@ -223,19 +248,10 @@ class RequestPrincipalCheck(Check):
         self.pairs = pairs
 
     def test(self, r: Request) -> bool:
-        auth = r.auth
-        if auth is None:
+        rp = r.request_principal()
+        if rp is None:
             return False
-        claims = auth.get("claims")
-        if isinstance(claims, Mapping):
-            iss, sub = claims.get("iss"), claims.get("sub")
-        else:
-            iss, sub = None, None
-        if not isinstance(iss, str) or not isinstance(sub, str):
-            principal = auth.get("principal")
-            if not isinstance(principal, str) or "/" not in principal:
-                return False
-            iss, _, sub = principal.rpartition("/")
+        iss, sub = rp
         for mi, ms in self.pairs:
             if mi.match(iss) and ms.match(sub):
                 return True

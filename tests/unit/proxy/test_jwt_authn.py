@@ -206,19 +206,87 @@ def test_the_access_token_query_parameter_is_a_default_location(flt: JwtAuthnFil
     denied(flt.on_request_headers(request(target="/books?access_token=garbage")), jwt_authn.BAD_FORMAT)
 
 
-def test_a_verified_token_is_cached_until_it_expires() -> None:
-    now = [time.time()]
-    f = jwt_filter(runtime(ra()))
+def _clocked(
+    *docs: str, previous: ProxyRuntime | None = None
+) -> tuple[ProxyRuntime, JwtAuthnFilter, list[float]]:
+    """A runtime of ``docs`` whose JWT config reads the returned one-item clock."""
+    result = load_text("---\n".join(docs), "ra.yaml")
+    assert result.ok, result.validation.render()
+    rt = build_runtime(result.resources, labels={"app": "reviews"}, app_port=9080, previous=previous)
+    f = jwt_filter(rt)
     assert f is not None
+    now = [time.time()]
+    f.config.clock = lambda: now[0]
+    return rt, f, now
+
+
+def test_a_cached_token_answers_exactly_while_a_fresh_check_would_pass() -> None:
+    _rt, f, now = _clocked(ra())
     cfg = f.config
-    cfg.clock = lambda: now[0]
-    token = ISSUER.token(ttl=30)
+    t0 = now[0]
+    token = ISSUER.token(ttl=30, nbf=int(t0) + 30)  # not before t0 + 30: within the 60 s of skew
     for _ in range(3):
         assert f.on_request_headers(request(bearer(token))) is None
     assert cfg.stats["verified"] == 1 and cfg.stats["cache_hits"] == 2
-    now[0] += 30 + 61  # past exp + skew: checked again, and refused
+    exp = int(t0) + 30
+    now[0] = exp + jwt_authn.CLOCK_SKEW - 0.5  # the last moment a check would pass: served from the cache
+    assert f.on_request_headers(request(bearer(token))) is None
+    assert cfg.stats["verified"] == 1 and cfg.stats["cache_hits"] == 3
+    now[0] = exp + jwt_authn.CLOCK_SKEW  # on time, not a second late: checked again, and refused
     denied(f.on_request_headers(request(bearer(token))), jwt_authn.EXPIRED)
     assert token not in cfg.verified
+    # nbf holds for a cached token too (a clock set back): before nbf - skew it is checked, and refused
+    _rt, f, now = _clocked(ra())
+    assert f.on_request_headers(request(bearer(token))) is None
+    now[0] = int(t0) + 30 - jwt_authn.CLOCK_SKEW - 1
+    denied(f.on_request_headers(request(bearer(token))), jwt_authn.NOT_YET_VALID)
+
+
+def test_the_cache_key_is_the_whole_token_not_its_claims() -> None:
+    _rt, f, _now = _clocked(ra())
+    cfg = f.config
+    token = ISSUER.token("ES256", sub="carol", exp=int(time.time()) + 600, iat=1)
+    assert f.on_request_headers(request(bearer(token))) is None
+    head, payload, _sig = token.split(".")
+    # same header and claims, another (invalid) signature: not the cached entry, and refused
+    other_sig = base64.urlsafe_b64encode(bytes(64)).rstrip(b"=").decode()
+    denied(f.on_request_headers(request(bearer(f"{head}.{payload}.{other_sig}"))), jwt_authn.BAD_SIGNATURE)
+    # the same claims signed again (ECDSA signatures differ each time): verified on its own
+    again = ISSUER.token("ES256", sub="carol", exp=int(time.time()) + 600, iat=1)
+    assert again != token and again.split(".")[1] == payload
+    assert f.on_request_headers(request(bearer(again))) is None
+    assert cfg.stats["verified"] == 2 and cfg.stats["cache_hits"] == 0
+
+
+def test_a_jwks_rotation_drops_that_providers_cached_tokens_only() -> None:
+    other = ra(f"  - issuer: {OTHER.iss}\n    jwks: {json.dumps(OTHER.jwks())}\n", name="other")
+    first, f1, _ = _clocked(ra(), other)
+    ours, theirs = ISSUER.token("ES256"), OTHER.token("ES256")
+    assert f1.on_request_headers(request(bearer(ours))) is None
+    assert f1.on_request_headers(request(bearer(theirs))) is None
+    assert set(f1.config.verified) == {ours, theirs}
+    # ISSUER rotates its ES256 key (same kid, new key), as discovery would push it: inline jwks
+    rotated = Issuer(iss=ISSUER.iss, algorithms=("ES256",))
+    rule = f"  - issuer: {ISSUER.iss}\n    audiences: [reviews]\n    jwks: {json.dumps(rotated.jwks())}\n"
+    _second, f2, _ = _clocked(ra(rule), other, previous=first)
+    assert f2.config is not f1.config
+    assert list(f2.config.verified) == [theirs]  # the other issuer's entry is kept
+    denied(f2.on_request_headers(request(bearer(ours))), jwt_authn.BAD_SIGNATURE)  # not from the cache
+    assert f2.on_request_headers(request(bearer(theirs))) is None
+    assert f2.config.stats["cache_hits"] == 1 and f2.config.stats["verified"] == 0
+    assert f2.on_request_headers(request(bearer(rotated.token("ES256")))) is None
+
+
+def test_a_cached_failure_does_not_outlive_the_config_it_failed_under() -> None:
+    newcomer = Issuer(iss=ISSUER.iss, algorithms=("ES256",))
+    token = newcomer.token("ES256", kid="key-new")  # signed with a key not published yet
+    first, f1, _ = _clocked(ra())
+    denied(f1.on_request_headers(request(bearer(token))), jwt_authn.NO_KEY)
+    assert token in f1.config.failed
+    keys = json.loads(ISSUER.jwks())["keys"] + [{**newcomer.jwk("ES256"), "kid": "key-new"}]
+    rule = f"  - issuer: {ISSUER.iss}\n    audiences: [reviews]\n    jwks: {json.dumps(json.dumps({'keys': keys}))}\n"
+    _second, f2, _ = _clocked(ra(rule), previous=first)
+    assert f2.on_request_headers(request(bearer(token))) is None
 
 
 def test_bad_tokens_are_cached_too_so_replaying_one_costs_no_signature_check(
@@ -245,6 +313,10 @@ def test_the_cache_is_bounded() -> None:
     for t in tokens:
         assert f.on_request_headers(request(bearer(t))) is None
     assert list(f.config.verified) == tokens[2:]  # the oldest went first
+    # least recently used goes first: a hit keeps an old token in
+    assert f.on_request_headers(request(bearer(tokens[2]))) is None
+    assert f.on_request_headers(request(bearer(tokens[0]))) is None
+    assert list(f.config.verified) == [tokens[4], tokens[2], tokens[0]]
 
 
 def test_keys_not_fetched_yet_make_tokens_401_and_say_why() -> None:
