@@ -96,7 +96,7 @@ def _strip_connection(raw: bytes, value: str) -> bytes | None:
     return _RAW_CONNECTION.sub(b"", raw, count=1)
 
 
-_REMOVE_LINE: dict[str, re.Pattern[bytes]] = {}
+_REMOVE_LINE: dict[str, tuple[bytes, bytes, re.Pattern[bytes]]] = {}
 
 
 def _raw_removed(raw: bytes, ops: HeaderOps, hdict: dict[str, str]) -> bytes | None:
@@ -107,12 +107,25 @@ def _raw_removed(raw: bytes, ops: HeaderOps, hdict: dict[str, str]) -> bytes | N
         return None
     for name in ops.remove:
         if name in hdict:
-            pat = _REMOVE_LINE.get(name)
-            if pat is None:
+            found = _REMOVE_LINE.get(name)
+            if found is None:
                 if len(_REMOVE_LINE) > 256:
                     _REMOVE_LINE.clear()
-                pat = _REMOVE_LINE[name] = re.compile(b"\r\n" + re.escape(name.encode()) + b":[^\r]*", re.I)
-            raw = pat.sub(b"", raw, count=1)
+                bname = name.encode()
+                title = "-".join(p.capitalize() for p in name.split("-")).encode()
+                pat = re.compile(b"\r\n" + re.escape(bname) + b":[^\r]*", re.I)
+                found = _REMOVE_LINE[name] = (b"\r\n" + bname + b":", b"\r\n" + title + b":", pat)
+            # The name as clients usually spell it (lowercase or Title-Case) is a plain search, a
+            # fraction of the case-blind regex's cost; the line is the only one of its name.
+            lower, title_case, pat = found
+            i = raw.find(lower)
+            if i < 0:
+                i = raw.find(title_case)
+            if i < 0:
+                raw = pat.sub(b"", raw, count=1)
+                continue
+            end = raw.find(b"\r", i + 2)
+            raw = raw[:i] if end < 0 else raw[:i] + raw[end:]
     return raw
 
 

@@ -491,23 +491,35 @@ class RuleSet:
                 if rule.matches(r):
                     return rule
             return None
-        best = _earliest(self.rest, r, None)
+        # Each table is tried only when the request has an entry there (the usual request finds
+        # one rule, or none, in one table).
+        rest = self.rest
+        best = _earliest(rest, r, None) if rest else None
+        found: tuple[Rule, ...] | None
         if self.by_principal:
-            best = _earliest(self.by_principal.get(r.principal_id(), ()), r, best)
+            found = self.by_principal.get(r.principal_id())
+            if found is not None:
+                best = _earliest(found, r, best)
         if self.by_path:
-            best = _earliest(self.by_path.get(r.path, ()), r, best)
+            found = self.by_path.get(r.path)
+            if found is not None:
+                best = _earliest(found, r, best)
         if self.by_segment:
             path = r.path
             i = path.find("/", 1)
             if i > 0:
-                best = _earliest(self.by_segment.get(path[: i + 1], ()), r, best)
+                found = self.by_segment.get(path[: i + 1])
+                if found is not None:
+                    best = _earliest(found, r, best)
         if self.by_header:
             headers = r.headers
             for name, candidates in self.by_header.items():
                 if name in headers:
                     best = _earliest(candidates, r, best)
         if self.by_method:
-            best = _earliest(self.by_method.get(r.method, ()), r, best)
+            found = self.by_method.get(r.method)
+            if found is not None:
+                best = _earliest(found, r, best)
         return best
 
     def __len__(self) -> int:

@@ -414,3 +414,13 @@ def test_remove_only_header_ops_cut_lines_from_a_head_that_goes_up_as_received()
     cut = _raw_removed(raw, HeaderOps(remove=frozenset({"authorization", "x-absent"})), hdict)
     assert cut == b"GET /r HTTP/1.1\r\nHost: reviews\r\nAuthorization-Hint: keep\r\nX-A: 1"
     assert _raw_removed(raw, HeaderOps(set=(("x-b", "2"),)), hdict) is None  # sets: the head is rebuilt
+    # any spelling of the name: lowercase, Title-Case (plain searches), another (the case-blind regex)
+    for spelled in ("authorization", "AUTHORIZATION", "aUtHoRiZaTiOn"):
+        raw = f"GET /r HTTP/1.1\r\nX-Auth: 1\r\n{spelled}: Bearer t\r\nHost: reviews".encode()
+        cut = _raw_removed(raw, HeaderOps(remove=frozenset({"authorization"})), hdict)
+        assert cut == b"GET /r HTTP/1.1\r\nX-Auth: 1\r\nHost: reviews", spelled
+        last = f"GET /r HTTP/1.1\r\nHost: reviews\r\n{spelled}: Bearer t".encode()  # the last line
+        assert (
+            _raw_removed(last, HeaderOps(remove=frozenset({"authorization"})), hdict)
+            == b"GET /r HTTP/1.1\r\nHost: reviews"
+        )
