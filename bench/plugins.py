@@ -30,11 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import run
 from run import (
     HOST,
-    MESHBUS,
-    MESHBUS_ADMIN,
-    ORIGIN,
     Result,
     check_tools,
     cpu_seconds,
@@ -116,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="", help="comma list of setups: " + ",".join(SETUPS))
+    ap.add_argument("--port-base", type=int, default=0, help="move every port by this (another bench runs)")
     args = ap.parse_args(argv)
+    if args.port_base:
+        run.ORIGIN, run.MESHBUS, run.MESHBUS_ADMIN = (
+            p + args.port_base for p in (run.ORIGIN, run.MESHBUS, run.MESHBUS_ADMIN)
+        )
     if check_tools():
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-plugins-"))
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     host_cpu: dict[str, list[float]] = {name: [] for name in setups}
     print(f"bench dir {tmp}; {args.rounds} rounds x wrk {args.duration}s + latency {args.latency_duration}s")
     try:
-        with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log"):
+        with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, run.ORIGIN, tmp / "nginx.log"):
             for rnd in range(args.rounds):
                 for name, spec in setups.items():
                     conf = tmp / f"{name}.yaml"
@@ -148,22 +151,22 @@ def main(argv: list[str] | None = None) -> int:
                         text += PLUGIN.format(filter=spec[0], placement=spec[1])
                         hosts = spec[2]
                     conf.write_text(text)
-                    cmd = [exe, "--config", str(conf), "--outbound", f"127.0.0.1:{MESHBUS}", "--inbound", "off",
-                           "--admin", f"127.0.0.1:{MESHBUS_ADMIN}", "--workers", "1", "--log-level", "warning",
+                    cmd = [exe, "--config", str(conf), "--outbound", f"127.0.0.1:{run.MESHBUS}", "--inbound", "off",
+                           "--admin", f"127.0.0.1:{run.MESHBUS_ADMIN}", "--workers", "1", "--log-level", "warning",
                            "--access-log", str(tmp / "access.log"), "--nats", nats.url]  # fmt: skip
                     with (
                         filter_hosts(hosts, nats.url, env, tmp) as host_pids,
-                        process(cmd, 1, MESHBUS, tmp / f"{name}.log", env) as pid,
+                        process(cmd, 1, run.MESHBUS, tmp / f"{name}.log", env) as pid,
                     ):
-                        run_wrk(MESHBUS, 1, pid)  # warm-up: pools, caches, the remote filter's description
+                        run_wrk(run.MESHBUS, 1, pid)  # warm-up: pools, caches
                         before = sum(cpu_seconds(p) for p in host_pids)
-                        rps, cpu_us, errors = run_wrk(MESHBUS, args.duration, pid)
+                        rps, cpu_us, errors = run_wrk(run.MESHBUS, args.duration, pid)
                         host_us = (
                             (sum(cpu_seconds(p) for p in host_pids) - before) * 1e6 / (rps * args.duration)
                             if host_pids and rps
                             else 0.0
                         )
-                        p50, _p90, p99 = run_latency(MESHBUS, args.latency_duration, tmp)
+                        p50, _p90, p99 = run_latency(run.MESHBUS, args.latency_duration, tmp)
                     res = results[name]
                     res.rps.append(rps)
                     res.cpu_us.append(cpu_us)
