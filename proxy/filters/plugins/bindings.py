@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.bus.config.meshbus_kinds import DEFAULT_ROOT_NAMESPACE, plugin_selects
-from meshbus.bus.config.resources import MeshConfig, Plugin, Resource
+from meshbus.bus.config.proxy_kinds import MeshConfig, Plugin, Resource
 from meshbus.plugins.api import FilterMetrics
 from meshbus.plugins.http import Peer
 from meshbus.plugins.loader import PluginConfigError, make_filter
