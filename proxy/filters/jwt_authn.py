@@ -487,7 +487,8 @@ class JwtAuthnFilter(HttpFilter):
             name, (prefix, plen, location, readers) = one
             value = hdict.get(name)
             token = ""
-            if value is not None and (not plen or value[:plen].lower() == prefix):
+            # the prefix as configured (``Bearer ``) first: the usual spelling costs no lowercase copy
+            if value is not None and (value.startswith(location[2]) or value[:plen].lower() == prefix):
                 token = value[plen:].strip()
             if not token:
                 return _no_token(ctx, config, hdict)
