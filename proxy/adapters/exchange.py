@@ -116,12 +116,12 @@ def _raw_removed(raw: bytes, ops: HeaderOps, hdict: dict[str, str]) -> bytes | N
                 title = "-".join(p.capitalize() for p in name.split("-")).encode()
                 pat = re.compile(b"\r\n" + re.escape(bname) + b":[^\r]*", re.I)
                 found = _REMOVE_LINE[name] = (b"\r\n" + bname + b":", b"\r\n" + title + b":", pat)
-            # The name as clients usually spell it (lowercase or Title-Case) is a plain search, a
+            # The name as clients usually spell it (Title-Case or lowercase) is a plain search, a
             # fraction of the case-blind regex's cost; the line is the only one of its name.
             lower, title_case, pat = found
-            i = raw.find(lower)
+            i = raw.find(title_case)
             if i < 0:
-                i = raw.find(title_case)
+                i = raw.find(lower)
             if i < 0:
                 raw = pat.sub(b"", raw, count=1)
                 continue

@@ -37,6 +37,7 @@ from meshbus.bus.config.authz.engine import (
 from meshbus.bus.config.authz.normalize import normalize_path, split_target
 from meshbus.proxy.codec.http1 import NO_BODY
 from meshbus.proxy.core.flags import UAEX
+from meshbus.proxy.core.routing import RequestView
 from meshbus.proxy.filters.authz_providers import (
     CLIENT_FACTORIES,
     AuthzClient,
@@ -205,6 +206,7 @@ class AuthzFilter(HttpFilter):
         self.dest_port = config.dest_port
         self._denials: dict[str, LocalReply] = {}
         self._stats: AuthzStats | None = None
+        self._stats_lc: object = None
         self._client: tuple[Any, AuthzClient] | None = None
 
     # -- request path ---------------------------------------------------------------------------
@@ -223,7 +225,7 @@ class AuthzFilter(HttpFilter):
         if norm != path:
             path = norm
             view.path = norm if q < 0 else norm + target[q:]
-        r = self._request(ctx, path)
+        r = self._request(ctx, path, view)
         if self.custom:
             hit = self.tables.custom_match(r)
             if hit is not None:
@@ -234,7 +236,8 @@ class AuthzFilter(HttpFilter):
             self._custom_dry_run(ctx, r)
         return self._decided(ctx, self.tables.decide(r))
 
-    def _request(self, ctx: FilterContext, path: str) -> Request:
+    def _request(self, ctx: FilterContext, path: str, view: RequestView) -> Request:
+        # ctx is read once per attribute: it is a Protocol, so each read is a generic lookup
         dc = ctx.dc
         fs = ctx.filter_state
         auth = fs.get(AUTH_STATE) if fs is not None else None
@@ -242,7 +245,7 @@ class AuthzFilter(HttpFilter):
             auth = dict(auth)  # a filter that left another Mapping: Request takes a dict
         head = ctx.head
         peer = dc.peer_ip
-        r = Request(dc.peer_principal or "", peer, head.method, ctx.view.authority, path, head.hdict, auth)
+        r = Request(dc.peer_principal or "", peer, head.method, view.authority, path, head.hdict, auth)
         r.dest_port = self.dest_port
         if self.uses_remote_ip:
             r.remote_ip = remote_address(head.hdict.get("x-forwarded-for"), peer, self.trusted)
@@ -265,12 +268,15 @@ class AuthzFilter(HttpFilter):
         stats.decided(d.allowed, d.action, d.policy)
         result = ALLOWED if d.allowed else DENIED
         fs = ctx.filter_state
-        if fs is None:  # the common case: nothing else logs, one literal
+        if fs is None:  # nothing else logs: one literal
             ctx.filter_state = {ACCESS_LOG_STATE: {"authz_result": result, "authz_policy": d.policy}}
         else:
-            md = _log_fields(ctx)
-            md["authz_result"] = result
-            md["authz_policy"] = d.policy
+            md = fs.get(ACCESS_LOG_STATE)
+            if md is None:  # the JWT filter's state only (the usual request with a token)
+                fs[ACCESS_LOG_STATE] = {"authz_result": result, "authz_policy": d.policy}
+            else:
+                md["authz_result"] = result
+                md["authz_policy"] = d.policy
         if d.allowed:
             return None
         reply = self._denials.get(d.policy)
@@ -408,10 +414,14 @@ class AuthzFilter(HttpFilter):
     # -- per server -----------------------------------------------------------------------------
 
     def _stats_for(self, ctx: FilterContext) -> AuthzStats:
-        registry: Registry = ctx.ctx.server.registry
+        lc = ctx.ctx
         stats = self._stats
+        if stats is not None and self._stats_lc is lc:  # a listener's server keeps its registry
+            return stats
+        registry: Registry = lc.server.registry
         if stats is None or stats.registry is not registry:
             stats = self._stats = AuthzStats(registry)
+        self._stats_lc = lc
         return stats
 
     def _client_for(self, ctx: FilterContext) -> AuthzClient | None:
