@@ -45,9 +45,9 @@ def best_ns(fn: Callable[[int], None], n: int, repeat: int) -> float:
     def run(f: Callable[[int], None]) -> float:
         best = float("inf")
         for _ in range(repeat):
-            t0 = time.perf_counter_ns()
+            t0 = time.process_time_ns()
             f(n)
-            best = min(best, time.perf_counter_ns() - t0)
+            best = min(best, time.process_time_ns() - t0)
         return best / n
 
     return max(0.0, run(fn) - run(empty))
@@ -243,17 +243,17 @@ def main() -> None:
 
     # Off the request path.
     batch = [make_record() for _ in range(10_000)]
-    t0 = time.perf_counter_ns()
+    t0 = time.process_time_ns()
     format_json_lines(batch)
-    results["accesslog_json_format_ns_per_record"] = (time.perf_counter_ns() - t0) / len(batch)
-    t0 = time.perf_counter_ns()
+    results["accesslog_json_format_ns_per_record"] = (time.process_time_ns() - t0) / len(batch)
+    t0 = time.process_time_ns()
     codec.encode(AccessLogBatch(Source("n"), [], pack_rows([r.row() for r in batch]), len(batch)))
-    results["accesslog_bus_rows_ns_per_record"] = (time.perf_counter_ns() - t0) / len(batch)
+    results["accesslog_bus_rows_ns_per_record"] = (time.process_time_ns() - t0) / len(batch)
     for code in range(200, 600, 4):  # ~100 series per request metric
         series.record(code, 1.0, 1, 1)
-    t0 = time.perf_counter_ns()
+    t0 = time.process_time_ns()
     text = render_prometheus(registry)
-    results["prometheus_render_ms"] = (time.perf_counter_ns() - t0) / 1e6
+    results["prometheus_render_ms"] = (time.process_time_ns() - t0) / 1e6
     results["prometheus_render_series"] = sum(len(f) for f in registry.families())
     results["prometheus_render_bytes"] = len(text)
 

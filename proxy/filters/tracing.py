@@ -28,8 +28,8 @@ from meshbus.telemetry.tracecontext import (
     UNDECIDED,
     W3C,
     extract,
+    new_ids,
     new_span_id,
-    new_trace_id,
     propagation_headers,
 )
 
@@ -73,42 +73,51 @@ class HopTracer:
         self.spans = spans  # SpanRecorder, or None: no spans at all (the decision is still propagated)
 
     def begin(self, ex: Any, settings: TracingSettings) -> TraceHop:
-        inc = extract(ex.head.hdict)
+        hd: dict[str, str] = ex.head.hdict
+        inc = extract(hd)
+        spans = self.spans
         if inc is None:
             sampled = _rand() < settings.sampling
-            hop = TraceHop(new_trace_id())
-            parent = ""
-            fmt = W3C
-        else:
-            s = inc.sampled
-            sampled = _rand() < settings.sampling if s == UNDECIDED else s == SAMPLED
-            hop = TraceHop(inc.trace_id)
-            parent = inc.span_id
-            fmt = inc.fmt
-        spans = self.spans
+            trace_id, span_id = new_ids()
+            hop = TraceHop(trace_id)
+            if sampled and settings.report and spans is not None:
+                hop.span = spans.start(
+                    span_name(ex, self.server), self.server, trace_id, "", None, int(ex.start * 1e9),
+                    start_attributes(ex, self.server, settings),
+                )  # fmt: skip
+                span_id = hop.span.span_id
+            hop.span_id = span_id
+            hop.sampled = sampled
+            # the common case: no caller's context, W3C out
+            hop.line = f"traceparent: 00-{trace_id}-{span_id}-{'01' if sampled else '00'}\r\n".encode()
+            return hop
+        s = inc.sampled
+        sampled = _rand() < settings.sampling if s == UNDECIDED else s == SAMPLED
+        hop = TraceHop(inc.trace_id)
+        parent = inc.span_id
         if sampled and settings.report and spans is not None:
             span = hop.span = spans.start(
                 span_name(ex, self.server),
                 self.server,
                 hop.trace_id,
                 parent,
-                inc.tracestate if inc is not None else None,
+                inc.tracestate,
                 int(ex.start * 1e9),
                 start_attributes(ex, self.server, settings),
             )
             span_id = span.span_id
-        elif inc is not None and parent and inc.sampled != UNDECIDED:
+        elif parent and s != UNDECIDED:
             return hop  # not ours to record: the caller's headers go on as they came
         else:
             span_id = new_span_id()
-        hop.strip = inc is not None
+        fmt = inc.fmt
+        hop.strip = True
         hop.fmt = fmt
         hop.span_id = span_id
         hop.parent_id = parent
         hop.sampled = sampled
-        if fmt == W3C:  # the common case, without the header list
-            flags = "01" if sampled else "00"
-            hop.line = f"traceparent: 00-{hop.trace_id}-{span_id}-{flags}\r\n".encode()
+        if fmt == W3C:
+            hop.line = f"traceparent: 00-{hop.trace_id}-{span_id}-{'01' if sampled else '00'}\r\n".encode()
         else:
             hop.line = "".join(
                 f"{n}: {v}\r\n" for n, v in propagation_headers(fmt, hop.trace_id, span_id, parent, sampled)
