@@ -28,6 +28,11 @@ shipping, and off/local) in us per request and %, throughput ratios, and meshbus
 Then one replica's capacity: the CPU to decode and merge one sidecar's batch (120 series: a sidecar
 talking to 10 peers, 3 response codes each), and so how many sidecars reporting every second one
 replica keeps up with (``--ingest-only`` runs just that part).
+
+``--profile DIR``: py-spy (``--native``: compiled modules show as their C functions) records both
+proxies during each measured run into DIR (``<case>-<ship>-<a|b>.txt``, py-spy's raw format) and the
+top functions by own time are printed; the sampler costs CPU, so such a run's figures are not the
+bench's (compare profiles with profiles).
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ import asyncio
 import logging
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -198,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help=f"comma list of: {','.join(CASES)}")
     ap.add_argument("--ship", default=",".join(SHIPPING), help="comma list of: local,bus")
     ap.add_argument("--ingest-only", action="store_true", help="only the replica's ingest capacity")
+    ap.add_argument("--profile", default="", help="record both proxies with py-spy into this folder")
     args = ap.parse_args(argv)
     if args.ingest_only:
         ingest_capacity()
@@ -245,7 +253,16 @@ def main(argv: list[str] | None = None) -> int:
                         run_wrk(A_PORT, 1, None)  # warm-up: pools, caches, label sets
                         before = sum(cpu_seconds(p) for p in pids)
                         tel_before = cpu_seconds(tel_pid)
+                        spies = (
+                            _spy(args.profile, f"{case}-{ship}", pids, args.duration) if args.profile else []
+                        )
                         rps, _, errors = run_wrk(A_PORT, args.duration, None)
+                        for spy, out in spies:
+                            spy.wait()
+                            print(
+                                f"    {out.name}: "
+                                + "; ".join(f"{share:.1f}% {fn}" for fn, share in top_self(out))
+                            )
                         requests = max(1.0, rps * args.duration)
                         cpu_us = (sum(cpu_seconds(p) for p in pids) - before) * 1e6 / requests
                         tel_cpu = cpu_seconds(tel_pid) - tel_before
@@ -264,6 +281,31 @@ def main(argv: list[str] | None = None) -> int:
     report(results, collector)
     ingest_capacity()
     return 0
+
+
+def _spy(
+    folder: str, name: str, pids: list[int], duration: int
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = []
+    for pid, side in zip(pids, "ba", strict=True):
+        path = Path(folder) / f"{name}-{side}.txt"
+        cmd = [spy, "record", "--native", "--rate", "250", "-p", str(pid), "-d", str(duration), "-f", "raw", "-o", str(path)]  # fmt: skip
+        out.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
+    return out
+
+
+def top_self(path: Path, n: int = 12) -> list[tuple[str, float]]:
+    """The functions with the most own samples in a py-spy raw profile, as (name, % of samples)."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frame = stack.rsplit(";", 1)[-1].split(" (")[0]
+        own[frame] += int(count)
+        total += int(count)
+    return [(fn, 100 * c / total) for fn, c in own.most_common(n)] if total else []
 
 
 def ingest_capacity(n: int = 300) -> float:

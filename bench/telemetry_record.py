@@ -83,13 +83,26 @@ def _hop(server: bool, sampling: float, spans: SpanRecorder | None) -> tuple[Hop
         hdict["x-meshbus-peer"] = Workload.of(
             "productpage", "default", {"app": "productpage"}, "productpage"
         ).header_value()
-    head = SimpleNamespace(method="GET", target="/reviews/0", hdict=hdict, version="1.1")
-    ex = SimpleNamespace(
-        head=head, view=SimpleNamespace(path="/reviews/0"), route=SimpleNamespace(name="default", virtual_host="reviews", chain=None),
-        cluster=cluster, upstream_host="10.0.0.7:9080", status=200, bytes_in=0, bytes_out=295, start=1.7e9,
-        dc=SimpleNamespace(peer_ip="10.0.0.3", peer_principal=None), runtime=srv.runtime, filter_state=None, details=None,
-        tls_failure=None, authority="reviews", resp=True, tr=None, ctx=SimpleNamespace(server=srv, tele=tele),
-    )  # fmt: skip
+    from meshbus.proxy.adapters.exchange import Exchange
+    from meshbus.proxy.adapters.listener import ListenerContext
+    from meshbus.proxy.codec.http1 import RequestHead, ResponseHead
+
+    srv.loop = None
+    ctx = ListenerContext(srv, "inbound" if server else "outbound")
+    ctx.tele = tele
+    head = RequestHead("GET", "/reviews/0", "1.1", list(hdict.items()), hdict, True, False, 0, 0)
+    dc = SimpleNamespace(peer_ip="10.0.0.3", peer_principal=None)
+    ex = Exchange(dc, head, ctx)  # a real one: compiled, observe.py reads its fields natively
+    ex.view = SimpleNamespace(path="/reviews/0")
+    ex.route = SimpleNamespace(name="default", virtual_host="reviews", chain=None)
+    ex.cluster = cluster
+    ex.runtime = srv.runtime
+    ex.upstream_host = "10.0.0.7:9080"
+    ex.status = 200
+    ex.bytes_out = 295
+    ex.start = 1.7e9
+    ex.authority = "reviews"
+    ex.resp = ResponseHead(200, [], {}, True, 0, 295)
     return tele, ex
 
 

@@ -44,7 +44,7 @@ UNDECIDED: Final = -1
 
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
-_LOWER_HEX: Final = "0123456789abcdef"
+_LOWER_HEX: Final = b"0123456789abcdef"
 _HEX_RE: Final = re.compile(r"[0-9a-f]+\Z")
 
 
@@ -87,19 +87,19 @@ def extract(hdict: dict[str, str]) -> TraceContext | None:
 
 def _traceparent(value: str) -> TraceContext | None:
     """``version-traceid-parentid-flags`` (lowercase hex, 2-32-16-2), and after a version other than
-    00, more fields after a dash. By slices, not a regex: this runs on every request a sidecar
-    forwards to another (~0.15 us where the regex took ~0.7 us, compiled)."""
+    00, more fields after a dash. By slices and one ``bytes.translate``, not a regex: this runs on
+    every request a sidecar forwards to another (compiled, ~0.25 us where the regex took ~0.6 us)."""
     v = value.strip()
-    if len(v) < 55 or v[2] != "-" or v[35] != "-" or v[52] != "-":
+    if len(v) < 55 or not v.isascii():
         return None
-    head = v[:55]
-    # every character lowercase hex but the three dashes placed above (strip leaves what is not)
-    if head.strip(_LOWER_HEX + "-") or head.count("-") != 3:
+    b = v.encode("ascii")
+    # The first 55 characters: lowercase hex but for three dashes, at 2, 35 and 52 (45 is "-").
+    if b[2] != 45 or b[35] != 45 or b[52] != 45 or b[:55].translate(None, _LOWER_HEX) != b"---":
         return None
     version = v[:2]
     trace_id = v[3:35]
     span_id = v[36:52]
-    if len(v) > 55 and (v[55] != "-" or version == "00"):
+    if len(b) > 55 and (b[55] != 45 or version == "00"):
         return None
     if version == "ff" or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None

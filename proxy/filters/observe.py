@@ -20,7 +20,7 @@ filter fields under ``access_log`` (the record's ``metadata``: the authorization
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.build.telemetry_policy import SidePolicy
 from meshbus.proxy.filters.stats import Identity, StatsRecorder
@@ -28,6 +28,9 @@ from meshbus.proxy.filters.tracing import HopTracer, TraceHop
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLogRecord
 from meshbus.telemetry.metrics import CounterChild, InternalMetrics, IstioMetrics, RequestSeries
 from meshbus.telemetry.peer import PEER_HEADER, Workload
+
+if TYPE_CHECKING:  # the exchange imports this module: typed only, for mypyc's native access
+    from meshbus.proxy.adapters.exchange import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class HopTelemetry:
             self.peer = [(PEER_HEADER, value)]
             self.peer_line = f"{PEER_HEADER}: {value}\r\n".encode("latin-1")
 
-    def peer_line_for(self, ex: Any) -> bytes:
+    def peer_line_for(self, ex: Exchange) -> bytes:
         """The peer header line for this request's upstream head: only to mesh workloads (a cluster
         whose endpoints have identities), never to services outside the mesh."""
         if not self.peer_line:
@@ -108,33 +111,33 @@ class HopTelemetry:
         runtime = ex.runtime
         cluster = ex.cluster
         if runtime is not self._p_runtime or cluster is not self._p_cluster:
-            ctls = runtime.tls.clusters.get(cluster.name)
+            ctls = runtime.tls.clusters.get(cluster.name) if cluster is not None else None
             self._p_line = self.peer_line if ctls is not None and ctls.identities else b""
             self._p_runtime = runtime
             self._p_cluster = cluster
         return self._p_line
 
-    def upstream_headers(self, ex: Any, hop: TraceHop) -> list[tuple[str, str]]:
+    def upstream_headers(self, ex: Exchange, hop: TraceHop) -> list[tuple[str, str]]:
         """What this hop adds to a rebuilt upstream head: the peer header, the trace headers."""
         peer = self.peer if self.peer_line_for(ex) else []
         trace = hop.headers
         return peer + trace if trace is not None else peer
 
-    def side(self, ex: Any) -> SidePolicy:
+    def side(self, ex: Exchange) -> SidePolicy:
         runtime = ex.runtime or self.server.runtime
         if runtime is not self._runtime:
             self._side = runtime.telemetry.side(self.direction)
             self._runtime = runtime
         return self._side
 
-    def begin(self, ex: Any) -> TraceHop:
+    def begin(self, ex: Exchange) -> TraceHop:
         try:
             return self.tracer.begin(ex, self.side(ex).tracing)
         except Exception as exc:  # a trace must never cost the request: go on without one
             log.error("trace start failed: %s: %s", type(exc).__name__, exc)
             return TraceHop("")
 
-    def done(self, ex: Any, flags: str, duration: float) -> None:
+    def done(self, ex: Exchange, flags: str, duration: float) -> None:
         side = self.side(ex)
         s = self.stats.series(ex, side)
         if type(s) is not RequestSeries:  # labels that read the request
@@ -164,7 +167,7 @@ class HopTelemetry:
 
 
 def access_record(
-    ex: Any, flags: str, duration: float, hop: TraceHop | None, direction: str
+    ex: Exchange, flags: str, duration: float, hop: TraceHop | None, direction: str
 ) -> AccessLogRecord:
     head = ex.head
     hd: dict[str, str] = head.hdict  # typed: compiled, its lookups are direct dict calls
@@ -203,7 +206,7 @@ def access_record(
     )
 
 
-def request_attributes(ex: Any, flags: str, duration: float) -> dict[str, Any]:
+def request_attributes(ex: Exchange, flags: str, duration: float) -> dict[str, Any]:
     """Istio's per-request CEL attributes (meshbus.bus.config.cel.ATTRIBUTES), for the access-log
     filter and for metric labels that read the request."""
     head = ex.head
@@ -243,7 +246,7 @@ def request_attributes(ex: Any, flags: str, duration: float) -> dict[str, Any]:
     }
 
 
-def _passes(program: Any, ex: Any, flags: str, duration: float) -> bool:
+def _passes(program: Any, ex: Exchange, flags: str, duration: float) -> bool:
     try:
         return program.execute(request_attributes(ex, flags, duration)) is True
     except Exception:  # Envoy's CEL filter: an expression that cannot be evaluated does not match

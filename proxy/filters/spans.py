@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 from meshbus.telemetry.metrics import CounterChild
-from meshbus.telemetry.tracecontext import new_span_id
 
 DEFAULT_CAPACITY: Final = 4096
 SERVER: Final = 1  # opentelemetry.trace.SpanKind.SERVER
@@ -44,6 +43,7 @@ class OpenSpan:
     def __init__(
         self,
         trace_id: str,
+        span_id: str,
         parent_id: str,
         name: str,
         kind: int,
@@ -52,7 +52,7 @@ class OpenSpan:
         tracestate: str,
     ) -> None:
         self.trace_id = trace_id
-        self.span_id = new_span_id()
+        self.span_id = span_id
         self.parent_id = parent_id
         self.name = name
         self.kind = kind
@@ -76,27 +76,34 @@ class SpanRecorder:
         name: str,
         server: bool,
         trace_id: str,
+        span_id: str,
         parent_id: str,
         tracestate: str | None,
         start_ns: int,
         attributes: dict[str, Any],
     ) -> OpenSpan:
-        """A span of ``trace_id``, child of ``parent_id`` ("" for a new root), with an id of its own."""
+        """Span ``span_id`` of ``trace_id``, child of ``parent_id`` ("" for a new root)."""
         return OpenSpan(
-            trace_id, parent_id, name, SERVER if server else CLIENT, start_ns, attributes, tracestate or ""
+            trace_id,
+            span_id,
+            parent_id,
+            name,
+            SERVER if server else CLIENT,
+            start_ns,
+            attributes,
+            tracestate or "",
         )
 
-    def end(self, span: OpenSpan, attributes: dict[str, Any], error: bool, end_ns: int) -> None:
+    def end(self, span: OpenSpan, error: bool, end_ns: int) -> None:
+        """The span ends (its ``attributes`` complete): a row, or a drop when the buffer is full."""
         rows = self.rows
         if len(rows) >= self.capacity:
             self.dropped.value += 1
             return
-        attrs = span.attributes
-        attrs.update(attributes)
         rows.append(
             [
-                span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.start_ns, end_ns, attrs,
-                STATUS_ERROR if error else STATUS_UNSET, span.tracestate,
+                span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.start_ns, end_ns,
+                span.attributes, STATUS_ERROR if error else STATUS_UNSET, span.tracestate,
             ]
         )  # fmt: skip
 

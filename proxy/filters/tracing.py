@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.build.telemetry_policy import TracingSettings
+from meshbus.proxy.filters.spans import OpenSpan, SpanRecorder
 from meshbus.telemetry.tracecontext import (
     SAMPLED,
     UNDECIDED,
@@ -32,6 +33,9 @@ from meshbus.telemetry.tracecontext import (
     new_span_id,
     propagation_headers,
 )
+
+if TYPE_CHECKING:  # the exchange imports this module: typed only, for mypyc's native access
+    from meshbus.proxy.adapters.exchange import Exchange
 
 _rand: Final = random.random
 _KNOWN_METHODS: Final = frozenset(
@@ -48,7 +52,7 @@ class TraceHop:
 
     def __init__(self, trace_id: str) -> None:
         self.trace_id = trace_id
-        self.span: Any = None
+        self.span: OpenSpan | None = None
         self.strip = False
         self.line = b""
         self.fmt = W3C
@@ -68,11 +72,11 @@ class HopTracer:
 
     __slots__ = ("server", "spans")
 
-    def __init__(self, server: bool, spans: Any) -> None:
+    def __init__(self, server: bool, spans: SpanRecorder | None) -> None:
         self.server = server
-        self.spans = spans  # SpanRecorder, or None: no spans at all (the decision is still propagated)
+        self.spans = spans  # None: no spans at all (the decision is still propagated)
 
-    def begin(self, ex: Any, settings: TracingSettings) -> TraceHop:
+    def begin(self, ex: Exchange, settings: TracingSettings) -> TraceHop:
         hd: dict[str, str] = ex.head.hdict
         inc = extract(hd)
         spans = self.spans
@@ -82,10 +86,9 @@ class HopTracer:
             hop = TraceHop(trace_id)
             if sampled and settings.report and spans is not None:
                 hop.span = spans.start(
-                    span_name(ex, self.server), self.server, trace_id, "", None, int(ex.start * 1e9),
+                    span_name(ex, self.server), self.server, trace_id, span_id, "", None, int(ex.start * 1e9),
                     start_attributes(ex, self.server, settings),
                 )  # fmt: skip
-                span_id = hop.span.span_id
             hop.span_id = span_id
             hop.sampled = sampled
             # the common case: no caller's context, W3C out
@@ -96,16 +99,17 @@ class HopTracer:
         hop = TraceHop(inc.trace_id)
         parent = inc.span_id
         if sampled and settings.report and spans is not None:
-            span = hop.span = spans.start(
+            span_id = new_span_id()
+            hop.span = spans.start(
                 span_name(ex, self.server),
                 self.server,
                 hop.trace_id,
+                span_id,
                 parent,
                 inc.tracestate,
                 int(ex.start * 1e9),
                 start_attributes(ex, self.server, settings),
             )
-            span_id = span.span_id
         elif parent and s != UNDECIDED:
             return hop  # not ours to record: the caller's headers go on as they came
         else:
@@ -124,9 +128,13 @@ class HopTracer:
             ).encode("latin-1")
         return hop
 
-    def end(self, ex: Any, hop: TraceHop, flags: str) -> None:
-        status = ex.status
-        attrs: dict[str, Any] = {"http.response.status_code": status}
+    def end(self, ex: Exchange, hop: TraceHop, flags: str) -> None:
+        status: int = ex.status
+        span = hop.span
+        if span is None:
+            return
+        attrs = span.attributes  # the start's, completed here
+        attrs["http.response.status_code"] = status
         # Semconv: 5xx is an error on both sides, 4xx on the client side only; no response is one too.
         error = status >= 500 or status == 0 or (status >= 400 and not self.server)
         if error:
@@ -140,10 +148,11 @@ class HopTracer:
         cluster = ex.cluster
         if cluster is not None:
             attrs["upstream_cluster"] = cluster.name
-        self.spans.end(hop.span, attrs, error, time.time_ns())
+        if self.spans is not None:
+            self.spans.end(span, error, time.time_ns())
 
 
-def span_name(ex: Any, server: bool) -> str:
+def span_name(ex: Exchange, server: bool) -> str:
     method = ex.head.method
     if method not in _KNOWN_METHODS:
         method = "HTTP"
@@ -156,7 +165,7 @@ def span_name(ex: Any, server: bool) -> str:
     return f"{method} {name}"
 
 
-def start_attributes(ex: Any, server: bool, settings: TracingSettings) -> dict[str, Any]:
+def start_attributes(ex: Exchange, server: bool, settings: TracingSettings) -> dict[str, Any]:
     head = ex.head
     hd = head.hdict
     view = ex.view
