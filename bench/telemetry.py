@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shutil
 import statistics
 import subprocess
@@ -135,6 +136,10 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     server = ProxyServer(cfg)
     await server.start()
+    if os.environ.get("BENCH_GC_FREEZE"):  # experiment: start-up objects out of the collector's sight
+        import gc
+
+        gc.freeze()
     dropped = server.internal.telemetry_dropped.labels
     buffer = SpanRecorder(dropped=dropped("spans"))
     workload = Workload.of(args.name, "default", labels, args.name)
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                             )
                         ]
                         run_wrk(A_PORT, 1, None)  # warm-up: pools, caches, label sets
-                        before = sum(cpu_seconds(p) for p in pids)
+                        before_each = [cpu_seconds(p) for p in pids]
                         tel_before = cpu_seconds(tel_pid)
                         spies = (
                             _spy(args.profile, f"{case}-{ship}", pids, args.duration) if args.profile else []
@@ -264,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
                                 + "; ".join(f"{share:.1f}% {fn}" for fn, share in top_self(out))
                             )
                         requests = max(1.0, rps * args.duration)
-                        cpu_us = (sum(cpu_seconds(p) for p in pids) - before) * 1e6 / requests
+                        each = [
+                            (cpu_seconds(p) - b) * 1e6 / requests
+                            for p, b in zip(pids, before_each, strict=True)
+                        ]
+                        cpu_us = sum(each)
                         tel_cpu = cpu_seconds(tel_pid) - tel_before
                     res = results[(case, ship)]
                     res.rps.append(rps)
@@ -274,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                     per_k = (tel_cpu / args.duration) / (rps / 1000) if rps else float("nan")
                     collector[(case, ship)].append(per_k)
                     print(f"  round {rnd + 1} {case + '/' + ship:17s} {rps:9,.0f} rps  cpu {cpu_us:6.1f} us/req "
-                          f"(both proxies)  meshbus-telemetry {per_k:.4f} vCPU per 1k rps  errors {errors}",
+                          f"(A {each[1]:.1f} + B {each[0]:.1f})  meshbus-telemetry {per_k:.4f} vCPU per 1k rps  errors {errors}",
                           flush=True)  # fmt: skip
     finally:
         nats.cleanup()
@@ -291,7 +300,7 @@ def _spy(
     out = []
     for pid, side in zip(pids, "ba", strict=True):
         path = Path(folder) / f"{name}-{side}.txt"
-        cmd = [spy, "record", "--native", "--rate", "250", "-p", str(pid), "-d", str(duration), "-f", "raw", "-o", str(path)]  # fmt: skip
+        cmd = [spy, "record", "--native", "--rate", "500", "-p", str(pid), "-d", str(duration), "-f", "raw", "-o", str(path)]  # fmt: skip
         out.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
     return out
 

@@ -7,7 +7,8 @@ Istio request metrics (via a cached RequestSeries), building an AccessLogRecord 
 the drop path of a full queue, and the sum of what one request costs; then the whole STATS phase of
 one hop as the exchange calls it (proxy/filters/observe.py: trace decision, metrics, access-log
 record), client side and server side, at the default 1% sampling and with the request sampled.
-Off-path figures: JSON formatting, the bus's access-log rows, and a Prometheus scrape.
+Off-path figures (still the proxy's CPU): JSON formatting, the bus's access-log rows and span rows
+(what shipping over NATS costs per request: nothing else of it is per request), a Prometheus scrape.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from meshbus.bus import codec
-from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, pack_rows
+from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, SpanBatch, pack_rows
 from meshbus.proxy.build.telemetry_policy import SidePolicy, TelemetryPolicy, TracingSettings
 from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.endpoint import Endpoint
 from meshbus.proxy.filters.observe import HopTelemetry, Observability
-from meshbus.proxy.filters.spans import SpanRecorder
+from meshbus.proxy.filters.spans import ROW, SpanRecorder
 from meshbus.telemetry.accesslog import AccessLogger, AccessLogRecord, format_json_lines
 from meshbus.telemetry.exposition import render_prometheus
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry, istio_static_labels
@@ -262,6 +263,15 @@ def main() -> None:
     t0 = time.process_time_ns()
     codec.encode(AccessLogBatch(Source("n"), [], pack_rows([r.row() for r in batch]), len(batch)))
     results["accesslog_bus_rows_ns_per_record"] = (time.process_time_ns() - t0) / len(batch)
+    spans = SpanRecorder(capacity=1 << 30)
+    tele, ex = _hop(False, 1.0, spans)
+    for _ in range(2000):
+        ex.tr = tele.begin(ex)
+        tele.done(ex, "-", 12.5)
+    rows = spans.drain()
+    t0 = time.process_time_ns()
+    codec.encode(SpanBatch(Source("n"), {}, "", list(ROW), pack_rows(rows), len(rows)))
+    results["spans_bus_rows_ns_per_span"] = (time.process_time_ns() - t0) / len(rows)
     for code in range(200, 600, 4):  # ~100 series per request metric
         series.record(code, 1.0, 1, 1)
     t0 = time.process_time_ns()
