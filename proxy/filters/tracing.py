@@ -12,8 +12,8 @@ Per request, in this order, before any SDK object exists:
    trace id, the decision in its flags) so every hop after this one keeps both.
 
 The ``x-request-id`` is kept as received (the listener makes one when none came). The span is named
-``{method} {route}`` and carries the stable HTTP semantic-convention attributes; it ends when the
-exchange finishes (`end`). A request that is not sampled costs an id or two and a header line.
+``{method} {route}``; it ends when the exchange finishes (`end`), as a row of the request's facts
+that meshbus-telemetry makes the stable HTTP semantic-convention attributes (telemetry/spanattrs.py). A request that is not sampled costs an id or two and a header line.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class HopTracer:
             if sampled and settings.report and spans is not None:
                 hop.span = spans.start(
                     span_name(ex, self.server), self.server, trace_id, span_id, "", None, int(ex.start * 1e9),
-                    start_attributes(ex, self.server, settings),
+                    custom_tags(ex, settings),
                 )  # fmt: skip
             hop.span_id = span_id
             hop.sampled = sampled
@@ -108,7 +108,7 @@ class HopTracer:
                 parent,
                 inc.tracestate,
                 int(ex.start * 1e9),
-                start_attributes(ex, self.server, settings),
+                custom_tags(ex, settings),
             )
         elif parent and s != UNDECIDED:
             return hop  # not ours to record: the caller's headers go on as they came
@@ -129,27 +129,27 @@ class HopTracer:
         return hop
 
     def end(self, ex: Exchange, hop: TraceHop, flags: str) -> None:
-        status: int = ex.status
         span = hop.span
-        if span is None:
+        spans = self.spans
+        if span is None or spans is None:
             return
-        attrs = span.attributes  # the start's, completed here
-        attrs["http.response.status_code"] = status
+        status = ex.status
         # Semconv: 5xx is an error on both sides, 4xx on the client side only; no response is one too.
         error = status >= 500 or status == 0 or (status >= 400 and not self.server)
-        if error:
-            attrs["error.type"] = str(status) if status else (flags if flags != "-" else "_OTHER")
-        if flags != "-":
-            attrs["meshbus.response_flags"] = flags
-        if not self.server and ex.upstream_host:
-            attrs["network.peer.address"], _, port = ex.upstream_host.rpartition(":")
-            if port.isdigit():
-                attrs["network.peer.port"] = int(port)
+        head = ex.head
+        hd = head.hdict
+        view = ex.view
+        route = ex.route
         cluster = ex.cluster
-        if cluster is not None:
-            attrs["upstream_cluster"] = cluster.name
-        if self.spans is not None:
-            self.spans.end(span, error, time.time_ns())
+        dc = ex.dc
+        facts: list[Any] = [
+            head.method, view.path if view is not None else head.target, ex.authority, head.version,
+            hd.get("x-request-id", ""), hd.get("user-agent"), dc.peer_ip, dc.peer_principal,
+            route.name if route is not None else None, cluster.port if cluster is not None else 0, status,
+            flags, ex.upstream_host, cluster.name if cluster is not None else None,
+            ex.ctx.tele.ident.workload.name,
+        ]  # fmt: skip
+        spans.end(span, error, time.time_ns(), facts)
 
 
 def span_name(ex: Exchange, server: bool) -> str:
@@ -165,42 +165,12 @@ def span_name(ex: Exchange, server: bool) -> str:
     return f"{method} {name}"
 
 
-def start_attributes(ex: Exchange, server: bool, settings: TracingSettings) -> dict[str, Any]:
-    head = ex.head
-    hd = head.hdict
-    view = ex.view
-    path = view.path if view is not None else head.target
-    host, _, port = (
-        (ex.authority or "").rpartition(":") if ":" in (ex.authority or "") else (ex.authority, "", "")
-    )
-    method = head.method
-    attrs: dict[str, Any] = {
-        "http.request.method": method if method in _KNOWN_METHODS else "_OTHER",
-        "url.path": path.partition("?")[0],
-        "url.scheme": "http",
-        "server.address": host or "",
-        "network.protocol.version": head.version,
-        "meshbus.request_id": hd.get("x-request-id", ""),
-        "node_id": ex.ctx.tele.ident.workload.name,
-    }
-    if port.isdigit():
-        attrs["server.port"] = int(port)
-    elif ex.cluster is not None:
-        attrs["server.port"] = ex.cluster.port
-    if server:
-        attrs["network.peer.address"] = ex.dc.peer_ip
-        if ex.dc.peer_principal:
-            attrs["meshbus.peer.principal"] = ex.dc.peer_principal
-    else:
-        attrs["url.full"] = f"http://{ex.authority}{path}"
-    route = ex.route
-    if route is not None and route.name:
-        attrs["http.route"] = route.name
-    ua = hd.get("user-agent")
-    if ua is not None:
-        attrs["user_agent.original"] = ua
-    for name, value in settings.literal_tags:
-        attrs[name] = value
+def custom_tags(ex: Exchange, settings: TracingSettings) -> dict[str, Any] | None:
+    """The span's custom tags (Telemetry ``customTags``: literal and header), or None."""
+    if not settings.literal_tags and not settings.header_tags:
+        return None
+    hd = ex.head.hdict
+    attrs: dict[str, Any] = dict(settings.literal_tags)
     for tag in settings.header_tags:
         v = hd.get(tag.value, tag.default)
         if v is not None:
