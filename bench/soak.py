@@ -25,14 +25,20 @@ caches, allocator arenas and the TLS session state fill up. Targets (exit 1 when
 - p99 stable: the p99 of the last full window is at most 1.5x that of the first window after the
   warm-up, or within +1 ms of it (below a few ms, one scheduler hiccup of this shared 2-core machine
   moves a p99 by more than half without anything degrading). The max/min ratio over every window is
-  printed too.
+  printed too, and per window the CPU time of both sidecars per request, which other processes on
+  the machine move far less than latency: a p99 that climbs while CPU per request stays flat is the
+  machine, one that climbs with it is the proxy.
+- no series growth: the Prometheus series of each sidecar are as many at the end as after warm-up.
 - nothing failed: every request sent got a 2xx (h2load's own count and the per-request logs).
+- the load was sustained: the requests went out at >= 90% of the rate (h2load sends every request it
+  was asked for, late when the chain falls behind: the run then measured something else).
 Needs wrk, h2load, nginx and taskset.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import re
 import statistics
@@ -48,7 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the shared helpers come from run.py and chain.py next to this file
 from chain import A_PORT, handshakes, meshbus_chain, prepare
-from run import ORIGIN, check_tools, process, rss_mb, run_wrk, start_h2load
+from run import ORIGIN, check_tools, cpu_seconds, process, rss_mb, run_wrk, start_h2load
 
 A_ADMIN, B_ADMIN = 18105, 18104
 RSS_GROWTH_MB = 5.0
@@ -63,6 +69,7 @@ class Sample:
     rss_mb: float
     fds: int
     series: int
+    cpu: float  # user + system seconds so far
 
 
 @dataclass
@@ -184,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             for p in procs:
                 # fds before the scrape, whose own connection would be counted otherwise
                 rss, fds = rss_mb(p.pid), fd_count(p.pid)
-                p.samples.append(Sample(time.time() - t0, rss, fds, series_count(p.admin)))
+                p.samples.append(
+                    Sample(time.time() - t0, rss, fds, series_count(p.admin), cpu_seconds(p.pid))
+                )
             next_sample += args.sample
             time.sleep(max(0.0, next_sample - time.monotonic()))
         outputs = []
@@ -200,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     wins = windows(rows, t0, warmup, window)
     access = {n: (tmp / f"{n}-tls.log").stat().st_size for n in "ab" if (tmp / f"{n}-tls.log").exists()}
     span = max((start for start, _ in rows), default=t0) - t0
-    failures = report(procs, wins, warmup, asked, sent, ok2xx, bad_rows, rate, args.seconds, span)
+    starts = sorted(start - t0 for start, _ in rows)
+    cpu = [cpu_per_request(procs, starts, w[0], w[0] + window) for w in wins]
+    failures = report(procs, wins, cpu, warmup, asked, sent, ok2xx, bad_rows, rate, args.seconds, span)
     print(
         "access logs: " + ", ".join(f"sidecar {n.upper()} {size / 1e6:,.1f} MB" for n, size in access.items())
     )
@@ -213,8 +224,22 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def cpu_per_request(procs: list[Proc], starts: list[float], begin: float, end: float) -> float:
+    """CPU time of both sidecars per request (us) between the first and last samples in [begin, end]:
+    what a request costs, which the machine's other load moves far less than latency."""
+    ts = [s.t for s in procs[0].samples if begin <= s.t <= end]
+    if len(ts) < 2:
+        return float("nan")
+    used = 0.0
+    for p in procs:
+        inside = [s for s in p.samples if ts[0] <= s.t <= ts[-1]]
+        used += inside[-1].cpu - inside[0].cpu
+    n = bisect.bisect_left(starts, ts[-1]) - bisect.bisect_left(starts, ts[0])
+    return used * 1e6 / n if n else float("nan")
+
+
 def report(
-    procs: list[Proc], wins: list[tuple[float, int, float]], warmup: float, asked: int, sent: int,
+    procs: list[Proc], wins: list[tuple[float, int, float]], cpu: list[float], warmup: float, asked: int, sent: int,
     ok2xx: int, bad_rows: int, rate: int, seconds: int, span: float,
 ) -> list[str]:  # fmt: skip
     failures = []
@@ -241,11 +266,11 @@ def report(
         if s1 != s0:
             failures.append(f"{p.name}: the metric series went from {s0} to {s1} under the same traffic")
     print()
-    print("| window (s after start) | requests | rps | p99 ms |")
-    print("|---|---|---|---|")
+    print("| window (s after start) | requests | rps | p99 ms | CPU us/req (A+B) |")
+    print("|---|---|---|---|---|")
     width = (wins[1][0] - wins[0][0]) if len(wins) > 1 else float(seconds) - warmup
-    for start, n, q in wins:
-        print(f"| {start:.0f}-{start + width:.0f} | {n:,} | {n / width:,.0f} | {q:.3f} |")
+    for (start, n, q), us in zip(wins, cpu, strict=True):
+        print(f"| {start:.0f}-{start + width:.0f} | {n:,} | {n / width:,.0f} | {q:.3f} | {us:.0f} |")
     if len(wins) >= 2:
         first, last = wins[0][2], wins[-1][2]
         ratio = max(w[2] for w in wins) / min(w[2] for w in wins)
@@ -264,8 +289,7 @@ def report(
     if failed:
         failures.append(f"{failed} requests failed")
     if achieved < 0.9 * rate:
-        # h2load sends every request it was asked for, late when the chain falls behind: the run then
-        # measured more than the load it names (on a shared machine: other processes took the CPU)
+        # on a shared machine: other processes took the CPU the capacity run measured
         failures.append(f"the load was not sustained: {achieved:,.0f} of {rate:,} rps")
     return failures
 
