@@ -25,8 +25,7 @@ $(STAMP): pyproject.toml setup.py
 
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_DEPS)
 	find $(NATIVE_DIRS) -name '*.so' -delete
-	rm -f build/native*.stamp
-	mkdir -p build
+	mkdir -p build && rm -f build/native*.stamp
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	# an unchanged module's shim is copied with its old time: mark every extension as of this build
 	find $(NATIVE_DIRS) -name '*.so' -exec touch {} +

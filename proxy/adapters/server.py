@@ -126,6 +126,7 @@ class ProxyServer:
         self._own_bus = False
         self.plugins = PluginRuntime(registry=self.registry, bus=self._plugin_bus)
         self.plugins.on_stale = self._plugins_described
+        self.mesh_rebuild: Callable[[], None] | None = None  # mesh mode: build the applied snapshot again
 
     # ---- config ---------------------------------------------------------------------------------
 
@@ -186,10 +187,11 @@ class ProxyServer:
         return self.bus
 
     def _plugins_described(self) -> None:
-        """A REMOTE filter's host described it after the build: build again, with only its hooks
-        (mesh mode: on the next snapshot)."""
+        """A REMOTE filter's host described it after the build: build again, with only its hooks."""
         if self.config.config_path:
             self.request_reload()
+        elif self.mesh_rebuild is not None:
+            self.mesh_rebuild()
 
     def _swapped(self, runtime: ProxyRuntime) -> None:
         """A runtime went live: Plugins it no longer runs are closed."""
