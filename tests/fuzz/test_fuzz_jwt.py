@@ -87,7 +87,7 @@ def test_tokens_claims_headers_and_key_sets(data: bytes) -> None:
 
 @pytest.mark.parametrize("where", range(4))
 def test_a_token_refused_at_one_location_is_not_refused_from_the_cache_at_its_own(where: int) -> None:
-    """(Found by this fuzzer.) The failed-token cache remembered a refusal by the token alone, so a
+    """(Found while building this fuzz target.) The failed-token cache remembered a refusal by the token alone, so a
     token first sent where only another issuer's rule looks was then refused where its rule looks."""
     token = jwt_case.sign(jwt_case.header_json(), jwt_case.claims_json(iss=jwt_case.OTHER_ISS, aud=None))
     flt = jwt_case.JwtAuthnFilter(jwt_case.JwtAuthnConfig(jwt_case.FILTER.config.providers))
