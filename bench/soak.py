@@ -43,6 +43,7 @@ import argparse
 import bisect
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,7 @@ RSS_GROWTH_MB = 5.0
 FD_TOLERANCE = 2
 P99_RATIO = 1.5
 P99_SLACK_MS = 1.0
+DIED = "exited during the soak"
 
 
 @dataclass
@@ -166,6 +168,34 @@ def main(argv: list[str] | None = None) -> int:
     if check_tools():
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-soak-"))
+    failures: list[str] = []
+    try:
+        failures = soak(args, tmp, warmup, window)
+    finally:
+        if args.keep or any(DIED in f for f in failures):
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)  # the access logs alone grow ~3 MB/s per sidecar
+    for f in failures:
+        print(f"FAILED: {f}")
+    return 1 if failures else 0
+
+
+def stop(loaders: list[subprocess.Popen[str]]) -> None:
+    for p in loaders:
+        if p.poll() is None:
+            p.kill()
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def soak(args: argparse.Namespace, tmp: Path, warmup: float, window: float) -> list[str]:
+    """Run the chain and the load, sample, report; the failed targets."""
     prepare(tmp)
     print(f"soak dir {tmp}; {args.seconds}s at {args.load:.0%} of capacity, warm-up {warmup:.0f}s, "
           f"p99 windows of {window:.0f}s, samples every {args.sample:.0f}s; load average {os.getloadavg()}")  # fmt: skip
@@ -186,10 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         loaders = start_h2load(
             A_PORT, per, per * args.seconds, logs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        stack.callback(stop, loaders)
         t0 = time.time()
         deadline = time.monotonic() + args.seconds * 1.5 + 30
         next_sample = time.monotonic()
+        dead: list[str] = []
         while any(p.poll() is None for p in loaders) and time.monotonic() < deadline:
+            dead = [p.name for p in procs if not alive(p.pid)]
+            if dead:
+                break
             for p in procs:
                 # fds before the scrape, whose own connection would be counted otherwise
                 rss, fds = rss_mb(p.pid), fd_count(p.pid)
@@ -219,11 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"mTLS handshakes counted by sidecar B (outbound inbound failures): {hs or '-'}")
     print(f"load average at the end {os.getloadavg()}")
-    if not args.keep:
-        subprocess.run(["rm", "-rf", str(tmp)], check=False)
-    for f in failures:
-        print(f"FAILED: {f}")
-    return 1 if failures else 0
+    return [f"{name} {DIED} (its output: {tmp})" for name in dead] + failures
 
 
 def cpu_per_request(procs: list[Proc], starts: list[float], begin: float, end: float) -> float:
