@@ -21,6 +21,7 @@ import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
@@ -41,11 +42,12 @@ from meshbus.bus.service import MESHBUS_VERSION, QUEUE_GROUP
 from meshbus.plugins.api import Filter, LocalReply, call_hook, hook_list
 from meshbus.plugins.loader import make_filter
 from meshbus.plugins.registry import FilterInfo
-from meshbus.plugins.remote.wire import verdict_of, views_of
+from meshbus.plugins.remote.wire import pack_verdict, verdict_of, views_of
 
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 64
+VERDICT_HEADERS: Final = {codec.SCHEMA_HEADER: codec.schema_id(FilterVerdict)}
 
 
 class FilterHost:
@@ -214,9 +216,8 @@ class FilterHost:
             log.warning("filter %s %s failed: %s", self.info.name, hook, verdict.error)
         if not reply:
             return
-        data, headers = codec.encode(verdict)
         try:
-            await req.respond(data, headers=headers)
+            await req.respond(pack_verdict(verdict), headers=VERDICT_HEADERS)
         except Exception as exc:  # the caller may be gone (timed out); never crash on it
             log.debug("could not answer %s: %r", hook, exc)
 

@@ -1,9 +1,15 @@
 """SDK views <-> the remote filter messages (bus/schemas/filters.py), for both sides. No I/O.
 
-Proxy side: ``call_of`` turns the request a filter sees into a ``FilterCall``; ``apply_verdict``
-carries the host's answer back onto the live request (headers, state) and returns its reply.
+Proxy side: ``pack_call`` turns the request a filter sees into a packed ``FilterCall`` (``call_of``:
+the same as the host decodes it); ``read_verdict`` and ``apply_verdict`` carry the host's answer back
+onto the live request (headers, state) and return its reply.
 Host side: ``views_of`` rebuilds ``Request``/``Response`` from a call; ``verdict_of`` says what the
-hook changed.
+hook changed; ``pack_verdict`` packs it.
+
+Both sides leave out the fields at their defaults (docs/remote-filters.md: missing keys take their
+defaults), and pack plain maps built here rather than going through the codec's dataclass hook: a
+call is packed and a verdict read once per hook per request, and that is most of a remote filter's
+cost in the proxy besides the round trip.
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
+import msgpack
+
+from meshbus.bus import codec
 from meshbus.bus.schemas.filters import FilterCall, FilterVerdict, WirePeer, WireReply
 from meshbus.plugins.api import LocalReply
 from meshbus.plugins.http import Headers, Peer, Request, Response
@@ -24,10 +33,29 @@ def config_digest(config: Mapping[str, Any] | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _peer_out(p: Peer) -> WirePeer:
-    return WirePeer(
-        p.principal or "", p.namespace or "", p.service_account or "", dict(p.labels), p.service or ""
-    )
+VERDICT_SCHEMA: Final = codec.schema_id(FilterVerdict)
+CONTINUE: Final = FilterVerdict()
+
+_PEERS: dict[int, tuple[Peer, dict[str, Any]]] = {}
+
+
+def _peer_map(p: Peer) -> dict[str, Any]:
+    """A peer as its wire map, defaults left out; made once per peer object (the proxy keeps its
+    peers: one per principal or service host, and the workload's own)."""
+    hit = _PEERS.get(id(p))
+    if hit is not None and hit[0] is p:
+        return hit[1]
+    m: dict[str, Any] = {}
+    for key, value in (
+        ("principal", p.principal), ("namespace", p.namespace), ("service_account", p.service_account),
+        ("labels", dict(p.labels)), ("service", p.service),
+    ):  # fmt: skip
+        if value:
+            m[key] = value
+    if len(_PEERS) >= 4096:
+        _PEERS.clear()
+    _PEERS[id(p)] = (p, m)
+    return m
 
 
 def _peer_in(p: WirePeer) -> Peer:
@@ -40,7 +68,7 @@ def _pairs(h: Headers) -> list[list[str]]:
     return [[k, v] for k, v in h.items()]
 
 
-def call_of(
+def pack_call(
     hook: str,
     req: Request,
     *,
@@ -50,28 +78,75 @@ def call_of(
     resp: Response | None = None,
     body: bytes | None = None,
     end: bool = True,
-) -> FilterCall:
-    return FilterCall(
-        hook=hook,
-        plugin=plugin,
-        config=dict(config) if config is not None else None,
-        config_digest=digest,
-        method=req.method,
-        path=req.path,
-        authority=req.authority,
-        scheme=req.scheme,
-        headers=_pairs(req.headers),
-        request_id=req.request_id or "",
-        route=req.route,
-        source=_peer_out(req.source),
-        destination=_peer_out(req.destination),
-        claims=dict(req.claims) if req.claims is not None else None,
-        status=resp.status if resp is not None else 0,
-        response_headers=_pairs(resp.headers) if resp is not None else None,
-        body=body,
-        end=end,
-        state=req.state,
-    )
+) -> bytes:
+    """The ``FilterCall`` for ``hook`` of ``req`` (and ``resp``), packed, defaults left out."""
+    m: dict[str, Any] = {
+        "hook": hook,
+        "method": req.method,
+        "path": req.path,
+        "authority": req.authority,
+        "headers": req.headers.items(),  # (name, value) tuples: msgpack arrays
+    }
+    if req.scheme != "http":
+        m["scheme"] = req.scheme
+    if plugin:
+        m["plugin"] = plugin
+    if config is not None:
+        m["config"] = config
+    if digest:
+        m["config_digest"] = digest
+    if req.request_id:
+        m["request_id"] = req.request_id
+    if req.route:
+        m["route"] = req.route
+    source = _peer_map(req.source)
+    if source:
+        m["source"] = source
+    destination = _peer_map(req.destination)
+    if destination:
+        m["destination"] = destination
+    if req.claims is not None:
+        m["claims"] = req.claims
+    if resp is not None:
+        m["status"] = resp.status
+        m["response_headers"] = resp.headers.items()
+    if body is not None:
+        m["body"] = body
+    if not end:
+        m["end"] = False
+    if req.state:
+        m["state"] = req.state
+    return msgpack.packb(m, use_bin_type=True)
+
+
+def call_of(hook: str, req: Request, **kw: Any) -> FilterCall:
+    """``pack_call``'s call as a host decodes it."""
+    return codec.decode(pack_call(hook, req, **kw), None, FilterCall)
+
+
+def read_verdict(data: bytes, headers: Mapping[str, str] | None, max_bytes: int) -> FilterVerdict:
+    """A host's answer; a plain "continue" (an empty map, what ``pack_verdict`` sends for it) is
+    recognised without the codec's general decoder. Raises BadRequestError as ``codec.decode``."""
+    if data == b"\x80" and (
+        headers is None or headers.get(codec.SCHEMA_HEADER, VERDICT_SCHEMA) == VERDICT_SCHEMA
+    ):
+        return CONTINUE
+    return codec.decode(data, headers, FilterVerdict, max_bytes=max_bytes)
+
+
+def pack_verdict(v: FilterVerdict) -> bytes:
+    """``v`` packed with the fields at their defaults left out ("continue, nothing changed" is ``{}``)."""
+    m: dict[str, Any] = {}
+    if v.headers is not None:
+        m["headers"] = v.headers
+    if v.reply is not None:
+        r = v.reply
+        m["reply"] = {"status": r.status, "body": r.body, "headers": r.headers, "details": r.details}
+    if v.state is not None:
+        m["state"] = v.state
+    if v.error:
+        m["error"] = v.error
+    return msgpack.packb(m, use_bin_type=True)
 
 
 def apply_verdict(v: FilterVerdict, hook: str, req: Request, resp: Response | None) -> LocalReply | None:

@@ -125,6 +125,8 @@ class ProxyServer:
         self.bus: Any = None
         self._own_bus = False
         self.plugins = PluginRuntime(registry=self.registry, bus=self._plugin_bus)
+        self.plugins.on_stale = self._plugins_described
+        self.mesh_rebuild: Callable[[], None] | None = None  # mesh mode: build the applied snapshot again
 
     # ---- config ---------------------------------------------------------------------------------
 
@@ -148,6 +150,9 @@ class ProxyServer:
             resources, warnings = load_in_process(str(path))
         for w in warnings:
             log.warning("config: %s", w)
+        await self.plugins.prepare(
+            resources, namespace=self.config.namespace, labels=self.config.labels or {}
+        )
         runtime = build_runtime(
             resources,
             namespace=self.config.namespace,
@@ -180,6 +185,13 @@ class ProxyServer:
                 self.loop.create_task(self.bus.connect(wait=True), name="meshbus-proxy-plugin-bus")
             )
         return self.bus
+
+    def _plugins_described(self) -> None:
+        """A REMOTE filter's host described it after the build: build again, with only its hooks."""
+        if self.config.config_path:
+            self.request_reload()
+        elif self.mesh_rebuild is not None:
+            self.mesh_rebuild()
 
     def _swapped(self, runtime: ProxyRuntime) -> None:
         """A runtime went live: Plugins it no longer runs are closed."""

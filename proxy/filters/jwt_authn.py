@@ -150,7 +150,9 @@ class JwtAuthnConfig:
         self.clock = clock
         self.verified: dict[str, _Verified] = {}
         self.cache_size = CACHE_SIZE
-        self.failed: dict[str, tuple[str, float]] = {}
+        self.failed: dict[str, tuple[str, float, tuple[int, ...]]] = {}
+        """token -> (failure, until, the providers that read it): the failure of one location's
+        rules says nothing of another's (a token refused at the wrong header may be valid at its own)."""
         self.stats: dict[str, int] = dict.fromkeys(("verified", "cache_hits", "denied", "no_token"), 0)
         headers: dict[str, dict[str, list[int]]] = {}
         params: dict[str, list[int]] = {}
@@ -229,7 +231,7 @@ class JwtAuthnConfig:
             if now >= hit.valid_until:
                 del self.verified[token]
         bad = self.failed.get(token)
-        if bad is not None and now < bad[1]:
+        if bad is not None and now < bad[1] and bad[2] == readers:
             self.stats["cache_hits"] += 1
             raise _Failed(bad[0])
         try:
@@ -238,7 +240,7 @@ class JwtAuthnConfig:
             if exc.message not in _RETRYABLE and len(token) <= CACHEABLE_TOKEN:
                 if len(self.failed) >= FAILED_CACHE_SIZE:
                     del self.failed[next(iter(self.failed))]
-                self.failed[token] = (exc.message, now + NO_EXP_CACHE_TTL)
+                self.failed[token] = (exc.message, now + NO_EXP_CACHE_TTL, readers)
             raise
         self.stats["verified"] += 1
         if len(token) <= CACHEABLE_TOKEN:
@@ -343,7 +345,7 @@ def _segment_json(segment: str, failure: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
         value = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise _Failed(failure) from None
     if not isinstance(value, dict):
         raise _Failed(failure)
@@ -356,7 +358,10 @@ def _time_claim(payload: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
         raise _Failed(BAD_CLAIMS)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float's range (1e308): no time at all
+        raise _Failed(BAD_CLAIMS) from None
 
 
 def _identity(payload: dict[str, Any], provider: JwtProvider) -> dict[str, Any]:

@@ -339,6 +339,16 @@ class MeshAgent:
             except OSError as exc:
                 self._log.warning("could not save snapshot to %s: %s", self.settings.state_file, exc)
 
+    def rebuild(self) -> None:
+        """Build the applied snapshot again and swap it in (a REMOTE filter's host described its hooks
+        after the build: the new chain calls it only for those)."""
+        runtime = self.applier.rebuild()
+        if runtime is not None:
+            self.swap(runtime)
+        elif self.applier.applied is not None:
+            self._log.warning("rebuilding snapshot v%d failed: %s", self.applier.applied.version,
+                              self.applier.last_error)  # fmt: skip
+
     def _log_fates(self) -> None:
         applied = self.applier.applied
         for line in self._fates.new_lines(applied.typed if applied is not None else ()):

@@ -105,6 +105,8 @@ class MeshMode:
         build = functools.partial(build_runtime, plugins=plugins)
         self.trust = SnapshotTrust(identity.state_dir if identity is not None else None)
         self.agent = MeshAgent(self.bus, agent_settings, swap=server.apply, build=build, trust=self.trust)
+        if plugins is not None:
+            server.mesh_rebuild = self.agent.rebuild  # a REMOTE filter described late: narrow its chain
         # its replies arrive on inboxes of its own: the only ones its NATS user may read
         self.bus.settings = dataclasses.replace(bus_settings, inbox_prefix=inbox_prefix("node", self.node_id))
         self.identity = identity

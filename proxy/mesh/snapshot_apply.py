@@ -200,6 +200,28 @@ class SnapshotApplier:
         self.last_error = ""
         return Outcome("applied", self._ack(snap), runtime)
 
+    def rebuild(self) -> ProxyRuntime | None:
+        """Build the applied snapshot again (same version), e.g. when a REMOTE filter's host has
+        described which hooks it implements after the build; None when there is nothing applied or the
+        build fails (``last_error`` says why; the running runtime stays)."""
+        cur = self.applied
+        if cur is None:
+            return None
+        try:
+            runtime = self.build(
+                list(cur.typed),
+                namespace=self.namespace,
+                labels=self.labels,
+                app_port=self.app_port,
+                version=str(cur.version),
+                previous=self.runtime,
+            )
+        except Exception as exc:  # as in _offer: whatever a build raises keeps the running runtime
+            self.last_error = one_line(exc)
+            return None
+        self.runtime = runtime
+        return runtime
+
 
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip() or exc.__class__.__name__

@@ -335,9 +335,11 @@ class PluginFilter(HttpFilter):
         remote: bool = False,
     ) -> None:
         b = backend
-        if remote:
-            # What a remote filter implements is known once a host said so, maybe after the chain was
-            # made: every hook point is taken, and those it does not implement return at once.
+        # A remote filter's hooks are known once a host described it (bindings asks before a build).
+        # Until then every hook point is taken, and those it does not implement return at once; the
+        # binding is made again, with only its own hook points, on the next build after the answer.
+        self.described = not remote or b.ready
+        if not self.described:
             hooks = HOOK_REQUEST_HEADERS | HOOK_REQUEST_BODY | HOOK_RESPONSE_HEADERS | HOOK_RESPONSE_BODY
             hooks |= HOOK_DONE
         else:
@@ -354,7 +356,7 @@ class PluginFilter(HttpFilter):
                 hooks |= HOOK_DONE
         # One call per request (a single hook, no body): its view is made for the call and dropped.
         # Any other keeps its view for the request, and on_done drops it.
-        self.single = not remote and hooks in (HOOK_REQUEST_HEADERS, HOOK_RESPONSE_HEADERS, HOOK_DONE)
+        self.single = self.described and hooks in (HOOK_REQUEST_HEADERS, HOOK_RESPONSE_HEADERS, HOOK_DONE)
         if not self.single:
             hooks |= HOOK_DONE
         super().__init__(f"plugin:{ref}", phase, priority, hooks)
@@ -484,7 +486,7 @@ class PluginFilter(HttpFilter):
                 self._fn_stats.record(t0)
                 return None
             return self._outcome(req, "on_request_headers", r, t0)
-        st = self._state(ctx)
+        st = LiveRequest(ctx, self) if self.single else self._state(ctx)  # single: a remote one
         if not self.backend.ready:
             return self._when_ready(st, ctx)
         return self._request_headers(st, ctx)
@@ -577,7 +579,7 @@ class PluginFilter(HttpFilter):
                 self._fn_stats.record(t0)
                 return None
             return self._outcome(req, "on_response_headers", r, t0)
-        st = self._state(ctx)
+        st = LiveRequest(ctx, self) if self.single else self._state(ctx)
         if st.skipped or "on_response_headers" not in self.backend.hooks:
             return None
         if ctx.is_local and (self.remote or "on_response_headers" in self.backend.is_async):

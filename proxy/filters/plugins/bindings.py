@@ -8,6 +8,12 @@ every selector label), makes one filter instance per Plugin (IN_PROCESS: loaded 
 reuses the binding of a Plugin whose content did not change, so its instance lives on. A set equal
 to the last one is the very same object: the build then reuses every compiled route.
 
+A REMOTE Plugin's filter takes only the hook points its filter implements, which its host says
+(``info``): ``prepare`` asks the hosts of the REMOTE Plugins a build will select, before the build
+(within ``PREPARE_TIMEOUT``). A Plugin bound before any host answered takes every hook point; when a
+host answers later, ``on_stale`` is called (the server rebuilds) and the next ``resolve`` binds it
+again with its own.
+
 ``activate`` is called when a runtime goes live: instances no longer used are closed after
 ``close_grace`` seconds (requests in flight on the old runtime may still call them). A Plugin that
 cannot be loaded is a build error naming it and the field (``RuntimeBuildError``): a standalone
@@ -22,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.bus.config.meshbus_kinds import DEFAULT_ROOT_NAMESPACE, plugin_selects
-from meshbus.bus.config.resources import MeshConfig, Plugin, Resource
+from meshbus.bus.config.proxy_kinds import MeshConfig, Plugin, Resource
 from meshbus.plugins.api import FilterMetrics
 from meshbus.plugins.http import Peer
 from meshbus.plugins.loader import PluginConfigError, make_filter
@@ -35,6 +41,9 @@ if TYPE_CHECKING:
     from meshbus.proxy.filters.plugins.remote import RemoteFilters
 
 log = logging.getLogger(__name__)
+
+PREPARE_TIMEOUT: Final = 0.5
+"""How long a build waits for REMOTE filters' descriptions (the bus connection included)."""
 
 PHASES: Final = {"AUTHN": C.AUTHN, "AUTHZ": C.AUTHZ, "STATS": C.STATS}
 """Plugin phase -> chain sort key; UNSPECIFIED (and Istio's UNSPECIFIED_PHASE) is just before the router."""
@@ -130,6 +139,8 @@ class PluginRuntime:
     ) -> None:
         self._bus = bus or (lambda: None)
         self._remotes: RemoteFilters | None = None
+        self.on_stale: Callable[[], None] | None = None
+        """Called when a host describes a filter that live bindings took every hook point for."""
         self.close_grace = close_grace
         self._loader = loader
         self._live: dict[tuple[str, str], Binding] = {}
@@ -169,8 +180,39 @@ class PluginRuntime:
         if self._remotes is None:
             from meshbus.proxy.filters.plugins.remote import RemoteFilters
 
-            self._remotes = RemoteFilters(self._bus)
+            self._remotes = RemoteFilters(self._bus, self._described)
         return self._remotes
+
+    def _described(self, name: str) -> None:
+        stale = any(not b.inbound.described and b.resource.spec.filter == name for b in self._live.values())
+        if stale and self.on_stale is not None:
+            self.on_stale()
+
+    def _selected(
+        self, resources: Iterable[Resource], namespace: str, labels: Mapping[str, str]
+    ) -> list[Plugin]:
+        plugins: list[Plugin] = []
+        root = DEFAULT_ROOT_NAMESPACE
+        for res in resources:
+            if isinstance(res, Plugin):
+                plugins.append(res)
+            elif isinstance(res, MeshConfig):
+                root = res.spec.root_namespace
+        return [p for p in plugins if plugin_selects(p.namespace, p.spec, namespace, labels, root)]
+
+    async def prepare(
+        self, resources: Iterable[Resource], *, namespace: str, labels: Mapping[str, str]
+    ) -> None:
+        """Ask the hosts of the REMOTE filters ``resolve`` will bind what they implement, waiting at
+        most PREPARE_TIMEOUT (an answer after that still comes in: see ``on_stale``)."""
+        names = {
+            p.spec.filter
+            for p in self._selected(resources, namespace, labels)
+            if p.spec.placement == "REMOTE"
+        }
+        asking = [self.remotes.ask(n) for n in names if n not in self.remotes.infos]
+        if asking:
+            await asyncio.wait(asking, timeout=PREPARE_TIMEOUT)
 
     @property
     def active(self) -> PluginSet:
@@ -180,20 +222,13 @@ class PluginRuntime:
         self, resources: Iterable[Resource], *, namespace: str, labels: Mapping[str, str]
     ) -> PluginSet:
         """The PluginSet for these resources; RuntimeBuildError when a selected Plugin cannot run."""
-        plugins: list[Plugin] = []
-        root = DEFAULT_ROOT_NAMESPACE
-        for res in resources:
-            if isinstance(res, Plugin):
-                plugins.append(res)
-            elif isinstance(res, MeshConfig):
-                root = res.spec.root_namespace
-        selected = [p for p in plugins if plugin_selects(p.namespace, p.spec, namespace, labels, root)]
+        selected = self._selected(resources, namespace, labels)
         workload = Peer(namespace=namespace, labels=dict(labels))
         bindings = []
         for p in sorted(selected, key=lambda r: (r.namespace, r.name)):
             key = (p.namespace, p.name)
             live = self._live.get(key)
-            if live is None or live.resource != p:
+            if live is None or live.resource != p or (not live.inbound.described and live.backend.ready):
                 live = self._bind(p, workload)
                 old = self._live.get(key)
                 self._live[key] = live

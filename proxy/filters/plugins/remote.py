@@ -2,33 +2,100 @@
 
 What the filter implements comes from a host's ``info`` answer (``RemoteFilters`` keeps one per filter
 name, asked once and again while no host answers): only those hooks are called, bodies only in the
-mode it asked for. Request and response-header hooks are requests with the Plugin's timeout (the
-adapter's ``asyncio.wait_for``); ``response_body`` and ``done`` are published without waiting. "No
-responders", a closed connection or no connection at all raise ``FilterUnreachable`` (503 under
-FAIL_CLOSE); an error verdict raises ``RemoteFilterError``.
+mode it asked for; a host whose ``info`` lists no hooks (one that does not describe its filter) is
+called for every hook. Request and response-header hooks are requests with the Plugin's timeout;
+``response_body`` and ``done`` are published without waiting. "No responders", a closed connection
+or no connection at all raise ``FilterUnreachable`` (503 under FAIL_CLOSE); a timeout raises
+``TimeoutError``; an error verdict raises ``RemoteFilterError``.
+
+Requests do not use nats-py's ``request``: ``Replies`` keeps one wildcard inbox subscription per
+connection and one future per call, with the timeout as a timer on that future. ``request`` adds a
+random token (a ``getrandom`` call), a done callback and ``asyncio.wait_for``'s second future and
+wake-up on every call; this is the proxy's hot path for a remote filter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import BusError
-from meshbus.bus.schemas.filters import ONE_WAY_HOOKS, FilterHostInfo, FilterInfoRequest, FilterVerdict
+from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterCall, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
 from meshbus.plugins.http import Request, Response
-from meshbus.plugins.remote.wire import apply_verdict, call_of, config_digest
+from meshbus.plugins.remote.wire import apply_verdict, config_digest, pack_call, read_verdict
 from meshbus.proxy.filters.plugins.adapter import FilterUnreachable, RemoteFilterError
 
 log = logging.getLogger(__name__)
 
 INFO_TIMEOUT = 1.0
+CALL_HEADERS: Final = {codec.SCHEMA_HEADER: codec.schema_id(FilterCall)}
+
+
+def _expire(fut: asyncio.Future[Msg]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+class Replies:
+    """Replies to one connection's filter calls: ``<inbox>.<n>``, routed to the caller's future."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.prefix = ""
+        self._pending: dict[str, asyncio.Future[Msg]] = {}
+        self._tokens = itertools.count()
+        self._started: asyncio.Task[None] | None = None
+
+    def started(self) -> asyncio.Task[None]:
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start())
+        return self._started
+
+    async def _start(self) -> None:
+        prefix = self.nc.new_inbox() + "."  # under the connection's inbox prefix (mesh mode's NATS users)
+        await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+        self.prefix = prefix
+
+    async def _on_reply(self, msg: Msg) -> None:
+        fut = self._pending.pop(msg.subject[len(self.prefix) :], None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    async def request(self, subject: str, data: bytes, timeout: float) -> Msg:
+        """The reply to ``data`` on ``subject``; TimeoutError past ``timeout`` seconds."""
+        if not self.prefix:
+            started = self.started()
+            try:
+                await asyncio.shield(started)
+            except Exception:
+                if started.done():
+                    self._started = None  # the next call tries again
+                raise
+        token = str(next(self._tokens))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Msg] = loop.create_future()
+        self._pending[token] = fut
+        timer = loop.call_later(timeout, _expire, fut)
+        try:
+            await self.nc.publish(subject, data, reply=self.prefix + token, headers=CALL_HEADERS)
+            msg = await fut
+        finally:
+            timer.cancel()
+            self._pending.pop(token, None)
+        hdrs = msg.headers
+        if hdrs and not msg.data and hdrs.get("Status") == "503":
+            raise nats.errors.NoRespondersError
+        return msg
 
 
 def _mode(mode: str, limit: int) -> BodyMode:
@@ -43,10 +110,21 @@ def _mode(mode: str, limit: int) -> BodyMode:
 class RemoteFilters:
     """Host descriptions by filter name, for one proxy worker, over a bus connection made on demand."""
 
-    def __init__(self, bus: Callable[[], BusConnection | None]) -> None:
+    def __init__(
+        self, bus: Callable[[], BusConnection | None], described: Callable[[str], None] | None = None
+    ) -> None:
         self._bus = bus
         self.infos: dict[str, FilterHostInfo] = {}
         self._asking: dict[str, asyncio.Task[FilterHostInfo | None]] = {}
+        self._replies: Replies | None = None
+        self.described = described
+        """Called with a filter's name when a host first describes it."""
+
+    def replies(self, bus: BusConnection) -> Replies:
+        r = self._replies
+        if r is None or r.nc is not bus.nc:
+            r = self._replies = Replies(bus.nc)
+        return r
 
     def bus(self) -> BusConnection:
         bus = self._bus()
@@ -75,7 +153,11 @@ class RemoteFilters:
         except (FilterUnreachable, BusError, nats.errors.Error, TimeoutError) as exc:
             log.debug("no description of remote filter %s yet: %r", name, exc)
             return None
+        if not info.hooks:
+            log.info("the host of remote filter %s does not list its hooks: calling every hook", name)
         self.infos[name] = info
+        if self.described is not None:
+            self.described(name)
         return info
 
 
@@ -108,7 +190,7 @@ class RemoteBackend:
         info = self.remotes.infos.get(self.filter)
         if info is None:
             return False
-        self.hooks = frozenset("on_" + h for h in info.hooks)
+        self.hooks = frozenset("on_" + h for h in (info.hooks or HOOKS))
         req = _mode(info.request_body, info.request_body_limit)
         self.request_body = req if req.mode == "buffered" else NO_BODY  # a request never pauses per chunk
         self.response_body = _mode(info.response_body, info.response_body_limit)
@@ -126,19 +208,18 @@ class RemoteBackend:
 
     def call(self, hook: str, req: Request, resp: Response | None, body: bytes, end: bool) -> Any:
         wire = hook.removeprefix("on_")
-        msg = call_of(
+        data = pack_call(
             wire, req, plugin=self.plugin, config=self.config, digest=self.digest, resp=resp,
             body=body if hook in ("on_request_body", "on_response_body") else None, end=end,
         )  # fmt: skip
-        data, headers = codec.encode(msg)
         bus = self.remotes.bus()
         subject = self._subject(bus, wire)
         if wire in ONE_WAY_HOOKS:
-            task = asyncio.ensure_future(_publish(bus, subject, data, headers))
+            task = asyncio.ensure_future(_publish(bus, subject, data, CALL_HEADERS))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
             return None
-        return self._request(bus, subject, data, headers, wire, req, resp)
+        return self._request(bus, subject, data, wire, req, resp)
 
     def _subject(self, bus: BusConnection, wire: str) -> str:
         """The hook's subject, made once per hook (and again for another bus's subject root)."""
@@ -151,18 +232,17 @@ class RemoteBackend:
         return subject
 
     async def _request(
-        self, bus: BusConnection, subject: str, data: bytes, headers: dict[str, str], wire: str,
-        req: Request, resp: Response | None,
-    ) -> Any:  # fmt: skip
+        self, bus: BusConnection, subject: str, data: bytes, wire: str, req: Request, resp: Response | None
+    ) -> Any:
         try:
-            msg = await bus.nc.request(subject, data, timeout=self.timeout, headers=headers)
+            msg = await self.remotes.replies(bus).request(subject, data, self.timeout)
         except nats.errors.NoRespondersError:
             raise FilterUnreachable(f"no meshbus-filter-host of {self.filter!r} is live") from None
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
             raise FilterUnreachable(f"NATS connection: {exc!r}") from None
-        except nats.errors.TimeoutError:
+        except (TimeoutError, nats.errors.TimeoutError):
             raise TimeoutError(f"{self.filter} {wire}") from None
-        verdict = codec.decode(msg.data, msg.headers, FilterVerdict, max_bytes=bus.settings.max_payload)
+        verdict = read_verdict(msg.data, msg.headers, bus.settings.max_payload)
         if verdict.error:
             raise RemoteFilterError(verdict.error)
         return apply_verdict(verdict, wire, req, resp)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration.proxy.conftest import ProxyFactory, UpstreamFactory, service_entry
 from tests.integration.proxy.upstreams import Client, fetch
+from tests.support.bounded import eventually
 from tests.support.processes import run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -61,7 +62,7 @@ async def test_chunked_streaming_both_ways(upstreams: UpstreamFactory, proxy: Pr
         await c.send_raw(
             b"POST /up HTTP/1.1\r\nHost: reviews\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
         )
-        await asyncio.sleep(0.05)
+        await u.wait_for_body(b"hello")  # streamed: the first chunk is upstream before the rest is sent
         await c.send_raw(b"6\r\n world\r\n0\r\n\r\n")
         r = await c.read_response()
         assert r.status == 200 and r.json()["body_len"] == 11
@@ -194,9 +195,17 @@ async def test_slow_client_backpressure_delivers_a_large_body(
         )
         head = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200")
-        await asyncio.sleep(0.3)  # not reading: the proxy must pause the upstream, not buffer 8 MiB
         conns = list(p.server.connections)
-        assert conns and conns[0].transport.get_write_buffer_size() < 4 * 1024 * 1024
+        assert conns
+
+        async def upstream_paused() -> bool:  # we do not read: the proxy must pause the upstream
+            ex = conns[0].current
+            up = ex.conn if ex is not None else None
+            return bool(conns[0].write_paused and up is not None and not up.transport.is_reading())
+
+        await eventually("the proxy to pause reading the upstream", upstream_paused, timeout=5)
+        # paused with a write buffer near the high-water mark, not the 8 MiB body
+        assert conns[0].transport.get_write_buffer_size() < 4 * 1024 * 1024
         got = 0
         while got < size:
             got += len(await asyncio.wait_for(c.reader.read(1 << 20), 5))

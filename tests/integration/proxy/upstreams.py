@@ -50,12 +50,15 @@ class Upstream:
     _transports: set[Any] = field(default_factory=set)
     _tasks: set[Any] = field(default_factory=set)
     _arrived: asyncio.Event | None = None
+    partial: bytes = b""  # the body received so far of the request being read (streaming tests)
+    _chunk: asyncio.Event | None = None
 
     async def start(self) -> Upstream:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _UpstreamProtocol(self), "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         self._arrived = asyncio.Event()
+        self._chunk = asyncio.Event()
         return self
 
     async def stop(self) -> None:
@@ -68,6 +71,13 @@ class Upstream:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._server.wait_closed()
+
+    async def wait_for_body(self, prefix: bytes, timeout: float = 5.0) -> None:
+        """Until the request being read has received a body starting with ``prefix`` (before its end)."""
+        async with asyncio.timeout(timeout):
+            while not self.partial.startswith(prefix):
+                self._chunk.clear()  # type: ignore[union-attr]
+                await self._chunk.wait()  # type: ignore[union-attr]
 
     async def wait_for_requests(self, n: int, timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout):
@@ -112,8 +122,12 @@ class _UpstreamProtocol(asyncio.Protocol):
         for kind, payload in events:
             if kind == HEAD:
                 self.head, self.body = payload, []
+                self.up.partial = b""
             elif kind == BODY:
                 self.body.append(payload)
+                self.up.partial = b"".join(self.body)
+                if self.up._chunk is not None:
+                    self.up._chunk.set()
             elif kind == END:
                 self.queue.put_nowait((self.head, b"".join(self.body)))
             elif kind == UPGRADE:

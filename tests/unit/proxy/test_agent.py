@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from meshbus.bus.schemas.discovery import Snapshot
+from meshbus.proxy.build.runtime import build_runtime
 from meshbus.proxy.mesh.agent import parse_labels
 from meshbus.proxy.mesh.snapshot_apply import ResourceCache, SnapshotApplier, load_state, save_state
 
@@ -108,6 +109,26 @@ def test_unusable_snapshot_is_nacked_and_the_last_good_runtime_stays() -> None:
     assert out.action == "nacked" and "resolution" in out.ack.error  # type: ignore[union-attr]
     ok = a.offer(snap(4, [se("reviews"), DR, vs(20)]), now=0)
     assert ok.action == "applied" and a.last_error == "" and weights(a) == [20.0, 80.0]
+
+
+def test_rebuild_builds_the_applied_snapshot_again_and_a_failure_keeps_the_runtime() -> None:
+    # mesh mode's answer to a REMOTE filter described after the build (ProxyServer.mesh_rebuild)
+    calls: list[int] = []
+
+    def build(resources: Any, **kw: Any) -> Any:
+        calls.append(len(resources))
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return build_runtime(resources, **kw)
+
+    a = SnapshotApplier("n1", build=build)
+    assert a.rebuild() is None and calls == []  # nothing applied yet
+    a.offer(snap(7, [se("reviews"), DR, vs(30)]), now=0)
+    first = a.runtime
+    again = a.rebuild()
+    assert again is not None and again is a.runtime and again is not first
+    assert again.version == "7" and calls == [3, 3] and weights(a) == [30.0, 70.0]
+    assert a.rebuild() is None and a.runtime is again and a.last_error == "meshbus: boom"
 
 
 def test_delta_applies_on_its_base_only() -> None:
