@@ -37,6 +37,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ORIGIN, HAPROXY, MESHBUS, ENVOY, MESHBUS_ADMIN, ENVOY_ADMIN = 18080, 18081, 18082, 18083, 18090, 18091
 BODY = "x" * 99 + "\n"  # 100 bytes
@@ -311,35 +312,26 @@ def run_wrk(
     return rps, cpu_us, errors
 
 
-def run_latency(port: int, duration: int, tmp: Path, rate: int = 1000, conns: int = 10) -> tuple[float, ...]:
-    logs = [tmp / f"h2load-{i}.log" for i in range(conns)]
-    for log in logs:
-        log.unlink(missing_ok=True)  # h2load appends
+def start_h2load(
+    port: int, rps: int, requests: int, logs: list[Path], **popen: Any
+) -> list[subprocess.Popen[Any]]:
+    """One h2load per log (``--h1 -c1 --rps rps -n requests``, its per-request log there), started
+    1 ms apart so the connections do not fire in synchronized bursts; ``popen``: Popen's options."""
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
     procs = []
     for log in logs:
-        procs.append(
-            subprocess.Popen(
-                [
-                    "taskset",
-                    "-c",
-                    "0",
-                    "h2load",
-                    "--h1",
-                    "-c1",
-                    "--rps",
-                    str(rate // conns),
-                    "-n",
-                    str(rate // conns * duration),
-                    "-H",
-                    f":authority: {HOST}",
-                    f"--log-file={log}",
-                    f"http://127.0.0.1:{port}/",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        time.sleep(0.001)  # stagger connection starts: no synchronized bursts
+        log.unlink(missing_ok=True)  # h2load appends
+        cmd = ["taskset", "-c", "0", "h2load", "--h1", "-c1", "--rps", str(rps), "-n", str(requests),
+               "-H", f":authority: {HOST}", f"--log-file={log}", f"http://127.0.0.1:{port}/"]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, **popen))
+        time.sleep(0.001)
+    return procs
+
+
+def run_latency(port: int, duration: int, tmp: Path, rate: int = 1000, conns: int = 10) -> tuple[float, ...]:
+    logs = [tmp / f"h2load-{i}.log" for i in range(conns)]
+    procs = start_h2load(port, rate // conns, rate // conns * duration, logs)
     for p in procs:
         try:
             p.wait(duration * 3 + 10)

@@ -1,38 +1,55 @@
-"""Telemetry's cost: two sidecars with telemetry off, on (1% tracing), on (100% tracing), side by side.
+"""Telemetry's cost, per configuration, side by side: per-request CPU of both sidecars and throughput.
 
-    .venv/bin/python bench/telemetry.py [--duration 5] [--rounds 3] [--only off,on-1,on-100]
+    .venv/bin/python bench/telemetry.py [--duration 5] [--rounds 3] [--only off,on-1] [--ship local,bus]
 
 Chain: wrk -> proxy A (client sidecar, outbound) -> proxy B (server sidecar, inbound) -> nginx origin,
 plaintext (bench/mtls.py prices mTLS). Load generator and origin on CPU 0, both proxies on CPU 1
-(bench/run.py's set-up); rounds interleaved; medians [min-max].
+(bench/run.py's set-up); every (case, shipping) pair once per round, rounds interleaved; medians
+[min-max].
 
-- off:     a Telemetry turns every request metric off, access logging off, tracing at 0% (what is
-           left: the trace decision and context propagation, which every request gets).
-- on-1:    Istio's metrics, an access-log record per request, tracing at 1% (Istio's default).
-- on-100:  the same with every request traced (a span per hop, both hops).
-- on-1-nolog: on-1 without access logs (what the access log costs, by difference).
-In the "on" cases each sidecar ships as in mesh mode: metric deltas every second, spans and access
-logs, over a real nats-server to a real meshbus-telemetry (spans to a JSON-lines file, logs into its
-JetStream stream), which also runs on CPU 0.
+Cases (a Telemetry resource on both sidecars):
+- off:          every request metric off, access logging off, tracing at 0% (what is left: the trace
+                decision and context propagation, which every request gets);
+- metrics:      Istio's request metrics only;
+- metrics+log:  and an access-log record per request;
+- on-1:         and tracing at 1% (Istio's default): "telemetry fully on" in issue 13;
+- on-100:       and every request traced (a span per hop, both hops).
+Shipping:
+- local: nothing leaves the process: access-log records and span rows are taken off their queues and
+         discarded (so the request path does all its work, and no sink costs anything);
+- bus:   as in mesh mode: metric deltas every second, spans and access logs, over a real nats-server
+         to a real meshbus-telemetry (spans to a JSON-lines file, logs into its JetStream stream),
+         which also runs on CPU 0.
 
-Reported: throughput and CPU per request of both proxies (the latter suffers less from a busy
-machine), the cost of each "on" case against "off", and meshbus-telemetry's CPU per 1,000 mesh
-requests per second (Mixer cost 0.6 vCPU; the goal is < 0.02). Needs wrk, nginx, taskset.
+Reported: throughput and CPU per request of both proxies (``/proc/<pid>/stat`` user+sys over the wrk
+run: it suffers less from a busy machine than throughput), each case's CPU delta against off (same
+shipping, and off/local) in us per request and %, throughput ratios, and meshbus-telemetry's CPU per
+1,000 mesh requests per second (Mixer cost 0.6 vCPU; the goal is < 0.02). Needs wrk, nginx, taskset.
 Then one replica's capacity: the CPU to decode and merge one sidecar's batch (120 series: a sidecar
 talking to 10 peers, 3 response codes each), and so how many sidecars reporting every second one
 replica keeps up with (``--ingest-only`` runs just that part).
+
+``--profile DIR``: py-spy (``--native``: compiled modules show as their C functions) records both
+proxies during each measured run into DIR (``<case>-<ship>-<a|b>.txt``, py-spy's raw format) and the
+top functions by own time are printed; the sampler costs CPU, so such a run's figures are not the
+bench's (compare profiles with profiles).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the shared helpers come from run.py next to this file
@@ -40,23 +57,21 @@ from run import HOST, ORIGIN, Result, cpu_seconds, med, nginx_conf, process, run
 
 A_PORT, B_PORT, TEL_PORT = 18201, 18202, 18203
 
-OFF = """apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata: {name: off, namespace: istio-system}
-spec:
-  tracing: [{randomSamplingPercentage: 0}]
-  metrics: [{overrides: [{match: {metric: ALL_METRICS}, disabled: true}]}]
-  accessLogging: [{disabled: true}]
-"""
+CASES = ("off", "metrics", "metrics+log", "on-1", "on-100")
+SHIPPING = ("local", "bus")
+GOALS = {"on-1": 5.0, "on-100": 15.0}  # issue 13: % apart from off
+
+_HEAD = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: bench, namespace: istio-system}\nspec:\n"
 
 
 def telemetry_for(case: str) -> str:
+    percent = {"on-1": 1, "on-100": 100}.get(case, 0)
+    spec = f"  tracing: [{{randomSamplingPercentage: {percent}}}]\n"
     if case == "off":
-        return OFF
-    percent = 100 if case == "on-100" else 1
-    return OFF.replace("randomSamplingPercentage: 0", f"randomSamplingPercentage: {percent}").split(
-        "  metrics:"
-    )[0]
+        spec += "  metrics: [{overrides: [{match: {metric: ALL_METRICS}, disabled: true}]}]\n"
+    if case in ("off", "metrics"):
+        spec += "  accessLogging: [{disabled: true}]\n"
+    return _HEAD + spec
 
 
 def client_conf(case: str) -> str:
@@ -84,6 +99,22 @@ spec:
 # ---- a sidecar process (child): a standalone proxy that ships as a mesh-mode one does -----------------
 
 
+class _Discard:
+    """An access-log sink that takes the records and keeps none (``--ship local``)."""
+
+    async def write_records(self, records: list[Any]) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def _drain_spans(buffer: Any) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        buffer.drain()
+
+
 async def _serve(args: argparse.Namespace) -> None:
     from meshbus.bus.connection import BusConnection, BusSettings
     from meshbus.bus.schemas.telemetry import Source
@@ -105,23 +136,33 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     server = ProxyServer(cfg)
     await server.start()
+    if os.environ.get("BENCH_GC_FREEZE"):  # experiment: start-up objects out of the collector's sight
+        import gc
+
+        gc.freeze()
+    dropped = server.internal.telemetry_dropped.labels
+    buffer = SpanRecorder(dropped=dropped("spans"))
+    workload = Workload.of(args.name, "default", labels, args.name)
+    server.observe.set_identity(workload, args.name, f"{args.name}.default.svc.cluster.local", buffer)
     shipper = None
     bus = None
+    drainer = None
     if args.nats:
         bus = BusConnection(BusSettings(url=args.nats, name=f"bench-{args.name}"))
         await bus.connect()
-        dropped = server.internal.telemetry_dropped.labels
-        buffer = SpanRecorder(dropped=dropped("spans"))
-        workload = Workload.of(args.name, "default", labels, args.name)
         resource = {"service.name": f"{args.name}.default"}
-        server.observe.set_identity(workload, args.name, f"{args.name}.default.svc.cluster.local", buffer)
         source = Source(f"{args.name}-bench", args.name, "default", workload.name)
         server.add_access_log_sink(BusSink(bus, source, dropped("access_log")))
         shipper = TelemetryShipper(bus, source, server.registry, buffer, dropped, resource=resource)
         shipper.start()
+    else:
+        server.add_access_log_sink(_Discard())
+        drainer = asyncio.create_task(_drain_spans(buffer))
     try:
         await server.serve_until_stopped()
     finally:
+        if drainer is not None:
+            drainer.cancel()
         if shipper is not None:
             await shipper.stop()
         if bus is not None:
@@ -151,7 +192,7 @@ def chain(tmp: Path, case: str, nats: str) -> list[tuple[list[str], int]]:
     py, me = sys.executable, str(Path(__file__).resolve())
     (tmp / f"a-{case}.yaml").write_text(client_conf(case))
     (tmp / f"b-{case}.yaml").write_text(telemetry_for(case))
-    ship = ["--nats", nats] if case != "off" else []
+    ship = ["--nats", nats] if nats else []
     b = [py, me, "sidecar", "--config", str(tmp / f"b-{case}.yaml"), "--inbound", f"127.0.0.1:{B_PORT}",
          "--app-port", str(ORIGIN), "--name", HOST, *ship]  # fmt: skip
     a = [py, me, "sidecar", "--config", str(tmp / f"a-{case}.yaml"), "--outbound", f"127.0.0.1:{A_PORT}",
@@ -166,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="", help="comma list of: off,on-1,on-100,on-1-nolog")
+    ap.add_argument("--only", default="", help=f"comma list of: {','.join(CASES)}")
+    ap.add_argument("--ship", default=",".join(SHIPPING), help="comma list of: local,bus")
     ap.add_argument("--ingest-only", action="store_true", help="only the replica's ingest capacity")
+    ap.add_argument("--profile", default="", help="record both proxies with py-spy into this folder")
     args = ap.parse_args(argv)
     if args.ingest_only:
         ingest_capacity()
@@ -184,47 +227,94 @@ def main(argv: list[str] | None = None) -> int:
     for d in ("nginx-body", "nginx-proxy", "nginx-fcgi", "nginx-uwsgi", "nginx-scgi"):
         (tmp / d).mkdir()
     (tmp / "nginx.conf").write_text(nginx_conf(tmp))
-    cases = [c for c in ("off", "on-1", "on-100", "on-1-nolog") if not args.only or c in args.only.split(",")]
-    results = {c: Result() for c in cases}
-    collector: dict[str, list[float]] = {c: [] for c in cases}
+    only = args.only.split(",") if args.only else list(CASES)
+    unknown = set(only) - set(CASES) | set(args.ship.split(",")) - set(SHIPPING)
+    if unknown:
+        print(f"unknown case or shipping: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    runs = [(c, s) for c in CASES if c in only for s in SHIPPING if s in args.ship.split(",")]
+    results = {r: Result() for r in runs}
+    collector: dict[tuple[str, str], list[float]] = {r: [] for r in runs}
     nats = EmbeddedNats(port=0, store_dir=str(tmp / "nats"))
     nats.start()
     telemetry = [sys.executable, "-m", "meshbus.telemetry", "--nats", nats.url, "--host", "127.0.0.1",
                  "--metrics-port", str(TEL_PORT), "--spans-file", str(tmp / "spans.jsonl"), "--log-level", "warning"]  # fmt: skip
-    print(f"bench dir {tmp}; {args.rounds} rounds x wrk {args.duration}s; cases {', '.join(cases)}")
+    print(f"bench dir {tmp}; {args.rounds} rounds x wrk {args.duration}s; "
+          f"{', '.join(f'{c}/{s}' for c, s in runs)}")  # fmt: skip
     try:
         with (
             process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log"),
             process(telemetry, 0, TEL_PORT, tmp / "telemetry.log") as tel_pid,
         ):
             for rnd in range(args.rounds):
-                for case in cases:
+                for case, ship in runs:
                     with ExitStack() as stack:
                         pids = [
-                            stack.enter_context(process(cmd, 1, port, tmp / f"{case}-{i}.log"))
-                            for i, (cmd, port) in enumerate(chain(tmp, case, nats.url))
+                            stack.enter_context(process(cmd, 1, port, tmp / f"{case}-{ship}-{i}.log"))
+                            for i, (cmd, port) in enumerate(
+                                chain(tmp, case, nats.url if ship == "bus" else "")
+                            )
                         ]
                         run_wrk(A_PORT, 1, None)  # warm-up: pools, caches, label sets
-                        before = sum(cpu_seconds(p) for p in pids)
+                        before_each = [cpu_seconds(p) for p in pids]
                         tel_before = cpu_seconds(tel_pid)
+                        spies = (
+                            _spy(args.profile, f"{case}-{ship}", pids, args.duration) if args.profile else []
+                        )
                         rps, _, errors = run_wrk(A_PORT, args.duration, None)
+                        for spy, out in spies:
+                            spy.wait()
+                            print(
+                                f"    {out.name}: "
+                                + "; ".join(f"{share:.1f}% {fn}" for fn, share in top_self(out))
+                            )
                         requests = max(1.0, rps * args.duration)
-                        cpu_us = (sum(cpu_seconds(p) for p in pids) - before) * 1e6 / requests
+                        each = [
+                            (cpu_seconds(p) - b) * 1e6 / requests
+                            for p, b in zip(pids, before_each, strict=True)
+                        ]
+                        cpu_us = sum(each)
                         tel_cpu = cpu_seconds(tel_pid) - tel_before
-                    res = results[case]
+                    res = results[(case, ship)]
                     res.rps.append(rps)
                     res.cpu_us.append(cpu_us)
                     res.errors += errors
                     # vCPU per 1,000 rps: CPU seconds per second, per thousand requests per second
                     per_k = (tel_cpu / args.duration) / (rps / 1000) if rps else float("nan")
-                    collector[case].append(per_k)
-                    print(f"  round {rnd + 1} {case:7s} {rps:9,.0f} rps  cpu {cpu_us:6.1f} us/req (both proxies)  "
-                          f"meshbus-telemetry {per_k:.4f} vCPU per 1k rps  errors {errors}")  # fmt: skip
+                    collector[(case, ship)].append(per_k)
+                    print(f"  round {rnd + 1} {case + '/' + ship:17s} {rps:9,.0f} rps  cpu {cpu_us:6.1f} us/req "
+                          f"(A {each[1]:.1f} + B {each[0]:.1f})  meshbus-telemetry {per_k:.4f} vCPU per 1k rps  errors {errors}",
+                          flush=True)  # fmt: skip
     finally:
         nats.cleanup()
     report(results, collector)
     ingest_capacity()
     return 0
+
+
+def _spy(
+    folder: str, name: str, pids: list[int], duration: int
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = []
+    for pid, side in zip(pids, "ba", strict=True):
+        path = Path(folder) / f"{name}-{side}.txt"
+        cmd = [spy, "record", "--native", "--rate", "500", "-p", str(pid), "-d", str(duration), "-f", "raw", "-o", str(path)]  # fmt: skip
+        out.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
+    return out
+
+
+def top_self(path: Path, n: int = 12) -> list[tuple[str, float]]:
+    """The functions with the most own samples in a py-spy raw profile, as (name, % of samples)."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frame = stack.rsplit(";", 1)[-1].split(" (")[0]
+        own[frame] += int(count)
+        total += int(count)
+    return [(fn, 100 * c / total) for fn, c in own.most_common(n)] if total else []
 
 
 def ingest_capacity(n: int = 300) -> float:
@@ -264,23 +354,33 @@ def ingest_capacity(n: int = 300) -> float:
     return per_batch
 
 
-def report(results: dict[str, Result], collector: dict[str, list[float]]) -> None:
+def _delta(results: dict[tuple[str, str], Result], run: tuple[str, str], base: tuple[str, str]) -> str:
+    if base not in results or run == base:
+        return "-"
+    cpu, cpu0 = statistics.median(results[run].cpu_us), statistics.median(results[base].cpu_us)
+    rps, rps0 = statistics.median(results[run].rps), statistics.median(results[base].rps)
+    return f"{cpu - cpu0:+.1f} us ({100 * (cpu / cpu0 - 1):+.1f}%), rps x{rps / rps0:.3f}"
+
+
+def report(results: dict[tuple[str, str], Result], collector: dict[tuple[str, str], list[float]]) -> None:
     print()
-    print("| case | rps median [min-max] | CPU us/req (A+B) | meshbus-telemetry vCPU per 1k rps | errors |")
-    print("|---|---|---|---|---|")
-    for case, r in results.items():
-        tel = med(collector[case]) if case != "off" else "-"
-        print(f"| {case} | {med(r.rps)} | {med(r.cpu_us)} | {tel} | {r.errors} |")
-    if "off" in results:
-        base_rps = statistics.median(results["off"].rps)
-        base_cpu = statistics.median(results["off"].cpu_us)
-        for case, goal in (("on-1", 5), ("on-100", 15), ("on-1-nolog", 5)):
-            if case in results:
-                drop = 100 * (1 - statistics.median(results[case].rps) / base_rps)
-                cpu = 100 * (statistics.median(results[case].cpu_us) / base_cpu - 1)
-                print(
-                    f"{case}: throughput {drop:+.1f}% below off, CPU per request {cpu:+.1f}% (goal: < {goal}% apart)"
-                )
+    print("| case | rps median [min-max] | CPU us/req (A+B) | vs off, same shipping: CPU, rps | "
+          "vs off/local | meshbus-telemetry vCPU per 1k rps | errors |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for (case, ship), r in results.items():
+        tel = med(collector[(case, ship)]) if ship == "bus" else "-"
+        print(f"| {case}/{ship} | {med(r.rps)} | {med(r.cpu_us)} | {_delta(results, (case, ship), ('off', ship))} "
+              f"| {_delta(results, (case, ship), ('off', 'local'))} | {tel} | {r.errors} |")  # fmt: skip
+    base = ("off", "local")
+    if base in results:
+        for (case, ship), r in results.items():
+            goal = GOALS.get(case)
+            if goal is None:
+                continue
+            drop = 100 * (1 - statistics.median(r.rps) / statistics.median(results[base].rps))
+            cpu = 100 * (statistics.median(r.cpu_us) / statistics.median(results[base].cpu_us) - 1)
+            print(f"{case}/{ship} vs off/local: throughput {drop:+.1f}% below, CPU per request {cpu:+.1f}% "
+                  f"(goal: < {goal:g}% apart)")  # fmt: skip
     print("goal (issue 13): meshbus-telemetry < 0.02 vCPU per 1,000 mesh rps (Mixer: 0.6)")
 
 

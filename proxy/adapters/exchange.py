@@ -252,6 +252,12 @@ class Exchange:
                 self.keep_alive = False
                 self.local(501, "-", "meshbus: only origin-form and http:// absolute-form targets\n")
                 return
+        if not authority and head.version != "1.0" and "host" not in hdict:
+            # RFC 9112 3.2: an HTTP/1.1 request must carry Host (empty is allowed); HTTP/1.0 need not,
+            # and routes on the default host. An absolute-form target names it (as Envoy and nginx).
+            self.details = "missing_host_header"  # Envoy's response code details
+            self.local(400, "-", "meshbus: an HTTP/1.1 request needs a Host header\n")
+            return
         self.authority = authority
         if "x-request-id" not in hdict:
             rid = ctx.new_request_id()

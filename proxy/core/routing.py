@@ -21,7 +21,9 @@ from meshbus.proxy.filters.chain import EMPTY_CHAIN, FilterChain
 from meshbus.proxy.filters.headerops import EMPTY_HEADER_OPS, HeaderOps
 
 
-@dataclass(slots=True)
+# init=False with the __init__ below: one is made per request, and compiled, mypyc runs a
+# dataclass-generated __init__ as interpreted Python; this one is native.
+@dataclass(slots=True, init=False)
 class RequestView:
     """What routing needs from one request; built by the HTTP adapter."""
 
@@ -31,6 +33,22 @@ class RequestView:
     headers: Mapping[str, str]  # lowercase names; duplicates joined with ","
     source_ip: str
     scheme: str = "http"
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        authority: str,
+        headers: Mapping[str, str],
+        source_ip: str,
+        scheme: str = "http",
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.authority = authority
+        self.headers = headers
+        self.source_ip = source_ip
+        self.scheme = scheme
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,9 @@ class JwtAuthnConfig:
         self.newest: _Verified | None = None
         """The entry last put at the end of ``verified`` (a hit on it has nothing to move)."""
         self.failed: dict[str, tuple[str, float, tuple[int, ...]]] = {}
-        """token -> (Envoy's words, until when, the providers that read it where it failed)."""
+        """token -> (Envoy's words, until when, the providers that read it where it failed): the
+        failure of one location's rules says nothing of another's (a token refused at the wrong
+        header may be valid at its own)."""
         self.stats: dict[str, int] = dict.fromkeys(("verified", "cache_hits", "denied", "no_token"), 0)
         headers: dict[str, dict[str, list[int]]] = {}
         params: dict[str, list[int]] = {}
@@ -411,7 +413,7 @@ def _segment_json(segment: str, failure: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
         value = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise _Failed(failure) from None
     if not isinstance(value, dict):
         raise _Failed(failure)
@@ -424,7 +426,10 @@ def _time_claim(payload: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
         raise _Failed(BAD_CLAIMS)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float's range (1e308): no time at all
+        raise _Failed(BAD_CLAIMS) from None
 
 
 def _identity(payload: dict[str, Any], provider: JwtProvider) -> dict[str, Any]:

@@ -36,17 +36,18 @@ class VerifyKey:
 
 
 def _algs_for(jwk: dict[str, Any]) -> frozenset[str]:
-    kty = jwk.get("kty")
+    kty, crv, named = jwk.get("kty"), jwk.get("crv"), jwk.get("alg")
+    if not isinstance(named, str | None) or not isinstance(crv, str | None):
+        return frozenset()  # a list or object where a name belongs: no key of ours
     if kty == "RSA":
         allowed = RSA_ALGS
     elif kty == "EC":
-        alg = EC_ALGS.get(str(jwk.get("crv")))
+        alg = EC_ALGS.get(str(crv))
         allowed = frozenset({alg}) if alg else frozenset()
     elif kty == "OKP":
-        allowed = frozenset({"EdDSA"}) if jwk.get("crv") in OKP_CURVES else frozenset()
+        allowed = frozenset({"EdDSA"}) if crv in OKP_CURVES else frozenset()
     else:
         return frozenset()
-    named = jwk.get("alg")
     if named is None:
         return allowed
     return allowed & {named}
@@ -59,6 +60,8 @@ def parse_jwks(text: str) -> tuple[tuple[VerifyKey, ...], list[str]]:
         data = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"jwks is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("jwks is not JSON: arrays or objects nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise ValueError('jwks must be a JSON object with a "keys" list')
     keys: list[VerifyKey] = []

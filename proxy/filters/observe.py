@@ -20,14 +20,17 @@ filter fields under ``access_log`` (the record's ``metadata``: the authorization
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.build.telemetry_policy import SidePolicy
 from meshbus.proxy.filters.stats import Identity, StatsRecorder
 from meshbus.proxy.filters.tracing import HopTracer, TraceHop
-from meshbus.telemetry.accesslog import AccessLogRecord
+from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLogRecord
 from meshbus.telemetry.metrics import CounterChild, InternalMetrics, IstioMetrics, RequestSeries
 from meshbus.telemetry.peer import PEER_HEADER, Workload
+
+if TYPE_CHECKING:  # the exchange imports this module: typed only, for mypyc's native access
+    from meshbus.proxy.adapters.exchange import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,10 @@ class Observability:
 class HopTelemetry:
     """One listener's STATS phase: ``begin`` and ``done`` are called by the exchange."""
 
-    __slots__ = ("direction", "ident", "local_replies", "peer", "peer_line", "server", "stats", "tracer")
+    __slots__ = (
+        "_p_cluster", "_p_line", "_p_runtime", "_runtime", "_side", "direction", "ident", "local_replies",
+        "peer", "peer_line", "server", "stats", "tracer",
+    )  # fmt: skip
 
     def __init__(self, server: Any, direction: str) -> None:
         obs = server.observe
@@ -76,6 +82,13 @@ class HopTelemetry:
         self.local_replies: Any = obs.local_replies
         self.peer: list[tuple[str, str]] = []
         self.peer_line = b""
+        # The last runtime's policy for this side, and the last (runtime, cluster)'s peer line: a
+        # runtime is immutable (a new snapshot is a new one), so identity says when to look again.
+        self._runtime: Any = None
+        self._side: SidePolicy = SidePolicy()
+        self._p_runtime: Any = None
+        self._p_cluster: Any = None
+        self._p_line = b""
         obs.listeners.append(self)
         self.identity_changed()
 
@@ -84,37 +97,47 @@ class HopTelemetry:
         side sends (meshbus.telemetry.peer)."""
         self.stats.policy = None
         self.tracer.spans = self.server.observe.spans
+        self._p_runtime = None
         if self.direction == "outbound":
             value = self.ident.workload.header_value()
             self.peer = [(PEER_HEADER, value)]
             self.peer_line = f"{PEER_HEADER}: {value}\r\n".encode("latin-1")
 
-    def peer_line_for(self, ex: Any) -> bytes:
+    def peer_line_for(self, ex: Exchange) -> bytes:
         """The peer header line for this request's upstream head: only to mesh workloads (a cluster
         whose endpoints have identities), never to services outside the mesh."""
         if not self.peer_line:
             return b""
-        ctls = ex.runtime.tls.clusters.get(ex.cluster.name)
-        return self.peer_line if ctls is not None and ctls.identities else b""
+        runtime = ex.runtime
+        cluster = ex.cluster
+        if runtime is not self._p_runtime or cluster is not self._p_cluster:
+            ctls = runtime.tls.clusters.get(cluster.name) if cluster is not None else None
+            self._p_line = self.peer_line if ctls is not None and ctls.identities else b""
+            self._p_runtime = runtime
+            self._p_cluster = cluster
+        return self._p_line
 
-    def upstream_headers(self, ex: Any, hop: TraceHop) -> list[tuple[str, str]]:
+    def upstream_headers(self, ex: Exchange, hop: TraceHop) -> list[tuple[str, str]]:
         """What this hop adds to a rebuilt upstream head: the peer header, the trace headers."""
         peer = self.peer if self.peer_line_for(ex) else []
         trace = hop.headers
         return peer + trace if trace is not None else peer
 
-    def side(self, ex: Any) -> SidePolicy:
+    def side(self, ex: Exchange) -> SidePolicy:
         runtime = ex.runtime or self.server.runtime
-        return runtime.telemetry.side(self.direction)
+        if runtime is not self._runtime:
+            self._side = runtime.telemetry.side(self.direction)
+            self._runtime = runtime
+        return self._side
 
-    def begin(self, ex: Any) -> TraceHop:
+    def begin(self, ex: Exchange) -> TraceHop:
         try:
             return self.tracer.begin(ex, self.side(ex).tracing)
         except Exception as exc:  # a trace must never cost the request: go on without one
             log.error("trace start failed: %s: %s", type(exc).__name__, exc)
             return TraceHop("")
 
-    def done(self, ex: Any, flags: str, duration: float) -> None:
+    def done(self, ex: Exchange, flags: str, duration: float) -> None:
         side = self.side(ex)
         s = self.stats.series(ex, side)
         if type(s) is not RequestSeries:  # labels that read the request
@@ -129,11 +152,14 @@ class HopTelemetry:
             except Exception as exc:  # a span must never cost the response
                 log.error("span end failed: %s: %s", type(exc).__name__, exc)
         al = side.access_log
-        if not al.enabled or not self.server.logging_on:
+        if not al.enabled:
+            return
+        sink = self.server.access_log
+        if sink is NULL_ACCESS_LOG:  # no access log is kept: not even a record is made
             return
         if al.filter is not None and not _passes(al.filter, ex, flags, duration):
             return
-        self.server.access_log.log(access_record(ex, flags, duration, hop, self.direction))
+        sink.log(access_record(ex, flags, duration, hop, self.direction))
 
     def _local_reply(self, flags: str) -> None:
         child: CounterChild = self.local_replies.labels(flags)
@@ -141,20 +167,22 @@ class HopTelemetry:
 
 
 def access_record(
-    ex: Any, flags: str, duration: float, hop: TraceHop | None, direction: str
+    ex: Exchange, flags: str, duration: float, hop: TraceHop | None, direction: str
 ) -> AccessLogRecord:
     head = ex.head
-    hd = head.hdict
+    hd: dict[str, str] = head.hdict  # typed: compiled, its lookups are direct dict calls
     view = ex.view
     cluster = ex.cluster
     route = ex.route
-    fs = ex.filter_state
+    fs: dict[str, Any] | None = ex.filter_state
     auth = fs.get("request.auth") if fs is not None else None  # proxy/filters/jwt_authn.py
+    dc = ex.dc
+    version: str = head.version
     return AccessLogRecord(
         ex.start,
         head.method,
         view.path if view is not None else head.target,
-        _PROTOCOLS.get(head.version) or "HTTP/" + head.version,
+        _PROTOCOLS.get(version) or "HTTP/" + version,
         ex.status,
         flags,
         ex.details or ex.tls_failure,
@@ -169,8 +197,8 @@ def access_record(
         ex.upstream_host,
         cluster.name if cluster is not None else None,
         route.name if route is not None else None,
-        ex.dc.peer_ip,
-        ex.dc.peer_principal,
+        dc.peer_ip,
+        dc.peer_principal,
         hop.trace_id if hop is not None else None,
         auth["principal"] if auth is not None else None,
         fs.get("access_log") if fs is not None else None,  # fields filters add (chain.FilterContext)
@@ -178,7 +206,7 @@ def access_record(
     )
 
 
-def request_attributes(ex: Any, flags: str, duration: float) -> dict[str, Any]:
+def request_attributes(ex: Exchange, flags: str, duration: float) -> dict[str, Any]:
     """Istio's per-request CEL attributes (meshbus.bus.config.cel.ATTRIBUTES), for the access-log
     filter and for metric labels that read the request."""
     head = ex.head
@@ -218,7 +246,7 @@ def request_attributes(ex: Any, flags: str, duration: float) -> dict[str, Any]:
     }
 
 
-def _passes(program: Any, ex: Any, flags: str, duration: float) -> bool:
+def _passes(program: Any, ex: Exchange, flags: str, duration: float) -> bool:
     try:
         return program.execute(request_attributes(ex, flags, duration)) is True
     except Exception:  # Envoy's CEL filter: an expression that cannot be evaluated does not match

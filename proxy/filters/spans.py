@@ -2,10 +2,11 @@
 
 Only sampled requests reach this module (the decision is made first, in proxy/filters/tracing.py,
 with no object of this module made), so a request that is not sampled costs nothing here. A span
-is an `OpenSpan` while its request runs; at the end it becomes one row (`SpanRecorder.ROW`): the
-OpenTelemetry span fields (ids, kind, name, times, stable HTTP semantic-convention attributes,
-status), in a bounded buffer that the mesh agent's shipper drains off the request path and sends
-to meshbus-telemetry, which makes each row an SDK ``ReadableSpan`` and exports it with the SDK's
+is an `OpenSpan` while its request runs; at the end it becomes one row (`ROW`): the
+OpenTelemetry span fields (ids, kind, name, times, status, custom tags) and the request's facts
+(method, target, authority, status, ...), in a bounded buffer that the mesh agent's shipper drains off the request path and sends
+to meshbus-telemetry, which makes each row an SDK ``ReadableSpan`` (the facts become the stable
+HTTP semantic-convention attributes there: telemetry/spanattrs.py) and exports it with the SDK's
 OTLP/HTTP exporter (telemetry/collector/exporters.py). A full buffer drops the span and counts it
 in ``meshbus_telemetry_dropped_total{signal="spans"}``.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 from meshbus.telemetry.metrics import CounterChild
-from meshbus.telemetry.tracecontext import new_span_id
 
 DEFAULT_CAPACITY: Final = 4096
 SERVER: Final = 1  # opentelemetry.trace.SpanKind.SERVER
@@ -32,27 +32,34 @@ STATUS_ERROR: Final = 2
 ROW: Final[tuple[str, ...]] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "attributes",
     "status_code", "tracestate",
+    # the request's facts, which meshbus-telemetry makes the stable HTTP semantic-convention
+    # attributes (telemetry/spanattrs.py): a dict per span built in the proxy cost ~1 us per hop
+    "method", "target", "authority", "protocol_version", "request_id", "user_agent", "peer_address",
+    "peer_principal", "route", "port", "status", "response_flags", "upstream_host", "upstream_cluster",
+    "node_id",
 )  # fmt: skip
-"""The fields of a span row, in order (ids as lowercase hex; ``parent_span_id`` "" for a root)."""
+"""The fields of a span row, in order (ids as lowercase hex; ``parent_span_id`` "" for a root;
+``attributes``: the span's custom tags only, or None)."""
 
 
 class OpenSpan:
-    """A span while its request runs."""
+    """A span while its request runs (what the request itself says is read when it ends)."""
 
     __slots__ = ("attributes", "kind", "name", "parent_id", "span_id", "start_ns", "trace_id", "tracestate")
 
     def __init__(
         self,
         trace_id: str,
+        span_id: str,
         parent_id: str,
         name: str,
         kind: int,
         start_ns: int,
-        attributes: dict[str, Any],
+        attributes: dict[str, Any] | None,
         tracestate: str,
     ) -> None:
         self.trace_id = trace_id
-        self.span_id = new_span_id()
+        self.span_id = span_id
         self.parent_id = parent_id
         self.name = name
         self.kind = kind
@@ -76,29 +83,37 @@ class SpanRecorder:
         name: str,
         server: bool,
         trace_id: str,
+        span_id: str,
         parent_id: str,
         tracestate: str | None,
         start_ns: int,
-        attributes: dict[str, Any],
+        attributes: dict[str, Any] | None,
     ) -> OpenSpan:
-        """A span of ``trace_id``, child of ``parent_id`` ("" for a new root), with an id of its own."""
+        """Span ``span_id`` of ``trace_id``, child of ``parent_id`` ("" for a new root)."""
         return OpenSpan(
-            trace_id, parent_id, name, SERVER if server else CLIENT, start_ns, attributes, tracestate or ""
+            trace_id,
+            span_id,
+            parent_id,
+            name,
+            SERVER if server else CLIENT,
+            start_ns,
+            attributes,
+            tracestate or "",
         )
 
-    def end(self, span: OpenSpan, attributes: dict[str, Any], error: bool, end_ns: int) -> None:
+    def end(self, span: OpenSpan, error: bool, end_ns: int, facts: list[Any]) -> None:
+        """The span ends, with the request's ``facts`` (ROW's fields from ``method`` on): a row, or a
+        drop when the buffer is full."""
         rows = self.rows
         if len(rows) >= self.capacity:
             self.dropped.value += 1
             return
-        attrs = span.attributes
-        attrs.update(attributes)
-        rows.append(
-            [
-                span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.start_ns, end_ns, attrs,
-                STATUS_ERROR if error else STATUS_UNSET, span.tracestate,
-            ]
-        )  # fmt: skip
+        row = [
+            span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.start_ns, end_ns,
+            span.attributes, STATUS_ERROR if error else STATUS_UNSET, span.tracestate,
+        ]  # fmt: skip
+        row += facts
+        rows.append(row)
 
     def drain(self) -> list[list[Any]]:
         out, self.rows = self.rows, []

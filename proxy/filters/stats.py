@@ -24,6 +24,7 @@ from meshbus.telemetry.metrics import IstioMetrics, RequestSeries
 from meshbus.telemetry.peer import PEER_HEADER, UNKNOWN_WORKLOAD, Workload, believed
 
 if TYPE_CHECKING:
+    from meshbus.proxy.adapters.exchange import Exchange
     from meshbus.proxy.core.cluster import Cluster
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class StatsRecorder:
         self.by_peer: dict[str, dict[str, Any]] = {}
 
     # -- per request ----------------------------------------------------------------------------
-    def series(self, ex: Any, side: SidePolicy) -> Any:
+    def series(self, ex: Exchange, side: SidePolicy) -> Any:
         """The recorder for this request's peer pair (a RequestSeries, or a `_PerRequest`)."""
         if side is not self.policy:
             self.policy = side
@@ -124,7 +125,7 @@ class StatsRecorder:
 
     # -- label sets (once per peer pair) ---------------------------------------------------------
     def _source_labels(
-        self, ex: Any, cluster: Cluster | None, host: str
+        self, ex: Exchange, cluster: Cluster | None, host: str
     ) -> tuple[dict[str, str], dict[str, Any]]:
         ident = self.ident
         me = ident.workload
@@ -163,7 +164,7 @@ class StatsRecorder:
         }
         return labels, attrs
 
-    def _upstream_principal(self, ex: Any, cluster: Cluster, host: str, ns: str) -> str:
+    def _upstream_principal(self, ex: Exchange, cluster: Cluster, host: str, ns: str) -> str:
         """The destination's SPIFFE ID when the proxy sent it mTLS (auto or ISTIO_MUTUAL) and the
         service has one identity; Istio reads it from the peer certificate."""
         runtime = ex.runtime
@@ -180,7 +181,7 @@ class StatsRecorder:
         return f"spiffe://{td}/ns/{ins}/sa/{sa}"
 
     def _destination_labels(
-        self, ex: Any, claimed: str, principal: str | None
+        self, ex: Exchange, claimed: str, principal: str | None
     ) -> tuple[dict[str, str], dict[str, Any]]:
         ident = self.ident
         me = ident.workload

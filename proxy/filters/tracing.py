@@ -12,26 +12,30 @@ Per request, in this order, before any SDK object exists:
    trace id, the decision in its flags) so every hop after this one keeps both.
 
 The ``x-request-id`` is kept as received (the listener makes one when none came). The span is named
-``{method} {route}`` and carries the stable HTTP semantic-convention attributes; it ends when the
-exchange finishes (`end`). A request that is not sampled costs an id or two and a header line.
+``{method} {route}``; it ends when the exchange finishes (`end`), as a row of the request's facts
+that meshbus-telemetry makes the stable HTTP semantic-convention attributes (telemetry/spanattrs.py). A request that is not sampled costs an id or two and a header line.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.build.telemetry_policy import TracingSettings
+from meshbus.proxy.filters.spans import OpenSpan, SpanRecorder
 from meshbus.telemetry.tracecontext import (
     SAMPLED,
     UNDECIDED,
     W3C,
     extract,
+    new_ids,
     new_span_id,
-    new_trace_id,
     propagation_headers,
 )
+
+if TYPE_CHECKING:  # the exchange imports this module: typed only, for mypyc's native access
+    from meshbus.proxy.adapters.exchange import Exchange
 
 _rand: Final = random.random
 _KNOWN_METHODS: Final = frozenset(
@@ -48,7 +52,7 @@ class TraceHop:
 
     def __init__(self, trace_id: str) -> None:
         self.trace_id = trace_id
-        self.span: Any = None
+        self.span: OpenSpan | None = None
         self.strip = False
         self.line = b""
         self.fmt = W3C
@@ -68,73 +72,87 @@ class HopTracer:
 
     __slots__ = ("server", "spans")
 
-    def __init__(self, server: bool, spans: Any) -> None:
+    def __init__(self, server: bool, spans: SpanRecorder | None) -> None:
         self.server = server
-        self.spans = spans  # SpanRecorder, or None: no spans at all (the decision is still propagated)
+        self.spans = spans  # None: no spans at all (the decision is still propagated)
 
-    def begin(self, ex: Any, settings: TracingSettings) -> TraceHop:
-        inc = extract(ex.head.hdict)
+    def begin(self, ex: Exchange, settings: TracingSettings) -> TraceHop:
+        hd: dict[str, str] = ex.head.hdict
+        inc = extract(hd)
+        spans = self.spans
         if inc is None:
             sampled = _rand() < settings.sampling
-            hop = TraceHop(new_trace_id())
-            parent = ""
-            fmt = W3C
-        else:
-            s = inc.sampled
-            sampled = _rand() < settings.sampling if s == UNDECIDED else s == SAMPLED
-            hop = TraceHop(inc.trace_id)
-            parent = inc.span_id
-            fmt = inc.fmt
-        spans = self.spans
+            trace_id, span_id = new_ids()
+            hop = TraceHop(trace_id)
+            if sampled and settings.report and spans is not None:
+                hop.span = spans.start(
+                    span_name(ex, self.server), self.server, trace_id, span_id, "", None, int(ex.start * 1e9),
+                    custom_tags(ex, settings),
+                )  # fmt: skip
+            hop.span_id = span_id
+            hop.sampled = sampled
+            # the common case: no caller's context, W3C out
+            hop.line = f"traceparent: 00-{trace_id}-{span_id}-{'01' if sampled else '00'}\r\n".encode()
+            return hop
+        s = inc.sampled
+        sampled = _rand() < settings.sampling if s == UNDECIDED else s == SAMPLED
+        hop = TraceHop(inc.trace_id)
+        parent = inc.span_id
         if sampled and settings.report and spans is not None:
-            span = hop.span = spans.start(
+            span_id = new_span_id()
+            hop.span = spans.start(
                 span_name(ex, self.server),
                 self.server,
                 hop.trace_id,
+                span_id,
                 parent,
-                inc.tracestate if inc is not None else None,
+                inc.tracestate,
                 int(ex.start * 1e9),
-                start_attributes(ex, self.server, settings),
+                custom_tags(ex, settings),
             )
-            span_id = span.span_id
-        elif inc is not None and parent and inc.sampled != UNDECIDED:
+        elif parent and s != UNDECIDED:
             return hop  # not ours to record: the caller's headers go on as they came
         else:
             span_id = new_span_id()
-        hop.strip = inc is not None
+        fmt = inc.fmt
+        hop.strip = True
         hop.fmt = fmt
         hop.span_id = span_id
         hop.parent_id = parent
         hop.sampled = sampled
-        if fmt == W3C:  # the common case, without the header list
-            flags = "01" if sampled else "00"
-            hop.line = f"traceparent: 00-{hop.trace_id}-{span_id}-{flags}\r\n".encode()
+        if fmt == W3C:
+            hop.line = f"traceparent: 00-{hop.trace_id}-{span_id}-{'01' if sampled else '00'}\r\n".encode()
         else:
             hop.line = "".join(
                 f"{n}: {v}\r\n" for n, v in propagation_headers(fmt, hop.trace_id, span_id, parent, sampled)
             ).encode("latin-1")
         return hop
 
-    def end(self, ex: Any, hop: TraceHop, flags: str) -> None:
+    def end(self, ex: Exchange, hop: TraceHop, flags: str) -> None:
+        span = hop.span
+        spans = self.spans
+        if span is None or spans is None:
+            return
         status = ex.status
-        attrs: dict[str, Any] = {"http.response.status_code": status}
         # Semconv: 5xx is an error on both sides, 4xx on the client side only; no response is one too.
         error = status >= 500 or status == 0 or (status >= 400 and not self.server)
-        if error:
-            attrs["error.type"] = str(status) if status else (flags if flags != "-" else "_OTHER")
-        if flags != "-":
-            attrs["meshbus.response_flags"] = flags
-        if not self.server and ex.upstream_host:
-            attrs["network.peer.address"], _, port = ex.upstream_host.rpartition(":")
-            if port.isdigit():
-                attrs["network.peer.port"] = int(port)
+        head = ex.head
+        hd = head.hdict
+        view = ex.view
+        route = ex.route
         cluster = ex.cluster
-        if cluster is not None:
-            attrs["upstream_cluster"] = cluster.name
-        self.spans.end(hop.span, attrs, error, time.time_ns())
+        dc = ex.dc
+        facts: list[Any] = [
+            head.method, view.path if view is not None else head.target, ex.authority, head.version,
+            hd.get("x-request-id", ""), hd.get("user-agent"), dc.peer_ip, dc.peer_principal,
+            route.name if route is not None else None, cluster.port if cluster is not None else 0, status,
+            flags, ex.upstream_host, cluster.name if cluster is not None else None,
+            ex.ctx.tele.ident.workload.name,
+        ]  # fmt: skip
+        spans.end(span, error, time.time_ns(), facts)
 
 
-def span_name(ex: Any, server: bool) -> str:
+def span_name(ex: Exchange, server: bool) -> str:
     method = ex.head.method
     if method not in _KNOWN_METHODS:
         method = "HTTP"
@@ -147,42 +165,12 @@ def span_name(ex: Any, server: bool) -> str:
     return f"{method} {name}"
 
 
-def start_attributes(ex: Any, server: bool, settings: TracingSettings) -> dict[str, Any]:
-    head = ex.head
-    hd = head.hdict
-    view = ex.view
-    path = view.path if view is not None else head.target
-    host, _, port = (
-        (ex.authority or "").rpartition(":") if ":" in (ex.authority or "") else (ex.authority, "", "")
-    )
-    method = head.method
-    attrs: dict[str, Any] = {
-        "http.request.method": method if method in _KNOWN_METHODS else "_OTHER",
-        "url.path": path.partition("?")[0],
-        "url.scheme": "http",
-        "server.address": host or "",
-        "network.protocol.version": head.version,
-        "meshbus.request_id": hd.get("x-request-id", ""),
-        "node_id": ex.ctx.tele.ident.workload.name,
-    }
-    if port.isdigit():
-        attrs["server.port"] = int(port)
-    elif ex.cluster is not None:
-        attrs["server.port"] = ex.cluster.port
-    if server:
-        attrs["network.peer.address"] = ex.dc.peer_ip
-        if ex.dc.peer_principal:
-            attrs["meshbus.peer.principal"] = ex.dc.peer_principal
-    else:
-        attrs["url.full"] = f"http://{ex.authority}{path}"
-    route = ex.route
-    if route is not None and route.name:
-        attrs["http.route"] = route.name
-    ua = hd.get("user-agent")
-    if ua is not None:
-        attrs["user_agent.original"] = ua
-    for name, value in settings.literal_tags:
-        attrs[name] = value
+def custom_tags(ex: Exchange, settings: TracingSettings) -> dict[str, Any] | None:
+    """The span's custom tags (Telemetry ``customTags``: literal and header), or None."""
+    if not settings.literal_tags and not settings.header_tags:
+        return None
+    hd = ex.head.hdict
+    attrs: dict[str, Any] = dict(settings.literal_tags)
     for tag in settings.header_tags:
         v = hd.get(tag.value, tag.default)
         if v is not None:

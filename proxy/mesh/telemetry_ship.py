@@ -44,6 +44,7 @@ DEFAULT_INTERVAL_S: Final = 1.0
 _SPAN_FIELDS: Final = list(ROW)
 _RECORD_FIELDS: Final = list(FIELDS)
 _RECORDS_PER_BATCH: Final = 500  # ~100 KiB of rows: well under the bus's message limit
+_SPANS_PER_BATCH: Final = 500  # ~300 KiB of rows: under the limit, so a batch is seldom split
 _SPLIT_AT: Final = 0.8  # of the bus's max payload: leaves room for headers
 
 
@@ -109,10 +110,9 @@ class TelemetryShipper:
         self.seq += 1
         subject = self.bus.subjects.telemetry("metrics", self.source.node)
         try:
-            for chunk in self._fit(
-                families, lambda fs: MetricBatch(self.source, self.seq, fs), _split_families
+            for data, headers, _n in self._fit(
+                [families], lambda fs: MetricBatch(self.source, self.seq, fs), _split_families
             ):
-                data, headers = _encoded(MetricBatch(self.source, self.seq, chunk))
                 await self.bus.nc.publish(subject, data, headers=headers)
         except Exception as exc:  # not connected, or the client's buffer is full: try again next time
             log.debug("metric batch not sent (%s); it goes with the next one", exc)
@@ -130,38 +130,37 @@ class TelemetryShipper:
         subject = self.bus.subjects.telemetry("spans", self.source.node)
         sent = 0
         try:
-            for chunk in self._fit(
-                data,
+            chunks = [data[i : i + _SPANS_PER_BATCH] for i in range(0, len(data), _SPANS_PER_BATCH)]
+            for body, headers, n in self._fit(
+                chunks,
                 lambda ds: SpanBatch(
                     self.source, self.resource, provider, _SPAN_FIELDS, pack_rows(ds), len(ds)
                 ),
                 _halves,
             ):
-                body, headers = _encoded(
-                    SpanBatch(
-                        self.source, self.resource, provider, _SPAN_FIELDS, pack_rows(chunk), len(chunk)
-                    )
-                )
                 await self.bus.nc.publish(subject, body, headers=headers)
-                sent += len(chunk)
+                sent += n
         except Exception as exc:
             self.dropped("spans").value += len(data) - sent
             log.warning("dropped %d spans: %s", len(data) - sent, exc)
 
     def _fit(
         self,
-        items: list[Any],
+        chunks: list[list[Any]],
         make: Callable[[list[Any]], Any],
         split: Callable[[list[Any]], list[list[Any]]],
-    ) -> list[list[Any]]:
-        """``items`` in chunks whose message fits the bus's payload limit."""
+    ) -> list[tuple[bytes, dict[str, str], int]]:
+        """``chunks`` encoded, each as (payload, headers, items), split further until each message
+        fits the bus's payload limit. Each message is encoded once (a span batch every second is
+        the bulk of a sidecar's shipping work; encoding it to measure it and again to send doubled it)."""
         limit = self.bus.settings.max_payload * _SPLIT_AT
-        out: list[list[Any]] = []
-        todo = [items]
+        out: list[tuple[bytes, dict[str, str], int]] = []
+        todo = list(reversed(chunks))
         while todo:
             chunk = todo.pop()
-            if len(_encoded(make(chunk))[0]) <= limit or len(chunk) <= 1:
-                out.append(chunk)
+            data, headers = _encoded(make(chunk))
+            if len(data) <= limit or len(chunk) <= 1:
+                out.append((data, headers, len(chunk)))
             else:
                 todo.extend(reversed(split(chunk)))
         return out

@@ -20,6 +20,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from meshbus.telemetry.spanattrs import FACTS, http_attributes
+
 _SCOPE = InstrumentationScope("meshbus.proxy")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
@@ -37,8 +39,13 @@ def readable_spans(
         at["status_code"],
         at["tracestate"],
     )
+    facts = all(f in at for f in FACTS)  # an older proxy sent the attributes themselves
     out = []
     for row in rows:
+        if facts:
+            attributes = http_attributes({name: row[i] for name, i in at.items()})
+        else:
+            attributes = dict(row[attrs] or {})
         trace_id = int(row[tid], 16)
         tracestate = TraceState.from_header([row[state]]) if row[state] else None
         parent_hex = row[pid]
@@ -48,7 +55,7 @@ def readable_spans(
                 context=SpanContext(trace_id, int(row[sid], 16), False, _SAMPLED, tracestate),
                 parent=SpanContext(trace_id, int(parent_hex, 16), True, _SAMPLED) if parent_hex else None,
                 resource=resource,
-                attributes=dict(row[attrs]),
+                attributes=attributes,
                 kind=SpanKind(row[kind]),
                 status=Status(StatusCode(row[status])),
                 start_time=row[start],

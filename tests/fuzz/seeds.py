@@ -15,6 +15,7 @@ import msgpack
 from meshbus.bus import codec
 from meshbus.bus.schemas.discovery import Heartbeat, Register, Snapshot, SnapshotAck
 from meshbus.bus.schemas.identity import CertifyRequest, TrustBundle, TrustRoot
+from tests.fuzz import jwt_case
 from tests.support import smuggling
 
 HERE = Path(__file__).resolve().parent
@@ -66,6 +67,7 @@ def seeds() -> dict[str, list[bytes]]:
         "http1_response": [bytes([p]) + r for r in RESPONSES for p in (0, 1, 2, 0x83)],
         "config": [],  # tests/golden/config is read directly
         "bus_message": _messages(),
+        "jwt": jwt_case.seeds(),
     }
 
 

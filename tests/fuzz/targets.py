@@ -14,6 +14,8 @@ crash file holds):
   refused with ``RuntimeBuildError``, never crash the proxy).
 - ``bus_message``: every registered bus message decoder (`meshbus.bus.codec.decode`), with and without
   the schema header.
+- ``jwt``: tokens (as sent, or with fuzzed claims or header signed by a real key) through the inbound
+  JWT filter's verification, and JWKS documents through their parser (tests/fuzz/jwt_case.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from meshbus.bus.errors import BusError
 from meshbus.proxy.build.errors import RuntimeBuildError
 from meshbus.proxy.build.runtime import build_runtime
 from meshbus.proxy.codec.http1 import HEAD, ProtocolError, RequestSession, ResponseSession, passthrough_head
+from tests.fuzz import jwt_case
 
 Target = Callable[[bytes], None]
 
@@ -104,4 +107,5 @@ TARGETS: dict[str, Target] = {
     "http1_response": http1_response,
     "config": config,
     "bus_message": bus_message,
+    "jwt": jwt_case.case,
 }

@@ -15,6 +15,7 @@ from meshbus.proxy.filters.spans import ROW, SpanRecorder
 from meshbus.telemetry.accesslog import AccessLogRecord
 from meshbus.telemetry.exposition import render_prometheus
 from meshbus.telemetry.peer import PEER_HEADER, Workload
+from meshbus.telemetry.spanattrs import http_attributes
 from tests.integration.proxy.conftest import ProxyFactory, ProxyHandle, service_entry, yaml
 from tests.integration.proxy.upstreams import HeadServer
 
@@ -102,7 +103,7 @@ async def test_a_sampled_hop_records_a_span_and_sends_its_id_in_the_callers_form
         assert sent["traceparent"] == f"00-{T}-{mine}-01" and sent["x-request-id"] == "rid-1"
         assert span["kind"] == 2 and span["name"] == "GET reviews.default.svc.cluster.local"  # CLIENT
         assert span["end_ns"] >= span["start_ns"] > 0 and span["status_code"] == 0
-        attrs = span["attributes"]
+        attrs = http_attributes(span)  # what meshbus-telemetry makes of the row
         assert attrs["http.request.method"] == "GET" and attrs["url.path"] == "/r"
         assert attrs["http.response.status_code"] == 200 and attrs["server.address"] == "reviews"
         assert attrs["meshbus.request_id"] == "rid-1" and "error.type" not in attrs

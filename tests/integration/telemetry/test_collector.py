@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -104,16 +105,33 @@ async def test_spans_go_to_the_file_and_overflow_is_counted(
 ) -> None:
     path = tmp_path / "spans.jsonl"
     async with replica(nats_server.url, subject_root, spans_file=str(path)) as svc:
+        # a row as an older proxy sent it (its attributes made), and one with the request's facts
         span = ["4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "", "GET x", 2, 1, 2, {"a": 1}, 0, ""]
         await bus.publish(
             bus.subjects.telemetry("spans", "p1"),
-            SpanBatch(Source("p1"), {"service.name": "x.default"}, "", list(ROW), pack_rows([span]), 1),
+            SpanBatch(Source("p1"), {"service.name": "x.default"}, "", list(ROW[:10]), pack_rows([span]), 1),
+        )
+        facts = ["GET", "/y?q=1", "y:9080", "1.1", "rid", None, "10.0.0.1", None, "r", 9080, 503, "UF",
+                 "10.0.0.7:9080", "outbound|9080||y", "node"]  # fmt: skip
+        row = [*span[:3], "GET y", 2, 1, 2, None, 2, "", *facts]
+        await bus.publish(
+            bus.subjects.telemetry("spans", "p1"),
+            SpanBatch(Source("p1"), {"service.name": "x.default"}, "", list(ROW), pack_rows([row]), 1),
         )
 
         async def in_file() -> bool:
             return path.exists() and '"GET x"' in path.read_text()
 
         await until("the span in the file", in_file)
+
+        async def made() -> bool:
+            return '"GET y"' in path.read_text()
+
+        await until("the span from facts in the file", made)
+        line = next(x for x in path.read_text().splitlines() if '"GET y"' in x)
+        attrs = json.loads(line)["attributes"]
+        assert attrs["url.path"] == "/y" and attrs["http.response.status_code"] == 503
+        assert attrs["error.type"] == "503" and attrs["network.peer.port"] == 9080
         # a full export queue drops (and counts) instead of queuing without end
         svc._queue = asyncio.Queue(1)
         svc._queue.put_nowait(SpanBatch(Source("p1")))  # occupies the one place (nobody takes it now)

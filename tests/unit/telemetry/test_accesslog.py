@@ -225,6 +225,23 @@ def test_field_order_is_stable_for_positional_construction() -> None:
     }
 
 
+def test_init_takes_the_fields_in_order_with_their_defaults() -> None:
+    """The hand-written __init__ (see AccessLogRecord) agrees with the declared fields."""
+    from dataclasses import MISSING
+    from dataclasses import fields as dc_fields
+
+    # distinct values of each field's type (compiled, the types are checked)
+    values: list[object] = [2.5, "m", "p", "HTTP/2", 201, "UH", "d", 3, 4, 5.5, 6.5]
+    values += [f"s{i}" for i in range(11)] + [{"k": "v"}, "inbound"]
+    assert len(values) == len(FIELDS)
+    r = AccessLogRecord(*values)  # type: ignore[arg-type]
+    assert [getattr(r, name) for name in FIELDS] == values
+    bare = AccessLogRecord(1.0)
+    for f in dc_fields(AccessLogRecord)[1:]:
+        assert f.default is not MISSING and getattr(bare, f.name) == f.default, f.name
+    assert AccessLogRecord(1.0, direction="inbound").direction == "inbound"
+
+
 _text = st.one_of(st.none(), st.text(max_size=40))
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshbus.telemetry.tracecontext import (
     B3_MULTI,
@@ -13,6 +17,7 @@ from meshbus.telemetry.tracecontext import (
     W3C,
     extract,
     header_lines,
+    new_ids,
     new_span_id,
     new_trace_id,
     propagation_headers,
@@ -52,6 +57,53 @@ def test_w3c_traceparent_and_tracestate() -> None:
 )
 def test_invalid_traceparent_starts_a_new_trace(value: str) -> None:
     assert extract({"traceparent": value}) is None
+
+
+# The W3C grammar as a regex: the oracle for the parser, which reads the header by slices (what
+# follows a future version's fourth field may be anything: DOTALL).
+_W3C = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z", re.DOTALL)
+
+
+def _by_regex(value: str) -> tuple[str, str, int] | None:
+    m = _W3C.match(value.strip())
+    if m is None:
+        return None
+    version, trace_id, span_id, flags, rest = m.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return trace_id, span_id, int(flags, 16) & 1
+
+
+_hexish = st.text(alphabet="0123456789abcdefABx-", max_size=3)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=70),
+        st.tuples(
+            st.sampled_from(["00", "01", "ff", "0g", "0", "000"]),
+            st.sampled_from([T, "0" * 32, T[:31], T + "a", T.upper(), T[:10] + "-" + T[11:]]),
+            st.sampled_from([S, "0" * 16, S[:15], S[:5] + "-" + S[6:]]),
+            st.sampled_from(["00", "01", "03", "0x", "1", "ff"]),
+            _hexish,
+            st.sampled_from(["", " ", "\t"]),
+        ).map(lambda p: f"{p[5]}{p[0]}-{p[1]}-{p[2]}-{p[3]}{p[4]}{p[5]}"),
+    )
+)
+def test_traceparent_parser_agrees_with_the_w3c_grammar(value: str) -> None:
+    ctx = extract({"traceparent": value})
+    got = None if ctx is None else (ctx.trace_id, ctx.span_id, ctx.sampled)
+    assert got == _by_regex(value)
+
+
+def test_new_ids_are_hex_of_the_right_lengths_and_differ() -> None:
+    seen = set()
+    for _ in range(100):
+        trace_id, span_id = new_ids()
+        assert len(trace_id) == 32 and len(span_id) == 16
+        assert not (trace_id + span_id).strip("0123456789abcdef")
+        seen.add(trace_id)
+    assert len(seen) == 100
 
 
 def test_a_future_version_is_read_by_its_first_four_fields() -> None:
