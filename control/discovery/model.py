@@ -268,15 +268,21 @@ class MeshModel:
                 else:
                     scoped.pop(old.namespace, None)
 
+        # A KV revision never goes back for a key: an older one is a stale read (after a reconnect, a
+        # watch restarted on a JetStream replica still catching up), and applying it would roll the
+        # mesh back to config the operator already replaced (seen under chaos).
         for key, rev in deletes:
             revision = max(revision, rev)
-            if key in entries:
+            old = entries.get(key)
+            if old is not None and 0 < rev < old.revision:
+                continue
+            if old is not None:
                 drop(key)
                 changed = True
         for e in puts:
             revision = max(revision, e.revision)
             old = entries.get(e.key)
-            if old is not None and old.digest == e.digest:
+            if old is not None and (old.digest == e.digest or 0 < e.revision < old.revision):
                 continue
             drop(e.key)
             changed = True

@@ -29,6 +29,7 @@ class Traffic:
     def __init__(self, port: int) -> None:
         self.port = port
         self.outcomes: list[str] = []  # the version that answered, or why the request failed
+        self.stamped = 0  # responses carrying x-chaos-stamp (a REMOTE Plugin's work, tests/chaos)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
 
@@ -39,6 +40,8 @@ class Traffic:
                 self.outcomes.append(
                     r.headers.get("x-demo-version", "?") if r.status == 200 else f"HTTP {r.status}"
                 )
+                if "x-chaos-stamp" in r.headers:
+                    self.stamped += 1
             except OSError as exc:
                 self.outcomes.append(f"error {exc!r}")
             self._stop.wait(0.005)  # pacing: about 100 requests a second
