@@ -346,6 +346,16 @@ class KeyValueStore:
 
         return await self._call(op)
 
+    async def last_revision(self) -> int:
+        """The bucket's newest revision (its stream's last sequence): a watcher that has seen less for
+        long has lost its consumer (see ``watch``)."""
+
+        async def op(kv: KeyValue) -> int:
+            info = await self.bus.nc.jetstream().stream_info(self.stream)
+            return int(info.state.last_seq)
+
+        return await self._call(op)
+
     async def watch(
         self, pattern: str = ">", *, include_history: bool = False
     ) -> AsyncIterator[KvEntry | None]:

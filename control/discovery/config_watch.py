@@ -39,6 +39,7 @@ class ConfigWatch:
         *,
         create: bool = False,
         retry: float = 0.5,
+        stall_check: float = 5.0,
         logger: logging.Logger | None = None,
         transform: Transform | None = None,
     ) -> None:
@@ -58,6 +59,9 @@ class ConfigWatch:
         self.synced = False
         self.bad_values = 0
         self.restarts = 0
+        self.stalls = 0
+        self.seen = 0  # the newest revision the watch delivered (bad values included)
+        self.stall_check = stall_check
         self._log = logger or log
         self._task: asyncio.Task[None] | None = None
 
@@ -73,9 +77,17 @@ class ConfigWatch:
         while True:
             reconnects = self.bus.stats.reconnects
             watch = asyncio.create_task(self._watch(), name="meshbus-discovery-kv-watch")
+            loop = asyncio.get_running_loop()
+            next_check = loop.time() + self.stall_check
+            behind: int | None = None
             try:
                 while not watch.done() and self.bus.stats.reconnects == reconnects:
                     await asyncio.wait([watch], timeout=self.retry)
+                    if self.synced and loop.time() >= next_check:
+                        next_check = loop.time() + self.stall_check
+                        behind = await self._behind(behind)
+                        if behind == -1:
+                            break
             finally:
                 if not watch.done():
                     watch.cancel()
@@ -87,6 +99,26 @@ class ConfigWatch:
                 self._log.log(level, "config watch ended: %r; retrying", exc)
             self.restarts += 1
             await asyncio.sleep(self.retry)
+
+    async def _behind(self, before: int | None) -> int | None:
+        """The bucket's revision when the model lags it, -1 when it lagged it at the last check too and
+        has not moved since (the watch lost its consumer: a NATS node holding it died while this
+        client stayed connected elsewhere, and an ordered consumer does not notice), else None."""
+        try:
+            last = await self.kv.last_revision()
+        except BusError:
+            return before  # NATS away: the reconnect restarts the watch
+        if last <= self.seen:
+            return None
+        if before is not None and self.seen < before:
+            self.stalls += 1
+            self._log.warning(
+                "config watch stalled at revision %d (bucket at %d): watching again",
+                self.seen,
+                last,
+            )
+            return -1
+        return last
 
     async def _watch(self) -> None:
         initial: list[KvEntry] = []
@@ -118,6 +150,7 @@ class ConfigWatch:
         puts: list[ConfigEntry] = []
         deletes: list[tuple[str, int]] = [(e.key, e.revision) for e in extra_deletes or ()]
         for e in entries:
+            self.seen = max(self.seen, e.revision)
             if e.deleted or e.value is None:
                 deletes.append((e.key, e.revision))
                 continue
