@@ -491,3 +491,19 @@ def _entry(raw: KeyValue.Entry) -> KvEntry:
     created = raw.created if isinstance(raw.created, dt.datetime) else None
     value = raw.value if op is KvOperation.PUT else None
     return KvEntry(raw.key, int(raw.revision or 0), value, op, created)
+
+
+async def when_available(open_: Callable[[], Awaitable[None]], what: str, log: logging.Logger) -> None:
+    """Run ``open_`` until JetStream answers it (starting, or electing leaders after a node died): a
+    component that exited instead is restarted with a growing backoff and stays away for long (found
+    by tests/chaos). JetStream announces no recovery, so this polls with a capped backoff."""
+    attempt = 0
+    while True:
+        try:
+            await open_()
+            return
+        except (UnavailableError, NotReadyError) as exc:
+            if attempt == 0:
+                log.warning("%s not available yet (%s); retrying", what, exc)
+            await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+            attempt = min(attempt + 1, 16)

@@ -25,10 +25,9 @@ from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import (
     BadRequestError,
     BusError,
-    NotReadyError,
     PermissionDeniedError,
-    UnavailableError,
 )
+from meshbus.bus.kv import when_available
 from meshbus.bus.schemas.identity import (
     BundleReply,
     BundleRequest,
@@ -114,20 +113,15 @@ class CaService:
             await self._publish_bundle()
 
     async def _open_stores(self) -> None:
-        """Open the token and bundle buckets, waiting out a JetStream that cannot answer yet (starting,
-        or electing leaders after a node died): a CA that exited instead would be restarted with a
-        growing backoff while proxies' certificates run out (found by tests/chaos)."""
-        attempt = 0
-        while True:
-            try:
-                self._tokens = await TokenStore.open(self.bus)
-                self._bundles = await BundleStore.open(self.bus)
-                return
-            except (UnavailableError, NotReadyError) as exc:
-                if attempt == 0:
-                    self._log.warning("CA buckets not available yet (%s); retrying", exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))  # JetStream announces no recovery
-                attempt = min(attempt + 1, 16)
+        """Open the token and bundle buckets, waiting out a JetStream that cannot answer yet: a CA
+        that exited instead would be restarted with a growing backoff while proxies' certificates
+        run out (found by tests/chaos)."""
+
+        async def open_() -> None:
+            self._tokens = await TokenStore.open(self.bus)
+            self._bundles = await BundleStore.open(self.bus)
+
+        await when_available(open_, "CA buckets", self._log)
 
     async def stop(self) -> None:
         sweeper, self._sweeper = self._sweeper, None

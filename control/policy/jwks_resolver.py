@@ -25,7 +25,7 @@ from meshbus.bus import codec
 from meshbus.bus.config.resources import RequestAuthentication
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import BusError, ConflictError
-from meshbus.bus.kv import BucketConfig, KeyValueStore, KvEntry
+from meshbus.bus.kv import BucketConfig, KeyValueStore, KvEntry, when_available
 from meshbus.bus.kv_follow import follow
 from meshbus.bus.schemas.config import decode_value, manifest_resource
 from meshbus.bus.schemas.jwks import JWKS_BUCKET, JwksRecord, jwks_key, jwks_source
@@ -93,7 +93,9 @@ class JwksResolver:
         return out
 
     async def start(self) -> None:
-        await self.store.open()
+        # waiting out a JetStream that cannot answer yet, as meshbus-ca does (an exit here kept
+        # meshbus-policy away for minutes of restart backoff under chaos)
+        await when_available(self.store.open, "JWKS bucket", self._log)
         self._tasks = [
             asyncio.create_task(
                 follow(

@@ -106,7 +106,15 @@ def test_chaos(tmp_path: Path) -> None:
             assert state is not None
             victim = rng.choice(VICTIMS)
             before = host_pid if victim == FILTER_HOST else pid_of(state, victim)
-            os.kill(before, signal.SIGKILL)
+            try:
+                os.kill(before, signal.SIGKILL)
+            except ProcessLookupError:  # down already (exited, being restarted): wait for it, pick again
+                wait_for(
+                    f"{victim} back",
+                    lambda v=victim, b=before: (s := read_state(tmp_path)) is not None and pid_of(s, v) != b,
+                    60,
+                )
+                continue
             kills[victim] += 1
             if victim == FILTER_HOST:  # no supervisor restarts it: we do, as a deployment would
                 hosts[-1].wait(timeout=10)
