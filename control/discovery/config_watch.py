@@ -12,7 +12,6 @@ the key keeps its last good value and the rest of the mesh keeps flowing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import BusError
 from meshbus.bus.kv import BucketConfig, KeyValueStore, KvEntry
+from meshbus.bus.kv_follow import FollowState, follow
 from meshbus.bus.schemas.config import decode_value
 from meshbus.bus.tasks import cancel_and_wait
 
@@ -58,9 +58,7 @@ class ConfigWatch:
         self.model = MeshModel()
         self.synced = False
         self.bad_values = 0
-        self.restarts = 0
-        self.stalls = 0
-        self.seen = 0  # the newest revision the watch delivered (bad values included)
+        self.follow = FollowState()
         self.stall_check = stall_check
         self._log = logger or log
         self._task: asyncio.Task[None] | None = None
@@ -74,65 +72,29 @@ class ConfigWatch:
             self._task = None
 
     async def _supervise(self) -> None:
-        while True:
-            reconnects = self.bus.stats.reconnects
-            watch = asyncio.create_task(self._watch(), name="meshbus-discovery-kv-watch")
-            loop = asyncio.get_running_loop()
-            next_check = loop.time() + self.stall_check
-            behind: int | None = None
-            try:
-                while not watch.done() and self.bus.stats.reconnects == reconnects:
-                    await asyncio.wait([watch], timeout=self.retry)
-                    if self.synced and loop.time() >= next_check:
-                        next_check = loop.time() + self.stall_check
-                        behind = await self._behind(behind)
-                        if behind == -1:
-                            break
-            finally:
-                if not watch.done():
-                    watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watch
-            if watch.done() and not watch.cancelled() and watch.exception() is not None:
-                exc = watch.exception()
-                level = logging.DEBUG if isinstance(exc, BusError) else logging.ERROR
-                self._log.log(level, "config watch ended: %r; retrying", exc)
-            self.restarts += 1
-            await asyncio.sleep(self.retry)
+        await follow(
+            self.kv,
+            ">",
+            self._load,
+            lambda entry: self._apply([entry]),
+            retry=self.retry,
+            stall_check=self.stall_check,
+            logger=self._log,
+            state=self.follow,
+        )
 
-    async def _behind(self, before: int | None) -> int | None:
-        """The bucket's revision when the model lags it, -1 when it lagged it at the last check too and
-        has not moved since (the watch lost its consumer: a NATS node holding it died while this
-        client stayed connected elsewhere, and an ordered consumer does not notice), else None."""
-        try:
-            last = await self.kv.last_revision()
-        except BusError:
-            return before  # NATS away: the reconnect restarts the watch
-        if last <= self.seen:
-            return None
-        if before is not None and self.seen < before:
-            self.stalls += 1
-            self._log.warning(
-                "config watch stalled at revision %d (bucket at %d): watching again",
-                self.seen,
-                last,
-            )
-            return -1
-        return last
+    @property
+    def restarts(self) -> int:
+        return self.follow.restarts
 
-    async def _watch(self) -> None:
-        initial: list[KvEntry] = []
-        loading = True
-        async for entry in self.kv.watch(">"):
-            if entry is None:
-                loading = False
-                self._load(initial)
-                initial = []
-                continue
-            if loading:
-                initial.append(entry)
-                continue
-            self._apply([entry])
+    @property
+    def stalls(self) -> int:
+        return self.follow.stalls
+
+    @property
+    def seen(self) -> int:
+        """The newest revision the watch delivered (bad values included)."""
+        return self.follow.seen
 
     def _load(self, entries: list[KvEntry]) -> None:
         """Initial contents: apply them and delete whatever the model has that they lack."""
@@ -150,7 +112,6 @@ class ConfigWatch:
         puts: list[ConfigEntry] = []
         deletes: list[tuple[str, int]] = [(e.key, e.revision) for e in extra_deletes or ()]
         for e in entries:
-            self.seen = max(self.seen, e.revision)
             if e.deleted or e.value is None:
                 deletes.append((e.key, e.revision))
                 continue
