@@ -107,7 +107,8 @@ def _raw_removed(raw: bytes, ops: HeaderOps, hdict: dict[str, str]) -> bytes | N
     if ops.set or ops.add:
         return None
     for name in ops.remove:
-        if name in hdict:
+        value = hdict.get(name)
+        if value is not None:
             found = _REMOVE_LINE.get(name)
             if found is None:
                 if len(_REMOVE_LINE) > 256:
@@ -125,7 +126,18 @@ def _raw_removed(raw: bytes, ops: HeaderOps, hdict: dict[str, str]) -> bytes | N
             if i < 0:
                 raw = pat.sub(b"", raw, count=1)
                 continue
-            end = raw.find(b"\r", i + 2)
+            # The line ends after its value and the blanks around it (the parser hands the value
+            # without them, latin-1: one byte a character): stepping over them costs no search of
+            # the value for its CR (a token is hundreds of bytes). Anything else: search.
+            end = i + len(lower)
+            n = len(raw)
+            while end < n and (raw[end] == 32 or raw[end] == 9):
+                end += 1
+            end += len(value)
+            while end < n and (raw[end] == 32 or raw[end] == 9):
+                end += 1
+            if end >= n or raw[end] != 13:
+                end = raw.find(b"\r", i + 2)
             raw = raw[:i] if end < 0 else raw[:i] + raw[end:]
     return raw
 

@@ -70,6 +70,9 @@ if TYPE_CHECKING:
 AUTHORIZATION: Final = "meshbus.filters.http.authz"
 AUTH_STATE: Final = "request.auth"
 """filter_state key of the JWT filter's verified token (read here)."""
+PRINCIPAL_STATE: Final = "request.auth.principal"
+"""filter_state key of the JWT filter's ``(claims, (iss, sub))`` (jwt_authn.REQUEST_PRINCIPAL): the
+request principal worked out once per token, good while ``request.auth``'s claims are those."""
 ACCESS_LOG_STATE: Final = "access_log"
 """filter_state key of the fields filters add to the request's access-log line."""
 _BODY_STATE: Final = "authz.body"
@@ -246,6 +249,10 @@ class AuthzFilter(HttpFilter):
         head = ctx.head
         peer = dc.peer_ip
         r = Request(dc.peer_principal or "", peer, head.method, view.authority, path, head.hdict, auth)
+        if auth is not None:
+            known = fs.get(PRINCIPAL_STATE) if fs is not None else None
+            if known is not None and auth.get("claims") is known[0]:
+                r.known_request_principal(known[1])
         r.dest_port = self.dest_port
         if self.uses_remote_ip:
             r.remote_ip = remote_address(head.hdict.get("x-forwarded-for"), peer, self.trusted)
@@ -266,17 +273,21 @@ class AuthzFilter(HttpFilter):
         if not d.action:  # the default allow, with marks
             return None
         stats.decided(d.allowed, d.action, d.policy)
-        result = ALLOWED if d.allowed else DENIED
+        ready = d.log_fields  # a decision the tables share: its fields made once (engine.Decision)
+        fields = (
+            ready.copy()
+            if ready is not None
+            else {"authz_result": ALLOWED if d.allowed else DENIED, "authz_policy": d.policy}
+        )
         fs = ctx.filter_state
-        if fs is None:  # nothing else logs: one literal
-            ctx.filter_state = {ACCESS_LOG_STATE: {"authz_result": result, "authz_policy": d.policy}}
+        if fs is None:  # nothing else logs
+            ctx.filter_state = {ACCESS_LOG_STATE: fields}
         else:
             md = fs.get(ACCESS_LOG_STATE)
             if md is None:  # the JWT filter's state only (the usual request with a token)
-                fs[ACCESS_LOG_STATE] = {"authz_result": result, "authz_policy": d.policy}
+                fs[ACCESS_LOG_STATE] = fields
             else:
-                md["authz_result"] = result
-                md["authz_policy"] = d.policy
+                md.update(fields)
         if d.allowed:
             return None
         reply = self._denials.get(d.policy)

@@ -62,6 +62,12 @@ from meshbus.proxy.filters.jwt_keys import ALLOWED_ALGS, VerifyKey
 JWT_AUTHN: Final = "meshbus.filters.http.jwt_authn"
 REQUEST_AUTH: Final = "request.auth"
 """The ``ctx.filter_state`` key of the verified identity (the authorization filter's input)."""
+REQUEST_PRINCIPAL: Final = "request.auth.principal"
+"""The ``ctx.filter_state`` key of ``(claims, (iss, sub))``: the request principal as the authorization
+filter reads it from those claims (``engine.Request.request_principal``), worked out once per token.
+Set only when the claims have string ``iss`` and ``sub``; a reader uses it only while the identity's
+``claims`` is that same dict object (the cached claims are never edited: every request of the token
+shares them)."""
 
 CLOCK_SKEW: Final = 60.0
 CACHE_SIZE: Final = 4096
@@ -151,6 +157,14 @@ class _Verified:
     """``exp`` + skew (now + NO_EXP_CACHE_TTL without ``exp``)."""
     ops: dict[Location, HeaderOps | None] = field(default_factory=dict)
     """What goes upstream when this token alone came at a location (and no output header did)."""
+    one_ready: bool = False
+    """This token's provider reads the config's one token header (``JwtAuthnConfig.one_header``):
+    ``one_ops`` is then what goes upstream for a token there (without forged output headers to
+    remove), worked out when the entry was cached, so a hit costs no lookup keyed by location."""
+    one_ops: HeaderOps | None = None
+    principal: tuple[dict[str, Any], tuple[str, str]] | None = None
+    """``(claims, (iss, sub))`` for the authorization filter (``REQUEST_PRINCIPAL``), or None when the
+    claims lack a string ``iss`` or ``sub`` (the principal is then worked out from ``principal``)."""
 
 
 HeaderEntry = tuple[str, int, Location, tuple[int, ...]]
@@ -177,13 +191,21 @@ class JwtAuthnConfig:
         """token -> its verified identity, least recently used first (a hit moves its token to the
         end; a plain dict, whose lookups are the compiled code's fastest)."""
         self.cache_size = CACHE_SIZE
+        self.last_value = ""
+        self.last_hit: _Verified | None = None
+        """The ``one_header`` value whose token was verified (or found in the cache) last, and its
+        entry: a client repeating its token costs a string comparison, not a hash of the token."""
         self.newest: _Verified | None = None
         """The entry last put at the end of ``verified`` (a hit on it has nothing to move)."""
         self.failed: dict[str, tuple[str, float, tuple[int, ...]]] = {}
         """token -> (Envoy's words, until when, the providers that read it where it failed): the
         failure of one location's rules says nothing of another's (a token refused at the wrong
         header may be valid at its own)."""
-        self.stats: dict[str, int] = dict.fromkeys(("verified", "cache_hits", "denied", "no_token"), 0)
+        # Counters as attributes, not a dict: each request bumps one (``stats`` shows them).
+        self.n_verified = 0
+        self.n_cache_hits = 0
+        self.n_denied = 0
+        self.n_no_token = 0
         headers: dict[str, dict[str, list[int]]] = {}
         params: dict[str, list[int]] = {}
         cookies: dict[str, list[int]] = {}
@@ -220,8 +242,30 @@ class JwtAuthnConfig:
             outputs.update(h.lower() for h, _ in p.claim_headers)
         self.output_headers: frozenset[str] = frozenset(outputs)
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """Tokens verified, cache hits (verified or failed), requests denied and without a token."""
+        return {
+            "verified": self.n_verified,
+            "cache_hits": self.n_cache_hits,
+            "denied": self.n_denied,
+            "no_token": self.n_no_token,
+        }
+
     def describe(self) -> list[dict[str, object]]:
         return [p.describe() for p in self.providers]
+
+    def _ready(self, v: _Verified) -> _Verified:
+        """``v`` with what a cache hit applies worked out now (``one_ops``, ``principal``)."""
+        one = self.one_header
+        if one is not None and v.provider in one[1][3]:
+            v.one_ready = True
+            v.one_ops = self.upstream_ops({}, ((one[1][2], v),))
+        claims = v.auth["claims"]
+        iss, sub = claims.get("iss"), claims.get("sub")
+        if isinstance(iss, str) and isinstance(sub, str):
+            v.principal = (claims, (iss, sub))
+        return v
 
     def adopt(self, old: JwtAuthnConfig) -> None:
         """Take over ``old``'s verified tokens of the providers this config has unchanged (equal in
@@ -240,8 +284,8 @@ class JwtAuthnConfig:
         for token, v in old.verified.items():  # oldest first: the order of use carries over
             to = where.get(v.provider)
             if to is not None:
-                self.verified[token] = self.newest = _Verified(
-                    to, v.auth, v.payload_segment, v.valid_from, v.valid_until
+                self.verified[token] = self.newest = self._ready(
+                    _Verified(to, v.auth, v.payload_segment, v.valid_from, v.valid_until)
                 )
 
     # -- extraction
@@ -289,7 +333,7 @@ class JwtAuthnConfig:
                         del verified[token]
                         verified[token] = hit
                         self.newest = hit
-                    self.stats["cache_hits"] += 1
+                    self.n_cache_hits += 1
                     return hit
             else:
                 del verified[token]  # a fresh check would not pass (expired): do it, for its reason
@@ -297,7 +341,7 @@ class JwtAuthnConfig:
         bad = failed.get(token)
         if bad is not None:
             if now < bad[1] and bad[2] == readers:
-                self.stats["cache_hits"] += 1
+                self.n_cache_hits += 1
                 raise _Failed(bad[0])
             del failed[token]
         try:
@@ -308,7 +352,8 @@ class JwtAuthnConfig:
                     del failed[next(iter(failed))]  # the oldest
                 failed[token] = (exc.message, now + FAILED_CACHE_TTL, readers)
             raise
-        self.stats["verified"] += 1
+        self.n_verified += 1
+        self._ready(result)
         if len(token) <= CACHEABLE_TOKEN:
             if len(verified) >= self.cache_size:
                 del verified[next(iter(verified))]  # the least recently used
@@ -499,6 +544,14 @@ class JwtAuthnFilter(HttpFilter):
             # At most one token, in the one header the rules read: no lists, no loop.
             name, (prefix, plen, location, readers) = one
             value = hdict.get(name)
+            if value is not None and value == config.last_value:
+                # The header of the token verified last (a client repeating its token): its entry
+                # without slicing the token out and hashing it, while a fresh check would pass.
+                last = config.last_hit
+                now = config.clock()
+                if last is not None and last.valid_from <= now < last.valid_until:
+                    config.n_cache_hits += 1
+                    return _identified(ctx, config, hdict, location, last, True)
             token = ""
             # the prefix as configured (``Bearer ``) first: the usual spelling costs no lowercase copy
             if value is not None and (value.startswith(location[2]) or value[:plen].lower() == prefix):
@@ -508,9 +561,12 @@ class JwtAuthnFilter(HttpFilter):
             try:
                 verified = config.verify(token, readers)
             except _Failed as exc:
-                config.stats["denied"] += 1
+                config.n_denied += 1
                 return _unauthorized(ctx, exc.message)
-            return _identified(ctx, config, hdict, location, verified)
+            if value is not None and len(token) <= CACHEABLE_TOKEN:
+                config.last_value = value
+                config.last_hit = verified
+            return _identified(ctx, config, hdict, location, verified, True)
         found = config.tokens(hdict, head.target)
         if not found:
             return _no_token(ctx, config, hdict)
@@ -523,7 +579,7 @@ class JwtAuthnFilter(HttpFilter):
             try:
                 used.append((location, config.verify(token, readers)))
             except _Failed as exc:
-                config.stats["denied"] += 1
+                config.n_denied += 1
                 return _unauthorized(ctx, exc.message)
         if len(used) == 1:
             return _identified(ctx, config, hdict, *used[0])
@@ -533,7 +589,7 @@ class JwtAuthnFilter(HttpFilter):
 
 
 def _no_token(ctx: FilterContext, config: JwtAuthnConfig, hdict: Mapping[str, str]) -> None:
-    config.stats["no_token"] += 1
+    config.n_no_token += 1
     if config.output_headers and not config.output_headers.isdisjoint(hdict):
         _add_ops(ctx, config.upstream_ops(hdict, ()))
     return None
@@ -541,11 +597,19 @@ def _no_token(ctx: FilterContext, config: JwtAuthnConfig, hdict: Mapping[str, st
 
 def _set_identity(ctx: FilterContext, verified: _Verified) -> None:
     auth = dict(verified.auth)  # a copy: a filter that edits it edits its request's only
+    principal = verified.principal
     state = ctx.filter_state
     if state is None:
-        ctx.filter_state = {REQUEST_AUTH: auth}
+        if principal is None:
+            ctx.filter_state = {REQUEST_AUTH: auth}
+        else:
+            ctx.filter_state = {REQUEST_AUTH: auth, REQUEST_PRINCIPAL: principal}
     else:
         state[REQUEST_AUTH] = auth
+        if principal is None:
+            state.pop(REQUEST_PRINCIPAL, None)
+        else:
+            state[REQUEST_PRINCIPAL] = principal
 
 
 def _identified(
@@ -554,10 +618,16 @@ def _identified(
     hdict: Mapping[str, str],
     location: Location,
     verified: _Verified,
+    at_one: bool = False,
 ) -> None:
-    """One verified token: its identity for the filters after, and what goes upstream."""
+    """One verified token: its identity for the filters after, and what goes upstream. ``at_one``:
+    the token came in the config's one token header (``location`` is ``one_header``'s)."""
     _set_identity(ctx, verified)
-    if not config.output_headers or config.output_headers.isdisjoint(hdict):
+    outputs = config.output_headers
+    if at_one and verified.one_ready and (not outputs or outputs.isdisjoint(hdict)):
+        _add_ops(ctx, verified.one_ops)  # the usual request: worked out when the token was cached
+        return None
+    if not outputs or outputs.isdisjoint(hdict):
         # No forged output header to remove: what goes upstream is the token's own, worked out
         # once per location (a repeated token costs a lookup here too).
         cached = verified.ops

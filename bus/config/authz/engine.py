@@ -130,6 +130,10 @@ class Request:
             value = value.get(key)
         return value
 
+    def known_request_principal(self, rp: tuple[str, str] | None) -> None:
+        """``request_principal``'s answer worked out beforehand (by the JWT filter, once per token)."""
+        self._req_principal = rp
+
     def request_principal(self) -> tuple[str, str] | None:
         """(iss, sub) of the JWT (the claims, else the ``principal`` split at its last ``/``), or
         None without one; worked out once per request, however many rules ask."""
@@ -609,7 +613,7 @@ class Decision:
     ``action``: the step that decided (DENY / ALLOW, "" for the default allow). ``audit``: the AUDIT rule
     that matched. ``dry_run``: (action, result, rule id or "") per dry-run step evaluated."""
 
-    __slots__ = ("action", "allowed", "audit", "dry_run", "policy")
+    __slots__ = ("action", "allowed", "audit", "dry_run", "log_fields", "policy")
 
     def __init__(
         self,
@@ -624,6 +628,18 @@ class Decision:
         self.action = action
         self.audit = audit
         self.dry_run = dry_run
+        self.log_fields: dict[str, str] | None = None
+        """The access-log fields of an enforced decision, made once for the decisions the tables
+        share (``logged``); a reader copies them (None: build them)."""
+
+    def logged(self) -> Decision:
+        """This decision with its ``log_fields`` made (for one shared by every request it decides)."""
+        if self.action:
+            self.log_fields = {
+                "authz_result": ALLOWED if self.allowed else DENIED,
+                "authz_policy": self.policy,
+            }
+        return self
 
     def with_marks(self, audit: str, dry_run: tuple[tuple[str, str, str], ...]) -> Decision:
         if not audit and not dry_run:
@@ -632,7 +648,7 @@ class Decision:
 
 
 ALLOW_BY_DEFAULT: Final = Decision(True, "", "")
-DENY_NO_MATCH: Final = Decision(False, "none", "ALLOW")
+DENY_NO_MATCH: Final = Decision(False, "none", "ALLOW").logged()
 
 
 class Tables:
@@ -687,8 +703,12 @@ class Tables:
         self.provider = provider
         self.marks = audit is not None or deny_dry_run is not None or allow_dry_run is not None
         # One shared Decision per deciding rule: the common request allocates nothing.
-        self.deny_decisions = {x.id: Decision(False, x.id, "DENY") for x in (deny.rules if deny else ())}
-        self.allow_decisions = {x.id: Decision(True, x.id, "ALLOW") for x in (allow.rules if allow else ())}
+        self.deny_decisions = {
+            x.id: Decision(False, x.id, "DENY").logged() for x in (deny.rules if deny else ())
+        }
+        self.allow_decisions = {
+            x.id: Decision(True, x.id, "ALLOW").logged() for x in (allow.rules if allow else ())
+        }
 
     def custom_match(self, r: Request) -> Rule | None:
         """The CUSTOM rule that sends ``r`` to the provider, if any (a rule of ``custom_denied`` too:

@@ -133,7 +133,7 @@ def _address(ip: str) -> tuple[int, int]:
 class IpMatch:
     """Any of several CIDR blocks (a bare address is a /32 or /128), as Envoy's CidrRange."""
 
-    __slots__ = ("networks", "text")
+    __slots__ = ("_last_hit", "_last_ip", "networks", "text")
 
     def __init__(self, blocks: Iterable[str]) -> None:
         self.text = tuple(blocks)
@@ -142,13 +142,23 @@ class IpMatch:
             net = ipaddress.ip_network(b, strict=False)
             nets.append((net.version, int(net.network_address), int(net.netmask)))
         self.networks = tuple(nets)
+        # The last address asked about and the answer: a connection's requests pass the same peer
+        # address object, so each after its first costs an identity test.
+        self._last_ip: str | None = None
+        self._last_hit = False
 
     def match(self, ip: str | None) -> bool:
         """``ip`` as the socket (or X-Forwarded-For) gives it."""
         if not ip:
             return False
+        if ip is self._last_ip:
+            return self._last_hit
         version, value = _address(ip)
+        hit = False
         for v, network, mask in self.networks:
             if v == version and value & mask == network:
-                return True
-        return False
+                hit = True
+                break
+        self._last_ip = ip
+        self._last_hit = hit
+        return hit

@@ -424,3 +424,28 @@ def test_remove_only_header_ops_cut_lines_from_a_head_that_goes_up_as_received()
             _raw_removed(last, HeaderOps(remove=frozenset({"authorization"})), hdict)
             == b"GET /r HTTP/1.1\r\nHost: reviews"
         )
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_a_removed_line_ends_where_its_parsed_value_does(where: str) -> None:
+    """The cut steps over the parsed value (a long token) instead of searching it for the line's end;
+    the head and its values come from the real parser, and a value that does not fit the line (a
+    joined duplicate) is searched for as before."""
+    from meshbus.proxy.adapters.exchange import _raw_removed
+    from meshbus.proxy.codec.http1 import HEAD, RequestSession
+    from meshbus.proxy.filters.headerops import HeaderOps
+
+    token = "eyJ" + "a.b-c_d" * 90
+    lines = [b"Host: reviews", b"X-Tenant: t1", b"Accept: */*"]
+    at = {"first": 0, "middle": 1, "last": 3}[where]
+    lines.insert(at, b"Authorization: Bearer " + token.encode())
+    data = b"GET /r HTTP/1.1\r\n" + b"\r\n".join(lines) + b"\r\n\r\n"
+    kind, head = RequestSession().feed(data)[0]
+    assert kind == HEAD and head.raw is not None
+    kept = [line for line in lines if not line.startswith(b"Authorization")]
+    ops = HeaderOps(remove=frozenset({"authorization"}))
+    assert _raw_removed(head.raw, ops, head.hdict) == b"GET /r HTTP/1.1\r\n" + b"\r\n".join(kept) + b"\r\n"
+    # a value longer or shorter than its line (not what the parser gave): the line's end is searched
+    for value in ("Bearer " + token + ",x", "Bearer"):
+        hdict = {**head.hdict, "authorization": value}
+        assert _raw_removed(head.raw, ops, hdict) == b"GET /r HTTP/1.1\r\n" + b"\r\n".join(kept) + b"\r\n"
