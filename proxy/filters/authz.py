@@ -13,8 +13,8 @@ Per request (Istio's order; the tables come from meshbus.bus.config.authz, compi
    ``rbac_access_denied_matched_policy[<rule id>]`` as the access log's response_code_details.
 
 The deciding rule, dry-run results, AUDIT marks and the provider's outcome go to the access log
-(``filter_state["access_log"]``, shown as the line's ``metadata``) and to the counters of
-filters/authz_stats.py. The JWT filter (AUTHN phase, before this one) leaves the verified token in
+(``filter_state["access_log"]``, shown as the line's ``metadata``; the deciding rule only when the
+server keeps an access log, as nothing else reads it) and to the counters of filters/authz_stats.py. The JWT filter (AUTHN phase, before this one) leaves the verified token in
 ``filter_state["request.auth"]`` (principal, audiences, presenter, claims); without it a request has
 no request principal. Routes without a policy have no such filter, so they pay nothing for it.
 """
@@ -63,6 +63,7 @@ from meshbus.proxy.filters.chain import (
     LocalReply,
 )
 from meshbus.proxy.filters.headerops import HeaderOps
+from meshbus.telemetry.accesslog import NULL_ACCESS_LOG
 
 if TYPE_CHECKING:
     from meshbus.telemetry.metrics import Registry
@@ -210,6 +211,8 @@ class AuthzFilter(HttpFilter):
         self._denials: dict[str, LocalReply] = {}
         self._stats: AuthzStats | None = None
         self._stats_lc: object = None
+        self._server: Any = None
+        """The server of the listener ``_stats`` was last looked up for (its access log)."""
         self._client: tuple[Any, AuthzClient] | None = None
 
     # -- request path ---------------------------------------------------------------------------
@@ -273,6 +276,10 @@ class AuthzFilter(HttpFilter):
         if not d.action:  # the default allow, with marks
             return None
         stats.decided(d.allowed, d.action, d.policy)
+        if self._server.access_log is NULL_ACCESS_LOG:
+            # No access log is kept (the records are not even made, observe.py): nothing reads the
+            # fields below. Marks (dry run, AUDIT) and CUSTOM outcomes are logged regardless.
+            return None if d.allowed else self._denial(d)
         ready = d.log_fields  # a decision the tables share: its fields made once (engine.Decision)
         fields = (
             ready.copy()
@@ -288,8 +295,9 @@ class AuthzFilter(HttpFilter):
                 fs[ACCESS_LOG_STATE] = fields
             else:
                 md.update(fields)
-        if d.allowed:
-            return None
+        return None if d.allowed else self._denial(d)
+
+    def _denial(self, d: Decision) -> LocalReply:
         reply = self._denials.get(d.policy)
         if reply is None:
             details = f"rbac_access_denied_matched_policy[{d.policy}]"
@@ -433,6 +441,7 @@ class AuthzFilter(HttpFilter):
         if stats is None or stats.registry is not registry:
             stats = self._stats = AuthzStats(registry)
         self._stats_lc = lc
+        self._server = lc.server
         return stats
 
     def _client_for(self, ctx: FilterContext) -> AuthzClient | None:

@@ -381,7 +381,19 @@ def _any_string(value: Any, m: StrMatch) -> bool:
 class Rule:
     """One policy rule: any source, any operation, every condition. ``froms``/``tos`` empty: any."""
 
-    __slots__ = ("action", "dry_run", "froms", "id", "name", "namespace", "number", "order", "tos", "when")
+    __slots__ = (
+        "action",
+        "dry_run",
+        "flat",
+        "froms",
+        "id",
+        "name",
+        "namespace",
+        "number",
+        "order",
+        "tos",
+        "when",
+    )
 
     def __init__(
         self,
@@ -406,8 +418,21 @@ class Rule:
         self.number = number
         self.dry_run = dry_run
         self.order = 0  # position in its rule set (set by RuleSet)
+        # At most one source and one operation (the usual rule): then every check of the rule must
+        # pass, and one loop over them all decides (None: try each source and operation).
+        self.flat: tuple[Check, ...] | None = (
+            when + (froms[0] if froms else ()) + (tos[0] if tos else ())
+            if len(froms) <= 1 and len(tos) <= 1
+            else None
+        )
 
     def matches(self, r: Request) -> bool:
+        flat = self.flat
+        if flat is not None:
+            for c in flat:
+                if not c.test(r):
+                    return False
+            return True
         for c in self.when:
             if not c.test(r):
                 return False

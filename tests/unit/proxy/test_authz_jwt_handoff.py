@@ -16,6 +16,7 @@ from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
 from meshbus.proxy.filters.authz import AuthzFilter
 from meshbus.proxy.filters.chain import LocalReply
 from meshbus.proxy.filters.jwt_authn import REQUEST_AUTH, REQUEST_PRINCIPAL, JwtAuthnFilter
+from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLogger
 from meshbus.telemetry.metrics import Registry
 from tests.support.jwks import Issuer
 from tests.unit.proxy.test_jwt_authn import Ctx, bearer, ra, request, upstream
@@ -53,14 +54,16 @@ def filters(rt: ProxyRuntime) -> tuple[JwtAuthnFilter, AuthzFilter | None]:
     return jwt, authz
 
 
-def sidecar_request(token: str, peer: str = "10.0.0.9") -> Ctx:
+def sidecar_request(token: str, peer: str = "10.0.0.9", logs: object = NULL_ACCESS_LOG) -> Ctx:
     ctx = request(bearer(token))
     ctx.dc = SimpleNamespace(peer_ip=peer, peer_principal=None, connection_info=lambda name: None)
-    ctx.ctx = SimpleNamespace(server=SimpleNamespace(registry=REGISTRY))  # type: ignore[attr-defined]
+    server = SimpleNamespace(registry=REGISTRY, access_log=logs)
+    ctx.ctx = SimpleNamespace(server=server)  # type: ignore[attr-defined]
     return ctx
 
 
 REGISTRY = Registry()
+KEPT = AccessLogger()
 
 
 def run(jwt: JwtAuthnFilter, authz: AuthzFilter, ctx: Ctx, between: Any = None) -> LocalReply | None:
@@ -130,17 +133,33 @@ def test_the_decisions_access_log_fields_are_each_requests_own() -> None:
     jwt, authz = filters(build(ra(rule()), ALLOW_ALICE))
     assert authz is not None
     alice = ISSUER.token("ES256", sub="alice")
-    ctx = sidecar_request(alice)
+    ctx = sidecar_request(alice, logs=KEPT)
     assert run(jwt, authz, ctx) is None
     assert ctx.filter_state is not None
     fields = ctx.filter_state["access_log"]
     assert fields == {"authz_result": "allowed", "authz_policy": "ns[default]-policy[alice-only]-rule[0]"}
     fields["authz_result"] = "edited by a later filter"
-    again = sidecar_request(alice)
+    again = sidecar_request(alice, logs=KEPT)
     assert run(jwt, authz, again) is None
     assert again.filter_state is not None and again.filter_state["access_log"]["authz_result"] == "allowed"
-    outside = run(jwt, authz, sidecar_request(alice, peer="192.168.0.1"))  # ipBlocks 10.0.0.0/8
-    assert outside is not None and outside.status == 403
+    outside = sidecar_request(alice, peer="192.168.0.1", logs=KEPT)  # ipBlocks 10.0.0.0/8
+    denied = run(jwt, authz, outside)
+    assert denied is not None and denied.status == 403
+    assert outside.filter_state is not None and outside.filter_state["access_log"]["authz_result"] == "denied"
+
+
+def test_without_an_access_log_the_decision_is_counted_and_not_logged() -> None:
+    jwt, authz = filters(build(ra(rule()), ALLOW_ALICE))
+    assert authz is not None
+    counted = REGISTRY.get("meshbus_authz_requests_total")
+    before = sum(c.value for _labels, c in counted.series()) if counted is not None else 0
+    ctx = sidecar_request(ISSUER.token("ES256", sub="alice"))
+    assert run(jwt, authz, ctx) is None
+    assert ctx.filter_state is not None and "access_log" not in ctx.filter_state
+    denied = run(jwt, authz, sidecar_request(ISSUER.token("ES256", sub="bob")))
+    assert denied is not None and denied.status == 403
+    counted = REGISTRY.get("meshbus_authz_requests_total")
+    assert counted is not None and sum(c.value for _labels, c in counted.series()) == before + 2
 
 
 def test_an_address_match_remembers_only_the_address_it_was_last_asked() -> None:
