@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 AUTHORIZATION: Final = "meshbus.filters.http.authz"
 AUTH_STATE: Final = "request.auth"
 """filter_state key of the JWT filter's verified token (read here)."""
-PRINCIPAL_STATE: Final = "request.auth.principal"
+PRINCIPAL_STATE: Final = "jwt_authn.iss_sub"
 """filter_state key of the JWT filter's ``(claims, (iss, sub))`` (jwt_authn.REQUEST_PRINCIPAL): the
 request principal worked out once per token, good while ``request.auth``'s claims are those."""
 ACCESS_LOG_STATE: Final = "access_log"

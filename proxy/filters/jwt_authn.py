@@ -34,7 +34,14 @@ lookup, not a signature check:
   RequestAuthentications are unchanged (proxy/build/inbound_filters.py). A changed one (a JWKS
   rotation arrives that way: discovery inlines the fetched keys) compiles a new config, which
   keeps only the entries of providers that are the same in every field, key set text included
-  (``JwtAuthnConfig.adopt``): a provider whose keys changed starts with no entry.
+  (``JwtAuthnConfig.adopt``): a provider whose keys changed starts with no entry;
+- an entry carries what a hit applies, worked out when it is cached (``JwtAuthnConfig._ready``):
+  the header operations for a token in the config's one token header, and the request principal
+  ``(iss, sub)`` the authorization filter reads (``REQUEST_PRINCIPAL``); they go with their entry,
+  so a new config's are its own;
+- the header value of the token verified last and its entry (``last_value``, ``last_hit``, per
+  config): a client repeating its token costs a string comparison and the validity check, not a
+  slice and a hash of the token.
 
 Failures are cached briefly (``FAILED_CACHE_TTL``, ``FAILED_CACHE_SIZE``, a table of their own so
 junk tokens cannot push verified ones out), and only those a repeat cannot change while the config
@@ -62,7 +69,7 @@ from meshbus.proxy.filters.jwt_keys import ALLOWED_ALGS, VerifyKey
 JWT_AUTHN: Final = "meshbus.filters.http.jwt_authn"
 REQUEST_AUTH: Final = "request.auth"
 """The ``ctx.filter_state`` key of the verified identity (the authorization filter's input)."""
-REQUEST_PRINCIPAL: Final = "request.auth.principal"
+REQUEST_PRINCIPAL: Final = "jwt_authn.iss_sub"
 """The ``ctx.filter_state`` key of ``(claims, (iss, sub))``: the request principal as the authorization
 filter reads it from those claims (``engine.Request.request_principal``), worked out once per token.
 Set only when the claims have string ``iss`` and ``sub``; a reader uses it only while the identity's

@@ -1,5 +1,5 @@
 """What the JWT filter works out once per token and the authorization filter uses per request: the
-request principal (``request.auth.principal``), the token's header operations and the decision's
+request principal (``jwt_authn.iss_sub``), the token's header operations and the decision's
 access-log fields. Both filters come from the real loader and build, driven without sockets."""
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import pytest
 
 from meshbus.bus.config import load_text
 from meshbus.bus.config.authz.matchers import IpMatch
+from meshbus.proxy.adapters.listener import ListenerContext
 from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
 from meshbus.proxy.filters.authz import AuthzFilter
 from meshbus.proxy.filters.chain import LocalReply
 from meshbus.proxy.filters.jwt_authn import REQUEST_AUTH, REQUEST_PRINCIPAL, JwtAuthnFilter
+from meshbus.proxy.filters.observe import Observability
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLogger
-from meshbus.telemetry.metrics import Registry
+from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
 from tests.support.jwks import Issuer
 from tests.unit.proxy.test_jwt_authn import Ctx, bearer, ra, request, upstream
 
@@ -54,16 +56,28 @@ def filters(rt: ProxyRuntime) -> tuple[JwtAuthnFilter, AuthzFilter | None]:
     return jwt, authz
 
 
+REGISTRY = Registry()
+KEPT = AccessLogger()
+
+
+def listener(logs: object) -> ListenerContext:
+    """An inbound listener of a server stand-in whose access log is ``logs`` (the filter reads the
+    listener's server: its metrics registry and access log). A real ListenerContext: the compiled
+    filter takes nothing else."""
+    own = Registry()  # the listener's own telemetry; the authz counters go to REGISTRY
+    observe = Observability(IstioMetrics(own), InternalMetrics(own), "default", {})
+    server = SimpleNamespace(registry=REGISTRY, access_log=logs, loop=None, observe=observe)
+    return ListenerContext(server, "inbound")  # type: ignore[arg-type]
+
+
+LISTENERS = {id(NULL_ACCESS_LOG): listener(NULL_ACCESS_LOG), id(KEPT): listener(KEPT)}
+
+
 def sidecar_request(token: str, peer: str = "10.0.0.9", logs: object = NULL_ACCESS_LOG) -> Ctx:
     ctx = request(bearer(token))
     ctx.dc = SimpleNamespace(peer_ip=peer, peer_principal=None, connection_info=lambda name: None)
-    server = SimpleNamespace(registry=REGISTRY, access_log=logs)
-    ctx.ctx = SimpleNamespace(server=server)  # type: ignore[attr-defined]
+    ctx.ctx = LISTENERS[id(logs)]  # type: ignore[attr-defined]
     return ctx
-
-
-REGISTRY = Registry()
-KEPT = AccessLogger()
 
 
 def run(jwt: JwtAuthnFilter, authz: AuthzFilter, ctx: Ctx, between: Any = None) -> LocalReply | None:
