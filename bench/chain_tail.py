@@ -95,7 +95,6 @@ def sidecar_main(argv: list[str]) -> int:
     ap.add_argument("--app-port", type=int, default=None)
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--lag", action="store_true")
-    ap.add_argument("--sched", action="store_true", help="perf sched on CPU 1: who delays the sidecars")
     ap.add_argument("--access-log", default=None)
     ap.add_argument("--name", default="a")
     ap.add_argument("--sa", default="client")
@@ -243,6 +242,7 @@ def main(argv: list[str]) -> int:
         default="on",
         help="the sidecars' JSON access log to a file as in bench/mtls.py (both: alternate rounds)",
     )
+    ap.add_argument("--sched", action="store_true", help="perf sched on CPU 1: who delays the sidecars")
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args(argv)
