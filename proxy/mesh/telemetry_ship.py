@@ -78,6 +78,7 @@ class TelemetryShipper:
         self.interval = interval
         self.seq = 0
         self.batches = 0
+        self._encoder = codec.Encoder()  # its buffer kept between batches (on the event loop only)
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -156,7 +157,7 @@ class TelemetryShipper:
         todo = list(reversed(chunks))
         while todo:
             chunk = todo.pop()
-            data, headers = _encoded(make(chunk))
+            data, headers = self._encoder.encode(make(chunk))
             if len(data) <= limit or len(chunk) <= 1:
                 out.append((data, headers, len(chunk)))
             else:
@@ -176,10 +177,6 @@ def _span_batch(source: Source, resource: dict[str, str], provider: str, rows: l
     return SpanBatch(source, resource, provider, _SPAN_FIELDS, data, len(rows), encoding)
 
 
-def _encoded(msg: Any) -> tuple[bytes, dict[str, str]]:
-    return codec.encode(msg)
-
-
 class BusSink:
     """An access-log sink (telemetry/accesslog_writer.py) that publishes the records as rows."""
 
@@ -187,6 +184,7 @@ class BusSink:
         self.bus = bus
         self.source = source
         self.dropped = dropped
+        self._encoder = codec.Encoder()
 
     async def write_records(self, records: list[AccessLogRecord]) -> None:
         if not records:
@@ -197,9 +195,10 @@ class BusSink:
         for i in range(0, len(records), _RECORDS_PER_BATCH):
             rows = [r.row() for r in records[i : i + _RECORDS_PER_BATCH]]
             data, encoding = encode_rows(rows)
-            await self.bus.publish(
-                subject, AccessLogBatch(self.source, _RECORD_FIELDS, data, len(rows), encoding)
+            body, headers = self._encoder.encode(
+                AccessLogBatch(self.source, _RECORD_FIELDS, data, len(rows), encoding)
             )
+            await self.bus.nc.publish(subject, body, headers=headers)
 
     async def write(self, data: bytes) -> None:
         raise NotImplementedError("BusSink takes records (write_records), not formatted lines")
