@@ -28,6 +28,9 @@ from meshbus.telemetry.spanattrs import FACTS, http_attributes
 
 _SCOPE = InstrumentationScope("meshbus.proxy")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+# looked up, not made, per span (a Status is never changed once made: spans can share one)
+_KINDS = {k.value: k for k in SpanKind}
+_STATUSES = {c.value: Status(c) for c in (StatusCode.UNSET, StatusCode.ERROR)}
 
 
 def readable_spans(
@@ -44,10 +47,11 @@ def readable_spans(
         at["tracestate"],
     )
     facts = all(f in at for f in FACTS)  # an older proxy sent the attributes themselves
+    names = list(fields)
     out = []
     for row in rows:
         if facts:
-            attributes = http_attributes({name: row[i] for name, i in at.items()})
+            attributes = http_attributes(dict(zip(names, row, strict=False)))
         else:
             attributes = dict(row[attrs] or {})
         trace_id = int(row[tid], 16)
@@ -60,8 +64,8 @@ def readable_spans(
                 parent=SpanContext(trace_id, int(parent_hex, 16), True, _SAMPLED) if parent_hex else None,
                 resource=resource,
                 attributes=attributes,
-                kind=SpanKind(row[kind]),
-                status=Status(StatusCode(row[status])),
+                kind=_KINDS.get(row[kind]) or SpanKind(row[kind]),
+                status=_STATUSES.get(row[status]) or Status(StatusCode(row[status])),
                 start_time=row[start],
                 end_time=row[end],
                 instrumentation_scope=_SCOPE,
