@@ -11,7 +11,9 @@ or no connection at all raise ``FilterUnreachable`` (503 under FAIL_CLOSE); a ti
 Requests do not use nats-py's ``request``: ``Replies`` keeps one wildcard inbox subscription per
 connection and one future per call, with the timeout as a timer on that future. ``request`` adds a
 random token (a ``getrandom`` call), a done callback and ``asyncio.wait_for``'s second future and
-wake-up on every call; this is the proxy's hot path for a remote filter.
+wake-up on every call; this is the proxy's hot path for a remote filter. For the same reason the
+call is written to the socket at once and a reply resolves its future from nats-py's read loop
+(meshbus.bus.direct): no pass through nats-py's flusher and subscription tasks.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
+from meshbus.bus.direct import header_block, publish_now, subscribe_inline, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterCall, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 INFO_TIMEOUT = 1.0
 CALL_HEADERS: Final = {codec.SCHEMA_HEADER: codec.schema_id(FilterCall)}
+CALL_BLOCK: Final = header_block(CALL_HEADERS)
 
 
 def _expire(fut: asyncio.Future[Msg]) -> None:
@@ -63,10 +67,10 @@ class Replies:
 
     async def _start(self) -> None:
         prefix = self.nc.new_inbox() + "."  # under the connection's inbox prefix (mesh mode's NATS users)
-        await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+        await subscribe_inline(self.nc, prefix + "*", self._on_reply)
         self.prefix = prefix
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _on_reply(self, msg: Msg) -> None:
         fut = self._pending.pop(msg.subject[len(self.prefix) :], None)
         if fut is not None and not fut.done():
             fut.set_result(msg)
@@ -87,7 +91,7 @@ class Replies:
         self._pending[token] = fut
         timer = loop.call_later(timeout, _expire, fut)
         try:
-            await self.nc.publish(subject, data, reply=self.prefix + token, headers=CALL_HEADERS)
+            await publish_now(self.nc, subject, data, self.prefix + token, CALL_HEADERS, CALL_BLOCK)
             msg = await fut
         finally:
             timer.cancel()
@@ -215,6 +219,8 @@ class RemoteBackend:
         bus = self.remotes.bus()
         subject = self._subject(bus, wire)
         if wire in ONE_WAY_HOOKS:
+            if write_now(bus.nc, subject, data, "", CALL_BLOCK):
+                return None
             task = asyncio.ensure_future(_publish(bus, subject, data, CALL_HEADERS))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
