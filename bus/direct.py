@@ -8,9 +8,10 @@ socket and the code that waits; a filter call crosses four of them (two per side
 trips through nats-server. nats-py 2.x has no option to skip either (its flusher has no
 write-through setting, a subscription's callback must be a coroutine run by that task), so:
 
-- ``publish_now`` writes the message to the socket itself when nothing is queued ahead of it (the
+- ``write_now`` writes a message to the socket itself when nothing is queued ahead of it (the
   order of SUBs and other publishes is kept) and the socket's write buffer is empty (otherwise the
-  flusher's ``drain`` is the back-pressure): ``Client.publish`` in every other case.
+  flusher's ``drain`` is the back-pressure); when it says it could not, the caller publishes
+  through ``Client.publish``.
 - ``subscribe_inline`` makes a subscription whose messages are handed to a plain function by the
   client's read loop as they are parsed: the function must be quick and must not block; what it
   raises is logged, never let into the read loop (which would end it).
@@ -71,17 +72,8 @@ def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes
     return True
 
 
-async def publish_now(
-    nc: Client, subject: str, payload: bytes, reply: str, headers: Mapping[str, str], block: bytes
-) -> None:
-    """Publish ``payload`` with ``headers`` (``block``: their ``header_block``): written at once when
-    it can be, else through ``Client.publish``."""
-    if not write_now(nc, subject, payload, reply, block):
-        await nc.publish(subject, payload, reply=reply, headers=dict(headers))
-
-
 def wrote_directly(nc: Client) -> bool:
-    """Whether ``publish_now`` would write at once on ``nc`` now (for tests)."""
+    """Whether ``write_now`` would write at once on ``nc`` now (for tests)."""
     return _writer(nc) is not None
 
 

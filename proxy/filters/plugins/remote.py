@@ -19,9 +19,10 @@ call is written to the socket at once and a reply resolves its future from nats-
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import nats.errors
@@ -30,7 +31,7 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import header_block, publish_now, subscribe_inline, write_now
+from meshbus.bus.direct import header_block, subscribe_inline, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterCall, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
@@ -85,13 +86,27 @@ class Replies:
                 if started.done():
                     self._started = None  # the next call tries again
                 raise
+        return await self.send(subject, data, timeout)
+
+    def send(self, subject: str, data: bytes, timeout: float) -> Awaitable[Msg]:
+        """Send the call now (the inbox is up: ``prefix`` is set); the awaitable of its reply.
+
+        Sent before the caller's task first runs, so the call is on its way while the event loop
+        turns once to start that task."""
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Msg] = loop.create_future()
         self._pending[token] = fut
         timer = loop.call_later(timeout, _expire, fut)
+        if not write_now(self.nc, subject, data, self.prefix + token, CALL_BLOCK):
+            sending = asyncio.ensure_future(
+                self.nc.publish(subject, data, reply=self.prefix + token, headers=CALL_HEADERS)
+            )
+            sending.add_done_callback(functools.partial(_sent, fut))
+        return self._reply(token, fut, timer)
+
+    async def _reply(self, token: str, fut: asyncio.Future[Msg], timer: asyncio.TimerHandle) -> Msg:
         try:
-            await publish_now(self.nc, subject, data, self.prefix + token, CALL_HEADERS, CALL_BLOCK)
             msg = await fut
         finally:
             timer.cancel()
@@ -100,6 +115,13 @@ class Replies:
         if hdrs and not msg.data and hdrs.get("Status") == "503":
             raise nats.errors.NoRespondersError
         return msg
+
+
+def _sent(fut: asyncio.Future[Msg], sending: asyncio.Future[None]) -> None:
+    """A publish that could not be written at once has gone through nats-py, or failed."""
+    exc = None if sending.cancelled() else sending.exception()
+    if exc is not None and not fut.done():
+        fut.set_exception(exc)
 
 
 def _mode(mode: str, limit: int) -> BodyMode:
@@ -225,7 +247,13 @@ class RemoteBackend:
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
             return None
-        return self._request(bus, subject, data, wire, req, resp)
+        replies = self.remotes.replies(bus)
+        sent = (
+            replies.send(subject, data, self.timeout)
+            if replies.prefix
+            else replies.request(subject, data, self.timeout)
+        )
+        return self._request(bus, sent, wire, req, resp)
 
     def _subject(self, bus: BusConnection, wire: str) -> str:
         """The hook's subject, made once per hook (and again for another bus's subject root)."""
@@ -238,10 +266,10 @@ class RemoteBackend:
         return subject
 
     async def _request(
-        self, bus: BusConnection, subject: str, data: bytes, wire: str, req: Request, resp: Response | None
+        self, bus: BusConnection, sent: Awaitable[Msg], wire: str, req: Request, resp: Response | None
     ) -> Any:
         try:
-            msg = await self.remotes.replies(bus).request(subject, data, self.timeout)
+            msg = await sent
         except nats.errors.NoRespondersError:
             raise FilterUnreachable(f"no meshbus-filter-host of {self.filter!r} is live") from None
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:

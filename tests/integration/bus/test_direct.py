@@ -21,7 +21,6 @@ from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.direct import (
     add_inline_endpoint,
     header_block,
-    publish_now,
     subscribe_inline,
     write_now,
     wrote_directly,
@@ -65,7 +64,7 @@ async def test_a_publish_queued_ahead_keeps_its_place(bus: BusConnection, subjec
     bus.nc._pending_data_size += len(queued)
     assert not wrote_directly(bus.nc)
     assert not write_now(bus.nc, f"{subject_root}.order", b"second", "", BLOCK)
-    await publish_now(bus.nc, f"{subject_root}.order", b"second", "", HEADERS, BLOCK)  # through the flusher
+    await bus.nc.publish(f"{subject_root}.order", b"second", headers=HEADERS)  # the caller's fallback
     first, second = (await asyncio.wait_for(got.get(), 5)), (await asyncio.wait_for(got.get(), 5))
     assert (first.data, second.data, second.headers) == (b"first", b"second", HEADERS)
 
