@@ -129,6 +129,12 @@ def gc_pauses() -> dict[int, list[float]]:
     return pauses
 
 
+def describe(pauses: dict[int, list[float]]) -> str:
+    return "GC: " + ", ".join(
+        f"gen{g} {len(p)}x max {max(p, default=0) * 1e3:.2f} ms" for g, p in pauses.items()
+    )
+
+
 def request() -> Request:
     return Request(
         "GET", "/", "origin", Headers(list(HEADERS)), request_id="6f1c0a8e", route="default",
@@ -160,6 +166,7 @@ async def drive(url: str, rate: int, duration: float, stages: bool, host_pid: in
             lat.append(t1 - t0)
 
         n = int(rate * duration)
+        pauses = gc_pauses()
         os.kill(host_pid, signal.SIGUSR1)
         cpu0 = time.process_time()
         start = loop.time()
@@ -174,6 +181,7 @@ async def drive(url: str, rate: int, duration: float, stages: bool, host_pid: in
                 tasks.append(asyncio.ensure_future(one()))
         await asyncio.gather(*tasks)
         cpu = time.process_time() - cpu0
+        print(f"  client {describe(pauses)}")
     return {"lat": lat, "cpu": cpu, "n": n, "marks": marks}
 
 

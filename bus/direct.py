@@ -9,9 +9,10 @@ trips through nats-server. nats-py 2.x has no option to skip either (its flusher
 write-through setting, a subscription's callback must be a coroutine run by that task), so:
 
 - ``write_now`` writes a message to the socket itself when nothing is queued ahead of it (the
-  order of SUBs and other publishes is kept) and the socket's write buffer is empty (otherwise the
-  flusher's ``drain`` is the back-pressure); when it says it could not, the caller publishes
-  through ``Client.publish``.
+  order of SUBs and other publishes is kept), the socket's write buffer is empty (otherwise the
+  flusher's ``drain`` is the back-pressure) and it is the first it writes on that connection in
+  this turn of the event loop (more are batched by the flusher); when it says it could not, the
+  caller publishes through ``Client.publish``.
 - ``subscribe_inline`` makes a subscription whose messages are handed to a plain function by the
   client's read loop as they are parsed: the function must be quick and must not block; what it
   raises is logged, never let into the read loop (which would end it).
@@ -56,12 +57,25 @@ def _writer(nc: Client) -> Any:
     return w
 
 
+_wrote: set[int] = set()
+"""Clients written to directly in this turn of the event loop (by id)."""
+
+
 def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes) -> bool:
     """Write the message (headers ``block``: a ``header_block``) to the socket if it can go at once;
-    False: it was not sent. Subjects are the caller's, checked where it makes them."""
+    False: it was not sent. Subjects are the caller's, checked where it makes them.
+
+    One message a turn of the event loop goes at once: the others of that turn are left to nats-py,
+    whose flusher writes them together in the next (a busy proxy makes many calls a turn, and a
+    write each costs more CPU than the one turn they wait)."""
+    key = id(nc)
+    if key in _wrote:
+        return False
     w = _writer(nc)
     if w is None or len(payload) > nc._max_payload:
         return False
+    _wrote.add(key)
+    asyncio.get_running_loop().call_soon(_wrote.discard, key)
     n = len(block)
     size = f"{n} {n + len(payload)}"
     line = f"HPUB {subject} {reply} {size}\r\n" if reply else f"HPUB {subject} {size}\r\n"
@@ -74,7 +88,7 @@ def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes
 
 def wrote_directly(nc: Client) -> bool:
     """Whether ``write_now`` would write at once on ``nc`` now (for tests)."""
-    return _writer(nc) is not None
+    return id(nc) not in _wrote and _writer(nc) is not None
 
 
 class _Handoff:

@@ -57,6 +57,18 @@ async def test_a_publish_is_written_at_once_with_its_headers_and_reply(
     assert (msg.data, msg.reply, msg.headers) == (b"", "", HEADERS)
 
 
+async def test_one_publish_a_turn_is_written_at_once_the_rest_together_by_nats_py(
+    bus: BusConnection, subject_root: str
+) -> None:
+    got = await listening(bus, f"{subject_root}.turn")
+    assert write_now(bus.nc, f"{subject_root}.turn", b"1", "", BLOCK)
+    assert not write_now(bus.nc, f"{subject_root}.turn", b"2", "", BLOCK)  # same turn of the loop
+    await bus.nc.publish(f"{subject_root}.turn", b"2", headers=HEADERS)  # the caller's fallback
+    await bus.nc.publish(f"{subject_root}.turn", b"3", headers=HEADERS)
+    assert [(await asyncio.wait_for(got.get(), 5)).data for _ in range(3)] == [b"1", b"2", b"3"]
+    assert wrote_directly(bus.nc)  # a later turn
+
+
 async def test_a_publish_queued_ahead_keeps_its_place(bus: BusConnection, subject_root: str) -> None:
     got = await listening(bus, f"{subject_root}.order")
     queued = f"PUB {subject_root}.order 5\r\nfirst\r\n".encode()
