@@ -114,6 +114,11 @@ def default_replicas() -> int:
         return 1
 
 
+_STALE_FIRST_PAUSE = 0.05
+_STALE_PATIENCE = 15.0
+"""Seconds a whole-bucket read waits for a catching-up copy before it gives up."""
+
+
 class BucketMissingError(NotReadyError):
     """The bucket does not exist (yet, or any more)."""
 
@@ -137,6 +142,8 @@ class KeyValueStore:
         self._kv: KeyValue | None = None
         self._direct = False
         self._open_lock = asyncio.Lock()
+        self.stale_reads = 0
+        """Whole-bucket reads answered from a copy behind the stream leader (read again)."""
 
     @property
     def stream(self) -> str:
@@ -314,12 +321,24 @@ class KeyValueStore:
         # values the server already sent (it compares the server's pending count with what the
         # client has processed so far), so a read could miss keys. Here the stream tells how
         # many keys match, and reading stops at the message the server marks as the last one.
-        async def op(kv: KeyValue) -> list[KvEntry]:
+        #
+        # On a cluster the ephemeral consumer reads one replica's copy, which may be a node that
+        # just restarted and is still catching up: its "latest" values are old ones. A whole-bucket
+        # read is checked against the stream leader's last sequence (the newest message is the
+        # latest of its key, so a current copy delivers it) and read again until the copy caught
+        # up; config applies plan on this read, and a stale one answered "unchanged" to a real
+        # change under chaos. A narrower pattern cannot be checked this way (its newest message
+        # need not be the stream's): such reads are as fresh as the replica that serves them.
+        fenced = pattern == ">"
+        delay = _STALE_FIRST_PAUSE
+        deadline = asyncio.get_running_loop().time() + _STALE_PATIENCE
+
+        async def op(kv: KeyValue) -> tuple[list[KvEntry], int]:
             js = self.bus.nc.jetstream()
             prefix = self._subject("")
             info = await js.stream_info(self.stream, subjects_filter=prefix + pattern)
             if not info.state.subjects:
-                return []
+                return [], 0
             policy = api.DeliverPolicy.ALL if include_history else api.DeliverPolicy.LAST_PER_SUBJECT
             sub = await js.subscribe(
                 prefix + pattern,
@@ -342,9 +361,27 @@ class KeyValueStore:
                         break
             finally:
                 await _unsubscribe(sub)
-            return [e for e in out if include_deleted or not e.deleted]
+            return out, int(info.state.last_seq)
 
-        return await self._call(op)
+        while True:
+            out, leader_last = await self._call(op)
+            newest = max((e.revision for e in out), default=0)
+            if not fenced or newest >= leader_last:
+                return [e for e in out if include_deleted or not e.deleted]
+            if asyncio.get_running_loop().time() >= deadline:
+                raise UnavailableError(
+                    f"KV bucket {self.config.name!r}: the copy that answered is behind the stream "
+                    f"(revision {newest} of {leader_last}; a NATS node is catching up): try again"
+                )
+            self.stale_reads += 1
+            log.info(
+                "KV bucket %s: read a stale copy (revision %d of %d); reading again",
+                self.config.name,
+                newest,
+                leader_last,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def last_revision(self) -> int:
         """The bucket's newest revision (its stream's last sequence): a watcher that has seen less for

@@ -7,6 +7,7 @@ steps and sidecars that keep their state. tests/e2e/test_compose_smoke.py runs i
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from meshbus.control.cli import bus_auth
 from tests.support.compose import COMPOSE, ROOT, Compose, Service, final_stage, pyproject_scripts
 
 # console script -> module whose build_parser() it runs
@@ -137,12 +139,14 @@ def test_nats_runs_the_config_bus_init_writes_and_every_process_its_own_key() ->
     bus_dir = words[words.index("--bus-dir") + 1]
     assert nats.depends_on == {"bus-init": "service_completed_successfully"}
     assert nats.spec["command"][:2] == ["--config", f"{bus_dir}/nats-server.conf"]
-    assert ("bus", bus_dir, True) in nats.mounts and ("bus", bus_dir, False) in init.mounts
+    assert "--by-role" in words
+    assert ("bus/roles/nats", bus_dir, True) in nats.mounts and ("bus", bus_dir, False) in init.mounts
     roles = {
         "config": "config",
         "discovery": "discovery",
         "ca": "ca",
         "policy": "policy",
+        "telemetry": "telemetry",
         "bootstrap": "operator",
     }
     for name, role in roles.items():
@@ -152,7 +156,7 @@ def test_nats_runs_the_config_bus_init_writes_and_every_process_its_own_key() ->
         assert flags == [key] * len(flags) and (
             flags or svc.spec["environment"]["MESHBUS_NATS_NKEY"] == key
         ), name
-        assert ("bus", bus_dir, True) in svc.mounts, name
+        assert (f"bus/roles/{role}", bus_dir, True) in svc.mounts, name
     named = set(words[i + 1] for i, w in enumerate(words) if w == "--proxy")
     for svc in _sidecars():
         proxy = next(c for c in svc.commands() if c[:1] == ["meshbus-proxy"])
@@ -168,3 +172,31 @@ def test_nats_runs_the_config_bus_init_writes_and_every_process_its_own_key() ->
     )
     assert tracked.returncode == 0 and tracked.stdout.strip() == "", ".env is in git"
     assert all(p.startswith("127.0.0.1:") for p in nats.spec.get("ports", [])), "NATS is for this host only"
+
+
+def test_each_container_mounts_only_its_own_credentials() -> None:
+    """Only bus-init mounts the whole `bus` volume; every other service mounts its consumer's folder
+    (bus_auth.hand_out), read-only, and every file under it that the service names is in that folder:
+    a sidecar's container never holds the operator's or another role's key."""
+    init = COMPOSE_DOC.services["bus-init"]
+    bus_dir = next(w[w.index("--bus-dir") + 1] for w in init.commands())
+    files = bus_auth.BusFiles(Path(bus_dir), Path(bus_dir) / bus_auth.SERVER_CA)
+    handed = bus_auth.consumers(files)
+    seen = set()
+    for name, svc in COMPOSE_DOC.services.items():
+        if name == "bus-init":
+            continue
+        bus_mounts = [(s, ro) for s, t, ro in svc.mounts if s.split("/")[0] == "bus"]
+        text = " ".join(" ".join(c) for c in svc.commands())
+        text += " " + " ".join(str(v) for v in (svc.spec.get("environment") or {}).values())
+        named = set(re.findall(rf"{re.escape(bus_dir)}/([\w.-]+)", text))
+        if not bus_mounts:
+            assert not named, f"{name} names {named} under {bus_dir} but does not mount it"
+            continue
+        ((source, ro),) = bus_mounts
+        assert ro, f"{name}: the credentials are mounted writable"
+        consumer = source.removeprefix("bus/roles/")
+        assert consumer in handed, f"{name} mounts {source}, not a consumer's folder"
+        assert named and named <= set(handed[consumer]), f"{name}: {named} not all in roles/{consumer}"
+        seen.add(consumer)
+    assert {"nats", "proxy", "operator", "config", "discovery", "ca", "policy", "telemetry"} <= seen

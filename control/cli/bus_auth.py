@@ -225,6 +225,53 @@ def ensure_bus(
     return BusFiles(bus_dir, ca_file, publics)
 
 
+# -- one folder per consumer (containers) ---------------------------------------------------------
+
+BY_ROLE_DIR = "roles"
+NATS_CONSUMER, PROXY_CONSUMER = "nats", "proxy"
+
+
+def consumers(files: BusFiles) -> dict[str, tuple[str, ...]]:
+    """Which files each consumer needs: nats-server its config, certificate and key; a component role
+    its own seed (discovery also the signing key, meshbus-ca its public half); a sidecar with a
+    certificate the bootstrap seed and the server's root; a sidecar without one its own seed."""
+    out: dict[str, tuple[str, ...]] = {NATS_CONSUMER: (CONF_FILE, SERVER_CERT, SERVER_KEY, SERVER_CA)}
+    extra = {"discovery": (SIGNING_KEY,), "ca": (SIGNING_PUB,)}
+    for role in roles.COMPONENTS:
+        out[role] = (f"{role}.nk", *extra.get(role, ()))
+    out[PROXY_CONSUMER] = (f"{BOOTSTRAP}.nk", SERVER_CA)
+    prefix = proxy_nkey_name("")
+    for name in files.public_keys:
+        if name.startswith(prefix):
+            out[name] = (f"{name}.nk", SERVER_CA)
+    return out
+
+
+def hand_out(files: BusFiles) -> Path:
+    """Copy each consumer's files into ``<bus-dir>/roles/<consumer>/`` (0700, modes kept), so that a
+    container mounts only its own (a compose volume ``subpath``) and a sidecar's container never holds
+    the operator's key. ``roles/`` is rewritten whole: a key that left a consumer leaves its folder,
+    the folder of a sidecar no longer listed goes."""
+    base = files.dir / BY_ROLE_DIR
+    base.mkdir(mode=0o700, exist_ok=True)
+    base.chmod(0o700)
+    wanted = consumers(files)
+    for gone in [p for p in base.iterdir() if p.name not in wanted]:  # a sidecar no longer listed
+        for f in gone.iterdir():
+            f.unlink()
+        gone.rmdir()
+    for consumer, names in wanted.items():
+        folder = base / consumer
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
+        for stale in set(p.name for p in folder.iterdir()) - set(names):
+            (folder / stale).unlink()
+        for name in names:
+            src = files.dir / name
+            write_atomic(folder / name, src.read_bytes(), src.stat().st_mode & 0o777)
+    return base
+
+
 # -- who gets what (meshctl up's children) --------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ writes into ``--bus-dir`` what `meshbus.control.cli.bus_auth.ensure_bus` writes:
 (run it with ``--config <bus-dir>/nats-server.conf``), its certificate, one nkey seed per role, the
 bootstrap nkey and the snapshot signing key. Each ``--proxy NODE=NAMESPACE/SERVICE_ACCOUNT`` is a
 sidecar that will run with ``--node-id NODE`` and that identity's certificate; ``--proxy NODE`` (no
-identity) one that authenticates with ``proxy-NODE.nk``. docker-compose.yml's ``bus-init`` step runs it.
+identity) one that authenticates with ``proxy-NODE.nk``. docker-compose.yml's ``bus-init`` step runs it
+with ``--by-role``: each container then mounts only its own folder of credentials (`bus_auth.hand_out`).
 Existing keys are kept; the config is rewritten (a new sidecar: add it, run again, reload nats-server).
 """
 
@@ -44,6 +45,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="a sidecar's node id and identity (repeatable)",
     )
     init.add_argument(
+        "--by-role",
+        action="store_true",
+        help=f"also copy each consumer's files into <bus-dir>/{bus_auth.BY_ROLE_DIR}/<consumer>/ "
+        "(nats, each role, proxy, proxy-NODE) for containers that mount only their own",
+    )
+    init.add_argument(
         "--trust-domain", default=os.environ.get(bus_auth.ENV_TRUST_DOMAIN) or DEFAULT_TRUST_DOMAIN
     )
     init.set_defaults(func=run_init)
@@ -72,4 +79,7 @@ def run_init(args: argparse.Namespace) -> int:
     print(f"{'created' if created else 'kept'} the mesh root in {args.ca_dir}")
     print(f"wrote {files.conf} ({len(files.public_keys)} nkey users, {sum(1 for p in proxies if p.spiffe_id)} "
           f"certificate-mapped proxies) and the credentials beside it")  # fmt: skip
+    if args.by_role:
+        base = bus_auth.hand_out(files)
+        print(f"copied each consumer's files into {base}/<consumer>/")
     return 0

@@ -134,6 +134,8 @@ def test_chaos(tmp_path: Path) -> None:
                 version = "v2" if version == "v1" else "v1"
             else:
                 applies += 1
+                # What meshbus-config answered (created / configured / unchanged), shown when a wait fails.
+                print(f"apply {version} after killing {victim}: {applied.stdout.strip()}")
                 started = time.monotonic()
                 wait_for(
                     f"convergence on {version} after killing {victim}",

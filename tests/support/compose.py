@@ -90,9 +90,14 @@ class Service:
 
     @property
     def mounts(self) -> list[tuple[str, str, bool]]:
-        """(source, target, read-only) per volume."""
+        """(source, target, read-only) per volume; a long-syntax mount of a volume's ``subpath`` has
+        ``<volume>/<subpath>`` as its source."""
         out = []
         for v in self.spec.get("volumes", []):
+            if isinstance(v, dict):
+                source = "/".join(filter(None, (v["source"], (v.get("volume") or {}).get("subpath"))))
+                out.append((source, v["target"], bool(v.get("read_only"))))
+                continue
             source, target, *mode = v.split(":")
             out.append((source, target, mode == ["ro"]))
         return out

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from meshbus.bus import BusConnection, BusSettings, rpc
-from meshbus.bus.errors import ConflictError, NotFoundError, NotReadyError
+from meshbus.bus.errors import ConflictError, NotFoundError, NotReadyError, UnavailableError
 from meshbus.bus.kv import BucketConfig, BucketMissingError, KeyValueStore, KvOperation, KvWrite
 from meshbus.bus.schemas.config import ListReply, ListRequest
 from meshbus.control.config.service import ConfigService
+from tests.support.bounded import eventually
 from tests.support.nats_server import start_server
 
 pytestmark = pytest.mark.timeout(30)
@@ -99,3 +101,48 @@ async def test_service_is_not_ready_without_jetstream(subject_root: str) -> None
             await conn.close()
     finally:
         server.cleanup()
+
+
+async def _bucket_with_a_missing_newest_message(bus: BusConnection, name: str) -> KeyValueStore:
+    """A bucket whose stream's last sequence is a message no read can deliver: what a whole-bucket
+    read sees when the copy that answers is a NATS node still catching up (a cluster can show that only
+    by racing a restart; here the newest message is removed, which a KV stream normally refuses)."""
+    js = bus.nc.jetstream()
+    bucket = bus.subjects.kv_bucket(name)
+    store = KeyValueStore(bus, BucketConfig(bucket, history=8))
+    cfg = store._stream_config()
+    cfg.deny_delete = False  # set at creation only: JetStream refuses to lift it later
+    await js.add_stream(cfg)
+    await store.open()
+    await store.put("a", b"1")
+    newest = await store.put("b", b"2")
+    await js.delete_msg(store.stream, newest)
+    return store
+
+
+async def test_a_whole_bucket_read_from_a_copy_behind_the_stream_is_refused(
+    bus: BusConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A config apply plans on this read: a stale one answered "unchanged" to a real change.
+    import meshbus.bus.kv as kv_module
+
+    monkeypatch.setattr(kv_module, "_STALE_PATIENCE", 0.3)
+    store = await _bucket_with_a_missing_newest_message(bus, "stale")
+    with pytest.raises(UnavailableError, match="behind the stream"):
+        await store.scan()
+    assert store.stale_reads >= 1
+    # A narrower pattern is not fenced (its newest message need not be the stream's).
+    assert [e.key for e in await store.scan("a")] == ["a"]
+
+
+async def test_a_stale_whole_bucket_read_is_read_again_until_the_copy_caught_up(bus: BusConnection) -> None:
+    store = await _bucket_with_a_missing_newest_message(bus, "catchup")
+    read = asyncio.create_task(store.scan())
+
+    async def retried() -> bool:
+        return store.stale_reads >= 1
+
+    await eventually("a stale read noticed", retried)
+    rev = await store.put("c", b"3")  # the copy now holds the stream's newest message
+    entries = await asyncio.wait_for(read, 10)
+    assert [(e.key, e.revision) for e in entries][-1] == ("c", rev)
