@@ -19,6 +19,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .cert_flags import add_cert_args
 from .subjects import DEFAULT_ROOT
 
 if TYPE_CHECKING:
@@ -71,22 +72,6 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-format", default=os.environ.get("MESHBUS_LOG_FORMAT", "console"), choices=["json", "console"]
-    )
-
-
-def add_cert_args(parser: Any, prefix: str, envs: tuple[str, str], what: str) -> None:
-    """``--<prefix>-cert`` and ``--<prefix>-key``, defaulting to the variables ``envs`` (cert, key)."""
-    parser.add_argument(
-        f"--{prefix}-cert",
-        default=os.environ.get(envs[0]) or None,
-        metavar="FILE",
-        help=f"{what} (default: ${envs[0]})",
-    )
-    parser.add_argument(
-        f"--{prefix}-key",
-        default=os.environ.get(envs[1]) or None,
-        metavar="FILE",
-        help=f"private key of --{prefix}-cert (default: ${envs[1]})",
     )
 
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from meshbus.bus.process import add_cert_args
+from meshbus.bus.cert_flags import add_cert_args
 
 ENV_BOOTSTRAP_NKEY = "MESHBUS_NATS_BOOTSTRAP_NKEY"
 ENV_BOOTSTRAP_CERT = "MESHBUS_NATS_BOOTSTRAP_CERT"
