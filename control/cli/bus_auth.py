@@ -285,6 +285,8 @@ def ensure_bus(
         users.append((principals[name], perms))
     for spiffe_id, nodes in sorted(by_identity.items()):
         users.append((spiffe_id, roles.proxy(s, nodes)))
+    for stale in bus_dir.glob("*.nk"):  # an older meshbus's nkey seeds: no user has them any more
+        stale.unlink()
     _ensure_signing_key(files)
     cert_pem, key_pem = server_certificate(material, now)
     write_atomic(bus_dir / SERVER_CERT, cert_pem, 0o644)

@@ -67,7 +67,7 @@ class Engine:
         }
         for source, target, _ in svc.mounts:  # a bind mount (./...) is the repository's own file
             paths[target] = str(ROOT / source) if source.startswith(".") else self.volume(source)
-        for target in sorted(paths, key=len, reverse=True):  # whole paths only: /ca is not in /bus/ca.nk
+        for target in sorted(paths, key=len, reverse=True):  # whole paths only: /ca is not in /bus/ca-key.pem
             text = re.sub(rf"(?<![\w./-]){re.escape(target)}(?![\w.-])", lambda _m, t=target: paths[t], text)
         text = _PORT_FLAG.sub(lambda m: f"{m[1]}{self.port(svc, int(m[2]))}", text)
         text = _ADDR_FLAG.sub(lambda m: f"{m[1]}{m[2]}:{self.port(svc, int(m[3]))}", text)

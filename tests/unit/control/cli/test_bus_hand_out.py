@@ -81,6 +81,8 @@ def test_every_principal_has_a_reserved_id_and_its_certificate_names_only_that(t
         leaf.verify_directly_issued_by(root)
         assert stat.S_IMODE(files.key(principal).stat().st_mode) == 0o600
     key = files.key("ca").read_bytes()
+    (files.dir / "ca.nk").write_bytes(b"an older meshbus's seed")
     assert _bus(tmp_path, []).key("ca").read_bytes() == key
+    assert not list(files.dir.glob("*.nk"))  # no user has it any more: not left lying around
     conf = files.conf.read_text()
     assert "allow_non_tls" not in conf and "handshake_first" not in conf and '"verify_and_map": true' in conf
