@@ -48,6 +48,19 @@ NEVER_CONNECTED_CLOSE = 0.2
 """Seconds `BusConnection.close` gives a client that never connected (nothing to flush)."""
 
 
+class _UpgradedStreamEof(logging.Filter):
+    """Drops asyncio's "returning true from eof_received() has no effect when using ssl": nats-py reads
+    the server's INFO in plain text, then upgrades the stream with ``loop.start_tls``, so the stream's
+    protocol still believes it is not over TLS and answers a peer's close that way. Harmless (the
+    connection closes as it should), but asyncio warns at every close of a TLS connection, onto
+    meshctl's stderr among others."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("returning true from eof_received()")
+
+
+logging.getLogger("asyncio").addFilter(_UpgradedStreamEof())
+
 # nats-py reports the server's -ERR in lower case: 'nats: permissions violation for publish to "x"'
 _DENIED_RE = re.compile(r'permissions violation for (?:publish|subscription) to "([^"]+)"', re.IGNORECASE)
 
