@@ -136,24 +136,30 @@ class FileCertClient:
         pass
 
 
-async def _serve_sidecar(args: argparse.Namespace) -> None:
+async def start_sidecar(args: argparse.Namespace, access_log: str | None, admin: str) -> Any:
+    """A started ProxyServer for ``sidecar_main``'s arguments, with the mesh identity under ``--tls``
+    (bench/chain_tail.py starts its sidecars through this too)."""
     from meshbus.proxy.adapters.server import ProxyServer
     from meshbus.proxy.bootstrap import BootstrapConfig, parse_address
 
-    tmp = Path(args.dir)
     cfg = BootstrapConfig(
         config_path=args.config,
         outbound=parse_address(args.outbound) if args.outbound != "off" else None,
         inbound=parse_address(args.inbound) if args.inbound != "off" else None,
-        admin=parse_address(args.admin) if args.admin != "off" else None,
+        admin=parse_address(admin) if admin != "off" else None,
         app_port=args.app_port,
-        access_log=args.access_log,
+        access_log=access_log,
         log_level="warning",
     )
     server = ProxyServer(cfg)
     await server.start()
     if args.tls:
-        server.enable_mesh_tls(FileCertClient(tmp, args.name, args.sa))
+        server.enable_mesh_tls(FileCertClient(Path(args.dir), args.name, args.sa))
+    return server
+
+
+async def _serve_sidecar(args: argparse.Namespace) -> None:
+    server = await start_sidecar(args, args.access_log, args.admin)
     stats = None
     if args.stats_port:
         # handshake counts for the parent: one line of "outbound inbound" on connect

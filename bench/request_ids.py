@@ -3,7 +3,7 @@ counter it replaced (``<random prefix>-000000000001``, not a UUIDv4). CPU time p
 
     .venv/bin/python bench/request_ids.py [--n 300000]
 
-Run it after ``make native`` to time the compiled listener (the default install), and with
+Run it after ``make native`` to time the compiled exchange (the default install), and with
 ``MESHBUS_PURE_PYTHON=1 make native`` for the sources.
 """
 
@@ -17,7 +17,7 @@ import timeit
 import uuid
 from collections.abc import Callable
 
-from meshbus.proxy.adapters import listener
+from meshbus.proxy.adapters import exchange
 
 
 def old_counter() -> Callable[[], str]:
@@ -30,12 +30,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=300_000)
     n = p.parse_args().n
-    compiled = listener.__file__.endswith(".so")
-    print(f"listener: {'compiled (mypyc)' if compiled else 'pure Python'}")
+    compiled = exchange.__file__.endswith(".so")
+    print(f"exchange: {'compiled (mypyc)' if compiled else 'pure Python'}")
     for name, fn in (
         ("counter (before)", old_counter()),
         ("str(uuid.uuid4())", lambda: str(uuid.uuid4())),
-        ("new_request_id", listener.new_request_id),
+        ("new_request_id", exchange.new_request_id),
     ):
         best = min(timeit.Timer(fn, timer=time.process_time).repeat(number=n, repeat=7)) / n
         print(f"{name:20s} {best * 1e9:6.0f} ns/id   e.g. {fn()}")

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from meshbus.bus import codec
-from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, SpanBatch, pack_rows
+from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, SpanBatch, encode_rows
 from meshbus.proxy.build.telemetry_policy import SidePolicy, TelemetryPolicy, TracingSettings
 from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.endpoint import Endpoint
@@ -261,7 +261,8 @@ def main() -> None:
     format_json_lines(batch)
     results["accesslog_json_format_ns_per_record"] = (time.process_time_ns() - t0) / len(batch)
     t0 = time.process_time_ns()
-    codec.encode(AccessLogBatch(Source("n"), [], pack_rows([r.row() for r in batch]), len(batch)))
+    data, encoding = encode_rows([r.row() for r in batch])
+    codec.encode(AccessLogBatch(Source("n"), [], data, len(batch), encoding))
     results["accesslog_bus_rows_ns_per_record"] = (time.process_time_ns() - t0) / len(batch)
     spans = SpanRecorder(capacity=1 << 30)
     tele, ex = _hop(False, 1.0, spans)
@@ -270,7 +271,8 @@ def main() -> None:
         tele.done(ex, "-", 12.5)
     rows = spans.drain()
     t0 = time.process_time_ns()
-    codec.encode(SpanBatch(Source("n"), {}, "", list(ROW), pack_rows(rows), len(rows)))
+    data, encoding = encode_rows(rows)
+    codec.encode(SpanBatch(Source("n"), {}, "", list(ROW), data, len(rows), encoding))
     results["spans_bus_rows_ns_per_span"] = (time.process_time_ns() - t0) / len(rows)
     for code in range(200, 600, 4):  # ~100 series per request metric
         series.record(code, 1.0, 1, 1)

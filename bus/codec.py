@@ -88,6 +88,23 @@ def encode(msg: Any) -> tuple[bytes, dict[str, str]]:
     return msgpack.packb(msg, default=_fields_of, use_bin_type=True), {SCHEMA_HEADER: sid}
 
 
+class Encoder:
+    """`encode` for a sender of large messages, one per thread (a msgpack Packer is not thread-safe).
+
+    It keeps its packer, and so the packer's buffer, from one message to the next: `encode` makes a
+    fresh packer, whose new buffer a large message (a 500-row telemetry batch, ~150 KB) fills
+    through page faults, which measured ~0.2 ms per such batch, more than packing it."""
+
+    __slots__ = ("_packer",)
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(default=_fields_of, use_bin_type=True)
+
+    def encode(self, msg: Any) -> tuple[bytes, dict[str, str]]:
+        sid = schema_id(msg)
+        return self._packer.pack(msg), {SCHEMA_HEADER: sid}
+
+
 def _decoder_for(tp: Any) -> Callable[[Any], Any]:
     cached = _DECODERS.get(tp)
     if cached is not None:

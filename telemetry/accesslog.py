@@ -132,7 +132,8 @@ class AccessLogRecord:
 
     def row(self) -> list[Any]:
         """The fields as a list, in declaration order (:data:`FIELDS`): how the bus carries records
-        (packed by the thousand with msgpack; compiled, this is a fraction of a microsecond)."""
+        (packed by the hundred in one call, bus.schemas.telemetry.encode_rows; compiled, this is a fraction of a
+        microsecond)."""
         return [
             self.start_time, self.method, self.path, self.protocol, self.response_code, self.response_flags,
             self.response_code_details, self.bytes_received, self.bytes_sent, self.duration_ms,

@@ -16,6 +16,7 @@ unless a span is made (the SDK wants ints).
 
 from __future__ import annotations
 
+import os
 import re
 from random import getrandbits, randbytes
 from typing import Final
@@ -156,23 +157,56 @@ def _b3_multi(hdict: dict[str, str]) -> TraceContext | None:
 
 
 # --- what the proxy sends on ---------------------------------------------------------------------------
+class HexPool:
+    """Random lowercase hex digits, drawn from the ``random`` generator 1,024 bytes at a time.
+
+    A request that starts a trace needs 48 (a trace and a span id); drawing them one id at a time
+    cost ~1,400 instructions per ``getrandbits`` (an int made from a byte array) plus the formatting
+    of the int, several per cent of the proxy's Python per request. From the pool an id is a slice.
+    Not a secret (ids are not credentials): the ``random`` generator, as before. A forked worker
+    empties its inherited pool (``os.register_at_fork``), so workers never share ids.
+    """
+
+    __slots__ = ("digits", "pos")
+
+    def __init__(self) -> None:
+        self.digits = ""
+        self.pos = 0
+
+    def take(self, n: int) -> str:
+        """``n`` (at most 2,048) random hex digits."""
+        pos = self.pos
+        end = pos + n
+        if end > len(self.digits):
+            self.digits = randbytes(1024).hex()  # a third of the time "%x" % getrandbits(8192) takes
+            pos = 0
+            end = n
+        self.pos = end
+        return self.digits[pos:end]
+
+    def reset(self) -> None:
+        self.digits = ""
+        self.pos = 0
+
+
+HEX: Final = HexPool()
+os.register_at_fork(after_in_child=HEX.reset)
+
+
 def new_trace_id() -> str:
     """128 random bits as 32 hex digits (never all zero). Not a secret: the ``random`` generator."""
-    return "%032x" % (getrandbits(128) or 1)
+    h = HEX.take(32)
+    return h if h != _ZERO_TRACE else "%032x" % (getrandbits(128) or 1)
 
 
 def new_span_id() -> str:
-    return "%016x" % (getrandbits(64) or 1)
+    h = HEX.take(16)
+    return h if h != _ZERO_SPAN else "%016x" % (getrandbits(64) or 1)
 
 
 def new_ids() -> tuple[str, str]:
-    """A new trace id and span id at once (one draw of 192 bits: ~40% cheaper than two)."""
-    h = randbytes(24).hex()
-    trace_id = h[:32]
-    span_id = h[32:]
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # 2**-64 at most: draw the two apart
-        return new_trace_id(), new_span_id()
-    return trace_id, span_id
+    """A new trace id and span id."""
+    return new_trace_id(), new_span_id()
 
 
 def traceparent(trace_id: str, span_id: str, sampled: bool) -> str:

@@ -8,10 +8,12 @@ and its access-log records, as rows packed once. Deltas add up, so the collector
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgpack
+import orjson
 
 from ..codec import message
 from ..errors import BadRequestError
@@ -67,9 +69,12 @@ class SpanBatch:
     parent_span_id (hex; "" for a root), name, kind (1 server, 2 client), start_ns, end_ns,
     attributes, status_code (0 unset, 2 error), tracestate. Readers find fields by name."""
     spans: bytes = b""
-    """The rows, one per span, as one msgpack array (`pack_rows`): packed in one call, never walked
-    value by value (a span costs ~1 us to ship this way, ~30 us as a message of its own)."""
+    """The rows, one per span, as one array in ``encoding`` (`encode_rows`): packed in one call, never
+    walked value by value (a span costs well under 1 us to ship this way, ~30 us as a message of its own)."""
     count: int = 0
+    encoding: str = "msgpack"
+    """How ``spans`` is packed: `ROWS_JSON` or `ROWS_MSGPACK` (the default: what proxies sent before
+    this field existed)."""
 
 
 @message("meshbus.telemetry.v1.AccessLogBatch")
@@ -77,13 +82,15 @@ class SpanBatch:
 class AccessLogBatch:
     """Access-log records as rows: ``fields`` names them (meshbus.telemetry.accesslog.AccessLogRecord's
     fields), ``records`` holds one row of values per request (``start_time`` in epoch seconds,
-    ``duration_ms`` in ms) as one msgpack array (`pack_rows`). ``meshctl logs`` renders them under
+    ``duration_ms`` in ms) as one array (`encode_rows`). ``meshctl logs`` renders them under
     Istio's JSON keys."""
 
     source: Source
     fields: list[str] = field(default_factory=list)
     records: bytes = b""
     count: int = 0
+    encoding: str = "msgpack"
+    """How ``records`` is packed, as `SpanBatch.encoding`."""
 
 
 @message("meshbus.telemetry.v1.StatsRequest")
@@ -119,15 +126,41 @@ class EdgeStats:
     """Per-bucket counts of istio_request_duration_milliseconds (+Inf last)."""
 
 
+ROWS_JSON: Final = "json"
+ROWS_MSGPACK: Final = "msgpack"
+_UNPACK: Final[dict[str, Callable[[bytes], Any]]] = {
+    ROWS_JSON: orjson.loads,
+    ROWS_MSGPACK: lambda data: msgpack.unpackb(data, raw=False, strict_map_key=False),
+}
+
+
+def encode_rows(rows: list[Any]) -> tuple[bytes, str]:
+    """Rows of plain values (str, numbers, None, lists, str-keyed maps) as one array, and its encoding.
+
+    JSON by orjson: rows are mostly short strings, which orjson packs ~4x faster than msgpack does
+    (a 24-field access-log row: ~0.15 us against ~0.6 us), and proxies pack one row per request and
+    hop. A batch orjson refuses (a map with a non-str key) goes as msgpack, which takes it. Floats
+    keep their value either way (orjson writes NaN as null: no row holds one)."""
+    try:
+        return orjson.dumps(rows), ROWS_JSON
+    except orjson.JSONEncodeError:
+        return pack_rows(rows), ROWS_MSGPACK
+
+
 def pack_rows(rows: list[Any]) -> bytes:
-    """Rows of plain values (str, numbers, None, lists, str-keyed maps) as one msgpack array."""
+    """Rows as one msgpack array (`ROWS_MSGPACK`): `encode_rows`'s fallback, and all that proxies
+    sent before batches named their encoding."""
     return msgpack.packb(rows, use_bin_type=True)
 
 
-def unpack_rows(data: bytes) -> list[list[Any]]:
-    """`pack_rows` undone; a payload that is not a list of rows gives BadRequestError."""
+def unpack_rows(data: bytes, encoding: str = ROWS_MSGPACK) -> list[list[Any]]:
+    """`encode_rows` (or `pack_rows`) undone; a payload that is not a list of rows in ``encoding``,
+    or an encoding this reader does not know, gives BadRequestError."""
+    unpack = _UNPACK.get(encoding)
+    if unpack is None:
+        raise BadRequestError(f"unknown row encoding {encoding!r}")
     try:
-        rows = msgpack.unpackb(data, raw=False, strict_map_key=False) if data else []
+        rows = unpack(data) if data else []
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise BadRequestError(f"undecodable rows: {exc.__class__.__name__}") from None
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):

@@ -11,24 +11,29 @@ Instances: one per distinct pluginConfig (by digest), made on its first call and
 an error verdict, and so is a hook that raises or runs past ``hook_timeout``: the proxy applies
 the Plugin's failStrategy. ``concurrency`` calls of ``async def`` hooks run at once; more wait in
 NATS (a slow filter holds its callers only, and several hosts add capacity). A plain ``def`` hook
-runs to its end once called, so it is served as its message arrives, without a task of its own.
+runs to its end once called, so it is served as nats-py reads its message, without a task of its
+own, its call read by ``call_in`` and its verdict written to the socket at once
+(meshbus.bus.direct: no pass through nats-py's subscription and flusher tasks).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
+from nats.aio.msg import Msg
 from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
+from meshbus.bus.direct import add_inline_endpoint, header_block, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import (
     MICRO_SERVICE,
@@ -40,14 +45,16 @@ from meshbus.bus.schemas.filters import (
 )
 from meshbus.bus.service import MESHBUS_VERSION, QUEUE_GROUP
 from meshbus.plugins.api import Filter, LocalReply, call_hook, hook_list
+from meshbus.plugins.http import Request, Response
 from meshbus.plugins.loader import make_filter
 from meshbus.plugins.registry import FilterInfo
-from meshbus.plugins.remote.wire import pack_verdict, verdict_of, views_of
+from meshbus.plugins.remote.wire import call_in, pack_verdict, verdict_of, views_of
 
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 64
 VERDICT_HEADERS: Final = {codec.SCHEMA_HEADER: codec.schema_id(FilterVerdict)}
+VERDICT_BLOCK: Final = header_block(VERDICT_HEADERS)
 
 
 class FilterHost:
@@ -110,11 +117,13 @@ class FilterHost:
         )
         for hook in i.hooks:
             name = hook.removeprefix("on_")
-            await self._micro.add_endpoint(
-                EndpointConfig(
-                    name=name, subject=subjects.filter_hook(i.name, name), handler=self._handler(name)
-                )
+            config = EndpointConfig(
+                name=name, subject=subjects.filter_hook(i.name, name), handler=self._handler(name)
             )
+            if inspect.iscoroutinefunction(getattr(i.cls, hook)):
+                await self._micro.add_endpoint(config)
+            else:
+                await add_inline_endpoint(self._micro, config, functools.partial(self._serve_now, name))
         await self._micro.add_endpoint(
             EndpointConfig(name="info", subject=subjects.filter_info(i.name), handler=self._on_info)
         )
@@ -168,6 +177,35 @@ class FilterHost:
 
         return handle
 
+    def _serve_now(self, hook: str, msg: Msg) -> None:
+        """A plain def hook's call, served as nats-py reads it (meshbus.bus.direct): decoded, run and
+        answered without a pass through the event loop."""
+        v = self._call(hook, msg.data, msg.headers)
+        if isinstance(v, FilterVerdict):
+            self._answer(hook, msg.reply, v)
+            return
+        task = asyncio.ensure_future(self._answer_later(hook, msg.reply, v))  # it returned an awaitable
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_later(self, hook: str, reply: str, pending: Awaitable[FilterVerdict]) -> None:
+        self._answer(hook, reply, await pending)
+
+    def _answer(self, hook: str, reply: str, v: FilterVerdict) -> None:
+        if hook in ONE_WAY_HOOKS or not reply:
+            return
+        data = pack_verdict(v)
+        if not write_now(self.bus.nc, reply, data, "", VERDICT_BLOCK):
+            task = asyncio.ensure_future(self._publish(hook, reply, data))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, hook: str, reply: str, data: bytes) -> None:
+        try:
+            await self.bus.nc.publish(reply, data, headers=dict(VERDICT_HEADERS))
+        except Exception as exc:  # the caller may be gone (timed out); never crash on it
+            log.debug("could not answer %s: %r", hook, exc)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
@@ -192,34 +230,59 @@ class FilterHost:
         return inst
 
     async def _serve(self, hook: str, req: MicroRequest) -> None:
-        self.calls += 1
-        reply = hook not in ONE_WAY_HOOKS
-        try:
-            call = codec.decode(req.data, req.headers, FilterCall, max_bytes=self.bus.settings.max_payload)
-            inst = self._instance(call)
-            if isinstance(inst, str):
-                verdict = FilterVerdict(error=inst)
-            else:
-                views = views_of(call)
-                result = call_hook(inst, hook, views[0], views[1], call.body, call.end)
-                if inspect.isawaitable(result):
-                    result = await asyncio.wait_for(result, self.hook_timeout)
-                if result is not None and not isinstance(result, LocalReply):
-                    raise TypeError(f"hook returned {type(result).__name__}, not None or a LocalReply")
-                verdict = verdict_of(result, call, *views)
-        except TimeoutError:
-            verdict = FilterVerdict(error=f"{hook} ran past the host's {self.hook_timeout:g}s")
-        except Exception as exc:
-            verdict = FilterVerdict(error=f"{type(exc).__name__}: {exc}")
-        if verdict.error:
-            self.errors += 1
-            log.warning("filter %s %s failed: %s", self.info.name, hook, verdict.error)
-        if not reply:
+        v = self._call(hook, req.data, req.headers)
+        if not isinstance(v, FilterVerdict):
+            v = await v
+        if hook in ONE_WAY_HOOKS:
             return
         try:
-            await req.respond(pack_verdict(verdict), headers=VERDICT_HEADERS)
+            await req.respond(pack_verdict(v), headers=VERDICT_HEADERS)
         except Exception as exc:  # the caller may be gone (timed out); never crash on it
             log.debug("could not answer %s: %r", hook, exc)
+
+    def _call(
+        self, hook: str, data: bytes, headers: Mapping[str, str] | None
+    ) -> FilterVerdict | Awaitable[FilterVerdict]:
+        """Decode a call and run its hook: the verdict, or one to await when the hook awaits."""
+        self.calls += 1
+        try:
+            call = call_in(data, headers, self.bus.settings.max_payload)
+            inst = self._instance(call)
+            if isinstance(inst, str):
+                return self._failed(hook, inst)
+            views = views_of(call)
+            result = call_hook(inst, hook, views[0], views[1], call.body, call.end)
+        except Exception as exc:
+            return self._failed(hook, f"{type(exc).__name__}: {exc}")
+        if inspect.isawaitable(result):
+            return self._awaited(hook, result, call, views)
+        return self._verdict(hook, result, call, views)
+
+    async def _awaited(
+        self, hook: str, result: Awaitable[object], call: FilterCall, views: tuple[Request, Response | None]
+    ) -> FilterVerdict:
+        try:
+            done = await asyncio.wait_for(result, self.hook_timeout)
+        except TimeoutError:
+            return self._failed(hook, f"{hook} ran past the host's {self.hook_timeout:g}s")
+        except Exception as exc:
+            return self._failed(hook, f"{type(exc).__name__}: {exc}")
+        return self._verdict(hook, done, call, views)
+
+    def _verdict(
+        self, hook: str, result: object, call: FilterCall, views: tuple[Request, Response | None]
+    ) -> FilterVerdict:
+        try:
+            if result is not None and not isinstance(result, LocalReply):
+                raise TypeError(f"hook returned {type(result).__name__}, not None or a LocalReply")
+            return verdict_of(result, call, *views)
+        except Exception as exc:
+            return self._failed(hook, f"{type(exc).__name__}: {exc}")
+
+    def _failed(self, hook: str, error: str) -> FilterVerdict:
+        self.errors += 1
+        log.warning("filter %s %s failed: %s", self.info.name, hook, error)
+        return FilterVerdict(error=error)
 
 
 def _close(f: Filter) -> None:

@@ -35,10 +35,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import random
 import re
 import time
 from functools import partial
+from random import randbytes
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.adapters.upstream import OVERFLOW, PENDING, MirrorSend, UpstreamConnection
@@ -131,6 +133,63 @@ def _raw_removed(raw: bytes, ops: HeaderOps, hdict: dict[str, str]) -> bytes | N
 
 
 _rand: Final = random.random
+
+
+# The variant digit of a UUIDv4 (RFC 9562: binary 10xx) from a random hex digit: its two low bits.
+_VARIANT: Final = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
+_IDS_PER_DRAW: Final = 64
+
+
+class RequestIds:
+    """Random UUIDv4s (version 4, variant 10: RFC 9562) for ``x-request-id``, as Envoy makes them.
+
+    Made 64 at a time: 36 random hex digits per id (``random.randbytes``, the ``random`` module's
+    generator), then the dashes, the version digit and the variant digit written over their places
+    in all 64 at once (slice assignments on one bytearray); an id is then a slice of one string.
+    One id at a time (a draw, an int formatted, five slices joined) cost five times as much
+    (bench/request_ids.py, compiled: 506 -> 109 ns per id). 122 random bits each, and not a secret (clients may send their own
+    x-request-id anyway), so not from the OS's CSPRNG. A forked worker drops the ids it inherited
+    (``os.register_at_fork``), so workers never share one.
+    """
+
+    __slots__ = ("ids", "pos")
+
+    def __init__(self) -> None:
+        self.ids = ""
+        self.pos = 0
+
+    def next(self) -> str:
+        pos = self.pos
+        if pos >= len(self.ids):
+            self._draw()
+            pos = 0
+        self.pos = pos + 36
+        return self.ids[pos : pos + 36]
+
+    def _draw(self) -> None:
+        n = _IDS_PER_DRAW
+        buf = bytearray(randbytes(18 * n).hex().encode())
+        dashes = b"-" * n
+        buf[8::36] = dashes
+        buf[13::36] = dashes
+        buf[18::36] = dashes
+        buf[23::36] = dashes
+        buf[14::36] = b"4" * n
+        buf[19::36] = buf[19::36].translate(_VARIANT)
+        self.ids = buf.decode("ascii")
+
+    def reset(self) -> None:
+        self.ids = ""
+        self.pos = 0
+
+
+_REQUEST_IDS: Final = RequestIds()
+os.register_at_fork(after_in_child=_REQUEST_IDS.reset)
+
+
+def new_request_id() -> str:
+    """A random UUIDv4 for ``x-request-id`` (see ``RequestIds``)."""
+    return _REQUEST_IDS.next()
 
 
 class Exchange:
@@ -260,7 +319,7 @@ class Exchange:
             return
         self.authority = authority
         if "x-request-id" not in hdict:
-            rid = ctx.new_request_id()
+            rid = new_request_id()
             hdict["x-request-id"] = rid
             head.headers.append(("x-request-id", rid))
             self.rid_line = b"x-request-id: %b\r\n" % rid.encode()  # goes after head.raw (_dispatch)

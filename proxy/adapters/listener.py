@@ -27,7 +27,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from random import getrandbits
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.adapters.exchange import Exchange
@@ -54,21 +53,6 @@ log = logging.getLogger(__name__)
 MAX_PIPELINED: Final = 32
 CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE_LINE: Final = b"connection: close\r\n\r\n"
-
-
-_V4_MASK: Final = ((1 << 128) - 1) ^ (0xF << 76) ^ (0xC << 60)
-_V4_BITS: Final = (0x4 << 76) | (0x8 << 60)
-
-
-def new_request_id() -> str:
-    """A random UUIDv4 (version 4, variant 10: RFC 9562) for ``x-request-id``, as Envoy makes them.
-
-    122 random bits from the ``random`` module's generator, which Python reseeds in every forked
-    worker: about a quarter of the cost of ``str(uuid.uuid4())`` (bench/request_ids.py). Not a
-    secret (clients may send their own x-request-id anyway), so not from the OS's CSPRNG.
-    """
-    h = "%032x" % (getrandbits(128) & _V4_MASK | _V4_BITS)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Deadlines:
@@ -141,7 +125,6 @@ class ListenerContext:
         # The request path's clock (attempts, deadlines, outlier feedback); tests give a fake one.
         self.now: Callable[[], float] = time.monotonic
         self.deadlines = Deadlines(server.loop)
-        self.new_request_id: Callable[[], str] = new_request_id
         self.tele = HopTelemetry(server, direction)  # the STATS phase: traces, metrics, access log
         self.mirrors_in_flight = 0
         self.mirrors_dropped = 0

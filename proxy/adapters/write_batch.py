@@ -27,16 +27,17 @@ log = logging.getLogger("meshbus.proxy")
 class WriteBatch:
     """The transports of one loop holding writes; flushed by one ``call_soon`` per loop iteration."""
 
-    __slots__ = ("_loop", "dirty")
+    __slots__ = ("_flush", "_loop", "dirty")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.dirty: list[BatchedTransport] = []  # the transports append themselves on their first write
+        self._flush = self.flush  # one bound method, not one per scheduled flush
 
     def schedule(self) -> None:
         # Ready callbacks run after the I/O callbacks of the current iteration (uvloop and asyncio
         # alike), so the flush sees every write the iteration made.
-        self._loop.call_soon(self.flush)
+        self._loop.call_soon(self._flush)
 
     def flush(self) -> None:
         dirty = self.dirty

@@ -353,6 +353,17 @@ class RequestSession:
                     raw = data[:end]
         if version is None:
             version = p.get_http_version()
+            keep_alive = p.should_keep_alive()
+            upgrade = p.should_upgrade()
+        elif "connection" in hdict or m == b"CONNECT":
+            keep_alive = p.should_keep_alive()
+            upgrade = p.should_upgrade()
+        else:
+            # HTTP/1.1 without a Connection header: llhttp keeps the connection (a request never
+            # needs EOF to end) and cannot upgrade (that takes "Connection: upgrade", or CONNECT);
+            # what its two calls would answer, without them.
+            keep_alive = True
+            upgrade = False
         self._headers = []  # ready for the next message (pipelining) without an on_message_begin reset
         self._hdict = {}
         self._url = b""
@@ -366,8 +377,8 @@ class RequestSession:
                     version,
                     headers,
                     hdict,
-                    p.should_keep_alive(),
-                    p.should_upgrade(),
+                    keep_alive,
+                    upgrade,
                     body,
                     length,
                     raw,

@@ -5,8 +5,8 @@ Every ``interval`` seconds (1 s) one task publishes, on the proxy's own subjects
   (`meshbus.telemetry.delta`), an empty batch when nothing changed (the collector's liveness signal);
 - ``telemetry.spans.<node>``: the spans that ended meanwhile (rows of proxy/filters/spans.py's buffer).
 Access-log records take the access-log writer's path (it drains the bounded record queue every 200
-ms); `BusSink` publishes them as rows (msgpack: a quarter of the cost of JSON lines) on
-``telemetry.logs.<node>``, which a JetStream stream keeps (meshbus-telemetry creates it, with size
+ms); `BusSink` publishes them as rows (one array per batch, `encode_rows`: a fraction of the cost of
+Istio's JSON lines) on ``telemetry.logs.<node>``, which a JetStream stream keeps (meshbus-telemetry creates it, with size
 and age limits); ``meshctl logs`` renders them under Istio's JSON keys.
 
 Nothing here blocks a request: publishing only buffers in the NATS client. While NATS is away a
@@ -31,7 +31,7 @@ from meshbus.bus.schemas.telemetry import (
     MetricBatch,
     Source,
     SpanBatch,
-    pack_rows,
+    encode_rows,
 )
 from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.filters.spans import ROW
@@ -78,6 +78,7 @@ class TelemetryShipper:
         self.interval = interval
         self.seq = 0
         self.batches = 0
+        self._encoder = codec.Encoder()  # its buffer kept between batches (on the event loop only)
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -133,9 +134,7 @@ class TelemetryShipper:
             chunks = [data[i : i + _SPANS_PER_BATCH] for i in range(0, len(data), _SPANS_PER_BATCH)]
             for body, headers, n in self._fit(
                 chunks,
-                lambda ds: SpanBatch(
-                    self.source, self.resource, provider, _SPAN_FIELDS, pack_rows(ds), len(ds)
-                ),
+                lambda ds: _span_batch(self.source, self.resource, provider, ds),
                 _halves,
             ):
                 await self.bus.nc.publish(subject, body, headers=headers)
@@ -158,7 +157,7 @@ class TelemetryShipper:
         todo = list(reversed(chunks))
         while todo:
             chunk = todo.pop()
-            data, headers = _encoded(make(chunk))
+            data, headers = self._encoder.encode(make(chunk))
             if len(data) <= limit or len(chunk) <= 1:
                 out.append((data, headers, len(chunk)))
             else:
@@ -173,8 +172,9 @@ def _split_families(families: list[FamilyDelta]) -> list[list[FamilyDelta]]:
     return [[FamilyDelta(f.name, f.kind, f.help, f.labels, f.buckets, part)] for part in _halves(f.samples)]
 
 
-def _encoded(msg: Any) -> tuple[bytes, dict[str, str]]:
-    return codec.encode(msg)
+def _span_batch(source: Source, resource: dict[str, str], provider: str, rows: list[Any]) -> SpanBatch:
+    data, encoding = encode_rows(rows)
+    return SpanBatch(source, resource, provider, _SPAN_FIELDS, data, len(rows), encoding)
 
 
 class BusSink:
@@ -184,6 +184,7 @@ class BusSink:
         self.bus = bus
         self.source = source
         self.dropped = dropped
+        self._encoder = codec.Encoder()
 
     async def write_records(self, records: list[AccessLogRecord]) -> None:
         if not records:
@@ -193,9 +194,11 @@ class BusSink:
         subject = self.bus.subjects.telemetry("logs", self.source.node)
         for i in range(0, len(records), _RECORDS_PER_BATCH):
             rows = [r.row() for r in records[i : i + _RECORDS_PER_BATCH]]
-            await self.bus.publish(
-                subject, AccessLogBatch(self.source, _RECORD_FIELDS, pack_rows(rows), len(rows))
+            data, encoding = encode_rows(rows)
+            body, headers = self._encoder.encode(
+                AccessLogBatch(self.source, _RECORD_FIELDS, data, len(rows), encoding)
             )
+            await self.bus.nc.publish(subject, body, headers=headers)
 
     async def write(self, data: bytes) -> None:
         raise NotImplementedError("BusSink takes records (write_records), not formatted lines")

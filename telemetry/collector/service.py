@@ -361,7 +361,7 @@ def _window(q: dict[str, list[str]]) -> float:
 
 def _export(exporter: Any, batch: SpanBatch) -> bool:
     """In a worker thread: convert and export one batch."""
-    rows = unpack_rows(batch.spans)
+    rows = unpack_rows(batch.spans, batch.encoding)
     spans = exporters.readable_spans(batch.fields, rows, exporters.resource_of(batch.resource))
     result = exporter.export(spans)
     return bool(result.name == "SUCCESS")

@@ -11,15 +11,18 @@ or no connection at all raise ``FilterUnreachable`` (503 under FAIL_CLOSE); a ti
 Requests do not use nats-py's ``request``: ``Replies`` keeps one wildcard inbox subscription per
 connection and one future per call, with the timeout as a timer on that future. ``request`` adds a
 random token (a ``getrandom`` call), a done callback and ``asyncio.wait_for``'s second future and
-wake-up on every call; this is the proxy's hot path for a remote filter.
+wake-up on every call; this is the proxy's hot path for a remote filter. For the same reason the
+call is written to the socket at once and a reply resolves its future from nats-py's read loop
+(meshbus.bus.direct): no pass through nats-py's flusher and subscription tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import nats.errors
@@ -28,6 +31,7 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
+from meshbus.bus.direct import header_block, subscribe_inline, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterCall, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 
 INFO_TIMEOUT = 1.0
 CALL_HEADERS: Final = {codec.SCHEMA_HEADER: codec.schema_id(FilterCall)}
+CALL_BLOCK: Final = header_block(CALL_HEADERS)
 
 
 def _expire(fut: asyncio.Future[Msg]) -> None:
@@ -63,10 +68,10 @@ class Replies:
 
     async def _start(self) -> None:
         prefix = self.nc.new_inbox() + "."  # under the connection's inbox prefix (mesh mode's NATS users)
-        await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+        await subscribe_inline(self.nc, prefix + "*", self._on_reply)
         self.prefix = prefix
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _on_reply(self, msg: Msg) -> None:
         fut = self._pending.pop(msg.subject[len(self.prefix) :], None)
         if fut is not None and not fut.done():
             fut.set_result(msg)
@@ -81,13 +86,27 @@ class Replies:
                 if started.done():
                     self._started = None  # the next call tries again
                 raise
+        return await self.send(subject, data, timeout)
+
+    def send(self, subject: str, data: bytes, timeout: float) -> Awaitable[Msg]:
+        """Send the call now (the inbox is up: ``prefix`` is set); the awaitable of its reply.
+
+        Sent before the caller's task first runs, so the call is on its way while the event loop
+        turns once to start that task."""
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Msg] = loop.create_future()
         self._pending[token] = fut
         timer = loop.call_later(timeout, _expire, fut)
+        if not write_now(self.nc, subject, data, self.prefix + token, CALL_BLOCK):
+            sending = asyncio.ensure_future(
+                self.nc.publish(subject, data, reply=self.prefix + token, headers=CALL_HEADERS)
+            )
+            sending.add_done_callback(functools.partial(_sent, fut))
+        return self._reply(token, fut, timer)
+
+    async def _reply(self, token: str, fut: asyncio.Future[Msg], timer: asyncio.TimerHandle) -> Msg:
         try:
-            await self.nc.publish(subject, data, reply=self.prefix + token, headers=CALL_HEADERS)
             msg = await fut
         finally:
             timer.cancel()
@@ -96,6 +115,13 @@ class Replies:
         if hdrs and not msg.data and hdrs.get("Status") == "503":
             raise nats.errors.NoRespondersError
         return msg
+
+
+def _sent(fut: asyncio.Future[Msg], sending: asyncio.Future[None]) -> None:
+    """A publish that could not be written at once has gone through nats-py, or failed."""
+    exc = None if sending.cancelled() else sending.exception()
+    if exc is not None and not fut.done():
+        fut.set_exception(exc)
 
 
 def _mode(mode: str, limit: int) -> BodyMode:
@@ -215,11 +241,19 @@ class RemoteBackend:
         bus = self.remotes.bus()
         subject = self._subject(bus, wire)
         if wire in ONE_WAY_HOOKS:
+            if write_now(bus.nc, subject, data, "", CALL_BLOCK):
+                return None
             task = asyncio.ensure_future(_publish(bus, subject, data, CALL_HEADERS))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
             return None
-        return self._request(bus, subject, data, wire, req, resp)
+        replies = self.remotes.replies(bus)
+        sent = (
+            replies.send(subject, data, self.timeout)
+            if replies.prefix
+            else replies.request(subject, data, self.timeout)
+        )
+        return self._request(bus, sent, wire, req, resp)
 
     def _subject(self, bus: BusConnection, wire: str) -> str:
         """The hook's subject, made once per hook (and again for another bus's subject root)."""
@@ -232,10 +266,10 @@ class RemoteBackend:
         return subject
 
     async def _request(
-        self, bus: BusConnection, subject: str, data: bytes, wire: str, req: Request, resp: Response | None
+        self, bus: BusConnection, sent: Awaitable[Msg], wire: str, req: Request, resp: Response | None
     ) -> Any:
         try:
-            msg = await self.remotes.replies(bus).request(subject, data, self.timeout)
+            msg = await sent
         except nats.errors.NoRespondersError:
             raise FilterUnreachable(f"no meshbus-filter-host of {self.filter!r} is live") from None
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:

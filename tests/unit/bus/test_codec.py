@@ -101,3 +101,13 @@ def test_shared_schemas_are_registered() -> None:
     assert ids["meshbus.bus.v1.Error"] is ErrorReply
     assert ids["meshbus.bus.v1.Health"] is Health
     assert codec.evolve(ErrorReply("a", "b"), code="c") == ErrorReply("c", "b")
+
+
+def test_an_encoder_keeps_its_packer_and_encodes_as_encode_does() -> None:
+    enc = codec.Encoder()
+    big = Outer(1, tuple(Inner(f"n{i}", i) for i in range(5000)))
+    for msg in (big, Outer(2), big):
+        assert enc.encode(msg) == codec.encode(msg)
+    with pytest.raises(TypeError, match="cannot encode a object"):
+        enc.encode(Outer(3, note=object()))  # type: ignore[arg-type]
+    assert enc.encode(Outer(4)) == codec.encode(Outer(4))  # nothing of the failed message is left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httptools
 import pytest
 
 from meshbus.proxy.codec.http1 import (
@@ -219,3 +220,39 @@ def test_local_reply_is_a_complete_response() -> None:
 def test_connection_header_names_more_hop_by_hop_headers() -> None:
     tokens = connection_tokens({"connection": "keep-alive, X-Secret"})
     assert "x-secret" in tokens and "transfer-encoding" in tokens
+
+
+class _Llhttp:
+    """llhttp's own answers (the calls the request session skips for a plain HTTP/1.1 head)."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.answer: tuple[bool, bool] | None = None
+
+    def on_headers_complete(self) -> None:
+        self.answer = (self.parser.should_keep_alive(), self.parser.should_upgrade())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",  # no Connection: upgrade: not one
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab",
+        b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+    ],
+)
+def test_keep_alive_and_upgrade_are_what_llhttp_says(raw: bytes) -> None:
+    ev = RequestSession().feed(raw)
+    oracle = _Llhttp()
+    try:
+        oracle.parser.feed_data(raw)
+    except httptools.HttpParserUpgrade:  # llhttp stops at an upgrade's head, as the session does
+        pass
+    head = ev[0][1]
+    assert (head.keep_alive, head.upgrade) == oracle.answer

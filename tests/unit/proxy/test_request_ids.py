@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from meshbus.proxy.adapters.listener import new_request_id
+from meshbus.proxy.adapters.exchange import new_request_id
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import bisect
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +16,7 @@ from meshbus.telemetry.metrics import (
     IstioMetrics,
     Registry,
     RequestSeries,
+    bucket,
     istio_static_labels,
 )
 
@@ -190,3 +193,12 @@ def test_a_disabled_metric_records_nowhere() -> None:
     series.record(200, 5.0, 0, 10)
     assert len(m.requests_total) == 0 and len(m.request_bytes) == 0
     assert m.request_duration.labels(*static, "200", "-").count == 1
+
+
+def test_bucket_is_bisect_left() -> None:
+    floats = tuple(float(b) for b in ISTIO_DEFAULT_BUCKETS)
+    values = [-1.0, 0.0, 0.2, 0.5, 0.50001, 1.0, 7.0, 100.0, 3_600_000.0, 1e12, float("inf"), float("nan")]
+    values += list(floats) + [b - 1e-9 for b in floats] + [b + 1e-9 for b in floats]
+    for v in values:
+        assert bucket(floats, v) == bisect.bisect_left(floats, v), v
+    assert bucket((), 1.0) == 0

@@ -1,0 +1,264 @@
+"""One REMOTE filter call's round trip, without HTTP: a client calls a meshbus-filter-host's no-op
+filter through the proxy's own ``RemoteBackend`` at a paced rate over a local nats-server.
+
+    .venv/bin/python bench/remote_filter.py [--rate 1000] [--duration 5] [--stages]
+
+Isolates what a remote filter adds to a proxied request from the proxy's HTTP work and from the
+load generator (bench/plugins.py measures the whole): p50/p99 of the call, the client's and the
+host's CPU per call (process CPU time: less sensitive to the machine's other load than latency). The host runs on CPU 0
+and the client on CPU 1, as in bench/plugins.py; nats-server is not pinned.
+
+``--stages`` sends one call at a time and stamps each call where it passes (CLOCK_MONOTONIC, the
+same clock in both processes): the client's publish, its bytes written to the socket, the host's
+read of the message, its handler, its reply written, the client's read of the reply, and the
+caller resumed; printed as the median and p99 time between stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from meshbus.bus.connection import BusConnection, BusSettings
+from meshbus.bus.embedded import EmbeddedNats
+from meshbus.plugins import Filter
+from meshbus.plugins.http import Headers, Peer, Request
+from meshbus.plugins.registry import info_of
+from meshbus.plugins.remote.host import FilterHost
+from meshbus.proxy.filters.plugins.remote import RemoteBackend, RemoteFilters
+
+NAME = "bench-noop"
+HEADERS = [
+    ("host", "origin"), ("user-agent", "h2load nghttp2/1.52.0"), ("accept", "*/*"),
+    ("x-request-id", "6f1c0a8e-6f1c-4a8e-9f1c-0a8e6f1c0a8e"),
+]  # fmt: skip
+
+
+class Noop(Filter):
+    def on_request_headers(self, req: Request) -> None:
+        return None
+
+
+def stamp_transport(nc: Any, marks: list[float], has: bytes) -> None:
+    """Stamp every write of ``nc``'s to its socket with ``has`` in it (the flusher's, or an inline one)."""
+    for t, name in ((nc._transport, "writelines"), (nc._transport._io_writer, "write")):
+        orig = getattr(t, name)
+
+        def wrapped(data: Any, _orig: Any = orig) -> None:
+            chunks = [data] if isinstance(data, (bytes, bytearray)) else data
+            if any(has in c for c in chunks):
+                marks.append(time.monotonic())
+            _orig(data)
+
+        setattr(t, name, wrapped)
+
+
+def stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
+    """Stamp every message ``nc`` parses off its socket with ``has`` in its subject (in its read
+    loop, before any dispatch)."""
+    orig = nc._process_msg
+
+    async def process_msg(sid: int, subject: bytes, *a: Any) -> None:
+        if has in subject:
+            marks.append(time.monotonic())
+        await orig(sid, subject, *a)
+
+    nc._process_msg = process_msg  # the parser calls it through the client
+
+
+async def serve_host(url: str, out: str) -> None:
+    marks: dict[str, list[float]] = {"host_read": [], "host_handler": [], "host_write": []}
+    stop = asyncio.Event()
+    cpu = [0.0]
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: cpu.__setitem__(0, time.process_time()))
+    async with BusConnection(BusSettings(url=url, name="bench host")) as bus:
+        host = FilterHost(bus, info_of(NAME, Noop, "bench"))
+        if out:
+            orig_call = host._call
+
+            def call(hook: str, data: bytes, headers: Any) -> Any:
+                marks["host_handler"].append(time.monotonic())
+                return orig_call(hook, data, headers)
+
+            host._call = call  # type: ignore[method-assign]
+        async with host:
+            if out:
+                stamp_reads(bus.nc, marks["host_read"], b".request_headers")
+                stamp_transport(bus.nc, marks["host_write"], b"HPUB _INBOX")
+            pauses = gc_pauses()
+            print("ready", flush=True)
+            await stop.wait()
+            print(time.process_time() - cpu[0], flush=True)  # CPU seconds since SIGUSR1
+            print(
+                "host GC:",
+                ", ".join(
+                    f"gen{g} {len(p)}x max {max(p, default=0) * 1e3:.2f} ms" for g, p in pauses.items()
+                ),
+                flush=True,
+            )
+    if out:
+        Path(out).write_text(json.dumps(marks))  # noqa: ASYNC240 - once, at the end
+
+
+def gc_pauses() -> dict[int, list[float]]:
+    """Each cyclic-GC pass's duration by generation, from now on."""
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    began = [0.0]
+
+    def cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append(time.perf_counter() - began[0])
+
+    gc.callbacks.append(cb)
+    return pauses
+
+
+def describe(pauses: dict[int, list[float]]) -> str:
+    return "GC: " + ", ".join(
+        f"gen{g} {len(p)}x max {max(p, default=0) * 1e3:.2f} ms" for g, p in pauses.items()
+    )
+
+
+def request() -> Request:
+    return Request(
+        "GET", "/", "origin", Headers(list(HEADERS)), request_id="6f1c0a8e", route="default",
+        source=Peer(), destination=Peer(service="origin"),
+    )  # fmt: skip
+
+
+async def drive(url: str, rate: int, duration: float, stages: bool, host_pid: int) -> dict[str, Any]:
+    async with BusConnection(BusSettings(url=url, name="bench client")) as bus:
+        backend = RemoteBackend(RemoteFilters(lambda: bus), NAME, "default/bench", None, 2.0)
+        await backend.wait_ready()
+        for _ in range(200):  # warm-up
+            await backend.call("on_request_headers", request(), None, b"", True)
+        marks: dict[str, list[float]] = {"send": [], "write": [], "read": [], "resumed": []}
+        if stages:
+            stamp_transport(bus.nc, marks["write"], b".request_headers")
+            stamp_reads(bus.nc, marks["read"], b"_INBOX")
+        lat: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def one() -> None:
+            t0 = time.monotonic()
+            if stages:
+                marks["send"].append(t0)
+            await backend.call("on_request_headers", request(), None, b"", True)
+            t1 = time.monotonic()
+            if stages:
+                marks["resumed"].append(t1)
+            lat.append(t1 - t0)
+
+        n = int(rate * duration)
+        pauses = gc_pauses()
+        os.kill(host_pid, signal.SIGUSR1)
+        cpu0 = time.process_time()
+        start = loop.time()
+        tasks = []
+        for i in range(n):
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if stages:
+                await one()  # one at a time: every stage list lines up call by call
+            else:
+                tasks.append(asyncio.ensure_future(one()))
+        await asyncio.gather(*tasks)
+        cpu = time.process_time() - cpu0
+        print(f"  client {describe(pauses)}")
+    return {"lat": lat, "cpu": cpu, "n": n, "marks": marks}
+
+
+def q(xs: list[float], p: int) -> float:
+    return statistics.quantiles(xs, n=100, method="inclusive")[p - 1] * 1e3
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--stages", action="store_true", help="one call at a time, stamped at each stage")
+    ap.add_argument("--serve-host", metavar="URL", help=argparse.SUPPRESS)
+    ap.add_argument("--marks", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    import uvloop
+
+    if args.serve_host:
+        uvloop.run(serve_host(args.serve_host, args.marks))
+        return 0
+    if os.environ.get("MESHBUS_BENCH_PINNED") != "1":  # the client on CPU 1, as the proxy
+        env = {**os.environ, "MESHBUS_BENCH_PINNED": "1"}
+        return subprocess.call(["taskset", "-c", "1", sys.executable, __file__, *sys.argv[1:]], env=env)
+    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-remote-"))
+    nats = EmbeddedNats(port=0, store_dir=str(tmp / "nats"), jetstream=False)
+    nats.start()
+    try:
+        for rnd in range(args.rounds):
+            marks_file = str(tmp / "host-marks.json") if args.stages else ""
+            cmd = [
+                "taskset",
+                "-c",
+                "0",
+                sys.executable,
+                __file__,
+                "--serve-host",
+                nats.url,
+                "--marks",
+                marks_file,
+            ]
+            host = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            try:
+                assert host.stdout is not None and host.stdout.readline().strip() == "ready"
+                r = uvloop.run(drive(nats.url, args.rate, args.duration, args.stages, host.pid))
+            finally:
+                host.terminate()
+                out, _ = host.communicate(timeout=10)
+            host_cpu = float(out.split()[0])
+            gc_line = out.strip().splitlines()[-1]
+            lat, n = r["lat"], r["n"]
+            print(f"round {rnd + 1}: {n} calls at {args.rate}/s: p50 {q(lat, 50):.3f} ms  p99 {q(lat, 99):.3f} ms"
+                  f"  client {r['cpu'] * 1e6 / n:.1f} us/call  host {host_cpu * 1e6 / n:.1f} us/call")  # fmt: skip
+            print(f"  {gc_line}")
+            if args.stages:
+                print_stages(r["marks"], json.loads(Path(marks_file).read_text()), n)
+    finally:
+        nats.cleanup()
+    return 0
+
+
+def print_stages(client: dict[str, list[float]], host: dict[str, list[float]], n: int) -> None:
+    order = [
+        ("send", client["send"]), ("write", client["write"]), ("host_read", host["host_read"]),
+        ("host_handler", host["host_handler"]), ("host_write", host["host_write"]),
+        ("read", client["read"]), ("resumed", client["resumed"]),
+    ]  # fmt: skip
+    # the last n marks of each list are the measured calls (before them: warm-up, info, flushes)
+    print("  stamps:", {name: len(xs) for name, xs in order})
+    cols = [(name, xs[-n:]) for name, xs in order]
+    if any(len(xs) != n for _, xs in cols):
+        print("stage counts differ:", {name: len(xs) for name, xs in order})
+        return
+    for (a, xa), (b, xb) in itertools.pairwise(cols):
+        d = [y - x for x, y in zip(xa, xb, strict=True)]
+        print(f"  {a:>12s} -> {b:<12s} p50 {q(d, 50) * 1e3:7.1f} us  p99 {q(d, 99) * 1e3:7.1f} us")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Request/reply on the bus without nats-py's event-loop hops, for latency-bound callers (a REMOTE
+filter's calls: the proxy and meshbus-filter-host).
+
+nats-py 2.x hands every publish to its flusher task (queued, the task woken, then written) and every
+message of a subscription with a callback to a task of that subscription (through an asyncio.Queue,
+the task woken, then the callback called). Each is one more pass of the event loop between the
+socket and the code that waits; a filter call crosses four of them (two per side) besides the two
+trips through nats-server. nats-py 2.x has no option to skip either (its flusher has no
+write-through setting, a subscription's callback must be a coroutine run by that task), so:
+
+- ``write_now`` writes a message to the socket itself when nothing is queued ahead of it (the
+  order of SUBs and other publishes is kept), the socket's write buffer is empty (otherwise the
+  flusher's ``drain`` is the back-pressure) and it is the first it writes on that connection in
+  this turn of the event loop (more are batched by the flusher); when it says it could not, the
+  caller publishes through ``Client.publish``.
+- ``subscribe_inline`` makes a subscription whose messages are handed to a plain function by the
+  client's read loop as they are parsed: the function must be quick and must not block; what it
+  raises is logged, never let into the read loop (which would end it).
+
+``add_inline_endpoint`` does the second for a nats.micro endpoint and keeps its stats.
+
+All rest on nats-py internals (``Client._status``, ``_pending_data_size``, ``_transport``, a
+subscription's ``_pending_queue``, nats.micro's ``Service._endpoints``); pyproject pins nats-py below 3, and tests/integration/bus/
+test_direct.py checks on a real nats-server that both paths are the fast ones with the installed
+version, so an upgrade that changes them fails there rather than silently going slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.micro.service import EndpointConfig, Service
+
+log = logging.getLogger(__name__)
+
+
+def header_block(headers: Mapping[str, str]) -> bytes:
+    """NATS message headers as written on the wire (made once for headers that never change)."""
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"NATS/1.0\r\n{lines}\r\n".encode()
+
+
+def _writer(nc: Client) -> Any:
+    """The client's stream writer when a message may be written now, else None."""
+    if nc._status != Client.CONNECTED or nc._pending_data_size:
+        return None
+    w = getattr(nc._transport, "_io_writer", None)  # TcpTransport's; other transports: the flusher
+    if w is None or w.transport.get_write_buffer_size():
+        return None
+    return w
+
+
+_wrote: set[int] = set()
+"""Clients written to directly in this turn of the event loop (by id)."""
+
+
+def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes) -> bool:
+    """Write the message (headers ``block``: a ``header_block``) to the socket if it can go at once;
+    False: it was not sent. Subjects are the caller's, checked where it makes them.
+
+    One message a turn of the event loop goes at once: the others of that turn are left to nats-py,
+    whose flusher writes them together in the next (a busy proxy makes many calls a turn, and a
+    write each costs more CPU than the one turn they wait)."""
+    key = id(nc)
+    if key in _wrote:
+        return False
+    w = _writer(nc)
+    if w is None or len(payload) > nc._max_payload:
+        return False
+    _wrote.add(key)
+    asyncio.get_running_loop().call_soon(_wrote.discard, key)
+    n = len(block)
+    size = f"{n} {n + len(payload)}"
+    line = f"HPUB {subject} {reply} {size}\r\n" if reply else f"HPUB {subject} {size}\r\n"
+    w.write(b"".join((line.encode(), block, payload, b"\r\n")))
+    stats = nc.stats
+    stats["out_msgs"] += 1
+    stats["out_bytes"] += len(payload)
+    return True
+
+
+def wrote_directly(nc: Client) -> bool:
+    """Whether ``write_now`` would write at once on ``nc`` now (for tests)."""
+    return id(nc) not in _wrote and _writer(nc) is not None
+
+
+class _Handoff:
+    """Stands in for a subscription's message queue: the read loop's ``put_nowait`` calls ``on_msg``."""
+
+    def __init__(self, sub: Subscription, on_msg: Callable[[Msg], None]) -> None:
+        self.sub = sub
+        self.on_msg = on_msg
+
+    def put_nowait(self, msg: Msg) -> None:
+        self.sub._pending_size -= len(msg.data)  # nothing stays pending (the read loop added it)
+        try:
+            self.on_msg(msg)
+        except Exception:
+            log.exception("handling a message on %s failed", msg.subject)
+
+    async def get(self) -> Msg:
+        """Parks the subscription's own task, if it has one, until the subscription ends."""
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable")
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:  # Subscription.drain waits for the queue to empty: it always is
+        pass
+
+
+async def subscribe_inline(
+    nc: Client, subject: str, on_msg: Callable[[Msg], None], queue: str = ""
+) -> Subscription:
+    """Subscribe with ``on_msg`` called for each message inside the client's read loop."""
+    sub = await nc.subscribe(subject, queue=queue)  # no callback: nats-py starts no task for it
+    make_inline(sub, on_msg)
+    return sub
+
+
+def make_inline(sub: Subscription, on_msg: Callable[[Msg], None]) -> None:
+    """Hand ``sub``'s messages from now on to ``on_msg`` in the read loop, not to its queue.
+
+    A subscription made with a callback keeps its task (waiting on a queue nothing feeds any more);
+    the task ends when the subscription does."""
+    if not hasattr(sub, "_pending_queue"):
+        raise RuntimeError("this nats-py has no Subscription._pending_queue: meshbus.bus.direct needs one")
+    sub._pending_queue = _Handoff(sub, on_msg)  # type: ignore[assignment]
+
+
+async def add_inline_endpoint(
+    service: Service, config: EndpointConfig, on_msg: Callable[[Msg], None]
+) -> None:
+    """``service.add_endpoint(config)``, its requests then handed to ``on_msg`` in the read loop and
+    counted in the endpoint's stats as nats.micro counts them. ``config.handler`` serves what
+    arrives before the hand-over (and must answer as ``on_msg`` does)."""
+    await service.add_endpoint(config)
+    endpoint = service._endpoints[-1]
+    sub = endpoint._subscription
+    if sub is None or endpoint._name != config.name:
+        raise RuntimeError("nats.micro did not register the endpoint as meshbus.bus.direct expects")
+
+    def counted(msg: Msg) -> None:
+        start = time.perf_counter_ns()
+        try:
+            on_msg(msg)
+        finally:
+            endpoint._num_requests += 1
+            endpoint._processing_time += time.perf_counter_ns() - start
+            endpoint._average_processing_time = endpoint._processing_time // endpoint._num_requests
+
+    make_inline(sub, counted)

@@ -1,0 +1,138 @@
+"""meshbus.bus.direct on a real nats-server, with the installed nats-py: a publish written at once
+(and not when something is queued ahead of it), a subscription served in the read loop, and a
+nats.micro endpoint served there and still counted. These pin the nats-py internals the module
+reads: an upgrade that changes them fails here. Each test publishes to itself on one connection
+(through the server): messages between two connections made just before were sometimes not
+delivered on this machine, with nats-py's own subscriptions too."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+from nats.aio.msg import Msg
+from nats.micro import add_service
+from nats.micro.request import Request as MicroRequest
+from nats.micro.service import EndpointConfig, ServiceConfig
+
+from meshbus.bus.connection import BusConnection, BusSettings
+from meshbus.bus.direct import (
+    add_inline_endpoint,
+    header_block,
+    subscribe_inline,
+    write_now,
+    wrote_directly,
+)
+from meshbus.bus.embedded import EmbeddedNats
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
+
+HEADERS = {"Meshbus-Schema": "meshbus.test.v1.Ping"}
+BLOCK = header_block(HEADERS)
+
+
+async def listening(bus: BusConnection, subject: str) -> asyncio.Queue[Msg]:
+    """What ``bus`` receives on ``subject`` (through nats-server), once the connection is idle."""
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    await bus.nc.subscribe(subject, cb=got.put)
+    await bus.nc.flush()
+    return got
+
+
+async def test_a_publish_is_written_at_once_with_its_headers_and_reply(
+    bus: BusConnection, subject_root: str
+) -> None:
+    got = await listening(bus, f"{subject_root}.direct")
+    assert wrote_directly(bus.nc)
+    flushes = bus.nc._flush_queue.qsize()  # type: ignore[union-attr]
+    assert write_now(bus.nc, f"{subject_root}.direct", b"one", f"{subject_root}.reply.1", BLOCK)
+    assert bus.nc._flush_queue.qsize() == flushes  # type: ignore[union-attr]  # the flusher was not woken
+    assert bus.nc._pending_data_size == 0
+    msg = await asyncio.wait_for(got.get(), 5)
+    assert (msg.data, msg.reply, msg.headers) == (b"one", f"{subject_root}.reply.1", HEADERS)
+    assert write_now(bus.nc, f"{subject_root}.direct", b"", "", BLOCK)  # no reply subject
+    msg = await asyncio.wait_for(got.get(), 5)
+    assert (msg.data, msg.reply, msg.headers) == (b"", "", HEADERS)
+
+
+async def test_one_publish_a_turn_is_written_at_once_the_rest_together_by_nats_py(
+    bus: BusConnection, subject_root: str
+) -> None:
+    got = await listening(bus, f"{subject_root}.turn")
+    assert write_now(bus.nc, f"{subject_root}.turn", b"1", "", BLOCK)
+    assert not write_now(bus.nc, f"{subject_root}.turn", b"2", "", BLOCK)  # same turn of the loop
+    await bus.nc.publish(f"{subject_root}.turn", b"2", headers=HEADERS)  # the caller's fallback
+    await bus.nc.publish(f"{subject_root}.turn", b"3", headers=HEADERS)
+    assert [(await asyncio.wait_for(got.get(), 5)).data for _ in range(3)] == [b"1", b"2", b"3"]
+    assert wrote_directly(bus.nc)  # a later turn
+
+
+async def test_a_publish_queued_ahead_keeps_its_place(bus: BusConnection, subject_root: str) -> None:
+    got = await listening(bus, f"{subject_root}.order")
+    queued = f"PUB {subject_root}.order 5\r\nfirst\r\n".encode()
+    bus.nc._pending.append(queued)  # as nats-py's publish leaves it for its flusher
+    bus.nc._pending_data_size += len(queued)
+    assert not wrote_directly(bus.nc)
+    assert not write_now(bus.nc, f"{subject_root}.order", b"second", "", BLOCK)
+    await bus.nc.publish(f"{subject_root}.order", b"second", headers=HEADERS)  # the caller's fallback
+    first, second = (await asyncio.wait_for(got.get(), 5)), (await asyncio.wait_for(got.get(), 5))
+    assert (first.data, second.data, second.headers) == (b"first", b"second", HEADERS)
+
+
+async def test_a_closed_connection_is_not_written_to(nats_server: EmbeddedNats) -> None:
+    conn = BusConnection(BusSettings(url=nats_server.url, name="closing"))
+    await conn.connect()
+    await conn.close()
+    assert not write_now(conn.nc, "x", b"", "", BLOCK)
+
+
+async def test_an_inline_subscription_is_served_by_the_read_loop_and_survives_a_raising_handler(
+    bus: BusConnection, subject_root: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[bytes] = []
+    done = asyncio.Event()
+
+    def on_msg(msg: Msg) -> None:
+        if msg.data == b"boom":
+            raise ValueError("boom")
+        seen.append(msg.data)
+        if len(seen) == 2:
+            done.set()
+
+    sub = await subscribe_inline(bus.nc, f"{subject_root}.inline.*", on_msg)
+    await bus.nc.flush()
+    assert sub._wait_for_msgs_task is None  # no task of its own: nothing but the read loop calls on_msg
+    with caplog.at_level(logging.ERROR, logger="meshbus.bus.direct"):
+        for data in (b"a", b"boom", b"b"):
+            await bus.nc.publish(f"{subject_root}.inline.x", data)
+        await asyncio.wait_for(done.wait(), 5)
+    assert seen == [b"a", b"b"]
+    assert "boom" in caplog.text
+    assert sub.pending_bytes == 0 and sub.pending_msgs == 0
+    await sub.drain()  # drain waits for the (always empty) queue
+    await bus.nc.publish(f"{subject_root}.inline.x", b"late")
+    await bus.nc.flush()
+    assert seen == [b"a", b"b"]
+
+
+async def test_an_inline_micro_endpoint_answers_and_is_counted(bus: BusConnection, subject_root: str) -> None:
+    async def handler(req: MicroRequest) -> None:  # what arrives before the hand-over
+        await req.respond(req.data.upper())
+
+    def on_msg(msg: Msg) -> None:
+        assert write_now(bus.nc, msg.reply, msg.data.upper(), "", BLOCK)
+
+    svc = await add_service(bus.nc, ServiceConfig(name="meshbus-direct-test", version="0.0.1"))
+    subject = f"{subject_root}.upper"
+    await add_inline_endpoint(svc, EndpointConfig(name="upper", subject=subject, handler=handler), on_msg)
+    await bus.nc.flush()
+    reply = await bus.nc.request(subject, b"abc", timeout=5)
+    assert (reply.data, reply.headers) == (b"ABC", HEADERS)
+    stats = json.loads(
+        (await bus.nc.request(f"$SRV.STATS.meshbus-direct-test.{svc.id}", b"", timeout=5)).data
+    )
+    (upper,) = (e for e in stats["endpoints"] if e["name"] == "upper")
+    assert upper["num_requests"] == 1 and upper["processing_time"] > 0
+    await svc.stop()

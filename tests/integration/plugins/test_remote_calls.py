@@ -1,0 +1,89 @@
+"""A REMOTE filter's calls on a real nats-server, below the proxy: sent before the caller's task
+runs (written to the socket at once, or through nats-py when something is queued ahead), answered
+by a host serving a plain-def hook from nats-py's read loop, and timed out without a trace left."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.msg import Msg
+
+from meshbus.bus.connection import BusConnection
+from meshbus.plugins import Headers, Request
+from meshbus.plugins.registry import info_of
+from meshbus.plugins.remote.host import FilterHost
+from meshbus.proxy.filters.plugins.remote import RemoteBackend, RemoteFilters
+from tests.integration.plugins import filters
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
+
+
+@pytest.fixture
+async def stamp(bus: BusConnection) -> AsyncIterator[tuple[FilterHost, RemoteBackend]]:
+    """A host of ``Stamp`` (plain def hooks) and a backend calling it, on one connection."""
+    host = FilterHost(bus, info_of("stamp", filters.Stamp))
+    await host.start()
+    backend = RemoteBackend(RemoteFilters(lambda: bus), "stamp", "default/p", {"value": "v"}, 5.0)
+    await backend.wait_ready()
+    yield host, backend
+    await host.stop()
+
+
+def request(path: str = "/x") -> Request:
+    return Request("GET", path, "svc", Headers([("host", "svc")]))
+
+
+async def test_a_call_is_on_the_wire_before_its_task_runs(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    host, backend = stamp
+    await backend.call("on_request_headers", request(), None, b"", True)  # the reply inbox is up
+    out = bus.nc.stats["out_msgs"]
+    req = request()
+    pending = backend.call("on_request_headers", req, None, b"", True)
+    assert bus.nc.stats["out_msgs"] == out + 1  # sent by call(), not by the coroutine it returned
+    assert bus.nc._pending_data_size == 0  # written, not queued for nats-py's flusher
+    assert await pending is None
+    assert req.headers.get("x-stamped") == "v"
+    blocked = request()
+    blocked.headers.set("x-block", "1")
+    reply = await backend.call("on_request_headers", blocked, None, b"", True)
+    assert (reply.status, reply.body) == (451, b"blocked\n")
+    assert host.calls == 3 and host.errors == 0
+    info = await bus.nc.request(f"$SRV.STATS.meshbus-filter-host.{host.instance_id}", b"", timeout=5)
+    (hook,) = (e for e in json.loads(info.data)["endpoints"] if e["name"] == "request_headers")
+    assert hook["num_requests"] == 3  # served from the read loop, counted as nats.micro counts
+
+
+async def test_a_call_behind_queued_data_goes_through_nats_py(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    _, backend = stamp
+    await backend.call("on_request_headers", request(), None, b"", True)
+    await bus.nc.publish("t.unrelated", b"queued")  # left in nats-py's buffer for its flusher
+    assert bus.nc._pending_data_size > 0
+    req = request("/y")
+    assert await backend.call("on_request_headers", req, None, b"", True) is None
+    assert req.headers.get("x-stamped") == "v"
+
+
+async def test_a_call_no_host_answers_in_time_times_out_and_is_forgotten(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    host, backend = stamp
+    await backend.call("on_request_headers", request(), None, b"", True)
+    heard: asyncio.Queue[Msg] = asyncio.Queue()
+    await bus.nc.subscribe(
+        bus.subjects.filter_hook("stamp", "request_headers"), cb=heard.put
+    )  # never answers
+    await host.stop()
+    await bus.nc.flush()
+    slow = RemoteBackend(backend.remotes, "stamp", "default/p", {"value": "v"}, 0.2)
+    slow.hooks = backend.hooks
+    with pytest.raises(TimeoutError, match="stamp request_headers"):
+        await slow.call("on_request_headers", request(), None, b"", True)
+    assert (await heard.get()).reply  # it was sent, with a reply subject
+    assert backend.remotes.replies(bus)._pending == {}

@@ -1,0 +1,81 @@
+"""A proxy's shipping (proxy/mesh/telemetry_ship.py) to a real meshbus-telemetry over a real
+nats-server: span rows and access-log rows go as JSON arrays, the collector exports the spans with
+their HTTP attributes, and ``meshctl logs`` reads the records back from the stream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from meshbus.bus.connection import BusConnection
+from meshbus.bus.embedded import EmbeddedNats
+from meshbus.bus.schemas.telemetry import AccessLogBatch, Source
+from meshbus.control.cli.telemetry_cmds import read_stream, records_of
+from meshbus.proxy.filters.spans import SpanRecorder
+from meshbus.proxy.mesh.telemetry_ship import BusSink, TelemetryShipper
+from meshbus.telemetry.accesslog import AccessLogRecord
+from meshbus.telemetry.metrics import InternalMetrics, Registry
+from tests.integration.telemetry.test_collector import replica, until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(40)]
+
+T = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+async def test_spans_and_access_logs_shipped_as_json_rows_reach_the_collector_and_meshctl(
+    nats_server: EmbeddedNats, bus: BusConnection, subject_root: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "spans.jsonl"
+    registry = Registry()
+    dropped = InternalMetrics(registry).telemetry_dropped.labels
+    source = Source("p1", "reviews", "default", "reviews-v1")
+    async with replica(nats_server.url, subject_root, spans_file=str(path)):
+        spans = SpanRecorder(dropped=dropped("spans"))
+        span = spans.start("GET reviews", True, T, "00f067aa0ba902b7", "", None, 1_700_000_000_000_000_000,
+                           {"team": "bookinfo"})  # fmt: skip
+        spans.end(span, False, 1_700_000_000_250_000_000,
+                  ["GET", "/r/0?x=1", "reviews:9080", "1.1", "rid-1", "wrk", "10.0.0.3", None, "r", 9080, 503,
+                   "UF", None, None, "p1"])  # fmt: skip
+        shipper = TelemetryShipper(
+            bus, source, registry, spans, dropped, resource={"service.name": "reviews"}
+        )
+        await shipper.flush()
+
+        async def exported() -> bool:
+            return path.exists() and T in path.read_text()
+
+        await until("the span in the collector's file", exported)
+        doc = json.loads(path.read_text().splitlines()[0])
+        assert doc["name"] == "GET reviews" and doc["kind"] == "SpanKind.SERVER"
+        attrs = doc["attributes"]
+        assert attrs["url.path"] == "/r/0" and attrs["http.response.status_code"] == 503
+        assert attrs["error.type"] == "503" and attrs["team"] == "bookinfo"
+
+        sink = BusSink(bus, source, dropped("access_log"))
+        meta = {"authz_policy": "ns/allow"}
+        records = [
+            AccessLogRecord(
+                1_700_000_000.5 + i, "GET", f"/r/{i}", request_id=f"rid-{i}", trace_id=T, metadata=meta
+            )
+            for i in range(3)
+        ]
+        await sink.write_records(records)
+        got: list[dict[str, object]] = []
+
+        def emit(batch: AccessLogBatch) -> None:
+            assert batch.encoding == "json" and batch.source.service == "reviews"
+            got.extend(records_of(batch))
+
+        async def read() -> bool:
+            got.clear()
+            await read_stream(bus, None, emit, timeout=0.5)
+            return len(got) == 3
+
+        await until("meshctl logs to read the records", read)
+        assert [r["request_id"] for r in got] == ["rid-0", "rid-1", "rid-2"]
+        assert got[0]["start_time"] == "2023-11-14T22:13:20.500Z" and got[0]["metadata"] == {
+            "authz_policy": "ns/allow"
+        }
+        assert dropped("spans").value == 0 and dropped("access_log").value == 0

@@ -1,0 +1,119 @@
+"""Telemetry rows on the bus: what proxies pack (JSON by orjson, msgpack when orjson refuses a batch),
+what readers unpack (both, and the msgpack batches of proxies from before batches named their encoding)."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from meshbus.bus import codec
+from meshbus.bus.errors import BadRequestError
+from meshbus.bus.schemas.telemetry import (
+    ROWS_JSON,
+    ROWS_MSGPACK,
+    AccessLogBatch,
+    Source,
+    SpanBatch,
+    encode_rows,
+    pack_rows,
+    unpack_rows,
+)
+from meshbus.control.cli.telemetry_cmds import records_of
+from meshbus.proxy.filters.spans import ROW, SpanRecorder
+from meshbus.proxy.mesh.telemetry_ship import _RECORD_FIELDS
+from meshbus.telemetry.accesslog import AccessLogRecord
+from meshbus.telemetry.metrics import CounterChild
+
+pytestmark = pytest.mark.unit
+
+RECORD = AccessLogRecord(1_700_000_000.123456, "GET", "/r?q=ü", "HTTP/1.1", 503, "UH", "no_healthy_upstream",
+                         7, 19, 12.625, None, "10.0.0.9", "wrk", "rid-1", "reviews:9080", "10.0.0.7:9080",
+                         "outbound|9080||reviews", "default", "10.0.0.3", "spiffe://cluster.local/ns/default/sa/p",
+                         "4bf92f3577b34da6a3ce929d0e0e4736", "iss/sub", {"authz_policy": "ns/deny"}, "outbound")  # fmt: skip
+
+
+def _span_rows() -> list[list[object]]:
+    spans = SpanRecorder()
+    facts = [
+        "GET",
+        "/y",
+        "y:9080",
+        "1.1",
+        "rid",
+        None,
+        "10.0.0.1",
+        None,
+        "r",
+        9080,
+        200,
+        "-",
+        None,
+        None,
+        "node",
+    ]
+    for tags in (None, {"team": "a", "n": 3, "ok": True}):
+        span = spans.start("GET y", True, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "", "k=v",
+                           1_700_000_000_123_456_789, tags)  # fmt: skip
+        spans.end(span, False, 1_700_000_000_223_456_789, facts)
+    return spans.drain()
+
+
+def test_access_log_and_span_rows_round_trip_as_json() -> None:
+    for rows in ([RECORD.row(), RECORD.row()], _span_rows()):
+        data, encoding = encode_rows(rows)
+        assert encoding == ROWS_JSON
+        assert unpack_rows(data, encoding) == rows  # floats, 64-bit ns times, maps, None: exactly
+
+
+def test_rows_json_cannot_carry_go_as_msgpack() -> None:
+    rows = [[1, "x"], [2, {1: "a filter's metadata with an int key"}]]
+    data, encoding = encode_rows(rows)
+    assert encoding == ROWS_MSGPACK
+    assert unpack_rows(data, encoding) == rows
+
+
+def test_bad_rows_and_unknown_encodings_are_refused() -> None:
+    with pytest.raises(BadRequestError, match="unknown row encoding 'cbor'"):
+        unpack_rows(b"[]", "cbor")
+    with pytest.raises(BadRequestError, match="undecodable rows"):
+        unpack_rows(b"[[1,", ROWS_JSON)
+    with pytest.raises(BadRequestError, match="list of lists"):
+        unpack_rows(b"[1, 2]", ROWS_JSON)
+    assert unpack_rows(b"", ROWS_JSON) == []
+
+
+def test_a_batch_from_an_older_proxy_names_no_encoding_and_is_read_as_msgpack() -> None:
+    rows = [RECORD.row()]
+    # the message as proxies sent it before the encoding field existed
+    old = {"source": {"node": "n", "service": "reviews"}, "fields": list(_RECORD_FIELDS),
+           "records": pack_rows(rows), "count": 1}  # fmt: skip
+    data = msgpack.packb(old, use_bin_type=True)
+    batch = codec.decode(data, {codec.SCHEMA_HEADER: codec.schema_id(AccessLogBatch)}, AccessLogBatch)
+    assert batch.encoding == ROWS_MSGPACK
+    assert unpack_rows(batch.records, batch.encoding) == rows
+    [doc] = records_of(batch)
+    assert doc["request_id"] == "rid-1" and doc["metadata"] == {"authz_policy": "ns/deny"}
+
+
+def test_meshctl_logs_reads_json_batches_through_the_codec() -> None:
+    data, encoding = encode_rows([RECORD.row()])
+    body, headers = codec.encode(AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, 1, encoding))
+    [doc] = records_of(codec.decode(body, headers, AccessLogBatch))
+    assert doc["start_time"] == "2023-11-14T22:13:20.123Z" and doc["duration"] == 13
+    assert (doc["path"], doc["response_code"], doc["downstream_peer_principal"]) == (
+        "/r?q=ü", 503, "spiffe://cluster.local/ns/default/sa/p",
+    )  # fmt: skip
+    rows = _span_rows()
+    data, encoding = encode_rows(rows)
+    body, headers = codec.encode(SpanBatch(Source("n"), {}, "", list(ROW), data, len(rows), encoding))
+    batch = codec.decode(body, headers, SpanBatch)
+    assert batch.encoding == ROWS_JSON and unpack_rows(batch.spans, batch.encoding) == rows
+
+
+def test_a_full_span_buffer_drops_the_new_span_and_counts_it() -> None:
+    dropped = CounterChild()
+    spans = SpanRecorder(capacity=2, dropped=dropped)
+    for i in range(5):
+        span = spans.start(f"s{i}", False, "4bf92f3577b34da6a3ce929d0e0e4736", f"{i:016x}", "", None, i, None)
+        spans.end(span, False, i + 1, [])
+    assert [r[3] for r in spans.drain()] == ["s0", "s1"] and dropped.value == 3
