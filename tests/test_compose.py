@@ -1,7 +1,7 @@
 """docker-compose.yml is checked, not run (no engine here): it must satisfy the compose
 specification, agree with the Dockerfile it builds (every mount point exists in the image, owned by
 the image's user; every command is a console script the image installs), run NATS secured as
-`meshctl up` does (bus-init's config, a key per role, an env file never committed), and use restart policies that fit one-shot
+`meshctl up` does (bus-init's config, a client certificate per role, an env file never committed), and use restart policies that fit one-shot
 steps and sidecars that keep their state. tests/e2e/test_compose_smoke.py runs it as processes."""
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def test_restart_policies_fit_one_shots_and_sidecar_state() -> None:
 
 def test_nats_runs_the_config_bus_init_writes_and_every_process_its_own_key() -> None:
     """The secured bus of `meshctl up` (docs/security-bus.md): bus-init writes nats-server's config and
-    one key per role into the `bus` volume before NATS starts; each process connects as its role."""
+    one client certificate per role into the `bus` volume before NATS starts; each process connects
+    over TLS as its role (certificate, key and the root that checks the server; no nkey)."""
     nats, init = COMPOSE_DOC.services["nats"], COMPOSE_DOC.services["bus-init"]
     (words,) = init.commands()
     assert words[:3] == ["meshctl", "bus", "init"]
@@ -151,11 +152,15 @@ def test_nats_runs_the_config_bus_init_writes_and_every_process_its_own_key() ->
     }
     for name, role in roles.items():
         svc = COMPOSE_DOC.services[name]
-        key = f"{bus_dir}/{role}.nk"
-        flags = [w[w.index("--nats-nkey") + 1] for w in svc.commands() if "--nats-nkey" in w]
-        assert flags == [key] * len(flags) and (
-            flags or svc.spec["environment"]["MESHBUS_NATS_NKEY"] == key
-        ), name
+        env = svc.spec.get("environment") or {}
+        for flag, var, file in (
+            ("--nats-cert", "MESHBUS_NATS_CERT", f"{role}-cert.pem"),
+            ("--nats-key", "MESHBUS_NATS_KEY", f"{role}-key.pem"),
+            ("--nats-ca", "MESHBUS_NATS_CA", "server-ca.pem"),
+        ):
+            given = [w[w.index(flag) + 1] for w in svc.commands() if flag in w] or [env.get(var)]
+            assert given == [f"{bus_dir}/{file}"] * len(given), (name, flag, given)
+        assert not any("--nats-nkey" in w for w in svc.commands()) and "MESHBUS_NATS_NKEY" not in env, name
         assert (f"bus/roles/{role}", bus_dir, True) in svc.mounts, name
     named = set(words[i + 1] for i, w in enumerate(words) if w == "--proxy")
     for svc in _sidecars():
@@ -163,7 +168,8 @@ def test_nats_runs_the_config_bus_init_writes_and_every_process_its_own_key() ->
         node, sa = proxy[proxy.index("--node-id") + 1], proxy[proxy.index("--service-account") + 1]
         assert f"{node}=default/{sa}" in named, f"{svc.name}: bus-init makes no user for {node}"
         assert proxy[proxy.index("--nats-ca") + 1] == f"{bus_dir}/server-ca.pem"
-        assert proxy[proxy.index("--nats-bootstrap-nkey") + 1] == f"{bus_dir}/bootstrap.nk"
+        assert proxy[proxy.index("--nats-bootstrap-cert") + 1] == f"{bus_dir}/bootstrap-cert.pem"
+        assert proxy[proxy.index("--nats-bootstrap-key") + 1] == f"{bus_dir}/bootstrap-key.pem"
     for name in ["nats", *OURS]:  # everything gets the same env file (the CA passphrase)
         assert COMPOSE_DOC.services[name].spec.get("env_file") == [".env"], name
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshbus.bus.spiffe import SpiffeId, load_pem_chain
+from meshbus.bus.spiffe import BUS_SEGMENT, InvalidSpiffeIdError, SpiffeId, load_pem_chain
 
 from .errors import CaConfigError
 
@@ -235,7 +235,13 @@ class Issuer:
         now: dt.datetime,
         ttl: dt.timedelta | None = None,
     ) -> IssuedCert:
-        """Sign a leaf for ``spiffe_id`` over ``public_key`` (the CSR was validated by the caller)."""
+        """Sign a leaf for ``spiffe_id`` over ``public_key`` (the CSR was validated by the caller).
+        Never an ID of the bus's own principals (``/meshbus/...``): nats-server would map it to a
+        component role's user (`meshbus.control.cli.bus_auth`)."""
+        if spiffe_id.is_bus_principal:
+            raise InvalidSpiffeIdError(
+                str(spiffe_id), f"/{BUS_SEGMENT}/... is reserved for the bus's own principals"
+            )
         not_after = min(now + self.lifetime(ttl), self.material.signing_cert.not_valid_after_utc)
         leaf = (
             x509.CertificateBuilder()

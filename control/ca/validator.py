@@ -79,6 +79,8 @@ def parse_csr(csr_pem: str, trust_domain: str) -> ValidCsr:
         raise InvalidCsrError(str(exc)) from None
     if sid.trust_domain != trust_domain:
         raise InvalidCsrError(f"CSR asks for {sid}, outside this CA's trust domain {trust_domain!r}")
+    if sid.is_bus_principal:  # nats-server maps these to component roles' users (bus_auth)
+        raise InvalidCsrError(f"CSR asks for {sid}: /meshbus/... is reserved for the bus's own principals")
     if not sid.is_workload:
         raise InvalidCsrError(
             f"CSR asks for {sid}; workload IDs look like spiffe://{trust_domain}/ns/<ns>/sa/<sa>"

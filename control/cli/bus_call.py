@@ -5,8 +5,10 @@ mesh is down would never return. Here the connection is one-shot (`BusSettings.r
 connecting is bounded by the command's ``--timeout`` (at most `CONNECT_TIMEOUT`), each request by
 ``--timeout`` too, and failing to reach NATS is always the same `UnavailableError`:
 ``cannot reach NATS at URL: <why> (is the mesh up? try --nats URL)``. On a secured bus a command
-authenticates as the operator: ``--nats-nkey``, ``$MESHBUS_NATS_NKEY``, else the seed `meshctl up`
-wrote in ``$MESHBUS_DATA_DIR/bus/operator.nk`` (default ``.meshbus``).
+authenticates as the operator: ``--nats-cert``/``--nats-key`` (``$MESHBUS_NATS_CERT``/``$MESHBUS_NATS_KEY``),
+else the certificate `meshctl up` wrote in ``$MESHBUS_DATA_DIR/bus/operator-cert.pem`` (default
+``.meshbus``), checking the server against ``--nats-ca`` or that mesh's root; ``--nats-nkey`` for a NATS
+meshbus does not configure.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -21,7 +24,7 @@ from meshbus.bus.connection import BusConnection
 from meshbus.bus.errors import PermissionDeniedError, UnavailableError
 from meshbus.bus.process import settings_from_args
 
-from .bus_auth import OPERATOR_NKEY_HINT, operator_nkey
+from .bus_auth import OPERATOR_CERT_HINT, operator_credentials
 from .up_background import default_data_dir
 
 T = TypeVar("T")
@@ -48,9 +51,12 @@ async def open_bus(args: argparse.Namespace) -> BusConnection:
     settings = dataclasses.replace(
         settings_from_args(args, "meshctl", role="operator"), reconnect=False, connect_timeout=bound
     )
-    if settings.nkey_seed_file is None and (kept := operator_nkey(default_data_dir())) is not None:
+    kept = operator_credentials(default_data_dir())
+    if kept is not None and settings.nkey_seed_file is None and settings.tls_cert is None:
         # what `meshctl up` wrote: the operator's credentials, on the machine the mesh runs on
-        settings = dataclasses.replace(settings, nkey_seed_file=str(kept))
+        settings = dataclasses.replace(settings, tls_cert=kept[0], tls_key=kept[1])
+    if kept is not None and settings.tls_cert is not None and settings.tls_ca is None:
+        settings = dataclasses.replace(settings, tls_ca=kept[2])  # that mesh's root checks its server
     bus = BusConnection(settings)
     try:
         await asyncio.wait_for(bus.connect(wait=False), bound)
@@ -58,10 +64,17 @@ async def open_bus(args: argparse.Namespace) -> BusConnection:
         await bus.close(drain=False)
         err = bus.last_error
         why = str(err) if err and str(err) else f"no answer within {bound:g}s"
+        wanted = (
+            "meshctl needs the operator's certificate (--nats-cert FILE --nats-key FILE --nats-ca FILE, or "
+            f"the {OPERATOR_CERT_HINT} that meshctl up wrote)"
+        )
         if "authorization violation" in why.lower():
             raise PermissionDeniedError(
-                f"NATS at {settings.url} refused meshctl's credentials ({why}): meshctl needs the operator's "
-                f"(--nats-nkey FILE, $MESHBUS_NATS_NKEY, or the {OPERATOR_NKEY_HINT} that meshctl up wrote)"
+                f"NATS at {settings.url} refused meshctl's credentials ({why}): {wanted}"
+            ) from None
+        if isinstance(err, ssl.SSLError):  # a secured bus: TLS only, a certificate of its mesh root
+            raise PermissionDeniedError(
+                f"the TLS handshake with NATS at {settings.url} failed ({why}): {wanted}"
             ) from None
         raise UnavailableError(
             f"cannot reach NATS at {settings.url}: {why} (is the mesh up? try --nats URL)"

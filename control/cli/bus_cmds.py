@@ -4,10 +4,10 @@
 
 Creates the mesh root in ``--ca-dir`` if there is none (as meshbus-ca would: the same files), then
 writes into ``--bus-dir`` what `meshbus.control.cli.bus_auth.ensure_bus` writes: nats-server's config
-(run it with ``--config <bus-dir>/nats-server.conf``), its certificate, one nkey seed per role, the
-bootstrap nkey and the snapshot signing key. Each ``--proxy NODE=NAMESPACE/SERVICE_ACCOUNT`` is a
-sidecar that will run with ``--node-id NODE`` and that identity's certificate; ``--proxy NODE`` (no
-identity) one that authenticates with ``proxy-NODE.nk``. docker-compose.yml's ``bus-init`` step runs it
+(run it with ``--config <bus-dir>/nats-server.conf``: TLS only), its certificate, one client
+certificate and key per role, the bootstrap one and the snapshot signing key. Each ``--proxy
+NODE=NAMESPACE/SERVICE_ACCOUNT`` is a sidecar that will run with ``--node-id NODE`` and that
+identity's certificate; ``--proxy NODE`` (no identity) one that presents ``proxy-NODE-cert.pem``. docker-compose.yml's ``bus-init`` step runs it
 with ``--by-role``: each container then mounts only its own folder of credentials (`bus_auth.hand_out`).
 Existing keys are kept; the config is rewritten (a new sidecar: add it, run again, reload nats-server).
 """
@@ -74,10 +74,15 @@ def run_init(args: argparse.Namespace) -> int:
     now = dt.datetime.now(dt.UTC)
     material, created = load_or_create_root(Path(args.ca_dir), args.trust_domain, read_passphrase(None), now)
     files = bus_auth.ensure_bus(
-        Path(args.bus_dir), material, root=args.subject_root, proxies=proxies, now=now
+        Path(args.bus_dir),
+        material,
+        root=args.subject_root,
+        proxies=proxies,
+        trust_domain=args.trust_domain,
+        now=now,
     )
     print(f"{'created' if created else 'kept'} the mesh root in {args.ca_dir}")
-    print(f"wrote {files.conf} ({len(files.public_keys)} nkey users, {sum(1 for p in proxies if p.spiffe_id)} "
+    print(f"wrote {files.conf} ({len(files.principals)} client certificates, {sum(1 for p in proxies if p.spiffe_id)} "
           f"certificate-mapped proxies) and the credentials beside it")  # fmt: skip
     if args.by_role:
         base = bus_auth.hand_out(files)

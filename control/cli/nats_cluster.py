@@ -98,16 +98,16 @@ def child_env(urls: list[str], size: int) -> dict[str, str]:
     return {"MESHBUS_NATS_URL": ",".join(urls), ENV_REPLICAS: str(min(size, 3))}
 
 
-async def wait_for_jetstream(url: str, nkey: str | None, deadline: float) -> None:
-    """Until the cluster's JetStream answers (its meta leader is elected), or UnavailableError.
-    ``nkey``: on a secured bus, the config role's (it may ask JetStream; the operator may not)."""
-    settings = BusSettings(
-        url=url,
-        name="meshctl up",
-        nkey_seed_file=nkey,
-        reconnect_max=0.2,
-        inbox_prefix=inbox_prefix("role", "config"),
+def probe_settings(url: str) -> BusSettings:
+    """The connection `wait_for_jetstream` asks with (on a secured bus, as the config role: it may ask
+    JetStream; the operator may not; `meshbus.control.cli.bus_auth.client_settings` adds its certificate)."""
+    return BusSettings(
+        url=url, name="meshctl up", reconnect_max=0.2, inbox_prefix=inbox_prefix("role", "config")
     )
+
+
+async def wait_for_jetstream(settings: BusSettings, deadline: float) -> None:
+    """Until the cluster's JetStream answers (its meta leader is elected), or UnavailableError."""
     bus = BusConnection(settings)
     try:
         await asyncio.wait_for(bus.connect(wait=True), max(0.1, deadline - time.monotonic()))
@@ -123,6 +123,6 @@ async def wait_for_jetstream(url: str, nkey: str | None, deadline: float) -> Non
                     ) from None
                 await asyncio.sleep(0.1)  # nothing to await: the election sends clients no event
     except TimeoutError:
-        raise UnavailableError(f"the NATS cluster at {url} did not answer") from None
+        raise UnavailableError(f"the NATS cluster at {settings.url} did not answer") from None
     finally:
         await bus.close(drain=False)

@@ -254,7 +254,7 @@ class _Up:
             self.say(f"[red]{escape(str(exc))}[/red]")
             return False
         if children:
-            problem = _wait_ready(args, self.nats_url, children, self.stop, self.sup, self._operator_nkey())
+            problem = _wait_ready(args, self.nats_url, children, self.stop, self.sup, self.bus_files)
             if problem:
                 self.say(f"[red]{escape(problem)}[/red]")
         return True
@@ -272,9 +272,11 @@ class _Up:
             entry.where += bus_auth.describe(self.bus_files)
         self.nats_url = ",".join(urls)
         self.cluster_env = nats_cluster.child_env(urls, size)
-        nkey = str(self.bus_files.nkey("config")) if self.bus_files is not None else None
+        settings = bus_auth.client_settings(
+            self.bus_files, "config", nats_cluster.probe_settings(self.nats_url)
+        )
         deadline = time.monotonic() + self.args.ready_timeout
-        asyncio.run(nats_cluster.wait_for_jetstream(self.nats_url, nkey, deadline))
+        asyncio.run(nats_cluster.wait_for_jetstream(settings, deadline))
 
     def _env_for(self, child: Child, children: list[Child]) -> Callable[[], dict[str, str]]:
         base = dict(os.environ, MESHBUS_NATS_URL=self.nats_url, MESHBUS_SUBJECT_ROOT=self.args.subject_root)
@@ -306,12 +308,9 @@ class _Up:
     def _mint(self, wanted: dict[str, tuple[str, str]], deadline: float) -> dict[str, str]:
         return asyncio.run(
             mint_tokens(
-                self.nats_url, self.args.subject_root, wanted, deadline, self.stop, nkey=self._operator_nkey()
+                self.nats_url, self.args.subject_root, wanted, deadline, self.stop, bus_files=self.bus_files
             )
         )
-
-    def _operator_nkey(self) -> str | None:
-        return str(self.bus_files.nkey("operator")) if self.bus_files is not None else None
 
 
 def _wait_ready(
@@ -320,7 +319,7 @@ def _wait_ready(
     children: list[Child],
     stop: threading.Event,
     sup: Supervisor,
-    nkey: str | None = None,
+    bus_files: bus_auth.BusFiles | None = None,
 ) -> str:
     """Apply the demo config once meshbus-config answers, then wait for every sidecar's /ready
     (restarting children that crash meanwhile).
@@ -330,7 +329,7 @@ def _wait_ready(
     deadline = time.monotonic() + args.ready_timeout
     config_dir = Path(args.demo_config)
     if config_dir.is_dir():
-        error = asyncio.run(_apply_when_up(args, nats_url, config_dir, deadline, stop, nkey))
+        error = asyncio.run(_apply_when_up(args, nats_url, config_dir, deadline, stop, bus_files))
         if error:
             return error
     pending = {child.name: child.admin_port for child in children if child.admin_port}
@@ -362,17 +361,17 @@ async def mint_tokens(
     deadline: float,
     stop: threading.Event | None = None,
     *,
-    nkey: str | None = None,
+    bus_files: bus_auth.BusFiles | None = None,
 ) -> dict[str, str]:
     """One single-use bootstrap token per name in ``wanted`` (name -> (namespace, service account)),
     once meshbus-ca answers; UnavailableError if it does not before ``deadline`` (monotonic) or
-    ``stop`` is set. ``nkey``: the operator's seed file on a secured bus (only it may ask for tokens)."""
+    ``stop`` is set. ``bus_files``: a secured bus's credentials (only the operator may ask for tokens)."""
     from meshbus.bus import rpc
     from meshbus.bus.connection import BusConnection
     from meshbus.bus.errors import NotReadyError, RequestTimeoutError, UnavailableError
     from meshbus.bus.schemas.identity import TokenCreateReply, TokenCreateRequest
 
-    bus = BusConnection(bus_auth.operator_settings(nats_url, root, nkey))
+    bus = BusConnection(bus_auth.operator_settings(nats_url, root, bus_files))
     out: dict[str, str] = {}
     try:
         await asyncio.wait_for(bus.connect(wait=True), max(0.1, deadline - time.monotonic()))
@@ -403,7 +402,7 @@ async def _apply_when_up(
     config_dir: Path,
     deadline: float,
     stop: threading.Event,
-    nkey: str | None = None,
+    bus_files: bus_auth.BusFiles | None = None,
 ) -> str:
     from meshbus.bus.connection import BusConnection
     from meshbus.bus.errors import NotReadyError, RequestTimeoutError, UnavailableError
@@ -412,7 +411,7 @@ async def _apply_when_up(
     from .manifests import collect
 
     documents = collect([str(config_dir)])
-    bus = BusConnection(bus_auth.operator_settings(nats_url, args.subject_root, nkey))
+    bus = BusConnection(bus_auth.operator_settings(nats_url, args.subject_root, bus_files))
     try:
         await asyncio.wait_for(bus.connect(wait=True), max(0.1, deadline - time.monotonic()))
         client = ConfigClient(bus, timeout=2.0)

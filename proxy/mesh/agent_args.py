@@ -10,8 +10,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from meshbus.bus.cert_flags import add_cert_args
+
 ENV_BOOTSTRAP_NKEY = "MESHBUS_NATS_BOOTSTRAP_NKEY"
-ENV_NATS_CA = "MESHBUS_NATS_CA"  # the same variable as meshbus.bus.connection.ENV_CA (not imported: nats-py)
+ENV_BOOTSTRAP_CERT = "MESHBUS_NATS_BOOTSTRAP_CERT"
+ENV_BOOTSTRAP_KEY = "MESHBUS_NATS_BOOTSTRAP_KEY"
 
 
 def add_agent_args(parser: Any) -> None:
@@ -64,19 +67,20 @@ def add_agent_args(parser: Any) -> None:
 
 
 def add_bus_auth_args(group: Any) -> None:
-    """Flags of a secured bus (`meshbus.proxy.mesh.bus_auth`)."""
-    group.add_argument(
-        "--nats-ca",
-        default=os.environ.get(ENV_NATS_CA) or None,
-        metavar="FILE",
-        help=f"connect to NATS with the workload certificate over TLS, checking the server against this CA "
-        f"(default ${ENV_NATS_CA}); needs --state-dir",
+    """Flags of a secured bus (`meshbus.proxy.mesh.bus_auth`); ``--nats-ca``, ``--nats-cert`` and
+    ``--nats-key`` are the common ones (`meshbus.bus.process.add_common_args`)."""
+    add_cert_args(
+        group,
+        "nats-bootstrap",
+        (ENV_BOOTSTRAP_CERT, ENV_BOOTSTRAP_KEY),
+        "client certificate of the bootstrap NATS user, to get the first workload certificate",
     )
     group.add_argument(
         "--nats-bootstrap-nkey",
         default=os.environ.get(ENV_BOOTSTRAP_NKEY) or None,
         metavar="FILE",
-        help=f"nkey seed of the bootstrap NATS user, to get the first certificate (default ${ENV_BOOTSTRAP_NKEY})",
+        help=f"nkey seed of the bootstrap NATS user instead, for a NATS meshbus does not configure "
+        f"(default ${ENV_BOOTSTRAP_NKEY})",
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from meshbus.control.cli.bus_auth import BUS_DIR
+from meshbus.control.cli.bus_auth import BUS_DIR, SERVER_CA, BusFiles, client_env
 from meshbus.control.cli.up_state import read_state
 from tests.support.processes import wait_for
 from tests.support.traffic import Traffic, converged, meshctl, pid_of, start_up, vs_file
@@ -62,11 +62,8 @@ spec:
 
 def start_filter_host(processes: list[subprocess.Popen[bytes]], data_dir: Path, url: str) -> int:
     """A meshbus-filter-host for the built-in header-transform, as the filter-host role on the bus."""
-    env = dict(
-        os.environ,
-        MESHBUS_NATS_URL=url,
-        MESHBUS_NATS_NKEY=str(data_dir / BUS_DIR / "filter-host.nk"),
-    )
+    files = BusFiles(data_dir / BUS_DIR, data_dir / BUS_DIR / SERVER_CA)
+    env = dict(os.environ, MESHBUS_NATS_URL=url, **client_env(files, "filter-host"))
     log = open(data_dir / "logs" / "filter-host.log", "ab")  # the child keeps its own copy of the fd
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshbus.plugins.remote", "--filter", "header-transform"],

@@ -1,5 +1,6 @@
 """A real nats-server secured as `meshctl up` secures it (`meshbus.control.cli.bus_auth`), and clients
-that connect to it as each role: components and bootstrap by nkey, proxies by their certificate.
+that connect to it as each role, every one over TLS with a certificate: components, bootstrap and
+proxies without identity by the client certificates `ensure_bus` wrote, proxies by their SVID.
 
 `WatchedBus` records the permission violations the server reports (nats-py hands them to the error
 callback and keeps the connection); `refused_publish` / `refused_subscribe` wait for that report and
@@ -82,20 +83,28 @@ class SecureBus:
         self.opened.append(bus)
         return bus
 
+    def client_tls(self, principal: str) -> dict[str, str]:
+        """BusSettings fields that present ``principal``'s client certificate (a role, ``bootstrap``,
+        ``proxy-<node>``)."""
+        files = self.files
+        return {
+            "tls_cert": str(files.cert(principal)),
+            "tls_key": str(files.key(principal)),
+            "tls_ca": str(files.server_ca),
+        }
+
     async def as_role(self, role: str) -> WatchedBus:
-        """A component (or the operator) with its nkey."""
+        """A component (or the operator, or a proxy without identity) with its client certificate."""
         return await self._open(
-            self.settings(
-                role, nkey_seed_file=str(self.files.nkey(role)), inbox_prefix=inbox_prefix("role", role)
-            )
+            self.settings(role, inbox_prefix=inbox_prefix("role", role), **self.client_tls(role))
         )
 
     async def as_bootstrap(self, node: str) -> WatchedBus:
         return await self._open(
             self.settings(
                 f"bootstrap {node}",
-                nkey_seed_file=str(self.files.nkey(bus_auth.BOOTSTRAP)),
                 inbox_prefix=inbox_prefix("bootstrap", node),
+                **self.client_tls(bus_auth.BOOTSTRAP),
             )
         )
 
@@ -125,17 +134,15 @@ class SecureBus:
     async def as_proxy(
         self, node: str, ns: str = "default", sa: str = "reviews", *, identity_file: Path | None = None
     ) -> WatchedBus:
-        """A proxy with its certificate: TLS first, mapped by its URI SAN (no nkey, no password)."""
+        """A proxy with its certificate: mapped by its URI SAN (no nkey, no password)."""
         ctx = self.tls_context(identity_file or self.certificate(ns, sa))
         return await self._open(
-            self.settings(
-                f"proxy {node}", ssl_context=ctx, tls_first=True, inbox_prefix=inbox_prefix("node", node)
-            )
+            self.settings(f"proxy {node}", ssl_context=ctx, inbox_prefix=inbox_prefix("node", node))
         )
 
     async def role(self, role: str) -> WatchedBus:
-        """One connection per role, kept until `close` (each plain connect waits for the TLS-first
-        fallback: sharing them keeps a module of tests quick)."""
+        """One connection per role, kept until `close` (a TLS handshake each: sharing them keeps a module
+        of tests quick)."""
         if role not in self._kept:
             self._kept[role] = await self.as_role(role)
         return self._kept[role]
@@ -156,7 +163,9 @@ class SecureBus:
 def start_secure_bus(workdir: Path, proxies: list[bus_auth.ProxyPrincipal]) -> SecureBus:
     require_binary()
     material, _ = load_or_create_root(workdir / "ca", TD, None, dt.datetime.now(dt.UTC))
-    files = bus_auth.ensure_bus(workdir / bus_auth.BUS_DIR, material, root=ROOT, proxies=proxies)
+    files = bus_auth.ensure_bus(
+        workdir / bus_auth.BUS_DIR, material, root=ROOT, proxies=proxies, trust_domain=TD
+    )
     server = EmbeddedNats(port=0, extra_args=bus_auth.server_args(files))
     server.start()
     return SecureBus(server.url, files, material, workdir, server)

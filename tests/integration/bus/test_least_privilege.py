@@ -2,29 +2,43 @@
 for what the role must not do: a proxy publishing config, reading another proxy's snapshot, answering
 CA requests or speaking for another node; bootstrap credentials doing anything but ask for a
 certificate; components stepping on each other; anyone but the operator minting bootstrap tokens.
-Every refusal is paired with the same action done by the role that may (positive control)."""
+Every refusal is paired with the same action done by the role that may (positive control).
+
+Every connection here is TLS with a client certificate (each role's from `bus_auth.ensure_bus`, the
+proxies' SVIDs); a plain-text client, a client without certificate, one whose certificate the mesh
+root did not sign, and a role's certificate claiming another role's user are all turned away."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from nats.aio.msg import Msg
 
+from meshbus.bus.errors import UnavailableError
 from meshbus.bus.subjects import Subjects, inbox_all
+from meshbus.control.ca.issuer import generate_root
+from meshbus.control.cli import bus_auth
 from meshbus.control.cli.bus_auth import ProxyPrincipal
+from tests.support.bounded import within
 from tests.support.secure_bus import (
+    TD,
     SecureBus,
+    WatchedBus,
     delivered,
     refused_publish,
     refused_subscribe,
     start_secure_bus,
 )
 
-# One server and one connection per role for the module (`SecureBus.role`): a plain connect waits for
-# the server's TLS-first fallback, so fresh connections per test would cost seconds.
+# One server and one connection per role for the module (`SecureBus.role`): a TLS handshake each.
 pytestmark = [pytest.mark.timeout(60), pytest.mark.asyncio(loop_scope="module")]
 
 S = Subjects("mesh")
@@ -32,7 +46,7 @@ PROXIES = [
     ProxyPrincipal("reviews-v1", "spiffe://cluster.local/ns/default/sa/reviews"),
     ProxyPrincipal("reviews-v2", "spiffe://cluster.local/ns/default/sa/reviews"),
     ProxyPrincipal("productpage", "spiffe://cluster.local/ns/default/sa/productpage"),
-    ProxyPrincipal("plain", None),  # --no-mtls: an nkey of its own
+    ProxyPrincipal("plain", None),  # --no-mtls: a client certificate of its own
 ]
 
 
@@ -110,7 +124,7 @@ async def test_a_proxy_speaks_for_its_own_nodes_only(mesh: SecureBus) -> None:
     await refused_publish(v1, S.telemetry("metrics", "productpage"), telemetry)
 
 
-async def test_a_proxy_without_certificate_uses_its_own_nkey(mesh: SecureBus) -> None:
+async def test_a_proxy_without_identity_uses_its_own_client_certificate(mesh: SecureBus) -> None:
     plain, discovery = await mesh.role("proxy-plain"), await mesh.role("discovery")
     assert await delivered(plain, S.xds_heartbeat("plain"), discovery)
     await refused_publish(plain, S.xds_heartbeat("reviews-v1"), discovery)
@@ -142,19 +156,83 @@ async def test_components_keep_to_their_own_subjects(mesh: SecureBus) -> None:
 
 
 async def test_unknown_or_missing_credentials_are_refused(mesh: SecureBus, tmp_path: Path) -> None:
-    from meshbus.bus.errors import UnavailableError
-    from tests.support.secure_bus import WatchedBus
-
     # a certificate the mesh root signed, for an identity the server has no user for
     ctx = mesh.tls_context(mesh.certificate("default", "intruder"))
-    stranger = WatchedBus(mesh.settings("stranger", ssl_context=ctx, tls_first=True, reconnect=False))
+    stranger = WatchedBus(mesh.settings("stranger", ssl_context=ctx, reconnect=False))
     with pytest.raises(UnavailableError, match="uthorization"):
         await stranger.connect(wait=False)
     await stranger.close(drain=False)
-    nobody = WatchedBus(mesh.settings("nobody", reconnect=False))
-    with pytest.raises(UnavailableError, match="uthorization"):
+    # a client that trusts the server but presents no certificate: refused in the TLS handshake (under
+    # TLS 1.3 the client may finish first and see the server hang up: "certificate required" or a lost
+    # connection, either way no connection)
+    nobody = WatchedBus(mesh.settings("nobody", tls_ca=str(mesh.files.server_ca), reconnect=False))
+    with pytest.raises(UnavailableError, match=r"(?i)certificate|connection lost|reset"):
         await nobody.connect(wait=False)
     await nobody.close(drain=False)
+
+
+async def test_a_plain_text_client_is_refused(mesh: SecureBus) -> None:
+    """No plain connect: the server's greeting requires TLS, and a CONNECT sent in the clear is refused
+    (no PONG) and the connection closed, at once (no TLS-first fallback to wait for)."""
+    host, port = mesh.url.removeprefix("nats://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        greeting = await within("the server's INFO", reader.readline(), 5.0)
+        info = json.loads(greeting.removeprefix(b"INFO "))
+        assert info["tls_required"] and info["tls_verify"], info
+        writer.write(b'CONNECT {"verbose":false,"pedantic":false,"name":"plain"}\r\nPING\r\n')
+        await writer.drain()
+        rest = await within("the server to hang up", reader.read(), 5.0)
+        assert b"PONG" not in rest, rest
+    finally:
+        writer.close()
+
+
+async def test_a_role_certificate_cannot_act_as_another_role(mesh: SecureBus) -> None:
+    """config's certificate, naming the operator's user in its CONNECT, is still config: it is
+    refused, or mapped to config, whose permissions do not mint tokens."""
+    ca = await mesh.role("ca")
+    operator_id = mesh.files.principals["operator"]
+    claims = WatchedBus(
+        mesh.settings("config as operator", user=operator_id, password="", **mesh.client_tls("config"))
+    )
+    try:
+        await claims.connect(wait=False)
+    except UnavailableError as exc:
+        assert "uthorization" in str(exc), exc
+    else:
+        mesh.opened.append(claims)
+        await refused_publish(claims, S.ca("token"), ca)
+
+
+async def test_a_certificate_the_mesh_root_did_not_sign_is_refused(mesh: SecureBus, tmp_path: Path) -> None:
+    """The operator's very ID, certified by another CA: the server does not trust it."""
+    other = generate_root(TD, dt.datetime.now(dt.UTC))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert, key_file = tmp_path / "forged-cert.pem", tmp_path / "forged-key.pem"
+    cert.write_bytes(
+        bus_auth.client_certificate(other, key, mesh.files.principals["operator"], dt.datetime.now(dt.UTC))
+    )
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    forged = WatchedBus(
+        mesh.settings(
+            "forged operator",
+            tls_cert=str(cert),
+            tls_key=str(key_file),
+            tls_ca=str(mesh.files.server_ca),
+            reconnect=False,
+        )
+    )
+    with pytest.raises(UnavailableError):
+        await forged.connect(wait=False)
+    await forged.close(drain=False)
+    assert await delivered(
+        await mesh.role("operator"), S.ca("token"), await mesh.role("ca")
+    )  # the genuine one
 
 
 async def test_a_proxy_asks_policy_and_remote_filters_but_never_answers_them(mesh: SecureBus) -> None:

@@ -193,3 +193,16 @@ def test_openssl_verify_accepts_leaf_against_bundle(tmp_path: Path) -> None:
         check=False,
     )
     assert r.returncode != 0
+
+
+@pytest.mark.parametrize(("kind", "name"), [("role", "operator"), ("role", "bootstrap"), ("proxy", "plain")])
+def test_the_ca_never_signs_a_bus_principals_id(kind: str, name: str) -> None:
+    """nats-server maps ``spiffe://<td>/meshbus/...`` to a component role's user (bus_auth): a workload
+    certificate with such an ID would act as that role, so the issuer refuses it whatever the caller."""
+    issuer = Issuer(root(), IssuerConfig(trust_domain=TD))
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(ValueError, match="reserved for the bus's own principals"):
+        issuer.sign(key.public_key(), SpiffeId.bus_principal(TD, kind, name), NOW)
+    assert issuer.sign(
+        key.public_key(), SpiffeId.workload(TD, "meshbus", name), NOW
+    ).leaf  # /ns/meshbus: a workload

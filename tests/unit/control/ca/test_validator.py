@@ -52,6 +52,10 @@ def test_dns_sans_are_ignored_but_two_uris_refused() -> None:
         ("spiffe://cluster.local/workload/web", "workload IDs look like"),
         ("spiffe://cluster.local", "workload IDs look like"),
         ("https://cluster.local/ns/a/sa/b", "scheme"),
+        # the bus's own principals (bus_auth): nats-server maps them to component roles' users
+        ("spiffe://cluster.local/meshbus/role/operator", "reserved for the bus's own principals"),
+        ("spiffe://cluster.local/meshbus/proxy/plain", "reserved for the bus's own principals"),
+        ("spiffe://cluster.local/meshbus/role/operator/x", "reserved for the bus's own principals"),
     ],
 )
 def test_csr_identity_rules(uri: str, match: str) -> None:
