@@ -72,7 +72,10 @@ async def open_bus(args: argparse.Namespace) -> BusConnection:
             raise PermissionDeniedError(
                 f"NATS at {settings.url} refused meshctl's credentials ({why}): {wanted}"
             ) from None
-        if isinstance(err, ssl.SSLError):  # a secured bus: TLS only, a certificate of its mesh root
+        # A secured bus is TLS only with a certificate of its mesh root. Refused in the handshake, the
+        # client sees an SSL error, or (TLS 1.3: the client finishes first) the server hanging up.
+        hung_up = isinstance(err, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError))
+        if isinstance(err, ssl.SSLError) or (hung_up and (settings.tls_ca or settings.ssl_context)):
             raise PermissionDeniedError(
                 f"the TLS handshake with NATS at {settings.url} failed ({why}): {wanted}"
             ) from None
