@@ -30,6 +30,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,9 +334,7 @@ def hand_out(files: BusFiles) -> Path:
     base.chmod(0o700)
     wanted = consumers(files)
     for gone in [p for p in base.iterdir() if p.name not in wanted]:  # a sidecar no longer listed
-        for f in gone.iterdir():
-            f.unlink()
-        gone.rmdir()
+        shutil.rmtree(gone)
     for consumer, names in wanted.items():
         folder = base / consumer
         folder.mkdir(mode=0o700, exist_ok=True)

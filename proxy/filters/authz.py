@@ -281,20 +281,25 @@ class AuthzFilter(HttpFilter):
             # fields below. Marks (dry run, AUDIT) and CUSTOM outcomes are logged regardless.
             return None if d.allowed else self._denial(d)
         ready = d.log_fields  # a decision the tables share: its fields made once (engine.Decision)
+        fs = ctx.filter_state
+        md = fs.get(ACCESS_LOG_STATE) if fs is not None else None
+        if md is not None:  # another filter logs too: add ours to its fields
+            if ready is not None:
+                md.update(ready)
+            else:
+                md["authz_result"] = ALLOWED if d.allowed else DENIED
+                md["authz_policy"] = d.policy
+            return None if d.allowed else self._denial(d)
+        # the request's own fields: a copy of the shared ones (a later filter may add to them)
         fields = (
             ready.copy()
             if ready is not None
             else {"authz_result": ALLOWED if d.allowed else DENIED, "authz_policy": d.policy}
         )
-        fs = ctx.filter_state
         if fs is None:  # nothing else logs
             ctx.filter_state = {ACCESS_LOG_STATE: fields}
-        else:
-            md = fs.get(ACCESS_LOG_STATE)
-            if md is None:  # the JWT filter's state only (the usual request with a token)
-                fs[ACCESS_LOG_STATE] = fields
-            else:
-                md.update(fields)
+        else:  # the JWT filter's state only (the usual request with a token)
+            fs[ACCESS_LOG_STATE] = fields
         return None if d.allowed else self._denial(d)
 
     def _denial(self, d: Decision) -> LocalReply:
