@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from meshbus.telemetry.spanattrs import FACTS, http_attributes
 
-_SCOPE = InstrumentationScope("meshbus.proxy")
+SCOPE = InstrumentationScope("meshbus.proxy")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 # looked up, not made, per span (a Status is never changed once made: spans can share one)
 _KINDS = {k.value: k for k in SpanKind}
@@ -68,7 +68,7 @@ def readable_spans(
                 status=_STATUSES.get(row[status]) or Status(StatusCode(row[status])),
                 start_time=row[start],
                 end_time=row[end],
-                instrumentation_scope=_SCOPE,
+                instrumentation_scope=SCOPE,
             )
         )
     return out
@@ -80,11 +80,12 @@ def resource_of(attributes: Mapping[str, str]) -> Resource:
 
 def otlp_exporter(
     endpoint: str, headers: Mapping[str, str] | None = None, timeout: float | None = None
-) -> SpanExporter:
-    """The OpenTelemetry OTLP/HTTP span exporter for ``endpoint`` (``http://host:4318/v1/traces``)."""
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+) -> Any:
+    """An OTLP/HTTP span exporter for ``endpoint`` (``http://host:4318/v1/traces``): the SDK's, fed
+    requests encoded from rows (telemetry/collector/otlp_rows.py)."""
+    from meshbus.telemetry.collector.otlp_rows import OtlpRowsExporter
 
-    return OTLPSpanExporter(endpoint=endpoint, headers=dict(headers or {}), timeout=timeout)
+    return OtlpRowsExporter(endpoint, headers, timeout)
 
 
 class JsonLinesExporter(SpanExporter):
@@ -177,4 +178,4 @@ def span_json(s: ReadableSpan, resource: Any) -> dict[str, Any]:
 def describe(exporter: Any) -> str:
     if isinstance(exporter, JsonLinesExporter):
         return f"file {exporter.path}"
-    return f"OTLP/HTTP {getattr(exporter, '_endpoint', '?')}"
+    return f"OTLP/HTTP {getattr(exporter, 'endpoint', '?')}"

@@ -39,6 +39,7 @@ from meshbus.bus.tasks import cancel_and_wait
 from meshbus.telemetry.collector import exporters
 from meshbus.telemetry.collector.gather import gather_stats
 from meshbus.telemetry.collector.http import HttpServer
+from meshbus.telemetry.collector.otlp_rows import OtlpRowsExporter
 from meshbus.telemetry.collector.store import MetricStore
 from meshbus.telemetry.collector.views import kiali_graph, top_rows
 from meshbus.telemetry.exposition import CONTENT_TYPE, render_prometheus
@@ -250,7 +251,7 @@ class TelemetryService:
                 ok = False
                 log.warning("span export to %s failed: %s", exporters.describe(exporter), exc)
             if ok:
-                self.counters.exported.inc(len(batch.spans))
+                self.counters.exported.inc(batch.count)
             else:
                 self.counters.dropped.labels("spans").inc(batch.count)
 
@@ -362,6 +363,9 @@ def _window(q: dict[str, list[str]]) -> float:
 def _export(exporter: Any, batch: SpanBatch) -> bool:
     """In a worker thread: convert and export one batch."""
     rows = unpack_rows(batch.spans, batch.encoding)
-    spans = exporters.readable_spans(batch.fields, rows, exporters.resource_of(batch.resource))
+    resource = exporters.resource_of(batch.resource)
+    if isinstance(exporter, OtlpRowsExporter):  # OTLP is encoded from the rows (no SDK spans)
+        return exporter.export_rows(batch.fields, rows, resource)
+    spans = exporters.readable_spans(batch.fields, rows, resource)
     result = exporter.export(spans)
     return bool(result.name == "SUCCESS")
