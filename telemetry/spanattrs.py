@@ -45,7 +45,7 @@ def http_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
         "meshbus.request_id": span["request_id"] or "",
         "node_id": span["node_id"],
     }
-    if port.isdigit():
+    if port.isdecimal():
         attrs["server.port"] = int(port)
     elif span["port"]:
         attrs["server.port"] = span["port"]
@@ -68,7 +68,7 @@ def http_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
     upstream = span["upstream_host"]
     if not server and upstream:
         attrs["network.peer.address"], _, up_port = upstream.rpartition(":")
-        if up_port.isdigit():
+        if up_port.isdecimal():
             attrs["network.peer.port"] = int(up_port)
     if span["upstream_cluster"] is not None:
         attrs["upstream_cluster"] = span["upstream_cluster"]

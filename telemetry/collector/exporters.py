@@ -33,20 +33,27 @@ _KINDS = {k.value: k for k in SpanKind}
 _STATUSES = {c.value: Status(c) for c in (StatusCode.UNSET, StatusCode.ERROR)}
 
 
+_COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "attributes",
+            "status_code", "tracestate")  # fmt: skip
+
+
+def columns(fields: Sequence[str]) -> list[int]:
+    """Where a SpanBatch's rows hold the span fields (by name: a newer proxy may add fields)."""
+    at = {name: i for i, name in enumerate(fields)}
+    return [at[c] for c in _COLUMNS]
+
+
+def has_facts(fields: Sequence[str]) -> bool:
+    """Whether rows carry the request's facts (an older proxy sent the attributes themselves)."""
+    return all(f in fields for f in FACTS)
+
+
 def readable_spans(
     fields: Sequence[str], rows: Sequence[Sequence[Any]], resource: Resource
 ) -> list[ReadableSpan]:
     """SDK spans from a SpanBatch's rows (found by field name: a newer proxy may add fields)."""
-    at = {name: i for i, name in enumerate(fields)}
-    tid, sid, pid, name, kind = at["trace_id"], at["span_id"], at["parent_span_id"], at["name"], at["kind"]
-    start, end, attrs, status, state = (
-        at["start_ns"],
-        at["end_ns"],
-        at["attributes"],
-        at["status_code"],
-        at["tracestate"],
-    )
-    facts = all(f in at for f in FACTS)  # an older proxy sent the attributes themselves
+    tid, sid, pid, name, kind, start, end, attrs, status, state = columns(fields)
+    facts = has_facts(fields)
     names = list(fields)
     out = []
     for row in rows:

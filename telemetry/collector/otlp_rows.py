@@ -29,8 +29,8 @@ from opentelemetry.exporter.otlp.proto.common._internal import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import TraceState
 
-from meshbus.telemetry.collector.exporters import SCOPE
-from meshbus.telemetry.spanattrs import FACTS, http_attributes
+from meshbus.telemetry.collector.exporters import SCOPE, columns, has_facts
+from meshbus.telemetry.spanattrs import http_attributes
 
 log = logging.getLogger(__name__)
 
@@ -124,22 +124,8 @@ class RowEncoder:
     def request(self, fields: Sequence[str], rows: Sequence[Sequence[Any]], resource: Resource) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` of ``rows`` (found by field name, as
         exporters.readable_spans reads them): one ResourceSpans, one ScopeSpans, the spans in order."""
-        at = {name: i for i, name in enumerate(fields)}
-        tid, sid, pid, name, kind = (
-            at["trace_id"],
-            at["span_id"],
-            at["parent_span_id"],
-            at["name"],
-            at["kind"],
-        )
-        start, end, attrs, status, state = (
-            at["start_ns"],
-            at["end_ns"],
-            at["attributes"],
-            at["status_code"],
-            at["tracestate"],
-        )
-        facts = all(f in at for f in FACTS)  # an older proxy sent the attributes themselves
+        tid, sid, pid, name, kind, start, end, attrs, status, state = columns(fields)
+        facts = has_facts(fields)
         names = list(fields)
         attr = self._attr
         u64 = _U64.pack
