@@ -1,14 +1,19 @@
 """Micro-benchmark of the telemetry calls the proxy makes per request.
 
-    .venv/bin/python bench/telemetry_record.py [--n 200000] [--repeat 5] [--json]
+    .venv/bin/python bench/telemetry_record.py [--n 200000] [--repeat 5] [--json] [--bus]
 
 Reports ns per call (best of ``repeat`` runs of ``n`` calls, loop overhead subtracted) for:
 Istio request metrics (via a cached RequestSeries), building an AccessLogRecord and appending it,
 the drop path of a full queue, and the sum of what one request costs; then the whole STATS phase of
 one hop as the exchange calls it (proxy/filters/observe.py: trace decision, metrics, access-log
-record), client side and server side, at the default 1% sampling and with the request sampled.
+record), client side and server side, at the default 1% sampling and with the request sampled
+(what a span costs a hop: the sampled figure less the other).
 Off-path figures (still the proxy's CPU): JSON formatting, the bus's access-log rows and span rows
 (what shipping over NATS costs per request: nothing else of it is per request), a Prometheus scrape.
+meshbus-telemetry's CPU per span (500-span batches: rows decoded, then the OTLP request made from
+the rows as it does, the SDK's way as it did, or the JSON-lines file's lines: best of 7, process CPU).
+``--bus``: a sidecar's whole shipping cost per span and per access-log record over a real
+nats-server (embedded): a second's worth drained, encoded, published and written to the socket.
 """
 
 from __future__ import annotations
@@ -80,7 +85,9 @@ def _hop(server: bool, sampling: float, spans: SpanRecorder | None) -> tuple[Hop
     tele = HopTelemetry(srv, "inbound" if server else "outbound")
     hdict = {"host": "reviews", "user-agent": "wrk", "x-request-id": "6f1c1e2a-8d1b-4f0e-9a43-1a2b3c4d5e6f"}
     if server:
-        hdict["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        # the caller's decision: sampled when this side samples everything (a traced request's second hop)
+        flags = "01" if sampling >= 1.0 else "00"
+        hdict["traceparent"] = f"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}"
         hdict["x-meshbus-peer"] = Workload.of(
             "productpage", "default", {"app": "productpage"}, "productpage"
         ).header_value()
@@ -113,6 +120,7 @@ def stats_phase(n: int, repeat: int) -> dict[str, float]:
         ("client", False, 0.01),
         ("server", True, 0.01),
         ("client_sampled", False, 1.0),
+        ("server_sampled", True, 1.0),
     ):
         spans = SpanRecorder(capacity=1 << 30)
         tele, ex = _hop(server, sampling, spans)
@@ -133,11 +141,100 @@ def stats_phase(n: int, repeat: int) -> dict[str, float]:
     return out
 
 
+def _per_item_ns(fn: Callable[[], object], items: int, repeat: int = 7) -> float:
+    """Process CPU ns per item of ``fn()``, best of ``repeat``."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time_ns()
+        fn()
+        best = min(best, time.process_time_ns() - t0)
+    return best / items
+
+
+def collector_per_span(rows: list[list[Any]]) -> dict[str, float]:
+    """meshbus-telemetry's CPU per span, for 500-row batches as a sidecar ships them: the rows
+    decoded, then made an OTLP request straight from the rows (what it does), the SDK's way
+    (ReadableSpans, encode_spans: what it did), or the JSON-lines file's lines."""
+    import tempfile
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from meshbus.bus.schemas.telemetry import unpack_rows
+    from meshbus.telemetry.collector.exporters import JsonLinesExporter, readable_spans, resource_of
+    from meshbus.telemetry.collector.otlp_rows import RowEncoder
+
+    rows = (rows * (500 // len(rows) + 1))[:500]
+    data, encoding = encode_rows(rows)
+    resource = resource_of({"service.name": "productpage.default", "service.namespace": "default"})
+    fields = list(ROW)
+    encoder = RowEncoder()
+    with tempfile.TemporaryDirectory() as tmp:
+        file = JsonLinesExporter(f"{tmp}/spans.jsonl")
+        return {
+            "collector_unpack_rows_ns_per_span": _per_item_ns(lambda: unpack_rows(data, encoding), 500),
+            "collector_otlp_from_rows_ns_per_span": _per_item_ns(
+                lambda: encoder.request([(fields, unpack_rows(data, encoding), resource)]), 500
+            ),
+            "collector_otlp_sdk_way_ns_per_span": _per_item_ns(
+                lambda: encode_spans(
+                    readable_spans(fields, unpack_rows(data, encoding), resource)
+                ).SerializePartialToString(),
+                500,
+            ),
+            "collector_jsonlines_ns_per_span": _per_item_ns(
+                lambda: file.export(readable_spans(fields, unpack_rows(data, encoding), resource)), 500
+            ),
+        }
+
+
+async def shipping_over_nats(rows: list[list[Any]], records: list[AccessLogRecord]) -> dict[str, float]:
+    """A sidecar's shipping CPU per span and per access-log record over a real nats-server (embedded,
+    nothing subscribed): one second's worth (4,000) drained, encoded, published, and written to the
+    socket by the NATS client (``flush`` waits for that), process CPU, best of 7; and what ``--ship
+    local`` in bench/telemetry.py does instead (drain and discard)."""
+    import tempfile
+
+    from meshbus.bus.connection import BusConnection, BusSettings
+    from meshbus.bus.embedded import EmbeddedNats
+    from meshbus.proxy.mesh.telemetry_ship import BusSink, TelemetryShipper
+
+    per_second = 4000
+    span_rows = (rows * (per_second // len(rows) + 1))[:per_second]
+    recs = (records * (per_second // len(records) + 1))[:per_second]
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(port=0, store_dir=tmp) as nats:
+        bus = BusConnection(BusSettings(url=nats.url, name="bench-record"))
+        await bus.connect()
+        spans = SpanRecorder(capacity=1 << 30)
+        shipper = TelemetryShipper(bus, Source("n"), Registry(), spans, lambda _s: None)
+        sink = BusSink(bus, Source("n"), None)
+
+        async def timed(fill: Callable[[], None], ship: Callable[[], Any]) -> float:
+            best = float("inf")
+            for _ in range(7):
+                fill()
+                t0 = time.process_time_ns()
+                await ship()
+                await bus.nc.flush()
+                best = min(best, time.process_time_ns() - t0)
+            return best / per_second
+
+        def fill() -> None:
+            spans.rows = list(span_rows)
+
+        out = {
+            "ship_spans_bus_ns_per_span": await timed(fill, shipper._ship_spans),
+            "ship_records_bus_ns_per_record": await timed(lambda: None, lambda: sink.write_records(recs)),
+        }
+        await bus.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--bus", action="store_true", help="also ship over a real nats-server (embedded)")
     args = ap.parse_args()
     n, repeat = args.n, args.repeat
 
@@ -281,6 +378,12 @@ def main() -> None:
     results["prometheus_render_ms"] = (time.process_time_ns() - t0) / 1e6
     results["prometheus_render_series"] = sum(len(f) for f in registry.families())
     results["prometheus_render_bytes"] = len(text)
+
+    results.update(collector_per_span(rows))
+    if args.bus:
+        import uvloop
+
+        results.update(uvloop.run(shipping_over_nats(rows, batch)))
 
     if args.json:
         json.dump({k: round(v, 1) for k, v in results.items()}, sys.stdout, indent=2)

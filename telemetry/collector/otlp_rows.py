@@ -15,7 +15,6 @@ of the same spans (tests/unit/telemetry/collector/test_otlp_rows.py compares the
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from struct import Struct
@@ -33,6 +32,9 @@ from meshbus.telemetry.collector.exporters import SCOPE, columns, has_facts
 from meshbus.telemetry.spanattrs import http_attributes
 
 log = logging.getLogger(__name__)
+
+Batch = tuple[Sequence[str], Sequence[Sequence[Any]], Resource]
+"""A SpanBatch's field names, rows and resource."""
 
 _U64: Final = Struct("<Q")
 _U32: Final = Struct("<I")
@@ -61,10 +63,12 @@ def _varint(n: int) -> bytes:
 def _id(text: str, size: int) -> bytes:
     """A hex id as the SDK sends it: ``int(text, 16)`` in ``size`` big-endian bytes."""
     if len(text) == 2 * size:
-        with contextlib.suppress(ValueError):
+        try:
             data = bytes.fromhex(text)
-            if len(data) == size:
-                return data
+        except ValueError:
+            data = b""
+        if len(data) == size:
+            return data
     return int(text, 16).to_bytes(size, "big")
 
 
@@ -121,13 +125,31 @@ class RowEncoder:
             return data
         return _sdk_attr(key, value)
 
-    def request(self, fields: Sequence[str], rows: Sequence[Sequence[Any]], resource: Resource) -> bytes:
-        """The serialized ``ExportTraceServiceRequest`` of ``rows`` (found by field name, as
-        exporters.readable_spans reads them): one ResourceSpans, one ScopeSpans, the spans in order."""
+    def request(self, batches: Sequence[Batch]) -> bytes:
+        """The serialized ``ExportTraceServiceRequest`` of the batches' rows, as the SDK's encoder
+        makes it of their spans: a ResourceSpans per distinct resource (in the order first seen),
+        one ScopeSpans in each, the spans in order."""
+        groups: dict[Resource, list[bytes]] = {}
+        for fields, rows, resource in batches:
+            groups.setdefault(resource, []).extend(self.spans(fields, rows))
+        out = []
+        for resource, spans in groups.items():
+            scope_spans = _len_field(b"\x0a", self._scope) + b"".join(spans)
+            resource_spans = _len_field(b"\x0a", _encode_resource(resource).SerializeToString())
+            resource_spans += _len_field(b"\x12", scope_spans)
+            if resource.schema_url:
+                resource_spans += _len_field(b"\x1a", resource.schema_url.encode())
+            out.append(_len_field(b"\x0a", resource_spans))
+        return b"".join(out)
+
+    def spans(self, fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[bytes]:
+        """Each row as an encoded ScopeSpans.spans entry (its fields found by name, as
+        exporters.readable_spans finds them)."""
         tid, sid, pid, name, kind, start, end, attrs, status, state = columns(fields)
         facts = has_facts(fields)
         names = list(fields)
         attr = self._attr
+        strs = self._str
         u64 = _U64.pack
         spans = []
         for row in rows:
@@ -150,16 +172,11 @@ class RowEncoder:
             if row[end]:
                 parts += (b"\x41", u64(row[end]))
             for k, v in attributes.items():
-                parts.append(attr(k, v))
+                data = strs.get((k, v)) if type(v) is str else None  # the common case, inline
+                parts.append(data if data is not None else attr(k, v))
             parts += (_STATUS[row[status]], _FLAGS_REMOTE if parent else _FLAGS_LOCAL)
             spans.append(_len_field(b"\x12", b"".join(parts)))  # ScopeSpans.spans
-        scope_spans = _len_field(b"\x0a", self._scope) + b"".join(spans)
-        resource_spans = _len_field(b"\x0a", _encode_resource(resource).SerializeToString()) + _len_field(
-            b"\x12", scope_spans
-        )
-        if resource.schema_url:
-            resource_spans += _len_field(b"\x1a", resource.schema_url.encode())
-        return _len_field(b"\x0a", resource_spans)
+        return spans
 
 
 class OtlpRowsExporter:
@@ -176,15 +193,19 @@ class OtlpRowsExporter:
         self._client = getattr(self.sdk, "_client", None)
         self._limit: int | None = getattr(self.sdk, "_max_request_size", None)
 
-    def export_rows(self, fields: Sequence[str], rows: Sequence[Sequence[Any]], resource: Resource) -> bool:
+    def export_rows(self, batches: Sequence[Batch]) -> bool:
+        """One request for all of ``batches`` (a request costs ~1 ms of CPU in the HTTP client: ~2 us
+        a span in a batch of 500, ~8 in one of 100)."""
         if self._client is None or not hasattr(self._client, "export"):
             from meshbus.telemetry.collector.exporters import readable_spans
 
-            return self.sdk.export(readable_spans(fields, rows, resource)).name == "SUCCESS"
-        data = self.encoder.request(fields, rows, resource)
+            spans = [s for fields, rows, resource in batches for s in readable_spans(fields, rows, resource)]
+            return self.sdk.export(spans).name == "SUCCESS"
+        data = self.encoder.request(batches)
         if self._limit is not None and len(data) > self._limit:
+            count = sum(len(rows) for _, rows, _ in batches)
             log.warning(
-                "dropping %d spans: request of %d bytes over the limit %d", len(rows), len(data), self._limit
+                "dropping %d spans: a request of %d bytes is over the limit %d", count, len(data), self._limit
             )
             return False
         return bool(self._client.export(data).success)

@@ -4,14 +4,17 @@ their HTTP attributes, and ``meshctl logs`` reads the records back from the stre
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.embedded import EmbeddedNats
-from meshbus.bus.schemas.telemetry import AccessLogBatch, Source
+from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, SpanBatch
 from meshbus.control.cli.telemetry_cmds import read_stream, records_of
 from meshbus.proxy.filters.spans import SpanRecorder
 from meshbus.proxy.mesh.telemetry_ship import BusSink, TelemetryShipper
@@ -79,3 +82,39 @@ async def test_spans_and_access_logs_shipped_as_json_rows_reach_the_collector_an
             "authz_policy": "ns/allow"
         }
         assert dropped("spans").value == 0 and dropped("access_log").value == 0
+
+
+async def test_a_seconds_spans_go_in_chunks_with_the_event_loop_running_between_them(
+    bus: BusConnection,
+) -> None:
+    registry = Registry()
+    dropped = InternalMetrics(registry).telemetry_dropped.labels
+    spans = SpanRecorder(dropped=dropped("spans"))
+    facts = ["GET", "/", "r:80", "1.1", "rid", None, "10.0.0.3", None, "r", 80, 200, "-", None, None, "p1"]
+    for i in range(1200):
+        spans.end(spans.start("GET r", True, T, f"{i + 1:016x}", "", None, 1, None), False, 2, facts)
+    got: asyncio.Queue[SpanBatch] = asyncio.Queue()
+
+    async def on_spans(msg: Any) -> None:
+        got.put_nowait(codec.decode(msg.data, msg.headers, SpanBatch))
+
+    await bus.subscribe(bus.subjects.telemetry("spans", "p1"), on_spans)
+    await bus.nc.flush()
+    turns = 0
+
+    async def other_work() -> None:  # a request's turn of the event loop, as often as it gets one
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    shipper = TelemetryShipper(bus, Source("p1"), registry, spans, dropped)
+    task = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    await shipper._ship_spans()
+    during = turns - before
+    task.cancel()
+    counts = [(await got.get()).count for _ in range(3)]
+    assert counts == [500, 500, 200]
+    assert during >= 2  # the loop ran between the chunks, not only after the last

@@ -33,14 +33,14 @@ def _facts(**over: Any) -> list[Any]:
     return list(facts.values())
 
 
-def _sdk(fields: list[str], rows: list[list[Any]]) -> ExportTraceServiceRequest:
+def _sdk(fields: list[str], rows: list[Any]) -> ExportTraceServiceRequest:
     return encode_spans(readable_spans(fields, rows, resource_of(RESOURCE)))
 
 
 def _ours(
     fields: list[str], rows: list[list[Any]], encoder: RowEncoder | None = None
 ) -> ExportTraceServiceRequest:
-    data = (encoder or RowEncoder()).request(fields, rows, resource_of(RESOURCE))
+    data = (encoder or RowEncoder()).request([(fields, rows, resource_of(RESOURCE))])
     return ExportTraceServiceRequest.FromString(data)
 
 
@@ -88,8 +88,8 @@ def test_a_request_from_rows_is_the_sdks_request() -> None:
 def test_cached_attributes_give_the_same_request_again() -> None:
     encoder = RowEncoder()
     rows = _recorded()
-    first = encoder.request(list(ROW), rows, resource_of(RESOURCE))
-    assert encoder.request(list(ROW), rows, resource_of(RESOURCE)) == first
+    first = encoder.request([(list(ROW), rows, resource_of(RESOURCE))])
+    assert encoder.request([(list(ROW), rows, resource_of(RESOURCE))]) == first
 
 
 def test_rows_of_an_older_proxy_with_the_attributes_made_and_other_ids_and_kinds() -> None:
@@ -131,3 +131,14 @@ def test_any_row_is_encoded_as_the_sdk_encodes_it(
     spans.end(span, status >= 500, 20, facts)
     rows = spans.drain()
     assert _ours(list(ROW), rows) == _sdk(list(ROW), rows)
+
+
+def test_batches_of_several_proxies_in_one_request_are_grouped_by_resource_as_the_sdk_groups_them() -> None:
+    rows = _recorded()
+    other = {**RESOURCE, "service.name": "ratings.default"}
+    batches = [(list(ROW), rows[:2], resource_of(RESOURCE)), (list(ROW), rows[2:3], resource_of(other)),
+               (list(ROW), rows[3:], resource_of(RESOURCE))]  # fmt: skip
+    ours = ExportTraceServiceRequest.FromString(RowEncoder().request(batches))
+    sdk = encode_spans([s for f, r, res in batches for s in readable_spans(f, r, res)])
+    assert ours == sdk
+    assert [len(rs.scope_spans[0].spans) for rs in ours.resource_spans] == [4, 1]  # the same proxy's together
