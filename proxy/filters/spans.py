@@ -5,16 +5,17 @@ with no object of this module made), so a request that is not sampled costs noth
 is an `OpenSpan` while its request runs; at the end it becomes one row (`ROW`): the
 OpenTelemetry span fields (ids, kind, name, times, status, custom tags) and the request's facts
 (method, target, authority, status, ...), in a bounded buffer that the mesh agent's shipper drains off the request path and sends
-to meshbus-telemetry, which makes each row an SDK ``ReadableSpan`` (the facts become the stable
-HTTP semantic-convention attributes there: telemetry/spanattrs.py) and exports it with the SDK's
-OTLP/HTTP exporter (telemetry/collector/exporters.py). A full buffer drops the span and counts it
+to meshbus-telemetry, where the facts become the stable HTTP semantic-convention attributes
+(telemetry/spanattrs.py) and each row a span of an OTLP request, sent by the SDK's OTLP/HTTP
+exporter (telemetry/collector/otlp_rows.py), or an SDK ``ReadableSpan`` for the JSON-lines file
+(telemetry/collector/exporters.py). A full buffer drops the span and counts it
 in ``meshbus_telemetry_dropped_total{signal="spans"}``.
 
 Why rows and not the SDK's Tracer here: starting and ending a span through the SDK's Tracer costs
 about 100 us of CPython per span (its Span validates every attribute, takes a lock, runs the
 processor chain), an SDK ReadableSpan alone ~5 us, the row ~1 us; at 100% sampling a request makes
-two spans, and a whole proxy hop costs ~50 us (bench/telemetry.py). The data and the exporter are
-the SDK's; only its per-span bookkeeping stays out of the request path.
+two spans, and a whole proxy hop costs ~50 us (bench/telemetry.py). The data model and the
+exporter's transport are the SDK's; only its per-span bookkeeping stays out of the request path.
 """
 
 from __future__ import annotations

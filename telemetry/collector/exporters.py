@@ -1,10 +1,12 @@
-"""Where meshbus-telemetry sends spans: an OTLP/HTTP endpoint (the OpenTelemetry exporter) or a file.
+"""Where meshbus-telemetry sends spans: an OTLP/HTTP endpoint or a file.
 
-Spans arrive from proxies as rows of the OpenTelemetry span fields (proxy/filters/spans.py) and are
-made the SDK's ``ReadableSpan`` here, so the SDK's own exporters do the encoding: ``OTLPSpanExporter`` (protobuf over HTTP, opentelemetry-exporter-
-otlp-proto-http) for a MeshConfig ``opentelemetry`` provider or ``--otlp-endpoint``, and
-`JsonLinesExporter` (one object per line, as ``ReadableSpan.to_json()`` makes it) otherwise. Both block: the
-service calls them in a worker thread, behind a bounded queue (telemetry/collector/service.py).
+Spans arrive from proxies as rows of the OpenTelemetry span fields (proxy/filters/spans.py). For a
+MeshConfig ``opentelemetry`` provider or ``--otlp-endpoint`` they go by OTLP/HTTP: the request is
+encoded straight from the rows and sent by the SDK's ``OTLPSpanExporter``'s client
+(telemetry/collector/otlp_rows.py: the SDK's own encoder cost ~50 us a span); otherwise to
+`JsonLinesExporter` (one object per line, as ``ReadableSpan.to_json()`` makes it), from the SDK's
+``ReadableSpan`` made here (`readable_spans`). Both block: the service calls them in a worker
+thread, behind a bounded queue (telemetry/collector/service.py).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@
   spans are exported to; spans for no named provider go to ``--otlp-endpoint``, else to the
   ``defaultProviders.tracing`` one, else to ``--spans-file`` (JSON lines).
 
-Span export runs in a worker thread behind a bounded queue: when the exporter falls behind, batches
-are dropped and counted (``meshbus_telemetry_dropped_total{signal="spans"}``), never queued without
+Span export runs in a worker thread behind a bounded queue, the batches that wait exported together
+(one request per exporter); when the exporter falls behind, batches are dropped and counted (``meshbus_telemetry_dropped_total{signal="spans"}``), never queued without
 end. The replica's own counters are appended to ``/metrics`` under ``meshbus_telemetry_*``.
 """
 
