@@ -1,7 +1,7 @@
 """Telemetry's cost, per configuration, each next to telemetry off: CPU per request of both sidecars, throughput.
 
     .venv/bin/python bench/telemetry.py [--duration 3] [--rounds 8] [--only on-1,on-100] [--ship local,bus]
-                                        [--spans otlp|file]
+                                        [--spans otlp|file] [--rate 2000]
 
 Chain: wrk -> proxy A (client sidecar, outbound) -> proxy B (server sidecar, inbound) -> nginx origin,
 plaintext (bench/mtls.py prices mTLS). Load generator, origin, nats-server, meshbus-telemetry and the
@@ -34,6 +34,11 @@ taken per round from its pair (CPU per request ratio and us, throughput ratio) a
 median [min .. max] over rounds. CPU per request of both sidecars (``/proc/<pid>/stat`` user+sys) is
 the steadier figure: a busy core lowers throughput but hardly changes it. Every run is printed, and
 every setting's medians [min-max] are kept in the first table (off's runs are all its pairs' runs).
+``--rate R``: each run is h2load at R requests/s (10 connections) instead of wrk flat out, so off
+and the setting carry the same load and their CPU per request compares like for like (flat out, a
+setting that lowers throughput, or a load generator's core made busy by the collector and
+nats-server, leaves the proxies less to batch per event-loop turn, which raises CPU per request by
+itself); throughput is then fixed, and CPU per request is the figure.
 meshbus-telemetry's CPU is reported per 1,000 mesh requests per second over each run (Mixer cost
 0.6 vCPU; the goal is < 0.02); it includes what every idle sidecar ships (an empty metric batch a
 second each), so off's figure is the floor. Needs wrk, nginx, taskset.
@@ -67,7 +72,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the shared helpers come from run.py next to this file
-from run import HOST, ORIGIN, cpu_seconds, med, nginx_conf, process, run_wrk
+from run import HOST, ORIGIN, cpu_seconds, med, nginx_conf, process, run_wrk, start_h2load
 
 A_PORT, B_PORT, TEL_PORT, OTLP_PORT = 18201, 18202, 18203, 18204
 TAIL_S = 1.3  # > the shipper's interval (1 s) and the access-log writer's (0.2 s)
@@ -240,12 +245,15 @@ class Run:
         return self.cpu_a + self.cpu_b
 
 
-def measure(pids: list[int], tel_pid: int, port: int, duration: int, spies: Any = None) -> Run:
-    """wrk for ``duration`` s, then ``TAIL_S`` more: the shipper's batch of the run's last second (and
-    the collector's work on it) belongs to the run; both sides of a pair get the same tail."""
+def measure(
+    pids: list[int], tel_pid: int, port: int, duration: int, rate: int, tmp: Path, spies: Any = None
+) -> Run:
+    """wrk for ``duration`` s (or h2load at ``rate`` requests/s), then ``TAIL_S`` more: the shipper's
+    batch of the run's last second (and the collector's work on it) belongs to the run; both sides
+    of a pair get the same tail."""
     before = [cpu_seconds(p) for p in pids]
     tel_before = cpu_seconds(tel_pid)
-    rps, _, errors = run_wrk(port, duration, None)
+    rps, errors = run_rate(port, duration, rate, tmp) if rate else run_wrk(port, duration, None)[::2]
     time.sleep(TAIL_S)
     for spy, out in spies or []:
         spy.wait()
@@ -256,6 +264,20 @@ def measure(pids: list[int], tel_pid: int, port: int, duration: int, spies: Any 
     # vCPU per 1,000 rps: CPU seconds per second of load, per thousand requests per second
     per_k = (tel / duration) / (rps / 1000) if rps else float("nan")
     return Run(rps, cpu_a, cpu_b, per_k, errors)
+
+
+def run_rate(port: int, duration: int, rate: int, tmp: Path, conns: int = 10) -> tuple[float, int]:
+    """h2load at ``rate`` requests/s over ``conns`` connections for ``duration`` s: (rps done, errors)."""
+    logs = [tmp / f"h2load-{i}.log" for i in range(conns)]
+    procs = start_h2load(port, rate // conns, rate // conns * duration, logs)
+    for p in procs:
+        p.wait(duration * 3 + 10)
+    ok = 0
+    for log in logs:
+        for line in log.read_text().splitlines():
+            parts = line.split("\t")
+            ok += len(parts) >= 2 and parts[1].startswith("2")
+    return ok / duration, rate // conns * conns * duration - ok  # errors: non-2xx and never answered
 
 
 def pair_order(rnd: int, k: int, setting: tuple[str, str]) -> list[tuple[str, str]]:
@@ -276,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--only", default="", help=f"comma list of: {','.join(CASES[1:])} (off always runs)")
     ap.add_argument("--ship", default=",".join(SHIPPING), help="comma list of: local,bus")
+    ap.add_argument("--rate", type=int, default=0, help="h2load at this many requests/s, not wrk flat out")
     ap.add_argument("--spans", default="otlp", choices=("otlp", "file"), help="meshbus-telemetry's span sink")
     ap.add_argument("--ingest-only", action="store_true", help="only the replica's ingest capacity")
     ap.add_argument("--profile", default="", help="record both proxies with py-spy into this folder")
@@ -283,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ingest_only:
         ingest_capacity()
         return 0
-    missing = [t for t in ("wrk", "nginx", "taskset") if shutil.which(t) is None]
+    missing = [
+        t for t in ("wrk", "nginx", "taskset", *(["h2load"] if args.rate else [])) if shutil.which(t) is None
+    ]
     if missing:
         print(
             f"missing tools: {', '.join(missing)} (apt-get install -y wrk nginx util-linux)", file=sys.stderr
@@ -313,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         "--spans-file", str(tmp / "spans.jsonl")]  # fmt: skip
     telemetry = [sys.executable, "-m", "meshbus.telemetry", "--nats", nats.url, "--host", "127.0.0.1",
                  "--metrics-port", str(TEL_PORT), *sink, "--log-level", "warning"]  # fmt: skip
-    print(f"bench dir {tmp}; {args.rounds} rounds x wrk {args.duration}s (+{TAIL_S}s tail); off next to each of "
+    load = f"h2load at {args.rate:,} rps" if args.rate else "wrk"
+    print(f"bench dir {tmp}; {args.rounds} rounds x {load} {args.duration}s (+{TAIL_S}s tail); off next to each of "
           f"{', '.join(f'{c}/{s}' for c, s in settings)}; spans to {args.spans}")  # fmt: skip
     me = str(Path(__file__).resolve())
     try:
@@ -339,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                         pids, port = procs[which]
                         name = f"{which[0]}-{which[1]}-r{rnd + 1}"
                         spies = _spy(args.profile, name, pids, args.duration) if args.profile else None
-                        r = got[which] = measure(pids, tel_pid, port, args.duration, spies)
+                        r = got[which] = measure(pids, tel_pid, port, args.duration, args.rate, tmp, spies)
                         runs[which].append(r)
                         print(f"  round {rnd + 1} {which[0] + '/' + which[1]:17s} {r.rps:9,.0f} rps  cpu {r.cpu:6.1f} us/req "
                               f"(A {r.cpu_a:.1f} + B {r.cpu_b:.1f})  meshbus-telemetry {r.tel_per_k:.4f} vCPU per 1k rps  "

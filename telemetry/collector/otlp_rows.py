@@ -72,9 +72,12 @@ def _id(text: str, size: int) -> bytes:
     return int(text, 16).to_bytes(size, "big")
 
 
+_VARINTS: Final = [_varint(n) for n in range(1 << 14)]  # every length of one or two bytes
+
+
 def _len_field(tag: bytes, data: bytes) -> bytes:
     n = len(data)
-    return tag + (bytes((n,)) if n < 0x80 else _varint(n)) + data
+    return tag + (_VARINTS[n] if n < 16384 else _varint(n)) + data
 
 
 def _str_attr(key: str, value: str) -> bytes:

@@ -77,3 +77,16 @@ def test_each_line_is_what_the_sdks_to_json_makes_of_the_span(tmp_path: Path) ->
 )
 def test_times_are_the_sdks_to_the_character(ns: int) -> None:
     assert iso_time(ns) == ns_to_iso_str(ns)
+
+
+def test_a_batchs_resource_is_the_sdks_made_once_per_attribute_set() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    attrs = {"service.name": "reviews.default", "service.namespace": "default"}
+    made = resource_of(attrs)
+    assert made == Resource.create(attrs)
+    assert resource_of(dict(reversed(list(attrs.items())))) is made  # kept: detectors run once
+    assert (
+        resource_of({**attrs, "service.name": "ratings.default"}).attributes["service.name"]
+        == "ratings.default"
+    )
