@@ -39,6 +39,13 @@ and the setting carry the same load and their CPU per request compares like for 
 setting that lowers throughput, or a load generator's core made busy by the collector and
 nats-server, leaves the proxies less to batch per event-loop turn, which raises CPU per request by
 itself); throughput is then fixed, and CPU per request is the figure.
+nats-server, meshbus-telemetry and the OTLP receiver share CPU 0 with wrk and nginx at normal
+priority. At 100% sampling their bursts (~20,000 spans a second to decode, encode and post) take
+CPU from wrk, which then sends fewer requests, and the sidecars, with fewer requests to batch per
+event-loop turn, spend more CPU per request: part of on-100/bus's cost is that (rounds where it kept
+its throughput had about local's CPU per request). Running them at nice 19 was tried and is not
+done: starved, meshbus-telemetry dropped half the spans, which flattered its own CPU figure.
+The spans meshbus-telemetry exported and dropped are printed at the end (dropped should be 0).
 meshbus-telemetry's CPU is reported per 1,000 mesh requests per second over each run (Mixer cost
 0.6 vCPU; the goal is < 0.02); it includes what every idle sidecar ships (an empty metric batch a
 second each), so off's figure is the floor. Needs wrk, nginx, taskset.
@@ -375,20 +382,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         nats.cleanup()
     report(runs, pairs)
-    print(f"meshbus-telemetry exported {exported} spans ({args.spans})")
+    print(f"meshbus-telemetry: spans exported {exported} ({args.spans})")
     ingest_capacity()
     return 1 if any(r.errors for rs in runs.values() for r in rs) else 0
 
 
 def _exported(port: int) -> str:
-    """meshbus-telemetry's spans_exported_total (the spans did reach the sink)."""
+    """meshbus-telemetry's spans exported and dropped (the spans did reach the sink, all of them)."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith("meshbus_telemetry_spans_exported_total"):
-                return line.split()[-1]
-    return "?"
+        lines = resp.read().decode().splitlines()
+    exported = [ln.split()[-1] for ln in lines if ln.startswith("meshbus_telemetry_spans_exported_total")]
+    dropped = [
+        ln.split()[-1] for ln in lines if ln.startswith('meshbus_telemetry_dropped_total{signal="spans"')
+    ]
+    return f"{exported[0] if exported else '?'}, dropped {dropped[0] if dropped else 0}"
 
 
 def receiver_main(port: int) -> int:
