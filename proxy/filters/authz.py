@@ -11,6 +11,9 @@ Per request (Istio's order; the tables come from meshbus.bus.config.authz, compi
    ``statusOnError`` unless the provider fails open. A CUSTOM rule whose provider is unusable denies.
 3. AUDIT, DENY, ALLOW (``Tables.decide``). A denial is 403 ``RBAC: access denied`` with
    ``rbac_access_denied_matched_policy[<rule id>]`` as the access log's response_code_details.
+   Decisions are remembered by what the rules read of the request (bus/config/authz/inputs.py): a
+   request equal to an earlier one in all of it costs a key and a dict lookup (``_key``; bounded,
+   and rested while keys rarely repeat).
 
 The deciding rule, dry-run results, AUDIT marks and the provider's outcome go to the access log
 (``filter_state["access_log"]``, shown as the line's ``metadata``; the deciding rule only when the
@@ -34,6 +37,7 @@ from meshbus.bus.config.authz.engine import (
     Rule,
     Tables,
 )
+from meshbus.bus.config.authz.inputs import decision_inputs
 from meshbus.bus.config.authz.normalize import normalize_path, split_target
 from meshbus.proxy.codec.http1 import NO_BODY
 from meshbus.proxy.core.flags import UAEX
@@ -83,6 +87,11 @@ RBAC_DENIED_BODY: Final = "RBAC: access denied"
 _BAD_PATH: Final = LocalReply(400, "bad request\n", details="path_normalization_failed")
 _TOO_LARGE: Final = LocalReply(413, "Payload Too Large", flag=UAEX, details="ext_authz_request_too_large")
 MAX_CHECK_BODY: Final = 64 * 1024
+MEMO_SIZE: Final = 4096
+"""Most decisions the filter remembers (see ``AuthzFilter._memo``)."""
+MEMO_REST: Final = 16 * MEMO_SIZE
+"""Requests decided without the memo after it filled up with more entries than hits (a key that
+rarely repeats, e.g. a path with an id in it): the memo costs such requests a key and an insert."""
 """Most body bytes held for a check: the exchange keeps at most this much while it waits (MAX_REPLAY)."""
 
 
@@ -214,6 +223,25 @@ class AuthzFilter(HttpFilter):
         self._server: Any = None
         """The server of the listener ``_stats`` was last looked up for (its access log)."""
         self._client: tuple[Any, AuthzClient] | None = None
+        # The memo of decisions: the AUDIT, DENY and ALLOW steps are a pure function of the request
+        # attributes the rules read (bus/config/authz/inputs.py), so a request equal to an earlier
+        # one in all of them costs a key and a lookup instead of a Request and the rule lookups.
+        # Not with CUSTOM rules (their provider is asked per request) nor for tables that read
+        # claims, the destination address or SNI (inputs.decision_inputs is then None).
+        inputs = None if self.custom or self.custom_dry else decision_inputs(c.tables)
+        self.memo_on = inputs is not None
+        self.key_peer = inputs is not None and inputs.peer
+        self.key_rp = inputs is not None and inputs.request_principal
+        self.key_ip = inputs is not None and inputs.source_ip
+        self.key_host = inputs is not None and inputs.host
+        self.key_method = inputs is not None and inputs.method
+        self.key_path = inputs is not None and inputs.path
+        self.key_headers: tuple[str, ...] = inputs.headers if inputs is not None else ()
+        self._memo: dict[tuple[Any, ...], Decision] = {}
+        self.memo_hits = 0
+        """Hits since the memo was last emptied."""
+        self.memo_rest = 0
+        """Requests still to decide without the memo (MEMO_REST)."""
 
     # -- request path ---------------------------------------------------------------------------
 
@@ -231,6 +259,22 @@ class AuthzFilter(HttpFilter):
         if norm != path:
             path = norm
             view.path = norm if q < 0 else norm + target[q:]
+        if self.memo_on:
+            if self.memo_rest:
+                self.memo_rest -= 1
+            else:
+                key = self._key(ctx, path)
+                if key is not None:
+                    memo = self._memo
+                    d = memo.get(key)
+                    if d is not None:
+                        self.memo_hits += 1
+                    else:
+                        d = self.tables.decide(self._request(ctx, path, view))
+                        if len(memo) >= MEMO_SIZE:
+                            self._memo_full()
+                        memo[key] = d
+                    return self._decided(ctx, d)
         r = self._request(ctx, path, view)
         if self.custom:
             hit = self.tables.custom_match(r)
@@ -241,6 +285,55 @@ class AuthzFilter(HttpFilter):
         if self.custom_dry:
             self._custom_dry_run(ctx, r)
         return self._decided(ctx, self.tables.decide(r))
+
+    def _key(self, ctx: FilterContext, path: str) -> tuple[Any, ...] | None:
+        """The memo key of this request: the values of what the rules read (in ``_request``'s
+        terms), "" for what they do not; None when the request principal is not the JWT filter's
+        (then ``Request`` works it out, and the request is decided in full)."""
+        rp: Any = None  # the JWT filter's tuple as it is (a typed tuple would be unboxed and boxed anew)
+        if self.key_rp:
+            fs = ctx.filter_state
+            auth = fs.get(AUTH_STATE) if fs is not None else None
+            if auth is not None:
+                known = fs.get(PRINCIPAL_STATE) if fs is not None else None
+                if known is None or not isinstance(auth, dict) or auth.get("claims") is not known[0]:
+                    return None
+                rp = known[1]
+        head = ctx.head
+        names = self.key_headers
+        hvals: Any = None
+        n = len(names)
+        if n:
+            hdict = head.hdict
+            if n == 1:
+                hvals = hdict.get(names[0])
+            elif n == 2:
+                hvals = (hdict.get(names[0]), hdict.get(names[1]))
+            else:
+                hvals = tuple([hdict.get(name) for name in names])
+        peer = ""
+        ip = ""
+        if self.key_peer or self.key_ip:
+            dc = ctx.dc
+            if self.key_peer:
+                peer = dc.peer_principal or ""
+            if self.key_ip:
+                ip = dc.peer_ip
+        return (
+            path if self.key_path else "",
+            head.method if self.key_method else "",
+            peer,
+            ip,
+            ctx.view.authority if self.key_host else "",
+            rp,
+            hvals,
+        )
+
+    def _memo_full(self) -> None:
+        if self.memo_hits < MEMO_SIZE:  # fewer hits than entries: keys rarely repeat, rest a while
+            self.memo_rest = MEMO_REST
+        self._memo.clear()
+        self.memo_hits = 0
 
     def _request(self, ctx: FilterContext, path: str, view: RequestView) -> Request:
         # ctx is read once per attribute: it is a Protocol, so each read is a generic lookup

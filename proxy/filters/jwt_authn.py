@@ -604,7 +604,9 @@ def _no_token(ctx: FilterContext, config: JwtAuthnConfig, hdict: Mapping[str, st
 
 def _set_identity(ctx: FilterContext, verified: _Verified) -> None:
     auth = dict(verified.auth)  # a copy: a filter that edits it edits its request's only
-    principal = verified.principal
+    # Any, not the field's tuple type: the compiled build would unbox the tuple and box a new one
+    # per request; the cached object itself goes on (readers may compare it by identity).
+    principal: Any = verified.principal
     state = ctx.filter_state
     if state is None:
         if principal is None:
