@@ -67,6 +67,7 @@ from meshbus.proxy.filters.chain import (
     LocalReply,
 )
 from meshbus.proxy.filters.headerops import HeaderOps
+from meshbus.proxy.filters.jwt_authn import TokenPrincipal
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG
 
 if TYPE_CHECKING:
@@ -76,8 +77,8 @@ AUTHORIZATION: Final = "meshbus.filters.http.authz"
 AUTH_STATE: Final = "request.auth"
 """filter_state key of the JWT filter's verified token (read here)."""
 PRINCIPAL_STATE: Final = "jwt_authn.iss_sub"
-"""filter_state key of the JWT filter's ``(claims, (iss, sub))`` (jwt_authn.REQUEST_PRINCIPAL): the
-request principal worked out once per token, good while ``request.auth``'s claims are those."""
+"""filter_state key of the JWT filter's `TokenPrincipal` (jwt_authn.REQUEST_PRINCIPAL): the request
+principal worked out once per token, good while ``request.auth``'s claims are its ``claims``."""
 ACCESS_LOG_STATE: Final = "access_log"
 """filter_state key of the fields filters add to the request's access-log line."""
 _BODY_STATE: Final = "authz.body"
@@ -232,6 +233,7 @@ class AuthzFilter(HttpFilter):
         self.memo_on = inputs is not None
         self.key_peer = inputs is not None and inputs.peer
         self.key_rp = inputs is not None and inputs.request_principal
+        self.key_claims = inputs is not None and inputs.claims
         self.key_ip = inputs is not None and inputs.source_ip
         self.key_host = inputs is not None and inputs.host
         self.key_method = inputs is not None and inputs.method
@@ -288,17 +290,25 @@ class AuthzFilter(HttpFilter):
 
     def _key(self, ctx: FilterContext, path: str) -> tuple[Any, ...] | None:
         """The memo key of this request: the values of what the rules read (in ``_request``'s
-        terms), "" for what they do not; None when the request principal is not the JWT filter's
-        (then ``Request`` works it out, and the request is decided in full)."""
+        terms), "" for what they do not; the JWT filter's `TokenPrincipal` stands for the token's
+        claims. None when the request's identity is not what the JWT filter worked out (no
+        TokenPrincipal, or another filter changed the claims): then it is decided in full."""
         rp: Any = None  # the JWT filter's tuple as it is (a typed tuple would be unboxed and boxed anew)
-        if self.key_rp:
+        token: TokenPrincipal | None = None
+        if self.key_rp or self.key_claims:
             fs = ctx.filter_state
             auth = fs.get(AUTH_STATE) if fs is not None else None
             if auth is not None:
                 known = fs.get(PRINCIPAL_STATE) if fs is not None else None
-                if known is None or not isinstance(auth, dict) or auth.get("claims") is not known[0]:
+                if (
+                    not isinstance(known, TokenPrincipal)
+                    or not isinstance(auth, dict)
+                    or auth.get("claims") is not known.claims
+                ):
                     return None
-                rp = known[1]
+                rp = known.iss_sub
+                if self.key_claims:
+                    token = known
         head = ctx.head
         names = self.key_headers
         hvals: Any = None
@@ -326,6 +336,7 @@ class AuthzFilter(HttpFilter):
             ip,
             ctx.view.authority if self.key_host else "",
             rp,
+            token,
             hvals,
         )
 
@@ -347,8 +358,8 @@ class AuthzFilter(HttpFilter):
         r = Request(dc.peer_principal or "", peer, head.method, view.authority, path, head.hdict, auth)
         if auth is not None:
             known = fs.get(PRINCIPAL_STATE) if fs is not None else None
-            if known is not None and auth.get("claims") is known[0]:
-                r.known_request_principal(known[1])
+            if isinstance(known, TokenPrincipal) and auth.get("claims") is known.claims:
+                r.known_request_principal(known.iss_sub)
         r.dest_port = self.dest_port
         if self.uses_remote_ip:
             r.remote_ip = remote_address(head.hdict.get("x-forwarded-for"), peer, self.trusted)

@@ -70,11 +70,11 @@ JWT_AUTHN: Final = "meshbus.filters.http.jwt_authn"
 REQUEST_AUTH: Final = "request.auth"
 """The ``ctx.filter_state`` key of the verified identity (the authorization filter's input)."""
 REQUEST_PRINCIPAL: Final = "jwt_authn.iss_sub"
-"""The ``ctx.filter_state`` key of ``(claims, (iss, sub))``: the request principal as the authorization
-filter reads it from those claims (``engine.Request.request_principal``), worked out once per token.
-Set only when the claims have string ``iss`` and ``sub``; a reader uses it only while the identity's
-``claims`` is that same dict object (the cached claims are never edited: every request of the token
-shares them)."""
+"""The ``ctx.filter_state`` key of the token's `TokenPrincipal`: the request principal as the
+authorization filter reads it from the claims (``engine.Request.request_principal``), worked out once
+per token. Set only when the claims have string ``iss`` and ``sub``; a reader uses it only while the
+identity's ``claims`` is that same dict object (the cached claims are never edited: every request of
+the token shares them)."""
 
 CLOCK_SKEW: Final = 60.0
 CACHE_SIZE: Final = 4096
@@ -153,6 +153,20 @@ class _Failed(Exception):
         self.message = message
 
 
+class TokenPrincipal:
+    """One verified token's ``claims`` (the dict object of its identity) and ``(iss, sub)`` from them.
+    One per cached token and handed on as it is, so a reader may key on it: it hashes by identity,
+    and a key holding it keeps it alive (no other token's can take its place)."""
+
+    __slots__ = ("claims", "iss_sub")
+
+    def __init__(self, claims: dict[str, Any], iss_sub: tuple[str, str]) -> None:
+        self.claims = claims
+        # Any: a tuple-typed attribute is stored unboxed in the compiled build, and each read would
+        # box a new tuple; readers hand this one on and compare it.
+        self.iss_sub: Any = iss_sub
+
+
 @dataclass
 class _Verified:
     provider: int
@@ -169,8 +183,8 @@ class _Verified:
     ``one_ops`` is then what goes upstream for a token there (without forged output headers to
     remove), worked out when the entry was cached, so a hit costs no lookup keyed by location."""
     one_ops: HeaderOps | None = None
-    principal: tuple[dict[str, Any], tuple[str, str]] | None = None
-    """``(claims, (iss, sub))`` for the authorization filter (``REQUEST_PRINCIPAL``), or None when the
+    principal: TokenPrincipal | None = None
+    """The authorization filter's request principal (``REQUEST_PRINCIPAL``), or None when the
     claims lack a string ``iss`` or ``sub`` (the principal is then worked out from ``principal``)."""
 
 
@@ -271,7 +285,7 @@ class JwtAuthnConfig:
         claims = v.auth["claims"]
         iss, sub = claims.get("iss"), claims.get("sub")
         if isinstance(iss, str) and isinstance(sub, str):
-            v.principal = (claims, (iss, sub))
+            v.principal = TokenPrincipal(claims, (iss, sub))
         return v
 
     def adopt(self, old: JwtAuthnConfig) -> None:
@@ -604,9 +618,7 @@ def _no_token(ctx: FilterContext, config: JwtAuthnConfig, hdict: Mapping[str, st
 
 def _set_identity(ctx: FilterContext, verified: _Verified) -> None:
     auth = dict(verified.auth)  # a copy: a filter that edits it edits its request's only
-    # Any, not the field's tuple type: the compiled build would unbox the tuple and box a new one
-    # per request; the cached object itself goes on (readers may compare it by identity).
-    principal: Any = verified.principal
+    principal = verified.principal
     state = ctx.filter_state
     if state is None:
         if principal is None:

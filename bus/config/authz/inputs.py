@@ -3,9 +3,10 @@
 The authorization filter keys its memo of decisions (proxy/filters/authz.py) on exactly these
 attributes: two requests equal in all of them get the same decision from `Tables.decide`, which is a
 pure function of the `Request` fields its checks read. Checks whose input is not a plain hashable
-value (JWT claims, audiences, presenter: lists and nested maps), or that the filter reads from the
-connection at a cost (destination address, SNI), leave the tables without inputs (None): such a
-workload's requests are decided in full each time. Sans-IO.
+value (``request.auth.audiences`` and ``presenter``, which another filter may change in the request's
+identity), or that the filter reads from the connection at a cost (destination address, SNI), leave
+the tables without inputs (None): such a workload's requests are decided in full each time. JWT
+claims are keyed by the token they came from (the filter's `claims` flag). Sans-IO.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from meshbus.bus.config.authz.engine import (
     _DEST_IP,
     _REMOTE_IP,
     Check,
+    ClaimCheck,
     HeaderCheck,
     HostCheck,
     IpCheck,
@@ -44,6 +46,8 @@ class Inputs:
     peer: bool = False
     """The mTLS principal (``principals``, ``namespaces``, trust domains, service accounts)."""
     request_principal: bool = False
+    claims: bool = False
+    """JWT claims (``request.auth.claims[...]``): the same token's claims decide the same."""
     source_ip: bool = False
     host: bool = False
     method: bool = False
@@ -53,7 +57,7 @@ class Inputs:
 
 class _Reads:
     def __init__(self) -> None:
-        self.peer = self.rp = self.ip = self.host = self.method = self.path = False
+        self.peer = self.rp = self.claims = self.ip = self.host = self.method = self.path = False
         self.headers: set[str] = set()
         self.keyable = True
 
@@ -64,6 +68,8 @@ class _Reads:
             self.peer = True
         elif isinstance(c, RequestPrincipalCheck):
             self.rp = True
+        elif isinstance(c, ClaimCheck):
+            self.claims = True
         elif isinstance(c, IpCheck):
             if c.which == _DEST_IP:
                 self.keyable = False
@@ -79,7 +85,7 @@ class _Reads:
         elif isinstance(c, HeaderCheck):
             self.headers.add(c.name)
         elif not isinstance(c, PortCheck | Never):
-            self.keyable = False  # claims, audiences, presenter, SNI, or a check this list does not know
+            self.keyable = False  # audiences, presenter, SNI, or a check this list does not know
 
 
 def decision_inputs(tables: Tables) -> Inputs | None:
@@ -98,6 +104,7 @@ def decision_inputs(tables: Tables) -> Inputs | None:
     return Inputs(
         peer=reads.peer,
         request_principal=reads.rp,
+        claims=reads.claims,
         source_ip=reads.ip,
         host=reads.host,
         method=reads.method,

@@ -104,13 +104,24 @@ def test_a_request_like_an_earlier_one_is_decided_from_the_memo_as_in_full() -> 
     assert authz.memo_hits >= len(cases) and full.memo_hits == 0
 
 
-def test_claims_and_a_filter_that_changes_the_identity_are_decided_in_full() -> None:
-    claims = policy(
-        "group",
-        '  - when: [{key: "request.auth.claims[group]", values: [admins]}]\n',
+def test_claims_are_keyed_by_their_token_and_a_filter_that_changes_them_is_decided_in_full() -> None:
+    admins = policy("group", '  - when: [{key: "request.auth.claims[group]", values: [admins]}]\n')
+    jwt, authz = filters(build(ra(rule()), admins))
+    assert authz is not None and authz.memo_on
+    admin, user = (
+        ISSUER.token("ES256", sub="ann", group="admins"),
+        ISSUER.token("ES256", sub="ann", group="x"),
     )
-    _, authz = filters(build(ra(rule()), claims))
-    assert authz is not None and not authz.memo_on
+    kw = dict(peer="10.0.0.9", principal=None, method="GET", target="/books", headers={})
+    for _ in range(3):  # the same subject, other claims: each token its own key
+        assert decide(jwt, authz, sidecar(admin, **kw)) == (200, "/books")  # type: ignore[arg-type]
+        assert decide(jwt, authz, sidecar(user, **kw))[0] == 403  # type: ignore[arg-type]
+        assert decide(jwt, authz, sidecar(None, **kw))[0] == 403  # type: ignore[arg-type]
+    assert authz.memo_hits == 6 and len(authz._memo) == 3
+    promoted = sidecar(user, **kw)  # type: ignore[arg-type]
+    assert jwt.on_request_headers(promoted) is None and promoted.filter_state is not None
+    promoted.filter_state["request.auth"]["claims"] = {"iss": ISSUER.iss, "sub": "ann", "group": "admins"}
+    assert authz.on_request_headers(promoted) is None  # its own claims decide, not the token's memo
     # Another filter replaces the token's claims after the JWT filter: the request principal is no
     # longer the one the JWT filter worked out, so the request is not keyed (it would be alice's).
     jwt, authz = filters(build(ra(rule()), *POLICIES))
@@ -167,6 +178,8 @@ def test_the_inputs_are_what_the_rules_read() -> None:
     remote = policy("remote", "  - from: [{source: {notRemoteIpBlocks: [10.0.0.0/8]}}]\n", "DENY")
     assert workload_inputs(remote) == Inputs(source_ip=True, headers=(XFF,))
     assert workload_inputs(policy("ports", "  - to: [{operation: {ports: ['9080']}}]\n")) == Inputs()
+    claims = '  - when: [{key: "request.auth.claims[group]", notValues: [guests]}]\n'
+    assert workload_inputs(policy("claims", claims)) == Inputs(claims=True)
     for unkeyed in (
         '  - when: [{key: "request.auth.audiences", values: [web]}]\n',
         '  - when: [{key: "destination.ip", values: [10.0.0.1]}]\n',
