@@ -310,17 +310,6 @@ class AuthzFilter(HttpFilter):
                 if self.key_claims:
                     token = known
         head = ctx.head
-        names = self.key_headers
-        hvals: Any = None
-        n = len(names)
-        if n:
-            hdict = head.hdict
-            if n == 1:
-                hvals = hdict.get(names[0])
-            elif n == 2:
-                hvals = (hdict.get(names[0]), hdict.get(names[1]))
-            else:
-                hvals = tuple([hdict.get(name) for name in names])
         peer = ""
         ip = ""
         if self.key_peer or self.key_ip:
@@ -329,16 +318,20 @@ class AuthzFilter(HttpFilter):
                 peer = dc.peer_principal or ""
             if self.key_ip:
                 ip = dc.peer_ip
-        return (
-            path if self.key_path else "",
-            head.method if self.key_method else "",
-            peer,
-            ip,
-            ctx.view.authority if self.key_host else "",
-            rp,
-            token,
-            hvals,
-        )
+        path_key = path if self.key_path else ""
+        method = head.method if self.key_method else ""
+        host = ctx.view.authority if self.key_host else ""
+        names = self.key_headers
+        n = len(names)
+        # one or two header values go in the key itself: no inner tuple to make, hash and compare
+        if n == 0:
+            return (path_key, method, peer, ip, host, rp, token)
+        hdict = head.hdict
+        if n == 1:
+            return (path_key, method, peer, ip, host, rp, token, hdict.get(names[0]))
+        if n == 2:
+            return (path_key, method, peer, ip, host, rp, token, hdict.get(names[0]), hdict.get(names[1]))
+        return (path_key, method, peer, ip, host, rp, token, tuple([hdict.get(name) for name in names]))
 
     def _memo_full(self) -> None:
         if self.memo_hits < MEMO_SIZE:  # fewer hits than entries: keys rarely repeat, rest a while

@@ -74,13 +74,20 @@ def decide(jwt: JwtAuthnFilter, authz: AuthzFilter, ctx: Ctx) -> tuple[int, str]
     return (200, ctx.view.path) if r is None else (r.status, r.details)
 
 
-def test_a_request_like_an_earlier_one_is_decided_from_the_memo_as_in_full() -> None:
-    rt = build(ra(rule()), *POLICIES)
-    jwt, authz = filters(rt)
-    _, full = filters(build(ra(rule()), *POLICIES))
+def header_rule(name: str) -> str:
+    return policy(f"no-{name}", f'  - when: [{{key: "request.headers[{name}]", values: ["on"]}}]\n', "DENY")
+
+
+@pytest.mark.parametrize("extra", [(), ("x-debug",), ("x-debug", "x-trace")], ids=["1", "2", "3"])
+def test_a_request_like_an_earlier_one_is_decided_from_the_memo_as_in_full(extra: tuple[str, ...]) -> None:
+    docs = (ra(rule()), *POLICIES, *(header_rule(name) for name in extra))  # 1, 2 or 3 headers read
+    jwt, authz = filters(build(*docs))
+    _, full = filters(build(*docs))
     assert authz is not None and full is not None and authz.memo_on
+    assert authz.key_headers == tuple(sorted(("x-tenant", *extra)))
     full.memo_on = False  # the reference: every request decided in full
     alice, bob = ISSUER.token("ES256", sub="alice"), ISSUER.token("ES256", sub="bob")
+    on = [{"x-tenant": "t1", name: "on"} for name in extra]  # each extra header's DENY rule matches
     cases = list(
         itertools.product(
             (alice, bob, None),
@@ -88,7 +95,7 @@ def test_a_request_like_an_earlier_one_is_decided_from_the_memo_as_in_full() -> 
             (None, PEER),
             ("GET", "POST"),
             ("/books", "/books/1?x=1", "/books/./secret", "/admin"),
-            ({}, {"x-tenant": "t1"}, {"x-tenant": "t2"}, {"host": "admin.local"}),
+            ({}, {"x-tenant": "t1"}, {"x-tenant": "t2"}, {"host": "admin.local"}, *on),
         )
     )
     outcomes: set[tuple[int, str]] = set()
@@ -101,6 +108,7 @@ def test_a_request_like_an_earlier_one_is_decided_from_the_memo_as_in_full() -> 
             outcomes.add(got)
     assert {s for s, _ in outcomes} == {200, 403}  # both outcomes, each rule deciding somewhere
     assert any("debug" in d for _, d in outcomes) and (200, "/books/secret") not in outcomes
+    assert all(any(f"no-{name}" in d for _, d in outcomes) for name in extra)
     assert authz.memo_hits >= len(cases) and full.memo_hits == 0
 
 
