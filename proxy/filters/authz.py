@@ -38,7 +38,7 @@ from meshbus.bus.config.authz.engine import (
     Tables,
 )
 from meshbus.bus.config.authz.inputs import decision_inputs
-from meshbus.bus.config.authz.normalize import normalize_path, split_target
+from meshbus.bus.config.authz.normalize import normalize_path, seen_paths, split_target
 from meshbus.proxy.codec.http1 import NO_BODY
 from meshbus.proxy.core.flags import UAEX
 from meshbus.proxy.core.routing import RequestView
@@ -210,6 +210,7 @@ class AuthzFilter(HttpFilter):
         self.config = config
         self.tables = c.tables
         self.mode = c.settings.normalization
+        self.seen = seen_paths(self.mode)
         self.trusted = c.settings.trusted_proxies
         self.uses_remote_ip = c.uses_remote_ip
         self.uses_dest_ip = c.uses_dest_ip
@@ -255,8 +256,10 @@ class AuthzFilter(HttpFilter):
             target = view.path = path + query
         q = target.find("?")
         path = target if q < 0 else target[:q]
-        norm = normalize_path(path, self.mode)
+        norm: str | None = self.seen.get(path)  # a path seen lately: no call (normalize_path's memo)
         if norm is None:
+            norm = normalize_path(path, self.mode)
+        if not norm:  # None, or "" (refused) from the memo
             return _BAD_PATH
         if norm != path:
             path = norm

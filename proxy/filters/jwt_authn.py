@@ -256,6 +256,12 @@ class JwtAuthnConfig:
         self.one_header: tuple[str, HeaderEntry] | None = (
             (one[0], one[1][0]) if one is not None and len(one[1]) == 1 else None
         )
+        # one_header's name and location as fields of their own: the last-token shortcut reads
+        # them without unpacking (and type-checking) the nested tuple
+        self.one_name = self.one_header[0] if self.one_header is not None else ""
+        self.one_location: Location = (
+            self.one_header[1][2] if self.one_header is not None else DEFAULT_LOCATIONS[0]
+        )
         outputs: set[str] = set()
         for p in providers:
             if p.payload_header:
@@ -563,8 +569,7 @@ class JwtAuthnFilter(HttpFilter):
         one = config.one_header
         if one is not None and (not config.params or "?" not in head.target):
             # At most one token, in the one header the rules read: no lists, no loop.
-            name, (prefix, plen, location, readers) = one
-            value = hdict.get(name)
+            value = hdict.get(config.one_name)
             if value is not None and value == config.last_value:
                 # The header of the token verified last (a client repeating its token): its entry
                 # without slicing the token out and hashing it, while a fresh check would pass.
@@ -572,7 +577,8 @@ class JwtAuthnFilter(HttpFilter):
                 now = config.clock()
                 if last is not None and last.valid_from <= now < last.valid_until:
                     config.n_cache_hits += 1
-                    return _identified(ctx, config, hdict, location, last, True)
+                    return _identified(ctx, config, hdict, config.one_location, last, True)
+            _name, (prefix, plen, location, readers) = one
             token = ""
             # the prefix as configured (``Bearer ``) first: the usual spelling costs no lowercase copy
             if value is not None and (value.startswith(location[2]) or value[:plen].lower() == prefix):

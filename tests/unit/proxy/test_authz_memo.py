@@ -13,6 +13,7 @@ import pytest
 from meshbus.bus.config import load_text
 from meshbus.bus.config.authz.compile import Workload, compile_workload
 from meshbus.bus.config.authz.inputs import XFF, Inputs, decision_inputs
+from meshbus.bus.config.authz.normalize import seen_paths
 from meshbus.proxy.codec.http1 import RequestHead
 from meshbus.proxy.core.routing import RequestView
 from meshbus.proxy.filters.authz import MEMO_REST, MEMO_SIZE, AuthzFilter
@@ -194,3 +195,21 @@ def test_the_inputs_are_what_the_rules_read() -> None:
         '  - when: [{key: "connection.sni", values: [a.b]}]\n',
     ):
         assert workload_inputs(policy("x", unkeyed)) is None, unkeyed
+
+
+def test_a_path_seen_lately_is_looked_up_in_the_normalization_memo_refused_or_not() -> None:
+    _, authz = filters(build(ra(rule()), *POLICIES))
+    assert authz is not None and authz.seen is seen_paths(authz.mode)
+    kw = dict(peer="10.0.0.9", principal=PEER, method="GET", headers={"host": "admin.local"})
+    for _ in range(2):  # the first normalizes, the second finds it in the memo
+        assert decide_only(authz, sidecar(None, target="/a/%2e%2e/books?q", **kw)) == (200, "/books?q")  # type: ignore[arg-type]
+        assert decide_only(authz, sidecar(None, target="/books%00", **kw)) == (
+            400,
+            "path_normalization_failed",
+        )  # type: ignore[arg-type]
+    assert authz.seen["/a/%2e%2e/books"] == "/books" and authz.seen["/books%00"] == ""
+
+
+def decide_only(authz: AuthzFilter, ctx: Ctx) -> tuple[int, str]:
+    r = authz.on_request_headers(ctx)
+    return (200, ctx.view.path) if r is None else (r.status, r.details)
