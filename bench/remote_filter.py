@@ -1,7 +1,8 @@
 """One REMOTE filter call's round trip, without HTTP: a client calls a meshbus-filter-host's no-op
 filter through the proxy's own ``RemoteBackend`` at a paced rate over a local nats-server.
 
-    .venv/bin/python bench/remote_filter.py [--rate 1000] [--duration 5] [--stages]
+    .venv/bin/python bench/remote_filter.py [--rate 1000] [--duration 5] [--stages] [--old-resume]
+        [--no-direct-write]
 
 Isolates what a remote filter adds to a proxied request from the proxy's HTTP work and from the
 load generator (bench/plugins.py measures the whole): p50/p99 of the call, the client's and the
@@ -12,6 +13,15 @@ and the client on CPU 1, as in bench/plugins.py; nats-server is not pinned.
 same clock in both processes): the client's publish, its bytes written to the socket, the host's
 read of the message, its handler, its reply written, the client's read of the reply, and the
 caller resumed; printed as the median and p99 time between stages.
+
+"Resumed" is where the proxy's exchange would go on with the request: the call's future (resolved in
+the reply's callback, in nats-py's read loop) is handed to ``asyncio.ensure_future`` and the stamp
+taken in its done callback, as proxy/adapters/exchange.py does with a paused hook's result.
+``--old-resume`` wraps the call in a coroutine first, as the adapter did before (a task per call:
+its start, its wake-up on the reply, then its done callback: two event-loop passes more), for a
+side-by-side reference. ``--no-direct-write`` makes meshbus.bus.direct's ``write_now`` decline on
+both sides (every call and verdict through nats-py's flusher), to weigh what the direct write costs
+in CPU against what it saves in latency.
 """
 
 from __future__ import annotations
@@ -78,6 +88,22 @@ def stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
     nc._process_msg = process_msg  # the parser calls it through the client
 
 
+def no_direct_write() -> None:
+    """Every publish through nats-py's flusher (``write_now`` declines), on this side."""
+    import meshbus.plugins.remote.host as host_mod
+    import meshbus.proxy.filters.plugins.remote as remote_mod
+
+    def declined(*_a: Any) -> bool:
+        return False
+
+    host_mod.write_now = declined  # type: ignore[assignment]
+    remote_mod.write_now = declined  # type: ignore[assignment]
+
+
+async def _awaited(aw: Any) -> Any:
+    return await aw
+
+
 async def serve_host(url: str, out: str) -> None:
     marks: dict[str, list[float]] = {"host_read": [], "host_handler": [], "host_write": []}
     stop = asyncio.Event()
@@ -142,7 +168,9 @@ def request() -> Request:
     )  # fmt: skip
 
 
-async def drive(url: str, rate: int, duration: float, stages: bool, host_pid: int) -> dict[str, Any]:
+async def drive(
+    url: str, rate: int, duration: float, stages: bool, host_pid: int, old_resume: bool = False
+) -> dict[str, Any]:
     async with BusConnection(BusSettings(url=url, name="bench client")) as bus:
         backend = RemoteBackend(RemoteFilters(lambda: bus), NAME, "default/bench", None, 2.0)
         await backend.wait_ready()
@@ -159,11 +187,19 @@ async def drive(url: str, rate: int, duration: float, stages: bool, host_pid: in
             t0 = time.monotonic()
             if stages:
                 marks["send"].append(t0)
-            await backend.call("on_request_headers", request(), None, b"", True)
-            t1 = time.monotonic()
-            if stages:
-                marks["resumed"].append(t1)
-            lat.append(t1 - t0)
+            r = backend.call("on_request_headers", request(), None, b"", True)
+            task = asyncio.ensure_future(_awaited(r) if old_resume else r)  # as the exchange does
+            resumed = loop.create_future()
+
+            def after(_t: Any) -> None:  # the exchange's _after_await
+                t1 = time.monotonic()
+                if stages:
+                    marks["resumed"].append(t1)
+                lat.append(t1 - t0)
+                resumed.set_result(None)
+
+            task.add_done_callback(after)
+            await resumed
 
         n = int(rate * duration)
         pauses = gc_pauses()
@@ -195,11 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--stages", action="store_true", help="one call at a time, stamped at each stage")
+    ap.add_argument("--old-resume", action="store_true", help="a task per call, as before (reference)")
+    ap.add_argument("--no-direct-write", action="store_true", help="every publish through nats-py's flusher")
     ap.add_argument("--serve-host", metavar="URL", help=argparse.SUPPRESS)
     ap.add_argument("--marks", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     import uvloop
 
+    if args.no_direct_write:
+        no_direct_write()
     if args.serve_host:
         uvloop.run(serve_host(args.serve_host, args.marks))
         return 0
@@ -222,11 +262,14 @@ def main(argv: list[str] | None = None) -> int:
                 nats.url,
                 "--marks",
                 marks_file,
+                *(["--no-direct-write"] if args.no_direct_write else []),
             ]
             host = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             try:
                 assert host.stdout is not None and host.stdout.readline().strip() == "ready"
-                r = uvloop.run(drive(nats.url, args.rate, args.duration, args.stages, host.pid))
+                r = uvloop.run(
+                    drive(nats.url, args.rate, args.duration, args.stages, host.pid, args.old_resume)
+                )
             finally:
                 host.terminate()
                 out, _ = host.communicate(timeout=10)

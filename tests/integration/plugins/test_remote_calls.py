@@ -1,6 +1,8 @@
 """A REMOTE filter's calls on a real nats-server, below the proxy: sent before the caller's task
 runs (written to the socket at once, or through nats-py when something is queued ahead), answered
-by a host serving a plain-def hook from nats-py's read loop, and timed out without a trace left."""
+by a host serving a plain-def hook from nats-py's read loop, and timed out without a trace left;
+through the Plugin's filter, a future the reply's callback resolves (no task per call) with the
+failure policy applied."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import pytest
 from nats.aio.msg import Msg
 
 from meshbus.bus.connection import BusConnection
-from meshbus.plugins import Headers, Request
+from meshbus.plugins import Headers, Peer, Request
 from meshbus.plugins.registry import info_of
 from meshbus.plugins.remote.host import FilterHost
+from meshbus.proxy.filters.chain import UNSPECIFIED, LocalReply
+from meshbus.proxy.filters.plugins.adapter import PluginFilter, PluginStats
 from meshbus.proxy.filters.plugins.remote import RemoteBackend, RemoteFilters
 from tests.integration.plugins import filters
 
@@ -86,4 +90,58 @@ async def test_a_call_no_host_answers_in_time_times_out_and_is_forgotten(
     with pytest.raises(TimeoutError, match="stamp request_headers"):
         await slow.call("on_request_headers", request(), None, b"", True)
     assert (await heard.get()).reply  # it was sent, with a reply subject
+    assert backend.remotes.replies(bus)._pending == {}
+
+
+class Req(Request):
+    """A request with the adapter's per-request ``skipped`` (what a LiveRequest has)."""
+
+    skipped = False
+
+
+def plugin(backend: RemoteBackend, fail_open: bool) -> PluginFilter:
+    return PluginFilter(
+        "default/p", UNSPECIFIED, 0, backend, direction="outbound", workload=Peer(namespace="default"),
+        fail_open=fail_open, timeout=backend.timeout, stats=PluginStats("default/p"), remote=True,
+    )  # fmt: skip
+
+
+async def test_a_remote_hook_is_a_future_its_reply_resolves_with_the_failure_policy(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    host, backend = stamp
+    closed, opened = plugin(backend, False), plugin(backend, True)
+    req = Req("GET", "/x", "svc", Headers([("host", "svc")]))
+    r = closed._run(req, "on_request_headers", None, b"", True)  # type: ignore[arg-type]
+    # The exchange hands it to ensure_future and adds its done callback: no task is made for it.
+    assert isinstance(r, asyncio.Future) and not isinstance(r, asyncio.Task)
+    assert asyncio.ensure_future(r) is r
+    assert await r is None and req.headers.get("x-stamped") == "v"
+    blocked = Req("GET", "/x", "svc", Headers([("host", "svc"), ("x-block", "1")]))
+    reply = await closed._run(blocked, "on_request_headers", None, b"", True)  # type: ignore[arg-type]
+    assert isinstance(reply, LocalReply) and reply.status == 451
+
+    await host.stop()  # host gone: no responders
+    await bus.nc.flush()
+    gone = await closed._run(Req("GET", "/", "svc", Headers()), "on_request_headers", None, b"", True)  # type: ignore[arg-type]
+    assert isinstance(gone, LocalReply) and (gone.status, gone.details) == (
+        503,
+        "plugin:default/p:unreachable",
+    )
+    skipped = Req("GET", "/", "svc", Headers())
+    assert await opened._run(skipped, "on_request_headers", None, b"", True) is None  # type: ignore[arg-type]
+    assert skipped.skipped
+
+    heard: asyncio.Queue[Msg] = asyncio.Queue()
+    await bus.nc.subscribe(
+        bus.subjects.filter_hook("stamp", "request_headers"), cb=heard.put
+    )  # never answers
+    await bus.nc.flush()
+    slow = RemoteBackend(backend.remotes, "stamp", "default/p", {"value": "v"}, 0.2)
+    slow.hooks = backend.hooks
+    late = await plugin(slow, False)._run(
+        Req("GET", "/", "svc", Headers()), "on_request_headers", None, b"", True
+    )  # type: ignore[arg-type]
+    assert isinstance(late, LocalReply) and (late.status, late.details) == (500, "plugin:default/p:timeout")
+    assert (await heard.get()).reply
     assert backend.remotes.replies(bus)._pending == {}
