@@ -21,6 +21,7 @@ from meshbus.proxy.filters.chain import UNSPECIFIED, LocalReply
 from meshbus.proxy.filters.plugins.adapter import PluginFilter, PluginStats
 from meshbus.proxy.filters.plugins.remote import RemoteBackend, RemoteFilters
 from tests.integration.plugins import filters
+from tests.unit.plugins.test_adapter import ctx
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
 
@@ -93,12 +94,6 @@ async def test_a_call_no_host_answers_in_time_times_out_and_is_forgotten(
     assert backend.remotes.replies(bus)._pending == {}
 
 
-class Req(Request):
-    """A request with the adapter's per-request ``skipped`` (what a LiveRequest has)."""
-
-    skipped = False
-
-
 def plugin(backend: RemoteBackend, fail_open: bool) -> PluginFilter:
     return PluginFilter(
         "default/p", UNSPECIFIED, 0, backend, direction="outbound", workload=Peer(namespace="default"),
@@ -106,31 +101,33 @@ def plugin(backend: RemoteBackend, fail_open: bool) -> PluginFilter:
     )  # fmt: skip
 
 
+BLOCKED = b"GET / HTTP/1.1\r\nHost: shelf:9080\r\nX-Block: 1\r\n\r\n"
+
+
 async def test_a_remote_hook_is_a_future_its_reply_resolves_with_the_failure_policy(
     bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
 ) -> None:
     host, backend = stamp
     closed, opened = plugin(backend, False), plugin(backend, True)
-    req = Req("GET", "/x", "svc", Headers([("host", "svc")]))
-    r = closed._run(req, "on_request_headers", None, b"", True)  # type: ignore[arg-type]
+    c = ctx()
+    r = closed.on_request_headers(c)
     # The exchange hands it to ensure_future and adds its done callback: no task is made for it.
     assert isinstance(r, asyncio.Future) and not isinstance(r, asyncio.Task)
     assert asyncio.ensure_future(r) is r
-    assert await r is None and req.headers.get("x-stamped") == "v"
-    blocked = Req("GET", "/x", "svc", Headers([("host", "svc"), ("x-block", "1")]))
-    reply = await closed._run(blocked, "on_request_headers", None, b"", True)  # type: ignore[arg-type]
+    assert await r is None and c.head.hdict["x-stamped"] == "v"
+    reply = await closed.on_request_headers(ctx(BLOCKED))
     assert isinstance(reply, LocalReply) and reply.status == 451
 
     await host.stop()  # host gone: no responders
     await bus.nc.flush()
-    gone = await closed._run(Req("GET", "/", "svc", Headers()), "on_request_headers", None, b"", True)  # type: ignore[arg-type]
+    gone = await closed.on_request_headers(ctx())
     assert isinstance(gone, LocalReply) and (gone.status, gone.details) == (
         503,
         "plugin:default/p:unreachable",
     )
-    skipped = Req("GET", "/", "svc", Headers())
-    assert await opened._run(skipped, "on_request_headers", None, b"", True) is None  # type: ignore[arg-type]
-    assert skipped.skipped
+    c = ctx()
+    assert await opened.on_request_headers(c) is None
+    assert c.filter_state is not None and c.filter_state[opened.name].skipped  # no more hooks for it
 
     heard: asyncio.Queue[Msg] = asyncio.Queue()
     await bus.nc.subscribe(
@@ -139,9 +136,7 @@ async def test_a_remote_hook_is_a_future_its_reply_resolves_with_the_failure_pol
     await bus.nc.flush()
     slow = RemoteBackend(backend.remotes, "stamp", "default/p", {"value": "v"}, 0.2)
     slow.hooks = backend.hooks
-    late = await plugin(slow, False)._run(
-        Req("GET", "/", "svc", Headers()), "on_request_headers", None, b"", True
-    )  # type: ignore[arg-type]
+    late = await plugin(slow, False).on_request_headers(ctx())
     assert isinstance(late, LocalReply) and (late.status, late.details) == (500, "plugin:default/p:timeout")
     assert (await heard.get()).reply
     assert backend.remotes.replies(bus)._pending == {}
