@@ -33,6 +33,9 @@ varied by 15 %), so the setups are measured in adjacent, paired runs:
   what the proxy forwards, so the proxy is never the bottleneck; its hosts are not pinned (on a
   2-core machine two busy hosts take both cores, beside the proxy, nginx and wrk, so the ratio stays
   under 2). Quote ratios from a quiet machine.
+``--reference-write`` adds "remote-noop-once": the remote no-op with meshbus.bus.direct's earlier
+write policy in its proxy and host (bench/write_policy.py; its own filter name, so its own host),
+paired like the others, to weigh the current policy against it in the same run.
 The no-op's host sits on CPU 0 with nginx and wrk. The filters are registered as entry points of a
 throw-away distribution in the bench directory (no install into the environment).
 """
@@ -65,6 +68,7 @@ from run import (
     run_latency,
     run_wrk,
 )
+from write_policy import ENV, SITECUSTOMIZE
 
 from meshbus.bus.embedded import EmbeddedNats
 
@@ -111,19 +115,25 @@ SETUPS = {
     "remote-noop-1host": ("bench-noop", "REMOTE", 1),
     "remote-burn-1host": ("bench-burn", "REMOTE", 1),
     "remote-burn-2hosts": ("bench-burn", "REMOTE", 2),
+    "remote-noop-once": ("bench-noop-ref", "REMOTE", 1),  # --reference-write; its own subject and host
 }
+WRITE_POLICY = {"remote-noop-once": "once"}
+"""Setups whose proxy and host replace meshbus.bus.direct's write_now (bench/write_policy.py)."""
 
 
 def install_filters(site: Path) -> None:
-    """A distribution with two ``meshbus.filters`` entry points, importable from ``site``."""
+    """A distribution with the bench's ``meshbus.filters`` entry points, importable from ``site``,
+    and a sitecustomize that applies bench/write_policy.py's ``MESHBUS_BENCH_WRITE``."""
     site.mkdir(parents=True, exist_ok=True)
     (site / "meshbus_bench_filters.py").write_text(FILTERS)
     info = site / "meshbus_bench_filters-0.0.0.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: meshbus-bench-filters\nVersion: 0.0.0\n")
+    (site / "write_policy.py").write_text((Path(__file__).parent / "write_policy.py").read_text())
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     (info / "entry_points.txt").write_text(
         "[meshbus.filters]\nbench-noop = meshbus_bench_filters:Noop\nbench-header = meshbus_bench_filters:Header\n"
-        "bench-burn = meshbus_bench_filters:Burn\n"
+        "bench-burn = meshbus_bench_filters:Burn\nbench-noop-ref = meshbus_bench_filters:Noop\n"
     )
 
 
@@ -132,6 +142,7 @@ def filter_hosts(
     n: int, nats_url: str, env: dict[str, str], tmp: Path, name: str = "bench-noop", cpus: str = "0"
 ) -> Iterator[list[int]]:
     procs = []
+    tmp.mkdir(exist_ok=True)
     try:
         for i in range(n):
             cmd = ["taskset", "-c", cpus, sys.executable, "-m", "meshbus.plugins.remote", "--filter", name,
@@ -160,6 +171,7 @@ class Setup:
     hosts: int
     hosted: str
     cpus: str
+    env: dict[str, str]
 
 
 def setups_for(names: list[str], tmp: Path, exe: str, nats_url: str, port_base: int) -> list[Setup]:
@@ -172,13 +184,14 @@ def setups_for(names: list[str], tmp: Path, exe: str, nats_url: str, port_base: 
         if spec is not None:
             text += PLUGIN.format(filter=spec[0], placement=spec[1])
             hosts, hosted = spec[2], spec[0]
-            cpus = "0" if hosted == "bench-noop" else "0,1"
+            cpus = "0" if hosted.startswith("bench-noop") else "0,1"
         conf.write_text(text)
         port, admin = 18200 + port_base + k, 18300 + port_base + k
         cmd = [exe, "--config", str(conf), "--outbound", f"127.0.0.1:{port}", "--inbound", "off",
                "--admin", f"127.0.0.1:{admin}", "--workers", "1", "--log-level", "warning",
                "--access-log", str(tmp / f"access-{k}.log"), "--nats", nats_url]  # fmt: skip
-        out.append(Setup(name, port, cmd, hosts, hosted, cpus))
+        env = {ENV: WRITE_POLICY[name]} if name in WRITE_POLICY else {}
+        out.append(Setup(name, port, cmd, hosts, hosted, cpus, env))
     return out
 
 
@@ -190,10 +203,11 @@ def started(
     with contextlib.ExitStack() as stack:
         pids = {}
         for s in setups:
+            env_s = {**env, **s.env}
             host_pids = stack.enter_context(
-                filter_hosts(s.hosts, nats_url, env, tmp, s.hosted or "bench-noop", s.cpus)
+                filter_hosts(s.hosts, nats_url, env_s, tmp / s.name, s.hosted or "bench-noop", s.cpus)
             )
-            pid = stack.enter_context(process(s.cmd, 1, s.port, tmp / f"{s.name}.log", env))
+            pid = stack.enter_context(process(s.cmd, 1, s.port, tmp / f"{s.name}.log", env_s))
             pids[s.name] = (pid, host_pids)
         for s in setups:
             run_wrk(s.port, 1, pids[s.name][0])  # warm-up: pools, caches, the remote filter's description
@@ -243,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scaling-rounds", type=int, default=1, help="burn filter, one host vs two (0: skip)")
     ap.add_argument("--micro-requests", type=int, default=20000, help="requests per in-memory run (0: skip)")
     ap.add_argument("--micro-runs", type=int, default=9)
+    ap.add_argument(
+        "--reference-write",
+        action="store_true",
+        help="add remote-noop-once: bus/direct.py's earlier write policy, for reference",
+    )
     ap.add_argument("--only", default="", help="comma list of setups: " + ",".join(SETUPS))
     ap.add_argument("--port-base", type=int, default=0, help="move every port by this (another bench runs)")
     args = ap.parse_args(argv)
@@ -250,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         run.ORIGIN, run.MESHBUS, run.MESHBUS_ADMIN = (
             p + args.port_base for p in (run.ORIGIN, run.MESHBUS, run.MESHBUS_ADMIN)
         )
-    chosen = [k for k in SETUPS if not args.only or k in args.only.split(",")]
+    chosen = [k for k in SETUPS if k not in WRITE_POLICY and (not args.only or k in args.only.split(","))]
     paired = [k for k in PAIRED if k in chosen]
+    if args.reference_write:
+        chosen.append("remote-noop-once")
+        paired.append("remote-noop-once")
     scaling = [k for k in SCALING if k in chosen] if args.scaling_rounds else []
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-plugins-"))
     install_filters(tmp / "site")
@@ -338,9 +360,8 @@ def _diff(xs: list[float], base: list[float]) -> list[float]:
 
 def _paired(results: dict[str, Result], base: Result, attr: str) -> Iterator[tuple[str, Result]]:
     """The paired setups measured in as many rounds of ``attr`` as ``base``."""
-    for name in PAIRED[1:]:
-        r = results.get(name)
-        if r is not None and len(getattr(r, attr)) == len(getattr(base, attr)):
+    for name, r in results.items():
+        if name != "none" and name not in SCALING and len(getattr(r, attr)) == len(getattr(base, attr)):
             yield name, r
 
 

@@ -47,6 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from write_policy import replace_write_now
+
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.embedded import EmbeddedNats
 from meshbus.plugins import Filter
@@ -92,41 +94,6 @@ def stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
         await orig(sid, subject, *a)
 
     nc._process_msg = process_msg  # the parser calls it through the client
-
-
-def replace_write_now(how: str) -> None:
-    """On this side, ``write_now`` as ``how`` says: ``none`` declines (every publish through
-    nats-py's flusher); ``once`` is the earlier policy, for reference (the first message of a turn
-    written to the socket at once, the others of that turn left to the flusher)."""
-    import meshbus.plugins.remote.host as host_mod
-    import meshbus.proxy.filters.plugins.remote as remote_mod
-    from meshbus.bus import direct
-
-    wrote: set[int] = set()
-
-    def declined(*_a: Any) -> bool:
-        return False
-
-    def once(nc: Any, subject: str, payload: bytes, reply: str, block: bytes) -> bool:
-        key = id(nc)
-        w = None if key in wrote else direct._writer(nc)
-        if w is None:
-            return False
-        wrote.add(key)
-        asyncio.get_running_loop().call_soon(wrote.discard, key)
-        n = len(block)
-        line = (
-            f"HPUB {subject} {reply} {n} {n + len(payload)}\r\n"
-            if reply
-            else f"HPUB {subject} {n} {n + len(payload)}\r\n"
-        )
-        w.write(b"".join((line.encode(), block, payload, b"\r\n")))
-        nc.stats["out_msgs"] += 1
-        return True
-
-    fn = declined if how == "none" else once
-    host_mod.write_now = fn  # type: ignore[assignment]
-    remote_mod.write_now = fn  # type: ignore[assignment]
 
 
 def write_calls(pid: int | str = "self") -> int:
