@@ -34,7 +34,7 @@ from typing import Any, Final, Protocol
 from meshbus.plugins.api import HOOK_NAMES, MAX_BUFFER, BodyMode
 from meshbus.plugins.api import LocalReply as SdkReply
 from meshbus.plugins.http import Headers, Peer, Request, Response
-from meshbus.proxy.codec.http1 import HOP_BY_HOP
+from meshbus.proxy.codec.http1 import HOP_BY_HOP, RequestHead
 from meshbus.proxy.core import flags as F
 from meshbus.proxy.filters.chain import (
     HOOK_DONE,
@@ -180,27 +180,27 @@ class _HeadHeaders(Headers):
 
     __slots__ = ("_head",)
 
-    def __init__(self, head: Any) -> None:
+    def __init__(self, head: RequestHead) -> None:  # typed: compiled, its fields are read natively
         super().__init__(head.headers)
         self._head = head
 
     def _changed(self, name: str) -> None:
         head = self._head
-        raw: bytes | None = head.raw
-        headers: list[tuple[str, str]] = head.headers
-        hdict: dict[str, str] = head.hdict
+        raw = head.raw
+        headers = head.headers
+        hdict = head.hdict
         if raw is not None and headers and name not in hdict:
             k, value = headers[-1]
             if k == name and "\r" not in value and "\n" not in value:
                 prefix = _append_prefix(name)
                 if prefix is not None:
                     try:
-                        line = prefix + value.encode("latin-1") + b"\r\n"
+                        encoded = value.encode("latin-1")
                     except UnicodeEncodeError:
                         pass  # the rebuild serializes it (and fails) as it did before
                     else:
                         hdict[name] = value
-                        head.raw = raw + line
+                        head.raw = b"".join((raw, prefix, encoded, b"\r\n"))
                         return
         values = [v for k, v in headers if k == name]
         if values:
