@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,12 @@ class MemTransport(asyncio.Transport):
         return 0
 
 
-async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> None:
+async def outbound_loop(
+    plugin: str = "", access_log: Path | None = None
+) -> tuple[ProxyServer, Callable[[int], None], Callable[[], Awaitable[None]]]:
+    """(server, loop, close): ``loop(k)`` sends ``k`` requests through an outbound route (in-memory
+    transports), with bench/plugins.py's in-process filter ``plugin`` (noop, header) when given;
+    ``close`` stops the proxy."""
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-micro-"))
     text = meshbus_conf(1)
     if plugin:
@@ -81,7 +87,7 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
     (tmp / "mesh.yaml").write_text(text)
     cfg = BootstrapConfig(
         config_path=str(tmp / "mesh.yaml"), outbound=Address("127.0.0.1", 0), inbound=None, admin=None,
-        access_log=str(tmp / "access.log") if access_log else None,
+        access_log=str(access_log) if access_log else None,
     )  # fmt: skip
     server = ProxyServer(cfg)
     await server.start()
@@ -119,7 +125,17 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
         dt.written.clear()
         ut.written.clear()
 
+    async def close() -> None:
+        dc.connection_lost(None)
+        await server.shutdown(0)
+
     loop(2000)  # warm-up
+    return server, loop, close
+
+
+async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="meshbus-micro-"))
+    server, loop, close = await outbound_loop(plugin, tmp / "access.log" if access_log else None)
     if profile:
         pr = cProfile.Profile()
         pr.enable()
@@ -149,8 +165,7 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
             format_json_lines(records[i : i + 256])
         fmt_us = (time.perf_counter() - t0) / max(1, len(records)) * 1e6
         print(f"access log: {fmt_us:.2f} us per record to format as JSON ({len(records)} records)")
-    dc.connection_lost(None)
-    await server.shutdown(0)
+    await close()
 
 
 if __name__ == "__main__":
