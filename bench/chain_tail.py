@@ -18,10 +18,10 @@ where the time went:
 loop was doing meanwhile: a long callback or time off the CPU). ``--sched`` records the scheduler on
 CPU 1 during the run (``perf sched``) and says, for the sidecars' waits between being woken and
 running, what held the CPU meanwhile: the other sidecar, another process, or nothing (the wake-up of
-an idle CPU). ``--format-at writer`` makes the sidecars' access-log writer format the records in its
-0.2 s batches (chunks of 64: ~100 us of loop time each), as it did before each record's line was
-formatted as its request ends (``request``, the default; ``both`` alternates rounds): same bytes in
-the file, for an A/B of the tail. Needs h2load, nginx, wrk, taskset (and perf for ``--sched``).
+an idle CPU). ``--format-at request`` has each sidecar format each access-log line as its request ends
+(``AccessLogWriter(per_request=True)``) instead of the writer's 0.2 s batches in chunks of 64 (~100 us
+of loop time each; ``writer``, the default, as the proxy runs); ``both`` alternates rounds: same bytes
+in the file, for an A/B of the tail. Needs h2load, nginx, wrk, taskset (and perf for ``--sched``).
 """
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ async def _serve(args: argparse.Namespace) -> None:
         from meshbus.telemetry.accesslog_writer import FileSink
 
         server.add_access_log_sink(FileSink(args.access_log))
-        if args.format_at == "writer":
-            from meshbus.telemetry.accesslog import LINE_NONE
+        if args.format_at == "request":  # the writer then joins the lines (AccessLogWriter(per_request=True))
+            from meshbus.telemetry.accesslog import LINE_JSON
 
-            server.access_log.line = LINE_NONE  # type: ignore[attr-defined]  # no lines: the writer formats
+            server.access_log.line = LINE_JSON  # type: ignore[attr-defined]
     col = _Collector(server.access_log if args.access_log else None)
     server.access_log = col
     lags: list[tuple[float, float]] = []
@@ -103,7 +103,7 @@ def sidecar_main(argv: list[str]) -> int:
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--lag", action="store_true")
     ap.add_argument("--access-log", default=None)
-    ap.add_argument("--format-at", default="request")
+    ap.add_argument("--format-at", default="writer")
     ap.add_argument("--name", default="a")
     ap.add_argument("--sa", default="client")
     args, _ = ap.parse_known_args(argv)
@@ -114,7 +114,7 @@ def sidecar_main(argv: list[str]) -> int:
 
 
 def _commands(
-    tmp: Path, tls: bool, lag: bool, access_log: bool, format_at: str = "request"
+    tmp: Path, tls: bool, lag: bool, access_log: bool, format_at: str = "writer"
 ) -> list[tuple[list[str], int, Path]]:
     me = str(Path(__file__).resolve())
     out = []
@@ -256,9 +256,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--format-at",
         choices=["request", "writer", "both"],
-        default="request",
-        help="where access-log lines are formatted: as each request ends, or by the writer in batches "
-        "(the way before; both: alternate rounds, the writer's first)",
+        default="writer",
+        help="where access-log lines are formatted: by the writer in batches (as the proxy runs), or as "
+        "each request ends (both: alternate rounds, the writer's first)",
     )
     ap.add_argument("--sched", action="store_true", help="perf sched on CPU 1: who delays the sidecars")
     ap.add_argument("--duration", type=int, default=5)

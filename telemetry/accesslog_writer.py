@@ -1,12 +1,14 @@
 """Asyncio adapter that drains an :class:`~meshbus.telemetry.accesslog.AccessLogger` off the request path.
 
-Every ``interval`` seconds the writer takes the queued records and hands the bytes to each
-:class:`Sink` (a file, stdout, the bus: each batch is formatted once per format, whatever the number
-of sinks). The first byte sink's format is formatted per record as each request ends (it sets
-``AccessLogger.line``: no ~100 us bursts of formatting on the loop, see telemetry/accesslog.py), so
-for it the writer joins lines; a sink of another format gets the records formatted here, in chunks
-of ``chunk`` records (yielding to the event loop between chunks, so a large backlog never stalls
-requests for long). File and stream sinks do the blocking ``write`` in a worker
+Every ``interval`` seconds the writer takes the queued records, formats them in chunks of ``chunk``
+records (yielding to the event loop between chunks, so a large backlog never stalls requests for long),
+and hands the bytes to each :class:`Sink` (a file, stdout, the bus: each batch is formatted once per
+format, whatever the number of sinks).
+
+``per_request=True`` has the logger format each record's line for the first byte sink as its request
+ends (``AccessLogger.line``), and the writer only joins them: no ~100 us chunks on the loop, for ~0.6 us
+more CPU per request (bench/micro.py --access-log, interleaved). Off by default until a quiet A/B of the
+tail (bench/chain_tail.py --format-at both) shows it pays; the bytes are the same either way. File and stream sinks do the blocking ``write`` in a worker
 thread. A failed write is logged at WARNING and its records are counted as dropped; the writer keeps
 going (STYLE.md E8: background errors go to the logger and a counter).
 """
@@ -120,6 +122,7 @@ class AccessLogWriter:
         fmt: Literal["json", "text"] = "json",
         interval: float = DEFAULT_INTERVAL_S,
         chunk: int = DEFAULT_CHUNK,
+        per_request: bool = False,
         dropped: CounterChild | None = None,
     ) -> None:
         if fmt not in _FORMATTERS:
@@ -130,12 +133,14 @@ class AccessLogWriter:
         self._sinks: list[tuple[Sink | RecordSink, Callable[[Iterable[AccessLogRecord]], bytes]]] = [
             (sink, _FORMATTERS[fmt])
         ]
-        # The format the logger renders per request (set once, for the first byte sink: a later sink of
-        # the same format shares the lines, one of another format is formatted here from the records).
+        # The format the logger may render per request (the first byte sink's: a later sink of the same
+        # format shares the lines, one of another format is formatted here from the records). Lines are
+        # used when there is one per record (the logger's ``line`` was on for the whole batch).
         self._eager: Callable[[Iterable[AccessLogRecord]], bytes] | None = None
         if not hasattr(sink, "write_records") and isinstance(access_log, AccessLogger):
-            access_log.line = _LINE_FORMATS[fmt]
             self._eager = _FORMATTERS[fmt]
+            if per_request:
+                access_log.line = _LINE_FORMATS[fmt]
         self._interval = interval
         self._chunk = chunk
         self._dropped = dropped if dropped is not None else CounterChild()
@@ -177,7 +182,7 @@ class AccessLogWriter:
         if not records:
             return 0
         formatted: dict[Callable[[Iterable[AccessLogRecord]], bytes], bytes] = {}
-        if self._eager is not None and len(lines) == len(records):  # unequal: queued before the writer
+        if self._eager is not None and len(lines) == len(records):  # unequal: line on or off mid-batch
             formatted[self._eager] = await self._join(lines)
         ok = True
         for sink, fmt in self._sinks:

@@ -6,6 +6,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -288,12 +289,18 @@ def test_json_lines_are_exactly_the_istio_json_objects(records: list[AccessLogRe
     assert lines[-1] == b"" and len(lines) == len(records) + 1  # one line each, escapes keep them whole
     assert [json.loads(line) for line in lines[:-1]] == [to_json_dict(r) for r in records]
     assert [list(json.loads(line)) for line in lines[:-1]] == [list(to_json_dict(r)) for r in records]
+    # byte for byte what orjson makes of the dict (format_json_line builds it from cached pieces)
+    assert data == b"".join(orjson.dumps(to_json_dict(r)) + b"\n" for r in records)
 
 
 def test_json_lines_stay_right_for_many_unique_values() -> None:
+    from meshbus.telemetry.accesslog import to_json_dict
+
     records = [_record(i, user_agent=f'agent "{i}"\n') for i in range(10_000)]
     for _ in range(2):
-        lines = format_json_lines(records).splitlines()
+        data = format_json_lines(records)
+        assert data == b"".join(orjson.dumps(to_json_dict(r)) + b"\n" for r in records)  # caches cleared
+        lines = data.splitlines()
         assert len(lines) == len(records)
         for i in (0, 4095, 4096, 9999):
             obj = json.loads(lines[i])
@@ -308,7 +315,7 @@ async def _write_through_logger(records: list[AccessLogRecord], fmt: str) -> tup
     lines the logger held before the flush."""
     logger = AccessLogger()
     sink = MemorySink()
-    writer = AccessLogWriter(logger, sink, fmt=fmt)  # type: ignore[arg-type]
+    writer = AccessLogWriter(logger, sink, fmt=fmt, per_request=True)  # type: ignore[arg-type]
     for r in records:
         logger.log(r)
     held = list(logger._lines)
@@ -329,10 +336,13 @@ def test_lines_formatted_per_request_are_byte_for_byte_the_batch_format(
 
 
 async def test_log_formats_the_line_at_once_and_the_writer_only_joins() -> None:
+    default = AccessLogger()
+    AccessLogWriter(default, MemorySink())
+    default.log(_record(1))
+    assert not default.line and default.drain_lines() == []  # by default the writer formats the records
     logger = AccessLogger()
-    assert not logger.line  # no writer: records only
     sink = MemorySink()
-    writer = AccessLogWriter(logger, sink)
+    writer = AccessLogWriter(logger, sink, per_request=True)
     logger.log(_record(1))
     assert logger._lines == [format_json_line(_record(1))]
     assert await writer.flush() == 1
@@ -354,7 +364,7 @@ async def test_other_formats_and_record_sinks_still_get_every_record() -> None:
     early = _record(0)
     logger.log(early)  # queued before the writer set the logger's line: formatted by the writer
     json_sink, text_sink, rec_sink = MemorySink(), MemorySink(), Records()
-    writer = AccessLogWriter(logger, json_sink)
+    writer = AccessLogWriter(logger, json_sink, per_request=True)
     writer.add_sink(text_sink, "text")
     writer.add_sink(rec_sink)
     assert await writer.flush() == 1 and json_sink.data == format_json_lines([early])
@@ -371,7 +381,7 @@ async def test_a_record_its_format_cannot_carry_is_dropped_alone_and_counted() -
     dropped = InternalMetrics(Registry()).telemetry_dropped.labels("access_log")
     logger = AccessLogger(dropped=dropped)
     sink = MemorySink()
-    writer = AccessLogWriter(logger, sink, dropped=dropped)
+    writer = AccessLogWriter(logger, sink, dropped=dropped, per_request=True)
     bad = _record(1, metadata={1: "not a str key"})  # type: ignore[dict-item]
     logger.log(_record(0))
     logger.log(bad)  # orjson refuses a non-str key
