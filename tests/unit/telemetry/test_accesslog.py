@@ -389,3 +389,22 @@ async def test_a_record_its_format_cannot_carry_is_dropped_alone_and_counted() -
     assert dropped.value == 1
     assert await writer.flush() == 2
     assert sink.data == format_json_lines([_record(0), _record(2)])
+
+
+@given(
+    st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**6), 10**6).map(lambda i: i / 2)
+    )
+)
+def test_compiled_round_is_pythons_round(v: float) -> None:
+    """format_json_line rounds durations and start-time fractions without the builtin (halves to even)."""
+    from meshbus.telemetry.accesslog import _round
+
+    assert _round(v) == round(v)
+
+
+@given(st.one_of(st.none(), st.text(), st.text(alphabet=st.characters(max_codepoint=127))))
+def test_unescaped_strings_are_quoted_as_orjson_quotes_them(s: str | None) -> None:
+    from meshbus.telemetry.accesslog import _js
+
+    assert _js(s).encode() == orjson.dumps(s)
