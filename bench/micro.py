@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,12 @@ class MemTransport(asyncio.Transport):
         return 0
 
 
-async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> None:
+async def outbound_loop(
+    plugin: str = "", access_log: Path | None = None
+) -> tuple[ProxyServer, Callable[[int], None], Callable[[], Awaitable[None]]]:
+    """(server, loop, close): ``loop(k)`` sends ``k`` requests through an outbound route (in-memory
+    transports), with bench/plugins.py's in-process filter ``plugin`` (noop, header) when given;
+    ``close`` stops the proxy."""
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-micro-"))
     text = meshbus_conf(1)
     if plugin:
@@ -82,7 +88,7 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
     (tmp / "mesh.yaml").write_text(text)
     cfg = BootstrapConfig(
         config_path=str(tmp / "mesh.yaml"), outbound=Address("127.0.0.1", 0), inbound=None, admin=None,
-        access_log=str(tmp / "access.log") if access_log else None,
+        access_log=str(access_log) if access_log else None,
     )  # fmt: skip
     server = ProxyServer(cfg)
     await server.start()
@@ -120,7 +126,17 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
         dt.written.clear()
         ut.written.clear()
 
+    async def close() -> None:
+        dc.connection_lost(None)
+        await server.shutdown(0)
+
     loop(2000)  # warm-up
+    return server, loop, close
+
+
+async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="meshbus-micro-"))
+    server, loop, close = await outbound_loop(plugin, tmp / "access.log" if access_log else None)
     if profile:
         pr = cProfile.Profile()
         pr.enable()
@@ -140,7 +156,7 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
     )
     if access_log:
         # Where the access log's formatting runs: per record as the request ends (AccessLogger.line,
-        # what the writer sets up) or by the writer in chunks of 64 (what it did before). Pairs of
+        # AccessLogWriter(per_request=True)) or by the writer in chunks of 64 (the default). Pairs of
         # rounds, interleaved; per request: the loop's CPU plus the writer's (join, or format) for the
         # same records. Both write the same bytes (tests/unit/telemetry/test_accesslog.py).
         from meshbus.telemetry.accesslog import LINE_JSON, LINE_NONE, format_json_lines
@@ -161,14 +177,13 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
                     for i in range(0, len(records), 64):
                         format_json_lines(records[i : i + 64])
                 (eager_cpu if eager else batch_cpu).append((time.thread_time() - c0) / n * 1e6)
-        logger.line = LINE_JSON  # type: ignore[attr-defined]
+        logger.line = LINE_NONE  # type: ignore[attr-defined]  # the writer's default
         print(
             f"access log, CPU per request incl. the writer's work (median of 7 interleaved pairs): "
             f"formatted per request {statistics.median(eager_cpu):.2f} us, "
             f"formatted by the writer in chunks of 64 {statistics.median(batch_cpu):.2f} us"
         )
-    dc.connection_lost(None)
-    await server.shutdown(0)
+    await close()
 
 
 if __name__ == "__main__":

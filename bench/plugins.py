@@ -3,21 +3,41 @@ one in-process filter that reads and sets a header, one remote no-op filter (mes
 a local nats-server), and host scaling: a remote filter that burns BURN_MS of CPU per call, served by
 one host and by two.
 
-    .venv/bin/python bench/plugins.py [--duration 5] [--rounds 3] [--latency-duration 5]
+    .venv/bin/python bench/plugins.py [--duration 3] [--rounds 10] [--latency-rounds 3] [--latency-duration 5]
 
 Same set-up as bench/run.py (nginx origin and load generator on CPU 0, the proxy on CPU 1, wrk for
-throughput, 10 paced h2load connections for latency at 1,000 req/s). Reported per setup: req/s, the
-proxy's CPU per request (from /proc: less sensitive to the machine's other load), the filter hosts'
-CPU per request, p50/p99 latency; and each setup's cost against "none". The targets (issue 12): an
+throughput, 10 paced h2load connections for latency at 1,000 req/s). The targets (issue 12): an
 in-process no-op < 3 % of throughput, a header filter < 8 %, a remote no-op < +0.5 ms p50 and +1 ms
-p99 at 1,000 req/s, two hosts close to twice one host's rate. The no-op's host sits on CPU 0 with
-nginx and wrk. The scaling pair measures the hosts, not the proxy: at BURN_MS a call, one host serves
-at most ~1/BURN_MS calls a second, far below what the proxy forwards (~10,000 remote-filtered req/s
-on one core), so the proxy is never the bottleneck; its hosts are not pinned (on a 2-core machine two
-busy hosts take both cores, beside the proxy, nginx and wrk, so the ratio stays under 2). Quote
-ratios from a quiet machine.
-The filters are registered as entry points of a throw-away distribution in the bench directory (no
-install into the environment).
+p99 at 1,000 req/s, two hosts close to twice one host's rate.
+
+Method. The effects sought (3 %) are smaller than the drift of this shared machine between runs a
+minute apart (rounds of the earlier method, medians of whole columns over 3 rounds of 5 s per setup,
+varied by 15 %), so the setups are measured in adjacent, paired runs:
+- In memory first, without sockets (bench/micro.py's loop: the listener, exchange and upstream
+  protocol with in-memory transports): the Python time per request through the chain with and without
+  each filter. The runs alternate between the setups (``--micro-runs``, each ``--micro-requests``
+  requests, CPU time); the cost is taken per run against the "none" run next to it and reported as
+  median [min .. max], with the best run of each.
+- Throughput: each round starts one proxy per setup (none, in-process no-op, header, remote no-op;
+  each on its own port, all on CPU 1, fresh processes every round), warms each up, then runs wrk for
+  ``--duration`` seconds on each in turn, the order reversed every other round (A B C D, D C B A...),
+  so a drift in the machine's load weighs on both sides of each pair. Per run: req/s and the proxy's
+  CPU per request (from /proc; contention hardly changes it, so it is the robust figure), the hosts'
+  CPU per request. A setup's cost is taken per round against that round's "none" run, reported as
+  median [min .. max] over the rounds; the least disturbed figure (lowest CPU per request of each
+  setup over the rounds) is printed too.
+- Latency: as throughput, ``--latency-rounds`` rounds of a ``--latency-duration`` h2load run per
+  setup at 1,000 req/s, +p50 / +p99 against the same round's "none".
+- Scaling (the burn filter, one host then two; ``--scaling-rounds``, 0 to skip) measures the hosts,
+  not the proxy: at BURN_MS a call, one host serves at most ~1/BURN_MS calls a second, far below
+  what the proxy forwards, so the proxy is never the bottleneck; its hosts are not pinned (on a
+  2-core machine two busy hosts take both cores, beside the proxy, nginx and wrk, so the ratio stays
+  under 2). Quote ratios from a quiet machine.
+``--reference-write`` adds "remote-noop-once": the remote no-op with meshbus.bus.direct's earlier
+write policy in its proxy and host (bench/write_policy.py; its own filter name, so its own host),
+paired like the others, to weigh the current policy against it in the same run.
+The no-op's host sits on CPU 0 with nginx and wrk. The filters are registered as entry points of a
+throw-away distribution in the bench directory (no install into the environment).
 """
 
 from __future__ import annotations
@@ -29,7 +49,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -39,12 +61,14 @@ from run import (
     Result,
     check_tools,
     cpu_seconds,
+    med,
     meshbus_conf,
     nginx_conf,
     process,
     run_latency,
     run_wrk,
 )
+from write_policy import ENV, SITECUSTOMIZE
 
 from meshbus.bus.embedded import EmbeddedNats
 
@@ -91,19 +115,25 @@ SETUPS = {
     "remote-noop-1host": ("bench-noop", "REMOTE", 1),
     "remote-burn-1host": ("bench-burn", "REMOTE", 1),
     "remote-burn-2hosts": ("bench-burn", "REMOTE", 2),
+    "remote-noop-once": ("bench-noop-ref", "REMOTE", 1),  # --reference-write; its own subject and host
 }
+WRITE_POLICY = {"remote-noop-once": "once"}
+"""Setups whose proxy and host replace meshbus.bus.direct's write_now (bench/write_policy.py)."""
 
 
 def install_filters(site: Path) -> None:
-    """A distribution with two ``meshbus.filters`` entry points, importable from ``site``."""
+    """A distribution with the bench's ``meshbus.filters`` entry points, importable from ``site``,
+    and a sitecustomize that applies bench/write_policy.py's ``MESHBUS_BENCH_WRITE``."""
     site.mkdir(parents=True, exist_ok=True)
     (site / "meshbus_bench_filters.py").write_text(FILTERS)
     info = site / "meshbus_bench_filters-0.0.0.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: meshbus-bench-filters\nVersion: 0.0.0\n")
+    (site / "write_policy.py").write_text((Path(__file__).parent / "write_policy.py").read_text())
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     (info / "entry_points.txt").write_text(
         "[meshbus.filters]\nbench-noop = meshbus_bench_filters:Noop\nbench-header = meshbus_bench_filters:Header\n"
-        "bench-burn = meshbus_bench_filters:Burn\n"
+        "bench-burn = meshbus_bench_filters:Burn\nbench-noop-ref = meshbus_bench_filters:Noop\n"
     )
 
 
@@ -112,6 +142,7 @@ def filter_hosts(
     n: int, nats_url: str, env: dict[str, str], tmp: Path, name: str = "bench-noop", cpus: str = "0"
 ) -> Iterator[list[int]]:
     procs = []
+    tmp.mkdir(exist_ok=True)
     try:
         for i in range(n):
             cmd = ["taskset", "-c", cpus, sys.executable, "-m", "meshbus.plugins.remote", "--filter", name,
@@ -126,11 +157,111 @@ def filter_hosts(
             p.wait(10)
 
 
+PAIRED = ("none", "inproc-noop", "inproc-header", "remote-noop-1host")
+SCALING = ("remote-burn-1host", "remote-burn-2hosts")
+
+
+@dataclass
+class Setup:
+    """One setup's proxy command line and port, for one round."""
+
+    name: str
+    port: int
+    cmd: list[str]
+    hosts: int
+    hosted: str
+    cpus: str
+    env: dict[str, str]
+
+
+def setups_for(names: list[str], tmp: Path, exe: str, nats_url: str, port_base: int) -> list[Setup]:
+    out = []
+    for k, name in enumerate(names):
+        spec = SETUPS[name]
+        conf = tmp / f"{name}.yaml"
+        text = meshbus_conf(1)
+        hosts, hosted, cpus = 0, "", "0"
+        if spec is not None:
+            text += PLUGIN.format(filter=spec[0], placement=spec[1])
+            hosts, hosted = spec[2], spec[0]
+            cpus = "0" if hosted.startswith("bench-noop") else "0,1"
+        conf.write_text(text)
+        port, admin = 18200 + port_base + k, 18300 + port_base + k
+        cmd = [exe, "--config", str(conf), "--outbound", f"127.0.0.1:{port}", "--inbound", "off",
+               "--admin", f"127.0.0.1:{admin}", "--workers", "1", "--log-level", "warning",
+               "--access-log", str(tmp / f"access-{k}.log"), "--nats", nats_url]  # fmt: skip
+        env = {ENV: WRITE_POLICY[name]} if name in WRITE_POLICY else {}
+        out.append(Setup(name, port, cmd, hosts, hosted, cpus, env))
+    return out
+
+
+@contextlib.contextmanager
+def started(
+    setups: list[Setup], nats_url: str, env: dict[str, str], tmp: Path
+) -> Iterator[dict[str, tuple[int, list[int]]]]:
+    """Every setup's proxy (and filter hosts) running at once: name -> (proxy pid, host pids)."""
+    with contextlib.ExitStack() as stack:
+        pids = {}
+        for s in setups:
+            env_s = {**env, **s.env}
+            host_pids = stack.enter_context(
+                filter_hosts(s.hosts, nats_url, env_s, tmp / s.name, s.hosted or "bench-noop", s.cpus)
+            )
+            pid = stack.enter_context(process(s.cmd, 1, s.port, tmp / f"{s.name}.log", env_s))
+            pids[s.name] = (pid, host_pids)
+        for s in setups:
+            run_wrk(s.port, 1, pids[s.name][0])  # warm-up: pools, caches, the remote filter's description
+        yield pids
+
+
+def measure_wrk(s: Setup, pid: int, host_pids: list[int], duration: int) -> tuple[float, float, float, int]:
+    """(req/s, proxy CPU us/req, hosts' CPU us/req, errors) of one wrk run."""
+    before = sum(cpu_seconds(p) for p in host_pids)
+    rps, cpu_us, errors = run_wrk(s.port, duration, pid)
+    host_us = (
+        (sum(cpu_seconds(p) for p in host_pids) - before) * 1e6 / (rps * duration)
+        if host_pids and rps
+        else 0.0
+    )
+    return rps, cpu_us, host_us, errors
+
+
+def micro(names: list[str], n: int, runs: int) -> dict[str, list[float]]:
+    """Python us per request in memory for each in-process setup, ``runs`` alternating runs each."""
+    import uvloop
+    from micro import outbound_loop
+
+    async def go() -> dict[str, list[float]]:
+        loops = {name: await outbound_loop(SETUPS[name][0].removeprefix("bench-") if SETUPS[name] else "")
+                 for name in names}  # fmt: skip
+        out: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(runs):
+            for name in names if r % 2 == 0 else reversed(names):
+                loop = loops[name][1]
+                t0 = time.thread_time()
+                loop(n)
+                out[name].append((time.thread_time() - t0) / n * 1e6)
+        for _server, _loop, close in loops.values():
+            await close()
+        return out
+
+    return uvloop.run(go())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=10, help="paired throughput rounds (0: none)")
     ap.add_argument("--latency-duration", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--latency-rounds", type=int, default=3)
+    ap.add_argument("--scaling-rounds", type=int, default=1, help="burn filter, one host vs two (0: skip)")
+    ap.add_argument("--micro-requests", type=int, default=20000, help="requests per in-memory run (0: skip)")
+    ap.add_argument("--micro-runs", type=int, default=9)
+    ap.add_argument(
+        "--reference-write",
+        action="store_true",
+        help="add remote-noop-once: bus/direct.py's earlier write policy, for reference",
+    )
     ap.add_argument("--only", default="", help="comma list of setups: " + ",".join(SETUPS))
     ap.add_argument("--port-base", type=int, default=0, help="move every port by this (another bench runs)")
     args = ap.parse_args(argv)
@@ -138,90 +269,150 @@ def main(argv: list[str] | None = None) -> int:
         run.ORIGIN, run.MESHBUS, run.MESHBUS_ADMIN = (
             p + args.port_base for p in (run.ORIGIN, run.MESHBUS, run.MESHBUS_ADMIN)
         )
+    chosen = [k for k in SETUPS if k not in WRITE_POLICY and (not args.only or k in args.only.split(","))]
+    paired = [k for k in PAIRED if k in chosen]
+    if args.reference_write:
+        chosen.append("remote-noop-once")
+        paired.append("remote-noop-once")
+    scaling = [k for k in SCALING if k in chosen] if args.scaling_rounds else []
+    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-plugins-"))
+    install_filters(tmp / "site")
+    sys.path.insert(0, str(tmp / "site"))
+    inproc = [k for k in paired if SETUPS[k] is None or SETUPS[k][1] == "IN_PROCESS"]  # type: ignore[index]
+    mem = micro(inproc, args.micro_requests, args.micro_runs) if args.micro_requests and inproc else {}
+    if not (args.rounds or args.latency_rounds or scaling):
+        report({}, {}, mem)
+        return 0
     if check_tools():
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-plugins-"))
     for d in ("nginx-body", "nginx-proxy", "nginx-fcgi", "nginx-uwsgi", "nginx-scgi"):
         (tmp / d).mkdir()
     (tmp / "nginx.conf").write_text(nginx_conf(tmp))
-    install_filters(tmp / "site")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (str(tmp / "site"), os.environ.get("PYTHONPATH")) if p),
         "MALLOC_TRIM_THRESHOLD_": str(32 << 20),
         "MALLOC_MMAP_THRESHOLD_": str(1 << 20),
     }
-    setups = {k: v for k, v in SETUPS.items() if not args.only or k in args.only.split(",")}
     nats = EmbeddedNats(port=0, store_dir=str(tmp / "nats"))
     nats.start()
     exe = str(Path(sys.executable).parent / "meshbus-proxy")
-    results = {name: Result() for name in setups}
-    host_cpu: dict[str, list[float]] = {name: [] for name in setups}
-    print(f"bench dir {tmp}; {args.rounds} rounds x wrk {args.duration}s + latency {args.latency_duration}s")
+    results = {name: Result() for name in chosen}
+    host_cpu: dict[str, list[float]] = {name: [] for name in chosen}
+    print(f"bench dir {tmp}; {args.rounds} paired rounds x wrk {args.duration}s, {args.latency_rounds} latency "
+          f"rounds x {args.latency_duration}s, {args.scaling_rounds} scaling rounds")  # fmt: skip
     try:
         with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, run.ORIGIN, tmp / "nginx.log"):
+            setups = setups_for(paired, tmp, exe, nats.url, args.port_base)
             for rnd in range(args.rounds):
-                for name, spec in setups.items():
-                    conf = tmp / f"{name}.yaml"
-                    text = meshbus_conf(1)
-                    hosts = 0
-                    if spec is not None:
-                        text += PLUGIN.format(filter=spec[0], placement=spec[1])
-                        hosts = spec[2]
-                    conf.write_text(text)
-                    cmd = [exe, "--config", str(conf), "--outbound", f"127.0.0.1:{run.MESHBUS}", "--inbound", "off",
-                           "--admin", f"127.0.0.1:{run.MESHBUS_ADMIN}", "--workers", "1", "--log-level", "warning",
-                           "--access-log", str(tmp / "access.log"), "--nats", nats.url]  # fmt: skip
-                    hosted, cpus = (spec[0], "0" if spec[0] == "bench-noop" else "0,1") if spec else ("", "0")
-                    with (
-                        filter_hosts(hosts, nats.url, env, tmp, hosted, cpus) as host_pids,
-                        process(cmd, 1, run.MESHBUS, tmp / f"{name}.log", env) as pid,
-                    ):
-                        run_wrk(run.MESHBUS, 1, pid)  # warm-up: pools, caches
-                        before = sum(cpu_seconds(p) for p in host_pids)
-                        rps, cpu_us, errors = run_wrk(run.MESHBUS, args.duration, pid)
-                        host_us = (
-                            (sum(cpu_seconds(p) for p in host_pids) - before) * 1e6 / (rps * args.duration)
-                            if host_pids and rps
-                            else 0.0
-                        )
-                        # the scaling pair is about throughput: at 1,000 req/s one burning host is saturated
-                        p50 = p99 = float("nan")
-                        if hosted != "bench-burn":
-                            p50, _p90, p99 = run_latency(run.MESHBUS, args.latency_duration, tmp)
-                    res = results[name]
-                    res.rps.append(rps)
-                    res.cpu_us.append(cpu_us)
-                    res.p50.append(p50)
-                    res.p99.append(p99)
-                    res.errors += errors
-                    host_cpu[name].append(host_us)
-                    print(f"  round {rnd + 1} {name:18s} {rps:9,.0f} rps  proxy {cpu_us:6.1f} us/req  "
-                          f"hosts {host_us:6.1f} us/req  p50/p99 {p50:.3f}/{p99:.3f} ms  errors {errors}")  # fmt: skip
+                with started(setups, nats.url, env, tmp) as pids:
+                    # A B C D, then D C B A: a drift in the machine's load weighs on both sides of each pair.
+                    for s in setups if rnd % 2 == 0 else reversed(setups):
+                        pid, host_pids = pids[s.name]
+                        rps, cpu_us, host_us, errors = measure_wrk(s, pid, host_pids, args.duration)
+                        res = results[s.name]
+                        res.rps.append(rps)
+                        res.cpu_us.append(cpu_us)
+                        res.errors += errors
+                        host_cpu[s.name].append(host_us)
+                        print(f"  round {rnd + 1} {s.name:18s} {rps:9,.0f} rps  proxy {cpu_us:6.1f} us/req  "
+                              f"hosts {host_us:6.1f} us/req  errors {errors}")  # fmt: skip
+            for rnd in range(args.latency_rounds):
+                with started(setups, nats.url, env, tmp):
+                    for s in setups if rnd % 2 == 0 else reversed(setups):
+                        p50, _p90, p99 = run_latency(s.port, args.latency_duration, tmp)
+                        results[s.name].p50.append(p50)
+                        results[s.name].p99.append(p99)
+                        print(f"  latency round {rnd + 1} {s.name:18s} p50/p99 {p50:.3f}/{p99:.3f} ms")
+            scaled = setups_for(scaling, tmp, exe, nats.url, args.port_base + 50)
+            for rnd in range(args.scaling_rounds if scaling else 0):
+                for s in scaled:  # one at a time: two busy hosts take both cores
+                    with started([s], nats.url, env, tmp) as pids:
+                        pid, host_pids = pids[s.name]
+                        rps, cpu_us, host_us, errors = measure_wrk(s, pid, host_pids, args.duration)
+                    results[s.name].rps.append(rps)
+                    results[s.name].cpu_us.append(cpu_us)
+                    results[s.name].errors += errors
+                    host_cpu[s.name].append(host_us)
+                    print(
+                        f"  scaling round {rnd + 1} {s.name:18s} {rps:9,.0f} rps  hosts {host_us:6.1f} us/req"
+                    )
     finally:
         nats.cleanup()
-    report(results, host_cpu)
-    return 0
+    report(results, host_cpu, mem)
+    return 1 if any(r.errors for r in results.values()) else 0
 
 
-def report(results: dict[str, Result], host_cpu: dict[str, list[float]]) -> None:
-    def m(xs: list[float]) -> float:
-        return statistics.median(xs) if xs else float("nan")
+def _m(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
 
-    base = results.get("none")
-    print(f"\n{'setup':18s} {'req/s':>9s} {'vs none':>8s} {'proxy us/req':>13s} {'hosts us/req':>13s} "
-          f"{'p50 ms':>7s} {'+p50':>7s} {'p99 ms':>7s} {'+p99':>7s} errors")  # fmt: skip
+
+def _spread(xs: list[float], fmt: str = "{:+.1%}") -> str:
+    if not xs:
+        return "-"
+    return f"{fmt.format(statistics.median(xs))} [{fmt.format(min(xs))} .. {fmt.format(max(xs))}]"
+
+
+def _diff(xs: list[float], base: list[float]) -> list[float]:
+    """Per run or round: ``x - base`` (the two next to each other)."""
+    return [x - b for x, b in zip(xs, base, strict=True)]
+
+
+def _paired(results: dict[str, Result], base: Result, attr: str) -> Iterator[tuple[str, Result]]:
+    """The paired setups measured in as many rounds of ``attr`` as ``base``."""
     for name, r in results.items():
-        rel = (m(r.rps) / m(base.rps) - 1) * 100 if base and base.rps else float("nan")
-        dp50 = m(r.p50) - m(base.p50) if base else float("nan")
-        dp99 = m(r.p99) - m(base.p99) if base else float("nan")
-        print(f"{name:18s} {m(r.rps):9,.0f} {rel:+7.1f}% {m(r.cpu_us):13.1f} {m(host_cpu[name]):13.1f} "
-              f"{m(r.p50):7.3f} {dp50:+7.3f} {m(r.p99):7.3f} {dp99:+7.3f} {r.errors}")  # fmt: skip
-    one, two = results.get("remote-burn-1host"), results.get("remote-burn-2hosts")
-    if one and two and one.rps:
+        if name != "none" and name not in SCALING and len(getattr(r, attr)) == len(getattr(base, attr)):
+            yield name, r
+
+
+def report(results: dict[str, Result], host_cpu: dict[str, list[float]], mem: dict[str, list[float]]) -> None:
+    base_mem = mem.get("none")
+    if base_mem:
         print(
-            f"two hosts / one host throughput ({BURN_MS:g} ms of CPU a call): {m(two.rps) / m(one.rps):.2f}x"
+            "\nin memory (Python CPU time per request through the chain; per run against the adjacent 'none' run):"
         )
+        print(f"  none: {_spread(base_mem, '{:.2f}')} us per request (best {min(base_mem):.2f})")
+        for name, xs in mem.items():
+            if name == "none":
+                continue
+            us = _diff(xs, base_mem)
+            rel = [x / b - 1 for x, b in zip(xs, base_mem, strict=True)]
+            print(f"  {name}: {_spread(us, '{:+.2f}')} us, {_spread(rel)} "
+                  f"(best runs {min(base_mem):.2f} -> {min(xs):.2f} us, {min(xs) / min(base_mem) - 1:+.1%})")  # fmt: skip
+    if not results:
+        return
+    print()
+    print(
+        "| setup | req/s median [min-max] | proxy CPU us/req median [min-max] | hosts us/req | p50 ms | p99 ms | errors |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {med(r.rps)} | {med(r.cpu_us)} | {_m(host_cpu.get(name, [])):.1f} | {med(r.p50)} | "
+              f"{med(r.p99)} | {r.errors} |")  # fmt: skip
+    base = results.get("none")
+    if base is not None and base.rps:
+        print("\ncost against 'none', per round from the adjacent runs, median [min .. max]:")
+        for name, r in _paired(results, base, "rps"):
+            cpu = [x / b - 1 for x, b in zip(r.cpu_us, base.cpu_us, strict=True)]
+            us = _diff(r.cpu_us, base.cpu_us)
+            rps = [1 - x / b for x, b in zip(r.rps, base.rps, strict=True)]
+            print(f"  {name:18s} throughput {_spread(rps)} lower; proxy CPU per request {_spread(cpu)} "
+                  f"({_spread(us, '{:+.1f}')} us); least disturbed {min(base.cpu_us):.1f} -> {min(r.cpu_us):.1f} us "
+                  f"({min(r.cpu_us) / min(base.cpu_us) - 1:+.1%})")  # fmt: skip
+    if base is not None and base.p50:
+        print("latency at 1,000 req/s against 'none', per round, median [min .. max]:")
+        for name, r in _paired(results, base, "p50"):
+            d50, d99 = _diff(r.p50, base.p50), _diff(r.p99, base.p99)
+            print(f"  {name:18s} p50 {_spread(d50, '{:+.3f}')} ms, p99 {_spread(d99, '{:+.3f}')} ms")
+    one, two = results.get("remote-burn-1host"), results.get("remote-burn-2hosts")
+    if one and two and one.rps and two.rps:
+        print(
+            f"two hosts / one host throughput ({BURN_MS:g} ms of CPU a call): {_m(two.rps) / _m(one.rps):.2f}x"
+        )
+    print(
+        "targets (issue 12): in-process no-op < 3 %, header < 8 % of throughput; remote no-op < +0.5 ms p50, "
+        "< +1 ms p99 at 1,000 req/s; two hosts close to 2x one"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """One REMOTE filter call's round trip, without HTTP: a client calls a meshbus-filter-host's no-op
 filter through the proxy's own ``RemoteBackend`` at a paced rate over a local nats-server.
 
-    .venv/bin/python bench/remote_filter.py [--rate 1000] [--duration 5] [--stages]
+    .venv/bin/python bench/remote_filter.py [--rate 1000 | --inflight N] [--duration 5] [--stages]
+        [--old-resume] [--write turn|none|once] [--profile]
 
 Isolates what a remote filter adds to a proxied request from the proxy's HTTP work and from the
 load generator (bench/plugins.py measures the whole): p50/p99 of the call, the client's and the
@@ -12,16 +13,31 @@ and the client on CPU 1, as in bench/plugins.py; nats-server is not pinned.
 same clock in both processes): the client's publish, its bytes written to the socket, the host's
 read of the message, its handler, its reply written, the client's read of the reply, and the
 caller resumed; printed as the median and p99 time between stages.
+
+"Resumed" is where the proxy's exchange would go on with the request: the call's future (resolved in
+the reply's callback, in nats-py's read loop) is handed to ``asyncio.ensure_future`` and the stamp
+taken in its done callback, as proxy/adapters/exchange.py does with a paused hook's result.
+``--old-resume`` wraps the call in a coroutine first, as the adapter did before (a task per call:
+its start, its wake-up on the reply, then its done callback: two event-loop passes more), for a
+side-by-side reference. ``--write`` weighs what meshbus.bus.direct's write costs in CPU against
+what it saves in latency, on both sides: ``turn`` (what it does: the messages of a turn of the
+event loop in one write as the turn ends), ``none`` (every call and verdict through nats-py's
+flusher), ``once`` (its earlier policy: the first message of a turn written at once, the rest left
+to the flusher). Also printed: write system calls per call on each side (/proc/PID/io ``syscw``:
+a count, not a time, so the machine's load does not blur it). ``--inflight N`` runs a closed loop
+with N calls in flight instead of the paced rate: a busy proxy's regime, many calls a turn.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import itertools
 import json
 import os
+import pstats
 import signal
 import statistics
 import subprocess
@@ -30,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from write_policy import replace_write_now
 
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.embedded import EmbeddedNats
@@ -76,6 +94,18 @@ def stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
         await orig(sid, subject, *a)
 
     nc._process_msg = process_msg  # the parser calls it through the client
+
+
+def write_calls(pid: int | str = "self") -> int:
+    """The process's write system calls so far (/proc: write and writev, as libuv sends)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def _awaited(aw: Any) -> Any:
+    return await aw
 
 
 async def serve_host(url: str, out: str) -> None:
@@ -142,7 +172,16 @@ def request() -> Request:
     )  # fmt: skip
 
 
-async def drive(url: str, rate: int, duration: float, stages: bool, host_pid: int) -> dict[str, Any]:
+async def drive(
+    url: str,
+    rate: int,
+    duration: float,
+    stages: bool,
+    host_pid: int,
+    old_resume: bool = False,
+    profile: bool = False,
+    inflight: int = 0,
+) -> dict[str, Any]:
     async with BusConnection(BusSettings(url=url, name="bench client")) as bus:
         backend = RemoteBackend(RemoteFilters(lambda: bus), NAME, "default/bench", None, 2.0)
         await backend.wait_ready()
@@ -159,19 +198,40 @@ async def drive(url: str, rate: int, duration: float, stages: bool, host_pid: in
             t0 = time.monotonic()
             if stages:
                 marks["send"].append(t0)
-            await backend.call("on_request_headers", request(), None, b"", True)
-            t1 = time.monotonic()
-            if stages:
-                marks["resumed"].append(t1)
-            lat.append(t1 - t0)
+            r = backend.call("on_request_headers", request(), None, b"", True)
+            task = asyncio.ensure_future(_awaited(r) if old_resume else r)  # as the exchange does
+            resumed = loop.create_future()
+
+            def after(_t: Any) -> None:  # the exchange's _after_await
+                t1 = time.monotonic()
+                if stages:
+                    marks["resumed"].append(t1)
+                lat.append(t1 - t0)
+                resumed.set_result(None)
+
+            task.add_done_callback(after)
+            await resumed
 
         n = int(rate * duration)
         pauses = gc_pauses()
         os.kill(host_pid, signal.SIGUSR1)
+        prof = cProfile.Profile() if profile else None
+        if prof is not None:
+            prof.enable()
         cpu0 = time.process_time()
+        writes0, host_writes0 = write_calls(), write_calls(host_pid)
         start = loop.time()
         tasks = []
-        for i in range(n):
+        if inflight:  # closed loop: as many calls as the client and host can make, ``inflight`` at a time
+            end = start + duration
+
+            async def worker() -> None:
+                while loop.time() < end:
+                    await one()
+
+            await asyncio.gather(*(worker() for _ in range(inflight)))
+            n = len(lat)
+        for i in range(0 if inflight else n):
             delay = start + i / rate - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -181,8 +241,12 @@ async def drive(url: str, rate: int, duration: float, stages: bool, host_pid: in
                 tasks.append(asyncio.ensure_future(one()))
         await asyncio.gather(*tasks)
         cpu = time.process_time() - cpu0
+        writes, host_writes = write_calls() - writes0, write_calls(host_pid) - host_writes0
+        if prof is not None:
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         print(f"  client {describe(pauses)}")
-    return {"lat": lat, "cpu": cpu, "n": n, "marks": marks}
+    return {"lat": lat, "cpu": cpu, "n": n, "marks": marks, "writes": writes, "host_writes": host_writes}
 
 
 def q(xs: list[float], p: int) -> float:
@@ -195,11 +259,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--stages", action="store_true", help="one call at a time, stamped at each stage")
+    ap.add_argument("--profile", action="store_true", help="cProfile the client (interpreted code only)")
+    ap.add_argument("--old-resume", action="store_true", help="a task per call, as before (reference)")
+    ap.add_argument(
+        "--write",
+        choices=["turn", "none", "once"],
+        default="turn",
+        help="bus/direct.py's write_now (turn), none (nats-py's flusher), once (the earlier policy)",
+    )
+    ap.add_argument("--inflight", type=int, default=0, help="closed loop with N calls in flight (not paced)")
     ap.add_argument("--serve-host", metavar="URL", help=argparse.SUPPRESS)
     ap.add_argument("--marks", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     import uvloop
 
+    if args.write != "turn":
+        replace_write_now(args.write)
     if args.serve_host:
         uvloop.run(serve_host(args.serve_host, args.marks))
         return 0
@@ -222,19 +297,34 @@ def main(argv: list[str] | None = None) -> int:
                 nats.url,
                 "--marks",
                 marks_file,
+                "--write",
+                args.write,
             ]
             host = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             try:
                 assert host.stdout is not None and host.stdout.readline().strip() == "ready"
-                r = uvloop.run(drive(nats.url, args.rate, args.duration, args.stages, host.pid))
+                r = uvloop.run(
+                    drive(
+                        nats.url,
+                        args.rate,
+                        args.duration,
+                        args.stages,
+                        host.pid,
+                        args.old_resume,
+                        args.profile,
+                        args.inflight,
+                    )
+                )
             finally:
                 host.terminate()
                 out, _ = host.communicate(timeout=10)
             host_cpu = float(out.split()[0])
             gc_line = out.strip().splitlines()[-1]
             lat, n = r["lat"], r["n"]
-            print(f"round {rnd + 1}: {n} calls at {args.rate}/s: p50 {q(lat, 50):.3f} ms  p99 {q(lat, 99):.3f} ms"
-                  f"  client {r['cpu'] * 1e6 / n:.1f} us/call  host {host_cpu * 1e6 / n:.1f} us/call")  # fmt: skip
+            pace = f"{args.inflight} in flight" if args.inflight else f"{args.rate}/s"
+            print(f"round {rnd + 1}: {n} calls at {pace}: p50 {q(lat, 50):.3f} ms  p99 {q(lat, 99):.3f} ms"
+                  f"  client {r['cpu'] * 1e6 / n:.1f} us/call  host {host_cpu * 1e6 / n:.1f} us/call  "
+                  f"writes/call client {r['writes'] / n:.2f} host {r['host_writes'] / n:.2f}")  # fmt: skip
             print(f"  {gc_line}")
             if args.stages:
                 print_stages(r["marks"], json.loads(Path(marks_file).read_text()), n)

@@ -8,18 +8,23 @@ socket and the code that waits; a filter call crosses four of them (two per side
 trips through nats-server. nats-py 2.x has no option to skip either (its flusher has no
 write-through setting, a subscription's callback must be a coroutine run by that task), so:
 
-- ``write_now`` writes a message to the socket itself when nothing is queued ahead of it (the
-  order of SUBs and other publishes is kept), the socket's write buffer is empty (otherwise the
-  flusher's ``drain`` is the back-pressure) and it is the first it writes on that connection in
-  this turn of the event loop (more are batched by the flusher); when it says it could not, the
-  caller publishes through ``Client.publish``.
+- ``write_now`` sends a message when nothing is queued ahead of it in nats-py (the order of SUBs
+  and other publishes is kept) and the socket's write buffer is empty (otherwise the flusher's
+  ``drain`` is the back-pressure). A quiet connection's message is written at once. A busy one's
+  (more than one message in the last turn of the event loop that had any) are written together,
+  in one write, as the turn ends (a ``call_soon``: the next pass, before the loop waits for I/O),
+  and so are a turn's messages after its first: a write per message costs a system call each, and
+  a busy proxy or filter host makes many calls (or replies) a turn (bench/remote_filter.py
+  ``--inflight``: writing the first of each turn at once and leaving the rest to nats-py's flusher
+  made three times the write calls at 4 calls in flight); the flusher costs a task's wake-up and
+  a pass more. When it says it could not, the caller publishes through ``Client.publish``.
 - ``subscribe_inline`` makes a subscription whose messages are handed to a plain function by the
   client's read loop as they are parsed: the function must be quick and must not block; what it
   raises is logged, never let into the read loop (which would end it).
 
 ``add_inline_endpoint`` does the second for a nats.micro endpoint and keeps its stats.
 
-All rest on nats-py internals (``Client._status``, ``_pending_data_size``, ``_transport``, a
+All rest on nats-py internals (``Client._status``, ``_pending``, ``_pending_data_size``, ``_transport``, a
 subscription's ``_pending_queue``, nats.micro's ``Service._endpoints``); pyproject pins nats-py below 3, and tests/integration/bus/
 test_direct.py checks on a real nats-server that both paths are the fast ones with the installed
 version, so an upgrade that changes them fails there rather than silently going slow.
@@ -57,38 +62,69 @@ def _writer(nc: Client) -> Any:
     return w
 
 
-_wrote: set[int] = set()
-"""Clients written to directly in this turn of the event loop (by id)."""
+_turns: dict[int, list[bytes]] = {}
+"""Messages taken in this turn of the event loop, by client (id), to be written as it ends."""
+_busy: set[int] = set()
+"""Clients (by id) that took more than one message in the last turn they took any."""
 
 
 def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes) -> bool:
-    """Write the message (headers ``block``: a ``header_block``) to the socket if it can go at once;
-    False: it was not sent. Subjects are the caller's, checked where it makes them.
-
-    One message a turn of the event loop goes at once: the others of that turn are left to nats-py,
-    whose flusher writes them together in the next (a busy proxy makes many calls a turn, and a
-    write each costs more CPU than the one turn they wait)."""
+    """Write the message (headers ``block``: a ``header_block``) to the socket, at once or as this
+    turn of the event loop ends (see the module doc), if it can go without waiting behind nats-py;
+    False: it was not taken. Subjects are the caller's, checked where they are made."""
+    if len(payload) > nc._max_payload:
+        return False
     key = id(nc)
-    if key in _wrote:
-        return False
-    w = _writer(nc)
-    if w is None or len(payload) > nc._max_payload:
-        return False
-    _wrote.add(key)
-    asyncio.get_running_loop().call_soon(_wrote.discard, key)
+    chunks = _turns.get(key)
+    at_once = None
+    if chunks is None:
+        w = _writer(nc)
+        if w is None:
+            return False
+        if key not in _busy:
+            at_once = w
+        chunks = _turns[key] = []
+        asyncio.get_running_loop().call_soon(_write_turn, nc, key, chunks, at_once is not None)
+    elif nc._pending_data_size:
+        return False  # nats-py queued something after the turn's first: what follows goes after it
     n = len(block)
     size = f"{n} {n + len(payload)}"
     line = f"HPUB {subject} {reply} {size}\r\n" if reply else f"HPUB {subject} {size}\r\n"
-    w.write(b"".join((line.encode(), block, payload, b"\r\n")))
+    if at_once is not None:
+        at_once.write(b"".join((line.encode(), block, payload, b"\r\n")))
+    else:
+        chunks += (line.encode(), block, payload, b"\r\n")
     stats = nc.stats
     stats["out_msgs"] += 1
     stats["out_bytes"] += len(payload)
     return True
 
 
+def _write_turn(nc: Client, key: int, chunks: list[bytes], first_written: bool) -> None:
+    """The turn's messages not written at once, in one write; ahead of what nats-py queued meanwhile
+    (it came after them: its flusher runs later in this pass, woken after this was scheduled)."""
+    if _turns.get(key) is chunks:
+        del _turns[key]
+    if first_written + len(chunks) // 4 > 1:
+        _busy.add(key)
+    else:
+        _busy.discard(key)
+    if not chunks:
+        return
+    data = b"".join(chunks)
+    w = getattr(nc._transport, "_io_writer", None) if nc._status == Client.CONNECTED else None
+    if w is not None and not w.transport.is_closing():
+        w.write(data)
+    else:  # the connection went in this turn: nats-py sends its buffer after a reconnect
+        nc._pending.insert(0, data)
+        nc._pending_data_size += len(data)
+
+
 def wrote_directly(nc: Client) -> bool:
-    """Whether ``write_now`` would write at once on ``nc`` now (for tests)."""
-    return id(nc) not in _wrote and _writer(nc) is not None
+    """Whether ``write_now`` would take a message on ``nc`` now (for tests)."""
+    if id(nc) in _turns:
+        return not nc._pending_data_size
+    return _writer(nc) is not None
 
 
 class _Handoff:

@@ -21,9 +21,20 @@ def _checked(name: str, value: object) -> str:
     """The lowercase name of a header a filter sets; a CR, LF or NUL in the name or value would
     split the head the proxy writes upstream (header injection), so it is refused."""
     text = str(value)
-    if "\r" in text or "\n" in text or "\0" in text or not name or any(c in name for c in "\r\n\0: "):
-        raise ValueError(f"meshbus: header {name!r} or its value has a character HTTP does not allow")
-    return name.lower()
+    lower = _names.get(name)
+    if lower is None:
+        if not name or any(c in name for c in "\r\n\0: "):
+            raise ValueError(f"meshbus: header {name!r} has a character HTTP does not allow")
+        if len(_names) >= 1024:  # names come from filters' code: few, but do not grow without end
+            _names.clear()
+        lower = _names[name] = name.lower()
+    if "\r" in text or "\n" in text or "\0" in text:
+        raise ValueError(f"meshbus: the value of header {name!r} has a character HTTP does not allow")
+    return lower
+
+
+_names: dict[str, str] = {}
+"""Header names a filter has set, checked, and their lowercase form (a filter sets the same few)."""
 
 
 class Headers:

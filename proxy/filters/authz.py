@@ -11,6 +11,9 @@ Per request (Istio's order; the tables come from meshbus.bus.config.authz, compi
    ``statusOnError`` unless the provider fails open. A CUSTOM rule whose provider is unusable denies.
 3. AUDIT, DENY, ALLOW (``Tables.decide``). A denial is 403 ``RBAC: access denied`` with
    ``rbac_access_denied_matched_policy[<rule id>]`` as the access log's response_code_details.
+   Decisions are remembered by what the rules read of the request (bus/config/authz/inputs.py): a
+   request equal to an earlier one in all of it costs a key and a dict lookup (``_key``; bounded,
+   and rested while keys rarely repeat).
 
 The deciding rule, dry-run results, AUDIT marks and the provider's outcome go to the access log
 (``filter_state["access_log"]``, shown as the line's ``metadata``; the deciding rule only when the
@@ -34,7 +37,8 @@ from meshbus.bus.config.authz.engine import (
     Rule,
     Tables,
 )
-from meshbus.bus.config.authz.normalize import normalize_path, split_target
+from meshbus.bus.config.authz.inputs import decision_inputs
+from meshbus.bus.config.authz.normalize import normalize_path, seen_paths, split_target
 from meshbus.proxy.codec.http1 import NO_BODY
 from meshbus.proxy.core.flags import UAEX
 from meshbus.proxy.core.routing import RequestView
@@ -63,6 +67,7 @@ from meshbus.proxy.filters.chain import (
     LocalReply,
 )
 from meshbus.proxy.filters.headerops import HeaderOps
+from meshbus.proxy.filters.jwt_authn import TokenPrincipal
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG
 
 if TYPE_CHECKING:
@@ -72,8 +77,8 @@ AUTHORIZATION: Final = "meshbus.filters.http.authz"
 AUTH_STATE: Final = "request.auth"
 """filter_state key of the JWT filter's verified token (read here)."""
 PRINCIPAL_STATE: Final = "jwt_authn.iss_sub"
-"""filter_state key of the JWT filter's ``(claims, (iss, sub))`` (jwt_authn.REQUEST_PRINCIPAL): the
-request principal worked out once per token, good while ``request.auth``'s claims are those."""
+"""filter_state key of the JWT filter's `TokenPrincipal` (jwt_authn.REQUEST_PRINCIPAL): the request
+principal worked out once per token, good while ``request.auth``'s claims are its ``claims``."""
 ACCESS_LOG_STATE: Final = "access_log"
 """filter_state key of the fields filters add to the request's access-log line."""
 _BODY_STATE: Final = "authz.body"
@@ -83,6 +88,11 @@ RBAC_DENIED_BODY: Final = "RBAC: access denied"
 _BAD_PATH: Final = LocalReply(400, "bad request\n", details="path_normalization_failed")
 _TOO_LARGE: Final = LocalReply(413, "Payload Too Large", flag=UAEX, details="ext_authz_request_too_large")
 MAX_CHECK_BODY: Final = 64 * 1024
+MEMO_SIZE: Final = 4096
+"""Most decisions the filter remembers (see ``AuthzFilter._memo``)."""
+MEMO_REST: Final = 16 * MEMO_SIZE
+"""Requests decided without the memo after it filled up with more entries than hits (a key that
+rarely repeats, e.g. a path with an id in it): the memo costs such requests a key and an insert."""
 """Most body bytes held for a check: the exchange keeps at most this much while it waits (MAX_REPLAY)."""
 
 
@@ -200,6 +210,7 @@ class AuthzFilter(HttpFilter):
         self.config = config
         self.tables = c.tables
         self.mode = c.settings.normalization
+        self.seen = seen_paths(self.mode)
         self.trusted = c.settings.trusted_proxies
         self.uses_remote_ip = c.uses_remote_ip
         self.uses_dest_ip = c.uses_dest_ip
@@ -214,6 +225,26 @@ class AuthzFilter(HttpFilter):
         self._server: Any = None
         """The server of the listener ``_stats`` was last looked up for (its access log)."""
         self._client: tuple[Any, AuthzClient] | None = None
+        # The memo of decisions: the AUDIT, DENY and ALLOW steps are a pure function of the request
+        # attributes the rules read (bus/config/authz/inputs.py), so a request equal to an earlier
+        # one in all of them costs a key and a lookup instead of a Request and the rule lookups.
+        # Not with CUSTOM rules (their provider is asked per request) nor for tables that read
+        # claims, the destination address or SNI (inputs.decision_inputs is then None).
+        inputs = None if self.custom or self.custom_dry else decision_inputs(c.tables)
+        self.memo_on = inputs is not None
+        self.key_peer = inputs is not None and inputs.peer
+        self.key_rp = inputs is not None and inputs.request_principal
+        self.key_claims = inputs is not None and inputs.claims
+        self.key_ip = inputs is not None and inputs.source_ip
+        self.key_host = inputs is not None and inputs.host
+        self.key_method = inputs is not None and inputs.method
+        self.key_path = inputs is not None and inputs.path
+        self.key_headers: tuple[str, ...] = inputs.headers if inputs is not None else ()
+        self._memo: dict[tuple[Any, ...], Decision] = {}
+        self.memo_hits = 0
+        """Hits since the memo was last emptied."""
+        self.memo_rest = 0
+        """Requests still to decide without the memo (MEMO_REST)."""
 
     # -- request path ---------------------------------------------------------------------------
 
@@ -225,12 +256,30 @@ class AuthzFilter(HttpFilter):
             target = view.path = path + query
         q = target.find("?")
         path = target if q < 0 else target[:q]
-        norm = normalize_path(path, self.mode)
+        norm: str | None = self.seen.get(path)  # a path seen lately: no call (normalize_path's memo)
         if norm is None:
+            norm = normalize_path(path, self.mode)
+        if not norm:  # None, or "" (refused) from the memo
             return _BAD_PATH
         if norm != path:
             path = norm
             view.path = norm if q < 0 else norm + target[q:]
+        if self.memo_on:
+            if self.memo_rest:
+                self.memo_rest -= 1
+            else:
+                key = self._key(ctx, path)
+                if key is not None:
+                    memo = self._memo
+                    d = memo.get(key)
+                    if d is not None:
+                        self.memo_hits += 1
+                    else:
+                        d = self.tables.decide(self._request(ctx, path, view))
+                        if len(memo) >= MEMO_SIZE:
+                            self._memo_full()
+                        memo[key] = d
+                    return self._decided(ctx, d)
         r = self._request(ctx, path, view)
         if self.custom:
             hit = self.tables.custom_match(r)
@@ -241,6 +290,57 @@ class AuthzFilter(HttpFilter):
         if self.custom_dry:
             self._custom_dry_run(ctx, r)
         return self._decided(ctx, self.tables.decide(r))
+
+    def _key(self, ctx: FilterContext, path: str) -> tuple[Any, ...] | None:
+        """The memo key of this request: the values of what the rules read (in ``_request``'s
+        terms), "" for what they do not; the JWT filter's `TokenPrincipal` stands for the token's
+        claims. None when the request's identity is not what the JWT filter worked out (no
+        TokenPrincipal, or another filter changed the claims): then it is decided in full."""
+        rp: Any = None  # the JWT filter's tuple as it is (a typed tuple would be unboxed and boxed anew)
+        token: TokenPrincipal | None = None
+        if self.key_rp or self.key_claims:
+            fs = ctx.filter_state
+            auth = fs.get(AUTH_STATE) if fs is not None else None
+            if auth is not None:
+                known = fs.get(PRINCIPAL_STATE) if fs is not None else None
+                if (
+                    not isinstance(known, TokenPrincipal)
+                    or not isinstance(auth, dict)
+                    or auth.get("claims") is not known.claims
+                ):
+                    return None
+                rp = known.iss_sub
+                if self.key_claims:
+                    token = known
+        head = ctx.head
+        peer = ""
+        ip = ""
+        if self.key_peer or self.key_ip:
+            dc = ctx.dc
+            if self.key_peer:
+                peer = dc.peer_principal or ""
+            if self.key_ip:
+                ip = dc.peer_ip
+        path_key = path if self.key_path else ""
+        method = head.method if self.key_method else ""
+        host = ctx.view.authority if self.key_host else ""
+        names = self.key_headers
+        n = len(names)
+        # one or two header values go in the key itself: no inner tuple to make, hash and compare
+        if n == 0:
+            return (path_key, method, peer, ip, host, rp, token)
+        hdict = head.hdict
+        if n == 1:
+            return (path_key, method, peer, ip, host, rp, token, hdict.get(names[0]))
+        if n == 2:
+            return (path_key, method, peer, ip, host, rp, token, hdict.get(names[0]), hdict.get(names[1]))
+        return (path_key, method, peer, ip, host, rp, token, tuple([hdict.get(name) for name in names]))
+
+    def _memo_full(self) -> None:
+        if self.memo_hits < MEMO_SIZE:  # fewer hits than entries: keys rarely repeat, rest a while
+            self.memo_rest = MEMO_REST
+        self._memo.clear()
+        self.memo_hits = 0
 
     def _request(self, ctx: FilterContext, path: str, view: RequestView) -> Request:
         # ctx is read once per attribute: it is a Protocol, so each read is a generic lookup
@@ -254,8 +354,8 @@ class AuthzFilter(HttpFilter):
         r = Request(dc.peer_principal or "", peer, head.method, view.authority, path, head.hdict, auth)
         if auth is not None:
             known = fs.get(PRINCIPAL_STATE) if fs is not None else None
-            if known is not None and auth.get("claims") is known[0]:
-                r.known_request_principal(known[1])
+            if isinstance(known, TokenPrincipal) and auth.get("claims") is known.claims:
+                r.known_request_principal(known.iss_sub)
         r.dest_port = self.dest_port
         if self.uses_remote_ip:
             r.remote_ip = remote_address(head.hdict.get("x-forwarded-for"), peer, self.trusted)

@@ -70,11 +70,11 @@ JWT_AUTHN: Final = "meshbus.filters.http.jwt_authn"
 REQUEST_AUTH: Final = "request.auth"
 """The ``ctx.filter_state`` key of the verified identity (the authorization filter's input)."""
 REQUEST_PRINCIPAL: Final = "jwt_authn.iss_sub"
-"""The ``ctx.filter_state`` key of ``(claims, (iss, sub))``: the request principal as the authorization
-filter reads it from those claims (``engine.Request.request_principal``), worked out once per token.
-Set only when the claims have string ``iss`` and ``sub``; a reader uses it only while the identity's
-``claims`` is that same dict object (the cached claims are never edited: every request of the token
-shares them)."""
+"""The ``ctx.filter_state`` key of the token's `TokenPrincipal`: the request principal as the
+authorization filter reads it from the claims (``engine.Request.request_principal``), worked out once
+per token. Set only when the claims have string ``iss`` and ``sub``; a reader uses it only while the
+identity's ``claims`` is that same dict object (the cached claims are never edited: every request of
+the token shares them)."""
 
 CLOCK_SKEW: Final = 60.0
 CACHE_SIZE: Final = 4096
@@ -153,6 +153,20 @@ class _Failed(Exception):
         self.message = message
 
 
+class TokenPrincipal:
+    """One verified token's ``claims`` (the dict object of its identity) and ``(iss, sub)`` from them.
+    One per cached token and handed on as it is, so a reader may key on it: it hashes by identity,
+    and a key holding it keeps it alive (no other token's can take its place)."""
+
+    __slots__ = ("claims", "iss_sub")
+
+    def __init__(self, claims: dict[str, Any], iss_sub: tuple[str, str]) -> None:
+        self.claims = claims
+        # Any: a tuple-typed attribute is stored unboxed in the compiled build, and each read would
+        # box a new tuple; readers hand this one on and compare it.
+        self.iss_sub: Any = iss_sub
+
+
 @dataclass
 class _Verified:
     provider: int
@@ -169,8 +183,8 @@ class _Verified:
     ``one_ops`` is then what goes upstream for a token there (without forged output headers to
     remove), worked out when the entry was cached, so a hit costs no lookup keyed by location."""
     one_ops: HeaderOps | None = None
-    principal: tuple[dict[str, Any], tuple[str, str]] | None = None
-    """``(claims, (iss, sub))`` for the authorization filter (``REQUEST_PRINCIPAL``), or None when the
+    principal: TokenPrincipal | None = None
+    """The authorization filter's request principal (``REQUEST_PRINCIPAL``), or None when the
     claims lack a string ``iss`` or ``sub`` (the principal is then worked out from ``principal``)."""
 
 
@@ -242,6 +256,12 @@ class JwtAuthnConfig:
         self.one_header: tuple[str, HeaderEntry] | None = (
             (one[0], one[1][0]) if one is not None and len(one[1]) == 1 else None
         )
+        # one_header's name and location as fields of their own: the last-token shortcut reads
+        # them without unpacking (and type-checking) the nested tuple
+        self.one_name = self.one_header[0] if self.one_header is not None else ""
+        self.one_location: Location = (
+            self.one_header[1][2] if self.one_header is not None else DEFAULT_LOCATIONS[0]
+        )
         outputs: set[str] = set()
         for p in providers:
             if p.payload_header:
@@ -271,7 +291,7 @@ class JwtAuthnConfig:
         claims = v.auth["claims"]
         iss, sub = claims.get("iss"), claims.get("sub")
         if isinstance(iss, str) and isinstance(sub, str):
-            v.principal = (claims, (iss, sub))
+            v.principal = TokenPrincipal(claims, (iss, sub))
         return v
 
     def adopt(self, old: JwtAuthnConfig) -> None:
@@ -549,8 +569,7 @@ class JwtAuthnFilter(HttpFilter):
         one = config.one_header
         if one is not None and (not config.params or "?" not in head.target):
             # At most one token, in the one header the rules read: no lists, no loop.
-            name, (prefix, plen, location, readers) = one
-            value = hdict.get(name)
+            value = hdict.get(config.one_name)
             if value is not None and value == config.last_value:
                 # The header of the token verified last (a client repeating its token): its entry
                 # without slicing the token out and hashing it, while a fresh check would pass.
@@ -558,7 +577,8 @@ class JwtAuthnFilter(HttpFilter):
                 now = config.clock()
                 if last is not None and last.valid_from <= now < last.valid_until:
                     config.n_cache_hits += 1
-                    return _identified(ctx, config, hdict, location, last, True)
+                    return _identified(ctx, config, hdict, config.one_location, last, True)
+            _name, (prefix, plen, location, readers) = one
             token = ""
             # the prefix as configured (``Bearer ``) first: the usual spelling costs no lowercase copy
             if value is not None and (value.startswith(location[2]) or value[:plen].lower() == prefix):

@@ -86,6 +86,12 @@ _SEEN: Final[list[dict[str, str]]] = [{}, {}, {}, {}]
 costs less than the scan (bounded; reset when full)."""
 
 
+def seen_paths(mode: int) -> dict[str, str]:
+    """``normalize_path``'s memo for ``mode`` (path -> its normalized form, "" for refused), for a
+    caller that looks a path up there first; the dict stays the same object (emptied when full)."""
+    return _SEEN[mode]
+
+
 def normalize_path(path: str, mode: int) -> str | None:
     """The path (no query) as the proxy matches and forwards it under ``mode``; None when it must be
     refused (it holds ``%00`` or a NUL). A path that does not start with ``/`` (``OPTIONS *``) is left

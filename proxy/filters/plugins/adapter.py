@@ -9,7 +9,8 @@ takes (proxy/filters/chain.py) and keeps the rules in one place:
   host nobody answers for, is counted (``meshbus_plugin_errors_total{reason}``) and logged with the
   reason; FAIL_OPEN skips the filter for the rest of the request, FAIL_CLOSE answers 500 (503 when
   the host is unreachable) with response flag FF and ``plugin:<ns>/<name>:<reason>`` in the access
-  log. A hook pauses only its own request (the exchange awaits it in a task).
+  log. A hook pauses only its own request (the exchange awaits it: a task for an async hook in this
+  process; for a remote one, a future the reply's callback resolves).
 - Bodies: none unless the filter asked. Buffered request bodies are collected (up to the limit, else
   413) and handed to ``on_request_body`` once, before the request goes upstream; streamed chunks are
   shown as they pass (sync hooks only). Response body hooks observe.
@@ -33,7 +34,7 @@ from typing import Any, Final, Protocol
 from meshbus.plugins.api import HOOK_NAMES, MAX_BUFFER, BodyMode
 from meshbus.plugins.api import LocalReply as SdkReply
 from meshbus.plugins.http import Headers, Peer, Request, Response
-from meshbus.proxy.codec.http1 import HOP_BY_HOP
+from meshbus.proxy.codec.http1 import HOP_BY_HOP, RequestHead
 from meshbus.proxy.core import flags as F
 from meshbus.proxy.filters.chain import (
     HOOK_DONE,
@@ -179,27 +180,27 @@ class _HeadHeaders(Headers):
 
     __slots__ = ("_head",)
 
-    def __init__(self, head: Any) -> None:
+    def __init__(self, head: RequestHead) -> None:  # typed: compiled, its fields are read natively
         super().__init__(head.headers)
         self._head = head
 
     def _changed(self, name: str) -> None:
         head = self._head
-        raw: bytes | None = head.raw
-        headers: list[tuple[str, str]] = head.headers
-        hdict: dict[str, str] = head.hdict
+        raw = head.raw
+        headers = head.headers
+        hdict = head.hdict
         if raw is not None and headers and name not in hdict:
             k, value = headers[-1]
             if k == name and "\r" not in value and "\n" not in value:
                 prefix = _append_prefix(name)
                 if prefix is not None:
                     try:
-                        line = prefix + value.encode("latin-1") + b"\r\n"
+                        encoded = value.encode("latin-1")
                     except UnicodeEncodeError:
                         pass  # the rebuild serializes it (and fails) as it did before
                     else:
                         hdict[name] = value
-                        head.raw = raw + line
+                        head.raw = b"".join((raw, prefix, encoded, b"\r\n"))
                         return
         values = [v for k, v in headers if k == name]
         if values:
@@ -375,6 +376,8 @@ class PluginFilter(HttpFilter):
         self._peers: dict[str, Peer] = {}
         # The single hook's function and stats, for the direct path
         self._fn: Callable[..., Any] | None = None
+        # A remote backend's ``begin`` (proxy/filters/plugins/remote.py): calls resolved by callback
+        self._begin: Callable[..., bool] | None = getattr(backend, "begin", None) if remote else None
         self._fn_stats = stats.hooks["on_request_headers"]
         if self.single and isinstance(backend, LocalBackend):
             hook = next(iter(backend.hooks))
@@ -412,6 +415,9 @@ class PluginFilter(HttpFilter):
 
     def _run(self, st: LiveRequest, hook: str, resp: Response | None, body: bytes, end: bool) -> Any:
         """Run ``hook``: a chain result (None / LocalReply) or an awaitable of one."""
+        begin = self._begin
+        if begin is not None:
+            return self._run_remote(begin, st, hook, resp, body, end)
         t0 = time.perf_counter()
         try:
             r = self.backend.call(hook, st, resp, body, end)
@@ -421,6 +427,47 @@ class PluginFilter(HttpFilter):
             self.stats.hooks[hook].record(t0)
             return None
         return self._outcome(st, hook, r, t0)
+
+    def _run_remote(
+        self,
+        begin: Callable[..., bool],
+        st: LiveRequest,
+        hook: str,
+        resp: Response | None,
+        body: bytes,
+        end: bool,
+    ) -> Any:
+        """A remote call: a future of the chain result, resolved by the reply's callback in nats-py's
+        read loop (or the timeout's) with the failure policy applied; no task runs for it."""
+        t0 = time.perf_counter()
+        out: asyncio.Future[LocalReply | None] = asyncio.get_running_loop().create_future()
+        try:
+            waits = begin(hook, st, resp, body, end, _Settle(self, st, hook, t0, out))
+        except FilterUnreachable as exc:
+            return self._failed(st, hook, "unreachable", exc)
+        except Exception as exc:
+            return self._failed(st, hook, "error", exc)
+        if not waits:  # one-way: sent
+            self.stats.hooks[hook].record(t0)
+            return None
+        return out
+
+    def settle(
+        self, st: LiveRequest, hook: str, r: Any, exc: BaseException | None, t0: float
+    ) -> LocalReply | None:
+        """A remote hook's outcome as a chain result (the failure policy applied)."""
+        if exc is not None:
+            if isinstance(exc, TimeoutError):
+                return self._failed(st, hook, "timeout", TimeoutError(f"no answer within {self.timeout:g}s"))
+            if isinstance(exc, FilterUnreachable):
+                return self._failed(st, hook, "unreachable", exc)
+            return self._failed(st, hook, "error", exc)
+        self.stats.hooks[hook].record(t0)
+        if r is None:
+            return None
+        if isinstance(r, SdkReply):
+            return self._reply(r)
+        return self._failed(st, hook, "error", TypeError(f"{hook} returned {type(r).__name__}"))
 
     def _outcome(self, st: LiveRequest, hook: str, r: Any, t0: float) -> Any:
         """What a hook that did not return None returned, for the chain."""
@@ -432,21 +479,12 @@ class PluginFilter(HttpFilter):
         return self._failed(st, hook, "error", TypeError(f"{hook} returned {type(r).__name__}"))
 
     async def _guarded(self, st: LiveRequest, hook: str, aw: Any, t0: float) -> LocalReply | None:
+        """An async hook in this process, within the Plugin's timeout."""
         try:
-            # A remote call carries the timeout itself (the NATS request's); wait_for would add a task.
-            r = await (aw if self.remote else asyncio.wait_for(aw, self.timeout))
-        except TimeoutError:
-            return self._failed(st, hook, "timeout", TimeoutError(f"no answer within {self.timeout:g}s"))
-        except FilterUnreachable as exc:
-            return self._failed(st, hook, "unreachable", exc)
+            r = await asyncio.wait_for(aw, self.timeout)
         except Exception as exc:
-            return self._failed(st, hook, "error", exc)
-        self.stats.hooks[hook].record(t0)
-        if r is None:
-            return None
-        if isinstance(r, SdkReply):
-            return self._reply(r)
-        return self._failed(st, hook, "error", TypeError(f"{hook} returned {type(r).__name__}"))
+            return self.settle(st, hook, None, exc, t0)
+        return self.settle(st, hook, r, None, t0)
 
     def _reply(self, r: SdkReply) -> LocalReply:
         return LocalReply(r.status, r.body, tuple(r.headers), details=r.details or f"plugin:{self.ref}")
@@ -624,3 +662,25 @@ class PluginFilter(HttpFilter):
             task = asyncio.ensure_future(r)
             self._done_tasks.add(task)
             task.add_done_callback(self._done_tasks.discard)
+
+
+class _Settle:
+    """A remote call's ``then``: its outcome, through the filter's failure policy, into ``out`` (the
+    future the exchange waits on; nothing, if the exchange gave up on it)."""
+
+    __slots__ = ("f", "hook", "out", "st", "t0")
+
+    def __init__(
+        self, f: PluginFilter, st: LiveRequest, hook: str, t0: float, out: asyncio.Future[LocalReply | None]
+    ) -> None:
+        self.f = f
+        self.st = st
+        self.hook = hook
+        self.t0 = t0
+        self.out = out
+
+    def __call__(self, r: Any, exc: BaseException | None) -> None:
+        out = self.out
+        if out.done():  # cancelled: the request is over
+            return
+        out.set_result(self.f.settle(self.st, self.hook, r, exc, self.t0))

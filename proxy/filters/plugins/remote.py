@@ -9,11 +9,13 @@ or no connection at all raise ``FilterUnreachable`` (503 under FAIL_CLOSE); a ti
 ``TimeoutError``; an error verdict raises ``RemoteFilterError``.
 
 Requests do not use nats-py's ``request``: ``Replies`` keeps one wildcard inbox subscription per
-connection and one future per call, with the timeout as a timer on that future. ``request`` adds a
-random token (a ``getrandom`` call), a done callback and ``asyncio.wait_for``'s second future and
-wake-up on every call; this is the proxy's hot path for a remote filter. For the same reason the
-call is written to the socket at once and a reply resolves its future from nats-py's read loop
-(meshbus.bus.direct): no pass through nats-py's flusher and subscription tasks.
+connection and one callback per call (``begin``'s ``then``), with the timeout as a timer.
+``request`` adds a random token (a ``getrandom`` call), a done callback and ``asyncio.wait_for``'s
+second future and wake-up on every call; this is the proxy's hot path for a remote filter. For the
+same reason the call is written to the socket at once, and a reply is read, applied to the request
+and handed to the caller from nats-py's read loop (meshbus.bus.direct): no pass through nats-py's
+flusher and subscription tasks, and no task of the caller's to wake (the adapter resolves the
+chain's future in ``then``: the exchange resumes one event-loop pass later).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import functools
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import nats.errors
@@ -46,18 +48,28 @@ CALL_HEADERS: Final = {codec.SCHEMA_HEADER: codec.schema_id(FilterCall)}
 CALL_BLOCK: Final = header_block(CALL_HEADERS)
 
 
-def _expire(fut: asyncio.Future[Msg]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
+Then = Callable[[Any, BaseException | None], None]
+"""Where a call's outcome goes: ``(result, None)`` or ``(None, exception)``, exactly once."""
+
+
+class _Call:
+    """One call waiting for its reply: where its outcome goes, and its timeout."""
+
+    __slots__ = ("then", "timer")
+
+    def __init__(self, then: Then) -> None:
+        self.then = then
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class Replies:
-    """Replies to one connection's filter calls: ``<inbox>.<n>``, routed to the caller's future."""
+    """Replies to one connection's filter calls: ``<inbox>.<n>``, handed to the caller's ``then``
+    from nats-py's read loop as they are parsed (no task woken, no future in between)."""
 
     def __init__(self, nc: Client) -> None:
         self.nc = nc
         self.prefix = ""
-        self._pending: dict[str, asyncio.Future[Msg]] = {}
+        self._pending: dict[str, _Call] = {}
         self._tokens = itertools.count()
         self._started: asyncio.Task[None] | None = None
 
@@ -72,56 +84,80 @@ class Replies:
         self.prefix = prefix
 
     def _on_reply(self, msg: Msg) -> None:
-        fut = self._pending.pop(msg.subject[len(self.prefix) :], None)
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
+        call = self._pending.pop(msg.subject[len(self.prefix) :], None)
+        if call is None:
+            return  # timed out already
+        if call.timer is not None:
+            call.timer.cancel()
+        hdrs = msg.headers
+        if hdrs and not msg.data and hdrs.get("Status") == "503":
+            call.then(None, nats.errors.NoRespondersError())
+        else:
+            call.then(msg, None)
 
-    async def request(self, subject: str, data: bytes, timeout: float) -> Msg:
-        """The reply to ``data`` on ``subject``; TimeoutError past ``timeout`` seconds."""
-        if not self.prefix:
-            started = self.started()
-            try:
-                await asyncio.shield(started)
-            except Exception:
-                if started.done():
-                    self._started = None  # the next call tries again
-                raise
-        return await self.send(subject, data, timeout)
+    def _expire(self, token: str) -> None:
+        call = self._pending.pop(token, None)
+        if call is not None:
+            call.then(None, TimeoutError())
 
-    def send(self, subject: str, data: bytes, timeout: float) -> Awaitable[Msg]:
-        """Send the call now (the inbox is up: ``prefix`` is set); the awaitable of its reply.
+    def _fail(self, token: str, exc: BaseException) -> None:
+        call = self._pending.pop(token, None)
+        if call is not None:
+            if call.timer is not None:
+                call.timer.cancel()
+            call.then(None, exc)
 
-        Sent before the caller's task first runs, so the call is on its way while the event loop
-        turns once to start that task."""
+    def request(self, subject: str, data: bytes, timeout: float, then: Then) -> None:
+        """Send ``data`` on ``subject``; ``then`` gets the reply (a Msg), or TimeoutError past
+        ``timeout`` seconds, or what failed. Sent now when the reply inbox is up (``prefix`` set),
+        else once it is."""
+        if self.prefix:
+            self.send(subject, data, timeout, then)
+            return
+        task = asyncio.ensure_future(self._send_when_started(subject, data, timeout, then))
+        task.add_done_callback(_log_failure)
+
+    async def _send_when_started(self, subject: str, data: bytes, timeout: float, then: Then) -> None:
+        started = self.started()
+        try:
+            await asyncio.shield(started)
+        except Exception as exc:
+            if started.done():
+                self._started = None  # the next call tries again
+            then(None, exc)
+            return
+        self.send(subject, data, timeout, then)
+
+    def send(self, subject: str, data: bytes, timeout: float, then: Then) -> None:
+        """Send the call now (the inbox is up: ``prefix`` is set), written to the socket at once
+        when nothing is queued ahead (meshbus.bus.direct)."""
         token = str(next(self._tokens))
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Msg] = loop.create_future()
-        self._pending[token] = fut
-        timer = loop.call_later(timeout, _expire, fut)
+        call = self._pending[token] = _Call(then)
+        call.timer = asyncio.get_running_loop().call_later(timeout, self._expire, token)
         if not write_now(self.nc, subject, data, self.prefix + token, CALL_BLOCK):
             sending = asyncio.ensure_future(
                 self.nc.publish(subject, data, reply=self.prefix + token, headers=CALL_HEADERS)
             )
-            sending.add_done_callback(functools.partial(_sent, fut))
-        return self._reply(token, fut, timer)
+            sending.add_done_callback(functools.partial(self._sent, token))
 
-    async def _reply(self, token: str, fut: asyncio.Future[Msg], timer: asyncio.TimerHandle) -> Msg:
-        try:
-            msg = await fut
-        finally:
-            timer.cancel()
-            self._pending.pop(token, None)
-        hdrs = msg.headers
-        if hdrs and not msg.data and hdrs.get("Status") == "503":
-            raise nats.errors.NoRespondersError
-        return msg
+    def _sent(self, token: str, sending: asyncio.Future[None]) -> None:
+        """A publish that could not be written at once has gone through nats-py, or failed."""
+        exc = None if sending.cancelled() else sending.exception()
+        if exc is not None:
+            self._fail(token, exc)
 
 
-def _sent(fut: asyncio.Future[Msg], sending: asyncio.Future[None]) -> None:
-    """A publish that could not be written at once has gone through nats-py, or failed."""
-    exc = None if sending.cancelled() else sending.exception()
-    if exc is not None and not fut.done():
-        fut.set_exception(exc)
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a remote filter call failed to start", exc_info=task.exception())
+
+
+def _into_future(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if not fut.done():
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
 
 
 def _mode(mode: str, limit: int) -> BodyMode:
@@ -233,6 +269,21 @@ class RemoteBackend:
             raise FilterUnreachable(f"no meshbus-filter-host of {self.filter!r} answered")
 
     def call(self, hook: str, req: Request, resp: Response | None, body: bytes, end: bool) -> Any:
+        """``begin``, as the ``Backend`` protocol has it: None for a one-way hook, else a future
+        of what the hook returned."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self.begin(hook, req, resp, body, end, functools.partial(_into_future, fut)):
+            return None
+        return fut
+
+    def begin(
+        self, hook: str, req: Request, resp: Response | None, body: bytes, end: bool, then: Then
+    ) -> bool:
+        """Send ``hook``'s call. False for a one-way hook (nothing comes back); True: ``then`` gets
+        the hook's outcome, from nats-py's read loop as the reply is parsed (the verdict's header
+        edits already applied to ``req`` / ``resp``) or from the timeout: None or an SDK LocalReply,
+        or FilterUnreachable, TimeoutError, RemoteFilterError. Raises FilterUnreachable at once
+        without a bus connection."""
         wire = hook.removeprefix("on_")
         data = pack_call(
             wire, req, plugin=self.plugin, config=self.config, digest=self.digest, resp=resp,
@@ -242,18 +293,14 @@ class RemoteBackend:
         subject = self._subject(bus, wire)
         if wire in ONE_WAY_HOOKS:
             if write_now(bus.nc, subject, data, "", CALL_BLOCK):
-                return None
+                return False
             task = asyncio.ensure_future(_publish(bus, subject, data, CALL_HEADERS))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
-            return None
-        replies = self.remotes.replies(bus)
-        sent = (
-            replies.send(subject, data, self.timeout)
-            if replies.prefix
-            else replies.request(subject, data, self.timeout)
-        )
-        return self._request(bus, sent, wire, req, resp)
+            return False
+        answered = functools.partial(self._answered, bus, wire, req, resp, then)
+        self.remotes.replies(bus).request(subject, data, self.timeout, answered)
+        return True
 
     def _subject(self, bus: BusConnection, wire: str) -> str:
         """The hook's subject, made once per hook (and again for another bus's subject root)."""
@@ -265,21 +312,32 @@ class RemoteBackend:
             subject = by_hook[wire] = source.filter_hook(self.filter, wire)
         return subject
 
-    async def _request(
-        self, bus: BusConnection, sent: Awaitable[Msg], wire: str, req: Request, resp: Response | None
-    ) -> Any:
+    def _answered(
+        self, bus: BusConnection, wire: str, req: Request, resp: Response | None, then: Then,
+        msg: Msg | None, exc: BaseException | None,
+    ) -> None:  # fmt: skip
+        """A call's reply (``msg``) or failure (``exc``), turned into the hook's outcome for ``then``."""
+        if exc is not None:
+            if isinstance(exc, nats.errors.NoRespondersError):
+                exc = FilterUnreachable(f"no meshbus-filter-host of {self.filter!r} is live")
+            elif isinstance(
+                exc, (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError)
+            ):
+                exc = FilterUnreachable(f"NATS connection: {exc!r}")
+            elif isinstance(exc, (TimeoutError, nats.errors.TimeoutError)):
+                exc = TimeoutError(f"{self.filter} {wire}")
+            then(None, exc)
+            return
+        assert msg is not None
         try:
-            msg = await sent
-        except nats.errors.NoRespondersError:
-            raise FilterUnreachable(f"no meshbus-filter-host of {self.filter!r} is live") from None
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
-            raise FilterUnreachable(f"NATS connection: {exc!r}") from None
-        except (TimeoutError, nats.errors.TimeoutError):
-            raise TimeoutError(f"{self.filter} {wire}") from None
-        verdict = read_verdict(msg.data, msg.headers, bus.settings.max_payload)
-        if verdict.error:
-            raise RemoteFilterError(verdict.error)
-        return apply_verdict(verdict, wire, req, resp)
+            verdict = read_verdict(msg.data, msg.headers, bus.settings.max_payload)
+            if verdict.error:
+                raise RemoteFilterError(verdict.error)
+            result = apply_verdict(verdict, wire, req, resp)
+        except Exception as e:
+            then(None, e)
+            return
+        then(result, None)
 
     def close(self) -> None:
         pass  # instances live on the hosts

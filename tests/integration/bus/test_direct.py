@@ -57,16 +57,47 @@ async def test_a_publish_is_written_at_once_with_its_headers_and_reply(
     assert (msg.data, msg.reply, msg.headers) == (b"", "", HEADERS)
 
 
-async def test_one_publish_a_turn_is_written_at_once_the_rest_together_by_nats_py(
+async def test_a_quiet_connection_writes_at_once_a_busy_one_once_a_turn_before_what_nats_py_queued(
     bus: BusConnection, subject_root: str
 ) -> None:
-    got = await listening(bus, f"{subject_root}.turn")
-    assert write_now(bus.nc, f"{subject_root}.turn", b"1", "", BLOCK)
-    assert not write_now(bus.nc, f"{subject_root}.turn", b"2", "", BLOCK)  # same turn of the loop
-    await bus.nc.publish(f"{subject_root}.turn", b"2", headers=HEADERS)  # the caller's fallback
-    await bus.nc.publish(f"{subject_root}.turn", b"3", headers=HEADERS)
-    assert [(await asyncio.wait_for(got.get(), 5)).data for _ in range(3)] == [b"1", b"2", b"3"]
-    assert wrote_directly(bus.nc)  # a later turn
+    subject = f"{subject_root}.turn"
+    got = await listening(bus, subject)
+    writer = bus.nc._transport._io_writer  # type: ignore[union-attr]
+    writes: list[bytes] = []
+    real = writer.write
+
+    def counted(data: bytes) -> None:
+        writes.append(data)
+        real(data)
+
+    async def received(*data: bytes) -> None:
+        assert [(await asyncio.wait_for(got.get(), 5)).data for _ in data] == list(data)
+
+    writer.write = counted
+    try:
+        assert write_now(bus.nc, subject, b"1", "", BLOCK)
+        assert len(writes) == 1  # quiet: at once
+        assert write_now(bus.nc, subject, b"2", "", BLOCK)  # same turn of the loop: as it ends
+        assert len(writes) == 1
+        await bus.nc.publish(subject, b"3", headers=HEADERS)  # queued in nats-py after "2"
+        assert not write_now(bus.nc, subject, b"4", "", BLOCK)  # would overtake "3"
+        await bus.nc.publish(subject, b"4", headers=HEADERS)  # the caller's fallback
+        await received(b"1", b"2", b"3", b"4")
+        assert len(writes) == 2
+        # Two in the last turn: busy, so this turn's go together as it ends (one write).
+        assert write_now(bus.nc, subject, b"5", "", BLOCK) and write_now(bus.nc, subject, b"6", "", BLOCK)
+        assert len(writes) == 2
+        await received(b"5", b"6")
+        assert len(writes) == 3 and writes[2].count(b"HPUB") == 2
+        assert write_now(bus.nc, subject, b"7", "", BLOCK)  # still busy: as the turn ends
+        assert len(writes) == 3
+        await received(b"7")
+        assert write_now(bus.nc, subject, b"8", "", BLOCK)  # one in the last turn: quiet again
+        assert len(writes) == 5
+        await received(b"8")
+    finally:
+        writer.write = real
+    assert wrote_directly(bus.nc)
 
 
 async def test_a_publish_queued_ahead_keeps_its_place(bus: BusConnection, subject_root: str) -> None:

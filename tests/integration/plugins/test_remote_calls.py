@@ -1,6 +1,8 @@
 """A REMOTE filter's calls on a real nats-server, below the proxy: sent before the caller's task
 runs (written to the socket at once, or through nats-py when something is queued ahead), answered
-by a host serving a plain-def hook from nats-py's read loop, and timed out without a trace left."""
+by a host serving a plain-def hook from nats-py's read loop, and timed out without a trace left;
+through the Plugin's filter, a future the reply's callback resolves (no task per call) with the
+failure policy applied."""
 
 from __future__ import annotations
 
@@ -12,11 +14,14 @@ import pytest
 from nats.aio.msg import Msg
 
 from meshbus.bus.connection import BusConnection
-from meshbus.plugins import Headers, Request
+from meshbus.plugins import Headers, Peer, Request
 from meshbus.plugins.registry import info_of
 from meshbus.plugins.remote.host import FilterHost
+from meshbus.proxy.filters.chain import UNSPECIFIED, LocalReply
+from meshbus.proxy.filters.plugins.adapter import PluginFilter, PluginStats
 from meshbus.proxy.filters.plugins.remote import RemoteBackend, RemoteFilters
 from tests.integration.plugins import filters
+from tests.unit.plugins.test_adapter import ctx
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
 
@@ -86,4 +91,52 @@ async def test_a_call_no_host_answers_in_time_times_out_and_is_forgotten(
     with pytest.raises(TimeoutError, match="stamp request_headers"):
         await slow.call("on_request_headers", request(), None, b"", True)
     assert (await heard.get()).reply  # it was sent, with a reply subject
+    assert backend.remotes.replies(bus)._pending == {}
+
+
+def plugin(backend: RemoteBackend, fail_open: bool) -> PluginFilter:
+    return PluginFilter(
+        "default/p", UNSPECIFIED, 0, backend, direction="outbound", workload=Peer(namespace="default"),
+        fail_open=fail_open, timeout=backend.timeout, stats=PluginStats("default/p"), remote=True,
+    )  # fmt: skip
+
+
+BLOCKED = b"GET / HTTP/1.1\r\nHost: shelf:9080\r\nX-Block: 1\r\n\r\n"
+
+
+async def test_a_remote_hook_is_a_future_its_reply_resolves_with_the_failure_policy(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    host, backend = stamp
+    closed, opened = plugin(backend, False), plugin(backend, True)
+    c = ctx()
+    r = closed.on_request_headers(c)
+    # The exchange hands it to ensure_future and adds its done callback: no task is made for it.
+    assert isinstance(r, asyncio.Future) and not isinstance(r, asyncio.Task)
+    assert asyncio.ensure_future(r) is r
+    assert await r is None and c.head.hdict["x-stamped"] == "v"
+    reply = await closed.on_request_headers(ctx(BLOCKED))
+    assert isinstance(reply, LocalReply) and reply.status == 451
+
+    await host.stop()  # host gone: no responders
+    await bus.nc.flush()
+    gone = await closed.on_request_headers(ctx())
+    assert isinstance(gone, LocalReply) and (gone.status, gone.details) == (
+        503,
+        "plugin:default/p:unreachable",
+    )
+    c = ctx()
+    assert await opened.on_request_headers(c) is None
+    assert c.filter_state is not None and c.filter_state[opened.name].skipped  # no more hooks for it
+
+    heard: asyncio.Queue[Msg] = asyncio.Queue()
+    await bus.nc.subscribe(
+        bus.subjects.filter_hook("stamp", "request_headers"), cb=heard.put
+    )  # never answers
+    await bus.nc.flush()
+    slow = RemoteBackend(backend.remotes, "stamp", "default/p", {"value": "v"}, 0.2)
+    slow.hooks = backend.hooks
+    late = await plugin(slow, False).on_request_headers(ctx())
+    assert isinstance(late, LocalReply) and (late.status, late.details) == (500, "plugin:default/p:timeout")
+    assert (await heard.get()).reply
     assert backend.remotes.replies(bus)._pending == {}

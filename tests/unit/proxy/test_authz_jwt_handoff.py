@@ -16,7 +16,7 @@ from meshbus.proxy.adapters.listener import ListenerContext
 from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
 from meshbus.proxy.filters.authz import AuthzFilter
 from meshbus.proxy.filters.chain import LocalReply
-from meshbus.proxy.filters.jwt_authn import REQUEST_AUTH, REQUEST_PRINCIPAL, JwtAuthnFilter
+from meshbus.proxy.filters.jwt_authn import REQUEST_AUTH, REQUEST_PRINCIPAL, JwtAuthnFilter, TokenPrincipal
 from meshbus.proxy.filters.observe import Observability
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLogger
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
@@ -93,15 +93,22 @@ def test_the_request_principal_is_worked_out_once_per_token_and_decides_as_befor
     jwt, authz = filters(build(ra(rule()), ALLOW_ALICE))
     assert authz is not None
     alice, bob = ISSUER.token("ES256", sub="alice"), ISSUER.token("ES256", sub="bob")
+    handed: list[TokenPrincipal] = []
     for _ in range(3):  # verified once, then from the cache (and the last-token shortcut)
         ctx = sidecar_request(alice)
         assert run(jwt, authz, ctx) is None
         assert ctx.filter_state is not None
-        claims, rp = ctx.filter_state[REQUEST_PRINCIPAL]
-        assert claims is ctx.filter_state[REQUEST_AUTH]["claims"] and rp == (ISSUER.iss, "alice")
+        handed.append(ctx.filter_state[REQUEST_PRINCIPAL])
+        known = ctx.filter_state[REQUEST_PRINCIPAL]
+        assert known.claims is ctx.filter_state[REQUEST_AUTH]["claims"]
+        assert known.iss_sub == (ISSUER.iss, "alice")
         denied = run(jwt, authz, sidecar_request(bob))
         assert denied is not None and denied.status == 403
     assert jwt.config.stats["verified"] == 2 and jwt.config.stats["cache_hits"] == 4
+    # the token's own TokenPrincipal and (iss, sub), not copies per request (the compiled build boxes
+    # a new tuple on each read of a tuple-typed attribute or variable)
+    assert handed[0] is handed[1] is handed[2]
+    assert handed[0].iss_sub is handed[1].iss_sub
 
     # A filter between them that puts other claims in the request's identity: the principal worked
     # out for the token's own claims no longer applies, and the decision reads the new ones.

@@ -1,0 +1,61 @@
+"""Other policies for meshbus.bus.direct's ``write_now``, for benchmarks to weigh its own against
+(bench/remote_filter.py ``--write``, bench/plugins.py ``--reference-write``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+ENV = "MESHBUS_BENCH_WRITE"
+"""A process started with this set (none, once) replaces ``write_now`` at start-up (the bench's
+sitecustomize calls ``from_env``)."""
+
+SITECUSTOMIZE = """
+try:
+    import write_policy
+except ImportError:
+    pass
+else:
+    write_policy.from_env()
+"""
+
+
+def replace_write_now(how: str) -> None:
+    """In this process, ``write_now`` as ``how`` says: ``none`` declines (every publish through
+    nats-py's flusher); ``once`` is its earlier policy, for reference (the first message of a turn
+    written to the socket at once, the others of that turn left to the flusher). Replaced where it
+    is defined and where the remote filter's two sides imported it."""
+    import meshbus.plugins.remote.host as host_mod
+    import meshbus.proxy.filters.plugins.remote as remote_mod
+    from meshbus.bus import direct
+
+    wrote: set[int] = set()
+
+    def declined(*_a: Any) -> bool:
+        return False
+
+    def once(nc: Any, subject: str, payload: bytes, reply: str, block: bytes) -> bool:
+        key = id(nc)
+        w = None if key in wrote else direct._writer(nc)
+        if w is None:
+            return False
+        wrote.add(key)
+        asyncio.get_running_loop().call_soon(wrote.discard, key)
+        n = len(block)
+        size = f"{n} {n + len(payload)}"
+        line = f"HPUB {subject} {reply} {size}\r\n" if reply else f"HPUB {subject} {size}\r\n"
+        w.write(b"".join((line.encode(), block, payload, b"\r\n")))
+        nc.stats["out_msgs"] += 1
+        return True
+
+    fn = declined if how == "none" else once
+    direct.write_now = fn  # type: ignore[assignment]
+    host_mod.write_now = fn  # type: ignore[assignment]
+    remote_mod.write_now = fn  # type: ignore[assignment]
+
+
+def from_env() -> None:
+    how = os.environ.get(ENV, "")
+    if how in ("none", "once"):
+        replace_write_now(how)
