@@ -18,7 +18,10 @@ where the time went:
 loop was doing meanwhile: a long callback or time off the CPU). ``--sched`` records the scheduler on
 CPU 1 during the run (``perf sched``) and says, for the sidecars' waits between being woken and
 running, what held the CPU meanwhile: the other sidecar, another process, or nothing (the wake-up of
-an idle CPU). Needs h2load, nginx, wrk, taskset (and perf for ``--sched``).
+an idle CPU). ``--format-at request`` has each sidecar format each access-log line as its request ends
+(``AccessLogWriter(per_request=True)``) instead of the writer's 0.2 s batches in chunks of 64 (~100 us
+of loop time each; ``writer``, the default, as the proxy runs); ``both`` alternates rounds: same bytes
+in the file, for an A/B of the tail. Needs h2load, nginx, wrk, taskset (and perf for ``--sched``).
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ async def _serve(args: argparse.Namespace) -> None:
         from meshbus.telemetry.accesslog_writer import FileSink
 
         server.add_access_log_sink(FileSink(args.access_log))
+        if args.format_at == "request":  # the writer then joins the lines (AccessLogWriter(per_request=True))
+            from meshbus.telemetry.accesslog import LINE_JSON
+
+            server.access_log.line = LINE_JSON  # type: ignore[attr-defined]
     col = _Collector(server.access_log if args.access_log else None)
     server.access_log = col
     lags: list[tuple[float, float]] = []
@@ -96,6 +103,7 @@ def sidecar_main(argv: list[str]) -> int:
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--lag", action="store_true")
     ap.add_argument("--access-log", default=None)
+    ap.add_argument("--format-at", default="writer")
     ap.add_argument("--name", default="a")
     ap.add_argument("--sa", default="client")
     args, _ = ap.parse_known_args(argv)
@@ -105,7 +113,9 @@ def sidecar_main(argv: list[str]) -> int:
     return 0
 
 
-def _commands(tmp: Path, tls: bool, lag: bool, access_log: bool) -> list[tuple[list[str], int, Path]]:
+def _commands(
+    tmp: Path, tls: bool, lag: bool, access_log: bool, format_at: str = "writer"
+) -> list[tuple[list[str], int, Path]]:
     me = str(Path(__file__).resolve())
     out = []
     for (cmd, port), name in zip(meshbus_chain(tmp, tls), ("b", "a"), strict=True):
@@ -114,7 +124,8 @@ def _commands(tmp: Path, tls: bool, lag: bool, access_log: bool) -> list[tuple[l
         if not access_log:
             i = cmd.index("--access-log")
             cmd = cmd[:i] + cmd[i + 2 :]
-        cmd = [cmd[0], me, "sidecar", *cmd[3:], "--out", str(dump)] + (["--lag"] if lag else [])
+        cmd = [cmd[0], me, "sidecar", *cmd[3:], "--out", str(dump), "--format-at", format_at]
+        cmd += ["--lag"] if lag else []
         out.append((cmd, port, dump))
     return out
 
@@ -242,6 +253,13 @@ def main(argv: list[str]) -> int:
         default="on",
         help="the sidecars' JSON access log to a file as in bench/mtls.py (both: alternate rounds)",
     )
+    ap.add_argument(
+        "--format-at",
+        choices=["request", "writer", "both"],
+        default="writer",
+        help="where access-log lines are formatted: by the writer in batches (as the proxy runs), or as "
+        "each request ends (both: alternate rounds, the writer's first)",
+    )
     ap.add_argument("--sched", action="store_true", help="perf sched on CPU 1: who delays the sidecars")
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1)
@@ -251,7 +269,10 @@ def main(argv: list[str]) -> int:
     with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log"):
         for rnd in range(args.rounds):
             al = args.access_log == "on" or (args.access_log == "both" and rnd % 2 == 0)
-            cmds = _commands(tmp, args.tls, args.lag, al)
+            fmt_at = args.format_at if args.format_at != "both" else ("writer", "request")[rnd % 2]
+            if args.format_at == "both" and args.access_log == "both":
+                fmt_at = ("writer", "writer", "request", "request")[rnd % 4]  # each with the log off and on
+            cmds = _commands(tmp, args.tls, args.lag, al, fmt_at)
             with ExitStack() as stack:
                 pids = {}
                 for i, ((cmd, port, _dump), name) in enumerate(zip(cmds, ("b", "a"), strict=True)):
@@ -277,7 +298,10 @@ def main(argv: list[str]) -> int:
             dumps = {
                 name: json.loads(d.read_text()) for (_c, _p, d), name in zip(cmds, ("b", "a"), strict=True)
             }
-            print(f"round {rnd + 1} ({'mTLS' if args.tls else 'plain'}, access log {'on' if al else 'off'}):")
+            where = f", formatted at {fmt_at}" if al else ""
+            print(
+                f"round {rnd + 1} ({'mTLS' if args.tls else 'plain'}, access log {'on' if al else 'off'}{where}):"
+            )
             analyse(h2, dumps["a"]["rows"], dumps["b"]["rows"], {k: v["lags"] for k, v in dumps.items()})
             if args.sched:
                 sched_blame(tmp / "sched.data", pids)

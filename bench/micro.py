@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -154,17 +155,34 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
         f"CPU time {min(cpu) / n * 1e6:.2f} us)"
     )
     if access_log:
-        # The writer formats records in the same process (off the request path, same CPU).
-        from meshbus.telemetry.accesslog import format_json_lines
+        # Where the access log's formatting runs: per record as the request ends (AccessLogger.line,
+        # AccessLogWriter(per_request=True)) or by the writer in chunks of 64 (the default). Pairs of
+        # rounds, interleaved; per request: the loop's CPU plus the writer's (join, or format) for the
+        # same records. Both write the same bytes (tests/unit/telemetry/test_accesslog.py).
+        from meshbus.telemetry.accesslog import LINE_JSON, LINE_NONE, format_json_lines
 
-        server.access_log.drain()
-        loop(n)
-        records = server.access_log.drain()
-        t0 = time.perf_counter()
-        for i in range(0, len(records), 256):
-            format_json_lines(records[i : i + 256])
-        fmt_us = (time.perf_counter() - t0) / max(1, len(records)) * 1e6
-        print(f"access log: {fmt_us:.2f} us per record to format as JSON ({len(records)} records)")
+        logger = server.access_log
+        eager_cpu: list[float] = []
+        batch_cpu: list[float] = []
+        for _ in range(7):
+            for eager in (True, False):
+                logger.line = LINE_JSON if eager else LINE_NONE  # type: ignore[attr-defined]
+                logger.drain(), logger.drain_lines()
+                c0 = time.thread_time()
+                loop(n)
+                records, lines = logger.drain(), logger.drain_lines()
+                if eager:
+                    b"".join(lines)
+                else:
+                    for i in range(0, len(records), 64):
+                        format_json_lines(records[i : i + 64])
+                (eager_cpu if eager else batch_cpu).append((time.thread_time() - c0) / n * 1e6)
+        logger.line = LINE_NONE  # type: ignore[attr-defined]  # the writer's default
+        print(
+            f"access log, CPU per request incl. the writer's work (median of 7 interleaved pairs): "
+            f"formatted per request {statistics.median(eager_cpu):.2f} us, "
+            f"formatted by the writer in chunks of 64 {statistics.median(batch_cpu):.2f} us"
+        )
     await close()
 
 

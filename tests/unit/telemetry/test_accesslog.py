@@ -6,6 +6,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,9 +16,11 @@ from meshbus.telemetry.accesslog import (
     NULL_ACCESS_LOG,
     AccessLogger,
     AccessLogRecord,
+    format_json_line,
     format_json_lines,
     format_start_time,
     format_text_line,
+    format_text_lines,
 )
 from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, LoggerSink, StreamSink
 from meshbus.telemetry.errors import ConfigError
@@ -245,38 +248,39 @@ def test_init_takes_the_fields_in_order_with_their_defaults() -> None:
 _text = st.one_of(st.none(), st.text(max_size=40))
 
 
-@given(
-    st.lists(
-        st.builds(
-            AccessLogRecord,
-            start_time=st.floats(min_value=0, max_value=4e9),
-            method=_text,
-            path=_text,
-            protocol=_text,
-            response_code=st.integers(0, 599),
-            response_flags=st.sampled_from(["-", "UH", "UF,URX", 'odd"flag\\']),
-            response_code_details=_text,
-            bytes_received=st.integers(0, 1 << 40),
-            bytes_sent=st.integers(0, 1 << 40),
-            duration_ms=st.floats(min_value=0, max_value=1e7),
-            upstream_service_time=st.one_of(st.none(), st.floats(min_value=0, max_value=1e7)),
-            x_forwarded_for=_text,
-            user_agent=_text,
-            request_id=_text,
-            authority=_text,
-            upstream_host=_text,
-            upstream_cluster=_text,
-            route_name=_text,
-            downstream_remote_address=_text,
-            downstream_peer_principal=_text,
-            trace_id=_text,
-            metadata=st.one_of(
-                st.none(), st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3)
-            ),
+_records = st.lists(
+    st.builds(
+        AccessLogRecord,
+        start_time=st.floats(min_value=0, max_value=4e9),
+        method=_text,
+        path=_text,
+        protocol=_text,
+        response_code=st.integers(0, 599),
+        response_flags=st.sampled_from(["-", "UH", "UF,URX", 'odd"flag\\']),
+        response_code_details=_text,
+        bytes_received=st.integers(0, 1 << 40),
+        bytes_sent=st.integers(0, 1 << 40),
+        duration_ms=st.floats(min_value=0, max_value=1e7),
+        upstream_service_time=st.one_of(st.none(), st.floats(min_value=0, max_value=1e7)),
+        x_forwarded_for=_text,
+        user_agent=_text,
+        request_id=_text,
+        authority=_text,
+        upstream_host=_text,
+        upstream_cluster=_text,
+        route_name=_text,
+        downstream_remote_address=_text,
+        downstream_peer_principal=_text,
+        trace_id=_text,
+        metadata=st.one_of(
+            st.none(), st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3)
         ),
-        max_size=5,
-    )
+    ),
+    max_size=5,
 )
+
+
+@given(_records)
 def test_json_lines_are_exactly_the_istio_json_objects(records: list[AccessLogRecord]) -> None:
     from meshbus.telemetry.accesslog import to_json_dict
 
@@ -285,13 +289,122 @@ def test_json_lines_are_exactly_the_istio_json_objects(records: list[AccessLogRe
     assert lines[-1] == b"" and len(lines) == len(records) + 1  # one line each, escapes keep them whole
     assert [json.loads(line) for line in lines[:-1]] == [to_json_dict(r) for r in records]
     assert [list(json.loads(line)) for line in lines[:-1]] == [list(to_json_dict(r)) for r in records]
+    # byte for byte what orjson makes of the dict (format_json_line builds it from cached pieces)
+    assert data == b"".join(orjson.dumps(to_json_dict(r)) + b"\n" for r in records)
 
 
 def test_json_lines_stay_right_for_many_unique_values() -> None:
+    from meshbus.telemetry.accesslog import to_json_dict
+
     records = [_record(i, user_agent=f'agent "{i}"\n') for i in range(10_000)]
     for _ in range(2):
-        lines = format_json_lines(records).splitlines()
+        data = format_json_lines(records)
+        assert data == b"".join(orjson.dumps(to_json_dict(r)) + b"\n" for r in records)  # caches cleared
+        lines = data.splitlines()
         assert len(lines) == len(records)
         for i in (0, 4095, 4096, 9999):
             obj = json.loads(lines[i])
             assert obj["path"] == f"/reviews/{i}" and obj["user_agent"] == f'agent "{i}"\n'
+
+
+# ---- lines formatted as each request ends (AccessLogger.line, set by the writer) -----------------------
+
+
+async def _write_through_logger(records: list[AccessLogRecord], fmt: str) -> tuple[bytes, list[bytes]]:
+    """The bytes a writer puts in a file sink of ``fmt`` for ``records`` logged one by one, and the
+    lines the logger held before the flush."""
+    logger = AccessLogger()
+    sink = MemorySink()
+    writer = AccessLogWriter(logger, sink, fmt=fmt, per_request=True)  # type: ignore[arg-type]
+    for r in records:
+        logger.log(r)
+    held = list(logger._lines)
+    await writer.flush()
+    return sink.data, held
+
+
+@given(_records)
+def test_lines_formatted_per_request_are_byte_for_byte_the_batch_format(
+    records: list[AccessLogRecord],
+) -> None:
+    import asyncio
+
+    for fmt, batch in (("json", format_json_lines), ("text", format_text_lines)):
+        data, held = asyncio.run(_write_through_logger(records, fmt))
+        assert data == batch(records), fmt
+        assert len(held) == len(records)  # formatted when logged, not by the writer
+
+
+async def test_log_formats_the_line_at_once_and_the_writer_only_joins() -> None:
+    default = AccessLogger()
+    AccessLogWriter(default, MemorySink())
+    default.log(_record(1))
+    assert not default.line and default.drain_lines() == []  # by default the writer formats the records
+    logger = AccessLogger()
+    sink = MemorySink()
+    writer = AccessLogWriter(logger, sink, per_request=True)
+    logger.log(_record(1))
+    assert logger._lines == [format_json_line(_record(1))]
+    assert await writer.flush() == 1
+    assert logger._lines == [] and sink.data == format_json_lines([_record(1)])
+
+
+async def test_other_formats_and_record_sinks_still_get_every_record() -> None:
+    class Records:
+        def __init__(self) -> None:
+            self.got: list[AccessLogRecord] = []
+
+        async def write_records(self, records: list[AccessLogRecord]) -> None:
+            self.got += records
+
+        async def close(self) -> None:
+            pass
+
+    logger = AccessLogger()
+    early = _record(0)
+    logger.log(early)  # queued before the writer set the logger's line: formatted by the writer
+    json_sink, text_sink, rec_sink = MemorySink(), MemorySink(), Records()
+    writer = AccessLogWriter(logger, json_sink, per_request=True)
+    writer.add_sink(text_sink, "text")
+    writer.add_sink(rec_sink)
+    assert await writer.flush() == 1 and json_sink.data == format_json_lines([early])
+    later = [_record(i) for i in range(1, 4)]
+    for r in later:
+        logger.log(r)
+    assert await writer.flush() == 3
+    assert json_sink.data == format_json_lines([early, *later])
+    assert text_sink.data == format_text_lines([early, *later])
+    assert rec_sink.got == [early, *later]
+
+
+async def test_a_record_its_format_cannot_carry_is_dropped_alone_and_counted() -> None:
+    dropped = InternalMetrics(Registry()).telemetry_dropped.labels("access_log")
+    logger = AccessLogger(dropped=dropped)
+    sink = MemorySink()
+    writer = AccessLogWriter(logger, sink, dropped=dropped, per_request=True)
+    bad = _record(1, metadata={1: "not a str key"})  # type: ignore[dict-item]
+    logger.log(_record(0))
+    logger.log(bad)  # orjson refuses a non-str key
+    logger.log(_record(2))
+    assert dropped.value == 1
+    assert await writer.flush() == 2
+    assert sink.data == format_json_lines([_record(0), _record(2)])
+
+
+@given(
+    st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**6), 10**6).map(lambda i: i / 2)
+    )
+)
+def test_compiled_round_is_pythons_round(v: float) -> None:
+    """format_json_line rounds durations and start-time fractions without the builtin (halves to even)."""
+    from meshbus.telemetry.accesslog import _round
+
+    assert _round(v) == round(v)
+
+
+@given(st.one_of(st.none(), st.text(), st.text(alphabet=st.characters(max_codepoint=127))))
+def test_unescaped_strings_are_quoted_as_orjson_quotes_them(s: str | None) -> None:
+    from meshbus.telemetry.accesslog import _js
+
+    assert _js(s).encode() == orjson.dumps(s)
