@@ -36,12 +36,15 @@ First, without sockets (as bench/micro.py; CPU time, runs alternating, best of s
 little of the machine's noise counts): the Python cost of one request through the server sidecar, with and without
 the policy; then the same with the 90 ALLOW rules' requests in turn (each path and tenant), since the
 wrk runs send one request over and over, which the authorization filter's memo of decisions
-(proxy/filters/authz.py) and the JWT cache answer from one entry each.
+(proxy/filters/authz.py) and the JWT cache answer from one entry each; and the worst case for the
+memo, requests whose keys never repeat (each its own value of a header the rules read), which the
+policy decides in full.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import shutil
 import statistics
@@ -229,6 +232,19 @@ def cycling(token: str) -> list[bytes]:
     return [request_bytes(token, f"/api/v{i}/items", f"t{i}") for i in range(ALLOW_RULES)]
 
 
+def never_repeating(token: str, n: int) -> list[bytes]:
+    """``n`` requests allowed as the wrk runs' one, each with its own ``x-debug`` value (a header the
+    DENY rules read, so part of the memo's key): no key repeats, the memo fills without a hit and
+    rests, and the policy is decided in full, the worst case for traffic whose keys never repeat."""
+    return [
+        (
+            f"GET {PATH} HTTP/1.1\r\nHost: {HOST}\r\nx-tenant: {TENANT}\r\nx-debug: off-{i}\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n"
+        ).encode()
+        for i in range(n)
+    ]
+
+
 async def micro_loop(
     config: Path, token: str, requests: list[bytes] | None = None
 ) -> tuple[Callable[[int], None], Callable[[], Awaitable[None]]]:
@@ -346,6 +362,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"in memory, the {ALLOW_RULES} ALLOW rules' requests in turn: {plain:.2f} us without the policy, "
               f"{ruled:.2f} us with it: +{ruled - plain:.2f} us ({ruled / plain - 1:+.1%})")  # fmt: skip
+        plain, ruled = uvloop.run(
+            micro_us(
+                [tmp / "none.yaml", tmp / "policy.yaml"], args.micro_requests, token,
+                requests=never_repeating(token, args.micro_requests),
+            )
+        )  # fmt: skip
+        print(f"in memory, requests whose memo keys never repeat (decided in full): {plain:.2f} us without "
+              f"the policy, {ruled:.2f} us with it: +{ruled - plain:.2f} us ({ruled / plain - 1:+.1%})")  # fmt: skip
     if not args.rounds:
         return 0
     exe = str(Path(sys.executable).parent / "meshbus-proxy")
@@ -380,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd, port = setups[name]
                 with process(cmd, 1, port, tmp / f"{name.replace(' ', '_')}.log") as pid:
                     run_wrk(port, 1, pid, path=PATH, extra=headers)  # warm-up (and the one signature check)
+                    enforced(port, with_policy=name in (MESHBUS_POLICY, ENVOY_POLICY))
                     rps, cpu_us, errors = run_wrk(port, args.duration, pid, path=PATH, extra=headers)
                 res = results[name]
                 res.rps.append(rps)
@@ -390,6 +415,21 @@ def main(argv: list[str] | None = None) -> int:
                 )
     report(results)
     return 1 if any(r.errors for r in results.values()) else 0
+
+
+def enforced(port: int, with_policy: bool) -> None:
+    """The setup under test enforces what it should: without the token the wrk runs' request is
+    refused (403: the ALLOW rules want a request principal) by a setup with the policy and served by
+    one without; so a policy that failed to load cannot pass for a cheap one."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", PATH, headers={"Host": HOST, "x-tenant": TENANT})
+        status = conn.getresponse().status
+    finally:
+        conn.close()
+    want = 403 if with_policy else 200
+    if status != want:
+        raise RuntimeError(f"port {port}: a request without the token got {status}, expected {want}")
 
 
 def _paired(ruled: Result, base: Result, attr: str) -> list[float]:
