@@ -37,7 +37,7 @@ from meshbus.bus.config.authz.engine import (
     Rule,
     Tables,
 )
-from meshbus.bus.config.authz.inputs import decision_inputs
+from meshbus.bus.config.authz.inputs import Inputs, decision_inputs
 from meshbus.bus.config.authz.normalize import normalize_path, seen_paths, split_target
 from meshbus.proxy.codec.http1 import NO_BODY
 from meshbus.proxy.core.flags import UAEX
@@ -88,12 +88,12 @@ RBAC_DENIED_BODY: Final = "RBAC: access denied"
 _BAD_PATH: Final = LocalReply(400, "bad request\n", details="path_normalization_failed")
 _TOO_LARGE: Final = LocalReply(413, "Payload Too Large", flag=UAEX, details="ext_authz_request_too_large")
 MAX_CHECK_BODY: Final = 64 * 1024
+"""Most body bytes held for a check: the exchange keeps at most this much while it waits (MAX_REPLAY)."""
 MEMO_SIZE: Final = 4096
 """Most decisions the filter remembers (see ``AuthzFilter._memo``)."""
 MEMO_REST: Final = 16 * MEMO_SIZE
 """Requests decided without the memo after it filled up with more entries than hits (a key that
 rarely repeats, e.g. a path with an id in it): the memo costs such requests a key and an insert."""
-"""Most body bytes held for a check: the exchange keeps at most this much while it waits (MAX_REPLAY)."""
 
 
 @dataclass(frozen=True)
@@ -229,17 +229,20 @@ class AuthzFilter(HttpFilter):
         # attributes the rules read (bus/config/authz/inputs.py), so a request equal to an earlier
         # one in all of them costs a key and a lookup instead of a Request and the rule lookups.
         # Not with CUSTOM rules (their provider is asked per request) nor for tables that read
-        # claims, the destination address or SNI (inputs.decision_inputs is then None).
+        # request.auth.audiences or presenter, the destination address or SNI (decision_inputs is
+        # then None); claims are keyed by the token they came from. The key_* copies are read per
+        # request as the filter's own (native) fields.
         inputs = None if self.custom or self.custom_dry else decision_inputs(c.tables)
         self.memo_on = inputs is not None
-        self.key_peer = inputs is not None and inputs.peer
-        self.key_rp = inputs is not None and inputs.request_principal
-        self.key_claims = inputs is not None and inputs.claims
-        self.key_ip = inputs is not None and inputs.source_ip
-        self.key_host = inputs is not None and inputs.host
-        self.key_method = inputs is not None and inputs.method
-        self.key_path = inputs is not None and inputs.path
-        self.key_headers: tuple[str, ...] = inputs.headers if inputs is not None else ()
+        i = inputs if inputs is not None else Inputs()
+        self.key_peer = i.peer
+        self.key_rp = i.request_principal
+        self.key_claims = i.claims
+        self.key_ip = i.source_ip
+        self.key_host = i.host
+        self.key_method = i.method
+        self.key_path = i.path
+        self.key_headers: tuple[str, ...] = i.headers
         self._memo: dict[tuple[Any, ...], Decision] = {}
         self.memo_hits = 0
         """Hits since the memo was last emptied."""
