@@ -14,8 +14,12 @@ where the time went:
 - ``B->A``: from B's end to A's end (the response through A),
 - ``to client``: from A's end to h2load's receive.
 
-``--lag`` also runs, in each sidecar, a probe that measures how late a 1 ms loop timer fires (what the
-loop was doing meanwhile: a long callback or time off the CPU). ``--sched`` records the scheduler on
+``--lag`` also runs, in each sidecar, telemetry/loop_stalls.py's monitor: a 1 ms loop timer that
+counts its wake-ups later than 200 us (stalls), per second, each charged to what ran meanwhile (the
+access-log writer, the timeouts sweep, a GC pass; ``off-cpu`` when the sidecar waited for the core;
+``timer`` when it slept through it, the loop idle: the probe's own timer late, no stall), else to the
+requests themselves.
+``--sched`` records the scheduler on
 CPU 1 during the run (``perf sched``) and says, for the sidecars' waits between being woken and
 running, what held the CPU meanwhile: the other sidecar, another process, or nothing (the wake-up of
 an idle CPU). ``--format-at request`` has each sidecar format each access-log line as its request ends
@@ -27,7 +31,6 @@ in the file, for an A/B of the tail. Needs h2load, nginx, wrk, taskset (and perf
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import signal
 import statistics
@@ -60,15 +63,6 @@ class _Collector:
         return []
 
 
-async def _probe(lags: list[tuple[float, float]]) -> None:
-    """How late a 1 ms sleep wakes, and how much of that the loop spent on the CPU (its own work)
-    rather than waiting for it (another process on the core)."""
-    while True:
-        t, c = time.perf_counter(), time.thread_time()
-        await asyncio.sleep(0.001)
-        lags.append((time.perf_counter() - t - 0.001, time.thread_time() - c))
-
-
 async def _serve(args: argparse.Namespace) -> None:
     from chain import start_sidecar
 
@@ -83,14 +77,20 @@ async def _serve(args: argparse.Namespace) -> None:
             server.access_log.line = LINE_JSON  # type: ignore[attr-defined]
     col = _Collector(server.access_log if args.access_log else None)
     server.access_log = col
-    lags: list[tuple[float, float]] = []
-    probe = asyncio.get_running_loop().create_task(_probe(lags)) if args.lag else None
+    mon = None
+    if args.lag:
+        from meshbus.telemetry.loop_stalls import StallMonitor
+
+        mon = StallMonitor()
+        mon.start()
     try:
         await server.serve_until_stopped()
     finally:
-        if probe is not None:
-            probe.cancel()
-        Path(args.out).write_text(json.dumps({"rows": col.rows, "lags": lags}))  # noqa: ASYNC240 - at exit
+        stalls: dict[str, Any] = {}
+        if mon is not None:
+            mon.stop()
+            stalls = {"summary": mon.summary(), "stalls": mon.stalls}
+        Path(args.out).write_text(json.dumps({"rows": col.rows, "stalls": stalls}))  # noqa: ASYNC240 - at exit
 
 
 def sidecar_main(argv: list[str]) -> int:
@@ -136,7 +136,11 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def analyse(
-    h2: list[tuple[float, float]], a: list[Any], b: list[Any], lags: dict[str, list[tuple[float, float]]]
+    h2: list[tuple[float, float]],
+    a: list[Any],
+    b: list[Any],
+    stalls: dict[str, dict[str, Any]],
+    window: tuple[float, float],
 ) -> None:
     """``h2``: (send time s, latency s) per request; ``a``, ``b``: the sidecars' rows."""
     b_by_id = {rid: (st, d / 1000.0) for st, d, rid in b}
@@ -181,14 +185,26 @@ def analyse(
         xs = [p[1][k] for p in parts]
         print(f"  {n:>10s}: p50 {_pct(xs, 0.5) * 1e6:6.0f} us  p99 {_pct(xs, 0.99) * 1e6:6.0f} us  "
               f"max {max(xs) * 1e6:7.0f} us")  # fmt: skip
-    for name, probes in lags.items():
-        if probes:
-            ls = [x for x, _ in probes]
-            late = [(x, c) for x, c in probes if x > 0.0003]
-            busy = sum(1 for x, c in late if c > 0.5 * x)
-            print(f"  loop lag {name}: {len(ls)} probes, p50 {_pct(ls, 0.5) * 1e6:.0f} us, "
-                  f"p99 {_pct(ls, 0.99) * 1e6:.0f} us, max {max(ls) * 1e6:.0f} us; {len(late)} over 300 us, "
-                  f"{busy} of them mostly on the CPU (own work)")  # fmt: skip
+    for name, st in stalls.items():
+        if st:
+            print_stalls(name, st, window)
+
+
+def print_stalls(name: str, st: dict[str, Any], window: tuple[float, float]) -> None:
+    """One sidecar's loop stalls (telemetry/loop_stalls.py) during the latency run (``window``, in
+    CLOCK_MONOTONIC seconds as the monitor's perf_counter): per second, by cause."""
+    from meshbus.telemetry.loop_stalls import summarize
+
+    lo, hi = window
+    run = [s for s in st["stalls"] if lo <= s[0] <= hi]
+    sm = summarize(run, hi - lo)
+    print(f"  loop stalls {name}: {sm['stalls_per_s']:.1f}/s over 200 us ({sm['seconds']:.1f} s)")
+    for cause, c in sm["by_cause"].items():
+        print(f"    {cause:>24s}: {c['per_s']:6.2f}/s  {c['ms_per_s']:6.2f} ms/s  max {c['max_us']:6.0f} us")
+    own = [s for s in run if s[-1] not in ("off-cpu", "timer")]
+    for _t, late, cpu, waited, causes in sorted(own, key=lambda s: -s[1])[:5]:
+        print(f"      worst own: late {late * 1e6:5.0f} us, cpu {cpu * 1e6:5.0f} us, waited {waited * 1e6:5.0f} us: "
+              f"{causes}")  # fmt: skip
 
 
 def sched_blame(data: Path, sidecars: dict[int, str]) -> None:
@@ -288,9 +304,11 @@ def main(argv: list[str]) -> int:
                     )  # fmt: skip
                     time.sleep(0.5)
                 logs = [tmp / f"h2load-{i}.log" for i in range(10)]
+                t0 = time.monotonic()  # the stalls counted are the latency run's (no warm-up)
                 procs = start_h2load(A_PORT, 100, 100 * args.duration, logs)
                 for p in procs:
                     p.wait(args.duration * 3 + 10)
+                window = (t0, time.monotonic())
                 if perf is not None:
                     perf.send_signal(signal.SIGINT)
                     perf.wait(30)
@@ -302,7 +320,9 @@ def main(argv: list[str]) -> int:
             print(
                 f"round {rnd + 1} ({'mTLS' if args.tls else 'plain'}, access log {'on' if al else 'off'}{where}):"
             )
-            analyse(h2, dumps["a"]["rows"], dumps["b"]["rows"], {k: v["lags"] for k, v in dumps.items()})
+            analyse(
+                h2, dumps["a"]["rows"], dumps["b"]["rows"], {k: v["stalls"] for k, v in dumps.items()}, window
+            )
             if args.sched:
                 sched_blame(tmp / "sched.data", pids)
     return 0

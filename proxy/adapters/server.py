@@ -35,6 +35,7 @@ from meshbus.proxy.build.runtime import ProxyRuntime, RuntimeBuildError, build_r
 from meshbus.proxy.filters.observe import Observability
 from meshbus.proxy.filters.plugins.bindings import PluginRuntime
 from meshbus.proxy.tls.mtls import MeshTls, MeshTlsStats, TlsOrigin
+from meshbus.telemetry import loop_stalls
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLog, AccessLogger
 from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, RecordSink, Sink, StreamSink
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
@@ -335,15 +336,16 @@ class ProxyServer:
             await asyncio.sleep(tick)
             now = self.clock = self.loop.time()
             try:
-                for c in list(self.connections):
-                    c.check_timeouts(now, cfg.header_timeout, cfg.idle_timeout)
-                mono = time.monotonic()
-                clusters = self.runtime.clusters
-                for cluster in clusters.values():
-                    cluster.tick(mono)
-                if now - last_pool_sweep >= 1.0:
-                    last_pool_sweep = now
-                    self.pools.sweep(mono, clusters)
+                with loop_stalls.mark("sweep"):
+                    for c in list(self.connections):
+                        c.check_timeouts(now, cfg.header_timeout, cfg.idle_timeout)
+                    mono = time.monotonic()
+                    clusters = self.runtime.clusters
+                    for cluster in clusters.values():
+                        cluster.tick(mono)
+                    if now - last_pool_sweep >= 1.0:
+                        last_pool_sweep = now
+                        self.pools.sweep(mono, clusters)
             except Exception:  # a sweep bug must not stop timeouts forever: log and go on
                 log.exception("sweep failed")
 
@@ -352,7 +354,9 @@ class ProxyServer:
         while True:
             await asyncio.sleep(self.config.reload_interval)
             try:
-                if _fingerprint(path) != self._fingerprint:
+                with loop_stalls.mark("config-watch"):
+                    changed = _fingerprint(path) != self._fingerprint
+                if changed:
                     await self.reload()
             except Exception:
                 log.exception("config watch failed")
@@ -369,11 +373,14 @@ class ProxyServer:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, cb)
                 handled.append(sig)
+        stalls = loop_stalls.from_env()  # a diagnostic, off unless MESHBUS_LOOP_STALLS names a file
         try:
             await self._stopped.wait()
         finally:
             for sig in handled:
                 loop.remove_signal_handler(sig)
+            if stalls is not None:
+                loop_stalls.dump(stalls)
             await self.shutdown(self.config.drain_timeout)
 
     async def shutdown(self, grace: float) -> None:
