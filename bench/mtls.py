@@ -104,7 +104,9 @@ def _print_stalls(files: list[Path], window: tuple[float, float]) -> None:
             f"{k} {c['per_s']:.1f}/s {c['ms_per_s']:.2f} ms/s max {c['max_us']:.0f} us"
             for k, c in sm["by_cause"].items()
         )
-        print(f"    stalls {who}: {sm['stalls_per_s']:.1f}/s over {sm['seconds']:.0f} s: {causes}")
+        gcs = [g for g in json.loads(f.read_text())["gc"] if lo <= g[0] <= hi]
+        gc_note = f"; GC passes {len(gcs)}, longest {max(g[1] for g in gcs) * 1e6:.0f} us" if gcs else ""
+        print(f"    stalls {who}: {sm['stalls_per_s']:.1f}/s over {sm['seconds']:.0f} s: {causes}{gc_note}")
 
 
 def main(argv: list[str] | None = None) -> int:

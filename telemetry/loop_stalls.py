@@ -46,6 +46,7 @@ class StallMonitor:
         self.probes = 0
         self.started = 0.0
         self.elapsed = 0.0
+        self.gc_passes: list[tuple[float, float, int]] = []  # (perf_counter s, took s, generation)
         self._marks: list[tuple[float, float, str]] = []  # (start, end, name) since the last probe
         self._gc_start = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -76,7 +77,9 @@ class StallMonitor:
         if phase == "start":
             self._gc_start = time.perf_counter()
         else:
-            self.note(self._gc_start, time.perf_counter(), f"gc{info.get('generation', '?')}")
+            end = time.perf_counter()
+            self.gc_passes.append((self._gc_start, end - self._gc_start, int(info.get("generation", -1))))
+            self.note(self._gc_start, end, f"gc{info.get('generation', '?')}")
 
     async def _probe(self) -> None:
         period, threshold = self.period, self.threshold
@@ -177,4 +180,6 @@ def dump(mon: StallMonitor) -> None:
     mon.stop()
     path = os.environ.get(ENV)
     if path:
-        Path(path).write_text(json.dumps({"summary": mon.summary(), "stalls": mon.stalls}))
+        Path(path).write_text(
+            json.dumps({"summary": mon.summary(), "stalls": mon.stalls, "gc": mon.gc_passes})
+        )
