@@ -34,10 +34,12 @@ import argparse
 import json
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -218,10 +220,23 @@ def print_stalls(name: str, st: dict[str, Any], window: tuple[float, float]) -> 
               f"{causes}")  # fmt: skip
 
 
+@contextmanager
+def sched_recording(data: Path) -> Iterator[None]:
+    """``perf sched record`` on CPU 1 into ``data`` while the block runs (bench/mtls.py --sched too)."""
+    perf = subprocess.Popen(
+        ["perf", "sched", "record", "-C", "1", "-o", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(30)
+
+
 def sched_blame(data: Path, sidecars: dict[int, str]) -> None:
     """From ``perf sched timehist`` on CPU 1: the sidecars' scheduling delays and who ran meanwhile."""
-    import subprocess
-
     out = subprocess.run(
         ["perf", "sched", "timehist", "-i", str(data), "-C", "1"], capture_output=True, text=True, check=False
     ).stdout
@@ -305,24 +320,14 @@ def main(argv: list[str]) -> int:
                 for i, ((cmd, port, _dump), name) in enumerate(zip(cmds, ("b", "a"), strict=True)):
                     pids[stack.enter_context(process(cmd, 1, port, tmp / f"tail-{i}.log"))] = name
                 run_wrk(A_PORT, 1, None)  # warm-up: pools, caches
-                perf = None
                 if args.sched:
-                    import subprocess
-
-                    perf = subprocess.Popen(
-                        ["perf", "sched", "record", "-C", "1", "-o", str(tmp / "sched.data")],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
-                    time.sleep(0.5)
+                    stack.enter_context(sched_recording(tmp / "sched.data"))
                 logs = [tmp / f"h2load-{i}.log" for i in range(10)]
                 t0 = time.monotonic()  # the stalls counted are the latency run's (no warm-up)
                 procs = start_h2load(A_PORT, 100, 100 * args.duration, logs)
                 for p in procs:
                     p.wait(args.duration * 3 + 10)
                 window = (t0, time.monotonic())
-                if perf is not None:
-                    perf.send_signal(signal.SIGINT)
-                    perf.wait(30)
             h2 = read_h2load(logs)
             dumps = {
                 name: json.loads(d.read_text()) for (_c, _p, d), name in zip(cmds, ("b", "a"), strict=True)

@@ -21,6 +21,10 @@ has two cores, so B then shares with the load generator instead). ``--stalls`` h
 sidecar record its event loop's stalls (telemetry/loop_stalls.py: MESHBUS_LOOP_STALLS) and prints
 them per round; its 1 ms probe costs the sidecars, so compare its figures with each other only.
 ``--latency-only`` skips the throughput run (a 1 s wrk warm-up stays), for more latency rounds.
+``--sched`` records the scheduler on CPU 1 during each latency run (``perf sched``; not with
+``--split``) and prints, for each proxy of the chain, meshbus and HAProxy alike, how long it waited
+between being woken and running, and who held the core during the slowest 1% of those waits: the
+other proxy of the chain (the shared core's share), another process (the machine), or nothing.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the shared helpers come from run.py and chain.py next to this file
 from chain import handshakes, meshbus_chain, prepare
+from chain_tail import sched_blame, sched_recording
 from run import ORIGIN, Result, check_tools, cpu_seconds, med, process, run_latency, run_wrk
 
 HA_A, HA_B = 18111, 18112
@@ -121,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", action="store_true", help="diagnostic: proxy B on CPU 0, A on CPU 1")
     ap.add_argument("--stalls", action="store_true", help="diagnostic: meshbus sidecars' loop stalls")
     ap.add_argument("--latency-only", action="store_true", help="no throughput run")
+    ap.add_argument("--sched", action="store_true", help="diagnostic: perf sched on CPU 1 in the latency run")
     args = ap.parse_args(argv)
     if check_tools():
         return 2
@@ -158,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                         cpu_us = (
                             (sum(cpu_seconds(p) for p in pids) - before) * 1e6 / max(1.0, rps * args.duration)
                         )
-                    t0 = time.monotonic()
-                    p50, p90, p99 = run_latency(port, args.latency_duration, tmp)
-                    window = (t0, time.monotonic())
+                    with sched_recording(tmp / "sched.data") if args.sched else nullcontext():
+                        t0 = time.monotonic()
+                        p50, p90, p99 = run_latency(port, args.latency_duration, tmp)
+                        window = (t0, time.monotonic())
                     if name == "meshbus-mtls":
                         notes[name] = handshakes()
                 res = results[name]
@@ -174,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"p50/p90/p99 {p50:.3f}/{p90:.3f}/{p99:.3f} ms  errors {errors}")  # fmt: skip
                 if args.stalls and "meshbus" in name:
                     _print_stalls(stall_files, window)
+                if args.sched:
+                    sched_blame(
+                        tmp / "sched.data", {pid: who for pid, who in zip(pids, ("B", "A"), strict=True)}
+                    )
     report(results, notes)
     return 0
 
