@@ -23,8 +23,8 @@ requests themselves.
 CPU 1 during the run (``perf sched``) and says, for the sidecars' waits between being woken and
 running, what held the CPU meanwhile: the other sidecar, another process, or nothing (the wake-up of
 an idle CPU). ``--format-at request`` has each sidecar format each access-log line as its request ends
-(``AccessLogWriter(per_request=True)``) instead of the writer's 0.2 s batches in chunks of 64 (~100 us
-of loop time each; ``writer``, the default, as the proxy runs); ``both`` alternates rounds: same bytes
+(``AccessLogWriter(per_request=True)``) instead of the writer's 0.2 s batches, formatted in slices of
+~50 us of loop time (``writer``, the default, as the proxy runs); ``both`` alternates rounds: same bytes
 in the file, for an A/B of the tail. Needs h2load, nginx, wrk, taskset (and perf for ``--sched``).
 """
 

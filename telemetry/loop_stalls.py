@@ -2,16 +2,18 @@
 
 Off unless started (bench/chain_tail.py ``--lag`` starts it in its sidecars; a proxy started with
 ``MESHBUS_LOOP_STALLS=FILE`` starts it too and writes the stalls to FILE as JSON at exit). When off it
-costs nothing: the periodic tasks that mark their work read one module global, once per run.
+costs next to nothing: the background tasks that mark their work read one module global (and make
+one small generator) per slice of work, never per request.
 
 A probe sleeps ``period`` (1 ms) again and again; a wake-up later than ``threshold`` (200 us) is a
 stall. The probe also reads how long the thread waited runnable but not running (the kernel's
 schedstat) and its CPU time, which tell three kinds apart: a stall the thread slept through is the
 timer's own lateness (the loop was idle: no stall at all for an event), one spent mostly waiting for
 the CPU is the machine's (another process held the core), any other is our own work (a long
-callback, a GC pass). Background work
-marks its runs (``with loop_stalls.mark("access-log")``), and a GC pass is timed through ``gc.callbacks``,
-so an own-work stall is charged to what ran in it, and to ``requests`` when nothing marked did.
+callback, a GC pass). Background work marks its runs (``with loop_stalls.mark("access-log")``), and
+a GC pass is timed through ``gc.callbacks``, so an own-work stall is charged to what ran in it, and
+to ``requests`` when nothing marked did (mostly requests queued behind requests: a burst).
+The split is approximate: CPU and waiting time are read per probe period, not per turn.
 The probe's own wake-ups (1,000 a second) keep the loop busier than it would be: compare runs with
 and without it, never a run with it against another proxy without one.
 """
