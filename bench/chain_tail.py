@@ -25,7 +25,8 @@ running, what held the CPU meanwhile: the other sidecar, another process, or not
 an idle CPU). ``--format-at request`` has each sidecar format each access-log line as its request ends
 (``AccessLogWriter(per_request=True)``) instead of the writer's 0.2 s batches, formatted in slices of
 ~50 us of loop time (``writer``, the default, as the proxy runs); ``both`` alternates rounds: same bytes
-in the file, for an A/B of the tail. Needs h2load, nginx, wrk, taskset (and perf for ``--sched``).
+in the file, for an A/B of the tail; ``--format-at slices`` alternates the writer's 50 us slices with
+its former fixed 64-record chunks. Needs h2load, nginx, wrk, taskset (and perf for ``--sched``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ async def _serve(args: argparse.Namespace) -> None:
             from meshbus.telemetry.accesslog import LINE_JSON
 
             server.access_log.line = LINE_JSON  # type: ignore[attr-defined]
+        elif args.format_at == "chunks64":  # the writer as it was: 64 records a turn, whatever they take
+            server._writer._chunk, server._writer._budget = 64, 1.0  # type: ignore[union-attr]
     col = _Collector(server.access_log if args.access_log else None)
     server.access_log = col
     mon = None
@@ -297,10 +300,11 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument(
         "--format-at",
-        choices=["request", "writer", "both"],
+        choices=["request", "writer", "both", "chunks64", "slices"],
         default="writer",
         help="where access-log lines are formatted: by the writer in batches (as the proxy runs), or as "
-        "each request ends (both: alternate rounds, the writer's first)",
+        "each request ends (both: alternate rounds, the writer's first); chunks64: by the writer in fixed "
+        "64-record chunks as before its 50 us budget (slices: alternate rounds, writer then chunks64)",
     )
     ap.add_argument("--sched", action="store_true", help="perf sched on CPU 1: who delays the sidecars")
     ap.add_argument("--duration", type=int, default=5)
@@ -312,6 +316,8 @@ def main(argv: list[str]) -> int:
         for rnd in range(args.rounds):
             al = args.access_log == "on" or (args.access_log == "both" and rnd % 2 == 0)
             fmt_at = args.format_at if args.format_at != "both" else ("writer", "request")[rnd % 2]
+            if args.format_at == "slices":
+                fmt_at = ("writer", "chunks64")[rnd % 2]
             if args.format_at == "both" and args.access_log == "both":
                 fmt_at = ("writer", "writer", "request", "request")[rnd % 4]  # each with the log off and on
             cmds = _commands(tmp, args.tls, args.lag, al, fmt_at)
