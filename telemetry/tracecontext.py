@@ -231,6 +231,28 @@ def propagation_headers(
     return out
 
 
+_RAW_TRACE: Final = re.compile(
+    rb"\r\n(?:traceparent|b3|x-b3-(?:traceid|spanid|parentspanid|sampled|flags)):[^\r]*", re.IGNORECASE
+)
+_B3_HEADERS: Final = (B3, X_B3_TRACEID, X_B3_SPANID, X_B3_PARENTSPANID, X_B3_SAMPLED, X_B3_FLAGS)
+
+
+def strip_trace_lines(raw: bytes, hdict: dict[str, str]) -> bytes:
+    """``raw`` (a request head as received, without its blank line) less the caller's trace header
+    lines (TRACE_HEADERS), whose names ``hdict`` has lowercased; one line per name (the
+    pass-through head has no repeated names). When the caller sent traceparent alone, the common
+    case, its line is cut by one search of the lowered head: the regex over every line cost ~4,000
+    instructions a sampled request."""
+    for name in _B3_HEADERS:
+        if name in hdict:
+            return _RAW_TRACE.sub(b"", raw)
+    i = raw.lower().find(b"\r\ntraceparent:")
+    if i < 0:
+        return raw
+    j = raw.find(b"\r", i + 2)
+    return raw[:i] + raw[j:] if j >= 0 else raw[:i]
+
+
 def header_lines(headers: list[tuple[str, str]]) -> bytes:
     """``name: value\\r\\n`` lines, for a request head forwarded as received (latin-1, as HTTP/1.1)."""
     return "".join(f"{n}: {v}\r\n" for n, v in headers).encode("latin-1")

@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.build.telemetry_policy import TracingSettings
-from meshbus.proxy.filters.spans import OpenSpan, SpanRecorder
+from meshbus.proxy.filters.spans import STATUS_ERROR, STATUS_UNSET, OpenSpan, SpanRecorder
 from meshbus.telemetry.tracecontext import (
     SAMPLED,
     UNDECIDED,
@@ -70,11 +70,24 @@ class TraceHop:
 class HopTracer:
     """Trace decisions and spans of one listener (``server``: the inbound side)."""
 
-    __slots__ = ("server", "spans")
+    __slots__ = ("_name", "_name_method", "_name_route", "node", "server", "service_fqdn", "spans")
 
     def __init__(self, server: bool, spans: SpanRecorder | None) -> None:
         self.server = server
         self.spans = spans  # None: no spans at all (the decision is still propagated)
+        # This proxy's workload name (the span rows' node) and service, kept here by
+        # HopTelemetry.identity_changed: read per span, they were four attribute lookups away.
+        self.node = ""
+        self.service_fqdn = ""
+        # The last span name made, for its route and method: a listener's spans mostly share one.
+        self._name_route: Any = None
+        self._name_method = ""
+        self._name = ""
+
+    def identity(self, node: str, service_fqdn: str) -> None:
+        self.node = node
+        self.service_fqdn = service_fqdn
+        self._name_route = None
 
     def begin(self, ex: Exchange, settings: TracingSettings) -> TraceHop:
         hd: dict[str, str] = ex.head.hdict
@@ -86,7 +99,7 @@ class HopTracer:
             hop = TraceHop(trace_id)
             if sampled and settings.report and spans is not None:
                 hop.span = spans.start(
-                    span_name(ex, self.server), self.server, trace_id, span_id, "", None, int(ex.start * 1e9),
+                    self.span_name(ex), self.server, trace_id, span_id, "", None, int(ex.start * 1e9),
                     custom_tags(ex, settings),
                 )  # fmt: skip
             hop.span_id = span_id
@@ -101,7 +114,7 @@ class HopTracer:
         if sampled and settings.report and spans is not None:
             span_id = new_span_id()
             hop.span = spans.start(
-                span_name(ex, self.server),
+                self.span_name(ex),
                 self.server,
                 hop.trace_id,
                 span_id,
@@ -142,14 +155,27 @@ class HopTracer:
         route = ex.route
         cluster = ex.cluster
         dc = ex.dc
-        facts: list[Any] = [
+        # spans.py's ROW in one list: the span's fields, then the request's facts
+        spans.add([
+            span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.start_ns, time.time_ns(),
+            span.attributes, STATUS_ERROR if error else STATUS_UNSET, span.tracestate,
             head.method, view.path if view is not None else head.target, ex.authority, head.version,
             hd.get("x-request-id", ""), hd.get("user-agent"), dc.peer_ip, dc.peer_principal,
             route.name if route is not None else None, cluster.port if cluster is not None else 0, status,
-            flags, ex.upstream_host, cluster.name if cluster is not None else None,
-            ex.ctx.tele.ident.workload.name,
-        ]  # fmt: skip
-        spans.end(span, error, time.time_ns(), facts)
+            flags, ex.upstream_host, cluster.name if cluster is not None else None, self.node,
+        ])  # fmt: skip
+
+    def span_name(self, ex: Exchange) -> str:
+        """``{method} {route}`` (`span_name`), the last one kept: same route, same method, same name."""
+        route = ex.route
+        method = ex.head.method
+        if route is not None and route is self._name_route and method == self._name_method:
+            return self._name
+        name = span_name(ex, self.server)
+        self._name_route = route
+        self._name_method = method
+        self._name = name
+        return name
 
 
 def span_name(ex: Exchange, server: bool) -> str:
