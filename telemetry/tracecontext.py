@@ -234,21 +234,27 @@ def propagation_headers(
 _RAW_TRACE: Final = re.compile(
     rb"\r\n(?:traceparent|b3|x-b3-(?:traceid|spanid|parentspanid|sampled|flags)):[^\r]*", re.IGNORECASE
 )
-_B3_HEADERS: Final = (B3, X_B3_TRACEID, X_B3_SPANID, X_B3_PARENTSPANID, X_B3_SAMPLED, X_B3_FLAGS)
 
 
 def strip_trace_lines(raw: bytes, hdict: dict[str, str]) -> bytes:
     """``raw`` (a request head as received, without its blank line) less the caller's trace header
-    lines (TRACE_HEADERS), whose names ``hdict`` has lowercased; one line per name (the
-    pass-through head has no repeated names). When the caller sent traceparent alone, the common
-    case, its line is cut by one search of the lowered head: the regex over every line cost ~4,000
-    instructions a sampled request."""
-    for name in _B3_HEADERS:
-        if name in hdict:
-            return _RAW_TRACE.sub(b"", raw)
-    i = raw.lower().find(b"\r\ntraceparent:")
-    if i < 0:
-        return raw
+    lines (TRACE_HEADERS, whatever their case), whose names ``hdict`` has lowercased; the head has
+    one line per name (the exchange passes through only such heads). When the caller sent a
+    lowercase traceparent and no B3 header, the common case (what proxies and the OpenTelemetry SDKs
+    send), its line is cut after one search of the head: the regex, which tries every line, cost
+    ~5,000 instructions a sampled request; lowering the head first to search it cost as much."""
+    if (
+        B3 in hdict
+        or X_B3_TRACEID in hdict
+        or X_B3_SPANID in hdict
+        or X_B3_SAMPLED in hdict
+        or X_B3_FLAGS in hdict
+        or X_B3_PARENTSPANID in hdict
+    ):
+        return _RAW_TRACE.sub(b"", raw)
+    i = raw.find(b"\r\ntraceparent:")
+    if i < 0:  # another spelling, or none
+        return _RAW_TRACE.sub(b"", raw)
     j = raw.find(b"\r", i + 2)
     return raw[:i] + raw[j:] if j >= 0 else raw[:i]
 

@@ -70,7 +70,10 @@ class TraceHop:
 class HopTracer:
     """Trace decisions and spans of one listener (``server``: the inbound side)."""
 
-    __slots__ = ("_name", "_name_method", "_name_route", "node", "server", "service_fqdn", "spans")
+    __slots__ = (
+        "_name", "_name_method", "_name_route", "_report", "_sampling", "_settings", "_tagged", "node", "server",
+        "service_fqdn", "spans",
+    )  # fmt: skip
 
     def __init__(self, server: bool, spans: SpanRecorder | None) -> None:
         self.server = server
@@ -83,6 +86,11 @@ class HopTracer:
         self._name_route: Any = None
         self._name_method = ""
         self._name = ""
+        # The last TracingSettings' fields (a frozen dataclass's attributes are looked up by name)
+        self._settings: TracingSettings | None = None
+        self._sampling = 0.0
+        self._report = False
+        self._tagged = False
 
     def identity(self, node: str, service_fqdn: str) -> None:
         self.node = node
@@ -90,17 +98,22 @@ class HopTracer:
         self._name_route = None
 
     def begin(self, ex: Exchange, settings: TracingSettings) -> TraceHop:
+        if settings is not self._settings:
+            self._settings = settings
+            self._sampling = settings.sampling
+            self._report = settings.report
+            self._tagged = bool(settings.literal_tags or settings.header_tags)
         hd: dict[str, str] = ex.head.hdict
         inc = extract(hd)
         spans = self.spans
         if inc is None:
-            sampled = _rand() < settings.sampling
+            sampled = _rand() < self._sampling
             trace_id, span_id = new_ids()
             hop = TraceHop(trace_id)
-            if sampled and settings.report and spans is not None:
+            if sampled and self._report and spans is not None:
                 hop.span = spans.start(
                     self.span_name(ex), self.server, trace_id, span_id, "", None, int(ex.start * 1e9),
-                    custom_tags(ex, settings),
+                    custom_tags(ex, settings) if self._tagged else None,
                 )  # fmt: skip
             hop.span_id = span_id
             hop.sampled = sampled
@@ -108,10 +121,10 @@ class HopTracer:
             hop.line = f"traceparent: 00-{trace_id}-{span_id}-{'01' if sampled else '00'}\r\n".encode()
             return hop
         s = inc.sampled
-        sampled = _rand() < settings.sampling if s == UNDECIDED else s == SAMPLED
+        sampled = _rand() < self._sampling if s == UNDECIDED else s == SAMPLED
         hop = TraceHop(inc.trace_id)
         parent = inc.span_id
-        if sampled and settings.report and spans is not None:
+        if sampled and self._report and spans is not None:
             span_id = new_span_id()
             hop.span = spans.start(
                 self.span_name(ex),
@@ -121,7 +134,7 @@ class HopTracer:
                 parent,
                 inc.tracestate,
                 int(ex.start * 1e9),
-                custom_tags(ex, settings),
+                custom_tags(ex, settings) if self._tagged else None,
             )
         elif parent and s != UNDECIDED:
             return hop  # not ours to record: the caller's headers go on as they came

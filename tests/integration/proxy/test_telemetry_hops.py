@@ -133,6 +133,38 @@ async def test_span_names_and_node_follow_the_method_and_the_proxys_identity(pro
         await u.stop()
 
 
+async def test_a_reloaded_telemetry_resource_changes_sampling_and_custom_tags(proxy: ProxyFactory) -> None:
+    """The tracer keeps the last settings' fields: a new policy (a reload) is seen on the next request."""
+    u = await HeadServer(lambda _h: OK).start()
+    try:
+        extra = telemetry("  tracing: [{randomSamplingPercentage: 0}]")
+        p = await start(proxy, u, extra)
+        buffer = SpanRecorder()
+        p.server.observe.set_identity(Workload.of("productpage", "default", {}), "productpage",
+                                      "productpage.default.svc.cluster.local", buffer)  # fmt: skip
+        request = b"GET /r HTTP/1.1\r\nHost: reviews\r\nx-tag: blue\r\n\r\n"
+        await get(p.port, request)
+        assert buffer.drain() == []  # 0%: no span
+        tags = "customTags: {team: {literal: {value: bookinfo}}, colour: {header: {name: x-tag}}}"
+        p.write_config(
+            service_entry("reviews", [u])
+            + telemetry(f"  tracing: [{{randomSamplingPercentage: 100, {tags}}}]")
+        )  # type: ignore[list-item]
+        assert await p.server.reload()
+        await get(p.port, request)
+        [row] = buffer.drain()
+        assert dict(zip(ROW, row, strict=True))["attributes"] == {"team": "bookinfo", "colour": "blue"}
+        p.write_config(
+            service_entry("reviews", [u]) + telemetry("  tracing: [{randomSamplingPercentage: 100}]")
+        )  # type: ignore[list-item]
+        assert await p.server.reload()
+        await get(p.port, request)
+        [row] = buffer.drain()
+        assert dict(zip(ROW, row, strict=True))["attributes"] is None
+    finally:
+        await u.stop()
+
+
 async def test_the_inbound_side_reads_and_removes_the_peer_header(proxy: ProxyFactory) -> None:
     u = await HeadServer(lambda _h: OK).start()
     try:
