@@ -74,6 +74,9 @@ the bottleneck (the two wrks cannot keep both chains busy), the ratio would tend
 cost: the sidecars' CPU per request, printed for every run, is the check (its ratio and the
 throughput ratio must agree). meshbus-telemetry's CPU is then the pair's, per 1,000 rps of both.
 
+Instructions per request of each sidecar per setting, blind to the machine's load: bench/telemetry_cost.py
+(callgrind, in memory: what the sidecars' Python does, without sockets and the event loop).
+
 ``--profile DIR``: py-spy (``--native``: compiled modules show as their C functions) records both
 proxies during each measured run into DIR (``<case>-<ship>-r<round>-<a|b>.txt``, py-spy's raw format) and the
 top functions by own time are printed; the sampler costs CPU, so such a run's figures are not the
@@ -442,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             exported = _exported(TEL_PORT)
     finally:
         nats.cleanup()
-    report(runs, pairs)
+    report(runs, pairs, args.method)
     print(f"meshbus-telemetry: spans exported {exported} ({args.spans})")
     ingest_capacity()
     return 1 if any(r.errors for rs in runs.values() for r in rs) else 0
@@ -553,7 +556,9 @@ def _spread(xs: list[float], fmt: str = "+.1%") -> str:
 
 
 def report(
-    runs: dict[tuple[str, str], list[Run]], pairs: dict[tuple[str, str], list[tuple[Run, Run]]]
+    runs: dict[tuple[str, str], list[Run]],
+    pairs: dict[tuple[str, str], list[tuple[Run, Run]]],
+    method: str = "paired",
 ) -> None:
     print()
     print("every run of each setting, median [min-max]:")
@@ -566,7 +571,8 @@ def report(
               f"| {med([r.cpu_a for r in rs])} | {med([r.cpu_b for r in rs])} "
               f"| {med([r.tel_per_k for r in rs])} | {sum(r.errors for r in rs)} |")  # fmt: skip
     print()
-    print("cost against off with the same shipping, per round from the adjacent pair, median [min .. max]:")
+    how = "its pair loaded together" if method == "together" else "the adjacent pair"
+    print(f"cost against off with the same shipping, per round from {how}, median [min .. max]:")
     print(
         "| setting | CPU per request (A+B) | us | throughput lower | meshbus-telemetry vCPU per 1k rps (setting) | goal |"
     )
