@@ -189,3 +189,9 @@ def test_strip_trace_lines_removes_what_the_regex_over_every_line_removed(
     assert out == _REFERENCE.sub(b"", raw)
     kept = [line.partition(b":")[0].lower() for line in out.split(b"\r\n")[1:-1]]
     assert kept == [n.lower().encode() for n, _ in lines if n.lower() not in TRACE_HEADERS]
+
+
+def test_the_sampled_flag_is_the_low_bit_of_every_flags_byte() -> None:
+    for flags in range(256):
+        ctx = extract({"traceparent": f"00-{T}-{S}-{flags:02x}"})
+        assert ctx is not None and ctx.sampled == (SAMPLED if flags & 1 else NOT_SAMPLED), flags
