@@ -71,6 +71,31 @@ class MemTransport(asyncio.Transport):
         return 0
 
 
+def in_memory(
+    server: ProxyServer, direction: str, cluster: Any
+) -> tuple[DownstreamConnection, MemTransport, UpstreamConnection, MemTransport, Callable[[], None]]:
+    """(downstream, its transport, upstream, its transport, flush): a listener's connection and one
+    pooled upstream connection to ``cluster``'s first endpoint, both on in-memory transports."""
+    from meshbus.proxy.adapters.listener import ListenerContext
+
+    dc = DownstreamConnection(ListenerContext(server, direction))
+    dt = MemTransport()
+    dc.connection_made(dt)
+    pool = server.pools.get(cluster.name)
+    up = UpstreamConnection(pool, cluster.endpoints[0].key)
+    ut = MemTransport()
+    up.connection_made(ut)
+    pool.active.add(up)
+    pool.count += 1
+    pool.idle[up.key] = [up]
+    # Held upstream writes (proxy/adapters/write_batch.py): flushed here after each callback, as the loop would
+    # after an iteration that handled one socket; the loop's own call_soon per iteration is left out
+    # (a real loop runs it; here nothing would, and the handles would pile up).
+    batch = server.pools.batch
+    batch._loop = types.SimpleNamespace(call_soon=lambda cb: None)  # type: ignore[assignment]
+    return dc, dt, up, ut, batch.flush
+
+
 async def outbound_loop(
     plugin: str = "", access_log: Path | None = None
 ) -> tuple[ProxyServer, Callable[[int], None], Callable[[], Awaitable[None]]]:
@@ -92,28 +117,9 @@ async def outbound_loop(
     )  # fmt: skip
     server = ProxyServer(cfg)
     await server.start()
-    from meshbus.proxy.adapters.listener import ListenerContext
-
-    ctx = ListenerContext(server, "outbound")
-    dc = DownstreamConnection(ctx)
-    dt = MemTransport()
-    dc.connection_made(dt)
     cluster = next(c for name, c in server.runtime.clusters.items() if "origin" in name and "|v1|" in name)
-    pool = server.pools.get(cluster.name)
-    up = UpstreamConnection(pool, cluster.endpoints[0].key)
-    ut = MemTransport()
-    up.connection_made(ut)
-    pool.active.add(up)
-    pool.count += 1
-    pool.idle[up.key] = [up]
     assert cluster.endpoints[0].port == ORIGIN
-
-    # Held upstream writes (proxy/adapters/write_batch.py): flushed here after each callback, as the loop would
-    # after an iteration that handled one socket; the loop's own call_soon per iteration is left out
-    # (a real loop runs it; here nothing would, and the handles would pile up).
-    batch = server.pools.batch
-    batch._loop = types.SimpleNamespace(call_soon=lambda cb: None)  # type: ignore[assignment]
-    flush = batch.flush
+    dc, dt, up, ut, flush = in_memory(server, "outbound", cluster)
 
     def loop(k: int) -> None:
         for _ in range(k):
