@@ -165,7 +165,7 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
         # AccessLogWriter(per_request=True)) or by the writer DEFAULT_CHUNK at a time (the default). Pairs of
         # rounds, interleaved; per request: the loop's CPU plus the writer's (join, or format) for the
         # same records. Both write the same bytes (tests/unit/telemetry/test_accesslog.py).
-        from meshbus.telemetry.accesslog import LINE_JSON, LINE_NONE, format_json_lines
+        from meshbus.telemetry.accesslog import LINE_JSON, LINE_NONE, format_json_rows
         from meshbus.telemetry.accesslog_writer import DEFAULT_CHUNK
 
         logger = server.access_log
@@ -182,7 +182,7 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
                     b"".join(lines)
                 else:
                     for i in range(0, len(records), DEFAULT_CHUNK):
-                        format_json_lines(records[i : i + DEFAULT_CHUNK])
+                        format_json_rows(records[i : i + DEFAULT_CHUNK])
                 (eager_cpu if eager else batch_cpu).append((time.thread_time() - c0) / n * 1e6)
         logger.line = LINE_NONE  # type: ignore[attr-defined]  # the writer's default
         print(

@@ -151,9 +151,9 @@ spec:
 
 
 class _Discard:
-    """An access-log sink that takes the records and keeps none (``--ship local``)."""
+    """An access-log sink that takes the records (rows) and keeps none (``--ship local``)."""
 
-    async def write_records(self, records: list[Any]) -> None:
+    async def write_rows(self, rows: list[Any]) -> None:
         pass
 
     async def close(self) -> None:

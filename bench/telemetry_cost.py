@@ -7,9 +7,10 @@ each driven in memory as bench/micro.py drives one (listener, exchange and upstr
 in-memory transports): A the client sidecar's outbound listener, B the server sidecar's inbound one.
 B is fed the requests A forwards (its traceparent and peer header), with A's sampling decision: at
 1% one request in 100 arrives sampled. Every ``SHIP_EVERY`` requests the work a shipping ("bus")
-sidecar does off the request path is done and counted too: the access-log records drained and made
-rows and msgpack (proxy/mesh/telemetry_ship.py's BusSink, less the publish), the span rows drained
-and encoded as a SpanBatch; metric deltas are once a second whatever the rate, so left out.
+sidecar does off the request path is done and counted too: the access-log rows drained and encoded
+as an AccessLogBatch (proxy/mesh/telemetry_ship.py's BusSink, less the publish; before the queue held
+rows this step also made each record a row), the span rows drained and encoded as a SpanBatch; metric
+deltas are once a second whatever the rate, so left out.
 
 ``--callgrind``: each (case, side) is measured in a child process under valgrind's callgrind with
 instrumentation on only around the measured requests (a tiny C helper issues callgrind's client
@@ -90,7 +91,7 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
     )
 
     class Rows:  # BusSink's work, less the publish
-        async def write_records(self, records: list[Any]) -> None:
+        async def write_rows(self, rows: list[Any]) -> None:
             pass
 
         async def close(self) -> None:
@@ -104,7 +105,7 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
     def ship() -> None:
         records = server.access_log.drain()
         if records:
-            data, enc = encode_rows([r.row() for r in records])
+            data, enc = encode_rows(records)
             encoder.encode(AccessLogBatch(source, record_fields, data, len(records), enc))
         rows = spans.drain()
         if rows:

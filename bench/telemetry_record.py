@@ -200,7 +200,7 @@ async def shipping_over_nats(rows: list[list[Any]], records: list[AccessLogRecor
 
     per_second = 4000
     span_rows = (rows * (per_second // len(rows) + 1))[:per_second]
-    recs = (records * (per_second // len(records) + 1))[:per_second]
+    recs = [r.row() for r in (records * (per_second // len(records) + 1))[:per_second]]
     with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(port=0, store_dir=tmp) as nats:
         bus = BusConnection(BusSettings(url=nats.url, name="bench-record"))
         await bus.connect()
@@ -223,7 +223,7 @@ async def shipping_over_nats(rows: list[list[Any]], records: list[AccessLogRecor
 
         out = {
             "ship_spans_bus_ns_per_span": await timed(fill, shipper._ship_spans),
-            "ship_records_bus_ns_per_record": await timed(lambda: None, lambda: sink.write_records(recs)),
+            "ship_records_bus_ns_per_record": await timed(lambda: None, lambda: sink.write_rows(recs)),
         }
         await bus.close()
     return out

@@ -1,13 +1,19 @@
 """Access logs: the per-request record, a bounded in-memory queue, and the JSON/text line formats.
 
-Request-path contract: ``access_log.log(record)`` is a length check and a list append, plus, when the
-writer asked for it (``AccessLogWriter(per_request=True)`` sets ``AccessLogger.line``), the record's
+Request-path contract: ``access_log.log_row(row)`` is a length check and a list append, plus, when the
+writer asked for it (``AccessLogWriter(per_request=True)`` sets ``AccessLogger.line``), the row's
 line formatted at once (~1.5 us compiled);
 no lock is taken, no I/O happens. When the queue is full the *new* record is dropped and
 ``meshbus_telemetry_dropped_total{signal="access_log"}`` goes up, so a slow sink can never slow or
 block requests. A writer off the request path (``meshbus.telemetry.accesslog_writer``) calls
-``drain()`` / ``drain_lines()`` and writes the lines (or formats the records with
-:func:`format_json_lines` / :func:`format_text_lines` for a sink of another format).
+``drain()`` / ``drain_lines()`` and writes the lines (or formats the rows with
+:func:`format_json_rows` / :func:`format_text_rows` for a sink of another format).
+
+The queue holds rows (:data:`AccessLogRow`, a tuple in :data:`FIELDS` order), not records: the proxy
+builds one tuple per request, the bus ships it as it is and the line formats read it by index, where a
+record object and its later copy as a row cost ~2.5k instructions more per request (making, copying and
+freeing them; bench/telemetry_cost.py --callgrind). :class:`AccessLogRecord` remains the named view
+(``AccessLogRecord.from_row``), for tests, ``meshctl logs`` and ``log(record)``.
 
 Why a line may be formatted when its request ends rather than by the writer: the writer runs every
 0.2 s and formats its batch in slices of ~50 us of loop time (accesslog_writer.DEFAULT_BUDGET_S),
@@ -29,7 +35,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeAlias
 
 import orjson
 
@@ -40,6 +46,10 @@ DEFAULT_CAPACITY: Final = 8192
 LINE_NONE: Final = 0  # AccessLogger.line: records only
 LINE_JSON: Final = 1  # ... and each record's format_json_line
 LINE_TEXT: Final = 2  # ... and each record's format_text_line_bytes
+
+AccessLogRow: TypeAlias = tuple[Any, ...]
+"""A record's fields in :data:`FIELDS` order: what the proxy queues per request (one tuple, not a record
+object and a later copy of it as a list), what the writer formats and the bus ships."""
 
 
 # Field order is API: the proxy builds records positionally on the hot path. Append new fields at the end.
@@ -143,17 +153,21 @@ class AccessLogRecord:
         self.metadata = metadata
         self.direction = direction
 
-    def row(self) -> list[Any]:
-        """The fields as a list, in declaration order (:data:`FIELDS`): how the bus carries records
-        (packed by the hundred in one call, bus.schemas.telemetry.encode_rows; compiled, this is a fraction of a
-        microsecond)."""
-        return [
+    def row(self) -> AccessLogRow:
+        """The fields as a tuple, in declaration order (:data:`FIELDS`): what the queue holds, the sinks
+        format and the bus carries (packed by the hundred in one call, bus.schemas.telemetry.encode_rows)."""
+        return (
             self.start_time, self.method, self.path, self.protocol, self.response_code, self.response_flags,
             self.response_code_details, self.bytes_received, self.bytes_sent, self.duration_ms,
             self.upstream_service_time, self.x_forwarded_for, self.user_agent, self.request_id, self.authority,
             self.upstream_host, self.upstream_cluster, self.route_name, self.downstream_remote_address,
             self.downstream_peer_principal, self.trace_id, self.request_principal, self.metadata, self.direction,
-        ]  # fmt: skip
+        )  # fmt: skip
+
+    @staticmethod
+    def from_row(row: AccessLogRow) -> AccessLogRecord:
+        """The record a row (:meth:`row`) was made from, for readers that want names, not indexes."""
+        return AccessLogRecord(*row)
 
 
 FIELDS: Final[tuple[str, ...]] = (
@@ -170,13 +184,16 @@ class AccessLog(Protocol):
 
     def log(self, record: AccessLogRecord) -> None: ...
 
-    def drain(self) -> list[AccessLogRecord]: ...
+    def log_row(self, row: AccessLogRow) -> None: ...
+
+    def drain(self) -> list[AccessLogRow]: ...
 
     def drain_lines(self) -> list[bytes]: ...
 
 
 class AccessLogger:
-    """Bounded queue of records between the request path (``log``) and one writer (``drain``).
+    """Bounded queue of records, as rows (:data:`AccessLogRow`), between the request path (``log_row``,
+    or ``log`` for a record) and one writer (``drain``).
 
     With ``line`` set (a ``per_request`` writer sets it to its first file sink's format, :data:`LINE_JSON`
     or :data:`LINE_TEXT`), ``log`` also formats the record into its line, kept in step with the records
@@ -190,13 +207,16 @@ class AccessLogger:
         if capacity < 1:
             raise ConfigError(f"access log capacity must be >= 1 (got {capacity})")
         self.capacity = capacity
-        self._buf: list[AccessLogRecord] = []
+        self._buf: list[AccessLogRow] = []
         self._lines: list[bytes] = []
         self._dropped = dropped if dropped is not None else CounterChild()
         # a format number, not a callable: compiled, a direct call to the formatter is ~0.3 us cheaper
         self.line = LINE_NONE
 
     def log(self, record: AccessLogRecord) -> None:
+        self.log_row(record.row())
+
+    def log_row(self, row: AccessLogRow) -> None:
         buf = self._buf
         if len(buf) >= self.capacity:
             self._dropped.value += 1
@@ -204,16 +224,14 @@ class AccessLogger:
         line = self.line
         if line:
             try:
-                self._lines.append(
-                    format_json_line(record) if line == LINE_JSON else format_text_line_bytes(record)
-                )
+                self._lines.append(format_json_row(row) if line == LINE_JSON else format_text_row_bytes(row))
             except Exception:  # a value the format cannot carry: lose this record, never the request
                 self._dropped.value += 1
                 return
-        buf.append(record)
+        buf.append(row)
 
-    def drain(self) -> list[AccessLogRecord]:
-        """Take every queued record (O(1): the buffer is swapped, not copied)."""
+    def drain(self) -> list[AccessLogRow]:
+        """Take every queued row (O(1): the buffer is swapped, not copied)."""
         buf, self._buf = self._buf, []
         return buf
 
@@ -239,7 +257,10 @@ class NullAccessLogger:
     def log(self, record: AccessLogRecord) -> None:
         pass
 
-    def drain(self) -> list[AccessLogRecord]:
+    def log_row(self, row: AccessLogRow) -> None:
+        pass
+
+    def drain(self) -> list[AccessLogRow]:
         return []
 
     def drain_lines(self) -> list[bytes]:
@@ -352,50 +373,69 @@ def _int(value: int | None) -> str:
     return "null" if value is None else str(value)
 
 
-def format_json_line(r: AccessLogRecord) -> bytes:
-    """One record's JSON line, with its ``\\n``: byte for byte ``orjson.dumps(to_json_dict(r)) + b"\\n"``
+def format_json_row(r: AccessLogRow) -> bytes:
+    """One row's JSON line, with its ``\\n``: byte for byte ``orjson.dumps(to_json_dict(record)) + b"\\n"``
     (the tests hold the two equal), built as a str from cached ``"key":value`` pieces (a field's
     values mostly repeat) and encoded once: callgrind, compiled, 13.7k instructions a line against
-    18.1k for the dict and ``orjson.dumps`` (with the builtin ``round``)."""
-    md = r.metadata
+    18.1k for the dict and ``orjson.dumps`` (with the builtin ``round``). Indexes are :data:`FIELDS`'."""
+    md = r[22]
     end = ',"metadata":' + _js(md) + "}\n" if md else "}\n"
     return (
-        f'{{"start_time":"{format_start_time(r.start_time)}"{_frag(0, r.method)},"path":{_js(r.path)}'
-        f'{_frag(1, r.protocol)},"response_code":{r.response_code}{_frag(2, r.response_flags)}'
-        f'{_frag(3, r.response_code_details)},"bytes_received":{r.bytes_received},"bytes_sent":{r.bytes_sent}'
-        f',"duration":{_int(_ms(r.duration_ms))},"upstream_service_time":{_int(_ms(r.upstream_service_time))}'
-        f'{_frag(4, r.x_forwarded_for)}{_frag(5, r.user_agent)},"request_id":{_js(r.request_id)}'
-        f"{_frag(6, r.authority)}{_frag(7, r.upstream_host)}{_frag(8, r.upstream_cluster)}{_frag(9, r.route_name)}"
-        f"{_frag(10, r.downstream_remote_address)}{_frag(11, r.downstream_peer_principal)}"
-        f',"trace_id":{_js(r.trace_id)}{_frag(12, r.request_principal)}{_frag(13, r.direction)}'
+        f'{{"start_time":"{format_start_time(r[0])}"{_frag(0, r[1])},"path":{_js(r[2])}'
+        f'{_frag(1, r[3])},"response_code":{r[4]}{_frag(2, r[5])}'
+        f'{_frag(3, r[6])},"bytes_received":{r[7]},"bytes_sent":{r[8]}'
+        f',"duration":{_int(_ms(r[9]))},"upstream_service_time":{_int(_ms(r[10]))}'
+        f'{_frag(4, r[11])}{_frag(5, r[12])},"request_id":{_js(r[13])}'
+        f"{_frag(6, r[14])}{_frag(7, r[15])}{_frag(8, r[16])}{_frag(9, r[17])}"
+        f"{_frag(10, r[18])}{_frag(11, r[19])}"
+        f',"trace_id":{_js(r[20])}{_frag(12, r[21])}{_frag(13, r[23])}'
         f"{end}"
     ).encode()
 
 
+def format_json_rows(rows: Iterable[AccessLogRow]) -> bytes:
+    """One :func:`to_json_dict` object per row, each followed by ``\\n``."""
+    return b"".join([format_json_row(r) for r in rows])
+
+
+def format_json_line(r: AccessLogRecord) -> bytes:
+    """:func:`format_json_row` of the record's row."""
+    return format_json_row(r.row())
+
+
 def format_json_lines(records: Iterable[AccessLogRecord]) -> bytes:
     """One :func:`to_json_dict` object per record, each followed by ``\\n``."""
-    return b"".join([format_json_line(r) for r in records])
+    return format_json_rows([r.row() for r in records])
 
 
 def _t(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def format_text_line(r: AccessLogRecord) -> str:
+def format_text_row(r: AccessLogRow) -> str:
     """Envoy's default text format (``-`` for a missing value), without the trailing newline."""
     return (
-        f'[{format_start_time(r.start_time)}] "{_t(r.method)} {_t(r.path)} {_t(r.protocol)}" '
-        f"{r.response_code} {r.response_flags} {r.bytes_received} {r.bytes_sent} "
-        f"{_ms(r.duration_ms)} {_t(_ms(r.upstream_service_time))} "
-        f'"{_t(r.x_forwarded_for)}" "{_t(r.user_agent)}" "{_t(r.request_id)}" '
-        f'"{_t(r.authority)}" "{_t(r.upstream_host)}"'
+        f'[{format_start_time(r[0])}] "{_t(r[1])} {_t(r[2])} {_t(r[3])}" '
+        f"{r[4]} {r[5]} {r[7]} {r[8]} "
+        f"{_ms(r[9])} {_t(_ms(r[10]))} "
+        f'"{_t(r[11])}" "{_t(r[12])}" "{_t(r[13])}" '
+        f'"{_t(r[14])}" "{_t(r[15])}"'
     )
 
 
+def format_text_rows(rows: Iterable[AccessLogRow]) -> bytes:
+    return "".join(format_text_row(r) + "\n" for r in rows).encode()
+
+
+def format_text_row_bytes(r: AccessLogRow) -> bytes:
+    """One row's text line with its ``\\n``, encoded (UTF-8, as :func:`format_text_rows`)."""
+    return (format_text_row(r) + "\n").encode()
+
+
+def format_text_line(r: AccessLogRecord) -> str:
+    """:func:`format_text_row` of the record's row."""
+    return format_text_row(r.row())
+
+
 def format_text_lines(records: Iterable[AccessLogRecord]) -> bytes:
-    return "".join(format_text_line(r) + "\n" for r in records).encode()
-
-
-def format_text_line_bytes(r: AccessLogRecord) -> bytes:
-    """One record's text line with its ``\\n``, encoded (UTF-8, as :func:`format_text_lines`)."""
-    return (format_text_line(r) + "\n").encode()
+    return format_text_rows([r.row() for r in records])

@@ -1,7 +1,7 @@
 """Asyncio adapter that drains an :class:`~meshbus.telemetry.accesslog.AccessLogger` off the request path.
 
-Every ``interval`` seconds the writer takes the queued records, formats them ``chunk`` records at a
-time, yielding to the event loop whenever a turn has taken ``budget`` (50 us), so neither a large
+Every ``interval`` seconds the writer takes the queued records (rows, telemetry.accesslog.AccessLogRow),
+formats them ``chunk`` records at a time, yielding to the event loop whenever a turn has taken ``budget`` (50 us), so neither a large
 backlog nor long records stall requests for long, and hands the bytes to each :class:`Sink` (a file,
 stdout, the bus: each batch is formatted once per format, whatever the number of sinks).
 
@@ -30,9 +30,9 @@ from meshbus.telemetry.accesslog import (
     LINE_TEXT,
     AccessLog,
     AccessLogger,
-    AccessLogRecord,
-    format_json_lines,
-    format_text_lines,
+    AccessLogRow,
+    format_json_rows,
+    format_text_rows,
 )
 from meshbus.telemetry.errors import ConfigError
 from meshbus.telemetry.metrics import CounterChild
@@ -46,9 +46,9 @@ DEFAULT_CHUNK: Final = 8  # records formatted between two reads of the clock (~7
 # and more for long paths or user agents; a time budget bounds the wait whatever the records hold).
 DEFAULT_BUDGET_S: Final = 50e-6
 
-_FORMATTERS: Final[dict[str, Callable[[Iterable[AccessLogRecord]], bytes]]] = {
-    "json": format_json_lines,
-    "text": format_text_lines,
+_FORMATTERS: Final[dict[str, Callable[[Iterable[AccessLogRow]], bytes]]] = {
+    "json": format_json_rows,
+    "text": format_text_rows,
 }
 # the same formats, one record at a time as each request ends (AccessLogger.line): joined, the bytes
 # _FORMATTERS give
@@ -64,10 +64,10 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
-class RecordSink(Protocol):
-    """A sink that takes the records themselves (the bus ships rows, not formatted lines)."""
+class RowSink(Protocol):
+    """A sink that takes the records themselves, as rows (the bus ships rows, not formatted lines)."""
 
-    async def write_records(self, records: list[AccessLogRecord]) -> None: ...
+    async def write_rows(self, rows: list[AccessLogRow]) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -122,7 +122,7 @@ class AccessLogWriter:
     def __init__(
         self,
         access_log: AccessLog,
-        sink: Sink | RecordSink,
+        sink: Sink | RowSink,
         *,
         fmt: Literal["json", "text"] = "json",
         interval: float = DEFAULT_INTERVAL_S,
@@ -138,14 +138,14 @@ class AccessLogWriter:
                 f"access log interval and budget must be > 0, chunk >= 1 (got {interval}, {budget}, {chunk})"
             )
         self._access_log = access_log
-        self._sinks: list[tuple[Sink | RecordSink, Callable[[Iterable[AccessLogRecord]], bytes]]] = [
+        self._sinks: list[tuple[Sink | RowSink, Callable[[Iterable[AccessLogRow]], bytes]]] = [
             (sink, _FORMATTERS[fmt])
         ]
         # The format the logger may render per request (the first byte sink's: a later sink of the same
         # format shares the lines, one of another format is formatted here from the records). Lines are
         # used when there is one per record (the logger's ``line`` was on for the whole batch).
-        self._eager: Callable[[Iterable[AccessLogRecord]], bytes] | None = None
-        if not hasattr(sink, "write_records") and isinstance(access_log, AccessLogger):
+        self._eager: Callable[[Iterable[AccessLogRow]], bytes] | None = None
+        if not hasattr(sink, "write_rows") and isinstance(access_log, AccessLogger):
             self._eager = _FORMATTERS[fmt]
             if per_request:
                 access_log.line = _LINE_FORMATS[fmt]
@@ -158,13 +158,13 @@ class AccessLogWriter:
         self.written = 0
         """Records written so far."""
 
-    def add_sink(self, sink: Sink | RecordSink, fmt: Literal["json", "text"] = "json") -> None:
+    def add_sink(self, sink: Sink | RowSink, fmt: Literal["json", "text"] = "json") -> None:
         if fmt not in _FORMATTERS:
             raise ConfigError(f"access log format must be one of {sorted(_FORMATTERS)} (got {fmt!r})")
         self._sinks.append((sink, _FORMATTERS[fmt]))
 
     async def _format(
-        self, records: list[AccessLogRecord], fmt: Callable[[Iterable[AccessLogRecord]], bytes]
+        self, records: list[AccessLogRow], fmt: Callable[[Iterable[AccessLogRow]], bytes]
     ) -> bytes:
         parts: list[bytes] = []
         step, budget = self._chunk, self._budget
@@ -194,14 +194,14 @@ class AccessLogWriter:
         lines = self._access_log.drain_lines()  # with the records, before any await: the same requests
         if not records:
             return 0
-        formatted: dict[Callable[[Iterable[AccessLogRecord]], bytes], bytes] = {}
+        formatted: dict[Callable[[Iterable[AccessLogRow]], bytes], bytes] = {}
         if self._eager is not None and len(lines) == len(records):  # unequal: line on or off mid-batch
             formatted[self._eager] = await self._join(lines)
         ok = True
         for sink, fmt in self._sinks:
             try:
-                if hasattr(sink, "write_records"):
-                    await sink.write_records(records)
+                if hasattr(sink, "write_rows"):
+                    await sink.write_rows(records)
                     continue
                 data = formatted.get(fmt)
                 if data is None:

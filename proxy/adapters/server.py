@@ -37,7 +37,7 @@ from meshbus.proxy.filters.plugins.bindings import PluginRuntime
 from meshbus.proxy.tls.mtls import MeshTls, MeshTlsStats, TlsOrigin
 from meshbus.telemetry import loop_stalls
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLog, AccessLogger
-from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, RecordSink, Sink, StreamSink
+from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, RowSink, Sink, StreamSink
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ class ProxyServer:
         """Whether access-log records are kept (when not, the request path does not even make them)."""
         return self.access_log is not NULL_ACCESS_LOG
 
-    def add_access_log_sink(self, sink: Sink | RecordSink, fmt: str = "json") -> None:
+    def add_access_log_sink(self, sink: Sink | RowSink, fmt: str = "json") -> None:
         """Start keeping access-log records (once), and write them to ``sink`` too (mesh mode adds
         the bus). One writer formats each batch once per format, off the request path."""
         if self._writer is None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from meshbus.proxy.build.telemetry_policy import SidePolicy
 from meshbus.proxy.filters.stats import Identity, StatsRecorder
 from meshbus.proxy.filters.tracing import HopTracer, TraceHop
-from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLogger, AccessLogRecord
+from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLogger, AccessLogRecord, AccessLogRow
 from meshbus.telemetry.metrics import CounterChild, InternalMetrics, IstioMetrics, RequestSeries
 from meshbus.telemetry.peer import PEER_HEADER, Workload
 
@@ -165,20 +165,21 @@ class HopTelemetry:
         program = self._log_filter
         if program is not None and not _passes(program, ex, flags, duration):
             return
-        record = access_record(ex, flags, duration, hop, self.direction)
+        row = access_row(ex, flags, duration, hop, self.direction)
         if isinstance(sink, AccessLogger):  # compiled: a direct call, not a method looked up by name
-            sink.log(record)
-        else:
-            sink.log(record)
+            sink.log_row(row)
+        else:  # another sink (contracts.AccessLogSink: tests' in-memory ones) takes records
+            sink.log(AccessLogRecord.from_row(row))
 
     def _local_reply(self, flags: str) -> None:
         child: CounterChild = self.local_replies.labels(flags)
         child.value += 1
 
 
-def access_record(
+def access_row(
     ex: Exchange, flags: str, duration: float, hop: TraceHop | None, direction: str
-) -> AccessLogRecord:
+) -> AccessLogRow:
+    """The request's access-log row (AccessLogRecord's fields, in order): one tuple, queued as it is."""
     head = ex.head
     hd: dict[str, str] = head.hdict  # typed: compiled, its lookups are direct dict calls
     view = ex.view
@@ -188,7 +189,7 @@ def access_record(
     auth = fs.get("request.auth") if fs is not None else None  # proxy/filters/jwt_authn.py
     dc = ex.dc
     version: str = head.version
-    return AccessLogRecord(
+    return (
         ex.start,
         head.method,
         view.path if view is not None else head.target,

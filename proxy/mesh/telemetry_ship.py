@@ -36,7 +36,7 @@ from meshbus.bus.schemas.telemetry import (
 from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.filters.spans import ROW
 from meshbus.telemetry import loop_stalls
-from meshbus.telemetry.accesslog import FIELDS, AccessLogRecord
+from meshbus.telemetry.accesslog import FIELDS, AccessLogRow
 from meshbus.telemetry.delta import DeltaTracker
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,8 @@ def _span_batch(source: Source, resource: dict[str, str], provider: str, rows: l
 
 
 class BusSink:
-    """An access-log sink (telemetry/accesslog_writer.py) that publishes the records as rows."""
+    """An access-log sink (telemetry/accesslog_writer.py) that publishes the rows the proxy queued, as
+    they are (no copy, no record object in between)."""
 
     def __init__(self, bus: BusConnection, source: Source, dropped: Any) -> None:
         self.bus = bus
@@ -194,22 +195,22 @@ class BusSink:
         self.dropped = dropped
         self._encoder = codec.Encoder()
 
-    async def write_records(self, records: list[AccessLogRecord]) -> None:
-        if not records:
+    async def write_rows(self, rows: list[AccessLogRow]) -> None:
+        if not rows:
             return
         if not self.bus.connected:
             raise ConnectionError("meshbus: not connected to NATS")
         subject = self.bus.subjects.telemetry("logs", self.source.node)
-        for i in range(0, len(records), _RECORDS_PER_BATCH):
-            rows = [r.row() for r in records[i : i + _RECORDS_PER_BATCH]]
-            data, encoding = encode_rows(rows)
+        for i in range(0, len(rows), _RECORDS_PER_BATCH):
+            batch = rows[i : i + _RECORDS_PER_BATCH] if len(rows) > _RECORDS_PER_BATCH else rows
+            data, encoding = encode_rows(batch)
             body, headers = self._encoder.encode(
-                AccessLogBatch(self.source, _RECORD_FIELDS, data, len(rows), encoding)
+                AccessLogBatch(self.source, _RECORD_FIELDS, data, len(batch), encoding)
             )
             await self.bus.nc.publish(subject, body, headers=headers)
 
     async def write(self, data: bytes) -> None:
-        raise NotImplementedError("BusSink takes records (write_records), not formatted lines")
+        raise NotImplementedError("BusSink takes rows (write_rows), not formatted lines")
 
     async def close(self) -> None:
         pass

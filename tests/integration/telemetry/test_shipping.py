@@ -64,7 +64,7 @@ async def test_spans_and_access_logs_shipped_as_json_rows_reach_the_collector_an
             )
             for i in range(3)
         ]
-        await sink.write_records(records)
+        await sink.write_rows([r.row() for r in records])
         got: list[dict[str, object]] = []
 
         def emit(batch: AccessLogBatch) -> None:

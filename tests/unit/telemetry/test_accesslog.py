@@ -16,8 +16,10 @@ from meshbus.telemetry.accesslog import (
     NULL_ACCESS_LOG,
     AccessLogger,
     AccessLogRecord,
+    AccessLogRow,
     format_json_line,
     format_json_lines,
+    format_json_rows,
     format_start_time,
     format_text_line,
     format_text_lines,
@@ -61,7 +63,8 @@ def test_queue_is_bounded_and_drops_are_counted_in_the_metric() -> None:
     assert logger.pending == 3
     assert logger.dropped == 2 and dropped.value == 2
     got = logger.drain()
-    assert [x.request_id for x in got] == ["req-0", "req-1", "req-2"]  # the newest are dropped
+    ids = [AccessLogRecord.from_row(x).request_id for x in got]
+    assert ids == ["req-0", "req-1", "req-2"]  # the newest are dropped
     assert logger.pending == 0 and logger.drain() == []
     logger.log(_record(9))
     assert logger.pending == 1 and logger.dropped == 2
@@ -352,10 +355,10 @@ async def test_log_formats_the_line_at_once_and_the_writer_only_joins() -> None:
 async def test_other_formats_and_record_sinks_still_get_every_record() -> None:
     class Records:
         def __init__(self) -> None:
-            self.got: list[AccessLogRecord] = []
+            self.got: list[AccessLogRow] = []
 
-        async def write_records(self, records: list[AccessLogRecord]) -> None:
-            self.got += records
+        async def write_rows(self, rows: list[AccessLogRow]) -> None:
+            self.got += rows
 
         async def close(self) -> None:
             pass
@@ -374,7 +377,7 @@ async def test_other_formats_and_record_sinks_still_get_every_record() -> None:
     assert await writer.flush() == 3
     assert json_sink.data == format_json_lines([early, *later])
     assert text_sink.data == format_text_lines([early, *later])
-    assert rec_sink.got == [early, *later]
+    assert rec_sink.got == [r.row() for r in (early, *later)]
 
 
 async def test_a_record_its_format_cannot_carry_is_dropped_alone_and_counted() -> None:
@@ -423,14 +426,14 @@ async def test_writer_gives_the_loop_back_once_a_turn_took_its_budget(
 
     done = 0
 
-    def slow(records: list[AccessLogRecord]) -> bytes:
+    def slow(records: list[AccessLogRow]) -> bytes:
         nonlocal done
         for _ in records:
             end = time.perf_counter() + 60e-6
             while time.perf_counter() < end:
                 pass
             done += 1
-        return format_json_lines(records)
+        return format_json_rows(records)
 
     monkeypatch.setitem(writer_mod._FORMATTERS, "json", slow)
     logger = AccessLogger(capacity=1000)
@@ -453,3 +456,25 @@ async def test_writer_gives_the_loop_back_once_a_turn_took_its_budget(
     await task
     assert len(sink.data.splitlines()) == 200
     assert 0 < most <= 8, most  # DEFAULT_CHUNK
+
+
+@given(_records)
+def test_a_row_is_its_record_and_formats_as_the_record(records: list[AccessLogRecord]) -> None:
+    from meshbus.telemetry.accesslog import format_json_row, format_text_row
+
+    for r in records:
+        row = r.row()
+        assert AccessLogRecord.from_row(row) == r
+        assert format_json_row(row) == format_json_line(r)
+        assert format_text_row(row) == format_text_line(r)
+
+
+def test_log_row_queues_the_row_itself_and_log_the_records_row() -> None:
+    logger = AccessLogger()
+    row = _record(1).row()
+    logger.log_row(row)
+    logger.log(_record(2))
+    got = logger.drain()
+    assert got[0] is row and got[1] == _record(2).row()
+    NULL_ACCESS_LOG.log_row(row)
+    assert NULL_ACCESS_LOG.drain() == []

@@ -1,0 +1,89 @@
+"""The proxy queues each request's access-log record as a row (a tuple in FIELDS order, no record
+object): what the bus ships and what the file formats write from it must be what the record made.
+
+A real proxy on real sockets, its access log kept by the server's own writer: one sink takes the
+rows (as the bus sink does), two take the JSON and text lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from meshbus.bus.schemas.telemetry import encode_rows
+from meshbus.telemetry.accesslog import (
+    FIELDS,
+    AccessLogRecord,
+    AccessLogRow,
+    format_json_line,
+    format_text_line,
+    to_json_dict,
+)
+from tests.integration.proxy.test_telemetry_hops import OK, S, T, get, start, telemetry
+from tests.integration.proxy.upstreams import HeadServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+
+class Rows:
+    def __init__(self) -> None:
+        self.rows: list[AccessLogRow] = []
+        self.got = asyncio.Event()
+
+    async def write_rows(self, rows: list[AccessLogRow]) -> None:
+        self.rows += rows
+        self.got.set()
+
+    async def close(self) -> None:
+        pass
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.data = b""
+        self.got = asyncio.Event()
+
+    async def write(self, data: bytes) -> None:
+        self.data += data
+        self.got.set()
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_row_the_proxy_queues_ships_and_formats_as_its_record_did(proxy) -> None:  # type: ignore[no-untyped-def]
+    u = await HeadServer(lambda _h: OK).start()
+    try:
+        p = await start(proxy, u, telemetry("  tracing: [{randomSamplingPercentage: 100}]"))
+        rows, json_lines, text_lines = Rows(), Lines(), Lines()
+        p.server.add_access_log_sink(rows)
+        p.server.add_access_log_sink(json_lines)
+        p.server.add_access_log_sink(text_lines, "text")
+        head = (
+            f'GET /r/1?q=%C3%BC HTTP/1.1\r\nHost: reviews\r\nuser-agent: t"q\r\nx-request-id: rid-1\r\n'
+            f"traceparent: 00-{T}-{S}-01\r\n\r\n"
+        )
+        await get(p.port, head.encode())
+        await asyncio.wait_for(
+            asyncio.gather(rows.got.wait(), json_lines.got.wait(), text_lines.got.wait()), 5
+        )
+
+        [row] = rows.rows
+        assert type(row) is tuple and len(row) == len(FIELDS)
+        record = AccessLogRecord.from_row(row)
+        assert (record.method, record.path, record.response_code, record.request_id) == (
+            "GET", "/r/1?q=%C3%BC", 200, "rid-1",
+        )  # fmt: skip
+        assert record.trace_id == T and record.direction == "outbound" and record.user_agent == 't"q'
+        assert record.authority == "reviews" and record.upstream_host == f"127.0.0.1:{u.port}"
+        assert (record.upstream_cluster or "").startswith("outbound|") and record.response_flags == "-"
+        # the values keep the record's types: the same bytes on the bus as the record's row made
+        assert type(record.start_time) is float and type(record.duration_ms) is float
+        assert encode_rows([row]) == encode_rows([record.row()])
+        # the writer's lines from the row: byte for byte the record's (and Istio's JSON object)
+        assert json_lines.data == format_json_line(record) == orjson.dumps(to_json_dict(record)) + b"\n"
+        assert text_lines.data == (format_text_line(record) + "\n").encode()
+    finally:
+        await u.stop()
