@@ -94,6 +94,7 @@ def _hop(server: bool, sampling: float, spans: SpanRecorder | None) -> tuple[Hop
     from meshbus.proxy.adapters.exchange import Exchange
     from meshbus.proxy.adapters.listener import ListenerContext
     from meshbus.proxy.codec.http1 import RequestHead, ResponseHead
+    from meshbus.proxy.core.routing import RequestView, Route
 
     srv.loop = None
     ctx = ListenerContext(srv, "inbound" if server else "outbound")
@@ -101,8 +102,8 @@ def _hop(server: bool, sampling: float, spans: SpanRecorder | None) -> tuple[Hop
     head = RequestHead("GET", "/reviews/0", "1.1", list(hdict.items()), hdict, True, False, 0, 0)
     dc = SimpleNamespace(peer_ip="10.0.0.3", peer_principal=None)
     ex = Exchange(dc, head, ctx)  # a real one: compiled, observe.py reads its fields natively
-    ex.view = SimpleNamespace(path="/reviews/0")
-    ex.route = SimpleNamespace(name="default", virtual_host="reviews", chain=None)
+    ex.view = RequestView("GET", "/reviews/0", "reviews", hdict, "10.0.0.3")
+    ex.route = Route("default", "reviews")
     ex.cluster = cluster
     ex.runtime = srv.runtime
     ex.upstream_host = "10.0.0.7:9080"
