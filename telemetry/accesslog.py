@@ -11,7 +11,7 @@ block requests. A writer off the request path (``meshbus.telemetry.accesslog_wri
 
 The queue holds rows (:data:`AccessLogRow`, a tuple in :data:`FIELDS` order), not records: the proxy
 builds one tuple per request, the bus ships it as it is and the line formats read it by index, where a
-record object and its later copy as a row cost ~2.5k instructions more per request (making, copying and
+record object and its later copy as a row cost ~1.4k instructions more per request (making, copying and
 freeing them; bench/telemetry_cost.py --callgrind). :class:`AccessLogRecord` remains the named view
 (``AccessLogRecord.from_row``), for tests, ``meshctl logs`` and ``log(record)``.
 
