@@ -33,6 +33,10 @@ varied by 15 %), so the setups are measured in adjacent, paired runs:
   what the proxy forwards, so the proxy is never the bottleneck; its hosts are not pinned (on a
   2-core machine two busy hosts take both cores, beside the proxy, nginx and wrk, so the ratio stays
   under 2). Quote ratios from a quiet machine.
+``--stages`` stamps each stage of the remote no-op's calls in its proxy and host during the latency
+rounds (bench/stages.py, patched in at start-up: nothing of it runs without the flag) and prints the
+medians between stages after each such run, with h2load's request start to the call and the call's
+end to h2load's response.
 ``--reference-write`` adds "remote-noop-once": the remote no-op with meshbus.bus.direct's earlier
 write policy in its proxy and host (bench/write_policy.py; its own filter name, so its own host),
 paired like the others, to weigh the current policy against it in the same run.
@@ -57,6 +61,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import run
+import stages
 from run import (
     Result,
     check_tools,
@@ -130,7 +135,8 @@ def install_filters(site: Path) -> None:
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: meshbus-bench-filters\nVersion: 0.0.0\n")
     (site / "write_policy.py").write_text((Path(__file__).parent / "write_policy.py").read_text())
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (site / "stages.py").write_text((Path(__file__).parent / "stages.py").read_text())
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE + stages.SITECUSTOMIZE)
     (info / "entry_points.txt").write_text(
         "[meshbus.filters]\nbench-noop = meshbus_bench_filters:Noop\nbench-header = meshbus_bench_filters:Header\n"
         "bench-burn = meshbus_bench_filters:Burn\nbench-noop-ref = meshbus_bench_filters:Noop\n"
@@ -262,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add remote-noop-once: bus/direct.py's earlier write policy, for reference",
     )
+    ap.add_argument(
+        "--stages",
+        action="store_true",
+        help="stamp each stage of the remote no-op's calls in its proxy and host (bench/stages.py)",
+    )
     ap.add_argument("--only", default="", help="comma list of setups: " + ",".join(SETUPS))
     ap.add_argument("--port-base", type=int, default=0, help="move every port by this (another bench runs)")
     args = ap.parse_args(argv)
@@ -318,12 +329,21 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  round {rnd + 1} {s.name:18s} {rps:9,.0f} rps  proxy {cpu_us:6.1f} us/req  "
                               f"hosts {host_us:6.1f} us/req  errors {errors}")  # fmt: skip
             for rnd in range(args.latency_rounds):
+                for s in setups:
+                    if args.stages and s.name.startswith("remote-noop"):
+                        s.env[stages.ENV] = str(tmp / f"stages-{s.name}-{rnd}")
+                        (tmp / f"stages-{s.name}-{rnd}").mkdir()
                 with started(setups, nats.url, env, tmp):
                     for s in setups if rnd % 2 == 0 else reversed(setups):
                         p50, _p90, p99 = run_latency(s.port, args.latency_duration, tmp)
                         results[s.name].p50.append(p50)
                         results[s.name].p99.append(p99)
                         print(f"  latency round {rnd + 1} {s.name:18s} p50/p99 {p50:.3f}/{p99:.3f} ms")
+                        if stages.ENV in s.env:
+                            time.sleep(1.5)  # the processes write their stamps every second
+                            stages.report(
+                                Path(s.env.pop(stages.ENV)), [tmp / f"h2load-{i}.log" for i in range(10)]
+                            )
             scaled = setups_for(scaling, tmp, exe, nats.url, args.port_base + 50)
             for rnd in range(args.scaling_rounds if scaling else 0):
                 for s in scaled:  # one at a time: two busy hosts take both cores

@@ -24,7 +24,9 @@ what it saves in latency, on both sides: ``turn`` (what it does: the messages of
 event loop in one write as the turn ends), ``none`` (every call and verdict through nats-py's
 flusher), ``once`` (its earlier policy: the first message of a turn written at once, the rest left
 to the flusher). Also printed: write system calls per call on each side (/proc/PID/io ``syscw``:
-a count, not a time, so the machine's load does not blur it). ``--inflight N`` runs a closed loop
+a count, not a time, so the machine's load does not blur it). ``--floor`` runs the same pacing and payload through bare nats-py (``Client.request`` to a plain
+subscription callback that ``respond``s an empty map): what a NATS request/reply from Python costs
+on this machine, the floor to weigh ours against. ``--inflight N`` runs a closed loop
 with N calls in flight instead of the paced rate: a busy proxy's regime, many calls a turn.
 """
 
@@ -55,6 +57,7 @@ from meshbus.plugins import Filter
 from meshbus.plugins.http import Headers, Peer, Request
 from meshbus.plugins.registry import info_of
 from meshbus.plugins.remote.host import FilterHost
+from meshbus.plugins.remote.wire import config_digest, pack_call
 from meshbus.proxy.filters.plugins.remote import RemoteBackend, RemoteFilters
 
 NAME = "bench-noop"
@@ -108,13 +111,39 @@ async def _awaited(aw: Any) -> Any:
     return await aw
 
 
-async def serve_host(url: str, out: str) -> None:
-    marks: dict[str, list[float]] = {"host_read": [], "host_handler": [], "host_write": []}
+FLOOR_SUBJECT = "bench.floor"
+
+
+def host_signals() -> tuple[asyncio.Event, list[float]]:
+    """A host's stop (SIGTERM) and its CPU time at the measured run's start (SIGUSR1)."""
     stop = asyncio.Event()
     cpu = [0.0]
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, lambda: cpu.__setitem__(0, time.process_time()))
+    return stop, cpu
+
+
+async def serve_floor(url: str) -> None:
+    """``--floor``'s host: bare nats-py, a subscription callback answering every message with an
+    empty map (what a no-op's verdict is), through ``msg.respond`` (nats-py's flusher)."""
+    stop, cpu = host_signals()
+    async with BusConnection(BusSettings(url=url, name="bench floor host")) as bus:
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(b"\x80")
+
+        await bus.nc.subscribe(FLOOR_SUBJECT, cb=answer)
+        await bus.nc.flush()
+        print("ready", flush=True)
+        await stop.wait()
+        print(time.process_time() - cpu[0], flush=True)
+        print("host GC: -", flush=True)
+
+
+async def serve_host(url: str, out: str) -> None:
+    marks: dict[str, list[float]] = {"host_read": [], "host_handler": [], "host_write": []}
+    stop, cpu = host_signals()
     async with BusConnection(BusSettings(url=url, name="bench host")) as bus:
         host = FilterHost(bus, info_of(NAME, Noop, "bench"))
         if out:
@@ -181,10 +210,21 @@ async def drive(
     old_resume: bool = False,
     profile: bool = False,
     inflight: int = 0,
+    floor: bool = False,
 ) -> dict[str, Any]:
     async with BusConnection(BusSettings(url=url, name="bench client")) as bus:
         backend = RemoteBackend(RemoteFilters(lambda: bus), NAME, "default/bench", None, 2.0)
-        await backend.wait_ready()
+        if floor:  # bare nats-py: the same payload through Client.request, nothing decoded
+
+            def floor_call(*_a: Any) -> Any:
+                return bus.nc.request(FLOOR_SUBJECT, payload, timeout=2.0)
+
+            payload = pack_call(
+                "request_headers", request(), plugin="default/bench", digest=config_digest(None)
+            )
+            backend.call = floor_call  # type: ignore[method-assign]
+        else:
+            await backend.wait_ready()
         for _ in range(200):  # warm-up
             await backend.call("on_request_headers", request(), None, b"", True)
         marks: dict[str, list[float]] = {"send": [], "write": [], "read": [], "resumed": []}
@@ -199,7 +239,9 @@ async def drive(
             if stages:
                 marks["send"].append(t0)
             r = backend.call("on_request_headers", request(), None, b"", True)
-            task = asyncio.ensure_future(_awaited(r) if old_resume else r)  # as the exchange does
+            task = asyncio.ensure_future(
+                _awaited(r) if old_resume and not floor else r
+            )  # as the exchange does
             resumed = loop.create_future()
 
             def after(_t: Any) -> None:  # the exchange's _after_await
@@ -268,13 +310,23 @@ def main(argv: list[str] | None = None) -> int:
         help="bus/direct.py's write_now (turn), none (nats-py's flusher), once (the earlier policy)",
     )
     ap.add_argument("--inflight", type=int, default=0, help="closed loop with N calls in flight (not paced)")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="bare nats-py request/reply with the same payload and pacing (the floor; no --stages)",
+    )
     ap.add_argument("--serve-host", metavar="URL", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-floor", metavar="URL", help=argparse.SUPPRESS)
     ap.add_argument("--marks", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.stages = args.stages and not args.floor
     import uvloop
 
     if args.write != "turn":
         replace_write_now(args.write)
+    if args.serve_floor:
+        uvloop.run(serve_floor(args.serve_floor))
+        return 0
     if args.serve_host:
         uvloop.run(serve_host(args.serve_host, args.marks))
         return 0
@@ -293,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 "0",
                 sys.executable,
                 __file__,
-                "--serve-host",
+                "--serve-floor" if args.floor else "--serve-host",
                 nats.url,
                 "--marks",
                 marks_file,
@@ -313,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.old_resume,
                         args.profile,
                         args.inflight,
+                        args.floor,
                     )
                 )
             finally:

@@ -1,0 +1,196 @@
+"""Per-stage stamps of a REMOTE filter's calls inside a running meshbus-proxy and meshbus-filter-host,
+for bench/plugins.py ``--stages`` (bench/remote_filter.py ``--stages`` does the same for the call
+alone). Nothing of this is in meshbus: a process started with ``MESHBUS_BENCH_STAGES=<dir>`` has the
+stamps patched in at start-up by the bench's sitecustomize (``from_env``), so a run without it costs
+nothing.
+
+Stamps (CLOCK_MONOTONIC, one clock for every process on the machine; CLOCK_REALTIME once, to line
+them up with h2load's request start times):
+- proxy: ``begin`` (the adapter calls RemoteBackend.begin: the request's headers are parsed and the
+  chain reached the filter), ``write`` (the call's bytes handed to the socket, at once or as the
+  turn ends), ``read`` (nats-py's read loop parsed the reply), ``settled`` (the chain's future
+  resolved), ``resumed`` (a ``call_soon`` from ``settled``: runs after the exchange's own done
+  callback, so after the exchange went on with the request, its upstream write included);
+- host: ``host_read`` (the call parsed), ``host_handler`` (decoded and run from here), ``host_write``
+  (the verdict handed to the socket).
+Each process writes ``<dir>/<role>-<pid>.json`` every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+ENV = "MESHBUS_BENCH_STAGES"
+
+
+def _dumper(out: Path, marks: dict[str, Any]) -> None:
+    def dump() -> None:
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(marks))
+        tmp.replace(out)  # whole: the bench may read it meanwhile
+        asyncio.get_running_loop().call_later(1.0, dump)
+
+    asyncio.get_running_loop().call_later(1.0, dump)
+
+
+def _stamp_writes(nc: Any, marks: list[float], has: bytes) -> None:
+    for t, name in ((nc._transport, "writelines"), (nc._transport._io_writer, "write")):
+        orig = getattr(t, name)
+
+        def wrapped(data: Any, _orig: Any = orig) -> None:
+            chunks = [data] if isinstance(data, (bytes, bytearray)) else data
+            k = sum(bytes(c).count(has) for c in chunks)  # one a message: a write may carry several
+            if k:
+                marks.extend([time.monotonic()] * k)
+            _orig(data)
+
+        setattr(t, name, wrapped)
+
+
+def _stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
+    orig = nc._process_msg
+
+    async def process_msg(sid: int, subject: bytes, *a: Any) -> None:
+        if has in subject:
+            marks.append(time.monotonic())
+        await orig(sid, subject, *a)
+
+    nc._process_msg = process_msg
+
+
+def patch_proxy(out_dir: Path) -> None:
+    from meshbus.proxy.filters.plugins.remote import RemoteBackend
+
+    marks: dict[str, Any] = {"clock": [time.monotonic(), time.time()], "begin": [], "write": [], "read": [],
+                             "settled": [], "resumed": []}  # fmt: skip
+    import meshbus.proxy.filters.plugins.remote as remote_mod
+    from meshbus.bus import direct
+
+    orig_begin = RemoteBackend.begin
+    orig_write_now = remote_mod.write_now
+    marks["taken"] = [0, 0, 0]  # write_now: at once, as the turn ends, declined (through nats-py)
+
+    def write_now(nc: Any, *a: Any) -> bool:
+        deferred = id(nc) in direct._turns or id(nc) in direct._busy
+        ok = orig_write_now(nc, *a)
+        marks["taken"][2 if not ok else 1 if deferred else 0] += 1
+        return ok
+
+    remote_mod.write_now = write_now
+    patched: set[int] = set()
+
+    def begin(self: Any, hook: str, req: Any, resp: Any, body: bytes, end: bool, then: Any) -> bool:
+        marks["begin"].append(time.monotonic())
+        bus = self.remotes.bus()
+        if id(bus.nc) not in patched:
+            patched.add(id(bus.nc))
+            _stamp_writes(bus.nc, marks["write"], b".request_headers")
+            _stamp_reads(bus.nc, marks["read"], b"_INBOX")
+            _dumper(out_dir / f"proxy-{os.getpid()}.json", marks)
+        loop = asyncio.get_running_loop()
+
+        def resumed() -> None:
+            marks["resumed"].append(time.monotonic())
+
+        def settled(r: Any, exc: BaseException | None) -> None:
+            then(r, exc)
+            marks["settled"].append(time.monotonic())
+            loop.call_soon(resumed)
+
+        return orig_begin(self, hook, req, resp, body, end, settled)
+
+    RemoteBackend.begin = begin  # type: ignore[method-assign]
+
+
+def patch_host(out_dir: Path) -> None:
+    from meshbus.plugins.remote.host import FilterHost
+
+    marks: dict[str, Any] = {"clock": [time.monotonic(), time.time()], "host_read": [], "host_handler": [],
+                             "host_write": []}  # fmt: skip
+    orig_start, orig_call = FilterHost.start, FilterHost._call
+
+    async def start(self: Any) -> None:
+        await orig_start(self)
+        _stamp_reads(self.bus.nc, marks["host_read"], b".request_headers")
+        _stamp_writes(self.bus.nc, marks["host_write"], b"HPUB _INBOX")
+        _dumper(out_dir / f"host-{os.getpid()}.json", marks)
+
+    def call(self: Any, hook: str, data: bytes, headers: Any) -> Any:
+        marks["host_handler"].append(time.monotonic())
+        return orig_call(self, hook, data, headers)
+
+    FilterHost.start = start  # type: ignore[method-assign]
+    FilterHost._call = call  # type: ignore[method-assign]
+
+
+def from_env() -> None:
+    out = os.environ.get(ENV, "")
+    if out:
+        patch_proxy(Path(out))
+        patch_host(Path(out))
+
+
+ORDER = ("begin", "write", "host_read", "host_handler", "host_write", "read", "settled", "resumed")
+
+
+def report(out_dir: Path, h2load_logs: list[Path]) -> None:
+    """Median and p99 between stages (calls lined up by order: at 1,000 req/s one call is in flight
+    at a time nearly always; a call whose stamps are out of order is dropped), and h2load's request
+    start to ``begin`` and ``resumed`` to its end (each request matched to the nearest ``begin``)."""
+    import bisect
+    import statistics
+
+    marks: dict[str, list[float]] = {}
+    offset = 0.0
+    for f in sorted(out_dir.glob("*.json")):
+        m = json.loads(f.read_text())
+        if f.name.startswith("proxy-"):
+            offset = m["clock"][1] - m["clock"][0]
+        for k, v in m.items():
+            if k == "taken":
+                print(f"  {f.name}: write_now at once {v[0]}, as the turn ends {v[1]}, declined {v[2]}")
+            elif k != "clock":
+                marks.setdefault(k, []).extend(v)
+    n = min(len(marks.get(k, [])) for k in ORDER)
+    if not n:
+        print("  stages: no stamps")
+        return
+    cols = {k: sorted(marks[k])[-n:] for k in ORDER}
+    print(f"  stages of {n} calls (medians / p99, us):")
+    for a, b in itertools.pairwise(ORDER):
+        d = [(y - x) * 1e6 for x, y in zip(cols[a], cols[b], strict=True) if 0 <= y - x < 0.05]
+        if len(d) > 2:
+            q = statistics.quantiles(d, n=100)
+            print(f"    {a:>12} -> {b:12} {statistics.median(d):8.1f} {q[98]:8.1f}  ({len(d)})")
+    begins = cols["begin"]
+    pre, post = [], []
+    for log in h2load_logs:
+        for line in log.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) < 3 or not parts[1].startswith("2"):
+                continue
+            start = int(parts[0]) / 1e6 - offset
+            end = start + int(parts[2]) / 1e6
+            i = bisect.bisect_left(begins, start)
+            if i < len(begins) and begins[i] - start < 0.003:
+                pre.append((begins[i] - start) * 1e6)
+                post.append((end - cols["resumed"][i]) * 1e6)
+    if pre:
+        print(f"    h2load start -> begin    {statistics.median(pre):8.1f}  ({len(pre)})")
+        print(f"    resumed -> h2load end    {statistics.median(post):8.1f}")
+
+
+SITECUSTOMIZE = """
+try:
+    import stages
+except ImportError:
+    pass
+else:
+    stages.from_env()
+"""
