@@ -1,17 +1,19 @@
 """CPU cost of one request through bench/mtls.py's two-sidecar chain, without sockets: instructions
 per request (callgrind) or CPU time per request, both proxies together, plain and mTLS.
 
-    .venv/bin/python bench/micro_chain.py [--tls] [--requests 20000] [--no-access-log]
-    .venv/bin/python bench/micro_chain.py --callgrind [--tls] [--no-access-log]
+    .venv/bin/python bench/micro_chain.py [--tls] [--requests 20000] [--no-access-log] [--writer]
+    .venv/bin/python bench/micro_chain.py --callgrind [--tls] [--no-access-log] [--writer] [--top 40]
 
 The chain is bench/chain.py's (its configs and certificates): proxy A (client sidecar, outbound)
 -> proxy B (server sidecar, inbound, PeerAuthentication STRICT with ``--tls``) -> origin, both
 ProxyServers in this process, every connection an in-memory transport: A's upstream connection and
 B's inbound connection exchange their bytes (TLS records with ``--tls``: A's TlsStream and the
 InboundGate / TlsStream B makes, after a real handshake), the origin's response is fed to B's
-upstream connection. The access log is on, as in bench/chain.py (each record's line formatted as
-its request ends); the writer's file write is not run (no loop iteration). What is left out: the
-kernel (the bench's 2 reads and 2 writes per proxied request and hop) and the event loop.
+upstream connection. The access log is on, as in bench/chain.py: records are made on the request
+path; their lines are formatted by the access-log writer off it (JSON in chunks of 64), which runs
+here only with ``--writer`` (its file write never: no loop iteration). What is left out: the kernel
+(the bench's 2 reads and 2 writes per proxied request and hop) and the event loop; for those,
+bench/chain_callgrind.py counts proxy A with real sockets.
 
 ``--callgrind`` runs this script twice under valgrind's callgrind (N and N + 1000 requests after
 the same warm-up) and prints the difference / 1000: the instructions of one request, machine noise
@@ -36,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chain import B_PORT, FileCertClient, client_sidecar_conf, make_certs, server_sidecar_conf
 from micro import RESPONSE, MemTransport  # the origin's response: nginx's, as in micro.py
 from run import ORIGIN
+
+from meshbus.telemetry.accesslog import format_json_lines
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: origin\r\nUser-Agent: wrk\r\n\r\n"
 
@@ -66,7 +70,11 @@ class Pipe(MemTransport):
         return False
 
 
-async def chain_loop(tls: bool, access_log: bool) -> tuple[Callable[[int], None], Callable[[], Any]]:
+async def chain_loop(
+    tls: bool, access_log: bool, writer: bool = False
+) -> tuple[Callable[[int], None], Callable[[], Any]]:
+    """(loop, close): ``loop(k)`` sends ``k`` requests through the chain; ``writer``: the access-log
+    writer's formatting (JSON lines in chunks of 64, as it formats them) counts too."""
     from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
     from meshbus.proxy.adapters.server import ProxyServer
     from meshbus.proxy.adapters.upstream import UpstreamConnection
@@ -169,7 +177,10 @@ async def chain_loop(tls: bool, access_log: bool) -> tuple[Callable[[int], None]
         origin.out.clear()
         for s in (a, b):  # the records the writer would take (its file write is not measured)
             s.access_log.drain_lines()
-            s.access_log.drain()
+            records = s.access_log.drain()
+            if writer:
+                for i in range(0, len(records), 64):
+                    format_json_lines(records[i : i + 64])
 
     async def close() -> None:
         await a.shutdown(0)
@@ -179,8 +190,8 @@ async def chain_loop(tls: bool, access_log: bool) -> tuple[Callable[[int], None]
     return loop, close
 
 
-async def main(tls: bool, access_log: bool, n: int, count_only: bool) -> None:
-    loop, close = await chain_loop(tls, access_log)
+async def main(tls: bool, access_log: bool, n: int, count_only: bool, writer: bool) -> None:
+    loop, close = await chain_loop(tls, access_log, writer)
     if count_only:
         loop(n)
     else:
@@ -195,12 +206,12 @@ async def main(tls: bool, access_log: bool, n: int, count_only: bool) -> None:
     await close()
 
 
-def callgrind(tls: bool, access_log: bool, top: int) -> None:
+def callgrind(tls: bool, access_log: bool, top: int, writer: bool) -> None:
     counts, functions = [], []
     for n in (200, 1200):
         out = Path(tempfile.mkdtemp(prefix="meshbus-cg-")) / "cg.out"
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-               "--count-only", "--requests", str(n)] + (["--tls"] if tls else []) + ([] if access_log else ["--no-access-log"])  # fmt: skip
+               "--count-only", "--requests", str(n)] + (["--tls"] if tls else []) + ([] if access_log else ["--no-access-log"]) + (["--writer"] if writer else [])  # fmt: skip
         r = subprocess.run(cmd, capture_output=True, text=True)
         m = re.search(r"Collected : (\d+)", r.stderr)
         if r.returncode or not m:
@@ -241,6 +252,7 @@ if __name__ == "__main__":
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--no-access-log", action="store_true")
+    ap.add_argument("--writer", action="store_true", help="count the access-log writer's formatting too")
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument(
         "--top", type=int, default=0, help="with --callgrind: the N costliest functions per request"
@@ -248,8 +260,8 @@ if __name__ == "__main__":
     ap.add_argument("--count-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.callgrind:
-        callgrind(args.tls, not args.no_access_log, args.top)
+        callgrind(args.tls, not args.no_access_log, args.top, args.writer)
     else:
         import uvloop
 
-        uvloop.run(main(args.tls, not args.no_access_log, args.requests, args.count_only))
+        uvloop.run(main(args.tls, not args.no_access_log, args.requests, args.count_only, args.writer))
