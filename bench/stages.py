@@ -77,8 +77,8 @@ def patch_proxy(out_dir: Path) -> None:
     marks["taken"] = [0, 0, 0]  # write_now: at once, as the turn ends, declined (through nats-py)
 
     def write_now(nc: Any, *a: Any) -> bool:
-        deferred = id(nc) in direct._turns or id(nc) in direct._busy
         ok = orig_write_now(nc, *a)
+        deferred = bool(direct._turns.get(id(nc)))  # held for the turn's end (a write at once takes them)
         marks["taken"][2 if not ok else 1 if deferred else 0] += 1
         return ok
 

@@ -15,7 +15,9 @@ second future and wake-up on every call; this is the proxy's hot path for a remo
 same reason the call is written to the socket at once, and a reply is read, applied to the request
 and handed to the caller from nats-py's read loop (meshbus.bus.direct): no pass through nats-py's
 flusher and subscription tasks, and no task of the caller's to wake (the adapter resolves the
-chain's future in ``then``: the exchange resumes one event-loop pass later).
+chain's future in ``then``, and the exchange goes on from there: adapter.py's ``Settled``). A call
+is written at once when none of this connection's calls awaits its reply, else with the others of
+its turn as the turn ends (meshbus.bus.direct: Nagle's rule).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from meshbus.plugins.api import NO_BODY, BodyMode
 from meshbus.plugins.http import Request, Response
 from meshbus.plugins.remote.wire import apply_verdict, config_digest, pack_call, read_verdict
 from meshbus.proxy.filters.plugins.adapter import FilterUnreachable, RemoteFilterError
+from meshbus.proxy.filters.plugins.settled import Settled
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +132,14 @@ class Replies:
         self.send(subject, data, timeout, then)
 
     def send(self, subject: str, data: bytes, timeout: float, then: Then) -> None:
-        """Send the call now (the inbox is up: ``prefix`` is set), written to the socket at once
-        when nothing is queued ahead (meshbus.bus.direct)."""
+        """Send the call now (the inbox is up: ``prefix`` is set), written to the socket when nothing
+        is queued ahead (meshbus.bus.direct): at once, or as the turn ends while calls await replies."""
         token = str(next(self._tokens))
-        call = self._pending[token] = _Call(then)
+        pending = self._pending
+        hold = bool(pending)  # a reply is coming: it ends a turn soon, this may wait for the turn's end
+        call = pending[token] = _Call(then)
         call.timer = asyncio.get_running_loop().call_later(timeout, self._expire, token)
-        if not write_now(self.nc, subject, data, self.prefix + token, CALL_BLOCK):
+        if not write_now(self.nc, subject, data, self.prefix + token, CALL_BLOCK, hold):
             sending = asyncio.ensure_future(
                 self.nc.publish(subject, data, reply=self.prefix + token, headers=CALL_HEADERS)
             )
@@ -187,6 +192,11 @@ class RemoteFilters:
         if r is None or r.nc is not bus.nc:
             r = self._replies = Replies(bus.nc)
         return r
+
+    def awaiting(self, bus: BusConnection) -> bool:
+        """Whether a call on ``bus``'s connection awaits its reply."""
+        r = self._replies
+        return r is not None and r.nc is bus.nc and bool(r._pending)
 
     def bus(self) -> BusConnection:
         bus = self._bus()
@@ -270,8 +280,8 @@ class RemoteBackend:
 
     def call(self, hook: str, req: Request, resp: Response | None, body: bytes, end: bool) -> Any:
         """``begin``, as the ``Backend`` protocol has it: None for a one-way hook, else a future
-        of what the hook returned."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        of what the hook returned (a ``Settled``, as the adapter's)."""
+        fut: asyncio.Future[Any] = Settled()
         if not self.begin(hook, req, resp, body, end, functools.partial(_into_future, fut)):
             return None
         return fut
@@ -292,7 +302,7 @@ class RemoteBackend:
         bus = self.remotes.bus()
         subject = self._subject(bus, wire)
         if wire in ONE_WAY_HOOKS:
-            if write_now(bus.nc, subject, data, "", CALL_BLOCK):
+            if write_now(bus.nc, subject, data, "", CALL_BLOCK, self.remotes.awaiting(bus)):
                 return False
             task = asyncio.ensure_future(_publish(bus, subject, data, CALL_HEADERS))
             self._publishing.add(task)
