@@ -11,20 +11,21 @@ write-through setting, a subscription's callback must be a coroutine run by that
 - ``write_now`` sends a message when nothing is queued ahead of it in nats-py (the order of SUBs
   and other publishes is kept) and the socket's write buffer is empty (otherwise the flusher's
   ``drain`` is the back-pressure). When it says it could not, the caller publishes through
-  ``Client.publish``. When it is written is Nagle's rule, told by the caller (``hold``): a message
-  is written at once unless more are coming on the connection soon — a caller's calls awaiting
-  their replies (a reply ends a turn of the event loop soon), or more requests in the bytes the read
-  loop is parsing (``reading_more``: their answers follow in this pass) — and then it waits, with
-  the others of its turn, for one write as the turn ends (a ``call_soon``: the next pass, before
-  the loop waits for I/O) or for the next message written at once, which takes them along. A write
-  per message costs a system call each, and a busy proxy or filter host makes many calls (or
-  replies) a turn (bench/remote_filter.py ``--inflight``: writing the first of each turn at once and
-  leaving the rest to nats-py's flusher made three times the write calls at 4 calls in flight); the
-  flusher costs a task's wake-up and a pass more. The rule is not a time window, which cannot tell
-  paced traffic (a call every millisecond: nothing in flight, written at once) from a loaded closed
-  loop (always something in flight: batched); an earlier rule, "busy" when the last turn had more
-  than one message, held most of the calls of paced traffic at 1,000 calls a second to the turn's
-  end (bench/plugins.py ``--stages``).
+  ``Client.publish``. When it is written the caller tells (``hold``): at once, unless more
+  messages are expected on the connection in this turn of the event loop — the proxy: more than
+  one reply came since its last call went at once (their callers resume and call again in the same
+  turn); the host: more calls in the bytes the read loop is parsing (``reading_more``: their answers
+  follow in this pass) — and then it waits, with the others of its turn, for one write as the turn
+  ends (a ``call_soon``: the next pass, before the loop waits for I/O) or for the next message
+  written at once, which takes them along. A write per message costs a system call each, and a busy
+  proxy or filter host makes many calls (or replies) a turn (bench/remote_filter.py ``--inflight``:
+  writing the first of each turn at once and leaving the rest to nats-py's flusher made three times
+  the write calls at 4 calls in flight); the flusher costs a task's wake-up and a pass more. The
+  signal is what comes in, not a time window (which cannot tell paced traffic from a loaded closed
+  loop) nor the last turn's count of messages written (the earlier rule, "busy" when it had more than
+  one, held most calls of paced traffic at 1,000 a second to the turn's end: bench/plugins.py
+  ``--stages``), nor Nagle's "something in flight" (at 4 calls in flight the first call of each
+  turn found none and went alone: twice the writes).
 - ``subscribe_inline`` makes a subscription whose messages are handed to a plain function by the
   client's read loop as they are parsed: the function must be quick and must not block; what it
   raises is logged, never let into the read loop (which would end it).

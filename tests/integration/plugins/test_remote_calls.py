@@ -145,22 +145,34 @@ async def test_a_remote_hook_is_a_future_its_reply_resolves_with_the_failure_pol
     assert backend.remotes.replies(bus)._pending == {}
 
 
-async def test_a_call_is_held_for_the_turns_end_only_while_another_awaits_its_reply(
+async def test_calls_after_a_bunch_of_replies_go_in_one_write_as_the_turn_ends_else_at_once(
     bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
 ) -> None:
     _, backend = stamp
     await backend.call("on_request_headers", request(), None, b"", True)
     writes, stop = counting_writes(bus)
+
+    def call() -> asyncio.Future[object]:
+        return backend.call("on_request_headers", request(), None, b"", True)
+
+    def calls_sent() -> int:
+        return sum(w.count(b".request_headers ") for w in writes)  # the host's verdicts have no such subject
+
     try:
-        first = backend.call("on_request_headers", request(), None, b"", True)
-        assert len(writes) == 1  # nothing in flight: at once
-        second = backend.call("on_request_headers", request(), None, b"", True)
-        assert len(writes) == 1  # the first awaits its reply: held for the turn's end
-        assert await first is None and await second is None
+        await call()  # one reply since the last call went at once: this one goes at once too
+        before = len(writes)
+        lone = call()
+        assert len(writes) == before + 1
+        await lone
+        first, second = call(), call()  # paced callers that overlap: neither waits
+        assert calls_sent() == 4
+        await asyncio.gather(first, second)  # two replies: their callers may call again this turn
         n = len(writes)
-        third = backend.call("on_request_headers", request(), None, b"", True)
-        assert len(writes) == n + 1  # nothing in flight again: at once, however busy the turns before
-        assert await third is None
+        third, fourth = call(), call()
+        assert len(writes) == n  # held for the turn's end...
+        await asyncio.gather(third, fourth)
+        together = [w for w in writes[n:] if b".request_headers " in w]
+        assert len(together) == 1 and together[0].count(b".request_headers ") == 2  # ...in one write
     finally:
         stop()
 
