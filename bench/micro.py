@@ -156,10 +156,11 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
     )
     if access_log:
         # Where the access log's formatting runs: per record as the request ends (AccessLogger.line,
-        # AccessLogWriter(per_request=True)) or by the writer in chunks of 64 (the default). Pairs of
+        # AccessLogWriter(per_request=True)) or by the writer DEFAULT_CHUNK at a time (the default). Pairs of
         # rounds, interleaved; per request: the loop's CPU plus the writer's (join, or format) for the
         # same records. Both write the same bytes (tests/unit/telemetry/test_accesslog.py).
         from meshbus.telemetry.accesslog import LINE_JSON, LINE_NONE, format_json_lines
+        from meshbus.telemetry.accesslog_writer import DEFAULT_CHUNK
 
         logger = server.access_log
         eager_cpu: list[float] = []
@@ -174,14 +175,14 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
                 if eager:
                     b"".join(lines)
                 else:
-                    for i in range(0, len(records), 64):
-                        format_json_lines(records[i : i + 64])
+                    for i in range(0, len(records), DEFAULT_CHUNK):
+                        format_json_lines(records[i : i + DEFAULT_CHUNK])
                 (eager_cpu if eager else batch_cpu).append((time.thread_time() - c0) / n * 1e6)
         logger.line = LINE_NONE  # type: ignore[attr-defined]  # the writer's default
         print(
             f"access log, CPU per request incl. the writer's work (median of 7 interleaved pairs): "
             f"formatted per request {statistics.median(eager_cpu):.2f} us, "
-            f"formatted by the writer in chunks of 64 {statistics.median(batch_cpu):.2f} us"
+            f"formatted by the writer in chunks of {DEFAULT_CHUNK} {statistics.median(batch_cpu):.2f} us"
         )
     await close()
 
