@@ -51,7 +51,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -251,11 +250,9 @@ async def micro_loop(
     """(loop, close): ``loop(k)`` sends ``k`` requests through a server sidecar's inbound route
     (in-memory transports), ``requests`` in turn (default: the one request of the wrk runs);
     ``close`` stops the sidecar."""
-    from micro import RESPONSE, MemTransport
+    from micro import RESPONSE, in_memory
 
-    from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
     from meshbus.proxy.adapters.server import ProxyServer
-    from meshbus.proxy.adapters.upstream import UpstreamConnection
     from meshbus.proxy.bootstrap import Address, BootstrapConfig
 
     cfg = BootstrapConfig(
@@ -264,28 +261,16 @@ async def micro_loop(
     )  # fmt: skip
     server = ProxyServer(cfg)
     await server.start()
-    dc = DownstreamConnection(ListenerContext(server, "inbound"))
-    dt = MemTransport()
-    dc.connection_made(dt)
-    cluster = server.runtime.clusters[f"inbound|{ORIGIN}||"]
-    pool = server.pools.get(cluster.name)
-    up = UpstreamConnection(pool, cluster.endpoints[0].key)
-    ut = MemTransport()
-    up.connection_made(ut)
-    pool.active.add(up)
-    pool.count += 1
-    pool.idle[up.key] = [up]
-    batch = server.pools.batch
-    batch._loop = types.SimpleNamespace(call_soon=lambda cb: None)  # type: ignore[assignment]
+    dc, dt, up, _ut, flush = in_memory(server, "inbound", server.runtime.clusters[f"inbound|{ORIGIN}||"])
     sent = requests or [request_bytes(token)]
     turn = len(sent)
 
     def loop(k: int) -> None:
         for i in range(k):
             dc.data_received(sent[i % turn])
-            batch.flush()
+            flush()
             up.data_received(RESPONSE)
-            batch.flush()
+            flush()
         if not dt.written or not dt.written[-1].endswith(b"x\n"):
             raise RuntimeError(f"unexpected output: {dt.written[-1:]!r}")
 

@@ -14,27 +14,33 @@ where the time went:
 - ``B->A``: from B's end to A's end (the response through A),
 - ``to client``: from A's end to h2load's receive.
 
-``--lag`` also runs, in each sidecar, a probe that measures how late a 1 ms loop timer fires (what the
-loop was doing meanwhile: a long callback or time off the CPU). ``--sched`` records the scheduler on
+``--lag`` also runs, in each sidecar, telemetry/loop_stalls.py's monitor: a 1 ms loop timer that
+counts its wake-ups later than 200 us (stalls), per second, each charged to what ran meanwhile (the
+access-log writer, the timeouts sweep, a GC pass; ``off-cpu`` when the sidecar waited for the core;
+``timer`` when it slept through it, the loop idle: the probe's own timer late, no stall), else to the
+requests themselves.
+``--sched`` records the scheduler on
 CPU 1 during the run (``perf sched``) and says, for the sidecars' waits between being woken and
 running, what held the CPU meanwhile: the other sidecar, another process, or nothing (the wake-up of
 an idle CPU). ``--format-at request`` has each sidecar format each access-log line as its request ends
-(``AccessLogWriter(per_request=True)``) instead of the writer's 0.2 s batches in chunks of 64 (~100 us
-of loop time each; ``writer``, the default, as the proxy runs); ``both`` alternates rounds: same bytes
-in the file, for an A/B of the tail. Needs h2load, nginx, wrk, taskset (and perf for ``--sched``).
+(``AccessLogWriter(per_request=True)``) instead of the writer's 0.2 s batches, formatted in slices of
+~50 us of loop time (``writer``, the default, as the proxy runs); ``both`` alternates rounds: same bytes
+in the file, for an A/B of the tail; ``--format-at slices`` alternates the writer's 50 us slices with
+its former fixed 64-record chunks. Needs h2load, nginx, wrk, taskset (and perf for ``--sched``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,25 +54,23 @@ class _Collector:
     hands the record on to the real logger when there is one (``--access-log``)."""
 
     def __init__(self, real: Any) -> None:
-        self.rows: list[tuple[float, float, str | None]] = []
+        # three flat lists, not a tuple per request: 1,000 tuples a second would count toward the
+        # cyclic GC's young generation and set off a ~5-15 ms gen0 pass every ~30 s that the proxy
+        # itself does not have (no GC pass in 30 s of bench/mtls.py --stalls at 1,000 req/s)
+        self.starts: list[float] = []
+        self.durations: list[float] = []
+        self.ids: list[str | None] = []
         self.real = real
 
     def log(self, r: Any) -> None:
-        self.rows.append((r.start_time, r.duration_ms, r.request_id))
+        self.starts.append(r.start_time)
+        self.durations.append(r.duration_ms)
+        self.ids.append(r.request_id)
         if self.real is not None:
             self.real.log(r)
 
     def drain(self) -> list[Any]:
         return []
-
-
-async def _probe(lags: list[tuple[float, float]]) -> None:
-    """How late a 1 ms sleep wakes, and how much of that the loop spent on the CPU (its own work)
-    rather than waiting for it (another process on the core)."""
-    while True:
-        t, c = time.perf_counter(), time.thread_time()
-        await asyncio.sleep(0.001)
-        lags.append((time.perf_counter() - t - 0.001, time.thread_time() - c))
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -81,16 +85,25 @@ async def _serve(args: argparse.Namespace) -> None:
             from meshbus.telemetry.accesslog import LINE_JSON
 
             server.access_log.line = LINE_JSON  # type: ignore[attr-defined]
+        elif args.format_at == "chunks64":  # the writer as it was: 64 records a turn, whatever they take
+            server._writer._chunk, server._writer._budget = 64, 1.0  # type: ignore[union-attr]
     col = _Collector(server.access_log if args.access_log else None)
     server.access_log = col
-    lags: list[tuple[float, float]] = []
-    probe = asyncio.get_running_loop().create_task(_probe(lags)) if args.lag else None
+    mon = None
+    if args.lag:
+        from meshbus.telemetry.loop_stalls import StallMonitor
+
+        mon = StallMonitor()
+        mon.start()
     try:
         await server.serve_until_stopped()
     finally:
-        if probe is not None:
-            probe.cancel()
-        Path(args.out).write_text(json.dumps({"rows": col.rows, "lags": lags}))  # noqa: ASYNC240 - at exit
+        stalls: dict[str, Any] = {}
+        if mon is not None:
+            mon.stop()
+            stalls = {"summary": mon.summary(), "stalls": mon.stalls, "gc": mon.gc_passes}
+        rows = list(zip(col.starts, col.durations, col.ids, strict=True))
+        Path(args.out).write_text(json.dumps({"rows": rows, "stalls": stalls}))  # noqa: ASYNC240 - at exit
 
 
 def sidecar_main(argv: list[str]) -> int:
@@ -136,7 +149,11 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def analyse(
-    h2: list[tuple[float, float]], a: list[Any], b: list[Any], lags: dict[str, list[tuple[float, float]]]
+    h2: list[tuple[float, float]],
+    a: list[Any],
+    b: list[Any],
+    stalls: dict[str, dict[str, Any]],
+    window: tuple[float, float],
 ) -> None:
     """``h2``: (send time s, latency s) per request; ``a``, ``b``: the sidecars' rows."""
     b_by_id = {rid: (st, d / 1000.0) for st, d, rid in b}
@@ -181,20 +198,48 @@ def analyse(
         xs = [p[1][k] for p in parts]
         print(f"  {n:>10s}: p50 {_pct(xs, 0.5) * 1e6:6.0f} us  p99 {_pct(xs, 0.99) * 1e6:6.0f} us  "
               f"max {max(xs) * 1e6:7.0f} us")  # fmt: skip
-    for name, probes in lags.items():
-        if probes:
-            ls = [x for x, _ in probes]
-            late = [(x, c) for x, c in probes if x > 0.0003]
-            busy = sum(1 for x, c in late if c > 0.5 * x)
-            print(f"  loop lag {name}: {len(ls)} probes, p50 {_pct(ls, 0.5) * 1e6:.0f} us, "
-                  f"p99 {_pct(ls, 0.99) * 1e6:.0f} us, max {max(ls) * 1e6:.0f} us; {len(late)} over 300 us, "
-                  f"{busy} of them mostly on the CPU (own work)")  # fmt: skip
+    for name, st in stalls.items():
+        if st:
+            print_stalls(name, st, window)
+
+
+def print_stalls(name: str, st: dict[str, Any], window: tuple[float, float]) -> None:
+    """One sidecar's loop stalls (telemetry/loop_stalls.py) during the latency run (``window``, in
+    CLOCK_MONOTONIC seconds as the monitor's perf_counter): per second, by cause."""
+    from meshbus.telemetry.loop_stalls import summarize
+
+    lo, hi = window
+    run = [s for s in st["stalls"] if lo <= s[0] <= hi]
+    sm = summarize(run, hi - lo)
+    print(f"  loop stalls {name}: {sm['stalls_per_s']:.1f}/s over 200 us ({sm['seconds']:.1f} s)")
+    for cause, c in sm["by_cause"].items():
+        print(f"    {cause:>24s}: {c['per_s']:6.2f}/s  {c['ms_per_s']:6.2f} ms/s  max {c['max_us']:6.0f} us")
+    gcs = [g for g in st.get("gc", []) if lo <= g[0] <= hi]
+    print(f"    GC passes: {len(gcs)}" + (f", longest {max(g[1] for g in gcs) * 1e6:.0f} us, generations "
+          f"{sorted({g[2] for g in gcs})}" if gcs else ""))  # fmt: skip
+    own = [s for s in run if s[-1] not in ("off-cpu", "timer")]
+    for _t, late, cpu, waited, causes in sorted(own, key=lambda s: -s[1])[:5]:
+        print(f"      worst own: late {late * 1e6:5.0f} us, cpu {cpu * 1e6:5.0f} us, waited {waited * 1e6:5.0f} us: "
+              f"{causes}")  # fmt: skip
+
+
+@contextmanager
+def sched_recording(data: Path) -> Iterator[None]:
+    """``perf sched record`` on CPU 1 into ``data`` while the block runs (bench/mtls.py --sched too)."""
+    perf = subprocess.Popen(
+        ["perf", "sched", "record", "-C", "1", "-o", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(30)
 
 
 def sched_blame(data: Path, sidecars: dict[int, str]) -> None:
     """From ``perf sched timehist`` on CPU 1: the sidecars' scheduling delays and who ran meanwhile."""
-    import subprocess
-
     out = subprocess.run(
         ["perf", "sched", "timehist", "-i", str(data), "-C", "1"], capture_output=True, text=True, check=False
     ).stdout
@@ -255,10 +300,11 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument(
         "--format-at",
-        choices=["request", "writer", "both"],
+        choices=["request", "writer", "both", "chunks64", "slices"],
         default="writer",
         help="where access-log lines are formatted: by the writer in batches (as the proxy runs), or as "
-        "each request ends (both: alternate rounds, the writer's first)",
+        "each request ends (both: alternate rounds, the writer's first); chunks64: by the writer in fixed "
+        "64-record chunks as before its 50 us budget (slices: alternate rounds, writer then chunks64)",
     )
     ap.add_argument("--sched", action="store_true", help="perf sched on CPU 1: who delays the sidecars")
     ap.add_argument("--duration", type=int, default=5)
@@ -270,6 +316,8 @@ def main(argv: list[str]) -> int:
         for rnd in range(args.rounds):
             al = args.access_log == "on" or (args.access_log == "both" and rnd % 2 == 0)
             fmt_at = args.format_at if args.format_at != "both" else ("writer", "request")[rnd % 2]
+            if args.format_at == "slices":
+                fmt_at = ("writer", "chunks64")[rnd % 2]
             if args.format_at == "both" and args.access_log == "both":
                 fmt_at = ("writer", "writer", "request", "request")[rnd % 4]  # each with the log off and on
             cmds = _commands(tmp, args.tls, args.lag, al, fmt_at)
@@ -278,22 +326,14 @@ def main(argv: list[str]) -> int:
                 for i, ((cmd, port, _dump), name) in enumerate(zip(cmds, ("b", "a"), strict=True)):
                     pids[stack.enter_context(process(cmd, 1, port, tmp / f"tail-{i}.log"))] = name
                 run_wrk(A_PORT, 1, None)  # warm-up: pools, caches
-                perf = None
                 if args.sched:
-                    import subprocess
-
-                    perf = subprocess.Popen(
-                        ["perf", "sched", "record", "-C", "1", "-o", str(tmp / "sched.data")],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
-                    time.sleep(0.5)
+                    stack.enter_context(sched_recording(tmp / "sched.data"))
                 logs = [tmp / f"h2load-{i}.log" for i in range(10)]
+                t0 = time.monotonic()  # the stalls counted are the latency run's (no warm-up)
                 procs = start_h2load(A_PORT, 100, 100 * args.duration, logs)
                 for p in procs:
                     p.wait(args.duration * 3 + 10)
-                if perf is not None:
-                    perf.send_signal(signal.SIGINT)
-                    perf.wait(30)
+                window = (t0, time.monotonic())
             h2 = read_h2load(logs)
             dumps = {
                 name: json.loads(d.read_text()) for (_c, _p, d), name in zip(cmds, ("b", "a"), strict=True)
@@ -302,7 +342,9 @@ def main(argv: list[str]) -> int:
             print(
                 f"round {rnd + 1} ({'mTLS' if args.tls else 'plain'}, access log {'on' if al else 'off'}{where}):"
             )
-            analyse(h2, dumps["a"]["rows"], dumps["b"]["rows"], {k: v["lags"] for k, v in dumps.items()})
+            analyse(
+                h2, dumps["a"]["rows"], dumps["b"]["rows"], {k: v["stalls"] for k, v in dumps.items()}, window
+            )
             if args.sched:
                 sched_blame(tmp / "sched.data", pids)
     return 0

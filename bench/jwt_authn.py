@@ -118,14 +118,11 @@ def micro() -> None:
 
 
 def exchange_micro(n: int = 20_000) -> None:
-    import types
 
     import uvloop
-    from micro import RESPONSE, MemTransport
+    from micro import RESPONSE, in_memory
 
-    from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
     from meshbus.proxy.adapters.server import ProxyServer
-    from meshbus.proxy.adapters.upstream import UpstreamConnection
     from meshbus.proxy.bootstrap import Address, BootstrapConfig
 
     token = ISSUER.token("ES256", aud="origin", ttl=3600)
@@ -140,26 +137,18 @@ def exchange_micro(n: int = 20_000) -> None:
         )  # fmt: skip
         server = ProxyServer(cfg)
         await server.start()
-        dc = DownstreamConnection(ListenerContext(server, "inbound"))
-        dt = MemTransport()
-        dc.connection_made(dt)
-        cluster = next(c for name, c in server.runtime.clusters.items() if name.startswith("inbound"))
-        pool = server.pools.get(cluster.name)
-        up = UpstreamConnection(pool, cluster.endpoints[0].key)
-        ut = MemTransport()
-        up.connection_made(ut)
-        pool.active.add(up)
-        pool.count += 1
-        pool.idle[up.key] = [up]
-        batch = server.pools.batch
-        batch._loop = types.SimpleNamespace(call_soon=lambda cb: None)  # type: ignore[assignment]
+        dc, dt, up, ut, flush = in_memory(
+            server,
+            "inbound",
+            next(c for name, c in server.runtime.clusters.items() if name.startswith("inbound")),
+        )
 
         def loop(k: int) -> None:
             for _ in range(k):
                 dc.data_received(request)
-                batch.flush()
+                flush()
                 up.data_received(RESPONSE)
-                batch.flush()
+                flush()
             if not dt.written or not dt.written[-1].endswith(b"x\n"):
                 raise RuntimeError(f"unexpected output: {dt.written[-1:]!r}")
             dt.written.clear()

@@ -71,6 +71,31 @@ class MemTransport(asyncio.Transport):
         return 0
 
 
+def in_memory(
+    server: ProxyServer, direction: str, cluster: Any
+) -> tuple[DownstreamConnection, MemTransport, UpstreamConnection, MemTransport, Callable[[], None]]:
+    """(downstream, its transport, upstream, its transport, flush): a listener's connection and one
+    pooled upstream connection to ``cluster``'s first endpoint, both on in-memory transports."""
+    from meshbus.proxy.adapters.listener import ListenerContext
+
+    dc = DownstreamConnection(ListenerContext(server, direction))
+    dt = MemTransport()
+    dc.connection_made(dt)
+    pool = server.pools.get(cluster.name)
+    up = UpstreamConnection(pool, cluster.endpoints[0].key)
+    ut = MemTransport()
+    up.connection_made(ut)
+    pool.active.add(up)
+    pool.count += 1
+    pool.idle[up.key] = [up]
+    # Held upstream writes (proxy/adapters/write_batch.py): flushed here after each callback, as the loop would
+    # after an iteration that handled one socket; the loop's own call_soon per iteration is left out
+    # (a real loop runs it; here nothing would, and the handles would pile up).
+    batch = server.pools.batch
+    batch._loop = types.SimpleNamespace(call_soon=lambda cb: None)  # type: ignore[assignment]
+    return dc, dt, up, ut, batch.flush
+
+
 async def outbound_loop(
     plugin: str = "", access_log: Path | None = None
 ) -> tuple[ProxyServer, Callable[[int], None], Callable[[], Awaitable[None]]]:
@@ -92,28 +117,9 @@ async def outbound_loop(
     )  # fmt: skip
     server = ProxyServer(cfg)
     await server.start()
-    from meshbus.proxy.adapters.listener import ListenerContext
-
-    ctx = ListenerContext(server, "outbound")
-    dc = DownstreamConnection(ctx)
-    dt = MemTransport()
-    dc.connection_made(dt)
     cluster = next(c for name, c in server.runtime.clusters.items() if "origin" in name and "|v1|" in name)
-    pool = server.pools.get(cluster.name)
-    up = UpstreamConnection(pool, cluster.endpoints[0].key)
-    ut = MemTransport()
-    up.connection_made(ut)
-    pool.active.add(up)
-    pool.count += 1
-    pool.idle[up.key] = [up]
     assert cluster.endpoints[0].port == ORIGIN
-
-    # Held upstream writes (proxy/adapters/write_batch.py): flushed here after each callback, as the loop would
-    # after an iteration that handled one socket; the loop's own call_soon per iteration is left out
-    # (a real loop runs it; here nothing would, and the handles would pile up).
-    batch = server.pools.batch
-    batch._loop = types.SimpleNamespace(call_soon=lambda cb: None)  # type: ignore[assignment]
-    flush = batch.flush
+    dc, dt, up, ut, flush = in_memory(server, "outbound", cluster)
 
     def loop(k: int) -> None:
         for _ in range(k):
@@ -156,10 +162,11 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
     )
     if access_log:
         # Where the access log's formatting runs: per record as the request ends (AccessLogger.line,
-        # AccessLogWriter(per_request=True)) or by the writer in chunks of 64 (the default). Pairs of
+        # AccessLogWriter(per_request=True)) or by the writer DEFAULT_CHUNK at a time (the default). Pairs of
         # rounds, interleaved; per request: the loop's CPU plus the writer's (join, or format) for the
         # same records. Both write the same bytes (tests/unit/telemetry/test_accesslog.py).
         from meshbus.telemetry.accesslog import LINE_JSON, LINE_NONE, format_json_lines
+        from meshbus.telemetry.accesslog_writer import DEFAULT_CHUNK
 
         logger = server.access_log
         eager_cpu: list[float] = []
@@ -174,14 +181,14 @@ async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> Non
                 if eager:
                     b"".join(lines)
                 else:
-                    for i in range(0, len(records), 64):
-                        format_json_lines(records[i : i + 64])
+                    for i in range(0, len(records), DEFAULT_CHUNK):
+                        format_json_lines(records[i : i + DEFAULT_CHUNK])
                 (eager_cpu if eager else batch_cpu).append((time.thread_time() - c0) / n * 1e6)
         logger.line = LINE_NONE  # type: ignore[attr-defined]  # the writer's default
         print(
             f"access log, CPU per request incl. the writer's work (median of 7 interleaved pairs): "
             f"formatted per request {statistics.median(eager_cpu):.2f} us, "
-            f"formatted by the writer in chunks of 64 {statistics.median(batch_cpu):.2f} us"
+            f"formatted by the writer in chunks of {DEFAULT_CHUNK} {statistics.median(batch_cpu):.2f} us"
         )
     await close()
 

@@ -13,20 +13,36 @@ both proxies of a chain on CPU 1, keep-alive, rounds interleaved, medians [min-m
   client certificates from the same CA.
 Throughput: ``wrk -t1 -c50``; CPU per request = CPU time of BOTH proxy processes / requests.
 Latency: h2load at 1000 req/s (10 connections). Needs wrk, h2load, nginx, haproxy, taskset.
+
+Diagnostics (not the bench's figures): ``--split`` runs proxy B on CPU 0 (beside the load and the
+origin) and A alone on CPU 1, for every setup alike, so the two proxies of a chain no longer share
+a core: what p99 loses against the default run is the shared core's share of the tail (the machine
+has two cores, so B then shares with the load generator instead). ``--stalls`` has each meshbus
+sidecar record its event loop's stalls (telemetry/loop_stalls.py: MESHBUS_LOOP_STALLS) and prints
+them per round; its 1 ms probe costs the sidecars, so compare its figures with each other only.
+``--latency-only`` skips the throughput run (a 1 s wrk warm-up stays), for more latency rounds.
+``--sched`` records the scheduler on CPU 1 during each latency run (``perf sched``; not with
+``--split``) and prints, for each proxy of the chain, meshbus and HAProxy alike, how long it waited
+between being woken and running, and who held the core during the slowest 1% of those waits: the
+other proxy of the chain (the shared core's share), another process (the machine), or nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
-from contextlib import ExitStack
+import time
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the shared helpers come from run.py and chain.py next to this file
 from chain import handshakes, meshbus_chain, prepare
+from chain_tail import sched_blame, sched_recording
 from run import ORIGIN, Result, check_tools, cpu_seconds, med, process, run_latency, run_wrk
 
 HA_A, HA_B = 18111, 18112
@@ -73,6 +89,31 @@ def haproxy_chain(tmp: Path, tls: bool) -> list[tuple[list[str], int]]:
     return out
 
 
+def _stalls_env(path: Path) -> dict[str, str]:
+    path.unlink(missing_ok=True)
+    return {**os.environ, "MESHBUS_LOOP_STALLS": str(path)}
+
+
+def _print_stalls(files: list[Path], window: tuple[float, float]) -> None:
+    """Each sidecar's stalls over 200 us (B, then A) during the latency run, per second, by cause
+    (the monitor's clock is perf_counter, CLOCK_MONOTONIC as the parent's time.monotonic)."""
+    from meshbus.telemetry.loop_stalls import summarize
+
+    for f, who in zip(files, ("B", "A"), strict=True):
+        if not f.exists():
+            print(f"    stalls {who}: none recorded")
+            continue
+        lo, hi = window
+        sm = summarize([s for s in json.loads(f.read_text())["stalls"] if lo <= s[0] <= hi], hi - lo)
+        causes = ", ".join(
+            f"{k} {c['per_s']:.1f}/s {c['ms_per_s']:.2f} ms/s max {c['max_us']:.0f} us"
+            for k, c in sm["by_cause"].items()
+        )
+        gcs = [g for g in json.loads(f.read_text())["gc"] if lo <= g[0] <= hi]
+        gc_note = f"; GC passes {len(gcs)}, longest {max(g[1] for g in gcs) * 1e6:.0f} us" if gcs else ""
+        print(f"    stalls {who}: {sm['stalls_per_s']:.1f}/s over {sm['seconds']:.0f} s: {causes}{gc_note}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -82,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only", default="", help="comma list: meshbus-plain,meshbus-mtls,haproxy-plain,haproxy-mtls"
     )
+    ap.add_argument("--split", action="store_true", help="diagnostic: proxy B on CPU 0, A on CPU 1")
+    ap.add_argument("--stalls", action="store_true", help="diagnostic: meshbus sidecars' loop stalls")
+    ap.add_argument("--latency-only", action="store_true", help="no throughput run")
+    ap.add_argument("--sched", action="store_true", help="diagnostic: perf sched on CPU 1 in the latency run")
     args = ap.parse_args(argv)
     if check_tools():
         return 2
@@ -101,19 +146,28 @@ def main(argv: list[str] | None = None) -> int:
     with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log"):
         for rnd in range(args.rounds):
             for name, procs in setups.items():
+                stall_files = [tmp / f"stalls-{name}-{i}.json" for i in range(len(procs))]
                 with ExitStack() as stack:
-                    pids = [
-                        stack.enter_context(process(cmd, 1, port, tmp / f"{name}-{i}.log"))
-                        for i, (cmd, port) in enumerate(procs)
-                    ]
+                    pids = []
+                    for i, (cmd, port) in enumerate(procs):
+                        cpu = 0 if args.split and i == 0 else 1
+                        env = _stalls_env(stall_files[i]) if args.stalls and "meshbus" in name else None
+                        pids.append(
+                            stack.enter_context(process(cmd, cpu, port, tmp / f"{name}-{i}.log", env))
+                        )
                     port = procs[-1][1]
                     run_wrk(port, 1, None)  # warm-up: pools, caches
-                    before = sum(cpu_seconds(p) for p in pids)
-                    rps, _, errors = run_wrk(port, args.duration, None)
-                    cpu_us = (
-                        (sum(cpu_seconds(p) for p in pids) - before) * 1e6 / max(1.0, rps * args.duration)
-                    )
-                    p50, p90, p99 = run_latency(port, args.latency_duration, tmp)
+                    rps, errors, cpu_us = 0.0, 0, float("nan")
+                    if not args.latency_only:
+                        before = sum(cpu_seconds(p) for p in pids)
+                        rps, _, errors = run_wrk(port, args.duration, None)
+                        cpu_us = (
+                            (sum(cpu_seconds(p) for p in pids) - before) * 1e6 / max(1.0, rps * args.duration)
+                        )
+                    with sched_recording(tmp / "sched.data") if args.sched else nullcontext():
+                        t0 = time.monotonic()
+                        p50, p90, p99 = run_latency(port, args.latency_duration, tmp)
+                        window = (t0, time.monotonic())
                     if name == "meshbus-mtls":
                         notes[name] = handshakes()
                 res = results[name]
@@ -125,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
                 res.p99.append(p99)
                 print(f"  round {rnd + 1} {name:14s} {rps:10,.0f} rps  cpu {cpu_us:6.1f} us/req (both proxies)  "
                       f"p50/p90/p99 {p50:.3f}/{p90:.3f}/{p99:.3f} ms  errors {errors}")  # fmt: skip
+                if args.stalls and "meshbus" in name:
+                    _print_stalls(stall_files, window)
+                if args.sched:
+                    sched_blame(
+                        tmp / "sched.data", {pid: who for pid, who in zip(pids, ("B", "A"), strict=True)}
+                    )
     report(results, notes)
     return 0
 
@@ -135,7 +195,7 @@ def _m(results: dict[str, Result], name: str, attr: str) -> float:
 
 
 def report(results: dict[str, Result], notes: dict[str, str]) -> None:
-    hp = _m(results, "haproxy-mtls", "rps")
+    hp = _m(results, "haproxy-mtls", "rps") or float("nan")  # nan: --latency-only, or no HAProxy mTLS
     print()
     print("| chain (A -> B) | rps median [min-max] | x HAProxy mTLS | CPU us/req (A+B) | @1000 rps p50 / p90 / p99 ms "
           "| errors |")  # fmt: skip
@@ -148,7 +208,7 @@ def report(results: dict[str, Result], notes: dict[str, str]) -> None:
         plain, mtls = f"{kind}-plain", f"{kind}-mtls"
         if plain in results and mtls in results:
             cpu = _m(results, mtls, "cpu_us") / _m(results, plain, "cpu_us")
-            rps = _m(results, mtls, "rps") / _m(results, plain, "rps")
+            rps = _m(results, mtls, "rps") / (_m(results, plain, "rps") or float("nan"))
             print(
                 f"{kind}: mTLS costs {100 * (cpu - 1):+.0f}% CPU per request, throughput x{rps:.2f} vs plaintext"
             )

@@ -10,9 +10,9 @@ block requests. A writer off the request path (``meshbus.telemetry.accesslog_wri
 :func:`format_json_lines` / :func:`format_text_lines` for a sink of another format).
 
 Why a line may be formatted when its request ends rather than by the writer: the writer runs every
-0.2 s and formats its batch in chunks of 64 records, ~100 us of loop time per chunk, during which
-every request that arrives waits; formatted one by one, the same work is spread over the requests and
-the writer only joins bytes. It costs ~0.6 us more CPU per request (the formatter's code and the
+0.2 s and formats its batch in slices of ~50 us of loop time (accesslog_writer.DEFAULT_BUDGET_S),
+during which a request that arrives waits; formatted one by one, the same work is spread over the
+requests and the writer only joins bytes. It costs ~0.6 us more CPU per request (the formatter's code and the
 request path's evict each other from the caches), so it is off by default until a quiet A/B of the
 tail shows it pays. The bytes written are the same (tests/unit/telemetry/test_accesslog.py).
 

@@ -1,12 +1,12 @@
 """Asyncio adapter that drains an :class:`~meshbus.telemetry.accesslog.AccessLogger` off the request path.
 
-Every ``interval`` seconds the writer takes the queued records, formats them in chunks of ``chunk``
-records (yielding to the event loop between chunks, so a large backlog never stalls requests for long),
-and hands the bytes to each :class:`Sink` (a file, stdout, the bus: each batch is formatted once per
-format, whatever the number of sinks).
+Every ``interval`` seconds the writer takes the queued records, formats them ``chunk`` records at a
+time, yielding to the event loop whenever a turn has taken ``budget`` (50 us), so neither a large
+backlog nor long records stall requests for long, and hands the bytes to each :class:`Sink` (a file,
+stdout, the bus: each batch is formatted once per format, whatever the number of sinks).
 
 ``per_request=True`` has the logger format each record's line for the first byte sink as its request
-ends (``AccessLogger.line``), and the writer only joins them: no ~100 us chunks on the loop, for ~0.6 us
+ends (``AccessLogger.line``), and the writer only joins them: no formatting slices on the loop, for ~0.6 us
 more CPU per request (bench/micro.py --access-log, interleaved). Off by default until a quiet A/B of the
 tail (bench/chain_tail.py --format-at both) shows it pays; the bytes are the same either way. File and stream sinks do the blocking ``write`` in a worker
 thread. A failed write is logged at WARNING and its records are counted as dropped; the writer keeps
@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Literal, Protocol, Self
 
-from meshbus.telemetry import fields
+from meshbus.telemetry import fields, loop_stalls
 from meshbus.telemetry.accesslog import (
     LINE_JSON,
     LINE_TEXT,
@@ -39,7 +40,11 @@ from meshbus.telemetry.metrics import CounterChild
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S: Final = 0.2
-DEFAULT_CHUNK: Final = 64  # records formatted between yields: ~100-150 us of loop time (JSON, compiled)
+DEFAULT_CHUNK: Final = 8  # records formatted between two reads of the clock (~7 us: JSON, compiled)
+# Loop time the writer takes in one turn before it lets requests run: a request that arrives meanwhile
+# waits at most about this (fixed 64-record chunks took ~50 us quiet, up to ~0.4 ms on a loaded core,
+# and more for long paths or user agents; a time budget bounds the wait whatever the records hold).
+DEFAULT_BUDGET_S: Final = 50e-6
 
 _FORMATTERS: Final[dict[str, Callable[[Iterable[AccessLogRecord]], bytes]]] = {
     "json": format_json_lines,
@@ -122,13 +127,16 @@ class AccessLogWriter:
         fmt: Literal["json", "text"] = "json",
         interval: float = DEFAULT_INTERVAL_S,
         chunk: int = DEFAULT_CHUNK,
+        budget: float = DEFAULT_BUDGET_S,
         per_request: bool = False,
         dropped: CounterChild | None = None,
     ) -> None:
         if fmt not in _FORMATTERS:
             raise ConfigError(f"access log format must be one of {sorted(_FORMATTERS)} (got {fmt!r})")
-        if interval <= 0 or chunk < 1:
-            raise ConfigError(f"access log interval must be > 0 and chunk >= 1 (got {interval}, {chunk})")
+        if interval <= 0 or chunk < 1 or budget <= 0:
+            raise ConfigError(
+                f"access log interval and budget must be > 0, chunk >= 1 (got {interval}, {budget}, {chunk})"
+            )
         self._access_log = access_log
         self._sinks: list[tuple[Sink | RecordSink, Callable[[Iterable[AccessLogRecord]], bytes]]] = [
             (sink, _FORMATTERS[fmt])
@@ -143,6 +151,7 @@ class AccessLogWriter:
                 access_log.line = _LINE_FORMATS[fmt]
         self._interval = interval
         self._chunk = chunk
+        self._budget = budget
         self._dropped = dropped if dropped is not None else CounterChild()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -158,11 +167,14 @@ class AccessLogWriter:
         self, records: list[AccessLogRecord], fmt: Callable[[Iterable[AccessLogRecord]], bytes]
     ) -> bytes:
         parts: list[bytes] = []
-        step = self._chunk
+        step, budget = self._chunk, self._budget
+        started = time.perf_counter()
         for i in range(0, len(records), step):
-            parts.append(fmt(records[i : i + step]))
-            if i + step < len(records):
-                await asyncio.sleep(0)  # let requests run between chunks of a large backlog
+            with loop_stalls.mark("access-log"):
+                parts.append(fmt(records[i : i + step]))
+            if i + step < len(records) and time.perf_counter() - started >= budget:
+                await asyncio.sleep(0)  # let requests run between slices of a batch
+                started = time.perf_counter()
         return b"".join(parts)
 
     async def _join(self, lines: list[bytes]) -> bytes:
@@ -170,7 +182,8 @@ class AccessLogWriter:
             return b"".join(lines)
         parts: list[bytes] = []
         for i in range(0, len(lines), _JOIN_CHUNK):
-            parts.append(b"".join(lines[i : i + _JOIN_CHUNK]))
+            with loop_stalls.mark("access-log"):
+                parts.append(b"".join(lines[i : i + _JOIN_CHUNK]))
             await asyncio.sleep(0)
         return b"".join(parts)
 

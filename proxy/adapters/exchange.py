@@ -63,7 +63,7 @@ from meshbus.proxy.filters.chain import Delay, HttpFilter, LocalReply
 from meshbus.proxy.filters.headerops import HeaderOps
 from meshbus.proxy.filters.tracing import TraceHop
 from meshbus.telemetry.peer import PEER_HEADER
-from meshbus.telemetry.tracecontext import TRACE_HEADERS
+from meshbus.telemetry.tracecontext import TRACE_HEADERS, strip_trace_lines
 
 if TYPE_CHECKING:
     from meshbus.proxy.adapters.contracts import Downstream, Pool
@@ -85,10 +85,6 @@ _REQ_SKIP_XFF: Final = _REQ_SKIP | {"x-forwarded-for"}
 _RAW_UNSAFE: Final = (HOP_BY_HOP - {"connection"}) | {"expect"}
 _RAW_CONNECTION: Final = re.compile(rb"\r\nconnection:[^\r]*", re.IGNORECASE)
 _RAW_FORWARDED: Final = re.compile(rb"\r\n(?:x-forwarded-(?:for|proto)|x-meshbus-peer):[^\r]*", re.IGNORECASE)
-# The caller's trace headers, replaced when this hop starts a span (proxy/filters/tracing.py).
-_RAW_TRACE: Final = re.compile(
-    rb"\r\n(?:traceparent|b3|x-b3-(?:traceid|spanid|parentspanid|sampled|flags)):[^\r]*", re.IGNORECASE
-)
 _PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close"})
 _PEER_NAME: Final = PEER_HEADER.encode("latin-1")
 
@@ -514,7 +510,7 @@ class Exchange:
                     xff = b"%b, %b" % (hdict["x-forwarded-for"].encode("latin-1"), xff)
             tr: TraceHop = self.tr
             if tr.strip:
-                raw = _RAW_TRACE.sub(b"", raw)
+                raw = strip_trace_lines(raw, hdict)
             # The peer line next to the X-Forwarded-* ones, last: a server sidecar cuts the three by
             # comparing the head's end (_cut_sidecar_lines).
             self.head_bytes = b"%b%b%b%bx-forwarded-proto: http\r\nx-forwarded-for: %b\r\n\r\n" % (

@@ -35,6 +35,7 @@ from meshbus.proxy.build.runtime import ProxyRuntime, RuntimeBuildError, build_r
 from meshbus.proxy.filters.observe import Observability
 from meshbus.proxy.filters.plugins.bindings import PluginRuntime
 from meshbus.proxy.tls.mtls import MeshTls, MeshTlsStats, TlsOrigin
+from meshbus.telemetry import loop_stalls
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLog, AccessLogger
 from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, RecordSink, Sink, StreamSink
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
@@ -55,6 +56,23 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+
+
+SWEEP_SLICE = 512  # downstream connections checked per loop turn (~35 us compiled: ~70 ns each, idle)
+
+
+async def check_timeouts(
+    connections: list[Any], now: float, header_timeout: float, idle_timeout: float
+) -> None:
+    """Each connection's header and idle timeouts, ``SWEEP_SLICE`` connections per loop turn: a gateway
+    holding thousands of keep-alive connections would otherwise stall its requests for milliseconds
+    four times a second. A connection that closes meanwhile returns at once (``closed``)."""
+    for i in range(0, len(connections), SWEEP_SLICE):
+        if i:
+            await asyncio.sleep(0)
+        with loop_stalls.mark("sweep"):
+            for c in connections[i : i + SWEEP_SLICE]:
+                c.check_timeouts(now, header_timeout, idle_timeout)
 
 
 def _config_files(path: Path) -> list[Path]:
@@ -335,15 +353,15 @@ class ProxyServer:
             await asyncio.sleep(tick)
             now = self.clock = self.loop.time()
             try:
-                for c in list(self.connections):
-                    c.check_timeouts(now, cfg.header_timeout, cfg.idle_timeout)
-                mono = time.monotonic()
-                clusters = self.runtime.clusters
-                for cluster in clusters.values():
-                    cluster.tick(mono)
-                if now - last_pool_sweep >= 1.0:
-                    last_pool_sweep = now
-                    self.pools.sweep(mono, clusters)
+                await check_timeouts(list(self.connections), now, cfg.header_timeout, cfg.idle_timeout)
+                with loop_stalls.mark("sweep"):
+                    mono = time.monotonic()
+                    clusters = self.runtime.clusters
+                    for cluster in clusters.values():
+                        cluster.tick(mono)
+                    if now - last_pool_sweep >= 1.0:
+                        last_pool_sweep = now
+                        self.pools.sweep(mono, clusters)
             except Exception:  # a sweep bug must not stop timeouts forever: log and go on
                 log.exception("sweep failed")
 
@@ -352,7 +370,9 @@ class ProxyServer:
         while True:
             await asyncio.sleep(self.config.reload_interval)
             try:
-                if _fingerprint(path) != self._fingerprint:
+                with loop_stalls.mark("config-watch"):
+                    changed = _fingerprint(path) != self._fingerprint
+                if changed:
                     await self.reload()
             except Exception:
                 log.exception("config watch failed")
@@ -369,11 +389,14 @@ class ProxyServer:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, cb)
                 handled.append(sig)
+        stalls = loop_stalls.from_env()  # a diagnostic, off unless MESHBUS_LOOP_STALLS names a file
         try:
             await self._stopped.wait()
         finally:
             for sig in handled:
                 loop.remove_signal_handler(sig)
+            if stalls is not None:
+                loop_stalls.dump(stalls)
             await self.shutdown(self.config.drain_timeout)
 
     async def shutdown(self, grace: float) -> None:

@@ -289,9 +289,13 @@ class ClusterPool:
     def sweep(self, now: float, idle_timeout: float) -> None:
         for lst in self.idle.values():
             if lst and (now - lst[0].idle_since > idle_timeout or lst[0].closed):
-                keep = [c for c in lst if not c.closed and now - c.idle_since <= idle_timeout]
+                # one pass: a ``c not in keep`` per connection made it quadratic (~30 ms a second
+                # for a pool of thousands of idle connections, half of them expiring)
+                keep: list[UpstreamConnection] = []
                 for c in lst:
-                    if c not in keep:
+                    if not c.closed and now - c.idle_since <= idle_timeout:
+                        keep.append(c)
+                    else:
                         c.close()
                 lst[:] = keep
 

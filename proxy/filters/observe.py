@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from meshbus.proxy.build.telemetry_policy import SidePolicy
 from meshbus.proxy.filters.stats import Identity, StatsRecorder
 from meshbus.proxy.filters.tracing import HopTracer, TraceHop
-from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLogRecord
+from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLogger, AccessLogRecord
 from meshbus.telemetry.metrics import CounterChild, InternalMetrics, IstioMetrics, RequestSeries
 from meshbus.telemetry.peer import PEER_HEADER, Workload
 
@@ -68,8 +68,8 @@ class HopTelemetry:
     """One listener's STATS phase: ``begin`` and ``done`` are called by the exchange."""
 
     __slots__ = (
-        "_p_cluster", "_p_line", "_p_runtime", "_runtime", "_side", "direction", "ident", "local_replies",
-        "peer", "peer_line", "server", "stats", "tracer",
+        "_log_filter", "_log_on", "_p_cluster", "_p_line", "_p_runtime", "_runtime", "_side", "direction",
+        "ident", "local_replies", "peer", "peer_line", "server", "stats", "tracer",
     )  # fmt: skip
 
     def __init__(self, server: Any, direction: str) -> None:
@@ -86,6 +86,9 @@ class HopTelemetry:
         # runtime is immutable (a new snapshot is a new one), so identity says when to look again.
         self._runtime: Any = None
         self._side: SidePolicy = SidePolicy()
+        # the side's access-log settings, read once per policy (attributes of plain dataclasses)
+        self._log_on = False
+        self._log_filter: Any = None
         self._p_runtime: Any = None
         self._p_cluster: Any = None
         self._p_line = b""
@@ -97,6 +100,7 @@ class HopTelemetry:
         side sends (meshbus.telemetry.peer)."""
         self.stats.policy = None
         self.tracer.spans = self.server.observe.spans
+        self.tracer.identity(self.ident.workload.name, self.ident.service_fqdn)
         self._p_runtime = None
         if self.direction == "outbound":
             value = self.ident.workload.header_value()
@@ -126,7 +130,9 @@ class HopTelemetry:
     def side(self, ex: Exchange) -> SidePolicy:
         runtime = ex.runtime or self.server.runtime
         if runtime is not self._runtime:
-            self._side = runtime.telemetry.side(self.direction)
+            side = self._side = runtime.telemetry.side(self.direction)
+            self._log_on = side.access_log.enabled
+            self._log_filter = side.access_log.filter
             self._runtime = runtime
         return self._side
 
@@ -151,15 +157,19 @@ class HopTelemetry:
                 self.tracer.end(ex, hop, flags)
             except Exception as exc:  # a span must never cost the response
                 log.error("span end failed: %s: %s", type(exc).__name__, exc)
-        al = side.access_log
-        if not al.enabled:
+        if not self._log_on:
             return
         sink = self.server.access_log
         if sink is NULL_ACCESS_LOG:  # no access log is kept: not even a record is made
             return
-        if al.filter is not None and not _passes(al.filter, ex, flags, duration):
+        program = self._log_filter
+        if program is not None and not _passes(program, ex, flags, duration):
             return
-        sink.log(access_record(ex, flags, duration, hop, self.direction))
+        record = access_record(ex, flags, duration, hop, self.direction)
+        if isinstance(sink, AccessLogger):  # compiled: a direct call, not a method looked up by name
+            sink.log(record)
+        else:
+            sink.log(record)
 
     def _local_reply(self, flags: str) -> None:
         child: CounterChild = self.local_replies.labels(flags)

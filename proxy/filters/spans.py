@@ -116,6 +116,15 @@ class SpanRecorder:
         row += facts
         rows.append(row)
 
+    def add(self, row: list[Any]) -> None:
+        """An ended span's whole row (ROW's fields in order), or a drop when the buffer is full: what
+        `end` does, for a caller that built the row in one list (the tracer: one list per span, not two)."""
+        rows = self.rows
+        if len(rows) >= self.capacity:
+            self.dropped.value += 1
+            return
+        rows.append(row)
+
     def drain(self) -> list[list[Any]]:
         out, self.rows = self.rows, []
         return out

@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.build.telemetry_policy import TracingSettings
-from meshbus.proxy.filters.spans import OpenSpan, SpanRecorder
+from meshbus.proxy.filters.spans import STATUS_ERROR, STATUS_UNSET, OpenSpan, SpanRecorder
 from meshbus.telemetry.tracecontext import (
     SAMPLED,
     UNDECIDED,
@@ -70,24 +70,50 @@ class TraceHop:
 class HopTracer:
     """Trace decisions and spans of one listener (``server``: the inbound side)."""
 
-    __slots__ = ("server", "spans")
+    __slots__ = (
+        "_name", "_name_method", "_name_route", "_report", "_sampling", "_settings", "_tagged", "node", "server",
+        "service_fqdn", "spans",
+    )  # fmt: skip
 
     def __init__(self, server: bool, spans: SpanRecorder | None) -> None:
         self.server = server
         self.spans = spans  # None: no spans at all (the decision is still propagated)
+        # This proxy's workload name (the span rows' node) and service, kept here by
+        # HopTelemetry.identity_changed: read per span, they were four attribute lookups away.
+        self.node = ""
+        self.service_fqdn = ""
+        # The last span name made, for its route and method: a listener's spans mostly share one.
+        self._name_route: Any = None
+        self._name_method = ""
+        self._name = ""
+        # The last TracingSettings' fields (a frozen dataclass's attributes are looked up by name)
+        self._settings: TracingSettings | None = None
+        self._sampling = 0.0
+        self._report = False
+        self._tagged = False
+
+    def identity(self, node: str, service_fqdn: str) -> None:
+        self.node = node
+        self.service_fqdn = service_fqdn
+        self._name_route = None
 
     def begin(self, ex: Exchange, settings: TracingSettings) -> TraceHop:
+        if settings is not self._settings:
+            self._settings = settings
+            self._sampling = settings.sampling
+            self._report = settings.report
+            self._tagged = bool(settings.literal_tags or settings.header_tags)
         hd: dict[str, str] = ex.head.hdict
         inc = extract(hd)
         spans = self.spans
         if inc is None:
-            sampled = _rand() < settings.sampling
+            sampled = _rand() < self._sampling
             trace_id, span_id = new_ids()
             hop = TraceHop(trace_id)
-            if sampled and settings.report and spans is not None:
+            if sampled and self._report and spans is not None:
                 hop.span = spans.start(
-                    span_name(ex, self.server), self.server, trace_id, span_id, "", None, int(ex.start * 1e9),
-                    custom_tags(ex, settings),
+                    self.span_name(ex), self.server, trace_id, span_id, "", None, int(ex.start * 1e9),
+                    custom_tags(ex, settings) if self._tagged else None,
                 )  # fmt: skip
             hop.span_id = span_id
             hop.sampled = sampled
@@ -95,20 +121,20 @@ class HopTracer:
             hop.line = f"traceparent: 00-{trace_id}-{span_id}-{'01' if sampled else '00'}\r\n".encode()
             return hop
         s = inc.sampled
-        sampled = _rand() < settings.sampling if s == UNDECIDED else s == SAMPLED
+        sampled = _rand() < self._sampling if s == UNDECIDED else s == SAMPLED
         hop = TraceHop(inc.trace_id)
         parent = inc.span_id
-        if sampled and settings.report and spans is not None:
+        if sampled and self._report and spans is not None:
             span_id = new_span_id()
             hop.span = spans.start(
-                span_name(ex, self.server),
+                self.span_name(ex),
                 self.server,
                 hop.trace_id,
                 span_id,
                 parent,
                 inc.tracestate,
                 int(ex.start * 1e9),
-                custom_tags(ex, settings),
+                custom_tags(ex, settings) if self._tagged else None,
             )
         elif parent and s != UNDECIDED:
             return hop  # not ours to record: the caller's headers go on as they came
@@ -142,14 +168,27 @@ class HopTracer:
         route = ex.route
         cluster = ex.cluster
         dc = ex.dc
-        facts: list[Any] = [
+        # spans.py's ROW in one list: the span's fields, then the request's facts
+        spans.add([
+            span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.start_ns, time.time_ns(),
+            span.attributes, STATUS_ERROR if error else STATUS_UNSET, span.tracestate,
             head.method, view.path if view is not None else head.target, ex.authority, head.version,
             hd.get("x-request-id", ""), hd.get("user-agent"), dc.peer_ip, dc.peer_principal,
             route.name if route is not None else None, cluster.port if cluster is not None else 0, status,
-            flags, ex.upstream_host, cluster.name if cluster is not None else None,
-            ex.ctx.tele.ident.workload.name,
-        ]  # fmt: skip
-        spans.end(span, error, time.time_ns(), facts)
+            flags, ex.upstream_host, cluster.name if cluster is not None else None, self.node,
+        ])  # fmt: skip
+
+    def span_name(self, ex: Exchange) -> str:
+        """``{method} {route}`` (`span_name`), the last one kept: same route, same method, same name."""
+        route = ex.route
+        method = ex.head.method
+        if route is not None and route is self._name_route and method == self._name_method:
+            return self._name
+        name = span_name(ex, self.server)
+        self._name_route = route
+        self._name_method = method
+        self._name = name
+        return name
 
 
 def span_name(ex: Exchange, server: bool) -> str:

@@ -35,6 +35,7 @@ from meshbus.bus.schemas.telemetry import (
 )
 from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.filters.spans import ROW
+from meshbus.telemetry import loop_stalls
 from meshbus.telemetry.accesslog import FIELDS, AccessLogRecord
 from meshbus.telemetry.delta import DeltaTracker
 
@@ -107,7 +108,8 @@ class TelemetryShipper:
         await self._ship_spans()
 
     async def _ship_metrics(self) -> None:
-        families, baseline = self.tracker.collect()
+        with loop_stalls.mark("telemetry-metrics"):
+            families, baseline = self.tracker.collect()
         self.seq += 1
         subject = self.bus.subjects.telemetry("metrics", self.source.node)
         try:
@@ -136,11 +138,13 @@ class TelemetryShipper:
                     # a second's spans at thousands of requests/s: ~0.15 ms of encoding a chunk, not
                     # ~1.2 ms at once, between two turns of the requests' event loop
                     await asyncio.sleep(0)
-                for body, headers, n in self._fit(
-                    [data[i : i + _SPANS_PER_BATCH]],
-                    lambda ds: _span_batch(self.source, self.resource, provider, ds),
-                    _halves,
-                ):
+                with loop_stalls.mark("telemetry-spans"):
+                    batches = self._fit(
+                        [data[i : i + _SPANS_PER_BATCH]],
+                        lambda ds: _span_batch(self.source, self.resource, provider, ds),
+                        _halves,
+                    )
+                for body, headers, n in batches:
                     await self.bus.nc.publish(subject, body, headers=headers)
                     sent += n
         except Exception as exc:

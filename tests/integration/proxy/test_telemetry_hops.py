@@ -111,6 +111,60 @@ async def test_a_sampled_hop_records_a_span_and_sends_its_id_in_the_callers_form
         await u.stop()
 
 
+async def test_span_names_and_node_follow_the_method_and_the_proxys_identity(proxy: ProxyFactory) -> None:
+    """The tracer keeps its last span name and its node: a new method, or a new identity, is seen."""
+    u = await HeadServer(lambda _h: OK).start()
+    try:
+        p = await start(proxy, u, telemetry("  tracing: [{randomSamplingPercentage: 100}]"))
+        buffer = SpanRecorder()
+        observe = p.server.observe
+        for name in ("productpage", "ratings"):
+            observe.set_identity(Workload.of(name, "default", {"app": name}), name, f"{name}.default.svc.cluster.local", buffer)  # fmt: skip
+            for method in ("GET", "GET", "POST", "PURGE"):
+                await get(
+                    p.port, f"{method} /r HTTP/1.1\r\nHost: reviews\r\ncontent-length: 0\r\n\r\n".encode()
+                )
+        spans = [dict(zip(ROW, row, strict=True)) for row in buffer.drain()]
+        names = [s["name"].split()[0] for s in spans]
+        assert names == ["GET", "GET", "POST", "HTTP"] * 2  # an unknown method is named HTTP
+        assert {s["name"].split()[1] for s in spans} == {"reviews.default.svc.cluster.local"}
+        assert [s["node_id"] for s in spans] == ["productpage"] * 4 + ["ratings"] * 4
+    finally:
+        await u.stop()
+
+
+async def test_a_reloaded_telemetry_resource_changes_sampling_and_custom_tags(proxy: ProxyFactory) -> None:
+    """The tracer keeps the last settings' fields: a new policy (a reload) is seen on the next request."""
+    u = await HeadServer(lambda _h: OK).start()
+    try:
+        extra = telemetry("  tracing: [{randomSamplingPercentage: 0}]")
+        p = await start(proxy, u, extra)
+        buffer = SpanRecorder()
+        p.server.observe.set_identity(Workload.of("productpage", "default", {}), "productpage",
+                                      "productpage.default.svc.cluster.local", buffer)  # fmt: skip
+        request = b"GET /r HTTP/1.1\r\nHost: reviews\r\nx-tag: blue\r\n\r\n"
+        await get(p.port, request)
+        assert buffer.drain() == []  # 0%: no span
+        tags = "customTags: {team: {literal: {value: bookinfo}}, colour: {header: {name: x-tag}}}"
+        p.write_config(
+            service_entry("reviews", [u])
+            + telemetry(f"  tracing: [{{randomSamplingPercentage: 100, {tags}}}]")
+        )  # type: ignore[list-item]
+        assert await p.server.reload()
+        await get(p.port, request)
+        [row] = buffer.drain()
+        assert dict(zip(ROW, row, strict=True))["attributes"] == {"team": "bookinfo", "colour": "blue"}
+        p.write_config(
+            service_entry("reviews", [u]) + telemetry("  tracing: [{randomSamplingPercentage: 100}]")
+        )  # type: ignore[list-item]
+        assert await p.server.reload()
+        await get(p.port, request)
+        [row] = buffer.drain()
+        assert dict(zip(ROW, row, strict=True))["attributes"] is None
+    finally:
+        await u.stop()
+
+
 async def test_the_inbound_side_reads_and_removes_the_peer_header(proxy: ProxyFactory) -> None:
     u = await HeadServer(lambda _h: OK).start()
     try:

@@ -408,3 +408,48 @@ def test_unescaped_strings_are_quoted_as_orjson_quotes_them(s: str | None) -> No
     from meshbus.telemetry.accesslog import _js
 
     assert _js(s).encode() == orjson.dumps(s)
+
+
+async def test_writer_gives_the_loop_back_once_a_turn_took_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Records that take 60 us each to format (long paths, a loaded core): with the default 50 us
+    # budget the writer yields after every slice of DEFAULT_CHUNK records, so a request waits for
+    # 8 records' worth (~0.5 ms here), not for a fixed 64-record chunk (~4 ms).
+    import asyncio
+    import time
+
+    import meshbus.telemetry.accesslog_writer as writer_mod
+
+    done = 0
+
+    def slow(records: list[AccessLogRecord]) -> bytes:
+        nonlocal done
+        for _ in records:
+            end = time.perf_counter() + 60e-6
+            while time.perf_counter() < end:
+                pass
+            done += 1
+        return format_json_lines(records)
+
+    monkeypatch.setitem(writer_mod._FORMATTERS, "json", slow)
+    logger = AccessLogger(capacity=1000)
+    sink = MemorySink()
+    writer = AccessLogWriter(logger, sink, interval=60)
+    for i in range(200):
+        logger.log(_record(i))
+    most, seen, stop = 0, 0, False
+
+    async def ticker() -> None:  # one step per loop turn: how many records were formatted in between
+        nonlocal most, seen
+        while not stop:
+            most, seen = max(most, done - seen), done
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    assert await writer.flush() == 200
+    stop = True
+    await task
+    assert len(sink.data.splitlines()) == 200
+    assert 0 < most <= 8, most  # DEFAULT_CHUNK

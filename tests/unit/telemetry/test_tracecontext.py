@@ -13,6 +13,7 @@ from meshbus.telemetry.tracecontext import (
     B3_SINGLE,
     NOT_SAMPLED,
     SAMPLED,
+    TRACE_HEADERS,
     UNDECIDED,
     W3C,
     extract,
@@ -21,6 +22,7 @@ from meshbus.telemetry.tracecontext import (
     new_span_id,
     new_trace_id,
     propagation_headers,
+    strip_trace_lines,
     traceparent,
 )
 
@@ -155,3 +157,41 @@ def test_new_ids_are_well_formed_and_parse_back() -> None:
     assert len(t) == 32 and len(s) == 16 and t != new_trace_id()
     ctx = extract({"traceparent": traceparent(t, s, False)})
     assert ctx is not None and (ctx.trace_id, ctx.span_id) == (t, s)
+
+
+# What the exchange removed from a pass-through head with one regex before strip_trace_lines existed.
+_REFERENCE = re.compile(
+    rb"\r\n(?:traceparent|b3|x-b3-(?:traceid|spanid|parentspanid|sampled|flags)):[^\r]*", re.IGNORECASE
+)
+_TP = f"00-{T}-{S}-01"
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [("Host", "a"), ("traceparent", _TP), ("x-other", "1")],
+        [("TraceParent", _TP), ("Host", "a")],  # the client's spelling; the first line
+        [("Host", "a"), ("TRACEPARENT", _TP)],  # the last line
+        [("Host", "a"), ("traceparent-x", "1"), ("x-traceparent", "2")],  # names that only contain it
+        [("Host", "a"), ("tracestate", "k=v"), ("traceparent", _TP)],  # tracestate passes
+        [("Host", "a"), ("traceparent", _TP), ("X-B3-TraceId", T), ("x-b3-spanid", S), ("x-b3-sampled", "1")],
+        [("Host", "a"), ("b3", f"{T}-{S}-1"), ("traceparent", _TP)],
+        [("Host", "a"), ("x-b3-flags", "1")],
+        [("Host", "a")],
+    ],
+)
+def test_strip_trace_lines_removes_what_the_regex_over_every_line_removed(
+    lines: list[tuple[str, str]],
+) -> None:
+    raw = b"GET / HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in lines).encode()
+    hdict = {n.lower(): v for n, v in lines}
+    out = strip_trace_lines(raw, hdict)
+    assert out == _REFERENCE.sub(b"", raw)
+    kept = [line.partition(b":")[0].lower() for line in out.split(b"\r\n")[1:-1]]
+    assert kept == [n.lower().encode() for n, _ in lines if n.lower() not in TRACE_HEADERS]
+
+
+def test_the_sampled_flag_is_the_low_bit_of_every_flags_byte() -> None:
+    for flags in range(256):
+        ctx = extract({"traceparent": f"00-{T}-{S}-{flags:02x}"})
+        assert ctx is not None and ctx.sampled == (SAMPLED if flags & 1 else NOT_SAMPLED), flags
