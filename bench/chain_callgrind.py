@@ -1,0 +1,99 @@
+"""Instructions per request of one sidecar (A, the client's, or B) in bench/mtls.py's real chain,
+sockets and event loop included: what bench/micro_chain.py's in-memory figure leaves out of user space.
+
+    .venv/bin/python bench/chain_callgrind.py [--tls] [--proxy a|b]
+
+The chain is bench/chain.py's (h2load -> proxy A -> proxy B -> nginx origin), on ports of its own so that it
+does not collide with a benchmark running beside it. The counted proxy runs under valgrind's
+callgrind, the other and nginx natively; h2load sends N requests over 10 keep-alive connections
+(after 10 that open them), the counted proxy is stopped (SIGTERM, callgrind writes its totals), and
+this is repeated with N + 2000: the difference / 2000 is its user-space instructions per request
+(uvloop, the access-log writer, the request path), not the kernel's work. Needs valgrind, nginx and h2load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+# bench/ is not a package: the shared helpers come from chain.py and run.py next to this file
+import chain
+import run
+
+A_PORT, B_PORT, ORIGIN = 28101, 28102, 28080
+
+
+def wait_port(port: int) -> None:
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"port {port} never opened")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tls", action="store_true")
+    ap.add_argument(
+        "--proxy", choices=["a", "b"], default="a", help="the sidecar to count (the other runs natively)"
+    )
+    args = ap.parse_args()
+    tls = args.tls
+    # the configs and nginx.conf read these module globals when written
+    chain.A_PORT, chain.B_PORT, chain.ORIGIN, run.ORIGIN = A_PORT, B_PORT, ORIGIN, ORIGIN
+    tmp = Path(tempfile.mkdtemp(prefix="meshbus-chain-cg-"))
+    chain.prepare(tmp)
+    py, me = sys.executable, str(Path(chain.__file__).resolve())
+    common = ["--dir", str(tmp)] + (["--tls"] if tls else [])
+    cmds = {
+        "b": ([py, me, "sidecar", *common, "--config", str(tmp / "b.yaml"), "--inbound", f"127.0.0.1:{B_PORT}",
+               "--app-port", str(ORIGIN), "--name", "b", "--sa", "origin", "--access-log", str(tmp / "b.log")], B_PORT),
+        "a": ([py, me, "sidecar", *common, "--config", str(tmp / "a.yaml"), "--outbound", f"127.0.0.1:{A_PORT}",
+               "--name", "a", "--sa", "client", "--access-log", str(tmp / "a.log")], A_PORT),
+    }  # fmt: skip
+    other = "b" if args.proxy == "a" else "a"
+    nginx = subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf")], stderr=subprocess.DEVNULL)
+    native = subprocess.Popen(cmds[other][0], stderr=subprocess.DEVNULL)
+    counts = []
+    try:
+        wait_port(ORIGIN)
+        wait_port(cmds[other][1])
+        for n in (1000, 3000):
+            cmd, port = cmds[args.proxy]
+            counted = subprocess.Popen(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg-{n}.out", *cmd],
+                stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            wait_port(port)
+            url = f"http://127.0.0.1:{A_PORT}/"
+            # a first request on each connection (proxy A's pooled connections to a restarted B reconnect)
+            subprocess.run(["h2load", "--h1", "-n", "10", "-c", "10", url], check=True, capture_output=True)
+            subprocess.run(["h2load", "--h1", "-n", str(n), "-c", "10", url], check=True, capture_output=True)
+            counted.send_signal(signal.SIGTERM)
+            m = re.search(r"Collected : (\d+)", counted.communicate(timeout=600)[1])
+            if m is None:
+                raise SystemExit(f"proxy {args.proxy} under callgrind wrote no totals")
+            counts.append(int(m.group(1)))
+    finally:
+        native.terminate()
+        nginx.terminate()
+        native.wait()
+        nginx.wait()
+    print(
+        f"proxy {args.proxy.upper()} ({'mTLS' if tls else 'plain'}), sockets and event loop included: "
+        f"{(counts[1] - counts[0]) / 2000:.0f} instructions per request (user space; callgrind)"
+    )
+
+
+if __name__ == "__main__":
+    main()
