@@ -39,7 +39,7 @@ from chain import B_PORT, FileCertClient, client_sidecar_conf, make_certs, serve
 from micro import RESPONSE, MemTransport  # the origin's response: nginx's, as in micro.py
 from run import ORIGIN
 
-from meshbus.telemetry.accesslog import format_json_lines
+from meshbus.telemetry.accesslog import format_json_rows
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: origin\r\nUser-Agent: wrk\r\n\r\n"
 
@@ -180,7 +180,7 @@ async def chain_loop(
             records = s.access_log.drain()
             if writer:
                 for i in range(0, len(records), 64):
-                    format_json_lines(records[i : i + 64])
+                    format_json_rows(records[i : i + 64])
 
     async def close() -> None:
         await a.shutdown(0)
