@@ -37,10 +37,9 @@ varied by 15 %), so the setups are measured in adjacent, paired runs:
 rounds (bench/stages.py, patched in at start-up: nothing of it runs without the flag) and prints the
 medians between stages after each such run, with h2load's request start to the call and the call's
 end to h2load's response.
-``--reference-write [busy|once]`` adds "remote-noop-ref": the remote no-op with one of
-meshbus.bus.direct's earlier write policies in its proxy and host (bench/write_policy.py; its own
-filter name, so its own host; ``busy``, the default, is the one before Nagle's rule), paired like
-the others, to weigh the current policy against it in the same run.
+``--reference-write`` adds "remote-noop-once": the remote no-op with meshbus.bus.direct's earlier
+write policy in its proxy and host (bench/write_policy.py; its own filter name, so its own host),
+paired like the others, to weigh the current policy against it in the same run.
 The no-op's host sits on CPU 0 with nginx and wrk. The filters are registered as entry points of a
 throw-away distribution in the bench directory (no install into the environment).
 """
@@ -121,9 +120,9 @@ SETUPS = {
     "remote-noop-1host": ("bench-noop", "REMOTE", 1),
     "remote-burn-1host": ("bench-burn", "REMOTE", 1),
     "remote-burn-2hosts": ("bench-burn", "REMOTE", 2),
-    "remote-noop-ref": ("bench-noop-ref", "REMOTE", 1),  # --reference-write; its own subject and host
+    "remote-noop-once": ("bench-noop-ref", "REMOTE", 1),  # --reference-write; its own subject and host
 }
-WRITE_POLICY = {"remote-noop-ref": "busy"}
+WRITE_POLICY = {"remote-noop-once": "once"}
 """Setups whose proxy and host replace meshbus.bus.direct's write_now (bench/write_policy.py)."""
 
 
@@ -266,10 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--micro-runs", type=int, default=9)
     ap.add_argument(
         "--reference-write",
-        nargs="?",
-        const="busy",
-        choices=["busy", "once"],
-        help="add remote-noop-ref: one of bus/direct.py's earlier write policies, for reference",
+        action="store_true",
+        help="add remote-noop-once: bus/direct.py's earlier write policy, for reference",
     )
     ap.add_argument(
         "--stages",
@@ -286,9 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [k for k in SETUPS if k not in WRITE_POLICY and (not args.only or k in args.only.split(","))]
     paired = [k for k in PAIRED if k in chosen]
     if args.reference_write:
-        WRITE_POLICY["remote-noop-ref"] = args.reference_write
-        chosen.append("remote-noop-ref")
-        paired.append("remote-noop-ref")
+        chosen.append("remote-noop-once")
+        paired.append("remote-noop-once")
     scaling = [k for k in SCALING if k in chosen] if args.scaling_rounds else []
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-plugins-"))
     install_filters(tmp / "site")

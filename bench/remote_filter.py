@@ -2,7 +2,7 @@
 filter through the proxy's own ``RemoteBackend`` at a paced rate over a local nats-server.
 
     .venv/bin/python bench/remote_filter.py [--rate 1000 | --inflight N] [--duration 5] [--stages]
-        [--old-resume | --plain-future] [--write turn|busy|none|once] [--profile]
+        [--old-resume] [--write turn|none|once] [--profile]
 
 Isolates what a remote filter adds to a proxied request from the proxy's HTTP work and from the
 load generator (bench/plugins.py measures the whole): p50/p99 of the call, the client's and the
@@ -14,19 +14,16 @@ same clock in both processes): the client's publish, its bytes written to the so
 read of the message, its handler, its reply written, the client's read of the reply, and the
 caller resumed; printed as the median and p99 time between stages.
 
-"Resumed" is where the proxy's exchange would go on with the request: the call's future (a
-``Settled``, resolved in the reply's callback, in nats-py's read loop) is handed to
-``asyncio.ensure_future`` and the stamp taken in its done callback, as proxy/adapters/exchange.py
-does with a paused hook's result (a ``Settled`` runs it at once). ``--plain-future`` puts an
-``asyncio.Future`` between them, as the adapter had before (its callbacks a loop pass later);
-``--old-resume`` wraps the call in a coroutine, as the adapter did before that (a task per call:
+"Resumed" is where the proxy's exchange would go on with the request: the call's future (resolved in
+the reply's callback, in nats-py's read loop) is handed to ``asyncio.ensure_future`` and the stamp
+taken in its done callback, as proxy/adapters/exchange.py does with a paused hook's result.
+``--old-resume`` wraps the call in a coroutine first, as the adapter did before (a task per call:
 its start, its wake-up on the reply, then its done callback: two event-loop passes more), for a
 side-by-side reference. ``--write`` weighs what meshbus.bus.direct's write costs in CPU against
-what it saves in latency, on both sides: ``turn`` (what it does: at once unless calls await
-replies, else with the others of a turn of the event loop in one write as the turn ends: Nagle's
-rule), ``busy`` (its earlier policy: held for the turn's end when the last turn had more than one
-message), ``none`` (every call and verdict through nats-py's flusher), ``once`` (the one before:
-the first message of a turn written at once, the rest left to the flusher). Also printed: write system calls per call on each side (/proc/PID/io ``syscw``:
+what it saves in latency, on both sides: ``turn`` (what it does: the messages of a turn of the
+event loop in one write as the turn ends), ``none`` (every call and verdict through nats-py's
+flusher), ``once`` (its earlier policy: the first message of a turn written at once, the rest left
+to the flusher). Also printed: write system calls per call on each side (/proc/PID/io ``syscw``:
 a count, not a time, so the machine's load does not blur it). ``--floor`` runs the same pacing and payload through bare nats-py (``Client.request`` to a plain
 subscription callback that ``respond``s an empty map): what a NATS request/reply from Python costs
 on this machine, the floor to weigh ours against. ``--inflight N`` runs a closed loop
@@ -204,13 +201,6 @@ def request() -> Request:
     )  # fmt: skip
 
 
-def _plain(loop: asyncio.AbstractEventLoop, settled: Any) -> asyncio.Future[Any]:
-    """``settled``'s outcome through a plain future: its callbacks a loop pass later."""
-    fut: asyncio.Future[Any] = loop.create_future()
-    settled.add_done_callback(lambda s: fut.set_result(s.result()))
-    return fut
-
-
 async def drive(
     url: str,
     rate: int,
@@ -221,7 +211,6 @@ async def drive(
     profile: bool = False,
     inflight: int = 0,
     floor: bool = False,
-    plain_future: bool = False,
 ) -> dict[str, Any]:
     async with BusConnection(BusSettings(url=url, name="bench client")) as bus:
         backend = RemoteBackend(RemoteFilters(lambda: bus), NAME, "default/bench", None, 2.0)
@@ -250,8 +239,6 @@ async def drive(
             if stages:
                 marks["send"].append(t0)
             r = backend.call("on_request_headers", request(), None, b"", True)
-            if plain_future and not floor:
-                r = _plain(loop, r)
             task = asyncio.ensure_future(
                 _awaited(r) if old_resume and not floor else r
             )  # as the exchange does
@@ -317,13 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="cProfile the client (interpreted code only)")
     ap.add_argument("--old-resume", action="store_true", help="a task per call, as before (reference)")
     ap.add_argument(
-        "--plain-future", action="store_true", help="resume a loop pass later, as before Settled (reference)"
-    )
-    ap.add_argument(
         "--write",
-        choices=["turn", "busy", "none", "once"],
+        choices=["turn", "none", "once"],
         default="turn",
-        help="bus/direct.py's write_now (turn), none (nats-py's flusher), busy / once (earlier policies)",
+        help="bus/direct.py's write_now (turn), none (nats-py's flusher), once (the earlier policy)",
     )
     ap.add_argument("--inflight", type=int, default=0, help="closed loop with N calls in flight (not paced)")
     ap.add_argument(
@@ -382,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
                         args.profile,
                         args.inflight,
                         args.floor,
-                        args.plain_future,
                     )
                 )
             finally:

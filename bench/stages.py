@@ -8,11 +8,9 @@ Stamps (CLOCK_MONOTONIC, one clock for every process on the machine; CLOCK_REALT
 them up with h2load's request start times):
 - proxy: ``begin`` (the adapter calls RemoteBackend.begin: the request's headers are parsed and the
   chain reached the filter), ``write`` (the call's bytes handed to the socket, at once or as the
-  turn ends), ``read`` (nats-py's read loop parsed the reply), ``settled`` (the verdict read and
-  applied, handed to the adapter), ``resumed`` (the exchange went on with the request, its upstream
-  write included: as the adapter's ``then`` returns, since its future is a ``Settled`` that runs the
-  exchange's done callback at once; with a plain future, a ``call_soon`` from there, which runs
-  after the exchange's own done callback, as before);
+  turn ends), ``read`` (nats-py's read loop parsed the reply), ``settled`` (the chain's future
+  resolved), ``resumed`` (a ``call_soon`` from ``settled``: runs after the exchange's own done
+  callback, so after the exchange went on with the request, its upstream write included);
 - host: ``host_read`` (the call parsed), ``host_handler`` (decoded and run from here), ``host_write``
   (the verdict handed to the socket).
 Each process writes ``<dir>/<role>-<pid>.json`` every second.
@@ -68,7 +66,6 @@ def _stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
 
 def patch_proxy(out_dir: Path) -> None:
     from meshbus.proxy.filters.plugins.remote import RemoteBackend
-    from meshbus.proxy.filters.plugins.settled import Settled
 
     marks: dict[str, Any] = {"clock": [time.monotonic(), time.time()], "begin": [], "write": [], "read": [],
                              "settled": [], "resumed": []}  # fmt: skip
@@ -80,8 +77,8 @@ def patch_proxy(out_dir: Path) -> None:
     marks["taken"] = [0, 0, 0]  # write_now: at once, as the turn ends, declined (through nats-py)
 
     def write_now(nc: Any, *a: Any) -> bool:
+        deferred = id(nc) in direct._turns or id(nc) in direct._busy
         ok = orig_write_now(nc, *a)
-        deferred = bool(direct._turns.get(id(nc)))  # held for the turn's end (a write at once takes them)
         marks["taken"][2 if not ok else 1 if deferred else 0] += 1
         return ok
 
@@ -102,12 +99,9 @@ def patch_proxy(out_dir: Path) -> None:
             marks["resumed"].append(time.monotonic())
 
         def settled(r: Any, exc: BaseException | None) -> None:
-            marks["settled"].append(time.monotonic())
             then(r, exc)
-            if isinstance(getattr(then, "out", None), Settled):
-                resumed()  # the exchange went on inside then(): Settled runs its callback at once
-            else:
-                loop.call_soon(resumed)
+            marks["settled"].append(time.monotonic())
+            loop.call_soon(resumed)
 
         return orig_begin(self, hook, req, resp, body, end, settled)
 

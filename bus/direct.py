@@ -10,29 +10,21 @@ write-through setting, a subscription's callback must be a coroutine run by that
 
 - ``write_now`` sends a message when nothing is queued ahead of it in nats-py (the order of SUBs
   and other publishes is kept) and the socket's write buffer is empty (otherwise the flusher's
-  ``drain`` is the back-pressure). When it says it could not, the caller publishes through
-  ``Client.publish``. When it is written the caller tells (``hold``): at once, unless more
-  messages are expected on the connection in this turn of the event loop — the proxy: more than
-  one reply came since its last call went at once (their callers resume and call again in the same
-  turn); the host: more calls in the bytes the read loop is parsing (``reading_more``: their answers
-  follow in this pass) — and then it waits, with the others of its turn, for one write as the turn
-  ends (a ``call_soon``: the next pass, before the loop waits for I/O) or for the next message
-  written at once, which takes them along. A write per message costs a system call each, and a busy
-  proxy or filter host makes many calls (or replies) a turn (bench/remote_filter.py ``--inflight``:
-  writing the first of each turn at once and leaving the rest to nats-py's flusher made three times
-  the write calls at 4 calls in flight); the flusher costs a task's wake-up and a pass more. The
-  signal is what comes in, not a time window (which cannot tell paced traffic from a loaded closed
-  loop) nor the last turn's count of messages written (the earlier rule, "busy" when it had more than
-  one, held most calls of paced traffic at 1,000 a second to the turn's end: bench/plugins.py
-  ``--stages``), nor Nagle's "something in flight" (at 4 calls in flight the first call of each
-  turn found none and went alone: twice the writes).
+  ``drain`` is the back-pressure). A quiet connection's message is written at once. A busy one's
+  (more than one message in the last turn of the event loop that had any) are written together,
+  in one write, as the turn ends (a ``call_soon``: the next pass, before the loop waits for I/O),
+  and so are a turn's messages after its first: a write per message costs a system call each, and
+  a busy proxy or filter host makes many calls (or replies) a turn (bench/remote_filter.py
+  ``--inflight``: writing the first of each turn at once and leaving the rest to nats-py's flusher
+  made three times the write calls at 4 calls in flight); the flusher costs a task's wake-up and
+  a pass more. When it says it could not, the caller publishes through ``Client.publish``.
 - ``subscribe_inline`` makes a subscription whose messages are handed to a plain function by the
   client's read loop as they are parsed: the function must be quick and must not block; what it
   raises is logged, never let into the read loop (which would end it).
 
 ``add_inline_endpoint`` does the second for a nats.micro endpoint and keeps its stats.
 
-All rest on nats-py internals (``Client._status``, ``_pending``, ``_pending_data_size``, ``_transport``, ``_ps.buf``, a
+All rest on nats-py internals (``Client._status``, ``_pending``, ``_pending_data_size``, ``_transport``, a
 subscription's ``_pending_queue``, nats.micro's ``Service._endpoints``); pyproject pins nats-py below 3, and tests/integration/bus/
 test_direct.py checks on a real nats-server that both paths are the fast ones with the installed
 version, so an upgrade that changes them fails there rather than silently going slow.
@@ -71,66 +63,61 @@ def _writer(nc: Client) -> Any:
 
 
 _turns: dict[int, list[bytes]] = {}
-"""Messages held in this turn of the event loop, by client (id), to be written as it ends."""
+"""Messages taken in this turn of the event loop, by client (id), to be written as it ends."""
+_busy: set[int] = set()
+"""Clients (by id) that took more than one message in the last turn they took any."""
 
 
-def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes, hold: bool = False) -> bool:
-    """Write the message (headers ``block``: a ``header_block``) to the socket if it can go without
-    waiting behind nats-py: at once, with what this turn held before it, or (``hold``: more are
-    coming soon, see the module doc) as this turn of the event loop ends; False: it was not taken.
-    Subjects are the caller's, checked where they are made."""
+def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes) -> bool:
+    """Write the message (headers ``block``: a ``header_block``) to the socket, at once or as this
+    turn of the event loop ends (see the module doc), if it can go without waiting behind nats-py;
+    False: it was not taken. Subjects are the caller's, checked where they are made."""
     if len(payload) > nc._max_payload:
         return False
     key = id(nc)
-    chunks = _turns.get(key)  # never empty: made for a held message
-    w = None
+    chunks = _turns.get(key)
+    at_once = None
     if chunks is None:
         w = _writer(nc)
         if w is None:
             return False
+        if key not in _busy:
+            at_once = w
+        chunks = _turns[key] = []
+        asyncio.get_running_loop().call_soon(_write_turn, nc, key, chunks, at_once is not None)
     elif nc._pending_data_size:
         return False  # nats-py queued something after the turn's first: what follows goes after it
     n = len(block)
     size = f"{n} {n + len(payload)}"
     line = f"HPUB {subject} {reply} {size}\r\n" if reply else f"HPUB {subject} {size}\r\n"
-    if hold:
-        if chunks is None:
-            chunks = _turns[key] = []
-            asyncio.get_running_loop().call_soon(_write_turn, nc, key, chunks)
+    if at_once is not None:
+        at_once.write(b"".join((line.encode(), block, payload, b"\r\n")))
+    else:
         chunks += (line.encode(), block, payload, b"\r\n")
-    elif chunks is not None:  # after what this turn held: all in one write, now
-        chunks += (line.encode(), block, payload, b"\r\n")
-        _write_turn(nc, key, chunks)
-    elif w is not None:
-        w.write(b"".join((line.encode(), block, payload, b"\r\n")))
     stats = nc.stats
     stats["out_msgs"] += 1
     stats["out_bytes"] += len(payload)
     return True
 
 
-def _write_turn(nc: Client, key: int, chunks: list[bytes]) -> None:
-    """The messages held in this turn, in one write; ahead of what nats-py queued meanwhile (it came
-    after them: its flusher runs later in this pass, woken after this was scheduled). Called as the
-    turn ends, or earlier by a message written at once (then the turn's call finds nothing)."""
+def _write_turn(nc: Client, key: int, chunks: list[bytes], first_written: bool) -> None:
+    """The turn's messages not written at once, in one write; ahead of what nats-py queued meanwhile
+    (it came after them: its flusher runs later in this pass, woken after this was scheduled)."""
     if _turns.get(key) is chunks:
         del _turns[key]
+    if first_written + len(chunks) // 4 > 1:
+        _busy.add(key)
+    else:
+        _busy.discard(key)
     if not chunks:
         return
     data = b"".join(chunks)
-    chunks.clear()
     w = getattr(nc._transport, "_io_writer", None) if nc._status == Client.CONNECTED else None
     if w is not None and not w.transport.is_closing():
         w.write(data)
     else:  # the connection went in this turn: nats-py sends its buffer after a reconnect
         nc._pending.insert(0, data)
         nc._pending_data_size += len(data)
-
-
-def reading_more(nc: Client) -> bool:
-    """Whether the read loop has more of what it read to parse after the message it is handing over
-    (its answer may wait for theirs: ``write_now``'s ``hold``)."""
-    return bool(nc._ps.buf)
 
 
 def wrote_directly(nc: Client) -> bool:

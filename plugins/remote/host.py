@@ -12,9 +12,8 @@ an error verdict, and so is a hook that raises or runs past ``hook_timeout``: th
 the Plugin's failStrategy. ``concurrency`` calls of ``async def`` hooks run at once; more wait in
 NATS (a slow filter holds its callers only, and several hosts add capacity). A plain ``def`` hook
 runs to its end once called, so it is served as nats-py reads its message, without a task of its
-own, its call read by ``call_in`` and its verdict written to the socket at once, or with those of the
-other calls in the same read (meshbus.bus.direct: no pass through nats-py's subscription and
-flusher tasks).
+own, its call read by ``call_in`` and its verdict written to the socket at once
+(meshbus.bus.direct: no pass through nats-py's subscription and flusher tasks).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import add_inline_endpoint, header_block, reading_more, write_now
+from meshbus.bus.direct import add_inline_endpoint, header_block, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import (
     MICRO_SERVICE,
@@ -196,10 +195,7 @@ class FilterHost:
         if hook in ONE_WAY_HOOKS or not reply:
             return
         data = pack_verdict(v)
-        nc = self.bus.nc
-        # Nagle's rule (meshbus.bus.direct): at once, unless more calls read with this one are
-        # still to be served; the last of them takes the others along in one write.
-        if not write_now(nc, reply, data, "", VERDICT_BLOCK, reading_more(nc)):
+        if not write_now(self.bus.nc, reply, data, "", VERDICT_BLOCK):
             task = asyncio.ensure_future(self._publish(hook, reply, data))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

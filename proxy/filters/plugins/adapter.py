@@ -46,7 +46,6 @@ from meshbus.proxy.filters.chain import (
     HttpFilter,
     LocalReply,
 )
-from meshbus.proxy.filters.plugins.settled import Settled
 from meshbus.telemetry.metrics import CounterChild, HistogramChild
 
 log = logging.getLogger(__name__)
@@ -439,10 +438,9 @@ class PluginFilter(HttpFilter):
         end: bool,
     ) -> Any:
         """A remote call: a future of the chain result, resolved by the reply's callback in nats-py's
-        read loop (or the timeout's) with the failure policy applied; no task runs for it, and the
-        exchange goes on from there, not a loop pass later (``Settled``)."""
+        read loop (or the timeout's) with the failure policy applied; no task runs for it."""
         t0 = time.perf_counter()
-        out: asyncio.Future[LocalReply | None] = Settled()
+        out: asyncio.Future[LocalReply | None] = asyncio.get_running_loop().create_future()
         try:
             waits = begin(hook, st, resp, body, end, _Settle(self, st, hook, t0, out))
         except FilterUnreachable as exc:

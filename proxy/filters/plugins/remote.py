@@ -15,10 +15,7 @@ second future and wake-up on every call; this is the proxy's hot path for a remo
 same reason the call is written to the socket at once, and a reply is read, applied to the request
 and handed to the caller from nats-py's read loop (meshbus.bus.direct): no pass through nats-py's
 flusher and subscription tasks, and no task of the caller's to wake (the adapter resolves the
-chain's future in ``then``, and the exchange goes on from there: adapter.py's ``Settled``). A call
-is written at once, unless more than one reply came since the last call that was (their callers
-are resuming and are likely to call again in this turn): then with the others of its turn, in one
-write as the turn ends (meshbus.bus.direct).
+chain's future in ``then``: the exchange resumes one event-loop pass later).
 """
 
 from __future__ import annotations
@@ -43,7 +40,6 @@ from meshbus.plugins.api import NO_BODY, BodyMode
 from meshbus.plugins.http import Request, Response
 from meshbus.plugins.remote.wire import apply_verdict, config_digest, pack_call, read_verdict
 from meshbus.proxy.filters.plugins.adapter import FilterUnreachable, RemoteFilterError
-from meshbus.proxy.filters.plugins.settled import Settled
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +72,6 @@ class Replies:
         self._pending: dict[str, _Call] = {}
         self._tokens = itertools.count()
         self._started: asyncio.Task[None] | None = None
-        self._replied = 0
-        """Replies handed over since a call last went at once, or a turn that held calls ended."""
-        self._holding = False
 
     def started(self) -> asyncio.Task[None]:
         if self._started is None:
@@ -94,7 +87,6 @@ class Replies:
         call = self._pending.pop(msg.subject[len(self.prefix) :], None)
         if call is None:
             return  # timed out already
-        self._replied += 1
         if call.timer is not None:
             call.timer.cancel()
         hdrs = msg.headers
@@ -137,36 +129,16 @@ class Replies:
         self.send(subject, data, timeout, then)
 
     def send(self, subject: str, data: bytes, timeout: float, then: Then) -> None:
-        """Send the call now (the inbox is up: ``prefix`` is set), written to the socket when nothing
-        is queued ahead (meshbus.bus.direct): at once, or as the turn ends after a bunch of replies
-        (``bunched``)."""
+        """Send the call now (the inbox is up: ``prefix`` is set), written to the socket at once
+        when nothing is queued ahead (meshbus.bus.direct)."""
         token = str(next(self._tokens))
         call = self._pending[token] = _Call(then)
-        loop = asyncio.get_running_loop()
-        call.timer = loop.call_later(timeout, self._expire, token)
-        hold = self.bunched(loop)
-        if not write_now(self.nc, subject, data, self.prefix + token, CALL_BLOCK, hold):
+        call.timer = asyncio.get_running_loop().call_later(timeout, self._expire, token)
+        if not write_now(self.nc, subject, data, self.prefix + token, CALL_BLOCK):
             sending = asyncio.ensure_future(
                 self.nc.publish(subject, data, reply=self.prefix + token, headers=CALL_HEADERS)
             )
             sending.add_done_callback(functools.partial(self._sent, token))
-
-    def bunched(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether a call now may wait for the turn's end (``write_now``'s ``hold``): more than one
-        reply came since a call last went at once, so their callers are likely to call again in
-        this turn, and their calls go in one write. Counted per turn: the count starts again as a
-        turn that held ends, and when a call goes at once."""
-        if self._replied <= 1:
-            self._replied = 0
-            return False
-        if not self._holding:
-            self._holding = True
-            loop.call_soon(self._turn_over)
-        return True
-
-    def _turn_over(self) -> None:
-        self._replied = 0
-        self._holding = False
 
     def _sent(self, token: str, sending: asyncio.Future[None]) -> None:
         """A publish that could not be written at once has gone through nats-py, or failed."""
@@ -215,11 +187,6 @@ class RemoteFilters:
         if r is None or r.nc is not bus.nc:
             r = self._replies = Replies(bus.nc)
         return r
-
-    def bunched(self, bus: BusConnection) -> bool:
-        """``Replies.bunched`` for ``bus``'s connection (False before its first call)."""
-        r = self._replies
-        return r is not None and r.nc is bus.nc and r.bunched(asyncio.get_running_loop())
 
     def bus(self) -> BusConnection:
         bus = self._bus()
@@ -303,8 +270,8 @@ class RemoteBackend:
 
     def call(self, hook: str, req: Request, resp: Response | None, body: bytes, end: bool) -> Any:
         """``begin``, as the ``Backend`` protocol has it: None for a one-way hook, else a future
-        of what the hook returned (a ``Settled``, as the adapter's)."""
-        fut: asyncio.Future[Any] = Settled()
+        of what the hook returned."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if not self.begin(hook, req, resp, body, end, functools.partial(_into_future, fut)):
             return None
         return fut
@@ -325,7 +292,7 @@ class RemoteBackend:
         bus = self.remotes.bus()
         subject = self._subject(bus, wire)
         if wire in ONE_WAY_HOOKS:
-            if write_now(bus.nc, subject, data, "", CALL_BLOCK, self.remotes.bunched(bus)):
+            if write_now(bus.nc, subject, data, "", CALL_BLOCK):
                 return False
             task = asyncio.ensure_future(_publish(bus, subject, data, CALL_HEADERS))
             self._publishing.add(task)

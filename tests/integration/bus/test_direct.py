@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 
 import pytest
 from nats.aio.msg import Msg
@@ -22,7 +21,6 @@ from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.direct import (
     add_inline_endpoint,
     header_block,
-    reading_more,
     subscribe_inline,
     write_now,
     wrote_directly,
@@ -59,8 +57,11 @@ async def test_a_publish_is_written_at_once_with_its_headers_and_reply(
     assert (msg.data, msg.reply, msg.headers) == (b"", "", HEADERS)
 
 
-def counting_writes(bus: BusConnection) -> tuple[list[bytes], Callable[[], None]]:
-    """The connection's socket writes from now on, and how to stop counting them."""
+async def test_a_quiet_connection_writes_at_once_a_busy_one_once_a_turn_before_what_nats_py_queued(
+    bus: BusConnection, subject_root: str
+) -> None:
+    subject = f"{subject_root}.turn"
+    got = await listening(bus, subject)
     writer = bus.nc._transport._io_writer  # type: ignore[union-attr]
     writes: list[bytes] = []
     real = writer.write
@@ -69,66 +70,34 @@ def counting_writes(bus: BusConnection) -> tuple[list[bytes], Callable[[], None]
         writes.append(data)
         real(data)
 
-    writer.write = counted
-
-    def stop() -> None:
-        writer.write = real
-
-    return writes, stop
-
-
-async def test_nagle_a_message_is_written_at_once_unless_held_and_held_ones_go_together_before_nats_py(
-    bus: BusConnection, subject_root: str
-) -> None:
-    subject = f"{subject_root}.turn"
-    got = await listening(bus, subject)
-    writes, stop = counting_writes(bus)
-
     async def received(*data: bytes) -> None:
         assert [(await asyncio.wait_for(got.get(), 5)).data for _ in data] == list(data)
 
+    writer.write = counted
     try:
         assert write_now(bus.nc, subject, b"1", "", BLOCK)
-        assert len(writes) == 1  # nothing more coming: at once
-        assert write_now(bus.nc, subject, b"2", "", BLOCK, hold=True)  # more coming: the turn's end
+        assert len(writes) == 1  # quiet: at once
+        assert write_now(bus.nc, subject, b"2", "", BLOCK)  # same turn of the loop: as it ends
         assert len(writes) == 1
         await bus.nc.publish(subject, b"3", headers=HEADERS)  # queued in nats-py after "2"
         assert not write_now(bus.nc, subject, b"4", "", BLOCK)  # would overtake "3"
         await bus.nc.publish(subject, b"4", headers=HEADERS)  # the caller's fallback
         await received(b"1", b"2", b"3", b"4")
         assert len(writes) == 2
-        # Held ones go in one write as the turn ends...
-        assert write_now(bus.nc, subject, b"5", "", BLOCK, True) and write_now(
-            bus.nc, subject, b"6", "", BLOCK, True
-        )
+        # Two in the last turn: busy, so this turn's go together as it ends (one write).
+        assert write_now(bus.nc, subject, b"5", "", BLOCK) and write_now(bus.nc, subject, b"6", "", BLOCK)
         assert len(writes) == 2
         await received(b"5", b"6")
         assert len(writes) == 3 and writes[2].count(b"HPUB") == 2
-        # ...and the turn after many is no reason to hold one (the earlier rule held it: "busy").
-        assert write_now(bus.nc, subject, b"7", "", BLOCK)
-        assert len(writes) == 4
-        # A message not held takes the turn's held ones along, at once, in one write.
-        assert write_now(bus.nc, subject, b"8", "", BLOCK, True)
-        assert write_now(bus.nc, subject, b"9", "", BLOCK)
-        assert len(writes) == 5 and writes[4].count(b"HPUB") == 2
-        await received(b"7", b"8", b"9")
-        assert len(writes) == 5  # the turn's end found nothing left
+        assert write_now(bus.nc, subject, b"7", "", BLOCK)  # still busy: as the turn ends
+        assert len(writes) == 3
+        await received(b"7")
+        assert write_now(bus.nc, subject, b"8", "", BLOCK)  # one in the last turn: quiet again
+        assert len(writes) == 5
+        await received(b"8")
     finally:
-        stop()
+        writer.write = real
     assert wrote_directly(bus.nc)
-
-
-async def test_reading_more_tells_a_handler_whether_more_of_the_read_follows(
-    bus: BusConnection, subject_root: str
-) -> None:
-    seen: list[tuple[bytes, bool]] = []
-    sub = await subscribe_inline(
-        bus.nc, f"{subject_root}.more", lambda m: seen.append((m.data, reading_more(bus.nc)))
-    )
-    await bus.nc.flush()
-    frame = f"MSG {subject_root}.more {sub._id} 1\r\n".encode()
-    await bus.nc._ps.parse(frame + b"a\r\n" + frame + b"b\r\n")  # two messages in one read
-    assert seen == [(b"a", True), (b"b", False)]
 
 
 async def test_a_publish_queued_ahead_keeps_its_place(bus: BusConnection, subject_root: str) -> None:

@@ -14,15 +14,12 @@ import pytest
 from nats.aio.msg import Msg
 
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import header_block
 from meshbus.plugins import Headers, Peer, Request
 from meshbus.plugins.registry import info_of
 from meshbus.plugins.remote.host import FilterHost
-from meshbus.plugins.remote.wire import config_digest, pack_call
 from meshbus.proxy.filters.chain import UNSPECIFIED, LocalReply
 from meshbus.proxy.filters.plugins.adapter import PluginFilter, PluginStats
-from meshbus.proxy.filters.plugins.remote import CALL_HEADERS, RemoteBackend, RemoteFilters
-from tests.integration.bus.test_direct import counting_writes
+from meshbus.proxy.filters.plugins.remote import RemoteBackend, RemoteFilters
 from tests.integration.plugins import filters
 from tests.unit.plugins.test_adapter import ctx
 
@@ -143,80 +140,3 @@ async def test_a_remote_hook_is_a_future_its_reply_resolves_with_the_failure_pol
     assert isinstance(late, LocalReply) and (late.status, late.details) == (500, "plugin:default/p:timeout")
     assert (await heard.get()).reply
     assert backend.remotes.replies(bus)._pending == {}
-
-
-async def test_calls_after_a_bunch_of_replies_go_in_one_write_as_the_turn_ends_else_at_once(
-    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
-) -> None:
-    _, backend = stamp
-    await backend.call("on_request_headers", request(), None, b"", True)
-    writes, stop = counting_writes(bus)
-
-    def call() -> asyncio.Future[object]:
-        return backend.call("on_request_headers", request(), None, b"", True)
-
-    def calls_sent() -> int:
-        return sum(w.count(b".request_headers ") for w in writes)  # the host's verdicts have no such subject
-
-    try:
-        await call()  # one reply since the last call went at once: this one goes at once too
-        before = len(writes)
-        lone = call()
-        assert len(writes) == before + 1
-        await lone
-        first, second = call(), call()  # paced callers that overlap: neither waits
-        assert calls_sent() == 4
-        await asyncio.gather(first, second)  # two replies: their callers may call again this turn
-        n = len(writes)
-        third, fourth = call(), call()
-        assert len(writes) == n  # held for the turn's end...
-        await asyncio.gather(third, fourth)
-        together = [w for w in writes[n:] if b".request_headers " in w]
-        assert len(together) == 1 and together[0].count(b".request_headers ") == 2  # ...in one write
-    finally:
-        stop()
-
-
-def call_frames(host: FilterHost, bus: BusConnection, n: int) -> bytes:
-    """``n`` calls of the host's request hook as nats-server delivers them, for one read."""
-    (endpoint,) = (e for e in host._micro._endpoints if e._name == "request_headers")  # type: ignore[union-attr]
-    sub = endpoint._subscription
-    assert sub is not None
-    data = pack_call("request_headers", request(), plugin="default/p", config={"value": "v"},
-                     digest=config_digest({"value": "v"}))  # fmt: skip
-    block = header_block(CALL_HEADERS)
-    out = b""
-    for i in range(n):
-        head = f"HMSG {sub.subject} {sub._id} _INBOX.test.{i} {len(block)} {len(block) + len(data)}\r\n"
-        out += head.encode() + block + data + b"\r\n"
-    return out
-
-
-async def test_the_host_answers_the_calls_of_one_read_in_one_write_as_the_last_is_served(
-    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
-) -> None:
-    host, _ = stamp
-    await bus.nc.flush()
-    writes, stop = counting_writes(bus)
-    try:
-        await bus.nc._ps.parse(call_frames(host, bus, 3))  # as the read loop parses what it read
-        assert len(writes) == 1 and writes[0].count(b"HPUB _INBOX.test.") == 3  # before the loop goes on
-        await bus.nc._ps.parse(call_frames(host, bus, 1))
-        assert len(writes) == 2  # alone in its read: at once
-    finally:
-        stop()
-    assert host.errors == 0
-
-
-async def test_the_exchange_goes_on_from_the_read_loop_as_the_reply_is_parsed(
-    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
-) -> None:
-    _, backend = stamp
-    closed = plugin(backend, False)
-    await closed.on_request_headers(ctx())
-    r = closed.on_request_headers(ctx())
-    went_on: list[object] = []
-    # As proxy/adapters/exchange.py waits on a paused hook: ensure_future, then a done callback.
-    asyncio.ensure_future(r).add_done_callback(lambda f: went_on.append(asyncio.current_task()))
-    await r
-    assert went_on == [bus.nc._reading_task]  # not a loop pass later

@@ -43,7 +43,6 @@ IO_ADAPTERS = frozenset(
         "mesh.telemetry_ship",  # publishes metric deltas, spans and access logs (its deltas: telemetry.delta)
         "filters.plugins.adapter",  # user filters' hooks awaited with their timeout, body waits
         "filters.plugins.remote",  # calls to meshbus-filter-host over NATS
-        "filters.plugins.settled",  # the future a remote call's exchange waits on
         "filters.plugins.bindings",  # instances closed on a loop timer; makes the two above
     }
 )
