@@ -71,6 +71,13 @@ class MemTransport(asyncio.Transport):
         return 0
 
 
+def pooled(pool: Any, up: UpstreamConnection) -> None:
+    """Count ``up`` as the pool's one open, idle connection, as if the pool had dialled it."""
+    pool.active.add(up)
+    pool.count += 1
+    pool.idle[up.key] = [up]
+
+
 def in_memory(
     server: ProxyServer, direction: str, cluster: Any
 ) -> tuple[DownstreamConnection, MemTransport, UpstreamConnection, MemTransport, Callable[[], None]]:
@@ -85,9 +92,7 @@ def in_memory(
     up = UpstreamConnection(pool, cluster.endpoints[0].key)
     ut = MemTransport()
     up.connection_made(ut)
-    pool.active.add(up)
-    pool.count += 1
-    pool.idle[up.key] = [up]
+    pooled(pool, up)
     # Held upstream writes (proxy/adapters/write_batch.py): flushed here after each callback, as the loop would
     # after an iteration that handled one socket; the loop's own call_soon per iteration is left out
     # (a real loop runs it; here nothing would, and the handles would pile up).

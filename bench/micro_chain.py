@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from chain import B_PORT, FileCertClient, client_sidecar_conf, make_certs, server_sidecar_conf
-from micro import RESPONSE, MemTransport  # the origin's response: nginx's, as in micro.py
+from micro import RESPONSE, MemTransport, pooled  # the origin's response: nginx's, as in micro.py
 from run import ORIGIN
 
 from meshbus.telemetry.accesslog import format_json_rows
@@ -145,9 +145,7 @@ async def chain_loop(
     else:
         up_a.connection_made(a_wire)
         a_receiver = up_a
-    pool_a.active.add(up_a)
-    pool_a.count += 1
-    pool_a.idle[up_a.key] = [up_a]
+    pooled(pool_a, up_a)
 
     # B's upstream connection to the origin
     cluster_b = next(c for c in b.runtime.clusters.values() if c.endpoints and c.endpoints[0].port == ORIGIN)
@@ -155,9 +153,7 @@ async def chain_loop(
     up_b = UpstreamConnection(pool_b, cluster_b.endpoints[0].key)
     origin = Pipe()
     up_b.connection_made(origin)
-    pool_b.active.add(up_b)
-    pool_b.count += 1
-    pool_b.idle[up_b.key] = [up_b]
+    pooled(pool_b, up_b)
 
     b_receiver = b_wire.protocol
 
