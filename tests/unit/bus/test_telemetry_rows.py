@@ -158,6 +158,14 @@ def test_columns_keep_one_value_only_when_every_row_has_it_with_its_type() -> No
     assert columns([(1, "a", None)]) == [[1], ["a"], [None]]
     assert columns([(1, "a", 1.0), (1, "a", 1)]) == [[1], ["a"], [1.0, 1]]  # 1.0 and 1 stay apart
     assert columns([(True, "a"), (1, "b")]) == [[True, 1], ["a", "b"]]
+    rows = [(1, "a", "x", None)] * 9
+    rows[3] = (1, "b", "x", {"k": "v"})  # one row differs
+    assert columns(rows) == [
+        [1],
+        ["a"] * 3 + ["b"] + ["a"] * 5,
+        ["x"],
+        [None] * 3 + [{"k": "v"}] + [None] * 5,
+    ]
     data = encode_columns(columns([(0.5, "x"), (0.5, "y")]), 2)
     assert unpack_rows(data, ROWS_JSON_COLUMNS) == [[0.5, "x"], [0.5, "y"]]
 
@@ -177,3 +185,23 @@ def test_bad_columns_and_encodings_of_newer_proxies_are_refused_clearly() -> Non
     with pytest.raises(BadRequestError, match=r"unknown row encoding 'json-columns-v2'.*newer proxy"):
         unpack_rows(b"[]", "json-columns-v2")
     assert unpack_rows(b"[0]", ROWS_JSON_COLUMNS) == [] and unpack_rows(b"[2]", ROWS_JSON_COLUMNS) == [[], []]
+
+
+def test_times_and_durations_near_rounding_edges_log_the_same_lines_as_columns() -> None:
+    # times and durations next to a rounding edge (microsecond, millisecond, second; half a ms)
+    starts = [1_700_000_000.0, 1_700_000_000.9999996, 1_700_000_000.0004995, 1_699_999_999.9995,
+              1_700_000_000.123456, 1_700_000_000.0015004]  # fmt: skip
+    durations = [0.0, 0.5, 1.5, 2.4999999, 12.5000001, 999.5]
+    rows = []
+    for i, (t, d) in enumerate(zip(starts, durations, strict=True)):
+        r = list(RECORD.row())
+        r[0], r[9], r[13] = t, d, f"rid-{i}"
+        rows.append(tuple(r))
+    data, encoding = encode_rows(rows)
+    as_rows = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, len(rows), encoding)
+    as_columns = access_log_batch(Source("n"), rows)
+    assert as_columns.encoding == ROWS_JSON_COLUMNS
+    assert records_of(as_columns) == records_of(as_rows)
+    assert [d["start_time"] for d in records_of(as_columns)][:2] == [
+        "2023-11-14T22:13:20.000Z", "2023-11-14T22:13:21.000Z",
+    ]  # fmt: skip
