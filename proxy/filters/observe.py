@@ -82,9 +82,9 @@ class HopTelemetry:
     """One listener's STATS phase: ``begin`` and ``done`` are called by the exchange."""
 
     __slots__ = (
-        "_log_filter", "_log_on", "_p_cluster", "_p_line", "_p_runtime", "_runtime", "_side", "_t_cluster",
-        "_t_route", "_tail", "direction", "ident", "local_replies", "peer", "peer_line", "server", "stats",
-        "tracer",
+        "_dc", "_dc_principal", "_log_filter", "_log_on", "_p_cluster", "_p_line", "_p_runtime", "_runtime",
+        "_side", "_t_cluster", "_t_route", "_tail", "direction", "ident", "local_replies", "peer", "peer_line",
+        "server", "stats", "tracer",
     )  # fmt: skip
 
     def __init__(self, server: Any, direction: str) -> None:
@@ -112,6 +112,10 @@ class HopTelemetry:
         self._t_route: Any = None
         self._t_cluster: Any = None
         self._tail: AccessLogTail = (None, None, None, None, None, direction)
+        # the last logged request's connection and its peer's principal (set once, at the mTLS
+        # handshake, before any request): read by name (a Downstream protocol), so once per connection
+        self._dc: Any = None
+        self._dc_principal: str | None = None
         obs.listeners.append(self)
         self.identity_changed()
 
@@ -185,7 +189,11 @@ class HopTelemetry:
         program = self._log_filter
         if program is not None and not _passes(program, ex, flags, duration):
             return
-        row = access_row(ex, flags, duration, hop, self.tail(ex))
+        dc = ex.dc
+        if dc is not self._dc:
+            self._dc_principal = dc.peer_principal
+            self._dc = dc
+        row = access_row(ex, flags, duration, hop, self._dc_principal, self.tail(ex))
         if isinstance(sink, AccessLogger):  # compiled: a direct call, not a method looked up by name
             sink.log_row(row)
         else:  # another sink (contracts.AccessLogSink: tests' in-memory ones) takes records
@@ -228,15 +236,19 @@ class HopTelemetry:
 
 
 def access_row(
-    ex: Exchange, flags: str, duration: float, hop: TraceHop | None, tail: AccessLogTail
+    ex: Exchange,
+    flags: str,
+    duration: float,
+    hop: TraceHop | None,
+    principal: str | None,
+    tail: AccessLogTail,
 ) -> AccessLogRow:
-    """The request's access-log row (accesslog.AccessLogRow: one tuple, queued as it is), ending with
-    ``tail`` (`HopTelemetry.tail`)."""
+    """The request's access-log row (accesslog.AccessLogRow: one tuple, queued as it is), with its
+    connection's peer ``principal`` and ending with ``tail`` (`HopTelemetry.tail`)."""
     head = ex.head
     hd: dict[str, str] = head.hdict  # typed: compiled, its lookups are direct dict calls
     # typed (the exchange holds it as Any): compiled, its fields are read natively, not by name
     view: RequestView | None = ex.view
-    dc = ex.dc
     return (
         ex.start,
         head.method,
@@ -253,8 +265,8 @@ def access_row(
         hd.get("x-request-id"),
         ex.authority,
         ex.upstream_host,
-        view.source_ip if view is not None else dc.peer_ip,  # the view's copy is read natively
-        dc.peer_principal,
+        view.source_ip if view is not None else ex.dc.peer_ip,  # the view's copy is read natively
+        principal,
         hop.trace_id if hop is not None else None,
         tail,
     )
