@@ -38,17 +38,15 @@ from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import (
     MICRO_SERVICE,
     ONE_WAY_HOOKS,
-    FilterCall,
     FilterHostInfo,
     FilterInfoRequest,
     FilterVerdict,
 )
 from meshbus.bus.service import MESHBUS_VERSION, QUEUE_GROUP
 from meshbus.plugins.api import Filter, LocalReply, call_hook, hook_list
-from meshbus.plugins.http import Request, Response
 from meshbus.plugins.loader import make_filter
 from meshbus.plugins.registry import FilterInfo
-from meshbus.plugins.remote.wire import call_in, pack_verdict, verdict_of, views_of
+from meshbus.plugins.remote.wire import HostCall, call_in, host_verdict, pack_verdict
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +208,7 @@ class FilterHost:
         self._tasks.discard(task)
         self._slots.release()
 
-    def _instance(self, call: FilterCall) -> Filter | str:
+    def _instance(self, call: HostCall) -> Filter | str:
         key = call.config_digest or repr(sorted((call.config or {}).items()))
         hit = self._instances.get(key)
         if hit is not None:
@@ -250,32 +248,27 @@ class FilterHost:
             inst = self._instance(call)
             if isinstance(inst, str):
                 return self._failed(hook, inst)
-            views = views_of(call)
-            result = call_hook(inst, hook, views[0], views[1], call.body, call.end)
+            result = call_hook(inst, hook, call.req, call.resp, call.body, call.end)
         except Exception as exc:
             return self._failed(hook, f"{type(exc).__name__}: {exc}")
         if inspect.isawaitable(result):
-            return self._awaited(hook, result, call, views)
-        return self._verdict(hook, result, call, views)
+            return self._awaited(hook, result, call)
+        return self._verdict(hook, result, call)
 
-    async def _awaited(
-        self, hook: str, result: Awaitable[object], call: FilterCall, views: tuple[Request, Response | None]
-    ) -> FilterVerdict:
+    async def _awaited(self, hook: str, result: Awaitable[object], call: HostCall) -> FilterVerdict:
         try:
             done = await asyncio.wait_for(result, self.hook_timeout)
         except TimeoutError:
             return self._failed(hook, f"{hook} ran past the host's {self.hook_timeout:g}s")
         except Exception as exc:
             return self._failed(hook, f"{type(exc).__name__}: {exc}")
-        return self._verdict(hook, done, call, views)
+        return self._verdict(hook, done, call)
 
-    def _verdict(
-        self, hook: str, result: object, call: FilterCall, views: tuple[Request, Response | None]
-    ) -> FilterVerdict:
+    def _verdict(self, hook: str, result: object, call: HostCall) -> FilterVerdict:
         try:
             if result is not None and not isinstance(result, LocalReply):
                 raise TypeError(f"hook returned {type(result).__name__}, not None or a LocalReply")
-            return verdict_of(result, call, *views)
+            return host_verdict(result, call)
         except Exception as exc:
             return self._failed(hook, f"{type(exc).__name__}: {exc}")
 
