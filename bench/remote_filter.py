@@ -165,7 +165,7 @@ async def serve_host(url: str, out: str, default_gc: bool = False) -> None:
         async with host:
             if out:
                 stamp_reads(bus.nc, marks["host_read"], b".request_headers")
-                stamp_transport(bus.nc, marks["host_write"], b"HPUB _INBOX")
+                stamp_transport(bus.nc, marks["host_write"], b"PUB _INBOX")
             quiet_gc(default_gc)
             pauses = gc_pauses()
             print("ready", flush=True)
