@@ -37,6 +37,11 @@ def config_digest(config: Mapping[str, Any] | None) -> str:
 VERDICT_SCHEMA: Final = codec.schema_id(FilterVerdict)
 CONTINUE: Final = FilterVerdict()
 
+_pack = msgpack.Packer(use_bin_type=True).pack
+"""``msgpack.packb`` without a Packer (and its buffer) made per message: one kept, used by the
+event loop's thread (the proxy and the host pack calls and verdicts there only). It is left empty
+after each message, a failed one included."""
+
 _PEERS: dict[int, tuple[Peer, dict[str, Any]]] = {}
 
 
@@ -117,7 +122,7 @@ def pack_call(
         m["end"] = False
     if req.state:
         m["state"] = req.state
-    return msgpack.packb(m, use_bin_type=True)
+    return _pack(m)
 
 
 CALL_SCHEMA: Final = codec.schema_id(FilterCall)
@@ -325,7 +330,7 @@ def pack_verdict(v: FilterVerdict) -> bytes:
         m["state"] = v.state
     if v.error:
         m["error"] = v.error
-    return msgpack.packb(m, use_bin_type=True)
+    return _pack(m)
 
 
 def apply_verdict(v: FilterVerdict, hook: str, req: Request, resp: Response | None) -> LocalReply | None:

@@ -177,3 +177,13 @@ def test_the_host_makes_one_peer_per_distinct_peer_not_one_per_call() -> None:
     a, b = call_in(data, None, 1 << 20), call_in(data, None, 1 << 20)
     assert a.req.source is b.req.source and a.req.destination is b.req.destination
     assert a.req.headers is not b.req.headers and a.req.state is not b.req.state
+
+
+def test_a_call_that_cannot_be_packed_leaves_nothing_behind_for_the_next() -> None:
+    bad = Request("GET", "/", "svc", Headers([("host", "svc")]), claims={"sub": object()})
+    with pytest.raises(TypeError):
+        pack_call("request_headers", bad)
+    good = Request("GET", "/", "svc", Headers([("host", "svc")]))
+    assert msgpack.unpackb(pack_call("request_headers", good)) == {
+        "hook": "request_headers", "method": "GET", "path": "/", "authority": "svc", "headers": [["host", "svc"]],
+    }  # fmt: skip
