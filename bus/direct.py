@@ -46,6 +46,12 @@ from nats.micro.service import EndpointConfig, Service
 log = logging.getLogger(__name__)
 
 
+NO_HEADERS = b""
+"""``write_now``'s block for a message without headers (sent as PUB, not HPUB): a remote filter's
+calls and verdicts (docs/remote-filters.md), as nats-py parses a header block in pure Python, a few
+microseconds on every message the other side reads."""
+
+
 def header_block(headers: Mapping[str, str]) -> bytes:
     """NATS message headers as written on the wire (made once for headers that never change)."""
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())

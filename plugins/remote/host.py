@@ -24,7 +24,6 @@ import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
 
 from nats.aio.msg import Msg
 from nats.micro import add_service
@@ -33,7 +32,7 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import add_inline_endpoint, write_now
+from meshbus.bus.direct import NO_HEADERS, add_inline_endpoint, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import (
     MICRO_SERVICE,
@@ -51,10 +50,6 @@ from meshbus.plugins.remote.wire import HostCall, call_in, host_verdict, pack_ve
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 64
-NO_HEADERS: Final = b""
-"""Verdicts go without the ``Meshbus-Schema`` header (docs/remote-filters.md: the call's subject
-names the answer): parsing a header block is a few microseconds of pure Python per message in the
-proxy's nats-py."""
 
 
 class FilterHost:

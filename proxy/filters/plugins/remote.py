@@ -25,7 +25,7 @@ import functools
 import itertools
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import subscribe_inline, write_now
+from meshbus.bus.direct import NO_HEADERS, subscribe_inline, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
@@ -44,10 +44,6 @@ from meshbus.proxy.filters.plugins.adapter import FilterUnreachable, RemoteFilte
 log = logging.getLogger(__name__)
 
 INFO_TIMEOUT = 1.0
-NO_HEADERS: Final = b""
-"""Calls go without the ``Meshbus-Schema`` header (docs/remote-filters.md: the subject names the
-message): parsing a header block is a few microseconds of pure Python per message in nats-py, on
-the host's side and, for the verdict, on ours."""
 
 
 Then = Callable[[Any, BaseException | None], None]
