@@ -207,8 +207,10 @@ class TlsStream:
             self._app.data_received(data)
             if self._state != OPEN or self._paused:
                 return
-            # the common case ends here, without the SSLWantReadError a further read would raise
-            if not incoming.pending and not pending():
+            # The common case ends here, without the SSLWantReadError a further read would raise, and
+            # without asking ``pending()`` (which releases and retakes the GIL): ``read`` returns at
+            # most one record, so a read that did not fill ``n`` left nothing of its record behind.
+            if not incoming.pending and (len(data) < n or not pending()):
                 break
         if self._outgoing.pending:  # TLS 1.3 post-handshake messages (key update) call for an answer
             self._flush()
