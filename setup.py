@@ -56,6 +56,7 @@ NATIVE_MODULES = [
     "proxy/filters/plugins/adapter.py",
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
+    "telemetry/rowcolumns.py",  # the bus sink packs access-log rows as columns (one pass a batch)
     # the STATS phase, on every request (proxy/filters/observe.py)
     "proxy/filters/observe.py",
     "proxy/filters/stats.py",

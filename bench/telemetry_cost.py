@@ -8,8 +8,8 @@ in-memory transports): A the client sidecar's outbound listener, B the server si
 B is fed the requests A forwards (its traceparent and peer header), with A's sampling decision: at
 1% one request in 100 arrives sampled. Every ``SHIP_EVERY`` requests the work a shipping ("bus")
 sidecar does off the request path is done and counted too: the access-log rows drained and encoded
-as an AccessLogBatch (proxy/mesh/telemetry_ship.py's BusSink, less the publish; before the queue held
-rows this step also made each record a row), the span rows drained and encoded as a SpanBatch; metric
+as an AccessLogBatch (proxy/mesh/telemetry_ship.py's BusSink, less the publish: access_log_batch,
+columns since h20; before the queue held rows this step also made each record a row), the span rows drained and encoded as a SpanBatch; metric
 deltas are once a second whatever the rate, so left out.
 
 ``--callgrind``: each (case, side) is measured in a child process under valgrind's callgrind with
@@ -66,11 +66,11 @@ def request_a() -> bytes:
 async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int], None]]:
     """(server, loop): ``loop(k)`` sends ``k`` requests through side ``side`` ("a" or "b") of ``case``."""
     from meshbus.bus import codec
-    from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, SpanBatch, encode_rows
+    from meshbus.bus.schemas.telemetry import Source, SpanBatch, encode_rows
     from meshbus.proxy.adapters.server import ProxyServer
     from meshbus.proxy.bootstrap import Address, BootstrapConfig
     from meshbus.proxy.filters.spans import ROW, SpanRecorder
-    from meshbus.telemetry.accesslog import FIELDS
+    from meshbus.proxy.mesh.telemetry_ship import access_log_batch
     from meshbus.telemetry.peer import Workload
 
     name = "client" if side == "a" else HOST
@@ -100,13 +100,12 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
     server.add_access_log_sink(Rows())
     source = Source(f"{name}-bench", name, "default", name)
     encoder = codec.Encoder()
-    span_fields, record_fields = list(ROW), list(FIELDS)
+    span_fields = list(ROW)
 
     def ship() -> None:
         records = server.access_log.drain()
         if records:
-            data, enc = encode_rows(records)
-            encoder.encode(AccessLogBatch(source, record_fields, data, len(records), enc))
+            encoder.encode(access_log_batch(source, records))
         rows = spans.drain()
         if rows:
             data, enc = encode_rows(rows)

@@ -10,7 +10,8 @@ block requests. A writer off the request path (``meshbus.telemetry.accesslog_wri
 :func:`format_json_rows` / :func:`format_text_rows` for a sink of another format).
 
 The queue holds rows (:data:`AccessLogRow`, a tuple in :data:`FIELDS` order), not records: the proxy
-builds one tuple per request, the bus ships it as it is and the line formats read it by index, where a
+builds one tuple per request, the bus sink packs the batch's rows as columns (meshbus.telemetry.rowcolumns)
+and the line formats read them by index, where a
 record object and its later copy as a row cost ~1.4k instructions more per request (making, copying and
 freeing them; bench/telemetry_cost.py --callgrind). :class:`AccessLogRecord` remains the named view
 (``AccessLogRecord.from_row``), for tests, ``meshctl logs`` and ``log(record)``.

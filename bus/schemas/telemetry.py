@@ -90,7 +90,8 @@ class AccessLogBatch:
     records: bytes = b""
     count: int = 0
     encoding: str = "msgpack"
-    """How ``records`` is packed, as `SpanBatch.encoding`."""
+    """How ``records`` is packed, as `SpanBatch.encoding`; proxies pack access logs as
+    `ROWS_JSON_COLUMNS` (a reader that predates it refuses the batch: "unknown row encoding")."""
 
 
 @message("meshbus.telemetry.v1.StatsRequest")
@@ -128,9 +129,29 @@ class EdgeStats:
 
 ROWS_JSON: Final = "json"
 ROWS_MSGPACK: Final = "msgpack"
+ROWS_JSON_COLUMNS: Final = "json-columns"
+"""The rows as columns, by orjson: ``[count, column, column, ...]``, one column per field; a column is
+either ``count`` values or, when every row has the same value, that value once (``[value]``). What
+proxies send access logs as (meshbus.telemetry.rowcolumns says why); `unpack_rows` gives rows back."""
+
+
+def _unpack_columns(data: bytes) -> list[list[Any]]:
+    doc = orjson.loads(data)
+    if not isinstance(doc, list) or not doc or type(doc[0]) is not int or doc[0] < 0:
+        raise BadRequestError("columns must be [count, column, ...]")
+    n: int = doc[0]
+    cols = doc[1:]
+    if not all(isinstance(c, list) and (len(c) == n or len(c) == 1) for c in cols):
+        raise BadRequestError(f"each column must hold {n} values or 1")
+    if not cols:
+        return [[] for _ in range(n)]
+    return [list(r) for r in zip(*(c if len(c) == n else c * n for c in cols), strict=True)]
+
+
 _UNPACK: Final[dict[str, Callable[[bytes], Any]]] = {
     ROWS_JSON: orjson.loads,
     ROWS_MSGPACK: lambda data: msgpack.unpackb(data, raw=False, strict_map_key=False),
+    ROWS_JSON_COLUMNS: _unpack_columns,
 }
 
 
@@ -147,6 +168,12 @@ def encode_rows(rows: list[Any]) -> tuple[bytes, str]:
         return pack_rows(rows), ROWS_MSGPACK
 
 
+def encode_columns(columns: list[list[Any]], count: int) -> bytes:
+    """``count`` rows as `ROWS_JSON_COLUMNS`, from their columns (meshbus.telemetry.rowcolumns.columns);
+    orjson's JSONEncodeError when a value is not JSON (the caller then packs the rows by `encode_rows`)."""
+    return orjson.dumps([count, *columns])
+
+
 def pack_rows(rows: list[Any]) -> bytes:
     """Rows as one msgpack array (`ROWS_MSGPACK`): `encode_rows`'s fallback, and all that proxies
     sent before batches named their encoding."""
@@ -158,9 +185,13 @@ def unpack_rows(data: bytes, encoding: str = ROWS_MSGPACK) -> list[list[Any]]:
     or an encoding this reader does not know, gives BadRequestError."""
     unpack = _UNPACK.get(encoding)
     if unpack is None:
-        raise BadRequestError(f"unknown row encoding {encoding!r}")
+        raise BadRequestError(
+            f"unknown row encoding {encoding!r} (known: {', '.join(_UNPACK)}): a batch from a newer proxy?"
+        )
     try:
         rows = unpack(data) if data else []
+    except BadRequestError:
+        raise
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise BadRequestError(f"undecodable rows: {exc.__class__.__name__}") from None
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):

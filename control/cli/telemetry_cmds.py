@@ -200,8 +200,10 @@ async def read_stream(
                 msg = await sub.next_msg(timeout=None if follow else timeout)
             except TimeoutError:
                 return 0  # nothing newer arrived: what was kept has been read
-            with contextlib.suppress(Exception):
+            try:
                 emit(codec.decode(msg.data, msg.headers, AccessLogBatch, max_bytes=bus.settings.max_payload))
+            except Exception as exc:  # e.g. a newer proxy's row encoding: skip the batch, never silently
+                print(f"meshctl logs: skipped a batch of {msg.subject}: {exc}", file=sys.stderr)
             if not follow and msg.metadata.num_pending == 0:
                 return 0
     finally:

@@ -5,8 +5,8 @@ Every ``interval`` seconds (1 s) one task publishes, on the proxy's own subjects
   (`meshbus.telemetry.delta`), an empty batch when nothing changed (the collector's liveness signal);
 - ``telemetry.spans.<node>``: the spans that ended meanwhile (rows of proxy/filters/spans.py's buffer).
 Access-log records take the access-log writer's path (it drains the bounded record queue every 200
-ms); `BusSink` publishes them as rows (one array per batch, `encode_rows`: a fraction of the cost of
-Istio's JSON lines) on ``telemetry.logs.<node>``, which a JetStream stream keeps (meshbus-telemetry creates it, with size
+ms); `BusSink` publishes them as columns (`access_log_batch`: a value the batch repeats is packed
+once) on ``telemetry.logs.<node>``, which a JetStream stream keeps (meshbus-telemetry creates it, with size
 and age limits); ``meshctl logs`` renders them under Istio's JSON keys.
 
 Nothing here blocks a request: publishing only buffers in the NATS client. While NATS is away a
@@ -23,14 +23,18 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
+import orjson
+
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.schemas.telemetry import (
+    ROWS_JSON_COLUMNS,
     AccessLogBatch,
     FamilyDelta,
     MetricBatch,
     Source,
     SpanBatch,
+    encode_columns,
     encode_rows,
 )
 from meshbus.bus.tasks import cancel_and_wait
@@ -38,6 +42,7 @@ from meshbus.proxy.filters.spans import ROW
 from meshbus.telemetry import loop_stalls
 from meshbus.telemetry.accesslog import FIELDS, AccessLogRow
 from meshbus.telemetry.delta import DeltaTracker
+from meshbus.telemetry.rowcolumns import columns
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +190,16 @@ def _span_batch(source: Source, resource: dict[str, str], provider: str, rows: l
     return SpanBatch(source, resource, provider, _SPAN_FIELDS, data, len(rows), encoding)
 
 
+def access_log_batch(source: Source, rows: list[AccessLogRow]) -> AccessLogBatch:
+    """``rows`` as one batch, packed as columns (`ROWS_JSON_COLUMNS`: the values a batch repeats, most of
+    them, written once); rows JSON cannot carry (a filter's metadata with a non-str key) as rows."""
+    try:
+        data, encoding = encode_columns(columns(rows), len(rows)), ROWS_JSON_COLUMNS
+    except orjson.JSONEncodeError:
+        data, encoding = encode_rows(rows)
+    return AccessLogBatch(source, _RECORD_FIELDS, data, len(rows), encoding)
+
+
 class BusSink:
     """An access-log sink (telemetry/accesslog_writer.py) that publishes the rows the proxy queued, as
     they are (no copy, no record object in between)."""
@@ -203,10 +218,7 @@ class BusSink:
         subject = self.bus.subjects.telemetry("logs", self.source.node)
         for i in range(0, len(rows), _RECORDS_PER_BATCH):
             batch = rows[i : i + _RECORDS_PER_BATCH] if len(rows) > _RECORDS_PER_BATCH else rows
-            data, encoding = encode_rows(batch)
-            body, headers = self._encoder.encode(
-                AccessLogBatch(self.source, _RECORD_FIELDS, data, len(batch), encoding)
-            )
+            body, headers = self._encoder.encode(access_log_batch(self.source, batch))
             await self.bus.nc.publish(subject, body, headers=headers)
 
     async def write(self, data: bytes) -> None:

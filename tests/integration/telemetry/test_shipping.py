@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(40)]
 T = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-async def test_spans_and_access_logs_shipped_as_json_rows_reach_the_collector_and_meshctl(
+async def test_spans_as_json_rows_and_access_logs_as_json_columns_reach_the_collector_and_meshctl(
     nats_server: EmbeddedNats, bus: BusConnection, subject_root: str, tmp_path: Path
 ) -> None:
     path = tmp_path / "spans.jsonl"
@@ -68,7 +68,7 @@ async def test_spans_and_access_logs_shipped_as_json_rows_reach_the_collector_an
         got: list[dict[str, object]] = []
 
         def emit(batch: AccessLogBatch) -> None:
-            assert batch.encoding == "json" and batch.source.service == "reviews"
+            assert batch.encoding == "json-columns" and batch.source.service == "reviews"
             got.extend(records_of(batch))
 
         async def read() -> bool:

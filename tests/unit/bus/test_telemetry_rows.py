@@ -1,5 +1,6 @@
-"""Telemetry rows on the bus: what proxies pack (JSON by orjson, msgpack when orjson refuses a batch),
-what readers unpack (both, and the msgpack batches of proxies from before batches named their encoding)."""
+"""Telemetry rows on the bus: what proxies pack (JSON by orjson, access logs as JSON columns, msgpack when
+orjson refuses a batch), what readers unpack (all, and the msgpack batches of proxies from before
+batches named their encoding), and what they say of an encoding they do not know."""
 
 from __future__ import annotations
 
@@ -10,19 +11,22 @@ from meshbus.bus import codec
 from meshbus.bus.errors import BadRequestError
 from meshbus.bus.schemas.telemetry import (
     ROWS_JSON,
+    ROWS_JSON_COLUMNS,
     ROWS_MSGPACK,
     AccessLogBatch,
     Source,
     SpanBatch,
+    encode_columns,
     encode_rows,
     pack_rows,
     unpack_rows,
 )
 from meshbus.control.cli.telemetry_cmds import records_of
 from meshbus.proxy.filters.spans import ROW, SpanRecorder
-from meshbus.proxy.mesh.telemetry_ship import _RECORD_FIELDS
+from meshbus.proxy.mesh.telemetry_ship import _RECORD_FIELDS, access_log_batch
 from meshbus.telemetry.accesslog import AccessLogRecord
 from meshbus.telemetry.metrics import CounterChild
+from meshbus.telemetry.rowcolumns import columns
 
 pytestmark = pytest.mark.unit
 
@@ -118,3 +122,86 @@ def test_a_full_span_buffer_drops_the_new_span_and_counts_it() -> None:
         span = spans.start(f"s{i}", False, "4bf92f3577b34da6a3ce929d0e0e4736", f"{i:016x}", "", None, i, None)
         spans.end(span, False, i + 1, [])
     assert [r[3] for r in spans.drain()] == ["s0", "s1"] and dropped.value == 3
+
+
+def _varied_rows() -> list[tuple[object, ...]]:
+    """Rows as a batch has them: most fields repeat, times and ids change, one request differs."""
+    rows = []
+    for i in range(5):
+        r = list(RECORD.row())
+        r[0] = 1_700_000_000.123456 + i / 7  # start_time
+        r[9] = 12.625 + i  # duration_ms
+        r[13] = f"rid-{i}"
+        if i == 3:
+            r[4], r[5], r[22] = 200, "-", None  # another status, no flags, no metadata
+        rows.append(tuple(r))
+    return rows
+
+
+def test_access_logs_ship_as_columns_and_read_back_as_the_same_rows() -> None:
+    rows = _varied_rows()
+    body, headers = codec.encode(access_log_batch(Source("n"), rows))
+    batch = codec.decode(body, headers, AccessLogBatch)
+    assert batch.encoding == ROWS_JSON_COLUMNS and batch.count == 5
+    assert unpack_rows(batch.records, batch.encoding) == [list(r) for r in rows]
+    # a repeated value is packed once: the batch is well under 5 rows' size
+    assert len(batch.records) < len(encode_rows(rows)[0]) / 2
+    # meshctl logs renders them as it rendered rows
+    data, encoding = encode_rows(rows)
+    as_rows = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, 5, encoding)
+    assert records_of(batch) == records_of(as_rows)
+    assert [d["request_id"] for d in records_of(batch)] == [f"rid-{i}" for i in range(5)]
+
+
+def test_columns_keep_one_value_only_when_every_row_has_it_with_its_type() -> None:
+    assert columns([]) == []
+    assert columns([(1, "a", None)]) == [[1], ["a"], [None]]
+    assert columns([(1, "a", 1.0), (1, "a", 1)]) == [[1], ["a"], [1.0, 1]]  # 1.0 and 1 stay apart
+    assert columns([(True, "a"), (1, "b")]) == [[True, 1], ["a", "b"]]
+    rows = [(1, "a", "x", None)] * 9
+    rows[3] = (1, "b", "x", {"k": "v"})  # one row differs
+    assert columns(rows) == [
+        [1],
+        ["a"] * 3 + ["b"] + ["a"] * 5,
+        ["x"],
+        [None] * 3 + [{"k": "v"}] + [None] * 5,
+    ]
+    data = encode_columns(columns([(0.5, "x"), (0.5, "y")]), 2)
+    assert unpack_rows(data, ROWS_JSON_COLUMNS) == [[0.5, "x"], [0.5, "y"]]
+
+
+def test_columns_json_cannot_carry_go_as_msgpack_rows() -> None:
+    rows = [(*RECORD.row()[:22], {1: "int key"}, "outbound")]
+    batch = access_log_batch(Source("n"), rows)
+    assert batch.encoding == ROWS_MSGPACK and unpack_rows(batch.records, batch.encoding) == [list(rows[0])]
+
+
+def test_bad_columns_and_encodings_of_newer_proxies_are_refused_clearly() -> None:
+    with pytest.raises(BadRequestError, match="each column must hold 2 values or 1"):
+        unpack_rows(b'[2, ["a", "b"], ["x", "y", "z"]]', ROWS_JSON_COLUMNS)
+    with pytest.raises(BadRequestError, match=r"columns must be \[count, column, \.\.\.\]"):
+        unpack_rows(b'[["a"]]', ROWS_JSON_COLUMNS)
+    # what a reader older than ROWS_JSON_COLUMNS says of it, a reader of today says of a later encoding
+    with pytest.raises(BadRequestError, match=r"unknown row encoding 'json-columns-v2'.*newer proxy"):
+        unpack_rows(b"[]", "json-columns-v2")
+    assert unpack_rows(b"[0]", ROWS_JSON_COLUMNS) == [] and unpack_rows(b"[2]", ROWS_JSON_COLUMNS) == [[], []]
+
+
+def test_times_and_durations_near_rounding_edges_log_the_same_lines_as_columns() -> None:
+    # times and durations next to a rounding edge (microsecond, millisecond, second; half a ms)
+    starts = [1_700_000_000.0, 1_700_000_000.9999996, 1_700_000_000.0004995, 1_699_999_999.9995,
+              1_700_000_000.123456, 1_700_000_000.0015004]  # fmt: skip
+    durations = [0.0, 0.5, 1.5, 2.4999999, 12.5000001, 999.5]
+    rows = []
+    for i, (t, d) in enumerate(zip(starts, durations, strict=True)):
+        r = list(RECORD.row())
+        r[0], r[9], r[13] = t, d, f"rid-{i}"
+        rows.append(tuple(r))
+    data, encoding = encode_rows(rows)
+    as_rows = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, len(rows), encoding)
+    as_columns = access_log_batch(Source("n"), rows)
+    assert as_columns.encoding == ROWS_JSON_COLUMNS
+    assert records_of(as_columns) == records_of(as_rows)
+    assert [d["start_time"] for d in records_of(as_columns)][:2] == [
+        "2023-11-14T22:13:20.000Z", "2023-11-14T22:13:21.000Z",
+    ]  # fmt: skip

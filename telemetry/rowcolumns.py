@@ -1,0 +1,42 @@
+"""Access-log rows turned into columns for the bus, a column of one repeated value kept once.
+
+A sidecar's access-log rows mostly repeat themselves: method, protocol, status, flags, authority,
+upstream host and cluster, route, peer, direction are the same for most requests of a batch, while
+start time, duration, request and trace ids change every time. Packed as rows (one JSON array per
+request), every repeated string was written again per request: ~2,500 instructions a 24-field row,
+the larger half of what an access log cost a request (bench/telemetry_cost.py --callgrind). Packed
+as columns, a repeated value is written once per batch (bus.schemas.telemetry.ROWS_JSON_COLUMNS).
+
+Compiled (setup.py NATIVE_MODULES): a loop over the rows' items, which interpreted would cost more
+than it saves (transposing with ``zip(*rows)`` costs about as much as packing the rows).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """``rows`` (tuples of one width) as columns: a column whose values are all equal (and of one type:
+    ``1`` and ``1.0`` stay apart) is the one-item list ``[value]``, any other one all its values."""
+    out: list[list[Any]] = []
+    if not rows:
+        return out
+    first = rows[0]
+    for i in range(len(first)):
+        v = first[i]
+        same = True
+        if isinstance(v, str):  # most fields: compiled, a typed str compare, not a generic one
+            for r in rows:
+                x = r[i]
+                if x is not v and not (isinstance(x, str) and x == v):
+                    same = False
+                    break
+        else:
+            for r in rows:
+                x = r[i]
+                if x is not v and (type(x) is not type(v) or x != v):
+                    same = False
+                    break
+        out.append([v] if same else [r[i] for r in rows])
+    return out
