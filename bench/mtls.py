@@ -10,7 +10,8 @@ both proxies of a chain on CPU 1, keep-alive, rounds interleaved, medians [min-m
   auto-mTLS (the origin's ServiceEntry endpoint names its service account) and checks B's SPIFFE ID,
   B terminates it under PeerAuthentication STRICT. Handshakes are counted: pooled, never per request.
 - HAProxy plain / mTLS: two haproxy processes (nbthread 1), A -> B with ``ssl verify required`` and
-  client certificates from the same CA.
+  client certificates from the same CA, and the sidecars' TLS 1.3 suite order (AES-128-GCM first), so
+  both chains run the same cipher (before: both OpenSSL's default, AES-256-GCM).
 Throughput: ``wrk -t1 -c50``; CPU per request = CPU time of BOTH proxy processes / requests.
 Latency: h2load at 1000 req/s (10 connections). Needs wrk, h2load, nginx, haproxy, taskset.
 
@@ -45,6 +46,8 @@ from chain import handshakes, meshbus_chain, prepare
 from chain_tail import sched_blame, sched_recording
 from run import ORIGIN, Result, check_tools, cpu_seconds, med, process, run_latency, run_wrk
 
+from meshbus.proxy.tls.suites import MESH_TLS13_SUITES
+
 HA_A, HA_B = 18111, 18112
 
 
@@ -58,11 +61,13 @@ def haproxy_chain_conf(tmp: Path, role: str, tls: bool) -> str:
     else:
         ssl = f" ssl crt {tmp}/b.pem ca-file {tmp}/root.pem verify required" if tls else ""
         bind, server = f"127.0.0.1:{HA_B}{ssl}", f"127.0.0.1:{ORIGIN}"
+    # the meshbus sidecars' TLS 1.3 suite order (proxy/tls/suites.py): both chains encrypt with AES-128-GCM
+    suites = f"  ssl-default-bind-ciphersuites {MESH_TLS13_SUITES}\n  ssl-default-server-ciphersuites {MESH_TLS13_SUITES}\n"
     return f"""
 global
   nbthread 1
   maxconn 5000
-defaults
+{suites if tls else ""}defaults
   mode http
   timeout connect 5s
   timeout client 30s

@@ -3,7 +3,8 @@ one in-process filter that reads and sets a header, one remote no-op filter (mes
 a local nats-server), and host scaling: a remote filter that burns BURN_MS of CPU per call, served by
 one host and by two.
 
-    .venv/bin/python bench/plugins.py [--duration 3] [--rounds 10] [--latency-rounds 3] [--latency-duration 5]
+    .venv/bin/python bench/plugins.py [--duration 3] [--rounds 10] [--inproc-rounds 30] [--inproc-duration 1]
+        [--latency-rounds 3] [--latency-duration 5] [--callgrind [TOP]]
 
 Same set-up as bench/run.py (nginx origin and load generator on CPU 0, the proxy on CPU 1, wrk for
 throughput, 10 paced h2load connections for latency at 1,000 req/s). The targets (issue 12): an
@@ -26,6 +27,22 @@ varied by 15 %), so the setups are measured in adjacent, paired runs:
   CPU per request. A setup's cost is taken per round against that round's "none" run, reported as
   median [min .. max] over the rounds; the least disturbed figure (lowest CPU per request of each
   setup over the rounds) is printed too.
+- In-process setups, interleaved (``--inproc-rounds``, default 30, of ``--inproc-duration`` 1 s):
+  the in-process targets are a few per cent, below the drift of the paired rounds above (their
+  in-process costs went from within target to +4.7-11 % between two quiet runs while the in-memory
+  cost stayed put), so none / no-op / header are also run against the SAME warm proxies, started once,
+  in many short rounds: round r runs them in order rotated by r, reversed every other cycle, so each
+  setup runs equally often first, last, before and after each other, and a pair of runs is seconds
+  apart. Columns: req/s (wrk, median [min-max] over the rounds, the figure the issue's targets are
+  stated in, kept as it was); throughput cost (per round, 1 - setup req/s / that round's none req/s,
+  median [min-max]: paired, so the machine's drift between rounds cancels); proxy CPU us/req (the
+  proxy's threads' CPU time during the run from /proc/PID/task/*/schedstat, in ns rather than the
+  10 ms ticks of /proc/PID/stat, which would be a 1 % step on a 1 s run, divided by req/s x
+  duration); CPU per request cost (per round, setup / none - 1). When the proxy is the bottleneck
+  (it is: one core, flat out) throughput is 1 / CPU per request, so the two costs agree on a quiet
+  machine; under contention throughput also loses what other processes take from CPU 1 during the
+  run, while CPU per request hardly moves. Neither flatters the filter: both are paired against
+  'none' measured the same way, and the paired-round figures above stay beside them.
 - Latency: as throughput, ``--latency-rounds`` rounds of a ``--latency-duration`` h2load run per
   setup at 1,000 req/s, +p50 / +p99 against the same round's "none".
 - Scaling (the burn filter, one host then two; ``--scaling-rounds``, 0 to skip) measures the hosts,
@@ -33,6 +50,9 @@ varied by 15 %), so the setups are measured in adjacent, paired runs:
   what the proxy forwards, so the proxy is never the bottleneck; its hosts are not pinned (on a
   2-core machine two busy hosts take both cores, beside the proxy, nginx and wrk, so the ratio stays
   under 2). Quote ratios from a quiet machine.
+``--callgrind [TOP]`` measures nothing else: instructions per request of none / no-op / header in
+memory (bench/micro.py's loop under callgrind, 1,200 requests minus 200), and with TOP the functions
+each filter adds most to.
 ``--stages`` stamps each stage of the remote no-op's calls in its proxy and host during the latency
 rounds (bench/stages.py, patched in at start-up: nothing of it runs without the flag) and prints the
 medians between stages after each such run, with h2load's request start to the call and the call's
@@ -49,6 +69,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -57,6 +78,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -232,6 +254,55 @@ def measure_wrk(s: Setup, pid: int, host_pids: list[int], duration: int) -> tupl
     return rps, cpu_us, host_us, errors
 
 
+INPROC: Final = ("none", "inproc-noop", "inproc-header")
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of ``pid``'s threads in ns (``/proc/PID/task/*/schedstat``: nanoseconds, where
+    ``/proc/PID/stat``'s 10 ms ticks would be a 1 % step on a one-second run)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+@dataclass
+class Interleaved:
+    """One in-process setup's runs in the interleaved rounds: req/s, proxy CPU us per request."""
+
+    rps: list[float]
+    cpu_us: list[float]
+    errors: int = 0
+
+
+def interleaved(
+    setups: list[Setup], pids: dict[str, tuple[int, list[int]]], rounds: int, duration: int
+) -> dict[str, Interleaved]:
+    """``rounds`` short wrk runs of each setup against the same warm proxies, the order rotated
+    every round and reversed every other cycle (so each setup runs in each place, after and before
+    each other, equally often)."""
+    out = {s.name: Interleaved([], []) for s in setups}
+    n = len(setups)
+    for rnd in range(rounds):
+        k = rnd % n
+        order = setups[k:] + setups[:k]
+        if (rnd // n) % 2:
+            order.reverse()
+        for s in order:
+            pid = pids[s.name][0]
+            c0 = cpu_ns(pid)
+            rps, _tick_us, errors = run_wrk(s.port, duration, None)
+            cpu_us = (cpu_ns(pid) - c0) / 1e3 / (rps * duration) if rps else float("nan")
+            r = out[s.name]
+            r.rps.append(rps)
+            r.cpu_us.append(cpu_us)
+            r.errors += errors
+        print(f"  interleaved round {rnd + 1}: " + ", ".join(
+            f"{s.name} {out[s.name].rps[-1]:,.0f} rps {out[s.name].cpu_us[-1]:.1f} us" for s in setups))  # fmt: skip
+    return out
+
+
 def micro(names: list[str], n: int, runs: int) -> dict[str, list[float]]:
     """Python us per request in memory for each in-process setup, ``runs`` alternating runs each."""
     import uvloop
@@ -254,10 +325,85 @@ def micro(names: list[str], n: int, runs: int) -> dict[str, list[float]]:
     return uvloop.run(go())
 
 
+CG_SETUPS: Final = ("none", "inproc-noop", "inproc-header")
+
+
+def count_only(name: str, n: int) -> None:
+    """``n`` requests through the in-memory loop of setup ``name`` (run under callgrind)."""
+    import uvloop
+    from micro import outbound_loop
+
+    async def go() -> None:
+        spec = SETUPS[name]
+        _server, loop, close = await outbound_loop(spec[0].removeprefix("bench-") if spec else "")
+        loop(n)
+        await close()
+
+    uvloop.run(go())
+
+
+def callgrind(top: int) -> None:
+    """Instructions per request (user space) of each in-process setup in memory, and the functions
+    whose own instructions per request a filter adds most: callgrind, the difference of a run of
+    1,200 requests and one of 200 (start-up and warm-up cancel out)."""
+    from micro_chain import _self_costs
+
+    per_req: dict[str, float] = {}
+    hook: dict[str, float] = {}
+    funcs: dict[str, dict[str, float]] = {}
+    for name in CG_SETUPS:
+        counts, costs, hooks = [], [], []
+        for n in (200, 1200):
+            out = Path(tempfile.mkdtemp(prefix="meshbus-cg-")) / "cg.out"
+            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
+                   "--count-only", name, "--micro-requests", str(n)]  # fmt: skip
+            env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict and set layouts in every run
+            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            m = re.search(r"Collected : (\d+)", r.stderr)
+            if r.returncode or not m:
+                sys.exit(r.stderr[-2000:])
+            counts.append(int(m.group(1)))
+            costs.append(_self_costs(out) if top else {})
+            hooks.append(_hook_cost(out))
+            print(f"kept {out} ({name}, {n} requests)", file=sys.stderr)
+        per_req[name] = (counts[1] - counts[0]) / 1000
+        hook[name] = (hooks[1] - hooks[0]) / 1000
+        small, big = costs
+        funcs[name] = {f: (big.get(f, 0) - small.get(f, 0)) / 1000 for f in big}
+    base = per_req["none"]
+    print("in memory, callgrind (instructions per request, user space; 1,200 minus 200 requests):")
+    for name in CG_SETUPS:
+        print(f"  {name:14s} {per_req[name]:8.0f}" + ("" if name == "none" else f"  {per_req[name] - base:+6.0f} "
+              f"({per_req[name] / base - 1:+.1%}); the chain's call of the filter (PluginFilter.on_request_headers, "
+              f"inclusive) {hook[name]:.0f}"))  # fmt: skip
+    print("  (the whole-request difference moves by a few hundred instructions between builds and runs: CPython's "
+          "method cache is keyed by addresses; the filter call's own count is the steadier figure)")  # fmt: skip
+    for name in CG_SETUPS[1:] if top else ():
+        diff = {f: c - funcs["none"].get(f, 0.0) for f, c in funcs[name].items()}
+        print(f"{name}: the {top} functions it adds most to (own instructions per request, against none):")
+        for f, c in sorted(diff.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"{c:9.0f}  {f}")
+
+
+def _hook_cost(path: Path) -> int:
+    """Inclusive instructions of the compiled PluginFilter.on_request_headers (0 when not compiled)."""
+    text = subprocess.check_output(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)], text=True
+    )
+    m = re.search(
+        r"^\s*([\d,]+) \([^)]*\)\s+\S*:CPyDef_adapter___PluginFilter___on_request_headers\b", text, re.M
+    )
+    return int(m.group(1).replace(",", "")) if m else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=10, help="paired throughput rounds (0: none)")
+    ap.add_argument(
+        "--inproc-rounds", type=int, default=30, help="interleaved rounds of the in-process setups (0: none)"
+    )
+    ap.add_argument("--inproc-duration", type=int, default=1, help="seconds per wrk run in those rounds")
     ap.add_argument("--latency-duration", type=int, default=5)
     ap.add_argument("--latency-rounds", type=int, default=3)
     ap.add_argument("--scaling-rounds", type=int, default=1, help="burn filter, one host vs two (0: skip)")
@@ -275,7 +421,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--only", default="", help="comma list of setups: " + ",".join(SETUPS))
     ap.add_argument("--port-base", type=int, default=0, help="move every port by this (another bench runs)")
+    ap.add_argument(
+        "--callgrind",
+        type=int,
+        nargs="?",
+        const=0,
+        default=None,
+        metavar="TOP",
+        help="only instructions per request in memory (callgrind), with the TOP functions each filter adds",
+    )
+    ap.add_argument("--count-only", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.count_only:
+        count_only(args.count_only, args.micro_requests)
+        return 0
+    if args.callgrind is not None:
+        callgrind(args.callgrind)
+        return 0
     if args.port_base:
         run.ORIGIN, run.MESHBUS, run.MESHBUS_ADMIN = (
             p + args.port_base for p in (run.ORIGIN, run.MESHBUS, run.MESHBUS_ADMIN)
@@ -291,8 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(tmp / "site"))
     inproc = [k for k in paired if SETUPS[k] is None or SETUPS[k][1] == "IN_PROCESS"]  # type: ignore[index]
     mem = micro(inproc, args.micro_requests, args.micro_runs) if args.micro_requests and inproc else {}
-    if not (args.rounds or args.latency_rounds or scaling):
-        report({}, {}, mem)
+    inproc_rounds = args.inproc_rounds if [k for k in INPROC if k in paired][1:] else 0
+    if not (args.rounds or args.latency_rounds or scaling or inproc_rounds):
+        report({}, {}, mem, {})
         return 0
     if check_tools():
         return 2
@@ -309,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     nats.start()
     exe = str(Path(sys.executable).parent / "meshbus-proxy")
     results = {name: Result() for name in chosen}
+    inter: dict[str, Interleaved] = {}
     host_cpu: dict[str, list[float]] = {name: [] for name in chosen}
     print(f"bench dir {tmp}; {args.rounds} paired rounds x wrk {args.duration}s, {args.latency_rounds} latency "
           f"rounds x {args.latency_duration}s, {args.scaling_rounds} scaling rounds")  # fmt: skip
@@ -328,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
                         host_cpu[s.name].append(host_us)
                         print(f"  round {rnd + 1} {s.name:18s} {rps:9,.0f} rps  proxy {cpu_us:6.1f} us/req  "
                               f"hosts {host_us:6.1f} us/req  errors {errors}")  # fmt: skip
+            if inproc_rounds:
+                ip = [s for s in setups if s.name in INPROC]
+                with started(ip, nats.url, env, tmp) as pids:
+                    inter = interleaved(ip, pids, inproc_rounds, args.inproc_duration)
             for rnd in range(args.latency_rounds):
                 for s in setups:
                     if args.stages and s.name.startswith("remote-noop"):
@@ -359,8 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
     finally:
         nats.cleanup()
-    report(results, host_cpu, mem)
-    return 1 if any(r.errors for r in results.values()) else 0
+    report(results, host_cpu, mem, inter)
+    return 1 if any(r.errors for r in [*results.values(), *inter.values()]) else 0
 
 
 def _m(xs: list[float]) -> float:
@@ -385,7 +553,30 @@ def _paired(results: dict[str, Result], base: Result, attr: str) -> Iterator[tup
             yield name, r
 
 
-def report(results: dict[str, Result], host_cpu: dict[str, list[float]], mem: dict[str, list[float]]) -> None:
+def report_interleaved(inter: dict[str, Interleaved]) -> None:
+    base = inter["none"]
+    n = len(base.rps)
+    print(
+        f"\nin-process setups, {n} interleaved rounds (the same warm proxies; per round against that round's 'none'):"
+    )
+    print("| setup | req/s median [min-max] | throughput cost, per round | proxy CPU us/req median [min-max] "
+          "| CPU per request cost, per round | errors |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for name, r in inter.items():
+        if name == "none":
+            tput = cpu = "-"
+        else:
+            tput = _spread([1 - x / b for x, b in zip(r.rps, base.rps, strict=True)])
+            cpu = _spread([x / b - 1 for x, b in zip(r.cpu_us, base.cpu_us, strict=True)])
+        print(f"| {name} | {med(r.rps)} | {tput} | {med(r.cpu_us)} | {cpu} | {r.errors} |")
+
+
+def report(
+    results: dict[str, Result],
+    host_cpu: dict[str, list[float]],
+    mem: dict[str, list[float]],
+    inter: dict[str, Interleaved],
+) -> None:
     base_mem = mem.get("none")
     if base_mem:
         print(
@@ -399,6 +590,8 @@ def report(results: dict[str, Result], host_cpu: dict[str, list[float]], mem: di
             rel = [x / b - 1 for x, b in zip(xs, base_mem, strict=True)]
             print(f"  {name}: {_spread(us, '{:+.2f}')} us, {_spread(rel)} "
                   f"(best runs {min(base_mem):.2f} -> {min(xs):.2f} us, {min(xs) / min(base_mem) - 1:+.1%})")  # fmt: skip
+    if inter:
+        report_interleaved(inter)
     if not results:
         return
     print()

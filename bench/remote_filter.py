@@ -2,7 +2,7 @@
 filter through the proxy's own ``RemoteBackend`` at a paced rate over a local nats-server.
 
     .venv/bin/python bench/remote_filter.py [--rate 1000 | --inflight N] [--duration 5] [--stages]
-        [--old-resume] [--write turn|none|once] [--profile]
+        [--old-resume] [--write turn|none|once] [--profile] [--default-gc]
 
 Isolates what a remote filter adds to a proxied request from the proxy's HTTP work and from the
 load generator (bench/plugins.py measures the whole): p50/p99 of the call, the client's and the
@@ -28,6 +28,13 @@ a count, not a time, so the machine's load does not blur it). ``--floor`` runs t
 subscription callback that ``respond``s an empty map): what a NATS request/reply from Python costs
 on this machine, the floor to weigh ours against. ``--inflight N`` runs a closed loop
 with N calls in flight instead of the paced rate: a busy proxy's regime, many calls a turn.
+
+GC: the client and the host freeze what they loaded and raise the young-generation threshold once
+started (``quiet_gc``), as meshbus-proxy and meshbus-filter-host do (bus/process.py). Before, they
+ran with the interpreter's defaults, so the client (the proxy's stand-in) made a full pass over the
+bench's imports now and then (one of 30-50 ms in a 4,000-call run: a stall of ~40 calls, the whole
+p99), which the proxy never does. ``--default-gc`` keeps the old way, for reference; each run prints
+both processes' GC passes.
 """
 
 from __future__ import annotations
@@ -124,7 +131,7 @@ def host_signals() -> tuple[asyncio.Event, list[float]]:
     return stop, cpu
 
 
-async def serve_floor(url: str) -> None:
+async def serve_floor(url: str, default_gc: bool = False) -> None:
     """``--floor``'s host: bare nats-py, a subscription callback answering every message with an
     empty map (what a no-op's verdict is), through ``msg.respond`` (nats-py's flusher)."""
     stop, cpu = host_signals()
@@ -135,13 +142,14 @@ async def serve_floor(url: str) -> None:
 
         await bus.nc.subscribe(FLOOR_SUBJECT, cb=answer)
         await bus.nc.flush()
+        quiet_gc(default_gc)
         print("ready", flush=True)
         await stop.wait()
         print(time.process_time() - cpu[0], flush=True)
         print("host GC: -", flush=True)
 
 
-async def serve_host(url: str, out: str) -> None:
+async def serve_host(url: str, out: str, default_gc: bool = False) -> None:
     marks: dict[str, list[float]] = {"host_read": [], "host_handler": [], "host_write": []}
     stop, cpu = host_signals()
     async with BusConnection(BusSettings(url=url, name="bench host")) as bus:
@@ -157,7 +165,8 @@ async def serve_host(url: str, out: str) -> None:
         async with host:
             if out:
                 stamp_reads(bus.nc, marks["host_read"], b".request_headers")
-                stamp_transport(bus.nc, marks["host_write"], b"HPUB _INBOX")
+                stamp_transport(bus.nc, marks["host_write"], b"PUB _INBOX")
+            quiet_gc(default_gc)
             pauses = gc_pauses()
             print("ready", flush=True)
             await stop.wait()
@@ -171,6 +180,14 @@ async def serve_host(url: str, out: str) -> None:
             )
     if out:
         Path(out).write_text(json.dumps(marks))  # noqa: ASYNC240 - once, at the end
+
+
+def quiet_gc(default: bool) -> None:
+    """What bus/process.py's quiet_gc does (kept here too: A/B runs import an older meshbus)."""
+    if not default:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
 
 
 def gc_pauses() -> dict[int, list[float]]:
@@ -211,6 +228,7 @@ async def drive(
     profile: bool = False,
     inflight: int = 0,
     floor: bool = False,
+    default_gc: bool = False,
 ) -> dict[str, Any]:
     async with BusConnection(BusSettings(url=url, name="bench client")) as bus:
         backend = RemoteBackend(RemoteFilters(lambda: bus), NAME, "default/bench", None, 2.0)
@@ -255,6 +273,7 @@ async def drive(
             await resumed
 
         n = int(rate * duration)
+        quiet_gc(default_gc)
         pauses = gc_pauses()
         os.kill(host_pid, signal.SIGUSR1)
         prof = cProfile.Profile() if profile else None
@@ -315,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="bare nats-py request/reply with the same payload and pacing (the floor; no --stages)",
     )
+    ap.add_argument("--default-gc", action="store_true", help="the interpreter's GC settings (reference)")
     ap.add_argument("--serve-host", metavar="URL", help=argparse.SUPPRESS)
     ap.add_argument("--serve-floor", metavar="URL", help=argparse.SUPPRESS)
     ap.add_argument("--marks", default="", help=argparse.SUPPRESS)
@@ -325,10 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write != "turn":
         replace_write_now(args.write)
     if args.serve_floor:
-        uvloop.run(serve_floor(args.serve_floor))
+        uvloop.run(serve_floor(args.serve_floor, args.default_gc))
         return 0
     if args.serve_host:
-        uvloop.run(serve_host(args.serve_host, args.marks))
+        uvloop.run(serve_host(args.serve_host, args.marks, args.default_gc))
         return 0
     if os.environ.get("MESHBUS_BENCH_PINNED") != "1":  # the client on CPU 1, as the proxy
         env = {**os.environ, "MESHBUS_BENCH_PINNED": "1"}
@@ -351,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                 marks_file,
                 "--write",
                 args.write,
+                *(["--default-gc"] if args.default_gc else []),
             ]
             host = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             try:
@@ -366,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.profile,
                         args.inflight,
                         args.floor,
+                        args.default_gc,
                     )
                 )
             finally:

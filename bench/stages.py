@@ -118,7 +118,7 @@ def patch_host(out_dir: Path) -> None:
     async def start(self: Any) -> None:
         await orig_start(self)
         _stamp_reads(self.bus.nc, marks["host_read"], b".request_headers")
-        _stamp_writes(self.bus.nc, marks["host_write"], b"HPUB _INBOX")
+        _stamp_writes(self.bus.nc, marks["host_write"], b"PUB _INBOX")
         _dumper(out_dir / f"host-{os.getpid()}.json", marks)
 
     def call(self: Any, hook: str, data: bytes, headers: Any) -> Any:

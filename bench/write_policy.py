@@ -42,9 +42,7 @@ def replace_write_now(how: str) -> None:
             return False
         wrote.add(key)
         asyncio.get_running_loop().call_soon(wrote.discard, key)
-        n = len(block)
-        size = f"{n} {n + len(payload)}"
-        line = f"HPUB {subject} {reply} {size}\r\n" if reply else f"HPUB {subject} {size}\r\n"
+        line = direct._pub_line(subject, reply, len(block), len(payload))
         w.write(b"".join((line.encode(), block, payload, b"\r\n")))
         nc.stats["out_msgs"] += 1
         return True

@@ -46,6 +46,12 @@ from nats.micro.service import EndpointConfig, Service
 log = logging.getLogger(__name__)
 
 
+NO_HEADERS = b""
+"""``write_now``'s block for a message without headers (sent as PUB, not HPUB): a remote filter's
+calls and verdicts (docs/remote-filters.md), as nats-py parses a header block in pure Python, a few
+microseconds on every message the other side reads."""
+
+
 def header_block(headers: Mapping[str, str]) -> bytes:
     """NATS message headers as written on the wire (made once for headers that never change)."""
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -68,8 +74,15 @@ _busy: set[int] = set()
 """Clients (by id) that took more than one message in the last turn they took any."""
 
 
+def _pub_line(subject: str, reply: str, n: int, size: int) -> str:
+    """The protocol line before a message: HPUB with a header block of ``n`` bytes, PUB without."""
+    sizes = f"{n} {n + size}" if n else str(size)
+    verb = "HPUB" if n else "PUB"
+    return f"{verb} {subject} {reply} {sizes}\r\n" if reply else f"{verb} {subject} {sizes}\r\n"
+
+
 def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes) -> bool:
-    """Write the message (headers ``block``: a ``header_block``) to the socket, at once or as this
+    """Write the message (headers ``block``: a ``header_block``, or b"" for none) to the socket, at once or as this
     turn of the event loop ends (see the module doc), if it can go without waiting behind nats-py;
     False: it was not taken. Subjects are the caller's, checked where they are made."""
     if len(payload) > nc._max_payload:
@@ -87,9 +100,7 @@ def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes
         asyncio.get_running_loop().call_soon(_write_turn, nc, key, chunks, at_once is not None)
     elif nc._pending_data_size:
         return False  # nats-py queued something after the turn's first: what follows goes after it
-    n = len(block)
-    size = f"{n} {n + len(payload)}"
-    line = f"HPUB {subject} {reply} {size}\r\n" if reply else f"HPUB {subject} {size}\r\n"
+    line = _pub_line(subject, reply, len(block), len(payload))
     if at_once is not None:
         at_once.write(b"".join((line.encode(), block, payload, b"\r\n")))
     else:

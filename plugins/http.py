@@ -10,17 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
 
-# Compiled with mypyc with the proxy (setup.py); still classes a filter's own code may subclass.
-@mypyc_attr(allow_interpreted_subclasses=True)
-def _checked(name: str, value: object) -> str:
-    """The lowercase name of a header a filter sets; a CR, LF or NUL in the name or value would
-    split the head the proxy writes upstream (header injection), so it is refused."""
-    text = str(value)
+def _checked(name: str, text: str) -> str:
+    """The lowercase name of a header a filter sets to ``text``; a CR, LF or NUL in the name or value
+    would split the head the proxy writes upstream (header injection), so it is refused."""
     lower = _names.get(name)
     if lower is None:
         if not name or any(c in name for c in "\r\n\0: "):
@@ -33,10 +30,12 @@ def _checked(name: str, value: object) -> str:
     return lower
 
 
-_names: dict[str, str] = {}
+_names: Final[dict[str, str]] = {}  # Final: a C static in the compiled module, not a globals lookup
 """Header names a filter has set, checked, and their lowercase form (a filter sets the same few)."""
 
 
+# Compiled with mypyc with the proxy (setup.py); still classes a filter's own code may subclass.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Headers:
     """A case-insensitive multimap over a list of ``(name, value)`` pairs, edited in place.
 
@@ -74,19 +73,21 @@ class Headers:
         return [v for k, v in self._items if k == n]
 
     def set(self, name: str, value: str) -> None:
-        n = _checked(name, value)
+        text = str(value)
+        n = _checked(name, text)
         items = self._items
         for k, _ in items:
             if k == n:  # copy the list only when there is something to drop (setting a new name is usual)
                 items[:] = [kv for kv in items if kv[0] != n]
                 break
-        items.append((n, str(value)))
-        self._changed(n)
+        items.append((n, text))
+        self._changed(n, True)
 
     def add(self, name: str, value: str) -> None:
-        n = _checked(name, value)
-        self._items.append((n, str(value)))
-        self._changed(n)
+        text = str(value)
+        n = _checked(name, text)
+        self._items.append((n, text))
+        self._changed(n, True)
 
     def delete(self, name: str) -> None:
         n = name.lower()
@@ -106,7 +107,9 @@ class Headers:
         for n in sorted(changed):
             self._changed(n)
 
-    def _changed(self, name: str) -> None:
+    def _changed(self, name: str, checked: bool = False) -> None:
+        """``name`` was edited; ``checked``: by ``set``/``add``, whose value ``_checked`` let through
+        (no CR, LF or NUL)."""
         if self._on_change is not None:
             self._on_change(name)
 

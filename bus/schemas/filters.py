@@ -13,7 +13,8 @@ Flow (subjects in `meshbus.bus.subjects`; docs/remote-filters.md is the page for
   so ``nats micro ls`` and ``meshctl plugins`` list the live ones (``$SRV.INFO.meshbus-filter-host``).
 
 Bodies are msgpack maps of these dataclasses' fields; header lists are ``[name, value]`` pairs with
-lowercase names; ``body`` is msgpack bin. The ``Meshbus-Schema`` header names the message.
+lowercase names; ``body`` is msgpack bin. The ``Meshbus-Schema`` header names the message where it is
+sent; calls and verdicts go without it (the subject names them: docs/remote-filters.md).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from meshbus.bus.connection import BusConnection
 from meshbus.bus.process import (
     add_common_args,
     log_level_number,
+    quiet_gc,
     run_until_signalled,
     settings_from_args,
     use_uvloop,
@@ -65,6 +66,7 @@ async def serve(args: argparse.Namespace, info: FilterInfo, stop: asyncio.Event)
         settings_from_args(args, f"meshbus-filter-host {info.name}", role="filter-host")
     ) as bus:
         async with FilterHost(bus, info, concurrency=args.concurrency, hook_timeout=args.hook_timeout):
+            quiet_gc()  # a full GC pass is a stall of every call in flight: see quiet_gc
             await stop.wait()
 
 

@@ -24,7 +24,6 @@ import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
 
 from nats.aio.msg import Msg
 from nats.micro import add_service
@@ -33,28 +32,24 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import add_inline_endpoint, header_block, write_now
+from meshbus.bus.direct import NO_HEADERS, add_inline_endpoint, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import (
     MICRO_SERVICE,
     ONE_WAY_HOOKS,
-    FilterCall,
     FilterHostInfo,
     FilterInfoRequest,
     FilterVerdict,
 )
 from meshbus.bus.service import MESHBUS_VERSION, QUEUE_GROUP
 from meshbus.plugins.api import Filter, LocalReply, call_hook, hook_list
-from meshbus.plugins.http import Request, Response
 from meshbus.plugins.loader import make_filter
 from meshbus.plugins.registry import FilterInfo
-from meshbus.plugins.remote.wire import call_in, pack_verdict, verdict_of, views_of
+from meshbus.plugins.remote.wire import HostCall, call_in, host_verdict, pack_verdict
 
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 64
-VERDICT_HEADERS: Final = {codec.SCHEMA_HEADER: codec.schema_id(FilterVerdict)}
-VERDICT_BLOCK: Final = header_block(VERDICT_HEADERS)
 
 
 class FilterHost:
@@ -195,14 +190,14 @@ class FilterHost:
         if hook in ONE_WAY_HOOKS or not reply:
             return
         data = pack_verdict(v)
-        if not write_now(self.bus.nc, reply, data, "", VERDICT_BLOCK):
+        if not write_now(self.bus.nc, reply, data, "", NO_HEADERS):
             task = asyncio.ensure_future(self._publish(hook, reply, data))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _publish(self, hook: str, reply: str, data: bytes) -> None:
         try:
-            await self.bus.nc.publish(reply, data, headers=dict(VERDICT_HEADERS))
+            await self.bus.nc.publish(reply, data)
         except Exception as exc:  # the caller may be gone (timed out); never crash on it
             log.debug("could not answer %s: %r", hook, exc)
 
@@ -210,7 +205,7 @@ class FilterHost:
         self._tasks.discard(task)
         self._slots.release()
 
-    def _instance(self, call: FilterCall) -> Filter | str:
+    def _instance(self, call: HostCall) -> Filter | str:
         key = call.config_digest or repr(sorted((call.config or {}).items()))
         hit = self._instances.get(key)
         if hit is not None:
@@ -236,7 +231,7 @@ class FilterHost:
         if hook in ONE_WAY_HOOKS:
             return
         try:
-            await req.respond(pack_verdict(v), headers=VERDICT_HEADERS)
+            await req.respond(pack_verdict(v))
         except Exception as exc:  # the caller may be gone (timed out); never crash on it
             log.debug("could not answer %s: %r", hook, exc)
 
@@ -250,32 +245,27 @@ class FilterHost:
             inst = self._instance(call)
             if isinstance(inst, str):
                 return self._failed(hook, inst)
-            views = views_of(call)
-            result = call_hook(inst, hook, views[0], views[1], call.body, call.end)
+            result = call_hook(inst, hook, call.req, call.resp, call.body, call.end)
         except Exception as exc:
             return self._failed(hook, f"{type(exc).__name__}: {exc}")
         if inspect.isawaitable(result):
-            return self._awaited(hook, result, call, views)
-        return self._verdict(hook, result, call, views)
+            return self._awaited(hook, result, call)
+        return self._verdict(hook, result, call)
 
-    async def _awaited(
-        self, hook: str, result: Awaitable[object], call: FilterCall, views: tuple[Request, Response | None]
-    ) -> FilterVerdict:
+    async def _awaited(self, hook: str, result: Awaitable[object], call: HostCall) -> FilterVerdict:
         try:
             done = await asyncio.wait_for(result, self.hook_timeout)
         except TimeoutError:
             return self._failed(hook, f"{hook} ran past the host's {self.hook_timeout:g}s")
         except Exception as exc:
             return self._failed(hook, f"{type(exc).__name__}: {exc}")
-        return self._verdict(hook, done, call, views)
+        return self._verdict(hook, done, call)
 
-    def _verdict(
-        self, hook: str, result: object, call: FilterCall, views: tuple[Request, Response | None]
-    ) -> FilterVerdict:
+    def _verdict(self, hook: str, result: object, call: HostCall) -> FilterVerdict:
         try:
             if result is not None and not isinstance(result, LocalReply):
                 raise TypeError(f"hook returned {type(result).__name__}, not None or a LocalReply")
-            return verdict_of(result, call, *views)
+            return host_verdict(result, call)
         except Exception as exc:
             return self._failed(hook, f"{type(exc).__name__}: {exc}")
 

@@ -3,8 +3,9 @@
 Proxy side: ``pack_call`` turns the request a filter sees into a packed ``FilterCall`` (``call_of``:
 the same as the host decodes it); ``read_verdict`` and ``apply_verdict`` carry the host's answer back
 onto the live request (headers, state) and return its reply.
-Host side: ``call_in`` reads a call; ``views_of`` rebuilds ``Request``/``Response`` from a call; ``verdict_of`` says what the
-hook changed; ``pack_verdict`` packs it.
+Host side: ``call_in`` reads a call into a ``HostCall`` with the ``Request``/``Response`` views its
+hook sees; ``host_verdict`` says what the hook changed; ``pack_verdict`` packs it. ``views_of`` and
+``verdict_of`` do the same for a decoded ``FilterCall``.
 
 Both sides leave out the fields at their defaults (docs/remote-filters.md: missing keys take their
 defaults), and pack plain maps built here rather than going through the codec's dataclass hook: a
@@ -35,6 +36,11 @@ def config_digest(config: Mapping[str, Any] | None) -> str:
 
 VERDICT_SCHEMA: Final = codec.schema_id(FilterVerdict)
 CONTINUE: Final = FilterVerdict()
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+"""``msgpack.packb`` without a Packer (and its buffer) made per message: one kept, used by the
+event loop's thread (the proxy and the host pack calls and verdicts there only). It is left empty
+after each message, a failed one included."""
 
 _PEERS: dict[int, tuple[Peer, dict[str, Any]]] = {}
 
@@ -116,7 +122,7 @@ def pack_call(
         m["end"] = False
     if req.state:
         m["state"] = req.state
-    return msgpack.packb(m, use_bin_type=True)
+    return _pack(m)
 
 
 CALL_SCHEMA: Final = codec.schema_id(FilterCall)
@@ -128,62 +134,143 @@ _CALL_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "config": (dict, _NONE), "claims": (dict, _NONE), "state": (dict,), "status": (int,),
     "body": (bytes, _NONE), "end": (bool,),
 }  # fmt: skip
-_PEER_STRS: Final = frozenset(("principal", "namespace", "service_account", "service"))
-_NO_PEER: Final = WirePeer()
 
 
-def _str_pairs(v: Any) -> bool:
-    return type(v) is list and all(
-        type(p) is list and len(p) == 2 and type(p[0]) is str and type(p[1]) is str for p in v
-    )
+class HostCall:
+    """A call as the host serves it: what ``_instance`` and ``host_verdict`` need, and the views the
+    hook sees (``req``, ``resp``), built straight from the call's map (``call_in``). Slotted and
+    plain: a frozen dataclass of FilterCall's 18 fields, then the views made from it, was most of the
+    host's decode time for a no-op filter."""
+
+    __slots__ = ("body", "config", "config_digest", "end", "headers", "hook", "req", "resp", "state")
+
+    def __init__(
+        self,
+        hook: str,
+        config: dict[str, Any] | None,
+        config_digest: str,
+        req: Request,
+        resp: Response | None,
+        body: bytes | None,
+        end: bool,
+    ) -> None:
+        self.hook = hook
+        self.config = config
+        self.config_digest = config_digest
+        self.req = req
+        self.resp = resp
+        self.body = body
+        self.end = end
+        # what the hook's edits are weighed against (host_verdict): the headers as the views hold them
+        target = resp if hook == "response_headers" and resp is not None else req
+        self.headers = target.headers.items()
+        self.state = dict(req.state)
+
+    @classmethod
+    def of(cls, call: FilterCall) -> HostCall:
+        """A ``FilterCall`` (from ``codec.decode``) as the host serves it."""
+        req, resp = views_of(call)
+        return cls(call.hook, call.config, call.config_digest, req, resp, call.body, call.end)
 
 
-def _peer(m: Any) -> WirePeer | None:
+_PEERS_IN: dict[tuple[Any, ...], Peer] = {}
+_NO_PEER_IN: Final = Peer()
+
+
+def _host_peer(m: Any) -> Peer | None:
+    """A wire peer map as the SDK's Peer (None: malformed), one object per distinct peer (the proxy
+    sends the same few: its workload, and one per principal or service host)."""
     if type(m) is not dict:
         return None
-    for k, v in m.items():
-        if k in _PEER_STRS:
-            if type(v) is not str:
-                return None
-        elif k == "labels":
-            if type(v) is not dict or not all(type(x) is str and type(y) is str for x, y in v.items()):
-                return None
-    kw = {k: v for k, v in m.items() if k in _PEER_STRS}
+    if not m:
+        return _NO_PEER_IN
+    principal = m.get("principal", "")
+    namespace = m.get("namespace", "")
+    account = m.get("service_account", "")
+    service = m.get("service", "")
     labels = m.get("labels")
-    return WirePeer(**kw, labels=dict(labels)) if labels is not None else WirePeer(**kw)
+    if type(principal) is not str or type(namespace) is not str or type(account) is not str:
+        return None
+    if type(service) is not str:
+        return None
+    if labels is None:
+        items: tuple[tuple[str, str], ...] = ()
+    elif type(labels) is dict and all(type(x) is str and type(y) is str for x, y in labels.items()):
+        items = tuple(labels.items())
+    else:
+        return None
+    key = (principal, namespace, account, service, items)
+    peer = _PEERS_IN.get(key)
+    if peer is None:
+        if len(_PEERS_IN) >= 4096:
+            _PEERS_IN.clear()
+        peer = _PEERS_IN[key] = Peer(
+            principal or None, namespace or None, account or None, dict(items), service or None
+        )
+    return peer
 
 
-def _fast_call(m: dict[Any, Any]) -> FilterCall | None:
-    """``m`` as a FilterCall when every field in it has exactly its wire type, else None."""
-    kw: dict[str, Any] = {}
+def _header_items(v: Any) -> list[tuple[str, str]] | None:
+    """``[name, value]`` string pairs as a Headers' items (names lowercase); None: malformed."""
+    if type(v) is not list:
+        return None
+    out = []
+    for p in v:
+        if type(p) is not list or len(p) != 2:
+            return None
+        k, val = p
+        if type(k) is not str or type(val) is not str:
+            return None
+        out.append((k.lower(), val))
+    return out
+
+
+def _fast_host(m: dict[Any, Any]) -> HostCall | None:
+    """``m`` as a HostCall when every field in it has exactly its wire type, else None (the codec
+    takes it, or refuses it with its error). Keys it does not know are ignored, as the codec does
+    (a newer proxy's fields)."""
+    g = m.get
     for k, v in m.items():
         kinds = _CALL_TYPES.get(k)
-        if kinds is not None:
-            if type(v) not in kinds:
-                return None
-            kw[k] = v
-        elif k == "headers" or k == "response_headers":
-            if not _str_pairs(v) and not (k == "response_headers" and v is None):
-                return None
-            kw[k] = v
-        elif k == "source" or k == "destination":
-            peer = _peer(v)
-            if peer is None:
-                return None
-            kw[k] = peer
-        # other keys: ignored, as the codec ignores them (a newer proxy's fields)
-    if "hook" not in kw:
+        if kinds is not None and type(v) not in kinds:
+            return None
+    hook = g("hook")
+    if hook is None:
         return None
-    kw.setdefault("source", _NO_PEER)  # one shared, instead of one made per call (views copy its labels)
-    kw.setdefault("destination", _NO_PEER)
-    return FilterCall(**kw)
+    items = _header_items(g("headers", []))
+    if items is None:
+        return None
+    source = _host_peer(g("source", _NO_MAP))
+    destination = _host_peer(g("destination", _NO_MAP))
+    if source is None or destination is None:
+        return None
+    req = Request(
+        g("method", ""), g("path", ""), g("authority", ""), Headers(items), scheme=g("scheme", "http"),
+        request_id=g("request_id") or None, route=g("route", ""), source=source, destination=destination,
+        claims=g("claims"),
+    )  # fmt: skip
+    state = g("state")
+    if state is not None:
+        req.state = dict(state)
+    resp = None
+    wire_resp = g("response_headers")
+    if wire_resp is not None:
+        resp_items = _header_items(wire_resp)
+        if resp_items is None:
+            return None
+        resp = Response(g("status", 0), Headers(resp_items))
+    return HostCall(hook, g("config"), g("config_digest", ""), req, resp, g("body"), g("end", True))
 
 
-def call_in(data: bytes, headers: Mapping[str, str] | None, max_bytes: int) -> FilterCall:
-    """A call as the host receives it: the same ``FilterCall`` as ``codec.decode`` makes, read
-    directly when the message is well-formed (a call is decoded once per hook per request, and the
-    codec's general decoder was most of a no-op filter's cost in the host); anything unusual goes
-    through ``codec.decode``, for its checks and its error."""
+_NO_MAP: Final[dict[str, Any]] = {}
+
+
+def call_in(data: bytes, headers: Mapping[str, str] | None, max_bytes: int) -> HostCall:
+    """A call as the host serves it: the call and the views its hook sees, read directly when the
+    message is well-formed (a call is decoded once per hook per request: the codec's general decoder,
+    then a frozen ``FilterCall``, then the views made from it were most of a no-op filter's cost in
+    the host); anything unusual goes through ``codec.decode``, for its checks and its error. The
+    hook sees what it would see in ``views_of(codec.decode(...))`` (tests/unit/plugins/test_wire.py)."""
     if len(data) <= max_bytes and (
         headers is None or headers.get(codec.SCHEMA_HEADER, CALL_SCHEMA) == CALL_SCHEMA
     ):
@@ -192,10 +279,26 @@ def call_in(data: bytes, headers: Mapping[str, str] | None, max_bytes: int) -> F
         except Exception:
             m = None
         if type(m) is dict:
-            call = _fast_call(m)
+            call = _fast_host(m)
             if call is not None:
                 return call
-    return codec.decode(data, headers, FilterCall, max_bytes=max_bytes)
+    return HostCall.of(codec.decode(data, headers, FilterCall, max_bytes=max_bytes))
+
+
+def host_verdict(result: LocalReply | None, call: HostCall) -> FilterVerdict:
+    """``verdict_of`` for a HostCall: what the hook changed in its views."""
+    req, resp = call.req, call.resp
+    target = resp if call.hook == "response_headers" and resp is not None else req
+    after = target.headers.items()
+    headers = [[k, v] for k, v in after] if after != call.headers else None
+    state = req.state if req.state != call.state else None
+    if result is None and headers is None and state is None:
+        return CONTINUE
+    reply = None
+    if result is not None:
+        body = result.body.encode() if isinstance(result.body, str) else bytes(result.body)
+        reply = WireReply(result.status, body, [[k, v] for k, v in result.headers], result.details)
+    return FilterVerdict(headers=headers, reply=reply, state=state)
 
 
 def call_of(hook: str, req: Request, **kw: Any) -> FilterCall:
@@ -215,6 +318,8 @@ def read_verdict(data: bytes, headers: Mapping[str, str] | None, max_bytes: int)
 
 def pack_verdict(v: FilterVerdict) -> bytes:
     """``v`` packed with the fields at their defaults left out ("continue, nothing changed" is ``{}``)."""
+    if v is CONTINUE:
+        return b"\x80"  # the usual verdict, the empty map
     m: dict[str, Any] = {}
     if v.headers is not None:
         m["headers"] = v.headers
@@ -225,7 +330,7 @@ def pack_verdict(v: FilterVerdict) -> bytes:
         m["state"] = v.state
     if v.error:
         m["error"] = v.error
-    return msgpack.packb(m, use_bin_type=True)
+    return _pack(m)
 
 
 def apply_verdict(v: FilterVerdict, hook: str, req: Request, resp: Response | None) -> LocalReply | None:

@@ -43,6 +43,7 @@ from meshbus.bus.spiffe import (
     check_validity,
     svid_id,
 )
+from meshbus.proxy.tls.suites import prefer_aes128
 
 ALPN = ["http/1.1"]
 # TLS 1.2 suites when a peer cannot do 1.3: forward secrecy + AEAD only (TLS 1.3 suites are fixed).
@@ -64,6 +65,7 @@ class TlsMaterial:
 def _base(ctx: ssl.SSLContext) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(TLS12_CIPHERS)
+    prefer_aes128(ctx)  # TLS 1.3: AES-128-GCM first, as Envoy's sidecars (suites.py says why)
     ctx.set_alpn_protocols(ALPN)
     ctx.options |= ssl.OP_NO_COMPRESSION | getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     return ctx

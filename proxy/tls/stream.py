@@ -31,7 +31,7 @@ from typing import Any, Final
 HANDSHAKE: Final = 0
 OPEN: Final = 1
 CLOSED: Final = 2
-READ_SIZE: Final = 65536  # one read takes every record of a typical read: the largest is 16 KiB
+RECORD_MAX: Final = 16384  # the largest plaintext of one TLS record: what one SSL_read can return
 
 
 class TlsStream:
@@ -56,6 +56,14 @@ class TlsStream:
         # ssl.SSLObject is a Python class whose methods each call its C object (_ssl._SSLSocket) with
         # the same arguments: calling that object directly saves a Python frame per record.
         self._tls: Any = getattr(self._ssl, "_sslobj", self._ssl)
+        # Bound once: a call through an Any attribute (mypyc) looks the method up by name every time,
+        # and a chain request makes eight of these calls per hop.
+        tls = self._tls
+        self._tls_read: Any = tls.read
+        self._tls_write: Any = tls.write
+        self._tls_pending: Any = tls.pending
+        self._bio_in: Any = self._incoming.write
+        self._bio_out: Any = self._outgoing.read
         self._server_side = server_side
         self._on_handshake: Callable[[TlsStream, BaseException | None], None] | None = on_handshake
         self._handshake_timeout = handshake_timeout
@@ -80,7 +88,7 @@ class TlsStream:
             self._handshake()  # the ClientHello
 
     def data_received(self, data: bytes) -> None:
-        self._incoming.write(data)
+        self._bio_in(data)
         state = self._state
         if state == OPEN:
             # until the protocol above is set (a client between its handshake and the pool taking the
@@ -169,11 +177,21 @@ class TlsStream:
         return bool(self._incoming.pending or self._tls.pending())
 
     def _read(self) -> None:
-        sslobj = self._tls
+        read = self._tls_read
+        pending = self._tls_pending
         incoming = self._incoming
         while True:
+            # Ask for what the buffered ciphertext can hold, not a fixed 64 KiB: ``read(n)`` allocates n
+            # bytes then shrinks them, so a small record costs a small (pymalloc) block instead of a
+            # large malloc and realloc. Plaintext is shorter than its ciphertext; what does not fit
+            # (a record whose start came in an earlier read) stays pending and the loop reads it next.
+            n = incoming.pending
+            if n == 0 or n > RECORD_MAX:
+                n = pending() or RECORD_MAX
+                if n > RECORD_MAX:
+                    n = RECORD_MAX
             try:
-                data = sslobj.read(READ_SIZE)
+                data = read(n)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:  # close_notify: the peer is done
@@ -189,8 +207,10 @@ class TlsStream:
             self._app.data_received(data)
             if self._state != OPEN or self._paused:
                 return
-            # the common case ends here, without the SSLWantReadError a further read would raise
-            if not incoming.pending and not sslobj.pending():
+            # The common case ends here, without the SSLWantReadError a further read would raise, and
+            # without asking ``pending()`` (which releases and retakes the GIL): ``read`` returns at
+            # most one record, so a read that did not fill ``n`` left nothing of its record behind.
+            if not incoming.pending and (len(data) < n or not pending()):
                 break
         if self._outgoing.pending:  # TLS 1.3 post-handshake messages (key update) call for an answer
             self._flush()
@@ -229,8 +249,8 @@ class TlsStream:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._state != OPEN:
             return  # as asyncio's transports do after close: the protocol hears connection_lost
-        self._tls.write(data)
-        self._raw.write(self._outgoing.read())
+        self._tls_write(data)
+        self._raw.write(self._bio_out())
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))

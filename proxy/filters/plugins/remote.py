@@ -25,7 +25,7 @@ import functools
 import itertools
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
@@ -33,9 +33,9 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import header_block, subscribe_inline, write_now
+from meshbus.bus.direct import NO_HEADERS, subscribe_inline, write_now
 from meshbus.bus.errors import BusError
-from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterCall, FilterHostInfo, FilterInfoRequest
+from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
 from meshbus.plugins.http import Request, Response
 from meshbus.plugins.remote.wire import apply_verdict, config_digest, pack_call, read_verdict
@@ -44,8 +44,6 @@ from meshbus.proxy.filters.plugins.adapter import FilterUnreachable, RemoteFilte
 log = logging.getLogger(__name__)
 
 INFO_TIMEOUT = 1.0
-CALL_HEADERS: Final = {codec.SCHEMA_HEADER: codec.schema_id(FilterCall)}
-CALL_BLOCK: Final = header_block(CALL_HEADERS)
 
 
 Then = Callable[[Any, BaseException | None], None]
@@ -134,10 +132,8 @@ class Replies:
         token = str(next(self._tokens))
         call = self._pending[token] = _Call(then)
         call.timer = asyncio.get_running_loop().call_later(timeout, self._expire, token)
-        if not write_now(self.nc, subject, data, self.prefix + token, CALL_BLOCK):
-            sending = asyncio.ensure_future(
-                self.nc.publish(subject, data, reply=self.prefix + token, headers=CALL_HEADERS)
-            )
+        if not write_now(self.nc, subject, data, self.prefix + token, NO_HEADERS):
+            sending = asyncio.ensure_future(self.nc.publish(subject, data, reply=self.prefix + token))
             sending.add_done_callback(functools.partial(self._sent, token))
 
     def _sent(self, token: str, sending: asyncio.Future[None]) -> None:
@@ -292,9 +288,9 @@ class RemoteBackend:
         bus = self.remotes.bus()
         subject = self._subject(bus, wire)
         if wire in ONE_WAY_HOOKS:
-            if write_now(bus.nc, subject, data, "", CALL_BLOCK):
+            if write_now(bus.nc, subject, data, "", NO_HEADERS):
                 return False
-            task = asyncio.ensure_future(_publish(bus, subject, data, CALL_HEADERS))
+            task = asyncio.ensure_future(_publish(bus, subject, data))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
             return False
@@ -343,8 +339,8 @@ class RemoteBackend:
         pass  # instances live on the hosts
 
 
-async def _publish(bus: BusConnection, subject: str, data: bytes, headers: dict[str, str]) -> None:
+async def _publish(bus: BusConnection, subject: str, data: bytes) -> None:
     try:
-        await bus.nc.publish(subject, data, headers=headers)
+        await bus.nc.publish(subject, data)
     except Exception as exc:  # an observation lost: nothing waits for it
         log.debug("could not publish %s: %r", subject, exc)

@@ -57,6 +57,15 @@ async def test_a_publish_is_written_at_once_with_its_headers_and_reply(
     assert (msg.data, msg.reply, msg.headers) == (b"", "", HEADERS)
 
 
+async def test_a_message_without_headers_goes_as_a_plain_pub(bus: BusConnection, subject_root: str) -> None:
+    got = await listening(bus, f"{subject_root}.plain")
+    assert write_now(bus.nc, f"{subject_root}.plain", b"one", f"{subject_root}.reply.1", b"")
+    assert write_now(bus.nc, f"{subject_root}.plain", b"two", "", b"")  # as the turn ends
+    one, two = await asyncio.wait_for(got.get(), 5), await asyncio.wait_for(got.get(), 5)
+    assert (one.data, one.reply, one.headers) == (b"one", f"{subject_root}.reply.1", None)
+    assert (two.data, two.reply, two.headers) == (b"two", "", None)
+
+
 async def test_a_quiet_connection_writes_at_once_a_busy_one_once_a_turn_before_what_nats_py_queued(
     bus: BusConnection, subject_root: str
 ) -> None:

@@ -140,3 +140,28 @@ async def test_a_remote_hook_is_a_future_its_reply_resolves_with_the_failure_pol
     assert isinstance(late, LocalReply) and (late.status, late.details) == (500, "plugin:default/p:timeout")
     assert (await heard.get()).reply
     assert backend.remotes.replies(bus)._pending == {}
+
+
+async def test_calls_and_verdicts_go_without_a_header_block_both_ways(bus: BusConnection) -> None:
+    """nats-py parses a header block in pure Python on every message: the hot path's calls and
+    verdicts carry none (docs/remote-filters.md), from plain def and async hooks alike."""
+    for name, cls in (("stamp", filters.Stamp), ("asyncstamp", filters.AsyncStamp)):
+        host = FilterHost(bus, info_of(name, cls))
+        await host.start()
+        try:
+            backend = RemoteBackend(RemoteFilters(lambda: bus), name, "default/p", {"value": "v"}, 5.0)
+            await backend.wait_ready()
+            await backend.call("on_request_headers", request(), None, b"", True)  # the reply inbox is up
+            seen: asyncio.Queue[Msg] = asyncio.Queue()
+            prefix = backend.remotes.replies(bus).prefix
+            await bus.nc.subscribe(bus.subjects.filter_hook(name, "request_headers"), cb=seen.put)
+            await bus.nc.subscribe(prefix + "*", cb=seen.put)
+            await bus.nc.flush()
+            req = request()
+            await backend.call("on_request_headers", req, None, b"", True)
+            assert req.headers.get("x-stamped") == "v"  # the verdict was read and applied
+            call, verdict = await seen.get(), await seen.get()
+        finally:
+            await host.stop()
+        assert call.subject.endswith(".request_headers") and verdict.subject.startswith(prefix)
+        assert (call.headers, verdict.headers) == (None, None)

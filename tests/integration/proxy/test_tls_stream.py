@@ -147,6 +147,31 @@ def test_records_cross_both_ways_small_and_large(run: Any, ca: MeshCa) -> None:
     run(scenario)
 
 
+def test_records_split_anywhere_arrive_whole_in_order(run: Any, ca: MeshCa) -> None:
+    """Reads are sized to the ciphertext buffered (proxy/tls/stream.py ``_read``): a record whose start
+    came in an earlier chunk decrypts to more than its tail, and the rest must still be read."""
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        server, client, srv = await pair(loop, ca.identity(sa="b"), ca.identity(sa="a"))
+        await server.handshake
+        messages = [b"a" * 5000, b"b" * 40000, b"c" * 3, b"d" * 16384, b"e" * 700]
+        tls = client.stream.ssl_object
+        for m in messages:
+            tls.write(m)
+        wire = client.stream._outgoing.read()  # the records, fed to the server in uneven chunks
+        sizes, at, i = [1, 4990, 27, 7, 300, 17000, 16405, 5], 0, 0
+        while at < len(wire):
+            server.stream.data_received(wire[at : at + sizes[i % len(sizes)]])
+            at += sizes[i % len(sizes)]
+            i += 1
+        assert bytes(server.peer.data) == b"".join(messages)
+        assert max(len(c) for c in server.peer.chunks) <= 16384
+        client.peer.transport.close()
+        srv.close()
+
+    run(scenario)
+
+
 def test_close_sends_close_notify_the_peer_hears_eof_and_writes_after_close_go_nowhere(
     run: Any, ca: MeshCa
 ) -> None:

@@ -166,6 +166,35 @@ def test_other_header_edits_make_the_head_be_rebuilt(edit: Any, name: str, value
     assert len(head.hdict) == len({k for k, _ in head.headers})
 
 
+def test_a_value_set_did_not_check_is_not_appended_to_the_head_as_received() -> None:
+    # A remote filter's verdict replaces the headers without set()'s check: its values are checked
+    # where a new line would be appended to the head as received (else the head is rebuilt).
+    c = ctx()
+    headers = LiveRequest(c, plugin(Stamp)).headers
+    headers.replace([*c.head.headers, ("x-new", "a\r\nx-injected: 1")])
+    assert c.head.raw is None and c.head.hdict["x-new"] == "a\r\nx-injected: 1"
+    c = ctx()
+    headers = LiveRequest(c, plugin(Stamp)).headers
+    headers.replace([*c.head.headers, ("x-new", "a")])
+    assert c.head.raw == RAW[:-2] + b"x-new: a\r\n"
+
+
+class Untouched(Filter):
+    views: list[Request] = []
+
+    def on_request_headers(self, req: Request) -> None:
+        Untouched.views.append(req)
+
+
+def test_a_filter_that_never_reads_headers_gets_no_header_view() -> None:
+    c = ctx()
+    Untouched.views.clear()
+    plugin(Untouched).on_request_headers(c)
+    (req,) = Untouched.views
+    assert isinstance(req, LiveRequest) and req._live_headers is None
+    assert req.headers._items is c.head.headers  # made on first use, over the head's own list
+
+
 def test_calls_and_time_are_recorded_per_hook_from_the_first_call() -> None:
     reg = Registry()
     calls = reg.counter("calls", "", ("plugin", "hook"))

@@ -14,7 +14,9 @@ from meshbus.plugins.remote.wire import (
     call_in,
     call_of,
     config_digest,
+    host_verdict,
     pack_call,
+    pack_verdict,
     verdict_of,
     views_of,
 )
@@ -86,23 +88,16 @@ def test_call_in_reads_what_pack_call_sends_as_the_codec_does() -> None:
         {"resp": resp, "body": b"\x00chunk", "end": False},
     ):
         data = pack_call("response_body", req, **kw)  # type: ignore[arg-type]
-        fast = call_in(data, CALL_HEADERS, 1 << 20)
-        assert fast == codec.decode(data, CALL_HEADERS, FilterCall)
-        assert call_in(data, None, 1 << 20) == fast  # a hand-written call has no schema header
+        assert_read_as_the_codec_does(data, CALL_HEADERS)
+        assert_read_as_the_codec_does(data, None)  # a hand-written call has no schema header
 
 
-@pytest.mark.parametrize(
-    "m",
-    [
-        {"hook": "done", "headers": [["a", "1", "extra"]]},  # odd pairs: the codec's list[str] takes them
-        {"hook": "done", "status": True},  # a bool is an int to the codec
-        {"hook": "done", "headers": (("a", "1"),), "newer_field": 1},
-        {"hook": "done", "source": {"labels": {"app": "x"}, "principal": "p"}, "response_headers": None},
-    ],
-)
-def test_call_in_takes_what_the_codec_takes_by_its_general_path(m: dict[str, object]) -> None:
-    data = _packed(m)
-    assert call_in(data, None, 1 << 20) == codec.decode(data, None, FilterCall)
+def test_a_call_the_codec_takes_with_odd_header_pairs_fails_in_the_views_as_before() -> None:
+    data = _packed({"hook": "done", "headers": [["a", "1", "extra"]]})  # the codec's list[str] takes them
+    with pytest.raises(ValueError, match="unpack"):
+        views_of(codec.decode(data, None, FilterCall))
+    with pytest.raises(ValueError, match="unpack"):
+        call_in(data, None, 1 << 20)  # the host answers with an error verdict
 
 
 @pytest.mark.parametrize(
@@ -110,6 +105,8 @@ def test_call_in_takes_what_the_codec_takes_by_its_general_path(m: dict[str, obj
     [
         (_packed({"hook": "done", "headers": [["a", 1]]}), None, "FilterCall.headers"),
         (_packed({"hook": "done", "source": {"labels": {"a": 1}}}), None, "FilterCall.source"),
+        (_packed({"hook": "done", "destination": {"service": 2}}), None, "FilterCall.destination"),
+        (_packed({"hook": "done", "response_headers": [["a", 1]]}), None, "FilterCall.response_headers"),
         (_packed({"method": "GET"}), None, "FilterCall"),  # no hook
         (b"\xc1", None, "undecodable"),
         (_packed({"hook": "done"}), {codec.SCHEMA_HEADER: "meshbus.filter.v1.Verdict"}, "expected schema"),
@@ -123,3 +120,70 @@ def test_call_in_refuses_what_the_codec_refuses_with_its_error(
         call_in(data, headers, 64)
     with pytest.raises(BadRequestError, match=error):
         codec.decode(data, headers, FilterCall, max_bytes=64)
+
+
+def _seen(req: Request, resp: Response | None) -> tuple[object, ...]:
+    """Everything a hook can read off its views."""
+    return (
+        req.method, req.path, req.authority, req.headers.items(), req.scheme, req.request_id, req.route,
+        req.source, req.destination, req.claims, req.state,
+        None if resp is None else (resp.status, resp.headers.items()),
+    )  # fmt: skip
+
+
+def assert_read_as_the_codec_does(data: bytes, headers: dict[str, str] | None) -> None:
+    ref = codec.decode(data, headers, FilterCall)
+    got = call_in(data, headers, 1 << 20)
+    assert _seen(got.req, got.resp) == _seen(*views_of(ref))
+    assert (got.hook, got.config, got.config_digest, got.body, got.end) == (
+        ref.hook, ref.config, ref.config_digest, ref.body, ref.end,
+    )  # fmt: skip
+
+
+WIRE_CALLS = [
+    {"hook": "request_headers", "headers": [["Host", "svc"], ["x-a", "1"]], "method": "GET", "path": "/",
+     "authority": "svc", "scheme": "https", "request_id": "r", "route": "rt", "claims": {"sub": "me"},
+     "source": {"principal": "spiffe://td/ns/a/sa/b", "namespace": "a", "service_account": "b"},
+     "destination": {"service": "origin", "labels": {"app": "x"}}, "state": {"n": 1}},
+    {"hook": "response_headers", "status": 201, "response_headers": [["x-r", "2"]], "config": {"v": 1},
+     "config_digest": "d1"},
+    {"hook": "response_body", "body": b"chunk", "end": False, "response_headers": None},
+    {"hook": "done", "status": True, "newer_field": 1},  # a bool status: the codec's general path
+    {"hook": "done", "headers": (("a", "1"),), "source": {"labels": {"app": "x"}, "principal": "p"}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("m", WIRE_CALLS)
+def test_the_host_sees_what_views_of_the_codecs_call_show(m: dict[str, object]) -> None:
+    assert_read_as_the_codec_does(_packed(m), None)
+
+
+def test_the_hosts_verdict_is_verdict_of_and_a_no_op_packs_to_the_empty_map() -> None:
+    for m in WIRE_CALLS[:3]:
+        data = _packed(m)
+        call = call_in(data, None, 1 << 20)
+        assert pack_verdict(host_verdict(None, call)) == b"\x80"
+        ref = codec.decode(data, None, FilterCall)
+        ref_views = views_of(ref)
+        for req, resp in ((call.req, call.resp), ref_views):
+            (resp if resp is not None and m["hook"] == "response_headers" else req).headers.set("x-new", "v")
+            req.state["k"] = 2
+        reply = LocalReply(451, "no", (("x", "y"),), "why")
+        assert host_verdict(reply, call) == verdict_of(reply, ref, *ref_views)
+
+
+def test_the_host_makes_one_peer_per_distinct_peer_not_one_per_call() -> None:
+    data = _packed(WIRE_CALLS[0])
+    a, b = call_in(data, None, 1 << 20), call_in(data, None, 1 << 20)
+    assert a.req.source is b.req.source and a.req.destination is b.req.destination
+    assert a.req.headers is not b.req.headers and a.req.state is not b.req.state
+
+
+def test_a_call_that_cannot_be_packed_leaves_nothing_behind_for_the_next() -> None:
+    bad = Request("GET", "/", "svc", Headers([("host", "svc")]), claims={"sub": object()})
+    with pytest.raises(TypeError):
+        pack_call("request_headers", bad)
+    good = Request("GET", "/", "svc", Headers([("host", "svc")]))
+    assert msgpack.unpackb(pack_call("request_headers", good)) == {
+        "hook": "request_headers", "method": "GET", "path": "/", "authority": "svc", "headers": [["host", "svc"]],
+    }  # fmt: skip

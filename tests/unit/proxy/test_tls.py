@@ -22,6 +22,7 @@ from meshbus.proxy.tls.contexts import (
     RotatingServerContext,
     TlsMaterial,
     TlsPeerError,
+    _load_cert_chain,
     build_client_context,
     build_server_context,
     describe_tls_error,
@@ -100,6 +101,29 @@ def test_contexts_refuse_old_protocols(ca) -> None:  # type: ignore[no-untyped-d
     assert s.minimum_version == ssl.TLSVersion.TLSv1_2 and c.minimum_version == ssl.TLSVersion.TLSv1_2
     assert s.verify_mode == ssl.CERT_REQUIRED and c.verify_mode == ssl.CERT_REQUIRED
     assert not c.check_hostname
+
+
+def test_mesh_peers_negotiate_aes128_gcm_and_keep_every_tls13_suite(ca) -> None:  # type: ignore[no-untyped-def]
+    """proxy/tls/suites.py: AES-128-GCM first (as Envoy's sidecars), the other suites still accepted."""
+    s, c = _ctxs(ca)
+    p = handshake(s, c)
+    assert p.client.cipher()[0] == p.server.cipher()[0] == "TLS_AES_128_GCM_SHA256"
+    srv, _ = svid(ca, "default", "db")
+    cli, _ = svid(ca, "default", "web")
+    # a peer in OpenSSL's default order (AES-256-GCM first), as client: the mesh server's preference wins
+    plain_client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    plain_client.check_hostname = False
+    plain_client.load_verify_locations(cadata=cli.bundle_pem.decode())
+    _load_cert_chain(plain_client, cli.cert_chain_pem, cli.key)
+    p = handshake(s, plain_client)
+    assert p.done == {"client", "server"} and p.server.cipher()[0] == "TLS_AES_128_GCM_SHA256"
+    # and as server: its preference wins, a mesh client still connects
+    plain_server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    plain_server.verify_mode = ssl.CERT_REQUIRED
+    plain_server.load_verify_locations(cadata=srv.bundle_pem.decode())
+    _load_cert_chain(plain_server, srv.cert_chain_pem, srv.key)
+    p = handshake(plain_server, c)
+    assert p.done == {"client", "server"} and p.client.cipher()[0] == "TLS_AES_256_GCM_SHA384"
 
 
 def test_tls12_peer_still_works(ca) -> None:  # type: ignore[no-untyped-def]
