@@ -33,7 +33,7 @@ from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.endpoint import Endpoint
 from meshbus.proxy.filters.observe import HopTelemetry, Observability
 from meshbus.proxy.filters.spans import ROW, SpanRecorder
-from meshbus.telemetry.accesslog import AccessLogger, AccessLogRecord, format_json_lines
+from meshbus.telemetry.accesslog import AccessLogger, AccessLogRecord, format_json_lines, wire_row
 from meshbus.telemetry.exposition import render_prometheus
 from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry, istio_static_labels
 from meshbus.telemetry.peer import Workload
@@ -359,7 +359,7 @@ def main() -> None:
     format_json_lines(batch)
     results["accesslog_json_format_ns_per_record"] = (time.process_time_ns() - t0) / len(batch)
     t0 = time.process_time_ns()
-    data, encoding = encode_rows([r.row() for r in batch])
+    data, encoding = encode_rows([wire_row(r.row()) for r in batch])
     codec.encode(AccessLogBatch(Source("n"), [], data, len(batch), encoding))
     results["accesslog_bus_rows_ns_per_record"] = (time.process_time_ns() - t0) / len(batch)
     spans = SpanRecorder(capacity=1 << 30)

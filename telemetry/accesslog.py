@@ -9,8 +9,9 @@ block requests. A writer off the request path (``meshbus.telemetry.accesslog_wri
 ``drain()`` / ``drain_lines()`` and writes the lines (or formats the rows with
 :func:`format_json_rows` / :func:`format_text_rows` for a sink of another format).
 
-The queue holds rows (:data:`AccessLogRow`, a tuple in :data:`FIELDS` order), not records: the proxy
-builds one tuple per request, the bus sink packs the batch's rows as columns (meshbus.telemetry.rowcolumns)
+The queue holds rows (:data:`AccessLogRow`, a tuple of 19 items, :func:`wire_row` gives the 24 fields
+in :data:`FIELDS` order), not records: the proxy builds one tuple per request, the bus sink packs the
+batch's rows as columns (:func:`wire_columns`)
 and the line formats read them by index, where a
 record object and its later copy as a row cost ~1.4k instructions more per request (making, copying and
 freeing them; bench/telemetry_cost.py --callgrind). :class:`AccessLogRecord` remains the named view
@@ -42,6 +43,7 @@ import orjson
 
 from meshbus.telemetry.errors import ConfigError
 from meshbus.telemetry.metrics import CounterChild
+from meshbus.telemetry.rowcolumns import columns
 
 DEFAULT_CAPACITY: Final = 8192
 LINE_NONE: Final = 0  # AccessLogger.line: records only
@@ -49,8 +51,20 @@ LINE_JSON: Final = 1  # ... and each record's format_json_line
 LINE_TEXT: Final = 2  # ... and each record's format_text_line_bytes
 
 AccessLogRow: TypeAlias = tuple[Any, ...]
-"""A record's fields in :data:`FIELDS` order: what the proxy queues per request (one tuple, not a record
-object and a later copy of it as a list), what the writer formats and the bus ships."""
+"""What the proxy queues per request (one tuple, not a record object and a later copy of it as a list),
+what the writer formats and the bus sink packs: a record's fields in :data:`FIELDS` order, except that
+the six a request mostly shares with the requests before it (``upstream_service_time``,
+``upstream_cluster``, ``route_name``, ``request_principal``, ``metadata``, ``direction``) are one
+:data:`AccessLogTail` at :data:`TAIL`, the last item. 19 items, not 24: CPython keeps freed tuples of
+up to 19 items for reuse (a 24-item one is a malloc and a free per request), and the proxy hands
+the same tail to every request of a route (proxy/filters/observe.py), so making, packing
+(:func:`wire_columns`) and freeing a row handles 19 values, not 24. :func:`wire_row` gives the 24."""
+
+AccessLogTail: TypeAlias = tuple[Any, ...]
+"""``(upstream_service_time, upstream_cluster, route_name, request_principal, metadata, direction)``."""
+
+TAIL: Final = 18
+"""The index of a row's :data:`AccessLogTail`."""
 
 
 # Field order is API: the proxy builds records positionally on the hot path. Append new fields at the end.
@@ -155,20 +169,59 @@ class AccessLogRecord:
         self.direction = direction
 
     def row(self) -> AccessLogRow:
-        """The fields as a tuple, in declaration order (:data:`FIELDS`): what the queue holds, the sinks
-        format and the bus carries (packed by the hundred in one call, bus.schemas.telemetry.encode_rows)."""
+        """The record as the queue holds it (:data:`AccessLogRow`: the sinks format it, the bus sink
+        packs it); :func:`wire_row` gives the fields in declaration order (:data:`FIELDS`)."""
         return (
             self.start_time, self.method, self.path, self.protocol, self.response_code, self.response_flags,
             self.response_code_details, self.bytes_received, self.bytes_sent, self.duration_ms,
-            self.upstream_service_time, self.x_forwarded_for, self.user_agent, self.request_id, self.authority,
-            self.upstream_host, self.upstream_cluster, self.route_name, self.downstream_remote_address,
-            self.downstream_peer_principal, self.trace_id, self.request_principal, self.metadata, self.direction,
+            self.x_forwarded_for, self.user_agent, self.request_id, self.authority, self.upstream_host,
+            self.downstream_remote_address, self.downstream_peer_principal, self.trace_id,
+            (self.upstream_service_time, self.upstream_cluster, self.route_name, self.request_principal,
+             self.metadata, self.direction),
         )  # fmt: skip
 
     @staticmethod
     def from_row(row: AccessLogRow) -> AccessLogRecord:
         """The record a row (:meth:`row`) was made from, for readers that want names, not indexes."""
-        return AccessLogRecord(*row)
+        return AccessLogRecord(*wire_row(row))
+
+
+def wire_row(r: AccessLogRow) -> tuple[Any, ...]:
+    """A queued row's 24 fields in :data:`FIELDS` order (what AccessLogBatch carries per request)."""
+    t = r[TAIL]
+    return (
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], t[0], r[10], r[11], r[12], r[13], r[14],
+        t[1], t[2], r[15], r[16], r[17], t[3], t[4], t[5],
+    )  # fmt: skip
+
+
+# Where each of FIELDS is in a queued row: (row index, -1), or (TAIL, tail index).
+_WIRE: Final[tuple[tuple[int, int], ...]] = (
+    *((i, -1) for i in range(10)), (TAIL, 0), *((i, -1) for i in range(10, 15)), (TAIL, 1), (TAIL, 2),
+    *((i, -1) for i in range(15, 18)), (TAIL, 3), (TAIL, 4), (TAIL, 5),
+)  # fmt: skip
+
+
+def wire_columns(rows: list[AccessLogRow]) -> list[list[Any]]:
+    """:func:`meshbus.telemetry.rowcolumns.columns` of the rows in :data:`FIELDS` order (of each row's
+    :func:`wire_row`), without making those: the rows' columns, the tails' split into their six."""
+    cols = columns(rows)
+    if not cols:
+        return cols
+    tails: list[AccessLogTail] = cols[TAIL]
+    if len(tails) == 1:
+        # one tail for all: columns() found the tails equal; the same tuple (the proxy's shared one)
+        # is equal field by field too, where equal tuples may hold 1 and 1.0, which the columns keep apart
+        t = tails[0]
+        for r in rows:
+            if r[TAIL] is not t:
+                tails = [r[TAIL] for r in rows]
+                break
+    split = [[v] for v in tails[0]] if len(tails) == 1 else columns(tails)
+    out: list[list[Any]] = []
+    for i, j in _WIRE:
+        out.append(cols[i] if j < 0 else split[j])
+    return out
 
 
 FIELDS: Final[tuple[str, ...]] = (
@@ -177,7 +230,8 @@ FIELDS: Final[tuple[str, ...]] = (
     "request_id", "authority", "upstream_host", "upstream_cluster", "route_name", "downstream_remote_address",
     "downstream_peer_principal", "trace_id", "request_principal", "metadata", "direction",
 )  # fmt: skip
-"""AccessLogRecord's fields in order (what `AccessLogRecord.row` gives); tests hold the two in step."""
+"""AccessLogRecord's fields in order (what :func:`wire_row` gives, and AccessLogBatch carries); tests
+hold the two in step."""
 
 
 class AccessLog(Protocol):
@@ -379,17 +433,18 @@ def format_json_row(r: AccessLogRow) -> bytes:
     (the tests hold the two equal), built as a str from cached ``"key":value`` pieces (a field's
     values mostly repeat) and encoded once: callgrind, compiled, 13.7k instructions a line against
     18.1k for the dict and ``orjson.dumps`` (with the builtin ``round``). Indexes are :data:`FIELDS`'."""
-    md = r[22]
+    t = r[TAIL]
+    md = t[4]
     end = ',"metadata":' + _js(md) + "}\n" if md else "}\n"
     return (
         f'{{"start_time":"{format_start_time(r[0])}"{_frag(0, r[1])},"path":{_js(r[2])}'
         f'{_frag(1, r[3])},"response_code":{r[4]}{_frag(2, r[5])}'
         f'{_frag(3, r[6])},"bytes_received":{r[7]},"bytes_sent":{r[8]}'
-        f',"duration":{_int(_ms(r[9]))},"upstream_service_time":{_int(_ms(r[10]))}'
-        f'{_frag(4, r[11])}{_frag(5, r[12])},"request_id":{_js(r[13])}'
-        f"{_frag(6, r[14])}{_frag(7, r[15])}{_frag(8, r[16])}{_frag(9, r[17])}"
-        f"{_frag(10, r[18])}{_frag(11, r[19])}"
-        f',"trace_id":{_js(r[20])}{_frag(12, r[21])}{_frag(13, r[23])}'
+        f',"duration":{_int(_ms(r[9]))},"upstream_service_time":{_int(_ms(t[0]))}'
+        f'{_frag(4, r[10])}{_frag(5, r[11])},"request_id":{_js(r[12])}'
+        f"{_frag(6, r[13])}{_frag(7, r[14])}{_frag(8, t[1])}{_frag(9, t[2])}"
+        f"{_frag(10, r[15])}{_frag(11, r[16])}"
+        f',"trace_id":{_js(r[17])}{_frag(12, t[3])}{_frag(13, t[5])}'
         f"{end}"
     ).encode()
 
@@ -418,9 +473,9 @@ def format_text_row(r: AccessLogRow) -> str:
     return (
         f'[{format_start_time(r[0])}] "{_t(r[1])} {_t(r[2])} {_t(r[3])}" '
         f"{r[4]} {r[5]} {r[7]} {r[8]} "
-        f"{_ms(r[9])} {_t(_ms(r[10]))} "
-        f'"{_t(r[11])}" "{_t(r[12])}" "{_t(r[13])}" '
-        f'"{_t(r[14])}" "{_t(r[15])}"'
+        f"{_ms(r[9])} {_t(_ms(r[TAIL][0]))} "
+        f'"{_t(r[10])}" "{_t(r[11])}" "{_t(r[12])}" '
+        f'"{_t(r[13])}" "{_t(r[14])}"'
     )
 
 

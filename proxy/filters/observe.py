@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, Final
 from meshbus.proxy.build.telemetry_policy import SidePolicy
 from meshbus.proxy.filters.stats import Identity, StatsRecorder
 from meshbus.proxy.filters.tracing import HopTracer, TraceHop
-from meshbus.telemetry.accesslog import NULL_ACCESS_LOG, AccessLogger, AccessLogRecord, AccessLogRow
+from meshbus.telemetry.accesslog import (
+    NULL_ACCESS_LOG,
+    AccessLogger,
+    AccessLogRecord,
+    AccessLogRow,
+    AccessLogTail,
+)
 from meshbus.telemetry.metrics import CounterChild, InternalMetrics, IstioMetrics, RequestSeries
 from meshbus.telemetry.peer import PEER_HEADER, Workload
 
@@ -76,8 +82,9 @@ class HopTelemetry:
     """One listener's STATS phase: ``begin`` and ``done`` are called by the exchange."""
 
     __slots__ = (
-        "_log_filter", "_log_on", "_p_cluster", "_p_line", "_p_runtime", "_runtime", "_side", "direction",
-        "ident", "local_replies", "peer", "peer_line", "server", "stats", "tracer",
+        "_dc", "_dc_principal", "_log_filter", "_log_on", "_p_cluster", "_p_line", "_p_runtime", "_runtime",
+        "_side", "_t_cluster", "_t_route", "_tail", "direction", "ident", "local_replies", "peer", "peer_line",
+        "server", "stats", "tracer",
     )  # fmt: skip
 
     def __init__(self, server: Any, direction: str) -> None:
@@ -100,6 +107,15 @@ class HopTelemetry:
         self._p_runtime: Any = None
         self._p_cluster: Any = None
         self._p_line = b""
+        # the access-log row's tail (accesslog.AccessLogTail) of the last (route, cluster): one tuple,
+        # shared by the rows of the requests that have no filter fields to log
+        self._t_route: Any = None
+        self._t_cluster: Any = None
+        self._tail: AccessLogTail = (None, None, None, None, None, direction)
+        # the last logged request's connection and its peer's principal (set once, at the mTLS
+        # handshake, before any request): read by name (a Downstream protocol), so once per connection
+        self._dc: Any = None
+        self._dc_principal: str | None = None
         obs.listeners.append(self)
         self.identity_changed()
 
@@ -173,11 +189,46 @@ class HopTelemetry:
         program = self._log_filter
         if program is not None and not _passes(program, ex, flags, duration):
             return
-        row = access_row(ex, flags, duration, hop, self.direction)
+        dc = ex.dc
+        if dc is not self._dc:
+            self._dc_principal = dc.peer_principal
+            self._dc = dc
+        row = access_row(ex, flags, duration, hop, self._dc_principal, self.tail(ex))
         if isinstance(sink, AccessLogger):  # compiled: a direct call, not a method looked up by name
             sink.log_row(row)
         else:  # another sink (contracts.AccessLogSink: tests' in-memory ones) takes records
             sink.log(AccessLogRecord.from_row(row))
+
+    def tail(self, ex: Exchange) -> AccessLogTail:
+        """The request's access-log tail: the one of its route and cluster, made again only when they
+        change, unless its filters left fields to log (a JWT's principal, the deciding policy)."""
+        route: Route | None = ex.route
+        cluster = ex.cluster
+        fs: dict[str, Any] | None = ex.filter_state
+        if fs is not None:
+            auth = fs.get("request.auth")  # proxy/filters/jwt_authn.py
+            metadata = fs.get("access_log")  # fields filters add (chain.FilterContext)
+            if auth is not None or metadata is not None:
+                return (
+                    None,
+                    cluster.name if cluster is not None else None,
+                    route.name if route is not None else None,
+                    auth["principal"] if auth is not None else None,
+                    metadata,
+                    self.direction,
+                )
+        if route is not self._t_route or cluster is not self._t_cluster:
+            self._tail = (
+                None,
+                cluster.name if cluster is not None else None,
+                route.name if route is not None else None,
+                None,
+                None,
+                self.direction,
+            )
+            self._t_route = route
+            self._t_cluster = cluster
+        return self._tail
 
     def _local_reply(self, flags: str) -> None:
         child: CounterChild = self.local_replies.labels(flags)
@@ -185,18 +236,19 @@ class HopTelemetry:
 
 
 def access_row(
-    ex: Exchange, flags: str, duration: float, hop: TraceHop | None, direction: str
+    ex: Exchange,
+    flags: str,
+    duration: float,
+    hop: TraceHop | None,
+    principal: str | None,
+    tail: AccessLogTail,
 ) -> AccessLogRow:
-    """The request's access-log row (AccessLogRecord's fields, in order): one tuple, queued as it is."""
+    """The request's access-log row (accesslog.AccessLogRow: one tuple, queued as it is), with its
+    connection's peer ``principal`` and ending with ``tail`` (`HopTelemetry.tail`)."""
     head = ex.head
     hd: dict[str, str] = head.hdict  # typed: compiled, its lookups are direct dict calls
-    # typed (the exchange holds them as Any): compiled, their fields are read natively, not by name
+    # typed (the exchange holds it as Any): compiled, its fields are read natively, not by name
     view: RequestView | None = ex.view
-    cluster = ex.cluster
-    route: Route | None = ex.route
-    fs: dict[str, Any] | None = ex.filter_state
-    auth = fs.get("request.auth") if fs is not None else None  # proxy/filters/jwt_authn.py
-    dc = ex.dc
     return (
         ex.start,
         head.method,
@@ -208,20 +260,15 @@ def access_row(
         ex.bytes_in,
         ex.bytes_out,
         duration,
-        None,
         hd.get("x-forwarded-for"),
         hd.get("user-agent"),
         hd.get("x-request-id"),
         ex.authority,
         ex.upstream_host,
-        cluster.name if cluster is not None else None,
-        route.name if route is not None else None,
-        view.source_ip if view is not None else dc.peer_ip,  # the view's copy is read natively
-        dc.peer_principal,
+        view.source_ip if view is not None else ex.dc.peer_ip,  # the view's copy is read natively
+        principal,
         hop.trace_id if hop is not None else None,
-        auth["principal"] if auth is not None else None,
-        fs.get("access_log") if fs is not None else None,  # fields filters add (chain.FilterContext)
-        direction,
+        tail,
     )
 
 

@@ -40,9 +40,8 @@ from meshbus.bus.schemas.telemetry import (
 from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.filters.spans import ROW
 from meshbus.telemetry import loop_stalls
-from meshbus.telemetry.accesslog import FIELDS, AccessLogRow
+from meshbus.telemetry.accesslog import FIELDS, AccessLogRow, wire_columns, wire_row
 from meshbus.telemetry.delta import DeltaTracker
-from meshbus.telemetry.rowcolumns import columns
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +193,9 @@ def access_log_batch(source: Source, rows: list[AccessLogRow]) -> AccessLogBatch
     """``rows`` as one batch, packed as columns (`ROWS_JSON_COLUMNS`: the values a batch repeats, most of
     them, written once); rows JSON cannot carry (a filter's metadata with a non-str key) as rows."""
     try:
-        data, encoding = encode_columns(columns(rows), len(rows)), ROWS_JSON_COLUMNS
+        data, encoding = encode_columns(wire_columns(rows), len(rows)), ROWS_JSON_COLUMNS
     except orjson.JSONEncodeError:
-        data, encoding = encode_rows(rows)
+        data, encoding = encode_rows([wire_row(r) for r in rows])
     return AccessLogBatch(source, _RECORD_FIELDS, data, len(rows), encoding)
 
 

@@ -1,5 +1,5 @@
-"""The proxy queues each request's access-log record as a row (a tuple in FIELDS order, no record
-object): what the bus ships and what the file formats write from it must be what the record made.
+"""The proxy queues each request's access-log record as a row (a tuple of 19 items, its 24 fields by
+wire_row, no record object): what the bus ships and what the file formats write from it must be what the record made.
 
 A real proxy on real sockets, its access log kept by the server's own writer: one sink takes the
 rows (as the bus sink does), two take the JSON and text lines.
@@ -15,11 +15,13 @@ import pytest
 from meshbus.bus.schemas.telemetry import encode_rows
 from meshbus.telemetry.accesslog import (
     FIELDS,
+    TAIL,
     AccessLogRecord,
     AccessLogRow,
     format_json_line,
     format_text_line,
     to_json_dict,
+    wire_row,
 )
 from tests.integration.proxy.test_telemetry_hops import OK, S, T, get, start, telemetry
 from tests.integration.proxy.upstreams import HeadServer
@@ -71,7 +73,7 @@ async def test_a_row_the_proxy_queues_ships_and_formats_as_its_record_did(proxy)
         )
 
         [row] = rows.rows
-        assert type(row) is tuple and len(row) == len(FIELDS)
+        assert type(row) is tuple and len(row) == 19 and len(wire_row(row)) == len(FIELDS)
         record = AccessLogRecord.from_row(row)
         assert (record.method, record.path, record.response_code, record.request_id) == (
             "GET", "/r/1?q=%C3%BC", 200, "rid-1",
@@ -85,5 +87,12 @@ async def test_a_row_the_proxy_queues_ships_and_formats_as_its_record_did(proxy)
         # the writer's lines from the row: byte for byte the record's (and Istio's JSON object)
         assert json_lines.data == format_json_line(record) == orjson.dumps(to_json_dict(record)) + b"\n"
         assert text_lines.data == (format_text_line(record) + "\n").encode()
+        # the next request of the route shares the row's tail (its cluster, route, direction): one tuple
+        rows.got.clear()
+        await get(p.port, head.replace("rid-1", "rid-2").encode())
+        await asyncio.wait_for(rows.got.wait(), 5)
+        assert (
+            rows.rows[-1][TAIL] is row[TAIL] and AccessLogRecord.from_row(rows.rows[-1]).request_id == "rid-2"
+        )
     finally:
         await u.stop()

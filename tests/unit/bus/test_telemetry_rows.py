@@ -4,6 +4,8 @@ batches named their encoding), and what they say of an encoding they do not know
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import msgpack
 import pytest
 
@@ -24,7 +26,7 @@ from meshbus.bus.schemas.telemetry import (
 from meshbus.control.cli.telemetry_cmds import records_of
 from meshbus.proxy.filters.spans import ROW, SpanRecorder
 from meshbus.proxy.mesh.telemetry_ship import _RECORD_FIELDS, access_log_batch
-from meshbus.telemetry.accesslog import AccessLogRecord
+from meshbus.telemetry.accesslog import TAIL, AccessLogRecord, wire_columns, wire_row
 from meshbus.telemetry.metrics import CounterChild
 from meshbus.telemetry.rowcolumns import columns
 
@@ -63,7 +65,7 @@ def _span_rows() -> list[list[object]]:
 
 
 def test_access_log_and_span_rows_round_trip_as_json() -> None:
-    for rows in ([RECORD.row(), RECORD.row()], _span_rows()):
+    for rows in ([wire_row(RECORD.row()), wire_row(RECORD.row())], _span_rows()):
         data, encoding = encode_rows(rows)
         assert encoding == ROWS_JSON
         # floats, 64-bit ns times, maps, None: exactly (an access-log row, a tuple, comes back a list)
@@ -88,7 +90,7 @@ def test_bad_rows_and_unknown_encodings_are_refused() -> None:
 
 
 def test_a_batch_from_an_older_proxy_names_no_encoding_and_is_read_as_msgpack() -> None:
-    rows = [RECORD.row()]
+    rows = [wire_row(RECORD.row())]
     # the message as proxies sent it before the encoding field existed
     old = {"source": {"node": "n", "service": "reviews"}, "fields": list(_RECORD_FIELDS),
            "records": pack_rows(rows), "count": 1}  # fmt: skip
@@ -101,7 +103,7 @@ def test_a_batch_from_an_older_proxy_names_no_encoding_and_is_read_as_msgpack() 
 
 
 def test_meshctl_logs_reads_json_batches_through_the_codec() -> None:
-    data, encoding = encode_rows([RECORD.row()])
+    data, encoding = encode_rows([wire_row(RECORD.row())])
     body, headers = codec.encode(AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, 1, encoding))
     [doc] = records_of(codec.decode(body, headers, AccessLogBatch))
     assert doc["start_time"] == "2023-11-14T22:13:20.123Z" and doc["duration"] == 13
@@ -128,13 +130,12 @@ def _varied_rows() -> list[tuple[object, ...]]:
     """Rows as a batch has them: most fields repeat, times and ids change, one request differs."""
     rows = []
     for i in range(5):
-        r = list(RECORD.row())
-        r[0] = 1_700_000_000.123456 + i / 7  # start_time
-        r[9] = 12.625 + i  # duration_ms
-        r[13] = f"rid-{i}"
-        if i == 3:
-            r[4], r[5], r[22] = 200, "-", None  # another status, no flags, no metadata
-        rows.append(tuple(r))
+        r = replace(
+            RECORD, start_time=1_700_000_000.123456 + i / 7, duration_ms=12.625 + i, request_id=f"rid-{i}"
+        )
+        if i == 3:  # another status, no flags, no metadata
+            r = replace(r, response_code=200, response_flags="-", metadata=None)
+        rows.append(r.row())
     return rows
 
 
@@ -143,11 +144,11 @@ def test_access_logs_ship_as_columns_and_read_back_as_the_same_rows() -> None:
     body, headers = codec.encode(access_log_batch(Source("n"), rows))
     batch = codec.decode(body, headers, AccessLogBatch)
     assert batch.encoding == ROWS_JSON_COLUMNS and batch.count == 5
-    assert unpack_rows(batch.records, batch.encoding) == [list(r) for r in rows]
+    assert unpack_rows(batch.records, batch.encoding) == [list(wire_row(r)) for r in rows]
     # a repeated value is packed once: the batch is well under 5 rows' size
-    assert len(batch.records) < len(encode_rows(rows)[0]) / 2
+    assert len(batch.records) < len(encode_rows([wire_row(r) for r in rows])[0]) / 2
     # meshctl logs renders them as it rendered rows
-    data, encoding = encode_rows(rows)
+    data, encoding = encode_rows([wire_row(r) for r in rows])
     as_rows = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, 5, encoding)
     assert records_of(batch) == records_of(as_rows)
     assert [d["request_id"] for d in records_of(batch)] == [f"rid-{i}" for i in range(5)]
@@ -171,9 +172,10 @@ def test_columns_keep_one_value_only_when_every_row_has_it_with_its_type() -> No
 
 
 def test_columns_json_cannot_carry_go_as_msgpack_rows() -> None:
-    rows = [(*RECORD.row()[:22], {1: "int key"}, "outbound")]
+    rows = [replace(RECORD, metadata={1: "int key"}).row()]  # type: ignore[dict-item]
     batch = access_log_batch(Source("n"), rows)
-    assert batch.encoding == ROWS_MSGPACK and unpack_rows(batch.records, batch.encoding) == [list(rows[0])]
+    assert batch.encoding == ROWS_MSGPACK
+    assert unpack_rows(batch.records, batch.encoding) == [list(wire_row(rows[0]))]
 
 
 def test_bad_columns_and_encodings_of_newer_proxies_are_refused_clearly() -> None:
@@ -192,12 +194,11 @@ def test_times_and_durations_near_rounding_edges_log_the_same_lines_as_columns()
     starts = [1_700_000_000.0, 1_700_000_000.9999996, 1_700_000_000.0004995, 1_699_999_999.9995,
               1_700_000_000.123456, 1_700_000_000.0015004]  # fmt: skip
     durations = [0.0, 0.5, 1.5, 2.4999999, 12.5000001, 999.5]
-    rows = []
-    for i, (t, d) in enumerate(zip(starts, durations, strict=True)):
-        r = list(RECORD.row())
-        r[0], r[9], r[13] = t, d, f"rid-{i}"
-        rows.append(tuple(r))
-    data, encoding = encode_rows(rows)
+    rows = [
+        replace(RECORD, start_time=t, duration_ms=d, request_id=f"rid-{i}").row()
+        for i, (t, d) in enumerate(zip(starts, durations, strict=True))
+    ]
+    data, encoding = encode_rows([wire_row(r) for r in rows])
     as_rows = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, len(rows), encoding)
     as_columns = access_log_batch(Source("n"), rows)
     assert as_columns.encoding == ROWS_JSON_COLUMNS
@@ -205,3 +206,28 @@ def test_times_and_durations_near_rounding_edges_log_the_same_lines_as_columns()
     assert [d["start_time"] for d in records_of(as_columns)][:2] == [
         "2023-11-14T22:13:20.000Z", "2023-11-14T22:13:21.000Z",
     ]  # fmt: skip
+
+
+def test_queued_rows_are_19_items_and_ship_as_the_24_fields_of_their_records() -> None:
+    # 19 items at most: CPython reuses freed tuples of up to 19 items (a 24-item row was a malloc and
+    # a free per request); the six fields a route's requests share are one tail, split on the wire
+    rows = _varied_rows()
+    assert {len(r) for r in rows} == {19}
+    assert [AccessLogRecord(*wire_row(r)) for r in rows] == [AccessLogRecord.from_row(r) for r in rows]
+    assert wire_row(RECORD.row()) == tuple(getattr(RECORD, f) for f in _RECORD_FIELDS)
+    assert wire_columns(rows) == columns([wire_row(r) for r in rows])
+
+
+def test_tails_that_differ_or_are_only_equal_ship_field_by_field() -> None:
+    shared = (None, "outbound|9080||reviews", "r1", None, None, "outbound")
+    a = replace(RECORD, upstream_service_time=None, upstream_cluster="outbound|9080||reviews", route_name="r1",
+                request_principal=None, metadata=None, direction="outbound").row()  # fmt: skip
+    a = (*a[:TAIL], shared)
+    b = replace(RECORD, route_name="r2").row()
+    # equal, not the same tuple: 1 and 1.0 are equal in a tuple, the columns keep them apart
+    c1, c2 = (replace(RECORD, upstream_service_time=v).row() for v in (1, 1.0))
+    for rows in ([a, a, a], [a, b, a], [c1, c2], [a, (*a[:TAIL], tuple(shared))]):
+        data = encode_columns(wire_columns(rows), len(rows))
+        got = unpack_rows(data, ROWS_JSON_COLUMNS)
+        assert got == [list(wire_row(r)) for r in rows]
+        assert [type(g[10]) for g in got] == [type(wire_row(r)[10]) for r in rows]

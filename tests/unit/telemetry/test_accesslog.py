@@ -23,6 +23,7 @@ from meshbus.telemetry.accesslog import (
     format_start_time,
     format_text_line,
     format_text_lines,
+    wire_row,
 )
 from meshbus.telemetry.accesslog_writer import AccessLogWriter, FileSink, LoggerSink, StreamSink
 from meshbus.telemetry.errors import ConfigError
@@ -226,7 +227,7 @@ def test_field_order_is_stable_for_positional_construction() -> None:
     ]  # fmt: skip
     assert tuple(f.name for f in dc_fields(AccessLogRecord)) == FIELDS
     r = AccessLogRecord(1.0, "GET", trace_id="t", request_principal="iss/sub")
-    assert dict(zip(FIELDS, r.row(), strict=True)) == {
+    assert dict(zip(FIELDS, wire_row(r.row()), strict=True)) == {
         f.name: getattr(r, f.name) for f in dc_fields(AccessLogRecord)
     }
 

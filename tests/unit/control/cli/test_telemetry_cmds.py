@@ -11,7 +11,7 @@ from rich.console import Console
 from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, pack_rows
 from meshbus.control.cli.telemetry_cmds import records_of, status_filter, tables
 from meshbus.proxy.mesh.telemetry_ship import _RECORD_FIELDS
-from meshbus.telemetry.accesslog import AccessLogRecord
+from meshbus.telemetry.accesslog import AccessLogRecord, wire_row
 
 pytestmark = pytest.mark.unit
 
@@ -30,7 +30,9 @@ def test_rows_render_under_istios_json_keys_and_newer_fields_are_ignored() -> No
     rec = AccessLogRecord(1_700_000_000.25, "GET", "/r", "HTTP/1.1", 503, "UH", None, 0, 19, 12.6,
                           trace_id="4bf92f3577b34da6a3ce929d0e0e4736", direction="outbound",
                           metadata={"authz_policy": "ns/deny"})  # fmt: skip
-    batch = AccessLogBatch(Source("n"), [*_RECORD_FIELDS, "from_the_future"], pack_rows([[*rec.row(), 1]]), 1)
+    batch = AccessLogBatch(
+        Source("n"), [*_RECORD_FIELDS, "from_the_future"], pack_rows([[*wire_row(rec.row()), 1]]), 1
+    )
     [doc] = records_of(batch)
     assert doc["start_time"] == "2023-11-14T22:13:20.250Z" and doc["duration"] == 13
     assert (doc["response_code"], doc["response_flags"], doc["direction"]) == (503, "UH", "outbound")
