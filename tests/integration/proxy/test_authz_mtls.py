@@ -89,11 +89,16 @@ async def test_allow_by_principal_method_and_path_and_deny_wins(mesh: Mesh) -> N
         r = await ratings.request(path="/reviews/1")
         assert (r.status, r.body) == (403, b"RBAC: access denied")
         assert mesh.log.records[-1].response_code_details == "rbac_access_denied_matched_policy[none]"
+        # the access log reads a connection's principal once: a new caller's connection logs its own
+        assert (
+            mesh.log.records[-1].downstream_peer_principal == "spiffe://cluster.local/ns/default/sa/ratings"
+        )
     finally:
         await ratings.close()
     ops = await mesh.client_as("oncall", namespace="ops")  # any workload of namespace ops, any request
     try:
         assert (await ops.request("DELETE", "/anything")).status == 200
+        assert mesh.log.records[-1].downstream_peer_principal == "spiffe://cluster.local/ns/ops/sa/oncall"
         assert (await ops.request(path="/reviews/admin")).status == 403
     finally:
         await ops.close()
