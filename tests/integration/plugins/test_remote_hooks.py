@@ -87,11 +87,12 @@ async def test_a_host_that_answers_after_the_build_gets_the_narrow_chain_on_a_re
     assert not binding.outbound.described  # no host when it was built: every hook point
     n = p.server.reloads["applied"]
     await serve(hosts, FilterHost(bus, info_of("noop", filters.Noop)))
-    # Each request asks the host until one answer arrives (an ask that timed out is asked again by
-    # the next request: under load the 1 s ask can expire); that answer triggers the rebuild.
+    # Each request asks the host until one answer arrives; that answer triggers the rebuild. Under
+    # load a request may still share the build's ask, whose "no responders" was sent before the host
+    # subscribed, or its 1 s ask may expire: it then fails closed (503) and the next one asks again.
     async with asyncio.timeout(10):
         while p.server.reloads["applied"] == n:
-            assert (await fetch(p.port, "/", host=HOST)).status == 200
+            assert (await fetch(p.port, "/", host=HOST)).status in (200, 503)
             await asyncio.sleep(0.05)  # the reload runs in a task of the server's
     rebound: Any = p.server.plugins.active.bindings[0]
     assert rebound is not binding and rebound.outbound.described and rebound.outbound.single
