@@ -202,20 +202,26 @@ async def main(tls: bool, access_log: bool, n: int, count_only: bool, writer: bo
     await close()
 
 
+def collected(script: str, args: list[str], env: dict[str, str] | None = None) -> tuple[int, Path]:
+    """Run ``script`` with ``args`` under callgrind: the instructions it collected, and its output file
+    (kept, for callgrind_annotate). Exits with the run's stderr when it fails."""
+    out = Path(tempfile.mkdtemp(prefix="meshbus-cg-")) / "cg.out"
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, script, *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    m = re.search(r"Collected : (\d+)", r.stderr)
+    if r.returncode or not m:
+        sys.exit(r.stderr[-2000:])
+    print(f"kept {out}", file=sys.stderr)
+    return int(m.group(1)), out
+
+
 def callgrind(tls: bool, access_log: bool, top: int, writer: bool) -> None:
     counts, functions = [], []
     for n in (200, 1200):
-        out = Path(tempfile.mkdtemp(prefix="meshbus-cg-")) / "cg.out"
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-               "--count-only", "--requests", str(n)] + (["--tls"] if tls else []) + ([] if access_log else ["--no-access-log"]) + (["--writer"] if writer else [])  # fmt: skip
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        m = re.search(r"Collected : (\d+)", r.stderr)
-        if r.returncode or not m:
-            sys.exit(r.stderr[-2000:])
-        counts.append(int(m.group(1)))
+        count, out = collected(__file__, ["--count-only", "--requests", str(n)] + (["--tls"] if tls else []) + ([] if access_log else ["--no-access-log"]) + (["--writer"] if writer else []))  # fmt: skip
+        counts.append(count)
         if top:
             functions.append(_self_costs(out))
-        print(f"kept {out}", file=sys.stderr)
     print(f"{'mTLS' if tls else 'plain'} chain: {(counts[1] - counts[0]) / 1000:.0f} instructions per request "
           "(both proxies; callgrind, difference of 1200 and 200 requests)")  # fmt: skip
     if top:

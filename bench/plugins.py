@@ -325,9 +325,6 @@ def micro(names: list[str], n: int, runs: int) -> dict[str, list[float]]:
     return uvloop.run(go())
 
 
-CG_SETUPS: Final = ("none", "inproc-noop", "inproc-header")
-
-
 def count_only(name: str, n: int) -> None:
     """``n`` requests through the in-memory loop of setup ``name`` (run under callgrind)."""
     import uvloop
@@ -346,39 +343,32 @@ def callgrind(top: int) -> None:
     """Instructions per request (user space) of each in-process setup in memory, and the functions
     whose own instructions per request a filter adds most: callgrind, the difference of a run of
     1,200 requests and one of 200 (start-up and warm-up cancel out)."""
-    from micro_chain import _self_costs
+    from micro_chain import _self_costs, collected
 
     per_req: dict[str, float] = {}
     hook: dict[str, float] = {}
     funcs: dict[str, dict[str, float]] = {}
-    for name in CG_SETUPS:
+    for name in INPROC:
         counts, costs, hooks = [], [], []
         for n in (200, 1200):
-            out = Path(tempfile.mkdtemp(prefix="meshbus-cg-")) / "cg.out"
-            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-                   "--count-only", name, "--micro-requests", str(n)]  # fmt: skip
             env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict and set layouts in every run
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            m = re.search(r"Collected : (\d+)", r.stderr)
-            if r.returncode or not m:
-                sys.exit(r.stderr[-2000:])
-            counts.append(int(m.group(1)))
+            count, out = collected(__file__, ["--count-only", name, "--micro-requests", str(n)], env)
+            counts.append(count)
             costs.append(_self_costs(out) if top else {})
             hooks.append(_hook_cost(out))
-            print(f"kept {out} ({name}, {n} requests)", file=sys.stderr)
         per_req[name] = (counts[1] - counts[0]) / 1000
         hook[name] = (hooks[1] - hooks[0]) / 1000
         small, big = costs
         funcs[name] = {f: (big.get(f, 0) - small.get(f, 0)) / 1000 for f in big}
     base = per_req["none"]
     print("in memory, callgrind (instructions per request, user space; 1,200 minus 200 requests):")
-    for name in CG_SETUPS:
+    for name in INPROC:
         print(f"  {name:14s} {per_req[name]:8.0f}" + ("" if name == "none" else f"  {per_req[name] - base:+6.0f} "
               f"({per_req[name] / base - 1:+.1%}); the chain's call of the filter (PluginFilter.on_request_headers, "
               f"inclusive) {hook[name]:.0f}"))  # fmt: skip
     print("  (the whole-request difference moves by a few hundred instructions between builds and runs: CPython's "
           "method cache is keyed by addresses; the filter call's own count is the steadier figure)")  # fmt: skip
-    for name in CG_SETUPS[1:] if top else ():
+    for name in INPROC[1:] if top else ():
         diff = {f: c - funcs["none"].get(f, 0.0) for f, c in funcs[name].items()}
         print(f"{name}: the {top} functions it adds most to (own instructions per request, against none):")
         for f, c in sorted(diff.items(), key=lambda kv: -kv[1])[:top]:

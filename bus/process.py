@@ -153,10 +153,11 @@ async def run_until_signalled(
 
 
 def quiet_gc() -> None:
-    """Keep the cyclic GC off a latency-bound process's calls once it has started (meshbus-filter-host;
-    the proxy does the same in proxy/adapters/server.py): what exists now (imports, loaded config) is
-    frozen out of the collector's sight, so a full pass cannot walk it, and young passes are made
-    rare (calls free their objects by refcount)."""
+    """Keep the cyclic GC off a latency-bound process's requests once it has started (the proxy and
+    meshbus-filter-host). Requests and calls free their objects by refcount, but each allocates
+    enough containers to trigger young-generation passes, and every full pass would walk all that is
+    loaded (imports, pydantic models, compiled routes): freezing moves what exists now out of the
+    collector's sight, and a higher gen0 threshold makes passes rare."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)

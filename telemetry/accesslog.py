@@ -186,20 +186,17 @@ class AccessLogRecord:
         return AccessLogRecord(*wire_row(row))
 
 
-def wire_row(r: AccessLogRow) -> tuple[Any, ...]:
-    """A queued row's 24 fields in :data:`FIELDS` order (what AccessLogBatch carries per request)."""
-    t = r[TAIL]
-    return (
-        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], t[0], r[10], r[11], r[12], r[13], r[14],
-        t[1], t[2], r[15], r[16], r[17], t[3], t[4], t[5],
-    )  # fmt: skip
-
-
 # Where each of FIELDS is in a queued row: (row index, -1), or (TAIL, tail index).
 _WIRE: Final[tuple[tuple[int, int], ...]] = (
     *((i, -1) for i in range(10)), (TAIL, 0), *((i, -1) for i in range(10, 15)), (TAIL, 1), (TAIL, 2),
     *((i, -1) for i in range(15, 18)), (TAIL, 3), (TAIL, 4), (TAIL, 5),
 )  # fmt: skip
+
+
+def wire_row(r: AccessLogRow) -> tuple[Any, ...]:
+    """A queued row's 24 fields in :data:`FIELDS` order (what AccessLogBatch carries per request)."""
+    t = r[TAIL]
+    return tuple(r[i] if j < 0 else t[j] for i, j in _WIRE)
 
 
 def wire_columns(rows: list[AccessLogRow]) -> list[list[Any]]:

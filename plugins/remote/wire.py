@@ -225,6 +225,9 @@ def _header_items(v: Any) -> list[tuple[str, str]] | None:
     return out
 
 
+_NO_MAP: Final[dict[str, Any]] = {}
+
+
 def _fast_host(m: dict[Any, Any]) -> HostCall | None:
     """``m`` as a HostCall when every field in it has exactly its wire type, else None (the codec
     takes it, or refuses it with its error). Keys it does not know are ignored, as the codec does
@@ -262,9 +265,6 @@ def _fast_host(m: dict[Any, Any]) -> HostCall | None:
     return HostCall(hook, g("config"), g("config_digest", ""), req, resp, g("body"), g("end", True))
 
 
-_NO_MAP: Final[dict[str, Any]] = {}
-
-
 def call_in(data: bytes, headers: Mapping[str, str] | None, max_bytes: int) -> HostCall:
     """A call as the host serves it: the call and the views its hook sees, read directly when the
     message is well-formed (a call is decoded once per hook per request: the codec's general decoder,
@@ -291,7 +291,12 @@ def host_verdict(result: LocalReply | None, call: HostCall) -> FilterVerdict:
     target = resp if call.hook == "response_headers" and resp is not None else req
     after = target.headers.items()
     headers = [[k, v] for k, v in after] if after != call.headers else None
-    state = req.state if req.state != call.state else None
+    return _verdict(result, headers, req.state if req.state != call.state else None)
+
+
+def _verdict(result: LocalReply | None, headers: list[list[str]] | None, state: Any) -> FilterVerdict:
+    """The verdict of a hook that returned ``result`` and changed ``headers`` and ``state`` (None:
+    unchanged); `CONTINUE` when it did nothing."""
     if result is None and headers is None and state is None:
         return CONTINUE
     reply = None
@@ -379,9 +384,4 @@ def verdict_of(
     else:
         after = _pairs(req.headers)
         headers = after if after != call.headers else None
-    state = req.state if req.state != call.state else None
-    reply = None
-    if result is not None:
-        body = result.body.encode() if isinstance(result.body, str) else bytes(result.body)
-        reply = WireReply(result.status, body, [[k, v] for k, v in result.headers], result.details)
-    return FilterVerdict(headers=headers, reply=reply, state=state)
+    return _verdict(result, headers, req.state if req.state != call.state else None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import logging
 import signal
@@ -23,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from meshbus.bus.process import quiet_gc
 from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.adapters import (
     ext_authz_http,  # noqa: F401 - registers the envoyExtAuthzHttp client
@@ -43,19 +43,6 @@ from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
 log = logging.getLogger(__name__)
 
 YAML_SUFFIXES = (".yaml", ".yml")
-
-
-def _tune_gc() -> None:
-    """Keep the cyclic GC off the request path.
-
-    Requests free their objects by refcount (the exchange drops its own cycles when it finishes),
-    but each allocates enough containers to trigger young-generation passes, and every full pass
-    would walk the whole config (pydantic models, compiled routes). Freezing moves what exists now
-    (the loaded config) out of the collector's sight; a higher gen0 threshold makes passes rare.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 SWEEP_SLICE = 512  # downstream connections checked per loop turn (~35 us compiled: ~70 ns each, idle)
@@ -221,7 +208,7 @@ class ProxyServer:
         old = self.runtime.version if self.runtime is not None else None
         self.runtime = runtime
         self._swapped(runtime)
-        _tune_gc()
+        quiet_gc()
         log.info("applied config version %s (was %s)", runtime.version, old)
 
     def request_reload(self) -> None:
@@ -261,7 +248,7 @@ class ProxyServer:
         old = self.runtime.version
         self.runtime = runtime
         self._swapped(runtime)
-        _tune_gc()
+        quiet_gc()
         self.reloads["applied"] += 1
         self.last_error = ""
         log.info("applied config version %s (was %s)", runtime.version, old)
@@ -277,7 +264,7 @@ class ProxyServer:
             log.info("loaded config version %s from %s", self.runtime.version, cfg.config_path)
         else:  # mesh mode: nothing was loaded; routes come with discovery's first snapshot
             log.info("mesh mode: no routes until the first snapshot from discovery")
-        _tune_gc()
+        quiet_gc()
         if cfg.access_log:
             sink = StreamSink(sys.stdout.buffer) if cfg.access_log == "-" else FileSink(cfg.access_log)
             self.add_access_log_sink(sink, "text" if cfg.access_log_format == "text" else "json")

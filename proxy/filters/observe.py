@@ -204,19 +204,6 @@ class HopTelemetry:
         change, unless its filters left fields to log (a JWT's principal, the deciding policy)."""
         route: Route | None = ex.route
         cluster = ex.cluster
-        fs: dict[str, Any] | None = ex.filter_state
-        if fs is not None:
-            auth = fs.get("request.auth")  # proxy/filters/jwt_authn.py
-            metadata = fs.get("access_log")  # fields filters add (chain.FilterContext)
-            if auth is not None or metadata is not None:
-                return (
-                    None,
-                    cluster.name if cluster is not None else None,
-                    route.name if route is not None else None,
-                    auth["principal"] if auth is not None else None,
-                    metadata,
-                    self.direction,
-                )
         if route is not self._t_route or cluster is not self._t_cluster:
             self._tail = (
                 None,
@@ -228,7 +215,14 @@ class HopTelemetry:
             )
             self._t_route = route
             self._t_cluster = cluster
-        return self._tail
+        t = self._tail
+        fs: dict[str, Any] | None = ex.filter_state
+        if fs is not None:
+            auth = fs.get("request.auth")  # proxy/filters/jwt_authn.py
+            metadata = fs.get("access_log")  # fields filters add (chain.FilterContext)
+            if auth is not None or metadata is not None:
+                return (t[0], t[1], t[2], auth["principal"] if auth is not None else None, metadata, t[5])
+        return t
 
     def _local_reply(self, flags: str) -> None:
         child: CounterChild = self.local_replies.labels(flags)
