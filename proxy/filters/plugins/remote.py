@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import NO_HEADERS, subscribe_inline, write_now
+from meshbus.bus.direct import NO_HEADERS, read_inline, subscribe_inline, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
@@ -129,6 +129,7 @@ class Replies:
     def send(self, subject: str, data: bytes, timeout: float, then: Then) -> None:
         """Send the call now (the inbox is up: ``prefix`` is set), written to the socket at once
         when nothing is queued ahead (meshbus.bus.direct)."""
+        read_inline(self.nc)  # the reply parsed as its bytes are read (again after a reconnect)
         token = str(next(self._tokens))
         call = self._pending[token] = _Call(then)
         call.timer = asyncio.get_running_loop().call_later(timeout, self._expire, token)

@@ -14,6 +14,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from meshbus.bus.connection import BusConnection
+from meshbus.bus.direct import reads_inline
 from meshbus.plugins import Headers, Peer, Request
 from meshbus.plugins.registry import info_of
 from meshbus.plugins.remote.host import FilterHost
@@ -165,3 +166,25 @@ async def test_calls_and_verdicts_go_without_a_header_block_both_ways(bus: BusCo
             await host.stop()
         assert call.subject.endswith(".request_headers") and verdict.subject.startswith(prefix)
         assert (call.headers, verdict.headers) == (None, None)
+
+
+async def test_a_reply_is_handed_over_as_its_bytes_are_read(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    """No pass through nats-py's read loop task on either side (meshbus.bus.direct.read_inline):
+    the host's verdict and the caller's ``then`` run in the transport's read callback."""
+    _, backend = stamp
+    await backend.call("on_request_headers", request(), None, b"", True)
+    outcome: asyncio.Future[tuple[object, asyncio.Task[object] | None]] = (
+        asyncio.get_running_loop().create_future()
+    )
+
+    def then(result: object, exc: BaseException | None) -> None:
+        outcome.set_result((exc or result, asyncio.current_task()))
+
+    req = request()
+    assert backend.begin("on_request_headers", req, None, b"", True, then)
+    result, task = await asyncio.wait_for(outcome, 5)
+    assert result is None and req.headers.get("x-stamped") == "v"
+    assert task is None  # not nats-py's read loop (bus.nc._reading_task): no task at all
+    assert reads_inline(bus.nc)
