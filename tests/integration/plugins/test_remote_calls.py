@@ -188,3 +188,48 @@ async def test_a_reply_is_handed_over_as_its_bytes_are_read(
     assert result is None and req.headers.get("x-stamped") == "v"
     assert task is None  # not nats-py's read loop (bus.nc._reading_task): no task at all
     assert reads_inline(bus.nc)
+
+
+async def test_calls_in_flight_share_one_timer_and_each_times_out_at_its_own_deadline(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    host, backend = stamp
+    for _ in range(50):  # answered calls leave nothing waiting behind them
+        assert await backend.call("on_request_headers", request(), None, b"", True) is None
+    replies = backend.remotes.replies(bus)
+    assert sum(len(q) for q in replies._deadlines.values()) <= 1
+    await host.stop()
+    heard: asyncio.Queue[Msg] = asyncio.Queue()
+    await bus.nc.subscribe(bus.subjects.filter_hook("stamp", "request_headers"), cb=heard.put)
+    await bus.nc.flush()  # a subscriber that never answers
+    loop = asyncio.get_running_loop()
+    outcomes: dict[str, tuple[float, BaseException | None]] = {}
+    all_out = asyncio.Event()
+
+    def calling(timeout: float, name: str) -> None:
+        slow = RemoteBackend(backend.remotes, "stamp", "default/p", {"value": "v"}, timeout)
+        slow.hooks = backend.hooks
+
+        def then(_: object, exc: BaseException | None) -> None:
+            outcomes[name] = (loop.time(), exc)
+            if len(outcomes) == 22:
+                all_out.set()
+
+        assert slow.begin("on_request_headers", request(), None, b"", True, then)
+
+    start = loop.time()
+    for i in range(20):
+        calling(0.6, f"long{i}")
+    for i in range(2):  # sent later, due earlier: the timer is moved for them
+        calling(0.2, f"short{i}")
+    timers = [
+        h for h in getattr(loop, "_scheduled", []) if not h.cancelled() and h._callback == replies._expire
+    ]
+    assert len(timers) == 1  # one for the 22 calls, not one each
+    await asyncio.wait_for(all_out.wait(), 5)
+    assert all(isinstance(exc, TimeoutError) for _, exc in outcomes.values())
+    shorts = [t - start for name, (t, _) in outcomes.items() if name.startswith("short")]
+    longs = [t - start for name, (t, _) in outcomes.items() if name.startswith("long")]
+    assert all(0.19 <= t < 0.5 for t in shorts), shorts
+    assert all(t >= 0.59 for t in longs), longs
+    assert replies._pending == {} and replies._deadlines == {} and replies._timer is None
