@@ -351,9 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.stages = args.stages and not args.floor
     if args.against:
-        return against(
-            Path(args.against), args.rounds, [a for a in (argv or sys.argv[1:]) if a != args.against]
-        )
+        return against(Path(args.against), args.rounds, argv or sys.argv[1:])
     import uvloop
 
     if args.write != "turn":

@@ -24,9 +24,16 @@ write-through setting, a subscription's callback must be a coroutine run by that
 
 ``add_inline_endpoint`` does the second for a nats.micro endpoint and keeps its stats.
 
-All rest on nats-py internals (``Client._status``, ``_pending``, ``_pending_data_size``, ``_transport``, a
-subscription's ``_pending_queue``, nats.micro's ``Service._endpoints``); pyproject pins nats-py below 3, and tests/integration/bus/
-test_direct.py checks on a real nats-server that both paths are the fast ones with the installed
+- ``read_inline`` takes out one more pass, before those: nats-py's read loop is a task awaiting its
+  ``StreamReader``, so bytes read from the socket wake it for the next pass of the event loop. With
+  it, what arrives while that task waits on an empty reader is parsed in the transport's read
+  callback itself (an inline subscription's function runs there); otherwise the reader is fed as
+  before, so the order of the bytes is kept either way.
+
+All rest on nats-py internals (``Client._status``, ``_pending``, ``_pending_data_size``, ``_transport``,
+``_ps`` (its parser), a subscription's ``_pending_queue``, nats.micro's ``Service._endpoints``; and
+asyncio's ``StreamReader._waiter`` / ``_buffer``); pyproject pins nats-py below 3, and tests/integration/bus/
+test_direct.py checks on a real nats-server that these paths are the fast ones with the installed
 version, so an upgrade that changes them fails there rather than silently going slow.
 """
 
