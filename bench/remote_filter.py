@@ -28,6 +28,8 @@ a count, not a time, so the machine's load does not blur it). ``--floor`` runs t
 subscription callback that ``respond``s an empty map): what a NATS request/reply from Python costs
 on this machine, the floor to weigh ours against. ``--inflight N`` runs a closed loop
 with N calls in flight instead of the paced rate: a busy proxy's regime, many calls a turn.
+``--burst K`` keeps the rate but sends the calls K at a time, in one turn of the event loop (a
+proxy's requests from several connections read in one pass).
 
 ``--against DIR`` runs A/B pairs instead: ``--rounds`` pairs, each one run of this tree and one of
 the meshbus checkout at DIR (e.g. ``git worktree add /tmp/main main``: its own bench script, its
@@ -247,6 +249,7 @@ async def drive(
     inflight: int = 0,
     floor: bool = False,
     default_gc: bool = False,
+    burst: int = 1,
 ) -> dict[str, Any]:
     async with BusConnection(BusSettings(url=url, name="bench client")) as bus:
         backend = RemoteBackend(RemoteFilters(lambda: bus), NAME, "default/bench", None, 2.0)
@@ -312,7 +315,7 @@ async def drive(
             await asyncio.gather(*(worker() for _ in range(inflight)))
             n = len(lat)
         for i in range(0 if inflight else n):
-            delay = start + i / rate - loop.time()
+            delay = start + (i - i % burst) / rate - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             if stages:
@@ -346,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["turn", "none", "once"],
         default="turn",
         help="bus/direct.py's write_now (turn), none (nats-py's flusher), once (the earlier policy)",
+    )
+    ap.add_argument(
+        "--burst",
+        type=int,
+        default=1,
+        help="paced calls sent --burst at a time (h2load's connections in step)",
     )
     ap.add_argument("--inflight", type=int, default=0, help="closed loop with N calls in flight (not paced)")
     ap.add_argument(
@@ -410,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.inflight,
                         args.floor,
                         args.default_gc,
+                        args.burst,
                     )
                 )
             finally:
@@ -418,7 +428,11 @@ def main(argv: list[str] | None = None) -> int:
             host_cpu = float(out.split()[0])
             gc_line = out.strip().splitlines()[-1]
             lat, n = r["lat"], r["n"]
-            pace = f"{args.inflight} in flight" if args.inflight else f"{args.rate}/s"
+            pace = (
+                f"{args.inflight} in flight"
+                if args.inflight
+                else f"{args.rate}/s" + (f" in bursts of {args.burst}" if args.burst > 1 else "")
+            )
             print(f"round {rnd + 1}: {n} calls at {pace}: p50 {q(lat, 50):.3f} ms  p99 {q(lat, 99):.3f} ms"
                   f"  client {r['cpu'] * 1e6 / n:.1f} us/call  host {host_cpu * 1e6 / n:.1f} us/call  "
                   f"writes/call client {r['writes'] / n:.2f} host {r['host_writes'] / n:.2f}")  # fmt: skip
