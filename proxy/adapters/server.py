@@ -99,7 +99,6 @@ class ProxyServer:
         self.metrics = IstioMetrics(self.registry)
         self.internal = InternalMetrics(self.registry)
         self.observe = Observability(self.metrics, self.internal, config.namespace, config.labels)
-        self.access_log: AccessLog = NULL_ACCESS_LOG
         self._log_sinks: list[Sink] = []
         self._writer: AccessLogWriter | None = None
         self.connections: set[DownstreamConnection] = set()
@@ -295,6 +294,16 @@ class ProxyServer:
         if cfg.config_path:
             self._tasks.append(self.loop.create_task(self._watch(), name="meshbus-proxy-watch"))
         log.info("proxy worker %d listening: %s", self.worker, self.ports)
+
+    @property
+    def access_log(self) -> AccessLog:
+        """Where the request path logs (held by ``observe``, whose listeners read it natively, where a
+        read of this attribute by name cost ~240 instructions a request)."""
+        return self.observe.access_log
+
+    @access_log.setter
+    def access_log(self, value: AccessLog) -> None:
+        self.observe.access_log = value
 
     @property
     def logging_on(self) -> bool:

@@ -71,6 +71,7 @@ from meshbus.proxy.filters.jwt_authn import TokenPrincipal
 from meshbus.telemetry.accesslog import NULL_ACCESS_LOG
 
 if TYPE_CHECKING:
+    from meshbus.proxy.filters.observe import Observability
     from meshbus.telemetry.metrics import Registry
 
 AUTHORIZATION: Final = "meshbus.filters.http.authz"
@@ -222,8 +223,9 @@ class AuthzFilter(HttpFilter):
         self._denials: dict[str, LocalReply] = {}
         self._stats: AuthzStats | None = None
         self._stats_lc: object = None
-        self._server: Any = None
-        """The server of the listener ``_stats`` was last looked up for (its access log)."""
+        self._obs: Observability | None = None
+        """The telemetry of the server of the listener ``_stats`` was last looked up for (its access log,
+        read natively: ProxyServer.access_log is a property over it)."""
         self._client: tuple[Any, AuthzClient] | None = None
         # The memo of decisions: the AUDIT, DENY and ALLOW steps are a pure function of the request
         # attributes the rules read (bus/config/authz/inputs.py), so a request equal to an earlier
@@ -379,7 +381,8 @@ class AuthzFilter(HttpFilter):
         if not d.action:  # the default allow, with marks
             return None
         stats.decided(d.allowed, d.action, d.policy)
-        if self._server.access_log is NULL_ACCESS_LOG:
+        obs = self._obs
+        if obs is None or obs.access_log is NULL_ACCESS_LOG:
             # No access log is kept (the records are not even made, observe.py): nothing reads the
             # fields below. Marks (dry run, AUDIT) and CUSTOM outcomes are logged regardless.
             return None if d.allowed else self._denial(d)
@@ -549,7 +552,7 @@ class AuthzFilter(HttpFilter):
         if stats is None or stats.registry is not registry:
             stats = self._stats = AuthzStats(registry)
         self._stats_lc = lc
-        self._server = lc.server
+        self._obs = lc.server.observe
         return stats
 
     def _client_for(self, ctx: FilterContext) -> AuthzClient | None:

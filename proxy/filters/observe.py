@@ -27,6 +27,7 @@ from meshbus.proxy.filters.stats import Identity, StatsRecorder
 from meshbus.proxy.filters.tracing import HopTracer, TraceHop
 from meshbus.telemetry.accesslog import (
     NULL_ACCESS_LOG,
+    AccessLog,
     AccessLogger,
     AccessLogRecord,
     AccessLogRow,
@@ -60,6 +61,9 @@ class Observability:
         self.metrics = metrics
         self.local_replies = internal.local_replies
         self.spans: Any = None  # proxy/filters/spans.py SpanRecorder, set by mesh mode
+        # the server's access log (ProxyServer.access_log reads and sets it): kept here, a compiled
+        # class, so each request reads it natively
+        self.access_log: AccessLog = NULL_ACCESS_LOG
         self.listeners: list[HopTelemetry] = []
 
     def set_identity(self, workload: Workload, service: str, service_fqdn: str, spans: Any = None) -> None:
@@ -83,13 +87,14 @@ class HopTelemetry:
 
     __slots__ = (
         "_dc", "_dc_principal", "_log_filter", "_log_on", "_p_cluster", "_p_line", "_p_runtime", "_runtime",
-        "_side", "_t_cluster", "_t_route", "_tail", "direction", "ident", "local_replies", "peer", "peer_line",
-        "server", "stats", "tracer",
+        "_side", "_t_cluster", "_t_route", "_tail", "direction", "ident", "local_replies", "obs", "peer",
+        "peer_line", "server", "stats", "tracer",
     )  # fmt: skip
 
     def __init__(self, server: Any, direction: str) -> None:
         obs = server.observe
         self.server = server
+        self.obs: Observability = obs
         self.direction = direction
         self.ident: Identity = obs.ident
         self.stats = StatsRecorder(direction, obs.metrics, obs.ident)
@@ -172,7 +177,12 @@ class HopTelemetry:
         s = self.stats.series(ex, side)
         if type(s) is not RequestSeries:  # labels that read the request
             s = s.record_for(request_attributes(ex, flags, duration))
-        s.record(ex.status, duration, ex.bytes_in, ex.bytes_out, flags)
+        # boxed once, for the metrics call and the access-log row (compiled, each use would box again)
+        status: object = ex.status
+        dur: object = duration
+        bytes_in: object = ex.bytes_in
+        bytes_out: object = ex.bytes_out
+        s.record(status, dur, bytes_in, bytes_out, flags)
         if ex.resp is None and ex.status:
             self._local_reply(flags)
         hop: TraceHop | None = ex.tr
@@ -183,7 +193,7 @@ class HopTelemetry:
                 log.error("span end failed: %s: %s", type(exc).__name__, exc)
         if not self._log_on:
             return
-        sink = self.server.access_log
+        sink = self.obs.access_log
         if sink is NULL_ACCESS_LOG:  # no access log is kept: not even a record is made
             return
         program = self._log_filter
@@ -193,7 +203,7 @@ class HopTelemetry:
         if dc is not self._dc:
             self._dc_principal = dc.peer_principal
             self._dc = dc
-        row = access_row(ex, flags, duration, hop, self._dc_principal, self.tail(ex))
+        row = access_row(ex, flags, dur, status, bytes_in, bytes_out, hop, self._dc_principal, self.tail(ex))
         if isinstance(sink, AccessLogger):  # compiled: a direct call, not a method looked up by name
             sink.log_row(row)
         else:  # another sink (contracts.AccessLogSink: tests' in-memory ones) takes records
@@ -232,27 +242,33 @@ class HopTelemetry:
 def access_row(
     ex: Exchange,
     flags: str,
-    duration: float,
+    duration: object,
+    status: object,
+    bytes_in: object,
+    bytes_out: object,
     hop: TraceHop | None,
     principal: str | None,
     tail: AccessLogTail,
 ) -> AccessLogRow:
     """The request's access-log row (accesslog.AccessLogRow: one tuple, queued as it is), with its
-    connection's peer ``principal`` and ending with ``tail`` (`HopTelemetry.tail`)."""
+    connection's peer ``principal`` and ending with ``tail`` (`HopTelemetry.tail`). ``duration``
+    (a float), ``status``, ``bytes_in`` and ``bytes_out`` (ints) come boxed: the caller's, shared
+    with the metrics call."""
     head = ex.head
     hd: dict[str, str] = head.hdict  # typed: compiled, its lookups are direct dict calls
     # typed (the exchange holds it as Any): compiled, its fields are read natively, not by name
     view: RequestView | None = ex.view
+    version = head.version
     return (
         ex.start,
         head.method,
         view.path if view is not None else head.target,
-        _protocol(head.version),
-        ex.status,
+        "HTTP/1.1" if version == "1.1" else _protocol(version),  # inline: a call costs more than the compare
+        status,
         flags,
         ex.details or ex.tls_failure,
-        ex.bytes_in,
-        ex.bytes_out,
+        bytes_in,
+        bytes_out,
         duration,
         hd.get("x-forwarded-for"),
         hd.get("user-agent"),

@@ -66,6 +66,7 @@ def listener(logs: object) -> ListenerContext:
     filter takes nothing else."""
     own = Registry()  # the listener's own telemetry; the authz counters go to REGISTRY
     observe = Observability(IstioMetrics(own), InternalMetrics(own), "default", {})
+    observe.access_log = logs  # type: ignore[assignment]  # where ProxyServer.access_log keeps it
     server = SimpleNamespace(registry=REGISTRY, access_log=logs, loop=None, observe=observe)
     return ListenerContext(server, "inbound")  # type: ignore[arg-type]
 

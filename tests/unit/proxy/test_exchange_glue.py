@@ -170,14 +170,17 @@ class Proxy:
         self.log: list[AccessLogRecord] = []
         pools = SimpleNamespace(get=lambda name: self.pool)
         registry = Registry()
+        observe = Observability(IstioMetrics(registry), InternalMetrics(registry), "default", {})
+        # the request path reads the access log from observe (ProxyServer.access_log sets it there)
+        observe.access_log = SimpleNamespace(log=self.log.append)  # type: ignore[assignment]
         self.server = SimpleNamespace(
             runtime=runtime,
             pools=pools,
             draining=False,
-            access_log=SimpleNamespace(log=self.log.append),
+            access_log=observe.access_log,
             logging_on=True,
             mesh_tls=None,
-            observe=Observability(IstioMetrics(registry), InternalMetrics(registry), "default", {}),
+            observe=observe,
             loop=self.loop,
             config=SimpleNamespace(max_header_bytes=65536),
             connections=set(),
