@@ -72,6 +72,7 @@ def main() -> None:
     nginx = subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf")], stderr=subprocess.DEVNULL)
     native = subprocess.Popen(cmds[other][0], stderr=subprocess.DEVNULL)
     counts = []
+    counted: subprocess.Popen[str] | None = None
     try:
         wait_port(ORIGIN)
         wait_port(cmds[other][1])
@@ -102,6 +103,9 @@ def main() -> None:
                 raise SystemExit(f"proxy {args.proxy} under callgrind wrote no totals")
             counts.append(int(m.group(1)))
     finally:
+        if counted is not None and counted.poll() is None:  # a run that failed before its SIGTERM
+            counted.kill()
+            counted.wait()
         native.terminate()
         nginx.terminate()
         native.wait()
