@@ -255,7 +255,22 @@ def access_row(
     connection's peer ``principal`` and ending with ``tail`` (`HopTelemetry.tail`). ``duration``
     (a float), ``status``, ``bytes_in`` and ``bytes_out`` (ints) come boxed, as the row holds them."""
     head = ex.head
-    hd: dict[str, str] = head.hdict  # typed: compiled, its lookups are direct dict calls
+    # the three logged headers in one pass over the head's list as it is now (after filters and the
+    # generated request id, as Envoy's %REQ()% reads them at log time), duplicates joined with ","
+    # as the head's hdict has them: ~25 instructions a header where a dict get, mostly a miss, cost ~160
+    xff: str | None = None
+    agent: str | None = None
+    rid: str | None = None
+    for name, value in head.headers:
+        n = len(name)
+        if n == 10:
+            if name == "user-agent":
+                agent = value if agent is None else agent + "," + value
+        elif n == 12:
+            if name == "x-request-id":
+                rid = value if rid is None else rid + "," + value
+        elif n == 15 and name == "x-forwarded-for":
+            xff = value if xff is None else xff + "," + value
     # typed (the exchange holds it as Any): compiled, its fields are read natively, not by name
     view: RequestView | None = ex.view
     version = head.version
@@ -270,9 +285,9 @@ def access_row(
         bytes_in,
         bytes_out,
         duration,
-        hd.get("x-forwarded-for"),
-        hd.get("user-agent"),
-        hd.get("x-request-id"),
+        xff,
+        agent,
+        rid,
         ex.authority,
         ex.upstream_host,
         view.source_ip if view is not None else ex.dc.peer_ip,  # the view's copy is read natively
