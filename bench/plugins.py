@@ -52,7 +52,9 @@ varied by 15 %), so the setups are measured in adjacent, paired runs:
   under 2). Quote ratios from a quiet machine.
 ``--callgrind [TOP]`` measures nothing else: instructions per request of none / no-op / header in
 memory (bench/micro.py's loop under callgrind, 1,200 requests minus 200), and with TOP the functions
-each filter adds most to.
+each filter adds most to. Both runs pass a hook's first 64 calls, which are all timed; the 1,000 between
+them are the steady state, where a plain hook's time is sampled one call in 16 (the adapter's
+TIMED_FIRST, TIME_EVERY), as in a proxy serving traffic.
 ``--stages`` stamps each stage of the remote no-op's calls in its proxy and host during the latency
 rounds (bench/stages.py, patched in at start-up: nothing of it runs without the flag) and prints the
 medians between stages after each such run, with h2load's request start to the call and the call's

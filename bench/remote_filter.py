@@ -29,6 +29,14 @@ subscription callback that ``respond``s an empty map): what a NATS request/reply
 on this machine, the floor to weigh ours against. ``--inflight N`` runs a closed loop
 with N calls in flight instead of the paced rate: a busy proxy's regime, many calls a turn.
 
+``--against DIR`` runs A/B pairs instead: ``--rounds`` pairs, each one run of this tree and one of
+the meshbus checkout at DIR (e.g. ``git worktree add /tmp/main main``: its own bench script, its
+modules first on PYTHONPATH), the order alternating pair by pair (A B, B A, ...) so the machine's
+drift weighs on both; each run is this script's run with the other options. Printed: each run's
+line, then per pair this tree minus DIR for p50, p99 and both sides' CPU per call, and their
+medians. With ``--stages`` (one call at a time: no batching, so CPU per call compares) it is the
+method to use on a loaded machine.
+
 GC: the client and the host freeze what they loaded and raise the young-generation threshold once
 started (``quiet_gc``), as meshbus-proxy and meshbus-filter-host do (bus/process.py). Before, they
 ran with the interpreter's defaults, so the client (the proxy's stand-in) made a full pass over the
@@ -47,6 +55,7 @@ import itertools
 import json
 import os
 import pstats
+import re
 import signal
 import statistics
 import subprocess
@@ -335,11 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         help="bare nats-py request/reply with the same payload and pacing (the floor; no --stages)",
     )
     ap.add_argument("--default-gc", action="store_true", help="the interpreter's GC settings (reference)")
+    ap.add_argument("--against", metavar="DIR", help="A/B pairs against the meshbus checkout at DIR")
     ap.add_argument("--serve-host", metavar="URL", help=argparse.SUPPRESS)
     ap.add_argument("--serve-floor", metavar="URL", help=argparse.SUPPRESS)
     ap.add_argument("--marks", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.stages = args.stages and not args.floor
+    if args.against:
+        return against(Path(args.against), args.rounds, argv or sys.argv[1:])
     import uvloop
 
     if args.write != "turn":
@@ -405,6 +417,45 @@ def main(argv: list[str] | None = None) -> int:
                 print_stages(r["marks"], json.loads(Path(marks_file).read_text()), n)
     finally:
         nats.cleanup()
+    return 0
+
+
+ROUND = re.compile(
+    r"p50 (?P<p50>[\d.]+) ms +p99 (?P<p99>[\d.]+) ms +client (?P<client>[\d.]+) us/call +host (?P<host>[\d.]+) us/call"
+)
+
+
+def against(other: Path, pairs: int, argv: list[str]) -> int:
+    """``--against``: interleaved runs of this tree and ``other``'s, and the per-pair differences."""
+    view = Path(tempfile.mkdtemp(prefix="meshbus-bench-against-")) / "meshbus"
+    view.mkdir()
+    for part in ("bus", "proxy", "plugins", "control", "telemetry"):
+        (view / part).symlink_to(other.resolve() / part)
+    rest, skip = [], False
+    for a in argv:  # each run is one round of the other options
+        if not skip and a not in ("--against", "--rounds") and not a.startswith(("--against=", "--rounds=")):
+            rest.append(a)
+        skip = a in ("--against", "--rounds") and not skip
+    sides = {
+        "this": ([sys.executable, __file__, *rest], dict(os.environ)),
+        "other": (
+            [sys.executable, str(other / "bench" / "remote_filter.py"), *rest],
+            {**os.environ, "PYTHONPATH": str(view.parent)},
+        ),
+    }
+    got: dict[str, list[dict[str, float]]] = {"this": [], "other": []}
+    for i in range(pairs):
+        for side in ("this", "other") if i % 2 == 0 else ("other", "this"):
+            cmd, env = sides[side]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            m = ROUND.search(out)
+            assert m is not None, out
+            got[side].append({k: float(v) for k, v in m.groupdict().items()})
+            print(f"pair {i + 1} {side:5s} {m.group(0)}", flush=True)
+    print(f"this tree minus {other} per pair (median [min .. max] of {pairs}):")
+    for key, unit in (("p50", "ms"), ("p99", "ms"), ("client", "us/call"), ("host", "us/call")):
+        d = [a[key] - b[key] for a, b in zip(got["this"], got["other"], strict=True)]
+        print(f"  {key:6s} {statistics.median(d):+.3f} [{min(d):+.3f} .. {max(d):+.3f}] {unit}")
     return 0
 
 

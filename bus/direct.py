@@ -24,9 +24,16 @@ write-through setting, a subscription's callback must be a coroutine run by that
 
 ``add_inline_endpoint`` does the second for a nats.micro endpoint and keeps its stats.
 
-All rest on nats-py internals (``Client._status``, ``_pending``, ``_pending_data_size``, ``_transport``, a
-subscription's ``_pending_queue``, nats.micro's ``Service._endpoints``); pyproject pins nats-py below 3, and tests/integration/bus/
-test_direct.py checks on a real nats-server that both paths are the fast ones with the installed
+- ``read_inline`` takes out one more pass, before those: nats-py's read loop is a task awaiting its
+  ``StreamReader``, so bytes read from the socket wake it for the next pass of the event loop. With
+  it, what arrives while that task waits on an empty reader is parsed in the transport's read
+  callback itself (an inline subscription's function runs there); otherwise the reader is fed as
+  before, so the order of the bytes is kept either way.
+
+All rest on nats-py internals (``Client._status``, ``_pending``, ``_pending_data_size``, ``_transport``,
+``_ps`` (its parser), a subscription's ``_pending_queue``, nats.micro's ``Service._endpoints``; and
+asyncio's ``StreamReader._waiter`` / ``_buffer``); pyproject pins nats-py below 3, and tests/integration/bus/
+test_direct.py checks on a real nats-server that these paths are the fast ones with the installed
 version, so an upgrade that changes them fails there rather than silently going slow.
 """
 
@@ -38,6 +45,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from nats import errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -211,3 +219,94 @@ async def add_inline_endpoint(
             endpoint._average_processing_time = endpoint._processing_time // endpoint._num_requests
 
     make_inline(sub, counted)
+
+
+class _InlineFeed:
+    """Stands in for a connection's ``StreamReader.feed_data``: what arrives while nats-py's read
+    loop waits on an empty reader is parsed here, in the transport's ``data_received`` (see
+    ``read_inline``); anything else is fed to the reader as before, so the order is kept."""
+
+    def __init__(self, nc: Client, reader: asyncio.StreamReader) -> None:
+        self.nc = nc
+        self.reader = reader
+        self.feed = type(reader).feed_data.__get__(reader)
+        self.backlog: list[bytes] | None = None
+        """Not None while a parse waits on something (nats-py awaited a future): what arrives meanwhile."""
+        self.finishing: asyncio.Task[None] | None = None
+
+    def __call__(self, data: bytes) -> None:
+        if self.backlog is not None:
+            self.backlog.append(bytes(data))
+            return
+        r: Any = self.reader
+        waiter = r._waiter
+        if waiter is None or waiter.done() or r._buffer or r._eof or r._exception is not None:
+            self.feed(data)  # the read loop is busy, or has bytes to take first: it parses these too
+            return
+        self.parse(bytes(data))
+
+    def parse(self, data: bytes) -> None:
+        coro = self.nc._ps.parse(data)
+        try:
+            waits = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:
+            self.failed(exc)
+            return
+        self.backlog = []
+        self.finishing = asyncio.ensure_future(self.finish(coro, waits))
+
+    async def finish(self, coro: Any, waits: Any) -> None:
+        """Run a parse that waited to its end, as a task would, then what arrived meanwhile."""
+        try:
+            while True:
+                if isinstance(waits, asyncio.Future):
+                    waits._asyncio_future_blocking = False
+                    await asyncio.wait([waits])  # the parse reads its outcome when resumed
+                else:
+                    await asyncio.sleep(0)  # a bare yield
+                try:
+                    waits = coro.send(None)
+                except StopIteration:
+                    break
+        except Exception as exc:
+            self.failed(exc)
+        backlog, self.backlog, self.finishing = self.backlog or [], None, None
+        for i, data in enumerate(backlog):
+            if self.backlog is not None:  # a parse waits again: the rest after it
+                self.backlog.extend(backlog[i:])
+                return
+            self(data)
+
+    def failed(self, exc: Exception) -> None:
+        """What nats-py's read loop does with a parse's failure, and this connection's bytes go to
+        the reader from now on."""
+        self.reader.__dict__.pop("feed_data", None)
+        if isinstance(exc, OSError | errors.ProtocolError):
+            err = exc if isinstance(exc, OSError) else errors.ProtocolError()
+            task = asyncio.ensure_future(self.nc._process_op_err(err))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        else:
+            log.error("nats: encountered error", exc_info=exc)
+
+
+def read_inline(nc: Client) -> bool:
+    """Parse what arrives on ``nc``'s socket as the event loop reads it, not one pass later in
+    nats-py's read loop: a reply to a ``subscribe_inline`` subscription reaches its function in
+    the same pass as its bytes (nats-py's reader would wake the read loop's task for the next
+    pass). Idempotent and cheap: callers call it again after a reconnect (a new reader), e.g. on
+    each call. False: this transport has no stream reader (it is left to nats-py)."""
+    t = nc._transport
+    reader = getattr(t, "_io_reader", None) if t is not None else None
+    if not isinstance(reader, asyncio.StreamReader) or getattr(nc, "_ps", None) is None:
+        return False
+    if "feed_data" not in reader.__dict__:
+        reader.feed_data = _InlineFeed(nc, reader)  # type: ignore[method-assign,assignment]
+    return True
+
+
+def reads_inline(nc: Client) -> bool:
+    """Whether ``read_inline`` is in place on ``nc``'s current reader (for tests)."""
+    reader = getattr(nc._transport, "_io_reader", None) if nc._transport is not None else None
+    return reader is not None and isinstance(reader.__dict__.get("feed_data"), _InlineFeed)

@@ -26,7 +26,8 @@ applied; ``close()`` is called when the Plugin is removed or changed. ``setup()`
 ``self.config`` is set (override it instead of ``__init__``).
 
 ``self.log`` is a logger (``meshbus.plugin.<name>``); ``self.metrics`` records into the proxy's
-metrics (per filter: calls, errors and time are recorded for every hook without asking).
+metrics (per filter: calls, errors and time are recorded for every hook without asking; the time
+of plain ``def`` hooks is sampled, docs/plugins.md "Metrics").
 Keep in sync with docs/plugins.md.
 """
 

@@ -34,6 +34,18 @@ _names: Final[dict[str, str]] = {}  # Final: a C static in the compiled module, 
 """Header names a filter has set, checked, and their lowercase form (a filter sets the same few)."""
 
 
+_lowered: Final[dict[str, str]] = {}
+"""Names filters read and their lowercase form: a dict hit costs less than ``str.lower``'s new string."""
+
+
+def _lower(name: str) -> str:
+    lower = name.lower()
+    if len(_lowered) >= 1024:  # names come from filters' code: few, but do not grow without end
+        _lowered.clear()
+    _lowered[name] = lower
+    return lower
+
+
 # Compiled with mypyc with the proxy (setup.py); still classes a filter's own code may subclass.
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Headers:
@@ -62,7 +74,9 @@ class Headers:
         return cls([(str(k).lower(), str(v)) for k, v in src])
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        n = name.lower()
+        n = _lowered.get(name)
+        if n is None:
+            n = _lower(name)
         for k, v in self._items:
             if k == n:
                 return v
@@ -73,7 +87,7 @@ class Headers:
         return [v for k, v in self._items if k == n]
 
     def set(self, name: str, value: str) -> None:
-        text = str(value)
+        text = value if type(value) is str else str(value)
         n = _checked(name, text)
         items = self._items
         for k, _ in items:

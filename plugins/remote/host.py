@@ -32,7 +32,7 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import NO_HEADERS, add_inline_endpoint, write_now
+from meshbus.bus.direct import NO_HEADERS, add_inline_endpoint, read_inline, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import (
     MICRO_SERVICE,
@@ -123,6 +123,7 @@ class FilterHost:
             EndpointConfig(name="info", subject=subjects.filter_info(i.name), handler=self._on_info)
         )
         await self.bus.nc.flush()  # every SUB is registered before a caller is told we are up
+        read_inline(self.bus.nc)  # calls parsed as their bytes are read
         log.info("serving filter %s (%s) with %d slots", i.name, hook_list(i.hooks), self.concurrency)
 
     async def stop(self, grace: float = 2.0) -> None:
@@ -175,6 +176,7 @@ class FilterHost:
     def _serve_now(self, hook: str, msg: Msg) -> None:
         """A plain def hook's call, served as nats-py reads it (meshbus.bus.direct): decoded, run and
         answered without a pass through the event loop."""
+        read_inline(self.bus.nc)  # again after a reconnect (a new reader); a dict lookup otherwise
         v = self._call(hook, msg.data, msg.headers)
         if isinstance(v, FilterVerdict):
             self._answer(hook, msg.reply, v)

@@ -33,7 +33,7 @@ from typing import Any, Final, Protocol
 
 from meshbus.plugins.api import HOOK_NAMES, MAX_BUFFER, BodyMode
 from meshbus.plugins.api import LocalReply as SdkReply
-from meshbus.plugins.http import Headers, Peer, Request, Response
+from meshbus.plugins.http import Headers, Peer, Request, Response, _checked
 from meshbus.proxy.codec.http1 import HOP_BY_HOP, RequestHead
 from meshbus.proxy.core import flags as F
 from meshbus.proxy.filters.chain import (
@@ -118,21 +118,44 @@ class LocalBackend:
         self.instance.close()
 
 
+TIMED_FIRST: Final = 64
+"""A hook's first TIMED_FIRST plain (sync, in-process) calls are all timed, ..."""
+TIME_EVERY: Final = 16
+"""... and after them one in TIME_EVERY: reading the clock twice and filling the histogram cost more
+than a no-op hook itself (bench/plugins.py --callgrind). The histogram is then a sample of the calls
+(its count says how many were timed); the call counter counts every call. Awaited hooks (async, and
+every remote call) are always timed: their cost dwarfs the clock's."""
+
+
 class HookStats:
     """One hook of one Plugin: its call counter and time histogram, made on the first call (a hook
     never called has no series)."""
 
-    __slots__ = ("_calls", "_plugin", "_time", "hook")
+    __slots__ = ("_calls", "_plugin", "_time", "_timed", "hook")
 
     def __init__(self, plugin: PluginStats, hook: str) -> None:
         self._plugin = plugin
         self.hook = hook
         self._calls: CounterChild | None = None
         self._time: HistogramChild | None = None
+        self._timed = 0
+        """Plain calls so far, up to TIMED_FIRST + TIME_EVERY (then back to TIMED_FIRST)."""
+
+    def start(self) -> float:
+        """Before a plain (sync, in-process) call: the clock if this call is to be timed (see
+        TIMED_FIRST, TIME_EVERY), else -1.0 (``record`` then only counts it)."""
+        n = self._timed + 1
+        if n <= TIMED_FIRST:
+            self._timed = n
+            return _clock()
+        if n == TIMED_FIRST + TIME_EVERY:
+            self._timed = TIMED_FIRST
+            return _clock()
+        self._timed = n
+        return -1.0
 
     def record(self, t0: float) -> None:
-        """One call that began at ``t0`` (``_clock``) ended now."""
-        ms = (_clock() - t0) * 1000.0
+        """One call, timed from ``t0`` (``_clock``) to now when ``t0`` >= 0, else only counted."""
         calls = self._calls
         hist = self._time
         if calls is None or hist is None:
@@ -142,7 +165,8 @@ class HookStats:
             calls = self._calls = p.calls.labels(p.ref, self.hook)
             hist = self._time = p.time.labels(p.ref, self.hook)
         calls.inc()
-        hist.observe(ms)
+        if t0 >= 0.0:
+            hist.observe((_clock() - t0) * 1000.0)
 
 
 class PluginStats:
@@ -188,29 +212,55 @@ class _HeadHeaders(Headers):
         self._on_change = None
         self._head = head
 
+    def set(self, name: str, value: str) -> None:
+        # Setting a name the request does not have (the usual case) needs no scan of the list for
+        # values to drop, nor a second look in the map: the head's lowercase map says it is new.
+        text = value if type(value) is str else str(value)
+        n = _checked(name, text)
+        if n in self._head.hdict:
+            super().set(n, text)
+            return
+        self._items.append((n, text))
+        if not self._append(n, text):
+            self._rejoin(n)
+
     def _changed(self, name: str, checked: bool = False) -> None:
+        headers = self._head.headers
+        if headers and name not in self._head.hdict:
+            k, value = headers[-1]
+            if (
+                k == name
+                and (checked or ("\r" not in value and "\n" not in value))
+                and self._append(name, value)
+            ):
+                return
+        self._rejoin(name)
+
+    def _append(self, name: str, value: str) -> bool:
+        """Append the new line ``name: value`` to the head as received, if it may be (else False)."""
         head = self._head
         raw = head.raw
-        headers = head.headers
-        hdict = head.hdict
-        if raw is not None and headers and name not in hdict:
-            k, value = headers[-1]
-            if k == name and (checked or ("\r" not in value and "\n" not in value)):
-                prefix = _append_prefix(name)
-                if prefix is not None:
-                    try:
-                        encoded = value.encode("latin-1")
-                    except UnicodeEncodeError:
-                        pass  # the rebuild serializes it (and fails) as it did before
-                    else:
-                        hdict[name] = value
-                        head.raw = b"".join((raw, prefix, encoded, b"\r\n"))
-                        return
-        values = [v for k, v in headers if k == name]
+        if raw is None:
+            return False
+        prefix = _append_prefix(name)
+        if prefix is None:
+            return False
+        try:
+            encoded = value.encode("latin-1")
+        except UnicodeEncodeError:
+            return False  # the rebuild serializes it (and fails) as it did before
+        head.hdict[name] = value
+        head.raw = b"".join((raw, prefix, encoded, b"\r\n"))
+        return True
+
+    def _rejoin(self, name: str) -> None:
+        """``name``'s values joined into the head's map, and the head dropped: it is rebuilt."""
+        head = self._head
+        values = [v for k, v in head.headers if k == name]
         if values:
-            hdict[name] = ",".join(values)
+            head.hdict[name] = ",".join(values)
         else:
-            hdict.pop(name, None)
+            head.hdict.pop(name, None)
         head.raw = None
 
 
@@ -422,7 +472,7 @@ class PluginFilter(HttpFilter):
         begin = self._begin
         if begin is not None:
             return self._run_remote(begin, st, hook, resp, body, end)
-        t0 = _clock()
+        t0 = self.stats.hooks[hook].start()
         try:
             r = self.backend.call(hook, st, resp, body, end)
         except Exception as exc:
@@ -479,7 +529,7 @@ class PluginFilter(HttpFilter):
             self.stats.hooks[hook].record(t0)
             return self._reply(r)
         if inspect.isawaitable(r):
-            return self._guarded(st, hook, r, t0)
+            return self._guarded(st, hook, r, t0 if t0 >= 0.0 else _clock())  # awaited: always timed
         return self._failed(st, hook, "error", TypeError(f"{hook} returned {type(r).__name__}"))
 
     async def _guarded(self, st: LiveRequest, hook: str, aw: Any, t0: float) -> LocalReply | None:
@@ -519,7 +569,7 @@ class PluginFilter(HttpFilter):
         fn = self._fn
         if fn is not None:  # the direct path: a local filter whose one hook this is
             req = LiveRequest(ctx, self)
-            t0 = _clock()
+            t0 = self._fn_stats.start()
             try:
                 r = fn(req)
             except Exception as exc:
@@ -612,7 +662,7 @@ class PluginFilter(HttpFilter):
             if ctx.is_local and "on_response_headers" in self.backend.is_async:
                 return None  # a local reply is on its way out: nothing may pause it
             req = LiveRequest(ctx, self)
-            t0 = _clock()
+            t0 = self._fn_stats.start()
             try:
                 r = fn(req, Response(ctx.status, Headers(ctx.resp_headers)))
             except Exception as exc:

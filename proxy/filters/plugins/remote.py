@@ -9,7 +9,7 @@ or no connection at all raise ``FilterUnreachable`` (503 under FAIL_CLOSE); a ti
 ``TimeoutError``; an error verdict raises ``RemoteFilterError``.
 
 Requests do not use nats-py's ``request``: ``Replies`` keeps one wildcard inbox subscription per
-connection and one callback per call (``begin``'s ``then``), with the timeout as a timer.
+connection and one callback per call (``begin``'s ``then``), with one timer for all the calls' timeouts.
 ``request`` adds a random token (a ``getrandom`` call), a done callback and ``asyncio.wait_for``'s
 second future and wake-up on every call; this is the proxy's hot path for a remote filter. For the
 same reason the call is written to the socket at once, and a reply is read, applied to the request
@@ -21,9 +21,11 @@ chain's future in ``then``: the exchange resumes one event-loop pass later).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,7 +35,7 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import NO_HEADERS, subscribe_inline, write_now
+from meshbus.bus.direct import NO_HEADERS, read_inline, subscribe_inline, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
@@ -50,26 +52,25 @@ Then = Callable[[Any, BaseException | None], None]
 """Where a call's outcome goes: ``(result, None)`` or ``(None, exception)``, exactly once."""
 
 
-class _Call:
-    """One call waiting for its reply: where its outcome goes, and its timeout."""
-
-    __slots__ = ("then", "timer")
-
-    def __init__(self, then: Then) -> None:
-        self.then = then
-        self.timer: asyncio.TimerHandle | None = None
-
-
 class Replies:
     """Replies to one connection's filter calls: ``<inbox>.<n>``, handed to the caller's ``then``
-    from nats-py's read loop as they are parsed (no task woken, no future in between)."""
+    from nats-py's read loop as they are parsed (no task woken, no future in between).
+
+    Timeouts: one timer for all the calls, not one each (an event-loop timer made and cancelled per
+    call is ~2 us of it, timed under uvloop): a queue of (deadline, token) per timeout value, in
+    sending order so in deadline order, and the timer set for the earliest head. A call answered
+    leaves its entry behind; the heads already answered are dropped as calls are sent and when the
+    timer fires, so a queue holds about the calls in flight."""
 
     def __init__(self, nc: Client) -> None:
         self.nc = nc
         self.prefix = ""
-        self._pending: dict[str, _Call] = {}
+        self._pending: dict[str, Then] = {}
         self._tokens = itertools.count()
         self._started: asyncio.Task[None] | None = None
+        self._deadlines: dict[float, collections.deque[tuple[float, str]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     def started(self) -> asyncio.Task[None]:
         if self._started is None:
@@ -82,28 +83,42 @@ class Replies:
         self.prefix = prefix
 
     def _on_reply(self, msg: Msg) -> None:
-        call = self._pending.pop(msg.subject[len(self.prefix) :], None)
-        if call is None:
+        then = self._pending.pop(msg.subject[len(self.prefix) :], None)
+        if then is None:
             return  # timed out already
-        if call.timer is not None:
-            call.timer.cancel()
         hdrs = msg.headers
         if hdrs and not msg.data and hdrs.get("Status") == "503":
-            call.then(None, nats.errors.NoRespondersError())
+            then(None, nats.errors.NoRespondersError())
         else:
-            call.then(msg, None)
+            then(msg, None)
 
-    def _expire(self, token: str) -> None:
-        call = self._pending.pop(token, None)
-        if call is not None:
-            call.then(None, TimeoutError())
+    def _expire(self) -> None:
+        """The timer: every call past its deadline times out; the timer is set for the next."""
+        self._timer, self._timer_at = None, math.inf
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pending = self._pending
+        for timeout, queue in list(self._deadlines.items()):
+            while queue and queue[0][0] <= now:
+                then = pending.pop(queue.popleft()[1], None)
+                if then is not None:
+                    then(None, TimeoutError())
+            _drop_answered(queue, pending)
+            if queue:
+                self._set_timer(loop, queue[0][0])
+            else:
+                del self._deadlines[timeout]
+
+    def _set_timer(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = loop.call_at(at, self._expire), at
 
     def _fail(self, token: str, exc: BaseException) -> None:
-        call = self._pending.pop(token, None)
-        if call is not None:
-            if call.timer is not None:
-                call.timer.cancel()
-            call.then(None, exc)
+        then = self._pending.pop(token, None)
+        if then is not None:
+            then(None, exc)
 
     def request(self, subject: str, data: bytes, timeout: float, then: Then) -> None:
         """Send ``data`` on ``subject``; ``then`` gets the reply (a Msg), or TimeoutError past
@@ -129,9 +144,18 @@ class Replies:
     def send(self, subject: str, data: bytes, timeout: float, then: Then) -> None:
         """Send the call now (the inbox is up: ``prefix`` is set), written to the socket at once
         when nothing is queued ahead (meshbus.bus.direct)."""
+        read_inline(self.nc)  # the reply parsed as its bytes are read (again after a reconnect)
         token = str(next(self._tokens))
-        call = self._pending[token] = _Call(then)
-        call.timer = asyncio.get_running_loop().call_later(timeout, self._expire, token)
+        self._pending[token] = then
+        queue = self._deadlines.get(timeout)
+        if queue is None:
+            queue = self._deadlines[timeout] = collections.deque()
+        else:
+            _drop_answered(queue, self._pending)
+        loop = asyncio.get_running_loop()
+        at = loop.time() + timeout
+        queue.append((at, token))
+        self._set_timer(loop, at)  # a no-op unless this deadline comes before the timer's
         if not write_now(self.nc, subject, data, self.prefix + token, NO_HEADERS):
             sending = asyncio.ensure_future(self.nc.publish(subject, data, reply=self.prefix + token))
             sending.add_done_callback(functools.partial(self._sent, token))
@@ -141,6 +165,12 @@ class Replies:
         exc = None if sending.cancelled() else sending.exception()
         if exc is not None:
             self._fail(token, exc)
+
+
+def _drop_answered(queue: collections.deque[tuple[float, str]], pending: Mapping[str, Then]) -> None:
+    """Drop the queue's heads that are no longer waiting (answered or failed)."""
+    while queue and queue[0][1] not in pending:
+        queue.popleft()
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -21,6 +21,8 @@ from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.direct import (
     add_inline_endpoint,
     header_block,
+    read_inline,
+    reads_inline,
     subscribe_inline,
     write_now,
     wrote_directly,
@@ -176,3 +178,85 @@ async def test_an_inline_micro_endpoint_answers_and_is_counted(bus: BusConnectio
     (upper,) = (e for e in stats["endpoints"] if e["name"] == "upper")
     assert upper["num_requests"] == 1 and upper["processing_time"] > 0
     await svc.stop()
+
+
+async def test_read_inline_parses_in_the_read_callback_in_order_and_after_a_parse_that_waits(
+    bus: BusConnection, subject_root: str
+) -> None:
+    """Messages reach an inline subscription from the transport's read callback (no task), in
+    order, big ones split across reads included; a parse that has to wait (nats-py awaited
+    something) holds what arrives meanwhile and hands it over after, in order."""
+    assert read_inline(bus.nc) and reads_inline(bus.nc)
+    seen: list[tuple[bytes, asyncio.Task[object] | None]] = []
+    done = asyncio.Event()
+    n = 200
+    payloads = [str(i).encode() * (1 + (i % 7) * 3000) for i in range(n)]
+
+    def on_msg(msg: Msg) -> None:
+        seen.append((msg.data, asyncio.current_task()))
+        if len(seen) == n:
+            done.set()
+
+    await subscribe_inline(bus.nc, f"{subject_root}.order", on_msg)
+    plain = await listening(bus, f"{subject_root}.plain")  # a nats-py subscription still gets its own
+    await bus.nc.flush()
+    release = asyncio.get_running_loop().create_future()
+    original = bus.nc._process_msg
+    waited: list[bytes] = []
+
+    async def process_msg(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+        if data == payloads[10] and not waited:
+            waited.append(data)
+            await release  # the 11th message's parse waits until more was read
+        await original(sid, subject, reply, data, headers)
+
+    bus.nc._process_msg = process_msg  # type: ignore[method-assign]
+    reader = bus.nc._transport._io_reader  # type: ignore[union-attr]
+    feed = reader.feed_data
+    held = asyncio.Event()
+
+    def feed_data(data: bytes) -> None:  # says when bytes were read while the 11th waits
+        feed(data)
+        if feed.backlog:
+            held.set()
+
+    reader.feed_data = feed_data
+    for data in payloads:
+        await bus.nc.publish(f"{subject_root}.order", data)
+    await bus.nc.publish(f"{subject_root}.plain", b"plain")
+    await asyncio.wait_for(held.wait(), 10)
+    assert len(seen) == 10  # the rest waits behind the 11th
+    release.set_result(None)
+    await asyncio.wait_for(done.wait(), 10)
+    assert [d for d, _ in seen] == payloads
+    assert feed.backlog is None
+    assert seen[0][1] is None  # the read callback, not nats-py's read loop task
+    assert (await asyncio.wait_for(plain.get(), 5)).data == b"plain"
+
+
+async def test_read_inline_is_put_back_on_the_new_reader_after_a_reconnect(
+    private_nats: EmbeddedNats,
+) -> None:
+    conn = BusConnection(BusSettings(url=private_nats.url, name="inline", reconnect_max=0.2))
+    await conn.connect()
+    try:
+        assert read_inline(conn.nc)
+        old = conn.nc._transport._io_reader  # type: ignore[union-attr]
+        private_nats.restart()
+        await asyncio.wait_for(conn.wait_connected(), 10)
+        while conn.nc._transport._io_reader is old:  # type: ignore[union-attr]
+            await asyncio.wait_for(conn.wait_connected(), 10)
+        assert not reads_inline(conn.nc)  # a new reader: messages go through nats-py meanwhile
+        got: list[Msg] = []
+        arrived = asyncio.Event()
+        await subscribe_inline(conn.nc, "inline.again", lambda m: (got.append(m), arrived.set()))
+        await conn.nc.flush()
+        await conn.nc.publish("inline.again", b"via nats-py")
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert read_inline(conn.nc) and reads_inline(conn.nc)
+        arrived.clear()
+        await conn.nc.publish("inline.again", b"inline")
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert [m.data for m in got] == [b"via nats-py", b"inline"]
+    finally:
+        await conn.close()

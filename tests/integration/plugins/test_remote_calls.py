@@ -14,6 +14,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from meshbus.bus.connection import BusConnection
+from meshbus.bus.direct import reads_inline
 from meshbus.plugins import Headers, Peer, Request
 from meshbus.plugins.registry import info_of
 from meshbus.plugins.remote.host import FilterHost
@@ -165,3 +166,70 @@ async def test_calls_and_verdicts_go_without_a_header_block_both_ways(bus: BusCo
             await host.stop()
         assert call.subject.endswith(".request_headers") and verdict.subject.startswith(prefix)
         assert (call.headers, verdict.headers) == (None, None)
+
+
+async def test_a_reply_is_handed_over_as_its_bytes_are_read(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    """No pass through nats-py's read loop task on either side (meshbus.bus.direct.read_inline):
+    the host's verdict and the caller's ``then`` run in the transport's read callback."""
+    _, backend = stamp
+    await backend.call("on_request_headers", request(), None, b"", True)
+    outcome: asyncio.Future[tuple[object, asyncio.Task[object] | None]] = (
+        asyncio.get_running_loop().create_future()
+    )
+
+    def then(result: object, exc: BaseException | None) -> None:
+        outcome.set_result((exc or result, asyncio.current_task()))
+
+    req = request()
+    assert backend.begin("on_request_headers", req, None, b"", True, then)
+    result, task = await asyncio.wait_for(outcome, 5)
+    assert result is None and req.headers.get("x-stamped") == "v"
+    assert task is None  # not nats-py's read loop (bus.nc._reading_task): no task at all
+    assert reads_inline(bus.nc)
+
+
+async def test_calls_in_flight_share_one_timer_and_each_times_out_at_its_own_deadline(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    host, backend = stamp
+    for _ in range(50):  # answered calls leave nothing waiting behind them
+        assert await backend.call("on_request_headers", request(), None, b"", True) is None
+    replies = backend.remotes.replies(bus)
+    assert sum(len(q) for q in replies._deadlines.values()) <= 1
+    await host.stop()
+    heard: asyncio.Queue[Msg] = asyncio.Queue()
+    await bus.nc.subscribe(bus.subjects.filter_hook("stamp", "request_headers"), cb=heard.put)
+    await bus.nc.flush()  # a subscriber that never answers
+    loop = asyncio.get_running_loop()
+    outcomes: dict[str, tuple[float, BaseException | None]] = {}
+    all_out = asyncio.Event()
+
+    def calling(timeout: float, name: str) -> None:
+        slow = RemoteBackend(backend.remotes, "stamp", "default/p", {"value": "v"}, timeout)
+        slow.hooks = backend.hooks
+
+        def then(_: object, exc: BaseException | None) -> None:
+            outcomes[name] = (loop.time(), exc)
+            if len(outcomes) == 22:
+                all_out.set()
+
+        assert slow.begin("on_request_headers", request(), None, b"", True, then)
+
+    start = loop.time()
+    for i in range(20):
+        calling(0.6, f"long{i}")
+    for i in range(2):  # sent later, due earlier: the timer is moved for them
+        calling(0.2, f"short{i}")
+    timers = [
+        h for h in getattr(loop, "_scheduled", []) if not h.cancelled() and h._callback == replies._expire
+    ]
+    assert len(timers) == 1  # one for the 22 calls, not one each
+    await asyncio.wait_for(all_out.wait(), 5)
+    assert all(isinstance(exc, TimeoutError) for _, exc in outcomes.values())
+    shorts = [t - start for name, (t, _) in outcomes.items() if name.startswith("short")]
+    longs = [t - start for name, (t, _) in outcomes.items() if name.startswith("long")]
+    assert all(0.19 <= t < 0.5 for t in shorts), shorts
+    assert all(t >= 0.59 for t in longs), longs
+    assert replies._pending == {} and replies._deadlines == {} and replies._timer is None

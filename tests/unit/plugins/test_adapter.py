@@ -9,13 +9,20 @@ from typing import Any
 
 import pytest
 
-from meshbus.plugins import Filter, Peer, Request, Response
+from meshbus.plugins import Filter, LocalReply, Peer, Request, Response
 from meshbus.plugins.loader import make_filter
 from meshbus.plugins.registry import info_of
 from meshbus.proxy.codec.http1 import RequestHead, RequestSession
 from meshbus.proxy.core.routing import Destination, RequestView, Route
 from meshbus.proxy.filters.chain import HOOK_DONE, HOOK_REQUEST_HEADERS, UNSPECIFIED
-from meshbus.proxy.filters.plugins.adapter import LiveRequest, LocalBackend, PluginFilter, PluginStats
+from meshbus.proxy.filters.plugins.adapter import (
+    TIME_EVERY,
+    TIMED_FIRST,
+    LiveRequest,
+    LocalBackend,
+    PluginFilter,
+    PluginStats,
+)
 from meshbus.telemetry.metrics import Registry
 
 pytestmark = pytest.mark.unit
@@ -211,3 +218,49 @@ def test_calls_and_time_are_recorded_per_hook_from_the_first_call() -> None:
     series = {values: child.value for values, child in calls.series()}
     assert series == {("default/p", "on_request_headers"): 2, ("default/p", "on_response_headers"): 2}
     assert [child.count for _, child in time_ms.series()] == [2, 2]
+
+
+class Answer(Filter):
+    def on_request_headers(self, req: Request) -> LocalReply:
+        return LocalReply(403)
+
+
+class Later(Filter):
+    async def on_request_headers(self, req: Request) -> None:
+        return None
+
+
+def metric_families() -> tuple[Any, Any, PluginStats]:
+    reg = Registry()
+    calls = reg.counter("calls", "", ("plugin", "hook"))
+    time_ms = reg.histogram("ms", "", ("plugin", "hook"), (1.0, 10.0))
+    return calls, time_ms, PluginStats("default/p", calls, reg.counter("e", "", ("p", "r", "a")), time_ms)
+
+
+@pytest.mark.parametrize("cls", [Untouched, Stamp, Answer])  # the direct path, the general one, a reply
+def test_past_the_first_calls_one_plain_call_in_time_every_is_timed_and_every_call_is_counted(
+    cls: type[Filter],
+) -> None:
+    calls, time_ms, stats = metric_families()
+    f = plugin(cls, stats=stats)
+    n = TIMED_FIRST + 3 * TIME_EVERY + 5
+    for _ in range(n):
+        c = ctx()
+        f.on_request_headers(c)
+        f.on_done(c)
+        Untouched.views.clear()
+    ((_, counted),) = [(k, v) for k, v in calls.series() if k[1] == "on_request_headers"]
+    assert counted.value == n
+    ((_, hist),) = [(k, v) for k, v in time_ms.series() if k[1] == "on_request_headers"]
+    assert hist.count == TIMED_FIRST + 3  # every one of the first, then one in TIME_EVERY
+    assert hist.sum >= 0.0
+
+
+async def test_an_awaited_hook_is_timed_at_every_call() -> None:
+    calls, time_ms, stats = metric_families()
+    f = plugin(Later, stats=stats)
+    n = TIMED_FIRST + 2 * TIME_EVERY
+    for _ in range(n):
+        assert await f.on_request_headers(ctx()) is None
+    assert [child.value for _, child in calls.series()] == [n]
+    assert [child.count for _, child in time_ms.series()] == [n]
