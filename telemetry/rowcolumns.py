@@ -22,14 +22,15 @@ _LE: Final = "@" if sys.byteorder == "little" else "<"
 copies each double as it is (``<`` converts each byte by byte: ~50 instructions a value more)."""
 
 
-def columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+def columns(rows: list[tuple[Any, ...]], width: int = -1) -> list[list[Any]]:
     """``rows`` (tuples of one width) as columns: a column whose values are all equal (and of one type:
-    ``1`` and ``1.0`` stay apart) is the one-item list ``[value]``, any other one all its values."""
+    ``1`` and ``1.0`` stay apart) is the one-item list ``[value]``, any other one all its values.
+    With ``width`` >= 0, only the first ``width`` columns."""
     out: list[list[Any]] = []
     if not rows:
         return out
     first = rows[0]
-    for i in range(len(first)):
+    for i in range(len(first) if width < 0 else width):
         v = first[i]
         same = True
         if isinstance(v, str):  # most fields: compiled, a typed str compare, not a generic one

@@ -175,6 +175,8 @@ def test_columns_keep_one_value_only_when_every_row_has_it_with_its_type() -> No
     ]
     data = encode_columns(columns([(0.5, "x"), (0.5, "y")]), 2)
     assert unpack_rows(data, ROWS_JSON_COLUMNS) == [[0.5, "x"], [0.5, "y"]]
+    assert columns(rows, 2) == columns(rows)[:2]  # the first columns only (wire_columns: not the tails)
+    assert columns(rows, 0) == []
 
 
 def test_columns_json_cannot_carry_go_as_msgpack_rows() -> None:
