@@ -202,19 +202,20 @@ def wire_row(r: AccessLogRow) -> tuple[Any, ...]:
 def wire_columns(rows: list[AccessLogRow]) -> list[list[Any]]:
     """:func:`meshbus.telemetry.rowcolumns.columns` of the rows in :data:`FIELDS` order (of each row's
     :func:`wire_row`), without making those: the rows' columns, the tails' split into their six."""
-    cols = columns(rows)
-    if not cols:
-        return cols
-    tails: list[AccessLogTail] = cols[TAIL]
-    if len(tails) == 1:
-        # one tail for all: columns() found the tails equal; the same tuple (the proxy's shared one)
-        # is equal field by field too, where equal tuples may hold 1 and 1.0, which the columns keep apart
-        t = tails[0]
-        for r in rows:
-            if r[TAIL] is not t:
-                tails = [r[TAIL] for r in rows]
-                break
-    split = [[v] for v in tails[0]] if len(tails) == 1 else columns(tails)
+    if not rows:
+        return []
+    # the tails apart, in one pass by identity alone: the proxy hands one tuple to a route's requests,
+    # and only the same tuple is equal field by field (equal tuples may hold 1 and 1.0, which the
+    # columns keep apart); tails that are not all one object are split into columns field by field
+    cols = columns(rows, TAIL)
+    t: AccessLogTail = rows[0][TAIL]
+    split: list[list[Any]] | None = None
+    for r in rows:
+        if r[TAIL] is not t:
+            split = columns([r[TAIL] for r in rows])
+            break
+    if split is None:
+        split = [[v] for v in t]
     out: list[list[Any]] = []
     for i, j in _WIRE:
         out.append(cols[i] if j < 0 else split[j])

@@ -7,8 +7,10 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import replace
+from typing import Any
 
 import msgpack
+import orjson
 import pytest
 
 from meshbus.bus import codec
@@ -173,6 +175,8 @@ def test_columns_keep_one_value_only_when_every_row_has_it_with_its_type() -> No
     ]
     data = encode_columns(columns([(0.5, "x"), (0.5, "y")]), 2)
     assert unpack_rows(data, ROWS_JSON_COLUMNS) == [[0.5, "x"], [0.5, "y"]]
+    assert columns(rows, 2) == columns(rows)[:2]  # the first columns only (wire_columns: not the tails)
+    assert columns(rows, 0) == []
 
 
 def test_columns_json_cannot_carry_go_as_msgpack_rows() -> None:
@@ -304,3 +308,13 @@ def test_older_columns_batches_stay_readable_and_bad_doubles_are_refused() -> No
     for message, data in bad.items():
         with pytest.raises(BadRequestError, match=message):
             unpack_rows(data, ROWS_JSON_COLUMNS_2)
+
+
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 65535, 65536])
+def test_columns_2_envelope_is_msgpacks_byte_for_byte_at_every_bin_size(n: int) -> None:
+    # encode_columns_2 writes the [json, doubles] envelope itself: a reader's msgpack must see the very
+    # bytes msgpack.packb writes, whichever bin head (8, 16 or 32 bit length) each part needs
+    doubles = struct.pack(f"<{n // 8}d", *([0.5] * (n // 8)))
+    cols: list[Any] = [["x" * n]]
+    json = orjson.dumps([1, *cols])
+    assert encode_columns_2(cols, doubles, 1) == msgpack.packb([json, doubles], use_bin_type=True)
