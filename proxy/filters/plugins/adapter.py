@@ -33,7 +33,7 @@ from typing import Any, Final, Protocol
 
 from meshbus.plugins.api import HOOK_NAMES, MAX_BUFFER, BodyMode
 from meshbus.plugins.api import LocalReply as SdkReply
-from meshbus.plugins.http import Headers, Peer, Request, Response, _checked
+from meshbus.plugins.http import Headers, Peer, Request, Response, _checked, _lower, _lowered
 from meshbus.proxy.adapters.exchange import Exchange
 from meshbus.proxy.codec.http1 import HOP_BY_HOP, RequestHead
 from meshbus.proxy.core import flags as F
@@ -212,6 +212,18 @@ class _HeadHeaders(Headers):
         self._items = head.headers  # Headers.__init__'s work, without a call for its defaults
         self._on_change = None
         self._head = head
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        n = _lowered.get(name)
+        if n is None:
+            n = _lower(name)
+        hdict = self._head.hdict
+        if len(hdict) == len(self._items):
+            # No name occurs twice (the map is kept in step with the list): the map's value is the
+            # first and only one, found by one lookup instead of a scan of the list.
+            v = hdict.get(n)
+            return default if v is None else v
+        return super().get(n, default)
 
     def set(self, name: str, value: str) -> None:
         # Setting a name the request does not have (the usual case) needs no scan of the list for

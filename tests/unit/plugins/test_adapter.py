@@ -331,3 +331,16 @@ def test_a_bad_header_name_is_refused_at_every_set() -> None:
         c = ctx()
         assert f.on_request_headers(c) is not None
         assert c.head.raw == RAW[:-2]
+
+
+def test_get_gives_the_first_value_of_a_name_the_request_has_twice() -> None:
+    raw = RAW[:-2] + b"X-Dup: 1\r\nx-dup: 2\r\n\r\n"
+    headers = LiveRequest(ctx(raw), plugin(Stamp)).headers
+    assert headers.get("X-DUP") == "1" and headers.getall("x-dup") == ["1", "2"]
+    assert headers.get("user-agent") == "curl" and headers.get("x-none", "-") == "-"
+    headers = LiveRequest(ctx(), plugin(Stamp)).headers
+    assert headers.get("User-Agent") == "curl" and headers.get("x-none") is None
+    headers.add("user-agent", "other")  # now twice: still the first
+    assert headers.get("user-agent") == "curl"
+    headers.delete("user-agent")
+    assert headers.get("user-agent") is None
