@@ -54,6 +54,11 @@ NATIVE_MODULES = [
     # user filters' view of a request, and the adapter that runs them on the chain
     "plugins/http.py",
     "proxy/filters/plugins/adapter.py",
+    # a REMOTE filter's call, both sides: the proxy's backend and the wire maps it packs and reads
+    # (bench/remote_filter.py --stages: CPU per call), and the host's per-call serving
+    "proxy/filters/plugins/remote.py",
+    "plugins/remote/wire.py",
+    "plugins/remote/host.py",
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
     "telemetry/rowcolumns.py",  # the bus sink packs access-log rows as columns (one pass a batch)

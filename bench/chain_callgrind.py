@@ -41,6 +41,13 @@ def wait_port(port: int) -> None:
     raise SystemExit(f"port {port} never opened")
 
 
+def _ok(h2load_out: str, n: int) -> None:
+    """Refuse a run in which any of the ``n`` requests was not answered 2xx by the origin."""
+    m = re.search(r"status codes: (\d+) 2xx", h2load_out)
+    if m is None or int(m.group(1)) != n:
+        raise SystemExit(f"not every request was answered 2xx through the chain:\n{h2load_out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tls", action="store_true")
@@ -65,6 +72,7 @@ def main() -> None:
     nginx = subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf")], stderr=subprocess.DEVNULL)
     native = subprocess.Popen(cmds[other][0], stderr=subprocess.DEVNULL)
     counts = []
+    counted: subprocess.Popen[str] | None = None
     try:
         wait_port(ORIGIN)
         wait_port(cmds[other][1])
@@ -75,16 +83,29 @@ def main() -> None:
                 stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
             wait_port(port)
-            url = f"http://127.0.0.1:{A_PORT}/"
+            # the origin's authority, as bench/run.py's loads send it: without it proxy A has no route
+            # and answers 404 NR itself (what this counted before: no hop to B, no TLS)
+            load = [
+                "h2load",
+                "--h1",
+                "-c",
+                "10",
+                "-H",
+                f":authority: {run.HOST}",
+                f"http://127.0.0.1:{A_PORT}/",
+            ]
             # a first request on each connection (proxy A's pooled connections to a restarted B reconnect)
-            subprocess.run(["h2load", "--h1", "-n", "10", "-c", "10", url], check=True, capture_output=True)
-            subprocess.run(["h2load", "--h1", "-n", str(n), "-c", "10", url], check=True, capture_output=True)
+            _ok(subprocess.run([*load, "-n", "10"], check=True, capture_output=True, text=True).stdout, 10)
+            _ok(subprocess.run([*load, "-n", str(n)], check=True, capture_output=True, text=True).stdout, n)
             counted.send_signal(signal.SIGTERM)
             m = re.search(r"Collected : (\d+)", counted.communicate(timeout=600)[1])
             if m is None:
                 raise SystemExit(f"proxy {args.proxy} under callgrind wrote no totals")
             counts.append(int(m.group(1)))
     finally:
+        if counted is not None and counted.poll() is None:  # a run that failed before its SIGTERM
+            counted.kill()
+            counted.wait()
         native.terminate()
         nginx.terminate()
         native.wait()

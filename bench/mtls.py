@@ -12,7 +12,9 @@ both proxies of a chain on CPU 1, keep-alive, rounds interleaved, medians [min-m
 - HAProxy plain / mTLS: two haproxy processes (nbthread 1), A -> B with ``ssl verify required`` and
   client certificates from the same CA, and the sidecars' TLS 1.3 suite order (AES-128-GCM first), so
   both chains run the same cipher (before: both OpenSSL's default, AES-256-GCM).
-Throughput: ``wrk -t1 -c50``; CPU per request = CPU time of BOTH proxy processes / requests.
+Throughput: ``wrk -t1 -c50``; CPU per request = CPU time of BOTH proxy processes / requests, with its
+kernel share beside it (HAProxy reads a record with two recv calls, the sidecars with one: its mTLS
+cost is partly kernel time, theirs user time).
 Latency: h2load at 1000 req/s (10 connections). Needs wrk, h2load, nginx, haproxy, taskset.
 
 Diagnostics (not the bench's figures): ``--split`` runs proxy B on CPU 0 (beside the load and the
@@ -44,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the shared helpers come from run.py and chain.py next to this file
 from chain import handshakes, meshbus_chain, prepare
 from chain_tail import sched_blame, sched_recording
-from run import ORIGIN, Result, check_tools, cpu_seconds, med, process, run_latency, run_wrk
+from run import ORIGIN, Result, check_tools, cpu_user_sys, med, process, run_latency, run_wrk
 
 from meshbus.proxy.tls.suites import MESH_TLS13_SUITES
 
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         setups = {k: v for k, v in setups.items() if k in args.only.split(",")}
     results = {name: Result() for name in setups}
     notes: dict[str, str] = {}
+    sys_share: dict[str, list[float]] = {}  # kernel CPU us/req of both proxies, per round
     print(f"bench dir {tmp}; {args.rounds} rounds x wrk {args.duration}s + latency {args.latency_duration}s")
     with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log"):
         for rnd in range(args.rounds):
@@ -162,13 +165,15 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     port = procs[-1][1]
                     run_wrk(port, 1, None)  # warm-up: pools, caches
-                    rps, errors, cpu_us = 0.0, 0, float("nan")
+                    rps, errors, cpu_us, sys_us = 0.0, 0, float("nan"), float("nan")
                     if not args.latency_only:
-                        before = sum(cpu_seconds(p) for p in pids)
+                        before = [cpu_user_sys(p) for p in pids]
                         rps, _, errors = run_wrk(port, args.duration, None)
-                        cpu_us = (
-                            (sum(cpu_seconds(p) for p in pids) - before) * 1e6 / max(1.0, rps * args.duration)
-                        )
+                        after = [cpu_user_sys(p) for p in pids]
+                        per_req = 1e6 / max(1.0, rps * args.duration)
+                        user_us = sum(a[0] - b[0] for a, b in zip(after, before, strict=True)) * per_req
+                        sys_us = sum(a[1] - b[1] for a, b in zip(after, before, strict=True)) * per_req
+                        cpu_us = user_us + sys_us
                     with sched_recording(tmp / "sched.data") if args.sched else nullcontext():
                         t0 = time.monotonic()
                         p50, p90, p99 = run_latency(port, args.latency_duration, tmp)
@@ -178,11 +183,13 @@ def main(argv: list[str] | None = None) -> int:
                 res = results[name]
                 res.rps.append(rps)
                 res.cpu_us.append(cpu_us)
+                sys_share.setdefault(name, []).append(sys_us)
                 res.errors += errors
                 res.p50.append(p50)
                 res.p90.append(p90)
                 res.p99.append(p99)
-                print(f"  round {rnd + 1} {name:14s} {rps:10,.0f} rps  cpu {cpu_us:6.1f} us/req (both proxies)  "
+                print(f"  round {rnd + 1} {name:14s} {rps:10,.0f} rps  cpu {cpu_us:6.1f} us/req (both proxies; "
+                      f"kernel {sys_us:.1f})  "
                       f"p50/p90/p99 {p50:.3f}/{p90:.3f}/{p99:.3f} ms  errors {errors}")  # fmt: skip
                 if args.stalls and "meshbus" in name:
                     _print_stalls(stall_files, window)
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                     sched_blame(
                         tmp / "sched.data", {pid: who for pid, who in zip(pids, ("B", "A"), strict=True)}
                     )
-    report(results, notes)
+    report(results, notes, sys_share)
     return 0
 
 
@@ -199,7 +206,7 @@ def _m(results: dict[str, Result], name: str, attr: str) -> float:
     return statistics.median(getattr(r, attr)) if r is not None else float("nan")
 
 
-def report(results: dict[str, Result], notes: dict[str, str]) -> None:
+def report(results: dict[str, Result], notes: dict[str, str], sys_share: dict[str, list[float]]) -> None:
     hp = _m(results, "haproxy-mtls", "rps") or float("nan")  # nan: --latency-only, or no HAProxy mTLS
     print()
     print("| chain (A -> B) | rps median [min-max] | x HAProxy mTLS | CPU us/req (A+B) | @1000 rps p50 / p90 / p99 ms "
@@ -214,8 +221,12 @@ def report(results: dict[str, Result], notes: dict[str, str]) -> None:
         if plain in results and mtls in results:
             cpu = _m(results, mtls, "cpu_us") / _m(results, plain, "cpu_us")
             rps = _m(results, mtls, "rps") / (_m(results, plain, "rps") or float("nan"))
+            # where the extra CPU goes: user space (the record layer) or the kernel (more reads per record)
+            extra = _m(results, mtls, "cpu_us") - _m(results, plain, "cpu_us")
+            kern = statistics.median(sys_share[mtls]) - statistics.median(sys_share[plain])
             print(
-                f"{kind}: mTLS costs {100 * (cpu - 1):+.0f}% CPU per request, throughput x{rps:.2f} vs plaintext"
+                f"{kind}: mTLS costs {100 * (cpu - 1):+.0f}% CPU per request ({extra:+.1f} us, of which kernel "
+                f"{kern:+.1f} us), throughput x{rps:.2f} vs plaintext"
             )
     if "meshbus-mtls" in notes:
         print(f"meshbus-mtls handshakes counted by proxy B after the last round (outbound inbound failures): "

@@ -28,6 +28,8 @@ a count, not a time, so the machine's load does not blur it). ``--floor`` runs t
 subscription callback that ``respond``s an empty map): what a NATS request/reply from Python costs
 on this machine, the floor to weigh ours against. ``--inflight N`` runs a closed loop
 with N calls in flight instead of the paced rate: a busy proxy's regime, many calls a turn.
+``--burst K`` keeps the rate but sends the calls K at a time, in one turn of the event loop (a
+proxy's requests from several connections read in one pass).
 
 ``--against DIR`` runs A/B pairs instead: ``--rounds`` pairs, each one run of this tree and one of
 the meshbus checkout at DIR (e.g. ``git worktree add /tmp/main main``: its own bench script, its
@@ -115,6 +117,21 @@ def stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
     nc._process_msg = process_msg  # the parser calls it through the client
 
 
+def stamp_handoffs(marks: list[float], has: bytes) -> None:
+    """Stamp every message with ``has`` in its subject that an inline subscription hands to its
+    function (meshbus.bus.direct, interpreted in both builds), just before the function runs."""
+    from meshbus.bus import direct
+
+    orig = direct._Handoff.put_nowait
+
+    def put_nowait(self: Any, msg: Any) -> None:
+        if has in msg.subject.encode():
+            marks.append(time.monotonic())
+        orig(self, msg)
+
+    direct._Handoff.put_nowait = put_nowait  # type: ignore[method-assign]
+
+
 def write_calls(pid: int | str = "self") -> int:
     """The process's write system calls so far (/proc: write and writev, as libuv sends)."""
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
@@ -163,14 +180,8 @@ async def serve_host(url: str, out: str, default_gc: bool = False) -> None:
     stop, cpu = host_signals()
     async with BusConnection(BusSettings(url=url, name="bench host")) as bus:
         host = FilterHost(bus, info_of(NAME, Noop, "bench"))
-        if out:
-            orig_call = host._call
-
-            def call(hook: str, data: bytes, headers: Any) -> Any:
-                marks["host_handler"].append(time.monotonic())
-                return orig_call(hook, data, headers)
-
-            host._call = call  # type: ignore[method-assign]
+        if out:  # where the read loop hands a call to the host (FilterHost may be compiled)
+            stamp_handoffs(marks["host_handler"], b".request_headers")
         async with host:
             if out:
                 stamp_reads(bus.nc, marks["host_read"], b".request_headers")
@@ -238,6 +249,7 @@ async def drive(
     inflight: int = 0,
     floor: bool = False,
     default_gc: bool = False,
+    burst: int = 1,
 ) -> dict[str, Any]:
     async with BusConnection(BusSettings(url=url, name="bench client")) as bus:
         backend = RemoteBackend(RemoteFilters(lambda: bus), NAME, "default/bench", None, 2.0)
@@ -249,11 +261,12 @@ async def drive(
             payload = pack_call(
                 "request_headers", request(), plugin="default/bench", digest=config_digest(None)
             )
-            backend.call = floor_call  # type: ignore[method-assign]
+            call: Any = floor_call
         else:
+            call = backend.call  # RemoteBackend may be compiled: not patched
             await backend.wait_ready()
         for _ in range(200):  # warm-up
-            await backend.call("on_request_headers", request(), None, b"", True)
+            await call("on_request_headers", request(), None, b"", True)
         marks: dict[str, list[float]] = {"send": [], "write": [], "read": [], "resumed": []}
         if stages:
             stamp_transport(bus.nc, marks["write"], b".request_headers")
@@ -265,7 +278,7 @@ async def drive(
             t0 = time.monotonic()
             if stages:
                 marks["send"].append(t0)
-            r = backend.call("on_request_headers", request(), None, b"", True)
+            r = call("on_request_headers", request(), None, b"", True)
             task = asyncio.ensure_future(
                 _awaited(r) if old_resume and not floor else r
             )  # as the exchange does
@@ -302,7 +315,7 @@ async def drive(
             await asyncio.gather(*(worker() for _ in range(inflight)))
             n = len(lat)
         for i in range(0 if inflight else n):
-            delay = start + i / rate - loop.time()
+            delay = start + (i - i % burst) / rate - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             if stages:
@@ -336,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["turn", "none", "once"],
         default="turn",
         help="bus/direct.py's write_now (turn), none (nats-py's flusher), once (the earlier policy)",
+    )
+    ap.add_argument(
+        "--burst",
+        type=int,
+        default=1,
+        help="paced calls sent --burst at a time (h2load's connections in step)",
     )
     ap.add_argument("--inflight", type=int, default=0, help="closed loop with N calls in flight (not paced)")
     ap.add_argument(
@@ -400,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.inflight,
                         args.floor,
                         args.default_gc,
+                        args.burst,
                     )
                 )
             finally:
@@ -408,7 +428,11 @@ def main(argv: list[str] | None = None) -> int:
             host_cpu = float(out.split()[0])
             gc_line = out.strip().splitlines()[-1]
             lat, n = r["lat"], r["n"]
-            pace = f"{args.inflight} in flight" if args.inflight else f"{args.rate}/s"
+            pace = (
+                f"{args.inflight} in flight"
+                if args.inflight
+                else f"{args.rate}/s" + (f" in bursts of {args.burst}" if args.burst > 1 else "")
+            )
             print(f"round {rnd + 1}: {n} calls at {pace}: p50 {q(lat, 50):.3f} ms  p99 {q(lat, 99):.3f} ms"
                   f"  client {r['cpu'] * 1e6 / n:.1f} us/call  host {host_cpu * 1e6 / n:.1f} us/call  "
                   f"writes/call client {r['writes'] / n:.2f} host {r['host_writes'] / n:.2f}")  # fmt: skip

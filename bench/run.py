@@ -263,9 +263,15 @@ def process(
             p.wait()
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_user_sys(pid: int) -> tuple[float, float]:
+    """The user and the kernel CPU seconds ``pid`` has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_user_sys(pid))
 
 
 def rss_mb(pid: int) -> float:

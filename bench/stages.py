@@ -13,7 +13,9 @@ them up with h2load's request start times):
   callback, so after the exchange went on with the request, its upstream write included);
 - host: ``host_read`` (the call parsed), ``host_handler`` (decoded and run from here), ``host_write``
   (the verdict handed to the socket).
-Each process writes ``<dir>/<role>-<pid>.json`` every second.
+Each process writes ``<dir>/<role>-<pid>.json`` every second. The stamps patch the classes, so they
+need the pure build (setup.py compiles remote.py and host.py: a process of the compiled build refuses
+``MESHBUS_BENCH_STAGES`` with that said).
 """
 
 from __future__ import annotations
@@ -132,6 +134,14 @@ def patch_host(out_dir: Path) -> None:
 def from_env() -> None:
     out = os.environ.get(ENV, "")
     if out:
+        import meshbus.plugins.remote.host as host_mod
+        import meshbus.proxy.filters.plugins.remote as remote_mod
+
+        if not (remote_mod.__file__ or "").endswith(".py") or not (host_mod.__file__ or "").endswith(".py"):
+            # the stamps patch RemoteBackend.begin and FilterHost's methods: native classes refuse it
+            raise RuntimeError(
+                f"{ENV}: the stage stamps need the pure build (MESHBUS_PURE_PYTHON=1 make native)"
+            )
         patch_proxy(Path(out))
         patch_host(Path(out))
 

@@ -25,6 +25,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
+from mypy_extensions import mypyc_attr
 from nats.aio.msg import Msg
 from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 MAX_INSTANCES = 64
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled (setup.py); tests and users subclass it
 class FilterHost:
     def __init__(
         self, bus: BusConnection, info: FilterInfo, *, concurrency: int = 16, hook_timeout: float = 30.0

@@ -58,7 +58,7 @@ from meshbus.proxy.codec.http1 import (
 from meshbus.proxy.core import flags as F
 from meshbus.proxy.core.attempts import ABORT, CONNECT, FAIL, NOTHING, RETRY, Attempts
 from meshbus.proxy.core.cluster import Cluster
-from meshbus.proxy.core.routing import Destination, RequestView, Route, RouteTable
+from meshbus.proxy.core.routing import Destination, RequestView, Route
 from meshbus.proxy.filters.chain import Delay, HttpFilter, LocalReply
 from meshbus.proxy.filters.headerops import HeaderOps
 from meshbus.proxy.filters.tracing import TraceHop
@@ -256,6 +256,8 @@ class Exchange:
         "is_local",
         "keep_alive",
         "out",
+        "peer_ip",
+        "peer_ip_bytes",
         "pool",
         "replay",
         "req_chunked",
@@ -281,8 +283,19 @@ class Exchange:
         "waiting",
     )
 
-    def __init__(self, dc: Downstream, head: RequestHead, ctx: ListenerContext) -> None:
+    def __init__(
+        self,
+        dc: Downstream,
+        head: RequestHead,
+        ctx: ListenerContext,
+        peer_ip: str | None = None,
+        peer_ip_bytes: bytes | None = None,
+    ) -> None:
         self.dc = dc
+        # The client's address as the listener hands it over (read natively there): ``dc`` is a
+        # Protocol, so reading it here would go by name through the type attribute cache per request.
+        self.peer_ip = dc.peer_ip if peer_ip is None else peer_ip
+        self.peer_ip_bytes = dc.peer_ip_bytes if peer_ip_bytes is None else peer_ip_bytes
         self.head = head
         self.ctx = ctx
         self.flags: list[str] = []
@@ -360,8 +373,11 @@ class Exchange:
             head.headers.append(("x-request-id", rid))
             self.rid_line = b"x-request-id: %b\r\n" % rid.encode()  # goes after head.raw (_dispatch)
         runtime = self.runtime = ctx.server.runtime
-        view = self.view = RequestView(head.method, target, authority, hdict, self.dc.peer_ip)
-        table: RouteTable = runtime.outbound if ctx.direction == "outbound" else runtime.inbound
+        if runtime is not ctx.runtime:  # a swapped runtime: its table and clusters into typed fields
+            ctx.bind(runtime)
+        view = self.view = RequestView(head.method, target, authority, hdict, self.peer_ip)
+        table = ctx.routes
+        assert table is not None  # bound just above
         route = self.route = table.match(view)
         self.tr = ctx.tele.begin(self)  # the STATS phase's trace decision (proxy/filters/observe.py)
         if route is None:
@@ -477,7 +493,8 @@ class Exchange:
             return
         dest = self.dest
         assert dest is not None  # picked in begin() for forward routes
-        cluster = self.cluster = self.runtime.clusters.get(dest.cluster)
+        cluster: Cluster | None = self.ctx.clusters.get(dest.cluster)
+        self.cluster = cluster
         if cluster is None:
             self.local_flag(F.UH)
             return
@@ -501,7 +518,7 @@ class Exchange:
         ):
             # Pass-through: the head as received (names keep the client's spelling, as Envoy forwards
             # them) plus the proxy's own X-Forwarded-* lines; no per-header Python work.
-            xff = self.dc.peer_ip_bytes
+            xff = self.peer_ip_bytes
             if "x-forwarded-for" in hdict or "x-forwarded-proto" in hdict or PEER_HEADER in hdict:
                 cut = _cut_sidecar_lines(raw, hdict)
                 # no duplicate names: one line each at most
@@ -551,10 +568,10 @@ class Exchange:
         if "x-forwarded-for" in hdict:
             # replace the received one by one that also names the client we saw
             skip = _REQ_SKIP_XFF
-            xff = hdict["x-forwarded-for"] + ", " + self.dc.peer_ip
+            xff = hdict["x-forwarded-for"] + ", " + self.peer_ip
         else:
             skip = _REQ_SKIP
-            xff = self.dc.peer_ip
+            xff = self.peer_ip
         if "connection" in hdict:
             skip = skip | connection_tokens(hdict)
         tr: TraceHop = self.tr

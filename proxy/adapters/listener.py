@@ -46,7 +46,11 @@ from meshbus.proxy.codec.http1 import (
 from meshbus.proxy.filters.observe import HopTelemetry
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from meshbus.proxy.adapters.contracts import Server
+    from meshbus.proxy.core.cluster import Cluster
+    from meshbus.proxy.core.routing import RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,19 @@ class ListenerContext:
         self.tele = HopTelemetry(server, direction)  # the STATS phase: traces, metrics, access log
         self.mirrors_in_flight = 0
         self.mirrors_dropped = 0
+        # The runtime the last request saw, and what requests read from it, in typed fields: the
+        # runtime is a Python object whose attributes the compiled path reads by name, and a by-name
+        # read costs 400-600 instructions whenever it misses CPython's type attribute cache (a
+        # collision that depends on the process's string hash seed). Rebound when the server swaps it.
+        self.runtime: Any = None
+        self.routes: RouteTable | None = None  # this listener's table (outbound or inbound)
+        self.clusters: Mapping[str, Cluster] = {}
+
+    def bind(self, runtime: Any) -> None:
+        """Read ``runtime``'s route table and clusters once, for every request until the next swap."""
+        self.routes = runtime.outbound if self.direction == "outbound" else runtime.inbound
+        self.clusters = runtime.clusters
+        self.runtime = runtime
 
 
 class DownstreamConnection(asyncio.Protocol):
@@ -205,7 +222,7 @@ class DownstreamConnection(asyncio.Protocol):
             if kind == BODY:
                 self.parsing.on_request_body(payload)  # type: ignore[union-attr]
             elif kind == HEAD:
-                ex = Exchange(self, payload, self.ctx)
+                ex = Exchange(self, payload, self.ctx, self.peer_ip, self.peer_ip_bytes)
                 self.parsing = ex
                 if self.current is None:
                     self.current = ex

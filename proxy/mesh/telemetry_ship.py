@@ -28,13 +28,13 @@ import orjson
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.schemas.telemetry import (
-    ROWS_JSON_COLUMNS,
+    ROWS_JSON_COLUMNS_2,
     AccessLogBatch,
     FamilyDelta,
     MetricBatch,
     Source,
     SpanBatch,
-    encode_columns,
+    encode_columns_2,
     encode_rows,
 )
 from meshbus.bus.tasks import cancel_and_wait
@@ -42,6 +42,7 @@ from meshbus.proxy.filters.spans import ROW
 from meshbus.telemetry import loop_stalls
 from meshbus.telemetry.accesslog import FIELDS, AccessLogRow, wire_columns, wire_row
 from meshbus.telemetry.delta import DeltaTracker
+from meshbus.telemetry.rowcolumns import float_columns
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +191,12 @@ def _span_batch(source: Source, resource: dict[str, str], provider: str, rows: l
 
 
 def access_log_batch(source: Source, rows: list[AccessLogRow]) -> AccessLogBatch:
-    """``rows`` as one batch, packed as columns (`ROWS_JSON_COLUMNS`: the values a batch repeats, most of
-    them, written once); rows JSON cannot carry (a filter's metadata with a non-str key) as rows."""
+    """``rows`` as one batch, packed as columns (`ROWS_JSON_COLUMNS_2`: the values a batch repeats, most of
+    them, written once, times and durations as doubles); rows JSON cannot carry (a filter's metadata
+    with a non-str key) as rows."""
     try:
-        data, encoding = encode_columns(wire_columns(rows), len(rows)), ROWS_JSON_COLUMNS
+        cols, doubles = float_columns(wire_columns(rows))
+        data, encoding = encode_columns_2(cols, doubles, len(rows)), ROWS_JSON_COLUMNS_2
     except orjson.JSONEncodeError:
         data, encoding = encode_rows([wire_row(r) for r in rows])
     return AccessLogBatch(source, _RECORD_FIELDS, data, len(rows), encoding)

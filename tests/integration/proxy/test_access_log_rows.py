@@ -96,3 +96,29 @@ async def test_a_row_the_proxy_queues_ships_and_formats_as_its_record_did(proxy)
         )
     finally:
         await u.stop()
+
+
+async def test_logged_headers_are_the_heads_final_ones_with_duplicates_joined(proxy) -> None:  # type: ignore[no-untyped-def]
+    # the row reads user-agent, x-forwarded-for and x-request-id at log time, as Envoy's %REQ()% does:
+    # repeated headers joined with "," (as the head's hdict has them), the id the proxy generated
+    u = await HeadServer(lambda _h: OK).start()
+    try:
+        p = await start(proxy, u, telemetry("  accessLogging: [{}]"))
+        rows = Rows()
+        p.server.add_access_log_sink(rows)
+        head = (
+            "GET /r HTTP/1.1\r\nHost: reviews\r\nUser-Agent: a\r\nx-forwarded-for: 10.0.0.1\r\n"
+            "user-agent: b c\r\nX-Forwarded-For: 10.0.0.2, 10.0.0.3\r\nx-other-header-12: z\r\n\r\n"
+        )
+        await get(p.port, head.encode())
+        await asyncio.wait_for(rows.got.wait(), 5)
+        [row] = rows.rows
+        record = AccessLogRecord.from_row(row)
+        assert record.user_agent == "a,b c" and record.x_forwarded_for == "10.0.0.1,10.0.0.2, 10.0.0.3"
+        [sent] = u.heads
+        forwarded = [
+            line for line in sent.decode("latin-1").split("\r\n") if line.startswith("x-request-id: ")
+        ]
+        assert record.request_id and forwarded == [f"x-request-id: {record.request_id}"]
+    finally:
+        await u.stop()

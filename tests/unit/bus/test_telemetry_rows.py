@@ -4,6 +4,8 @@ batches named their encoding), and what they say of an encoding they do not know
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import replace
 
 import msgpack
@@ -14,11 +16,13 @@ from meshbus.bus.errors import BadRequestError
 from meshbus.bus.schemas.telemetry import (
     ROWS_JSON,
     ROWS_JSON_COLUMNS,
+    ROWS_JSON_COLUMNS_2,
     ROWS_MSGPACK,
     AccessLogBatch,
     Source,
     SpanBatch,
     encode_columns,
+    encode_columns_2,
     encode_rows,
     pack_rows,
     unpack_rows,
@@ -28,7 +32,7 @@ from meshbus.proxy.filters.spans import ROW, SpanRecorder
 from meshbus.proxy.mesh.telemetry_ship import _RECORD_FIELDS, access_log_batch
 from meshbus.telemetry.accesslog import TAIL, AccessLogRecord, wire_columns, wire_row
 from meshbus.telemetry.metrics import CounterChild
-from meshbus.telemetry.rowcolumns import columns
+from meshbus.telemetry.rowcolumns import columns, float_columns
 
 pytestmark = pytest.mark.unit
 
@@ -143,7 +147,7 @@ def test_access_logs_ship_as_columns_and_read_back_as_the_same_rows() -> None:
     rows = _varied_rows()
     body, headers = codec.encode(access_log_batch(Source("n"), rows))
     batch = codec.decode(body, headers, AccessLogBatch)
-    assert batch.encoding == ROWS_JSON_COLUMNS and batch.count == 5
+    assert batch.encoding == ROWS_JSON_COLUMNS_2 and batch.count == 5
     assert unpack_rows(batch.records, batch.encoding) == [list(wire_row(r)) for r in rows]
     # a repeated value is packed once: the batch is well under 5 rows' size
     assert len(batch.records) < len(encode_rows([wire_row(r) for r in rows])[0]) / 2
@@ -201,8 +205,11 @@ def test_times_and_durations_near_rounding_edges_log_the_same_lines_as_columns()
     data, encoding = encode_rows([wire_row(r) for r in rows])
     as_rows = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, len(rows), encoding)
     as_columns = access_log_batch(Source("n"), rows)
-    assert as_columns.encoding == ROWS_JSON_COLUMNS
+    assert as_columns.encoding == ROWS_JSON_COLUMNS_2
     assert records_of(as_columns) == records_of(as_rows)
+    old = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), encode_columns(wire_columns(rows), len(rows)),
+                         len(rows), ROWS_JSON_COLUMNS)  # fmt: skip
+    assert records_of(old) == records_of(as_rows)
     assert [d["start_time"] for d in records_of(as_columns)][:2] == [
         "2023-11-14T22:13:20.000Z", "2023-11-14T22:13:21.000Z",
     ]  # fmt: skip
@@ -231,3 +238,69 @@ def test_tails_that_differ_or_are_only_equal_ship_field_by_field() -> None:
         got = unpack_rows(data, ROWS_JSON_COLUMNS)
         assert got == [list(wire_row(r)) for r in rows]
         assert [type(g[10]) for g in got] == [type(wire_row(r)[10]) for r in rows]
+
+
+def _bits(rows: list[list[object]]) -> list[list[object]]:
+    """Rows with each float as its 8 bytes: equal only if bit for bit the same (-0.0 is not 0.0)."""
+    return [[struct.pack("<d", v) if type(v) is float else (type(v), v) for v in r] for r in rows]
+
+
+# floats next to rounding edges (the last digits of the shortest repr, ms and s boundaries), signed zeros,
+# negatives; durations also the smallest subnormal and the largest double
+EDGE_TIMES = [1_700_000_000.0, 1_700_000_000.9999996, 1_699_999_999.9995, 1_700_000_000.0004995, -0.0, 0.0,
+              -1_700_000_000.0015004, math.nextafter(1_700_000_000.0, 0.0), 1_700_000_000.123456]  # fmt: skip
+EDGE_DURATIONS = [0.1 + 0.2, 2.4999999999999996, 12.5000001, -0.0, 0.0, -1.5, 5e-324, 1.7976931348623157e308,
+                  math.nextafter(1.0, 2.0)]  # fmt: skip
+
+
+def test_float_columns_pack_only_columns_of_varying_finite_floats_as_little_endian_doubles() -> None:
+    nan, inf = float("nan"), float("inf")
+    cols = [[1.5, -0.0], [2.0], ["a", "b"], [1, 2.0], [0.5, nan], [0.5, inf], [True, 1.0], [5e-324, -2.5]]
+    out, doubles = float_columns(cols)
+    # one value or one non-float kept as JSON (an int stays an int); NaN and infinities stay JSON's null
+    assert out == [0, [2.0], ["a", "b"], [1, 2.0], [0.5, nan], [0.5, inf], [True, 1.0], 1]
+    assert doubles == struct.pack("<4d", 1.5, -0.0, 5e-324, -2.5)
+    assert float_columns([]) == ([], b"")
+    assert float_columns([[0.25]]) == ([[0.25]], b"")  # one row: nothing to pack
+
+
+def test_access_logs_ship_floats_as_doubles_and_read_back_bit_for_bit() -> None:
+    rows = [
+        replace(RECORD, start_time=t, duration_ms=d, request_id=f"rid-{i}").row()
+        for i, (t, d) in enumerate(zip(EDGE_TIMES, EDGE_DURATIONS, strict=True))
+    ]
+    body, headers = codec.encode(access_log_batch(Source("n"), rows))
+    batch = codec.decode(body, headers, AccessLogBatch)
+    assert batch.encoding == ROWS_JSON_COLUMNS_2
+    json_part, doubles = msgpack.unpackb(batch.records)
+    assert len(doubles) == 2 * 8 * len(rows) and b"1700000000.9999996" not in json_part
+    got = unpack_rows(batch.records, batch.encoding)
+    assert _bits(got) == _bits([list(wire_row(r)) for r in rows])
+    # the same floats as the rows and the older columns give: the same lines for meshctl logs
+    data = encode_columns(wire_columns(rows), len(rows))
+    assert _bits(unpack_rows(data, ROWS_JSON_COLUMNS)) == _bits(got)
+    data, encoding = encode_rows([wire_row(r) for r in rows])
+    as_rows = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, len(rows), encoding)
+    assert records_of(batch) == records_of(as_rows)
+
+
+def test_older_columns_batches_stay_readable_and_bad_doubles_are_refused() -> None:
+    rows = _varied_rows()
+    old = encode_columns(wire_columns(rows), len(rows))
+    assert unpack_rows(old, ROWS_JSON_COLUMNS) == [list(wire_row(r)) for r in rows]
+    assert unpack_rows(encode_columns_2(*float_columns([[0.5, 1.5], ["x"]]), 2), ROWS_JSON_COLUMNS_2) == [
+        [0.5, "x"], [1.5, "x"],
+    ]  # fmt: skip
+    bad = {
+        "must be \\[json, doubles\\]": msgpack.packb([b"[1]"]),
+        "8 bytes each, not 7": msgpack.packb([b"[2, 0]", b"1234567"]),
+        "column 0: no run 1 of 2 doubles": msgpack.packb([b"[2, 1]", struct.pack("<2d", 1, 2)]),
+        "2 doubles for 0 packed columns": msgpack.packb([b'[2, ["a", "b"]]', struct.pack("<2d", 1, 2)]),
+        "each column must hold 2 values or 1": msgpack.packb(
+            [b'[2, 0, ["a", "b", "c"]]', struct.pack("<2d", 1, 2)]
+        ),
+        "undecodable rows": b"\xc1",
+    }
+    for message, data in bad.items():
+        with pytest.raises(BadRequestError, match=message):
+            unpack_rows(data, ROWS_JSON_COLUMNS_2)

@@ -501,3 +501,36 @@ def test_keep_alive_requests_cost_one_write_each_way_and_never_pause_reading() -
     for t in (down, up):
         assert t.calls["pause_reading"] == t.calls["resume_reading"] == 0
     assert timers[0] == timers[-1] <= 1  # at most the listener's one deadline sweep, not one per request
+
+
+def test_a_swapped_runtime_routes_the_next_request_through_the_listeners_typed_fields() -> None:
+    """The listener context holds the runtime's route table and clusters in typed fields (read
+    natively per request, not by name); a runtime the server swaps in rebinds them at the next request."""
+    p = Proxy()
+    first = p.server.runtime
+    _dc, client = p.client(GET)
+    assert p.ctx.runtime is first and p.ctx.routes is first.outbound and p.ctx.clusters is first.clusters
+    conn, _up, _ = p.pool.connect()
+    conn.data_received(OK)
+    assert client.data.startswith(b"HTTP/1.1 200 OK")
+
+    p.server.runtime = build(SERVICES.split("---")[1], rng=lambda: 0.5)  # ratings only: reviews is gone
+    _dc, client = p.client(GET)
+    assert p.ctx.runtime is p.server.runtime and p.ctx.routes is p.server.runtime.outbound
+    assert client.data.startswith(b"HTTP/1.1 404") and p.log[-1].response_flags == "NR"
+
+
+def test_the_exchange_takes_the_peer_address_the_listener_hands_over() -> None:
+    """X-Forwarded-For comes from the address the listener passes (a native read there), and a caller
+    that passes none (another codec's stream) still has its own read."""
+    p = Proxy()
+    _dc, _client = p.client(GET)
+    _conn, up, _ = p.pool.connect()
+    assert b"x-forwarded-for: 10.1.1.1\r\n" in up.data  # MemTransport's peername
+    head, exchange = _h2_request("/r")
+    ex = exchange(FrameStream(), head, p.ctx, "10.1.2.3", b"10.1.2.3")
+    ex.begin()
+    _conn, up, _ = p.pool.connect()
+    assert b"x-forwarded-for: 10.1.2.3\r\n" in up.data
+    ex = exchange(FrameStream(), *_h2_request("/r")[:1], p.ctx)  # type: ignore[arg-type]
+    assert ex.peer_ip == "10.0.0.9" and ex.peer_ip_bytes == b"10.0.0.9"
