@@ -33,7 +33,8 @@ from typing import Any, Final, Protocol
 
 from meshbus.plugins.api import HOOK_NAMES, MAX_BUFFER, BodyMode
 from meshbus.plugins.api import LocalReply as SdkReply
-from meshbus.plugins.http import Headers, Peer, Request, Response, _checked
+from meshbus.plugins.http import Headers, Peer, Request, Response, _checked, _lower, _lowered
+from meshbus.proxy.adapters.exchange import Exchange
 from meshbus.proxy.codec.http1 import HOP_BY_HOP, RequestHead
 from meshbus.proxy.core import flags as F
 from meshbus.proxy.filters.chain import (
@@ -212,17 +213,41 @@ class _HeadHeaders(Headers):
         self._on_change = None
         self._head = head
 
+    def get(self, name: str, default: str | None = None) -> str | None:
+        n = _lowered.get(name)
+        if n is None:
+            n = _lower(name)
+        hdict = self._head.hdict
+        if len(hdict) == len(self._items):
+            # No name occurs twice (the map is kept in step with the list): the map's value is the
+            # first and only one, found by one lookup instead of a scan of the list.
+            v = hdict.get(n)
+            return default if v is None else v
+        return super().get(n, default)
+
     def set(self, name: str, value: str) -> None:
         # Setting a name the request does not have (the usual case) needs no scan of the list for
-        # values to drop, nor a second look in the map: the head's lowercase map says it is new.
+        # values to drop, nor a second look in the map: the head's lowercase map says it is new. One
+        # cache lookup gives the name's check, lowercase form and line (``_Line``), appended to the
+        # head as received by one concatenation.
         text = value if type(value) is str else str(value)
-        n = _checked(name, text)
-        if n in self._head.hdict:
+        line = _lines.get(name)
+        if line is None:
+            line = _line(name)
+        data = line.bytes_for(name, text)  # raises for a CR, LF or NUL, before anything changes
+        n = line.lower
+        head = self._head
+        hdict = head.hdict
+        if n in hdict:
             super().set(n, text)
             return
         self._items.append((n, text))
-        if not self._append(n, text):
+        raw = head.raw
+        if raw is None or data is None:
             self._rejoin(n)
+            return
+        hdict[n] = text
+        head.raw = raw + data
 
     def _changed(self, name: str, checked: bool = False) -> None:
         headers = self._head.headers
@@ -231,26 +256,23 @@ class _HeadHeaders(Headers):
             if (
                 k == name
                 and (checked or ("\r" not in value and "\n" not in value))
-                and self._append(name, value)
+                and self._append(name, value, _append_prefix(name))
             ):
                 return
         self._rejoin(name)
 
-    def _append(self, name: str, value: str) -> bool:
-        """Append the new line ``name: value`` to the head as received, if it may be (else False)."""
+    def _append(self, name: str, value: str, prefix: bytes | None) -> bool:
+        """Append the new line ``name: value`` to the head as received, if it may be (``prefix``,
+        ``_append_prefix``'s, is not None), else False."""
         head = self._head
         raw = head.raw
-        if raw is None:
+        if raw is None or prefix is None:
             return False
-        prefix = _append_prefix(name)
-        if prefix is None:
-            return False
-        try:
-            encoded = value.encode("latin-1")
-        except UnicodeEncodeError:
+        data = _line_bytes(prefix, value)
+        if data is None:
             return False  # the rebuild serializes it (and fails) as it did before
         head.hdict[name] = value
-        head.raw = b"".join((raw, prefix, encoded, b"\r\n"))
+        head.raw = raw + data
         return True
 
     def _rejoin(self, name: str) -> None:
@@ -277,6 +299,60 @@ def _append_prefix(name: str) -> bytes | None:
             _prefixes.clear()
         _prefixes[name] = prefix
     return prefix
+
+
+def _line_bytes(prefix: bytes, value: str) -> bytes | None:
+    """``b"name: value\r\n"`` (None when the value is not latin-1: the rebuild reports it). mypyc's
+    concatenation of bytes is two copies: cheaper than ``b"".join`` of a tuple or an f-string."""
+    try:
+        encoded = value.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    return prefix + encoded + b"\r\n"
+
+
+class _Line:
+    """A name ``req.headers.set`` was given, checked: its lowercase form, its line prefix
+    (``_append_prefix``: None when its line may not be appended to the head as received), and the
+    last value set with it and that value's line. A filter that sets the same value object at every
+    request (a value from its config, the usual header filter) has it checked and encoded once."""
+
+    __slots__ = ("data", "lower", "prefix", "value")
+
+    def __init__(self, lower: str) -> None:
+        self.lower = lower
+        self.prefix = _append_prefix(lower)
+        self.value: str | None = None
+        self.data: bytes | None = None
+
+    def bytes_for(self, name: str, text: str) -> bytes | None:
+        """``text`` checked (ValueError for a CR, LF or NUL) and its line, when it may be appended."""
+        if text is self.value:  # the very object checked and encoded before (str is immutable)
+            return self.data
+        if "\r" in text or "\n" in text or "\0" in text:
+            _checked(name, text)  # raises, with the message every edit gives
+        prefix = self.prefix
+        if prefix is None:
+            return None
+        data = _line_bytes(prefix, text)
+        if data is not None:
+            self.value = text
+            self.data = data
+        return data
+
+
+_lines: Final[dict[str, _Line]] = {}
+"""Names ``req.headers.set`` was given (as the filter spells them), checked."""
+
+
+def _line(name: str) -> _Line:
+    """``name`` checked (``_checked`` raises for a character HTTP does not allow) and cached: a filter
+    sets the same few names."""
+    line = _Line(_checked(name, ""))
+    if len(_lines) >= 256:  # names come from filters' code: few, but do not grow without end
+        _lines.clear()
+    _lines[name] = line
+    return line
 
 
 class LiveRequest(Request):
@@ -315,7 +391,13 @@ class LiveRequest(Request):
     def headers(self) -> Headers:
         h = self._live_headers
         if h is None:
-            h = self._live_headers = _HeadHeaders(self._ctx.head)
+            ctx = self._ctx
+            head: RequestHead
+            if isinstance(ctx, Exchange):
+                head = ctx.head  # compiled: the exchange's own field, read natively
+            else:
+                head = ctx.head  # another context (tests): through the protocol, looked up by name
+            h = self._live_headers = _HeadHeaders(head)
         return h
 
     @property

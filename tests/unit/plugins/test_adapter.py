@@ -264,3 +264,83 @@ async def test_an_awaited_hook_is_timed_at_every_call() -> None:
         assert await f.on_request_headers(ctx()) is None
     assert [child.value for _, child in calls.series()] == [n]
     assert [child.count for _, child in time_ms.series()] == [n]
+
+
+class SetEach(Filter):
+    """Sets each (name, value) of ``SetEach.edits`` at each request."""
+
+    edits: list[tuple[str, str]] = []
+
+    def on_request_headers(self, req: Request) -> None:
+        for name, value in SetEach.edits:
+            req.headers.set(name, value)
+
+
+def test_set_lines_follow_the_head_as_received_in_the_order_set() -> None:
+    # New names, set one after another (one spelled in capitals), each appended once, in order.
+    SetEach.edits = [("x-b", "2"), ("X-A2", "1"), ("x-c", "3")]
+    f = plugin(SetEach)
+    for _ in range(2):  # the second request finds every name (and value) in the caches
+        c = ctx()
+        f.on_request_headers(c)
+        assert c.head.raw == RAW[:-2] + b"x-b: 2\r\nx-a2: 1\r\nx-c: 3\r\n"
+        assert c.head.headers[-3:] == [("x-b", "2"), ("x-a2", "1"), ("x-c", "3")]
+        assert c.head.hdict["x-a2"] == "1" and len(c.head.hdict) == len(c.head.headers)
+
+
+def test_a_value_set_before_does_not_stand_in_for_a_new_one() -> None:
+    # The view remembers the last value set with a name and its line; another value (equal text in
+    # another object, or other text) is checked and encoded afresh.
+    f = plugin(SetEach)
+    for value in ("one", "two", "".join(["tw", "o"]), "three"):
+        SetEach.edits = [("x-memo", value)]
+        c = ctx()
+        f.on_request_headers(c)
+        assert c.head.raw == RAW[:-2] + b"x-memo: " + value.encode() + b"\r\n"
+    SetEach.edits = [("x-memo", "four\r\nx-injected: 1")]
+    c = ctx()
+    assert f.on_request_headers(c) is not None  # the filter raised: FAIL_CLOSE answers
+    assert "x-memo" not in c.head.hdict and c.head.raw == RAW[:-2]  # nothing of it was kept
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "appended"),
+    [
+        ("x-fine", "caf\u00e9", True),  # latin-1: appended as such
+        ("x-odd", "\u20ac", False),  # not latin-1: the rebuild serializes (and refuses) it
+        ("connection", "close", False),  # hop-by-hop: the exchange handles its line
+    ],
+)
+def test_set_twice_with_the_same_value_gives_the_same_head(name: str, value: str, appended: bool) -> None:
+    SetEach.edits = [(name, value)]
+    f = plugin(SetEach)
+    heads = []
+    for _ in range(2):
+        c = ctx()
+        f.on_request_headers(c)
+        heads.append(c.head.raw)
+        assert c.head.hdict[name] == value
+    expected = RAW[:-2] + f"{name}: {value}\r\n".encode("latin-1") if appended else None
+    assert heads == [expected, expected]
+
+
+def test_a_bad_header_name_is_refused_at_every_set() -> None:
+    SetEach.edits = [("x bad", "1")]
+    f = plugin(SetEach)
+    for _ in range(2):  # a refused name is not cached as checked
+        c = ctx()
+        assert f.on_request_headers(c) is not None
+        assert c.head.raw == RAW[:-2]
+
+
+def test_get_gives_the_first_value_of_a_name_the_request_has_twice() -> None:
+    raw = RAW[:-2] + b"X-Dup: 1\r\nx-dup: 2\r\n\r\n"
+    headers = LiveRequest(ctx(raw), plugin(Stamp)).headers
+    assert headers.get("X-DUP") == "1" and headers.getall("x-dup") == ["1", "2"]
+    assert headers.get("user-agent") == "curl" and headers.get("x-none", "-") == "-"
+    headers = LiveRequest(ctx(), plugin(Stamp)).headers
+    assert headers.get("User-Agent") == "curl" and headers.get("x-none") is None
+    headers.add("user-agent", "other")  # now twice: still the first
+    assert headers.get("user-agent") == "curl"
+    headers.delete("user-agent")
+    assert headers.get("user-agent") is None
