@@ -211,22 +211,8 @@ def encode_columns(columns: list[list[Any]], count: int) -> bytes:
 
 def encode_columns_2(columns: list[Any], doubles: bytes, count: int) -> bytes:
     """``count`` rows as `ROWS_JSON_COLUMNS_2`, from meshbus.telemetry.rowcolumns.float_columns' columns
-    and doubles; orjson's JSONEncodeError as `encode_columns`.
-
-    The bytes are ``msgpack.packb([json, doubles], use_bin_type=True)``'s (the tests hold the two equal),
-    joined by hand: msgpack copies the JSON into its buffer and again out of it, a join copies it once
-    (the JSON is most of a batch: ~60 instructions a row under callgrind, which counts a copy per byte)."""
-    json = orjson.dumps([count, *columns])
-    return b"".join((b"\x92", _bin_head(len(json)), json, _bin_head(len(doubles)), doubles))
-
-
-def _bin_head(n: int) -> bytes:
-    """msgpack's head of a ``bin`` of ``n`` bytes, the shortest that holds ``n`` (as msgpack writes it)."""
-    if n < 0x100:
-        return struct.pack(">BB", 0xC4, n)
-    if n < 0x10000:
-        return struct.pack(">BH", 0xC5, n)
-    return struct.pack(">BI", 0xC6, n)
+    and doubles; orjson's JSONEncodeError as `encode_columns`."""
+    return msgpack.packb([orjson.dumps([count, *columns]), doubles], use_bin_type=True)
 
 
 def pack_rows(rows: list[Any]) -> bytes:

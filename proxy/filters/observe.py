@@ -202,9 +202,7 @@ class HopTelemetry:
         if dc is not self._dc:
             self._dc_principal = dc.peer_principal
             self._dc = dc
-        row = access_row(
-            ex, flags, duration, ex.status, ex.bytes_in, ex.bytes_out, hop, self._dc_principal, self.tail(ex)
-        )
+        row = access_row(ex, flags, duration, hop, self._dc_principal, self.tail(ex))
         if isinstance(sink, AccessLogger):  # compiled: a direct call, not a method looked up by name
             sink.log_row(row)
         else:  # another sink (contracts.AccessLogSink: tests' in-memory ones) takes records
@@ -243,17 +241,13 @@ class HopTelemetry:
 def access_row(
     ex: Exchange,
     flags: str,
-    duration: object,
-    status: object,
-    bytes_in: object,
-    bytes_out: object,
+    duration: float,
     hop: TraceHop | None,
     principal: str | None,
     tail: AccessLogTail,
 ) -> AccessLogRow:
     """The request's access-log row (accesslog.AccessLogRow: one tuple, queued as it is), with its
-    connection's peer ``principal`` and ending with ``tail`` (`HopTelemetry.tail`). ``duration``
-    (a float), ``status``, ``bytes_in`` and ``bytes_out`` (ints) come boxed, as the row holds them."""
+    connection's peer ``principal`` and ending with ``tail`` (`HopTelemetry.tail`)."""
     head = ex.head
     # the three logged headers in one pass over the head's list as it is now (after filters and the
     # generated request id, as Envoy's %REQ()% reads them at log time), duplicates joined with ","
@@ -279,11 +273,11 @@ def access_row(
         head.method,
         view.path if view is not None else head.target,
         "HTTP/1.1" if version == "1.1" else _protocol(version),  # inline: a call costs more than the compare
-        status,
+        ex.status,
         flags,
         ex.details or ex.tls_failure,
-        bytes_in,
-        bytes_out,
+        ex.bytes_in,
+        ex.bytes_out,
         duration,
         xff,
         agent,
