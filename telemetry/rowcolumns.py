@@ -50,7 +50,7 @@ def columns(rows: list[tuple[Any, ...]], width: int = -1) -> list[list[Any]]:
 
 
 def float_columns(cols: list[list[Any]]) -> tuple[list[Any], bytes]:
-    """``cols`` (of :func:`columns`) for `ROWS_JSON_COLUMNS_2` (bus.schemas.telemetry): each column of
+    """``cols`` (of :func:`columns`) for `ROWS_JSON_COLUMNS_3` (bus.schemas.telemetry): each column of
     more than one value, all finite floats (start times, durations), is replaced by its index among
     those, and their values are packed, in that order, as little-endian IEEE doubles.
 

@@ -8,6 +8,7 @@ and its access-log records, as rows packed once. Deltas add up, so the collector
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,8 +93,10 @@ class AccessLogBatch:
     count: int = 0
     encoding: str = "msgpack"
     """How ``records`` is packed, as `SpanBatch.encoding`; proxies pack access logs as
-    `ROWS_JSON_COLUMNS_2` (`ROWS_JSON_COLUMNS` before it; a reader that predates an encoding refuses the
-    batch: "unknown row encoding")."""
+    `ROWS_JSON_COLUMNS_3` (`ROWS_JSON_COLUMNS_2`, and `ROWS_JSON_COLUMNS` before it; a reader that predates
+    an encoding refuses the batch: "unknown row encoding")."""
+    doubles: bytes = b""
+    """`ROWS_JSON_COLUMNS_3`'s float columns, as little-endian IEEE 754 doubles (empty otherwise)."""
 
 
 @message("meshbus.telemetry.v1.StatsRequest")
@@ -144,7 +147,16 @@ ROWS_JSON_COLUMNS_2: Final = "json-columns-2"
 times, durations) is an integer ``k`` there instead of a list: its values are the ``k``-th run of ``count``
 little-endian IEEE 754 doubles in ``doubles`` (which holds those runs and nothing else). The floats read
 back are bit for bit the ones sent (orjson's shortest digits round-trip exactly too, but cost ~5x an id
-string to write: meshbus.telemetry.rowcolumns.float_columns). What proxies send access logs as."""
+string to write: meshbus.telemetry.rowcolumns.float_columns). What proxies sent access logs as before
+`ROWS_JSON_COLUMNS_3`."""
+
+
+ROWS_JSON_COLUMNS_3: Final = "json-columns-3"
+"""`ROWS_JSON_COLUMNS_2` without its envelope: ``records`` is the ``json`` part itself and the doubles are
+the batch's own field (`AccessLogBatch.doubles`). The envelope copied the whole batch twice more (into
+msgpack's buffer, then out of it) before the message packed it again: ~200 instructions a request of a
+sidecar's ~3,000 for its access log (bench/telemetry_cost.py --callgrind). What proxies send access
+logs as (`encode_columns` writes ``records``); `unpack_rows` reads it given the doubles."""
 
 
 def _unpack_columns(data: bytes) -> list[list[Any]]:
@@ -155,9 +167,13 @@ def _unpack_columns_2(data: bytes) -> list[list[Any]]:
     env = msgpack.unpackb(data, raw=False)
     if not isinstance(env, list) or len(env) != 2 or not all(isinstance(p, bytes) for p in env):
         raise BadRequestError("json-columns-2 must be [json, doubles] (two byte strings)")
-    if len(env[1]) % 8:
-        raise BadRequestError(f"doubles must be 8 bytes each, not {len(env[1])} bytes")
-    return _rows_of_columns(orjson.loads(env[0]), list(struct.unpack(f"<{len(env[1]) // 8}d", env[1])))
+    return _unpack_columns_3(env[0], env[1])
+
+
+def _unpack_columns_3(data: bytes, doubles: bytes) -> list[list[Any]]:
+    if len(doubles) % 8:
+        raise BadRequestError(f"doubles must be 8 bytes each, not {len(doubles)} bytes")
+    return _rows_of_columns(orjson.loads(data), list(struct.unpack(f"<{len(doubles) // 8}d", doubles)))
 
 
 def _rows_of_columns(doc: Any, floats: list[float]) -> list[list[Any]]:
@@ -203,15 +219,18 @@ def encode_rows(rows: list[Any]) -> tuple[bytes, str]:
         return pack_rows(rows), ROWS_MSGPACK
 
 
-def encode_columns(columns: list[list[Any]], count: int) -> bytes:
-    """``count`` rows as `ROWS_JSON_COLUMNS`, from their columns (meshbus.telemetry.rowcolumns.columns);
-    orjson's JSONEncodeError when a value is not JSON (the caller then packs the rows by `encode_rows`)."""
+def encode_columns(columns: list[Any], count: int) -> bytes:
+    """``count`` rows as `ROWS_JSON_COLUMNS`, from their columns (meshbus.telemetry.rowcolumns.columns),
+    or as `ROWS_JSON_COLUMNS_3` from meshbus.telemetry.rowcolumns.float_columns' columns (its doubles
+    then go in `AccessLogBatch.doubles` as they are); orjson's JSONEncodeError when a value is not JSON
+    (the caller then packs the rows by `encode_rows`)."""
     return orjson.dumps([count, *columns])
 
 
 def encode_columns_2(columns: list[Any], doubles: bytes, count: int) -> bytes:
-    """``count`` rows as `ROWS_JSON_COLUMNS_2`, from meshbus.telemetry.rowcolumns.float_columns' columns
-    and doubles; orjson's JSONEncodeError as `encode_columns`."""
+    """``count`` rows as `ROWS_JSON_COLUMNS_2` (what proxies sent before `ROWS_JSON_COLUMNS_3`), from
+    meshbus.telemetry.rowcolumns.float_columns' columns and doubles; orjson's JSONEncodeError as
+    `encode_columns`."""
     return msgpack.packb([orjson.dumps([count, *columns]), doubles], use_bin_type=True)
 
 
@@ -221,16 +240,24 @@ def pack_rows(rows: list[Any]) -> bytes:
     return msgpack.packb(rows, use_bin_type=True)
 
 
-def unpack_rows(data: bytes, encoding: str = ROWS_MSGPACK) -> list[list[Any]]:
-    """`encode_rows` (or `pack_rows`) undone; a payload that is not a list of rows in ``encoding``,
-    or an encoding this reader does not know, gives BadRequestError."""
+def unpack_rows(data: bytes, encoding: str = ROWS_MSGPACK, doubles: bytes = b"") -> list[list[Any]]:
+    """`encode_rows` (or `pack_rows`, `encode_columns`, ...; `ROWS_JSON_COLUMNS_3` with its ``doubles``) undone; a payload that is
+    not a list of rows in ``encoding``, doubles with an encoding that has none, or an encoding this reader
+    does not know, gives BadRequestError."""
     unpack = _UNPACK.get(encoding)
-    if unpack is None:
+    if encoding == ROWS_JSON_COLUMNS_3:
+        unpack = functools.partial(_unpack_columns_3, doubles=doubles)
+    elif unpack is None:
+        known = ", ".join([*_UNPACK, ROWS_JSON_COLUMNS_3])
         raise BadRequestError(
-            f"unknown row encoding {encoding!r} (known: {', '.join(_UNPACK)}): a batch from a newer proxy?"
+            f"unknown row encoding {encoding!r} (known: {known}): a batch from a newer proxy?"
+        )
+    elif doubles:
+        raise BadRequestError(
+            f"{len(doubles)} bytes of doubles with row encoding {encoding!r}, which has none"
         )
     try:
-        rows = unpack(data) if data else []
+        rows = unpack(data) if data or doubles else []
     except BadRequestError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for garbage

@@ -113,7 +113,7 @@ _KNOWN = {f.name for f in dataclasses.fields(AccessLogRecord)}
 def records_of(batch: AccessLogBatch) -> list[dict[str, Any]]:
     """A batch's rows under Istio's JSON access-log keys (as the proxy's --access-log file has them)."""
     out = []
-    for row in unpack_rows(batch.records, batch.encoding):
+    for row in unpack_rows(batch.records, batch.encoding, batch.doubles):
         named = dict(zip(batch.fields, row, strict=False))  # fields of a newer proxy: dropped
         try:
             rec = AccessLogRecord(**{k: v for k, v in named.items() if k in _KNOWN})

@@ -28,13 +28,13 @@ import orjson
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.schemas.telemetry import (
-    ROWS_JSON_COLUMNS_2,
+    ROWS_JSON_COLUMNS_3,
     AccessLogBatch,
     FamilyDelta,
     MetricBatch,
     Source,
     SpanBatch,
-    encode_columns_2,
+    encode_columns,
     encode_rows,
 )
 from meshbus.bus.tasks import cancel_and_wait
@@ -191,15 +191,16 @@ def _span_batch(source: Source, resource: dict[str, str], provider: str, rows: l
 
 
 def access_log_batch(source: Source, rows: list[AccessLogRow]) -> AccessLogBatch:
-    """``rows`` as one batch, packed as columns (`ROWS_JSON_COLUMNS_2`: the values a batch repeats, most of
+    """``rows`` as one batch, packed as columns (`ROWS_JSON_COLUMNS_3`: the values a batch repeats, most of
     them, written once, times and durations as doubles); rows JSON cannot carry (a filter's metadata
     with a non-str key) as rows."""
     try:
         cols, doubles = float_columns(wire_columns(rows))
-        data, encoding = encode_columns_2(cols, doubles, len(rows)), ROWS_JSON_COLUMNS_2
+        data = encode_columns(cols, len(rows))
     except orjson.JSONEncodeError:
         data, encoding = encode_rows([wire_row(r) for r in rows])
-    return AccessLogBatch(source, _RECORD_FIELDS, data, len(rows), encoding)
+        return AccessLogBatch(source, _RECORD_FIELDS, data, len(rows), encoding)
+    return AccessLogBatch(source, _RECORD_FIELDS, data, len(rows), ROWS_JSON_COLUMNS_3, doubles)
 
 
 class BusSink:

@@ -68,7 +68,7 @@ async def test_spans_as_json_rows_and_access_logs_as_json_columns_reach_the_coll
         got: list[dict[str, object]] = []
 
         def emit(batch: AccessLogBatch) -> None:
-            assert batch.encoding == "json-columns-2" and batch.source.service == "reviews"
+            assert batch.encoding == "json-columns-3" and batch.source.service == "reviews"
             got.extend(records_of(batch))
 
         async def read() -> bool:

@@ -19,6 +19,7 @@ from meshbus.bus.schemas.telemetry import (
     ROWS_JSON,
     ROWS_JSON_COLUMNS,
     ROWS_JSON_COLUMNS_2,
+    ROWS_JSON_COLUMNS_3,
     ROWS_MSGPACK,
     AccessLogBatch,
     Source,
@@ -149,8 +150,8 @@ def test_access_logs_ship_as_columns_and_read_back_as_the_same_rows() -> None:
     rows = _varied_rows()
     body, headers = codec.encode(access_log_batch(Source("n"), rows))
     batch = codec.decode(body, headers, AccessLogBatch)
-    assert batch.encoding == ROWS_JSON_COLUMNS_2 and batch.count == 5
-    assert unpack_rows(batch.records, batch.encoding) == [list(wire_row(r)) for r in rows]
+    assert batch.encoding == ROWS_JSON_COLUMNS_3 and batch.count == 5
+    assert unpack_rows(batch.records, batch.encoding, batch.doubles) == [list(wire_row(r)) for r in rows]
     # a repeated value is packed once: the batch is well under 5 rows' size
     assert len(batch.records) < len(encode_rows([wire_row(r) for r in rows])[0]) / 2
     # meshctl logs renders them as it rendered rows
@@ -209,7 +210,7 @@ def test_times_and_durations_near_rounding_edges_log_the_same_lines_as_columns()
     data, encoding = encode_rows([wire_row(r) for r in rows])
     as_rows = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, len(rows), encoding)
     as_columns = access_log_batch(Source("n"), rows)
-    assert as_columns.encoding == ROWS_JSON_COLUMNS_2
+    assert as_columns.encoding == ROWS_JSON_COLUMNS_3
     assert records_of(as_columns) == records_of(as_rows)
     old = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), encode_columns(wire_columns(rows), len(rows)),
                          len(rows), ROWS_JSON_COLUMNS)  # fmt: skip
@@ -275,17 +276,42 @@ def test_access_logs_ship_floats_as_doubles_and_read_back_bit_for_bit() -> None:
     ]
     body, headers = codec.encode(access_log_batch(Source("n"), rows))
     batch = codec.decode(body, headers, AccessLogBatch)
-    assert batch.encoding == ROWS_JSON_COLUMNS_2
-    json_part, doubles = msgpack.unpackb(batch.records)
-    assert len(doubles) == 2 * 8 * len(rows) and b"1700000000.9999996" not in json_part
-    got = unpack_rows(batch.records, batch.encoding)
+    assert batch.encoding == ROWS_JSON_COLUMNS_3
+    # no envelope: the records are the JSON columns themselves, the doubles the batch's own field
+    assert orjson.loads(batch.records)[0] == len(rows)
+    assert len(batch.doubles) == 2 * 8 * len(rows) and b"1700000000.9999996" not in batch.records
+    got = unpack_rows(batch.records, batch.encoding, batch.doubles)
     assert _bits(got) == _bits([list(wire_row(r)) for r in rows])
-    # the same floats as the rows and the older columns give: the same lines for meshctl logs
+    # the same floats as the rows and the older encodings give: the same lines for meshctl logs
     data = encode_columns(wire_columns(rows), len(rows))
     assert _bits(unpack_rows(data, ROWS_JSON_COLUMNS)) == _bits(got)
+    data = encode_columns_2(*float_columns(wire_columns(rows)), len(rows))
+    assert _bits(unpack_rows(data, ROWS_JSON_COLUMNS_2)) == _bits(got)
+    old = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, len(rows), ROWS_JSON_COLUMNS_2)
     data, encoding = encode_rows([wire_row(r) for r in rows])
     as_rows = AccessLogBatch(Source("n"), list(_RECORD_FIELDS), data, len(rows), encoding)
-    assert records_of(batch) == records_of(as_rows)
+    assert records_of(batch) == records_of(as_rows) == records_of(old)
+
+
+def test_columns_3_doubles_are_checked_and_only_taken_with_columns_3() -> None:
+    cols, doubles = float_columns([[0.5, 1.5], ["x"]])
+    data = encode_columns(cols, 2)
+    assert unpack_rows(data, ROWS_JSON_COLUMNS_3, doubles) == [[0.5, "x"], [1.5, "x"]]
+    bad = {
+        "8 bytes each, not 7": (b"[2, 0]", b"1234567"),
+        "column 0: no run 1 of 2 doubles": (b"[2, 1]", struct.pack("<2d", 1, 2)),
+        "2 doubles for 0 packed columns": (b'[2, ["a", "b"]]', struct.pack("<2d", 1, 2)),
+        "no run 0 of 2 doubles": (b"[2, 0]", b""),  # the doubles left out
+        "undecodable rows": (b"", struct.pack("<2d", 1, 2)),  # the columns left out
+    }
+    for message, (json, dbl) in bad.items():
+        with pytest.raises(BadRequestError, match=message):
+            unpack_rows(json, ROWS_JSON_COLUMNS_3, dbl)
+    for encoding in (ROWS_JSON_COLUMNS_2, ROWS_JSON_COLUMNS, ROWS_JSON, ROWS_MSGPACK):
+        with pytest.raises(BadRequestError, match=f"16 bytes of doubles with row encoding '{encoding}'"):
+            unpack_rows(data, encoding, doubles)
+    with pytest.raises(BadRequestError, match=r"unknown row encoding 'json-columns-4'.*newer proxy"):
+        unpack_rows(data, "json-columns-4", doubles)
 
 
 def test_older_columns_batches_stay_readable_and_bad_doubles_are_refused() -> None:
