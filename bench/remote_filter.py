@@ -105,16 +105,19 @@ def stamp_transport(nc: Any, marks: list[float], has: bytes) -> None:
 
 
 def stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
-    """Stamp every message ``nc`` parses off its socket with ``has`` in its subject (in its read
-    loop, before any dispatch)."""
-    orig = nc._process_msg
+    """Stamp every read off ``nc``'s socket with a message with ``has`` in its subject, as the bytes
+    reach its reader (before any parse: meshbus.bus.direct parses inline subscriptions' messages
+    without nats-py's ``_process_msg``, so the stamp cannot be there). Call it after read_inline."""
+    reader = nc._transport._io_reader
+    feed = reader.feed_data  # read_inline's, when in place
 
-    async def process_msg(sid: int, subject: bytes, *a: Any) -> None:
-        if has in subject:
-            marks.append(time.monotonic())
-        await orig(sid, subject, *a)
+    def feed_data(data: Any) -> None:
+        k = bytes(data).count(has)  # one a message: a read may carry several
+        if k:
+            marks.extend([time.monotonic()] * k)
+        feed(data)
 
-    nc._process_msg = process_msg  # the parser calls it through the client
+    reader.feed_data = feed_data
 
 
 def stamp_handoffs(marks: list[float], has: bytes) -> None:
@@ -122,14 +125,14 @@ def stamp_handoffs(marks: list[float], has: bytes) -> None:
     function (meshbus.bus.direct, interpreted in both builds), just before the function runs."""
     from meshbus.bus import direct
 
-    orig = direct._Handoff.put_nowait
+    orig = direct._Handoff.deliver
 
-    def put_nowait(self: Any, msg: Any) -> None:
+    def deliver(self: Any, msg: Any) -> None:
         if has in msg.subject.encode():
             marks.append(time.monotonic())
         orig(self, msg)
 
-    direct._Handoff.put_nowait = put_nowait  # type: ignore[method-assign]
+    direct._Handoff.deliver = deliver  # type: ignore[method-assign]
 
 
 def write_calls(pid: int | str = "self") -> int:

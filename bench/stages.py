@@ -56,14 +56,22 @@ def _stamp_writes(nc: Any, marks: list[float], has: bytes) -> None:
 
 
 def _stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
-    orig = nc._process_msg
+    """Stamp each message with ``has`` in its subject as its bytes reach the connection's reader,
+    before any parse (meshbus.bus.direct hands inline subscriptions' messages over without nats-py's
+    ``_process_msg``, so a stamp there would see none, and wrapping it would turn that off)."""
+    from meshbus.bus.direct import read_inline
 
-    async def process_msg(sid: int, subject: bytes, *a: Any) -> None:
-        if has in subject:
-            marks.append(time.monotonic())
-        await orig(sid, subject, *a)
+    read_inline(nc)  # in place before the wrapper, which it would otherwise take for its own
+    reader = nc._transport._io_reader
+    feed = reader.feed_data
 
-    nc._process_msg = process_msg
+    def feed_data(data: Any) -> None:
+        k = bytes(data).count(has)
+        if k:
+            marks.extend([time.monotonic()] * k)
+        feed(data)
+
+    reader.feed_data = feed_data
 
 
 def patch_proxy(out_dir: Path) -> None:

@@ -260,3 +260,49 @@ async def test_read_inline_is_put_back_on_the_new_reader_after_a_reconnect(
         assert [m.data for m in got] == [b"via nats-py", b"inline"]
     finally:
         await conn.close()
+
+
+async def test_read_inline_hands_plain_messages_to_inline_subscriptions_without_nats_py_parsing_them(
+    bus: BusConnection, subject_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An inline subscription's plain MSGs skip nats-py's per-message dispatch (``_process_msg``)
+    and are counted as nats-py counts them; one with headers, and a plain subscription's, still go
+    through nats-py. Fails if nats-py's parser or client change what read_inline reads."""
+    through_nats_py: list[bytes] = []
+    original = type(bus.nc)._process_msg
+
+    async def process_msg(self: object, sid: int, subject: bytes, *rest: object) -> None:
+        through_nats_py.append(subject)
+        await original(self, sid, subject, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(bus.nc), "_process_msg", process_msg)
+    assert read_inline(bus.nc)
+    got: list[Msg] = []
+    arrived = asyncio.Event()
+
+    def on_msg(msg: Msg) -> None:
+        got.append(msg)
+        if len(got) == 3:
+            arrived.set()
+
+    sub = await subscribe_inline(bus.nc, f"{subject_root}.fast.*", on_msg)
+    plain = await listening(bus, f"{subject_root}.plain")
+    await bus.nc.flush()
+    in_msgs, in_bytes = bus.nc.stats["in_msgs"], bus.nc.stats["in_bytes"]
+    assert write_now(bus.nc, f"{subject_root}.fast.a", b"one", "reply.to", b"")
+    await bus.nc.flush()
+    assert write_now(bus.nc, f"{subject_root}.fast.b", b"two", "", BLOCK)
+    await bus.nc.flush()
+    assert write_now(bus.nc, f"{subject_root}.fast.c", b"", "", b"")
+    await asyncio.wait_for(arrived.wait(), 5)
+    assert [(m.subject, m.reply, m.data, m.headers) for m in got] == [
+        (f"{subject_root}.fast.a", "reply.to", b"one", None),
+        (f"{subject_root}.fast.b", "", b"two", HEADERS),
+        (f"{subject_root}.fast.c", "", b"", None),
+    ]
+    assert through_nats_py == [f"{subject_root}.fast.b".encode()]
+    assert bus.nc.stats["in_msgs"] == in_msgs + 3 and bus.nc.stats["in_bytes"] == in_bytes + 6
+    assert sub._received == 3 and sub.pending_bytes == 0  # type: ignore[attr-defined]
+    await bus.nc.publish(f"{subject_root}.plain", b"plain")
+    assert (await asyncio.wait_for(plain.get(), 5)).data == b"plain"
+    assert through_nats_py[-1] == f"{subject_root}.plain".encode()
