@@ -395,7 +395,8 @@ class Exchange:
 
     def _run_request_filters(self, i: int) -> None:
         """Request-header hooks from the ``i``-th on, then the router; a hook may stop or pause."""
-        filters = self.route.chain.request_headers
+        route: Route = self.route  # typed: ``route`` is Any for filters' sake (see _dispatch)
+        filters = route.chain.request_headers
         n = len(filters)
         while i < n:
             f = filters[i]

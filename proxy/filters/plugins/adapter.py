@@ -238,7 +238,9 @@ class _HeadHeaders(Headers):
         n = line.lower
         head = self._head
         hdict = head.hdict
-        if n in hdict:
+        had = len(hdict)
+        hdict.setdefault(n, text)  # one lookup both asks and, for a new name, enters it
+        if len(hdict) == had:
             super().set(n, text)
             return
         self._items.append((n, text))
@@ -246,7 +248,6 @@ class _HeadHeaders(Headers):
         if raw is None or data is None:
             self._rejoin(n)
             return
-        hdict[n] = text
         head.raw = raw + data
 
     def _changed(self, name: str, checked: bool = False) -> None:
