@@ -44,7 +44,10 @@ class CounterChild:
     def __init__(self) -> None:
         self.value: int | float = 0  # object in mypyc: counts stay ints on the wire and in /stats
 
-    def inc(self, amount: float = 1) -> None:
+    def inc(self, amount: int | float = 1) -> None:
+        # int | float, not float: compiled, a float parameter turns every count into a float (1 -> 1.0),
+        # so the compiled build would print "2.0" where the pure one prints "2"; a boxed int also
+        # spares a float allocation per call
         if amount < 0:
             raise LabelError(f"counter increment must be >= 0 (got {amount!r})")
         self.value += amount
@@ -58,13 +61,13 @@ class GaugeChild:
     def __init__(self) -> None:
         self.value: int | float = 0  # object in mypyc: counts stay ints on the wire and in /stats
 
-    def set(self, value: float) -> None:
+    def set(self, value: int | float) -> None:
         self.value = value
 
-    def inc(self, amount: float = 1) -> None:
+    def inc(self, amount: int | float = 1) -> None:
         self.value += amount
 
-    def dec(self, amount: float = 1) -> None:
+    def dec(self, amount: int | float = 1) -> None:
         self.value -= amount
 
 
@@ -166,7 +169,7 @@ class Counter(_Family[CounterChild]):
     def _new_child(self) -> CounterChild:
         return CounterChild()
 
-    def inc(self, amount: float = 1) -> None:
+    def inc(self, amount: int | float = 1) -> None:
         self._unlabelled().inc(amount)
 
 
@@ -177,13 +180,13 @@ class Gauge(_Family[GaugeChild]):
     def _new_child(self) -> GaugeChild:
         return GaugeChild()
 
-    def set(self, value: float) -> None:
+    def set(self, value: int | float) -> None:
         self._unlabelled().set(value)
 
-    def inc(self, amount: float = 1) -> None:
+    def inc(self, amount: int | float = 1) -> None:
         self._unlabelled().inc(amount)
 
-    def dec(self, amount: float = 1) -> None:
+    def dec(self, amount: int | float = 1) -> None:
         self._unlabelled().dec(amount)
 
 

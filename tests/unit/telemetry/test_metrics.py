@@ -71,6 +71,23 @@ def test_counter_gauge_basics() -> None:
     assert [v for _, v in ((k, ch.value) for k, ch in u.series())] == [1]
 
 
+def test_counts_stay_ints_in_both_builds() -> None:
+    # compiled, a float-typed amount turned every count into a float (2 -> 2.0): /stats' JSON and the
+    # shipped deltas then differed between the compiled and the pure build
+    r = Registry()
+    c = r.counter("n_total", "help", ("a",))
+    c.labels("x").inc()
+    c.labels("x").inc()
+    g = r.gauge("g", "help")
+    g.set(5)
+    g.inc()
+    g.dec(2)
+    assert (c.labels("x").value, g.labels().value) == (2, 4)
+    assert type(c.labels("x").value) is int and type(g.labels().value) is int
+    c.labels("x").inc(0.5)
+    assert c.labels("x").value == 2.5
+
+
 def test_labels_are_checked_when_a_series_is_created() -> None:
     r = Registry()
     c = r.counter("c_total", "help", ("a", "b"))
