@@ -201,18 +201,22 @@ def sidecar_main(argv: list[str]) -> int:
 # ---- parent ----------------------------------------------------------------------------------------------
 
 
-def meshbus_chain(tmp: Path, tls: bool, admin: tuple[int, int] | None = None) -> list[tuple[list[str], int]]:
-    """The commands of B then A, each with the port to wait on; ``admin``: (B's, A's) admin ports."""
+def meshbus_chain(
+    tmp: Path, tls: bool, admin: tuple[int, int] | None = None, access_log: bool = True
+) -> list[tuple[list[str], int]]:
+    """The commands of B then A, each with the port to wait on; ``admin``: (B's, A's) admin ports;
+    ``access_log``: each sidecar writes its JSON access log to a file (the default, as in mesh use)."""
     py = sys.executable
     me = str(Path(__file__).resolve())
     tag = "tls" if tls else "plain"
     common = ["--dir", str(tmp)] + (["--tls"] if tls else [])
     b_admin, a_admin = (["--admin", f"127.0.0.1:{port}"] for port in admin) if admin else ([], [])
+    b_log, a_log = (["--access-log", str(tmp / f"{n}-{tag}.log")] if access_log else [] for n in "ba")
     b = [py, me, "sidecar", *common, "--config", str(tmp / "b.yaml"), "--inbound", f"127.0.0.1:{B_PORT}",
-         "--app-port", str(ORIGIN), "--name", "b", "--sa", "origin", "--access-log", str(tmp / f"b-{tag}.log"),
+         "--app-port", str(ORIGIN), "--name", "b", "--sa", "origin", *b_log,
          "--stats-port", str(B_STATS), *b_admin]  # fmt: skip
     a = [py, me, "sidecar", *common, "--config", str(tmp / "a.yaml"), "--outbound", f"127.0.0.1:{A_PORT}",
-         "--name", "a", "--sa", "client", "--access-log", str(tmp / f"a-{tag}.log"), *a_admin]  # fmt: skip
+         "--name", "a", "--sa", "client", *a_log, *a_admin]  # fmt: skip
     return [(b, B_PORT), (a, A_PORT)]
 
 

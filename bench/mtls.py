@@ -12,6 +12,10 @@ both proxies of a chain on CPU 1, keep-alive, rounds interleaved, medians [min-m
 - HAProxy plain / mTLS: two haproxy processes (nbthread 1), A -> B with ``ssl verify required`` and
   client certificates from the same CA, and the sidecars' TLS 1.3 suite order (AES-128-GCM first), so
   both chains run the same cipher (before: both OpenSSL's default, AES-256-GCM).
+- Like for like: the sidecars above write a JSON access-log line per request (as in mesh use), HAProxy
+  above logs nothing. "haproxy-mtls-log" has both HAProxy processes log each request too (``option
+  httplog``, ``log stdout`` into a file), "meshbus-mtls-nolog" has neither sidecar log; the report
+  prints meshbus mTLS against each like setup beside the figures against plain "haproxy-mtls".
 Throughput: ``wrk -t1 -c50``; CPU per request = CPU time of BOTH proxy processes / requests, with its
 kernel share beside it (HAProxy reads a record with two recv calls, the sidecars with one: its mTLS
 cost is partly kernel time, theirs user time).
@@ -56,7 +60,7 @@ HA_A, HA_B = 18111, 18112
 # ---- configs ---------------------------------------------------------------------------------------------
 
 
-def haproxy_chain_conf(tmp: Path, role: str, tls: bool) -> str:
+def haproxy_chain_conf(tmp: Path, role: str, tls: bool, log: bool = False) -> str:
     if role == "a":
         ssl = f" ssl verify required ca-file {tmp}/root.pem crt {tmp}/a.pem" if tls else ""
         bind, server = f"127.0.0.1:{HA_A}", f"127.0.0.1:{HA_B}{ssl}"
@@ -65,13 +69,18 @@ def haproxy_chain_conf(tmp: Path, role: str, tls: bool) -> str:
         bind, server = f"127.0.0.1:{HA_B}{ssl}", f"127.0.0.1:{ORIGIN}"
     # the meshbus sidecars' TLS 1.3 suite order (proxy/tls/suites.py): both chains encrypt with AES-128-GCM
     suites = f"  ssl-default-bind-ciphersuites {MESH_TLS13_SUITES}\n  ssl-default-server-ciphersuites {MESH_TLS13_SUITES}\n"
+    # log: one line per request (option httplog) written to the process's stdout, which the bench sends
+    # to a file, as each meshbus sidecar writes one JSON line per request to its access log file
+    log_global, log_defaults = (
+        ("  log stdout format raw local0\n", "  log global\n  option httplog\n") if log else ("", "")
+    )
     return f"""
 global
   nbthread 1
   maxconn 5000
-{suites if tls else ""}defaults
+{log_global}{suites if tls else ""}defaults
   mode http
-  timeout connect 5s
+{log_defaults}  timeout connect 5s
   timeout client 30s
   timeout server 30s
   http-reuse always
@@ -86,12 +95,12 @@ backend be
 # ---- parent ----------------------------------------------------------------------------------------------
 
 
-def haproxy_chain(tmp: Path, tls: bool) -> list[tuple[list[str], int]]:
-    tag = "tls" if tls else "plain"
+def haproxy_chain(tmp: Path, tls: bool, log: bool = False) -> list[tuple[list[str], int]]:
+    tag = ("tls" if tls else "plain") + ("-log" if log else "")
     out = []
     for role, port in (("b", HA_B), ("a", HA_A)):
         f = tmp / f"haproxy-{role}-{tag}.cfg"
-        f.write_text(haproxy_chain_conf(tmp, role, tls))
+        f.write_text(haproxy_chain_conf(tmp, role, tls, log))
         out.append((["haproxy", "-f", str(f)], port))
     return out
 
@@ -128,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
-        "--only", default="", help="comma list: meshbus-plain,meshbus-mtls,haproxy-plain,haproxy-mtls"
+        "--only",
+        default="",
+        help="comma list: meshbus-plain,meshbus-mtls,haproxy-plain,haproxy-mtls,meshbus-mtls-nolog,haproxy-mtls-log",
     )
     ap.add_argument("--split", action="store_true", help="diagnostic: proxy B on CPU 0, A on CPU 1")
     ap.add_argument("--stalls", action="store_true", help="diagnostic: meshbus sidecars' loop stalls")
@@ -144,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         "meshbus-mtls": meshbus_chain(tmp, True),
         "haproxy-plain": haproxy_chain(tmp, False),
         "haproxy-mtls": haproxy_chain(tmp, True),
+        # like for like: the sidecars above log every request, HAProxy above logs nothing
+        "meshbus-mtls-nolog": meshbus_chain(tmp, True, access_log=False),
+        "haproxy-mtls-log": haproxy_chain(tmp, True, log=True),
     }
     if args.only:
         setups = {k: v for k, v in setups.items() if k in args.only.split(",")}
@@ -227,6 +241,16 @@ def report(results: dict[str, Result], notes: dict[str, str], sys_share: dict[st
             print(
                 f"{kind}: mTLS costs {100 * (cpu - 1):+.0f}% CPU per request ({extra:+.1f} us, of which kernel "
                 f"{kern:+.1f} us), throughput x{rps:.2f} vs plaintext"
+            )
+    # like for like: the same chain with and without a per-request access log on both sides
+    for mb, ha, what in (
+        ("meshbus-mtls", "haproxy-mtls-log", "both log every request"),
+        ("meshbus-mtls-nolog", "haproxy-mtls", "neither logs"),
+    ):
+        if mb in results and ha in results:
+            print(
+                f"like for like ({what}): {mb} x{_m(results, mb, 'rps') / (_m(results, ha, 'rps') or float('nan')):.2f}"
+                f" {ha} throughput, p99 x{_m(results, mb, 'p99') / _m(results, ha, 'p99'):.2f}"
             )
     if "meshbus-mtls" in notes:
         print(f"meshbus-mtls handshakes counted by proxy B after the last round (outbound inbound failures): "
