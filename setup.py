@@ -62,6 +62,7 @@ NATIVE_MODULES = [
     "telemetry/metrics.py",
     "telemetry/accesslog.py",
     "telemetry/rowcolumns.py",  # the bus sink packs access-log rows as columns (one pass a batch)
+    "telemetry/logcolumns.py",  # ... or the logger keeps them as columns as requests end
     # the STATS phase, on every request (proxy/filters/observe.py)
     "proxy/filters/observe.py",
     "proxy/filters/stats.py",

@@ -8,8 +8,8 @@ in-memory transports): A the client sidecar's outbound listener, B the server si
 B is fed the requests A forwards (its traceparent and peer header), with A's sampling decision: at
 1% one request in 100 arrives sampled. Every ``SHIP_EVERY`` requests the work a shipping ("bus")
 sidecar does off the request path is done and counted too: the access-log rows drained and encoded
-as an AccessLogBatch (proxy/mesh/telemetry_ship.py's BusSink, less the publish: access_log_batch,
-columns since h20; before the queue held rows this step also made each record a row), the span rows drained and encoded as a SpanBatch; metric
+as an AccessLogBatch (proxy/mesh/telemetry_ship.py's BusSink, less the publish: access_log_batches,
+columns since h20, kept as columns as requests end since h37; before the queue held rows this step also made each record a row), the span rows drained and encoded as a SpanBatch; metric
 deltas are once a second whatever the rate, so left out.
 
 ``--callgrind``: each (case, side) is measured in a child process under valgrind's callgrind with
@@ -70,7 +70,7 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
     from meshbus.proxy.adapters.server import ProxyServer
     from meshbus.proxy.bootstrap import Address, BootstrapConfig
     from meshbus.proxy.filters.spans import ROW, SpanRecorder
-    from meshbus.proxy.mesh.telemetry_ship import access_log_batch
+    from meshbus.proxy.mesh.telemetry_ship import access_log_batches
     from meshbus.telemetry.peer import Workload
 
     name = "client" if side == "a" else HOST
@@ -94,6 +94,9 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
         async def write_rows(self, rows: list[Any]) -> None:
             pass
 
+        async def write_columns(self, batch: Any) -> None:
+            pass
+
         async def close(self) -> None:
             pass
 
@@ -103,9 +106,10 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
     span_fields = list(ROW)
 
     def ship() -> None:
-        records = server.access_log.drain()
-        if records:
-            encoder.encode(access_log_batch(source, records))
+        records = server.access_log.drain_columns()
+        if records.n:
+            for batch in access_log_batches(source, records, SHIP_EVERY):
+                encoder.encode(batch)
         rows = spans.drain()
         if rows:
             data, enc = encode_rows(rows)

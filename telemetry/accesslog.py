@@ -1,6 +1,7 @@
 """Access logs: the per-request record, a bounded in-memory queue, and the JSON/text line formats.
 
-Request-path contract: ``access_log.log_row(row)`` is a length check and a list append, plus, when the
+Request-path contract: ``access_log.log_row(row)`` (or ``add`` of the row's items) is a length check and
+a list append, plus, when the
 writer asked for it (``AccessLogWriter(per_request=True)`` sets ``AccessLogger.line``), the row's
 line formatted at once (~1.5 us compiled);
 no lock is taken, no I/O happens. When the queue is full the *new* record is dropped and
@@ -16,6 +17,11 @@ and the line formats read them by index, where a
 record object and its later copy as a row cost ~1.4k instructions more per request (making, copying and
 freeing them; bench/telemetry_cost.py --callgrind). :class:`AccessLogRecord` remains the named view
 (``AccessLogRecord.from_row``), for tests, ``meshctl logs`` and ``log(record)``.
+
+While every sink takes columns (the bus, the common mesh case: ``AccessLogger.use_columns``, which the
+writer sets), ``add`` does not even make the row: each item goes to its column
+(telemetry/logcolumns.py), a field that repeats the batch's first value costing one compare, and the
+bus sink packs those columns as they are (``drain_columns``); ``drain`` still gives rows.
 
 Why a line may be formatted when its request ends rather than by the writer: the writer runs every
 0.2 s and formats its batch in slices of ~50 us of loop time (accesslog_writer.DEFAULT_BUDGET_S),
@@ -42,6 +48,7 @@ from typing import Any, Final, Protocol, TypeAlias
 import orjson
 
 from meshbus.telemetry.errors import ConfigError
+from meshbus.telemetry.logcolumns import LogColumns
 from meshbus.telemetry.metrics import CounterChild
 from meshbus.telemetry.rowcolumns import columns
 
@@ -222,6 +229,19 @@ def wire_columns(rows: list[AccessLogRow]) -> list[list[Any]]:
     return out
 
 
+def wire_columns_of(acc: LogColumns) -> list[list[Any]]:
+    """:func:`wire_columns` of the records ``acc`` holds (a column may list every value where
+    :func:`wire_columns` has one: the values a record repeated from the one before it, read back the same)."""
+    if not acc.n:
+        return []
+    cols = acc.row_columns()
+    split = acc.tail_columns()
+    out: list[list[Any]] = []
+    for i, j in _WIRE:
+        out.append(cols[i] if j < 0 else split[j])
+    return out
+
+
 FIELDS: Final[tuple[str, ...]] = (
     "start_time", "method", "path", "protocol", "response_code", "response_flags", "response_code_details",
     "bytes_received", "bytes_sent", "duration_ms", "upstream_service_time", "x_forwarded_for", "user_agent",
@@ -243,6 +263,8 @@ class AccessLog(Protocol):
 
     def drain_lines(self) -> list[bytes]: ...
 
+    def drain_columns(self) -> LogColumns: ...
+
 
 class AccessLogger:
     """Bounded queue of records, as rows (:data:`AccessLogRow`), between the request path (``log_row``,
@@ -254,7 +276,7 @@ class AccessLogger:
     Single-threaded: both sides run on the proxy's event loop, so no lock is needed.
     """
 
-    __slots__ = ("_buf", "_dropped", "_lines", "capacity", "line")
+    __slots__ = ("_buf", "_dropped", "_lines", "capacity", "cols", "line")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, dropped: CounterChild | None = None) -> None:
         if capacity < 1:
@@ -265,11 +287,54 @@ class AccessLogger:
         self._dropped = dropped if dropped is not None else CounterChild()
         # a format number, not a callable: compiled, a direct call to the formatter is ~0.3 us cheaper
         self.line = LINE_NONE
+        self.cols: LogColumns | None = None
+        """Where records go instead of the queue of rows while the only sinks take columns (the bus:
+        `use_columns`)."""
 
     def log(self, record: AccessLogRecord) -> None:
         self.log_row(record.row())
 
+    def add(
+        self, start: Any, method: Any, path: Any, protocol: Any, status: Any, flags: Any, details: Any,
+        bin_: Any, bout: Any, duration: Any, xff: Any, agent: Any, rid: Any, authority: Any, uhost: Any,
+        remote: Any, principal: Any, trace: Any, tail: AccessLogTail,
+    ) -> None:  # fmt: skip
+        """``log_row`` of the row of these 19 items, without making the row while records are kept
+        as columns."""
+        cols = self.cols
+        if cols is None:
+            self.log_row((
+                start, method, path, protocol, status, flags, details, bin_, bout, duration, xff, agent, rid,
+                authority, uhost, remote, principal, trace, tail,
+            ))  # fmt: skip
+        elif cols.n >= self.capacity:
+            self._dropped.value += 1
+        else:
+            cols.add(
+                start, method, path, protocol, status, flags, details, bin_, bout, duration, xff, agent, rid,
+                authority, uhost, remote, principal, trace, tail,
+            )  # fmt: skip
+
+    def use_columns(self, on: bool) -> None:
+        """Keep records as columns (`drain_columns`) or as rows (`drain`); those queued are kept."""
+        if on and self.cols is None:
+            rows = self.drain()
+            cols = self.cols = LogColumns()
+            for row in rows:
+                cols.add_row(row)
+        elif not on and self.cols is not None:
+            rows = self.drain()  # the columns' records (the queue of rows is empty while they are kept)
+            self.cols = None
+            self._buf = rows
+
     def log_row(self, row: AccessLogRow) -> None:
+        cols = self.cols
+        if cols is not None:
+            if cols.n >= self.capacity:
+                self._dropped.value += 1
+            else:
+                cols.add_row(row)
+            return
         buf = self._buf
         if len(buf) >= self.capacity:
             self._dropped.value += 1
@@ -286,7 +351,20 @@ class AccessLogger:
     def drain(self) -> list[AccessLogRow]:
         """Take every queued row (O(1): the buffer is swapped, not copied)."""
         buf, self._buf = self._buf, []
+        if self.cols is not None:
+            return self.drain_columns().rows()
         return buf
+
+    def drain_columns(self) -> LogColumns:
+        """Take every queued record, as columns (O(1) while records are kept as columns)."""
+        cols = self.cols
+        if cols is not None:
+            self.cols = LogColumns()
+            return cols
+        cols = LogColumns()
+        for row in self.drain():
+            cols.add_row(row)
+        return cols
 
     def drain_lines(self) -> list[bytes]:
         """Take every queued line (``line`` set): one per record ``drain`` gives, call both together."""
@@ -295,7 +373,7 @@ class AccessLogger:
 
     @property
     def pending(self) -> int:
-        return len(self._buf)
+        return len(self._buf) if self.cols is None else self.cols.n
 
     @property
     def dropped(self) -> int:
@@ -318,6 +396,9 @@ class NullAccessLogger:
 
     def drain_lines(self) -> list[bytes]:
         return []
+
+    def drain_columns(self) -> LogColumns:
+        return LogColumns()
 
 
 NULL_ACCESS_LOG: Final = NullAccessLogger()

@@ -35,6 +35,7 @@ from meshbus.telemetry.accesslog import (
     format_text_rows,
 )
 from meshbus.telemetry.errors import ConfigError
+from meshbus.telemetry.logcolumns import LogColumns
 from meshbus.telemetry.metrics import CounterChild
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,13 @@ class RowSink(Protocol):
     async def write_rows(self, rows: list[AccessLogRow]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class ColumnSink(RowSink, Protocol):
+    """A row sink that also takes a batch as the logger's columns (the bus: it ships columns); while
+    every sink is one, the logger keeps its records as columns (AccessLogger.use_columns)."""
+
+    async def write_columns(self, batch: LogColumns) -> None: ...
 
 
 class StreamSink:
@@ -149,6 +157,8 @@ class AccessLogWriter:
             self._eager = _FORMATTERS[fmt]
             if per_request:
                 access_log.line = _LINE_FORMATS[fmt]
+        self._columns = False
+        self._use_columns()
         self._interval = interval
         self._chunk = chunk
         self._budget = budget
@@ -162,6 +172,13 @@ class AccessLogWriter:
         if fmt not in _FORMATTERS:
             raise ConfigError(f"access log format must be one of {sorted(_FORMATTERS)} (got {fmt!r})")
         self._sinks.append((sink, _FORMATTERS[fmt]))
+        self._use_columns()
+
+    def _use_columns(self) -> None:
+        logger = self._access_log
+        if isinstance(logger, AccessLogger):
+            self._columns = all(hasattr(sink, "write_columns") for sink, _fmt in self._sinks)
+            logger.use_columns(self._columns)
 
     async def _format(
         self, records: list[AccessLogRow], fmt: Callable[[Iterable[AccessLogRow]], bytes]
@@ -190,6 +207,8 @@ class AccessLogWriter:
     async def flush(self) -> int:
         """Write everything queued now to every sink; returns how many records were written (to all
         sinks; a sink that failed counts its records as dropped)."""
+        if self._columns:
+            return await self._flush_columns()
         records = self._access_log.drain()
         lines = self._access_log.drain_lines()  # with the records, before any await: the same requests
         if not records:
@@ -209,17 +228,37 @@ class AccessLogWriter:
                 await sink.write(data)
             except Exception as exc:  # any sink failure: count and keep the writer alive
                 ok = False
-                self._dropped.value += len(records)
-                log.warning(
-                    "access log write failed, dropped %d records: %s",
-                    len(records),
-                    exc,
-                    extra={fields.ERROR_CODE: type(exc).__name__},
-                )
+                self._failed(len(records), exc)
         if not ok:
             return 0
         self.written += len(records)
         return len(records)
+
+    async def _flush_columns(self) -> int:
+        logger = self._access_log
+        if not isinstance(logger, AccessLogger) or not logger.pending:  # nothing new: no batch made
+            return 0
+        batch = logger.drain_columns()
+        ok = True
+        for sink, _fmt in self._sinks:
+            try:
+                await sink.write_columns(batch)  # type: ignore[union-attr]  # all ColumnSink (_use_columns)
+            except Exception as exc:
+                ok = False
+                self._failed(batch.n, exc)
+        if not ok:
+            return 0
+        self.written += batch.n
+        return batch.n
+
+    def _failed(self, n: int, exc: Exception) -> None:
+        self._dropped.value += n
+        log.warning(
+            "access log write failed, dropped %d records: %s",
+            n,
+            exc,
+            extra={fields.ERROR_CODE: type(exc).__name__},
+        )
 
     async def _run(self) -> None:
         # Stopping is a signal, not a cancel: a cancel could land between drain() and write() and lose

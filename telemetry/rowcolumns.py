@@ -13,6 +13,7 @@ than it saves (transposing with ``zip(*rows)`` costs about as much as packing th
 
 from __future__ import annotations
 
+import math
 import struct
 import sys
 from typing import Any, Final
@@ -42,11 +43,25 @@ def columns(rows: list[tuple[Any, ...]], width: int = -1) -> list[list[Any]]:
         else:
             for r in rows:
                 x = r[i]
-                if x is not v and (type(x) is not type(v) or x != v):
+                if x is not v and not same_value(x, v):
                     same = False
                     break
         out.append([v] if same else [r[i] for r in rows])
     return out
+
+
+def same_value(x: object, v: object) -> bool:
+    """Whether ``x`` can ship as ``v`` does: equal, of one type (``1`` and ``1.0`` stay apart), and for
+    floats of one sign (``-0.0`` equals ``0.0`` but is not read back as it)."""
+    if isinstance(x, str):
+        return isinstance(v, str) and x == v  # compiled: a typed str compare
+    if type(x) is not type(v) or x != v:
+        return False
+    if isinstance(x, float) and isinstance(v, float):
+        fx: float = x
+        fv: float = v
+        return fx != 0.0 or math.copysign(1.0, fx) == math.copysign(1.0, fv)
+    return True
 
 
 def float_columns(cols: list[list[Any]]) -> tuple[list[Any], bytes]:

@@ -30,7 +30,6 @@ from meshbus.telemetry.accesslog import (
     AccessLog,
     AccessLogger,
     AccessLogRecord,
-    AccessLogRow,
     AccessLogTail,
 )
 from meshbus.telemetry.metrics import CounterChild, InternalMetrics, IstioMetrics, RequestSeries
@@ -202,11 +201,12 @@ class HopTelemetry:
         if dc is not self._dc:
             self._dc_principal = dc.peer_principal
             self._dc = dc
-        row = access_row(ex, flags, duration, hop, self._dc_principal, self.tail(ex))
         if isinstance(sink, AccessLogger):  # compiled: a direct call, not a method looked up by name
-            sink.log_row(row)
+            log_access(sink, ex, flags, duration, hop, self._dc_principal, self.tail(ex))
         else:  # another sink (contracts.AccessLogSink: tests' in-memory ones) takes records
-            sink.log(AccessLogRecord.from_row(row))
+            one = AccessLogger()
+            log_access(one, ex, flags, duration, hop, self._dc_principal, self.tail(ex))
+            sink.log(AccessLogRecord.from_row(one.drain()[0]))
 
     def tail(self, ex: Exchange) -> AccessLogTail:
         """The request's access-log tail: the one of its route and cluster, made again only when they
@@ -238,16 +238,18 @@ class HopTelemetry:
         child.value += 1
 
 
-def access_row(
+def log_access(
+    out: AccessLogger,
     ex: Exchange,
     flags: str,
     duration: float,
     hop: TraceHop | None,
     principal: str | None,
     tail: AccessLogTail,
-) -> AccessLogRow:
-    """The request's access-log row (accesslog.AccessLogRow: one tuple, queued as it is), with its
-    connection's peer ``principal`` and ending with ``tail`` (`HopTelemetry.tail`)."""
+) -> None:
+    """The request's access-log row (accesslog.AccessLogRow) to ``out``, with its connection's peer
+    ``principal`` and ending with ``tail`` (`HopTelemetry.tail`): its 19 items as arguments, which a
+    logger keeping columns stores without making the row (telemetry/logcolumns.py)."""
     head = ex.head
     # the three logged headers in one pass over the head's list as it is now (after filters and the
     # generated request id, as Envoy's %REQ()% reads them at log time), duplicates joined with ","
@@ -268,7 +270,7 @@ def access_row(
     # typed (the exchange holds it as Any): compiled, its fields are read natively, not by name
     view: RequestView | None = ex.view
     version = head.version
-    return (
+    out.add(
         ex.start,
         head.method,
         view.path if view is not None else head.target,

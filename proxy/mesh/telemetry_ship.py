@@ -5,8 +5,8 @@ Every ``interval`` seconds (1 s) one task publishes, on the proxy's own subjects
   (`meshbus.telemetry.delta`), an empty batch when nothing changed (the collector's liveness signal);
 - ``telemetry.spans.<node>``: the spans that ended meanwhile (rows of proxy/filters/spans.py's buffer).
 Access-log records take the access-log writer's path (it drains the bounded record queue every 200
-ms); `BusSink` publishes them as columns (`access_log_batch`: a value the batch repeats is packed
-once) on ``telemetry.logs.<node>``, which a JetStream stream keeps (meshbus-telemetry creates it, with size
+ms; kept as columns as requests end while the bus is their only sink); `BusSink` publishes them as
+columns (`access_log_batches`, `access_log_batch`: a value the batch repeats is packed once) on ``telemetry.logs.<node>``, which a JetStream stream keeps (meshbus-telemetry creates it, with size
 and age limits); ``meshctl logs`` renders them under Istio's JSON keys.
 
 Nothing here blocks a request: publishing only buffers in the NATS client. While NATS is away a
@@ -40,8 +40,9 @@ from meshbus.bus.schemas.telemetry import (
 from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.filters.spans import ROW
 from meshbus.telemetry import loop_stalls
-from meshbus.telemetry.accesslog import FIELDS, AccessLogRow, wire_columns, wire_row
+from meshbus.telemetry.accesslog import FIELDS, AccessLogRow, wire_columns, wire_columns_of, wire_row
 from meshbus.telemetry.delta import DeltaTracker
+from meshbus.telemetry.logcolumns import LogColumns
 from meshbus.telemetry.rowcolumns import float_columns
 
 log = logging.getLogger(__name__)
@@ -194,13 +195,32 @@ def access_log_batch(source: Source, rows: list[AccessLogRow]) -> AccessLogBatch
     """``rows`` as one batch, packed as columns (`ROWS_JSON_COLUMNS_3`: the values a batch repeats, most of
     them, written once, times and durations as doubles); rows JSON cannot carry (a filter's metadata
     with a non-str key) as rows."""
+    return _batch_of(source, wire_columns(rows), len(rows), lambda: rows)
+
+
+def access_log_batches(source: Source, batch: LogColumns, most: int) -> list[AccessLogBatch]:
+    """The logger's ``batch`` of records (telemetry/logcolumns.py) as `access_log_batch` packs them,
+    in batches of at most ``most`` records."""
+    n = batch.n
+    if not n:
+        return []
+    cols = wire_columns_of(batch)
+    if n <= most:
+        return [_batch_of(source, cols, n, batch.rows)]
+    rows = batch.rows()  # seldom (a sidecar's 0.2 s of records > most): sliced as rows
+    return [access_log_batch(source, rows[i : i + most]) for i in range(0, n, most)]
+
+
+def _batch_of(
+    source: Source, cols: list[list[Any]], n: int, rows: Callable[[], list[AccessLogRow]]
+) -> AccessLogBatch:
     try:
-        cols, doubles = float_columns(wire_columns(rows))
-        data = encode_columns(cols, len(rows))
+        packed, doubles = float_columns(cols)
+        data = encode_columns(packed, n)
     except orjson.JSONEncodeError:
-        data, encoding = encode_rows([wire_row(r) for r in rows])
-        return AccessLogBatch(source, _RECORD_FIELDS, data, len(rows), encoding)
-    return AccessLogBatch(source, _RECORD_FIELDS, data, len(rows), ROWS_JSON_COLUMNS_3, doubles)
+        data, encoding = encode_rows([wire_row(r) for r in rows()])
+        return AccessLogBatch(source, _RECORD_FIELDS, data, n, encoding)
+    return AccessLogBatch(source, _RECORD_FIELDS, data, n, ROWS_JSON_COLUMNS_3, doubles)
 
 
 class BusSink:
@@ -222,6 +242,14 @@ class BusSink:
         for i in range(0, len(rows), _RECORDS_PER_BATCH):
             batch = rows[i : i + _RECORDS_PER_BATCH] if len(rows) > _RECORDS_PER_BATCH else rows
             body, headers = self._encoder.encode(access_log_batch(self.source, batch))
+            await self.bus.nc.publish(subject, body, headers=headers)
+
+    async def write_columns(self, batch: LogColumns) -> None:
+        if not self.bus.connected:
+            raise ConnectionError("meshbus: not connected to NATS")
+        subject = self.bus.subjects.telemetry("logs", self.source.node)
+        for b in access_log_batches(self.source, batch, _RECORDS_PER_BATCH):
+            body, headers = self._encoder.encode(b)
             await self.bus.nc.publish(subject, body, headers=headers)
 
     async def write(self, data: bytes) -> None:

@@ -166,6 +166,8 @@ def test_columns_keep_one_value_only_when_every_row_has_it_with_its_type() -> No
     assert columns([(1, "a", None)]) == [[1], ["a"], [None]]
     assert columns([(1, "a", 1.0), (1, "a", 1)]) == [[1], ["a"], [1.0, 1]]  # 1.0 and 1 stay apart
     assert columns([(True, "a"), (1, "b")]) == [[True, 1], ["a", "b"]]
+    # -0.0 equals 0.0, but one of them alone would read back as the other
+    assert [[str(v) for v in c] for c in columns([(0.0, -0.0), (-0.0, -0.0)])] == [["0.0", "-0.0"], ["-0.0"]]
     rows = [(1, "a", "x", None)] * 9
     rows[3] = (1, "b", "x", {"k": "v"})  # one row differs
     assert columns(rows) == [

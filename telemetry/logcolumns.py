@@ -1,0 +1,202 @@
+"""Access-log records kept as columns as each request ends, for a logger whose only sink is the bus.
+
+The bus ships a batch's records as columns (bus.schemas.telemetry.ROWS_JSON_COLUMNS_3), and most
+fields of a sidecar's requests repeat from one request to the next. Queued as rows, each request
+made a 19-item tuple that the bus sink transposed back into columns and then freed: ~1,800
+instructions a request. Here each field goes straight to its column: a field still equal to the
+batch's first value costs one identity (or string) compare and is stored once; the fields that
+change every request (start time, duration, request and trace ids) are one list append. The columns
+read back as the same records (tests/unit/telemetry/test_logcolumns.py); ``rows`` gives the rows for
+a sink that wants them.
+
+Compiled (setup.py NATIVE_MODULES): typed attributes read and compared natively.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshbus.telemetry.rowcolumns import columns, same_value
+
+
+def _spread(v: Any, n: int, x: Any) -> list[Any]:
+    """A column whose ``n`` first values were ``v``, and then ``x``."""
+    col = [v] * n
+    col.append(x)
+    return col
+
+
+class LogColumns:
+    """The records of one batch, by field; ``add`` takes an :data:`AccessLogRow`'s 19 items as
+    arguments (no tuple made). A ``v_*`` field is the batch's first value and ``c_*`` None while every
+    record repeats it, else the column of all its values."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.start: list[Any] = []
+        self.duration: list[Any] = []
+        self.rid: list[Any] = []
+        self.trace: list[Any] = []
+        self.v_method: Any = None
+        self.c_method: list[Any] | None = None
+        self.v_path: Any = None
+        self.c_path: list[Any] | None = None
+        self.v_protocol: Any = None
+        self.c_protocol: list[Any] | None = None
+        self.v_status: Any = None
+        self.c_status: list[Any] | None = None
+        self.v_flags: Any = None
+        self.c_flags: list[Any] | None = None
+        self.v_details: Any = None
+        self.c_details: list[Any] | None = None
+        self.v_bin: Any = None
+        self.c_bin: list[Any] | None = None
+        self.v_bout: Any = None
+        self.c_bout: list[Any] | None = None
+        self.v_xff: Any = None
+        self.c_xff: list[Any] | None = None
+        self.v_agent: Any = None
+        self.c_agent: list[Any] | None = None
+        self.v_authority: Any = None
+        self.c_authority: list[Any] | None = None
+        self.v_uhost: Any = None
+        self.c_uhost: list[Any] | None = None
+        self.v_remote: Any = None
+        self.c_remote: list[Any] | None = None
+        self.v_principal: Any = None
+        self.c_principal: list[Any] | None = None
+        self.v_tail: tuple[Any, ...] = ()
+        self.c_tail: list[tuple[Any, ...]] | None = None
+        """Tails by identity: the proxy hands one tuple to a route's requests (proxy/filters/observe.py)."""
+
+    def add(
+        self, start: Any, method: Any, path: Any, protocol: Any, status: Any, flags: Any, details: Any,
+        bin_: Any, bout: Any, duration: Any, xff: Any, agent: Any, rid: Any, authority: Any, uhost: Any,
+        remote: Any, principal: Any, trace: Any, tail: tuple[Any, ...],
+    ) -> None:  # fmt: skip
+        n = self.n
+        self.n = n + 1
+        self.start.append(start)
+        self.duration.append(duration)
+        self.rid.append(rid)
+        self.trace.append(trace)
+        if n == 0:
+            self.v_method, self.v_path, self.v_protocol, self.v_status = method, path, protocol, status
+            self.v_flags, self.v_details, self.v_bin, self.v_bout = flags, details, bin_, bout
+            self.v_xff, self.v_agent, self.v_authority, self.v_uhost = xff, agent, authority, uhost
+            self.v_remote, self.v_principal, self.v_tail = remote, principal, tail
+            return
+        # one block a field, written out: compiled, each is a native attribute read and a pointer compare
+        c = self.c_method
+        if c is not None:
+            c.append(method)
+        elif method is not self.v_method and not same_value(method, self.v_method):
+            self.c_method = _spread(self.v_method, n, method)
+        c = self.c_path
+        if c is not None:
+            c.append(path)
+        elif path is not self.v_path and not same_value(path, self.v_path):
+            self.c_path = _spread(self.v_path, n, path)
+        c = self.c_protocol
+        if c is not None:
+            c.append(protocol)
+        elif protocol is not self.v_protocol and not same_value(protocol, self.v_protocol):
+            self.c_protocol = _spread(self.v_protocol, n, protocol)
+        c = self.c_status
+        if c is not None:
+            c.append(status)
+        elif status is not self.v_status and not same_value(status, self.v_status):
+            self.c_status = _spread(self.v_status, n, status)
+        c = self.c_flags
+        if c is not None:
+            c.append(flags)
+        elif flags is not self.v_flags and not same_value(flags, self.v_flags):
+            self.c_flags = _spread(self.v_flags, n, flags)
+        c = self.c_details
+        if c is not None:
+            c.append(details)
+        elif details is not self.v_details and not same_value(details, self.v_details):
+            self.c_details = _spread(self.v_details, n, details)
+        c = self.c_bin
+        if c is not None:
+            c.append(bin_)
+        elif bin_ is not self.v_bin and not same_value(bin_, self.v_bin):
+            self.c_bin = _spread(self.v_bin, n, bin_)
+        c = self.c_bout
+        if c is not None:
+            c.append(bout)
+        elif bout is not self.v_bout and not same_value(bout, self.v_bout):
+            self.c_bout = _spread(self.v_bout, n, bout)
+        c = self.c_xff
+        if c is not None:
+            c.append(xff)
+        elif xff is not self.v_xff and not same_value(xff, self.v_xff):
+            self.c_xff = _spread(self.v_xff, n, xff)
+        c = self.c_agent
+        if c is not None:
+            c.append(agent)
+        elif agent is not self.v_agent and not same_value(agent, self.v_agent):
+            self.c_agent = _spread(self.v_agent, n, agent)
+        c = self.c_authority
+        if c is not None:
+            c.append(authority)
+        elif authority is not self.v_authority and not same_value(authority, self.v_authority):
+            self.c_authority = _spread(self.v_authority, n, authority)
+        c = self.c_uhost
+        if c is not None:
+            c.append(uhost)
+        elif uhost is not self.v_uhost and not same_value(uhost, self.v_uhost):
+            self.c_uhost = _spread(self.v_uhost, n, uhost)
+        c = self.c_remote
+        if c is not None:
+            c.append(remote)
+        elif remote is not self.v_remote and not same_value(remote, self.v_remote):
+            self.c_remote = _spread(self.v_remote, n, remote)
+        c = self.c_principal
+        if c is not None:
+            c.append(principal)
+        elif principal is not self.v_principal and not same_value(principal, self.v_principal):
+            self.c_principal = _spread(self.v_principal, n, principal)
+        ct = self.c_tail
+        if ct is not None:
+            ct.append(tail)
+        elif tail is not self.v_tail:
+            ct = self.c_tail = [self.v_tail] * n
+            ct.append(tail)
+
+    def add_row(self, row: tuple[Any, ...]) -> None:
+        """``add`` of a queued row (accesslog.AccessLogRow)."""
+        self.add(*row)
+
+    def _col(self, v: Any, c: list[Any] | None) -> list[Any]:
+        return [v] if c is None else c
+
+    def row_columns(self) -> list[list[Any]]:
+        """The 19 columns of the records' rows (accesslog.AccessLogRow order), a column of one value
+        being that value for every record."""
+        col = self._col
+        return [
+            self.start, col(self.v_method, self.c_method), col(self.v_path, self.c_path),
+            col(self.v_protocol, self.c_protocol), col(self.v_status, self.c_status),
+            col(self.v_flags, self.c_flags), col(self.v_details, self.c_details), col(self.v_bin, self.c_bin),
+            col(self.v_bout, self.c_bout), self.duration, col(self.v_xff, self.c_xff),
+            col(self.v_agent, self.c_agent), self.rid, col(self.v_authority, self.c_authority),
+            col(self.v_uhost, self.c_uhost), col(self.v_remote, self.c_remote),
+            col(self.v_principal, self.c_principal), self.trace,
+        ]  # fmt: skip
+
+    def tail_columns(self) -> list[list[Any]]:
+        """The six columns of the records' tails (accesslog.AccessLogTail)."""
+        ct = self.c_tail
+        if ct is None:
+            return [[v] for v in self.v_tail]
+        return columns(ct)
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The records as rows (accesslog.AccessLogRow), for a sink that takes rows."""
+        n = self.n
+        if n == 0:
+            return []
+        cols = [c if len(c) == n else c * n for c in self.row_columns()]
+        cols.append(self.c_tail if self.c_tail is not None else [self.v_tail] * n)
+        return list(zip(*cols, strict=True))
