@@ -16,6 +16,8 @@ load generator and origin pinned to CPU 0, the proxy under test to CPU 1 (taskse
 - rounds are interleaved (direct, HAProxy, meshbus, Envoy, then again) and medians reported with
   [min-max], since this machine is shared and noisy: quote ratios, not absolute numbers.
 - idle RSS of a meshbus worker loaded with a 100-service config.
+- "haproxy-log": HAProxy logging every request (httplog, into a file), the like-for-like row for
+  meshbus, which writes a JSON access-log line per request; the x HAProxy columns stay against "haproxy".
 meshbus runs with a realistic config: a dozen routes, retries and timeouts set, metrics recorded,
 access log on (JSON to a file).
 """
@@ -88,14 +90,19 @@ http {{
 """
 
 
-def haproxy_conf() -> str:
+def haproxy_conf(log: bool = False) -> str:
+    """``log``: one line per request (``option httplog``) to the process's stdout, which the bench sends to a
+    file, as meshbus writes a JSON access-log line per request to its file (like for like)."""
+    log_global, log_defaults = (
+        ("  log stdout format raw local0\n", "  log global\n  option httplog\n") if log else ("", "")
+    )
     return f"""
 global
   nbthread 1
   maxconn 5000
-defaults
+{log_global}defaults
   mode http
-  timeout connect 5s
+{log_defaults}  timeout connect 5s
   timeout client 30s
   timeout server 30s
   http-reuse always
@@ -384,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-duration", type=int, default=5, help="seconds per latency run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-envoy", action="store_true")
-    ap.add_argument("--only", default="", help="comma list of setups (direct,haproxy,meshbus,envoy)")
+    ap.add_argument(
+        "--only", default="", help="comma list of setups (direct,haproxy,haproxy-log,meshbus,envoy)"
+    )
     ap.add_argument(
         "--baseline",
         default="",
@@ -402,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / d).mkdir()
     (tmp / "nginx.conf").write_text(nginx_conf(tmp))
     (tmp / "haproxy.cfg").write_text(haproxy_conf())
+    (tmp / "haproxy-log.cfg").write_text(haproxy_conf(log=True))
     (tmp / "envoy.yaml").write_text(envoy_conf())
     (tmp / "mesh.yaml").write_text(meshbus_conf(1))
     exe = str(Path(sys.executable).parent / "meshbus-proxy")
@@ -409,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     setups: dict[str, tuple[list[str] | None, int, int]] = {
         "direct": (None, ORIGIN, 0),
         "haproxy": (["haproxy", "-f", str(tmp / "haproxy.cfg")], HAPROXY, HAPROXY),
+        # like for like: meshbus below logs every request, "haproxy" above logs nothing
+        "haproxy-log": (["haproxy", "-f", str(tmp / "haproxy-log.cfg")], HAPROXY, HAPROXY),
         "meshbus": (
             [
                 exe,
@@ -492,6 +504,12 @@ def report(results: dict[str, Result], rss: float) -> None:
     if "meshbus" in results and "envoy" in results:
         ratio = statistics.median(results["meshbus"].rps) / statistics.median(results["envoy"].rps)
         print(f"\nmeshbus / Envoy throughput: {ratio:.2f}x")
+    if "meshbus" in results and "haproxy-log" in results:
+        mb, hl = results["meshbus"], results["haproxy-log"]
+        print(
+            f"like for like (both log every request): meshbus x{statistics.median(mb.rps) / statistics.median(hl.rps):.2f}"
+            f" haproxy-log throughput, p99 {statistics.median(mb.p99) - statistics.median(hl.p99):+.3f} ms over it"
+        )
     print(f"idle RSS of one meshbus worker with a 100-service config: {rss:.1f} MB")
     print("targets (issue 3): >= 0.50x HAProxy, ahead of Envoy, p50 within +0.1 ms and p99 within +0.5 ms "
           "of HAProxy at 1000 rps, idle RSS <= 40 MB")  # fmt: skip
