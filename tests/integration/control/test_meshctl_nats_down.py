@@ -81,9 +81,12 @@ def _run_all(commands: dict[str, list[str]], url: str, limit: float = 30) -> dic
             _, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
             out[name] = (proc.returncode, err.strip())
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
+        # every pipe closed, also of the commands that ended but were not read when one timed out:
+        # left open, their ResourceWarnings fail whichever test collects them next
+        for name, proc in procs.items():
+            if name not in out:
+                if proc.poll() is None:
+                    proc.kill()
                 proc.communicate()
     return out
 
