@@ -19,6 +19,7 @@ from meshbus.telemetry.accesslog import (
     AccessLogRow,
     format_json_line,
     format_json_lines,
+    format_json_row,
     format_json_rows,
     format_start_time,
     format_text_line,
@@ -461,7 +462,7 @@ async def test_writer_gives_the_loop_back_once_a_turn_took_its_budget(
 
 @given(_records)
 def test_a_row_is_its_record_and_formats_as_the_record(records: list[AccessLogRecord]) -> None:
-    from meshbus.telemetry.accesslog import format_json_row, format_text_row
+    from meshbus.telemetry.accesslog import format_text_row
 
     for r in records:
         row = r.row()
@@ -479,3 +480,44 @@ def test_log_row_queues_the_row_itself_and_log_the_records_row() -> None:
     assert got[0] is row and got[1] == _record(2).row()
     NULL_ACCESS_LOG.log_row(row)
     assert NULL_ACCESS_LOG.drain() == []
+
+
+# A sidecar's rows repeat most values from one request to the next, which the JSON lines reuse: drawn
+# from small pools (equal strings that are not one object, 0.0 and -0.0, equal dicts in
+# two orders, one tail object shared by many rows or a new one each), and formatted in slices, so the
+# reused pieces meet rows that differ from the last one in any field.
+_fresh = st.sampled_from([None, "a", "GET", 'q"x', "é", "\x7f"]).map(
+    lambda s: None if s is None else "".join(list(s))
+)
+_nums = st.sampled_from([0, 1, 200, 100000])
+_ms_values = st.sampled_from([None, 0.0, -0.0, 0.5, 1.5, 2.5, 999.6, 1234.0])
+_tail_pool = [(None, "c", "r", None, None, "outbound"), (1.5, "c", "r", "p", {"a": "1", "b": "2"}, "inbound")]
+_tails = st.one_of(
+    st.sampled_from(_tail_pool),
+    st.tuples(
+        _ms_values, _fresh, _fresh, st.sampled_from([None, "p"]),
+        st.sampled_from([None, {}, {"a": "1", "b": "2"}, {"b": "2", "a": "1"}, {"k": 'v"\n'}]),
+        st.sampled_from(["inbound", "outbound"]),
+    ),
+)  # fmt: skip
+_rows = st.lists(
+    st.tuples(
+        st.sampled_from([1.0, 1.0005, 1.9995, 2.25]), _fresh, _fresh, _fresh, _nums,
+        st.sampled_from(["-", "UH", 'o"f']).map(lambda s: "".join(list(s))), _fresh, _nums,
+        _nums, _ms_values.filter(lambda v: v is not None), _fresh, _fresh,
+        st.one_of(_fresh, st.uuids().map(str)), _fresh, _fresh, _fresh, _fresh, _fresh, _tails,
+    ),
+    max_size=30,
+)  # fmt: skip
+
+
+@given(_rows, st.integers(1, 9))
+def test_json_lines_of_repeating_rows_are_exactly_the_istio_json_objects(
+    rows: list[AccessLogRow], step: int
+) -> None:
+    from meshbus.telemetry.accesslog import to_json_dict
+
+    lines = [orjson.dumps(to_json_dict(AccessLogRecord.from_row(r))) + b"\n" for r in rows]
+    data = b"".join(format_json_rows(rows[i : i + step]) for i in range(0, len(rows), step))
+    assert data == b"".join(lines)
+    assert [format_json_row(r) for r in rows] == lines
