@@ -415,14 +415,25 @@ _MS_QUOTED: Final = tuple(f'{m}"' for m in _MS_SUFFIX)
 def format_start_time(epoch_s: float) -> str:
     """ISO 8601 UTC with milliseconds, as Envoy's ``%START_TIME%``: ``2026-11-27T18:57:16.123Z``."""
     global _second_cache
-    sec = math.floor(epoch_s)
-    us = _round((epoch_s - sec) * 1e6)  # round to microseconds first, as datetime does
-    if us >= 1_000_000:
-        sec, us = sec + 1, us - 1_000_000
+    sec, ms = _second_ms(epoch_s)
     cached = _second_cache
     if cached[0] != sec:
-        cached = _second_cache = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return cached[1] + _MS_SUFFIX[us // 1000]
+        cached = _second_cache = (sec, _iso_second(sec))
+    return cached[1] + _MS_SUFFIX[ms]
+
+
+def _second_ms(epoch_s: float) -> tuple[int, int]:
+    """The whole second and the millisecond (0-999) ``epoch_s`` is logged at: rounded to microseconds
+    first, as datetime does (compiled, the tuple is returned unboxed)."""
+    sec = math.floor(epoch_s)
+    us = _round((epoch_s - sec) * 1e6)
+    if us >= 1_000_000:
+        sec, us = sec + 1, us - 1_000_000
+    return sec, us // 1000
+
+
+def _iso_second(sec: int) -> str:
+    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _round(v: float) -> int:
@@ -623,17 +634,13 @@ def _line(r: AccessLogRow, out: list[str], plain: bool) -> None:
         s.tail = t
     d = _ms(r[9])
     dur = "null" if d is None else _DECIMAL[d] if 0 <= d < 1000 else str(d)
-    # format_start_time's, in two pieces (the second's, cached here, and the milliseconds')
-    e: float = r[0]
-    sec = math.floor(e)
-    us = _round((e - sec) * 1e6)
-    if us >= 1_000_000:
-        sec, us = sec + 1, us - 1_000_000
+    # format_start_time's, in two pieces (the second's, cached here with the line's start, and the
+    # milliseconds')
+    sec, ms = _second_ms(r[0])
     if sec != s.sec:
-        head = '{"start_time":"' + datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        s.sec, s.head = sec, head
+        s.sec, s.head = sec, '{"start_time":"' + _iso_second(sec)
     out.append(s.head)
-    out.append(_MS_QUOTED[us // 1000])
+    out.append(_MS_QUOTED[ms])
     out.append(s.p1)
     out.append(s.p2)
     out.append(dur)
