@@ -103,12 +103,16 @@ def _traceparent(value: str) -> TraceContext | None:
     # The first 55 characters: lowercase hex but for three dashes, at 2, 35 and 52.
     if b[:55].translate(_HEX_SHAPE_TABLE) != _SHAPE:
         return None
-    version = v[:2]
+    # the version's two digits as bytes (hex digits, by the shape): no slice, no str compare
+    v0 = b[0]
+    v1 = b[1]
+    if len(b) > 55 and (b[55] != 45 or (v0 == 48 and v1 == 48)):  # "00" ends at 55
+        return None
+    if v0 == 102 and v1 == 102:  # "ff", an invalid version
+        return None
     trace_id = v[3:35]
     span_id = v[36:52]
-    if len(b) > 55 and (b[55] != 45 or version == "00"):
-        return None
-    if version == "ff" or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
     # the sampled flag is the flags' low bit: the last hex digit's (int(flags, 16) cost ~500 instructions)
     return TraceContext(trace_id, span_id, SAMPLED if v[54] in _ODD_HEX else NOT_SAMPLED, W3C)
@@ -249,7 +253,10 @@ def strip_trace_lines(raw: bytes, hdict: dict[str, str]) -> bytes:
     one line per name (the exchange passes through only such heads). When the caller sent a
     lowercase traceparent and no B3 header, the common case (what proxies and the OpenTelemetry SDKs
     send), its line is cut after one search of the head: the regex, which tries every line, cost
-    ~5,000 instructions a sampled request; lowering the head first to search it cost as much."""
+    ~5,000 instructions a sampled request; lowering the head first to search it cost as much. The
+    search runs on the head as latin-1 str, one character a byte so its indexes are the bytes': compiled,
+    str.find is a direct call where bytes.find goes by name and parses its arguments (callgrind: two
+    bytes.find ~2,500 instructions, the decode and two str.find ~1,150)."""
     if (
         B3 in hdict
         or X_B3_TRACEID in hdict
@@ -259,10 +266,11 @@ def strip_trace_lines(raw: bytes, hdict: dict[str, str]) -> bytes:
         or X_B3_PARENTSPANID in hdict
     ):
         return _RAW_TRACE.sub(b"", raw)
-    i = raw.find(b"\r\ntraceparent:")
+    text = raw.decode("latin-1")
+    i = text.find("\r\ntraceparent:")
     if i < 0:  # another spelling, or none
         return _RAW_TRACE.sub(b"", raw)
-    j = raw.find(b"\r", i + 2)
+    j = text.find("\r", i + 2)
     return raw[:i] + raw[j:] if j >= 0 else raw[:i]
 
 

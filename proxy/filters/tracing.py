@@ -19,7 +19,7 @@ that meshbus-telemetry makes the stable HTTP semantic-convention attributes (tel
 from __future__ import annotations
 
 import random
-import time
+from time import time_ns
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.build.telemetry_policy import TracingSettings
@@ -36,6 +36,7 @@ from meshbus.telemetry.tracecontext import (
 
 if TYPE_CHECKING:  # the exchange imports this module: typed only, for mypyc's native access
     from meshbus.proxy.adapters.exchange import Exchange
+    from meshbus.proxy.core.routing import RequestView, Route
 
 _rand: Final = random.random
 _KNOWN_METHODS: Final = frozenset(
@@ -71,8 +72,8 @@ class HopTracer:
     """Trace decisions and spans of one listener (``server``: the inbound side)."""
 
     __slots__ = (
-        "_name", "_name_method", "_name_route", "_report", "_sampling", "_settings", "_tagged", "node", "server",
-        "service_fqdn", "spans",
+        "_dc", "_dc_principal", "_name", "_name_method", "_name_route", "_report", "_sampling", "_settings",
+        "_tagged", "node", "server", "service_fqdn", "spans",
     )  # fmt: skip
 
     def __init__(self, server: bool, spans: SpanRecorder | None) -> None:
@@ -91,6 +92,10 @@ class HopTracer:
         self._sampling = 0.0
         self._report = False
         self._tagged = False
+        # the last span's connection and its peer's principal (set once, at the mTLS handshake, before
+        # any request): read by name (a Downstream protocol), so once per connection
+        self._dc: Any = None
+        self._dc_principal: str | None = None
 
     def identity(self, node: str, service_fqdn: str) -> None:
         self.node = node
@@ -164,16 +169,20 @@ class HopTracer:
         error = status >= 500 or status == 0 or (status >= 400 and not self.server)
         head = ex.head
         hd = head.hdict
-        view = ex.view
-        route = ex.route
+        # typed (the exchange holds them as Any): compiled, their fields are read natively, not by name
+        view: RequestView | None = ex.view
+        route: Route | None = ex.route
         cluster = ex.cluster
         dc = ex.dc
+        if dc is not self._dc:
+            self._dc_principal = dc.peer_principal
+            self._dc = dc
         # spans.py's ROW in one list: the span's fields, then the request's facts
         spans.add([
-            span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.start_ns, time.time_ns(),
+            span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.start_ns, time_ns(),
             span.attributes, STATUS_ERROR if error else STATUS_UNSET, span.tracestate,
             head.method, view.path if view is not None else head.target, ex.authority, head.version,
-            hd.get("x-request-id", ""), hd.get("user-agent"), dc.peer_ip, dc.peer_principal,
+            hd.get("x-request-id", ""), hd.get("user-agent"), ex.peer_ip, self._dc_principal,
             route.name if route is not None else None, cluster.port if cluster is not None else 0, status,
             flags, ex.upstream_host, cluster.name if cluster is not None else None, self.node,
         ])  # fmt: skip

@@ -17,8 +17,10 @@ import pytest
 from cryptography import x509
 
 from meshbus.bus.spiffe import SpiffeId
+from meshbus.proxy.filters.spans import ROW, SpanRecorder
 from meshbus.proxy.mesh.identity import Identity
 from meshbus.telemetry.accesslog import AccessLogRecord
+from meshbus.telemetry.peer import Workload
 from tests.integration.proxy.conftest import ProxyFactory, ProxyHandle, UpstreamFactory, yaml
 from tests.integration.proxy.mesh_pki import MeshCa, StaticCertClient, web_server_cert
 from tests.integration.proxy.upstreams import Client, Upstream, fetch
@@ -124,6 +126,30 @@ async def test_requests_go_mtls_with_peer_identity_logged_and_one_handshake(
     assert pair.app.connections == 1
     assert len(pair.server_log.records) == 20
     assert {r.downstream_peer_principal for r in pair.server_log.records} == {PRODUCTPAGE}
+
+
+async def test_the_server_sides_spans_name_the_callers_principal_on_every_request_of_a_connection(
+    upstreams: UpstreamFactory, proxy: ProxyFactory, ca: MeshCa
+) -> None:
+    pair = await sidecars(upstreams, proxy, ca, server_config=peer_auth("STRICT"))
+    spans = SpanRecorder()
+    pair.server.server.observe.set_identity(
+        Workload.of("reviews", "default", {"app": "reviews"}),
+        "reviews",
+        "reviews.default.svc.cluster.local",
+        spans,
+    )
+    c = await Client.connect(pair.client.port)
+    try:
+        for i in range(3):  # sampled by the caller: every hop records its span
+            tp = f"00-{'4bf92f3577b34da6a3ce929d0e0e473' + str(i)}-00f067aa0ba902b7-01"
+            assert (await c.request(path=f"/{i}", headers=[("traceparent", tp)])).status == 200
+    finally:
+        await c.close()
+    rows = [dict(zip(ROW, row, strict=True)) for row in spans.drain()]
+    assert [r["target"] for r in rows] == ["/0", "/1", "/2"]
+    assert {r["peer_principal"] for r in rows} == {PRODUCTPAGE}
+    assert {r["peer_address"] for r in rows} == {"127.0.0.1"}
 
 
 async def test_large_bodies_cross_the_mtls_hop_both_ways_on_one_connection(
