@@ -229,14 +229,16 @@ def wire_columns(rows: list[AccessLogRow]) -> list[list[Any]]:
     return out
 
 
-def wire_columns_of(acc: LogColumns) -> list[list[Any]]:
+def wire_columns_of(acc: LogColumns) -> list[Any]:
     """:func:`wire_columns` of the records ``acc`` holds (a column may list every value where
-    :func:`wire_columns` has one: the values a record repeated from the one before it, read back the same)."""
+    :func:`wire_columns` has one: the values a record repeated from the one before it, read back the same),
+    for :func:`meshbus.telemetry.rowcolumns.float_columns`: start times and durations may be their
+    doubles already (`LogColumns.ship_columns`)."""
     if not acc.n:
         return []
-    cols = acc.row_columns()
+    cols = acc.ship_columns()
     split = acc.tail_columns()
-    out: list[list[Any]] = []
+    out: list[Any] = []
     for i, j in _WIRE:
         out.append(cols[i] if j < 0 else split[j])
     return out

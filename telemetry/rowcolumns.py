@@ -64,7 +64,7 @@ def same_value(x: object, v: object) -> bool:
     return True
 
 
-def float_columns(cols: list[list[Any]]) -> tuple[list[Any], bytes]:
+def float_columns(cols: list[Any]) -> tuple[list[Any], bytes]:
     """``cols`` (of :func:`columns`) for `ROWS_JSON_COLUMNS_3` (bus.schemas.telemetry): each column of
     more than one value, all finite floats (start times, durations), is replaced by its index among
     those, and their values are packed, in that order, as little-endian IEEE doubles.
@@ -73,18 +73,35 @@ def float_columns(cols: list[list[Any]]) -> tuple[list[Any], bytes]:
     string, and a row has two: as doubles they are one C call a batch (struct's, ~30 instructions a
     value; array.fromlist parses each value with a format string, ~220), and the reader gets the very
     same floats back. Only exact, finite floats: an int stays an int, and NaN or infinity stays what
-    JSON made of it (null), as with `ROWS_JSON_COLUMNS`."""
+    JSON made of it (null), as with `ROWS_JSON_COLUMNS`.
+
+    A column given as bytes is such a column already packed, more than one finite float as
+    little-endian doubles (telemetry/logcolumns.py ``ship_columns``): its index, its bytes as they are."""
     out: list[Any] = []
+    parts: list[bytes] = []
     values: list[Any] = []
     k = 0
     for col in cols:
-        if len(col) > 1 and _finite_floats(col):
+        if isinstance(col, bytes):
+            if values:  # the doubles stay in column order
+                parts.append(_pack(values))
+                values = []
+            parts.append(col)
+            out.append(k)
+            k += 1
+        elif len(col) > 1 and _finite_floats(col):
             values.extend(col)
             out.append(k)
             k += 1
         else:
             out.append(col)
-    return out, struct.pack(f"{_LE}{len(values)}d", *values) if values else b""
+    if values:
+        parts.append(_pack(values))
+    return out, b"".join(parts)
+
+
+def _pack(values: list[Any]) -> bytes:
+    return struct.pack(f"{_LE}{len(values)}d", *values)
 
 
 def _finite_floats(col: list[Any]) -> bool:
