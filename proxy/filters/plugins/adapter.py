@@ -17,7 +17,8 @@ takes (proxy/filters/chain.py) and keeps the rules in one place:
 - A local reply's response headers pass only hooks that cannot pause (sync, in process).
 - The filter's ``Request`` is a ``LiveRequest``: its fields are read from the exchange when the
   filter reads them, its headers are the request's own list. A filter with a single hook (no body)
-  gets a fresh one per call and nothing is kept; any other keeps its view (with ``state``) in
+  gets one per call and nothing of the request is kept after it (a view the filter did not keep is
+  emptied and reused for its next call); any other keeps its view (with ``state``) in
   ``ctx.filter_state`` until ``on_done``, which drops it (the view refers to the exchange).
 """
 
@@ -27,7 +28,9 @@ import asyncio
 import inspect
 import logging
 import re
+import sys
 import time
+import types
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
@@ -53,6 +56,9 @@ log = logging.getLogger(__name__)
 
 _clock: Final = time.perf_counter
 """The hooks' clock (Final: a C static when compiled; ``time.perf_counter`` is a module lookup each call)."""
+
+_refs: Final = sys.getrefcount
+"""How many references an object has: the direct path reuses a request view nobody else refers to."""
 
 LOG_EVERY: Final = 1.0
 """Failures of one Plugin are logged at most once a second (with how many were not)."""
@@ -356,6 +362,11 @@ def _line(name: str) -> _Line:
     return line
 
 
+_NO_CTX: Final[Any] = None
+"""A released view's context: none (typed Any so that the field's type stays the one every
+property reads)."""
+
+
 class LiveRequest(Request):
     """The ``Request`` a filter sees, over the live request (``ctx``): each field is read when the
     filter reads it, so a filter that reads little costs little. Also what the adapter keeps for
@@ -442,6 +453,13 @@ class LiveRequest(Request):
             return claims if type(claims) is dict else None
         return None
 
+    def release(self) -> None:
+        """Refer to nothing of the request that was seen (the direct path keeps the view for the
+        next one, which sets ``_ctx`` again): the exchange, its head and the filter's state can go."""
+        self._ctx = _NO_CTX
+        self._live_headers = None
+        self._state = None
+
     def add_body(self, data: bytes) -> None:
         body = self.body
         if body is None:
@@ -511,14 +529,24 @@ class PluginFilter(HttpFilter):
         self._unlogged = 0
         self._done_tasks: set[asyncio.Task[Any]] = set()
         self._peers: dict[str, Peer] = {}
-        # The single hook's function and stats, for the direct path
+        # The single hook's function and stats, for the direct path. A hook that is a plain method
+        # is called as its function with the instance (``_fn_self``): one call, not the bound
+        # method's call that then calls the function with the instance put before the arguments.
         self._fn: Callable[..., Any] | None = None
+        self._fn_self: object = None
         # A remote backend's ``begin`` (proxy/filters/plugins/remote.py): calls resolved by callback
         self._begin: Callable[..., bool] | None = getattr(backend, "begin", None) if remote else None
         self._fn_stats = stats.hooks["on_request_headers"]
+        # The direct path's request view of the last call, when nothing else kept it: the next call
+        # reuses it instead of making one (an object made and freed cost a fifth of a no-op hook).
+        self._spare: LiveRequest | None = None
         if self.single and isinstance(backend, LocalBackend):
             hook = next(iter(backend.hooks))
-            self._fn = backend.fns[hook]
+            fn = backend.fns[hook]
+            if isinstance(fn, types.MethodType) and isinstance(fn.__func__, types.FunctionType):
+                self._fn, self._fn_self = fn.__func__, fn.__self__
+            else:
+                self._fn = fn
             self._fn_stats = stats.hooks[hook]
 
     # ---- per-request view ----------------------------------------------------------------------
@@ -651,14 +679,26 @@ class PluginFilter(HttpFilter):
     def on_request_headers(self, ctx: FilterContext) -> Any:
         fn = self._fn
         if fn is not None:  # the direct path: a local filter whose one hook this is
-            req = LiveRequest(ctx, self)
+            req = self._spare
+            if req is None:
+                req = LiveRequest(ctx, self)
+            else:
+                self._spare = None  # taken: a call made from inside the hook makes its own
+                req._ctx = ctx
+            # Counted here and after the call by the same expression, so that the count does not
+            # depend on how the compiler holds ``req``: equal after, the filter kept no reference.
+            refs = _refs(req)
             t0 = self._fn_stats.start()
+            inst = self._fn_self
             try:
-                r = fn(req)
+                r = fn(req) if inst is None else fn(inst, req)
             except Exception as exc:
                 return self._failed(req, "on_request_headers", "error", exc)
             if r is None:
                 self._fn_stats.record(t0)
+                if _refs(req) == refs:  # nothing else refers to it: it serves the next call
+                    req.release()
+                    self._spare = req
                 return None
             return self._outcome(req, "on_request_headers", r, t0)
         st = LiveRequest(ctx, self) if self.single else self._state(ctx)  # single: a remote one
@@ -747,7 +787,9 @@ class PluginFilter(HttpFilter):
             req = LiveRequest(ctx, self)
             t0 = self._fn_stats.start()
             try:
-                r = fn(req, Response(ctx.status, Headers(ctx.resp_headers)))
+                resp = Response(ctx.status, Headers(ctx.resp_headers))
+                inst = self._fn_self
+                r = fn(req, resp) if inst is None else fn(inst, req, resp)
             except Exception as exc:
                 return self._failed(req, "on_response_headers", "error", exc)
             if r is None:

@@ -4,6 +4,7 @@ keeps per request, how a header edit reaches the head the proxy forwards, and th
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,58 @@ def test_a_one_hook_filter_reads_the_live_request_and_nothing_is_kept() -> None:
         namespace="default"
     )
     assert seen[8] is None and seen[9] == {"mine": 1}  # no token; state is per request
+
+
+class Keep(Filter):
+    """Keeps every view it is given (a filter may): each stays the view of its own request."""
+
+    kept: list[Request] = []
+
+    def on_request_headers(self, req: Request) -> None:
+        Keep.kept.append(req)
+
+
+class Tally(Filter):
+    """Keeps nothing; counts in its per-request state."""
+
+    seen: list[Any] = []
+
+    def on_request_headers(self, req: Request) -> None:
+        req.state["n"] = req.state.get("n", 0) + 1
+        Tally.seen.append((req.path, req.headers.get("user-agent"), dict(req.state)))
+
+
+RAW2 = RAW.replace(b"/items?x=1", b"/other").replace(b"User-Agent: curl", b"User-Agent: wget")
+
+
+def test_a_view_the_filter_kept_stays_the_view_of_its_own_request() -> None:
+    f = plugin(Keep)
+    Keep.kept.clear()
+    for raw in (RAW, RAW2, RAW2):
+        f.on_request_headers(ctx(raw))
+    first, second, third = Keep.kept
+    assert first is not second and second is not third and first is not third
+    assert [(v.path, v.headers.get("user-agent")) for v in Keep.kept] == [
+        ("/items?x=1", "curl"),
+        ("/other", "wget"),
+        ("/other", "wget"),
+    ]
+
+
+def test_each_call_sees_its_own_request_state_and_headers_and_keeps_none_of_them() -> None:
+    f = plugin(Tally)
+    Tally.seen.clear()
+    contexts = [ctx(RAW), ctx(RAW2), ctx(RAW)]
+    for c in contexts:
+        f.on_request_headers(c)
+    assert Tally.seen == [
+        ("/items?x=1", "curl", {"n": 1}),
+        ("/other", "wget", {"n": 1}),
+        ("/items?x=1", "curl", {"n": 1}),
+    ]
+    gone = weakref.ref(contexts[-1])
+    del contexts, c
+    assert gone() is None  # the filter refers to no request after its call
 
 
 class Stamp(Filter):
