@@ -93,7 +93,9 @@ def main() -> None:
         a_conf = a_conf.replace(old, new)
     (tmp / "a.yaml").write_text(a_conf)
     py, me = sys.executable, str(Path(chain.__file__).resolve())
-    common = ["--dir", str(tmp)] + (["--tls"] if tls else [])
+    # both sides' TLS handshake timer too (10 s): a fresh valgrind translating OpenSSL's handshake code
+    # on a loaded machine ran past it
+    common = ["--dir", str(tmp), "--handshake-timeout", "120"] + (["--tls"] if tls else [])
     cmds = {
         "b": ([py, me, "sidecar", *common, "--config", str(tmp / "b.yaml"), "--inbound", f"127.0.0.1:{b_port}",
                "--app-port", str(origin), "--name", "b", "--sa", "origin", "--access-log", str(tmp / "b.log")], b_port),
