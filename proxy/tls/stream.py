@@ -94,7 +94,7 @@ class TlsStream:
             # until the protocol above is set (a client between its handshake and the pool taking the
             # connection) records wait in the BIO: only post-handshake messages can come then
             if not self._paused and self._app is not None:
-                self._read()
+                self._read(len(data))
         elif state == HANDSHAKE:
             self._handshake()
 
@@ -176,16 +176,19 @@ class TlsStream:
     def _buffered(self) -> bool:
         return bool(self._incoming.pending or self._tls.pending())
 
-    def _read(self) -> None:
+    def _read(self, received: int = 0) -> None:
         read = self._tls_read
         pending = self._tls_pending
         incoming = self._incoming
+        # the ciphertext just received: nearly always all the BIO holds, known without asking it
+        n = received
         while True:
             # Ask for what the buffered ciphertext can hold, not a fixed 64 KiB: ``read(n)`` allocates n
             # bytes then shrinks them, so a small record costs a small (pymalloc) block instead of a
             # large malloc and realloc. Plaintext is shorter than its ciphertext; what does not fit
             # (a record whose start came in an earlier read) stays pending and the loop reads it next.
-            n = incoming.pending
+            if n == 0:
+                n = incoming.pending
             if n == 0 or n > RECORD_MAX:
                 n = pending() or RECORD_MAX
                 if n > RECORD_MAX:
@@ -212,6 +215,7 @@ class TlsStream:
             # most one record, so a read that did not fill ``n`` left nothing of its record behind.
             if not incoming.pending and (len(data) < n or not pending()):
                 break
+            n = 0
         if self._outgoing.pending:  # TLS 1.3 post-handshake messages (key update) call for an answer
             self._flush()
 
