@@ -43,7 +43,14 @@ from functools import partial
 from random import randbytes
 from typing import TYPE_CHECKING, Any, Final
 
-from meshbus.proxy.adapters.upstream import OVERFLOW, PENDING, MirrorSend, UpstreamConnection
+from meshbus.proxy.adapters.upstream import (
+    OVERFLOW,
+    PENDING,
+    ClusterPool,
+    MirrorSend,
+    PoolManager,
+    UpstreamConnection,
+)
 from meshbus.proxy.codec.http1 import (
     CHUNKED,
     HOP_BY_HOP,
@@ -67,7 +74,7 @@ from meshbus.telemetry.tracecontext import TRACE_HEADERS, strip_trace_lines
 
 if TYPE_CHECKING:
     from meshbus.proxy.adapters.contracts import Downstream, Pool
-    from meshbus.proxy.adapters.listener import ListenerContext
+    from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +253,7 @@ class Exchange:
         "details",
         "dl_armed",
         "dl_at",
+        "dn",
         "done",
         "filter_state",
         "flags",
@@ -292,6 +300,10 @@ class Exchange:
         peer_ip_bytes: bytes | None = None,
     ) -> None:
         self.dc = dc
+        # ``dc`` again when it is the HTTP/1 listener's connection (the listener sets it): typed, so
+        # the compiled build calls it natively on the response path; through the Protocol each call
+        # is a lookup by name that missed CPython's type method cache. None for other streams.
+        self.dn: DownstreamConnection | None = None
         # The client's address as the listener hands it over (read natively there): ``dc`` is a
         # Protocol, so reading it here would go by name through the type attribute cache per request.
         self.peer_ip = dc.peer_ip if peer_ip is None else peer_ip
@@ -667,8 +679,16 @@ class Exchange:
         cluster = att.cluster
         if att.try_deadline or att.deadline:
             self._arm()
-        pool = self.pool = self.ctx.server.pools.get(cluster.name)
-        r = pool.acquire(cluster, att.ep, self)  # type: ignore[arg-type]  # CONNECT: ep is set
+        pools = self.ctx.server.pools
+        # the server's own pools: native calls in the compiled build (through the Protocols each is a
+        # lookup by name); tests' fakes go the generic way
+        if isinstance(pools, PoolManager):
+            own = pools.get(cluster.name)
+            self.pool = own
+            r = own.acquire(cluster, att.ep, self)
+        else:
+            pool = self.pool = pools.get(cluster.name)
+            r = pool.acquire(cluster, att.ep, self)  # type: ignore[arg-type]  # CONNECT: ep is set
         if r is PENDING:
             self.waiting = True
         elif r is OVERFLOW:
@@ -692,10 +712,12 @@ class Exchange:
     def _send(self, conn: UpstreamConnection) -> None:
         self.conn = conn
         self.upstream_host = conn.host
-        if self.dc.write_paused:
+        dn = self.dn
+        if dn.write_paused if dn is not None else self.dc.write_paused:
             conn.transport.pause_reading()  # type: ignore[union-attr]
         body = self.replay if self.replay is not None else self.unsent
         conn.send(self, self.head_bytes, body, self.req_chunked, self.req_done, self.head.method == "HEAD")
+        conn.native = self  # the connection's typed route to us (see UpstreamConnection.native)
         if self.unsent:
             self.unsent = []
             if self.unsent_bytes > MAX_REPLAY:
@@ -774,7 +796,11 @@ class Exchange:
             # Nothing to change but hop-by-hop headers: forward the head as received (no header list).
             if not route.chain.response_headers and not self.ctx.server.draining:
                 self.resp_started = True
-                self.dc.send_raw_head(rh.passthrough, self.keep_alive)
+                dn = self.dn
+                if dn is not None:
+                    dn.send_raw_head(rh.passthrough, self.keep_alive)
+                else:
+                    self.dc.send_raw_head(rh.passthrough, self.keep_alive)
                 return
         hdrs = rh.headers
         hd = rh.hdict
@@ -861,12 +887,19 @@ class Exchange:
         # cheapest path; the upstream connection flushes it at the end of the read that carried the
         # head (flush_out).
         rh = self.resp
-        self.keep_alive = self.dc.send_head(
-            status, hdrs, rh.body if rh is not None else NO_BODY, self.keep_alive
-        )
+        body = rh.body if rh is not None else NO_BODY
+        dn = self.dn
+        if dn is not None:
+            self.keep_alive = dn.send_head(status, hdrs, body, self.keep_alive)
+        else:
+            self.keep_alive = self.dc.send_head(status, hdrs, body, self.keep_alive)
 
     def flush_out(self) -> None:
-        self.dc.flush()
+        dn = self.dn
+        if dn is not None:
+            dn.flush()
+        else:
+            self.dc.flush()
 
     def on_upstream_body(self, data: bytes) -> None:
         held = self.held
@@ -879,7 +912,11 @@ class Exchange:
         if filters:
             for f in filters:
                 f.on_response_body(self, data, False)
-        self.dc.send_data(data)
+        dn = self.dn
+        if dn is not None:
+            dn.send_data(data)
+        else:
+            self.dc.send_data(data)
 
     def on_upstream_end(self, conn: UpstreamConnection) -> None:
         if self.held is not None:
@@ -890,7 +927,11 @@ class Exchange:
         if filters:
             for f in filters:
                 f.on_response_body(self, b"", True)
-        self.dc.send_end()
+        dn = self.dn
+        if dn is not None:
+            dn.send_end()
+        else:
+            self.dc.send_end()
         rh = self.resp
         now = self.ctx.now()
         self.conn = None
@@ -899,8 +940,13 @@ class Exchange:
             att.on_end(self.status, now)
         # A connection whose request body was not fully sent cannot carry another request.
         reusable = rh is not None and rh.keep_alive and self.req_done
-        if self.pool is not None and self.cluster is not None:
-            self.pool.release(conn, reusable, self.cluster, now)
+        pool = self.pool
+        cluster = self.cluster
+        if pool is not None and cluster is not None:
+            if isinstance(pool, ClusterPool):  # native, as in _connect
+                pool.release(conn, reusable, cluster, now)
+            else:
+                pool.release(conn, reusable, cluster, now)
         self.finish(now)
 
     def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:
@@ -1036,7 +1082,11 @@ class Exchange:
             ctx.tele.done(self, fl, duration)  # metrics, the span's end, the access-log record
         except Exception as exc:  # telemetry must never cost the response
             log.error("telemetry failed: %s: %s", type(exc).__name__, exc)
-        self.dc.exchange_done(self, self.keep_alive)
+        dn = self.dn
+        if dn is not None:
+            dn.exchange_done(self, self.keep_alive)
+        else:
+            self.dc.exchange_done(self, self.keep_alive)
 
     # ---- mirror ---------------------------------------------------------------------------------
 

@@ -223,6 +223,7 @@ class DownstreamConnection(asyncio.Protocol):
                 self.parsing.on_request_body(payload)  # type: ignore[union-attr]
             elif kind == HEAD:
                 ex = Exchange(self, payload, self.ctx, self.peer_ip, self.peer_ip_bytes)
+                ex.dn = self
                 self.parsing = ex
                 if self.current is None:
                     self.current = ex

@@ -31,6 +31,7 @@ from meshbus.proxy.tls.mtls import upstream_lost_kind
 
 if TYPE_CHECKING:
     from meshbus.proxy.adapters.contracts import PoolWaiter, UpstreamReceiver
+    from meshbus.proxy.adapters.exchange import Exchange
     from meshbus.proxy.adapters.listener import ListenerContext
     from meshbus.proxy.codec.http1 import ResponseHead
     from meshbus.proxy.core.cluster import Cluster
@@ -47,6 +48,7 @@ class UpstreamConnection(asyncio.Protocol):
         "host",
         "idle_since",
         "key",
+        "native",
         "pool",
         "requests",
         "session",
@@ -61,6 +63,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session = ResponseSession(raw_heads=True)  # heads pass through as bytes when unchanged
         self.exchange: UpstreamReceiver | None = None
+        # ``exchange`` again when it is an Exchange (Exchange._send sets it): typed, so the compiled
+        # build calls its methods natively; through the Protocol each call is a lookup by name that
+        # missed CPython's type method cache. Used only while it ``is`` the current ``exchange``.
+        self.native: Exchange | None = None
         self.requests = 0
         self.idle_since = 0.0
         self.closed = False
@@ -81,6 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
     ) -> None:
         """Send a request: its encoded head, the body so far (framed here), the last chunk if ``end``."""
         self.exchange = exchange
+        self.native = None
         self.requests += 1
         self.session.expect(head_request)
         data = head
@@ -112,19 +119,34 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             ex.on_upstream_error(self, "protocol-error")
             return
+        native = self.native
+        nx = native if native is ex else None  # ``ex`` typed, when an Exchange: native calls below
         for kind, payload in events:
             if self.exchange is not ex:
                 return  # the exchange let go of this connection (retry, timeout) mid-read
             if kind == BODY:
-                ex.on_upstream_body(payload)
+                if nx is not None:
+                    nx.on_upstream_body(payload)
+                else:
+                    ex.on_upstream_body(payload)
             elif kind == HEAD:
-                ex.on_upstream_head(payload)
+                if nx is not None:
+                    nx.on_upstream_head(payload)
+                else:
+                    ex.on_upstream_head(payload)
             elif kind == END:
-                ex.on_upstream_end(self)
+                if nx is not None:
+                    nx.on_upstream_end(self)
+                else:
+                    ex.on_upstream_end(self)
             else:
                 ex.on_upstream_upgrade(self, payload)
                 return
-        ex.flush_out()  # a head whose body has not arrived yet goes out now
+        # a head whose body has not arrived yet goes out now
+        if nx is not None:
+            nx.flush_out()
+        else:
+            ex.flush_out()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -152,6 +174,7 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close and stop counting against the pool (its events no longer reach any exchange)."""
         self.exchange = None
+        self.native = None
         self.pool.discard(self)
         if not self.closed:
             self.closed = True
@@ -245,6 +268,7 @@ class ClusterPool:
         # typed Cluster (compiled): ``cluster.pool`` is a native read, not two lookups by name, one of
         # which missed CPython's type method cache on every request (callgrind: ~190 instructions)
         conn.exchange = None
+        conn.native = None  # an idle connection must not keep its last exchange (and its client) alive
         if conn.closed:
             return
         if not reusable:
