@@ -66,11 +66,11 @@ def request_a() -> bytes:
 async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int], None]]:
     """(server, loop): ``loop(k)`` sends ``k`` requests through side ``side`` ("a" or "b") of ``case``."""
     from meshbus.bus import codec
-    from meshbus.bus.schemas.telemetry import Source, SpanBatch, encode_rows
+    from meshbus.bus.schemas.telemetry import Source
     from meshbus.proxy.adapters.server import ProxyServer
     from meshbus.proxy.bootstrap import Address, BootstrapConfig
-    from meshbus.proxy.filters.spans import ROW, SpanRecorder
-    from meshbus.proxy.mesh.telemetry_ship import access_log_batches
+    from meshbus.proxy.filters.spans import SpanRecorder
+    from meshbus.proxy.mesh.telemetry_ship import access_log_batches, span_batch
     from meshbus.telemetry.peer import Workload
 
     name = "client" if side == "a" else HOST
@@ -103,7 +103,6 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
     server.add_access_log_sink(Rows())
     source = Source(f"{name}-bench", name, "default", name)
     encoder = codec.Encoder()
-    span_fields = list(ROW)
 
     def ship() -> None:
         records = server.access_log.drain_columns()
@@ -112,8 +111,7 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
                 encoder.encode(batch)
         rows = spans.drain()
         if rows:
-            data, enc = encode_rows(rows)
-            encoder.encode(SpanBatch(source, {}, "", span_fields, data, len(rows), enc))
+            encoder.encode(span_batch(source, {}, "", rows))
 
     port = B_PORT if side == "a" else ORIGIN
     cluster = next(c for c in server.runtime.clusters.values() if c.endpoints and c.endpoints[0].port == port)

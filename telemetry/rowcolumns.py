@@ -26,11 +26,17 @@ copies each double as it is (``<`` converts each byte by byte: ~50 instructions 
 def columns(rows: list[tuple[Any, ...]], width: int = -1) -> list[list[Any]]:
     """``rows`` (tuples of one width) as columns: a column whose values are all equal (and of one type:
     ``1`` and ``1.0`` stay apart) is the one-item list ``[value]``, any other one all its values.
-    With ``width`` >= 0, only the first ``width`` columns."""
+    With ``width`` >= 0, only the first ``width`` columns; without, rows of other widths are a
+    ValueError (the first row's width would cut longer ones short)."""
     out: list[list[Any]] = []
     if not rows:
         return out
     first = rows[0]
+    if width < 0:
+        w = len(first)
+        for r in rows:
+            if len(r) != w:
+                raise ValueError(f"rows of {w} and {len(r)} values")
     for i in range(len(first) if width < 0 else width):
         v = first[i]
         same = True

@@ -71,12 +71,16 @@ class SpanBatch:
     parent_span_id (hex; "" for a root), name, kind (1 server, 2 client), start_ns, end_ns,
     attributes, status_code (0 unset, 2 error), tracestate. Readers find fields by name."""
     spans: bytes = b""
-    """The rows, one per span, as one array in ``encoding`` (`encode_rows`): packed in one call, never
-    walked value by value (a span costs well under 1 us to ship this way, ~30 us as a message of its own)."""
+    """The rows, one per span, in ``encoding``: packed in one call, never walked value by value (a span
+    costs well under 1 us to ship this way, ~30 us as a message of its own)."""
     count: int = 0
     encoding: str = "msgpack"
-    """How ``spans`` is packed: `ROWS_JSON` or `ROWS_MSGPACK` (the default: what proxies sent before
-    this field existed)."""
+    """How ``spans`` is packed: `ROWS_JSON_COLUMNS_3` (what proxies send: a batch's spans repeat most
+    of their fields, written once as columns), `ROWS_JSON` (rows, before it; still what rows JSON cannot
+    carry go as, by `encode_rows`) or `ROWS_MSGPACK` (the default: what proxies sent before this field
+    existed). A reader that predates an encoding refuses the batch: "unknown row encoding"."""
+    doubles: bytes = b""
+    """`ROWS_JSON_COLUMNS_3`'s float columns, as `AccessLogBatch.doubles`."""
 
 
 @message("meshbus.telemetry.v1.AccessLogBatch")
@@ -152,11 +156,11 @@ string to write: meshbus.telemetry.rowcolumns.float_columns). What proxies sent 
 
 
 ROWS_JSON_COLUMNS_3: Final = "json-columns-3"
-"""`ROWS_JSON_COLUMNS_2` without its envelope: ``records`` is the ``json`` part itself and the doubles are
-the batch's own field (`AccessLogBatch.doubles`). The envelope copied the whole batch twice more (into
-msgpack's buffer, then out of it) before the message packed it again: ~200 instructions a request of a
+"""`ROWS_JSON_COLUMNS_2` without its envelope: ``records`` (``spans``) is the ``json`` part itself and the
+doubles are the batch's own field (`AccessLogBatch.doubles`, `SpanBatch.doubles`). The envelope copied
+the whole batch twice more (into msgpack's buffer, then out of it) before the message packed it again: ~200 instructions a request of a
 sidecar's ~3,000 for its access log (bench/telemetry_cost.py --callgrind). What proxies send access
-logs as (`encode_columns` writes ``records``); `unpack_rows` reads it given the doubles."""
+logs and spans as (`encode_columns` writes ``records``); `unpack_rows` reads it given the doubles."""
 
 
 def _unpack_columns(data: bytes) -> list[list[Any]]:

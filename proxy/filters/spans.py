@@ -76,7 +76,8 @@ class SpanRecorder:
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, dropped: CounterChild | None = None) -> None:
         self.capacity = capacity
-        self.rows: list[list[Any]] = []
+        self.rows: list[tuple[Any, ...]] = []
+        """Tuples: the shipper packs them as columns (telemetry/rowcolumns.py, compiled for tuples)."""
         self.dropped = dropped if dropped is not None else CounterChild()
 
     def start(
@@ -109,22 +110,20 @@ class SpanRecorder:
         if len(rows) >= self.capacity:
             self.dropped.value += 1
             return
-        row = [
+        rows.append((
             span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.start_ns, end_ns,
-            span.attributes, STATUS_ERROR if error else STATUS_UNSET, span.tracestate,
-        ]  # fmt: skip
-        row += facts
-        rows.append(row)
+            span.attributes, STATUS_ERROR if error else STATUS_UNSET, span.tracestate, *facts,
+        ))  # fmt: skip
 
-    def add(self, row: list[Any]) -> None:
+    def add(self, row: tuple[Any, ...]) -> None:
         """An ended span's whole row (ROW's fields in order), or a drop when the buffer is full: what
-        `end` does, for a caller that built the row in one list (the tracer: one list per span, not two)."""
+        `end` does, for a caller that built the row in one tuple (the tracer: one per span, not two)."""
         rows = self.rows
         if len(rows) >= self.capacity:
             self.dropped.value += 1
             return
         rows.append(row)
 
-    def drain(self) -> list[list[Any]]:
+    def drain(self) -> list[tuple[Any, ...]]:
         out, self.rows = self.rows, []
         return out

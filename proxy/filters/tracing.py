@@ -177,15 +177,15 @@ class HopTracer:
         if dc is not self._dc:
             self._dc_principal = dc.peer_principal
             self._dc = dc
-        # spans.py's ROW in one list: the span's fields, then the request's facts
-        spans.add([
+        # spans.py's ROW in one tuple: the span's fields, then the request's facts
+        spans.add((
             span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.start_ns, time_ns(),
             span.attributes, STATUS_ERROR if error else STATUS_UNSET, span.tracestate,
             head.method, view.path if view is not None else head.target, ex.authority, head.version,
             hd.get("x-request-id", ""), hd.get("user-agent"), ex.peer_ip, self._dc_principal,
             route.name if route is not None else None, cluster.port if cluster is not None else 0, status,
             flags, ex.upstream_host, cluster.name if cluster is not None else None, self.node,
-        ])  # fmt: skip
+        ))  # fmt: skip
 
     def span_name(self, ex: Exchange) -> str:
         """``{method} {route}`` (`span_name`), the last one kept: same route, same method, same name."""

@@ -379,7 +379,7 @@ def _export(exporter: Any, batches: list[SpanBatch]) -> tuple[int, int]:
     lost = 0
     for batch in batches:
         try:
-            rows = unpack_rows(batch.spans, batch.encoding)
+            rows = unpack_rows(batch.spans, batch.encoding, batch.doubles)
         except BadRequestError as exc:  # one proxy's bad batch does not cost the others theirs
             log.warning("undecodable span batch from %s: %s", batch.source.node, exc)
             lost += batch.count

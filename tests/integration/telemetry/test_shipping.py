@@ -1,5 +1,5 @@
 """A proxy's shipping (proxy/mesh/telemetry_ship.py) to a real meshbus-telemetry over a real
-nats-server: span rows and access-log rows go as JSON arrays, the collector exports the spans with
+nats-server: span rows and access-log rows go as JSON columns, the collector exports the spans with
 their HTTP attributes, and ``meshctl logs`` reads the records back from the stream."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(40)]
 T = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-async def test_spans_as_json_rows_and_access_logs_as_json_columns_reach_the_collector_and_meshctl(
+async def test_spans_and_access_logs_as_json_columns_reach_the_collector_and_meshctl(
     nats_server: EmbeddedNats, bus: BusConnection, subject_root: str, tmp_path: Path
 ) -> None:
     path = tmp_path / "spans.jsonl"

@@ -45,7 +45,7 @@ RECORD = AccessLogRecord(1_700_000_000.123456, "GET", "/r?q=ü", "HTTP/1.1", 503
                          "4bf92f3577b34da6a3ce929d0e0e4736", "iss/sub", {"authz_policy": "ns/deny"}, "outbound")  # fmt: skip
 
 
-def _span_rows() -> list[list[object]]:
+def _span_rows() -> list[tuple[object, ...]]:
     spans = SpanRecorder()
     facts = [
         "GET",
@@ -121,7 +121,7 @@ def test_meshctl_logs_reads_json_batches_through_the_codec() -> None:
     data, encoding = encode_rows(rows)
     body, headers = codec.encode(SpanBatch(Source("n"), {}, "", list(ROW), data, len(rows), encoding))
     batch = codec.decode(body, headers, SpanBatch)
-    assert batch.encoding == ROWS_JSON and unpack_rows(batch.spans, batch.encoding) == rows
+    assert batch.encoding == ROWS_JSON and unpack_rows(batch.spans, batch.encoding) == [list(r) for r in rows]
 
 
 def test_a_full_span_buffer_drops_the_new_span_and_counts_it() -> None:
@@ -180,6 +180,8 @@ def test_columns_keep_one_value_only_when_every_row_has_it_with_its_type() -> No
     assert unpack_rows(data, ROWS_JSON_COLUMNS) == [[0.5, "x"], [0.5, "y"]]
     assert columns(rows, 2) == columns(rows)[:2]  # the first columns only (wire_columns: not the tails)
     assert columns(rows, 0) == []
+    with pytest.raises(ValueError, match="rows of 4 and 5 values"):  # never cut short to the first width
+        columns([*rows, (1, "a", "x", None, "newer")])
 
 
 def test_columns_json_cannot_carry_go_as_msgpack_rows() -> None:
