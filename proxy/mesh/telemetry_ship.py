@@ -195,13 +195,8 @@ def span_batch(
     every span: as columns a sampled request costs each sidecar ~1,650 instructions less (of ~4,300 for
     shipping its span; bench/telemetry_cost.py --callgrind, on-100). Rows JSON cannot carry go as rows."""
     n = len(rows)
-    try:
-        packed, doubles = float_columns(columns(rows))
-        data = encode_columns(packed, n)
-    except (ValueError, orjson.JSONEncodeError):  # rows of other widths, or a value JSON cannot carry
-        data, encoding = encode_rows(rows)
-        return SpanBatch(source, resource, provider, _SPAN_FIELDS, data, n, encoding)
-    return SpanBatch(source, resource, provider, _SPAN_FIELDS, data, n, ROWS_JSON_COLUMNS_3, doubles)
+    data, encoding, doubles = _packed(lambda: columns(rows), n, lambda: rows)
+    return SpanBatch(source, resource, provider, _SPAN_FIELDS, data, n, encoding, doubles)
 
 
 def access_log_batch(source: Source, rows: list[AccessLogRow]) -> AccessLogBatch:
@@ -227,13 +222,20 @@ def access_log_batches(source: Source, batch: LogColumns, most: int) -> list[Acc
 def _batch_of(
     source: Source, cols: list[list[Any]], n: int, rows: Callable[[], list[AccessLogRow]]
 ) -> AccessLogBatch:
+    data, encoding, doubles = _packed(lambda: cols, n, lambda: [wire_row(r) for r in rows()])
+    return AccessLogBatch(source, _RECORD_FIELDS, data, n, encoding, doubles)
+
+
+def _packed(cols: Callable[[], list[Any]], n: int, rows: Callable[[], list[Any]]) -> tuple[bytes, str, bytes]:
+    """A batch's ``n`` records as columns (`ROWS_JSON_COLUMNS_3`, and its doubles), or as rows
+    (`encode_rows`, no doubles) when columns cannot carry them: rows of other widths (a ValueError of
+    `columns`), or a value JSON cannot carry (a map with a non-str key)."""
     try:
-        packed, doubles = float_columns(cols)
-        data = encode_columns(packed, n)
-    except orjson.JSONEncodeError:
-        data, encoding = encode_rows([wire_row(r) for r in rows()])
-        return AccessLogBatch(source, _RECORD_FIELDS, data, n, encoding)
-    return AccessLogBatch(source, _RECORD_FIELDS, data, n, ROWS_JSON_COLUMNS_3, doubles)
+        packed, doubles = float_columns(cols())
+        return encode_columns(packed, n), ROWS_JSON_COLUMNS_3, doubles
+    except (ValueError, orjson.JSONEncodeError):
+        data, encoding = encode_rows(rows())
+        return data, encoding, b""
 
 
 class BusSink:
