@@ -77,9 +77,10 @@ TIMED_FIRST, TIME_EVERY), as in a proxy serving traffic.
 rounds (bench/stages.py, patched in at start-up: nothing of it runs without the flag) and prints the
 medians between stages after each such run, with h2load's request start to the call and the call's
 end to h2load's response.
-``--reference-write`` adds "remote-noop-once": the remote no-op with meshbus.bus.direct's earlier
-write policy in its proxy and host (bench/write_policy.py; its own filter name, so its own host),
-paired like the others, to weigh the current policy against it in the same run.
+``--reference-write [once|first]`` adds "remote-noop-once": the remote no-op with meshbus.bus.direct's
+earlier write policy in its proxy and host (bench/write_policy.py; its own filter name, so its own
+host), or "remote-noop-first": the current policy without its busy rule, paired like the others, to
+weigh the current policy against it in the same run.
 The no-op's host sits on CPU 0 with nginx and wrk. The filters are registered as entry points of a
 throw-away distribution in the bench directory (no install into the environment).
 """
@@ -170,8 +171,9 @@ SETUPS = {
     "remote-wait-1host": ("bench-wait", "REMOTE", 1),
     "remote-wait-2hosts": ("bench-wait", "REMOTE", 2),
     "remote-noop-once": ("bench-noop-ref", "REMOTE", 1),  # --reference-write; its own subject and host
+    "remote-noop-first": ("bench-noop-first", "REMOTE", 1),  # --reference-write first
 }
-WRITE_POLICY = {"remote-noop-once": "once"}
+WRITE_POLICY = {"remote-noop-once": "once", "remote-noop-first": "first"}
 """Setups whose proxy and host replace meshbus.bus.direct's write_now (bench/write_policy.py)."""
 
 
@@ -189,7 +191,7 @@ def install_filters(site: Path) -> None:
     (info / "entry_points.txt").write_text(
         "[meshbus.filters]\nbench-noop = meshbus_bench_filters:Noop\nbench-header = meshbus_bench_filters:Header\n"
         "bench-burn = meshbus_bench_filters:Burn\nbench-wait = meshbus_bench_filters:Wait\n"
-        "bench-noop-ref = meshbus_bench_filters:Noop\n"
+        "bench-noop-ref = meshbus_bench_filters:Noop\nbench-noop-first = meshbus_bench_filters:Noop\n"
     )
 
 
@@ -510,8 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--micro-runs", type=int, default=9)
     ap.add_argument(
         "--reference-write",
-        action="store_true",
-        help="add remote-noop-once: bus/direct.py's earlier write policy, for reference",
+        nargs="?",
+        const="once",
+        choices=["once", "first"],
+        help="add remote-noop-once (bus/direct.py's earlier write policy) or remote-noop-first (the "
+        "current one without its busy rule), for reference",
     )
     ap.add_argument(
         "--stages",
@@ -544,8 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [k for k in SETUPS if k not in WRITE_POLICY and (not args.only or k in args.only.split(","))]
     paired = [k for k in PAIRED if k in chosen]
     if args.reference_write:
-        chosen.append("remote-noop-once")
-        paired.append("remote-noop-once")
+        chosen.append(f"remote-noop-{args.reference_write}")
+        paired.append(f"remote-noop-{args.reference_write}")
     scaling = [k for k in SCALING if k in chosen] if args.scaling_rounds else []
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-plugins-"))
     install_filters(tmp / "site")
