@@ -57,7 +57,8 @@ varied by 15 %), so the setups are measured in adjacent, paired runs:
   setup's +p50 and +p99 are printed in ms and as a multiple of that round's floor p50. Each run also
   prints, for its proxy, its hosts and nats-server, the CPU time and the run-queue wait (schedstat)
   per request: on this shared 2-core machine the wait (other processes holding the CPUs when a hop
-  wakes) is often larger than the work, and a remote call has four more hops to wake than 'none'.
+  wakes) is often larger than the work, and a remote call has four more hops to wake than 'none';
+  and the proxy's user and kernel CPU per request (/proc/PID/stat ticks: 2 us steps on a 5 s run).
 - Scaling (one host then two, for two filters; ``--scaling-rounds``, 0 to skip) measures the hosts,
   not the proxy: at BURN_MS a call, one host serves at most ~1/BURN_MS calls a second, far below
   what the proxy forwards, so the proxy is never the bottleneck; the hosts are not pinned. "burn"
@@ -109,6 +110,7 @@ from run import (
     Result,
     check_tools,
     cpu_seconds,
+    cpu_user_sys,
     med,
     meshbus_conf,
     nginx_conf,
@@ -611,10 +613,12 @@ def main(argv: list[str] | None = None) -> int:
                     order: list[Setup | None] = [*setups, None]  # None: the floor, next to the remote no-op
                     for s in order if rnd % 2 == 0 else reversed(order):
                         if s is None:
+                            served = {"nats-server": [sched_ns(nats.pid or 0)]}
                             f50, f99 = run_floor(nats.url, args.latency_duration, env)
                             floor.p50.append(f50)
                             floor.p99.append(f99)
-                            print(f"  latency round {rnd + 1} {FLOOR:18s} p50/p99 {f50:.3f}/{f99:.3f} ms")
+                            print(f"  latency round {rnd + 1} {FLOOR:18s} p50/p99 {f50:.3f}/{f99:.3f} ms; us a call "
+                                  "on a CPU / waiting for one: " + per_request(served, {"nats-server": [sched_ns(nats.pid or 0)]}, args.latency_duration))  # fmt: skip
                             continue
                         procs = {
                             "proxy": [pids[s.name][0]],
@@ -622,12 +626,18 @@ def main(argv: list[str] | None = None) -> int:
                             "nats-server": [nats.pid or 0],
                         }
                         before = {k: [sched_ns(p) for p in v] for k, v in procs.items()}
+                        us0 = cpu_user_sys(pids[s.name][0])
                         p50, _p90, p99 = run_latency(s.port, args.latency_duration, tmp)
                         sched = {k: [sched_ns(p) for p in v] for k, v in procs.items()}
+                        user, kernel = (
+                            (b - a) * 1e3 / args.latency_duration
+                            for a, b in zip(us0, cpu_user_sys(pids[s.name][0]), strict=True)
+                        )
                         results[s.name].p50.append(p50)
                         results[s.name].p99.append(p99)
                         print(f"  latency round {rnd + 1} {s.name:18s} p50/p99 {p50:.3f}/{p99:.3f} ms; "
-                              "us a request on a CPU / waiting for one: " + per_request(before, sched, args.latency_duration))  # fmt: skip
+                              "us a request on a CPU / waiting for one: " + per_request(before, sched, args.latency_duration)
+                              + f"; proxy user {user:.0f} / kernel {kernel:.0f} us a request")  # fmt: skip
                         if stages.ENV in s.env:
                             time.sleep(1.5)  # the processes write their stamps every second
                             stages.report(
