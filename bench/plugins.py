@@ -82,7 +82,8 @@ end to h2load's response.
 earlier write policy in its proxy and host (bench/write_policy.py; its own filter name, so its own
 host), or "remote-noop-first": the current policy without its busy rule, paired like the others, to
 weigh the current policy against it in the same run.
-The no-op's host sits on CPU 0 with nginx and wrk. The filters are registered as entry points of a
+``--nats-cpus LIST`` pins nats-server's threads (taskset -a) for the whole run; by default it is not
+pinned. The no-op's host sits on CPU 0 with nginx and wrk. The filters are registered as entry points of a
 throw-away distribution in the bench directory (no install into the environment).
 """
 
@@ -525,6 +526,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="stamp each stage of the remote no-op's calls in its proxy and host (bench/stages.py)",
     )
+    ap.add_argument(
+        "--nats-cpus",
+        default="",
+        help="pin nats-server's threads to these CPUs (taskset list, e.g. 0; default: not pinned)",
+    )
     ap.add_argument("--only", default="", help="comma list of setups: " + ",".join(SETUPS))
     ap.add_argument("--port-base", type=int, default=0, help="move every port by this (another bench runs)")
     ap.add_argument(
@@ -576,6 +582,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     nats = EmbeddedNats(port=0, store_dir=str(tmp / "nats"))
     nats.start()
+    if args.nats_cpus:
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", args.nats_cpus, str(nats.pid)], check=True, capture_output=True
+        )
     exe = str(Path(sys.executable).parent / "meshbus-proxy")
     results = {name: Result() for name in chosen}
     floor = Result()
