@@ -26,7 +26,8 @@ flusher), ``once`` (its earlier policy: the first message of a turn written at o
 to the flusher). Also printed: write system calls per call on each side (/proc/PID/io ``syscw``:
 a count, not a time, so the machine's load does not blur it). ``--floor`` runs the same pacing and payload through bare nats-py (``Client.request`` to a plain
 subscription callback that ``respond``s an empty map): what a NATS request/reply from Python costs
-on this machine, the floor to weigh ours against. ``--inflight N`` runs a closed loop
+on this machine, the floor to weigh ours against (bench/plugins.py runs it beside its latency rounds,
+``--nats URL`` pointing it at the nats-server its proxies use). ``--inflight N`` runs a closed loop
 with N calls in flight instead of the paced rate: a busy proxy's regime, many calls a turn.
 ``--burst K`` keeps the rate but sends the calls K at a time, in one turn of the event loop (a
 proxy's requests from several connections read in one pass).
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         help="bare nats-py request/reply with the same payload and pacing (the floor; no --stages)",
     )
     ap.add_argument("--default-gc", action="store_true", help="the interpreter's GC settings (reference)")
+    ap.add_argument("--nats", metavar="URL", help="an nats-server already running (default: start one)")
     ap.add_argument("--against", metavar="DIR", help="A/B pairs against the meshbus checkout at DIR")
     ap.add_argument("--serve-host", metavar="URL", help=argparse.SUPPRESS)
     ap.add_argument("--serve-floor", metavar="URL", help=argparse.SUPPRESS)
@@ -389,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.call(["taskset", "-c", "1", sys.executable, __file__, *sys.argv[1:]], env=env)
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-remote-"))
     nats = EmbeddedNats(port=0, store_dir=str(tmp / "nats"), jetstream=False)
-    nats.start()
+    if not args.nats:
+        nats.start()
+    url = args.nats or nats.url
     try:
         for rnd in range(args.rounds):
             marks_file = str(tmp / "host-marks.json") if args.stages else ""
@@ -400,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.executable,
                 __file__,
                 "--serve-floor" if args.floor else "--serve-host",
-                nats.url,
+                url,
                 "--marks",
                 marks_file,
                 "--write",
@@ -412,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert host.stdout is not None and host.stdout.readline().strip() == "ready"
                 r = uvloop.run(
                     drive(
-                        nats.url,
+                        url,
                         args.rate,
                         args.duration,
                         args.stages,
@@ -443,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.stages:
                 print_stages(r["marks"], json.loads(Path(marks_file).read_text()), n)
     finally:
-        nats.cleanup()
+        if not args.nats:
+            nats.cleanup()
     return 0
 
 

@@ -84,12 +84,12 @@ def patch_proxy(out_dir: Path) -> None:
 
     orig_begin = RemoteBackend.begin
     orig_write_now = remote_mod.write_now
-    marks["taken"] = [0, 0, 0]  # write_now: at once, as the turn ends, declined (through nats-py)
+    marks["taken"] = []  # per call: its time, and 0 written at once, 1 as the turn ends, 2 declined
 
     def write_now(nc: Any, *a: Any) -> bool:
         deferred = id(nc) in direct._turns or id(nc) in direct._busy
         ok = orig_write_now(nc, *a)
-        marks["taken"][2 if not ok else 1 if deferred else 0] += 1
+        marks["taken"].append((time.monotonic(), 2 if not ok else 1 if deferred else 0))
         return ok
 
     remote_mod.write_now = write_now
@@ -160,11 +160,16 @@ ORDER = ("begin", "write", "host_read", "host_handler", "host_write", "read", "s
 def report(out_dir: Path, h2load_logs: list[Path]) -> None:
     """Median and p99 between stages (calls lined up by order: at 1,000 req/s one call is in flight
     at a time nearly always; a call whose stamps are out of order is dropped), and h2load's request
-    start to ``begin`` and ``resumed`` to its end (each request matched to the nearest ``begin``)."""
+    start to ``begin`` and ``resumed`` to its end (each request matched to the nearest ``begin``).
+    Only the calls made while h2load ran count: the warm-up before it (wrk, 50 connections) is
+    another regime, many calls a turn."""
     import bisect
     import statistics
 
+    from chain_tail import read_h2load  # here: this module is also imported by the bench's processes
+
     marks: dict[str, list[float]] = {}
+    taken: list[tuple[float, int]] = []
     offset = 0.0
     for f in sorted(out_dir.glob("*.json")):
         m = json.loads(f.read_text())
@@ -172,36 +177,45 @@ def report(out_dir: Path, h2load_logs: list[Path]) -> None:
             offset = m["clock"][1] - m["clock"][0]
         for k, v in m.items():
             if k == "taken":
-                print(f"  {f.name}: write_now at once {v[0]}, as the turn ends {v[1]}, declined {v[2]}")
+                taken.extend((t, kind) for t, kind in v)
             elif k != "clock":
                 marks.setdefault(k, []).extend(v)
+    requests = [(start, start + took) for start, took in read_h2load(h2load_logs)]
+    first = min((s for s, _e in requests), default=0.0) - offset
+    kinds = [kind for t, kind in taken if t >= first]
+    print(f"  write_now during h2load: at once {kinds.count(0)}, as the turn ends {kinds.count(1)}, "
+          f"declined {kinds.count(2)}")  # fmt: skip
     n = min(len(marks.get(k, [])) for k in ORDER)
     if not n:
         print("  stages: no stamps")
         return
     cols = {k: sorted(marks[k])[-n:] for k in ORDER}
-    print(f"  stages of {n} calls (medians / p99, us):")
+    keep = bisect.bisect_left(cols["begin"], first)  # calls before h2load's first request: warm-up
+    cols = {k: v[keep:] for k, v in cols.items()}
+    n -= keep
+    print(f"  stages of {n} calls (median / p99 / mean, us; the means add up, the medians need not):")
     for a, b in itertools.pairwise(ORDER):
         d = [(y - x) * 1e6 for x, y in zip(cols[a], cols[b], strict=True) if 0 <= y - x < 0.05]
         if len(d) > 2:
             q = statistics.quantiles(d, n=100)
-            print(f"    {a:>12} -> {b:12} {statistics.median(d):8.1f} {q[98]:8.1f}  ({len(d)})")
+            print(
+                f"    {a:>12} -> {b:12} {statistics.median(d):8.1f} {q[98]:8.1f} {statistics.fmean(d):8.1f}  ({len(d)})"
+            )
     begins = cols["begin"]
     pre, post = [], []
-    for log in h2load_logs:
-        for line in log.read_text().splitlines():
-            parts = line.split("\t")
-            if len(parts) < 3 or not parts[1].startswith("2"):
-                continue
-            start = int(parts[0]) / 1e6 - offset
-            end = start + int(parts[2]) / 1e6
-            i = bisect.bisect_left(begins, start)
-            if i < len(begins) and begins[i] - start < 0.003:
-                pre.append((begins[i] - start) * 1e6)
-                post.append((end - cols["resumed"][i]) * 1e6)
+    for start, end in requests:
+        start, end = start - offset, end - offset
+        i = bisect.bisect_left(begins, start)
+        if i < len(begins) and begins[i] - start < 0.003:
+            pre.append((begins[i] - start) * 1e6)
+            post.append((end - cols["resumed"][i]) * 1e6)
     if pre:
-        print(f"    h2load start -> begin    {statistics.median(pre):8.1f}  ({len(pre)})")
-        print(f"    resumed -> h2load end    {statistics.median(post):8.1f}")
+        print(
+            f"    h2load start -> begin    {statistics.median(pre):8.1f} {'':8} {statistics.fmean(pre):8.1f}  ({len(pre)})"
+        )
+        print(
+            f"    resumed -> h2load end    {statistics.median(post):8.1f} {'':8} {statistics.fmean(post):8.1f}"
+        )
 
 
 SITECUSTOMIZE = """

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 ENV = "MESHBUS_BENCH_WRITE"
-"""A process started with this set (none, once) replaces ``write_now`` at start-up (the bench's
+"""A process started with this set (none, once, first) replaces ``write_now`` at start-up (the bench's
 sitecustomize calls ``from_env``)."""
 
 SITECUSTOMIZE = """
@@ -24,8 +24,10 @@ else:
 def replace_write_now(how: str) -> None:
     """In this process, ``write_now`` as ``how`` says: ``none`` declines (every publish through
     nats-py's flusher); ``once`` is its earlier policy, for reference (the first message of a turn
-    written to the socket at once, the others of that turn left to the flusher). Replaced where it
-    is defined and where the remote filter's two sides imported it."""
+    written to the socket at once, the others of that turn left to the flusher); ``first`` is the
+    current policy without its busy rule (a turn's first message written at once even when the last
+    turn had several, the rest of the turn written together as it ends). Replaced where it is
+    defined and where the remote filter's two sides imported it."""
     import meshbus.plugins.remote.host as host_mod
     import meshbus.proxy.filters.plugins.remote as remote_mod
     from meshbus.bus import direct
@@ -47,7 +49,13 @@ def replace_write_now(how: str) -> None:
         nc.stats["out_msgs"] += 1
         return True
 
-    fn = declined if how == "none" else once
+    current = direct.write_now
+
+    def first(nc: Any, *a: Any) -> bool:
+        direct._busy.discard(id(nc))
+        return current(nc, *a)
+
+    fn = declined if how == "none" else first if how == "first" else once
     direct.write_now = fn  # type: ignore[assignment]
     host_mod.write_now = fn  # type: ignore[assignment]
     remote_mod.write_now = fn  # type: ignore[assignment]
@@ -55,5 +63,5 @@ def replace_write_now(how: str) -> None:
 
 def from_env() -> None:
     how = os.environ.get(ENV, "")
-    if how in ("none", "once"):
+    if how in ("none", "once", "first"):
         replace_write_now(how)
