@@ -8,13 +8,13 @@ in-memory transports): A the client sidecar's outbound listener, B the server si
 B is fed the requests A forwards (its traceparent and peer header), with A's sampling decision: at
 1% one request in 100 arrives sampled. Every ``--ship-every`` requests (500) the work a shipping ("bus")
 sidecar does off the request path is done and counted too: the access-log rows drained and encoded
-as an AccessLogBatch (proxy/mesh/telemetry_ship.py's BusSink, less the publish: access_log_batches,
+as AccessLogBatch messages (proxy/mesh/telemetry_ship.py's BusSink, less the publish: access_log_messages,
 columns since h20, kept as columns as requests end since h37; before the queue held rows this step also made each record a row), the span rows drained and encoded as a SpanBatch; metric
 deltas are once a second whatever the rate, so left out. The access-log writer drains every 0.2 s, so
-bench/telemetry.py's sidecars at 4,000 requests a second ship 800 records at a time, more than one
-message carries (RECORDS_PER_BATCH, 500): ``--ship-every 800`` counts that cut too (cut as rows, it
-cost ~2,400 instructions a record more a sidecar, which the default never showed: on-1 +8.8%, not
-+4.0%, what bench/telemetry.py measured in CPU per request).
+bench/telemetry.py's sidecars at 4,000 requests a second ship 800 records at a time: ``--ship-every
+800`` counts that (when batches were cut at 500 records, as rows, it cost ~2,400 instructions a record
+more a sidecar, which the default never showed: on-1 +8.8%, not +4.0%, what bench/telemetry.py
+measured in CPU per request).
 
 ``--callgrind``: each (case, side) is measured in a child process under valgrind's callgrind with
 instrumentation on only around the measured requests (a tiny C helper issues callgrind's client
@@ -76,7 +76,7 @@ async def sidecar(
     from meshbus.proxy.adapters.server import ProxyServer
     from meshbus.proxy.bootstrap import Address, BootstrapConfig
     from meshbus.proxy.filters.spans import SpanRecorder
-    from meshbus.proxy.mesh.telemetry_ship import RECORDS_PER_BATCH, access_log_batches, span_batch
+    from meshbus.proxy.mesh.telemetry_ship import access_log_messages, span_batch
     from meshbus.telemetry.peer import Workload
 
     name = "client" if side == "a" else HOST
@@ -113,8 +113,7 @@ async def sidecar(
     def ship() -> None:
         records = server.access_log.drain_columns()
         if records.n:
-            for batch in access_log_batches(source, records, RECORDS_PER_BATCH):
-                encoder.encode(batch)
+            access_log_messages(encoder, source, records, codec.DEFAULT_MAX_BYTES)
         rows = spans.drain()
         if rows:
             encoder.encode(span_batch(source, {}, "", rows))
