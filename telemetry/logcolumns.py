@@ -227,10 +227,10 @@ class LogColumns:
 
     def part(self, lo: int, hi: int) -> LogColumns:
         """Records ``lo`` to ``hi - 1`` as a batch of their own, each column sliced (a column of one
-        value stays that value): how a batch too large for one bus message is cut. Cut as rows
-        (``rows`` and `accesslog.wire_columns` again), each record cost ~2,400 instructions more a
-        sidecar (bench/telemetry_cost.py --callgrind, batches of 800), and a sidecar's 0.2 s of records
-        pass 500 (a message) from 2,500 requests a second."""
+        value stays that value): how a drain too large for one bus message is cut
+        (proxy/mesh/telemetry_ship.py). Cut as rows (``rows`` and `accesslog.wire_columns` again), each
+        record cost ~2,400 instructions more a sidecar (bench/telemetry_cost.py --callgrind, drains of
+        800 records cut at 500)."""
         p = LogColumns()
         p.n = hi - lo
         p.packed = self.packed
