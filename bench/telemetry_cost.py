@@ -6,11 +6,15 @@ bench/telemetry.py's two sidecars and Telemetry resources (off, metrics, metrics
 each driven in memory as bench/micro.py drives one (listener, exchange and upstream protocol with
 in-memory transports): A the client sidecar's outbound listener, B the server sidecar's inbound one.
 B is fed the requests A forwards (its traceparent and peer header), with A's sampling decision: at
-1% one request in 100 arrives sampled. Every ``SHIP_EVERY`` requests the work a shipping ("bus")
+1% one request in 100 arrives sampled. Every ``--ship-every`` requests (500) the work a shipping ("bus")
 sidecar does off the request path is done and counted too: the access-log rows drained and encoded
-as an AccessLogBatch (proxy/mesh/telemetry_ship.py's BusSink, less the publish: access_log_batches,
+as AccessLogBatch messages (proxy/mesh/telemetry_ship.py's BusSink, less the publish: access_log_messages,
 columns since h20, kept as columns as requests end since h37; before the queue held rows this step also made each record a row), the span rows drained and encoded as a SpanBatch; metric
-deltas are once a second whatever the rate, so left out.
+deltas are once a second whatever the rate, so left out. The access-log writer drains every 0.2 s, so
+bench/telemetry.py's sidecars at 4,000 requests a second ship 800 records at a time: ``--ship-every
+800`` counts that (when batches were cut at 500 records, as rows, it cost ~2,400 instructions a record
+more a sidecar, which the default never showed: on-1 +8.8%, not +4.0%, what bench/telemetry.py
+measured in CPU per request).
 
 ``--callgrind``: each (case, side) is measured in a child process under valgrind's callgrind with
 instrumentation on only around the measured requests (a tiny C helper issues callgrind's client
@@ -63,14 +67,16 @@ def request_a() -> bytes:
     return f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
 
 
-async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int], None]]:
+async def sidecar(
+    case: str, side: str, tmp: Path, every: int = SHIP_EVERY
+) -> tuple[Any, Callable[[int], None]]:
     """(server, loop): ``loop(k)`` sends ``k`` requests through side ``side`` ("a" or "b") of ``case``."""
     from meshbus.bus import codec
     from meshbus.bus.schemas.telemetry import Source
     from meshbus.proxy.adapters.server import ProxyServer
     from meshbus.proxy.bootstrap import Address, BootstrapConfig
     from meshbus.proxy.filters.spans import SpanRecorder
-    from meshbus.proxy.mesh.telemetry_ship import access_log_batches, span_batch
+    from meshbus.proxy.mesh.telemetry_ship import access_log_messages, span_batch
     from meshbus.telemetry.peer import Workload
 
     name = "client" if side == "a" else HOST
@@ -107,8 +113,7 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
     def ship() -> None:
         records = server.access_log.drain_columns()
         if records.n:
-            for batch in access_log_batches(source, records, SHIP_EVERY):
-                encoder.encode(batch)
+            access_log_messages(encoder, source, records, codec.DEFAULT_MAX_BYTES)
         rows = spans.drain()
         if rows:
             encoder.encode(span_batch(source, {}, "", rows))
@@ -120,6 +125,8 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
     if side == "b":  # what A forwards, with A's decision: 1 in 100 sampled at 1%, all at 100%
         requests = b_requests(case)
 
+    done = [0]  # requests sent so far: a batch is shipped every ``every`` of them, across calls
+
     def loop(k: int) -> None:
         n = len(requests)
         for i in range(k):
@@ -127,7 +134,8 @@ async def sidecar(case: str, side: str, tmp: Path) -> tuple[Any, Callable[[int],
             flush()
             up.data_received(RESPONSE)
             flush()
-            if i % SHIP_EVERY == SHIP_EVERY - 1:
+            done[0] += 1
+            if done[0] % every == 0:
                 ship()
         if not dt.written or not dt.written[-1].endswith(b"x\n"):
             raise RuntimeError(f"unexpected output: {dt.written[-1:]!r}")
@@ -156,9 +164,9 @@ def b_requests(case: str) -> list[bytes]:
     return out
 
 
-async def measure(case: str, side: str, n: int, callgrind: bool) -> float:
+async def measure(case: str, side: str, n: int, callgrind: bool, every: int = SHIP_EVERY) -> float:
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-telcost-"))
-    server, loop = await sidecar(case, side, tmp)
+    server, loop = await sidecar(case, side, tmp, every)
     loop(3000)  # warm-up: caches, label sets, pools
     if callgrind:
         cg = _helper(Path(os.environ.get("TELCOST_HELPER_DIR", tmp)))
@@ -177,21 +185,21 @@ async def measure(case: str, side: str, n: int, callgrind: bool) -> float:
     return result
 
 
-def child(case: str, side: str, n: int) -> None:
+def child(case: str, side: str, n: int, every: int) -> None:
     import random
 
     import uvloop
 
     random.seed(0)  # the same sampling draws and ids in every run (1%: which requests are sampled)
-    uvloop.run(measure(case, side, n, True))
+    uvloop.run(measure(case, side, n, True, every))
 
 
-def callgrind_ir(case: str, side: str, n: int, helper_dir: Path) -> float:
+def callgrind_ir(case: str, side: str, n: int, helper_dir: Path, every: int) -> float:
     out = helper_dir / f"cg-{case}-{side}.out"
     env = dict(os.environ, PYTHONHASHSEED="0", TELCOST_HELPER_DIR=str(helper_dir))
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
            f"--callgrind-out-file={out}", sys.executable, __file__, "--child", f"{case}:{side}",
-           "--requests", str(n)]  # fmt: skip
+           "--requests", str(n), "--ship-every", str(every)]  # fmt: skip
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     total = 0
     for f in helper_dir.glob(f"cg-{case}-{side}.out*"):
@@ -211,11 +219,13 @@ def main() -> int:
     ap.add_argument("--sides", default="a,b")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--callgrind", action="store_true")
+    ap.add_argument("--ship-every", type=int, default=SHIP_EVERY,
+                    help="requests between two shipped batches (the writer's 0.2 s at the bench's rate)")  # fmt: skip
     ap.add_argument("--child", default="")
     args = ap.parse_args()
     if args.child:
         case, side = args.child.split(":")
-        child(case, side, args.requests)
+        child(case, side, args.requests, args.ship_every)
         return 0
     helper_dir = Path(tempfile.mkdtemp(prefix="meshbus-telcost-cg-"))
     if args.callgrind:
@@ -228,11 +238,11 @@ def main() -> int:
         per = {}
         for side in args.sides.split(","):
             if args.callgrind:
-                per[side] = callgrind_ir(case, side, args.requests, helper_dir)
+                per[side] = callgrind_ir(case, side, args.requests, helper_dir, args.ship_every)
             else:
                 import uvloop
 
-                per[side] = uvloop.run(measure(case, side, args.requests, False))
+                per[side] = uvloop.run(measure(case, side, args.requests, False, args.ship_every))
         total = sum(per.values())
         base = total if case == "off" else base
         rel = f"{total / base - 1:+.1%}" if base else "-"

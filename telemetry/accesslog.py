@@ -297,12 +297,13 @@ class AccessLogger:
         self.log_row(record.row())
 
     def add(
-        self, start: Any, method: Any, path: Any, protocol: Any, status: Any, flags: Any, details: Any,
-        bin_: Any, bout: Any, duration: Any, xff: Any, agent: Any, rid: Any, authority: Any, uhost: Any,
+        self, start: float, method: Any, path: Any, protocol: Any, status: Any, flags: Any, details: Any,
+        bin_: Any, bout: Any, duration: float, xff: Any, agent: Any, rid: Any, authority: Any, uhost: Any,
         remote: Any, principal: Any, trace: Any, tail: AccessLogTail,
     ) -> None:  # fmt: skip
         """``log_row`` of the row of these 19 items, without making the row while records are kept
-        as columns."""
+        as columns; the start time and duration are floats (the proxy's: `LogColumns.add`), a row
+        with other values goes by ``log_row``."""
         cols = self.cols
         if cols is None:
             self.log_row((

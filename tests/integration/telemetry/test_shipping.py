@@ -18,7 +18,7 @@ from meshbus.bus.schemas.telemetry import AccessLogBatch, Source, SpanBatch
 from meshbus.control.cli.telemetry_cmds import read_stream, records_of
 from meshbus.proxy.filters.spans import SpanRecorder
 from meshbus.proxy.mesh.telemetry_ship import BusSink, TelemetryShipper
-from meshbus.telemetry.accesslog import AccessLogRecord
+from meshbus.telemetry.accesslog import AccessLogger, AccessLogRecord
 from meshbus.telemetry.metrics import InternalMetrics, Registry
 from tests.integration.telemetry.test_collector import replica, until
 
@@ -118,3 +118,32 @@ async def test_a_seconds_spans_go_in_chunks_with_the_event_loop_running_between_
     counts = [(await got.get()).count for _ in range(3)]
     assert counts == [500, 500, 200]
     assert during >= 2  # the loop ran between the chunks, not only after the last
+
+
+async def test_an_access_log_drain_past_the_bus_payload_limit_reaches_the_stream_whole(
+    nats_server: EmbeddedNats, bus: BusConnection, subject_root: str
+) -> None:
+    """300 records of 4 KB paths (1.2 MB, over NATS' 1 MB max_payload): cut until each message fits,
+    none lost (one message of them was refused by the bus, every record dropped)."""
+    registry = Registry()
+    dropped = InternalMetrics(registry).telemetry_dropped.labels
+    async with replica(nats_server.url, subject_root):
+        logger = AccessLogger()
+        logger.use_columns(True)
+        for i in range(300):
+            logger.log(
+                AccessLogRecord(1_700_000_000.5 + i, "GET", f"/{i:04d}" + "p" * 4000, request_id=f"rid-{i}")
+            )
+        await BusSink(bus, Source("p1", "reviews"), dropped("access_log")).write_columns(
+            logger.drain_columns()
+        )
+        got: list[dict[str, object]] = []
+
+        async def read() -> bool:
+            got.clear()
+            await read_stream(bus, None, lambda batch: got.extend(records_of(batch)), timeout=0.5)
+            return len(got) == 300
+
+        await until("meshctl logs to read every record", read)
+        assert [r["request_id"] for r in got] == [f"rid-{i}" for i in range(300)]
+        assert dropped("access_log").value == 0

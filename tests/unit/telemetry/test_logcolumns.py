@@ -19,7 +19,7 @@ from meshbus.bus.schemas.telemetry import (
     Source,
     unpack_rows,
 )
-from meshbus.proxy.mesh.telemetry_ship import access_log_batch, access_log_batches
+from meshbus.proxy.mesh.telemetry_ship import access_log_batch, access_log_batches, access_log_messages
 from meshbus.telemetry.accesslog import TAIL, AccessLogger, AccessLogRecord, AccessLogRow, wire_row
 from meshbus.telemetry.accesslog_writer import AccessLogWriter
 from meshbus.telemetry.logcolumns import LogColumns
@@ -88,7 +88,10 @@ def test_records_kept_as_columns_ship_bit_for_bit_as_the_rows_across_flushes(
     logger.use_columns(True)
     for rows in flushes:
         for r in rows:
-            logger.add(*r)
+            if type(r[0]) is float and type(r[9]) is float:
+                logger.add(*r)  # the proxy's: floats
+            else:
+                logger.log_row(r)  # an int stays an int
         acc = logger.drain_columns()
         assert acc.n == len(rows) and logger.pending == 0
         want = _bits([wire_row(r) for r in rows])
@@ -112,6 +115,40 @@ def test_a_steady_batch_stores_a_repeated_field_once_and_ships_as_columns_3() ->
     [batch] = access_log_batches(Source("n"), acc, 500)
     assert batch.encoding == ROWS_JSON_COLUMNS_3 and len(batch.doubles) == 2 * 8 * 50
     assert _bits(_read(batch)) == _bits([wire_row(r) for r in rows])
+
+
+def _logged(rows: list[AccessLogRow]) -> LogColumns:
+    logger = AccessLogger()
+    logger.use_columns(True)
+    for r in rows:
+        logger.add(*r)
+    return logger.drain_columns()
+
+
+def test_a_drain_that_fits_one_message_ships_as_one_whatever_its_count() -> None:
+    rows = [
+        replace(RECORD, start_time=1_700_000_000.0 + i / 7, request_id=f"rid-{i}").row() for i in range(800)
+    ]
+    [(data, headers, n)] = access_log_messages(codec.Encoder(), Source("n"), _logged(rows), 1024 * 1024)
+    assert n == 800
+    assert _bits(unpack_rows(*_fields(data, headers))) == _bits([wire_row(r) for r in rows])
+
+
+def test_a_drain_past_the_payload_limit_is_cut_until_each_message_fits() -> None:
+    rows = [replace(RECORD, path=f"/{i:04d}" + "p" * 2000, request_id=f"rid-{i}").row() for i in range(40)]
+    rows[7] = replace(RECORD, path="/" + "q" * 30_000).row()  # one record alone over the limit: sent alone
+    messages = access_log_messages(codec.Encoder(), Source("n"), _logged(rows), 20_000)
+    got = [r for data, headers, _n in messages for r in unpack_rows(*_fields(data, headers))]
+    assert _bits(got) == _bits([wire_row(r) for r in rows])  # every record, in order
+    assert [n for _d, _h, n in messages if n > 1] and all(
+        len(data) <= 20_000 * 0.8 for data, _h, n in messages if n > 1
+    )
+    assert [n for data, _h, n in messages if len(data) > 20_000 * 0.8] == [1]
+
+
+def _fields(data: bytes, headers: dict[str, str]) -> tuple[bytes, str, bytes]:
+    got = codec.decode(data, headers, AccessLogBatch)
+    return got.records, got.encoding, got.doubles
 
 
 def test_records_json_cannot_carry_ship_as_msgpack_rows_from_columns() -> None:
