@@ -61,10 +61,13 @@ def best_ns(fn: Callable[[int], None], n: int, repeat: int) -> float:
 
 def _hop(server: bool, sampling: float, spans: SpanRecorder | None) -> tuple[HopTelemetry, Any]:
     """A listener's STATS phase and an exchange-shaped request for it (what observe.py reads)."""
+    from meshbus.proxy.adapters.listener import LiveState
     from meshbus.proxy.adapters.server import ProxyServer
     from meshbus.proxy.bootstrap import BootstrapConfig
 
     srv = ProxyServer.__new__(ProxyServer)  # only what the STATS phase reads: no loop, no listeners
+    srv.live = LiveState()
+    srv.pools = None  # type: ignore[assignment]
     srv.registry = Registry()
     srv.metrics = IstioMetrics(srv.registry)
     srv.internal = InternalMetrics(srv.registry)
