@@ -103,7 +103,7 @@ def _hop(server: bool, sampling: float, spans: SpanRecorder | None) -> tuple[Hop
     ctx = ListenerContext(srv, "inbound" if server else "outbound")
     ctx.tele = tele
     head = RequestHead("GET", "/reviews/0", "1.1", list(hdict.items()), hdict, True, False, 0, 0)
-    dc = SimpleNamespace(peer_ip="10.0.0.3", peer_principal=None)
+    dc = SimpleNamespace(peer_ip="10.0.0.3", peer_ip_bytes=b"10.0.0.3", peer_principal=None)
     ex = Exchange(dc, head, ctx)  # a real one: compiled, observe.py reads its fields natively
     ex.view = RequestView("GET", "/reviews/0", "reviews", hdict, "10.0.0.3")
     ex.route = Route("default", "reviews")
