@@ -61,10 +61,13 @@ def best_ns(fn: Callable[[int], None], n: int, repeat: int) -> float:
 
 def _hop(server: bool, sampling: float, spans: SpanRecorder | None) -> tuple[HopTelemetry, Any]:
     """A listener's STATS phase and an exchange-shaped request for it (what observe.py reads)."""
+    from meshbus.proxy.adapters.listener import LiveState
     from meshbus.proxy.adapters.server import ProxyServer
     from meshbus.proxy.bootstrap import BootstrapConfig
 
     srv = ProxyServer.__new__(ProxyServer)  # only what the STATS phase reads: no loop, no listeners
+    srv.live = LiveState()
+    srv.pools = None  # type: ignore[assignment]
     srv.registry = Registry()
     srv.metrics = IstioMetrics(srv.registry)
     srv.internal = InternalMetrics(srv.registry)
@@ -100,7 +103,7 @@ def _hop(server: bool, sampling: float, spans: SpanRecorder | None) -> tuple[Hop
     ctx = ListenerContext(srv, "inbound" if server else "outbound")
     ctx.tele = tele
     head = RequestHead("GET", "/reviews/0", "1.1", list(hdict.items()), hdict, True, False, 0, 0)
-    dc = SimpleNamespace(peer_ip="10.0.0.3", peer_principal=None)
+    dc = SimpleNamespace(peer_ip="10.0.0.3", peer_ip_bytes=b"10.0.0.3", peer_principal=None)
     ex = Exchange(dc, head, ctx)  # a real one: compiled, observe.py reads its fields natively
     ex.view = RequestView("GET", "/reviews/0", "reviews", hdict, "10.0.0.3")
     ex.route = Route("default", "reviews")

@@ -21,6 +21,7 @@ from collections.abc import MutableSet
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from meshbus.proxy.adapters.listener import LiveState
     from meshbus.proxy.adapters.upstream import UpstreamConnection
     from meshbus.proxy.build.runtime import ProxyRuntime
     from meshbus.proxy.codec.http1 import ResponseHead
@@ -134,6 +135,8 @@ class Downstream(Protocol):
 class Server(Protocol):
     """What listeners and exchanges use of the running server (adapters/server.ProxyServer)."""
 
+    @property
+    def live(self) -> LiveState: ...  # runtime, draining and clock as native fields (the request path)
     @property
     def runtime(self) -> ProxyRuntime: ...
     @property

@@ -396,7 +396,7 @@ class Exchange:
             hdict["x-request-id"] = rid
             head.headers.append(("x-request-id", rid))
             self.rid_line = b"x-request-id: %b\r\n" % rid.encode()  # goes after head.raw (_dispatch)
-        runtime = self.runtime = ctx.server.runtime
+        runtime = self.runtime = ctx.live.runtime
         if runtime is not ctx.runtime:  # a swapped runtime: its table and clusters into typed fields
             ctx.bind(runtime)
         view = self.view = RequestView(head.method, target, authority, hdict, self.peer_ip)
@@ -691,13 +691,13 @@ class Exchange:
         cluster = att.cluster
         if att.try_deadline or att.deadline:
             self._arm()
-        pools = self.ctx.server.pools
+        pools = self.ctx.pools
         # the server's own pools: native calls in the compiled build (through the Protocols each is a
         # lookup by name); tests' fakes go the generic way
         if isinstance(pools, PoolManager):
             own = pools.get(cluster.name)
             self.pool = own
-            r = own.acquire(cluster, att.ep, self)
+            r = own.acquire(cluster, att.ep, self)  # type: ignore[arg-type]  # CONNECT: ep is set
         else:
             pool = self.pool = pools.get(cluster.name)
             r = pool.acquire(cluster, att.ep, self)  # type: ignore[arg-type]  # CONNECT: ep is set
@@ -806,7 +806,7 @@ class Exchange:
         route: Route = self.route
         if rh.passthrough is not None and (rh.body == LENGTH or rh.body == NO_BODY) and status != 101:
             # Nothing to change but hop-by-hop headers: forward the head as received (no header list).
-            if not route.chain.response_headers and not self.ctx.server.draining:
+            if not route.chain.response_headers and not self.ctx.live.draining:
                 self.resp_started = True
                 dn = self.dn
                 if dn is not None:
@@ -892,7 +892,7 @@ class Exchange:
             self.flush_out()
 
     def _head_out(self, status: int, hdrs: list[tuple[str, str]]) -> None:
-        if self.ctx.server.draining:
+        if self.ctx.live.draining:
             self.keep_alive = False  # tell the client to go away while we drain
         self.resp_started = True
         # The stream holds the head back: one write (one loopback segment) for head + body is the
@@ -1036,7 +1036,7 @@ class Exchange:
         them for a reply of the router's, ``stopper`` None) see the reply's headers on the way out."""
         if self.done:
             return
-        if not self.req_done or self.ctx.server.draining:
+        if not self.req_done or self.ctx.live.draining:
             self.keep_alive = False  # the rest of the request body is not read: close after the reply
         self.status = status
         hdrs = list(extra) if extra else []

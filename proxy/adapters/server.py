@@ -28,7 +28,7 @@ from meshbus.proxy.adapters import (
     ext_authz_http,  # noqa: F401 - registers the envoyExtAuthzHttp client
     ext_authz_nats,  # noqa: F401 - registers the meshbusAuthz client
 )
-from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
+from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext, LiveState
 from meshbus.proxy.adapters.upstream import PoolManager
 from meshbus.proxy.bootstrap import BootstrapConfig, ConfigRefused, load_in_process, load_isolated
 from meshbus.proxy.build.runtime import ProxyRuntime, RuntimeBuildError, build_runtime
@@ -90,7 +90,8 @@ class ProxyServer:
         self.config = config
         self.worker = worker
         self.loop = asyncio.get_running_loop()
-        self.runtime: ProxyRuntime = None  # type: ignore[assignment]  # set by start()
+        # the live runtime (set by start()), draining and the sweep's clock: the properties below
+        self.live = LiveState(clock=self.loop.time())
         self.pools = PoolManager(self.loop)
         self.tls_stats = MeshTlsStats()
         self.pools.origin = TlsOrigin(self, self.tls_stats)  # DestinationRule TLS; mesh mTLS once enabled
@@ -102,9 +103,7 @@ class ProxyServer:
         self._log_sinks: list[Sink] = []
         self._writer: AccessLogWriter | None = None
         self.connections: set[DownstreamConnection] = set()
-        self.clock = self.loop.time()
         self.started = time.time()
-        self.draining = False
         self.healthcheck_failed = False
         self.ports: dict[str, int] = {}
         self.reloads = {"applied": 0, "refused": 0}
@@ -131,6 +130,32 @@ class ProxyServer:
         self.plugins = PluginRuntime(registry=self.registry, bus=self._plugin_bus)
         self.plugins.on_stale = self._plugins_described
         self.mesh_rebuild: Callable[[], None] | None = None  # mesh mode: build the applied snapshot again
+
+    @property
+    def runtime(self) -> ProxyRuntime:
+        """The live runtime; a swap replaces it (each request keeps the one it began with)."""
+        return self.live.runtime
+
+    @runtime.setter
+    def runtime(self, value: ProxyRuntime) -> None:
+        self.live.runtime = value
+
+    @property
+    def draining(self) -> bool:
+        return self.live.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.live.draining = value
+
+    @property
+    def clock(self) -> float:
+        """Loop time of the last timeouts sweep."""
+        return self.live.clock
+
+    @clock.setter
+    def clock(self, value: float) -> None:
+        self.live.clock = value
 
     # ---- config ---------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from meshbus.proxy.adapters.listener import ListenerContext
     from meshbus.proxy.codec.http1 import ResponseHead
     from meshbus.proxy.core.cluster import Cluster
+    from meshbus.proxy.core.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +200,9 @@ class ClusterPool:
         self.count = 0
         self.waiters: deque[tuple[Any, Any, PoolWaiter]] = deque()
 
-    def acquire(self, cluster: Any, endpoint: Any, waiter: PoolWaiter) -> UpstreamConnection | int:
-        """An idle connection now, or PENDING (``waiter`` gets the result later), or OVERFLOW."""
+    def acquire(self, cluster: Cluster, endpoint: Endpoint, waiter: PoolWaiter) -> UpstreamConnection | int:
+        """An idle connection now, or PENDING (``waiter`` gets the result later), or OVERFLOW.
+        Typed: compiled, the endpoint's key is a native read (by name it missed the type cache)."""
         key = endpoint.key
         lst = self.idle.get(key)
         while lst:
@@ -378,7 +380,7 @@ class MirrorSend:
         if ep is None:
             return
         self.ep = ep
-        r = self.ctx.server.pools.get(self.cluster.name).acquire(self.cluster, ep, self)
+        r = self.ctx.pools.get(self.cluster.name).acquire(self.cluster, ep, self)
         if r is OVERFLOW:
             self.ctx.mirrors_dropped += 1
             return
@@ -390,7 +392,7 @@ class MirrorSend:
     def on_pool_conn(self, conn: UpstreamConnection | None, error: str | None) -> None:
         if self.timer is None:  # timed out while waiting
             if conn is not None:
-                self.ctx.server.pools.get(self.cluster.name).release(conn, True, self.cluster, 0.0)
+                self.ctx.pools.get(self.cluster.name).release(conn, True, self.cluster, 0.0)
             return
         if conn is None:
             self._done(False)
@@ -411,7 +413,7 @@ class MirrorSend:
 
     def on_upstream_end(self, conn: UpstreamConnection) -> None:
         self.conn = None
-        self.ctx.server.pools.get(self.cluster.name).release(conn, self.keep, self.cluster, time.monotonic())
+        self.ctx.pools.get(self.cluster.name).release(conn, self.keep, self.cluster, time.monotonic())
         self._done(False)
 
     def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from meshbus.proxy.core import outlier
 from meshbus.proxy.core.breaker import UNLIMITED, CircuitBreaker
 from meshbus.proxy.core.endpoint import Endpoint
-from meshbus.proxy.core.lb import HashPolicy, LeastRequest, RandomLB, RingHash, Rng, RoundRobin
+from meshbus.proxy.core.lb import Balancer, HashPolicy, LeastRequest, RandomLB, RingHash, Rng, RoundRobin
 from meshbus.proxy.core.outlier import OutlierSettings
 
 if TYPE_CHECKING:
@@ -112,10 +112,11 @@ class Cluster:
         if hash_policy is not None:
             self.lb_policy = "RING_HASH"
             self._ring = RingHash(self.endpoints, min_ring_size)
-            self._lb: Any = RandomLB()  # requests without a hash key
+            self._lb: Balancer = RandomLB()  # requests without a hash key
         else:
             self.lb_policy = lb_policy
-            self._lb = {"ROUND_ROBIN": RoundRobin, "RANDOM": RandomLB}.get(lb_policy, LeastRequest)()
+            kinds: dict[str, type[Balancer]] = {"ROUND_ROBIN": RoundRobin, "RANDOM": RandomLB}
+            self._lb = kinds.get(lb_policy, LeastRequest)()
         self._any_ejected = any(e.ejected_until for e in self.endpoints)
 
     def hash_key(self, req: RequestView) -> int | None:

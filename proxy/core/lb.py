@@ -30,7 +30,17 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
-class RoundRobin:
+class Balancer:
+    """What a cluster picks endpoints with: a native base, so that the compiled cluster calls ``pick``
+    through the vtable (by name it was a method lookup a request)."""
+
+    __slots__ = ()
+
+    def pick(self, eps: Sequence[Endpoint], hash_key: int | None, rng: Rng) -> Endpoint:
+        raise NotImplementedError
+
+
+class RoundRobin(Balancer):
     name = "ROUND_ROBIN"
     __slots__ = ("_next",)
 
@@ -43,7 +53,7 @@ class RoundRobin:
         return eps[i]
 
 
-class LeastRequest:
+class LeastRequest(Balancer):
     name = "LEAST_REQUEST"
     __slots__ = ()
 
@@ -56,7 +66,7 @@ class LeastRequest:
         return b if b.active_requests < a.active_requests else a
 
 
-class RandomLB:
+class RandomLB(Balancer):
     name = "RANDOM"
     __slots__ = ()
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from meshbus.proxy.build.telemetry_policy import SidePolicy
+from meshbus.proxy.build.telemetry_policy import SidePolicy, TracingSettings
 from meshbus.proxy.filters.stats import Identity, StatsRecorder
 from meshbus.proxy.filters.tracing import HopTracer, TraceHop
 from meshbus.telemetry.accesslog import (
@@ -86,7 +86,7 @@ class HopTelemetry:
 
     __slots__ = (
         "_dc", "_dc_principal", "_log_filter", "_log_on", "_p_cluster", "_p_line", "_p_runtime", "_runtime",
-        "_side", "_t_cluster", "_t_route", "_tail", "direction", "ident", "local_replies", "obs", "peer",
+        "_side", "_t_cluster", "_t_route", "_tail", "_tracing", "direction", "ident", "local_replies", "obs", "peer",
         "peer_line", "server", "stats", "tracer",
     )  # fmt: skip
 
@@ -105,6 +105,7 @@ class HopTelemetry:
         # runtime is immutable (a new snapshot is a new one), so identity says when to look again.
         self._runtime: Any = None
         self._side: SidePolicy = SidePolicy()
+        self._tracing: TracingSettings = self._side.tracing  # the side's, read once per policy (by name)
         # the side's access-log settings, read once per policy (attributes of plain dataclasses)
         self._log_on = False
         self._log_filter: Any = None
@@ -156,9 +157,10 @@ class HopTelemetry:
         return peer + trace if trace is not None else peer
 
     def side(self, ex: Exchange) -> SidePolicy:
-        runtime = ex.runtime or self.server.runtime
+        runtime = ex.runtime or ex.ctx.live.runtime  # a reply before begin() read it
         if runtime is not self._runtime:
             side = self._side = runtime.telemetry.side(self.direction)
+            self._tracing = side.tracing
             self._log_on = side.access_log.enabled
             self._log_filter = side.access_log.filter
             self._runtime = runtime
@@ -166,7 +168,8 @@ class HopTelemetry:
 
     def begin(self, ex: Exchange) -> TraceHop:
         try:
-            return self.tracer.begin(ex, self.side(ex).tracing)
+            self.side(ex)
+            return self.tracer.begin(ex, self._tracing)
         except Exception as exc:  # a trace must never cost the request: go on without one
             log.error("trace start failed: %s: %s", type(exc).__name__, exc)
             return TraceHop("")

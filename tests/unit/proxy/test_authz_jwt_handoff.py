@@ -12,7 +12,7 @@ import pytest
 
 from meshbus.bus.config import load_text
 from meshbus.bus.config.authz.matchers import IpMatch
-from meshbus.proxy.adapters.listener import ListenerContext
+from meshbus.proxy.adapters.listener import ListenerContext, LiveState
 from meshbus.proxy.build.runtime import ProxyRuntime, build_runtime
 from meshbus.proxy.filters.authz import AuthzFilter
 from meshbus.proxy.filters.chain import LocalReply
@@ -67,7 +67,9 @@ def listener(logs: object) -> ListenerContext:
     own = Registry()  # the listener's own telemetry; the authz counters go to REGISTRY
     observe = Observability(IstioMetrics(own), InternalMetrics(own), "default", {})
     observe.access_log = logs  # type: ignore[assignment]  # where ProxyServer.access_log keeps it
-    server = SimpleNamespace(registry=REGISTRY, access_log=logs, loop=None, observe=observe)
+    server = SimpleNamespace(
+        registry=REGISTRY, access_log=logs, loop=None, observe=observe, live=LiveState(), pools=None
+    )
     return ListenerContext(server, "inbound")  # type: ignore[arg-type]
 
 

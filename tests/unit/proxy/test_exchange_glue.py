@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext
+from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext, LiveState
 from meshbus.proxy.adapters.upstream import PENDING, ClusterPool, UpstreamConnection
 from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.endpoint import Endpoint
@@ -174,9 +174,8 @@ class Proxy:
         # the request path reads the access log from observe (ProxyServer.access_log sets it there)
         observe.access_log = SimpleNamespace(log=self.log.append)  # type: ignore[assignment]
         self.server = SimpleNamespace(
-            runtime=runtime,
+            live=LiveState(runtime),  # runtime, draining, clock
             pools=pools,
-            draining=False,
             access_log=observe.access_log,
             logging_on=True,
             mesh_tls=None,
@@ -184,7 +183,6 @@ class Proxy:
             loop=self.loop,
             config=SimpleNamespace(max_header_bytes=65536),
             connections=set(),
-            clock=0.0,
         )
         self.ctx = ListenerContext(self.server, "outbound")  # type: ignore[arg-type]
         self.ctx.now = self.loop.time
@@ -507,16 +505,16 @@ def test_a_swapped_runtime_routes_the_next_request_through_the_listeners_typed_f
     """The listener context holds the runtime's route table and clusters in typed fields (read
     natively per request, not by name); a runtime the server swaps in rebinds them at the next request."""
     p = Proxy()
-    first = p.server.runtime
+    first = p.server.live.runtime
     _dc, client = p.client(GET)
     assert p.ctx.runtime is first and p.ctx.routes is first.outbound and p.ctx.clusters is first.clusters
     conn, _up, _ = p.pool.connect()
     conn.data_received(OK)
     assert client.data.startswith(b"HTTP/1.1 200 OK")
 
-    p.server.runtime = build(SERVICES.split("---")[1], rng=lambda: 0.5)  # ratings only: reviews is gone
+    p.server.live.runtime = build(SERVICES.split("---")[1], rng=lambda: 0.5)  # ratings only: reviews is gone
     _dc, client = p.client(GET)
-    assert p.ctx.runtime is p.server.runtime and p.ctx.routes is p.server.runtime.outbound
+    assert p.ctx.runtime is p.server.live.runtime and p.ctx.routes is p.server.live.runtime.outbound
     assert client.data.startswith(b"HTTP/1.1 404") and p.log[-1].response_flags == "NR"
 
 
