@@ -35,11 +35,14 @@ _names: Final[dict[str, str]] = {}  # Final: a C static in the compiled module, 
 
 
 _lowered: Final[dict[str, str]] = {}
-"""Names filters read and their lowercase form: a dict hit costs less than ``str.lower``'s new string."""
+"""Names filters read and their lowercase form: a dict hit costs less than ``str.lower``'s new string.
+A name already lowercase maps to itself (the same object: ``is`` tells a reader it is lowercase)."""
 
 
 def _lower(name: str) -> str:
     lower = name.lower()
+    if lower == name:
+        lower = name
     if len(_lowered) >= 1024:  # names come from filters' code: few, but do not grow without end
         _lowered.clear()
     _lowered[name] = lower

@@ -17,8 +17,9 @@ takes (proxy/filters/chain.py) and keeps the rules in one place:
 - A local reply's response headers pass only hooks that cannot pause (sync, in process).
 - The filter's ``Request`` is a ``LiveRequest``: its fields are read from the exchange when the
   filter reads them, its headers are the request's own list. A filter with a single hook (no body)
-  gets one per call and nothing of the request is kept after it (a view the filter did not keep is
-  emptied and reused for its next call); any other keeps its view (with ``state``) in
+  gets one per call and nothing of the request is kept after it (a view the filter did not keep,
+  and its header view if the filter did not keep that, is emptied and reused for its next call: a
+  reference count tells); any other keeps its view (with ``state``) in
   ``ctx.filter_state`` until ``on_done``, which drops it (the view refers to the exchange).
 """
 
@@ -50,7 +51,7 @@ from meshbus.proxy.filters.chain import (
     HttpFilter,
     LocalReply,
 )
-from meshbus.telemetry.metrics import CounterChild, HistogramChild
+from meshbus.telemetry.metrics import HistogramChild, Tally
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +137,16 @@ every remote call) are always timed: their cost dwarfs the clock's."""
 
 class HookStats:
     """One hook of one Plugin: its call counter and time histogram, made on the first call (a hook
-    never called has no series)."""
+    never called has no series). Calls are counted in the counter's ``Tally`` (a native int the
+    counter adds in when it is read), not by ``CounterChild.inc``, which cost a quarter of a no-op
+    hook's call."""
 
     __slots__ = ("_calls", "_plugin", "_time", "_timed", "hook")
 
     def __init__(self, plugin: PluginStats, hook: str) -> None:
         self._plugin = plugin
         self.hook = hook
-        self._calls: CounterChild | None = None
+        self._calls: Tally | None = None
         self._time: HistogramChild | None = None
         self._timed = 0
         """Plain calls so far, up to TIMED_FIRST + TIME_EVERY (then back to TIMED_FIRST)."""
@@ -169,9 +172,11 @@ class HookStats:
             p = self._plugin
             if p.calls is None or p.time is None:
                 return
-            calls = self._calls = p.calls.labels(p.ref, self.hook)
-            hist = self._time = p.time.labels(p.ref, self.hook)
-        calls.inc()
+            made: Tally = p.calls.tally(p.ref, self.hook)  # typed: ``n`` is then a native field
+            observed: HistogramChild = p.time.labels(p.ref, self.hook)
+            calls = self._calls = made
+            hist = self._time = observed
+        calls.n += 1
         if t0 >= 0.0:
             hist.observe((_clock() - t0) * 1000.0)
 
@@ -219,16 +224,34 @@ class _HeadHeaders(Headers):
         self._on_change = None
         self._head = head
 
+    def bind(self, head: RequestHead) -> None:
+        """Be the view of ``head`` (a spare view, reused: see ``LiveRequest.headers``)."""
+        self._items = head.headers
+        self._head = head
+
+    def unbind(self) -> None:
+        """Refer to no request (kept as a spare by a view nobody else refers to)."""
+        self._items = _NO_ITEMS
+        self._head = _NO_HEAD
+
     def get(self, name: str, default: str | None = None) -> str | None:
-        n = _lowered.get(name)
-        if n is None:
-            n = _lower(name)
         hdict = self._head.hdict
         if len(hdict) == len(self._items):
             # No name occurs twice (the map is kept in step with the list): the map's value is the
-            # first and only one, found by one lookup instead of a scan of the list.
-            v = hdict.get(n)
+            # first and only one, found by one lookup instead of a scan of the list. The map's names
+            # are lowercase: a name found as given needs no lowercase form looked up.
+            v = hdict.get(name)
+            if v is not None:
+                return v
+            n = _lowered.get(name)
+            if n is None:
+                n = _lower(name)
+            if n is not name:  # not lowercase as given (``_lowered`` maps a lowercase name to itself)
+                v = hdict.get(n)
             return default if v is None else v
+        n = _lowered.get(name)
+        if n is None:
+            n = _lower(name)
         return super().get(n, default)
 
     def set(self, name: str, value: str) -> None:
@@ -292,6 +315,10 @@ class _HeadHeaders(Headers):
             head.hdict.pop(name, None)
         head.raw = None
 
+
+_NO_ITEMS: Final[list[tuple[str, str]]] = []
+_NO_HEAD: Final = RequestHead("", "", "", _NO_ITEMS, {}, False, False, 0, 0)
+"""A spare header view's list and head: of no request (nothing edits them: nobody refers to a spare)."""
 
 _prefixes: Final[dict[str, bytes | None]] = {}  # Final: a C static when compiled, not a globals lookup
 
@@ -372,12 +399,23 @@ class LiveRequest(Request):
     filter reads it, so a filter that reads little costs little. Also what the adapter keeps for
     one filter and one request: ``skipped`` (failed open) and the buffered body."""
 
-    __slots__ = ("_ctx", "_f", "_live_headers", "body", "body_size", "body_waiter", "skipped")
+    __slots__ = (
+        "_ctx",
+        "_f",
+        "_live_headers",
+        "_spare_headers",
+        "body",
+        "body_size",
+        "body_waiter",
+        "skipped",
+    )
 
     def __init__(self, ctx: FilterContext, f: PluginFilter) -> None:
         self._ctx = ctx
         self._f = f
-        self._live_headers: Headers | None = None
+        self._live_headers: _HeadHeaders | None = None
+        self._spare_headers: _HeadHeaders | None = None
+        """The direct path's header view of an earlier call, which nobody kept (see ``release``)."""
         self._state = None
         self.skipped = False
         self.body: list[bytes] | None = None
@@ -409,7 +447,13 @@ class LiveRequest(Request):
                 head = ctx.head  # compiled: the exchange's own field, read natively
             else:
                 head = ctx.head  # another context (tests): through the protocol, looked up by name
-            h = self._live_headers = _HeadHeaders(head)
+            h = self._spare_headers
+            if h is None:
+                h = _HeadHeaders(head)
+            else:
+                self._spare_headers = None
+                h.bind(head)
+            self._live_headers = h
         return h
 
     @property
@@ -453,12 +497,32 @@ class LiveRequest(Request):
             return claims if type(claims) is dict else None
         return None
 
-    def release(self) -> None:
+    def release(self, unshared: int) -> None:
         """Refer to nothing of the request that was seen (the direct path keeps the view for the
-        next one, which sets ``_ctx`` again): the exchange, its head and the filter's state can go."""
+        next one, which sets ``_ctx`` again): the exchange, its head and the filter's state can go.
+        The header view is kept for the next call when the filter kept no reference to it: when its
+        count is ``unshared``, ``_headers_refs`` of a view only the slot refers to."""
         self._ctx = _NO_CTX
-        self._live_headers = None
+        if self._live_headers is not None:
+            if self._headers_refs() == unshared:
+                h = self._live_headers
+                h.unbind()
+                self._spare_headers = h
+            self._live_headers = None
         self._state = None
+
+    def _headers_refs(self) -> int:
+        """The header view's reference count, as this method sees it (0: there is none)."""
+        h = self._live_headers
+        return 0 if h is None else _refs(h)
+
+    def _unshared_headers_refs(self) -> int:
+        """``_headers_refs`` of a header view only the slot refers to (the view is made, counted and
+        dropped): the same method counting the same holders, however the build holds locals."""
+        self._live_headers = _HeadHeaders(_NO_HEAD)
+        n = self._headers_refs()
+        self._live_headers = None
+        return n
 
     def add_body(self, data: bytes) -> None:
         body = self.body
@@ -540,7 +604,12 @@ class PluginFilter(HttpFilter):
         # The direct path's request view of the last call, when nothing else kept it: the next call
         # reuses it instead of making one (an object made and freed cost a fifth of a no-op hook).
         self._spare: LiveRequest | None = None
+        self._spare_refs = 0
+        """The spare's reference count as ``on_request_headers`` takes it (0: not counted yet)."""
+        self._unshared = 0
+        """``LiveRequest._headers_refs`` of a header view nobody but its request refers to."""
         if self.single and isinstance(backend, LocalBackend):
+            self._unshared = LiveRequest(_NO_CTX, self)._unshared_headers_refs()
             hook = next(iter(backend.hooks))
             fn = backend.fns[hook]
             if isinstance(fn, types.MethodType) and isinstance(fn.__func__, types.FunctionType):
@@ -680,6 +749,7 @@ class PluginFilter(HttpFilter):
         fn = self._fn
         if fn is not None:  # the direct path: a local filter whose one hook this is
             req = self._spare
+            spare = req is not None
             if req is None:
                 req = LiveRequest(ctx, self)
             else:
@@ -687,7 +757,13 @@ class PluginFilter(HttpFilter):
                 req._ctx = ctx
             # Counted here and after the call by the same expression, so that the count does not
             # depend on how the compiler holds ``req``: equal after, the filter kept no reference.
-            refs = _refs(req)
+            # A spare is held here by this function alone (nobody kept it), so its count is the
+            # same at every call: counted once.
+            refs = self._spare_refs
+            if not spare or refs == 0:
+                refs = _refs(req)
+                if spare:
+                    self._spare_refs = refs
             t0 = self._fn_stats.start()
             inst = self._fn_self
             try:
@@ -697,7 +773,7 @@ class PluginFilter(HttpFilter):
             if r is None:
                 self._fn_stats.record(t0)
                 if _refs(req) == refs:  # nothing else refers to it: it serves the next call
-                    req.release()
+                    req.release(self._unshared)
                     self._spare = req
                 return None
             return self._outcome(req, "on_request_headers", r, t0)

@@ -119,6 +119,27 @@ class Keep(Filter):
         Keep.kept.append(req)
 
 
+class KeepSome(Filter):
+    """Keeps the views of the requests whose path is "/other" (the others are reused)."""
+
+    kept: list[Request] = []
+
+    def on_request_headers(self, req: Request) -> None:
+        if req.path == "/other":
+            KeepSome.kept.append(req)
+
+
+def test_a_reused_view_the_filter_kept_stays_the_view_of_its_own_request() -> None:
+    f = plugin(KeepSome)
+    KeepSome.kept.clear()
+    for raw in (RAW, RAW2, RAW, RAW2, RAW):  # the second and fourth get the view the call before let go
+        f.on_request_headers(ctx(raw))
+    first, second = KeepSome.kept
+    assert first is not second
+    assert [(v.path, v.headers.get("user-agent")) for v in KeepSome.kept] == [("/other", "wget")] * 2
+    assert f._spare is not None and all(f._spare is not v for v in KeepSome.kept)
+
+
 class Tally(Filter):
     """Keeps nothing; counts in its per-request state."""
 
@@ -160,6 +181,49 @@ def test_each_call_sees_its_own_request_state_and_headers_and_keeps_none_of_them
     gone = weakref.ref(contexts[-1])
     del contexts, c
     assert gone() is None  # the filter refers to no request after its call
+
+
+class KeepHeaders(Filter):
+    """Reads the request's headers at each call; keeps the view of those whose path is "/other"."""
+
+    kept: list[Any] = []
+    seen: list[str | None] = []
+
+    def on_request_headers(self, req: Request) -> None:
+        KeepHeaders.seen.append(req.headers.get("user-agent"))
+        if req.path == "/other":
+            KeepHeaders.kept.append(req.headers)
+
+
+def test_a_header_view_the_filter_kept_stays_the_view_of_its_own_request() -> None:
+    # A view nobody kept serves the next call (reused); one the filter kept must not be: read later,
+    # after other requests, it still reads (and edits) its own request's headers.
+    f = plugin(KeepHeaders)
+    KeepHeaders.kept.clear()
+    KeepHeaders.seen.clear()
+    contexts = [ctx(raw) for raw in (RAW, RAW2, RAW, RAW2, RAW)]
+    for c in contexts:
+        f.on_request_headers(c)
+    assert KeepHeaders.seen == ["curl", "wget", "curl", "wget", "curl"]
+    first, second = KeepHeaders.kept
+    assert first is not second
+    assert first.get("user-agent") == "wget" and second.get("user-agent") == "wget"
+    assert first.items() == contexts[1].head.headers and second.items() == contexts[3].head.headers
+    first.set("x-late", "1")  # an edit through a kept view reaches its own request only
+    assert contexts[1].head.hdict["x-late"] == "1"
+    assert all("x-late" not in c.head.hdict for i, c in enumerate(contexts) if i != 1)
+
+
+def test_a_header_view_nobody_kept_refers_to_no_request_after_the_call() -> None:
+    f = plugin(Tally)
+    contexts = [ctx(RAW), ctx(RAW2)]
+    for c in contexts:
+        f.on_request_headers(c)
+    spare = f._spare
+    assert spare is not None and spare._live_headers is None
+    assert spare._spare_headers is not None  # kept for the next call: nobody else refers to it
+    assert spare._spare_headers.items() == []
+    assert all(spare._spare_headers._head is not c.head for c in contexts)  # so the head can go
 
 
 class Stamp(Filter):

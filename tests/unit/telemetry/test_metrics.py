@@ -219,3 +219,25 @@ def test_bucket_is_bisect_left() -> None:
     for v in values:
         assert bucket(floats, v) == bisect.bisect_left(floats, v), v
     assert bucket((), 1.0) == 0
+
+
+def test_a_tally_is_read_with_its_counter_series_and_counted_once() -> None:
+    from meshbus.telemetry.delta import DeltaTracker
+
+    reg = Registry()
+    calls = reg.counter("calls_total", "Calls", ("hook",))
+    tally = calls.tally("on_request_headers")
+    assert calls.tally("on_request_headers") is tally  # one per series
+    assert len(calls) == 1  # the series exists from the tally's making, at 0
+    tracker = DeltaTracker(reg)
+    tally.n += 3
+    assert render_prometheus(reg).splitlines()[-1] == 'calls_total{hook="on_request_headers"} 3'
+    deltas, baseline = tracker.collect()
+    tracker.commit(baseline)
+    assert [d.samples for d in deltas] == [[[["on_request_headers"], 3]]]
+    tally.n += 2  # after a read: added to what was read, not counted twice
+    calls.labels("on_request_headers").inc()  # the series' own increments add up with it
+    deltas, _ = tracker.collect()
+    assert [d.samples for d in deltas] == [[[["on_request_headers"], 3]]]
+    assert [(v, c.value) for v, c in calls.series()] == [(("on_request_headers",), 6)]
+    assert type(calls.labels("on_request_headers").value) is int
