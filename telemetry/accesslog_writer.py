@@ -73,6 +73,15 @@ class RowSink(Protocol):
     async def close(self) -> None: ...
 
 
+class PartlyWritten(Exception):
+    """A sink wrote the first ``written`` records of a batch, then failed (``__cause__``): only the
+    rest are lost (a bus sink publishes a large drain in parts, and a later part can be refused)."""
+
+    def __init__(self, written: int, cause: BaseException) -> None:
+        super().__init__(f"{cause} (after {written} records were written)")
+        self.written = written
+
+
 class ColumnSink(RowSink, Protocol):
     """A row sink that also takes a batch as the logger's columns (the bus: it ships columns); while
     every sink is one, the logger keeps its records as columns (AccessLogger.use_columns)."""
@@ -245,7 +254,7 @@ class AccessLogWriter:
                 await sink.write_columns(batch)  # type: ignore[union-attr]  # all ColumnSink (_use_columns)
             except Exception as exc:
                 ok = False
-                self._failed(batch.n, exc)
+                self._failed(batch.n - (exc.written if isinstance(exc, PartlyWritten) else 0), exc)
         if not ok:
             return 0
         self.written += batch.n

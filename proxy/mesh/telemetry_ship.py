@@ -42,6 +42,7 @@ from meshbus.bus.tasks import cancel_and_wait
 from meshbus.proxy.filters.spans import ROW
 from meshbus.telemetry import loop_stalls
 from meshbus.telemetry.accesslog import FIELDS, AccessLogRow, wire_columns, wire_columns_of, wire_row
+from meshbus.telemetry.accesslog_writer import PartlyWritten
 from meshbus.telemetry.delta import DeltaTracker
 from meshbus.telemetry.logcolumns import LogColumns
 from meshbus.telemetry.rowcolumns import columns, float_columns
@@ -290,8 +291,15 @@ class BusSink:
             return
         subject = self.bus.subjects.telemetry("logs", self.source.node)
         max_payload = self.bus.settings.max_payload
-        for body, headers, _n in access_log_messages(self._encoder, self.source, batch, max_payload):
-            await self.bus.nc.publish(subject, body, headers=headers)
+        written = 0
+        for body, headers, n in access_log_messages(self._encoder, self.source, batch, max_payload):
+            try:
+                await self.bus.nc.publish(subject, body, headers=headers)
+            except Exception as exc:
+                if written:  # the parts before are on the bus: the writer counts only the rest lost
+                    raise PartlyWritten(written, exc) from exc
+                raise
+            written += n
 
     async def write(self, data: bytes) -> None:
         raise NotImplementedError("BusSink takes rows (write_rows), not formatted lines")

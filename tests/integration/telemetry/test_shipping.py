@@ -19,6 +19,7 @@ from meshbus.control.cli.telemetry_cmds import read_stream, records_of
 from meshbus.proxy.filters.spans import SpanRecorder
 from meshbus.proxy.mesh.telemetry_ship import BusSink, TelemetryShipper
 from meshbus.telemetry.accesslog import AccessLogger, AccessLogRecord
+from meshbus.telemetry.accesslog_writer import AccessLogWriter
 from meshbus.telemetry.metrics import InternalMetrics, Registry
 from tests.integration.telemetry.test_collector import replica, until
 
@@ -137,13 +138,38 @@ async def test_an_access_log_drain_past_the_bus_payload_limit_reaches_the_stream
         await BusSink(bus, Source("p1", "reviews"), dropped("access_log")).write_columns(
             logger.drain_columns()
         )
-        got: list[dict[str, object]] = []
-
-        async def read() -> bool:
-            got.clear()
-            await read_stream(bus, None, lambda batch: got.extend(records_of(batch)), timeout=0.5)
-            return len(got) == 300
-
-        await until("meshctl logs to read every record", read)
+        got = await _stream_records(bus, 300, "meshctl logs to read every record")
         assert [r["request_id"] for r in got] == [f"rid-{i}" for i in range(300)]
         assert dropped("access_log").value == 0
+
+
+async def test_a_drain_refused_in_part_counts_only_the_refused_records_lost(
+    nats_server: EmbeddedNats, bus: BusConnection, subject_root: str
+) -> None:
+    """A drain goes in parts when it passes the bus's max_payload; when a later part is refused (here a
+    record bigger than max_payload alone), the parts published before it are on the stream and not
+    counted lost (the writer counted the whole drain dropped)."""
+    dropped = InternalMetrics(Registry()).telemetry_dropped.labels("access_log")
+    async with replica(nats_server.url, subject_root):
+        logger = AccessLogger()
+        sink = BusSink(bus, Source("p1", "reviews"), dropped)
+        writer = AccessLogWriter(logger, sink, dropped=dropped)
+        logger.log(AccessLogRecord(1_700_000_000.5, "GET", "/small", request_id="rid-small"))
+        logger.log(AccessLogRecord(1_700_000_001.5, "GET", "/" + "p" * (bus.settings.max_payload + 1)))
+        assert await writer.flush() == 0  # a sink failed: nothing counted written
+        assert dropped.value == 1
+        got = await _stream_records(bus, 1, "the small record on the stream")
+        assert got[0]["request_id"] == "rid-small"
+
+
+async def _stream_records(bus: BusConnection, n: int, what: str) -> list[dict[str, object]]:
+    """The access-log stream's records, read as meshctl logs reads them, once there are ``n``."""
+    got: list[dict[str, object]] = []
+
+    async def read() -> bool:
+        got.clear()
+        await read_stream(bus, None, lambda batch: got.extend(records_of(batch)), timeout=0.5)
+        return len(got) == n
+
+    await until(what, read)
+    return got
