@@ -142,8 +142,6 @@ class Server(Protocol):
     @property
     def pools(self) -> Pools: ...
     @property
-    def draining(self) -> bool: ...
-    @property
     def access_log(self) -> AccessLogSink: ...
     @property
     def observe(self) -> Any: ...  # filters.observe.Observability: identity, metrics, spans
@@ -159,5 +157,3 @@ class Server(Protocol):
     def config(self) -> Any: ...  # bootstrap.BootstrapConfig
     @property
     def connections(self) -> MutableSet[Any]: ...  # open downstream connections
-    @property
-    def clock(self) -> float: ...  # loop time of the last timeouts sweep

@@ -120,8 +120,8 @@ class Deadlines:
 
 class LiveState:
     """What requests read of their server that changes while it runs: the live runtime, whether it
-    drains, the sweep's coarse clock. The server (adapters/server.py ProxyServer) owns one, whose
-    fields its ``runtime``, ``draining`` and ``clock`` are, and its listener contexts share it: native
+    drains, the sweep's coarse clock. The server (adapters/server.py ProxyServer) owns one (its
+    ``runtime`` property reads and swaps it there), and its listener contexts share it: native
     fields, read natively by the compiled request path, where a read by name on the server (a Python
     class) cost a type-cache and an instance-dict lookup, six of them a request (callgrind)."""
 

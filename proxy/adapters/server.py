@@ -90,7 +90,7 @@ class ProxyServer:
         self.config = config
         self.worker = worker
         self.loop = asyncio.get_running_loop()
-        # the live runtime (set by start()), draining and the sweep's clock: the properties below
+        # the live runtime (set by start(); ``runtime`` below), whether it drains, the sweep's clock
         self.live = LiveState(clock=self.loop.time())
         self.pools = PoolManager(self.loop)
         self.tls_stats = MeshTlsStats()
@@ -139,23 +139,6 @@ class ProxyServer:
     @runtime.setter
     def runtime(self, value: ProxyRuntime) -> None:
         self.live.runtime = value
-
-    @property
-    def draining(self) -> bool:
-        return self.live.draining
-
-    @draining.setter
-    def draining(self, value: bool) -> None:
-        self.live.draining = value
-
-    @property
-    def clock(self) -> float:
-        """Loop time of the last timeouts sweep."""
-        return self.live.clock
-
-    @clock.setter
-    def clock(self, value: float) -> None:
-        self.live.clock = value
 
     # ---- config ---------------------------------------------------------------------------------
 
@@ -372,7 +355,7 @@ class ProxyServer:
         last_pool_sweep = 0.0
         while True:
             await asyncio.sleep(tick)
-            now = self.clock = self.loop.time()
+            now = self.live.clock = self.loop.time()
             try:
                 await check_timeouts(list(self.connections), now, cfg.header_timeout, cfg.idle_timeout)
                 with loop_stalls.mark("sweep"):
@@ -422,7 +405,7 @@ class ProxyServer:
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, let in-flight requests finish within ``grace``, then close everything."""
-        self.draining = True
+        self.live.draining = True
         for hook in self.drain_hooks:
             try:
                 await asyncio.wait_for(hook(), 2.0)
@@ -462,7 +445,7 @@ class ProxyServer:
         log.info("proxy worker %d stopped", self.worker)
 
     def state(self) -> str:
-        if self.draining:
+        if self.live.draining:
             return "DRAINING"
         if self.runtime is None:
             return "PRE_INITIALIZING"

@@ -207,17 +207,10 @@ def access_log_batch(source: Source, rows: list[AccessLogRow]) -> AccessLogBatch
     return _batch_of(source, wire_columns(rows), len(rows), lambda: rows)
 
 
-def access_log_batches(source: Source, batch: LogColumns, most: int) -> list[AccessLogBatch]:
-    """The logger's ``batch`` of records (telemetry/logcolumns.py) as `access_log_batch` packs them,
-    in batches of at most ``most`` records."""
-    n = batch.n
-    if not n:
-        return []
-    if n <= most:
-        return [_batch_of(source, wire_columns_of(batch), n, batch.rows)]
-    # past 2,500 requests a second (0.2 s of records > 500): cut as columns, never as rows
-    parts = [batch.part(i, min(i + most, n)) for i in range(0, n, most)]
-    return [_batch_of(source, wire_columns_of(p), p.n, p.rows) for p in parts]
+def access_log_columns_batch(source: Source, batch: LogColumns) -> AccessLogBatch:
+    """The logger's ``batch`` of records (telemetry/logcolumns.py, or a `LogColumns.part` of it) as
+    one batch, packed as `access_log_batch` packs rows, without making the rows."""
+    return _batch_of(source, wire_columns_of(batch), batch.n, batch.rows)
 
 
 def access_log_messages(
@@ -234,7 +227,7 @@ def access_log_messages(
     todo = [batch]
     while todo:
         part = todo.pop()
-        data, headers = encoder.encode(_batch_of(source, wire_columns_of(part), part.n, part.rows))
+        data, headers = encoder.encode(access_log_columns_batch(source, part))
         if len(data) <= limit or part.n <= 1:
             out.append((data, headers, part.n))
         else:

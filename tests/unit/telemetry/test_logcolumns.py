@@ -19,7 +19,7 @@ from meshbus.bus.schemas.telemetry import (
     Source,
     unpack_rows,
 )
-from meshbus.proxy.mesh.telemetry_ship import access_log_batch, access_log_batches, access_log_messages
+from meshbus.proxy.mesh.telemetry_ship import access_log_batch, access_log_columns_batch, access_log_messages
 from meshbus.telemetry.accesslog import TAIL, AccessLogger, AccessLogRecord, AccessLogRow, wire_row
 from meshbus.telemetry.accesslog_writer import AccessLogWriter
 from meshbus.telemetry.logcolumns import LogColumns
@@ -58,8 +58,10 @@ def _read(batch: AccessLogBatch) -> list[list[Any]]:
 
 def _shipped(acc: LogColumns, most: int = 500) -> list[list[Any]]:
     out: list[list[Any]] = []
-    for batch in access_log_batches(Source("n"), acc, most):
-        out.extend(_read(batch))
+    # whole, or cut as columns (as a drain too large for one message is) in parts of ``most``
+    parts = [acc] if acc.n <= most else [acc.part(i, min(i + most, acc.n)) for i in range(0, acc.n, most)]
+    for part in parts:
+        out.extend(_read(access_log_columns_batch(Source("n"), part)))
     return out
 
 
@@ -112,7 +114,7 @@ def test_a_steady_batch_stores_a_repeated_field_once_and_ships_as_columns_3() ->
     acc = logger.drain_columns()
     assert acc.c_method is None and acc.c_tail is None and acc.c_status is None  # kept once
     assert acc.packed and acc.start == []  # start times and durations as doubles, no float kept
-    [batch] = access_log_batches(Source("n"), acc, 500)
+    batch = access_log_columns_batch(Source("n"), acc)
     assert batch.encoding == ROWS_JSON_COLUMNS_3 and len(batch.doubles) == 2 * 8 * 50
     assert _bits(_read(batch)) == _bits([wire_row(r) for r in rows])
 
@@ -156,7 +158,7 @@ def test_records_json_cannot_carry_ship_as_msgpack_rows_from_columns() -> None:
     bad = replace(RECORD, metadata={1: "int key"}).row()  # type: ignore[dict-item]
     acc.add_row(RECORD.row())
     acc.add_row(bad)
-    [batch] = access_log_batches(Source("n"), acc, 500)
+    batch = access_log_columns_batch(Source("n"), acc)
     assert batch.encoding == ROWS_MSGPACK
     assert unpack_rows(batch.records, batch.encoding) == [list(wire_row(RECORD.row())), list(wire_row(bad))]
 
