@@ -777,7 +777,7 @@ class Exchange:
             return  # an earlier wake-up is armed; it re-arms for what is left when it fires
         self.dl_at = nxt
         self.dl_armed = True
-        self.ctx.deadlines.add(self)
+        self.ctx.deadlines.add(self, nxt)
 
     def _on_deadline(self) -> None:
         self.dl_armed = False  # the sweep has taken us out of its set

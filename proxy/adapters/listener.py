@@ -80,11 +80,12 @@ class Deadlines:
         self.handle: Any = None
         self.when = 0.0  # loop time the armed sweep runs at
 
-    def add(self, ex: Any) -> None:
-        """Watch ``ex`` (again) for its ``dl_at``; call after setting or lowering it."""
+    def add(self, ex: Any, at: float) -> None:
+        """Watch ``ex`` (again) for its ``dl_at``, ``at``; call after setting or lowering it. ``at`` is
+        passed in because ``ex`` is Any here: reading its field would be a lookup by name per request."""
         self.waiting.add(ex)
-        if self.handle is None or ex.dl_at < self.when - self.resolution:
-            self._arm(ex.dl_at)
+        if self.handle is None or at < self.when - self.resolution:
+            self._arm(at)
 
     def discard(self, ex: Any) -> None:
         self.waiting.discard(ex)
@@ -166,7 +167,13 @@ class ListenerContext:
 
 
 class DownstreamConnection(asyncio.Protocol):
+    # ``transport.write``, bound once in connection_made (read before, it raises AttributeError): compiled,
+    # ``self.transport.write(...)`` looks the method up by name on every response (the transport is
+    # uvloop's, or the TLS stream: not native here)
+    _write: Callable[[bytes], object]
+
     __slots__ = (
+        "_write",
         "chunk_out",
         "closed",
         "ctx",
@@ -211,6 +218,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._write = self.transport.write
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
         self.peer_ip_bytes = self.peer_ip.encode("latin-1")
@@ -333,7 +341,7 @@ class DownstreamConnection(asyncio.Protocol):
         if out is not None:
             self.out = None
             data = out + data
-        self.transport.write(data)
+        self._write(data)
 
     def send_end(self) -> None:
         out = self.out
@@ -342,14 +350,14 @@ class DownstreamConnection(asyncio.Protocol):
             out = LAST_CHUNK if out is None else out + LAST_CHUNK
         if out is not None:
             self.out = None
-            self.transport.write(out)
+            self._write(out)
 
     def flush(self) -> None:
         """A held-back head whose body has not arrived yet goes out now (end of an upstream read)."""
         out = self.out
         if out is not None:
             self.out = None
-            self.transport.write(out)
+            self._write(out)
 
     def send_local(
         self,

@@ -44,6 +44,7 @@ MIRROR_TIMEOUT: Final = 5.0
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "batched",
         "closed",
         "exchange",
         "host",
@@ -62,6 +63,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.key = key
         self.host = "%s:%d" % key  # noqa: UP031 - "address:port" for the access log, made once
         self.transport: asyncio.Transport | None = None
+        # ``transport`` again when it holds writes for the loop's batch (the pool manager's): typed, so
+        # the compiled build writes a request natively, not through ``write`` looked up by name.
+        self.batched: BatchedTransport | None = None
         self.session = ResponseSession(raw_heads=True)  # heads pass through as bytes when unchanged
         self.exchange: UpstreamReceiver | None = None
         # ``exchange`` again when it is an Exchange (Exchange._send sets it): typed, so the compiled
@@ -75,7 +79,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         mgr = self.pool.manager
-        self.transport = transport if mgr is None else BatchedTransport(transport, mgr.batch)  # type: ignore[assignment]
+        if mgr is None:
+            self.transport = transport  # type: ignore[assignment]
+        else:
+            self.transport = self.batched = BatchedTransport(transport, mgr.batch)  # type: ignore[assignment]
 
     def send(
         self,
@@ -96,7 +103,11 @@ class UpstreamConnection(asyncio.Protocol):
             data = data + (b"".join([chunk(b) for b in body]) if chunked else b"".join(body))
         if end and chunked:
             data += LAST_CHUNK
-        self.transport.write(data)  # type: ignore[union-attr]
+        batched = self.batched
+        if batched is not None:
+            batched.write(data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def send_body(self, data: bytes, chunked: bool) -> None:
         self.transport.write(chunk(data) if chunked else data)  # type: ignore[union-attr]

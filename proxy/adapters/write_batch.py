@@ -52,10 +52,11 @@ class BatchedTransport:
 
     Everything but writing and closing is the wrapped transport's (``__getattr__``)."""
 
-    __slots__ = ("_batch", "_held", "transport")
+    __slots__ = ("_batch", "_held", "_write", "transport")
 
     def __init__(self, transport: Any, batch: WriteBatch) -> None:
         self.transport = transport
+        self._write = transport.write  # bound once: compiled, ``transport.write`` is a lookup by name
         self._batch = batch
         self._held: bytes | None = None
 
@@ -75,7 +76,7 @@ class BatchedTransport:
         if held is not None:
             self._held = None
             try:
-                self.transport.write(held)
+                self._write(held)
             except Exception as exc:  # the connection died while its bytes were held
                 # uvloop refuses writes to a transport closed under us (peer reset in the same
                 # iteration); the protocol hears connection_lost, and the rest of the batch must go out.

@@ -243,6 +243,7 @@ class RequestSession:
         "_data",
         "_error",
         "_events",
+        "_feed",
         "_fresh",
         "_hdict",
         "_headers",
@@ -258,6 +259,8 @@ class RequestSession:
     def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
         self._max = max_header_bytes
         self._parser = httptools.HttpRequestParser(self)
+        # bound once: compiled, calling a method of httptools' parser looks it up by name each read
+        self._feed = self._parser.feed_data
         self._events: list[tuple[int, Any]] = []
         self._headers: list[tuple[str, str]] = []
         self._hdict: dict[str, str] = {}
@@ -276,7 +279,7 @@ class RequestSession:
         self._data = data
         self._fresh = not self._in_msg
         try:
-            self._parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as exc:
             events.append((UPGRADE, data[exc.args[0] :]))
             return events

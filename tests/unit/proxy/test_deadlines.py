@@ -34,8 +34,8 @@ async def test_fires_after_the_deadline_and_earlier_ones_first() -> None:
     now = loop.time()
     late = FakeExchange(loop, now + 0.15, late_done)
     early = FakeExchange(loop, now + 0.05, early_done)
-    d.add(late)
-    d.add(early)  # earlier than the armed sweep: the timer must move
+    d.add(late, late.dl_at)
+    d.add(early, early.dl_at)  # earlier than the armed sweep: the timer must move
     await asyncio.wait_for(early_done.wait(), 2)
     assert late.fired_at is None
     await asyncio.wait_for(late_done.wait(), 2)
@@ -54,8 +54,8 @@ async def test_a_discarded_exchange_is_not_called() -> None:
     now = loop.time()
     gone = FakeExchange(loop, now + 0.03)
     other = FakeExchange(loop, now + 0.06, other_done)
-    d.add(gone)
-    d.add(other)
+    d.add(gone, gone.dl_at)
+    d.add(other, other.dl_at)
     d.discard(gone)  # finished before its deadline
     await asyncio.wait_for(other_done.wait(), 2)
     assert gone.fired_at is None
