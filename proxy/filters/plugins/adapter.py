@@ -243,27 +243,34 @@ class _HeadHeaders(Headers):
             v = hdict.get(name)
             if v is not None:
                 return v
-            n = _lowered.get(name)
-            if n is None:
-                n = _lower(name)
+            memo = _memo
+            if name is memo.name:  # the name of the last read, missed again (a header the request lacks)
+                n = memo.lower
+            else:
+                found = _lowered.get(name)
+                n = found if found is not None else _lower(name)
+                if type(name) is str:  # a str subclass's dealloc could run code between the stores
+                    memo.name = name
+                    memo.lower = n
             if n is not name:  # not lowercase as given (``_lowered`` maps a lowercase name to itself)
                 v = hdict.get(n)
             return default if v is None else v
-        n = _lowered.get(name)
-        if n is None:
-            n = _lower(name)
-        return super().get(n, default)
+        lower = _lowered.get(name)
+        return super().get(lower if lower is not None else _lower(name), default)
 
     def set(self, name: str, value: str) -> None:
         # Setting a name the request does not have (the usual case) needs no scan of the list for
-        # values to drop, nor a second look in the map: the head's lowercase map says it is new. One
-        # cache lookup gives the name's check, lowercase form and line (``_Line``), appended to the
-        # head as received by one concatenation.
+        # values to drop, nor a second look in the map: the head's lowercase map says it is new. The
+        # name's ``_Line`` (the last set's, or one cache lookup) gives its check, lowercase form, line
+        # appended to the head as received by one concatenation, and the list's pair.
         text = value if type(value) is str else str(value)
-        line = _lines.get(name)
-        if line is None:
-            line = _line(name)
-        data = line.bytes_for(name, text)  # raises for a CR, LF or NUL, before anything changes
+        memo = _memo
+        line = memo.line
+        if line.name is not name:
+            found = _lines.get(name)
+            line = found if found is not None else _line(name)
+            memo.line = line
+        data = line.take(name, text)  # raises for a CR, LF or NUL, before anything changes
         n = line.lower
         head = self._head
         hdict = head.hdict
@@ -272,7 +279,7 @@ class _HeadHeaders(Headers):
         if len(hdict) == had:
             super().set(n, text)
             return
-        self._items.append((n, text))
+        self._items.append(line.pair)  # (n, text): the same tuple at every request that sets this value
         raw = head.raw
         if raw is None or data is None:
             self._rejoin(n)
@@ -346,32 +353,36 @@ def _line_bytes(prefix: bytes, value: str) -> bytes | None:
 
 
 class _Line:
-    """A name ``req.headers.set`` was given, checked: its lowercase form, its line prefix
-    (``_append_prefix``: None when its line may not be appended to the head as received), and the
-    last value set with it and that value's line. A filter that sets the same value object at every
-    request (a value from its config, the usual header filter) has it checked and encoded once."""
+    """A name ``req.headers.set`` was given (``name``, as given), checked: its lowercase form, its line
+    prefix (``_append_prefix``: None when its line may not be appended to the head as received), and
+    the last value set with it, that value's line and its ``(lower, value)`` pair for the header
+    list. A filter that sets the same value object at every request (a constant or a value from its
+    config, the usual header filter) has it checked and encoded once, and its pair made once
+    (a tuple is immutable: the lists of many requests may hold the same one)."""
 
-    __slots__ = ("data", "lower", "prefix", "value")
+    __slots__ = ("data", "lower", "name", "pair", "prefix", "value")
 
-    def __init__(self, lower: str) -> None:
+    def __init__(self, name: str | None, lower: str) -> None:
+        self.name = name
         self.lower = lower
         self.prefix = _append_prefix(lower)
         self.value: str | None = None
         self.data: bytes | None = None
+        # Any, not tuple[str, str]: compiled, a typed tuple field is a C struct, boxed anew at each read.
+        self.pair: Any = (lower, "")
 
-    def bytes_for(self, name: str, text: str) -> bytes | None:
-        """``text`` checked (ValueError for a CR, LF or NUL) and its line, when it may be appended."""
+    def take(self, name: str, text: str) -> bytes | None:
+        """``text`` checked (ValueError for a CR, LF or NUL) and its line, when it may be appended;
+        ``pair`` is then ``(lower, text)``."""
         if text is self.value:  # the very object checked and encoded before (str is immutable)
             return self.data
         if "\r" in text or "\n" in text or "\0" in text:
             _checked(name, text)  # raises, with the message every edit gives
         prefix = self.prefix
-        if prefix is None:
-            return None
-        data = _line_bytes(prefix, text)
-        if data is not None:
-            self.value = text
-            self.data = data
+        data = None if prefix is None else _line_bytes(prefix, text)
+        self.value = text
+        self.data = data
+        self.pair = (self.lower, text)
         return data
 
 
@@ -382,11 +393,28 @@ _lines: Final[dict[str, _Line]] = {}
 def _line(name: str) -> _Line:
     """``name`` checked (``_checked`` raises for a character HTTP does not allow) and cached: a filter
     sets the same few names."""
-    line = _Line(_checked(name, ""))
+    line = _Line(name, _checked(name, ""))
     if len(_lines) >= 256:  # names come from filters' code: few, but do not grow without end
         _lines.clear()
     _lines[name] = line
     return line
+
+
+class _Memo:
+    """The name of the last ``set`` (its ``line``) and of the last ``get`` that missed (``name`` and
+    its ``lower`` form), compared by identity: a filter passes the same name object (a constant of
+    its code) at every request, and an identity test costs a fraction of a dict lookup. One filter
+    runs at a time, and no other code runs between the stores of a pair."""
+
+    __slots__ = ("line", "lower", "name")
+
+    def __init__(self) -> None:
+        self.line = _Line(None, "")  # no name is None: the first set looks its name up
+        self.name: str | None = None
+        self.lower = ""
+
+
+_memo: Final = _Memo()
 
 
 _NO_CTX: Final[Any] = None

@@ -414,6 +414,7 @@ def test_a_value_set_before_does_not_stand_in_for_a_new_one() -> None:
         c = ctx()
         f.on_request_headers(c)
         assert c.head.raw == RAW[:-2] + b"x-memo: " + value.encode() + b"\r\n"
+        assert c.head.headers[-1] == ("x-memo", value) and c.head.hdict["x-memo"] == value  # its pair
     SetEach.edits = [("x-memo", "four\r\nx-injected: 1")]
     c = ctx()
     assert f.on_request_headers(c) is not None  # the filter raised: FAIL_CLOSE answers
