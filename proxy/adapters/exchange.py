@@ -90,6 +90,7 @@ _REQ_SKIP_XFF: Final = _REQ_SKIP | {"x-forwarded-for"}
 # X-Forwarded-For / -Proto lines (replaced by the proxy's own; every request from a client sidecar
 # to a server sidecar has them, so the inbound side would otherwise rebuild every head).
 _RAW_UNSAFE: Final = (HOP_BY_HOP - {"connection"}) | {"expect"}
+_RAW_UNSAFE_NAMES: Final = tuple(sorted(_RAW_UNSAFE))  # what _no_unsafe_name looks up
 _RAW_CONNECTION: Final = re.compile(rb"\r\nconnection:[^\r]*", re.IGNORECASE)
 _RAW_FORWARDED: Final = re.compile(rb"\r\n(?:x-forwarded-(?:for|proto)|x-meshbus-peer):[^\r]*", re.IGNORECASE)
 _PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close"})
@@ -130,6 +131,22 @@ def _cut_sidecar_lines(raw: bytes, hdict: dict[str, str]) -> bytes | None:
     if start < 2 or not raw.endswith(tail) or raw[start - 2 : start] != b"\r\n":
         return None
     return raw[:start]
+
+
+def _no_unsafe_name(hdict: dict[str, str]) -> bool:
+    """``hdict.keys().isdisjoint(_RAW_UNSAFE)``, compiled, walking the shorter side as that does. The
+    view's method was called by name and tested each name through the generic sequence protocol:
+    ~1,800 instructions on a server sidecar's head (~13 names; nine dict lookups here, ~1,300),
+    ~1,200 on a client's (a few names; ~800 here)."""
+    if len(hdict) < len(_RAW_UNSAFE_NAMES):
+        for name in hdict:
+            if name in _RAW_UNSAFE:
+                return False
+        return True
+    for name in _RAW_UNSAFE_NAMES:
+        if name in hdict:
+            return False
+    return True
 
 
 def _strip_connection(raw: bytes, value: str) -> bytes | None:
@@ -536,7 +553,7 @@ class Exchange:
             and view.path == head.target  # origin-form: the request line and Host stay as sent
             and len(hdict) == len(head.headers)
             and "host" in hdict
-            and hdict.keys().isdisjoint(_RAW_UNSAFE)
+            and _no_unsafe_name(hdict)
             and (
                 "connection" not in hdict or (raw := _strip_connection(raw, hdict["connection"])) is not None
             )

@@ -32,6 +32,13 @@ HANDSHAKE: Final = 0
 OPEN: Final = 1
 CLOSED: Final = 2
 RECORD_MAX: Final = 16384  # the largest plaintext of one TLS record: what one SSL_read can return
+APPLICATION_DATA: Final = 23  # the outer content type of every TLS 1.3 record after the handshake
+
+
+def _one_record(data: bytes) -> bool:
+    """Whether ``data`` is exactly one whole protected record: its 5-byte header's length is the rest."""
+    n = len(data)
+    return n > 5 and data[0] == APPLICATION_DATA and (data[3] << 8 | data[4]) + 5 == n
 
 
 class TlsStream:
@@ -69,7 +76,12 @@ class TlsStream:
         self._handshake_timeout = handshake_timeout
         self._timer: asyncio.TimerHandle | None = None
         self._raw: Any = None
+        self._raw_write: Any = None  # the TCP transport's write, bound once
         self._app: Any = None
+        self._deliver: Any = None  # the protocol above's data_received, bound in set_protocol
+        # The incoming BIO is known to hold no ciphertext (and OpenSSL no plaintext): then a read of
+        # exactly one whole record leaves both empty, with nothing to ask them (see _read).
+        self._drained = False
         self._state = HANDSHAKE
         self._paused = False
         self._exc: BaseException | None = None  # why we closed: handed to the protocol above
@@ -83,18 +95,21 @@ class TlsStream:
 
     def connection_made(self, transport: Any) -> None:
         self._raw = transport
+        self._raw_write = transport.write
         self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)
         if not self._server_side:
             self._handshake()  # the ClientHello
 
     def data_received(self, data: bytes) -> None:
         self._bio_in(data)
+        drained = self._drained
+        self._drained = False
         state = self._state
         if state == OPEN:
             # until the protocol above is set (a client between its handshake and the pool taking the
             # connection) records wait in the BIO: only post-handshake messages can come then
             if not self._paused and self._app is not None:
-                self._read(len(data))
+                self._read(len(data), drained and _one_record(data))
         elif state == HANDSHAKE:
             self._handshake()
 
@@ -176,7 +191,12 @@ class TlsStream:
     def _buffered(self) -> bool:
         return bool(self._incoming.pending or self._tls.pending())
 
-    def _read(self, received: int = 0) -> None:
+    def _read(self, received: int = 0, whole: bool = False) -> None:
+        """Delivers what the buffered records hold. ``whole``: the BIO held nothing before it was given
+        ``received`` bytes that are one whole record (the steady state of a request or response that
+        fits a record): once that record is read, both the BIO and OpenSSL are empty, and it held no
+        post-handshake message that could call for an answer, so neither is asked (two BIO
+        ``pending`` reads, ~600 instructions a record)."""
         read = self._tls_read
         pending = self._tls_pending
         incoming = self._incoming
@@ -207,13 +227,20 @@ class TlsStream:
                 return
             if not data:
                 break
-            self._app.data_received(data)
+            if whole:
+                # read(n) returned all of the one record (its plaintext is shorter than n): nothing is
+                # left in the BIO or OpenSSL, and no answer can be due
+                self._drained = True
+                self._deliver(data)
+                return
+            self._deliver(data)
             if self._state != OPEN or self._paused:
                 return
             # The common case ends here, without the SSLWantReadError a further read would raise, and
             # without asking ``pending()`` (which releases and retakes the GIL): ``read`` returns at
             # most one record, so a read that did not fill ``n`` left nothing of its record behind.
             if not incoming.pending and (len(data) < n or not pending()):
+                self._drained = True
                 break
             n = 0
         if self._outgoing.pending:  # TLS 1.3 post-handshake messages (key update) call for an answer
@@ -222,7 +249,7 @@ class TlsStream:
     def _flush(self) -> None:
         out = self._outgoing
         if out.pending and self._raw is not None:
-            self._raw.write(out.read())
+            self._raw_write(out.read())
 
     def _fatal(self, exc: BaseException) -> None:
         self._state = CLOSED
@@ -235,6 +262,7 @@ class TlsStream:
 
     def set_protocol(self, protocol: Any) -> None:
         self._app = protocol
+        self._deliver = protocol.data_received
         if self._lost:
             # the connection died between the handshake and this call (a client's pool takes the
             # stream one loop iteration after the handshake): the protocol hears it after connection_made
@@ -245,6 +273,7 @@ class TlsStream:
         app = self._app
         if app is not None:
             self._app = None
+            self._deliver = None
             app.connection_lost(self._exc)
 
     def get_protocol(self) -> Any:
@@ -254,7 +283,7 @@ class TlsStream:
         if self._state != OPEN:
             return  # as asyncio's transports do after close: the protocol hears connection_lost
         self._tls_write(data)
-        self._raw.write(self._bio_out())
+        self._raw_write(self._bio_out())
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))

@@ -172,6 +172,43 @@ def test_records_split_anywhere_arrive_whole_in_order(run: Any, ca: MeshCa) -> N
     run(scenario)
 
 
+def test_each_record_is_delivered_as_it_completes_even_behind_records_held_while_paused(
+    run: Any, ca: MeshCa
+) -> None:
+    """A read of one whole record skips asking the BIO what is left (proxy/tls/stream.py ``_read``)
+    only when it held nothing before: records held while paused, or a record's start, come first."""
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        server, client, srv = await pair(loop, ca.identity(sa="b"), ca.identity(sa="a"))
+        await server.handshake
+        tls = client.stream.ssl_object
+        records = []
+        for i in range(7):
+            tls.write(b"record %d" % i)  # one record each, all of one length
+            records.append(client.stream._outgoing.read())
+        feed, got = server.stream.data_received, server.peer.chunks
+        for i in (0, 1):  # one record a chunk: each delivered by the call that brought it
+            feed(records[i])
+            assert got[-1] == b"record %d" % i
+        server.stream.pause_reading()
+        feed(records[2])  # held in the BIO
+        assert len(got) == 2
+        server.stream.resume_reading()  # the held record is read on a later loop turn...
+        feed(records[3])  # ...unless a record arrives first: both, oldest first, now
+        assert got[2:] == [b"record 2", b"record 3"]
+        feed(records[4] + records[5][:10])  # a record and the start of the next
+        assert got[4:] == [b"record 4"]
+        feed(records[5][10:])
+        feed(records[6])
+        assert got[5:] == [b"record 5", b"record 6"]
+        await asyncio.sleep(0)  # the resumed read finds nothing more
+        assert bytes(server.peer.data) == b"".join(b"record %d" % i for i in range(7))
+        client.peer.transport.close()
+        srv.close()
+
+    run(scenario)
+
+
 def test_close_sends_close_notify_the_peer_hears_eof_and_writes_after_close_go_nowhere(
     run: Any, ca: MeshCa
 ) -> None:
