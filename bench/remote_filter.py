@@ -121,19 +121,21 @@ def stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
     reader.feed_data = feed_data
 
 
-def stamp_handoffs(marks: list[float], has: bytes) -> None:
-    """Stamp every message with ``has`` in its subject that an inline subscription hands to its
-    function (meshbus.bus.direct, interpreted in both builds), just before the function runs."""
-    from meshbus.bus import direct
+def stamp_handoffs(nc: Any, marks: list[float], has: bytes) -> None:
+    """Stamp every message with ``has`` in its subject that an inline subscription of ``nc`` hands to
+    its function (meshbus.bus.inline), just before the function runs: each hand-over's ``on_msg`` is
+    wrapped (its class may be compiled). Call it once the subscriptions are made."""
+    for sub in nc._subs.values():
+        handoff = sub._pending_queue
+        if type(handoff).__name__ != "_Handoff":
+            continue
 
-    orig = direct._Handoff.deliver
+        def on_msg(msg: Any, _orig: Any = handoff.on_msg) -> None:
+            if has in msg.subject.encode():
+                marks.append(time.monotonic())
+            _orig(msg)
 
-    def deliver(self: Any, msg: Any) -> None:
-        if has in msg.subject.encode():
-            marks.append(time.monotonic())
-        orig(self, msg)
-
-    direct._Handoff.deliver = deliver  # type: ignore[method-assign]
+        handoff.on_msg = on_msg
 
 
 def write_calls(pid: int | str = "self") -> int:
@@ -184,10 +186,9 @@ async def serve_host(url: str, out: str, default_gc: bool = False) -> None:
     stop, cpu = host_signals()
     async with BusConnection(BusSettings(url=url, name="bench host")) as bus:
         host = FilterHost(bus, info_of(NAME, Noop, "bench"))
-        if out:  # where the read loop hands a call to the host (FilterHost may be compiled)
-            stamp_handoffs(marks["host_handler"], b".request_headers")
         async with host:
-            if out:
+            if out:  # where the read loop hands a call to the host (FilterHost may be compiled)
+                stamp_handoffs(bus.nc, marks["host_handler"], b".request_headers")
                 stamp_reads(bus.nc, marks["host_read"], b".request_headers")
                 stamp_transport(bus.nc, marks["host_write"], b"PUB _INBOX")
             quiet_gc(default_gc)

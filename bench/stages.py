@@ -59,7 +59,7 @@ def _stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
     """Stamp each message with ``has`` in its subject as its bytes reach the connection's reader,
     before any parse (meshbus.bus.direct hands inline subscriptions' messages over without nats-py's
     ``_process_msg``, so a stamp there would see none, and wrapping it would turn that off)."""
-    from meshbus.bus.direct import read_inline
+    from meshbus.bus.inline import read_inline
 
     read_inline(nc)  # in place before the wrapper, which it would otherwise take for its own
     reader = nc._transport._io_reader

@@ -1,12 +1,6 @@
 """Request/reply on the bus without nats-py's event-loop hops, for latency-bound callers (a REMOTE
-filter's calls: the proxy and meshbus-filter-host).
-
-nats-py 2.x hands every publish to its flusher task (queued, the task woken, then written) and every
-message of a subscription with a callback to a task of that subscription (through an asyncio.Queue,
-the task woken, then the callback called). Each is one more pass of the event loop between the
-socket and the code that waits; a filter call crosses four of them (two per side) besides the two
-trips through nats-server. nats-py 2.x has no option to skip either (its flusher has no
-write-through setting, a subscription's callback must be a coroutine run by that task), so:
+filter's calls: the proxy and meshbus-filter-host): the writing side. bus/inline.py is the reading
+side (``subscribe_inline``, ``add_inline_endpoint``, ``read_inline``) and says why both exist.
 
 - ``write_now`` sends a message when nothing is queued ahead of it in nats-py (the order of SUBs
   and other publishes is kept) and the socket's write buffer is empty (otherwise the flusher's
@@ -22,46 +16,22 @@ write-through setting, a subscription's callback must be a coroutine run by that
   turn's first call at once was weighed (bench/remote_filter.py ``--burst``, 1,000 calls/s sent 2
   or 3 at a time) and lost: p50 +0.02..+0.36 ms in 3 pairs of 3 at bursts of 2, about twice the
   client's write calls and more of the host's (its calls no longer arrive together).
-- ``subscribe_inline`` makes a subscription whose messages are handed to a plain function by the
-  client's read loop as they are parsed: the function must be quick and must not block; what it
-  raises is logged, never let into the read loop (which would end it).
 
-``add_inline_endpoint`` does the second for a nats.micro endpoint and keeps its stats.
+This module stays interpreted in every build: benchmarks replace ``write_now`` in its callers'
+modules (bench/write_policy.py), which compiled callers of a compiled ``write_now`` would not see.
 
-- ``read_inline`` takes out one more pass, before those: nats-py's read loop is a task awaiting its
-  ``StreamReader``, so bytes read from the socket wake it for the next pass of the event loop. With
-  it, what arrives while that task waits on an empty reader is parsed in the transport's read
-  callback itself (an inline subscription's function runs there); otherwise the reader is fed as
-  before, so the order of the bytes is kept either way. There, the whole plain MSGs at the front of
-  a read that are for inline subscriptions are split off by hand and handed over without nats-py's
-  parser (pure Python: a third more instructions a message, on both sides of every call); anything
-  else, and all that follows it in that read, goes to nats-py's parser as before.
-
-All rest on nats-py internals (``Client._status``, ``_pending``, ``_pending_data_size``, ``_transport``,
-``_ps`` (its parser: ``buf``, ``state``), ``_subs``, ``msg_class``, a subscription's ``_pending_queue``,
-``_max_msgs``, ``_jsi``, ``_received``, ``_id``, nats.micro's ``Service._endpoints``; and
-asyncio's ``StreamReader._waiter`` / ``_buffer``); pyproject pins nats-py below 3, and tests/integration/bus/
-test_direct.py checks on a real nats-server that these paths are the fast ones with the installed
-version, so an upgrade that changes them fails there rather than silently going slow.
+It rests on nats-py internals (``Client._status``, ``_pending``, ``_pending_data_size``, ``_transport``,
+``_max_payload``, ``stats``) and asyncio's ``StreamWriter._loop``; pyproject pins nats-py below 3, and
+tests/integration/bus/test_direct.py checks on a real nats-server that these paths are the fast ones
+with the installed version, so an upgrade that changes them fails there rather than silently going slow.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from nats import errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.micro.service import EndpointConfig, Service
-from nats.protocol.parser import AWAITING_CONTROL_LINE
-
-log = logging.getLogger(__name__)
-
 
 NO_HEADERS = b""
 """``write_now``'s block for a message without headers (sent as PUB, not HPUB): a remote filter's
@@ -114,7 +84,8 @@ def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes
         if key not in _busy:
             at_once = w
         chunks = _turns[key] = []
-        asyncio.get_running_loop().call_soon(_write_turn, nc, key, chunks, at_once is not None)
+        # the writer's loop is the running one: asyncio.get_running_loop() costs a getpid() system call
+        w._loop.call_soon(_write_turn, nc, key, chunks, at_once is not None)
     elif nc._pending_data_size:
         return False  # nats-py queued something after the turn's first: what follows goes after it
     line = _pub_line(subject, reply, len(block), len(payload))
@@ -153,233 +124,3 @@ def wrote_directly(nc: Client) -> bool:
     if id(nc) in _turns:
         return not nc._pending_data_size
     return _writer(nc) is not None
-
-
-class _Handoff:
-    """Stands in for a subscription's message queue: the read loop's ``put_nowait`` calls ``on_msg``."""
-
-    def __init__(self, sub: Subscription, on_msg: Callable[[Msg], None]) -> None:
-        self.sub = sub
-        self.on_msg = on_msg
-
-    def put_nowait(self, msg: Msg) -> None:
-        self.sub._pending_size -= len(msg.data)  # nothing stays pending (the read loop added it)
-        self.deliver(msg)
-
-    def deliver(self, msg: Msg) -> None:
-        try:
-            self.on_msg(msg)
-        except Exception:
-            log.exception("handling a message on %s failed", msg.subject)
-
-    async def get(self) -> Msg:
-        """Parks the subscription's own task, if it has one, until the subscription ends."""
-        await asyncio.get_running_loop().create_future()
-        raise AssertionError("unreachable")
-
-    def qsize(self) -> int:
-        return 0
-
-    def empty(self) -> bool:
-        return True
-
-    def task_done(self) -> None:
-        pass
-
-    async def join(self) -> None:  # Subscription.drain waits for the queue to empty: it always is
-        pass
-
-
-async def subscribe_inline(
-    nc: Client, subject: str, on_msg: Callable[[Msg], None], queue: str = ""
-) -> Subscription:
-    """Subscribe with ``on_msg`` called for each message inside the client's read loop."""
-    sub = await nc.subscribe(subject, queue=queue)  # no callback: nats-py starts no task for it
-    make_inline(sub, on_msg)
-    return sub
-
-
-def make_inline(sub: Subscription, on_msg: Callable[[Msg], None]) -> None:
-    """Hand ``sub``'s messages from now on to ``on_msg`` in the read loop, not to its queue.
-
-    A subscription made with a callback keeps its task (waiting on a queue nothing feeds any more);
-    the task ends when the subscription does."""
-    missing = [a for a in ("_pending_queue", "_max_msgs", "_jsi", "_received", "_id") if not hasattr(sub, a)]
-    if missing:
-        raise RuntimeError(
-            f"this nats-py's Subscription has no {', '.join(missing)}: meshbus.bus.direct needs them"
-        )
-    sub._pending_queue = _Handoff(sub, on_msg)  # type: ignore[assignment]
-
-
-async def add_inline_endpoint(
-    service: Service, config: EndpointConfig, on_msg: Callable[[Msg], None]
-) -> None:
-    """``service.add_endpoint(config)``, its requests then handed to ``on_msg`` in the read loop and
-    counted in the endpoint's stats as nats.micro counts them. ``config.handler`` serves what
-    arrives before the hand-over (and must answer as ``on_msg`` does)."""
-    await service.add_endpoint(config)
-    endpoint = service._endpoints[-1]
-    sub = endpoint._subscription
-    if sub is None or endpoint._name != config.name:
-        raise RuntimeError("nats.micro did not register the endpoint as meshbus.bus.direct expects")
-
-    def counted(msg: Msg) -> None:
-        start = time.perf_counter_ns()
-        try:
-            on_msg(msg)
-        finally:
-            endpoint._num_requests += 1
-            endpoint._processing_time += time.perf_counter_ns() - start
-            endpoint._average_processing_time = endpoint._processing_time // endpoint._num_requests
-
-    make_inline(sub, counted)
-
-
-class _InlineFeed:
-    """Stands in for a connection's ``StreamReader.feed_data``: what arrives while nats-py's read
-    loop waits on an empty reader is parsed here, in the transport's ``data_received`` (see
-    ``read_inline``); anything else is fed to the reader as before, so the order is kept."""
-
-    def __init__(self, nc: Client, reader: asyncio.StreamReader) -> None:
-        self.nc = nc
-        self.reader = reader
-        self.feed = type(reader).feed_data.__get__(reader)
-        self.backlog: list[bytes] | None = None
-        """Not None while a parse waits on something (nats-py awaited a future): what arrives meanwhile."""
-        self.finishing: asyncio.Task[None] | None = None
-        ps = nc._ps
-        self.fast = (
-            hasattr(ps, "buf") and hasattr(ps, "state") and isinstance(getattr(nc, "_subs", None), dict)
-        )
-        """Whether ``hand_over`` may read messages ahead of nats-py's parser (it has what it reads)."""
-
-    def __call__(self, data: bytes) -> None:
-        if self.backlog is not None:
-            self.backlog.append(bytes(data))
-            return
-        r: Any = self.reader
-        waiter = r._waiter
-        if waiter is None or waiter.done() or r._buffer or r._eof or r._exception is not None:
-            self.feed(data)  # the read loop is busy, or has bytes to take first: it parses these too
-            return
-        self.parse(bytes(data))
-
-    def parse(self, data: bytes) -> None:
-        ps = self.nc._ps
-        if self.fast and not ps.buf and ps.state == AWAITING_CONTROL_LINE:
-            data = self.hand_over(data)
-            if not data:
-                return
-        coro = ps.parse(data)
-        try:
-            waits = coro.send(None)
-        except StopIteration:
-            return
-        except Exception as exc:
-            self.failed(exc)
-            return
-        self.backlog = []
-        self.finishing = asyncio.ensure_future(self.finish(coro, waits))
-
-    def hand_over(self, data: bytes) -> bytes:
-        """Hand the whole MSGs at the start of ``data`` that are for inline subscriptions straight
-        to them, counted as nats-py counts them; the rest, from the first that is anything else
-        (HMSG, a split message, another subscription's, PING...), is left to nats-py's parser.
-
-        nats-py's parser is pure Python (regular expressions, a coroutine per message, an
-        ``await`` per header block even when there is none): a filter call's message to the host
-        cost 39.8k instructions there, 25.2k here; its verdict to the proxy 35.7k, 23.5k."""
-        nc = self.nc
-        if "_process_msg" in nc.__dict__:  # wrapped (tests, bench stamps): every message through it
-            return data
-        subs = nc._subs
-        stats = nc.stats
-        pos, size = 0, len(data)
-        while data.startswith(b"MSG ", pos):
-            eol = data.find(b"\r\n", pos)
-            if eol < 0:
-                break
-            args = data[pos + 4 : eol].split(b" ")
-            if len(args) == 3:
-                subject, sid, n = args
-                reply = b""
-            elif len(args) == 4:
-                subject, sid, reply, n = args
-            else:
-                break
-            if not (sid.isdigit() and n.isdigit()):
-                break
-            start = eol + 2
-            end = start + int(n)
-            sub = subs.get(int(sid))
-            if end + 2 > size or data[end : end + 2] != b"\r\n" or sub is None:
-                break
-            handoff = sub._pending_queue
-            if type(handoff) is not _Handoff or sub._max_msgs > 0 or sub._jsi is not None:
-                break
-            payload = data[start:end]
-            pos = end + 2
-            stats["in_msgs"] += 1
-            stats["in_bytes"] += len(payload)
-            sub._received += 1
-            msg = nc.msg_class(
-                subject=subject.decode(), reply=reply.decode(), data=payload, headers=None, _client=nc,
-                _sid=sub._id,
-            )  # fmt: skip
-            handoff.deliver(msg)
-        return data[pos:] if pos else data
-
-    async def finish(self, coro: Any, waits: Any) -> None:
-        """Run a parse that waited to its end, as a task would, then what arrived meanwhile."""
-        try:
-            while True:
-                if isinstance(waits, asyncio.Future):
-                    waits._asyncio_future_blocking = False
-                    await asyncio.wait([waits])  # the parse reads its outcome when resumed
-                else:
-                    await asyncio.sleep(0)  # a bare yield
-                try:
-                    waits = coro.send(None)
-                except StopIteration:
-                    break
-        except Exception as exc:
-            self.failed(exc)
-        backlog, self.backlog, self.finishing = self.backlog or [], None, None
-        for i, data in enumerate(backlog):
-            if self.backlog is not None:  # a parse waits again: the rest after it
-                self.backlog.extend(backlog[i:])
-                return
-            self(data)
-
-    def failed(self, exc: Exception) -> None:
-        """What nats-py's read loop does with a parse's failure, and this connection's bytes go to
-        the reader from now on."""
-        self.reader.__dict__.pop("feed_data", None)
-        if isinstance(exc, OSError | errors.ProtocolError):
-            err = exc if isinstance(exc, OSError) else errors.ProtocolError()
-            task = asyncio.ensure_future(self.nc._process_op_err(err))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        else:
-            log.error("nats: encountered error", exc_info=exc)
-
-
-def read_inline(nc: Client) -> bool:
-    """Parse what arrives on ``nc``'s socket as the event loop reads it, not one pass later in
-    nats-py's read loop: a reply to a ``subscribe_inline`` subscription reaches its function in
-    the same pass as its bytes (nats-py's reader would wake the read loop's task for the next
-    pass). Idempotent and cheap: callers call it again after a reconnect (a new reader), e.g. on
-    each call. False: this transport has no stream reader (it is left to nats-py)."""
-    t = nc._transport
-    reader = getattr(t, "_io_reader", None) if t is not None else None
-    if not isinstance(reader, asyncio.StreamReader) or getattr(nc, "_ps", None) is None:
-        return False
-    if "feed_data" not in reader.__dict__:
-        reader.feed_data = _InlineFeed(nc, reader)  # type: ignore[method-assign,assignment]
-    return True
-
-
-def reads_inline(nc: Client) -> bool:
-    """Whether ``read_inline`` is in place on ``nc``'s current reader (for tests)."""
-    reader = getattr(nc._transport, "_io_reader", None) if nc._transport is not None else None
-    return reader is not None and isinstance(reader.__dict__.get("feed_data"), _InlineFeed)

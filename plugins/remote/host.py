@@ -33,8 +33,9 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import NO_HEADERS, add_inline_endpoint, read_inline, write_now
+from meshbus.bus.direct import NO_HEADERS, write_now
 from meshbus.bus.errors import BusError
+from meshbus.bus.inline import add_inline_endpoint, read_inline
 from meshbus.bus.schemas.filters import (
     MICRO_SERVICE,
     ONE_WAY_HOOKS,

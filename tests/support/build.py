@@ -19,7 +19,8 @@ BUILD_ENV = "MESHBUS_TEST_BUILD"
 # NATIVE_MODULES are the proxy's request path (proxy/core, codec, filters, the I/O adapters, tls/stream),
 # telemetry's records, bus/config/hosts.py, the authorization decisions (bus/config/authz), and what
 # runs user filters in the proxy (plugins/http.py, proxy/filters/plugins/adapter.py) or calls and serves
-# remote ones (proxy/filters/plugins/remote.py, plugins/remote/wire.py and host.py). The proxy's,
+# remote ones (proxy/filters/plugins/remote.py, plugins/remote/wire.py and host.py, and the bus's
+# reading of their messages, bus/inline.py: test_direct.py pins it on a real nats-server). The proxy's,
 # telemetry's and plugins' tests drive them directly, test_hosts.py the host rules, test_authz_* the
 # authorization tables; the import check imports each compiled module's source alone. A few end-to-end
 # tests drive them in real sidecar processes (the processes inherit the pure PYTHONPATH): routing
@@ -33,6 +34,7 @@ PURE_RUN = (
     "tests/unit/telemetry/",
     "tests/unit/plugins/",
     "tests/integration/plugins/",
+    "tests/integration/bus/test_direct.py",
     "tests/unit/config/test_hosts.py",
     "tests/unit/config/test_authz_normalize.py",
     "tests/unit/config/test_authz_engine.py",

@@ -35,8 +35,9 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import NO_HEADERS, read_inline, subscribe_inline, write_now
+from meshbus.bus.direct import NO_HEADERS, write_now
 from meshbus.bus.errors import BusError
+from meshbus.bus.inline import read_inline, subscribe_inline
 from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
 from meshbus.plugins.http import Request, Response
@@ -71,6 +72,9 @@ class Replies:
         self._deadlines: dict[float, collections.deque[tuple[float, str]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop the inbox was made on (``send``: ``asyncio.get_running_loop()`` is a getpid()
+        system call on every call)."""
 
     def started(self) -> asyncio.Task[None]:
         if self._started is None:
@@ -80,6 +84,7 @@ class Replies:
     async def _start(self) -> None:
         prefix = self.nc.new_inbox() + "."  # under the connection's inbox prefix (mesh mode's NATS users)
         await subscribe_inline(self.nc, prefix + "*", self._on_reply)
+        self._loop = asyncio.get_running_loop()
         self.prefix = prefix
 
     def _on_reply(self, msg: Msg) -> None:
@@ -152,7 +157,9 @@ class Replies:
             queue = self._deadlines[timeout] = collections.deque()
         else:
             _drop_answered(queue, self._pending)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # set with prefix, which send needs: for the type checker
+            loop = self._loop = asyncio.get_running_loop()
         at = loop.time() + timeout
         queue.append((at, token))
         self._set_timer(loop, at)  # a no-op unless this deadline comes before the timer's

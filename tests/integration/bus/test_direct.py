@@ -1,4 +1,4 @@
-"""meshbus.bus.direct on a real nats-server, with the installed nats-py: a publish written at once
+"""meshbus.bus.direct and meshbus.bus.inline on a real nats-server, with the installed nats-py: a publish written at once
 (and not when something is queued ahead of it), a subscription served in the read loop, and a
 nats.micro endpoint served there and still counted. These pin the nats-py internals the module
 reads: an upgrade that changes them fails here. Each test publishes to itself on one connection
@@ -18,16 +18,9 @@ from nats.micro.request import Request as MicroRequest
 from nats.micro.service import EndpointConfig, ServiceConfig
 
 from meshbus.bus.connection import BusConnection, BusSettings
-from meshbus.bus.direct import (
-    add_inline_endpoint,
-    header_block,
-    read_inline,
-    reads_inline,
-    subscribe_inline,
-    write_now,
-    wrote_directly,
-)
+from meshbus.bus.direct import header_block, write_now, wrote_directly
 from meshbus.bus.embedded import EmbeddedNats
+from meshbus.bus.inline import add_inline_endpoint, read_inline, reads_inline, subscribe_inline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
 
@@ -146,7 +139,7 @@ async def test_an_inline_subscription_is_served_by_the_read_loop_and_survives_a_
     sub = await subscribe_inline(bus.nc, f"{subject_root}.inline.*", on_msg)
     await bus.nc.flush()
     assert sub._wait_for_msgs_task is None  # no task of its own: nothing but the read loop calls on_msg
-    with caplog.at_level(logging.ERROR, logger="meshbus.bus.direct"):
+    with caplog.at_level(logging.ERROR, logger="meshbus.bus.inline"):
         for data in (b"a", b"boom", b"b"):
             await bus.nc.publish(f"{subject_root}.inline.x", data)
         await asyncio.wait_for(done.wait(), 5)

@@ -14,7 +14,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import reads_inline
+from meshbus.bus.inline import reads_inline
 from meshbus.plugins import Headers, Peer, Request
 from meshbus.plugins.registry import info_of
 from meshbus.plugins.remote.host import FilterHost
