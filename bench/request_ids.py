@@ -1,5 +1,6 @@
-"""Cost of one ``x-request-id``: the proxy's UUIDv4 against ``str(uuid.uuid4())`` and the per-process
-counter it replaced (``<random prefix>-000000000001``, not a UUIDv4). CPU time per id, best of 7.
+"""Cost of one ``x-request-id``: the proxy's UUIDv4 (alone, and with the head line it makes) against
+``str(uuid.uuid4())`` and the per-process counter it replaced (``<random prefix>-000000000001``, not a
+UUIDv4). CPU time per id, best of 7.
 
     .venv/bin/python bench/request_ids.py [--n 300000]
 
@@ -36,6 +37,9 @@ def main() -> None:
         ("counter (before)", old_counter()),
         ("str(uuid.uuid4())", lambda: str(uuid.uuid4())),
         ("new_request_id", exchange.new_request_id),
+        # what the exchange makes of an id it generates: the id and its head line
+        ("id and line (before)", lambda: b"x-request-id: %b\r\n" % exchange.new_request_id().encode()),
+        ("request_id_line", exchange.request_id_line),
     ):
         best = min(timeit.Timer(fn, timer=time.process_time).repeat(number=n, repeat=7)) / n
         print(f"{name:20s} {best * 1e9:6.0f} ns/id   e.g. {fn()}")

@@ -40,7 +40,6 @@ import random
 import re
 import time
 from functools import partial
-from random import randbytes
 from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.proxy.adapters.upstream import (
@@ -70,7 +69,7 @@ from meshbus.proxy.filters.chain import Delay, HttpFilter, LocalReply
 from meshbus.proxy.filters.headerops import HeaderOps
 from meshbus.proxy.filters.tracing import TraceHop
 from meshbus.telemetry.peer import PEER_HEADER
-from meshbus.telemetry.tracecontext import TRACE_HEADERS, strip_trace_lines
+from meshbus.telemetry.tracecontext import TRACE_HEADERS, random_hex, strip_trace_lines
 
 if TYPE_CHECKING:
     from meshbus.proxy.adapters.contracts import Downstream, Pool
@@ -209,38 +208,43 @@ _wall_clock: Final = time.time
 
 # The variant digit of a UUIDv4 (RFC 9562: binary 10xx) from a random hex digit: its two low bits.
 _VARIANT: Final = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
-_IDS_PER_DRAW: Final = 64
+_IDS_PER_DRAW: Final = 128
+_RID_NAME: Final = b"x-request-id: "
 
 
 class RequestIds:
-    """Random UUIDv4s (version 4, variant 10: RFC 9562) for ``x-request-id``, as Envoy makes them.
+    """Random UUIDv4s (version 4, variant 10: RFC 9562) for ``x-request-id``, as Envoy makes them:
+    122 random bits each from OpenSSL's CSPRNG (``random_hex``, ``RAND_bytes`` as Envoy's), so an id
+    seen tells nothing of the next one, nor of the ``random`` module's state (sampling, balancing).
 
-    Made 64 at a time: 36 random hex digits per id (``random.randbytes``, the ``random`` module's
-    generator), then the dashes, the version digit and the variant digit written over their places
-    in all 64 at once (slice assignments on one bytearray); an id is then a slice of one string.
-    One id at a time (a draw, an int formatted, five slices joined) cost five times as much
-    (bench/request_ids.py, compiled: 506 -> 109 ns per id). 122 random bits each, and not a secret (clients may send their own
-    x-request-id anyway), so not from the OS's CSPRNG. A forked worker drops the ids it inherited
-    (``os.register_at_fork``), so workers never share one.
+    Made 128 at a time: 36 random hex digits per id, then the dashes, the version digit and the
+    variant digit written over their places in all of them at once (slice assignments on one
+    bytearray); an id is then a slice of one string, and its ASCII bytes a slice of one bytes, for the
+    head's line (no encode, no ``%`` format a request: ~700 instructions). One id at a time (a draw, an
+    int formatted, five slices joined) cost five times as much (bench/request_ids.py). A forked worker
+    drops the ids it inherited (``os.register_at_fork``), so workers never share one.
     """
 
-    __slots__ = ("ids", "pos")
+    __slots__ = ("ids", "pos", "raw")
 
     def __init__(self) -> None:
         self.ids = ""
+        self.raw = b""
         self.pos = 0
 
-    def next(self) -> str:
+    def take(self) -> tuple[str, bytes]:
+        """The next id, as a str and as its ASCII bytes."""
         pos = self.pos
         if pos >= len(self.ids):
             self._draw()
             pos = 0
-        self.pos = pos + 36
-        return self.ids[pos : pos + 36]
+        end = pos + 36
+        self.pos = end
+        return self.ids[pos:end], self.raw[pos:end]
 
     def _draw(self) -> None:
         n = _IDS_PER_DRAW
-        buf = bytearray(randbytes(18 * n).hex().encode())
+        buf = bytearray(random_hex(18 * n))
         dashes = b"-" * n
         buf[8::36] = dashes
         buf[13::36] = dashes
@@ -248,10 +252,12 @@ class RequestIds:
         buf[23::36] = dashes
         buf[14::36] = b"4" * n
         buf[19::36] = buf[19::36].translate(_VARIANT)
-        self.ids = buf.decode("ascii")
+        raw = self.raw = bytes(buf)
+        self.ids = raw.decode("ascii")
 
     def reset(self) -> None:
         self.ids = ""
+        self.raw = b""
         self.pos = 0
 
 
@@ -261,7 +267,13 @@ os.register_at_fork(after_in_child=_REQUEST_IDS.reset)
 
 def new_request_id() -> str:
     """A random UUIDv4 for ``x-request-id`` (see ``RequestIds``)."""
-    return _REQUEST_IDS.next()
+    return _REQUEST_IDS.take()[0]
+
+
+def request_id_line() -> tuple[str, bytes]:
+    """A new request id and its head line, ``x-request-id: <id>\r\n``."""
+    rid, raw = _REQUEST_IDS.take()
+    return rid, _RID_NAME + raw + b"\r\n"
 
 
 class Exchange:
@@ -409,10 +421,10 @@ class Exchange:
             return
         self.authority = authority
         if "x-request-id" not in hdict:
-            rid = new_request_id()
+            rid, line = request_id_line()
             hdict["x-request-id"] = rid
             head.headers.append(("x-request-id", rid))
-            self.rid_line = b"x-request-id: %b\r\n" % rid.encode()  # goes after head.raw (_dispatch)
+            self.rid_line = line  # goes after head.raw (_dispatch)
         runtime = self.runtime = ctx.live.runtime
         if runtime is not ctx.runtime:  # a swapped runtime: its table and clusters into typed fields
             ctx.bind(runtime)
