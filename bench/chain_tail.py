@@ -1,10 +1,11 @@
 """Where the two-sidecar chain's latency tail goes: each request of a 1,000 req/s run, split by hop.
 
-    .venv/bin/python bench/chain_tail.py [--tls] [--duration 5] [--rounds 1] [--lag]
+    .venv/bin/python bench/chain_tail.py [--tls] [--duration 5] [--rounds 1] [--lag] [--cores shared]
 
 The chain of bench/mtls.py (h2load -> sidecar A -> sidecar B -> nginx; load and origin on CPU 0, both
-sidecars on CPU 1). Each sidecar keeps, per request, its begin time and duration (a record sink in the
-sidecar's memory, no file); the parent joins them with h2load's per-request log (A and B by
+sidecars on CPU 1; ``--cores split`` puts A on CPU 0 beside them, ``both`` alternates rounds, for
+what sharing one core costs the tail). Each sidecar keeps, per request, its begin time and duration
+(a record sink in the sidecar's memory, no file); the parent joins them with h2load's per-request log (A and B by
 x-request-id, h2load and A by time) and prints, for the median request and for the slowest 1%,
 where the time went:
 
@@ -307,6 +308,13 @@ def main(argv: list[str]) -> int:
         "64-record chunks as before its 50 us budget (slices: alternate rounds, writer then chunks64)",
     )
     ap.add_argument("--sched", action="store_true", help="perf sched on CPU 1: who delays the sidecars")
+    ap.add_argument(
+        "--cores",
+        choices=["shared", "split", "both"],
+        default="shared",
+        help="shared: both sidecars on CPU 1 (as bench/mtls.py runs them); split: A on CPU 0 beside the "
+        "load and the origin, B alone on CPU 1; both: alternate rounds, shared first",
+    )
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args(argv)
@@ -320,11 +328,13 @@ def main(argv: list[str]) -> int:
                 fmt_at = ("writer", "chunks64")[rnd % 2]
             if args.format_at == "both" and args.access_log == "both":
                 fmt_at = ("writer", "writer", "request", "request")[rnd % 4]  # each with the log off and on
+            split = args.cores == "split" or (args.cores == "both" and rnd % 2 == 1)
             cmds = _commands(tmp, args.tls, args.lag, al, fmt_at)
             with ExitStack() as stack:
                 pids = {}
                 for i, ((cmd, port, _dump), name) in enumerate(zip(cmds, ("b", "a"), strict=True)):
-                    pids[stack.enter_context(process(cmd, 1, port, tmp / f"tail-{i}.log"))] = name
+                    cpu = 0 if split and name == "a" else 1
+                    pids[stack.enter_context(process(cmd, cpu, port, tmp / f"tail-{i}.log"))] = name
                 run_wrk(A_PORT, 1, None)  # warm-up: pools, caches
                 if args.sched:
                     stack.enter_context(sched_recording(tmp / "sched.data"))
@@ -339,8 +349,10 @@ def main(argv: list[str]) -> int:
                 name: json.loads(d.read_text()) for (_c, _p, d), name in zip(cmds, ("b", "a"), strict=True)
             }
             where = f", formatted at {fmt_at}" if al else ""
+            cores = "A on CPU 0, B on CPU 1" if split else "both sidecars on CPU 1"
             print(
-                f"round {rnd + 1} ({'mTLS' if args.tls else 'plain'}, access log {'on' if al else 'off'}{where}):"
+                f"round {rnd + 1} ({'mTLS' if args.tls else 'plain'}, access log {'on' if al else 'off'}{where}, "
+                f"{cores}):"
             )
             analyse(
                 h2, dumps["a"]["rows"], dumps["b"]["rows"], {k: v["stalls"] for k, v in dumps.items()}, window

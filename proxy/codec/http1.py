@@ -316,10 +316,11 @@ class RequestSession:
         v = value.decode("latin-1")
         self._headers.append((n, v))
         d = self._hdict
-        if n in d:
-            d[n] = d[n] + "," + v
-        else:
-            d[n] = v
+        # one lookup for a new name (the usual case), not a membership test and then a store
+        k = len(d)
+        first = d.setdefault(n, v)
+        if len(d) == k:
+            d[n] = first + "," + v
 
     def on_headers_complete(self) -> None:
         p = self._parser
