@@ -82,7 +82,10 @@ filters measured +2.0 % / +7.5 % in one recent build and +3.8 % / +9.3 % in anot
 therefore makes no lookup by name per request (methods of other types are bound once or called as
 mypyc primitives on typed operands): with 'none' and the no-op there is none left (a few every 64
 requests, refilling the id pools), and the header filter's own two reads of ``req.headers`` share
-one slot, so no layout can make them collide.
+one slot, so no layout can make them collide. Start-up and shutdown still miss the cache a few
+thousand times more or less from one run to the next (the heap differs after 200 and 1,200
+requests), ~1k instructions a request of the whole-process figure: "the request path alone" is the
+inclusive cost of the loop's three calls per request (``_ENTRIES``), without them.
 ``--stages`` stamps each stage of the remote no-op's calls in its proxy and host during the latency
 rounds (bench/stages.py, patched in at start-up: nothing of it runs without the flag) and prints the
 medians between stages after each such run, with h2load's request start to the call and the call's
