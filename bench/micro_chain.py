@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,7 +103,7 @@ async def chain_loop(
         a.enable_mesh_tls(FileCertClient(tmp, "a", "client"))
         b.enable_mesh_tls(FileCertClient(tmp, "b", "origin"))
     for s in (a, b):  # held upstream writes: flushed by the loop below, not by a loop iteration
-        s.pools.batch._loop = types.SimpleNamespace(call_soon=lambda cb: None)  # type: ignore[assignment]
+        s.pools.batch._call_soon = lambda cb: None
     flush_a, flush_b = a.pools.batch.flush, b.pools.batch.flush
 
     # A: client connection, and its upstream connection to B (TLS: a handshaken TlsStream over a pipe)

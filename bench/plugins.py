@@ -73,7 +73,19 @@ varied by 15 %), so the setups are measured in adjacent, paired runs:
 memory (bench/micro.py's loop under callgrind, 1,200 requests minus 200), and with TOP the functions
 each filter adds most to. Both runs pass a hook's first 64 calls, which are all timed; the 1,000 between
 them are the steady state, where a plain hook's time is sampled one call in 16 (the adapter's
-TIMED_FIRST, TIME_EVERY), as in a proxy serving traffic.
+TIMED_FIRST, TIME_EVERY), as in a proxy serving traffic. It also prints the misses of CPython 3.11's
+type attribute cache per request (``_PyType_Lookup``'s calls of ``find_name_in_mro``, ~500
+instructions each with the dict lookups): the cache is indexed by the type's version tag and the
+name's address, so two attribute lookups by name made at every request that share a slot miss at
+every request, and whether they do depends on the build's and the run's memory layout (the same
+filters measured +2.0 % / +7.5 % in one recent build and +3.8 % / +9.3 % in another). The request path
+therefore makes no lookup by name per request (methods of other types are bound once or called as
+mypyc primitives on typed operands): with 'none' and the no-op there is none left (a few every 64
+requests, refilling the id pools), and the header filter's own two reads of ``req.headers`` share
+one slot, so no layout can make them collide. Start-up and shutdown still miss the cache a few
+thousand times more or less from one run to the next (the heap differs after 200 and 1,200
+requests), ~1k instructions a request of the whole-process figure: "the request path alone" is the
+inclusive cost of the loop's three calls per request (``_ENTRIES``), without them.
 ``--stages`` stamps each stage of the remote no-op's calls in its proxy and host during the latency
 rounds (bench/stages.py, patched in at start-up: nothing of it runs without the flag) and prints the
 medians between stages after each such run, with h2load's request start to the call and the call's
@@ -461,17 +473,23 @@ def callgrind(top: int) -> None:
 
     per_req: dict[str, float] = {}
     hook: dict[str, float] = {}
+    miss: dict[str, float] = {}
+    path: dict[str, float] = {}
     funcs: dict[str, dict[str, float]] = {}
     for name in INPROC:
-        counts, costs, hooks = [], [], []
+        counts, costs, hooks, misses, paths = [], [], [], [], []
         for n in (200, 1200):
             env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict and set layouts in every run
             count, out = collected(__file__, ["--count-only", name, "--micro-requests", str(n)], env)
             counts.append(count)
             costs.append(_self_costs(out) if top else {})
             hooks.append(_hook_cost(out))
+            misses.append(_type_cache_misses(out))
+            paths.append(_request_path(out))
         per_req[name] = (counts[1] - counts[0]) / 1000
+        path[name] = (paths[1] - paths[0]) / 1000
         hook[name] = (hooks[1] - hooks[0]) / 1000
+        miss[name] = (misses[1] - misses[0]) / 1000
         small, big = costs
         funcs[name] = {f: (big.get(f, 0) - small.get(f, 0)) / 1000 for f in big}
     base = per_req["none"]
@@ -480,13 +498,55 @@ def callgrind(top: int) -> None:
         print(f"  {name:14s} {per_req[name]:8.0f}" + ("" if name == "none" else f"  {per_req[name] - base:+6.0f} "
               f"({per_req[name] / base - 1:+.1%}); the chain's call of the filter (PluginFilter.on_request_headers, "
               f"inclusive) {hook[name]:.0f}"))  # fmt: skip
-    print("  (the whole-request difference moves by a few hundred instructions between builds and runs: CPython's "
-          "method cache is keyed by addresses; the filter call's own count is the steadier figure)")  # fmt: skip
+    print("  the request path alone (inclusive, from the loop's three calls; start-up and shutdown left out, whose "
+          "misses vary with the heap by ~1k instructions a request): " + ", ".join(
+          f"{name} {path[name]:.0f}" + ("" if name == "none" else f" ({path[name] / path['none'] - 1:+.1%})")
+          for name in INPROC))  # fmt: skip
+    print("  type attribute cache misses per request (_PyType_Lookup's calls of find_name_in_mro, ~500 instructions "
+          "each): " + ", ".join(f"{name} {miss[name]:.2f}" for name in INPROC))  # fmt: skip
+    print("  (CPython's type attribute cache is keyed by type version and the name's address: two lookups a request "
+          "that share a slot miss at every request, a layout accident; the request path binds what it looked up "
+          "by name, so only a filter's own attribute reads remain: see bench/plugins.py's doc)")  # fmt: skip
     for name in INPROC[1:] if top else ():
         diff = {f: c - funcs["none"].get(f, 0.0) for f, c in funcs[name].items()}
         print(f"{name}: the {top} functions it adds most to (own instructions per request, against none):")
         for f, c in sorted(diff.items(), key=lambda kv: -kv[1])[:top]:
             print(f"{c:9.0f}  {f}")
+
+
+def _type_cache_misses(path: Path) -> int:
+    """How many times ``_PyType_Lookup`` missed CPython's type attribute cache (its calls of
+    ``find_name_in_mro``; type creation calls it from ``update_one_slot``, not counted)."""
+    text = subprocess.check_output(
+        ["callgrind_annotate", "--tree=caller", "--threshold=100", str(path)], text=True
+    )
+    m = re.search(
+        r"< \S*:_PyType_Lookup \(([\d,]+)x\)[^\n]*\n(?:[^\n]*< [^\n]*\n)*\s*[\d,]+ \([^)]*\)\s+\*\s+\S*:find_name_in_mro ",
+        text,
+    )
+    return int(m.group(1).replace(",", "")) if m else 0
+
+
+_ENTRIES: Final = (
+    "CPyPy_listener___DownstreamConnection___data_received",
+    "CPyPy_upstream___UpstreamConnection___data_received",
+    "CPyPy_write_batch___WriteBatch___flush",
+)
+"""What bench/micro.py's loop calls for each request (compiled): their inclusive cost is the request's."""
+
+
+def _request_path(path: Path) -> int:
+    """Inclusive instructions of the loop's calls (``_ENTRIES``; 0 when not compiled)."""
+    text = subprocess.check_output(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)], text=True
+    )
+    # A function is listed once per file its code comes from (its own, and headers inlined into it):
+    # the largest of its lines is its inclusive cost.
+    cost: dict[str, int] = {}
+    for m in re.finditer(r"^\s*([\d,]+) \([^)]*\)\s+\S*:(\w+)", text, re.M):
+        if m.group(2) in _ENTRIES:
+            cost[m.group(2)] = max(cost.get(m.group(2), 0), int(m.group(1).replace(",", "")))
+    return sum(cost.values())
 
 
 def _hook_cost(path: Path) -> int:

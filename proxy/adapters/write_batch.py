@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("meshbus.proxy")
@@ -27,17 +28,18 @@ log = logging.getLogger("meshbus.proxy")
 class WriteBatch:
     """The transports of one loop holding writes; flushed by one ``call_soon`` per loop iteration."""
 
-    __slots__ = ("_flush", "_loop", "dirty")
+    __slots__ = ("_call_soon", "_flush", "dirty")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
         self.dirty: list[BatchedTransport] = []  # the transports append themselves on their first write
         self._flush = self.flush  # one bound method, not one per scheduled flush
+        # bound once: compiled, ``loop.call_soon`` is looked up by name on the loop's type each call
+        self._call_soon: Callable[..., object] = loop.call_soon
 
     def schedule(self) -> None:
         # Ready callbacks run after the I/O callbacks of the current iteration (uvloop and asyncio
         # alike), so the flush sees every write the iteration made.
-        self._loop.call_soon(self._flush)
+        self._call_soon(self._flush)
 
     def flush(self) -> None:
         dirty = self.dirty

@@ -47,6 +47,11 @@ UNTIL_EOF: Final = 3  # responses only: no length, no chunking, body ends when t
 
 DEFAULT_MAX_HEADER_BYTES: Final = 60 * 1024
 
+_find: Final = bytes.find
+"""Compiled, ``data.find(...)`` looks ``find`` up on the type by name at each call (CPython's type
+attribute cache: a miss when another per-request lookup shares its slot, which depends on addresses);
+the method bound once is a plain call."""
+
 HOP_BY_HOP: Final = frozenset(
     {
         "connection",
@@ -245,6 +250,7 @@ class RequestSession:
         "_events",
         "_feed",
         "_fresh",
+        "_get_method",
         "_hdict",
         "_headers",
         "_hsize",
@@ -261,6 +267,7 @@ class RequestSession:
         self._parser = httptools.HttpRequestParser(self)
         # bound once: compiled, calling a method of httptools' parser looks it up by name each read
         self._feed = self._parser.feed_data
+        self._get_method = self._parser.get_method
         self._events: list[tuple[int, Any]] = []
         self._headers: list[tuple[str, str]] = []
         self._hdict: dict[str, str] = {}
@@ -337,7 +344,7 @@ class RequestSession:
         self.in_head = False
         url = self._url
         headers = self._headers
-        m = p.get_method()
+        m: bytes = self._get_method()  # typed: ``data.startswith(m)`` below is then a native call
         version = None
         raw = None
         if self._fresh:
@@ -346,7 +353,7 @@ class RequestSession:
             # llhttp reported, so no leading blank line, odd spacing or bare LF slips through.
             self._fresh = False
             data = self._data
-            end = data.find(b"\r\n\r\n") + 2
+            end = _find(data, b"\r\n\r\n") + 2
             lm = len(m)
             if end == lm + 12 + self._hsize and data.startswith(m):
                 # The version is where that layout puts it (llhttp accepted it): reading it there is

@@ -292,13 +292,18 @@ class VirtualHost:
                 scan = self._scan_nohdr
         path = req.path
         for shape, a, b, route in scan:
+            # Typed operands make each ``startswith`` mypyc's native call; on an Any it is looked up
+            # by name on the type at each request (CPython's type attribute cache).
             if shape == _PREFIX_RUN:
-                if path.startswith(a):  # one C call rules out the whole run when none matches
+                run: tuple[str, ...] = a
+                if path.startswith(run):  # one C call rules out the whole run when none matches
                     for prefix, r in b:
-                        if path.startswith(prefix):
+                        p: str = prefix
+                        if path.startswith(p):
                             return r
             elif shape == PATH_PREFIX:
-                if path.startswith(a):
+                pre: str = a
+                if path.startswith(pre):
                     return route
             elif shape == 0:
                 return route
