@@ -34,7 +34,8 @@ NATIVE_MODULES = [
     "proxy/core/outlier.py",
     "proxy/core/routing.py",
     "bus/config/hosts.py",  # the host rules every process shares; routing splits authorities with them
-    "bus/inline.py",  # a remote filter call's messages read, on both sides (bus/direct.py, the write, is not)
+    "bus/inline.py",  # a remote filter call's messages read, on both sides
+    "bus/direct.py",  # and written
     "proxy/core/match.py",
     "proxy/filters/headerops.py",
     "proxy/core/retry.py",

@@ -7,7 +7,10 @@ filter through the proxy's own ``RemoteBackend`` at a paced rate over a local na
 Isolates what a remote filter adds to a proxied request from the proxy's HTTP work and from the
 load generator (bench/plugins.py measures the whole): p50/p99 of the call, the client's and the
 host's CPU per call (process CPU time: less sensitive to the machine's other load than latency). The host runs on CPU 0
-and the client on CPU 1, as in bench/plugins.py; nats-server is not pinned.
+and the client on CPU 1, as in bench/plugins.py; nats-server is not pinned (it is started with every
+CPU allowed: it inherited the client's CPU 1 before, and Go sized its GOMAXPROCS by it; 3 rounds of
+3 s each way, interleaved, on a loaded machine: p99 4.5-5.4 ms so, 1.1-4.0 ms unpinned). Also printed when the bench starts nats-server: its CPU, its wait to
+run and its context switches a call (/proc, all its threads).
 
 ``--stages`` sends one call at a time and stamps each call where it passes (CLOCK_MONOTONIC, the
 same clock in both processes): the client's publish, its bytes written to the socket, the host's
@@ -138,6 +141,22 @@ def stamp_handoffs(nc: Any, marks: list[float], has: bytes) -> None:
         handoff.on_msg = on_msg
 
 
+def server_usage(pid: int | None) -> tuple[int, int, int]:
+    """nats-server's threads together: ns on a CPU, ns waiting to run, context switches (/proc: its
+    own CPU a call, beside ours, and what its Go scheduler's hand-offs between threads cost). Zeros
+    when the server is not ours (``--nats``)."""
+    if pid is None:
+        return 0, 0, 0
+    on = wait = switches = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        run, queued, _ = (task / "schedstat").read_text().split()
+        on, wait = on + int(run), wait + int(queued)
+        for line in (task / "status").read_text().splitlines():
+            if "ctxt_switches:" in line:  # voluntary and not
+                switches += int(line.split()[1])
+    return on, wait, switches
+
+
 def write_calls(pid: int | str = "self") -> int:
     """The process's write system calls so far (/proc: write and writev, as libuv sends)."""
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
@@ -255,6 +274,7 @@ async def drive(
     floor: bool = False,
     default_gc: bool = False,
     burst: int = 1,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     async with BusConnection(BusSettings(url=url, name="bench client")) as bus:
         backend = RemoteBackend(RemoteFilters(lambda: bus), NAME, "default/bench", None, 2.0)
@@ -308,6 +328,7 @@ async def drive(
             prof.enable()
         cpu0 = time.process_time()
         writes0, host_writes0 = write_calls(), write_calls(host_pid)
+        server0 = server_usage(server_pid)
         start = loop.time()
         tasks = []
         if inflight:  # closed loop: as many calls as the client and host can make, ``inflight`` at a time
@@ -330,11 +351,15 @@ async def drive(
         await asyncio.gather(*tasks)
         cpu = time.process_time() - cpu0
         writes, host_writes = write_calls() - writes0, write_calls(host_pid) - host_writes0
+        server = [b - a for a, b in zip(server0, server_usage(server_pid), strict=True)]
         if prof is not None:
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         print(f"  client {describe(pauses)}")
-    return {"lat": lat, "cpu": cpu, "n": n, "marks": marks, "writes": writes, "host_writes": host_writes}
+    return {
+        "lat": lat, "cpu": cpu, "n": n, "marks": marks, "writes": writes, "host_writes": host_writes,
+        "server": server,
+    }  # fmt: skip
 
 
 def q(xs: list[float], p: int) -> float:
@@ -393,7 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-remote-"))
     nats = EmbeddedNats(port=0, store_dir=str(tmp / "nats"), jetstream=False)
     if not args.nats:
-        nats.start()
+        # not on the client's CPU: a child inherits this process's pinning (and Go sizes GOMAXPROCS by it)
+        pinned = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        try:
+            nats.start()
+        finally:
+            os.sched_setaffinity(0, pinned)
     url = args.nats or nats.url
     try:
         for rnd in range(args.rounds):
@@ -428,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.floor,
                         args.default_gc,
                         args.burst,
+                        None if args.nats else nats.pid,
                     )
                 )
             finally:
@@ -445,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"  client {r['cpu'] * 1e6 / n:.1f} us/call  host {host_cpu * 1e6 / n:.1f} us/call  "
                   f"writes/call client {r['writes'] / n:.2f} host {r['host_writes'] / n:.2f}")  # fmt: skip
             print(f"  {gc_line}")
+            on, queued, switches = r["server"]
+            if switches:
+                print(f"  nats-server: {on / n / 1e3:.1f} us on a CPU and {queued / n / 1e3:.1f} us waiting to run a call,"
+                      f" {switches / n:.2f} context switches a call")  # fmt: skip
             if args.stages:
                 print_stages(r["marks"], json.loads(Path(marks_file).read_text()), n)
     finally:

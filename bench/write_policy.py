@@ -26,10 +26,8 @@ def replace_write_now(how: str) -> None:
     nats-py's flusher); ``once`` is its earlier policy, for reference (the first message of a turn
     written to the socket at once, the others of that turn left to the flusher); ``first`` is the
     current policy without its busy rule (a turn's first message written at once even when the last
-    turn had several, the rest of the turn written together as it ends). Replaced where it is
-    defined and where the remote filter's two sides imported it."""
-    import meshbus.plugins.remote.host as host_mod
-    import meshbus.proxy.filters.plugins.remote as remote_mod
+    turn had several, the rest of the turn written together as it ends). Set as
+    ``direct.instead``, which ``write_now`` hands every message to."""
     from meshbus.bus import direct
 
     wrote: set[int] = set()
@@ -49,16 +47,12 @@ def replace_write_now(how: str) -> None:
         nc.stats["out_msgs"] += 1
         return True
 
-    current = direct.write_now
-
     def first(nc: Any, *a: Any) -> bool:
         direct._busy.discard(id(nc))
-        return current(nc, *a)
+        return direct.take(nc, *a)
 
     fn = declined if how == "none" else first if how == "first" else once
-    direct.write_now = fn  # type: ignore[assignment]
-    host_mod.write_now = fn  # type: ignore[assignment]
-    remote_mod.write_now = fn  # type: ignore[assignment]
+    direct.instead = fn  # compiled callers call write_now natively: it hands every message to this
 
 
 def from_env() -> None:

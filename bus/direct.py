@@ -17,8 +17,11 @@ side (``subscribe_inline``, ``add_inline_endpoint``, ``read_inline``) and says w
   or 3 at a time) and lost: p50 +0.02..+0.36 ms in 3 pairs of 3 at bursts of 2, about twice the
   client's write calls and more of the host's (its calls no longer arrive together).
 
-This module stays interpreted in every build: benchmarks replace ``write_now`` in its callers'
-modules (bench/write_policy.py), which compiled callers of a compiled ``write_now`` would not see.
+Compiled with mypyc (setup.py NATIVE_MODULES): it runs for every message of a remote filter call on
+both sides: interpreted, about 13.6k instructions a message, compiled 11k (bench/remote_callgrind.py;
+most of the rest is nats-py's and asyncio's attributes read by name, and uvloop's write and call_soon).
+Its compiled callers call it natively, so a benchmark's other policy (bench/write_policy.py) goes in
+``instead``, which ``write_now`` hands every message to when set.
 
 It rests on nats-py internals (``Client._status``, ``_pending``, ``_pending_data_size``, ``_transport``,
 ``_max_payload``, ``stats``) and asyncio's ``StreamWriter._loop``; pyproject pins nats-py below 3, and
@@ -28,8 +31,8 @@ with the installed version, so an upgrade that changes them fails there rather t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from nats.aio.client import Client
 
@@ -45,9 +48,13 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     return f"NATS/1.0\r\n{lines}\r\n".encode()
 
 
+_CONNECTED: Final = Client.CONNECTED
+"""Read once: a class attribute of an interpreted class is a lookup by name on every read."""
+
+
 def _writer(nc: Client) -> Any:
     """The client's stream writer when a message may be written now, else None."""
-    if nc._status != Client.CONNECTED or nc._pending_data_size:
+    if nc._status != _CONNECTED or nc._pending_data_size:
         return None
     w = getattr(nc._transport, "_io_writer", None)  # TcpTransport's; other transports: the flusher
     if w is None or w.transport.get_write_buffer_size():
@@ -68,10 +75,24 @@ def _pub_line(subject: str, reply: str, n: int, size: int) -> str:
     return f"{verb} {subject} {reply} {sizes}\r\n" if reply else f"{verb} {subject} {sizes}\r\n"
 
 
+Policy = Callable[[Client, str, bytes, str, bytes], bool]
+
+instead: Policy | None = None
+"""Another policy that takes every message in ``write_now``'s place (benchmarks: bench/write_policy.py)."""
+
+
 def write_now(nc: Client, subject: str, payload: bytes, reply: str, block: bytes) -> bool:
     """Write the message (headers ``block``: a ``header_block``, or b"" for none) to the socket, at once or as this
     turn of the event loop ends (see the module doc), if it can go without waiting behind nats-py;
     False: it was not taken. Subjects are the caller's, checked where they are made."""
+    other = instead
+    if other is not None:
+        return other(nc, subject, payload, reply, block)
+    return take(nc, subject, payload, reply, block)
+
+
+def take(nc: Client, subject: str, payload: bytes, reply: str, block: bytes) -> bool:
+    """``write_now``'s own policy (``instead`` aside)."""
     if len(payload) > nc._max_payload:
         return False
     key = id(nc)
@@ -111,7 +132,7 @@ def _write_turn(nc: Client, key: int, chunks: list[bytes], first_written: bool) 
     if not chunks:
         return
     data = b"".join(chunks)
-    w = getattr(nc._transport, "_io_writer", None) if nc._status == Client.CONNECTED else None
+    w = getattr(nc._transport, "_io_writer", None) if nc._status == _CONNECTED else None
     if w is not None and not w.transport.is_closing():
         w.write(data)
     else:  # the connection went in this turn: nats-py sends its buffer after a reconnect

@@ -189,10 +189,17 @@ class _InlineFeed:
         nc = self.nc
         if "_process_msg" in nc.__dict__:  # wrapped (tests, bench stamps): every message through it
             return data
-        subs = nc._subs
+        subs: dict[int, Any] = nc._subs
         stats = nc.stats
         pos, size = 0, len(data)
-        while data.startswith(b"MSG ", pos):
+        # "MSG " by its bytes: a bytes method is a call by name, with its arguments parsed, each time
+        while (
+            size - pos >= 4
+            and data[pos] == 77
+            and data[pos + 1] == 83
+            and data[pos + 2] == 71
+            and data[pos + 3] == 32
+        ):
             eol = data.find(b"\r\n", pos)
             if eol < 0:
                 break
@@ -204,11 +211,12 @@ class _InlineFeed:
                 subject, sid, reply, n = args
             else:
                 break
-            if not (sid.isdigit() and n.isdigit()):
+            sid_n, length = _number(sid), _number(n)
+            if sid_n < 0 or length < 0:
                 break
             start = eol + 2
-            end = start + int(n)
-            sub = subs.get(int(sid))
+            end = start + length
+            sub = subs.get(sid_n)
             if end + 2 > size or data[end : end + 2] != b"\r\n" or sub is None:
                 break
             handoff = sub._pending_queue
@@ -257,6 +265,19 @@ class _InlineFeed:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
         else:
             log.error("nats: encountered error", exc_info=exc)
+
+
+def _number(b: bytes) -> int:
+    """A protocol line's decimal field (a sid, a size) as an int; -1 if it is not one (empty, or
+    anything but ASCII digits): what ``isdigit`` then ``int`` said, natively."""
+    if not b or len(b) > 18:
+        return -1
+    v = 0
+    for c in b:
+        if c < 48 or c > 57:
+            return -1
+        v = v * 10 + (c - 48)
+    return v
 
 
 def read_inline(nc: Client) -> bool:

@@ -20,7 +20,7 @@ BUILD_ENV = "MESHBUS_TEST_BUILD"
 # telemetry's records, bus/config/hosts.py, the authorization decisions (bus/config/authz), and what
 # runs user filters in the proxy (plugins/http.py, proxy/filters/plugins/adapter.py) or calls and serves
 # remote ones (proxy/filters/plugins/remote.py, plugins/remote/wire.py and host.py, and the bus's
-# reading of their messages, bus/inline.py: test_direct.py pins it on a real nats-server). The proxy's,
+# reading and writing of their messages, bus/inline.py and bus/direct.py: test_direct.py pins them on a real nats-server). The proxy's,
 # telemetry's and plugins' tests drive them directly, test_hosts.py the host rules, test_authz_* the
 # authorization tables; the import check imports each compiled module's source alone. A few end-to-end
 # tests drive them in real sidecar processes (the processes inherit the pure PYTHONPATH): routing
