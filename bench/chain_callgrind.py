@@ -67,6 +67,21 @@ def _ok(h2load_out: str, n: int) -> None:
         raise SystemExit(f"not every request was answered 2xx through the chain:\n{h2load_out}")
 
 
+def load_and_collect(counted: subprocess.Popen[str], port: int, n: int, what: str) -> int:
+    """Send 10 requests (one opens each of h2load's 10 keep-alive connections, and a proxy's pooled
+    connections to a restarted peer reconnect on them), then ``n``, to ``port`` with the origin's
+    authority; stop ``counted`` (SIGTERM: callgrind writes its totals)
+    and return its instruction count. Any request not answered 2xx ends the run."""
+    load = ["h2load", "--h1", "-c", "10", "-H", f":authority: {run.HOST}", f"http://127.0.0.1:{port}/"]
+    _ok(subprocess.run([*load, "-n", "10"], check=True, capture_output=True, text=True).stdout, 10)
+    _ok(subprocess.run([*load, "-n", str(n)], check=True, capture_output=True, text=True).stdout, n)
+    counted.send_signal(signal.SIGTERM)
+    m = re.search(r"Collected : (\d+)", counted.communicate(timeout=600)[1])
+    if m is None:
+        raise SystemExit(f"{what} under callgrind wrote no totals")
+    return int(m.group(1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tls", action="store_true")
@@ -124,23 +139,7 @@ def main() -> None:
             before = _handshakes(stats)
             # the origin's authority, as bench/run.py's loads send it: without it proxy A has no route
             # and answers 404 NR itself (what this counted before: no hop to B, no TLS)
-            load = [
-                "h2load",
-                "--h1",
-                "-c",
-                "10",
-                "-H",
-                f":authority: {run.HOST}",
-                f"http://127.0.0.1:{a_port}/",
-            ]
-            # a first request on each connection (proxy A's pooled connections to a restarted B reconnect)
-            _ok(subprocess.run([*load, "-n", "10"], check=True, capture_output=True, text=True).stdout, 10)
-            _ok(subprocess.run([*load, "-n", str(n)], check=True, capture_output=True, text=True).stdout, n)
-            counted.send_signal(signal.SIGTERM)
-            m = re.search(r"Collected : (\d+)", counted.communicate(timeout=600)[1])
-            if m is None:
-                raise SystemExit(f"proxy {args.proxy} under callgrind wrote no totals")
-            counts.append(int(m.group(1)))
+            counts.append(load_and_collect(counted, a_port, n, f"proxy {args.proxy}"))
             handshakes.append(_handshakes(stats) - before)
     finally:
         if counted is not None and counted.poll() is None:  # a run that failed before its SIGTERM
