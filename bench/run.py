@@ -478,12 +478,13 @@ class Noise:
         self.t0, self.busy0 = time.monotonic(), _cpu1_busy()
         self.own0, self.wait0 = cpu_seconds(proxy) if proxy else 0.0, [_waited(p) for p in self.pids]
 
-    def read(self) -> tuple[float, float, float]:
-        """(others' share of CPU 1, ms the proxy waited for a CPU, ms the origin did) since the start."""
+    def read(self) -> tuple[float, float, float, float]:
+        """(others' share of CPU 1, ms the proxy waited for a CPU, ms the origin did, the proxy's CPU
+        seconds) since the start."""
         wall = max(time.monotonic() - self.t0, 1e-9)
         own = (cpu_seconds(self.proxy) if self.proxy else 0.0) - self.own0
         proxy, origin = ((_waited(p) - w) * 1e3 for p, w in zip(self.pids, self.wait0, strict=True))
-        return max(0.0, _cpu1_busy() - self.busy0 - own) / wall, proxy, origin
+        return max(0.0, _cpu1_busy() - self.busy0 - own) / wall, proxy, origin, own
 
 
 def _cpu1_busy() -> float:
@@ -650,11 +651,13 @@ def main(argv: list[str] | None = None) -> int:
                             segments=args.latency_segments,
                             realtime=realtime,
                         )
-                        others1, waited, origin_waited = noise.read()
+                        others1, waited, origin_waited, paced_cpu = noise.read()
                     finally:
                         if realtime:
                             set_realtime(fifo, False)
                     p50, p90, p99 = percentiles(lat)
+                    # requests sent in the latency run, the uncounted warm-ups too (its CPU is theirs too)
+                    sent = 1000 * (args.latency_duration + args.latency_segments * args.latency_warmup)
                 res.lat += lat
                 res.rps.append(rps)
                 res.cpu_us.append(cpu_us)
@@ -664,8 +667,8 @@ def main(argv: list[str] | None = None) -> int:
                 res.p99.append(p99)
                 print(f"  round {rnd + 1} {name:8s} {rps:10,.0f} rps  cpu {cpu_us:6.1f} us/req  "
                       f"p50/p90/p99 {p50:.3f}/{p90:.3f}/{p99:.3f} ms  errors {errors}  "
-                      f"(latency run: others on CPU 1 {others1:.0%}; waited for a CPU: proxy {waited:.1f} ms, "
-                      f"origin {origin_waited:.1f} ms)")  # fmt: skip
+                      f"(latency run: proxy CPU {paced_cpu * 1e6 / sent:.0f} us/req; others on CPU 1 {others1:.0%}; "
+                      f"waited for a CPU: proxy {waited:.1f} ms, origin {origin_waited:.1f} ms)")  # fmt: skip
     rss = measure_idle_rss(tmp, 100) if "meshbus" in setups else float("nan")
     report(results, rss)
     return 0
