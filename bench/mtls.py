@@ -20,6 +20,17 @@ Throughput: ``wrk -t1 -c50``; CPU per request = CPU time of BOTH proxy processes
 kernel share beside it (HAProxy reads a record with two recv calls, the sidecars with one: its mTLS
 cost is partly kernel time, theirs user time).
 Latency: h2load at 1000 req/s (10 connections). Needs wrk, h2load, nginx, haproxy, taskset.
+Each latency run also prints what sets its tail: both proxies' CPU per request during it (user +
+kernel, on the core they share), their context switches per request (voluntary: a wait for work;
+preempted: the core taken from them) and how clustered the load's sends were (the share of requests
+sent within 200 us of the send before them, any connection). Each h2load process keeps the phase its
+start gave it, and a connection whose response came late sends its next request at once, so the 10
+connections fall into clusters that differ from run to run (one run: 7 requests within 1 ms, 3 more
+~4 ms later, every 10 ms; over two runs of 5-6 rounds 22-70% of sends clustered), and the last
+request of a cluster waits for the whole cluster's work on the shared core:
+on a quiet machine a round's p99 is mostly that queue, which grows with the chain's CPU per request
+and with the round's clustering; on a busy one, other processes holding CPU 1 when a proxy wakes
+add more (see --sched). Read the p99 ratios per round, beside each round's clustering.
 
 Diagnostics (not the bench's figures): ``--split`` runs proxy B on CPU 0 (beside the load and the
 origin) and A alone on CPU 1, for every setup alike, so the two proxies of a chain no longer share
@@ -37,6 +48,7 @@ other proxy of the chain (the shared core's share), another process (the machine
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -105,6 +117,53 @@ def haproxy_chain(tmp: Path, tls: bool, log: bool = False) -> list[tuple[list[st
     return out
 
 
+def _switches(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of all of ``pid``'s threads."""
+    vol = invol = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                vol += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                invol += int(line.split()[1])
+    return vol, invol
+
+
+def _usage(pids: list[int]) -> list[tuple[float, float, int, int]]:
+    return [(*cpu_user_sys(p), *_switches(p)) for p in pids]
+
+
+def latency_usage(
+    before: list[tuple[float, float, int, int]], after: list[tuple[float, float, int, int]], requests: int
+) -> tuple[float, str]:
+    """Both proxies' user + kernel CPU us per request, and a line with it, its user share and their
+    context switches (voluntary / preempted) per request."""
+    user, kern, vol, invol = (sum(a[i] - b[i] for a, b in zip(after, before, strict=True)) for i in range(4))
+    n = max(1, requests)
+    cpu = (user + kern) * 1e6 / n
+    return cpu, (f"cpu {cpu:.0f} us/req (user {user * 1e6 / n:.0f}), "
+                 f"switches {vol / n:.2f} + preempted {invol / n:.2f} /req")  # fmt: skip
+
+
+def clustered(tmp: Path, conns: int = 10, gap_us: int = 200) -> float:
+    """The share of the latency run's requests sent within ``gap_us`` of the send before them (any
+    connection): how bunched the 1,000 req/s arrive (run.run_latency's h2load logs)."""
+    sends = sorted(
+        int(line.split("\t", 1)[0])
+        for i in range(conns)
+        if (tmp / f"h2load-{i}.log").exists()
+        for line in (tmp / f"h2load-{i}.log").read_text().splitlines()
+        if line
+    )
+    if len(sends) < 2:
+        return float("nan")
+    return sum(b - a < gap_us for a, b in itertools.pairwise(sends)) / (len(sends) - 1)
+
+
 def _stalls_env(path: Path) -> dict[str, str]:
     path.unlink(missing_ok=True)
     return {**os.environ, "MESHBUS_LOOP_STALLS": str(path)}
@@ -164,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: Result() for name in setups}
     notes: dict[str, str] = {}
     sys_share: dict[str, list[float]] = {}  # kernel CPU us/req of both proxies, per round
+    lat_cpus: dict[str, list[float]] = {}  # CPU us/req of both proxies in the latency run, per round
+    clusters: dict[str, list[float]] = {}  # the latency run's share of clustered sends, per round
     print(f"bench dir {tmp}; {args.rounds} rounds x wrk {args.duration}s + latency {args.latency_duration}s")
     with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log"):
         for rnd in range(args.rounds):
@@ -190,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                         cpu_us = user_us + sys_us
                     with sched_recording(tmp / "sched.data") if args.sched else nullcontext():
                         t0 = time.monotonic()
+                        use0 = _usage(pids)
                         p50, p90, p99 = run_latency(port, args.latency_duration, tmp)
+                        use1 = _usage(pids)
                         window = (t0, time.monotonic())
                     if name == "meshbus-mtls":
                         notes[name] = handshakes()
@@ -205,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  round {rnd + 1} {name:14s} {rps:10,.0f} rps  cpu {cpu_us:6.1f} us/req (both proxies; "
                       f"kernel {sys_us:.1f})  "
                       f"p50/p90/p99 {p50:.3f}/{p90:.3f}/{p99:.3f} ms  errors {errors}")  # fmt: skip
+                lat_cpu, usage = latency_usage(use0, use1, 1000 * args.latency_duration)
+                lat_cpus.setdefault(name, []).append(lat_cpu)
+                bunched = clustered(tmp)
+                clusters.setdefault(name, []).append(bunched)
+                print(f"    @1000 rps: {usage}; sends clustered {100 * bunched:.0f}%")
                 if args.stalls and "meshbus" in name:
                     _print_stalls(stall_files, window)
                 if args.sched:
@@ -212,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                         tmp / "sched.data", {pid: who for pid, who in zip(pids, ("B", "A"), strict=True)}
                     )
     report(results, notes, sys_share)
+    tail_report(results, lat_cpus, clusters)
     return 0
 
 
@@ -256,6 +325,31 @@ def report(results: dict[str, Result], notes: dict[str, str], sys_share: dict[st
         print(f"meshbus-mtls handshakes counted by proxy B after the last round (outbound inbound failures): "
               f"{notes['meshbus-mtls']}")  # fmt: skip
     print("targets (issue 5): meshbus mTLS >= 0.6x HAProxy mTLS throughput; mTLS CPU overhead <= HAProxy's")
+
+
+def tail_report(
+    results: dict[str, Result], lat_cpus: dict[str, list[float]], clusters: dict[str, list[float]]
+) -> None:
+    """meshbus mTLS's p99 against HAProxy mTLS's round by round (the rounds interleave, so a disturbed
+    stretch of the machine hits both of a pair), beside the two chains' CPU per request at 1,000 req/s
+    and each run's clustered sends (meshbus / HAProxy), which move p99 as much as the proxies do."""
+    mb, ha = results.get("meshbus-mtls"), results.get("haproxy-mtls")
+    if mb is None or ha is None:
+        return
+    print(
+        "meshbus mTLS / HAProxy mTLS at 1,000 req/s, per round (p99 ratio, CPU/req ratio, clustered sends):"
+    )
+    rows = zip(mb.p99, ha.p99, lat_cpus["meshbus-mtls"], lat_cpus["haproxy-mtls"],
+               clusters["meshbus-mtls"], clusters["haproxy-mtls"], strict=True)  # fmt: skip
+    ratios = []
+    for i, (mp, hp, mc, hc, mk, hk) in enumerate(rows):
+        ratios.append(mp / hp)
+        print(
+            f"  round {i + 1}: p99 {mp / hp:.2f}x  CPU {mc / hc:.2f}x  clustered {100 * mk:.0f}% / {100 * hk:.0f}%"
+        )
+    print(
+        f"  p99 ratio median {statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]; target <= 1.3x"
+    )
 
 
 if __name__ == "__main__":
