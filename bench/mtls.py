@@ -19,7 +19,13 @@ both proxies of a chain on CPU 1, keep-alive, rounds interleaved, medians [min-m
 Throughput: ``wrk -t1 -c50``; CPU per request = CPU time of BOTH proxy processes / requests, with its
 kernel share beside it (HAProxy reads a record with two recv calls, the sidecars with one: its mTLS
 cost is partly kernel time, theirs user time).
-Latency: h2load at 1000 req/s (10 connections). Needs wrk, h2load, nginx, haproxy, taskset.
+Latency: h2load at 1000 req/s (10 connections), measured as bench/run.py measures it (see its
+docstring and run.latency_samples): ``--latency-segments`` (5) runs of fresh h2loads, the first
+``--latency-warmup`` (0.5 s) of each not counted, and the origin, both proxies and the h2loads
+SCHED_FIFO during the latency run (``--realtime``, the default when chrt may; every chain alike), so
+the h2loads' start, one draw of their connections' phases and the shared machine's other work do
+not decide a round's p99. Quote the per-round p99 ratio's median (tail_report), over 5 rounds or
+more. Needs wrk, h2load, nginx, haproxy, taskset (chrt for --realtime).
 Each latency run also prints what sets its tail: both proxies' CPU per request during it (user +
 kernel, on the core they share), their context switches per request (voluntary: a wait for work;
 preempted: the core taken from them) and how clustered the load's sends were (the share of requests
@@ -62,7 +68,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the shared helpers come from run.py and chain.py next to this file
 from chain import handshakes, meshbus_chain, prepare
 from chain_tail import sched_blame, sched_recording
-from run import ORIGIN, Result, check_tools, cpu_user_sys, med, process, run_latency, run_wrk
+from run import (
+    ORIGIN,
+    Result,
+    add_latency_args,
+    check_tools,
+    cpu_user_sys,
+    fifo_while,
+    latency_per_args,
+    med,
+    percentiles,
+    process,
+    realtime_ok,
+    run_wrk,
+)
 
 from meshbus.proxy.tls.suites import MESH_TLS13_SUITES
 
@@ -149,19 +168,23 @@ def latency_usage(
                  f"switches {vol / n:.2f} + preempted {invol / n:.2f} /req")  # fmt: skip
 
 
-def clustered(tmp: Path, conns: int = 10, gap_us: int = 200) -> float:
+def clustered(tmp: Path, segments: int, conns: int = 10, gap_us: int = 200) -> float:
     """The share of the latency run's requests sent within ``gap_us`` of the send before them (any
-    connection): how bunched the 1,000 req/s arrive (run.run_latency's h2load logs)."""
-    sends = sorted(
-        int(line.split("\t", 1)[0])
-        for i in range(conns)
-        if (tmp / f"h2load-{i}.log").exists()
-        for line in (tmp / f"h2load-{i}.log").read_text().splitlines()
-        if line
-    )
-    if len(sends) < 2:
-        return float("nan")
-    return sum(b - a < gap_us for a, b in itertools.pairwise(sends)) / (len(sends) - 1)
+    connection of the same segment): how bunched the 1,000 req/s arrive (run.latency_samples's
+    h2load logs, h2load-SEGMENT-CONNECTION.log)."""
+    near = pairs = 0
+    for seg in range(segments):
+        logs = [tmp / f"h2load-{seg}-{i}.log" for i in range(conns)]
+        sends = sorted(
+            int(line.split("\t", 1)[0])
+            for log in logs
+            if log.exists()
+            for line in log.read_text().splitlines()
+            if line
+        )
+        near += sum(b - a < gap_us for a, b in itertools.pairwise(sends))
+        pairs += max(0, len(sends) - 1)
+    return near / pairs if pairs else float("nan")
 
 
 def _stalls_env(path: Path) -> dict[str, str]:
@@ -193,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    ap.add_argument("--latency-duration", type=int, default=5)
+    add_latency_args(ap, "origin, both proxies and h2load")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
         "--only",
@@ -225,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     sys_share: dict[str, list[float]] = {}  # kernel CPU us/req of both proxies, per round
     lat_cpus: dict[str, list[float]] = {}  # CPU us/req of both proxies in the latency run, per round
     clusters: dict[str, list[float]] = {}  # the latency run's share of clustered sends, per round
-    print(f"bench dir {tmp}; {args.rounds} rounds x wrk {args.duration}s + latency {args.latency_duration}s")
-    with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log"):
+    realtime = realtime_ok() if args.realtime is None else args.realtime
+    print(f"bench dir {tmp}; {args.rounds} rounds x wrk {args.duration}s + latency {args.latency_duration}s "
+          f"in {args.latency_segments} segments (each after {args.latency_warmup}s not counted)"
+          f"{'; latency runs SCHED_FIFO' if realtime else ''}")  # fmt: skip
+    with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log") as origin:
         for rnd in range(args.rounds):
             for name, procs in setups.items():
                 stall_files = [tmp / f"stalls-{name}-{i}.json" for i in range(len(procs))]
@@ -251,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                         cpu_us = user_us + sys_us
                     with sched_recording(tmp / "sched.data") if args.sched else nullcontext():
                         t0 = time.monotonic()
-                        use0 = _usage(pids)
-                        p50, p90, p99 = run_latency(port, args.latency_duration, tmp)
-                        use1 = _usage(pids)
+                        with fifo_while([origin, *pids] if realtime else []):
+                            use0 = _usage(pids)
+                            lat = latency_per_args(port, tmp, args, realtime)
+                            use1 = _usage(pids)
+                        p50, p90, p99 = percentiles(lat)
                         window = (t0, time.monotonic())
                     if name == "meshbus-mtls":
                         notes[name] = handshakes()
@@ -268,9 +296,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  round {rnd + 1} {name:14s} {rps:10,.0f} rps  cpu {cpu_us:6.1f} us/req (both proxies; "
                       f"kernel {sys_us:.1f})  "
                       f"p50/p90/p99 {p50:.3f}/{p90:.3f}/{p99:.3f} ms  errors {errors}")  # fmt: skip
-                lat_cpu, usage = latency_usage(use0, use1, 1000 * args.latency_duration)
+                # every request sent in the latency run, the uncounted warm-ups too (their CPU is in it)
+                sent = round(1000 * (args.latency_duration + args.latency_segments * args.latency_warmup))
+                lat_cpu, usage = latency_usage(use0, use1, sent)
                 lat_cpus.setdefault(name, []).append(lat_cpu)
-                bunched = clustered(tmp)
+                bunched = clustered(tmp, args.latency_segments)
                 clusters.setdefault(name, []).append(bunched)
                 print(f"    @1000 rps: {usage}; sends clustered {100 * bunched:.0f}%")
                 if args.stalls and "meshbus" in name:

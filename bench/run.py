@@ -387,6 +387,30 @@ def set_realtime(pids: list[int], on: bool) -> None:
             subprocess.run(["chrt", *policy, str(p)], capture_output=True, check=False)
 
 
+@contextlib.contextmanager
+def fifo_while(pids: list[int]) -> Iterator[None]:
+    """``pids`` SCHED_FIFO for the block (none: nothing changes)."""
+    if pids:
+        set_realtime(pids, True)
+    try:
+        yield
+    finally:
+        if pids:
+            set_realtime(pids, False)
+
+
+def latency_per_args(port: int, tmp: Path, args: argparse.Namespace, realtime: bool) -> list[float]:
+    """latency_samples with add_latency_args's options."""
+    return latency_samples(
+        port,
+        args.latency_duration,
+        tmp,
+        warmup=args.latency_warmup,
+        segments=args.latency_segments,
+        realtime=realtime,
+    )
+
+
 def latency_samples(
     port: int,
     duration: float,
@@ -535,10 +559,10 @@ def measure_idle_rss(tmp: Path, services: int) -> float:
         return rss_mb(pid)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    ap.add_argument("--latency-duration", type=int, default=5, help="seconds per latency run")
+def add_latency_args(ap: argparse.ArgumentParser, fifo: str) -> None:
+    """The latency run's options (latency_samples), shared with the benches that measure the same
+    way; ``fifo``: what --realtime makes SCHED_FIFO, for the help text."""
+    ap.add_argument("--latency-duration", type=int, default=5, help="seconds counted per latency run")
     ap.add_argument(
         "--latency-warmup",
         type=float,
@@ -555,9 +579,15 @@ def main(argv: list[str] | None = None) -> int:
         "--realtime",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run origin, proxy and h2load as SCHED_FIFO during latency runs, every setup alike "
+        help=f"run {fifo} as SCHED_FIFO during latency runs, every setup alike "
         "(default: when chrt may), so a shared machine's other work does not decide the tail",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    add_latency_args(ap, "origin, proxy and h2load")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-envoy", action="store_true")
     ap.add_argument(
@@ -638,23 +668,10 @@ def main(argv: list[str] | None = None) -> int:
                 with ctx as pid:
                     run_wrk(port, 1, pid or None)  # warm-up: pools, caches
                     rps, cpu_us, errors = run_wrk(port, args.duration, pid or None)
-                    fifo = [origin, pid] if pid else [origin]
-                    if realtime:
-                        set_realtime(fifo, True)
-                    try:
+                    with fifo_while(([origin, pid] if pid else [origin]) if realtime else []):
                         noise = Noise(pid or None, origin)
-                        lat = latency_samples(
-                            port,
-                            args.latency_duration,
-                            tmp,
-                            warmup=args.latency_warmup,
-                            segments=args.latency_segments,
-                            realtime=realtime,
-                        )
+                        lat = latency_per_args(port, tmp, args, realtime)
                         others1, waited, origin_waited, paced_cpu = noise.read()
-                    finally:
-                        if realtime:
-                            set_realtime(fifo, False)
                     p50, p90, p99 = percentiles(lat)
                     # requests sent in the latency run, the uncounted warm-ups too (its CPU is theirs too)
                     sent = 1000 * (args.latency_duration + args.latency_segments * args.latency_warmup)
