@@ -68,6 +68,9 @@ class FilterHost:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._instances: OrderedDict[str, Filter | str] = OrderedDict()
+        self._recent_key: str | None = None
+        self._recent: Filter | str = ""
+        """The last call's instance and its key (most calls use the same one: no LRU reordering)."""
         self._micro: Service | None = None
         self.calls = 0
         self.errors = 0
@@ -143,6 +146,7 @@ class FilterHost:
             if isinstance(inst, Filter):
                 _close(inst)
         self._instances.clear()
+        self._recent_key, self._recent = None, ""
 
     async def __aenter__(self) -> FilterHost:
         await self.start()
@@ -212,9 +216,12 @@ class FilterHost:
 
     def _instance(self, call: HostCall) -> Filter | str:
         key = call.config_digest or repr(sorted((call.config or {}).items()))
+        if key == self._recent_key:  # the last call's: the most recent in the order already
+            return self._recent
         hit = self._instances.get(key)
         if hit is not None:
             self._instances.move_to_end(key)
+            self._recent_key, self._recent = key, hit
             return hit
         try:
             inst: Filter | str = make_filter(
@@ -227,6 +234,7 @@ class FilterHost:
             _, old = self._instances.popitem(last=False)
             if isinstance(old, Filter):
                 _close(old)
+        self._recent_key, self._recent = key, inst
         return inst
 
     async def _serve(self, hook: str, req: MicroRequest) -> None:
@@ -253,7 +261,8 @@ class FilterHost:
             result = call_hook(inst, hook, call.req, call.resp, call.body, call.end)
         except Exception as exc:
             return self._failed(hook, f"{type(exc).__name__}: {exc}")
-        if inspect.isawaitable(result):
+        # None first: inspect.isawaitable(None) is an interpreted call and an ABC check, on every call
+        if result is not None and inspect.isawaitable(result):
             return self._awaited(hook, result, call)
         return self._verdict(hook, result, call)
 

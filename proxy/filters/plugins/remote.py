@@ -35,13 +35,13 @@ from nats.aio.msg import Msg
 
 from meshbus.bus import codec
 from meshbus.bus.connection import BusConnection
-from meshbus.bus.direct import NO_HEADERS, write_now
+from meshbus.bus.direct import NO_HEADERS, connected, write_now
 from meshbus.bus.errors import BusError
 from meshbus.bus.inline import read_inline, subscribe_inline
 from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
 from meshbus.plugins.http import Request, Response
-from meshbus.plugins.remote.wire import apply_verdict, config_digest, pack_call, read_verdict
+from meshbus.plugins.remote.wire import CallHead, apply_verdict, config_digest, pack_request, read_verdict
 from meshbus.proxy.filters.plugins.adapter import FilterUnreachable, RemoteFilterError
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class RemoteFilters:
 
     def bus(self) -> BusConnection:
         bus = self._bus()
-        if bus is None or not bus.connected:
+        if bus is None or not connected(bus.nc):
             raise FilterUnreachable("the proxy is not connected to NATS")
         return bus
 
@@ -274,6 +274,8 @@ class RemoteBackend:
         self.response_body = NO_BODY
         self._publishing: set[asyncio.Task[None]] = set()
         self._subjects: tuple[Any, dict[str, str]] = (None, {})  # (bus.subjects, hook -> subject)
+        self._heads: dict[str, CallHead] = {}
+        """Each hook's calls' fixed part (the hook, Plugin, config and digest), packed once."""
         self._learn()
 
     @property
@@ -317,11 +319,15 @@ class RemoteBackend:
         edits already applied to ``req`` / ``resp``) or from the timeout: None or an SDK LocalReply,
         or FilterUnreachable, TimeoutError, RemoteFilterError. Raises FilterUnreachable at once
         without a bus connection."""
-        wire = hook.removeprefix("on_")
-        data = pack_call(
-            wire, req, plugin=self.plugin, config=self.config, digest=self.digest, resp=resp,
-            body=body if hook in ("on_request_body", "on_response_body") else None, end=end,
-        )  # fmt: skip
+        head = self._heads.get(hook)
+        if head is None:
+            head = self._heads[hook] = CallHead(
+                hook.removeprefix("on_"), self.plugin, self.config, self.digest
+            )
+        wire = head.hook
+        data = pack_request(
+            head, req, resp, body if hook in ("on_request_body", "on_response_body") else None, end
+        )
         bus = self.remotes.bus()
         subject = self._subject(bus, wire)
         if wire in ONE_WAY_HOOKS:

@@ -105,6 +105,31 @@ def plugin(backend: RemoteBackend, fail_open: bool) -> PluginFilter:
 BLOCKED = b"GET / HTTP/1.1\r\nHost: shelf:9080\r\nX-Block: 1\r\n\r\n"
 
 
+async def test_a_remote_hook_looks_up_no_running_loop(
+    stamp: tuple[FilterHost, RemoteBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its future is made on the exchange's loop, sent and answered without asking asyncio for the
+    running loop: on CPython 3.11 that is a getpid() system call, one per call (strace of a proxy
+    at 1,000 req/s: ~1 getpid a request with the remote filter, none without)."""
+    _, backend = stamp
+    f = plugin(backend, False)
+    assert await f.on_request_headers(ctx()) is None  # the reply inbox is up
+    asked: list[object] = []
+    real = asyncio.get_running_loop
+
+    def get_running_loop() -> asyncio.AbstractEventLoop:
+        asked.append(None)
+        return real()
+
+    c = ctx()
+    with monkeypatch.context() as m:
+        m.setattr(asyncio, "get_running_loop", get_running_loop)
+        r = f.on_request_headers(c)
+        assert await r is None
+    assert c.head.hdict["x-stamped"] == "v"
+    assert asked == []
+
+
 async def test_a_remote_hook_is_a_future_its_reply_resolves_with_the_failure_policy(
     bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
 ) -> None:

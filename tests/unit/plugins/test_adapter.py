@@ -4,8 +4,10 @@ keeps per request, how a header edit reaches the head the proxy forwards, and th
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -47,6 +49,12 @@ class Ctx:
     resp_headers: list[tuple[str, str]] = field(default_factory=list)
     is_local: bool = False
     req_ops: Any = None
+
+    @property
+    def ctx(self) -> Any:
+        """The listener the request came in on: here only its loop (the running one; asyncio.events'
+        name for it, which a test that watches ``asyncio.get_running_loop`` leaves alone)."""
+        return SimpleNamespace(loop=asyncio.events.get_running_loop())
 
 
 @dataclass

@@ -10,12 +10,14 @@ from meshbus.bus.errors import BadRequestError
 from meshbus.bus.schemas.filters import FilterCall, FilterVerdict
 from meshbus.plugins import Headers, LocalReply, Peer, Request, Response
 from meshbus.plugins.remote.wire import (
+    CallHead,
     apply_verdict,
     call_in,
     call_of,
     config_digest,
     host_verdict,
     pack_call,
+    pack_request,
     pack_verdict,
     verdict_of,
     views_of,
@@ -187,3 +189,32 @@ def test_a_call_that_cannot_be_packed_leaves_nothing_behind_for_the_next() -> No
     assert msgpack.unpackb(pack_call("request_headers", good)) == {
         "hook": "request_headers", "method": "GET", "path": "/", "authority": "svc", "headers": [["host", "svc"]],
     }  # fmt: skip
+
+
+def test_a_call_packed_on_its_hooks_fixed_part_is_the_whole_map_at_any_size() -> None:
+    """``pack_request`` joins the hook's part, packed once, to the request's (packed as an array
+    whose header becomes the map's): one map, whether the parts are under 16 entries or not."""
+    head = CallHead("response_body", "ns/p", {"v": [1, 2]}, "d1")
+    small = Request("GET", "/", "svc", Headers([("host", "svc")]))
+    assert msgpack.unpackb(pack_request(head, small)) == {
+        "hook": "response_body", "plugin": "ns/p", "config": {"v": [1, 2]}, "config_digest": "d1",
+        "method": "GET", "path": "/", "authority": "svc", "headers": [["host", "svc"]],
+    }  # fmt: skip
+    big = Request(
+        "POST", "/p", "svc", Headers([("host", "svc")]), scheme="https", request_id="rid", route="r1",
+        source=Peer.from_principal("spiffe://td/ns/a/sa/b"), destination=Peer(namespace="d"), claims={"sub": "me"},
+    )  # fmt: skip
+    big.state = {"n": 1}
+    data = pack_request(head, big, Response(201, Headers([("x-r", "2")])), b"\x00chunk", False)
+    assert data[0] == 0xDE  # 19 entries: a map16, its request part an array16 of 30 items
+    assert msgpack.unpackb(data) == {
+        "hook": "response_body", "plugin": "ns/p", "config": {"v": [1, 2]}, "config_digest": "d1",
+        "method": "POST", "path": "/p", "authority": "svc", "headers": [["host", "svc"]], "scheme": "https",
+        "request_id": "rid", "route": "r1",
+        "source": {"principal": "spiffe://td/ns/a/sa/b", "namespace": "a", "service_account": "b"},
+        "destination": {"namespace": "d"}, "claims": {"sub": "me"}, "status": 201,
+        "response_headers": [["x-r", "2"]], "body": b"\x00chunk", "end": False, "state": {"n": 1},
+    }  # fmt: skip
+    assert msgpack.unpackb(pack_request(head, small)) == msgpack.unpackb(
+        pack_call("response_body", small, plugin="ns/p", config={"v": [1, 2]}, digest="d1")
+    )
