@@ -48,7 +48,10 @@ varied by 15 %), so the setups are measured in adjacent, paired runs:
   run, while CPU per request hardly moves. Neither flatters the filter: both are paired against
   'none' measured the same way, and the paired-round figures above stay beside them.
 - Latency: as throughput, ``--latency-rounds`` rounds of a ``--latency-duration`` h2load run per
-  setup at 1,000 req/s, +p50 / +p99 against the same round's "none". Each round also runs the
+  setup at 1,000 req/s (in ``--latency-segments`` runs of fresh h2loads, the first ``--latency-warmup``
+  s of each not counted, as bench/run.py measures: the h2loads' start alone put ms-long requests into
+  a 5,000-request p99; not SCHED_FIFO here, since the remote path's nats-server and hosts would have
+  to be too), +p50 / +p99 against the same round's "none". Each round also runs the
   "nats-floor" (bench/remote_filter.py ``--floor --nats``: bare nats-py ``Client.request`` with the
   remote no-op's call payload, paced at 1,000/s like the h2load runs, to a plain subscription
   answering with the no-op's verdict, on the same nats-server; its client on CPU 1 as the proxy, its
@@ -124,11 +127,12 @@ from run import (
     check_tools,
     cpu_seconds,
     cpu_user_sys,
+    latency_samples,
     med,
     meshbus_conf,
     nginx_conf,
+    percentiles,
     process,
-    run_latency,
     run_wrk,
 )
 from write_policy import ENV, SITECUSTOMIZE
@@ -568,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         "--inproc-rounds", type=int, default=30, help="interleaved rounds of the in-process setups (0: none)"
     )
     ap.add_argument("--inproc-duration", type=int, default=1, help="seconds per wrk run in those rounds")
-    ap.add_argument("--latency-duration", type=int, default=5)
+    run.add_latency_args(ap)  # not --realtime: the remote path's nats-server and hosts would have to be too
     ap.add_argument("--latency-rounds", type=int, default=3)
     ap.add_argument("--scaling-rounds", type=int, default=1, help="burn filter, one host vs two (0: skip)")
     ap.add_argument("--micro-requests", type=int, default=20000, help="requests per in-memory run (0: skip)")
@@ -697,7 +701,15 @@ def main(argv: list[str] | None = None) -> int:
                         }
                         before = {k: [sched_ns(p) for p in v] for k, v in procs.items()}
                         us0 = cpu_user_sys(pids[s.name][0])
-                        p50, _p90, p99 = run_latency(s.port, args.latency_duration, tmp)
+                        p50, _p90, p99 = percentiles(
+                            latency_samples(
+                                s.port,
+                                args.latency_duration,
+                                tmp,
+                                warmup=args.latency_warmup,
+                                segments=args.latency_segments,
+                            )
+                        )
                         sched = {k: [sched_ns(p) for p in v] for k, v in procs.items()}
                         user, kernel = (
                             (b - a) * 1e3 / args.latency_duration
@@ -711,7 +723,12 @@ def main(argv: list[str] | None = None) -> int:
                         if stages.ENV in s.env:
                             time.sleep(1.5)  # the processes write their stamps every second
                             stages.report(
-                                Path(s.env.pop(stages.ENV)), [tmp / f"h2load-{i}.log" for i in range(10)]
+                                Path(s.env.pop(stages.ENV)),
+                                [
+                                    tmp / f"h2load-{g}-{i}.log"
+                                    for g in range(args.latency_segments)
+                                    for i in range(10)
+                                ],
                             )
             scaled = setups_for(scaling, tmp, exe, nats.url, args.port_base + 50)
             for rnd in range(args.scaling_rounds if scaling else 0):

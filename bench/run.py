@@ -559,9 +559,9 @@ def measure_idle_rss(tmp: Path, services: int) -> float:
         return rss_mb(pid)
 
 
-def add_latency_args(ap: argparse.ArgumentParser, fifo: str) -> None:
+def add_latency_args(ap: argparse.ArgumentParser, fifo: str = "") -> None:
     """The latency run's options (latency_samples), shared with the benches that measure the same
-    way; ``fifo``: what --realtime makes SCHED_FIFO, for the help text."""
+    way; ``fifo``: what --realtime makes SCHED_FIFO, for the help text (none: no --realtime)."""
     ap.add_argument("--latency-duration", type=int, default=5, help="seconds counted per latency run")
     ap.add_argument(
         "--latency-warmup",
@@ -575,6 +575,8 @@ def add_latency_args(ap: argparse.ArgumentParser, fifo: str) -> None:
         default=5,
         help="latency runs split into this many runs of fresh h2loads (each a new draw of the connections' phases)",
     )
+    if not fifo:
+        return
     ap.add_argument(
         "--realtime",
         action=argparse.BooleanOptionalAction,
