@@ -101,11 +101,11 @@ def in_memory(
 
 
 async def outbound_loop(
-    plugin: str = "", access_log: Path | None = None
+    plugin: str = "", access_log: Path | None = None, request: bytes = REQUEST
 ) -> tuple[ProxyServer, Callable[[int], None], Callable[[], Awaitable[None]]]:
-    """(server, loop, close): ``loop(k)`` sends ``k`` requests through an outbound route (in-memory
-    transports), with bench/plugins.py's in-process filter ``plugin`` (noop, header) when given;
-    ``close`` stops the proxy."""
+    """(server, loop, close): ``loop(k)`` sends ``k`` requests (``request``) through an outbound route
+    (in-memory transports), with bench/plugins.py's in-process filter ``plugin`` (noop, header) when
+    given; ``close`` stops the proxy."""
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-micro-"))
     text = meshbus_conf(1)
     if plugin:
@@ -131,7 +131,7 @@ async def outbound_loop(
 
     def loop(k: int) -> None:
         for _ in range(k):
-            dc_received(REQUEST)
+            dc_received(request)
             flush()
             up_received(RESPONSE)
             flush()

@@ -414,8 +414,8 @@ def test_set_lines_follow_the_head_as_received_in_the_order_set() -> None:
 
 
 def test_a_value_set_before_does_not_stand_in_for_a_new_one() -> None:
-    # The view remembers the last value set with a name and its line; another value (equal text in
-    # another object, or other text) is checked and encoded afresh.
+    # The view remembers the last value set with a name and its line; other text is checked and
+    # encoded afresh (equal text in another object gives the same head).
     f = plugin(SetEach)
     for value in ("one", "two", "".join(["tw", "o"]), "three"):
         SetEach.edits = [("x-memo", value)]
@@ -427,6 +427,26 @@ def test_a_value_set_before_does_not_stand_in_for_a_new_one() -> None:
     c = ctx()
     assert f.on_request_headers(c) is not None  # the filter raised: FAIL_CLOSE answers
     assert "x-memo" not in c.head.hdict and c.head.raw == RAW[:-2]  # nothing of it was kept
+
+
+def test_an_equal_value_in_another_object_is_set_as_the_one_before() -> None:
+    # A header copied from each request (its own str) with the same text as the request before:
+    # the line and pair made for the first serve, the value as given is in the map; other text is
+    # still checked (and refused) and encoded afresh.
+    f = plugin(SetEach)
+    pairs = []
+    for value in ("".join(["ag", "ent"]), "".join(["ag", "ent"]), "agent2"):
+        SetEach.edits = [("x-agent", value)]
+        c = ctx()
+        f.on_request_headers(c)
+        assert c.head.raw == RAW[:-2] + b"x-agent: " + value.encode() + b"\r\n"
+        assert c.head.headers[-1] == ("x-agent", value) and c.head.hdict["x-agent"] is value
+        pairs.append(c.head.headers[-1])
+    assert pairs[1] is pairs[0] and pairs[2] is not pairs[0]
+    SetEach.edits = [("x-agent", "agent2\nx-injected: 1")]
+    c = ctx()
+    assert f.on_request_headers(c) is not None  # refused: FAIL_CLOSE answers
+    assert "x-agent" not in c.head.hdict and c.head.raw == RAW[:-2]
 
 
 @pytest.mark.parametrize(
