@@ -8,14 +8,7 @@ answers then come back together, and the responses to clients go out in one burs
 wake-up of the client for many responses), so client-side writes stay immediate. Measured on the
 bench (wrk -c50 through one worker): kernel time per request -1.3 us, user time unchanged. Holding
 the client-side writes too saved no more kernel time and cost ~1 us of Python per request.
-
-At a low rate there is nothing to batch, and holding costs more than it saves: the held write left
-one loop run later, after a ``call_soon`` Handle, uvloop's idle handle started and stopped and one
-more pass of the loop, per request. So the first write of each tick of the loop's clock (1 ms:
-uvloop's clock is read once a loop run, in ms) to a socket with nothing held, while the iteration
-holds nothing yet, goes out at once; the writes after it in that tick are held. At a low rate most
-requests are the first of their tick (paced 100 req/s under callgrind: 91%, flushes 600 -> 55 a 600
-requests); under load one write a millisecond leaves alone and the rest are batched as before.
+At low load an iteration handles one socket and the write leaves right after it.
 
 Order is kept per transport (every write goes through the wrapper while it exists), ``close`` sends
 what is held first, ``abort`` drops it, and ``get_write_buffer_size`` counts it, so the protocol
@@ -35,26 +28,13 @@ log = logging.getLogger("meshbus.proxy")
 class WriteBatch:
     """The transports of one loop holding writes; flushed by one ``call_soon`` per loop iteration."""
 
-    __slots__ = ("_call_soon", "_clock", "_flush", "dirty", "tick")
+    __slots__ = ("_call_soon", "_flush", "dirty")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.dirty: list[BatchedTransport] = []  # the transports append themselves on their first write
         self._flush = self.flush  # one bound method, not one per scheduled flush
         # bound once: compiled, ``loop.call_soon`` is looked up by name on the loop's type each call
         self._call_soon: Callable[..., object] = loop.call_soon
-        self._clock: Callable[[], float] = clock if clock is not None else loop.time
-        self.tick = -1  # the clock's ms tick of the last write sent at once
-
-    def send_now(self) -> bool:
-        """Whether a write to a socket with nothing held leaves at once: the first of its clock tick
-        with nothing held yet (see the module doc)."""
-        if self.dirty:
-            return False
-        tick = int(self._clock() * 1000.0)
-        if tick == self.tick:
-            return False
-        self.tick = tick
-        return True
 
     def schedule(self) -> None:
         # Ready callbacks run after the I/O callbacks of the current iteration (uvloop and asyncio
@@ -85,11 +65,8 @@ class BatchedTransport:
     def write(self, data: bytes) -> None:
         held = self._held
         if held is None:
-            batch = self._batch
-            if batch.send_now():
-                self._send(data)
-                return
             self._held = data
+            batch = self._batch
             if not batch.dirty:
                 batch.schedule()
             batch.dirty.append(self)
@@ -100,15 +77,12 @@ class BatchedTransport:
         held = self._held
         if held is not None:
             self._held = None
-            self._send(held)
-
-    def _send(self, data: bytes) -> None:
-        try:
-            self._write(data)
-        except Exception as exc:  # the connection died while its bytes were held
-            # uvloop refuses writes to a transport closed under us (peer reset in the same
-            # iteration); the protocol hears connection_lost, and the rest of the batch must go out.
-            log.debug("write dropped: %s", exc)
+            try:
+                self._write(held)
+            except Exception as exc:  # the connection died while its bytes were held
+                # uvloop refuses writes to a transport closed under us (peer reset in the same
+                # iteration); the protocol hears connection_lost, and the rest of the batch must go out.
+                log.debug("held write dropped: %s", exc)
 
     def writelines(self, data: list[bytes]) -> None:
         for d in data:

@@ -1,5 +1,4 @@
-"""Held writes (proxy/adapters/write_batch.py): the first write of a clock tick sent at once, the rest held
-and flushed once per loop iteration, order, close/abort, dead sockets."""
+"""Held writes (proxy/adapters/write_batch.py): order, flush once per loop iteration, close/abort, dead sockets."""
 
 from __future__ import annotations
 
@@ -44,13 +43,6 @@ class Sink:
         self.log.append((self.name, ("limits", high)))
 
 
-def busy(loop: Any) -> WriteBatch:
-    """A batch whose clock tick has already sent its write at once: every write is held."""
-    batch = WriteBatch(loop, clock=lambda: 1.0)
-    batch.tick = 1000
-    return batch
-
-
 @pytest.fixture(params=["asyncio", "uvloop"])
 def loop(request: pytest.FixtureRequest) -> Any:
     lp = asyncio.new_event_loop() if request.param == "asyncio" else uvloop.new_event_loop()
@@ -60,7 +52,7 @@ def loop(request: pytest.FixtureRequest) -> Any:
 
 def test_writes_wait_for_the_iteration_then_leave_in_order_one_send_per_socket(loop: Any) -> None:
     log: list[tuple[str, Any]] = []
-    batch = busy(loop)
+    batch = WriteBatch(loop)
     a, b = BatchedTransport(Sink(log, "a"), batch), BatchedTransport(Sink(log, "b"), batch)
 
     async def one_iteration() -> None:
@@ -80,7 +72,7 @@ def test_writes_wait_for_the_iteration_then_leave_in_order_one_send_per_socket(l
 
 def test_close_sends_what_is_held_first_and_abort_drops_it(loop: Any) -> None:
     log: list[tuple[str, Any]] = []
-    batch = busy(loop)
+    batch = WriteBatch(loop)
     a, b = BatchedTransport(Sink(log, "a"), batch), BatchedTransport(Sink(log, "b"), batch)
     a.write(b"last words")
     a.close()
@@ -92,7 +84,7 @@ def test_close_sends_what_is_held_first_and_abort_drops_it(loop: Any) -> None:
 
 def test_a_socket_that_died_while_holding_bytes_does_not_stop_the_others(loop: Any) -> None:
     log: list[tuple[str, Any]] = []
-    batch = busy(loop)
+    batch = WriteBatch(loop)
     dead_sink = Sink(log, "dead")
     dead, live = BatchedTransport(dead_sink, batch), BatchedTransport(Sink(log, "live"), batch)
 
@@ -107,52 +99,6 @@ def test_a_socket_that_died_while_holding_bytes_does_not_stop_the_others(loop: A
         assert log[-1] == ("live", b"again")
 
     loop.run_until_complete(run())
-
-
-def test_the_first_write_of_a_clock_tick_leaves_at_once_the_rest_of_the_tick_is_held(loop: Any) -> None:
-    log: list[tuple[str, Any]] = []
-    now = [2.0]
-    batch = WriteBatch(loop, clock=lambda: now[0])
-    a, b = BatchedTransport(Sink(log, "a"), batch), BatchedTransport(Sink(log, "b"), batch)
-
-    async def run() -> None:
-        a.write(b"1")  # a quiet loop: nothing to batch with, so no wait for the iteration's end
-        assert log == [("a", b"1")]
-        b.write(b"x")  # the same ms tick: held, as under load
-        a.write(b"2")
-        assert log == [("a", b"1")]
-        now[0] = 2.0005  # still the same tick
-        await asyncio.sleep(0)
-        assert log == [("a", b"1"), ("b", b"x"), ("a", b"2")]
-        now[0] = 2.001  # the next tick
-        b.write(b"y")
-        assert log[-1] == ("b", b"y")
-
-    loop.run_until_complete(run())
-
-
-def test_a_socket_holding_bytes_never_sends_past_them(loop: Any) -> None:
-    log: list[tuple[str, Any]] = []
-    now = [3.0]
-    batch = WriteBatch(loop, clock=lambda: now[0])
-    a, b = BatchedTransport(Sink(log, "a"), batch), BatchedTransport(Sink(log, "b"), batch)
-    a.write(b"0")  # the tick's write sent at once
-    b.write(b"1")
-    now[0] = 3.002  # a new tick, but b holds bytes (and the batch is not flushed yet)
-    b.write(b"2")
-    a.write(b"3")  # nothing held on a, but the iteration's batch is not empty: held as well
-    assert log == [("a", b"0")]
-    batch.flush()
-    assert log == [("a", b"0"), ("b", b"12"), ("a", b"3")]
-
-
-def test_a_write_sent_at_once_to_a_dead_socket_is_dropped_like_a_held_one(loop: Any) -> None:
-    log: list[tuple[str, Any]] = []
-    sink = Sink(log, "dead")
-    sink.closed = True
-    t = BatchedTransport(sink, WriteBatch(loop, clock=lambda: 4.0))
-    t.write(b"lost")  # no exception reaches the exchange: it hears connection_lost instead
-    assert log == []
 
 
 def test_everything_else_is_the_wrapped_transport(loop: Any) -> None:
