@@ -75,6 +75,7 @@ from run import (
     check_tools,
     cpu_user_sys,
     fifo_while,
+    h2load_rows,
     latency_per_args,
     med,
     percentiles,
@@ -171,17 +172,11 @@ def latency_usage(
 def clustered(tmp: Path, segments: int, conns: int = 10, gap_us: int = 200) -> float:
     """The share of the latency run's requests sent within ``gap_us`` of the send before them (any
     connection of the same segment): how bunched the 1,000 req/s arrive (run.latency_samples's
-    h2load logs, h2load-SEGMENT-CONNECTION.log)."""
+    h2load logs, h2load-SEGMENT-CONNECTION.log, read by run.h2load_rows: answered requests)."""
     near = pairs = 0
     for seg in range(segments):
         logs = [tmp / f"h2load-{seg}-{i}.log" for i in range(conns)]
-        sends = sorted(
-            int(line.split("\t", 1)[0])
-            for log in logs
-            if log.exists()
-            for line in log.read_text().splitlines()
-            if line
-        )
+        sends = sorted(start for start, _ in h2load_rows([log for log in logs if log.exists()]))
         near += sum(b - a < gap_us for a, b in itertools.pairwise(sends))
         pairs += max(0, len(sends) - 1)
     return near / pairs if pairs else float("nan")
