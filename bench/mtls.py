@@ -137,6 +137,19 @@ def haproxy_chain(tmp: Path, tls: bool, log: bool = False) -> list[tuple[list[st
     return out
 
 
+def chains(tmp: Path) -> dict[str, list[tuple[list[str], int]]]:
+    """Every chain's commands (B, then A) with the port to wait on, by setup name (``--only``'s)."""
+    return {
+        "meshbus-plain": meshbus_chain(tmp, False),
+        "meshbus-mtls": meshbus_chain(tmp, True),
+        "haproxy-plain": haproxy_chain(tmp, False),
+        "haproxy-mtls": haproxy_chain(tmp, True),
+        # like for like: the sidecars above log every request, HAProxy above logs nothing
+        "meshbus-mtls-nolog": meshbus_chain(tmp, True, access_log=False),
+        "haproxy-mtls-log": haproxy_chain(tmp, True, log=True),
+    }
+
+
 def _switches(pid: int) -> tuple[int, int]:
     """Voluntary and involuntary context switches of all of ``pid``'s threads."""
     vol = invol = 0
@@ -227,15 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-mtls-"))
     prepare(tmp)
-    setups = {
-        "meshbus-plain": meshbus_chain(tmp, False),
-        "meshbus-mtls": meshbus_chain(tmp, True),
-        "haproxy-plain": haproxy_chain(tmp, False),
-        "haproxy-mtls": haproxy_chain(tmp, True),
-        # like for like: the sidecars above log every request, HAProxy above logs nothing
-        "meshbus-mtls-nolog": meshbus_chain(tmp, True, access_log=False),
-        "haproxy-mtls-log": haproxy_chain(tmp, True, log=True),
-    }
+    setups = chains(tmp)
     if args.only:
         setups = {k: v for k, v in setups.items() if k in args.only.split(",")}
     results = {name: Result() for name in setups}
