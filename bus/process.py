@@ -168,7 +168,7 @@ def release_free_heap() -> None:
     """Hand the OS back the heap pages nothing uses now, once (glibc's ``malloc_trim``): a proxy
     sets a 32 MB trim threshold (proxy/__main__.py) so that its requests never trim, and so keeps
     whatever start-up or a config swap freed (import-time garbage, the config loader's output, the
-    old runtime): ~1.3 MB of an idle worker (bench/run.py's 100 services). Pages taken back are
+    old runtime): ~1.1 MB of an idle worker (bench/run.py's 100 services). Pages taken back are
     faulted in again once, when the heap grows into them. No-op without glibc."""
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is not None:
