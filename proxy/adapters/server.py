@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import importlib
 import logging
 import signal
 import sys
@@ -22,16 +24,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from meshbus.bus.process import quiet_gc
+from meshbus.bus.process import quiet_gc, release_free_heap
 from meshbus.bus.tasks import cancel_and_wait
-from meshbus.proxy.adapters import (
-    ext_authz_http,  # noqa: F401 - registers the envoyExtAuthzHttp client
-    ext_authz_nats,  # noqa: F401 - registers the meshbusAuthz client
-)
 from meshbus.proxy.adapters.listener import DownstreamConnection, ListenerContext, LiveState
 from meshbus.proxy.adapters.upstream import PoolManager
 from meshbus.proxy.bootstrap import BootstrapConfig, ConfigRefused, load_in_process, load_isolated
 from meshbus.proxy.build.runtime import ProxyRuntime, RuntimeBuildError, build_runtime
+from meshbus.proxy.filters.authz_providers import CLIENT_FACTORIES
 from meshbus.proxy.filters.observe import Observability
 from meshbus.proxy.filters.plugins.bindings import PluginRuntime
 from meshbus.proxy.tls.mtls import MeshTls, MeshTlsStats, TlsOrigin
@@ -43,6 +42,14 @@ from meshbus.telemetry.metrics import InternalMetrics, IstioMetrics, Registry
 log = logging.getLogger(__name__)
 
 YAML_SUFFIXES = (".yaml", ".yml")
+
+AUTHZ_CLIENTS = {
+    "envoyExtAuthzHttp": "meshbus.proxy.adapters.ext_authz_http",
+    "meshbusAuthz": "meshbus.proxy.adapters.ext_authz_nats",
+}
+"""CUSTOM provider type -> the module that registers its client (filters/authz_providers.py), imported
+when a runtime with such a provider goes live: a worker without one does not load them (the NATS
+client pulls the bus message schemas)."""
 
 
 SWEEP_SLICE = 512  # downstream connections checked per loop turn (~35 us compiled: ~70 ns each, idle)
@@ -174,6 +181,10 @@ class ProxyServer:
             previous=self.runtime,
             plugins=self.plugins,
         )
+        if runtime.memo is not None:
+            # Every reload parses the files afresh, so the next build can reuse nothing the memo
+            # finds by identity; kept whole, it would keep this build's parsed resources alive.
+            runtime = dataclasses.replace(runtime, memo=runtime.memo.without_inputs())
         self._fingerprint = fingerprint
         return runtime
 
@@ -206,16 +217,28 @@ class ProxyServer:
             self.mesh_rebuild()
 
     def _swapped(self, runtime: ProxyRuntime) -> None:
-        """A runtime went live: Plugins it no longer runs are closed."""
+        """A runtime went live: Plugins it no longer runs are closed, the client of its CUSTOM
+        authorization provider's type is registered."""
         memo = runtime.memo
         self.plugins.activate(memo.plugins if memo is not None else None)
+        kind = runtime.authz_provider_kind()
+        if kind in AUTHZ_CLIENTS and kind not in CLIENT_FACTORIES:
+            # here, before a request can run on it: the filter looks the client up per request
+            importlib.import_module(AUTHZ_CLIENTS[kind])
+
+    @staticmethod
+    def _settle() -> None:
+        """After a runtime went live (off the request path): what the build left is frozen out of the
+        cyclic GC's sight, and the heap it freed given back."""
+        quiet_gc()
+        release_free_heap()
 
     def apply(self, runtime: ProxyRuntime) -> None:
         """Swap in a runtime built elsewhere (e.g. from a pushed snapshot); in-flight requests keep theirs."""
         old = self.runtime.version if self.runtime is not None else None
         self.runtime = runtime
         self._swapped(runtime)
-        quiet_gc()
+        self._settle()
         log.info("applied config version %s (was %s)", runtime.version, old)
 
     def request_reload(self) -> None:
@@ -255,7 +278,7 @@ class ProxyServer:
         old = self.runtime.version
         self.runtime = runtime
         self._swapped(runtime)
-        quiet_gc()
+        self._settle()
         self.reloads["applied"] += 1
         self.last_error = ""
         log.info("applied config version %s (was %s)", runtime.version, old)
@@ -302,6 +325,7 @@ class ProxyServer:
         if cfg.config_path:
             self._tasks.append(self.loop.create_task(self._watch(), name="meshbus-proxy-watch"))
         log.info("proxy worker %d listening: %s", self.worker, self.ports)
+        release_free_heap()  # what loading and listening freed (see _settle)
 
     @property
     def access_log(self) -> AccessLog:

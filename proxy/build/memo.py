@@ -139,6 +139,13 @@ class BuildMemo:
     stats: dict[str, int] = field(default_factory=dict)
     """What this build reused vs compiled (tests and benchmarks read it)."""
 
+    def without_inputs(self) -> BuildMemo:
+        """This memo without what it was compiled from, for a caller that never hands the same
+        resource objects twice (a file reload parses every resource afresh, so no identity lookup
+        here could hit): the inputs it would keep alive are the parsed resources themselves, and
+        with them ~38 KB a service. Kept: the PluginSet that went live and the stats."""
+        return BuildMemo(self.namespace, self.rng, (), self.labels, self.plugins, stats=self.stats)
+
 
 class Memos:
     """The previous build's memo (read) and this build's (written), with the lookups that use them."""

@@ -94,6 +94,12 @@ class ProxyRuntime:
             "telemetry": self.telemetry.describe(),
         }
 
+    def authz_provider_kind(self) -> str:
+        """The type of the CUSTOM authorization provider on the inbound route ("" when none)."""
+        authz = _inbound_filters_of(self).get(AUTHORIZATION)
+        provider = authz.compiled.provider if isinstance(authz, AuthzConfig) else None
+        return provider.kind if provider is not None else ""
+
     def authorization_dump(self) -> dict[str, Any] | None:
         """The inbound route's authorization, policies in evaluation order (None: no policy applies)."""
         authz = _inbound_filters_of(self).get(AUTHORIZATION)

@@ -2,12 +2,13 @@
 it gets back, and the clients by provider type (sans-IO: the clients themselves live in adapters/).
 
 A provider type (a MeshConfig ``extensionProviders`` field: ``envoyExtAuthzHttp``, ...) is served by a
-client registered in `CLIENT_FACTORIES` under that name; the proxy's I/O side registers its clients
-when it starts (adapters/ext_authz_http.py registers ``envoyExtAuthzHttp``, adapters/ext_authz_nats.py
-``meshbusAuthz``). A factory gets the
-provider's compiled settings (bus/config/authz/compile.ProviderSpec) and the running server, and
-returns an object with ``check``. Adding a provider type is: a client with that method, registered
-under the type's name, and the name added to `PROVIDER_KINDS` (what the build accepts).
+client registered in `CLIENT_FACTORIES` under that name; the proxy's I/O side registers a client when
+a runtime with a provider of its type goes live (adapters/server.py ``AUTHZ_CLIENTS``:
+adapters/ext_authz_http.py registers ``envoyExtAuthzHttp``, adapters/ext_authz_nats.py
+``meshbusAuthz``). A factory gets the provider's compiled settings
+(bus/config/authz/compile.ProviderSpec) and the running server, and returns an object with ``check``.
+Adding a provider type is: a client with that method, registered under the type's name, its module
+in ``AUTHZ_CLIENTS``, and the name added to `PROVIDER_KINDS` (what the build accepts).
 
 The filter applies the generic part of Envoy's ext_authz semantics to every provider's answer: OK lets
 the request on (with the headers the provider adds or removes upstream, and those it adds to the

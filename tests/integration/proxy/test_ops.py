@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from meshbus.bus.config.resources import DestinationRule, ServiceEntry, VirtualService
+from meshbus.proxy.bootstrap import load_isolated
 from tests.integration.proxy.conftest import ProxyFactory, UpstreamFactory, service_entry, yaml
 from tests.integration.proxy.upstreams import Client, fetch
 
@@ -162,21 +163,27 @@ async def test_real_process_drains_on_sigterm(upstreams: UpstreamFactory, tmp_pa
 async def test_isolated_loader_applies_and_refuses_like_in_process(
     upstreams: UpstreamFactory, proxy: ProxyFactory
 ) -> None:
-    """The CLI's default: YAML is validated in a child interpreter; workers get the validated models."""
+    """The CLI's default: YAML is validated in a child interpreter; workers get the validated models,
+    and keep none of them once built (a reload parses afresh: the build memo could not reuse them)."""
     v1, v2 = await upstreams("v1"), await upstreams("v2")
     se = service_entry("reviews", [v1, v2])
     p = await proxy(se + route_to("v2"), isolate_loader=True)
     assert (await fetch(p.port, "/")).json()["version"] == "v2"
+    resources, _ = await load_isolated(str(p.path))  # what load() got
+    assert resources and all(
+        isinstance(r, (ServiceEntry, VirtualService, DestinationRule)) for r in resources
+    )
+    assert resources[0].source.file == str(p.path)  # where each came from travels with it
     memo = p.server.runtime.memo
-    assert memo is not None and memo.resources
-    assert all(isinstance(r, (ServiceEntry, VirtualService, DestinationRule)) for r in memo.resources)
-    assert memo.resources[0].source.file == str(p.path)  # where each came from travels with it
+    assert memo is not None and memo.resources == () and not memo.services and not memo.hosts
     p.write_config(se + route_to("v2").replace("subset: v2}}]", "subset: v2}, weight: -5}]"))
     assert not await p.server.reload()
     assert str(p.path) in p.server.last_error and "weight" in p.server.last_error
     p.write_config(se + route_to("v1"))
     assert await p.server.reload()
     assert (await fetch(p.port, "/")).json()["version"] == "v1"
+    memo = p.server.runtime.memo
+    assert memo is not None and memo.resources == () and not memo.clusters
 
 
 @pytest.mark.timeout(40)
