@@ -11,7 +11,9 @@ call, and nats-py 2.x has no option to skip either, so:
 - ``subscribe_inline`` makes a subscription whose messages are handed to a plain function by the
   client's read loop as they are parsed: the function must be quick and must not block; what it
   raises is logged, never let into the read loop (which would end it). ``add_inline_endpoint`` does
-  it for a nats.micro endpoint and keeps its stats.
+  it for a nats.micro endpoint and keeps its stats. Either may take an ``on_raw`` too, which gets
+  the plain MSGs ``read_inline`` reads itself as their bytes, without a nats-py ``Msg`` (see
+  ``make_inline``): both sides of a filter call use it.
 - ``read_inline`` takes out the read loop's pass: what arrives while that task waits on an empty
   reader is parsed in the transport's read callback itself (an inline subscription's function runs
   there); otherwise the reader is fed as before, so the order of the bytes is kept either way.

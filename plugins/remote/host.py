@@ -12,8 +12,9 @@ an error verdict, and so is a hook that raises or runs past ``hook_timeout``: th
 the Plugin's failStrategy. ``concurrency`` calls of ``async def`` hooks run at once; more wait in
 NATS (a slow filter holds its callers only, and several hosts add capacity). A plain ``def`` hook
 runs to its end once called, so it is served as nats-py reads its message, without a task of its
-own, its call read by ``call_in`` and its verdict written to the socket at once
-(meshbus.bus.direct: no pass through nats-py's subscription and flusher tasks).
+own, its call taken as its bytes (meshbus.bus.inline's ``on_raw``: no nats-py Msg), read by
+``call_in`` and its verdict written to the socket at once (meshbus.bus.direct: no pass through
+nats-py's subscription and flusher tasks).
 """
 
 from __future__ import annotations
@@ -188,15 +189,16 @@ class FilterHost:
     def _serve_now(self, hook: str, msg: Msg) -> None:
         """A plain def hook's call, served as nats-py reads it (meshbus.bus.direct): decoded, run and
         answered without a pass through the event loop."""
+        read_inline(self.bus.nc)  # again after a reconnect (a new reader); a dict lookup otherwise
         self._serve_data(hook, msg.data, msg.headers, msg.reply)
 
     def _serve_raw(self, hook: str, subject: bytes, reply: bytes, data: bytes) -> None:
         """``_serve_now`` for a plain MSG read ahead of nats-py's parser (meshbus.bus.inline's
-        ``on_raw``): the same call, without a nats-py Msg made for it."""
+        ``on_raw``): the same call, without a nats-py Msg made for it. Only the current reader's
+        ``read_inline`` hands one over, so it is in place already."""
         self._serve_data(hook, data, None, reply.decode())
 
     def _serve_data(self, hook: str, data: bytes, headers: Mapping[str, str] | None, reply: str) -> None:
-        read_inline(self.bus.nc)  # again after a reconnect (a new reader); a dict lookup otherwise
         v = self._call(hook, data, headers)
         if isinstance(v, FilterVerdict):
             self._answer(hook, reply, v)

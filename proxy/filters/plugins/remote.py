@@ -12,9 +12,10 @@ Requests do not use nats-py's ``request``: ``Replies`` keeps one wildcard inbox 
 connection and one callback per call (``begin``'s ``then``), with one timer for all the calls' timeouts.
 ``request`` adds a random token (a ``getrandom`` call), a done callback and ``asyncio.wait_for``'s
 second future and wake-up on every call; this is the proxy's hot path for a remote filter. For the
-same reason the call is written to the socket at once, and a reply is read, applied to the request
-and handed to the caller from nats-py's read loop (meshbus.bus.direct): no pass through nats-py's
-flusher and subscription tasks, and no task of the caller's to wake (the adapter resolves the
+same reason the call is written to the socket at once, and a reply is read (as its bytes, no nats-py
+Msg: meshbus.bus.inline's ``on_raw``), applied to the request and handed to the caller from nats-py's
+read loop (meshbus.bus.direct): no pass through nats-py's flusher and subscription tasks, and no
+task of the caller's to wake (the adapter resolves the
 chain's future in ``then``: the exchange resumes one event-loop pass later).
 """
 
