@@ -126,8 +126,8 @@ def stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
 
 def stamp_handoffs(nc: Any, marks: list[float], has: bytes) -> None:
     """Stamp every message with ``has`` in its subject that an inline subscription of ``nc`` hands to
-    its function (meshbus.bus.inline), just before the function runs: each hand-over's ``on_msg`` is
-    wrapped (its class may be compiled). Call it once the subscriptions are made."""
+    its function (meshbus.bus.inline), just before the function runs: each hand-over's ``on_msg`` (and
+    ``on_raw``) is wrapped (its class may be compiled). Call it once the subscriptions are made."""
     for sub in nc._subs.values():
         handoff = sub._pending_queue
         if type(handoff).__name__ != "_Handoff":
@@ -139,6 +139,14 @@ def stamp_handoffs(nc: Any, marks: list[float], has: bytes) -> None:
             _orig(msg)
 
         handoff.on_msg = on_msg
+        if getattr(handoff, "on_raw", None) is not None:  # plain MSGs, read ahead of nats-py's parser
+
+            def on_raw(subject: bytes, reply: bytes, data: bytes, _orig: Any = handoff.on_raw) -> None:
+                if has in subject:
+                    marks.append(time.monotonic())
+                _orig(subject, reply, data)
+
+            handoff.on_raw = on_raw
 
 
 def server_usage(pid: int | None) -> tuple[int, int, int]:

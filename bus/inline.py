@@ -11,7 +11,9 @@ call, and nats-py 2.x has no option to skip either, so:
 - ``subscribe_inline`` makes a subscription whose messages are handed to a plain function by the
   client's read loop as they are parsed: the function must be quick and must not block; what it
   raises is logged, never let into the read loop (which would end it). ``add_inline_endpoint`` does
-  it for a nats.micro endpoint and keeps its stats.
+  it for a nats.micro endpoint and keeps its stats. Either may take an ``on_raw`` too, which gets
+  the plain MSGs ``read_inline`` reads itself as their bytes, without a nats-py ``Msg`` (see
+  ``make_inline``): both sides of a filter call use it.
 - ``read_inline`` takes out the read loop's pass: what arrives while that task waits on an empty
   reader is parsed in the transport's read callback itself (an inline subscription's function runs
   there); otherwise the reader is fed as before, so the order of the bytes is kept either way.
@@ -51,12 +53,18 @@ from nats.protocol.parser import AWAITING_CONTROL_LINE
 log = logging.getLogger(__name__)
 
 
-class _Handoff:
-    """Stands in for a subscription's message queue: the read loop's ``put_nowait`` calls ``on_msg``."""
+Raw = Callable[[bytes, bytes, bytes], None]
+"""A plain message's subject, reply subject (b"": none) and payload, as read off the socket."""
 
-    def __init__(self, sub: Subscription, on_msg: Callable[[Msg], None]) -> None:
+
+class _Handoff:
+    """Stands in for a subscription's message queue: the read loop's ``put_nowait`` calls ``on_msg``;
+    ``hand_over`` calls ``on_raw`` instead, when there is one, for a plain MSG (no headers)."""
+
+    def __init__(self, sub: Subscription, on_msg: Callable[[Msg], None], on_raw: Raw | None = None) -> None:
         self.sub = sub
         self.on_msg = on_msg
+        self.on_raw = on_raw
 
     def put_nowait(self, msg: Msg) -> None:
         self.sub._pending_size -= len(msg.data)  # nothing stays pending (the read loop added it)
@@ -67,6 +75,12 @@ class _Handoff:
             self.on_msg(msg)
         except Exception:
             log.exception("handling a message on %s failed", msg.subject)
+
+    def deliver_raw(self, on_raw: Raw, subject: bytes, reply: bytes, payload: bytes) -> None:
+        try:
+            on_raw(subject, reply, payload)
+        except Exception:
+            log.exception("handling a message on %s failed", subject.decode(errors="replace"))
 
     async def get(self) -> Msg:
         """Parks the subscription's own task, if it has one, until the subscription ends."""
@@ -87,16 +101,24 @@ class _Handoff:
 
 
 async def subscribe_inline(
-    nc: Client, subject: str, on_msg: Callable[[Msg], None], queue: str = ""
+    nc: Client, subject: str, on_msg: Callable[[Msg], None], queue: str = "", on_raw: Raw | None = None
 ) -> Subscription:
-    """Subscribe with ``on_msg`` called for each message inside the client's read loop."""
+    """Subscribe with ``on_msg`` called for each message inside the client's read loop (``on_raw``,
+    when given, for the plain MSGs ``read_inline`` reads itself: see ``make_inline``)."""
     sub = await nc.subscribe(subject, queue=queue)  # no callback: nats-py starts no task for it
-    make_inline(sub, on_msg)
+    make_inline(sub, on_msg, on_raw)
     return sub
 
 
-def make_inline(sub: Subscription, on_msg: Callable[[Msg], None]) -> None:
+def make_inline(sub: Subscription, on_msg: Callable[[Msg], None], on_raw: Raw | None = None) -> None:
     """Hand ``sub``'s messages from now on to ``on_msg`` in the read loop, not to its queue.
+
+    With ``on_raw``, a plain MSG that ``read_inline`` reads ahead of nats-py's parser (most of them
+    on a quiet connection) goes to ``on_raw`` as its bytes, without a nats-py ``Msg``: an interpreted
+    dataclass and the subject and reply decoded, ~3.5k instructions a message, that a caller
+    needing only the payload (a filter call's verdict) or the payload and reply (a call) never
+    reads. ``on_msg`` still gets the rest (headers, a message split across reads...), so the two
+    must do the same with the same message.
 
     A subscription made with a callback keeps its task (waiting on a queue nothing feeds any more);
     the task ends when the subscription does."""
@@ -105,15 +127,16 @@ def make_inline(sub: Subscription, on_msg: Callable[[Msg], None]) -> None:
         raise RuntimeError(
             f"this nats-py's Subscription has no {', '.join(missing)}: meshbus.bus.inline needs them"
         )
-    sub._pending_queue = _Handoff(sub, on_msg)  # type: ignore[assignment]
+    sub._pending_queue = _Handoff(sub, on_msg, on_raw)  # type: ignore[assignment]
 
 
 async def add_inline_endpoint(
-    service: Service, config: EndpointConfig, on_msg: Callable[[Msg], None]
+    service: Service, config: EndpointConfig, on_msg: Callable[[Msg], None], on_raw: Raw | None = None
 ) -> None:
     """``service.add_endpoint(config)``, its requests then handed to ``on_msg`` in the read loop and
-    counted in the endpoint's stats as nats.micro counts them. ``config.handler`` serves what
-    arrives before the hand-over (and must answer as ``on_msg`` does)."""
+    counted in the endpoint's stats as nats.micro counts them (``on_raw``, if given, as
+    ``make_inline`` says). ``config.handler`` serves what arrives before the hand-over (and must
+    answer as ``on_msg`` does)."""
     await service.add_endpoint(config)
     endpoint = service._endpoints[-1]
     sub = endpoint._subscription
@@ -125,7 +148,7 @@ async def add_inline_endpoint(
         synced = _SyncedStats(service.stats)
         service.stats = synced  # type: ignore[method-assign]
     synced.counts.append(counted)
-    make_inline(sub, counted)
+    make_inline(sub, counted, None if on_raw is None else _CountedRaw(counted, on_raw))
 
 
 class _Counted:
@@ -145,8 +168,11 @@ class _Counted:
         try:
             self.on_msg(msg)
         finally:
-            self.requests += 1
-            self.time_ns += perf_counter_ns() - start
+            self.add(start)
+
+    def add(self, start: int) -> None:
+        self.requests += 1
+        self.time_ns += perf_counter_ns() - start
 
     def sync(self) -> None:
         """Add what was counted since the last sync into the endpoint's stats, as nats.micro keeps them."""
@@ -156,6 +182,21 @@ class _Counted:
             e._processing_time += self.time_ns
             e._average_processing_time = e._processing_time // e._num_requests
             self.requests = self.time_ns = 0
+
+
+class _CountedRaw:
+    """An inline endpoint's ``on_raw``, counted with its ``on_msg`` (one ``_Counted``)."""
+
+    def __init__(self, counted: _Counted, on_raw: Raw) -> None:
+        self.counted = counted
+        self.on_raw = on_raw
+
+    def __call__(self, subject: bytes, reply: bytes, payload: bytes) -> None:
+        start = perf_counter_ns()
+        try:
+            self.on_raw(subject, reply, payload)
+        finally:
+            self.counted.add(start)
 
 
 class _SyncedStats:
@@ -268,6 +309,10 @@ class _InlineFeed:
             stats["in_msgs"] += 1
             stats["in_bytes"] += len(payload)
             sub._received += 1
+            on_raw = handoff.on_raw
+            if on_raw is not None:
+                handoff.deliver_raw(on_raw, subject, reply, payload)
+                continue
             # by position (nats-py's Msg field order, checked in tests/integration/bus/test_direct.py):
             # a dataclass's __init__ takes keywords at about twice the cost, on every message
             msg = self.msg_class(nc, subject.decode(), reply.decode(), payload, None, None, False, sub._id)

@@ -12,8 +12,9 @@ an error verdict, and so is a hook that raises or runs past ``hook_timeout``: th
 the Plugin's failStrategy. ``concurrency`` calls of ``async def`` hooks run at once; more wait in
 NATS (a slow filter holds its callers only, and several hosts add capacity). A plain ``def`` hook
 runs to its end once called, so it is served as nats-py reads its message, without a task of its
-own, its call read by ``call_in`` and its verdict written to the socket at once
-(meshbus.bus.direct: no pass through nats-py's subscription and flusher tasks).
+own, its call taken as its bytes (meshbus.bus.inline's ``on_raw``: no nats-py Msg), read by
+``call_in`` and its verdict written to the socket at once (meshbus.bus.direct: no pass through
+nats-py's subscription and flusher tasks).
 """
 
 from __future__ import annotations
@@ -124,7 +125,12 @@ class FilterHost:
             if inspect.iscoroutinefunction(getattr(i.cls, hook)):
                 await self._micro.add_endpoint(config)
             else:
-                await add_inline_endpoint(self._micro, config, functools.partial(self._serve_now, name))
+                await add_inline_endpoint(
+                    self._micro,
+                    config,
+                    functools.partial(self._serve_now, name),
+                    functools.partial(self._serve_raw, name),
+                )
         await self._micro.add_endpoint(
             EndpointConfig(name="info", subject=subjects.filter_info(i.name), handler=self._on_info)
         )
@@ -184,11 +190,20 @@ class FilterHost:
         """A plain def hook's call, served as nats-py reads it (meshbus.bus.direct): decoded, run and
         answered without a pass through the event loop."""
         read_inline(self.bus.nc)  # again after a reconnect (a new reader); a dict lookup otherwise
-        v = self._call(hook, msg.data, msg.headers)
+        self._serve_data(hook, msg.data, msg.headers, msg.reply)
+
+    def _serve_raw(self, hook: str, subject: bytes, reply: bytes, data: bytes) -> None:
+        """``_serve_now`` for a plain MSG read ahead of nats-py's parser (meshbus.bus.inline's
+        ``on_raw``): the same call, without a nats-py Msg made for it. Only the current reader's
+        ``read_inline`` hands one over, so it is in place already."""
+        self._serve_data(hook, data, None, reply.decode())
+
+    def _serve_data(self, hook: str, data: bytes, headers: Mapping[str, str] | None, reply: str) -> None:
+        v = self._call(hook, data, headers)
         if isinstance(v, FilterVerdict):
-            self._answer(hook, msg.reply, v)
+            self._answer(hook, reply, v)
             return
-        task = asyncio.ensure_future(self._answer_later(hook, msg.reply, v))  # it returned an awaitable
+        task = asyncio.ensure_future(self._answer_later(hook, reply, v))  # it returned an awaitable
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -12,9 +12,10 @@ Requests do not use nats-py's ``request``: ``Replies`` keeps one wildcard inbox 
 connection and one callback per call (``begin``'s ``then``), with one timer for all the calls' timeouts.
 ``request`` adds a random token (a ``getrandom`` call), a done callback and ``asyncio.wait_for``'s
 second future and wake-up on every call; this is the proxy's hot path for a remote filter. For the
-same reason the call is written to the socket at once, and a reply is read, applied to the request
-and handed to the caller from nats-py's read loop (meshbus.bus.direct): no pass through nats-py's
-flusher and subscription tasks, and no task of the caller's to wake (the adapter resolves the
+same reason the call is written to the socket at once, and a reply is read (as its bytes, no nats-py
+Msg: meshbus.bus.inline's ``on_raw``), applied to the request and handed to the caller from nats-py's
+read loop (meshbus.bus.direct): no pass through nats-py's flusher and subscription tasks, and no
+task of the caller's to wake (the adapter resolves the
 chain's future in ``then``: the exchange resumes one event-loop pass later).
 """
 
@@ -72,6 +73,8 @@ class Replies:
         self._deadlines: dict[float, collections.deque[tuple[float, str]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._prefix_size = 0
+        """``prefix``'s length in bytes (a reply's subject is read as bytes: ``_on_raw_reply``)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         """The loop the inbox was made on (``send``: ``asyncio.get_running_loop()`` is a getpid()
         system call on every call)."""
@@ -83,7 +86,8 @@ class Replies:
 
     async def _start(self) -> None:
         prefix = self.nc.new_inbox() + "."  # under the connection's inbox prefix (mesh mode's NATS users)
-        await subscribe_inline(self.nc, prefix + "*", self._on_reply)
+        self._prefix_size = len(prefix.encode())
+        await subscribe_inline(self.nc, prefix + "*", self._on_reply, on_raw=self._on_raw_reply)
         self._loop = asyncio.get_running_loop()
         self.prefix = prefix
 
@@ -96,6 +100,16 @@ class Replies:
             then(None, nats.errors.NoRespondersError())
         else:
             then(msg, None)
+
+    def _on_raw_reply(self, subject: bytes, reply: bytes, data: bytes) -> None:
+        """``_on_reply`` for a plain MSG read ahead of nats-py's parser (meshbus.bus.inline's
+        ``on_raw``): no headers, so no "no responders" status; ``then`` gets the payload."""
+        token = subject[self._prefix_size :].decode()
+        pending = self._pending
+        then = pending.get(token)  # get and del: pop with a default is a method call by name
+        if then is not None:
+            del pending[token]
+            then(data, None)
 
     def _expire(self) -> None:
         """The timer: every call past its deadline times out; the timer is set for the next."""
@@ -126,7 +140,8 @@ class Replies:
             then(None, exc)
 
     def request(self, subject: str, data: bytes, timeout: float, then: Then) -> None:
-        """Send ``data`` on ``subject``; ``then`` gets the reply (a Msg), or TimeoutError past
+        """Send ``data`` on ``subject``; ``then`` gets the reply (its payload, or the Msg when it came
+        with headers: nats-py parsed it), or TimeoutError past
         ``timeout`` seconds, or what failed. Sent now when the reply inbox is up (``prefix`` set),
         else once it is."""
         if self.prefix:
@@ -337,8 +352,9 @@ class RemoteBackend:
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
             return False
-        answered = functools.partial(self._answered, bus, wire, req, resp, then)
-        self.remotes.replies(bus).request(subject, data, self.timeout, answered)
+        self.remotes.replies(bus).request(
+            subject, data, self.timeout, _Answer(self, bus, wire, req, resp, then)
+        )
         return True
 
     def _subject(self, bus: BusConnection, wire: str) -> str:
@@ -351,35 +367,64 @@ class RemoteBackend:
             subject = by_hook[wire] = source.filter_hook(self.filter, wire)
         return subject
 
-    def _answered(
-        self, bus: BusConnection, wire: str, req: Request, resp: Response | None, then: Then,
-        msg: Msg | None, exc: BaseException | None,
-    ) -> None:  # fmt: skip
-        """A call's reply (``msg``) or failure (``exc``), turned into the hook's outcome for ``then``."""
+    def close(self) -> None:
+        pass  # instances live on the hosts
+
+
+class _Answer:
+    """A call's ``then`` for ``Replies``: its reply (the payload, or a Msg with headers:
+    ``Replies.request``) or failure, turned into the hook's outcome for the caller's ``then``. A
+    native object rather than a ``functools.partial`` of a method: made and called once a call."""
+
+    __slots__ = ("backend", "bus", "req", "resp", "then", "wire")
+
+    def __init__(
+        self,
+        backend: RemoteBackend,
+        bus: BusConnection,
+        wire: str,
+        req: Request,
+        resp: Response | None,
+        then: Then,
+    ) -> None:
+        self.backend = backend
+        self.bus = bus
+        self.wire = wire
+        self.req = req
+        self.resp = resp
+        self.then = then
+
+    def __call__(self, reply: bytes | Msg | None, exc: BaseException | None) -> None:
+        then = self.then
         if exc is not None:
+            name = self.backend.filter
             if isinstance(exc, nats.errors.NoRespondersError):
-                exc = FilterUnreachable(f"no meshbus-filter-host of {self.filter!r} is live")
+                exc = FilterUnreachable(f"no meshbus-filter-host of {name!r} is live")
             elif isinstance(
                 exc, (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError)
             ):
                 exc = FilterUnreachable(f"NATS connection: {exc!r}")
             elif isinstance(exc, (TimeoutError, nats.errors.TimeoutError)):
-                exc = TimeoutError(f"{self.filter} {wire}")
+                exc = TimeoutError(f"{name} {self.wire}")
             then(None, exc)
             return
-        assert msg is not None
+        if isinstance(reply, bytes):
+            if reply == b"\x80":  # the usual verdict, "continue, nothing changed" (read_verdict's CONTINUE)
+                then(None, None)
+                return
+            data, headers = reply, None
+        else:
+            assert reply is not None
+            data, headers = reply.data, reply.headers
         try:
-            verdict = read_verdict(msg.data, msg.headers, bus.settings.max_payload)
+            verdict = read_verdict(data, headers, self.bus.settings.max_payload)
             if verdict.error:
                 raise RemoteFilterError(verdict.error)
-            result = apply_verdict(verdict, wire, req, resp)
+            result = apply_verdict(verdict, self.wire, self.req, self.resp)
         except Exception as e:
             then(None, e)
             return
         then(result, None)
-
-    def close(self) -> None:
-        pass  # instances live on the hosts
 
 
 async def _publish(bus: BusConnection, subject: str, data: bytes) -> None:

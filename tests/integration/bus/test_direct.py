@@ -299,3 +299,76 @@ async def test_read_inline_hands_plain_messages_to_inline_subscriptions_without_
     await bus.nc.publish(f"{subject_root}.plain", b"plain")
     assert (await asyncio.wait_for(plain.get(), 5)).data == b"plain"
     assert through_nats_py[-1] == f"{subject_root}.plain".encode()
+
+
+async def test_on_raw_gets_plain_messages_as_bytes_without_a_msg_and_on_msg_the_rest(
+    bus: BusConnection, subject_root: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``on_raw``, a plain MSG read ahead of nats-py's parser reaches it as (subject, reply,
+    payload) bytes and no nats-py Msg is made for it; one with headers still reaches ``on_msg``; a
+    raising ``on_raw`` is logged and the next message is served."""
+    made: list[object] = []
+    msg_class = bus.nc.msg_class
+
+    def counting(*args: object, **kw: object) -> object:
+        made.append(args)
+        return msg_class(*args, **kw)
+
+    bus.nc.msg_class = counting  # type: ignore[assignment]  # read by read_inline's reader when made
+    assert read_inline(bus.nc)
+    raw: list[tuple[bytes, bytes, bytes]] = []
+    msgs: list[Msg] = []
+    done = asyncio.Event()
+
+    def on_raw(subject: bytes, reply: bytes, payload: bytes) -> None:
+        if payload == b"boom":
+            raise ValueError("boom")
+        raw.append((subject, reply, payload))
+        if payload == b"last":
+            done.set()
+
+    sub = await subscribe_inline(bus.nc, f"{subject_root}.raw.*", msgs.append, on_raw=on_raw)
+    await bus.nc.flush()
+    with caplog.at_level(logging.ERROR, logger="meshbus.bus.inline"):
+        assert write_now(bus.nc, f"{subject_root}.raw.a", b"one", "reply.to", b"")
+        await bus.nc.flush()
+        assert write_now(bus.nc, f"{subject_root}.raw.b", b"two", "", BLOCK)
+        await bus.nc.flush()
+        assert write_now(bus.nc, f"{subject_root}.raw.c", b"boom", "", b"")
+        await bus.nc.flush()
+        assert write_now(bus.nc, f"{subject_root}.raw.d", b"last", "", b"")
+        await asyncio.wait_for(done.wait(), 5)
+    assert raw == [
+        (f"{subject_root}.raw.a".encode(), b"reply.to", b"one"),
+        (f"{subject_root}.raw.d".encode(), b"", b"last"),
+    ]
+    assert [(m.subject, m.data, m.headers) for m in msgs] == [(f"{subject_root}.raw.b", b"two", HEADERS)]
+    assert "boom" in caplog.text
+    assert len(made) == 1  # the one with headers (nats-py's parser made it); the plain ones were never a Msg
+    assert sub._received == 4 and sub.pending_bytes == 0  # type: ignore[attr-defined]
+
+
+async def test_an_inline_micro_endpoint_answers_plain_calls_through_on_raw_and_counts_them(
+    bus: BusConnection, subject_root: str
+) -> None:
+    async def handler(req: MicroRequest) -> None:  # what arrives before the hand-over
+        await req.respond(req.data.upper())
+
+    def on_msg(msg: Msg) -> None:
+        raise AssertionError("a plain call goes to on_raw")
+
+    def on_raw(subject: bytes, reply: bytes, payload: bytes) -> None:
+        assert write_now(bus.nc, reply.decode(), payload.upper(), "", b"")
+
+    svc = await add_service(bus.nc, ServiceConfig(name="meshbus-direct-raw", version="0.0.1"))
+    subject = f"{subject_root}.upper-raw"
+    config = EndpointConfig(name="upper", subject=subject, handler=handler)
+    await add_inline_endpoint(svc, config, on_msg, on_raw)
+    await bus.nc.flush()
+    assert read_inline(bus.nc)
+    for data in (b"abc", b"def"):  # plain PUBs: plain MSGs to the endpoint
+        assert (await bus.nc.request(subject, data, timeout=5)).data == data.upper()
+    stats = json.loads((await bus.nc.request(f"$SRV.STATS.meshbus-direct-raw.{svc.id}", b"", timeout=5)).data)
+    (upper,) = (e for e in stats["endpoints"] if e["name"] == "upper")
+    assert upper["num_requests"] == 2 and upper["processing_time"] > 0
+    await svc.stop()

@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.msg import Msg
 
+from meshbus.bus.codec import SCHEMA_HEADER
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.inline import reads_inline
+from meshbus.bus.schemas.filters import FilterVerdict
 from meshbus.plugins import Headers, Peer, Request
 from meshbus.plugins.registry import info_of
 from meshbus.plugins.remote.host import FilterHost
+from meshbus.plugins.remote.wire import CONTINUE, VERDICT_SCHEMA, pack_verdict
 from meshbus.proxy.filters.chain import UNSPECIFIED, LocalReply
 from meshbus.proxy.filters.plugins.adapter import PluginFilter, PluginStats
 from meshbus.proxy.filters.plugins.remote import RemoteBackend, RemoteFilters
@@ -258,3 +261,60 @@ async def test_calls_in_flight_share_one_timer_and_each_times_out_at_its_own_dea
     assert all(0.19 <= t < 0.5 for t in shorts), shorts
     assert all(t >= 0.59 for t in longs), longs
     assert replies._pending == {} and replies._deadlines == {} and replies._timer is None
+
+
+async def test_a_plain_call_and_its_verdict_are_never_a_nats_py_msg(bus: BusConnection) -> None:
+    """Both sides take a plain MSG (no headers) as its bytes (meshbus.bus.inline's ``on_raw``): the
+    host's call and the proxy's reply alike, whatever the verdict (continue, header edits, a reply)."""
+    made: list[object] = []
+    msg_class = bus.nc.msg_class
+
+    def counting(*args: object, **kw: object) -> object:
+        made.append(args or kw)
+        return msg_class(*args, **kw)
+
+    bus.nc.msg_class = counting  # type: ignore[assignment]  # before read_inline's reader is made
+    host = FilterHost(bus, info_of("stamp", filters.Stamp))
+    await host.start()
+    try:
+        backend = RemoteBackend(RemoteFilters(lambda: bus), "stamp", "default/p", {"value": "v"}, 5.0)
+        await backend.wait_ready()
+        assert await backend.call("on_request_headers", request(), None, b"", True) is None  # inbox up
+        before = len(made)
+        req = request()
+        assert await backend.call("on_request_headers", req, None, b"", True) is None
+        assert req.headers.get("x-stamped") == "v"  # a verdict with header edits, read and applied
+        blocked = request()
+        blocked.headers.set("x-block", "1")
+        reply = await backend.call("on_request_headers", blocked, None, b"", True)
+        assert (reply.status, reply.body) == (451, b"blocked\n")
+        assert len(made) == before  # two calls and two verdicts, none of them a Msg
+        assert host.calls == 3 and host.errors == 0
+    finally:
+        await host.stop()
+
+
+async def test_a_verdict_that_comes_with_headers_is_read_from_its_msg(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    """A host may answer with a header block (nats-py's parser makes it a Msg): its verdict is
+    read as before, the schema header checked. A guard: it passed before the raw hand-over too."""
+    host, backend = stamp
+    await backend.call("on_request_headers", request(), None, b"", True)  # the reply inbox is up
+    await host.stop()
+    answers = [
+        pack_verdict(FilterVerdict(headers=[["host", "svc"], ["x-from", "headers"]])),
+        pack_verdict(CONTINUE),
+    ]
+
+    async def answer(msg: Msg) -> None:
+        await bus.nc.publish(msg.reply, answers.pop(0), headers={SCHEMA_HEADER: VERDICT_SCHEMA})
+
+    await bus.nc.subscribe(bus.subjects.filter_hook("stamp", "request_headers"), cb=answer)
+    await bus.nc.flush()
+    req = request()
+    assert await backend.call("on_request_headers", req, None, b"", True) is None
+    assert req.headers.get("x-from") == "headers"
+    again = request()
+    assert await backend.call("on_request_headers", again, None, b"", True) is None
+    assert again.headers.get("x-from") is None and not answers
