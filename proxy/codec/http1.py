@@ -47,11 +47,6 @@ UNTIL_EOF: Final = 3  # responses only: no length, no chunking, body ends when t
 
 DEFAULT_MAX_HEADER_BYTES: Final = 60 * 1024
 
-_find: Final = bytes.find
-"""Compiled, ``data.find(...)`` looks ``find`` up on the type by name at each call (CPython's type
-attribute cache: a miss when another per-request lookup shares its slot, which depends on addresses);
-the method bound once is a plain call."""
-
 HOP_BY_HOP: Final = frozenset(
     {
         "connection",
@@ -241,6 +236,18 @@ class _NoHeaderCallbacks:
 MAX_RESPONSE_HEAD: Final = 1 << 20  # a raw-heads session refuses a longer head (502) instead of buffering it
 
 
+_MEMO_HEADERS: Final = 32  # the places RequestSession remembers headers at (a head rarely has more)
+_MEMO_VALUE: Final = 256  # and the longest value it keeps there
+
+
+def _joined(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """The headers by name, the values of a repeated name joined with "," in order."""
+    d: dict[str, str] = {}
+    for n, v in headers:
+        d[n] = d[n] + "," + v if n in d else v
+    return d
+
+
 class RequestSession:
     """Downstream side: parses requests from a client connection."""
 
@@ -256,6 +263,9 @@ class RequestSession:
         "_hsize",
         "_in_msg",
         "_max",
+        "_memo_names",
+        "_memo_pairs",
+        "_memo_values",
         "_parser",
         "_partial",
         "_url",
@@ -271,6 +281,11 @@ class RequestSession:
         self._events: list[tuple[int, Any]] = []
         self._headers: list[tuple[str, str]] = []
         self._hdict: dict[str, str] = {}
+        # The connection's last head by position: each header's name and value as sent, and the
+        # (name, value) pair made of them (see on_header).
+        self._memo_names: list[bytes] = []
+        self._memo_values: list[bytes] = []
+        self._memo_pairs: list[Any] = []  # Any: compiled, a tuple[str, str] would be re-boxed (a new tuple)
         self._url = b""
         self._hsize = 0
         self._partial = 0
@@ -315,23 +330,60 @@ class RequestSession:
         self._hsize += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            # A trailer field of a chunked body: llhttp reports it as a header after the head is
+            # complete, when the lists belong to the next request; the proxy forwards no trailers.
+            return
         self._hsize += len(name) + len(value) + 4
         if self._hsize > self._max:
             self._error = ProtocolError(431, "request header fields too large")
             raise self._error
-        n = _NAMES.get(name) or _name(name)
-        v = value.decode("latin-1")
-        self._headers.append((n, v))
-        d = self._hdict
-        # one lookup for a new name (the usual case), not a membership test and then a store
-        k = len(d)
-        first = d.setdefault(n, v)
-        if len(d) == k:
-            d[n] = first + "," + v
+        # A client sends the same names in the same order on each request of a connection, most
+        # values unchanged (a sidecar's Host, User-Agent, peer and X-Forwarded-* lines): comparing
+        # with the last head's header at this place is cheaper than hashing the name into _NAMES,
+        # and an equal value reuses its pair (a tuple and its strs are immutable), without a decode.
+        headers = self._headers
+        i = len(headers)
+        names = self._memo_names
+        pair: Any
+        # typed, its items are read natively (a tuple[str, str] kept in ``pair`` would be boxed anew)
+        nv: tuple[str, str]
+        if i < len(names) and names[i] == name:
+            if self._memo_values[i] == value:
+                pair = nv = self._memo_pairs[i]
+            else:
+                nv = self._memo_pairs[i]
+                pair = nv = (nv[0], value.decode("latin-1"))
+                self._remember(i, value, pair)
+        else:
+            pair = nv = (_NAMES.get(name) or _name(name), value.decode("latin-1"))
+            if i < len(names):
+                names[i] = name
+                self._remember(i, value, pair)
+            elif i < _MEMO_HEADERS:
+                names.append(name)
+                self._memo_values.append(b"")
+                self._memo_pairs.append(None)
+                self._remember(i, value, pair)
+        headers.append(pair)
+        # A repeated name replaces the value here; on_headers_complete joins them (one length
+        # compare a head, where keeping the first value and testing each store cost ~40 a header).
+        self._hdict[nv[0]] = nv[1]
+
+    def _remember(self, i: int, value: bytes, pair: Any) -> None:
+        if len(value) > _MEMO_VALUE:
+            # not pinned while the connection idles: an empty value stands in (and is one when equal)
+            value = b""
+            pair = (pair[0], "")
+        self._memo_values[i] = value
+        self._memo_pairs[i] = pair
 
     def on_headers_complete(self) -> None:
         p = self._parser
+        headers = self._headers
         hdict = self._hdict
+        if len(hdict) != len(headers):
+            hdict = _joined(headers)  # a name repeated (rare): its values joined in order
         if "," in hdict.get("host", ""):
             # RFC 9112 3.2: more than one Host (joined with ",") or an invalid one; no host contains a
             # comma. Routing by one and forwarding the other is the absolute-form/Host desync.
@@ -343,19 +395,21 @@ class RequestSession:
             body, length = NO_BODY, 0  # the common GET: no framing headers at all
         self.in_head = False
         url = self._url
-        headers = self._headers
         m: bytes = self._get_method()  # typed: ``data.startswith(m)`` below is then a native call
         version = None
         raw = None
         if self._fresh:
             # The first head of this read, starting at its first byte: keep it as received when its
             # length is exactly that of "METHOD url HTTP/1.1" plus one "name: value" line per header
-            # llhttp reported, so no leading blank line, odd spacing or bare LF slips through.
+            # llhttp reported, so no leading blank line, odd spacing or bare LF slips through. That
+            # layout puts the blank line at ``end``; llhttp takes only CRLF line ends, so the head it
+            # parsed from byte 0 ends at the read's first CRLF CRLF, and the blank line being where the
+            # layout puts it is enough (no search of the read for it: ~1,500 instructions a request).
             self._fresh = False
             data = self._data
-            end = _find(data, b"\r\n\r\n") + 2
             lm = len(m)
-            if end == lm + 12 + self._hsize and data.startswith(m):
+            end = lm + 12 + self._hsize
+            if data[end - 2 : end + 2] == b"\r\n\r\n" and data.startswith(m):
                 # The version is where that layout puts it (llhttp accepted it): reading it there is
                 # cheaper than get_http_version(), which formats a new string each time.
                 v = lm + len(url) + 2

@@ -57,6 +57,55 @@ def test_pipelined_requests_come_out_in_order() -> None:
     assert ev[2][1].body == LENGTH and ev[2][1].content_length == 3
 
 
+def test_trailer_fields_do_not_become_the_next_requests_headers() -> None:
+    # llhttp reports a chunked body's trailer fields through the header callbacks, after the head is
+    # complete: they used to land in the next pipelined request's headers (here a second Host, and a
+    # header the client never sent on that request).
+    s = RequestSession()
+    ev = s.feed(
+        b"POST /1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"1\r\nx\r\n0\r\nX-Injected: 1\r\nHost: evil\r\n\r\n"
+        b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    assert kinds(ev) == [HEAD, BODY, END, HEAD, END]
+    second = ev[3][1]
+    assert second.headers == [("host", "a")] and second.hdict == {"host": "a"}
+
+
+def test_names_change_between_requests_on_one_connection() -> None:
+    # RequestSession remembers the last head's names by position: a different name, a different
+    # spelling of one, and more headers than it remembers must all come out as sent.
+    s = RequestSession()
+    many = b"".join(b"X-H%d: %d\r\n" % (i, i) for i in range(40))
+    reads = [
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-One: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHOST: a\r\nX-Two: 2\r\nX-One: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-H1: a\r\nX-H0: b\r\n" + many + b"\r\n",
+    ]
+    expected = [
+        [("host", "a"), ("x-one", "1")],
+        [("host", "a"), ("x-two", "2"), ("x-one", "1")],
+        [("host", "a")] + [(f"x-h{i}", str(i)) for i in range(40)],
+        [("host", "a"), ("x-h1", "a"), ("x-h0", "b")] + [(f"x-h{i}", str(i)) for i in range(40)],
+    ]
+    for data, want in zip(reads, expected, strict=True):
+        (head,) = [p for k, p in s.feed(data) if k == HEAD]
+        assert head.headers == want
+    assert head.hdict["x-h0"] == "b,0" and head.hdict["x-h1"] == "a,1" and head.hdict["x-h2"] == "2"
+
+
+def test_values_change_between_requests_on_one_connection() -> None:
+    # ... and so does each value: equal, changed, empty, and longer than the ones it keeps.
+    s = RequestSession()
+    long1, long2 = "a" * 300, "a" * 299 + "b"
+    for values in (("a", "1", long1, ""), ("a", "2", long1, ""), ("b", "2", long2, "e"), ("b", "2", "", "")):
+        want = list(zip(("host", "x-v", "x-long", "x-e"), values, strict=True))
+        data = "GET / HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in want) + "\r\n"
+        (head,) = [p for k, p in s.feed(data.encode()) if k == HEAD]
+        assert head.headers == want and head.hdict == dict(want)
+
+
 def test_bytes_split_anywhere_give_the_same_events() -> None:
     data = (
         b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"

@@ -1,7 +1,7 @@
 """The pass-through check of request header names (proxy/adapters/exchange.py ``_no_unsafe_name``).
 
-It walks the shorter side, the head's names or the unsafe ones, as ``dict.keys().isdisjoint`` does:
-both walks must answer as that would, for heads shorter and longer than the unsafe set.
+It walks the head's names (a short head) or looks the unsafe ones up in it: both ways must answer as
+``dict.keys().isdisjoint`` would, for heads shorter and longer than where it switches and the unsafe set.
 """
 
 from __future__ import annotations
