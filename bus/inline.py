@@ -142,13 +142,13 @@ async def add_inline_endpoint(
     sub = endpoint._subscription
     if sub is None or endpoint._name != config.name:
         raise RuntimeError("nats.micro did not register the endpoint as meshbus.bus.inline expects")
-    counted = _Counted(endpoint, on_msg)
+    counted = _Counted(endpoint, on_msg, on_raw)
     synced = service.__dict__.get("stats")
     if not isinstance(synced, _SyncedStats):
         synced = _SyncedStats(service.stats)
         service.stats = synced  # type: ignore[method-assign]
     synced.counts.append(counted)
-    make_inline(sub, counted, None if on_raw is None else _CountedRaw(counted, on_raw))
+    make_inline(sub, counted, None if on_raw is None else counted.raw)
 
 
 class _Counted:
@@ -157,9 +157,10 @@ class _Counted:
     interpreted object's attributes, by name) on every call, they were ~3.3k instructions a call of
     meshbus-filter-host's (bench/remote_callgrind.py)."""
 
-    def __init__(self, endpoint: Any, on_msg: Callable[[Msg], None]) -> None:
+    def __init__(self, endpoint: Any, on_msg: Callable[[Msg], None], on_raw: Raw | None) -> None:
         self.endpoint = endpoint
         self.on_msg = on_msg
+        self.on_raw = on_raw
         self.requests = 0
         self.time_ns = 0
 
@@ -167,6 +168,14 @@ class _Counted:
         start = perf_counter_ns()
         try:
             self.on_msg(msg)
+        finally:
+            self.add(start)
+
+    def raw(self, subject: bytes, reply: bytes, payload: bytes) -> None:
+        """The endpoint's ``on_raw`` (given only when there is one), counted as ``on_msg`` is."""
+        start = perf_counter_ns()
+        try:
+            self.on_raw(subject, reply, payload)  # type: ignore[misc]
         finally:
             self.add(start)
 
@@ -182,21 +191,6 @@ class _Counted:
             e._processing_time += self.time_ns
             e._average_processing_time = e._processing_time // e._num_requests
             self.requests = self.time_ns = 0
-
-
-class _CountedRaw:
-    """An inline endpoint's ``on_raw``, counted with its ``on_msg`` (one ``_Counted``)."""
-
-    def __init__(self, counted: _Counted, on_raw: Raw) -> None:
-        self.counted = counted
-        self.on_raw = on_raw
-
-    def __call__(self, subject: bytes, reply: bytes, payload: bytes) -> None:
-        start = perf_counter_ns()
-        try:
-            self.on_raw(subject, reply, payload)
-        finally:
-            self.counted.add(start)
 
 
 class _SyncedStats:

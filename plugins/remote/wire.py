@@ -39,6 +39,8 @@ def config_digest(config: Mapping[str, Any] | None) -> str:
 
 VERDICT_SCHEMA: Final = codec.schema_id(FilterVerdict)
 CONTINUE: Final = FilterVerdict()
+PACKED_CONTINUE: Final = b"\x80"
+"""``CONTINUE`` as ``pack_verdict`` sends it: the empty map (read without the general decoder)."""
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 """``msgpack.packb`` without a Packer (and its buffer) made per message: one kept, used by the
@@ -361,7 +363,7 @@ def call_of(hook: str, req: Request, **kw: Any) -> FilterCall:
 def read_verdict(data: bytes, headers: Mapping[str, str] | None, max_bytes: int) -> FilterVerdict:
     """A host's answer; a plain "continue" (an empty map, what ``pack_verdict`` sends for it) is
     recognised without the codec's general decoder. Raises BadRequestError as ``codec.decode``."""
-    if data == b"\x80" and (
+    if data == PACKED_CONTINUE and (
         headers is None or headers.get(codec.SCHEMA_HEADER, VERDICT_SCHEMA) == VERDICT_SCHEMA
     ):
         return CONTINUE
@@ -371,7 +373,7 @@ def read_verdict(data: bytes, headers: Mapping[str, str] | None, max_bytes: int)
 def pack_verdict(v: FilterVerdict) -> bytes:
     """``v`` packed with the fields at their defaults left out ("continue, nothing changed" is ``{}``)."""
     if v is CONTINUE:
-        return b"\x80"  # the usual verdict, the empty map
+        return PACKED_CONTINUE  # the usual verdict
     m: dict[str, Any] = {}
     if v.headers is not None:
         m["headers"] = v.headers

@@ -42,7 +42,14 @@ from meshbus.bus.inline import read_inline, subscribe_inline
 from meshbus.bus.schemas.filters import HOOKS, ONE_WAY_HOOKS, FilterHostInfo, FilterInfoRequest
 from meshbus.plugins.api import NO_BODY, BodyMode
 from meshbus.plugins.http import Request, Response
-from meshbus.plugins.remote.wire import CallHead, apply_verdict, config_digest, pack_request, read_verdict
+from meshbus.plugins.remote.wire import (
+    PACKED_CONTINUE,
+    CallHead,
+    apply_verdict,
+    config_digest,
+    pack_request,
+    read_verdict,
+)
 from meshbus.proxy.filters.plugins.adapter import FilterUnreachable, RemoteFilterError
 
 log = logging.getLogger(__name__)
@@ -409,7 +416,7 @@ class _Answer:
             then(None, exc)
             return
         if isinstance(reply, bytes):
-            if reply == b"\x80":  # the usual verdict, "continue, nothing changed" (read_verdict's CONTINUE)
+            if reply == PACKED_CONTINUE:  # the usual verdict, "continue, nothing changed"
                 then(None, None)
                 return
             data, headers = reply, None
