@@ -28,7 +28,8 @@ exact. Measured here (December 2026, 2-core KVM guest, shared), per request, fla
   the code that touches most memory most (meshbus's Python and mypyc code and objects, against
   HAProxy's C). A SCHED_IDLE spinner keeping CPU 1 out of its idle halt changed meshbus's paced CPU by
   ~10 % (103-115 against 117-132 us), HAProxy's ~7 %; the Python heap on 2 MB pages (PYTHONMALLOC=malloc,
-  glibc.malloc.hugetlb=1; AnonHugePages confirmed) did not help (101 / 143 against 115-122 us).
+  glibc.malloc.hugetlb=1; AnonHugePages confirmed) did not help (101 / 143 against 115-122 us), nor did
+  pymalloc's arenas on them, six pairs (bench/huge_pages.py).
   Nor is it the realistic config: one route without retries, timeouts or DestinationRule, three pairs
   alternated, 106-114 against 104-127 us paced, 34-40 against 33-41 flat.
 - a round's CPU moves with its loop passes a request (1.49 -> 117 us, 1.86 -> 132 us): how the
