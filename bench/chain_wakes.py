@@ -35,6 +35,8 @@ isolated requests at 50 req/s, wake -> first write / first write -> sleep, us:
   alternated with -O3: request direction A 175 / 151 / 166 against 168 / 162 / 146 us, B 138 / 124 / 131
   against 124 / 121 / 121, and flat-out CPU 42-48 against 39-42 us a request (bench/paced_cpu.py):
   smaller code did not make the cold pass cheaper, and made the warm one dearer.
+- tried: the heap on 2 MB pages (bench/huge_pages.py; text could not be): request direction 0-8 % less on
+  average, within the run-to-run spread, and no CPU saved at 1,000 req/s.
 """
 
 from __future__ import annotations
@@ -93,6 +95,45 @@ def passes(script: str, pid: int) -> dict[int, list[tuple[float, float]]]:
     return out
 
 
+def print_passes(script: str, pids: list[int], requests: int) -> None:
+    """Each sidecar's (A's, then B's) kinds of pass that a quarter of the ``requests`` or more made."""
+    for who, pid in (("A", pids[1]), ("B", pids[0])):
+        for size, v in sorted(passes(script, pid).items(), key=lambda kv: -len(kv[1])):
+            if len(v) >= requests // 4:
+                print(f"  {who} pass reading {size:4d} B  n={len(v):4d}  wake -> first write "
+                      f"{statistics.median(x for x, _ in v):6.1f} us, first write -> sleep "
+                      f"{statistics.median(y for _, y in v):6.1f} us")  # fmt: skip
+
+
+def record(
+    origin: int, pids: list[int], port: int, rate: int, requests: int, tmp: Path, hold_core: bool = False
+) -> tuple[str, list[Path]]:
+    """One h2load connection at ``rate`` req/s through the chain ``pids`` (B, A) listening on ``port``,
+    the chain and the origin SCHED_FIFO, under ``perf record -a`` of the scheduler and syscalls: the
+    ``perf script`` text (for `passes`) and the h2load log."""
+    events = "sched:sched_switch,raw_syscalls:sys_enter,raw_syscalls:sys_exit"
+    data = tmp / "wakes.data"
+    logs = [tmp / "h2load.log"]
+    with fifo_while([origin, *pids]):
+        perf = subprocess.Popen(["perf", "record", "-a", "-e", events, "-o", str(data)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(0.5)  # perf attached
+        spin = ["chrt", "-f", "1", "taskset", "-c", "1", sys.executable, "-c", "while 1: pass"]
+        holder = subprocess.Popen(spin) if hold_core else None
+        try:
+            for p in start_h2load(port, rate, requests, logs, prefix=REALTIME):
+                p.wait()
+        finally:  # before the sidecars are normal tasks again: it would starve them
+            if holder is not None:
+                holder.kill()
+                holder.wait()
+        perf.send_signal(2)
+        perf.wait()
+    script = subprocess.run(["perf", "script", "-i", str(data), "-F", "comm,pid,tid,cpu,time,event,trace"],
+                            capture_output=True, text=True).stdout  # fmt: skip
+    return script, logs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -111,7 +152,6 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="meshbus-chain-wakes-"))
     prepare(tmp)
     setups = chains(tmp)
-    events = "sched:sched_switch,raw_syscalls:sys_enter,raw_syscalls:sys_exit"
     with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log") as origin:
         for rnd in range(args.rounds):
             for name in args.only.split(","):
@@ -122,44 +162,11 @@ def main() -> int:
                     ]  # B, then A
                     port = setups[name][-1][1]
                     run_wrk(port, 1, None)  # warm-up: pools, caches
-                    data = tmp / "wakes.data"
-                    with fifo_while([origin, *pids]):
-                        perf = subprocess.Popen(["perf", "record", "-a", "-e", events, "-o", str(data)],
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-                        time.sleep(0.5)  # perf attached
-                        spin = [
-                            "chrt",
-                            "-f",
-                            "1",
-                            "taskset",
-                            "-c",
-                            "1",
-                            sys.executable,
-                            "-c",
-                            "while 1: pass",
-                        ]
-                        holder = subprocess.Popen(spin) if args.hold_core else None
-                        try:
-                            logs = [tmp / "h2load.log"]
-                            for p in start_h2load(port, args.rate, args.requests, logs, prefix=REALTIME):
-                                p.wait()
-                        finally:  # before the sidecars are normal tasks again: it would starve them
-                            if holder is not None:
-                                holder.kill()
-                                holder.wait()
-                        perf.send_signal(2)
-                        perf.wait()
-                script = subprocess.run(["perf", "script", "-i", str(data), "-F", "comm,pid,tid,cpu,time,event,trace"],
-                                        capture_output=True, text=True).stdout  # fmt: skip
+                    script, logs = record(origin, pids, port, args.rate, args.requests, tmp, args.hold_core)
                 lat = sorted(ms for _, ms in h2load_rows(logs))
                 print(f"round {rnd + 1} {name}: {len(lat)} requests, p50 {statistics.median(lat):.3f} ms, "
                       f"p90 {lat[len(lat) * 9 // 10]:.3f} ms")  # fmt: skip
-                for who, pid in (("A", pids[1]), ("B", pids[0])):
-                    for size, v in sorted(passes(script, pid).items(), key=lambda kv: -len(kv[1])):
-                        if len(v) >= len(lat) // 4:
-                            print(f"  {who} pass reading {size:4d} B  n={len(v):4d}  wake -> first write "
-                                  f"{statistics.median(x for x, _ in v):6.1f} us, first write -> sleep "
-                                  f"{statistics.median(y for _, y in v):6.1f} us")  # fmt: skip
+                print_passes(script, pids, len(lat))
     return 0
 
 

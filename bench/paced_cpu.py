@@ -28,7 +28,8 @@ exact. Measured here (December 2026, 2-core KVM guest, shared), per request, fla
   the code that touches most memory most (meshbus's Python and mypyc code and objects, against
   HAProxy's C). A SCHED_IDLE spinner keeping CPU 1 out of its idle halt changed meshbus's paced CPU by
   ~10 % (103-115 against 117-132 us), HAProxy's ~7 %; the Python heap on 2 MB pages (PYTHONMALLOC=malloc,
-  glibc.malloc.hugetlb=1; AnonHugePages confirmed) did not help (101 / 143 against 115-122 us).
+  glibc.malloc.hugetlb=1; AnonHugePages confirmed) did not help (101 / 143 against 115-122 us), nor did
+  pymalloc's arenas on them, six pairs (bench/huge_pages.py).
   Nor is it the realistic config: one route without retries, timeouts or DestinationRule, three pairs
   alternated, 106-114 against 104-127 us paced, 34-40 against 33-41 flat.
 - a round's CPU moves with its loop passes a request (1.49 -> 117 us, 1.86 -> 132 us): how the
@@ -96,18 +97,10 @@ def stat_per_request(csv: str, n: int) -> dict[str, float]:
     return res
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default="meshbus,haproxy")
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--seconds", type=int, default=4)
-    ap.add_argument("--profile", action="store_true", help="user-space share by object instead of counts")
-    args = ap.parse_args()
-    if run.check_tools():
-        return 2
-    # ports of its own, so that it can run beside bench/run.py (the conf functions read these)
+def prepare(tmp: Path) -> tuple[dict[str, tuple[list[str], int]], dict[str, str]]:
+    """The origin's and both proxies' configs in ``tmp``, on ports of their own (so that it can run beside
+    bench/run.py; the conf functions read these): each proxy's command and port, and meshbus's env."""
     run.ORIGIN, run.HAPROXY, run.MESHBUS, run.MESHBUS_ADMIN = 38080, 38081, 38082, 38090
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-paced-cpu-"))
     for d in ("nginx-body", "nginx-proxy", "nginx-fcgi", "nginx-uwsgi", "nginx-scgi"):
         (tmp / d).mkdir()
     (tmp / "nginx.conf").write_text(run.nginx_conf(tmp))
@@ -122,36 +115,55 @@ def main() -> int:
         "haproxy": (["haproxy", "-f", str(tmp / "haproxy.cfg")], run.HAPROXY),
         "meshbus": (mesh, run.MESHBUS),
     }
+    return setups, env
 
-    def flat(port: int) -> Callable[[], int]:
-        def go() -> int:
-            out = subprocess.run(
-                ["taskset", "-c", "0", "wrk", "-t1", "-c50", f"-d{args.seconds}s", "-H", f"Host: {run.HOST}",
-                 f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
-            return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
-        return go
+def flat(port: int, seconds: int) -> Callable[[], int]:
+    """wrk -c50 flat out for ``seconds``: returns how many requests it sent."""
 
-    def paced(port: int) -> Callable[[], int]:
-        def go() -> int:
-            logs = [tmp / f"h2load-{i}.log" for i in range(10)]
-            procs = run.start_h2load(port, 100, 100 * args.seconds, logs, prefix=run.REALTIME)
-            for p in procs:
-                p.wait()
-            return len(run.h2load_rows(logs))
+    def go() -> int:
+        out = subprocess.run(
+            ["taskset", "-c", "0", "wrk", "-t1", "-c50", f"-d{seconds}s", "-H", f"Host: {run.HOST}",
+             f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
-        return go
+    return go
 
+
+def paced(port: int, seconds: int, tmp: Path) -> Callable[[], int]:
+    """bench/run.py's paced load (10 h2load connections at 100 req/s each, SCHED_FIFO) for ``seconds``."""
+
+    def go() -> int:
+        logs = [tmp / f"h2load-{i}.log" for i in range(10)]
+        procs = run.start_h2load(port, 100, 100 * seconds, logs, prefix=run.REALTIME)
+        for p in procs:
+            p.wait()
+        return len(run.h2load_rows(logs))
+
+    return go
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="meshbus,haproxy")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--profile", action="store_true", help="user-space share by object instead of counts")
+    args = ap.parse_args()
+    if run.check_tools():
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="meshbus-paced-cpu-"))
+    setups, env = prepare(tmp)
     with run.process(["nginx", "-c", str(tmp / "nginx.conf")], 0, run.ORIGIN, tmp / "nginx.log") as origin:
         for rnd in range(args.rounds):
             for name in args.only.split(","):
                 cmd, port = setups[name]
                 with run.process(cmd, 1, port, tmp / f"{name}.log", env) as pid:
                     run.run_wrk(port, 1, pid)  # warm-up: pools, caches
-                    r1 = measure(pid, flat(port), tmp / "flat.perf", args.profile)
+                    r1 = measure(pid, flat(port, args.seconds), tmp / "flat.perf", args.profile)
                     with run.fifo_while([origin, pid]):
-                        r2 = measure(pid, paced(port), tmp / "paced.perf", args.profile)
+                        r2 = measure(pid, paced(port, args.seconds, tmp), tmp / "paced.perf", args.profile)
                 print(f"round {rnd + 1} {name}: per request, flat out -> 1,000 req/s"
                       f"{' (% of CPU samples)' if args.profile else ''}")  # fmt: skip
                 for k in sorted(set(r1) | set(r2), key=lambda k: -r2.get(k, 0.0)):

@@ -1,6 +1,7 @@
 """bench/paced_cpu.py's and bench/chain_wakes.py's readings of perf's output: per-request counts, and a
-sidecar's passes split by direction. bench/ is not a package, so the scripts are loaded by path (their
-imports of run.py, chain.py and mtls.py beside them resolve through the bench folder they put on sys.path).
+sidecar's passes split by direction; bench/huge_pages.py's choice of what to collapse. bench/ is not a
+package, so the scripts are loaded by path (their imports of run.py, chain.py and mtls.py beside them
+resolve through the bench folder they put on sys.path).
 """
 
 from __future__ import annotations
@@ -70,3 +71,27 @@ def test_a_pass_is_timed_from_its_wake_to_its_first_write_and_on_to_its_next_wai
     [(to_write, to_sleep)] = got[339]
     assert to_write == pytest.approx(124.0, abs=0.01)
     assert to_sleep == pytest.approx(37.0, abs=0.01)
+
+
+def test_huge_pages_picks_only_what_a_2mb_page_can_back() -> None:
+    """bench/huge_pages.py: a dense anonymous mapping's 2 MB-aligned middle, not a sparse one (a thread
+    stack) nor a file mapping; text only where the file offset is aligned as the address is."""
+    huge = load("huge_pages")
+    mb = 1 << 20
+    maps = [
+        {"start": 3 * mb, "end": 9 * mb, "perms": "rw-p", "offset": 0, "path": "", "rss": 5 * mb},
+        {"start": 10 * mb, "end": 18 * mb, "perms": "rw-p", "offset": 0, "path": "", "rss": mb},  # sparse
+        {
+            "start": 20 * mb,
+            "end": 21 * mb,
+            "perms": "rw-p",
+            "offset": 0,
+            "path": "[heap]",
+            "rss": mb,
+        },  # < 2 MB
+        {"start": 24 * mb, "end": 28 * mb, "perms": "rw-p", "offset": 0, "path": "/lib/x.so", "rss": 4 * mb},
+        {"start": 30 * mb, "end": 35 * mb, "perms": "r-xp", "offset": 2 * mb, "path": "/lib/a.so", "rss": 0},
+        {"start": 40 * mb, "end": 45 * mb, "perms": "r-xp", "offset": mb, "path": "/lib/b.so", "rss": 0},
+    ]
+    assert huge.heap_ranges(maps) == [(4 * mb, 8 * mb)]
+    assert huge.text_ranges(maps) == [(30 * mb, 34 * mb)]
