@@ -69,7 +69,7 @@ from meshbus.proxy.filters.chain import Delay, HttpFilter, LocalReply
 from meshbus.proxy.filters.headerops import HeaderOps
 from meshbus.proxy.filters.tracing import TraceHop
 from meshbus.telemetry.peer import PEER_HEADER
-from meshbus.telemetry.tracecontext import TRACE_HEADERS, random_hex, strip_trace_lines
+from meshbus.telemetry.tracecontext import TRACE_HEADERS, HexRecords, strip_trace_lines
 
 if TYPE_CHECKING:
     from meshbus.proxy.adapters.contracts import Downstream, Pool
@@ -229,39 +229,30 @@ _IDS_PER_DRAW: Final = 128
 _RID_NAME: Final = b"x-request-id: "
 
 
-class RequestIds:
+class RequestIds(HexRecords):
     """Random UUIDv4s (version 4, variant 10: RFC 9562) for ``x-request-id``, as Envoy makes them:
     122 random bits each from OpenSSL's CSPRNG (``random_hex``, ``RAND_bytes`` as Envoy's), so an id
     seen tells nothing of the next one, nor of the ``random`` module's state (sampling, balancing).
 
-    Made 128 at a time: 36 random hex digits per id, then the dashes, the version digit and the
-    variant digit written over their places in all of them at once (slice assignments on one
-    bytearray); an id is then a slice of one string, and its ASCII bytes a slice of one bytes, for the
-    head's line (no encode, no ``%`` format a request: ~700 instructions). One id at a time (a draw, an
-    int formatted, five slices joined) cost five times as much (bench/request_ids.py). A forked worker
-    drops the ids it inherited (``os.register_at_fork``), so workers never share one.
+    Made 128 at a time (tracecontext.HexRecords): 36 random hex digits per id, then the dashes, the
+    version digit and the variant digit written over their places in all of them at once; an id is
+    then a slice of one string, and its ASCII bytes a slice of one bytes, for the head's line (no
+    encode, no ``%`` format a request: ~700 instructions). One id at a time (a draw, an int
+    formatted, five slices joined) cost five times as much (bench/request_ids.py).
     """
 
-    __slots__ = ("ids", "pos", "raw")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.ids = ""
-        self.raw = b""
-        self.pos = 0
+        super().__init__(36, _IDS_PER_DRAW)
 
     def take(self) -> tuple[str, bytes]:
         """The next id, as a str and as its ASCII bytes."""
-        pos = self.pos
-        if pos >= len(self.ids):
-            self._draw()
-            pos = 0
+        pos = self.next_record()
         end = pos + 36
-        self.pos = end
         return self.ids[pos:end], self.raw[pos:end]
 
-    def _draw(self) -> None:
-        n = _IDS_PER_DRAW
-        buf = bytearray(random_hex(18 * n))
+    def _lay_out(self, buf: bytearray, n: int) -> None:
         dashes = b"-" * n
         buf[8::36] = dashes
         buf[13::36] = dashes
@@ -269,13 +260,6 @@ class RequestIds:
         buf[23::36] = dashes
         buf[14::36] = b"4" * n
         buf[19::36] = buf[19::36].translate(_VARIANT)
-        raw = self.raw = bytes(buf)
-        self.ids = raw.decode("ascii")
-
-    def reset(self) -> None:
-        self.ids = ""
-        self.raw = b""
-        self.pos = 0
 
 
 _REQUEST_IDS: Final = RequestIds()

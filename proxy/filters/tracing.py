@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Final
 from meshbus.proxy.build.telemetry_policy import TracingSettings
 from meshbus.proxy.filters.spans import STATUS_ERROR, STATUS_UNSET, OpenSpan, SpanRecorder
 from meshbus.telemetry.tracecontext import (
+    NEW_TRACES,
     SAMPLED,
     UNDECIDED,
     W3C,
     extract,
-    new_ids,
     new_span_id,
     propagation_headers,
 )
@@ -113,7 +113,8 @@ class HopTracer:
         spans = self.spans
         if inc is None:
             sampled = _rand() < self._sampling
-            trace_id, span_id = new_ids()
+            # the common case: no caller's context, W3C out
+            trace_id, span_id, line = NEW_TRACES.take(sampled)
             hop = TraceHop(trace_id)
             if sampled and self._report and spans is not None:
                 hop.span = spans.start(
@@ -122,8 +123,7 @@ class HopTracer:
                 )  # fmt: skip
             hop.span_id = span_id
             hop.sampled = sampled
-            # the common case: no caller's context, W3C out
-            hop.line = f"traceparent: 00-{trace_id}-{span_id}-{'01' if sampled else '00'}\r\n".encode()
+            hop.line = line
             return hop
         s = inc.sampled
         sampled = _rand() < self._sampling if s == UNDECIDED else s == SAMPLED

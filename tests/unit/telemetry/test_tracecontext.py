@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from meshbus.telemetry.tracecontext import (
     B3_MULTI,
     B3_SINGLE,
+    NEW_TRACES,
     NOT_SAMPLED,
     SAMPLED,
     TRACE_HEADERS,
@@ -157,6 +159,34 @@ def test_new_ids_are_well_formed_and_parse_back() -> None:
     assert len(t) == 32 and len(s) == 16 and t != new_trace_id()
     ctx = extract({"traceparent": traceparent(t, s, False)})
     assert ctx is not None and (ctx.trace_id, ctx.span_id) == (t, s)
+
+
+def test_new_traces_carry_their_ids_in_their_traceparent_lines() -> None:
+    # across several draws (64 contexts each), both decisions
+    taken = [NEW_TRACES.take(i % 3 == 0) for i in range(300)]
+    for i, (trace_id, span_id, line) in enumerate(taken):
+        assert len(trace_id) == 32 and len(span_id) == 16
+        assert not (trace_id + span_id).strip("0123456789abcdef")
+        flags = "01" if i % 3 == 0 else "00"
+        assert line == f"traceparent: 00-{trace_id}-{span_id}-{flags}\r\n".encode()
+        ctx = extract({"traceparent": line[13:-2].decode()})
+        assert ctx is not None and (ctx.trace_id, ctx.span_id) == (trace_id, span_id)
+        assert ctx.sampled == (SAMPLED if i % 3 == 0 else NOT_SAMPLED)
+    assert len({t for t, _, _ in taken}) == 300 and len({s for _, s, _ in taken}) == 300
+
+
+def test_forked_workers_start_different_traces() -> None:
+    NEW_TRACES.take(False)  # the parent's contexts have been drawn
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker, as meshbus-proxy --workers N forks them
+        os.write(write, NEW_TRACES.take(False)[2])
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 128)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child.startswith(b"traceparent: 00-") and child != NEW_TRACES.take(False)[2]
 
 
 # What the exchange removed from a pass-through head with one regex before strip_trace_lines existed.
