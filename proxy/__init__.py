@@ -10,7 +10,7 @@ no sockets; the one list of modules allowed to do I/O is in tests/unit/proxy/tes
   attempts of one forwarded request as a state machine (``attempts``: retries, backoff, per-try and
   route timeouts, the per-cluster retry budget, the stale-connection replay; events and ``now`` in,
   action codes out), Envoy's response flags (``flags``: NR, UH, UF, UO, UT, URX, UC, UPE, RL, FI, DI, DC,
-  UAEX; and meshbus's FF).
+  DPE, UAEX; and meshbus's FF).
 - ``filters``: the built-in HTTP filters (local rate limit, CORS, fault injection, header operations,
   JWT authentication for RequestAuthentication, global rate limits with leased budgets, and ``authz``:
   AuthorizationPolicy in the server sidecar, its decisions from meshbus.bus.config.authz, CUSTOM checks

@@ -1046,6 +1046,21 @@ class Exchange:
         self.keep_alive = False
         self.finish()
 
+    def on_downstream_error(self, status: int, body: str, details: str) -> None:
+        """The request failed to parse after its head (a malformed chunk, trailers over the limit):
+        as Envoy, answer ``status`` and close when no response has started, else reset; either way
+        DPE and ``details`` in the access log, and the upstream, which has a partial body, let go."""
+        if self.done:
+            return
+        self.flags.append(F.DPE)
+        self.details = details
+        self._abandon_upstream()
+        if self.resp_started:
+            self._abort_downstream()
+        else:
+            self.keep_alive = False
+            self.local(status, F.join(self.flags), body)
+
     # ---- endings --------------------------------------------------------------------------------
 
     def local_flag(self, flag: str, extra: str | None = None) -> None:

@@ -434,10 +434,16 @@ class DownstreamConnection(asyncio.Protocol):
         log.debug("bad request from %s: %s", self.peer_ip, exc)
         body = "request header fields too large\n" if exc.status == 431 else "bad request\n"
         self.closed = True
-        if self.current is not None:
+        cur = self.current
+        if cur is not None:
             # Answer the requests already accepted first; the session cannot parse past the error.
             self.queue.clear()
             self.transport.pause_reading()
+            if cur is self.parsing and not cur.req_done:
+                # It is the one being answered that failed, in its body or trailers: it never ends,
+                # so it is answered now (Envoy's response code details, as for its head).
+                details = "http1.headers_too_large" if exc.status == 431 else "http1.codec_error"
+                cur.on_downstream_error(exc.status, body, details)
             return
         self.transport.write(local_reply(exc.status, body, close=True))
         self.transport.close()

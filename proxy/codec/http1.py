@@ -7,6 +7,14 @@ Rules (the listener and the upstream pool rely on them):
   Transfer-Encoding (request smuggling) also 400 (llhttp refuses it), and one with two Host headers
   (RFC 9112 3.2; docs/smuggling.md lists every vector tested); a head over ``max_header_bytes``
   raises ``ProtocolError(431)``. After an error the session is unusable: close the connection.
+- Trailer fields of a chunked message are dropped (the proxy forwards none; they never reach the next
+  message's headers) and held to the head's limit, ``max_header_bytes`` (responses:
+  ``MAX_RESPONSE_HEAD``), past which the session raises 431 (502). llhttp reports them through the
+  header callbacks, which count the fields that have ended as a head's; httptools buffers a field
+  until it ends, so reads inside a chunked body that carry none of its data (a trailer field that does
+  not end) count too: a trailer section is refused before httptools holds more than the limit plus
+  one read of it. As Envoy (431, DPE, ``http1.headers_too_large``; measured with Envoy 1.40), no field
+  count is applied beyond the bytes.
 - An Upgrade (or CONNECT) request ends with an ``UPGRADE`` event carrying the bytes that followed the
   head; from then on the connection is a raw tunnel and ``feed`` must not be called again.
 - ``ResponseSession`` parses one upstream response per ``expect()`` call. 1xx interim responses are
@@ -252,6 +260,7 @@ class RequestSession:
     """Downstream side: parses requests from a client connection."""
 
     __slots__ = (
+        "_chunked",
         "_data",
         "_error",
         "_events",
@@ -268,6 +277,7 @@ class RequestSession:
         "_memo_values",
         "_parser",
         "_partial",
+        "_tsize",
         "_url",
         "in_head",  # a request head has started but is not complete (what the header timeout watches)
     )
@@ -294,6 +304,8 @@ class RequestSession:
         self._data = b""
         self._fresh = False  # the next head starts at byte 0 of ``_data``
         self._in_msg = False
+        self._chunked = False  # a chunked body (or its trailer section) is being read
+        self._tsize = 0  # bytes of its trailer fields so far, counted as a head's
 
     def feed(self, data: bytes) -> list[tuple[int, Any]]:
         events = self._events = []
@@ -317,6 +329,17 @@ class RequestSession:
             self._partial = self._partial + len(data) if was_in_head else len(data)
             if self._partial > self._max:
                 raise ProtocolError(431, "request header fields too large")
+        elif self._chunked:
+            # Inside a chunked body every read carries data (a BODY event) or the message's end, except
+            # those of a trailer section (and of chunk-size lines): count the reads that carry neither,
+            # so an endless trailer field gets 431 before httptools has buffered more than the head's
+            # limit plus the read in which it began.
+            if events:
+                self._partial = 0
+            else:
+                self._partial += len(data)
+                if self._partial > self._max:
+                    raise ProtocolError(431, "request trailer fields too large")
         return events
 
     # httptools callbacks
@@ -333,6 +356,11 @@ class RequestSession:
         if not self.in_head:
             # A trailer field of a chunked body: llhttp reports it as a header after the head is
             # complete, when the lists belong to the next request; the proxy forwards no trailers.
+            # Counted as a head's fields are, so a section over the limit is 431 however it was read.
+            self._tsize += len(name) + len(value) + 4
+            if self._tsize > self._max:
+                self._error = ProtocolError(431, "request trailer fields too large")
+                raise self._error
             return
         self._hsize += len(name) + len(value) + 4
         if self._hsize > self._max:
@@ -391,6 +419,9 @@ class RequestSession:
             raise self._error
         if "transfer-encoding" in hdict or "content-length" in hdict:
             body, length = _framing(hdict)
+            if body == CHUNKED:
+                self._chunked = True
+                self._tsize = 0
         else:
             body, length = NO_BODY, 0  # the common GET: no framing headers at all
         self.in_head = False
@@ -456,6 +487,7 @@ class RequestSession:
 
     def on_message_complete(self) -> None:
         self._in_msg = False
+        self._chunked = False
         self._events.append((END, None))
 
 
@@ -479,10 +511,13 @@ class ResponseSession:
         "_last_scan",
         "_no_body",
         "_parser",
+        "_partial",
         "_raw",
         "_raw_heads",
         "_reset",
         "_skip",
+        "_trailing",
+        "_tsize",
         "_want_raw",
     )
 
@@ -506,6 +541,9 @@ class ResponseSession:
         # request, when a repeat of it can skip llhttp (see feed); None otherwise.
         self._last_frame: tuple[int, bool, int, int] | None = None
         self._at_boundary = True  # llhttp is between messages (so feeding it nothing loses no state)
+        self._trailing = False  # past the head: on_header reports trailer fields (header callbacks only)
+        self._partial = 0  # bytes of the reads since the last one that gave an event, inside a message
+        self._tsize = 0  # bytes of the current message's trailer fields (header callbacks only)
 
     def _new_parser(self) -> Any:
         return httptools.HttpResponseParser(_NoHeaderCallbacks(self) if self._raw_heads else self)
@@ -517,6 +555,7 @@ class ResponseSession:
             self._parser = self._new_parser()
             self._reset = False
             self._at_boundary = True
+            self._trailing = False
         self._no_body = head_request
         self._skip = False
         self._raw = b""
@@ -553,6 +592,16 @@ class ResponseSession:
             events.append((UPGRADE, data[exc.args[0] :]))
         except httptools.HttpParserError as exc:
             raise ProtocolError(502, f"upstream protocol error: {exc}") from None
+        if not events:
+            if not self._at_boundary:
+                # Inside a message, a read that gives no event carries only head or trailer bytes (body
+                # data is a BODY event): count them, so that an endless trailer field is refused before
+                # httptools has buffered more than MAX_RESPONSE_HEAD plus the read in which it began.
+                self._partial += len(data)
+                if self._partial > MAX_RESPONSE_HEAD:
+                    raise ProtocolError(502, "upstream response head or trailers too large")
+        elif self._partial:
+            self._partial = 0
         return events
 
     def on_message_begin(self) -> None:
@@ -560,6 +609,13 @@ class ResponseSession:
         self._at_boundary = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._trailing:
+            # A trailer field of a chunked body, reported after the head: the lists belong to the next
+            # response by then (a trailer "Transfer-Encoding" would frame it); the proxy forwards none.
+            self._tsize += len(name) + len(value) + 4
+            if self._tsize > MAX_RESPONSE_HEAD:
+                raise ProtocolError(502, "upstream response trailers too large")
+            return
         n = _NAMES.get(name) or _name(name)
         v = value.decode("latin-1")
         self._headers.append((n, v))
@@ -589,6 +645,8 @@ class ResponseSession:
             self._raw = b""
             self._want_raw = False
         else:
+            self._trailing = True  # what on_header reports from here on are trailer fields
+            self._tsize = 0
             headers = self._headers
             hdict = self._hdict
             self._headers = []
@@ -641,6 +699,7 @@ class ResponseSession:
 
     def on_message_complete(self) -> None:
         self._at_boundary = True
+        self._trailing = False
         if self._info:
             self._info = False
         elif not self._skip:

@@ -24,6 +24,7 @@ RL: Final = "RL"  # rate limited locally (429)
 FI: Final = "FI"  # fault injection abort
 DI: Final = "DI"  # fault injection delay
 DC: Final = "DC"  # downstream closed before the response completed
+DPE: Final = "DPE"  # downstream protocol error: the request failed to parse after its head (a bad chunk, trailers over the limit)
 FF: Final = "FF"  # meshbus's own: a plugin filter failed (raised, ran past its timeout, host unreachable)
 UAEX: Final = "UAEX"  # denied by an external authorization service (AuthorizationPolicy CUSTOM)
 

@@ -176,6 +176,21 @@ def _get_with_body(i: int) -> bytes:
     return b"GET /a%d HTTP/1.1\r\nHost: reviews\r\nContent-Length: %d\r\n\r\n%s" % (i, len(h), h)
 
 
+def _trailers(i: int) -> bytes:
+    # A reader that knows no trailer section ends the body at the first line after "0" and takes the
+    # next for a request line (its target /s<i>); a proxy that took trailer fields for the next
+    # request's headers (meshbus before it told them apart) sends /s<i> to the origin in /n<i>'s head.
+    body = b"1\r\nx\r\n0\r\nX-Pad: 1\r\nX-A: /s%d\r\n\r\n" % i
+    return _post(i, b"Transfer-Encoding: chunked\r\n", body)
+
+
+def _trailer_too_large(i: int) -> bytes:
+    # a trailer field twice the size a head may have (60 KiB by default in meshbus, as in Envoy)
+    return _post(
+        i, b"Transfer-Encoding: chunked\r\n", b"1\r\nx\r\n0\r\nX-Big: " + b"b" * 131072 + b"\r\n\r\n"
+    )
+
+
 VECTORS: list[Vector] = [
     Vector(
         "CL.TE",
@@ -220,6 +235,8 @@ VECTORS: list[Vector] = [
     Vector("no Host (HTTP/1.1)", _no_host),
     Vector("Content-Length with a sign (+N)", _cl_plus),
     Vector("HTTP/1.0 with Transfer-Encoding", _http10_te),
+    Vector("trailer fields after the last chunk", _trailers),
+    Vector("trailer field over the head size limit (128 KiB)", _trailer_too_large),
 ]
 
 
@@ -343,10 +360,12 @@ class Outcome:
     hidden_seen: int
     hosts: list[str]
     targets: list[str]
+    leaked_field: bool = False
+    """The innocent request reached the origin carrying the hidden marker in its head."""
 
     @property
     def smuggled(self) -> bool:
-        return self.hidden_seen > 0 or self.attack_seen > 1 or self.host_mismatch
+        return self.hidden_seen > 0 or self.attack_seen > 1 or self.host_mismatch or self.leaked_field
 
     @property
     def host_mismatch(self) -> bool:
@@ -363,6 +382,8 @@ class Outcome:
             what = (
                 "the origin read a request the proxy did not"
                 if self.hidden_seen
+                else "the next request carried this one's fields"
+                if self.leaked_field
                 else "the origin saw another Host"
             )
             return f"**DESYNC** ({what})"
@@ -377,6 +398,8 @@ class Outcome:
             return "reads the hidden request"
         if self.host_mismatch:
             return "takes the other Host"
+        if self.leaked_field:
+            return "the next request carries its fields"
         return "one request" if self.attack_seen else "no request it recognizes"
 
 
@@ -425,6 +448,7 @@ async def run_all(port: int, origin: Origin, base: int = 0) -> list[Outcome]:
                 sum(s.target.endswith(f"/s{i}") for s in mine),
                 [s.host for s in mine],
                 [s.target for s in mine],
+                any(s.target.endswith(f"/n{i}") and b"/s%d\r" % i in s.head + b"\r" for s in origin.seen),
             )
         )
     return out

@@ -4,6 +4,7 @@
 chosen per request by headers (``x-test-status``, ``x-test-delay``, ``x-test-action``) or for the
 whole server by ``mode`` / ``fail_first`` (so retries and outlier tests need no request changes):
   action/mode: ok | reset (close without answering) | hang | garbage | chunked | slow-read | eof-body
+  | endless-trailer (a chunked body whose trailer field never ends: ``trailer_sent`` counts it)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Upstream:
     _tasks: set[Any] = field(default_factory=set)
     _arrived: asyncio.Event | None = None
     partial: bytes = b""  # the body received so far of the request being read (streaming tests)
+    trailer_sent: int = 0  # bytes of an endless trailer written before the proxy closed the connection
     _chunk: asyncio.Event | None = None
 
     async def start(self) -> Upstream:
@@ -190,6 +192,16 @@ class _UpstreamProtocol(asyncio.Protocol):
                 self.transport.write(chunk(f"part{i};".encode()))
                 await asyncio.sleep(0.01)
             self.transport.write(b"0\r\n\r\n")
+            return
+        if action == "endless-trailer":
+            head = serialize_response_head(status, [("transfer-encoding", "chunked"), *extra])
+            self.transport.write(head + chunk(b"part") + b"0\r\nX-Big: ")
+            block = b"t" * 65536
+            while not self.transport.is_closing() and up.trailer_sent < 64 * 1024 * 1024:
+                self.transport.write(block)
+                up.trailer_sent += len(block)
+                await asyncio.sleep(0)  # a turn of the loop: the proxy reads
+            self.transport.write(b"\r\n\r\n")
             return
         if action == "big":
             size = int(h.get("x-test-size", str(4 * 1024 * 1024)))
