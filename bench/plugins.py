@@ -50,8 +50,23 @@ varied by 15 %), so the setups are measured in adjacent, paired runs:
 - Latency: as throughput, ``--latency-rounds`` rounds of a ``--latency-duration`` h2load run per
   setup at 1,000 req/s (in ``--latency-segments`` runs of fresh h2loads, the first ``--latency-warmup``
   s of each not counted, as bench/run.py measures: the h2loads' start alone put ms-long requests into
-  a 5,000-request p99; not SCHED_FIFO here, since the remote path's nats-server and hosts would have
-  to be too), +p50 / +p99 against the same round's "none". Each round also runs the
+  a 5,000-request p99), +p50 / +p99 against the same round's "none". Every participant of the latency
+  rounds runs SCHED_FIFO (``--realtime``, the default when chrt may; ``--no-realtime`` to measure as
+  normal tasks), as in bench/run.py and bench/mtls.py: the origin, every proxy of the round, every
+  filter host and nats-server's threads for the whole round (whichever setup runs: 'none' meets the
+  same policies as the remote no-op), the h2loads, and the floor's client and responder; the
+  warm-ups before stay normal tasks. Until h70 these runs alone were normal tasks (the remote path's
+  nats-server and hosts would have had to be FIFO too, and they were not made so), so their p99s
+  measured mostly the Linux scheduler's queueing on this 2-core machine shared with the load
+  generator and other work, and the remote path, with four more hops to wake than 'none', met it
+  four more times. Three runs each way, alternated (--latency-rounds 2; none, remote no-op and the
+  floor): 'none' p99 3.7-81 ms per round as normal tasks, 0.37-0.60 ms FIFO (one round 4.0 ms);
+  the floor p50 0.55-0.58 ms normal (one run 1.2-108 ms, the machine taken by other work), 0.43-0.47
+  ms FIFO; the remote no-op's added p50, median per run, +0.56 / +0.73 ms normal (+1.12 in the taken
+  run), +0.39 / +0.52 / +0.48 ms FIFO; added p99 +1.06 / -35 / -22 ms normal, +0.90 / +1.04 / -0.64
+  ms FIFO (a round's p99 still varies by ~1 ms FIFO: 5,000 requests a run). This is the other
+  benches' method applied here too (the fix of an inconsistency, not a kinder measure): it measures
+  the proxy's and the hops' latency, not the queueing of a shared machine. Each round also runs the
   "nats-floor" (bench/remote_filter.py ``--floor --nats``: bare nats-py ``Client.request`` with the
   remote no-op's call payload, paced at 1,000/s like the h2load runs, to a plain subscription
   answering with the no-op's verdict, on the same nats-server; its client on CPU 1 as the proxy, its
@@ -123,16 +138,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 import run
 import stages
 from run import (
+    REALTIME,
     Result,
     check_tools,
     cpu_seconds,
     cpu_user_sys,
+    fifo_while,
     latency_samples,
     med,
     meshbus_conf,
     nginx_conf,
     percentiles,
     process,
+    realtime_ok,
     run_wrk,
 )
 from write_policy import ENV, SITECUSTOMIZE
@@ -341,12 +359,16 @@ def cpu_ns(pid: int) -> int:
     return sched_ns(pid)[0]
 
 
-def run_floor(nats_url: str, duration: int, env: dict[str, str]) -> tuple[float, float]:
+def run_floor(
+    nats_url: str, duration: int, env: dict[str, str], realtime: bool = False
+) -> tuple[float, float]:
     """p50, p99 (ms) of bare nats-py request/reply at 1,000 calls/s over ``nats_url``: bench/remote_filter.py
-    ``--floor`` (its client on CPU 1 as the proxy, its responder on CPU 0 as the no-op's host)."""
+    ``--floor`` (its client on CPU 1 as the proxy, its responder on CPU 0 as the no-op's host);
+    ``realtime``: both SCHED_FIFO, as the proxies and hosts in the latency runs (the responder is the
+    client's child process, which inherits the policy)."""
     from remote_filter import ROUND
 
-    cmd = [sys.executable, str(Path(__file__).parent / "remote_filter.py"), "--floor", "--rate", "1000",
+    cmd = [*(REALTIME if realtime else []), sys.executable, str(Path(__file__).parent / "remote_filter.py"), "--floor", "--rate", "1000",
            "--duration", str(duration), "--nats", nats_url]  # fmt: skip
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     m = ROUND.search(out)
@@ -584,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         "--inproc-rounds", type=int, default=30, help="interleaved rounds of the in-process setups (0: none)"
     )
     ap.add_argument("--inproc-duration", type=int, default=1, help="seconds per wrk run in those rounds")
-    run.add_latency_args(ap)  # not --realtime: the remote path's nats-server and hosts would have to be too
+    run.add_latency_args(
+        ap, "the origin, every proxy, filter host and nats-server, the h2loads and the floor's two sides"
+    )
     ap.add_argument("--latency-rounds", type=int, default=3)
     ap.add_argument("--scaling-rounds", type=int, default=1, help="burn filter, one host vs two (0: skip)")
     ap.add_argument("--micro-requests", type=int, default=20000, help="requests per in-memory run (0: skip)")
@@ -668,10 +692,11 @@ def main(argv: list[str] | None = None) -> int:
     shares: dict[str, list[HostShare]] = {name: [] for name in scaling}
     inter: dict[str, Interleaved] = {}
     host_cpu: dict[str, list[float]] = {name: [] for name in chosen}
+    realtime = realtime_ok() if args.realtime is None else args.realtime
     print(f"bench dir {tmp}; {args.rounds} paired rounds x wrk {args.duration}s, {args.latency_rounds} latency "
-          f"rounds x {args.latency_duration}s, {args.scaling_rounds} scaling rounds")  # fmt: skip
+          f"rounds x {args.latency_duration}s{' SCHED_FIFO' if realtime else ''}, {args.scaling_rounds} scaling rounds")  # fmt: skip
     try:
-        with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, run.ORIGIN, tmp / "nginx.log"):
+        with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, run.ORIGIN, tmp / "nginx.log") as origin:
             setups = setups_for(paired, tmp, exe, nats.url, args.port_base)
             for rnd in range(args.rounds):
                 with started(setups, nats.url, env, tmp) as pids:
@@ -695,12 +720,25 @@ def main(argv: list[str] | None = None) -> int:
                     if args.stages and s.name.startswith("remote-noop"):
                         s.env[stages.ENV] = str(tmp / f"stages-{s.name}-{rnd}")
                         (tmp / f"stages-{s.name}-{rnd}").mkdir()
-                with started(setups, nats.url, env, tmp) as pids:
+                with (
+                    started(setups, nats.url, env, tmp) as pids,
+                    # the whole round's processes, whichever setup runs: every setup meets the same
+                    # policies (the warm-up before is not FIFO: a FIFO process at full load starves the rest)
+                    fifo_while(
+                        [
+                            origin,
+                            *([nats.pid] if nats.pid else []),
+                            *(p for pid, hosts in pids.values() for p in (pid, *hosts)),
+                        ]
+                        if realtime
+                        else []
+                    ),
+                ):
                     order: list[Setup | None] = [*setups, None]  # None: the floor, next to the remote no-op
                     for s in order if rnd % 2 == 0 else reversed(order):
                         if s is None:
                             served = {"nats-server": [sched_ns(nats.pid or 0)]}
-                            f50, f99 = run_floor(nats.url, args.latency_duration, env)
+                            f50, f99 = run_floor(nats.url, args.latency_duration, env, realtime)
                             floor.p50.append(f50)
                             floor.p99.append(f99)
                             print(f"  latency round {rnd + 1} {FLOOR:18s} p50/p99 {f50:.3f}/{f99:.3f} ms; us a call "
@@ -720,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
                                 tmp,
                                 warmup=args.latency_warmup,
                                 segments=args.latency_segments,
+                                realtime=realtime,
                             )
                         )
                         sched = {k: [sched_ns(p) for p in v] for k, v in procs.items()}

@@ -10,7 +10,14 @@ host's CPU per call (process CPU time: less sensitive to the machine's other loa
 and the client on CPU 1, as in bench/plugins.py; nats-server is not pinned (it is started with every
 CPU allowed: it inherited the client's CPU 1 before, and Go sized its GOMAXPROCS by it; 3 rounds of
 3 s each way, interleaved, on a loaded machine: p99 4.5-5.4 ms so, 1.1-4.0 ms unpinned). Also printed when the bench starts nats-server: its CPU, its wait to
-run and its context switches a call (/proc, all its threads).
+run and its context switches a call (/proc, all its threads). Go runtime settings for that server
+were weighed with ``--floor`` (the server inherits the environment; 10 pairs against the default,
+order alternated, all SCHED_FIFO under ``chrt -f 50``, 5 s each): GOMAXPROCS=1 moved p50 by
+-0.066..+0.032 ms (median -0.016, against 0.40-0.49 ms) and p99 either way (two of its runs had
+5.2 and 6.7 ms, none of the default's above 1.8), while its CPU a call fell from 194-292 us to
+173-235 us and its context switches from ~7.9 to ~6.3; GOGC=400 (4 triples) was slower or level,
+p50 +0.013..+0.086 ms. As normal tasks (6 pairs) the machine's other load decided every run (p50
+0.6-43 ms). Neither helped clearly, so meshbus starts its embedded server with Go's defaults.
 
 ``--stages`` sends one call at a time and stamps each call where it passes (CLOCK_MONOTONIC, the
 same clock in both processes): the client's publish, its bytes written to the socket, the host's

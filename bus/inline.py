@@ -19,7 +19,10 @@ call, and nats-py 2.x has no option to skip either, so:
   there); otherwise the reader is fed as before, so the order of the bytes is kept either way.
   There, the whole plain MSGs at the front of a read that are for inline subscriptions are split
   off and handed over without nats-py's parser (pure Python: a third more instructions a message);
-  anything else, and all that follows it in that read, goes to nats-py's parser as before.
+  anything else, and all that follows it in that read, goes to nats-py's parser as before. A
+  message written to the same connection while a read is handled so (a filter host's verdicts) ends
+  its turn of bus/direct.py's write policy with the read (``reading`` / ``read_done``), not in a
+  ``call_soon`` a pass later.
 
 Compiled with mypyc (setup.py NATIVE_MODULES): this runs for every message of a remote filter call
 on both sides; interpreted it was about a third of the host's instructions a call
@@ -49,6 +52,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.micro.service import EndpointConfig, Service
 from nats.protocol.parser import AWAITING_CONTROL_LINE
+
+from meshbus.bus.direct import read_done, reading
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +240,11 @@ class _InlineFeed:
         if waiter is None or waiter.done() or r._buffer or r._eof or r._exception is not None:
             self.feed(data)  # the read loop is busy, or has bytes to take first: it parses these too
             return
-        self.parse(bytes(data))
+        reading(self.nc)  # a message written meanwhile ends its turn with this read (bus/direct.py)
+        try:
+            self.parse(bytes(data))
+        finally:
+            read_done()
 
     def parse(self, data: bytes) -> None:
         ps = self.nc._ps

@@ -17,6 +17,7 @@ from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import EndpointConfig, ServiceConfig
 
+from meshbus.bus import direct
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.direct import header_block, write_now, wrote_directly
 from meshbus.bus.embedded import EmbeddedNats
@@ -372,3 +373,43 @@ async def test_an_inline_micro_endpoint_answers_plain_calls_through_on_raw_and_c
     (upper,) = (e for e in stats["endpoints"] if e["name"] == "upper")
     assert upper["num_requests"] == 2 and upper["processing_time"] > 0
     await svc.stop()
+
+
+async def test_messages_written_while_an_inline_read_is_handled_end_their_turn_with_the_read(
+    bus: BusConnection, subject_root: str
+) -> None:
+    """A reply written by an inline handler (a filter host's verdict) ends its turn as the read that
+    brought the call is handled, not in a ``call_soon`` a pass later: a callback the handler
+    scheduled before writing already finds the turn ended. The read's messages keep the policy: the
+    first written at once, the rest together at the read's end, all in order."""
+    nc = bus.nc
+    writer = nc._transport._io_writer  # type: ignore[union-attr]
+    writes: list[bytes] = []
+    real = writer.write
+
+    def counted(data: bytes) -> None:
+        writes.append(data)
+        real(data)
+
+    got = await listening(bus, f"{subject_root}.answers")
+    turn_open_after: list[bool] = []
+    loop = asyncio.get_running_loop()
+
+    def on_raw(subject: bytes, reply: bytes, payload: bytes) -> None:
+        loop.call_soon(lambda: turn_open_after.append(direct._turns.get(id(nc)) is not None))
+        for part in payload.split(b","):
+            assert write_now(nc, f"{subject_root}.answers", part, "", b"")
+
+    await subscribe_inline(nc, f"{subject_root}.calls", lambda msg: on_raw(b"", b"", msg.data), on_raw=on_raw)
+    await nc.flush()
+    assert read_inline(nc)
+    writer.write = counted
+    try:
+        assert write_now(nc, f"{subject_root}.calls", b"a,b,c", "", b"")
+        await asyncio.wait_for(got.get(), 5)  # "a": the call was read and answered
+        assert [(await asyncio.wait_for(got.get(), 5)).data for _ in range(2)] == [b"b", b"c"]
+    finally:
+        writer.write = real
+    assert turn_open_after == [False]
+    # the call; then the read's answers: "a" at once, "b" and "c" in one write as the read ended
+    assert len(writes) == 3 and writes[1].count(b"PUB") == 1 and writes[2].count(b"PUB") == 2
