@@ -37,6 +37,15 @@ isolated requests at 50 req/s, wake -> first write / first write -> sleep, us:
   smaller code did not make the cold pass cheaper, and made the warm one dearer.
 - tried: the heap on 2 MB pages (bench/huge_pages.py; text could not be): request direction 0-8 % less on
   average, within the run-to-run spread, and no CPU saved at 1,000 req/s.
+- tried: the request's upstream write sent at once instead of held for proxy/adapters/write_batch.py's
+  end-of-iteration flush (always, or only when the loop had been idle 200 us: no write or response read
+  since), alternated with the batch, mTLS, A / B, us: a first series of three triples favoured it
+  (batch 147-159 / 121-131, always 122-140 / 105-114, idle-only 112-142 / 100-117); the next six pairs
+  (the last three ABBA on a quiet machine) did not (batch 90-195 / 89-152, idle-only 136-202 / 117-160;
+  plain 64-154 / 63-118 against 83-137 / 75-101): within the spread, not adopted. Flat out
+  (bench/paced_cpu.py) always sending at once cost 37-45 against 30-32 us a request (wake-ups made
+  0.43-0.57 against 0.10-0.13 a request), idle-only 30-33 (0.10-0.11): flat-out load needs the batch;
+  at 1,000 req/s batch 94-113, idle-only 101-108 us, no change.
 """
 
 from __future__ import annotations
