@@ -31,10 +31,14 @@ from tests.support.processes import (
     wait_for,
 )
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)
 
 MESHCTL = str(Path(sys.executable).parent / "meshctl")
 GONE_WITHIN = 2.0
+# The supervisor's stop (supervisor.stop_all) may take two waves of --grace (10 s by default) each,
+# plus 5 s after a SIGKILL: 30 s when a machine is saturated, exactly the old bound. Waiting for it
+# with less than its own worst case failed under load (both cores held by callgrind) and passed quiet.
+STOPPED_WITHIN = 2 * (10.0 + 5.0) + 15.0
 """Seconds after `meshctl up` is gone by which no process of the mesh may be left (issue 15)."""
 
 
@@ -169,7 +173,7 @@ def test_up_routes_restarts_a_crashed_child_and_stops_on_sigint(start_up) -> Non
     recorded = list(up.pids().values())
     ports = _mesh_ports(up)
     up.proc.send_signal(signal.SIGINT)
-    rest, _ = up.proc.communicate(timeout=30)
+    rest, _ = up.proc.communicate(timeout=STOPPED_WITHIN)
     assert up.proc.returncode == 0, rest
     assert "stopped." in rest
     assert_nothing_left(recorded, up.data_dir, ports)
@@ -183,7 +187,7 @@ def test_sighup_stops_it_like_ctrl_c(start_up) -> None:  # type: ignore[no-untyp
     ports = _mesh_ports(up)
     assert all(pid_alive(p) for p in recorded)
     up.proc.send_signal(signal.SIGHUP)  # the terminal closed
-    rest, _ = up.proc.communicate(timeout=30)  # it drains its children, then exits
+    rest, _ = up.proc.communicate(timeout=STOPPED_WITHIN)  # it drains its children, then exits
     assert up.proc.returncode == 0 and "stopped." in rest, rest
     assert_nothing_left(recorded, up.data_dir, ports)
 
