@@ -36,8 +36,12 @@ through the timers that fire in a window):
   (679-3,144); HAProxy B 318 / 326, A 306 / 306. meshbus B by mapping (first run): anonymous
   (pymalloc arenas) 207 (second run 214), the compiled request path's text (_native__mypyc .so) 113
   (113), libpython text 83 (83), [heap] 49 (50), libpython data 43 (43), libcrypto text 43 (43),
-  uvloop text 38, libc text 20 (144: the second run's extra pages are libc's, A's too, 260, which
-  callgrind's ~250 libc lines a request do not bear out; not explained). HAProxy B: its text 94,
+  uvloop text 38, libc text 20 (144 in the second run, A's 260, which callgrind's ~250 libc lines a
+  request do not bear out: this guest runs DAMON on physical addresses (kdamond, ``paddr``), which
+  checks a sampled page's accessed bits through every process mapping it and keeps what it finds
+  in the page's young flag, which smaps counts, so a shared object's text (libc, libpython, the
+  extensions A and B share) can show another process's accesses: read text pages as upper bounds,
+  private pages (arenas, heap) as they stand, and the lines below for text). HAProxy B: its text 94,
   [heap] 78-83, libcrypto text 43, its data 26, anonymous 18, libssl 18, libc 16. The objects a
   request reaches are spread over ~200 pages of arenas (HAProxy: ~100 pages of heap and anonymous
   memory together); OpenSSL's pages are the same in both.
