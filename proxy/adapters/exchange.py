@@ -1047,9 +1047,10 @@ class Exchange:
         self.finish()
 
     def on_downstream_error(self, status: int, body: str, details: str) -> None:
-        """The request failed to parse after its head (a malformed chunk, trailers over the limit):
-        as Envoy, answer ``status`` and close when no response has started, else reset; either way
-        DPE and ``details`` in the access log, and the upstream, which has a partial body, let go."""
+        """The request failed to parse (a malformed chunk, trailers over the limit; or its head, for
+        the exchange the listener makes to answer it): as Envoy, answer ``status`` and close when no
+        response has started, else reset; either way DPE and ``details`` in the access log, and the
+        upstream, which has a partial body, let go."""
         if self.done:
             return
         self.flags.append(F.DPE)

@@ -17,6 +17,13 @@ by name so one resume does not undo another's pause.
 Timeouts are checked by the server's once-per-tick sweep, not a timer per request: a head that
 stays incomplete longer than ``header_timeout`` gets 408 and a close (slowloris); a keep-alive
 connection idle longer than ``idle_timeout`` is closed.
+
+A request that fails to parse ends reading (``_protocol_error``), as Envoy 1.40 does (measured): the
+requests the session gave before the error are answered in order, then the failed one gets 400/431
+and a close, through an exchange like every local reply, so that it is logged and counted with DPE
+and Envoy's response code details (one is made for a head that failed: no method, path or authority
+is logged); a failure in the body of a request whose response has gone already closes the
+connection without a second response.
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ from meshbus.proxy.codec.http1 import (
     END,
     HEAD,
     LAST_CHUNK,
+    NO_BODY,
     UNTIL_EOF,
     ProtocolError,
+    RequestHead,
     RequestSession,
     chunk,
     local_reply,
@@ -166,6 +175,19 @@ class ListenerContext:
         self.runtime = runtime
 
 
+def _refuse(ex: Exchange, exc: ProtocolError) -> None:
+    """Answer ``ex`` with ``exc``'s status and a close: DPE and Envoy's response code details."""
+    if exc.status == 431:
+        ex.on_downstream_error(431, "request header fields too large\n", "http1.headers_too_large")
+    else:
+        ex.on_downstream_error(exc.status, "bad request\n", "http1.codec_error")
+
+
+def _unparsed_head() -> RequestHead:
+    """The head of a request refused before its head was parsed: nothing of it is known."""
+    return RequestHead("", "", "1.1", [], {}, False, False, NO_BODY, 0)
+
+
 class DownstreamConnection(asyncio.Protocol):
     # ``transport.write``, bound once in connection_made (read before, it raises AttributeError): compiled,
     # ``self.transport.write(...)`` looks the method up by name on every response (the transport is
@@ -178,6 +200,7 @@ class DownstreamConnection(asyncio.Protocol):
         "closed",
         "ctx",
         "current",
+        "failed",
         "head_since",
         "idle_since",
         "out",
@@ -213,6 +236,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.out: bytes | None = None  # the current response's head, held back for its first body bytes
         self.chunk_out = False  # the current response's body goes out chunked
+        self.failed: ProtocolError | None = None  # reading ended in this error (see _protocol_error)
 
     # ---- asyncio callbacks ----------------------------------------------------------------------
 
@@ -237,11 +261,12 @@ class DownstreamConnection(asyncio.Protocol):
         if self.closed:
             return
         was_idle = not self.session.in_head
+        err: ProtocolError | None = None
         try:
             events = self.session.feed(data)
         except ProtocolError as exc:
-            self._protocol_error(exc)
-            return
+            err = exc
+            events = exc.events  # what the read held before the error is taken first, in order
         for kind, payload in events:
             if self.closed:
                 return
@@ -270,6 +295,10 @@ class DownstreamConnection(asyncio.Protocol):
                 if last is not None and not last.req_done:
                     last.on_request_end()
                 return
+        if err is not None:
+            if not self.closed:
+                self._protocol_error(err)
+            return
         if was_idle and self.session.in_head:
             self.head_since = self.ctx.live.clock
 
@@ -399,6 +428,14 @@ class DownstreamConnection(asyncio.Protocol):
         if self.tunnel is not None:
             return
         if not keep_alive or self.closed or self.ctx.live.draining or self.upgrade_buf is not None:
+            if (
+                self.failed is not None
+                and keep_alive
+                and not self.ctx.live.draining
+                and self.upgrade_buf is None
+            ):
+                self._after_failure(self.failed)
+                return
             self.closed = True
             self.transport.close()
             return
@@ -431,22 +468,46 @@ class DownstreamConnection(asyncio.Protocol):
     # ---- errors and timeouts --------------------------------------------------------------------
 
     def _protocol_error(self, exc: ProtocolError) -> None:
+        """The session cannot parse past ``exc``: nothing more is read. As Envoy (measured, 1.40), the
+        requests parsed before it are answered in order, then the one that failed gets 400/431 and a
+        close, logged and counted with DPE and Envoy's details; an error in the body of a request whose
+        response has gone already resets the connection instead of answering twice."""
         log.debug("bad request from %s: %s", self.peer_ip, exc)
-        body = "request header fields too large\n" if exc.status == 431 else "bad request\n"
         self.closed = True
-        cur = self.current
-        if cur is not None:
-            # Answer the requests already accepted first; the session cannot parse past the error.
-            self.queue.clear()
-            self.transport.pause_reading()
-            if cur is self.parsing and not cur.req_done:
-                # It is the one being answered that failed, in its body or trailers: it never ends,
-                # so it is answered now (Envoy's response code details, as for its head).
-                details = "http1.headers_too_large" if exc.status == 431 else "http1.codec_error"
-                cur.on_downstream_error(exc.status, body, details)
+        p = self.parsing
+        if p is not None and p.done and not p.req_done:
+            self.transport.abort()
             return
-        self.transport.write(local_reply(exc.status, body, close=True))
-        self.transport.close()
+        self.failed = exc
+        if self.current is None:
+            self._after_failure(exc)
+            return
+        self.transport.pause_reading()
+        if self.current is p and not p.req_done:
+            # It is the one being answered that failed, in its body or trailers: it never ends.
+            _refuse(p, exc)
+
+    def _after_failure(self, exc: ProtocolError) -> None:
+        """The next turn after reading failed: a request parsed before the error, else the error's own
+        answer (once; its exchange closes the connection)."""
+        if self.queue:
+            nxt = self.current = self.queue.popleft()
+            nxt.begin()
+            if nxt is self.parsing and not nxt.req_done:
+                _refuse(nxt, exc)  # its body failed: answered as soon as its turn has begun
+            return
+        p = self.parsing
+        if p is not None and not p.req_done:
+            self.transport.close()  # the error was in its body, and it was answered (_refuse)
+            return
+        # The error is in a head: no exchange has it, so one is made for its answer to be logged and
+        # counted as every local reply is (Envoy logs it without method, path or authority).
+        ex = Exchange(self, _unparsed_head(), self.ctx, self.peer_ip, self.peer_ip_bytes)
+        ex.dn = self
+        ex.t0 = time.monotonic()
+        ex.start = time.time()
+        self.current = ex
+        _refuse(ex, exc)
 
     def check_timeouts(self, now: float, header_timeout: float, idle_timeout: float) -> None:
         if self.closed or self.tunnel is not None or self.current is not None:

@@ -13,7 +13,9 @@ Rules (the listener and the upstream pool rely on them):
   header callbacks, which count the fields that have ended as a head's; httptools buffers a field
   until it ends, so reads inside a chunked body that carry none of its data (a trailer field that does
   not end) count too: a trailer section is refused before httptools holds more than the limit plus
-  one read of it. As Envoy (431, DPE, ``http1.headers_too_large``; measured with Envoy 1.40), no field
+  one read of it. Neither count alone bounds a section: the reads in which it begins and ends give
+  events (the last chunk's data, the message's end), so the read count misses one that fits in those
+  two reads, and the field count never sees a field that has not ended. As Envoy (431, DPE, ``http1.headers_too_large``; measured with Envoy 1.40), no field
   count is applied beyond the bytes.
 - An Upgrade (or CONNECT) request ends with an ``UPGRADE`` event carrying the bytes that followed the
   head; from then on the connection is a raw tunnel and ``feed`` must not be called again.
@@ -77,6 +79,9 @@ class ProtocolError(Exception):
         super().__init__(f"meshbus: {reason}")
         self.status = status
         self.reason = reason
+        # RequestSession.feed: the events the read gave before the error (requests complete before
+        # it, the head and body of the one that failed), for the caller to answer in order first.
+        self.events: list[tuple[int, Any]] = []
 
 
 class RequestHead:
@@ -241,7 +246,7 @@ class _NoHeaderCallbacks:
         self.on_message_complete = session.on_message_complete
 
 
-MAX_RESPONSE_HEAD: Final = 1 << 20  # a raw-heads session refuses a longer head (502) instead of buffering it
+MAX_RESPONSE_HEAD: Final = 1 << 20  # a session refuses a longer response head (502) instead of buffering it
 
 
 _MEMO_HEADERS: Final = 32  # the places RequestSession remembers headers at (a head rarely has more)
@@ -318,9 +323,11 @@ class RequestSession:
             events.append((UPGRADE, data[exc.args[0] :]))
             return events
         except httptools.HttpParserError as exc:
-            if self._error is not None:
-                raise self._error from None
-            raise ProtocolError(400, f"malformed request: {exc}") from None
+            err = self._error
+            if err is None:
+                err = ProtocolError(400, f"malformed request: {exc}")
+            err.events = events
+            raise err from None
         finally:
             self._data = b""  # a long-idle keep-alive connection must not pin its last read
         if self.in_head:
@@ -328,7 +335,9 @@ class RequestSession:
             # that sends an endless header line gets 431 without the proxy buffering it all.
             self._partial = self._partial + len(data) if was_in_head else len(data)
             if self._partial > self._max:
-                raise ProtocolError(431, "request header fields too large")
+                err = ProtocolError(431, "request header fields too large")
+                err.events = events
+                raise err
         elif self._chunked:
             # Inside a chunked body every read carries data (a BODY event) or the message's end, except
             # those of a trailer section (and of chunk-size lines): count the reads that carry neither,
@@ -449,6 +458,11 @@ class RequestSession:
                     raw = data[:end]
         if version is None:
             version = p.get_http_version()
+            if version != "1.1" and version != "1.0":
+                # llhttp refuses other versions but takes 0.9 and 2.0 (then refuses the bytes after a
+                # 2.0 head): neither is HTTP/1 to forward (Envoy: 426, details low_version).
+                self._error = ProtocolError(400, f"unsupported HTTP version {version}")
+                raise self._error
             keep_alive = p.should_keep_alive()
             upgrade = p.should_upgrade()
         elif "connection" in hdict or m == b"CONNECT":
@@ -505,6 +519,7 @@ class ResponseSession:
         "_events",
         "_hdict",
         "_headers",
+        "_hsize",
         "_info",
         "_last_frame",
         "_last_raw",
@@ -544,6 +559,7 @@ class ResponseSession:
         self._trailing = False  # past the head: on_header reports trailer fields (header callbacks only)
         self._partial = 0  # bytes of the reads since the last one that gave an event, inside a message
         self._tsize = 0  # bytes of the current message's trailer fields (header callbacks only)
+        self._hsize = 0  # and of its head's fields so far (raw heads count ``_raw``)
 
     def _new_parser(self) -> Any:
         return httptools.HttpResponseParser(_NoHeaderCallbacks(self) if self._raw_heads else self)
@@ -616,6 +632,11 @@ class ResponseSession:
             if self._tsize > MAX_RESPONSE_HEAD:
                 raise ProtocolError(502, "upstream response trailers too large")
             return
+        # Bounded as a raw head is: a read that completes the head gives an event, so the count of
+        # event-less reads (feed) would let a head of any size through in that one read.
+        self._hsize += len(name) + len(value) + 4
+        if self._hsize > MAX_RESPONSE_HEAD:
+            raise ProtocolError(502, "upstream response head too large")
         n = _NAMES.get(name) or _name(name)
         v = value.decode("latin-1")
         self._headers.append((n, v))
@@ -647,6 +668,7 @@ class ResponseSession:
         else:
             self._trailing = True  # what on_header reports from here on are trailer fields
             self._tsize = 0
+            self._hsize = 0
             headers = self._headers
             hdict = self._hdict
             self._headers = []

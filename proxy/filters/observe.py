@@ -270,10 +270,23 @@ def log_access(
     # typed (the exchange holds it as Any): compiled, its fields are read natively, not by name
     view: RequestView | None = ex.view
     version = head.version
+    method: str | None = head.method
+    path: str | None
+    authority: str | None = ex.authority
+    if view is not None:
+        path = view.path
+        source = view.source_ip  # the view's copy is read natively
+    else:
+        # refused before routing (no Host, a head that did not parse): what it lacks is absent, as
+        # Envoy logs it, not an empty string
+        method = method or None
+        path = head.target or None
+        authority = authority or None
+        source = ex.dc.peer_ip
     out.add(
         ex.start,
-        head.method,
-        view.path if view is not None else head.target,
+        method,
+        path,
         "HTTP/1.1" if version == "1.1" else _protocol(version),  # inline: a call costs more than the compare
         ex.status,
         flags,
@@ -284,9 +297,9 @@ def log_access(
         xff,
         agent,
         rid,
-        ex.authority,
+        authority,
         ex.upstream_host,
-        view.source_ip if view is not None else ex.dc.peer_ip,  # the view's copy is read natively
+        source,
         principal,
         hop.trace_id if hop is not None else None,
         tail,

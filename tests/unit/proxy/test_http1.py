@@ -166,6 +166,36 @@ def test_an_endless_header_line_is_431_before_it_ends() -> None:
     assert err.value.status == 431
 
 
+@pytest.mark.parametrize(
+    ("after", "status"),
+    [
+        (b"G ET /3 HTTP/1.1\r\nHost: a\r\n\r\n", 400),  # llhttp refuses the head
+        (b"GET /3 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),  # the session refuses it
+        (b"GET /3 HTTP/1.1\r\nX-Big: " + b"x" * 3000, 431),  # a head still arriving, over the limit
+        (b"POST /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400),  # its body
+    ],
+    ids=["llhttp", "two-hosts", "partial-431", "body"],
+)
+def test_a_protocol_error_carries_the_events_the_read_gave_before_it(after: bytes, status: int) -> None:
+    # The listener answers those first, in order, as Envoy does, then the error.
+    s = RequestSession(max_header_bytes=2048)
+    with pytest.raises(ProtocolError) as err:
+        s.feed(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n" + after)
+    assert err.value.status == status
+    got = [(k, p.target if k == HEAD else p) for k, p in err.value.events]
+    want = [(HEAD, "/1"), (END, None), (HEAD, "/2"), (END, None)]
+    assert got == ([*want, (HEAD, "/3")] if after.startswith(b"POST") else want)
+
+
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/0.9"])
+def test_versions_llhttp_takes_but_http1_is_not_are_400(version: bytes) -> None:
+    # Forwarded before (as HTTP/1.1) when alone in a read; refused when a request followed in it.
+    s = RequestSession()
+    with pytest.raises(ProtocolError) as err:
+        s.feed(b"GET / " + version + b"\r\nHost: a\r\n\r\n")
+    assert err.value.status == 400
+
+
 def test_headers_under_the_limit_pass() -> None:
     s = RequestSession(max_header_bytes=2048)
     ev = s.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 1000 + b"\r\n\r\n")

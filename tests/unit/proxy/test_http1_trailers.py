@@ -167,3 +167,28 @@ def test_a_long_chunked_response_in_small_reads_passes() -> None:
         ev += r.feed(b"%x\r\n" % len(block)) + r.feed(block) + r.feed(b"\r\n")
     ev += r.feed(b"0\r\nX-T: 1\r\n\r\n")
     assert kinds(ev)[-1] == END
+
+
+def test_a_trailer_section_over_the_limit_in_the_two_reads_that_give_events_is_431() -> None:
+    # Why the field count stays beside the count of event-less reads: the read in which a trailer
+    # section begins carries the last chunk's data, and the one in which it ends the message's end,
+    # so a section that fits in those two reads is seen by the field count alone.
+    fields = b"".join(b"X-T%d: %s\r\n" % (i, b"v" * 40) for i in range(30))  # ~1.5 KiB each time
+    s = RequestSession(max_header_bytes=2048)
+    assert kinds(s.feed(CHUNKED_POST + b"1\r\nx\r\n0\r\n" + fields)) == [HEAD, BODY]
+    with pytest.raises(ProtocolError) as err:
+        s.feed(fields + b"\r\n")
+    assert err.value.status == 431
+
+
+@pytest.mark.parametrize("raw_heads", [False, True])
+def test_a_response_head_over_the_limit_is_502_in_the_read_that_completes_it(raw_heads: bool) -> None:
+    # That read gives the HEAD event, so the count of event-less reads never sees it: the head's own
+    # size is the bound, in both modes.
+    r = ResponseSession(raw_heads=raw_heads)
+    r.expect(False)
+    assert r.feed(b"HTTP/1.1 200 OK\r\n") == []
+    line = b"X-Pad: " + b"p" * 1000 + b"\r\n"
+    with pytest.raises(ProtocolError) as err:
+        r.feed(line * (MAX_RESPONSE_HEAD // len(line) + 1) + b"Content-Length: 0\r\n\r\n")
+    assert err.value.status == 502
