@@ -49,7 +49,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -58,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 # bench/ is not a package: the shared helpers come from run.py next to this file
 from run import HOST, ORIGIN, Result, envoy_binary, med, nginx_conf, process, run_wrk
+from scratch import scratch_dir
 
 from tests.support.jwks import Issuer
 
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     envoy = None if args.no_envoy else find_envoy(args.envoy)
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-authz-"))
+    tmp = scratch_dir("meshbus-bench-authz-")
     for d in ("nginx-body", "nginx-proxy", "nginx-fcgi", "nginx-uwsgi", "nginx-scgi"):
         (tmp / d).mkdir()
     (tmp / "nginx.conf").write_text(nginx_conf(tmp))

@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the shared helpers come from chain.py and run.py next to this file
 import chain
 import run
+from scratch import scratch_dir
 
 A_PORT, B_PORT, ORIGIN, STATS = 28101, 28102, 28080, 28103
 # A's connect timeout bounds its TLS handshake with B (adapters/upstream.py): chain.py's 1 s is for native
@@ -99,7 +99,7 @@ def main() -> None:
     a_port, b_port, origin, stats = (args.port_base + i for i in range(4))
     # the configs and nginx.conf read these module globals when written
     chain.A_PORT, chain.B_PORT, chain.ORIGIN, run.ORIGIN = a_port, b_port, origin, origin
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-chain-cg-"))
+    tmp = scratch_dir("meshbus-chain-cg-")
     chain.prepare(tmp)
     a_conf = (tmp / "a.yaml").read_text()
     for old, new in SLOW_TIMEOUTS:

@@ -38,7 +38,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -48,6 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from chain import A_PORT, meshbus_chain, prepare
 from run import ORIGIN, process, run_wrk, start_h2load
+from scratch import scratch_dir
 
 
 class _Collector:
@@ -318,7 +318,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-tail-"))
+    tmp = scratch_dir("meshbus-bench-tail-")
     prepare(tmp)
     with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log"):
         for rnd in range(args.rounds):

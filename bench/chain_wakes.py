@@ -55,7 +55,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -65,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chain import prepare
 from mtls import chains
 from run import ORIGIN, REALTIME, fifo_while, h2load_rows, process, run_wrk, start_h2load
+from scratch import scratch_dir
 
 WAITS = {"232", "281"}  # epoll_wait (HAProxy), epoll_pwait (uvloop)
 READS = {"0", "45"}  # read, recvfrom
@@ -158,7 +158,7 @@ def main() -> int:
         "runs there between requests (the chain's FIFO-50 processes preempt it at once)",
     )
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-chain-wakes-"))
+    tmp = scratch_dir("meshbus-chain-wakes-")
     prepare(tmp)
     setups = chains(tmp)
     with process(["nginx", "-c", str(tmp / "nginx.conf")], 0, ORIGIN, tmp / "nginx.log") as origin:

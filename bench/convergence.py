@@ -38,11 +38,11 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from scratch import scratch_dir
 
 from meshbus.bus import BusConnection, BusSettings, codec
 from meshbus.bus.embedded import EmbeddedNats
@@ -334,7 +334,7 @@ max_pending: 536870912
 
 
 async def run_bench(args: argparse.Namespace) -> None:
-    conf = Path(tempfile.mkdtemp(prefix="meshbus-bench-")) / "nats.conf"
+    conf = scratch_dir("meshbus-bench-") / "nats.conf"
     conf.write_text(SERVER_CONF)
     server = EmbeddedNats(extra_args=("-c", str(conf)), log_path=args.nats_log)
     url = server.start()

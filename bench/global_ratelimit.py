@@ -28,11 +28,11 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
+
+from scratch import scratch_dir
 
 from meshbus.bus import rpc
 from meshbus.bus.connection import BusConnection, BusSettings
@@ -217,7 +217,7 @@ def main() -> None:
     ap.add_argument("--policies", type=int, default=2)
     ap.add_argument("--tag", default=str(os.getpid()))
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-rl-bench-"))
+    tmp = scratch_dir("meshbus-rl-bench-")
     with EmbeddedNats(port=0, store_dir=str(tmp / "nats")) as nats:
         env = {
             **os.environ,

@@ -66,7 +66,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -79,6 +78,7 @@ import run
 from chain import prepare
 from chain_wakes import print_passes, record
 from mtls import chains
+from scratch import scratch_dir
 
 HUGE = 2 << 20
 MADV_COLLAPSE = 25
@@ -254,7 +254,7 @@ def variants(rnd: int, names: tuple[str, ...]) -> tuple[str, ...]:
 def chain_rounds(args: argparse.Namespace) -> None:
     """Every variant's chain up at once (ports of its own), measured in turn round by round: all of them
     see the machine's same phases (here a run's cold wake moved 2x from one minute to the next)."""
-    base = Path(tempfile.mkdtemp(prefix="meshbus-huge-pages-"))
+    base = scratch_dir("meshbus-huge-pages-")
     prepare(base)
     with ExitStack() as stack:
         nginx = ["nginx", "-c", str(base / "nginx.conf")]
@@ -289,7 +289,7 @@ def chain_rounds(args: argparse.Namespace) -> None:
 
 
 def paced_rounds(args: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-huge-paced-"))
+    tmp = scratch_dir("meshbus-huge-paced-")
     setups, env = paced_cpu.prepare(tmp)
     cmd, port = setups["meshbus"]
     envs = {"4k": env, "collapse": env, "arena": arena_env(tmp, env)}
@@ -314,7 +314,7 @@ def paced_rounds(args: argparse.Namespace) -> None:
 def idle_rss(args: argparse.Namespace) -> None:
     """bench/run.py's idle-RSS figure (one worker, 100 services, 2 s after start) per variant, collapsed
     first where the variant says so."""
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-huge-rss-"))
+    tmp = scratch_dir("meshbus-huge-rss-")
     (tmp / "mesh100.yaml").write_text(run.meshbus_conf(100))
     exe = str(Path(sys.executable).parent / "meshbus-proxy")
     envs = {"arena": arena_env(tmp)}

@@ -21,7 +21,6 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from run import ORIGIN, check_tools, cpu_seconds, med, nginx_conf, process
+from scratch import scratch_dir
 
 from tests.support.jwks import ALGORITHMS, Issuer
 
@@ -129,7 +129,7 @@ def exchange_micro(n: int = 20_000) -> None:
     request = f"GET / HTTP/1.1\r\nHost: origin\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
 
     async def one(text: str) -> float:
-        tmp = Path(tempfile.mkdtemp(prefix="meshbus-jwt-micro-"))
+        tmp = scratch_dir("meshbus-jwt-micro-")
         (tmp / "mesh.yaml").write_text(text)
         cfg = BootstrapConfig(
             config_path=str(tmp / "mesh.yaml"), outbound=None, inbound=Address("127.0.0.1", 0), admin=None,
@@ -192,7 +192,7 @@ def run_wrk(port: int, duration: int, pid: int, token: str) -> tuple[float, floa
 def through_proxy(duration: int, rounds: int) -> None:
     if check_tools():
         return
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-jwt-bench-"))
+    tmp = scratch_dir("meshbus-jwt-bench-")
     (tmp / "nginx.conf").write_text(nginx_conf(tmp))
     # "JWT on" strips the token before the app (Istio's default): the proxy rebuilds the request head
     # instead of forwarding it as received; "JWT fwd" keeps it (forwardOriginalToken), head as received.

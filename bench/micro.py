@@ -15,7 +15,6 @@ import cProfile
 import pstats
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from run import ORIGIN, meshbus_conf
+from scratch import scratch_dir
 
 from meshbus.proxy.adapters.listener import DownstreamConnection
 from meshbus.proxy.adapters.server import ProxyServer
@@ -106,7 +106,7 @@ async def outbound_loop(
     """(server, loop, close): ``loop(k)`` sends ``k`` requests (``request``) through an outbound route
     (in-memory transports), with bench/plugins.py's in-process filter ``plugin`` (noop, header) when
     given; ``close`` stops the proxy."""
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-micro-"))
+    tmp = scratch_dir("meshbus-micro-")
     text = meshbus_conf(1)
     if plugin:
         from plugins import PLUGIN, install_filters
@@ -149,7 +149,7 @@ async def outbound_loop(
 
 
 async def main(n: int, profile: bool, access_log: bool, plugin: str = "") -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-micro-"))
+    tmp = scratch_dir("meshbus-micro-")
     server, loop, close = await outbound_loop(plugin, tmp / "access.log" if access_log else None)
     if profile:
         pr = cProfile.Profile()

@@ -26,7 +26,6 @@ import argparse
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chain import B_PORT, FileCertClient, client_sidecar_conf, make_certs, server_sidecar_conf
 from micro import RESPONSE, MemTransport, pooled  # the origin's response: nginx's, as in micro.py
 from run import ORIGIN
+from scratch import scratch_dir
 
 from meshbus.telemetry.accesslog import format_json_rows
 
@@ -80,7 +80,7 @@ async def chain_loop(
     from meshbus.proxy.bootstrap import Address, BootstrapConfig
     from meshbus.proxy.tls.stream import TlsStream
 
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-micro-chain-"))
+    tmp = scratch_dir("meshbus-micro-chain-")
     (tmp / "a.yaml").write_text(client_sidecar_conf())
     (tmp / "b.yaml").write_text(server_sidecar_conf())
     make_certs(tmp)
@@ -204,7 +204,7 @@ async def main(tls: bool, access_log: bool, n: int, count_only: bool, writer: bo
 def collected(script: str, args: list[str], env: dict[str, str] | None = None) -> tuple[int, Path]:
     """Run ``script`` with ``args`` under callgrind: the instructions it collected, and its output file
     (kept, for callgrind_annotate). Exits with the run's stderr when it fails."""
-    out = Path(tempfile.mkdtemp(prefix="meshbus-cg-")) / "cg.out"
+    out = scratch_dir("meshbus-cg-") / "cg.out"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, script, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     m = re.search(r"Collected : (\d+)", r.stderr)

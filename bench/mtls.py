@@ -59,7 +59,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
@@ -83,6 +82,7 @@ from run import (
     realtime_ok,
     run_wrk,
 )
+from scratch import scratch_dir
 
 from meshbus.proxy.tls.suites import MESH_TLS13_SUITES
 
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if check_tools():
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-mtls-"))
+    tmp = scratch_dir("meshbus-bench-mtls-")
     prepare(tmp)
     setups = chains(tmp)
     if args.only:

@@ -43,13 +43,13 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import run  # bench/ is not a package: run.py's set-up and load helpers
+from scratch import scratch_dir
 
 EVENTS = {
     "task-clock": "cpu us",
@@ -153,7 +153,7 @@ def main() -> int:
     args = ap.parse_args()
     if run.check_tools():
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-paced-cpu-"))
+    tmp = scratch_dir("meshbus-paced-cpu-")
     setups, env = prepare(tmp)
     with run.process(["nginx", "-c", str(tmp / "nginx.conf")], 0, run.ORIGIN, tmp / "nginx.log") as origin:
         for rnd in range(args.rounds):

@@ -126,7 +126,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -153,6 +152,7 @@ from run import (
     realtime_ok,
     run_wrk,
 )
+from scratch import scratch_dir
 from write_policy import ENV, SITECUSTOMIZE
 
 from meshbus.bus.embedded import EmbeddedNats
@@ -660,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen.append(f"remote-noop-{args.reference_write}")
         paired.append(f"remote-noop-{args.reference_write}")
     scaling = [k for k in SCALING if k in chosen] if args.scaling_rounds else []
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-plugins-"))
+    tmp = scratch_dir("meshbus-bench-plugins-")
     install_filters(tmp / "site")
     sys.path.insert(0, str(tmp / "site"))
     inproc = [k for k in paired if SETUPS[k] is None or SETUPS[k][1] == "IN_PROCESS"]  # type: ignore[index]

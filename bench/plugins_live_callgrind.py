@@ -24,13 +24,13 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the set-ups come from plugins.py, the helpers from chain_callgrind.py and run.py
 import run
 from chain_callgrind import load_and_collect, wait_port
+from scratch import scratch_dir
 
 import plugins
 from meshbus.bus.embedded import EmbeddedNats
@@ -61,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     names = [s for s in SETUPS if s in args.only.split(",")]
     run.ORIGIN = args.port_base
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-plugins-live-cg-"))
+    tmp = scratch_dir("meshbus-plugins-live-cg-")
     plugins.install_filters(tmp / "site")
     for d in ("nginx-body", "nginx-proxy", "nginx-fcgi", "nginx-uwsgi", "nginx-scgi"):
         (tmp / d).mkdir()

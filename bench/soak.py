@@ -47,7 +47,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from contextlib import ExitStack
@@ -58,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the shared helpers come from run.py and chain.py next to this file
 from chain import A_PORT, handshakes, meshbus_chain, prepare
 from run import ORIGIN, check_tools, cpu_seconds, process, rss_mb, run_wrk, start_h2load
+from scratch import scratch_dir
 
 A_ADMIN, B_ADMIN = 18105, 18104
 RSS_GROWTH_MB = 5.0
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     window = args.window or (args.seconds - warmup) / max(3, round((args.seconds - warmup) / 60))
     if check_tools():
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-soak-"))
+    tmp = scratch_dir("meshbus-soak-")
     failures: list[str] = []
     try:
         failures = soak(args, tmp, warmup, window)

@@ -16,13 +16,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the set-up comes from run.py next to this file
 import run
+from scratch import scratch_dir
 
 
 def counts(strace_out: str) -> dict[str, int]:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline", default="", help="another meshbus tree (as run.py --baseline): 'meshbus-base'"
     )
     args = ap.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-syscalls-"))
+    tmp = scratch_dir("meshbus-syscalls-")
     for d in ("nginx-body", "nginx-proxy", "nginx-fcgi", "nginx-uwsgi", "nginx-scgi"):
         (tmp / d).mkdir()
     (tmp / "nginx.conf").write_text(run.nginx_conf(tmp))

@@ -93,7 +93,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -104,6 +103,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 # bench/ is not a package: the shared helpers come from run.py next to this file
 from run import HOST, ORIGIN, cpu_seconds, med, nginx_conf, process, run_wrk, start_h2load
+from scratch import scratch_dir
 
 A_PORT, B_PORT, TEL_PORT, OTLP_PORT = 18201, 18202, 18203, 18204
 TAIL_S = 1.3  # > the shipper's interval (1 s) and the access-log writer's (0.2 s)
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from meshbus.bus.embedded import EmbeddedNats
 
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-telemetry-"))
+    tmp = scratch_dir("meshbus-bench-telemetry-")
     for d in ("nginx-body", "nginx-proxy", "nginx-fcgi", "nginx-uwsgi", "nginx-scgi"):
         (tmp / d).mkdir()
     (tmp / "nginx.conf").write_text(nginx_conf(tmp))

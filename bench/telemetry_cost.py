@@ -32,7 +32,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from micro import RESPONSE, in_memory
 from run import ORIGIN
+from scratch import scratch_dir
 
 from telemetry import CASES, HOST, client_conf, telemetry_for
 
@@ -165,7 +165,7 @@ def b_requests(case: str) -> list[bytes]:
 
 
 async def measure(case: str, side: str, n: int, callgrind: bool, every: int = SHIP_EVERY) -> float:
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-telcost-"))
+    tmp = scratch_dir("meshbus-telcost-")
     server, loop = await sidecar(case, side, tmp, every)
     loop(3000)  # warm-up: caches, label sets, pools
     if callgrind:
@@ -227,7 +227,7 @@ def main() -> int:
         case, side = args.child.split(":")
         child(case, side, args.requests, args.ship_every)
         return 0
-    helper_dir = Path(tempfile.mkdtemp(prefix="meshbus-telcost-cg-"))
+    helper_dir = scratch_dir("meshbus-telcost-cg-")
     if args.callgrind:
         _helper(helper_dir)
     unit = "instructions" if args.callgrind else "CPU us (best of 5)"
