@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -56,11 +55,10 @@ _M_MMAP_THRESHOLD = -3
 def _tune_malloc() -> None:
     os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(32 * 1024 * 1024))
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1024 * 1024))
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
     try:
-        libc = ctypes.CDLL(name)
+        # the process's own symbols, as bus/process.py's malloc_trim does: ctypes.util.find_library
+        # would import ctypes.util and tempfile into every worker just to name libc
+        libc = ctypes.CDLL(None)
         libc.mallopt(_M_TRIM_THRESHOLD, int(os.environ["MALLOC_TRIM_THRESHOLD_"]))
         libc.mallopt(_M_MMAP_THRESHOLD, int(os.environ["MALLOC_MMAP_THRESHOLD_"]))
     except (OSError, AttributeError, ValueError):

@@ -26,8 +26,6 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from meshbus.bus.cert_report import certs_doc
-from meshbus.bus.schemas.identity import ProxyCertsReply
 from meshbus.proxy.codec.http1 import (
     BODY,
     END,
@@ -106,6 +104,11 @@ def clusters_json(server: Any) -> dict[str, Any]:
 
 def certs_json(server: Any, now: float | None = None) -> dict[str, Any]:
     """What ``meshctl cert inspect PROXY_ID -o json`` shows; a standalone proxy has no identity."""
+    # here, not at the top: they bring the bus message codec (msgpack), which a file-mode worker
+    # needs for nothing else (tests/unit/proxy/test_worker_imports.py)
+    from meshbus.bus.cert_report import certs_doc
+    from meshbus.bus.schemas.identity import ProxyCertsReply
+
     report = getattr(server, "cert_report", None)
     reply = report() if report is not None else ProxyCertsReply(node="")
     return certs_doc(reply, time.time() if now is None else now)

@@ -19,20 +19,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from meshbus.bus.config.meshbus_kinds import DEFAULT_ROOT_NAMESPACE
 from meshbus.bus.config.proxy_kinds import MeshConfig, RateLimit, RequestAuthentication, Resource
 from meshbus.bus.config.security import JWTRule
-from meshbus.proxy.filters.global_ratelimit import (
-    DEFAULT_TIMEOUT,
-    GLOBAL_RATELIMIT,
-    CidrSel,
-    ClientSel,
-    GlobalRateLimitConfig,
-    GlobalRule,
-    HeaderSel,
-)
+from meshbus.proxy.filters.builtin import GLOBAL_RATELIMIT
 from meshbus.proxy.filters.jwt_authn import (
     ALWAYS_SPACE_DELIMITED,
     COOKIE,
@@ -45,6 +37,9 @@ from meshbus.proxy.filters.jwt_authn import (
     Location,
 )
 from meshbus.proxy.filters.jwt_keys import VerifyKey, parse_jwks
+
+if TYPE_CHECKING:
+    from meshbus.proxy.filters.global_ratelimit import GlobalRateLimitConfig
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +168,16 @@ def _provider(rule: JWTRule, where: str) -> JwtProvider:
 
 
 def rate_limit_config(rls: Sequence[RateLimit]) -> GlobalRateLimitConfig:
+    # here, not at the top: only a workload with a RateLimit in scope carries the filter (builtin.LAZY_FILTERS)
+    from meshbus.proxy.filters.global_ratelimit import (
+        DEFAULT_TIMEOUT,
+        CidrSel,
+        ClientSel,
+        GlobalRateLimitConfig,
+        GlobalRule,
+        HeaderSel,
+    )
+
     rules: list[GlobalRule] = []
     # Several RateLimits on one workload: the strictest failure mode and the shortest wait win.
     fail_open = all(rl.spec.failure_mode == "Open" for rl in rls)
@@ -216,6 +221,9 @@ def describe(filter_config: Mapping[str, object]) -> dict[str, Any]:
     if isinstance(jwt_cfg, JwtAuthnConfig):
         out["jwtRules"] = jwt_cfg.describe()
     rl_cfg = filter_config.get(GLOBAL_RATELIMIT)
-    if isinstance(rl_cfg, GlobalRateLimitConfig):
-        out["rateLimit"] = rl_cfg.describe()
+    if rl_cfg is not None:
+        from meshbus.proxy.filters.global_ratelimit import GlobalRateLimitConfig
+
+        if isinstance(rl_cfg, GlobalRateLimitConfig):
+            out["rateLimit"] = rl_cfg.describe()
     return out

@@ -24,7 +24,6 @@ import datetime as dt
 import os
 import secrets
 import ssl
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +78,8 @@ def _private_tmpdir() -> str | None:
 def _load_cert_chain(ctx: ssl.SSLContext, cert_chain_pem: bytes, key: PrivateKeyTypes) -> None:
     """`ssl` only loads keys from files: hand it the key encrypted under a one-time password,
     in a 0700 directory that is removed as soon as OpenSSL has read it."""
+    import tempfile  # here, not at the top: a worker that never loads a key does not import it
+
     from cryptography.hazmat.primitives import serialization
 
     password = secrets.token_urlsafe(24).encode()

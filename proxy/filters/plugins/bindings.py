@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from meshbus.bus.config.meshbus_kinds import DEFAULT_ROOT_NAMESPACE, plugin_selects
 from meshbus.bus.config.proxy_kinds import MeshConfig, Plugin, Resource
-from meshbus.plugins.api import FilterMetrics
-from meshbus.plugins.http import Peer
 from meshbus.proxy.build.errors import RuntimeBuildError, build_error
 from meshbus.proxy.filters import chain as C
-from meshbus.proxy.filters.plugins.adapter import Backend, LocalBackend, PluginFilter, PluginStats
 
 if TYPE_CHECKING:
+    from meshbus.plugins.http import Peer
     from meshbus.plugins.registry import FilterInfo
+    from meshbus.proxy.filters.plugins.adapter import Backend, PluginFilter
     from meshbus.proxy.filters.plugins.remote import RemoteFilters
 
 log = logging.getLogger(__name__)
@@ -56,21 +55,6 @@ PREPARE_TIMEOUT: Final = 0.5
 
 PHASES: Final = {"AUTHN": C.AUTHN, "AUTHZ": C.AUTHZ, "STATS": C.STATS}
 """Plugin phase -> chain sort key; UNSPECIFIED (and Istio's UNSPECIFIED_PHASE) is just before the router."""
-
-
-class _Metrics(FilterMetrics):
-    """A filter's own metrics, into the worker's registry."""
-
-    def __init__(self, ref: str, events: Any, values: Any) -> None:
-        self.ref = ref
-        self._events = events
-        self._values = values
-
-    def count(self, event: str, amount: float = 1) -> None:
-        self._events.labels(self.ref, event).inc(amount)
-
-    def observe(self, name: str, value: float) -> None:
-        self._values.labels(self.ref, name).observe(value)
 
 
 class Binding:
@@ -232,12 +216,18 @@ class PluginRuntime:
     ) -> PluginSet:
         """The PluginSet for these resources; RuntimeBuildError when a selected Plugin cannot run."""
         selected = self._selected(resources, namespace, labels)
-        workload = Peer(namespace=namespace, labels=dict(labels))
+        workload: Peer | None = None
         bindings = []
         for p in sorted(selected, key=lambda r: (r.namespace, r.name)):
             key = (p.namespace, p.name)
             live = self._live.get(key)
             if live is None or live.resource != p or (not live.inbound.described and live.backend.ready):
+                if workload is None:
+                    # the plugin SDK and the chain adapter come with the first Plugin (~0.3 MB idle RSS
+                    # of a worker without one, bench/run.py's 100-service worker)
+                    from meshbus.plugins.http import Peer
+
+                    workload = Peer(namespace=namespace, labels=dict(labels))
                 live = self._bind(p, workload)
                 old = self._live.get(key)
                 self._live[key] = live
@@ -257,6 +247,8 @@ class PluginRuntime:
         return any(b is x for x in s.bindings)
 
     def _bind(self, p: Plugin, workload: Peer) -> Binding:
+        from meshbus.proxy.filters.plugins.adapter import LocalBackend, PluginFilter, PluginStats
+
         spec = p.spec
         ref = f"{p.namespace}/{p.name}"
         stats = PluginStats(ref, *(self._metrics[:3] if self._metrics else ()))
@@ -270,12 +262,13 @@ class PluginRuntime:
         else:
             from meshbus.plugins.loader import PluginConfigError, make_filter
             from meshbus.plugins.registry import PluginLoadError
+            from meshbus.proxy.filters.plugins.metrics import RegistryMetrics
 
             try:
                 info = (self._loader or load)(spec.filter)
             except PluginLoadError as exc:
                 raise build_error(p, ("spec", "filter"), str(exc).removeprefix("meshbus: ")) from None
-            metrics = _Metrics(ref, *self._metrics[3:]) if self._metrics else None
+            metrics = RegistryMetrics(ref, *self._metrics[3:]) if self._metrics else None
             try:
                 inst = make_filter(info, spec.plugin_config, metrics=metrics)
             except PluginConfigError as exc:

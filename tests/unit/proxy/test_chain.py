@@ -11,7 +11,7 @@ from meshbus.proxy.codec.http1 import RequestHead
 from meshbus.proxy.core import flags as F
 from meshbus.proxy.core.routing import Destination, RequestView
 from meshbus.proxy.filters.authz import AUTHORIZATION
-from meshbus.proxy.filters.builtin import BUILTIN_FILTERS, build_chain
+from meshbus.proxy.filters.builtin import BUILTIN_FILTERS, LAZY_FILTERS, build_chain
 from meshbus.proxy.filters.chain import (
     AUTHN,
     AUTHZ,
@@ -141,7 +141,7 @@ def test_build_chain_refuses_unknown_names_and_wrong_config_types() -> None:
     )
     # the built-ins' own order, whatever the map's: rate limit, CORS, fault ... header ops last
     assert chain.describe() == [LOCAL_RATELIMIT, FAULT, HEADER_OPS]
-    assert set(BUILTIN_FILTERS) == {
+    assert {*BUILTIN_FILTERS, *LAZY_FILTERS} == {
         LOCAL_RATELIMIT, CORS, FAULT, HEADER_OPS, JWT_AUTHN, GLOBAL_RATELIMIT, AUTHORIZATION,
     }  # fmt: skip
 

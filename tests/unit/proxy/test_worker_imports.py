@@ -144,10 +144,109 @@ spec:
 def test_a_custom_providers_client_is_registered_when_its_runtime_goes_live(
     text: str, expected: str, tmp_path: Path
 ) -> None:
+    assert _serve(SERVE, text, tmp_path, CUSTOM_AUTHZ_ONLY) == expected
+
+
+def _serve(script: str, text: str, tmp_path: Path, modules: tuple[str, ...]) -> str:
+    """``script``'s output, run in a fresh interpreter on a config file of ``text``."""
     path = tmp_path / "mesh.yaml"
     path.write_text(text)
     out = subprocess.run(
-        [sys.executable, "-c", SERVE, str(path), *CUSTOM_AUTHZ_ONLY],
+        [sys.executable, "-c", script, str(path), *modules],
         capture_output=True, text=True, check=True, timeout=50,
     )  # fmt: skip
-    assert out.stdout.strip() == expected
+    return out.stdout.strip()
+
+
+# What an idle file-mode worker (bench/run.py's idle RSS: meshbus-proxy --config, admin on) no longer
+# imports unless its config asks: the global rate limit filter with its lease messages and msgpack
+# (builtin.LAZY_FILTERS), the plugin SDK and chain adapter (bindings, on the first Plugin), the
+# certificate report and its bus codec (admin, on /certs), tempfile and ctypes.util (__main__, tls).
+# Together ~0.7-0.8 MB of that worker's RSS.
+IDLE_WORKER_SKIPS = (
+    "meshbus.proxy.filters.global_ratelimit",
+    "meshbus.bus.schemas.ratelimit",
+    "meshbus.bus.codec",
+    "msgpack",
+    "meshbus.plugins.api",
+    "meshbus.proxy.filters.plugins.adapter",
+    "meshbus.bus.schemas.identity",
+    "meshbus.bus.cert_report",
+    "tempfile",
+    "ctypes.util",
+)
+
+IDLE_WORKER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from meshbus.proxy import __main__ as cli
+    from meshbus.proxy.adapters.server import ProxyServer
+
+    cfg, _ = cli.parse_command_line(["--config", sys.argv[1], "--outbound", "127.0.0.1:0", "--inbound",
+                                     "127.0.0.1:0", "--app-port", "9080", "--admin", "127.0.0.1:0",
+                                     "--workers", "1"])
+    cli._tune_malloc()
+
+    async def main() -> None:
+        server = ProxyServer(cfg)
+        await server.start()
+        try:
+            print(",".join(m for m in sys.argv[2:] if m in sys.modules))
+        finally:
+            await server.shutdown(0)
+
+    asyncio.run(main())
+    """
+)
+
+SERVICE = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shelf}
+spec:
+  hosts: [shelf.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: 9080}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shelf}
+spec:
+  hosts: [shelf]
+  http: [{route: [{destination: {host: shelf}}], timeout: 5s, retries: {attempts: 2}}]
+"""
+
+
+def _idle_worker_imports(text: str, tmp_path: Path) -> str:
+    return _serve(IDLE_WORKER, text, tmp_path, IDLE_WORKER_SKIPS)
+
+
+def test_an_idle_file_mode_worker_imports_only_what_its_config_uses(tmp_path: Path) -> None:
+    imported = _idle_worker_imports(SERVICE, tmp_path)
+    assert imported == "", f"an idle file-mode worker imported {imported}"
+
+
+RATE_LIMIT = """---
+apiVersion: meshbus.io/v1
+kind: RateLimit
+metadata: {name: per-client}
+spec:
+  rules: [{limit: {requests: 10, unit: Minute}}]
+"""
+
+
+def test_a_rate_limit_in_the_config_brings_its_filter(tmp_path: Path) -> None:
+    imported = _idle_worker_imports(SERVICE + RATE_LIMIT, tmp_path)
+    assert "meshbus.proxy.filters.global_ratelimit" in imported.split(",")
+
+
+def test_the_lazy_filter_names_match_their_modules() -> None:
+    from meshbus.proxy.filters import builtin, global_ratelimit
+
+    assert builtin.GLOBAL_RATELIMIT == global_ratelimit.GLOBAL_RATELIMIT
+    config_type, factory = builtin.LAZY_FILTERS[builtin.GLOBAL_RATELIMIT]()
+    assert (config_type, factory) == (
+        global_ratelimit.GlobalRateLimitConfig,
+        global_ratelimit.GlobalRateLimitFilter,
+    )
