@@ -72,7 +72,7 @@ def split_authority(authority: str) -> tuple[str, int | None]:
         if not sep or ":" in host:  # no port, or a bare IPv6 literal
             return a.rstrip("."), None
     host = host.rstrip(".")
-    if port_text.isdigit() and 0 < int(port_text) < 65536:
+    if port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536:
         return host, int(port_text)
     return host, None
 

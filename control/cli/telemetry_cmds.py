@@ -61,9 +61,9 @@ def status_filter(spec: str | None) -> Callable[[int], bool]:
     classes: set[int] = set()
     for part in spec.split(","):
         p = part.strip().lower()
-        if len(p) == 3 and p.endswith("xx") and p[0].isdigit():
+        if len(p) == 3 and p.endswith("xx") and p[0].isascii() and p[0].isdigit():
             classes.add(int(p[0]))
-        elif p.isdigit():
+        elif p.isascii() and p.isdigit():
             exact.add(int(p))
         else:
             raise argparse.ArgumentTypeError(f"bad --status {part!r}: use 500, 5xx or 4xx,503")

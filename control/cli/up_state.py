@@ -69,7 +69,7 @@ def running_pid(data_dir: Path) -> int | None:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             text = f.read().strip()
-            return int(text) if text.isdigit() else -1
+            return int(text) if text.isascii() and text.isdigit() else -1
         return None  # we got the lock: whoever wrote the file is gone
 
 

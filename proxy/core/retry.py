@@ -97,7 +97,7 @@ def parse_retry_on(text: str) -> tuple[frozenset[str], frozenset[int]]:
         p = part.strip()
         if not p:
             continue
-        if p.isdigit() and 100 <= int(p) <= 599:
+        if p.isascii() and p.isdigit() and 100 <= int(p) <= 599:
             codes.add(int(p))
         else:
             policies.add(p)

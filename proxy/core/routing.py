@@ -77,7 +77,7 @@ class Mirror:
     def shadow_authority(authority: str) -> str:
         """Envoy sends a mirrored request with ``-shadow`` appended to the host."""
         host, sep, port = authority.rpartition(":")
-        if sep and port.isdigit() and (host.endswith("]") or ":" not in host):
+        if sep and port.isascii() and port.isdigit() and (host.endswith("]") or ":" not in host):
             return f"{host}-shadow:{port}"
         return f"{authority}-shadow"
 

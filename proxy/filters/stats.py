@@ -175,7 +175,7 @@ class StatsRecorder:
         if ctls is None or len(ctls.identities) != 1:
             return _U
         addr, _, port = host.rpartition(":")
-        if ctls.mode_for((addr, int(port) if port.isdigit() else 0)) != "ISTIO_MUTUAL":
+        if ctls.mode_for((addr, int(port) if port.isascii() and port.isdigit() else 0)) != "ISTIO_MUTUAL":
             return _U
         ins, sa = ctls.identities[0]
         return f"spiffe://{td}/ns/{ins}/sa/{sa}"

@@ -291,7 +291,7 @@ def _cidr(f: Findings, path: list[str | int], value: str) -> None:
 
 def _port(f: Findings, path: list[str | int], value: int | str) -> None:
     text = str(value)
-    if text and (not text.isdigit() or int(text) > 65535):
+    if text and (not (text.isascii() and text.isdigit()) or int(text) > 65535):
         f.error(path, "must be a port number (0..65535)", value)
 
 

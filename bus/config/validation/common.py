@@ -60,7 +60,7 @@ def host_problem(
             return f'host label "{label}" is longer than 63 characters'
         if not _LABEL.match(label):
             return "host must be a DNS name: labels of letters, digits and '-', separated by '.'"
-    if labels and labels[-1].isdigit():
+    if labels and labels[-1].isascii() and labels[-1].isdigit():
         return "the top-level domain cannot be all-numeric"
     return None
 

@@ -50,7 +50,9 @@ def validate(resource: Resource, f: Findings) -> None:
 
 def _authorizer(f: Findings, path: list[str | int], cfg: ExtAuthzHttp | ExtAuthzGrpc | MeshbusAuthz) -> None:
     status = cfg.status_on_error
-    if status is not None and (not status.isdigit() or int(status) not in STATUS_CODES):
+    if status is not None and (
+        not (status.isascii() and status.isdigit()) or int(status) not in STATUS_CODES
+    ):
         f.error([*path, "statusOnError"], "must be an HTTP status code Envoy knows (e.g. 403, 503)", status)
     if not isinstance(cfg, ExtAuthzHttp):
         return

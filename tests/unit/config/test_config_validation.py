@@ -273,6 +273,9 @@ CASES = [
     ),
     ("AuthorizationPolicy", "action: MAYBE\n", "must be one of ALLOW, DENY, AUDIT, CUSTOM"),
     ("AuthorizationPolicy", "rules: [{to: [{operation: {ports: ['99999']}}]}]\n", "must be a port number"),
+    # digits str.isdigit() takes and int() refuses (or reads): an error naming the field, not a crash
+    ("AuthorizationPolicy", "rules: [{to: [{operation: {ports: ['²']}}]}]\n", "must be a port number"),
+    ("AuthorizationPolicy", "rules: [{to: [{operation: {ports: ['٣']}}]}]\n", "must be a port number"),
     (
         "AuthorizationPolicy",
         "rules: [{when: [{key: source.ip, values: [not-an-ip]}]}]\n",
@@ -364,6 +367,11 @@ def test_retry_on_accepts_envoy_policies_and_status_codes() -> None:
         "'5xx,gateway-error,reset,connect-failure,refused-stream,retriable-status-codes,503,unavailable'}\n"
     )
     assert load_spec("VirtualService", spec).ok
+
+
+def test_retry_on_with_a_non_ascii_digit_is_refused_by_name() -> None:
+    spec = vs("- route: [{destination: {host: r}}]\n  retries: {attempts: 3, retryOn: '5xx,²'}\n")
+    assert any('unknown retry policy "²"' in e for e in errors(load_spec("VirtualService", spec)))
 
 
 def test_istio_mutual_with_sni_is_fine() -> None:

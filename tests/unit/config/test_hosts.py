@@ -87,6 +87,9 @@ def test_external_names() -> None:
         ("host:notaport", ("host", None)),
         ("host:0", ("host", None)),
         ("host:65536", ("host", None)),
+        # a client's Host header: str.isdigit() takes these, int() refuses the first and reads the second
+        ("host:²", ("host", None)),
+        ("host:٣", ("host", None)),
     ],
 )
 def test_split_authority(authority: str, expected: tuple[str, int | None]) -> None:

@@ -63,6 +63,7 @@ def test_bare_codes_mean_retriable_status_codes_and_replace_default_503() -> Non
     policies, codes = parse_retry_on("reset, 429,503 ,,connect-failure")
     assert policies == {"reset", "connect-failure", "retriable-status-codes"}
     assert codes == {429, 503}
+    assert parse_retry_on("5xx,²,٣") == ({"5xx", "²", "٣"}, frozenset())  # digits, not ASCII ones
     p = retry_policy_from(HTTPRetry(attempts=2, retry_on="reset"))
     assert not p.retry_on_status(503)  # a user retryOn replaces the default list and its 503
     p2 = retry_policy_from(HTTPRetry(attempts=2, retry_on="429"))
