@@ -9,11 +9,11 @@ PARTS  := bus proxy plugins control telemetry
 
 # The install compiles the proxy's request path with mypyc (setup.py). The extensions sit next to
 # their sources and shadow them, so NATIVE_STAMP rebuilds them whenever a proxy or telemetry source
-# (or bus/config/hosts.py, bus/inline.py, bus/direct.py, bus/config/authz/, plugins/http.py and plugins/remote/, the compiled modules outside them)
+# (or bus/config/hosts.py, bus/inline.py, bus/direct.py, bus/read_end.py, bus/config/authz/, plugins/http.py and plugins/remote/, the compiled modules outside them)
 # is newer. With MESHBUS_PURE_PYTHON=1 nothing is compiled and `make native` removes the extensions.
 NATIVE_STAMP := build/native$(if $(filter-out 0,$(MESHBUS_PURE_PYTHON)),-pure,).stamp
 NATIVE_DIRS  := proxy telemetry bus plugins
-NATIVE_DEPS  := setup.py $(shell find proxy telemetry -name '*.py') bus/config/hosts.py bus/inline.py bus/direct.py $(wildcard bus/config/authz/*.py) plugins/http.py $(wildcard plugins/remote/*.py)
+NATIVE_DEPS  := setup.py $(shell find proxy telemetry -name '*.py') bus/config/hosts.py bus/inline.py bus/direct.py bus/read_end.py $(wildcard bus/config/authz/*.py) plugins/http.py $(wildcard plugins/remote/*.py)
 
 # The venv gets meshbus uncompiled (editable) and the build tools; compiling is NATIVE_STAMP's job,
 # so `make test` can run the pure-Python suite while the compiler works.

@@ -36,6 +36,7 @@ NATIVE_MODULES = [
     "bus/config/hosts.py",  # the host rules every process shares; routing splits authorities with them
     "bus/inline.py",  # a remote filter call's messages read, on both sides
     "bus/direct.py",  # and written
+    "bus/read_end.py",  # and what runs as a read ends (the proxy's resumed requests)
     "proxy/core/match.py",
     "proxy/filters/headerops.py",
     "proxy/core/retry.py",

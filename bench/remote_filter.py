@@ -24,12 +24,19 @@ same clock in both processes): the client's publish, its bytes written to the so
 read of the message, its handler, its reply written, the client's read of the reply, and the
 caller resumed; printed as the median and p99 time between stages.
 
-"Resumed" is where the proxy's exchange would go on with the request: the call's future (resolved in
-the reply's callback, in nats-py's read loop) is handed to ``asyncio.ensure_future`` and the stamp
-taken in its done callback, as proxy/adapters/exchange.py does with a paused hook's result.
-``--old-resume`` wraps the call in a coroutine first, as the adapter did before (a task per call:
-its start, its wake-up on the reply, then its done callback: two event-loop passes more), for a
-side-by-side reference. ``--write`` weighs what meshbus.bus.direct's write costs in CPU against
+"Resumed" is where the proxy's exchange would go on with the request: as the bus read that brought
+the verdict ends (``RemoteBackend.begin``'s callback settles the call's future and hands the stamp to
+meshbus.bus.direct's ``after_read``, as the adapter's ``_Settle`` resumes the exchange since h76).
+``--future-resume`` stamps in the done callback of the call's future instead (how the exchange
+resumed before h76, a pass of the event loop later; the call and its settling otherwise the same,
+``begin_resumed``); ``--old-resume`` wraps the call in a coroutine first, as the adapter did before that (a task
+per call: its start, its wake-up on the reply, then its done callback: two event-loop passes more),
+for a side-by-side reference. ``--against`` an older checkout runs that checkout's own script, so
+its side resumes as that checkout's exchange did. h76 (resumed as the verdict's read ends) against
+main (the done callback), ``--stages --against``, 6 pairs of 4 s, SCHED_FIFO, a loaded machine:
+p50 -0.010 ms median [-0.028 .. -0.005] (every pair lower; 0.315-0.370 ms against 0.324-0.377),
+p99 -0.030 [-0.068 .. +0.021] ms, client CPU -9.0 [-16.0 .. +7.9] us a call; read -> resumed
+16.0-16.4 us p50 against 19.6-21.7 with ``--future-resume`` (2 runs each). ``--write`` weighs what meshbus.bus.direct's write costs in CPU against
 what it saves in latency, on both sides: ``turn`` (what it does: the messages of a turn of the
 event loop in one write as the turn ends), ``none`` (every call and verdict through nats-py's
 flusher), ``once`` (its earlier policy: the first message of a turn written at once, the rest left
@@ -75,6 +82,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +192,35 @@ async def _awaited(aw: Any) -> Any:
     return await aw
 
 
+def begin_resumed(
+    backend: RemoteBackend,
+    req: Request,
+    loop: asyncio.AbstractEventLoop,
+    after: Callable[[Any], None],
+    done_callback: bool = False,
+) -> None:
+    """Call the no-op's request hook and hand its settled future to ``after`` as the exchange is
+    resumed (the adapter's ``_Settle``): as the bus read that brought the verdict ends, else (a
+    timeout) in a ready callback; with ``done_callback``, as the exchange was before h76: by the
+    future's done callback, a pass of the event loop later (everything else the same)."""
+    # here: bench/plugins.py imports this module against older trees
+    from meshbus.bus.read_end import after_read
+
+    out = loop.create_future()
+
+    def settle(r: Any, exc: BaseException | None) -> None:
+        if exc is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(r)
+        if not done_callback and not after_read(after, out):
+            loop.call_soon(after, out)
+
+    if done_callback:
+        out.add_done_callback(after)
+    backend.begin("on_request_headers", req, None, b"", True, settle)
+
+
 FLOOR_SUBJECT = "bench.floor"
 
 
@@ -290,6 +327,7 @@ async def drive(
     default_gc: bool = False,
     burst: int = 1,
     server_pid: int | None = None,
+    future_resume: bool = False,
 ) -> dict[str, Any]:
     async with BusConnection(BusSettings(url=url, name="bench client")) as bus:
         backend = RemoteBackend(RemoteFilters(lambda: bus), NAME, "default/bench", None, 2.0)
@@ -318,10 +356,6 @@ async def drive(
             t0 = time.monotonic()
             if stages:
                 marks["send"].append(t0)
-            r = call("on_request_headers", request(), None, b"", True)
-            task = asyncio.ensure_future(
-                _awaited(r) if old_resume and not floor else r
-            )  # as the exchange does
             resumed = loop.create_future()
 
             def after(_t: Any) -> None:  # the exchange's _after_await
@@ -331,7 +365,14 @@ async def drive(
                 lat.append(t1 - t0)
                 resumed.set_result(None)
 
-            task.add_done_callback(after)
+            if floor or old_resume:
+                r = call("on_request_headers", request(), None, b"", True)
+                task = asyncio.ensure_future(
+                    _awaited(r) if old_resume and not floor else r
+                )  # as the exchange did
+                task.add_done_callback(after)
+            else:
+                begin_resumed(backend, request(), loop, after, future_resume)
             await resumed
 
         n = int(rate * duration)
@@ -389,6 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", action="store_true", help="one call at a time, stamped at each stage")
     ap.add_argument("--profile", action="store_true", help="cProfile the client (interpreted code only)")
     ap.add_argument("--old-resume", action="store_true", help="a task per call, as before (reference)")
+    ap.add_argument(
+        "--future-resume",
+        action="store_true",
+        help="resumed by the call's future's done callback, as the exchange did before h76 (reference)",
+    )
     ap.add_argument(
         "--write",
         choices=["turn", "none", "once"],
@@ -475,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.default_gc,
                         args.burst,
                         None if args.nats else nats.pid,
+                        args.future_resume,
                     )
                 )
             finally:

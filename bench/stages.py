@@ -9,8 +9,11 @@ them up with h2load's request start times):
 - proxy: ``begin`` (the adapter calls RemoteBackend.begin: the request's headers are parsed and the
   chain reached the filter), ``write`` (the call's bytes handed to the socket, at once or as the
   turn ends), ``read`` (nats-py's read loop parsed the reply), ``settled`` (the chain's future
-  resolved), ``resumed`` (a ``call_soon`` from ``settled``: runs after the exchange's own done
-  callback, so after the exchange went on with the request, its upstream write included);
+  resolved), ``upstream`` (the request's bytes handed to the upstream socket: the exchange went on
+  and its held write was flushed, proxy/adapters/write_batch.py; until h76 this was ``resumed``, a
+  ``call_soon`` from ``settled``, which ran after the exchange's done callback but before the
+  flush that callback scheduled, so it left out the flush's pass, and with h76's resumption, which
+  is not a done callback, it would have meant something else);
 - host: ``host_read`` (the call parsed), ``host_handler`` (decoded and run from here), ``host_write``
   (the verdict handed to the socket).
 Each process writes ``<dir>/<role>-<pid>.json`` every second. The stamps patch the classes, so they
@@ -75,10 +78,11 @@ def _stamp_reads(nc: Any, marks: list[float], has: bytes) -> None:
 
 
 def patch_proxy(out_dir: Path) -> None:
+    from meshbus.proxy.adapters.write_batch import BatchedTransport
     from meshbus.proxy.filters.plugins.remote import RemoteBackend
 
     marks: dict[str, Any] = {"clock": [time.monotonic(), time.time()], "begin": [], "write": [], "read": [],
-                             "settled": [], "resumed": []}  # fmt: skip
+                             "settled": [], "upstream": []}  # fmt: skip
     import meshbus.proxy.filters.plugins.remote as remote_mod
     from meshbus.bus import direct
 
@@ -103,19 +107,22 @@ def patch_proxy(out_dir: Path) -> None:
             _stamp_writes(bus.nc, marks["write"], b".request_headers")
             _stamp_reads(bus.nc, marks["read"], b"_INBOX")
             _dumper(out_dir / f"proxy-{os.getpid()}.json", marks)
-        loop = asyncio.get_running_loop()
-
-        def resumed() -> None:
-            marks["resumed"].append(time.monotonic())
 
         def settled(r: Any, exc: BaseException | None) -> None:
             then(r, exc)
             marks["settled"].append(time.monotonic())
-            loop.call_soon(resumed)
 
         return orig_begin(self, hook, req, resp, body, end, settled)
 
     RemoteBackend.begin = begin  # type: ignore[method-assign]
+    orig_flush = BatchedTransport.flush
+
+    def flush(self: Any) -> None:  # every request of a remote-noop proxy goes upstream in one write
+        if self._held is not None:
+            marks["upstream"].append(time.monotonic())
+        orig_flush(self)
+
+    BatchedTransport.flush = flush  # type: ignore[method-assign]
 
 
 def patch_host(out_dir: Path) -> None:
@@ -154,13 +161,13 @@ def from_env() -> None:
         patch_host(Path(out))
 
 
-ORDER = ("begin", "write", "host_read", "host_handler", "host_write", "read", "settled", "resumed")
+ORDER = ("begin", "write", "host_read", "host_handler", "host_write", "read", "settled", "upstream")
 
 
 def report(out_dir: Path, h2load_logs: list[Path]) -> None:
     """Median and p99 between stages (calls lined up by order: at 1,000 req/s one call is in flight
     at a time nearly always; a call whose stamps are out of order is dropped), and h2load's request
-    start to ``begin`` and ``resumed`` to its end (each request matched to the nearest ``begin``).
+    start to ``begin`` and ``upstream`` to its end (each request matched to the nearest ``begin``).
     Only the calls made while h2load ran count: the warm-up before it (wrk, 50 connections) is
     another regime, many calls a turn."""
     import bisect
@@ -208,13 +215,13 @@ def report(out_dir: Path, h2load_logs: list[Path]) -> None:
         i = bisect.bisect_left(begins, start)
         if i < len(begins) and begins[i] - start < 0.003:
             pre.append((begins[i] - start) * 1e6)
-            post.append((end - cols["resumed"][i]) * 1e6)
+            post.append((end - cols["upstream"][i]) * 1e6)
     if pre:
         print(
             f"    h2load start -> begin    {statistics.median(pre):8.1f} {'':8} {statistics.fmean(pre):8.1f}  ({len(pre)})"
         )
         print(
-            f"    resumed -> h2load end    {statistics.median(post):8.1f} {'':8} {statistics.fmean(post):8.1f}"
+            f"    upstream -> h2load end   {statistics.median(post):8.1f} {'':8} {statistics.fmean(post):8.1f}"
         )
 
 

@@ -48,6 +48,8 @@ from typing import Any, Final
 
 from nats.aio.client import Client
 
+from meshbus.bus import read_end
+
 NO_HEADERS = b""
 """``write_now``'s block for a message without headers (sent as PUB, not HPUB): a remote filter's
 calls and verdicts (docs/remote-filters.md), as nats-py parses a header block in pure Python, a few
@@ -111,11 +113,15 @@ def reading(nc: Client) -> None:
         read_done()
     r.key = id(nc)
     r.nc = nc
+    read_end.begun()
 
 
 def read_done() -> None:
-    """The read's messages handled: a turn they started ends now (written, busy rule applied)."""
+    """The read's messages handled: what bus/read_end.py's ``after_read`` queued runs (the read's
+    turn still open: what it writes joins it), then a turn they started ends (written, busy rule
+    applied)."""
     r = _read
+    read_end.ended()
     r.key = 0
     chunks, nc = r.chunks, r.nc
     r.nc = r.chunks = None

@@ -11,8 +11,9 @@ the chain's response hooks in reverse order; local replies pass those of the fil
 that answered. A route with an empty chain costs one tuple check per hook point, and its heads go
 upstream and back as received when nothing changes them.
 
-The exchange is also the filters' ``FilterContext``: a hook that pauses (a ``Delay``, or an awaitable
-from an ``async def`` hook) holds only its own request; a timer or a task resumes the chain.
+The exchange is also the filters' ``FilterContext``: a hook that pauses (a ``Delay``, an awaitable
+from an ``async def`` hook, or a remote filter's ``Resumable``) holds only its own request; a timer,
+a task's done callback or the remote verdict's read resumes the chain.
 
 The exchange writes no wire format downstream: it answers through its client stream's calls
 (contracts.Downstream: ``send_head``, ``send_data``, ``send_end``, ``send_local``), which the HTTP/1
@@ -65,7 +66,7 @@ from meshbus.proxy.core import flags as F
 from meshbus.proxy.core.attempts import ABORT, CONNECT, FAIL, NOTHING, RETRY, Attempts
 from meshbus.proxy.core.cluster import Cluster
 from meshbus.proxy.core.routing import Destination, RequestView, Route
-from meshbus.proxy.filters.chain import Delay, HttpFilter, LocalReply
+from meshbus.proxy.filters.chain import Delay, HttpFilter, LocalReply, Resumable
 from meshbus.proxy.filters.headerops import HeaderOps
 from meshbus.proxy.filters.tracing import TraceHop
 from meshbus.telemetry.peer import PEER_HEADER
@@ -471,6 +472,9 @@ class Exchange:
             self.reply(r, f)
         elif isinstance(r, Delay):
             self.timer = self.ctx.loop.call_later(r.seconds, self._after_delay, f, r.then, i)
+        elif isinstance(r, Resumable) and not r.future.done():  # its filter resumes us (chain.py)
+            self.task = r.future
+            r.resume = partial(self._after_await, f, i)
         elif (task := _awaited(r, self.ctx.loop)) is not None:
             self.task = task
             task.add_done_callback(partial(self._after_await, f, i))
@@ -883,13 +887,12 @@ class Exchange:
                 return False
             if r is None:
                 continue
+            if isinstance(r, Resumable) and not r.future.done():
+                self._hold_response(r.future)
+                r.resume = partial(self._after_response_await, f, i)  # its filter resumes us (chain.py)
+                return False
             if not isinstance(r, LocalReply) and (task := _awaited(r, self.ctx.loop)) is not None:
-                if self.held is None:
-                    self.held = []
-                conn = self.conn
-                if conn is not None and conn.transport is not None:
-                    conn.transport.pause_reading()
-                self.task = task
+                self._hold_response(task)
                 task.add_done_callback(partial(self._after_response_await, f, i))
                 return False
             self._abandon_upstream()  # the filter answers instead of the upstream
@@ -897,6 +900,15 @@ class Exchange:
             self.reply(r, f)
             return False
         return True
+
+    def _hold_response(self, task: Any) -> None:
+        """A response hook paused: the response (body and end included) waits for ``task``."""
+        if self.held is None:
+            self.held = []
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.pause_reading()
+        self.task = task
 
     def _after_response_await(self, f: HttpFilter, i: int, task: Any) -> None:
         self.task = None

@@ -10,6 +10,11 @@ bench (wrk -c50 through one worker): kernel time per request -1.3 us, user time 
 the client-side writes too saved no more kernel time and cost ~1 us of Python per request.
 At low load an iteration handles one socket and the write leaves right after it.
 
+A write made as a read of a bus connection ends (meshbus.bus.read_end's ``after_read``: a request a
+remote filter's verdict let go on) is sent as that read ends, with the other writes of its
+requests, not in the ``call_soon``: the verdict's read is the iteration's event for those requests,
+and a pass more before their upstream write was an extra ``epoll_wait`` a remote request.
+
 Order is kept per transport (every write goes through the wrapper while it exists), ``close`` sends
 what is held first, ``abort`` drops it, and ``get_write_buffer_size`` counts it, so the protocol
 above sees an ordinary transport.
@@ -21,6 +26,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
+
+from meshbus.bus.read_end import after_read
 
 log = logging.getLogger("meshbus.proxy")
 
@@ -39,7 +46,12 @@ class WriteBatch:
     def schedule(self) -> None:
         # Ready callbacks run after the I/O callbacks of the current iteration (uvloop and asyncio
         # alike), so the flush sees every write the iteration made.
-        self._call_soon(self._flush)
+        if not after_read(self.flush_read, None):
+            self._call_soon(self._flush)
+
+    def flush_read(self, _: object) -> None:
+        """The flush as a bus read ends (``after_read``), after the requests it resumed wrote."""
+        self.flush()
 
     def flush(self) -> None:
         dirty = self.dirty

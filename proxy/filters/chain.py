@@ -16,7 +16,9 @@ returns what happens next:
 - a ``Delay``: pause the request for a time, then continue (or stop with ``Delay.then``);
 - an awaitable (an ``async def`` hook): pause until it completes; its result is one of the above.
   Request hooks and response-header hooks may pause (the exchange holds the response, body and end
-  included, until a paused response hook completes); body hooks and ``on_done`` must not.
+  included, until a paused response hook completes); body hooks and ``on_done`` must not;
+- a ``Resumable``: an awaitable pause its filter ends by a call (a remote filter's verdict), which
+  the exchange resumes in, not a pass of the event loop later as a future's done callback runs.
 
 Phases and priorities mean what they mean in Istio's WasmPlugin: ``AUTHN`` before authentication,
 ``AUTHZ`` after it and before authorization, ``STATS`` after authorization, ``UNSPECIFIED`` just before
@@ -34,7 +36,7 @@ exchange (proxy/adapters/exchange.py) does the I/O, the timers and the awaiting.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mypy_extensions import mypyc_attr
@@ -87,6 +89,28 @@ class Delay:
     def __init__(self, seconds: float, then: LocalReply | None = None) -> None:
         self.seconds = seconds
         self.then = then
+
+
+class Resumable:
+    """A paused hook that its filter ends by a call: ``future`` gets the outcome (a chain result,
+    or an exception), and ``resume``, when the exchange set it, is then called with that future by
+    the filter itself, instead of the exchange's done callback on the future, which asyncio runs a
+    pass of the event loop later (and the upstream write it makes waits one more pass for its
+    flush). A remote filter's verdict (proxy/filters/plugins/adapter.py) resumes its request so at
+    the end of the bus read that brought it. Anything else awaits it as it would the future.
+
+    The filter calls ``resume`` only where running the rest of a request is safe (its chain's
+    other filters, the router), at most once, and after ``future`` is done; a cancelled future
+    (the request is over) is never resumed."""
+
+    __slots__ = ("future", "resume")
+
+    def __init__(self, future: Any) -> None:
+        self.future = future  # an asyncio.Future (Any: this module imports no I/O, test_sans_io.py)
+        self.resume: Callable[[Any], None] | None = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.future.__await__()
 
 
 class FilterContext(Protocol):

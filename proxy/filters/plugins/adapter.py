@@ -10,7 +10,8 @@ takes (proxy/filters/chain.py) and keeps the rules in one place:
   reason; FAIL_OPEN skips the filter for the rest of the request, FAIL_CLOSE answers 500 (503 when
   the host is unreachable) with response flag FF and ``plugin:<ns>/<name>:<reason>`` in the access
   log. A hook pauses only its own request (the exchange awaits it: a task for an async hook in this
-  process; for a remote one, a future the reply's callback resolves).
+  process; for a remote one, a ``Resumable`` the reply's callback settles, which resumes the
+  exchange as the bus read that brought the reply ends: see ``_Settle``).
 - Bodies: none unless the filter asked. Buffered request bodies are collected (up to the limit, else
   413) and handed to ``on_request_body`` once, before the request goes upstream; streamed chunks are
   shown as they pass (sync hooks only). Response body hooks observe.
@@ -35,6 +36,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol, cast
 
+from meshbus.bus.read_end import after_read
 from meshbus.plugins.api import HOOK_NAMES, MAX_BUFFER, BodyMode
 from meshbus.plugins.api import LocalReply as SdkReply
 from meshbus.plugins.http import Headers, Peer, Request, Response, _checked, _lower, _lowered
@@ -50,6 +52,7 @@ from meshbus.proxy.filters.chain import (
     FilterContext,
     HttpFilter,
     LocalReply,
+    Resumable,
 )
 from meshbus.telemetry.metrics import HistogramChild, Tally
 
@@ -707,14 +710,14 @@ class PluginFilter(HttpFilter):
         body: bytes,
         end: bool,
     ) -> Any:
-        """A remote call: a future of the chain result, resolved by the reply's callback in nats-py's
-        read loop (or the timeout's) with the failure policy applied; no task runs for it."""
+        """A remote call: a ``Resumable`` of the chain result, settled by the reply's callback in
+        nats-py's read loop (or the timeout's) with the failure policy applied; no task runs for it."""
         t0 = _clock()
         # the exchange's loop (the running one): asyncio.get_running_loop() is a getpid() system
         # call each time on CPython 3.11, one a remote call (strace of a paced proxy). Read as Any:
         # the listener's class is not checked (tests hand the adapter stand-ins).
         listener: Any = cast(Any, st._ctx).ctx
-        out: asyncio.Future[LocalReply | None] = listener.loop.create_future()
+        out = Resumable(listener.loop.create_future())
         try:
             waits = begin(hook, st, resp, body, end, _Settle(self, st, hook, t0, out))
         except FilterUnreachable as exc:
@@ -961,13 +964,19 @@ class PluginFilter(HttpFilter):
 
 class _Settle:
     """A remote call's ``then``: its outcome, through the filter's failure policy, into ``out`` (the
-    future the exchange waits on; nothing, if the exchange gave up on it)."""
+    pause the exchange waits on; nothing, if the exchange gave up on it).
+
+    The exchange resumes (``out.resume``) as the bus read that brought the verdict ends
+    (meshbus.bus.read_end's ``after_read``): after that read's other messages are handed over, so a
+    request's filters and router never run in the middle of them, and before the read's own turn
+    of writes and the upstream writes the requests made, which go out then (``WriteBatch``), not
+    two passes of the event loop later (the future's done callback, then the batch's flush: an
+    extra ``epoll_wait`` a request). From a timeout (or a verdict nats-py's parser read) it resumes
+    in a ready callback, as a done callback would."""
 
     __slots__ = ("f", "hook", "out", "st", "t0")
 
-    def __init__(
-        self, f: PluginFilter, st: LiveRequest, hook: str, t0: float, out: asyncio.Future[LocalReply | None]
-    ) -> None:
+    def __init__(self, f: PluginFilter, st: LiveRequest, hook: str, t0: float, out: Resumable) -> None:
         self.f = f
         self.st = st
         self.hook = hook
@@ -976,6 +985,12 @@ class _Settle:
 
     def __call__(self, r: Any, exc: BaseException | None) -> None:
         out = self.out
-        if out.done():  # cancelled: the request is over
+        fut = out.future
+        if fut.done():  # cancelled: the request is over
             return
-        out.set_result(self.f.settle(self.st, self.hook, r, exc, self.t0))
+        fut.set_result(self.f.settle(self.st, self.hook, r, exc, self.t0))
+        resume = out.resume
+        if resume is not None:
+            out.resume = None
+            if not after_read(resume, fut):
+                fut.get_loop().call_soon(resume, fut)

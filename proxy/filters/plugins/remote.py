@@ -15,8 +15,8 @@ second future and wake-up on every call; this is the proxy's hot path for a remo
 same reason the call is written to the socket at once, and a reply is read (as its bytes, no nats-py
 Msg: meshbus.bus.inline's ``on_raw``), applied to the request and handed to the caller from nats-py's
 read loop (meshbus.bus.direct): no pass through nats-py's flusher and subscription tasks, and no
-task of the caller's to wake (the adapter resolves the
-chain's future in ``then``: the exchange resumes one event-loop pass later).
+task of the caller's to wake (the adapter's ``then`` settles the chain's pause and resumes the
+exchange as that read ends: proxy/filters/plugins/adapter.py ``_Settle``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import EndpointConfig, ServiceConfig
 
-from meshbus.bus import direct
+from meshbus.bus import direct, read_end
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.direct import header_block, write_now, wrote_directly
 from meshbus.bus.embedded import EmbeddedNats
@@ -413,3 +413,58 @@ async def test_messages_written_while_an_inline_read_is_handled_end_their_turn_w
     assert turn_open_after == [False]
     # the call; then the read's answers: "a" at once, "b" and "c" in one write as the read ended
     assert len(writes) == 3 and writes[1].count(b"PUB") == 1 and writes[2].count(b"PUB") == 2
+
+
+async def test_what_after_read_queues_runs_as_the_read_ends_after_its_messages_and_before_its_writes(
+    bus: BusConnection, subject_root: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read's queued callbacks (the proxy resumes the requests its verdicts let go on) run once
+    every message of the read was handed over, so none of them waits behind a request's filters and
+    router; what they write is written by the read's end (the read's turn); what one raises is
+    logged and neither stops the others nor the connection's reading."""
+    nc = bus.nc
+    got = await listening(bus, f"{subject_root}.answers")
+    order: list[bytes] = []
+    third = asyncio.Event()
+
+    def boom(_: object) -> None:
+        raise RuntimeError("boom")
+
+    def resumed(payload: bytes) -> None:
+        order.append(b"after " + payload)
+        if payload == b"c":
+            third.set()
+        else:
+            assert write_now(nc, f"{subject_root}.answers", payload, "", b"")
+
+    def on_raw(subject: bytes, reply: bytes, payload: bytes) -> None:
+        order.append(payload)
+        assert read_end.after_read(boom, payload) and read_end.after_read(resumed, payload)
+
+    sub = await subscribe_inline(
+        nc, f"{subject_root}.verdicts", lambda m: on_raw(b"", b"", m.data), on_raw=on_raw
+    )
+    await nc.flush()
+    assert read_inline(nc)
+    reader = nc._transport._io_reader  # type: ignore[union-attr]
+    writer = nc._transport._io_writer  # type: ignore[union-attr]
+    writes: list[bytes] = []
+    real = writer.write
+    writer.write = lambda data: (writes.append(data), real(data))[1]
+    subject = f"{subject_root}.verdicts"
+    try:
+        with caplog.at_level(logging.ERROR, logger="meshbus.bus.direct"):
+            # one read that brings two messages, as nats-py's read loop waits for bytes
+            reader.feed_data(f"MSG {subject} {sub._id} 1\r\na\r\nMSG {subject} {sub._id} 1\r\nb\r\n".encode())  # type: ignore[attr-defined]
+        assert order == [b"a", b"b", b"after a", b"after b"]
+        assert [r.getMessage() for r in caplog.records].count("handling the end of a read failed") == 2
+        # both answers written by the read's end: the first at once (a quiet connection), the
+        # second as the read's turn ended, not in a call_soon
+        assert [w.count(b"PUB") for w in writes] == [1, 1]
+    finally:
+        writer.write = real
+    assert [(await asyncio.wait_for(got.get(), 5)).data for _ in range(2)] == [b"a", b"b"]
+    assert not read_end.after_read(boom, b"")  # no read is being handled: the caller's own way
+    assert write_now(nc, f"{subject_root}.verdicts", b"c", "", b"")  # the connection still reads
+    await asyncio.wait_for(third.wait(), 5)
+    assert order[-2:] == [b"c", b"after c"]

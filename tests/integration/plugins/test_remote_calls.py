@@ -1,18 +1,21 @@
 """A REMOTE filter's calls on a real nats-server, below the proxy: sent before the caller's task
 runs (written to the socket at once, or through nats-py when something is queued ahead), answered
 by a host serving a plain-def hook from nats-py's read loop, and timed out without a trace left;
-through the Plugin's filter, a future the reply's callback resolves (no task per call) with the
-failure policy applied."""
+through the Plugin's filter, a ``Resumable`` the reply's callback settles (no task per call) with
+the failure policy applied, resuming the exchange as the read that brought the verdict ends."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.msg import Msg
 
+from meshbus.bus import read_end
 from meshbus.bus.codec import SCHEMA_HEADER
 from meshbus.bus.connection import BusConnection
 from meshbus.bus.inline import reads_inline
@@ -21,7 +24,7 @@ from meshbus.plugins import Headers, Peer, Request
 from meshbus.plugins.registry import info_of
 from meshbus.plugins.remote.host import FilterHost
 from meshbus.plugins.remote.wire import CONTINUE, VERDICT_SCHEMA, pack_verdict
-from meshbus.proxy.filters.chain import UNSPECIFIED, LocalReply
+from meshbus.proxy.filters.chain import UNSPECIFIED, LocalReply, Resumable
 from meshbus.proxy.filters.plugins.adapter import PluginFilter, PluginStats
 from meshbus.proxy.filters.plugins.remote import RemoteBackend, RemoteFilters
 from tests.integration.plugins import filters
@@ -133,16 +136,17 @@ async def test_a_remote_hook_looks_up_no_running_loop(
     assert asked == []
 
 
-async def test_a_remote_hook_is_a_future_its_reply_resolves_with_the_failure_policy(
+async def test_a_remote_hook_is_a_resumable_its_reply_settles_with_the_failure_policy(
     bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
 ) -> None:
     host, backend = stamp
     closed, opened = plugin(backend, False), plugin(backend, True)
     c = ctx()
     r = closed.on_request_headers(c)
-    # The exchange hands it to ensure_future and adds its done callback: no task is made for it.
-    assert isinstance(r, asyncio.Future) and not isinstance(r, asyncio.Task)
-    assert asyncio.ensure_future(r) is r
+    # The exchange sets its resume (no task, no done callback); anything else awaits it.
+    assert isinstance(r, Resumable) and r.resume is None
+    assert isinstance(r.future, asyncio.Future) and not isinstance(r.future, asyncio.Task)
+    assert inspect.isawaitable(r)
     assert await r is None and c.head.hdict["x-stamped"] == "v"
     reply = await closed.on_request_headers(ctx(BLOCKED))
     assert isinstance(reply, LocalReply) and reply.status == 451
@@ -318,3 +322,91 @@ async def test_a_verdict_that_comes_with_headers_is_read_from_its_msg(
     again = request()
     assert await backend.call("on_request_headers", again, None, b"", True) is None
     assert again.headers.get("x-from") is None and not answers
+
+
+def resuming(r: object, loop: asyncio.AbstractEventLoop) -> asyncio.Future[tuple[object, bool]]:
+    """Resume ``r`` as the exchange does (``resume`` set, no done callback): a future of the chain
+    result and whether it came while the bus read that brought it was still being handled."""
+    assert isinstance(r, Resumable)
+    out: asyncio.Future[tuple[object, bool]] = loop.create_future()
+
+    def resume(fut: asyncio.Future[object]) -> None:
+        assert fut is r.future and fut.done()
+        out.set_result((fut.result(), read_end.after_read(lambda _: None, None)))
+
+    r.resume = resume
+    return out
+
+
+async def test_a_verdict_resumes_the_exchange_as_the_read_that_brought_it_ends(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    """Not a pass of the event loop later (a future's done callback, then the upstream write's
+    flush another pass on): in the read's ``after_read``, where its upstream write is flushed too."""
+    _, backend = stamp
+    loop = asyncio.get_running_loop()
+    closed = plugin(backend, False)
+    assert await closed.on_request_headers(ctx()) is None  # the reply inbox is up
+    c = ctx()
+    result, in_read = await asyncio.wait_for(resuming(closed.on_request_headers(c), loop), 5)
+    assert result is None and in_read and c.head.hdict["x-stamped"] == "v"
+    reply, in_read = await asyncio.wait_for(resuming(closed.on_request_headers(ctx(BLOCKED)), loop), 5)
+    assert isinstance(reply, LocalReply) and reply.status == 451 and in_read
+
+
+async def test_a_resumed_exchange_that_raises_leaves_the_bus_reading_and_the_next_verdicts_come(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, backend = stamp
+    loop = asyncio.get_running_loop()
+    f = plugin(backend, False)
+    assert await f.on_request_headers(ctx()) is None
+    raised = asyncio.Event()
+
+    def resume(_: object) -> None:
+        raised.set()
+        raise RuntimeError("a bug after the filter")
+
+    r = f.on_request_headers(ctx())
+    assert isinstance(r, Resumable)
+    r.resume = resume
+    with caplog.at_level(logging.ERROR):
+        await asyncio.wait_for(raised.wait(), 5)
+        later = [resuming(f.on_request_headers(ctx()), loop) for _ in range(3)]
+        assert [await asyncio.wait_for(x, 5) for x in later] == [(None, True)] * 3
+    assert "handling the end of a read failed" in caplog.text
+
+
+async def test_a_timed_out_or_unreachable_call_resumes_the_exchange_with_its_failure_policy(
+    bus: BusConnection, stamp: tuple[FilterHost, RemoteBackend]
+) -> None:
+    """From the timer (no read): in a ready callback, with FAIL_CLOSE's 500 / FAIL_OPEN's skip; a
+    request that ended meanwhile (its future cancelled) is not resumed."""
+    host, backend = stamp
+    loop = asyncio.get_running_loop()
+    assert await plugin(backend, False).on_request_headers(ctx()) is None
+    await host.stop()
+    heard: asyncio.Queue[Msg] = asyncio.Queue()
+    await bus.nc.subscribe(bus.subjects.filter_hook("stamp", "request_headers"), cb=heard.put)
+    await bus.nc.flush()  # a subscriber that never answers
+    slow = RemoteBackend(backend.remotes, "stamp", "default/p", {"value": "v"}, 0.2)
+    slow.hooks = backend.hooks
+    closed, opened = plugin(slow, False), plugin(slow, True)
+    gone = closed.on_request_headers(ctx())
+    assert isinstance(gone, Resumable)
+    gone.resume = lambda _: pytest.fail("a request that ended was resumed")
+    gone.future.cancel()  # the exchange's finish()
+    c = ctx()
+    late, skipped = (
+        resuming(closed.on_request_headers(ctx()), loop),
+        resuming(opened.on_request_headers(c), loop),
+    )
+    reply, in_read = await asyncio.wait_for(late, 5)
+    assert isinstance(reply, LocalReply) and (reply.status, reply.details) == (
+        500,
+        "plugin:default/p:timeout",
+    )
+    assert not in_read
+    assert await asyncio.wait_for(skipped, 5) == (None, False)
+    assert c.filter_state is not None and c.filter_state[opened.name].skipped
+    assert backend.remotes.replies(bus)._pending == {}

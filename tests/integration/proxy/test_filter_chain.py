@@ -24,6 +24,7 @@ from meshbus.proxy.filters.chain import (
     FilterContext,
     HttpFilter,
     LocalReply,
+    Resumable,
 )
 from meshbus.proxy.filters.headerops import make_header_ops
 from meshbus.telemetry.accesslog import AccessLogRecord
@@ -81,6 +82,33 @@ class Gate(HttpFilter):
             if ctx.head.hdict.get("x-refuse")
             else None
         )
+
+
+class Settled(HttpFilter):
+    """Pauses every request and response head with a ``Resumable`` the test settles by a call, as a
+    remote filter's verdict does; /refused is answered 403 at its response head."""
+
+    def __init__(self) -> None:
+        super().__init__("test.settled", AUTHN, 0, HOOK_REQUEST_HEADERS | HOOK_RESPONSE_HEADERS)
+        self.paused: asyncio.Queue[tuple[Resumable, Any]] = asyncio.Queue()
+
+    def pause(self, result: Any) -> Resumable:
+        r = Resumable(asyncio.get_running_loop().create_future())
+        self.paused.put_nowait((r, result))
+        return r
+
+    def on_request_headers(self, ctx: FilterContext) -> Any:
+        return self.pause(None)
+
+    def on_response_headers(self, ctx: FilterContext) -> Any:
+        return self.pause(LocalReply(403, "refused\n") if ctx.view.path == "/refused" else None)
+
+    async def settle(self) -> None:
+        r, result = await asyncio.wait_for(self.paused.get(), 5)
+        assert r.resume is not None  # the exchange resumes by this call, with no done callback
+        r.future.set_result(result)
+        resume, r.resume = r.resume, None
+        resume(r.future)
 
 
 class Reply(HttpFilter):
@@ -165,6 +193,23 @@ async def test_an_async_hook_holds_only_its_own_request_and_can_answer(
     assert r.status == 451 and r.body == b"unavailable for legal reasons\n"
     assert [s.path for s in u.seen] == ["/free", "/held"]
     assert [rec.response_code_details for rec in log.records if rec.response_code == 451] == ["gate_closed"]
+
+
+async def test_a_resumable_pause_goes_on_in_the_call_that_settles_it(
+    upstreams: UpstreamFactory, proxy: ProxyFactory
+) -> None:
+    """A ``Resumable`` (a remote filter's pause) resumes the exchange in its filter's call, request
+    and response head alike, and its result still answers."""
+    u = await upstreams()
+    p = await proxy(service_entry("reviews", [u]) + yaml(ROUTE))
+    gate = Settled()
+    attach(p, gate)
+    for path, status in (("/x", 200), ("/refused", 403)):
+        got = asyncio.create_task(fetch(p.port, path))
+        await gate.settle()  # the request head: it goes upstream
+        await gate.settle()  # the response head
+        r = await got
+        assert r.status == status and u.seen[-1].path == path
 
 
 async def test_phase_order_decides_who_answers_and_who_sees_the_reply(

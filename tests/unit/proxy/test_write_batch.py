@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from meshbus.bus import direct, read_end
 from meshbus.proxy.adapters.write_batch import BatchedTransport, WriteBatch
 
 pytestmark = pytest.mark.unit
@@ -137,3 +138,27 @@ async def test_real_sockets_get_bytes_only_after_the_loop_iteration() -> None:
     writer.close()
     server.close()
     await server.wait_closed()
+
+
+def test_a_write_made_as_a_bus_read_ends_leaves_with_that_read_not_a_pass_later(loop: Any) -> None:
+    """A request a remote verdict let go on writes upstream at the end of the bus read that brought
+    the verdict (meshbus.bus.direct's ``after_read``): the batch is flushed there, with every write
+    of that read's requests, and no ``call_soon`` is left for it."""
+    log: list[tuple[str, Any]] = []
+    batch = WriteBatch(loop)
+    a, b = BatchedTransport(Sink(log, "a"), batch), BatchedTransport(Sink(log, "b"), batch)
+    nc = object()  # only its id matters to a read's turn while nothing is written to it
+
+    async def one_read() -> None:
+        direct.reading(nc)  # type: ignore[arg-type]
+        assert read_end.after_read(lambda _: a.write(b"1"), None)  # two requests resumed by the read
+        assert read_end.after_read(lambda _: b.write(b"x"), None)
+        assert log == []
+        direct.read_done()
+        assert log == [("a", b"1"), ("b", b"x")]
+        a.write(b"2")  # outside a read: the iteration's flush, as before
+        assert log == [("a", b"1"), ("b", b"x")]
+
+    loop.run_until_complete(one_read())
+    assert log == [("a", b"1"), ("b", b"x"), ("a", b"2")]
+    assert not read_end.after_read(lambda _: None, None)  # no read is being handled
