@@ -37,11 +37,11 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from remote_filter import FLOOR_SUBJECT, NAME, begin_resumed, quiet_gc, request, serve_floor, serve_host
+from scratch import scratch_dir
 
 from meshbus.bus.connection import BusConnection, BusSettings
 from meshbus.bus.embedded import EmbeddedNats
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.drive:
         uvloop.run(drive(args.drive[0], WARM + int(args.drive[1]), args.floor, args.resume))
         return 0
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-remote-cg-"))
+    tmp = scratch_dir("meshbus-bench-remote-cg-")
     nats = EmbeddedNats(port=0, store_dir=str(tmp / "nats"), jetstream=False)
     nats.start()
     what = "system calls" if args.strace else "instructions"

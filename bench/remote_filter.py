@@ -80,12 +80,12 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scratch import scratch_dir
 from write_policy import replace_write_now
 
 from meshbus.bus.connection import BusConnection, BusSettings
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("MESHBUS_BENCH_PINNED") != "1":  # the client on CPU 1, as the proxy
         env = {**os.environ, "MESHBUS_BENCH_PINNED": "1"}
         return subprocess.call(["taskset", "-c", "1", sys.executable, __file__, *sys.argv[1:]], env=env)
-    tmp = Path(tempfile.mkdtemp(prefix="meshbus-bench-remote-"))
+    tmp = scratch_dir("meshbus-bench-remote-")
     nats = EmbeddedNats(port=0, store_dir=str(tmp / "nats"), jetstream=False)
     if not args.nats:
         # not on the client's CPU: a child inherits this process's pinning (and Go sizes GOMAXPROCS by it)
@@ -558,7 +558,7 @@ ROUND = re.compile(
 
 def against(other: Path, pairs: int, argv: list[str]) -> int:
     """``--against``: interleaved runs of this tree and ``other``'s, and the per-pair differences."""
-    view = Path(tempfile.mkdtemp(prefix="meshbus-bench-against-")) / "meshbus"
+    view = scratch_dir("meshbus-bench-against-") / "meshbus"
     view.mkdir()
     for part in ("bus", "proxy", "plugins", "control", "telemetry"):
         (view / part).symlink_to(other.resolve() / part)
