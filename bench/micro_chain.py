@@ -203,14 +203,15 @@ async def main(tls: bool, access_log: bool, n: int, count_only: bool, writer: bo
 
 def collected(script: str, args: list[str], env: dict[str, str] | None = None) -> tuple[int, Path]:
     """Run ``script`` with ``args`` under callgrind: the instructions it collected, and its output file
-    (kept, for callgrind_annotate). Exits with the run's stderr when it fails."""
+    (kept for callgrind_annotate until the bench exits; MESHBUS_BENCH_KEEP=1 keeps it after). Exits with
+    the run's stderr when it fails."""
     out = scratch_dir("meshbus-cg-") / "cg.out"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, script, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     m = re.search(r"Collected : (\d+)", r.stderr)
     if r.returncode or not m:
         sys.exit(r.stderr[-2000:])
-    print(f"kept {out}", file=sys.stderr)
+    print(f"callgrind output {out}", file=sys.stderr)
     return int(m.group(1)), out
 
 
