@@ -672,6 +672,8 @@ class Exchange:
         return serialize_request_head(head.method, path, hdrs)
 
     def on_request_body(self, data: bytes) -> None:
+        if self.done:
+            return  # answered already (an early response): nothing will send it, so nothing keeps it
         self.bytes_in += len(data)
         route: Route | None = self.route
         if route is not None and route.chain.request_body and not self._body_filters(data, False):
@@ -847,6 +849,10 @@ class Exchange:
                 self.flags.append(att.flag)  # URX or UO: a failure given up on goes to the client
         self.resp = rh
         self.status = status
+        if not self.req_done:
+            # As Envoy 1.40 (measured): a response that starts before its request is complete says
+            # ``connection: close`` and the connection ends after it; the rest of the body is dropped.
+            self.keep_alive = False
         route: Route = self.route
         if rh.passthrough is not None and (rh.body == LENGTH or rh.body == NO_BODY) and status != 101:
             # Nothing to change but hop-by-hop headers: forward the head as received (no header list).

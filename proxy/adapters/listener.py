@@ -23,7 +23,10 @@ requests the session gave before the error are answered in order, then the faile
 and a close, through an exchange like every local reply, so that it is logged and counted with DPE
 and Envoy's response code details (one is made for a head that failed: no method, path or authority
 is logged); a failure in the body of a request whose response has gone already closes the
-connection without a second response.
+connection without a second response. A response that goes out before its request body has all
+come (an early 413, or any reply while the body still arrives) says ``Connection: close``, as Envoy's
+does; the connection half-closes after it and drops what the client still sends until the client
+closes, for at most ``LINGER`` (Envoy's delayed close), so that the close does not reset the response.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ log = logging.getLogger(__name__)
 MAX_PIPELINED: Final = 32
 CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE_LINE: Final = b"connection: close\r\n\r\n"
+# Envoy's delayed_close_timeout default: how long a connection answered before its request body
+# ended reads (and drops) what the client still sends before it closes anyway
+LINGER: Final = 1.0
 
 
 class Deadlines:
@@ -203,6 +209,7 @@ class DownstreamConnection(asyncio.Protocol):
         "failed",
         "head_since",
         "idle_since",
+        "linger",
         "out",
         "parsing",
         "paused",
@@ -237,6 +244,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.out: bytes | None = None  # the current response's head, held back for its first body bytes
         self.chunk_out = False  # the current response's body goes out chunked
         self.failed: ProtocolError | None = None  # reading ended in this error (see _protocol_error)
+        self.linger: asyncio.TimerHandle | None = None  # the close after a linger (_linger)
 
     # ---- asyncio callbacks ----------------------------------------------------------------------
 
@@ -310,6 +318,9 @@ class DownstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
         self.ctx.server.connections.discard(self)
         if self.tunnel is not None:
             self.tunnel.close()
@@ -436,8 +447,12 @@ class DownstreamConnection(asyncio.Protocol):
             ):
                 self._after_failure(self.failed)
                 return
+            lingers = not self.closed and not ex.req_done and self.failed is None
             self.closed = True
-            self.transport.close()
+            if lingers:
+                self._linger()
+            else:
+                self.transport.close()
             return
         if self.queue:
             nxt = self.current = self.queue.popleft()
@@ -445,6 +460,21 @@ class DownstreamConnection(asyncio.Protocol):
             nxt.begin()
         else:
             self.idle_since = self.ctx.live.clock
+
+    def _linger(self) -> None:
+        """Close a connection whose request body is still coming, as Envoy's delayed close does: a
+        close with unread bytes would reset it, and a client still sending could lose the response
+        to the reset. The response is followed by a FIN; what the client still sends is read and
+        dropped (``closed``) until it closes too, or ``LINGER`` seconds."""
+        t = self.transport
+        if not t.can_write_eof():
+            t.close()
+            return
+        t.write_eof()
+        if self.paused:
+            self.paused.clear()
+            t.resume_reading()
+        self.linger = self.ctx.loop.call_later(LINGER, t.close)
 
     def abort(self) -> None:
         """The response cannot be completed (upstream died mid-body, timeout after headers)."""

@@ -7,7 +7,6 @@ connection instead of sending a second, unsolicited response."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 
 import pytest
@@ -20,7 +19,7 @@ from tests.integration.proxy.conftest import (
     UpstreamFactory,
     service_entry,
 )
-from tests.integration.proxy.upstreams import HeadServer, fetch
+from tests.integration.proxy.upstreams import HeadServer, fetch, read_until_closed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -28,12 +27,8 @@ LIMIT = 4096
 
 
 async def _until_closed(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
-    out = b""
     async with asyncio.timeout(timeout):
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                out += data
-    return out
+        return await read_until_closed(reader)
 
 
 async def _send(port: int, data: bytes) -> bytes:

@@ -17,20 +17,12 @@ from tests.integration.proxy.conftest import (
     UpstreamFactory,
     service_entry,
 )
-from tests.integration.proxy.upstreams import Upstream, fetch
+from tests.integration.proxy.upstreams import Upstream, fetch, read_until_closed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 LIMIT = 4096
 CAP = 4 * 1024 * 1024  # what the client would send at most
-
-
-async def _read_all(reader: asyncio.StreamReader) -> bytes:
-    out = b""
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            out += data
-    return out
 
 
 async def _logged(
@@ -55,7 +47,7 @@ async def _exchange(
             await then[0]()
             writer.write(then[1])
         async with asyncio.timeout(timeout):
-            return await _read_all(reader)
+            return await read_until_closed(reader)
     finally:
         writer.close()
 
@@ -65,7 +57,7 @@ async def test_an_endless_request_trailer_gets_431_and_a_close_before_it_is_all_
 ) -> None:
     _u, p, log = await _logged(upstreams, proxy, max_header_bytes=LIMIT)
     reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
-    answer = asyncio.ensure_future(_read_all(reader))
+    answer = asyncio.ensure_future(read_until_closed(reader))
     sent = 0
     try:
         writer.write(

@@ -351,5 +351,14 @@ async def fetch(port: int, path: str = "/", **kw: Any) -> Response:
         await c.close()
 
 
+async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
+    """All the peer sends until it closes (a reset counts as a close)."""
+    out = b""
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            out += data
+    return out
+
+
 def send_request_bytes(method: str, path: str, host: str) -> bytes:
     return serialize_request_head(method, path, [("host", host)])
