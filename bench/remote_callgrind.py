@@ -23,7 +23,9 @@ machine's load. Each side is run twice, with 200 and 200 + ``--calls`` calls; th
 
 bench/remote_filter.py times the same call (latency, CPU seconds: noisy on a shared machine);
 bench/remote_wire.py counts the message format alone; this counts everything a call costs a side
-in user space. Kernel time is not in it: ``--strace`` counts each side's system calls per call
+in user space. Run it on a quiet machine: the client side also counts work that scales with wall
+time (its connection's periodic tasks), so next to a running test suite it read 537k instructions a
+call against 65.7k alone (2026-12-08). Kernel time is not in it: ``--strace`` counts each side's system calls per call
 instead (strace -c -f, same method). Needs valgrind (and strace for ``--strace``).
 """
 
