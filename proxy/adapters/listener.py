@@ -438,16 +438,12 @@ class DownstreamConnection(asyncio.Protocol):
         self.current = None
         if self.tunnel is not None:
             return
+        failed = self.failed
+        if failed is not None and keep_alive and not self.ctx.live.draining and self.upgrade_buf is None:
+            self._after_failure(failed)  # reading ended in an error (closed already): the next turn
+            return
         if not keep_alive or self.closed or self.ctx.live.draining or self.upgrade_buf is not None:
-            if (
-                self.failed is not None
-                and keep_alive
-                and not self.ctx.live.draining
-                and self.upgrade_buf is None
-            ):
-                self._after_failure(self.failed)
-                return
-            lingers = not self.closed and not ex.req_done and self.failed is None
+            lingers = not self.closed and not ex.req_done  # a failed read has closed: it never lingers
             self.closed = True
             if lingers:
                 self._linger()
